@@ -1,0 +1,42 @@
+"""Mean images (``mean.binaryproto``): one BlobProto holding a 1xCxHxW float image."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BlobError, FileFormatError
+from .blobs import read_blob, scan_blob
+from .sniff import Kind, explain, sniff
+from .source import ByteSource
+from .wire import WireError
+
+
+def read_mean(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a mean image as a (C, H, W) float32 array (channel order as stored: BGR for Caffe)."""
+    with ByteSource.open(Path(path)) as src:
+        head = bytes(src.buf[:4096])
+        kind = sniff(head)
+        problem = explain(kind, head, "binaryproto mean file")
+        if problem is None and kind in (Kind.TEXT, Kind.HDF5):
+            problem = f"this is a {kind.value} file, not a binaryproto mean image"
+        if problem:
+            raise FileFormatError(problem, path=src.path)
+        try:
+            span = scan_blob(src, 0, len(src))
+            array = read_blob(src, span, copy=True)
+        except WireError as exc:
+            raise FileFormatError(
+                f"not a readable BlobProto: {exc.reason} at byte {exc.offset}", path=src.path
+            ) from None
+        except ValueError as exc:
+            raise BlobError(str(exc), path=src.path) from None
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 3 or array.size == 0:
+        raise BlobError(
+            f"expected one CxHxW image, found shape {list(array.shape)}", path=str(path)
+        )
+    return np.ascontiguousarray(array, dtype=np.float32)

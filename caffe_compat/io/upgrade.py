@@ -1,0 +1,210 @@
+"""Bring any net definition to the current (V2) form, as Caffe does on every read.
+
+Pure functions on protobuf messages, each mirroring one of Caffe's upgrade steps: V1 ``layers``
+with enum types -> V2 ``layer`` with type strings, deprecated ``input``/``input_dim`` -> an Input
+layer, data-layer transformation fields -> ``transform_param``. Nothing downstream ever sees V1.
+The reverse mapping (V2 -> V1) serves the V1 writer.
+"""
+
+from __future__ import annotations
+
+from ..errors import NetDefinitionError
+from ..proto import caffe_pb2
+
+V1 = caffe_pb2.V1LayerParameter
+
+V1_TYPE_NAMES: dict[int, str] = {
+    V1.NONE: "",
+    V1.ABSVAL: "AbsVal",
+    V1.ACCURACY: "Accuracy",
+    V1.ARGMAX: "ArgMax",
+    V1.BNLL: "BNLL",
+    V1.CONCAT: "Concat",
+    V1.CONTRASTIVE_LOSS: "ContrastiveLoss",
+    V1.CONVOLUTION: "Convolution",
+    V1.DATA: "Data",
+    V1.DECONVOLUTION: "Deconvolution",
+    V1.DROPOUT: "Dropout",
+    V1.DUMMY_DATA: "DummyData",
+    V1.EUCLIDEAN_LOSS: "EuclideanLoss",
+    V1.ELTWISE: "Eltwise",
+    V1.EXP: "Exp",
+    V1.FLATTEN: "Flatten",
+    V1.HDF5_DATA: "HDF5Data",
+    V1.HDF5_OUTPUT: "HDF5Output",
+    V1.HINGE_LOSS: "HingeLoss",
+    V1.IM2COL: "Im2col",
+    V1.IMAGE_DATA: "ImageData",
+    V1.INFOGAIN_LOSS: "InfogainLoss",
+    V1.INNER_PRODUCT: "InnerProduct",
+    V1.LRN: "LRN",
+    V1.MEMORY_DATA: "MemoryData",
+    V1.MULTINOMIAL_LOGISTIC_LOSS: "MultinomialLogisticLoss",
+    V1.MVN: "MVN",
+    V1.POOLING: "Pooling",
+    V1.POWER: "Power",
+    V1.RELU: "ReLU",
+    V1.SIGMOID: "Sigmoid",
+    V1.SIGMOID_CROSS_ENTROPY_LOSS: "SigmoidCrossEntropyLoss",
+    V1.SILENCE: "Silence",
+    V1.SOFTMAX: "Softmax",
+    V1.SOFTMAX_LOSS: "SoftmaxWithLoss",
+    V1.SPLIT: "Split",
+    V1.SLICE: "Slice",
+    V1.TANH: "TanH",
+    V1.WINDOW_DATA: "WindowData",
+    V1.THRESHOLD: "Threshold",
+}
+V1_TYPE_BY_NAME: dict[str, int] = {name: enum for enum, name in V1_TYPE_NAMES.items() if name}
+
+# Fields the two layer messages share by name and type: copied as they are.
+_SHARED_SCALARS = ("name",)
+_SHARED_REPEATED = ("bottom", "top", "include", "exclude", "loss_weight")
+_V2_FIELDS = {f.name for f in caffe_pb2.LayerParameter.DESCRIPTOR.fields}
+_V1_PARAM_FIELDS = [
+    f.name
+    for f in V1.DESCRIPTOR.fields
+    if f.name.endswith("_param") and f.name in _V2_FIELDS and f.message_type is not None
+]
+_DATA_TYPES = ("Data", "ImageData", "WindowData")
+_LEGACY_TRANSFORM = ("scale", "mean_file", "crop_size", "mirror")
+
+
+def is_v0(net: caffe_pb2.NetParameter) -> bool:
+    """True for the pre-2014 format whose V1 layers wrap a ``layer { type: "conv" }`` V0 block."""
+    return any(layer.HasField("layer") for layer in net.layers)
+
+
+def v1_layer_to_v2(old: caffe_pb2.V1LayerParameter) -> caffe_pb2.LayerParameter:
+    """Convert one V1 layer (enum type, blobs_lr, weight_decay) to a V2 layer. Blobs excluded."""
+    if old.HasField("layer"):
+        raise NetDefinitionError(
+            "V0 layer definitions (before 2014) are not supported; upgrade the file with "
+            "Caffe's upgrade_net_proto_text first",
+            layer=old.name or old.layer.name,
+        )
+    new = caffe_pb2.LayerParameter()
+    for name in _SHARED_SCALARS:
+        if old.HasField(name):
+            setattr(new, name, getattr(old, name))
+    for name in _SHARED_REPEATED:
+        getattr(new, name).extend(getattr(old, name))
+    if old.HasField("type"):
+        new.type = V1_TYPE_NAMES[old.type]
+    for name in _V1_PARAM_FIELDS:
+        if old.HasField(name):
+            getattr(new, name).CopyFrom(getattr(old, name))
+    n_specs = max(len(old.blobs_lr), len(old.weight_decay), len(old.param), len(old.blob_share_mode))
+    for i in range(n_specs):
+        spec = new.param.add()
+        if i < len(old.param):
+            spec.name = old.param[i]
+        if i < len(old.blob_share_mode):
+            spec.share_mode = old.blob_share_mode[i]
+        if i < len(old.blobs_lr):
+            spec.lr_mult = old.blobs_lr[i]
+        if i < len(old.weight_decay):
+            spec.decay_mult = old.weight_decay[i]
+    _upgrade_data_transform(new)
+    return new
+
+
+def v2_layer_to_v1(new: caffe_pb2.LayerParameter) -> caffe_pb2.V1LayerParameter:
+    """Convert a V2 layer back to V1 for writing old-format files. Blobs excluded."""
+    if new.type not in V1_TYPE_BY_NAME:
+        raise NetDefinitionError(
+            f'type "{new.type}" has no V1 enum value; write this net in V2 format',
+            layer=new.name,
+            layer_type=new.type,
+        )
+    old = caffe_pb2.V1LayerParameter()
+    for name in _SHARED_SCALARS:
+        if new.HasField(name):
+            setattr(old, name, getattr(new, name))
+    for name in _SHARED_REPEATED:
+        getattr(old, name).extend(getattr(new, name))
+    old.type = V1_TYPE_BY_NAME[new.type]
+    v1_fields = {f.name for f in V1.DESCRIPTOR.fields}
+    for descriptor, value in new.ListFields():
+        if descriptor.name.endswith("_param") and descriptor.message_type is not None:
+            if descriptor.name not in v1_fields:
+                raise NetDefinitionError(
+                    f"{descriptor.name} cannot be written in V1 format",
+                    layer=new.name,
+                    layer_type=new.type,
+                )
+            getattr(old, descriptor.name).CopyFrom(value)
+    for spec in new.param:
+        if spec.HasField("name"):
+            old.param.append(spec.name)
+        old.blobs_lr.append(spec.lr_mult)
+        old.weight_decay.append(spec.decay_mult)
+    return old
+
+
+def _upgrade_data_transform(layer: caffe_pb2.LayerParameter) -> None:
+    """Move deprecated per-data-layer crop/mean/mirror/scale into ``transform_param``."""
+    if layer.type not in _DATA_TYPES:
+        return
+    source = {
+        "Data": "data_param",
+        "ImageData": "image_data_param",
+        "WindowData": "window_data_param",
+    }[layer.type]
+    if not layer.HasField(source):
+        return
+    params = getattr(layer, source)
+    for name in _LEGACY_TRANSFORM:
+        if params.HasField(name):
+            setattr(layer.transform_param, name, getattr(params, name))
+            params.ClearField(name)
+
+
+def upgrade_input_fields(net: caffe_pb2.NetParameter) -> None:
+    """Replace deprecated ``input``/``input_dim``/``input_shape`` by one leading Input layer."""
+    if not net.input:
+        return
+    if net.input_dim and len(net.input_dim) != 4 * len(net.input):
+        raise NetDefinitionError(
+            f"{len(net.input)} input(s) need {4 * len(net.input)} input_dim values, "
+            f"found {len(net.input_dim)}"
+        )
+    if net.input_shape and len(net.input_shape) not in (1, len(net.input)):
+        raise NetDefinitionError(
+            f"{len(net.input)} input(s) but {len(net.input_shape)} input_shape entries"
+        )
+    layer = caffe_pb2.LayerParameter(name="input", type="Input")
+    layer.top.extend(net.input)
+    for i in range(len(net.input)):
+        shape = layer.input_param.shape.add()
+        if net.input_shape:
+            shape.CopyFrom(net.input_shape[min(i, len(net.input_shape) - 1)])
+        elif net.input_dim:
+            shape.dim.extend(net.input_dim[4 * i : 4 * i + 4])
+    layers = [layer, *net.layer]
+    del net.layer[:]
+    net.layer.extend(layers)
+    net.ClearField("input")
+    net.ClearField("input_dim")
+    net.ClearField("input_shape")
+
+
+def upgrade_net(net: caffe_pb2.NetParameter) -> bool:
+    """Upgrade ``net`` in place to V2 with Input layers; return True when it was V1."""
+    was_v1 = len(net.layers) > 0
+    if was_v1 and len(net.layer) > 0:
+        raise NetDefinitionError("net mixes V1 `layers` and V2 `layer` entries")
+    if was_v1:
+        if is_v0(net):
+            raise NetDefinitionError(
+                "V0 layer definitions (before 2014) are not supported; upgrade the file with "
+                "Caffe's upgrade_net_proto_text first"
+            )
+        converted = [v1_layer_to_v2(old) for old in net.layers]
+        net.ClearField("layers")
+        net.layer.extend(converted)
+    else:
+        for layer in net.layer:
+            _upgrade_data_transform(layer)
+    upgrade_input_fields(net)
+    return was_v1
