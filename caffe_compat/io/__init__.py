@@ -1,1 +1,43 @@
-"""."""
+"""Readers and writers for every Caffe file format. Imports numpy, protobuf and h5py only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .binaryproto import read_mean
+from .caffemodel import read_caffemodel, read_caffemodel_bytes
+from .hdf5 import read_hdf5, write_hdf5
+from .prototxt import load_prototxt, load_solver
+from .sniff import HDF5_MAGIC
+from .weights import Weights
+from .writer import write_caffemodel, write_mean, write_prototxt
+
+
+def read_weights(path: str | os.PathLike[str], *, copy: bool = True) -> Weights:
+    """Read weights in whichever format the file is: binary caffemodel (V1/V2) or HDF5."""
+    try:
+        with Path(path).open("rb") as handle:
+            magic = handle.read(8)
+    except (FileNotFoundError, IsADirectoryError):
+        pass  # the reader raises the one-line error
+    else:
+        if magic == HDF5_MAGIC:
+            return read_hdf5(path)
+    return read_caffemodel(path, copy=copy)
+
+
+__all__ = [
+    "Weights",
+    "load_prototxt",
+    "load_solver",
+    "read_caffemodel",
+    "read_caffemodel_bytes",
+    "read_hdf5",
+    "read_mean",
+    "read_weights",
+    "write_caffemodel",
+    "write_hdf5",
+    "write_mean",
+    "write_prototxt",
+]

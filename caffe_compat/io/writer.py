@@ -1,0 +1,149 @@
+"""Writers: binary caffemodels (V2 or V1 wire layout), HDF5 (see hdf5.py) and prototxt text.
+
+Layer definitions are serialised by protobuf; blob data is streamed from the arrays straight to the
+file, never copied into protobuf repeated fields. Every file is written to a temporary name first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import BinaryIO, Literal
+
+import numpy as np
+from google.protobuf import text_format
+
+from ..proto import caffe_pb2
+from .atomic import atomic_output
+from .upgrade import v2_layer_to_v1
+from .wire import I32, LEN
+
+Encoding = Literal["packed", "unpacked", "double"]
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _tag(number: int, wire_type: int) -> bytes:
+    return _varint((number << 3) | wire_type)
+
+
+class _Blob:
+    """One blob ready to stream: its small header bytes and the data piece(s) that follow."""
+
+    def __init__(self, array: np.ndarray, legacy: bool, encoding: Encoding) -> None:
+        array = np.asarray(array)
+        header = caffe_pb2.BlobProto()
+        if legacy and array.ndim <= 4:
+            dims = (1,) * (4 - array.ndim) + tuple(array.shape)
+            header.num, header.channels, header.height, header.width = dims
+        else:
+            header.shape.dim.extend(int(d) for d in array.shape)
+        self.header = header.SerializeToString()
+        self.encoding = encoding
+        if encoding == "double":
+            self.values = np.ascontiguousarray(array, dtype="<f8").reshape(-1)
+            self.prefix = _tag(8, LEN) + _varint(self.values.nbytes)
+        elif encoding == "unpacked":
+            values = np.ascontiguousarray(array, dtype="<f4").reshape(-1)
+            rows = np.empty(values.size, dtype=[("tag", "u1"), ("value", "<f4")])
+            rows["tag"] = (5 << 3) | I32
+            rows["value"] = values
+            self.values = rows
+            self.prefix = b""
+        else:
+            self.values = np.ascontiguousarray(array, dtype="<f4").reshape(-1)
+            self.prefix = _tag(5, LEN) + _varint(self.values.nbytes)
+        self.size = len(self.header) + len(self.prefix) + self.values.nbytes
+
+    def write(self, out: BinaryIO) -> None:
+        out.write(self.header)
+        out.write(self.prefix)
+        if self.values.nbytes:
+            out.write(memoryview(self.values).cast("B"))
+
+
+def _layer_def(layer: caffe_pb2.LayerParameter, version: int) -> bytes:
+    definition = caffe_pb2.LayerParameter()
+    definition.CopyFrom(layer)
+    del definition.blobs[:]
+    if version == 1:
+        return v2_layer_to_v1(definition).SerializeToString()
+    return definition.SerializeToString()
+
+
+def write_caffemodel(
+    path: str | os.PathLike[str],
+    net: caffe_pb2.NetParameter,
+    blobs: Mapping[str, Sequence[np.ndarray]],
+    *,
+    version: Literal[1, 2] = 2,
+    encoding: Encoding = "packed",
+) -> None:
+    """Write ``net``'s layers (V2 definitions) with ``blobs`` by layer name as a binary caffemodel.
+
+    ``version=1`` writes the old ``layers`` layout with enum types and legacy 4-D blob dims, as
+    Caffe did before 2015; ``encoding`` selects packed floats (Caffe's own), unpacked floats or
+    ``double_data``, all of which Caffe reads.
+    """
+    layer_field, blob_field = (2, 6) if version == 1 else (100, 7)
+    known = {layer.name for layer in net.layer}
+    unknown = sorted(set(blobs) - known)
+    if unknown:
+        raise ValueError(f"blobs for layers not in the net: {', '.join(unknown)}")
+    header = caffe_pb2.NetParameter()
+    header.CopyFrom(net)
+    header.ClearField("layer")
+    header.ClearField("layers")
+    with atomic_output(path) as tmp, open(tmp, "wb") as out:
+        out.write(header.SerializeToString())
+        for layer in net.layer:
+            definition = _layer_def(layer, version)
+            pieces = [_Blob(a, version == 1, encoding) for a in blobs.get(layer.name, ())]
+            frames = [_tag(blob_field, LEN) + _varint(p.size) for p in pieces]
+            size = len(definition) + sum(len(f) + p.size for f, p in zip(frames, pieces))
+            out.write(_tag(layer_field, LEN) + _varint(size))
+            out.write(definition)
+            for frame, piece in zip(frames, pieces):
+                out.write(frame)
+                piece.write(out)
+
+
+def write_mean(path: str | os.PathLike[str], mean: np.ndarray) -> None:
+    """Write a (C, H, W) mean image as a legacy 1xCxHxW BlobProto, as Caffe's tools do."""
+    if mean.ndim != 3:
+        raise ValueError(f"a mean image is (C, H, W), got shape {list(mean.shape)}")
+    piece = _Blob(mean[None], True, "packed")
+    with atomic_output(path) as tmp, open(tmp, "wb") as out:
+        piece.write(out)
+
+
+def net_to_text(net: caffe_pb2.NetParameter) -> str:
+    """Prototxt text of a net, as protobuf prints it."""
+    return text_format.MessageToString(net, float_format=".9g")
+
+
+def write_prototxt(path: str | os.PathLike[str], net: caffe_pb2.NetParameter) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(net_to_text(net), encoding="utf-8")
+
+
+def definitions_only(layers: Iterable[caffe_pb2.LayerParameter]) -> caffe_pb2.NetParameter:
+    """A NetParameter holding copies of ``layers`` without their blobs."""
+    net = caffe_pb2.NetParameter()
+    for layer in layers:
+        copy = net.layer.add()
+        copy.CopyFrom(layer)
+        del copy.blobs[:]
+    return net
+
+

@@ -1,0 +1,196 @@
+"""NetParameter (already upgraded to V2) -> Graph: phase filtering, inputs, SSA wiring.
+
+Data layers become declared inputs, training-only layers drop out, and in-place tops become
+distinct values (see graph.py for the naming rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..errors import NetDefinitionError
+from ..proto import caffe_pb2
+from .graph import Graph, Node, Shape
+from .phase import NetState, layer_included
+
+# Layers that only feed or score training; a deploy graph never contains them.
+DATA_TYPES = frozenset(
+    {
+        "Data",
+        "ImageData",
+        "WindowData",
+        "MemoryData",
+        "HDF5Data",
+        "DummyData",
+        "AnnotatedData",
+        "VideoData",
+    }
+)
+TRAINING_ONLY_TYPES = frozenset(
+    {
+        "Accuracy",
+        "SoftmaxWithLoss",
+        "EuclideanLoss",
+        "HingeLoss",
+        "InfogainLoss",
+        "MultinomialLogisticLoss",
+        "SigmoidCrossEntropyLoss",
+        "ContrastiveLoss",
+        "MultiBoxLoss",
+        "DetectionEvaluate",
+        "Silence",
+        "HDF5Output",
+    }
+)
+
+
+def _data_layer_shape(layer: caffe_pb2.LayerParameter, notes: list[str]) -> Shape | None:
+    """The batch shape a data layer would produce, as far as the definition tells."""
+    t = layer.transform_param
+    crop_h = int(t.crop_h or t.crop_size)
+    crop_w = int(t.crop_w or t.crop_size)
+    if layer.type == "MemoryData":
+        p = layer.memory_data_param
+        if p.dim:
+            return tuple(int(d) for d in p.dim)
+        return (int(p.batch_size), int(p.channels), int(p.height), int(p.width))
+    if layer.type == "DummyData":
+        p = layer.dummy_data_param
+        if p.shape:
+            return tuple(int(d) for d in p.shape[0].dim)
+        if p.num:
+            return (int(p.num[0]), int(p.channels[0]), int(p.height[0]), int(p.width[0]))
+        return None
+    batch = {
+        "Data": layer.data_param.batch_size,
+        "ImageData": layer.image_data_param.batch_size,
+        "WindowData": layer.window_data_param.batch_size,
+        "HDF5Data": layer.hdf5_data_param.batch_size,
+    }.get(layer.type, 1)
+    if layer.type == "ImageData" and not crop_h:
+        crop_h = int(layer.image_data_param.new_height)
+        crop_w = int(layer.image_data_param.new_width)
+    if not crop_h or not crop_w:
+        return None
+    channels = 3
+    if layer.type == "ImageData" and not layer.image_data_param.is_color:
+        channels = 1
+    if t.force_gray:
+        channels = 1
+    notes.append(
+        f'input "{layer.top[0]}" from {layer.type} layer "{layer.name}": '
+        f"{channels} channels assumed (the database, not the net, defines them)"
+    )
+    return (int(batch or 1), channels, crop_h, crop_w)
+
+
+def _input_shapes(layer: caffe_pb2.LayerParameter) -> list[Shape | None]:
+    shapes = [tuple(int(d) for d in s.dim) for s in layer.input_param.shape]
+    if not shapes:
+        return [None] * len(layer.top)
+    if len(shapes) == 1:
+        return [shapes[0]] * len(layer.top)
+    if len(shapes) != len(layer.top):
+        raise NetDefinitionError(
+            f"{len(layer.top)} tops but {len(shapes)} input shapes",
+            layer=layer.name,
+            layer_type=layer.type,
+        )
+    return list(shapes)
+
+
+def build_graph(
+    net: caffe_pb2.NetParameter,
+    *,
+    state: NetState | None = None,
+    input_shapes: Mapping[str, Shape] | None = None,
+    path: str | None = None,
+    lines: Mapping[str, int] | None = None,
+) -> Graph:
+    """Wire a V2 net into a Graph for ``state`` (TEST phase by default)."""
+    state = state or NetState()
+    overrides = dict(input_shapes or {})
+    lines = lines or {}
+    graph = Graph(name=net.name, inputs={}, nodes=[], outputs=[], path=path)
+    declared: dict[str, Shape | None] = {}
+    current: dict[str, str] = {}  # blob -> its latest value
+    versions: dict[str, list[str]] = {}  # blob -> temporary value ids in order
+    producer_of: dict[str, str] = {}  # temporary value id -> producing layer name
+    seen_names: set[str] = set()
+
+    def new_version(blob: str, layer: str) -> str:
+        tmp = f"{blob}\x00{len(versions.get(blob, []))}"
+        versions.setdefault(blob, []).append(tmp)
+        producer_of[tmp] = layer
+        current[blob] = tmp
+        return tmp
+
+    def add_input(blob: str, shape: Shape | None, layer: str) -> None:
+        if blob in current:
+            raise NetDefinitionError(f'input blob "{blob}" is declared twice', layer=layer)
+        new_version(blob, "")
+        declared[blob] = overrides.pop(blob, shape)
+
+    for layer in net.layer:
+        if not layer_included(state, layer):
+            continue
+        where = {"layer": layer.name, "layer_type": layer.type, "path": path}
+        if layer.name in seen_names:
+            raise NetDefinitionError("two layers share this name", **where)
+        seen_names.add(layer.name)
+        if layer.type == "Input":
+            for blob, shape in zip(layer.top, _input_shapes(layer)):
+                add_input(blob, shape, layer.name)
+            continue
+        if layer.type in DATA_TYPES:
+            shape = _data_layer_shape(layer, graph.notes)
+            for i, blob in enumerate(layer.top):
+                if i == 0:
+                    add_input(blob, shape, layer.name)
+                else:
+                    graph.notes.append(f'"{blob}" of "{layer.name}" (labels) is not an input')
+            graph.dropped.append((layer.name, layer.type))
+            continue
+        if layer.type in TRAINING_ONLY_TYPES:
+            graph.dropped.append((layer.name, layer.type))
+            continue
+        inputs = []
+        for blob in layer.bottom:
+            if blob not in current:
+                raise NetDefinitionError(
+                    f'bottom "{blob}" is not produced by any earlier layer or input', **where
+                )
+            inputs.append(current[blob])
+        outputs = [new_version(blob, layer.name) for blob in layer.top]
+        if len(set(layer.top)) != len(layer.top):
+            raise NetDefinitionError("a layer lists the same top twice", **where)
+        graph.nodes.append(
+            Node(layer.name, layer.type, layer, inputs, outputs, line=lines.get(layer.name))
+        )
+    if overrides:
+        raise NetDefinitionError(f"no input named {', '.join(sorted(overrides))} in this net")
+
+    # Final names: inputs keep plain names; otherwise the last version of a blob does.
+    rename: dict[str, str] = {}
+    for blob, ids in versions.items():
+        pinned = producer_of[ids[0]] == ""
+        for i, tmp in enumerate(ids):
+            plain = (i == 0) if pinned else (i == len(ids) - 1)
+            rename[tmp] = blob if plain else f"{blob}@{producer_of[tmp]}"
+            graph.blob_of[rename[tmp]] = blob
+        graph.final[blob] = rename[ids[-1]]
+    for node in graph.nodes:
+        node.inputs = [rename[v] for v in node.inputs]
+        node.outputs = [rename[v] for v in node.outputs]
+    for blob, shape in declared.items():
+        graph.inputs[blob] = shape  # type: ignore[assignment]  # None until checked by infer
+    consumed = {v for node in graph.nodes for v in node.inputs}
+    graph.outputs = [
+        value
+        for node in graph.nodes
+        for value in node.outputs
+        if value not in consumed and graph.final[graph.blob_of[value]] == value
+    ]
+    if not graph.nodes:
+        raise NetDefinitionError(f"no layers left in phase {state.phase}", path=path)
+    return graph

@@ -1,0 +1,178 @@
+"""Shape inference over a Graph with the registered Caffe shape rules, and the weights join.
+
+Both walk the graph once in execution order. Weights are matched to layers by name, as Caffe does,
+and every disagreement is collected so a user sees all of them at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import registry
+from ..errors import NetDefinitionError, WeightsMismatchError
+from ..io.weights import Weights
+from .graph import Graph, Node, Shape
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One disagreement between net and weights, or a layer whose shapes could not be inferred."""
+
+    layer: str
+    kind: str  # "missing", "extra", "count", "shape", "shape-rule"
+    detail: str
+
+    def __str__(self) -> str:
+        return f'layer "{self.layer}": {self.detail}'
+
+
+@dataclass
+class Inference:
+    """Value shapes, expected parameter shapes per layer, and what went wrong (lenient mode)."""
+
+    shapes: dict[str, Shape | None]
+    params: dict[str, list[Shape]]
+    issues: list[Issue]
+
+
+def _fmt(shape: Shape) -> str:
+    return "x".join(str(d) for d in shape) if shape else "scalar"
+
+
+def infer_shapes(graph: Graph, *, strict: bool = True) -> Inference:
+    """Apply Caffe's shape rules layer by layer; fill ``graph.shapes``.
+
+    Strict mode raises the first problem (after a preflight listing every unknown layer type);
+    lenient mode records problems and carries on with unknown shapes, for ``inspect``.
+    """
+    if strict:
+        registry.preflight(graph, ["shape"])
+    result = Inference(shapes={}, params={}, issues=[])
+    for name, shape in graph.inputs.items():
+        if shape is None:
+            reason = (
+                f'input "{name}" has no declared shape; give one (e.g. --input-shape '
+                f"{name}=1,3,227,227)"
+            )
+            if strict:
+                raise NetDefinitionError(reason, path=graph.path)
+            result.issues.append(Issue(name, "shape-rule", reason))
+        result.shapes[name] = shape
+    for node in graph.nodes:
+        ins = [result.shapes.get(v) for v in node.inputs]
+        entry = registry.lookup(node.type, "shape")
+        problem = None
+        if entry is None:
+            problem = f'no shape rule for type "{node.type}"'
+        elif any(s is None for s in ins):
+            problem = "input shape unknown"
+        else:
+            try:
+                outs, params = entry.fn(node, ins)
+                if len(outs) != len(node.outputs):
+                    raise ValueError(f"{len(node.outputs)} tops but the rule gave {len(outs)}")
+            except ValueError as exc:
+                problem = str(exc)
+        if problem is not None:
+            if strict:
+                raise NetDefinitionError(
+                    problem, path=graph.path, layer=node.name, layer_type=node.type, line=node.line
+                )
+            if problem != "input shape unknown":
+                result.issues.append(Issue(node.name, "shape-rule", problem))
+            for value in node.outputs:
+                result.shapes[value] = None
+            continue
+        result.params[node.name] = [tuple(int(d) for d in p) for p in params]
+        for value, shape in zip(node.outputs, outs):
+            result.shapes[value] = tuple(int(d) for d in shape)
+    graph.shapes = {k: v for k, v in result.shapes.items() if v is not None}
+    return result
+
+
+def _fit(array: np.ndarray, expected: Shape) -> np.ndarray | None:
+    """The blob in the expected shape, or None. Legacy 4-D blobs are right-aligned (Caffe rule)."""
+    if tuple(array.shape) == tuple(expected):
+        return array
+    legacy = (1,) * (4 - len(expected)) + tuple(expected) if len(expected) <= 4 else None
+    if array.ndim == 4 and legacy is not None and tuple(array.shape) == legacy:
+        return array.reshape(expected)
+    return None
+
+
+def match_weights(graph: Graph, weights: Weights, inference: Inference) -> list[Issue]:
+    """Attach weights to nodes by layer name; return every mismatch (nothing raised here)."""
+    issues: list[Issue] = []
+    names = {node.name for node in graph.nodes}
+    for node in graph.nodes:
+        expected = inference.params.get(node.name)
+        stored = weights.blobs.get(node.name)
+        if expected is None:
+            if stored:
+                node.blobs = list(stored)
+            continue
+        if not expected:
+            if stored:
+                issues.append(
+                    Issue(node.name, "count", f"holds no parameters but the weights have {len(stored)}")
+                )
+            continue
+        if not stored:
+            what = "is missing from the weights" if node.name not in weights.blobs else "has no blobs"
+            issues.append(
+                Issue(
+                    node.name,
+                    "missing",
+                    f"{what}; expected {len(expected)} blob(s) "
+                    + ", ".join(_fmt(s) for s in expected),
+                )
+            )
+            continue
+        if len(stored) != len(expected):
+            issues.append(
+                Issue(
+                    node.name,
+                    "count",
+                    f"expected {len(expected)} blob(s), the weights hold {len(stored)}",
+                )
+            )
+            continue
+        fitted = []
+        for index, (array, shape) in enumerate(zip(stored, expected)):
+            good = _fit(array, shape)
+            if good is None:
+                issues.append(
+                    Issue(
+                        node.name,
+                        "shape",
+                        f"blob {index} is {_fmt(tuple(array.shape))} in the weights, "
+                        f"the net needs {_fmt(shape)}",
+                    )
+                )
+            fitted.append(good)
+        if all(a is not None for a in fitted):
+            node.blobs = fitted  # type: ignore[assignment]
+    for name, arrays in weights.blobs.items():
+        if name not in names and arrays:
+            kind = weights.layer_type(name)
+            label = f" ({kind})" if kind else ""
+            issues.append(Issue(name, "extra", f"is in the weights{label} but not in the net"))
+    return issues
+
+
+def check_weights(graph: Graph, issues: list[Issue], weights_path: str) -> None:
+    """Raise one error listing every mismatch that stops conversion (extra layers only warn)."""
+    blocking = [i for i in issues if i.kind != "extra"]
+    if blocking:
+        detail = "; ".join(str(i) for i in blocking)
+        raise WeightsMismatchError(
+            f"{len(blocking)} mismatch(es) between net and weights: {detail}", path=weights_path
+        )
+
+
+def require_weights(node: Node) -> None:
+    """Converters call this: a layer with parameters must have its blobs attached."""
+    if not node.blobs:
+        raise NetDefinitionError("has no weights attached", layer=node.name, layer_type=node.type)
