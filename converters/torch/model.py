@@ -1,0 +1,102 @@
+"""``CaffeNet``: runs a Graph's layers in Caffe order; any named blob can be returned."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from ... import registry
+from ...errors import CaffeCompatError
+from ...ir.graph import Graph
+from ._base import TorchContext
+
+
+def module_key(layer_name: str) -> str:
+    """A submodule name for a Caffe layer name (torch forbids '.' and the empty name)."""
+    return layer_name.replace(".", "_") or "_"
+
+
+class CaffeNet(nn.Module):
+    """A Caffe net as a PyTorch module. Submodules are named after the Caffe layers.
+
+    ``model(x)`` returns the net's output tensor (or a dict when it has several);
+    ``model(x, outputs=["fc7", "prob"])`` returns the named blobs (Caffe semantics: the value after
+    in-place layers) or values (``"conv1@conv1"``, before the in-place ReLU) as a dict.
+    """
+
+    def __init__(self, graph: Graph) -> None:
+        super().__init__()
+        registry.preflight(graph, ["torch"])
+        self.graph = graph
+        self.input_names = list(graph.inputs)
+        self.output_names = list(graph.outputs)
+        self.layers = nn.ModuleDict()
+        self._keys: list[str] = []
+        for node in graph.nodes:
+            entry = registry.lookup(node.type, "torch")
+            assert entry is not None  # preflight checked
+            key = module_key(node.name)
+            while key in self.layers:
+                key += "_"
+            try:
+                self.layers[key] = entry.fn(node, TorchContext(graph, node))
+            except CaffeCompatError:
+                raise
+            except (ValueError, registry.Unsupported) as exc:
+                raise CaffeCompatError(
+                    str(exc), path=graph.path, layer=node.name, layer_type=node.type
+                ) from None
+            self._keys.append(key)
+        self._last_use = self._compute_last_use()
+        self.eval()
+
+    def _compute_last_use(self) -> dict[str, int]:
+        last: dict[str, int] = {}
+        for index, node in enumerate(self.graph.nodes):
+            for value in node.inputs:
+                last[value] = index
+        return last
+
+    def _feeds(self, args: Sequence[torch.Tensor], kwargs: dict[str, torch.Tensor]) -> dict:
+        if len(args) > len(self.input_names):
+            raise TypeError(f"the net takes {len(self.input_names)} input(s), got {len(args)}")
+        feeds = dict(zip(self.input_names, args))
+        feeds.update(kwargs)
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise TypeError(f"missing input(s): {', '.join(missing)}")
+        return feeds
+
+    def forward(
+        self,
+        *args: torch.Tensor,
+        outputs: Iterable[str] | None = None,
+        **kwargs: torch.Tensor,
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        feeds = self._feeds(args, kwargs)
+        wanted_names = list(outputs) if outputs is not None else self.output_names
+        try:
+            wanted = {name: self.graph.resolve(name) for name in wanted_names}
+        except KeyError as exc:
+            raise KeyError(f"no blob or value named {exc.args[0]!r} in this net") from None
+        keep = set(wanted.values())
+        env: dict[str, torch.Tensor] = dict(feeds)
+        for index, (node, key) in enumerate(zip(self.graph.nodes, self._keys)):
+            result = self.layers[key](*[env[v] for v in node.inputs])
+            if isinstance(result, torch.Tensor):
+                result = (result,)
+            for value, tensor in zip(node.outputs, result):
+                env[value] = tensor
+            for value in node.inputs:
+                if self._last_use.get(value) == index and value not in keep:
+                    env.pop(value, None)
+        if outputs is None and len(self.output_names) == 1:
+            return env[self.output_names[0]]
+        return {name: env[value] for name, value in wanted.items()}
+
+
+def to_torch(graph: Graph) -> CaffeNet:
+    """Build the eval-mode PyTorch module for a graph whose weights are attached."""
+    return CaffeNet(graph)

@@ -1,0 +1,61 @@
+"""Pooling with Caffe's exact rules (ceil rounding, last-window clip, AVE divisor)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...ir.graph import Node
+from ...proto import caffe_pb2
+from ...registry import register
+from ...shapes.geometry import PoolGeometry, pool_geometry
+from ._base import TorchContext
+
+MAX, AVE = caffe_pb2.PoolingParameter.MAX, caffe_pb2.PoolingParameter.AVE
+
+
+class CaffePool2d(nn.Module):
+    """MAX or AVE pooling for any input size; geometry comes from the shared shapes module."""
+
+    def __init__(self, param: caffe_pb2.PoolingParameter) -> None:
+        super().__init__()
+        self.param = param
+        self._divisor_fix: dict[tuple, torch.Tensor] = {}
+
+    def _fix(self, geom: PoolGeometry, like: torch.Tensor) -> torch.Tensor:
+        """k*k / Caffe's divisor per output position (1 except where windows overhang)."""
+        key = (geom, like.device, like.dtype)
+        if key not in self._divisor_fix:
+            rows = torch.tensor(geom.axes[0].divisors(), dtype=torch.float64)
+            cols = torch.tensor(geom.axes[1].divisors(), dtype=torch.float64)
+            area = geom.kernel[0] * geom.kernel[1]
+            fix = area / (rows[:, None] * cols[None, :])
+            self._divisor_fix[key] = fix.to(device=like.device, dtype=like.dtype)
+        return self._divisor_fix[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        geom = pool_geometry(self.param, x.shape[2], x.shape[3])
+        (ph, pw), (eh, ew) = geom.pad_begin, geom.pad_end
+        k, s = geom.kernel, geom.stride
+        if geom.method == MAX:
+            if (ph, pw) == (eh, ew) and ph <= k[0] // 2 and pw <= k[1] // 2:
+                return F.max_pool2d(x, k, s, (ph, pw))
+            return F.max_pool2d(F.pad(x, (pw, ew, ph, eh), value=float("-inf")), k, s)
+        if (ph, pw) == (eh, ew) and ph <= k[0] // 2 and pw <= k[1] // 2:
+            return F.avg_pool2d(x, k, s, (ph, pw), count_include_pad=True)
+        y = F.avg_pool2d(F.pad(x, (pw, ew, ph, eh)), k, s)
+        return y * self._fix(geom, y) if geom.needs_divisor_fix else y
+
+
+def _check(node: Node) -> str | None:
+    if node.param.pooling_param.pool not in (MAX, AVE):
+        return "only MAX and AVE pooling have a deterministic inference form"
+    if len(node.outputs) > 1:
+        return "the argmax-mask second top is not supported"
+    return None
+
+
+@register("Pooling", "torch", check=_check)
+def _pooling(node: Node, ctx: TorchContext) -> nn.Module:
+    return CaffePool2d(node.param.pooling_param)
