@@ -33,3 +33,14 @@ def parameter(array: np.ndarray) -> torch.nn.Parameter:
 
 def buffer(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(array, dtype=np.float32))
+
+
+class PerBottom(torch.nn.Module):
+    """Apply one layer to each of several bottoms (Caffe layers may share weights this way)."""
+
+    def __init__(self, layer: torch.nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.layer(x) for x in xs)

@@ -8,7 +8,7 @@ from ...ir.graph import Node
 from ...ir.infer import require_weights
 from ...registry import register
 from ...shapes.geometry import conv_geometry
-from ._base import TorchContext, parameter
+from ._base import PerBottom, TorchContext, parameter
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _DECONV = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -43,7 +43,7 @@ def _build(node: Node, ctx: TorchContext, table: dict) -> nn.Module:
     layer.weight = parameter(weight)
     if p.bias_term:
         layer.bias = parameter(node.blobs[1])
-    return layer
+    return PerBottom(layer) if len(node.inputs) > 1 else layer
 
 
 @register("Convolution", "torch", check=_check)

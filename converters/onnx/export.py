@@ -1,0 +1,90 @@
+"""Graph -> ONNX model: one walk over the nodes, each converted by its registered function."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+
+import onnx
+from onnx import TensorProto, helper
+
+from ... import __version__, registry
+from ...errors import CaffeCompatError
+from ...io.atomic import atomic_output
+from ...ir.graph import Graph, Shape
+from ._base import OnnxContext, OnnxOut
+
+DEFAULT_OPSET = 17
+BATCH = "N"
+
+
+def _value_info(name: str, shape: Shape, dynamic_batch: bool) -> onnx.ValueInfoProto:
+    dims: list[int | str] = list(shape)
+    if dynamic_batch and dims:
+        dims[0] = BATCH
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+
+
+def to_onnx(
+    graph: Graph,
+    *,
+    opset: int = DEFAULT_OPSET,
+    extra_outputs: Iterable[str] = (),
+    metadata: Mapping[str, str] | None = None,
+    dynamic_batch: bool = True,
+) -> onnx.ModelProto:
+    """Build the ONNX model of a graph whose weights are attached.
+
+    ``extra_outputs`` adds intermediate blobs (Caffe names, or ``blob@layer`` values) as outputs,
+    which ``verify`` uses to compare every layer.
+    """
+    registry.preflight(graph, ["onnx"])
+    nodes: list[onnx.NodeProto] = []
+    initializers: list[onnx.TensorProto] = []
+    for node in graph.nodes:
+        entry = registry.lookup(node.type, "onnx")
+        assert entry is not None  # preflight checked
+        try:
+            result: OnnxOut = entry.fn(node, OnnxContext(graph, node, opset))
+        except CaffeCompatError:
+            raise
+        except (ValueError, registry.Unsupported) as exc:
+            raise CaffeCompatError(
+                str(exc), path=graph.path, layer=node.name, layer_type=node.type
+            ) from None
+        nodes.extend(result.nodes)
+        initializers.extend(result.initializers)
+    outputs = list(graph.outputs)
+    for name in extra_outputs:
+        value = graph.resolve(name)
+        if value not in outputs:
+            outputs.append(value)
+    onnx_graph = helper.make_graph(
+        nodes,
+        graph.name or "caffe_net",
+        [_value_info(n, s, dynamic_batch) for n, s in graph.inputs.items()],
+        [_value_info(v, graph.shapes[v], dynamic_batch) for v in outputs],
+        initializer=initializers,
+    )
+    model = helper.make_model(
+        onnx_graph,
+        opset_imports=[helper.make_opsetid("", opset)],
+        producer_name="caffe-compat",
+        producer_version=__version__,
+    )
+    model.ir_version = min(model.ir_version, 8)  # readable by older runtimes and OpenCV 5
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    return model
+
+
+def check_model(model: onnx.ModelProto) -> None:
+    """onnx's checker with full checking (strict shape inference)."""
+    onnx.checker.check_model(model, full_check=True)
+
+
+def save_onnx(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    """Write atomically."""
+    with atomic_output(path) as tmp:
+        onnx.save_model(model, str(tmp))
