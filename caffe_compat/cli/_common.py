@@ -1,0 +1,55 @@
+"""Arguments several subcommands share, parsed the same way everywhere."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import CaffeCompatError
+
+
+def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """``NAME=1,3,227,227`` (repeatable) -> {name: shape}."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in items or []:
+        name, _, dims = item.partition("=")
+        try:
+            shape = tuple(int(d) for d in dims.replace("x", ",").split(","))
+        except ValueError:
+            shape = ()
+        if not name or not shape or any(d <= 0 for d in shape):
+            raise CaffeCompatError(
+                f"--input-shape expects NAME=N,C,H,W with positive sizes, got {item!r}"
+            )
+        shapes[name] = shape
+    return shapes
+
+
+def add_net_arguments(parser: argparse.ArgumentParser) -> None:
+    """Phase, stages, level, input shape overrides and fork-field tolerance."""
+    parser.add_argument(
+        "--phase", default="TEST", choices=["TEST", "TRAIN"], help="net phase (default TEST)"
+    )
+    parser.add_argument("--stage", action="append", default=[], help="net stage (repeatable)")
+    parser.add_argument("--level", type=int, default=0, help="net level (default 0)")
+    parser.add_argument(
+        "--input-shape",
+        action="append",
+        metavar="NAME=N,C,H,W",
+        help="set or override an input's shape (repeatable)",
+    )
+    parser.add_argument(
+        "--allow-unknown-fields",
+        action="store_true",
+        help="skip prototxt fields caffe.proto does not know (Caffe forks' extras)",
+    )
+
+
+def net_options(args: argparse.Namespace) -> dict:
+    """Keyword arguments for ``load_net`` from the shared arguments."""
+    return {
+        "phase": args.phase,
+        "stages": args.stage,
+        "level": args.level,
+        "input_shapes": parse_input_shapes(args.input_shape),
+        "allow_unknown_fields": args.allow_unknown_fields,
+    }

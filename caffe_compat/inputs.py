@@ -1,0 +1,61 @@
+"""Deterministic test inputs that look like photographs to a CNN, for synthesis and verify.
+
+Random smooth colour fields with edges and texture, in 0..255 like decoded images; callers
+subtract a mean (the net's own, or per-channel constants) to get what Caffe nets are fed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Mean BGR pixel of the Adience training faces (FACTS.md); a fair default for natural images.
+DEFAULT_BGR_MEAN = (78.4263377603, 87.7689143744, 114.895847746)
+
+
+def _smooth(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
+    """Bilinear upsampling of a coarse random grid: a smooth field in [0, 1]."""
+    grid = rng.random((cells + 1, cells + 1))
+    ys = np.linspace(0, cells, h)
+    xs = np.linspace(0, cells, w)
+    y0 = np.minimum(ys.astype(int), cells - 1)
+    x0 = np.minimum(xs.astype(int), cells - 1)
+    fy = (ys - y0)[:, None]
+    fx = (xs - x0)[None, :]
+    top = grid[y0][:, x0] * (1 - fx) + grid[y0][:, x0 + 1] * fx
+    bottom = grid[y0 + 1][:, x0] * (1 - fx) + grid[y0 + 1][:, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def synthetic_images(n: int, channels: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """``n`` image-like arrays (N, C, H, W), float32 in [0, 255], different for every index."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, channels, height, width), dtype=np.float32)
+    for i in range(n):
+        cells = int(rng.integers(2, 9))
+        base = _smooth(rng, height, width, cells)
+        for c in range(channels):
+            tint = _smooth(rng, height, width, int(rng.integers(1, 5)))
+            detail = rng.normal(0.0, 0.04 + 0.06 * rng.random(), (height, width))
+            image = 0.55 * base + 0.35 * tint + detail
+            image = image * rng.uniform(0.6, 1.4) + rng.uniform(-0.3, 0.3)
+            out[i, c] = np.clip(image, 0.0, 1.0) * 255.0
+    return out
+
+
+def feeds_for(
+    shapes: dict[str, tuple[int, ...]], n: int, seed: int = 0, mean: tuple[float, ...] | None = None
+) -> dict[str, np.ndarray]:
+    """One batch of ``n`` inputs per net input: mean-subtracted images for 3-channel 4-D inputs,
+    image-like fields for other 4-D inputs, standard normal values otherwise."""
+    feeds: dict[str, np.ndarray] = {}
+    for index, (name, shape) in enumerate(shapes.items()):
+        if len(shape) == 4:
+            images = synthetic_images(n, shape[1], shape[2], shape[3], seed + 7919 * index)
+            centre = mean if mean is not None and len(mean) == shape[1] else None
+            if centre is None:
+                centre = DEFAULT_BGR_MEAN if shape[1] == 3 else (float(images.mean()),) * shape[1]
+            feeds[name] = images - np.asarray(centre, dtype=np.float32)[None, :, None, None]
+        else:
+            rng = np.random.default_rng(seed + 7919 * index)
+            feeds[name] = rng.standard_normal((n, *shape[1:])).astype(np.float32)
+    return feeds

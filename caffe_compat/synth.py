@@ -1,0 +1,195 @@
+"""Synthesised weights in exactly the shapes a net needs, calibrated so outputs vary with input.
+
+Plain He initialisation drives these nets into a softmax that picks the same class for every
+input, which would make every parity test built on them prove little. ``calibrated`` (the default)
+instead runs a batch of image-like inputs through the net once, layer by layer, and rescales each
+convolution and inner product so its outputs are centred with unit spread per channel (heads get a
+wider spread, so class scores differ from input to input without saturating); BatchNorm statistics
+are set from the batch they see. The scales are rounded to float16 precision so tiny floating-point
+differences between machines do not change the weights. Deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from .fillers import fill
+from .inputs import feeds_for
+from .ir.graph import Graph, Node, Shape
+from .load import LoadedNet
+
+METHODS = ("calibrated", "he", "fillers")
+HEAD_SPREAD = 1.5  # spread of a head layer's outputs across the calibration batch
+_AFFINE = {"Convolution", "Deconvolution", "InnerProduct"}
+
+
+def _he(shape: Shape, rng: np.random.Generator) -> np.ndarray:
+    fan_in = math.prod(shape[1:]) if len(shape) > 1 else 1
+    return rng.normal(0.0, math.sqrt(2.0 / max(fan_in, 1)), shape).astype(np.float32)
+
+
+def _batch_norm(shapes: list[Shape], rng: np.random.Generator) -> list[np.ndarray]:
+    (c,) = shapes[0]
+    factor = np.float32(rng.uniform(0.5, 2.0))  # Caffe stores mean and var times this factor
+    mean = rng.normal(0.0, 0.5, c).astype(np.float32) * factor
+    var = rng.uniform(0.5, 2.0, c).astype(np.float32) * factor
+    return [mean, var, np.array([factor], dtype=np.float32)][: len(shapes)]
+
+
+def _positive(low: float, high: float) -> Callable[[list[Shape], np.random.Generator], list]:
+    def init(shapes: list[Shape], rng: np.random.Generator) -> list[np.ndarray]:
+        return [rng.uniform(low, high, s).astype(np.float32) for s in shapes[:1]] + [
+            rng.normal(0.0, 0.1, s).astype(np.float32) for s in shapes[1:]
+        ]
+
+    return init
+
+
+# Layers whose blobs are not "weights then bias" get their own starting values.
+_SPECIAL: dict[str, Callable[[list[Shape], np.random.Generator], list[np.ndarray]]] = {
+    "BatchNorm": _batch_norm,
+    "Scale": _positive(0.7, 1.3),
+    "Bias": lambda shapes, rng: [rng.normal(0.0, 0.2, s).astype(np.float32) for s in shapes],
+    "PReLU": _positive(0.05, 0.3),
+    "Normalize": _positive(10.0, 20.0),
+}
+
+
+def initial_blobs(
+    node: Node, shapes: list[Shape], rng: np.random.Generator, method: str
+) -> list[np.ndarray]:
+    """Starting values for one layer's blobs."""
+    if method == "fillers":
+        fillers = _declared_fillers(node)
+        if fillers:
+            return [fill(f, s, rng) for f, s in zip(fillers, shapes)] + [
+                np.zeros(s, np.float32) for s in shapes[len(fillers) :]
+            ]
+    if node.type in _SPECIAL:
+        return _SPECIAL[node.type](shapes, rng)
+    return [_he(s, rng) if i == 0 else np.zeros(s, np.float32) for i, s in enumerate(shapes)]
+
+
+def _declared_fillers(node: Node) -> list:
+    p = node.param
+    if node.type in ("Convolution", "Deconvolution"):
+        c = p.convolution_param
+        return [c.weight_filler, c.bias_filler] if c.bias_term else [c.weight_filler]
+    if node.type == "InnerProduct":
+        c = p.inner_product_param
+        return [c.weight_filler, c.bias_filler] if c.bias_term else [c.weight_filler]
+    if node.type == "Scale":
+        c = p.scale_param
+        if not c.HasField("filler"):
+            c.filler.type, c.filler.value = "constant", 1.0
+        return [c.filler, c.bias_filler] if c.bias_term else [c.filler]
+    if node.type == "PReLU" and p.prelu_param.HasField("filler"):
+        return [p.prelu_param.filler]
+    return []
+
+
+def _channel_axis(node: Node) -> int:
+    return -1 if node.type == "InnerProduct" else 1
+
+
+def _rescale(node: Node, scale: np.ndarray, shift: np.ndarray) -> None:
+    """Make output channel c equal (old_c * scale[c] + shift[c]) by editing weights and bias."""
+    weight = node.blobs[0].astype(np.float64)
+    if node.type == "InnerProduct":
+        if node.param.inner_product_param.transpose:
+            weight = weight * scale[None, :]
+        else:
+            weight = weight * scale[:, None]
+    elif node.type == "Convolution":
+        weight = weight * scale.reshape(-1, *([1] * (weight.ndim - 1)))
+    else:  # Deconvolution: (Cin, Cout/group, k...), output channel = group * Cout/g + j
+        group = int(node.param.convolution_param.group)
+        cin, per = weight.shape[0], weight.shape[1]
+        grouped = weight.reshape(group, cin // group, per, *weight.shape[2:])
+        factors = scale.reshape(group, 1, per, *([1] * (weight.ndim - 2)))
+        weight = (grouped * factors).reshape(weight.shape)
+    node.blobs[0] = weight.astype(np.float32)
+    if len(node.blobs) > 1:
+        node.blobs[1] = (node.blobs[1].astype(np.float64) * scale + shift).astype(np.float32)
+
+
+def _f16(values: np.ndarray) -> np.ndarray:
+    return values.astype(np.float16).astype(np.float64)
+
+
+def _heads(graph: Graph) -> set[str]:
+    """Affine layers whose outputs reach a net output without passing another affine layer."""
+    heads: set[str] = set()
+    frontier = list(graph.outputs)
+    seen: set[str] = set()
+    while frontier:
+        value = frontier.pop()
+        if value in seen:
+            continue
+        seen.add(value)
+        node = graph.producer(value)
+        if node is None:
+            continue
+        if node.type in _AFFINE:
+            heads.add(node.name)
+        else:
+            frontier.extend(node.inputs)
+    return heads
+
+
+def _calibrate(graph: Graph, seed: int, batch: int) -> None:
+    """One pass in execution order, fixing each affine and BatchNorm layer from what it sees."""
+    import torch
+
+    from . import registry
+    from .converters.torch._base import TorchContext
+
+    feeds = feeds_for(graph.inputs, batch, seed=seed + 1)
+    env: dict[str, torch.Tensor] = {k: torch.from_numpy(v) for k, v in feeds.items()}
+    heads = _heads(graph)
+    with torch.no_grad():
+        for node in graph.nodes:
+            inputs = [env[v] for v in node.inputs]
+            if node.type == "BatchNorm" and node.blobs:
+                x = inputs[0].double().numpy()
+                axes = tuple(i for i in range(x.ndim) if i != 1)
+                factor = float(node.blobs[2][0]) if len(node.blobs) > 2 else 1.0
+                node.blobs[0] = (_f16(x.mean(axis=axes)) * factor).astype(np.float32)
+                node.blobs[1] = (_f16(x.var(axis=axes)) * factor).astype(np.float32)
+            build = registry.lookup(node.type, "torch")
+            assert build is not None
+            module = build.fn(node, TorchContext(graph, node))
+            result = module(*inputs)
+            if node.type in _AFFINE and node.blobs:
+                y = result[0] if isinstance(result, tuple) else result
+                y = y.double().numpy()
+                axis = _channel_axis(node) % y.ndim
+                axes = tuple(i for i in range(y.ndim) if i != axis)
+                mean, std = y.mean(axis=axes), y.std(axis=axes)
+                target = HEAD_SPREAD if node.name in heads else 1.0
+                scale = _f16(target / np.maximum(std, 1e-6))
+                _rescale(node, scale, _f16(-mean * scale))
+                result = build.fn(node, TorchContext(graph, node))(*inputs)
+            if isinstance(result, torch.Tensor):
+                result = (result,)
+            for value, tensor in zip(node.outputs, result):
+                env[value] = tensor
+
+
+def synthesize(
+    loaded: LoadedNet, *, seed: int = 0, method: str = "calibrated", batch: int = 16
+) -> dict[str, list[np.ndarray]]:
+    """Weights for every layer of ``loaded`` (attached to its graph too), by layer name."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, not {method!r}")
+    rng = np.random.default_rng(seed)
+    graph = loaded.graph
+    for node in graph.nodes:
+        shapes = loaded.inference.params.get(node.name, [])
+        node.blobs = initial_blobs(node, shapes, rng, method) if shapes else []
+    if method == "calibrated":
+        _calibrate(graph, seed, batch)
+    return {node.name: list(node.blobs) for node in graph.nodes if node.blobs}
