@@ -1,2 +1,3 @@
 """caffe-compat: legacy Caffe models without Caffe."""
+
 __version__ = "0.1.0"

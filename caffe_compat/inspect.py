@@ -113,12 +113,8 @@ def render(report: Mapping[str, Any]) -> str:
             f"{weights['param_count']:,} values in {weights['layers_with_blobs']} layers]"
         )
     if "inputs" in report:
-        lines.append(
-            "inputs     " + ", ".join(f"{n} {s}" for n, s in report["inputs"].items())
-        )
-        lines.append(
-            "outputs    " + ", ".join(f"{n} {s}" for n, s in report["outputs"].items())
-        )
+        lines.append("inputs     " + ", ".join(f"{n} {s}" for n, s in report["inputs"].items()))
+        lines.append("outputs    " + ", ".join(f"{n} {s}" for n, s in report["outputs"].items()))
     lines.append("")
     rows = [("layer", "type", "bottoms -> tops", "output", "params")]
     for layer in report["layers"]:

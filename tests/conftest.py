@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,3 +41,54 @@ def _never_import_bare_folders():
     yield
     leaked = [name for name in ("converters", "proto", "zoo") if name in sys.modules]
     assert not leaked, f"bare top-level modules imported: {leaked}"
+
+
+@pytest.fixture
+def layer_parity(tmp_path, cv2_caffe):
+    """Check a small net (prototxt text) end to end against OpenCV 4's Caffe reader.
+
+    Weights are synthesised for the net's shapes (or given), written as a real caffemodel, then
+    OpenCV, our PyTorch module and our ONNX model in ONNX Runtime run the same seeded inputs and
+    every blob is compared. Returns the verify report (already asserted to pass).
+    """
+    from caffe_compat.io.writer import definitions_only, write_caffemodel
+    from caffe_compat.load import load_net
+    from caffe_compat.synth import synthesize
+    from caffe_compat.verify import Tolerance, verify_loaded
+
+    def run(
+        prototxt: str,
+        *,
+        blobs: dict | None = None,
+        feeds: dict | None = None,
+        batch: int = 2,
+        seed: int = 0,
+        method: str = "he",
+        rtol: float = 1e-4,
+        atol: float = 1e-5,
+    ):
+        deploy = tmp_path / "net.prototxt"
+        deploy.write_text(prototxt)
+        loaded = load_net(deploy)
+        weights = blobs if blobs is not None else synthesize(loaded, seed=seed, method=method)
+        model = tmp_path / "net.caffemodel"
+        write_caffemodel(model, definitions_only(loaded.net.layer), weights)
+        loaded = load_net(deploy, model)
+        if feeds is None:
+            rng = np.random.default_rng(seed)
+            feeds = {
+                name: rng.standard_normal((batch, *shape[1:])).astype(np.float32)
+                for name, shape in loaded.graph.inputs.items()
+            }
+        report = verify_loaded(
+            loaded,
+            weights_path=str(model),
+            feeds=feeds,
+            tolerance=Tolerance(rtol=rtol, atol=atol),
+            devices=("cpu",),
+        )
+        assert report.comparisons, "nothing was compared"
+        assert report.passed, report.render(all_rows=False)
+        return report
+
+    return run

@@ -64,8 +64,11 @@ def _read_layer(
             arrays.append(read_blob(src, span, copy=copy))
         except WireError as exc:
             raise BlobError(
-                f"{exc.reason} at byte {exc.offset}", path=src.path, layer=layer.name,
-                layer_type=layer.type, blob=str(index),
+                f"{exc.reason} at byte {exc.offset}",
+                path=src.path,
+                layer=layer.name,
+                layer_type=layer.type,
+                blob=str(index),
             ) from None
         except ValueError as exc:
             raise BlobError(
@@ -127,7 +130,7 @@ def read_caffemodel_source(src: ByteSource, *, copy: bool = True) -> Weights:
 
 
 def read_caffemodel(path: str | os.PathLike[str], *, copy: bool = True) -> Weights:
-    """Read a binary caffemodel (V1 or V2). ``copy=False`` returns read-only views of a memory map."""
+    """Read a binary caffemodel (V1 or V2); ``copy=False`` gives read-only views of a file map."""
     with ByteSource.open(Path(path)) as src:
         return read_caffemodel_source(src, copy=copy)
 

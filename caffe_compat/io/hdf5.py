@@ -51,7 +51,9 @@ def read_hdf5(path: str | os.PathLike[str]) -> Weights:
     try:
         handle = h5py.File(path, "r")
     except OSError as exc:
-        raise FileFormatError(f"HDF5 file does not open ({exc}): truncated?", path=str(path)) from None
+        raise FileFormatError(
+            f"HDF5 file does not open ({exc}): truncated?", path=str(path)
+        ) from None
     with handle:
         if "data" not in handle:
             raise FileFormatError("no /data group: not an HDF5 caffemodel", path=str(path))
@@ -70,32 +72,38 @@ def read_hdf5(path: str | os.PathLike[str]) -> Weights:
                 if dataset.compression is None and dataset.chunks is None and stored < nbytes:
                     raise BlobError(
                         f"declares {nbytes} bytes but the file stores {stored} (truncated?)",
-                        path=str(path), layer=layer, blob=index,
+                        path=str(path),
+                        layer=layer,
+                        blob=index,
                     )
                 if dataset.compression is None and nbytes > file_size:
                     raise BlobError(
                         f"declares {nbytes} bytes, more than the whole file ({file_size})",
-                        path=str(path), layer=layer, blob=index,
+                        path=str(path),
+                        layer=layer,
+                        blob=index,
                     )
                 if dataset.dtype.kind != "f":
                     raise BlobError(
-                        f"holds {dataset.dtype} values, not floats", path=str(path),
-                        layer=layer, blob=index,
+                        f"holds {dataset.dtype} values, not floats",
+                        path=str(path),
+                        layer=layer,
+                        blob=index,
                     )
                 try:
                     arrays.append(np.asarray(dataset[()], dtype=np.float32))
                 except OSError as exc:
                     raise BlobError(
-                        f"cannot be read ({exc}): truncated or corrupt", path=str(path),
-                        layer=layer, blob=index,
+                        f"cannot be read ({exc}): truncated or corrupt",
+                        path=str(path),
+                        layer=layer,
+                        blob=index,
                     ) from None
             weights.blobs[layer] = arrays
     return weights
 
 
-def write_hdf5(
-    path: str | os.PathLike[str], blobs: Mapping[str, Sequence[np.ndarray]]
-) -> None:
+def write_hdf5(path: str | os.PathLike[str], blobs: Mapping[str, Sequence[np.ndarray]]) -> None:
     """Write blobs in Caffe's HDF5 snapshot layout (atomically)."""
     import h5py
 

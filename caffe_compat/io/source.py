@@ -7,6 +7,7 @@ headers), while bulk float data is read straight from the file into freshly allo
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 from pathlib import Path
@@ -72,15 +73,13 @@ class ByteSource:
 
     def close(self) -> None:
         """Release the descriptor; the map stays alive while zero-copy views still use it."""
-        try:
+        # Zero-copy arrays (copy=False) may still use the buffer and the map; they are then
+        # freed together with the last such array.
+        with contextlib.suppress(BufferError):
             self.buf.release()
-        except BufferError:
-            pass  # zero-copy arrays still use the buffer; it is freed with them
         if self._map is not None:
-            try:
+            with contextlib.suppress(BufferError):
                 self._map.close()
-            except BufferError:
-                pass  # arrays returned with copy=False still reference the map
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None

@@ -94,7 +94,9 @@ def v1_layer_to_v2(old: caffe_pb2.V1LayerParameter) -> caffe_pb2.LayerParameter:
     for name in _V1_PARAM_FIELDS:
         if old.HasField(name):
             getattr(new, name).CopyFrom(getattr(old, name))
-    n_specs = max(len(old.blobs_lr), len(old.weight_decay), len(old.param), len(old.blob_share_mode))
+    n_specs = max(
+        len(old.blobs_lr), len(old.weight_decay), len(old.param), len(old.blob_share_mode)
+    )
     for i in range(n_specs):
         spec = new.param.add()
         if i < len(old.param):

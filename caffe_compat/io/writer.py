@@ -145,5 +145,3 @@ def definitions_only(layers: Iterable[caffe_pb2.LayerParameter]) -> caffe_pb2.Ne
         copy.CopyFrom(layer)
         del copy.blobs[:]
     return net
-
-

@@ -116,11 +116,17 @@ def match_weights(graph: Graph, weights: Weights, inference: Inference) -> list[
         if not expected:
             if stored:
                 issues.append(
-                    Issue(node.name, "count", f"holds no parameters but the weights have {len(stored)}")
+                    Issue(
+                        node.name,
+                        "count",
+                        f"holds no parameters but the weights have {len(stored)}",
+                    )
                 )
             continue
         if not stored:
-            what = "is missing from the weights" if node.name not in weights.blobs else "has no blobs"
+            what = (
+                "is missing from the weights" if node.name not in weights.blobs else "has no blobs"
+            )
             issues.append(
                 Issue(
                     node.name,

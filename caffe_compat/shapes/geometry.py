@@ -102,7 +102,7 @@ class PoolAxis:
         return max((self.out - 1) * self.stride + self.kernel - self.size - self.pad, 0)
 
     def divisors(self) -> list[int]:
-        """AVE divisor per output index: the window clipped to the padded input ``[-pad, size+pad)``."""
+        """AVE divisor per output index: the window clipped to ``[-pad, size + pad)``."""
         out = []
         for o in range(self.out):
             start = o * self.stride - self.pad
@@ -151,7 +151,11 @@ class PoolGeometry:
 def pool_geometry(param: PoolingParameter, height: int, width: int) -> PoolGeometry:
     """Caffe's PoolingLayer::Reshape for one input size."""
     if param.global_pooling:
-        if param.HasField("kernel_size") or param.HasField("kernel_h") or param.HasField("kernel_w"):
+        if (
+            param.HasField("kernel_size")
+            or param.HasField("kernel_h")
+            or param.HasField("kernel_w")
+        ):
             raise ValueError("global_pooling takes no kernel size")
         kernel = (height, width)
     elif param.HasField("kernel_size"):

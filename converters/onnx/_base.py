@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -16,7 +16,7 @@ class OnnxOut(NamedTuple):
     """A converter's result: ONNX nodes (in order) and the initializers they use."""
 
     nodes: list[NodeProto]
-    initializers: list[TensorProto] = []
+    initializers: Sequence[TensorProto] = ()
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,6 @@ class OnnxContext:
     graph: Graph
     node: Node
     opset: int
-    _unused: list = field(default_factory=list)
 
     @property
     def inputs(self) -> list[str]:

@@ -16,17 +16,27 @@ def _lrn(node: Node, ctx: OnnxContext) -> OnnxOut:
     x, y = ctx.inputs[0], ctx.outputs[0]
     size, alpha, beta = int(p.local_size), float(p.alpha), float(p.beta)
     if p.norm_region == ACROSS:
-        return OnnxOut([ctx.op("LRN", [x], [y], size=size, alpha=alpha, beta=beta, bias=float(p.k))])
+        return OnnxOut(
+            [ctx.op("LRN", [x], [y], size=size, alpha=alpha, beta=beta, bias=float(p.k))]
+        )
     pad = (size - 1) // 2
-    alpha_t, one_t, beta_t = ctx.tensor("alpha", alpha), ctx.tensor("one", 1.0), ctx.tensor(
-        "neg_beta", -beta
+    alpha_t, one_t, beta_t = (
+        ctx.tensor("alpha", alpha),
+        ctx.tensor("one", 1.0),
+        ctx.tensor("neg_beta", -beta),
     )
     sq, mean, scaled, base, power = (ctx.name(s) for s in ("sq", "mean", "scaled", "base", "pow"))
     nodes = [
         ctx.op("Mul", [x, x], [sq], "sq"),
         ctx.op(
-            "AveragePool", [sq], [mean], "mean", kernel_shape=[size, size], strides=[1, 1],
-            pads=[pad] * 4, count_include_pad=1,
+            "AveragePool",
+            [sq],
+            [mean],
+            "mean",
+            kernel_shape=[size, size],
+            strides=[1, 1],
+            pads=[pad] * 4,
+            count_include_pad=1,
         ),
         ctx.op("Mul", [mean, alpha_t.name], [scaled], "scaled"),
         ctx.op("Add", [scaled, one_t.name], [base], "base"),

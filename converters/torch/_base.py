@@ -28,7 +28,9 @@ class TorchContext:
 
 def parameter(array: np.ndarray) -> torch.nn.Parameter:
     """An owned float32 parameter copied from a (possibly read-only) numpy blob."""
-    return torch.nn.Parameter(torch.from_numpy(np.array(array, dtype=np.float32)), requires_grad=False)
+    return torch.nn.Parameter(
+        torch.from_numpy(np.array(array, dtype=np.float32)), requires_grad=False
+    )
 
 
 def buffer(array: np.ndarray) -> torch.Tensor:

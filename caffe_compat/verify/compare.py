@@ -1,0 +1,161 @@
+"""Blob-by-blob comparison with one tolerance rule, and the report verify prints."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """A blob passes when max|ours - ref| <= max(rtol * max|ref|, atol).
+
+    With the defaults a softmax (max|ref| <= 1) must agree within 1e-4 and logits within
+    1e-4 x max|logits|: the margin fp32 summation order leaves between correct implementations
+    (real Caffe and OpenCV differ by up to 7.4e-5 on the Levi-Hassner softmax).
+    """
+
+    rtol: float = 1e-4
+    atol: float = 1e-4
+
+    def limit(self, reference: np.ndarray) -> float:
+        return max(self.rtol * float(np.max(np.abs(reference), initial=0.0)), self.atol)
+
+
+@dataclass
+class Comparison:
+    value: str
+    blob: str
+    backend: str
+    reference: str
+    max_abs: float
+    max_ref: float
+    limit: float
+    passed: bool
+    note: str = ""
+
+    @property
+    def max_rel(self) -> float:
+        return self.max_abs / self.max_ref if self.max_ref else float(self.max_abs > 0)
+
+
+@dataclass
+class ArgmaxAgreement:
+    output: str
+    backend: str
+    reference: str
+    agree: int
+    total: int
+
+    @property
+    def passed(self) -> bool:
+        return self.agree == self.total
+
+
+@dataclass
+class Report:
+    """Everything verify found; ``passed`` is what the exit code reports."""
+
+    inputs: str
+    batch: int
+    backends: dict[str, str] = field(default_factory=dict)  # name -> "ran" or why skipped
+    references: dict[str, str] = field(default_factory=dict)
+    comparisons: list[Comparison] = field(default_factory=list)
+    argmax: list[ArgmaxAgreement] = field(default_factory=list)
+    skipped_values: dict[str, str] = field(default_factory=dict)
+    distinct_classes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return (
+            bool(self.comparisons)
+            and all(c.passed for c in self.comparisons)
+            and all(a.passed for a in self.argmax)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for row, comp in zip(out["comparisons"], self.comparisons):
+            row["max_rel"] = comp.max_rel
+        out["passed"] = self.passed
+        return out
+
+    def worst(self) -> dict[tuple[str, str], Comparison]:
+        """The largest error per (backend, blob) pair across references."""
+        best: dict[tuple[str, str], Comparison] = {}
+        for comp in self.comparisons:
+            key = (comp.backend, comp.value)
+            if key not in best or comp.max_rel > best[key].max_rel:
+                best[key] = comp
+        return best
+
+    def render(self, *, all_rows: bool = True) -> str:
+        lines = [f"inputs      {self.inputs} (batch {self.batch})"]
+        for name, status in {**self.references, **self.backends}.items():
+            lines.append(f"{name:<11} {status}")
+        rows = [("blob", "backend", "reference", "max abs", "max rel", "limit", "")]
+        shown = self.comparisons if all_rows else [c for c in self.comparisons if not c.passed]
+        for c in shown:
+            rows.append(
+                (
+                    c.value,
+                    c.backend,
+                    c.reference,
+                    f"{c.max_abs:.3g}",
+                    f"{c.max_rel:.3g}",
+                    f"{c.limit:.3g}",
+                    "ok" if c.passed else "FAIL",
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines.append("")
+        lines.extend("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
+        for a in self.argmax:
+            state = "ok" if a.passed else "FAIL"
+            lines.append(
+                f"argmax {a.output}: {a.backend} vs {a.reference}: "
+                f"{a.agree}/{a.total} agree {state}"
+            )
+        for output, count in self.distinct_classes.items():
+            lines.append(f"variety     {output}: {count} distinct argmax classes over the batch")
+        for value, why in self.skipped_values.items():
+            lines.append(f"not compared {value}: {why}")
+        lines.append("PASS" if self.passed else "FAIL")
+        return "\n".join(lines)
+
+
+def compare(
+    value: str,
+    blob: str,
+    ours: np.ndarray,
+    reference: np.ndarray,
+    backend: str,
+    reference_name: str,
+    tolerance: Tolerance,
+) -> Comparison:
+    """One row of the table; a shape mismatch fails with a note."""
+    ours = np.asarray(ours, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    if ours.shape != reference.shape:
+        if ours.size == reference.size:
+            reference = reference.reshape(ours.shape)
+        else:
+            return Comparison(
+                value,
+                blob,
+                backend,
+                reference_name,
+                float("inf"),
+                0.0,
+                0.0,
+                False,
+                f"shape {list(ours.shape)} vs reference {list(reference.shape)}",
+            )
+    diff = float(np.max(np.abs(ours - reference), initial=0.0))
+    if not np.all(np.isfinite(ours)):
+        diff = float("inf")
+    limit = tolerance.limit(reference)
+    max_ref = float(np.max(np.abs(reference), initial=0.0))
+    return Comparison(value, blob, backend, reference_name, diff, max_ref, limit, diff <= limit)

@@ -1,0 +1,130 @@
+"""Run the same inputs through every available executor and collect named values.
+
+Each runner returns {value name: array}. Value names are the graph's (``blob`` for Caffe's final
+blob, ``blob@layer`` for a value an in-place layer later overwrote).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..ir.graph import Graph
+from ..proto import caffe_pb2
+
+
+def opencv_caffe_available() -> str | None:
+    """None when OpenCV's Caffe importer can run here, else why not."""
+    try:
+        import cv2
+    except ImportError:
+        return "OpenCV is not installed"
+    if not hasattr(cv2.dnn, "readNetFromCaffe"):
+        return f"OpenCV {cv2.__version__} has no Caffe importer (removed in 5.0; use 4.x)"
+    return None
+
+
+def opencv_known_deviations(graph: Graph) -> dict[str, str]:
+    """Values OpenCV cannot be trusted on, with the reason (FACTS.md: OpenCV ignores LRN k)."""
+    tainted: dict[str, str] = {}
+    for node in graph.nodes:
+        reason = None
+        if node.type == "LRN" and node.param.lrn_param.k != 1.0:
+            p = node.param.lrn_param
+            if p.norm_region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
+                reason = f'OpenCV ignores LRN k (layer "{node.name}" has k={p.k:g})'
+        upstream = [tainted[v] for v in node.inputs if v in tainted]
+        reason = reason or (upstream[0] if upstream else None)
+        if reason:
+            for value in node.outputs:
+                tainted[value] = reason
+    return tainted
+
+
+def run_opencv_caffe(
+    graph: Graph,
+    prototxt: str | os.PathLike[str],
+    caffemodel: str | os.PathLike[str],
+    feeds: Mapping[str, np.ndarray],
+    values: Iterable[str],
+) -> dict[str, np.ndarray]:
+    """OpenCV 4's own Caffe reader on the very same files, fusion off, per-layer outputs."""
+    import cv2
+
+    net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    net.enableFusion(False)
+    known_layers = set(net.getLayerNames())
+    wanted: dict[str, str] = {}
+    for value in values:
+        node = graph.producer(value)
+        if node is None or node.outputs.index(value) != 0 or node.name not in known_layers:
+            continue  # inputs, second tops and layers OpenCV renamed are not compared
+        wanted[value] = node.name
+    for name, array in feeds.items():
+        net.setInput(np.ascontiguousarray(array, dtype=np.float32), name)
+    if not wanted:
+        return {}
+    layer_names = list(dict.fromkeys(wanted.values()))
+    results = net.forward(layer_names)
+    by_layer = dict(zip(layer_names, results))
+    return {value: np.array(by_layer[layer]) for value, layer in wanted.items()}
+
+
+def run_torch(
+    graph: Graph,
+    feeds: Mapping[str, np.ndarray],
+    values: Iterable[str],
+    device: str = "cpu",
+    model: object | None = None,
+) -> dict[str, np.ndarray]:
+    import torch
+
+    from ..converters.torch.model import CaffeNet
+
+    net = model if model is not None else CaffeNet(graph)
+    net = net.to(device)  # type: ignore[attr-defined]
+    inputs = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in feeds.items()}
+    with torch.no_grad():
+        out = net(**inputs, outputs=list(values))
+    return {k: v.detach().cpu().numpy() for k, v in out.items()}
+
+
+def run_onnxruntime(
+    model_bytes: bytes, feeds: Mapping[str, np.ndarray], provider: str = "CPUExecutionProvider"
+) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model_bytes, options, providers=[provider])
+    names = [o.name for o in session.get_outputs()]
+    outs = session.run(names, {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()})
+    return dict(zip(names, outs))
+
+
+def onnxruntime_cuda_available() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def write_temp_caffemodel(graph: Graph, net: caffe_pb2.NetParameter, folder: Path) -> Path:
+    """A V2 binary of the graph's attached weights, for references that read only that format."""
+    from ..io.writer import definitions_only, write_caffemodel
+
+    path = folder / "weights.caffemodel"
+    blobs = {node.name: node.blobs for node in graph.nodes if node.blobs}
+    write_caffemodel(path, definitions_only(net.layer), blobs)
+    return path
+
+
+def temp_folder() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="caffe-compat-verify-")
