@@ -1,0 +1,80 @@
+"""Convert a Caffe net (V1 or V2 prototxt; V1, V2 or HDF5 weights; train_val nets in TEST phase)
+to ONNX and PyTorch, check parity on a few inputs and print a short report. Outputs are written
+atomically and never overwritten without --force."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..convert import TARGETS, convert
+from ._common import add_net_arguments, net_options
+
+NAME = "convert"
+HELP = "convert to ONNX and PyTorch, with a quick parity check"
+ORDER = 30
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prototxt", help="net definition (.prototxt, V1 or V2)")
+    parser.add_argument("weights", help="weights (.caffemodel V1/V2, or HDF5)")
+    parser.add_argument(
+        "-o", "--output", metavar="PREFIX", help="output prefix (default: weights name, here)"
+    )
+    parser.add_argument(
+        "--to", default=",".join(TARGETS), help="comma-separated targets: onnx,torch (default both)"
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    parser.add_argument(
+        "--optimize", action="store_true", help="fold BatchNorm/Scale into convolutions"
+    )
+    parser.add_argument("--no-check", action="store_true", help="skip the parity check")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_net_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = convert(
+        args.prototxt,
+        args.weights,
+        out_prefix=args.output,
+        targets=[t.strip() for t in args.to.split(",") if t.strip()],
+        force=args.force,
+        optimize=args.optimize,
+        check=not args.no_check,
+        **net_options(args),
+    )
+    report = result.report
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "outputs": {k: str(v) for k, v in result.outputs.items()},
+                    "timings_s": result.timings,
+                    "parity": report.to_dict() if report else None,
+                    "notes": result.notes,
+                },
+                indent=2,
+            )
+        )
+    else:
+        for kind, path in result.outputs.items():
+            print(f"wrote {kind:<5} {path}")
+        for note in result.notes:
+            print(f"note  {note}")
+        total = sum(result.timings.values())
+        print(
+            f"time  {total:.2f} s ("
+            + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items())
+            + ")"
+        )
+        if report:
+            worst = report.worst()
+            for output in report.argmax:
+                agree = f"{output.agree}/{output.total}"
+                print(f"check {output.backend} vs {output.reference}: argmax {agree}")
+            finals = [c for (b, v), c in worst.items() if v in {a.output for a in report.argmax}]
+            for c in finals:
+                print(f"check {c.blob} {c.backend} vs {c.reference}: max abs error {c.max_abs:.3g}")
+            print("parity PASS" if report.passed else "parity FAIL (run `caffe-compat verify`)")
+    return 0 if report is None or report.passed else 1

@@ -1,0 +1,120 @@
+"""Run the same inputs through OpenCV's Caffe reader on the very same files (and/or stored
+reference arrays), our PyTorch model on CPU (and CUDA when present) and our ONNX model in ONNX
+Runtime (CPU, and CUDA when present); compare every shared blob. Exit code 1 on a failure."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CaffeCompatError
+from ..verify import Tolerance, verify
+from ._common import add_net_arguments, net_options
+
+NAME = "verify"
+HELP = "compare every blob against OpenCV DNN and/or stored reference arrays"
+ORDER = 40
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prototxt", help="net definition (.prototxt, V1 or V2)")
+    parser.add_argument("weights", help="weights (.caffemodel V1/V2, or HDF5)")
+    parser.add_argument("--onnx", metavar="FILE", help="check this exported ONNX file's outputs")
+    parser.add_argument(
+        "--reference", metavar="REF.npz", help="stored arrays by blob name (inputs optional)"
+    )
+    parser.add_argument(
+        "--input",
+        action="append",
+        metavar="FILE",
+        help="a .npy batch (N,C,H,W, preprocessed) or an image file (repeatable)",
+    )
+    parser.add_argument("--mean", metavar="FILE|B,G,R", help="mean for --input images / synthetic")
+    parser.add_argument("--batch", type=int, default=20, help="synthetic inputs (default 20)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs")
+    parser.add_argument("--rtol", type=float, default=Tolerance.rtol, help="relative tolerance")
+    parser.add_argument("--atol", type=float, default=Tolerance.atol, help="absolute tolerance")
+    parser.add_argument("--no-opencv", action="store_true", help="do not use OpenCV as reference")
+    parser.add_argument("--cpu-only", action="store_true", help="skip CUDA even when present")
+    parser.add_argument("--failures-only", action="store_true", help="list only failing blobs")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_net_arguments(parser)
+
+
+def _mean(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    if Path(text).exists():
+        from ..io import read_mean
+
+        return tuple(float(v) for v in read_mean(text).reshape(3, -1).mean(axis=1))
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise CaffeCompatError(f"--mean takes a mean file or B,G,R values, got {text!r}") from None
+
+
+def _feeds(files: list[str] | None, shapes: dict, mean: tuple[float, ...] | None) -> dict | None:
+    """Arrays from .npy files, or images resized to the input and mean-subtracted."""
+    if not files:
+        return None
+    if len(shapes) != 1:
+        raise CaffeCompatError("--input works for nets with one input")
+    ((name, shape),) = shapes.items()
+    batches = []
+    for path in files:
+        if path.endswith(".npy"):
+            try:
+                array = np.load(path, allow_pickle=False).astype(np.float32)
+            except (OSError, ValueError) as exc:
+                raise CaffeCompatError(f"not a readable .npy array ({exc})", path=path) from None
+            batches.append(array if array.ndim == len(shape) else array[None])
+        else:
+            import cv2
+
+            image = cv2.imread(path, cv2.IMREAD_COLOR)
+            if image is None:
+                raise CaffeCompatError("not a readable image", path=path)
+            blob = cv2.dnn.blobFromImage(
+                image, 1.0, (shape[3], shape[2]), mean or (0.0, 0.0, 0.0), swapRB=False
+            )
+            batches.append(blob.astype(np.float32))
+    feeds = np.concatenate(batches)
+    if feeds.shape[1:] != tuple(shape[1:]):
+        raise CaffeCompatError(
+            f"inputs have shape {list(feeds.shape[1:])}, the net wants {list(shape[1:])}"
+        )
+    return {name: feeds}
+
+
+def run(args: argparse.Namespace) -> int:
+    options = net_options(args)
+    mean = _mean(args.mean)
+    feeds = None
+    if args.input:
+        from ..load import load_net
+
+        shapes = load_net(args.prototxt, **options).graph.inputs
+        feeds = _feeds(args.input, shapes, mean)
+    report = verify(
+        args.prototxt,
+        args.weights,
+        onnx_path=args.onnx,
+        reference_path=args.reference,
+        feeds=feeds,
+        batch=args.batch,
+        seed=args.seed,
+        mean=mean,
+        tolerance=Tolerance(rtol=args.rtol, atol=args.atol),
+        devices=("cpu",) if args.cpu_only else ("cpu", "cuda"),
+        opencv=not args.no_opencv,
+        **options,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.render(all_rows=not args.failures_only))
+    return 0 if report.passed else 1
