@@ -6,9 +6,10 @@ blob, ``blob@layer`` for a value an in-place layer later overwrote).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,21 @@ def run_opencv_caffe(
     return {value: np.array(by_layer[layer]) for value, layer in wanted.items()}
 
 
+@contextlib.contextmanager
+def exact_fp32() -> Iterator[None]:
+    """Turn off TF32 on CUDA while comparing: cuDNN uses it for convolutions by default, which
+    costs about three decimal digits and is not what Caffe computes."""
+    import torch
+
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def run_torch(
     graph: Graph,
     feeds: Mapping[str, np.ndarray],
@@ -90,7 +106,7 @@ def run_torch(
     net = model if model is not None else CaffeNet(graph)
     net = net.to(device)  # type: ignore[attr-defined]
     inputs = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in feeds.items()}
-    with torch.no_grad():
+    with torch.no_grad(), exact_fp32():
         out = net(**inputs, outputs=list(values))
     return {k: v.detach().cpu().numpy() for k, v in out.items()}
 
