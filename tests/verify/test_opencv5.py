@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-from caffe_compat.converters.onnx.export import save_onnx, to_onnx
 
+from caffe_compat.converters.onnx.export import save_onnx, to_onnx
 from caffe_compat.inputs import feeds_for
 from caffe_compat.load import load_net
 from caffe_compat.synth import synthesize
