@@ -1,0 +1,69 @@
+"""Synthesized weights: the right shapes, deterministic per seed, and outputs that vary."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from caffe_compat.converters.torch.model import CaffeNet
+from caffe_compat.fillers import fill
+from caffe_compat.inputs import feeds_for
+from caffe_compat.load import load_net
+from caffe_compat.proto import caffe_pb2
+from caffe_compat.synth import synthesize
+
+
+def test_shapes_match_the_net_and_seed_determines_values(shared):
+    first = synthesize(load_net(shared / "deploy_age.prototxt"), seed=4)
+    again = synthesize(load_net(shared / "deploy_age.prototxt"), seed=4)
+    other = synthesize(load_net(shared / "deploy_age.prototxt"), seed=5)
+    assert [a.shape for a in first["fc6"]] == [(512, 18816), (512,)]
+    assert [a.shape for a in first["conv1"]] == [(96, 3, 7, 7), (96,)]
+    for name in first:
+        for a, b in zip(first[name], again[name]):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first["conv1"][0], other["conv1"][0])
+
+
+def _predictions(loaded) -> np.ndarray:
+    feeds = feeds_for(loaded.graph.inputs, 32, seed=99)
+    with torch.no_grad():
+        return CaffeNet(loaded.graph)(torch.from_numpy(feeds["data"])).numpy()
+
+
+def test_calibrated_outputs_vary_where_plain_he_saturates(shared):
+    calibrated = load_net(shared / "deploy_age.prototxt")
+    synthesize(calibrated, seed=1)
+    prob = _predictions(calibrated)
+    assert len(set(prob.argmax(1).tolist())) >= 4
+    assert prob.max(1).mean() < 0.9
+    plain = load_net(shared / "deploy_age.prototxt")
+    synthesize(plain, seed=1, method="he")
+    prob = _predictions(plain)
+    assert prob.max(1).mean() > prob.max(1).min()  # sanity: it runs
+    assert np.bincount(prob.argmax(1)).max() >= 16  # one class takes most inputs
+
+
+def test_fillers_method_follows_the_train_val_fillers(shared):
+    loaded = load_net(shared / "train_val_age_fold0.prototxt")
+    blobs = synthesize(loaded, seed=0, method="fillers")
+    weight, bias = blobs["conv1"]
+    assert abs(weight.std() - 0.01) < 0.001  # gaussian std 0.01 in the released train_val
+    assert np.all(bias == 0)
+
+
+def test_caffe_fillers():
+    rng = np.random.default_rng(0)
+    f = caffe_pb2.FillerParameter(type="xavier")
+    w = fill(f, (64, 32, 3, 3), rng)
+    assert np.abs(w).max() <= math.sqrt(3.0 / (32 * 9))
+    f = caffe_pb2.FillerParameter(type="msra")
+    assert abs(fill(f, (256, 64, 3, 3), rng).std() - math.sqrt(2.0 / (64 * 9))) < 0.002
+    bilinear = fill(caffe_pb2.FillerParameter(type="bilinear"), (2, 1, 4, 4), rng)
+    ramp = np.array([0.25, 0.75, 0.75, 0.25])  # upsampling by 2: kernel 4, f = 2, c = 0.75
+    np.testing.assert_allclose(bilinear[0, 0], np.outer(ramp, ramp))
+    with pytest.raises(ValueError, match="unknown filler"):
+        fill(caffe_pb2.FillerParameter(type="nope"), (2,), rng)
