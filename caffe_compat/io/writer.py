@@ -129,7 +129,7 @@ def write_mean(path: str | os.PathLike[str], mean: np.ndarray) -> None:
 
 def net_to_text(net: caffe_pb2.NetParameter) -> str:
     """Prototxt text of a net, as protobuf prints it."""
-    return text_format.MessageToString(net, float_format=".9g")
+    return text_format.MessageToString(net)
 
 
 def write_prototxt(path: str | os.PathLike[str], net: caffe_pb2.NetParameter) -> None:

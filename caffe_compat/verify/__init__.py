@@ -14,6 +14,7 @@ from ..inputs import feeds_for
 from ..load import LoadedNet, load_net
 from .compare import ArgmaxAgreement, Report, Tolerance, compare
 from .runners import (
+    deploy_prototxt,
     onnxruntime_cuda_available,
     opencv_caffe_available,
     opencv_known_deviations,
@@ -81,12 +82,13 @@ def verify_loaded(
             model_path = weights_path
             if model_path is None or (loaded.weights and loaded.weights.format == "hdf5"):
                 model_path = str(write_temp_caffemodel(graph, loaded.net, Path(tmp)))
-            refs["opencv"] = run_opencv_caffe(
-                graph, loaded.prototxt_path, model_path, feeds, values
-            )
+            prototxt, rewritten = deploy_prototxt(loaded, Path(tmp))
+            refs["opencv"] = run_opencv_caffe(graph, prototxt, model_path, feeds, values)
         import cv2
 
         report.references["opencv"] = f"OpenCV {cv2.__version__} readNetFromCaffe, same files"
+        if rewritten:
+            report.references["opencv"] += f" ({rewritten})"
         for value, why in opencv_known_deviations(graph).items():
             if refs["opencv"].pop(value, None) is not None:
                 report.skipped_values[f"{value} (opencv)"] = why

@@ -132,6 +132,34 @@ def onnxruntime_cuda_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+def deploy_prototxt(loaded: object, folder: Path) -> tuple[Path, str | None]:
+    """The prototxt OpenCV should read: the user's own file when it is already a deploy net, else
+    the inference form we built (OpenCV ignores phase rules, so a train_val net would clash)."""
+    from ..io.writer import write_prototxt
+    from ..ir.build import DATA_TYPES, TRAINING_ONLY_TYPES
+
+    net = loaded.net  # type: ignore[attr-defined]
+    graph = loaded.graph  # type: ignore[attr-defined]
+    needs_rewrite = any(
+        layer.include or layer.exclude or layer.type in DATA_TYPES | TRAINING_ONLY_TYPES
+        for layer in net.layer
+    )
+    if not needs_rewrite:
+        return Path(loaded.prototxt_path), None  # type: ignore[attr-defined]
+    deploy = caffe_pb2.NetParameter(name=net.name)
+    source = deploy.layer.add(name="input", type="Input")
+    for name, shape in graph.inputs.items():
+        source.top.append(name)
+        source.input_param.shape.add().dim.extend(shape)
+    for node in graph.nodes:
+        layer = deploy.layer.add()
+        layer.CopyFrom(node.param)
+        del layer.blobs[:]
+    path = folder / "deploy.prototxt"
+    write_prototxt(path, deploy)
+    return path, "OpenCV read the TEST-phase deploy form of the net (it ignores phase rules)"
+
+
 def write_temp_caffemodel(graph: Graph, net: caffe_pb2.NetParameter, folder: Path) -> Path:
     """A V2 binary of the graph's attached weights, for references that read only that format."""
     from ..io.writer import definitions_only, write_caffemodel

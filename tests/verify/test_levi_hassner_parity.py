@@ -42,7 +42,11 @@ def net_files(request, shared, tmp_path_factory):
     loaded = load_net(prototxt)
     blobs = synthesize(loaded, seed=7)
     layers = [layer for layer in loaded.net.layer if layer.type != "Input"]
-    files = {"v2": folder / "v2.caffemodel", "v1": folder / "v1.caffemodel", "hdf5": folder / "w.h5"}
+    files = {
+        "v2": folder / "v2.caffemodel",
+        "v1": folder / "v1.caffemodel",
+        "hdf5": folder / "w.h5",
+    }
     write_caffemodel(files["v2"], definitions_only(loaded.net.layer), blobs)
     write_caffemodel(files["v1"], definitions_only(layers), blobs, version=1)
     write_hdf5(files["hdf5"], blobs)
@@ -79,15 +83,19 @@ def test_softmax_is_not_saturated(net_files, shared):
     assert len(set(prob.argmax(axis=1).tolist())) >= 2
 
 
-def test_every_blob_matches_real_caffe(shared):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[CUDA, pytest.mark.cuda])])
+def test_every_blob_matches_real_caffe(shared, device):
     """caffe_reference: a binary written by BVLC Caffe and every blob Caffe computed from it."""
     reference = shared / "caffe_reference"
-    loaded = load_net(shared / "deploy_age.prototxt", reference / "age_seed3_caffe_written.caffemodel")
+    loaded = load_net(
+        shared / "deploy_age.prototxt", reference / "age_seed3_caffe_written.caffemodel"
+    )
     with np.load(reference / "age_seed3_blobs.npz") as data:
         stored = {k: data[k] for k in data.files}
     report = verify_loaded(
-        loaded, reference=stored, devices=("cpu",), opencv=False, tolerance=Tolerance()
+        loaded, reference=stored, devices=(device,), opencv=False, tolerance=Tolerance()
     )
+    assert report.backends[f"torch-{device}"] == "ran"
     assert report.passed, report.render(all_rows=False)
     compared = {c.blob for c in report.comparisons}
     assert compared == set(stored) - {"data"}
@@ -101,7 +109,9 @@ def test_parity_on_cuda(net_files, shared, cv2_caffe):
     prototxt, files = net_files
     loaded = load_net(prototxt, files["v2"])
     report = verify_loaded(
-        loaded, weights_path=str(files["v2"]), feeds={"data": _inputs(shared)},
+        loaded,
+        weights_path=str(files["v2"]),
+        feeds={"data": _inputs(shared)},
         devices=("cpu", "cuda"),
     )
     assert report.backends["torch-cuda"] == "ran"

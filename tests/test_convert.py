@@ -1,0 +1,94 @@
+"""convert: outputs that load and agree, atomic writes, no overwrite without force."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from caffe_compat.convert import convert
+from caffe_compat.errors import CaffeCompatError, UnsupportedLayersError
+from caffe_compat.io import write_caffemodel, write_hdf5
+from caffe_compat.io.writer import definitions_only
+from caffe_compat.load import load_net
+from caffe_compat.synth import synthesize
+
+
+@pytest.fixture(scope="module")
+def age(shared, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("age")
+    loaded = load_net(shared / "deploy_age.prototxt")
+    blobs = synthesize(loaded, seed=2)
+    v1_layers = [layer for layer in loaded.net.layer if layer.type != "Input"]
+    write_caffemodel(folder / "age_net.caffemodel", definitions_only(v1_layers), blobs, version=1)
+    write_hdf5(folder / "age_net.h5", blobs)
+    return shared / "deploy_age.prototxt", folder
+
+
+def test_convert_writes_models_that_agree(age, tmp_path, cv2_caffe):
+    prototxt, folder = age
+    result = convert(prototxt, folder / "age_net.caffemodel", out_prefix=tmp_path / "age")
+    assert result.report is not None and result.report.passed
+    assert set(result.outputs) == {"onnx", "torch"}
+    model = onnx.load(str(result.outputs["onnx"]))
+    onnx.checker.check_model(model, full_check=True)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert "git-blob=" in meta["source_weights"] and "caffemodel-v1" in meta["source_weights"]
+    assert meta["parity_at_export"].startswith("pass")
+    assert json.loads(meta["input_layout"]) == {"data": ["N", 3, 227, 227]}
+    x = np.random.default_rng(0).standard_normal((3, 3, 227, 227)).astype(np.float32)
+    session = ort.InferenceSession(str(result.outputs["onnx"]), providers=["CPUExecutionProvider"])
+    (prob_onnx,) = session.run(["prob"], {"data": x})
+    program = torch.export.load(str(result.outputs["torch"])).module()
+    with torch.no_grad():
+        prob_torch = program(torch.from_numpy(x)).numpy()
+    assert prob_onnx.shape == (3, 8)
+    np.testing.assert_allclose(prob_torch, prob_onnx, atol=1e-5)
+
+
+def test_hdf5_weights_and_train_val_net(age, shared, tmp_path):
+    _, folder = age
+    result = convert(
+        shared / "train_val_age_fold0.prototxt",
+        folder / "age_net.h5",
+        out_prefix=tmp_path / "tv",
+        targets=["onnx"],
+        input_shapes={"data": (1, 3, 227, 227)},
+    )
+    model = onnx.load(str(result.outputs["onnx"]))
+    assert [o.name for o in model.graph.output] == ["fc8"]  # loss and accuracy dropped
+
+
+def test_refuses_to_overwrite_and_force_overwrites(age, tmp_path):
+    prototxt, folder = age
+    target = tmp_path / "age.onnx"
+    target.write_bytes(b"precious")
+    with pytest.raises(CaffeCompatError, match="refusing to overwrite"):
+        convert(prototxt, folder / "age_net.caffemodel", out_prefix=tmp_path / "age")
+    assert target.read_bytes() == b"precious" and not (tmp_path / "age.pt2").exists()
+    convert(
+        prototxt,
+        folder / "age_net.caffemodel",
+        out_prefix=tmp_path / "age",
+        force=True,
+        targets=["onnx"],
+        check=False,
+    )
+    assert target.read_bytes().startswith(b"\x08")  # an ONNX protobuf now
+
+
+def test_failure_leaves_no_output(tmp_path):
+    prototxt = tmp_path / "odd.prototxt"
+    prototxt.write_text(
+        'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 } } }\n'
+        'layer { name: "w" type: "Weird" bottom: "x" top: "y" }\n'
+    )
+    weights = tmp_path / "odd.caffemodel"
+    write_caffemodel(weights, definitions_only([]), {})
+    with pytest.raises((UnsupportedLayersError, CaffeCompatError)):
+        convert(prototxt, weights, out_prefix=tmp_path / "odd")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.caffemodel", "odd.prototxt"]
