@@ -12,6 +12,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def parity_devices() -> tuple[str, ...]:
+    """PyTorch devices every parity test covers: the CPU, plus CUDA where a device exists."""
+    import torch
+
+    return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+
+
 def _shared_root() -> Path:
     override = os.environ.get("CAFFE_COMPAT_SHARED")
     return Path(override) if override else ROOT.parent / "shared"
@@ -85,7 +92,7 @@ def layer_parity(tmp_path, cv2_caffe):
             weights_path=str(model),
             feeds=feeds,
             tolerance=Tolerance(rtol=rtol, atol=atol),
-            devices=("cpu",),
+            devices=parity_devices(),
         )
         assert report.comparisons, "nothing was compared"
         assert report.passed, report.render(all_rows=False)

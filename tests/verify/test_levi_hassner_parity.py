@@ -59,15 +59,16 @@ def test_parity_with_opencv(net_files, shared, cv2_caffe, fmt):
     loaded = load_net(prototxt, files[fmt])
     assert loaded.weights is not None and loaded.weights.format.endswith(fmt)
     feeds = {"data": _inputs(shared)}
+    devices = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
     report = verify_loaded(
-        loaded, weights_path=str(files[fmt]), feeds=feeds, devices=("cpu",), tolerance=Tolerance()
+        loaded, weights_path=str(files[fmt]), feeds=feeds, devices=devices, tolerance=Tolerance()
     )
     assert report.passed, report.render(all_rows=False)
     rows = {(c.backend, c.value): c for c in report.comparisons if c.reference == "opencv"}
-    for backend in ("torch-cpu", "onnxruntime-cpu"):
+    for backend in {a.backend for a in report.argmax}:
         assert rows[(backend, "prob")].max_abs <= 1e-4
         assert rows[(backend, "fc8")].max_abs <= 1e-4 * rows[(backend, "fc8")].max_ref
-    assert {a.backend for a in report.argmax} == {"torch-cpu", "onnxruntime-cpu"}
+    assert {"torch-cpu", "onnxruntime-cpu"} <= {a.backend for a in report.argmax}
     assert all(a.agree == a.total == 20 for a in report.argmax)
     assert report.distinct_classes["prob"] >= 2, "synthesized weights gave a constant argmax"
 
