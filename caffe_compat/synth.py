@@ -23,7 +23,8 @@ from .load import LoadedNet
 
 METHODS = ("calibrated", "he", "fillers")
 HEAD_SPREAD = 1.5  # spread of a head layer's outputs across the calibration batch
-_AFFINE = {"Convolution", "Deconvolution", "InnerProduct"}
+_CONV_TYPES = {"Convolution", "ConvolutionDepthwise", "DepthwiseConvolution"}
+_AFFINE = {*_CONV_TYPES, "Deconvolution", "InnerProduct"}
 
 
 def _he(shape: Shape, rng: np.random.Generator) -> np.ndarray:
@@ -75,7 +76,7 @@ def initial_blobs(
 
 def _declared_fillers(node: Node) -> list:
     p = node.param
-    if node.type in ("Convolution", "Deconvolution"):
+    if node.type in _CONV_TYPES or node.type == "Deconvolution":
         c = p.convolution_param
         return [c.weight_filler, c.bias_filler] if c.bias_term else [c.weight_filler]
     if node.type == "InnerProduct":
@@ -103,7 +104,7 @@ def _rescale(node: Node, scale: np.ndarray, shift: np.ndarray) -> None:
             weight = weight * scale[None, :]
         else:
             weight = weight * scale[:, None]
-    elif node.type == "Convolution":
+    elif node.type in _CONV_TYPES:
         weight = weight * scale.reshape(-1, *([1] * (weight.ndim - 1)))
     else:  # Deconvolution: (Cin, Cout/group, k...), output channel = group * Cout/g + j
         group = int(node.param.convolution_param.group)

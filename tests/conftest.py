@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def parity_devices() -> tuple[str, ...]:
-    """PyTorch devices every parity test covers: the CPU, plus CUDA where a device exists."""
-    import torch
-
-    return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
 
 
 def _shared_root() -> Path:
@@ -51,51 +44,31 @@ def _never_import_bare_folders():
 
 
 @pytest.fixture
-def layer_parity(tmp_path, cv2_caffe):
-    """Check a small net (prototxt text) end to end against OpenCV 4's Caffe reader.
+def layer_check(tmp_path, request):
+    """``layer_check(prototxt, expected=None, *, feeds=None, blobs=None, opencv=True, tol=1e-4)``:
+    write a small net and its weights as real files, then compare every blob of our PyTorch module
+    and ONNX model with OpenCV 4's Caffe reader and/or ``expected(feeds, weights)`` (a numpy version
+    of Caffe's formula), at the prototxt's batch and at batch 3. See tests/_harness.py."""
+    from _harness import check_layer
 
-    Weights are synthesised for the net's shapes (or given), written as a real caffemodel, then
-    OpenCV, our PyTorch module and our ONNX model in ONNX Runtime run the same seeded inputs and
-    every blob is compared. Returns the verify report (already asserted to pass).
-    """
-    from caffe_compat.io.writer import definitions_only, write_caffemodel
-    from caffe_compat.load import load_net
-    from caffe_compat.synth import synthesize
-    from caffe_compat.verify import Tolerance, verify_loaded
+    return functools.partial(check_layer, tmp_path, request)
 
-    def run(
-        prototxt: str,
-        *,
-        blobs: dict | None = None,
-        feeds: dict | None = None,
-        batch: int = 2,
-        seed: int = 0,
-        method: str = "he",
-        rtol: float = 1e-4,
-        atol: float = 1e-5,
-    ):
-        deploy = tmp_path / "net.prototxt"
-        deploy.write_text(prototxt)
-        loaded = load_net(deploy)
-        weights = blobs if blobs is not None else synthesize(loaded, seed=seed, method=method)
-        model = tmp_path / "net.caffemodel"
-        write_caffemodel(model, definitions_only(loaded.net.layer), weights)
-        loaded = load_net(deploy, model)
-        if feeds is None:
-            rng = np.random.default_rng(seed)
-            feeds = {
-                name: rng.standard_normal((batch, *shape[1:])).astype(np.float32)
-                for name, shape in loaded.graph.inputs.items()
-            }
-        report = verify_loaded(
-            loaded,
-            weights_path=str(model),
-            feeds=feeds,
-            tolerance=Tolerance(rtol=rtol, atol=atol),
-            devices=parity_devices(),
+
+@pytest.fixture
+def layer_parity(layer_check):
+    """``layer_parity(prototxt, *, blobs=None, feeds=None, method="he", rtol=1e-4, atol=...)``:
+    the OpenCV-only form of ``layer_check`` (fixed feeds run at their own batch only)."""
+
+    def run(prototxt, *, blobs=None, feeds=None, method="he", rtol=1e-4, atol=1e-4, **_):
+        fixed = None if feeds is None else (lambda n: feeds)
+        reports = layer_check(
+            prototxt,
+            blobs=blobs,
+            feeds=fixed,
+            tol=max(rtol, atol),
+            dynamic=feeds is None,
+            method=method,
         )
-        assert report.comparisons, "nothing was compared"
-        assert report.passed, report.render(all_rows=False)
-        return report
+        return reports[0]
 
     return run

@@ -164,8 +164,12 @@ def build_graph(
         outputs = [new_version(blob, layer.name) for blob in layer.top]
         if len(set(layer.top)) != len(layer.top):
             raise NetDefinitionError("a layer lists the same top twice", **where)
+        param = caffe_pb2.LayerParameter()
+        param.CopyFrom(layer)
+        if not param.HasField("phase"):  # layers inherit the net's phase, as in Caffe's Net::Init
+            param.phase = caffe_pb2.Phase.Value(state.phase)
         graph.nodes.append(
-            Node(layer.name, layer.type, layer, inputs, outputs, line=lines.get(layer.name))
+            Node(layer.name, layer.type, param, inputs, outputs, line=lines.get(layer.name))
         )
     if overrides:
         raise NetDefinitionError(f"no input named {', '.join(sorted(overrides))} in this net")

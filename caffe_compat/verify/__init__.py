@@ -83,16 +83,21 @@ def verify_loaded(
             if model_path is None or (loaded.weights and loaded.weights.format == "hdf5"):
                 model_path = str(write_temp_caffemodel(graph, loaded.net, Path(tmp)))
             prototxt, rewritten = deploy_prototxt(loaded, Path(tmp))
-            refs["opencv"] = run_opencv_caffe(graph, prototxt, model_path, feeds, values)
-        import cv2
+            import cv2
 
-        report.references["opencv"] = f"OpenCV {cv2.__version__} readNetFromCaffe, same files"
-        if rewritten:
-            report.references["opencv"] += f" ({rewritten})"
-        for value, why in opencv_known_deviations(graph).items():
-            if refs["opencv"].pop(value, None) is not None:
-                report.skipped_values[f"{value} (opencv)"] = why
-    else:
+            try:
+                refs["opencv"] = run_opencv_caffe(graph, prototxt, model_path, feeds, values)
+            except cv2.error as exc:
+                lines = [line for line in str(exc).splitlines() if line.strip()]
+                why_not = f"OpenCV {cv2.__version__} cannot run this net ({lines[-1].strip()})"
+        if why_not is None:
+            report.references["opencv"] = f"OpenCV {cv2.__version__} readNetFromCaffe, same files"
+            if rewritten:
+                report.references["opencv"] += f" ({rewritten})"
+            for value, why in opencv_known_deviations(graph).items():
+                if refs["opencv"].pop(value, None) is not None:
+                    report.skipped_values[f"{value} (opencv)"] = why
+    if why_not is not None:
         report.references["opencv"] = f"skipped: {why_not}"
     if not refs:
         raise CaffeCompatError(

@@ -37,7 +37,9 @@ def opencv5_python() -> str | None:
 
 
 def run_opencv5_onnx(
-    python: str, model: str | os.PathLike[str], feeds: Mapping[str, np.ndarray],
+    python: str,
+    model: str | os.PathLike[str],
+    feeds: Mapping[str, np.ndarray],
     outputs: Sequence[str],
 ) -> tuple[str, dict[str, np.ndarray]]:
     """OpenCV's version string and the named outputs of ``model`` for ``feeds``."""
@@ -54,7 +56,9 @@ def run_opencv5_onnx(
         (folder / "run.py").write_text(_SCRIPT)
         done = subprocess.run(
             [python, str(folder / "run.py"), str(folder / "spec.json")],
-            capture_output=True, text=True, timeout=600,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         if done.returncode != 0:
             tail = (done.stderr.strip().splitlines() or ["no output"])[-1]

@@ -29,15 +29,41 @@ def opencv_caffe_available() -> str | None:
     return None
 
 
+def _opencv_deviation(node: object) -> str | None:
+    """Why OpenCV 4's Caffe reader computes a different function for this layer, if it does.
+
+    Each entry was measured on OpenCV 4.14 against numpy versions of Caffe's formulas (see
+    tests/converters); FACTS.md documents the LRN one."""
+    p = node.param  # type: ignore[attr-defined]
+    kind = node.type  # type: ignore[attr-defined]
+    across = p.lrn_param.norm_region == caffe_pb2.LRNParameter.ACROSS_CHANNELS
+    if kind == "LRN" and p.lrn_param.k != 1.0 and across:
+        return f"OpenCV ignores LRN k (k={p.lrn_param.k:g})"
+    if kind == "Log" and (
+        p.log_param.base != -1.0 or p.log_param.scale != 1.0 or p.log_param.shift
+    ):
+        return "OpenCV ignores log_param and computes ln(x)"
+    if kind == "Swish" and p.swish_param.beta != 1.0:
+        return "OpenCV ignores Swish beta"
+    if kind == "MVN" and p.mvn_param.normalize_variance and p.mvn_param.eps >= 1e-6:
+        # Negligible at the default eps (1e-9); visible once eps nears the variance.
+        return "OpenCV adds MVN eps to the variance, Caffe to the standard deviation"
+    if kind == "InnerProduct" and p.inner_product_param.transpose:
+        return "OpenCV ignores InnerProduct transpose"
+    if kind == "Deconvolution" and any(d > 1 for d in p.convolution_param.dilation):
+        return "OpenCV sizes a dilated Deconvolution as if undilated"
+    if kind == "Scale" and len(node.inputs) > 1 and p.scale_param.bias_term:  # type: ignore[attr-defined]
+        return "OpenCV's two-bottom Scale with bias_term gives other values"
+    return None
+
+
 def opencv_known_deviations(graph: Graph) -> dict[str, str]:
-    """Values OpenCV cannot be trusted on, with the reason (FACTS.md: OpenCV ignores LRN k)."""
+    """Values OpenCV cannot be trusted on, with the reason; the taint flows downstream."""
     tainted: dict[str, str] = {}
     for node in graph.nodes:
-        reason = None
-        if node.type == "LRN" and node.param.lrn_param.k != 1.0:
-            p = node.param.lrn_param
-            if p.norm_region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
-                reason = f'OpenCV ignores LRN k (layer "{node.name}" has k={p.k:g})'
+        reason = _opencv_deviation(node)
+        if reason:
+            reason = f'{reason} (layer "{node.name}")'
         upstream = [tainted[v] for v in node.inputs if v in tainted]
         reason = reason or (upstream[0] if upstream else None)
         if reason:

@@ -1,0 +1,17 @@
+"""Shape rule for Embed: each bottom value indexes a row of a learned K x N table."""
+
+from __future__ import annotations
+
+from ..ir.graph import Node, Shape
+from ..registry import LayerShapes, register
+
+
+@register("Embed", "shape")
+def _embed(node: Node, inputs: list[Shape]) -> LayerShapes:
+    (shape,) = inputs
+    p = node.param.embed_param
+    if p.num_output <= 0 or p.input_dim <= 0:
+        raise ValueError("num_output and input_dim must be set and positive")
+    n, k = int(p.num_output), int(p.input_dim)
+    params: list[Shape] = [(k, n)] + ([(n,)] if p.bias_term else [])
+    return LayerShapes([(*shape, n)], params)

@@ -1,0 +1,55 @@
+"""Shape rules for the normalising layers: BatchNorm and MVN."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.graph import Node, Shape
+from ..proto import caffe_pb2
+from ..registry import LayerShapes, register
+
+
+def batch_norm_channels(shape: Shape) -> int:
+    """Caffe's BatchNorm treats a 1-D bottom as a single channel, otherwise axis 1 holds them."""
+    return 1 if len(shape) == 1 else shape[1]
+
+
+@register("BatchNorm", "shape")
+def _batch_norm(node: Node, inputs: list[Shape]) -> LayerShapes:
+    (shape,) = inputs
+    if not shape:
+        raise ValueError("BatchNorm needs a bottom with at least one axis")
+    c = batch_norm_channels(shape)
+    return LayerShapes([shape], [(c,), (c,), (1,)])  # mean * f, variance * f, f
+
+
+def legacy_4d(shape: Shape) -> Shape:
+    """Caffe's num/channels/height/width view: missing trailing axes read as 1."""
+    if not 1 <= len(shape) <= 4:
+        raise ValueError(f"MVN reads its bottom as N x C x H x W; got {len(shape)} axes")
+    return (*shape, *(1,) * (4 - len(shape)))
+
+
+@register("MVN", "shape")
+def _mvn(node: Node, inputs: list[Shape]) -> LayerShapes:
+    (shape,) = inputs
+    return LayerShapes([legacy_4d(shape)], [])  # Caffe reshapes the top to the 4-D view
+
+
+def uses_global_stats(node: Node) -> bool:
+    """Caffe's rule: stored statistics unless ``use_global_stats`` says otherwise; when unset,
+    only in the TEST phase (the layer's ``phase``; a graph that never set it is for inference)."""
+    p = node.param.batch_norm_param
+    if p.HasField("use_global_stats"):
+        return bool(p.use_global_stats)
+    return not node.param.HasField("phase") or node.param.phase == caffe_pb2.TEST
+
+
+def stored_statistics(node: Node) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sqrt(variance + eps) in float32, rounded as Caffe rounds them; the blobs hold
+    both times a factor f (blob 2), and f == 0 means the statistics are 0."""
+    f = np.float32(node.blobs[2].reshape(-1)[0])
+    factor = np.float32(0) if f == 0 else np.float32(1) / f
+    mean = factor * node.blobs[0].astype(np.float32)
+    var = factor * node.blobs[1].astype(np.float32)
+    return mean, np.sqrt(var + np.float32(node.param.batch_norm_param.eps))

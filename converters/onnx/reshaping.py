@@ -1,0 +1,86 @@
+"""Slice, Reshape, Crop and Tile. Nothing bakes in the batch size: slices run to the end of the
+axis, reshapes copy axes with 0, crops read their size from the second bottom at run time."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...ir.graph import Node
+from ...registry import register
+from ...shapes.geometry import canonical_axis
+from ...shapes.reshaping import crop_offsets, reshape_span, slice_sizes
+from ._base import OnnxContext, OnnxOut
+
+END = np.iinfo(np.int64).max
+
+
+@register("Slice", "onnx")
+def _slice(node: Node, ctx: OnnxContext) -> OnnxOut:
+    axis, sizes = slice_sizes(node, ctx.in_shapes[0])
+    x = ctx.inputs[0]
+    if len(sizes) == 1:
+        return OnnxOut([ctx.op("Identity", [x], ctx.outputs)])
+    if not node.param.slice_param.slice_point:  # equal parts of whatever size the axis has
+        return OnnxOut([ctx.op("Split", [x], ctx.outputs, axis=axis)])
+    bounds = [0, *(int(p) for p in node.param.slice_param.slice_point), END]
+    axes = ctx.tensor("axes", [axis], np.int64)
+    nodes, inits = [], [axes]
+    for i, (start, end, top) in enumerate(zip(bounds, bounds[1:], ctx.outputs)):
+        starts, ends = (
+            ctx.tensor(f"start{i}", [start], np.int64),
+            ctx.tensor(f"end{i}", [end], np.int64),
+        )
+        nodes.append(ctx.op("Slice", [x, starts.name, ends.name, axes.name], [top], f"part{i}"))
+        inits += [starts, ends]
+    return OnnxOut(nodes, inits)
+
+
+@register("Reshape", "onnx")
+def _reshape(node: Node, ctx: OnnxContext) -> OnnxOut:
+    shape, out = ctx.in_shapes[0], ctx.out_shapes[0]
+    start, end = reshape_span(node, len(shape))
+    dims = [int(d) for d in node.param.reshape_param.shape.dim]
+    x, y = ctx.inputs[0], ctx.outputs[0]
+    if end == 0 and not dims:  # nothing replaced, nothing inserted
+        return OnnxOut([ctx.op("Identity", [x], [y])])
+    if end == 0:  # new axes in front of the batch: append the input's own shape
+        lead = ctx.tensor("lead", out[: len(dims)], np.int64)
+        size, target = ctx.name("input_shape"), ctx.name("target")
+        nodes = [
+            ctx.op("Shape", [x], [size], "shape"),
+            ctx.op("Concat", [lead.name, size], [target], "target", axis=0),
+            ctx.op("Reshape", [x, target], [y]),
+        ]
+        return OnnxOut(nodes, [lead])
+    # ONNX's 0 copies the input axis at the same index, as Caffe's does for axes before ``end``;
+    # the batch is axis 0 and stays 0 (or is absorbed by -1), the other axes are fixed sizes.
+    target = ctx.tensor("target", [0] * start + dims + list(shape[end:]), np.int64)
+    return OnnxOut([ctx.op("Reshape", [x, target.name], [y])], [target])
+
+
+@register("Crop", "onnx")
+def _crop(node: Node, ctx: OnnxContext) -> OnnxOut:
+    axis, offsets = crop_offsets(node, ctx.in_shapes[0])
+    ndim = len(ctx.in_shapes[0])
+    x, like = ctx.inputs
+    starts = ctx.tensor("starts", offsets, np.int64)
+    axes = ctx.tensor("axes", list(range(axis, ndim)), np.int64)
+    first, last = ctx.tensor("first", [axis], np.int64), ctx.tensor("last", [ndim], np.int64)
+    size, sizes, ends = ctx.name("like_shape"), ctx.name("sizes"), ctx.name("ends")
+    nodes = [
+        ctx.op("Shape", [like], [size], "like_shape"),
+        ctx.op("Slice", [size, first.name, last.name], [sizes], "sizes"),
+        ctx.op("Add", [sizes, starts.name], [ends], "ends"),
+        ctx.op("Slice", [x, starts.name, ends, axes.name], ctx.outputs),
+    ]
+    return OnnxOut(nodes, [starts, axes, first, last])
+
+
+@register("Tile", "onnx")
+def _tile(node: Node, ctx: OnnxContext) -> OnnxOut:
+    ndim, p = len(ctx.in_shapes[0]), node.param.tile_param
+    axis = canonical_axis(int(p.axis), ndim)
+    repeats = ctx.tensor(
+        "repeats", [int(p.tiles) if i == axis else 1 for i in range(ndim)], np.int64
+    )
+    return OnnxOut([ctx.op("Tile", [ctx.inputs[0], repeats.name], ctx.outputs)], [repeats])

@@ -1,0 +1,111 @@
+"""Shared test harness (tests/ is on pytest's pythonpath; the repo root is not).
+
+``check_layer(tmp_path, request, prototxt, expected=None, ...)`` writes the net and synthesised weights as real files,
+then compares every blob of our PyTorch module and our ONNX model in ONNX Runtime with OpenCV 4's
+Caffe reader (``opencv=True``) and with ``expected(feeds, weights) -> {blob: array}``, a numpy
+version of Caffe's formula written in the test, at the prototxt's batch and at batch 3. The ONNX
+model passes onnx's full checker, and at batch 3 it is compared with torch value by value.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+
+from caffe_compat.converters.onnx.export import to_onnx
+from caffe_compat.io.writer import definitions_only, write_caffemodel
+from caffe_compat.load import load_net
+from caffe_compat.synth import synthesize
+from caffe_compat.verify.runners import run_onnxruntime, run_torch
+
+INPUT = 'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 2 dim: {c} dim: {h} dim: {w} }} }} }}\n'
+verification = importlib.import_module("caffe_compat.verify")  # the package, not the function
+Feeds = Callable[[int], dict[str, np.ndarray]]
+
+
+def net(body: str, c: int = 5, h: int = 7, w: int = 9) -> str:
+    return INPUT.format(c=c, h=h, w=w) + body
+
+
+def uniform(low: float, high: float) -> Feeds:
+    """Feeds for a one-input net named "data" of shape (N, 5, 7, 9), uniform in [low, high)."""
+    return lambda n: {
+        "data": np.random.default_rng(n).uniform(low, high, (n, 5, 7, 9)).astype(np.float32)
+    }
+
+
+def parity_devices() -> tuple[str, ...]:
+    """PyTorch devices every parity test covers: the CPU, plus CUDA where a device exists."""
+    import torch
+
+    return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+
+
+def check_layer(
+    tmp_path,
+    request,
+    prototxt,
+    expected=None,
+    *,
+    feeds=None,
+    blobs=None,
+    opencv=True,
+    tol=1e-4,
+    dynamic=True,
+    method="he",
+):
+    """See the module docstring; returns the verify reports (one per batch size)."""
+    if True:
+        if opencv:
+            request.getfixturevalue("cv2_caffe")
+        path = tmp_path / "net.prototxt"
+        path.write_text(prototxt)
+        loaded = load_net(path)
+        weights = blobs if blobs is not None else synthesize(loaded, method=method)
+        model_path = tmp_path / "net.caffemodel"
+        write_caffemodel(model_path, definitions_only(loaded.net.layer), weights)
+        loaded = load_net(path, model_path)
+        graph = loaded.graph
+
+        def make(batch: int, seed: int) -> dict[str, np.ndarray]:
+            if feeds is not None:
+                return feeds(batch)
+            rng = np.random.default_rng(seed)
+            return {
+                n: rng.standard_normal((batch, *s[1:])).astype(np.float32)
+                for n, s in graph.inputs.items()
+            }
+
+        model = to_onnx(graph, extra_outputs=[v for v in graph.values if v not in graph.inputs])
+        onnx.checker.check_model(model, full_check=True)  # strict shape inference, opset 17
+        assert model.opset_import[0].version == 17
+        reports = []
+        for batch in (2, 3) if dynamic else (2,):
+            inputs = make(batch, batch)
+            reference = expected(inputs, weights) if expected else None
+            report = verification.verify_loaded(
+                loaded,
+                weights_path=str(model_path),
+                feeds=inputs,
+                reference=reference,
+                onnx_model=model.SerializeToString(),
+                opencv=opencv,
+                tolerance=verification.Tolerance(rtol=tol, atol=tol),
+                devices=parity_devices(),
+            )
+            assert report.passed, report.render(all_rows=False)
+            stored = {graph.blob_of[c.value] for c in report.comparisons if c.reference == "stored"}
+            assert set(reference or ()) <= stored, "a numpy reference blob was not compared"
+            assert not opencv or any(c.reference == "opencv" for c in report.comparisons)
+            if batch == 3:
+                values = [v for v in graph.values if v not in graph.inputs]
+                ours = run_torch(graph, inputs, values)
+                theirs = run_onnxruntime(model.SerializeToString(), inputs)
+                for value in values:
+                    assert theirs[value].shape == ours[value].shape, value
+                    np.testing.assert_allclose(theirs[value], ours[value], rtol=tol, atol=tol)
+            reports.append(report)
+        return reports

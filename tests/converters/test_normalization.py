@@ -1,0 +1,176 @@
+"""BatchNorm (stored statistics times a factor, f == 0, batch statistics) and MVN, against OpenCV 4
+and numpy versions of Caffe's batch_norm_layer and mvn_layer formulas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _harness import net, uniform
+
+CONV = 'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 6 kernel_size: 3 } }\n'
+
+
+def conv_ref(x, w, b):
+    """Caffe's convolution (stride 1, no pad) in numpy, one kernel tap at a time."""
+    k = w.shape[2]
+    oh, ow = x.shape[2] - k + 1, x.shape[3] - k + 1
+    y = np.zeros((x.shape[0], w.shape[0], oh, ow))
+    for i in range(k):
+        for j in range(k):
+            y += np.einsum("nchw,oc->nohw", x[:, :, i : i + oh, j : j + ow], w[:, :, i, j])
+    return y + b.reshape(1, -1, 1, 1)
+
+
+def bn_stored(x, blobs, eps=1e-5):
+    mean, var, f = (b.astype(np.float64) for b in blobs)
+    factor = 0.0 if f[0] == 0 else 1.0 / f[0]
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (x - (mean * factor).reshape(shape)) / np.sqrt((var * factor).reshape(shape) + eps)
+
+
+def bn_batch(x, eps=1e-5):
+    axes = tuple(i for i in range(x.ndim) if i != 1)
+    mean = x.mean(axis=axes, keepdims=True)
+    return (x - mean) / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
+
+
+def _x(inputs):
+    return inputs["data"].astype(np.float64)
+
+
+@pytest.mark.parametrize(
+    "params", ["", "batch_norm_param { eps: 0.001 }", "batch_norm_param { use_global_stats: true }"]
+)
+def test_batch_norm_stored_statistics(layer_check, params):
+    eps = 1e-3 if "eps" in params else 1e-5
+    prototxt = net(f'layer {{ name: "bn" type: "BatchNorm" bottom: "data" top: "bn" {params} }}')
+    layer_check(prototxt, lambda i, w: {"bn": bn_stored(_x(i), w["bn"], eps)})
+
+
+def test_batch_norm_zero_factor_means_zero_statistics(layer_check):
+    rng = np.random.default_rng(1)
+    blobs = {
+        "bn": [
+            rng.normal(size=5).astype(np.float32),
+            rng.uniform(1, 2, 5).astype(np.float32),
+            np.zeros(1, np.float32),
+        ]
+    }
+    prototxt = net('layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" }')
+    layer_check(prototxt, lambda i, w: {"bn": _x(i) / np.sqrt(1e-5)}, blobs=blobs, tol=1e-3)
+
+
+def test_batch_norm_then_scale_in_place(layer_check):
+    """The ResNet pattern: conv, then BatchNorm and Scale (with bias) both in place."""
+    prototxt = net(
+        CONV + 'layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }\n'
+        'layer { name: "sc" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }'
+    )
+
+    def expected(inputs, w):
+        y = bn_stored(conv_ref(_x(inputs), *w["conv"]), w["bn"])
+        return {"conv": y * w["sc"][0].reshape(1, -1, 1, 1) + w["sc"][1].reshape(1, -1, 1, 1)}
+
+    layer_check(prototxt, expected)
+
+
+def test_batch_norm_on_2d_bottom(layer_check):
+    prototxt = net(
+        'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 6 } }\n'
+        'layer { name: "bn" type: "BatchNorm" bottom: "fc" top: "fc" }'
+    )
+
+    def expected(inputs, w):
+        fc = (
+            _x(inputs).reshape(len(inputs["data"]), -1) @ w["fc"][0].T.astype(np.float64)
+            + w["fc"][1]
+        )
+        return {"fc": bn_stored(fc, w["bn"])}
+
+    layer_check(prototxt, expected)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        "batch_norm_param { use_global_stats: false }",
+        "phase: TRAIN",
+        "phase: TRAIN batch_norm_param { use_global_stats: false eps: 0.01 }",
+    ],
+)
+def test_batch_norm_batch_statistics(layer_check, params):
+    """use_global_stats false (or unset in the TRAIN phase) normalises with the batch's own
+    statistics, as Caffe does even in a TEST net; OpenCV only does so for batch 1."""
+    eps = 0.01 if "eps" in params else 1e-5
+    prototxt = net(f'layer {{ name: "bn" type: "BatchNorm" bottom: "data" top: "bn" {params} }}')
+    layer_check(prototxt, lambda i, w: {"bn": bn_batch(_x(i), eps)}, opencv=False)
+
+
+def mvn(x, variance=True, across=False, eps=1e-9):
+    axes = (1, 2, 3) if across else (2, 3)
+    centred = x - x.mean(axis=axes, keepdims=True)
+    if not variance:
+        return centred
+    return centred / (np.sqrt((centred**2).mean(axis=axes, keepdims=True)) + eps)
+
+
+@pytest.mark.parametrize(
+    ("params", "kwargs"),
+    [
+        ("", {}),
+        ("mvn_param { across_channels: true }", {"across": True}),
+        ("mvn_param { normalize_variance: false }", {"variance": False}),
+        (
+            "mvn_param { normalize_variance: false across_channels: true }",
+            {"variance": False, "across": True},
+        ),
+        ("mvn_param { eps: 0.05 }", {"eps": 0.05}),
+        ("mvn_param { eps: 0.05 across_channels: true }", {"eps": 0.05, "across": True}),
+    ],
+)
+def test_mvn(layer_check, params, kwargs):
+    """Caffe adds eps to the standard deviation; OpenCV adds it to the variance, which a large
+    eps and a small input spread make visible: numpy alone is the reference there."""
+    prototxt = net(f'layer {{ name: "m" type: "MVN" bottom: "data" top: "data2" {params} }}')
+    expected = lambda i, w: {"data2": mvn(_x(i), **kwargs)}  # noqa: E731
+    layer_check(prototxt, expected, feeds=uniform(-0.1, 0.2), opencv="eps" not in kwargs)
+
+
+def test_opencv_adds_mvn_eps_to_the_variance(tmp_path, cv2_caffe):
+    """The known OpenCV deviation the test above works around."""
+    (tmp_path / "n.prototxt").write_text(
+        net('layer { name: "m" type: "MVN" bottom: "data" top: "m" mvn_param { eps: 0.05 } }')
+    )
+    x = np.random.default_rng(0).uniform(-0.1, 0.2, (2, 5, 7, 9)).astype(np.float32)
+    cv_net = cv2_caffe.dnn.readNetFromCaffe(str(tmp_path / "n.prototxt"))
+    cv_net.setInput(x)
+    centred = x - x.astype(np.float64).mean(axis=(2, 3), keepdims=True)
+    theirs = centred / np.sqrt((centred**2).mean(axis=(2, 3), keepdims=True) + 0.05)
+    np.testing.assert_allclose(cv_net.forward(), theirs, rtol=1e-5, atol=1e-6)
+    assert np.abs(cv_net.forward() - mvn(x.astype(np.float64), eps=0.05)).max() > 0.1
+
+
+def test_mvn_in_place_after_conv(layer_check):
+    prototxt = net(
+        CONV
+        + 'layer { name: "m" type: "MVN" bottom: "conv" top: "conv" mvn_param { across_channels: true } }'
+    )
+    layer_check(prototxt, lambda i, w: {"conv": mvn(conv_ref(_x(i), *w["conv"]), across=True)})
+
+
+def test_mvn_of_2d_bottom_is_4d(layer_check):
+    """Caffe reads a lower-rank bottom as N x C x H x W and shapes the top that way."""
+    prototxt = net(
+        'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 6 } }\n'
+        'layer { name: "m" type: "MVN" bottom: "fc" top: "m" mvn_param { across_channels: true } }'
+    )
+
+    def expected(inputs, w):
+        fc = (
+            _x(inputs).reshape(len(inputs["data"]), -1) @ w["fc"][0].T.astype(np.float64)
+            + w["fc"][1]
+        )
+        return {"m": mvn(fc[:, :, None, None], across=True)}
+
+    reports = layer_check(prototxt, expected)
+    assert any(c.value == "m" and c.reference == "stored" for c in reports[0].comparisons)
