@@ -25,6 +25,8 @@ _LAZY = {
     "convert": ("caffe_compat.convert", "convert"),
     "verify": ("caffe_compat.verify", "verify"),
     "synthesize": ("caffe_compat.synth", "synthesize"),
+    "load_pretrained": ("caffe_compat.pretrained", "load_pretrained"),
+    "model_info": ("caffe_compat.pretrained", "model_info"),
     "register": ("caffe_compat.registry", "register"),
     "unregister": ("caffe_compat.registry", "unregister"),
     "CaffeCompatError": ("caffe_compat.errors", "CaffeCompatError"),
