@@ -49,7 +49,7 @@ def load_net(
     """
     path = str(Path(prototxt))
     net, index = load_prototxt(prototxt, allow_unknown_fields=allow_unknown_fields)
-    was_v1 = upgrade_net(net)
+    was_v1 = upgrade_net(net, path=path)
     lines = {name: line for line, name in index.starts if name}
     graph = build_graph(
         net,

@@ -9,7 +9,7 @@ from .binaryproto import read_mean
 from .caffemodel import read_caffemodel, read_caffemodel_bytes
 from .hdf5 import read_hdf5, write_hdf5
 from .prototxt import load_prototxt, load_solver
-from .sniff import HDF5_MAGIC
+from .sniff import Kind, sniff
 from .weights import Weights
 from .writer import write_caffemodel, write_mean, write_prototxt
 
@@ -19,10 +19,10 @@ def read_weights(path: str | os.PathLike[str], *, copy: bool = True) -> Weights:
     try:
         with Path(path).open("rb") as handle:
             magic = handle.read(8)
-    except (FileNotFoundError, IsADirectoryError):
-        pass  # the reader raises the one-line error
+    except OSError:
+        pass  # missing, a directory, unreadable: the reader raises the one-line error
     else:
-        if magic == HDF5_MAGIC:
+        if sniff(magic) is Kind.HDF5:  # a file cut inside the signature is HDF5 too
             return read_hdf5(path)
     return read_caffemodel(path, copy=copy)
 

@@ -11,17 +11,29 @@ from ..errors import BlobError, FileFormatError
 from .blobs import read_blob, scan_blob
 from .sniff import Kind, explain, sniff
 from .source import ByteSource
-from .wire import WireError
+from .wire import LEN, WireError, read_field
+
+_NET_LAYER_FIELDS = (100, 2)  # NetParameter.layer / .layers: never a BlobProto's first field
+
+
+def _looks_like_caffemodel(src: ByteSource) -> bool:
+    try:
+        first = read_field(src.buf, 0, len(src))
+    except WireError:
+        return False
+    return first.wire_type == LEN and first.number in (*_NET_LAYER_FIELDS, 1)
 
 
 def read_mean(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a mean image as a (C, H, W) float32 array (channel order as stored: BGR for Caffe)."""
     with ByteSource.open(Path(path)) as src:
-        head = bytes(src.buf[:4096])
+        head = src.head()
         kind = sniff(head)
         problem = explain(kind, head, "binaryproto mean file")
         if problem is None and kind in (Kind.TEXT, Kind.HDF5):
             problem = f"this is a {kind.value} file, not a binaryproto mean image"
+        if problem is None and _looks_like_caffemodel(src):
+            problem = "this is a caffemodel (a NetParameter), not a binaryproto mean image"
         if problem:
             raise FileFormatError(problem, path=src.path)
         try:
@@ -37,6 +49,7 @@ def read_mean(path: str | os.PathLike[str]) -> np.ndarray:
         array = array[0]
     if array.ndim != 3 or array.size == 0:
         raise BlobError(
-            f"expected one CxHxW image, found shape {list(array.shape)}", path=str(path)
+            f"expected one 1xCxHxW (or CxHxW) mean image, found shape {list(array.shape)}",
+            path=str(path),
         )
     return np.ascontiguousarray(array, dtype=np.float32)

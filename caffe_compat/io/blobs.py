@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from ..proto import caffe_pb2
 from .source import ByteSource
@@ -56,12 +57,23 @@ def blob_shape(header: caffe_pb2.BlobProto) -> tuple[int, ...]:
 
 
 def _unpacked_run(src: ByteSource, tag_start: int, end: int, tag: int, width: int) -> int:
-    """How many consecutive unpacked values with this one-byte tag start at ``tag_start``."""
+    """How many consecutive unpacked values with this one-byte tag start at ``tag_start``.
+
+    Looks at a doubling window of records, so a short run costs little even in a huge message.
+    """
     record = 1 + width
-    n = (end - tag_start) // record
-    tags = np.frombuffer(src.buf, dtype=np.uint8, count=n * record, offset=tag_start)[::record]
-    mismatch = np.flatnonzero(tags != tag)
-    return int(mismatch[0]) if mismatch.size else n
+    available = (end - tag_start) // record
+    count, window = 0, 1024
+    while count < available:
+        n = min(window, available - count)
+        offset = tag_start + count * record
+        tags = np.frombuffer(src.buf, dtype=np.uint8, count=n * record, offset=offset)[::record]
+        mismatch = np.flatnonzero(tags != tag)
+        if mismatch.size:
+            return count + int(mismatch[0])
+        count += n
+        window *= 2
+    return count
 
 
 def scan_blob(src: ByteSource, start: int, end: int) -> BlobSpan:
@@ -77,8 +89,8 @@ def scan_blob(src: ByteSource, start: int, end: int) -> BlobSpan:
             header_parts.append(bytes(src.buf[f.tag_start : f.end]))
             continue
         if f.number in (_DIFF, _DOUBLE_DIFF):
-            if f.wire_type in (I32, I64):
-                width = 4 if f.wire_type == I32 else 8
+            width = {I32: 4, I64: 8}.get(f.wire_type, 0)
+            if width and f.end - f.tag_start == 1 + width:  # skip the whole unpacked run
                 tag = src.buf[f.tag_start]
                 pos = f.tag_start + (1 + width) * _unpacked_run(src, f.tag_start, end, tag, width)
             continue  # gradients are never needed for inference
@@ -99,7 +111,10 @@ def scan_blob(src: ByteSource, start: int, end: int) -> BlobSpan:
         else:
             raise WireError(f"blob data field {f.number} has wire type {f.wire_type}", f.tag_start)
     header = caffe_pb2.BlobProto()
-    header.ParseFromString(b"".join(header_parts))
+    try:
+        header.ParseFromString(b"".join(header_parts))
+    except DecodeError as exc:  # carries no position: point at the blob
+        raise WireError(f"blob header does not decode ({exc})", start) from None
     return BlobSpan(header, span_data, span_double)
 
 
@@ -128,7 +143,8 @@ def read_blob(src: ByteSource, span: BlobSpan, *, copy: bool = True) -> np.ndarr
     chunks = span.double_data if double else span.data
     dtype = "<f8" if double else "<f4"
     if len(chunks) == 1 and chunks[0].packed:
-        flat = src.array(chunks[0].offset, chunks[0].count, dtype, copy=copy or double)
+        # Doubles are converted below, which copies anyway: read them through a view.
+        flat = src.array(chunks[0].offset, chunks[0].count, dtype, copy=copy and not double)
     else:
         pieces = []
         for chunk in chunks:
@@ -139,5 +155,7 @@ def read_blob(src: ByteSource, span: BlobSpan, *, copy: bool = True) -> np.ndarr
                 rows = np.frombuffer(src.buf, dtype=record, count=chunk.count, offset=chunk.offset)
                 pieces.append(rows["value"])
         flat = np.concatenate(pieces) if pieces else np.empty(0, dtype=dtype)
-    out = flat.astype(np.float32, copy=False) if double or flat.dtype != np.float32 else flat
-    return out.reshape(shape)
+    if flat.dtype != np.float32:
+        with np.errstate(over="ignore"):  # Caffe's static_cast<float>: out of range -> inf
+            flat = flat.astype(np.float32)
+    return flat.reshape(shape)

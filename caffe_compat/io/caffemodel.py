@@ -4,38 +4,74 @@ field 2, enum types).
 Only the outline of the file is walked by hand (see wire.py); each layer's definition is parsed by
 protobuf with its blobs left out, and each blob's floats go straight from the file into a numpy
 array. Every declared length is checked against the bytes actually present before any allocation.
+Errors name the layer (as far as the file got) and the blob, and tell truncation from corruption.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
-from ..errors import BlobError, FileFormatError
+from ..errors import BlobError, CaffeCompatError, FileFormatError
 from ..proto import caffe_pb2
-from .blobs import read_blob, scan_blob
+from .blobs import check_blob, read_blob, scan_blob
+from .messages import bad_text
 from .sniff import Kind, explain, sniff
 from .source import ByteSource
-from .upgrade import v1_layer_to_v2
+from .upgrade import V1_TYPE_NAMES, v1_layer_to_v2
 from .weights import Weights
-from .wire import LEN, WireError, read_field
+from .wire import LEN, VARINT, Field, WireError, read_field, read_varint
 
 _NET_LAYER_V2, _NET_LAYER_V1 = 100, 2
 _BLOBS_V2, _BLOBS_V1, _V0_LAYER = 7, 6, 1
+_NAME_V2, _NAME_V1, _TYPE_V2, _TYPE_V1 = 1, 4, 2, 5
 
 
-def _fail(src: ByteSource, exc: WireError, what: str, layer: str | None = None) -> FileFormatError:
-    """Turn a wire error into a one-line diagnosis; truncation says by how much."""
-    reason = f"{what}: {exc.reason} at byte {exc.offset}"
-    if "remain" in exc.reason or "past the end" in exc.reason:
-        reason += f" (the file is {len(src)} bytes: truncated or incomplete download?)"
-    return FileFormatError(reason, path=src.path, layer=layer)
+@dataclass
+class _Where:
+    """What is known so far about the layer being read, for error messages."""
+
+    index: int  # 1-based position among the file's layers
+    name: str | None = None
+    type: str | None = None
+
+    def note(self, src: ByteSource, f: Field, v1: bool) -> None:
+        """Pick up the layer's name and type as the walk passes them."""
+        if f.number == (_NAME_V1 if v1 else _NAME_V2) and f.wire_type == LEN:
+            self.name = bytes(src.buf[f.start : f.end]).decode("utf-8", "replace")
+        elif v1 and f.number == _TYPE_V1 and f.wire_type == VARINT:
+            self.type = V1_TYPE_NAMES.get(f.value) or f"enum {f.value}"
+        elif not v1 and f.number == _TYPE_V2 and f.wire_type == LEN:
+            self.type = bytes(src.buf[f.start : f.end]).decode("utf-8", "replace")
+
+    def error(
+        self, src: ByteSource, reason: str, *, blob: int | None = None, cls: type = FileFormatError
+    ) -> CaffeCompatError:
+        if self.name is None:
+            reason = f"layer #{self.index} (before its name): {reason}"
+        return cls(
+            reason,
+            path=src.path,
+            layer=self.name,
+            layer_type=self.type or None,
+            blob=None if blob is None else str(blob),
+        )
+
+
+def _field_number(src: ByteSource, pos: int, end: int) -> int | None:
+    """The number of the field whose tag starts at ``pos``, if the tag itself is readable."""
+    try:
+        return read_varint(src.buf, pos, end)[0] >> 3
+    except WireError:
+        return None
 
 
 def _read_layer(
-    src: ByteSource, start: int, end: int, v1: bool, copy: bool
+    src: ByteSource, start: int, end: int, v1: bool, copy: bool, where: _Where
 ) -> tuple[caffe_pb2.LayerParameter, list[np.ndarray]]:
     """Decode one layer message: its definition via protobuf, its blobs via the fast path."""
     blob_field = _BLOBS_V1 if v1 else _BLOBS_V2
@@ -43,68 +79,133 @@ def _read_layer(
     blob_spans: list[tuple[int, int]] = []
     pos = start
     while pos < end:
-        f = read_field(src.buf, pos, end)
+        try:
+            f = read_field(src.buf, pos, end)
+        except WireError as exc:
+            blob = len(blob_spans) if _field_number(src, pos, end) == blob_field else None
+            reason = f"corrupt {'blob' if blob is not None else 'layer'}: {exc.reason}"
+            raise where.error(src, f"{reason} at byte {exc.offset}", blob=blob) from None
         pos = f.end
+        where.note(src, f, v1)
         if f.number == blob_field and f.wire_type == LEN:
             blob_spans.append((f.start, f.end))
         elif v1 and f.number == _V0_LAYER:
-            raise WireError("V0 layer definitions (before 2014) are not supported", f.tag_start)
+            raise where.error(
+                src,
+                "V0 layer definitions (before 2014) are not supported; upgrade the file "
+                "with Caffe's upgrade_net_proto_binary first",
+            )
         else:
             rest.append(bytes(src.buf[f.tag_start : f.end]))
     message = caffe_pb2.V1LayerParameter() if v1 else caffe_pb2.LayerParameter()
     try:
         message.ParseFromString(b"".join(rest))
-    except Exception as exc:  # protobuf's DecodeError carries no position
-        raise WireError(f"layer definition does not decode ({exc})", start) from None
-    layer = v1_layer_to_v2(message) if v1 else message
+    except DecodeError as exc:  # protobuf's DecodeError carries no position
+        raise where.error(src, f"layer definition does not decode ({exc})") from None
+    field = bad_text(message)
+    if field:
+        raise where.error(src, f"layer definition: field {field} is not UTF-8 text (corrupt?)")
+    try:
+        layer = v1_layer_to_v2(message) if v1 else message
+    except CaffeCompatError as exc:
+        raise where.error(src, exc.reason) from None
+    where.name, where.type = layer.name, layer.type
     arrays = []
     for index, (b_start, b_end) in enumerate(blob_spans):
         try:
             span = scan_blob(src, b_start, b_end)
             arrays.append(read_blob(src, span, copy=copy))
         except WireError as exc:
-            raise BlobError(
-                f"{exc.reason} at byte {exc.offset}",
-                path=src.path,
-                layer=layer.name,
-                layer_type=layer.type,
-                blob=str(index),
-            ) from None
+            reason = f"corrupt blob: {exc.reason} at byte {exc.offset}"
+            raise where.error(src, reason, blob=index, cls=BlobError) from None
         except ValueError as exc:
-            raise BlobError(
-                str(exc), path=src.path, layer=layer.name, layer_type=layer.type, blob=str(index)
-            ) from None
+            raise where.error(src, str(exc), blob=index, cls=BlobError) from None
     return layer, arrays
+
+
+def _truncation(src: ByteSource, pos: int, index: int) -> CaffeCompatError:
+    """Diagnose a top-level field that runs past the end of the file: which layer, which blob."""
+    size = len(src)
+    tail = f"(the file is {size:,} bytes: incomplete download, or corrupt)"
+    try:
+        key, p = read_varint(src.buf, pos, size)
+    except WireError:
+        key, p = 0, size
+    if key & 7 != LEN or key >> 3 not in (_NET_LAYER_V2, _NET_LAYER_V1):
+        return FileFormatError(
+            f"truncated: the file ends inside a field at byte {pos} {tail}", path=src.path
+        )
+    try:
+        length, start = read_varint(src.buf, p, size)
+    except WireError:
+        return _Where(index).error(src, f"truncated: the file ends inside its length {tail}")
+    v1 = key >> 3 == _NET_LAYER_V1
+    blob_field = _BLOBS_V1 if v1 else _BLOBS_V2
+    where = _Where(index)
+    blob: int | None = None
+    blobs, q = 0, start
+    while q < size:
+        try:
+            f = read_field(src.buf, q, size)
+        except WireError:
+            if _field_number(src, q, size) == blob_field:
+                blob = blobs
+            break
+        where.note(src, f, v1)
+        blobs += f.number == blob_field and f.wire_type == LEN
+        q = f.end
+    short = start + length - size
+    reason = f"truncated: the file ends {short:,} bytes before the end of this layer {tail}"
+    return where.error(src, reason, blob=blob)
+
+
+def _not_a_model(src: ByteSource) -> str:
+    """Why a file without layers is no caffemodel: a mean image is the usual mix-up."""
+    try:
+        shape = check_blob(scan_blob(src, 0, len(src)))
+    except (WireError, ValueError):
+        return "no layers found: this is not a Caffe model (or an empty NetParameter)"
+    return (
+        f"this is a single BlobProto of shape {list(shape)} (a mean.binaryproto image?), "
+        "not a caffemodel"
+    )
 
 
 def read_caffemodel_source(src: ByteSource, *, copy: bool = True) -> Weights:
     """Read weights from an open source (file map or bytes)."""
-    kind = sniff(bytes(src.buf[:4096]))
-    problem = explain(kind, bytes(src.buf[:4096]), "binary caffemodel")
+    head = src.head()
+    kind = sniff(head)
+    problem = explain(kind, head, "binary caffemodel")
     if problem is None and kind is Kind.TEXT:
         problem = (
             "this is a text file, not a binary caffemodel: did you swap the prototxt and the "
             "weights arguments?"
         )
+    elif problem is None and kind is Kind.HDF5:
+        problem = "this is an HDF5 file: read it with read_hdf5 (or read_weights)"
     if problem:
         raise FileFormatError(problem, path=src.path)
     weights = Weights(path=src.path, format="caffemodel-v2")
     header: list[bytes] = []
     formats: set[str] = set()
-    pos, end = 0, len(src)
+    pos, end, count = 0, len(src), 0
     while pos < end:
         try:
             f = read_field(src.buf, pos, end)
         except WireError as exc:
-            raise _fail(src, exc, "not a readable caffemodel") from None
+            if "remain" in exc.reason or "past the end" in exc.reason:
+                raise _truncation(src, pos, count + 1) from None
+            after = f' after layer "{next(reversed(weights.layers))}"' if weights.layers else ""
+            raise FileFormatError(
+                f"not a readable caffemodel: {exc.reason} at byte {exc.offset}{after}",
+                path=src.path,
+            ) from None
         pos = f.end
         if f.number in (_NET_LAYER_V2, _NET_LAYER_V1) and f.wire_type == LEN:
             v1 = f.number == _NET_LAYER_V1
             formats.add("caffemodel-v1" if v1 else "caffemodel-v2")
-            try:
-                layer, arrays = _read_layer(src, f.start, f.end, v1, copy)
-            except WireError as exc:
-                raise _fail(src, exc, f"layer #{len(weights.layers) + 1} is corrupt") from None
+            count += 1
+            layer, arrays = _read_layer(src, f.start, f.end, v1, copy, _Where(count))
             if layer.name in weights.layers:
                 weights.duplicates.append(layer.name)
             del layer.blobs[:]
@@ -114,17 +215,18 @@ def read_caffemodel_source(src: ByteSource, *, copy: bool = True) -> Weights:
         else:
             header.append(bytes(src.buf[f.tag_start : f.end]))
     if not formats:
-        raise FileFormatError(
-            "no layers found: this is not a Caffe model (or an empty NetParameter)", path=src.path
-        )
+        raise FileFormatError(_not_a_model(src), path=src.path)
     if len(formats) > 1:
         raise FileFormatError("file mixes V1 `layers` and V2 `layer` entries", path=src.path)
     weights.format = formats.pop()
     net = caffe_pb2.NetParameter()
     try:
         net.ParseFromString(b"".join(header))
-    except Exception as exc:
+    except DecodeError as exc:
         raise FileFormatError(f"net header does not decode ({exc})", path=src.path) from None
+    field = bad_text(net)
+    if field:
+        raise FileFormatError(f"net header: field {field} is not UTF-8 text", path=src.path)
     weights.net_name = net.name
     return weights
 

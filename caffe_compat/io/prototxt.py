@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from google.protobuf import text_format
 from google.protobuf.message import Message
@@ -17,22 +16,22 @@ from google.protobuf.message import Message
 from ..errors import FileFormatError, PrototxtError
 from ..proto import caffe_pb2
 from .sniff import Kind, explain, sniff
+from .source import open_regular
 
 
 @dataclass
 class LineIndex:
-    """Where each top-level layer block starts, and its name: line numbers -> layer names."""
+    """Where each top-level layer block starts and ends, and its name: line numbers -> layers."""
 
     starts: list[tuple[int, str]] = field(default_factory=list)  # (first line, layer name)
+    ends: list[int] = field(default_factory=list)  # last line of each block, same order
 
     def layer_at(self, line: int) -> str | None:
         """Name of the layer whose block contains ``line`` (1-based), if any."""
-        found = None
-        for start, name in self.starts:
-            if start > line:
-                break
-            found = name
-        return found
+        for (start, name), end in zip(self.starts, self.ends):
+            if start <= line <= end:
+                return name or None
+        return None
 
     def line_of(self, layer: str) -> int | None:
         for start, name in self.starts:
@@ -41,57 +40,84 @@ class LineIndex:
         return None
 
 
-_LAYER_OPEN = re.compile(r"^\s*(layers?)\s*:?\s*\{")
-_NAME = re.compile(r'^\s*name\s*:\s*"((?:[^"\\]|\\.)*)"')
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"' + r"|'(?:[^'\\]|\\.)*'")
+_TOKEN = re.compile(
+    r"""(?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')"""
+    r"|(?P<comment>#[^\n]*)|(?P<open>[{<])|(?P<close>[}>])|(?P<ident>[A-Za-z_]\w*)|(?P<newline>\n)"
+)
+_UNESCAPE = re.compile(r"\\(.)")
 
 
 def index_layers(text: str) -> LineIndex:
-    """Record the first line and name of every top-level ``layer {``/``layers {`` block."""
+    """Record the lines and name of every top-level ``layer {``/``layers {`` block.
+
+    A small tokenizer (strings, comments, braces, identifiers) so one-line layers and braces
+    inside strings or comments are handled.
+    """
     index = LineIndex()
-    depth = 0
-    current: int | None = None
-    for number, raw in enumerate(text.splitlines(), start=1):
-        code = _STRING.sub('""', raw).split("#", 1)[0]
-        if depth == 0 and _LAYER_OPEN.match(code):
-            current = number
-            index.starts.append((number, ""))
-        elif depth == 1 and current is not None and index.starts[-1][1] == "":
-            match = _NAME.match(raw)
-            if match:
-                index.starts[-1] = (current, match.group(1))
-        depth = max(depth + code.count("{") - code.count("}"), 0)
-        if depth == 0:
-            current = None
+    depth, line = 0, 1
+    pending: int | None = None  # line of a top-level "layer"/"layers" keyword awaiting its "{"
+    in_layer = False
+    last_ident = ""
+    for match in _TOKEN.finditer(text):
+        kind = match.lastgroup
+        if kind == "newline":
+            line += 1
+        elif kind == "open":
+            if depth == 0 and pending is not None:
+                index.starts.append((pending, ""))
+                index.ends.append(line)
+                in_layer = True
+            depth += 1
+            pending, last_ident = None, ""
+        elif kind == "close":
+            depth = max(depth - 1, 0)
+            if depth == 0 and in_layer:
+                index.ends[-1] = line
+                in_layer = False
+            last_ident = ""
+        elif kind == "ident":
+            pending = line if depth == 0 and match.group() in ("layer", "layers") else None
+            last_ident = match.group() if depth == 1 else ""
+        elif kind == "string":
+            if in_layer and last_ident == "name" and not index.starts[-1][1]:
+                name = _UNESCAPE.sub(r"\1", match.group()[1:-1])
+                index.starts[-1] = (index.starts[-1][0], name)
+            last_ident = ""
+    if in_layer:  # unterminated block: it runs to the end of the text
+        index.ends[-1] = line
     return index
 
 
 def read_text(path: str | os.PathLike[str], expected: str = "prototxt") -> str:
-    """Read a text file strictly as UTF-8, diagnosing binary or downloaded-page content."""
-    path = Path(path)
+    """Read a text file strictly as UTF-8, diagnosing binary or downloaded-page content.
+
+    The first few KiB are sniffed before the rest is read, so a multi-gigabyte caffemodel passed
+    as the prototxt is refused without being loaded.
+    """
+    fd, _ = open_regular(path)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise FileFormatError("no such file", path=str(path)) from None
-    except IsADirectoryError:
-        raise FileFormatError("is a directory, not a file", path=str(path)) from None
+        with os.fdopen(fd, "rb") as handle:
+            head = handle.read(4096)
+            kind = sniff(head)
+            problem = explain(kind, head, f"text {expected}")
+            if problem is None and kind in (Kind.BINARY, Kind.HDF5):
+                problem = (
+                    f"this is a binary file, not a text {expected}: did you swap the prototxt "
+                    "and the weights arguments?"
+                )
+            if problem:
+                raise FileFormatError(problem, path=str(path))
+            raw = head + handle.read()
     except OSError as exc:
         raise FileFormatError(f"cannot read: {exc.strerror}", path=str(path)) from None
-    kind = sniff(raw[:4096])
-    problem = explain(kind, raw[:4096], f"text {expected}")
-    if problem is None and kind in (Kind.BINARY, Kind.HDF5):
-        problem = (
-            f"this is a binary file, not a text {expected}: did you swap the prototxt and "
-            "the weights arguments?"
-        )
-    if problem:
-        raise FileFormatError(problem, path=str(path))
+    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark (Windows editors) is not content
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise FileFormatError(
-            f"not valid UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+            f"not valid UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}): "
+            "re-save the file as UTF-8",
             path=str(path),
             line=line,
         ) from None
@@ -116,6 +142,8 @@ def parse_text(
             reason += " (a field from a Caffe fork? --allow-unknown-fields skips such fields)"
         layer = index.layer_at(line) if line else None
         raise PrototxtError(reason, path=path, line=line, layer=layer or None) from None
+    except RecursionError:
+        raise PrototxtError("messages nested too deeply to parse", path=path) from None
     return index
 
 

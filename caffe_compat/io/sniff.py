@@ -24,6 +24,7 @@ class Kind(str, Enum):
 
 
 _TEXT_BYTES = bytes(range(32, 127)) + b"\t\n\r\f\b"
+_NOT_CONTROL = _TEXT_BYTES + bytes(range(128, 256))  # deleting these leaves the control bytes
 
 
 def sniff(head: bytes) -> Kind:
@@ -32,8 +33,8 @@ def sniff(head: bytes) -> Kind:
         return Kind.EMPTY
     if head.startswith(b"version https://git-lfs"):
         return Kind.LFS_POINTER
-    if head.startswith(HDF5_MAGIC):
-        return Kind.HDF5
+    if head.startswith(HDF5_MAGIC) or (len(head) < len(HDF5_MAGIC) and HDF5_MAGIC.startswith(head)):
+        return Kind.HDF5  # a cut-off signature still says HDF5; the reader reports the truncation
     if head.startswith(b"PK\x03\x04"):
         return Kind.ZIP
     if head.startswith(b"\x1f\x8b"):
@@ -42,13 +43,18 @@ def sniff(head: bytes) -> Kind:
     if stripped.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
         return Kind.HTML
     sample = head[:4096]
-    try:
-        sample.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(sample) - 4:  # a multi-byte char cut by the sample end is fine
-            return Kind.BINARY
-    nontext = sum(1 for b in sample if b < 128 and b not in _TEXT_BYTES)
-    return Kind.BINARY if nontext > len(sample) // 100 else Kind.TEXT
+    # Control bytes decide: protobuf tags, lengths and float data are full of them, while text in
+    # any 8-bit encoding (UTF-8, Latin-1, GBK) has none; bad UTF-8 alone is a text problem.
+    control = len(sample.translate(None, _NOT_CONTROL))
+    if b"\x00" in sample or control > len(sample) // 100:
+        return Kind.BINARY
+    if control:
+        try:
+            sample.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if exc.start < len(sample) - 4:  # a multi-byte char cut by the sample end is fine
+                return Kind.BINARY
+    return Kind.TEXT
 
 
 def explain(kind: Kind, head: bytes, expected: str) -> str | None:

@@ -10,12 +10,32 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-from pathlib import Path
+import stat
 from types import TracebackType
 
 import numpy as np
 
 from ..errors import FileFormatError
+
+
+def open_regular(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Open a regular file read-only; return (descriptor, size). Errors are one line."""
+    name = str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise FileFormatError("no such file", path=name) from None
+    except IsADirectoryError:
+        raise FileFormatError("is a directory, not a file", path=name) from None
+    except OSError as exc:
+        raise FileFormatError(f"cannot open: {exc.strerror}", path=name) from None
+    info = os.fstat(fd)
+    # On POSIX, opening a directory read-only succeeds; only mapping or reading it fails.
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        what = "is a directory" if stat.S_ISDIR(info.st_mode) else "is not a regular file"
+        raise FileFormatError(f"{what}, not a file", path=name)
+    return fd, info.st_size
 
 
 class ByteSource:
@@ -30,20 +50,15 @@ class ByteSource:
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> ByteSource:
         """Memory-map a file; errors name the file."""
-        path = Path(path)
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        except FileNotFoundError:
-            raise FileFormatError("no such file", path=str(path)) from None
-        except IsADirectoryError:
-            raise FileFormatError("is a directory, not a file", path=str(path)) from None
-        except OSError as exc:
-            raise FileFormatError(f"cannot open: {exc.strerror}", path=str(path)) from None
-        size = os.fstat(fd).st_size
+        fd, size = open_regular(path)
         if size == 0:
             os.close(fd)
             raise FileFormatError("file is empty (0 bytes)", path=str(path))
-        mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        try:
+            mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as exc:
+            os.close(fd)
+            raise FileFormatError(f"cannot map the file: {exc}", path=str(path)) from None
         source = cls(mapped, path=str(path), fd=fd)
         source._map = mapped
         return source
@@ -51,11 +66,22 @@ class ByteSource:
     def __len__(self) -> int:
         return len(self.buf)
 
+    def head(self, size: int = 4096) -> bytes:
+        """The first ``size`` bytes, for sniffing."""
+        return bytes(self.buf[:size])
+
     def array(self, offset: int, count: int, dtype: str, *, copy: bool = True) -> np.ndarray:
         """``count`` values of ``dtype`` at byte ``offset``: an owned copy or a zero-copy view.
 
-        The caller has already checked that the span lies inside the data.
+        The caller has already checked that the span lies inside the data, so the allocation
+        below is never larger than bytes actually present.
         """
+        nbytes = count * np.dtype(dtype).itemsize
+        if offset < 0 or offset + nbytes > len(self.buf):
+            raise FileFormatError(
+                f"internal: span [{offset}, {offset + nbytes}) outside {len(self.buf)} bytes",
+                path=self.path,
+            )
         if not copy:
             return np.frombuffer(self.buf, dtype=dtype, count=count, offset=offset)
         out = np.empty(count, dtype=dtype)

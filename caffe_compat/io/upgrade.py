@@ -76,7 +76,8 @@ def is_v0(net: caffe_pb2.NetParameter) -> bool:
 
 
 def v1_layer_to_v2(old: caffe_pb2.V1LayerParameter) -> caffe_pb2.LayerParameter:
-    """Convert one V1 layer (enum type, blobs_lr, weight_decay) to a V2 layer. Blobs excluded."""
+    """Convert one V1 layer (enum type, blobs_lr, weight_decay) to a V2 layer, blobs included as
+    Caffe's ``UpgradeV1LayerParameter`` does (the caffemodel reader strips them beforehand)."""
     if old.HasField("layer"):
         raise NetDefinitionError(
             "V0 layer definitions (before 2014) are not supported; upgrade the file with "
@@ -89,6 +90,7 @@ def v1_layer_to_v2(old: caffe_pb2.V1LayerParameter) -> caffe_pb2.LayerParameter:
             setattr(new, name, getattr(old, name))
     for name in _SHARED_REPEATED:
         getattr(new, name).extend(getattr(old, name))
+    new.blobs.extend(old.blobs)
     if old.HasField("type"):
         new.type = V1_TYPE_NAMES[old.type]
     for name in _V1_PARAM_FIELDS:
@@ -162,26 +164,35 @@ def _upgrade_data_transform(layer: caffe_pb2.LayerParameter) -> None:
             params.ClearField(name)
 
 
-def upgrade_input_fields(net: caffe_pb2.NetParameter) -> None:
-    """Replace deprecated ``input``/``input_dim``/``input_shape`` by one leading Input layer."""
+def upgrade_input_fields(net: caffe_pb2.NetParameter, *, path: str | None = None) -> None:
+    """Replace deprecated ``input``/``input_dim``/``input_shape`` by one leading Input layer.
+
+    As Caffe's ``UpgradeNetInput``, but inputs without any dimensions keep an Input layer with no
+    shape (Caffe drops them), so a shape given later (``input_shapes``) still has a blob to set.
+    """
     if not net.input:
         return
+    if net.input_dim and net.input_shape:
+        raise NetDefinitionError(
+            "give either input_shape or the deprecated input_dim, not both", path=path
+        )
     if net.input_dim and len(net.input_dim) != 4 * len(net.input):
         raise NetDefinitionError(
             f"{len(net.input)} input(s) need {4 * len(net.input)} input_dim values, "
-            f"found {len(net.input_dim)}"
+            f"found {len(net.input_dim)}",
+            path=path,
         )
     if net.input_shape and len(net.input_shape) not in (1, len(net.input)):
         raise NetDefinitionError(
-            f"{len(net.input)} input(s) but {len(net.input_shape)} input_shape entries"
+            f"{len(net.input)} input(s) but {len(net.input_shape)} input_shape entries", path=path
         )
     layer = caffe_pb2.LayerParameter(name="input", type="Input")
     layer.top.extend(net.input)
-    for i in range(len(net.input)):
+    for i in range(len(net.input) if net.input_shape or net.input_dim else 0):
         shape = layer.input_param.shape.add()
         if net.input_shape:
             shape.CopyFrom(net.input_shape[min(i, len(net.input_shape) - 1)])
-        elif net.input_dim:
+        else:
             shape.dim.extend(net.input_dim[4 * i : 4 * i + 4])
     layers = [layer, *net.layer]
     del net.layer[:]
@@ -191,16 +202,20 @@ def upgrade_input_fields(net: caffe_pb2.NetParameter) -> None:
     net.ClearField("input_shape")
 
 
-def upgrade_net(net: caffe_pb2.NetParameter) -> bool:
-    """Upgrade ``net`` in place to V2 with Input layers; return True when it was V1."""
+def upgrade_net(net: caffe_pb2.NetParameter, *, path: str | None = None) -> bool:
+    """Upgrade ``net`` in place to V2 with Input layers; return True when it was V1.
+
+    ``path`` only names the file in error messages.
+    """
     was_v1 = len(net.layers) > 0
     if was_v1 and len(net.layer) > 0:
-        raise NetDefinitionError("net mixes V1 `layers` and V2 `layer` entries")
+        raise NetDefinitionError("net mixes V1 `layers` and V2 `layer` entries", path=path)
     if was_v1:
         if is_v0(net):
             raise NetDefinitionError(
                 "V0 layer definitions (before 2014) are not supported; upgrade the file with "
-                "Caffe's upgrade_net_proto_text first"
+                "Caffe's upgrade_net_proto_text first",
+                path=path,
             )
         converted = [v1_layer_to_v2(old) for old in net.layers]
         net.ClearField("layers")
@@ -208,5 +223,5 @@ def upgrade_net(net: caffe_pb2.NetParameter) -> bool:
     else:
         for layer in net.layer:
             _upgrade_data_transform(layer)
-    upgrade_input_fields(net)
+    upgrade_input_fields(net, path=path)
     return was_v1

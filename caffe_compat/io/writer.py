@@ -15,6 +15,7 @@ from google.protobuf import text_format
 
 from ..proto import caffe_pb2
 from .atomic import atomic_output
+from .messages import copy_without
 from .upgrade import v2_layer_to_v1
 from .wire import I32, LEN
 
@@ -73,9 +74,7 @@ class _Blob:
 
 
 def _layer_def(layer: caffe_pb2.LayerParameter, version: int) -> bytes:
-    definition = caffe_pb2.LayerParameter()
-    definition.CopyFrom(layer)
-    del definition.blobs[:]
+    definition = copy_without(layer, ["blobs"])
     if version == 1:
         return v2_layer_to_v1(definition).SerializeToString()
     return definition.SerializeToString()
@@ -95,15 +94,16 @@ def write_caffemodel(
     Caffe did before 2015; ``encoding`` selects packed floats (Caffe's own), unpacked floats or
     ``double_data``, all of which Caffe reads.
     """
+    if encoding not in ("packed", "unpacked", "double"):
+        raise ValueError(f"encoding must be packed, unpacked or double, not {encoding!r}")
+    if version not in (1, 2):
+        raise ValueError(f"version must be 1 or 2, not {version!r}")
     layer_field, blob_field = (2, 6) if version == 1 else (100, 7)
     known = {layer.name for layer in net.layer}
     unknown = sorted(set(blobs) - known)
     if unknown:
         raise ValueError(f"blobs for layers not in the net: {', '.join(unknown)}")
-    header = caffe_pb2.NetParameter()
-    header.CopyFrom(net)
-    header.ClearField("layer")
-    header.ClearField("layers")
+    header = copy_without(net, ["layer", "layers"])
     with atomic_output(path) as tmp, open(tmp, "wb") as out:
         out.write(header.SerializeToString())
         for layer in net.layer:
@@ -132,16 +132,17 @@ def net_to_text(net: caffe_pb2.NetParameter) -> str:
     return text_format.MessageToString(net)
 
 
-def write_prototxt(path: str | os.PathLike[str], net: caffe_pb2.NetParameter) -> None:
+def write_prototxt(
+    path: str | os.PathLike[str], net: caffe_pb2.NetParameter, *, comment: str | None = None
+) -> None:
+    """Write a net as prototxt text (atomically), optionally under a ``#`` comment header."""
+    header = "".join(f"# {line}\n" for line in comment.splitlines()) if comment else ""
     with atomic_output(path) as tmp:
-        tmp.write_text(net_to_text(net), encoding="utf-8")
+        tmp.write_text(header + net_to_text(net), encoding="utf-8")
 
 
 def definitions_only(layers: Iterable[caffe_pb2.LayerParameter]) -> caffe_pb2.NetParameter:
     """A NetParameter holding copies of ``layers`` without their blobs."""
     net = caffe_pb2.NetParameter()
-    for layer in layers:
-        copy = net.layer.add()
-        copy.CopyFrom(layer)
-        del copy.blobs[:]
+    net.layer.extend(copy_without(layer, ["blobs"]) for layer in layers)
     return net

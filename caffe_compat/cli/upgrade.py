@@ -1,0 +1,49 @@
+"""Rewrite an old net definition (V1: `layers { type: CONVOLUTION }`, `blobs_lr`, `input_dim`) in
+the current V2 text form, as Caffe's upgrade_net_proto_text does: type strings, `param { lr_mult
+decay_mult }`, and one Input layer for the deprecated input fields. Phase rules, fillers and every
+layer parameter are kept. The output is written atomically and never overwritten without --force."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import CaffeCompatError
+from ..io import load_prototxt, write_prototxt
+from ..io.upgrade import upgrade_net
+
+NAME = "upgrade"
+HELP = "rewrite a V1 prototxt in the current V2 form"
+ORDER = 20
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prototxt", help="net definition to upgrade (.prototxt, V1 or V2)")
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="NEW.prototxt", help="where to write the V2 net"
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
+
+
+def run(args: argparse.Namespace) -> int:
+    source, target = Path(args.prototxt), Path(args.output)
+    if target.is_dir():
+        raise CaffeCompatError("is a directory; give the output file's name", path=str(target))
+    if target.exists() and not args.force:
+        raise CaffeCompatError("refusing to overwrite an existing file (pass --force)", path=target)
+    net, _ = load_prototxt(source)
+    had_inputs = bool(net.input)
+    was_v1 = upgrade_net(net, path=str(source))
+    changes = []
+    if was_v1:
+        changes.append("V1 layers -> V2")
+    if had_inputs:
+        changes.append("input fields -> Input layer")
+    write_prototxt(
+        target,
+        net,
+        comment=f"Upgraded to the V2 format by caffe-compat upgrade from {source.name}",
+    )
+    what = ", ".join(changes) if changes else "already V2, rewritten unchanged"
+    print(f"wrote {target}: {len(net.layer)} layers ({what})")
+    return 0
