@@ -1,0 +1,302 @@
+"""Shape rules and shared arithmetic for the SSD fork's layers (W. Liu's Caffe, branch ``ssd``):
+Permute, Normalize, PriorBox and DetectionOutput.
+
+Everything both back ends must agree on lives here: the completed Permute order, the prior boxes
+(PriorBox depends only on the shapes of its bottoms, so it is computed once, in numpy, with
+Caffe's float rounding) and the DetectionOutput settings as Caffe's ``LayerSetUp`` reads them.
+
+DetectionOutput's row count depends on the data: its top is 1 x 1 x R x 7 where R is the number
+of detections kept over the whole batch (or one placeholder row per image when nothing survives).
+Like Caffe's own ``Reshape``, the shape rule reports the placeholder shape (1, 1, 1, 7); both back
+ends return the true R at run time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir.graph import Node, Shape
+from ..proto import caffe_pb2
+from ..registry import LayerShapes, register
+
+CodeType = caffe_pb2.PriorBoxParameter.CodeType
+FLT_MAX = float(np.finfo(np.float32).max)
+ROW = 7  # [image_id, label, score, xmin, ymin, xmax, ymax]
+
+
+# --- Permute ---------------------------------------------------------------------------------
+
+
+def permute_order(param: caffe_pb2.PermuteParameter, ndim: int) -> tuple[int, ...]:
+    """Caffe's order: the listed axes first, then every unlisted axis in its original order."""
+    listed = [int(a) for a in param.order]
+    for axis in listed:
+        if axis >= ndim:
+            raise ValueError(f"permute order {axis} is out of range for a {ndim}-D bottom")
+    if len(set(listed)) != len(listed):
+        raise ValueError(f"permute order {listed} repeats an axis")
+    return (*listed, *(a for a in range(ndim) if a not in listed))
+
+
+@register("Permute", "shape")
+def _permute(node: Node, inputs: list[Shape]) -> LayerShapes:
+    (shape,) = inputs
+    order = permute_order(node.param.permute_param, len(shape))
+    return LayerShapes([tuple(shape[a] for a in order)], [])
+
+
+# --- Normalize -------------------------------------------------------------------------------
+
+
+@register("Normalize", "shape")
+def _normalize(node: Node, inputs: list[Shape]) -> LayerShapes:
+    (shape,) = inputs
+    if not 2 <= len(shape) <= 4:
+        raise ValueError(f"Normalize reads its bottom as N x C x H x W; got {len(shape)} axes")
+    p = node.param.norm_param
+    return LayerShapes([shape], [() if p.channel_shared else (shape[1],)])
+
+
+# --- PriorBox --------------------------------------------------------------------------------
+
+
+def _aspect_ratios(p: caffe_pb2.PriorBoxParameter) -> list[np.float32]:
+    """1, then each new ratio (and its inverse with ``flip``); near-duplicates (1e-6) dropped."""
+    ratios = [np.float32(1.0)]
+    for value in p.aspect_ratio:
+        ar = np.float32(value)
+        if ar <= 0:
+            raise ValueError(f"aspect_ratio {value:g} must be positive")
+        if any(abs(float(ar) - float(r)) < 1e-6 for r in ratios):
+            continue
+        ratios.append(ar)
+        if p.flip:
+            ratios.append(np.float32(1.0 / float(ar)))
+    return ratios
+
+
+def prior_box_sizes(p: caffe_pb2.PriorBoxParameter) -> list[tuple[float, float]]:
+    """(width, height) in pixels of every prior at one location, in Caffe's order.
+
+    Caffe's forward reads each min_size and max_size into an ``int`` (fractions are dropped);
+    the ratio-1 box comes first, then sqrt(min * max), then the other ratios."""
+    if not p.min_size:
+        raise ValueError("PriorBox needs at least one min_size")
+    if any(m <= 0 for m in p.min_size):
+        raise ValueError("min_size must be positive")
+    if p.max_size and len(p.max_size) != len(p.min_size):
+        raise ValueError(f"{len(p.max_size)} max_size values for {len(p.min_size)} min_size")
+    if any(mx <= mn for mn, mx in zip(p.min_size, p.max_size)):
+        raise ValueError("each max_size must be greater than its min_size")
+    ratios = _aspect_ratios(p)
+    sizes: list[tuple[float, float]] = []
+    for index, min_value in enumerate(p.min_size):
+        low = int(min_value)
+        sizes.append((float(low), float(low)))
+        if p.max_size:
+            side = float(np.float32(math.sqrt(low * int(p.max_size[index]))))
+            sizes.append((side, side))
+        for ar in ratios:
+            if abs(float(ar) - 1.0) < 1e-6:
+                continue
+            root = math.sqrt(float(ar))
+            sizes.append((float(np.float32(low * root)), float(np.float32(low / root))))
+    return sizes
+
+
+def _variances(p: caffe_pb2.PriorBoxParameter) -> list[float]:
+    values = [float(np.float32(v)) for v in p.variance]
+    if len(values) not in (0, 1, 4):
+        raise ValueError(f"give 1 or 4 variance values, not {len(values)}")
+    if any(v <= 0 for v in values):
+        raise ValueError("variance values must be positive")
+    return values or [float(np.float32(0.1))]  # Caffe's C++ default when none is given
+
+
+def _pair(p: object, plain: str, name: str) -> tuple[float, float] | None:
+    """``name_h``/``name_w`` (both, positive) or ``plain`` for both axes; None when unset."""
+    if p.HasField(f"{name}_h") or p.HasField(f"{name}_w"):  # type: ignore[attr-defined]
+        if p.HasField(plain):  # type: ignore[attr-defined]
+            raise ValueError(f"give {plain} or {name}_h/{name}_w, not both")
+        h, w = getattr(p, f"{name}_h"), getattr(p, f"{name}_w")
+        if h <= 0 or w <= 0:
+            raise ValueError(f"{name}_h and {name}_w must both be given and positive")
+        return float(h), float(w)
+    if p.HasField(plain):  # type: ignore[attr-defined]
+        value = getattr(p, plain)
+        if value <= 0:
+            raise ValueError(f"{plain} must be positive")
+        return float(value), float(value)
+    return None
+
+
+def _prior_geometry(
+    p: caffe_pb2.PriorBoxParameter, inputs: list[Shape]
+) -> tuple[int, int, int, int]:
+    """Feature-map height/width and image height/width for one PriorBox layer."""
+    if len(inputs) not in (1, 2) or any(len(s) != 4 for s in inputs):
+        raise ValueError("PriorBox takes a 4-D feature map and (usually) the 4-D image")
+    layer_h, layer_w = inputs[0][2], inputs[0][3]
+    image = _pair(p, "img_size", "img")
+    if image is None:
+        if len(inputs) != 2:
+            raise ValueError("without img_size/img_h/img_w, PriorBox needs the image as bottom 2")
+        image = (float(inputs[1][2]), float(inputs[1][3]))
+    return layer_h, layer_w, int(image[0]), int(image[1])
+
+
+def prior_boxes(p: caffe_pb2.PriorBoxParameter, inputs: list[Shape]) -> np.ndarray:
+    """PriorBox's top, (1, 2, H * W * priors * 4) float32: boxes, then their variances.
+
+    Centres are computed in float32 and corners in double then rounded, as Caffe's CPU forward
+    does; the result agrees with Caffe's to float32 rounding (OpenCV's: within 1.2e-7)."""
+    layer_h, layer_w, img_h, img_w = _prior_geometry(p, inputs)
+    sizes = np.array(prior_box_sizes(p), dtype=np.float64)  # (priors, 2) as float32 values
+    step = _pair(p, "step", "step")
+    if step is None:
+        step_h = np.float32(img_h) / np.float32(layer_h)
+        step_w = np.float32(img_w) / np.float32(layer_w)
+    else:
+        step_h, step_w = np.float32(step[0]), np.float32(step[1])
+    offset = np.float32(p.offset)
+    cy = ((np.arange(layer_h, dtype=np.float32) + offset) * step_h).astype(np.float64)
+    cx = ((np.arange(layer_w, dtype=np.float32) + offset) * step_w).astype(np.float64)
+    half_w, half_h = sizes[:, 0] / 2.0, sizes[:, 1] / 2.0
+    cx_, cy_ = cx[None, :, None], cy[:, None, None]
+    boxes = np.stack(
+        [
+            np.broadcast_to((cx_ - half_w) / img_w, (layer_h, layer_w, len(sizes))),
+            np.broadcast_to((cy_ - half_h) / img_h, (layer_h, layer_w, len(sizes))),
+            np.broadcast_to((cx_ + half_w) / img_w, (layer_h, layer_w, len(sizes))),
+            np.broadcast_to((cy_ + half_h) / img_h, (layer_h, layer_w, len(sizes))),
+        ],
+        axis=-1,
+    ).astype(np.float32)
+    if p.clip:
+        boxes = np.clip(boxes, np.float32(0), np.float32(1))
+    boxes = boxes.reshape(-1)
+    variance = np.resize(np.array(_variances(p), dtype=np.float32), boxes.size)
+    return np.stack([boxes, variance])[None]
+
+
+@register("PriorBox", "shape")
+def _prior_box(node: Node, inputs: list[Shape]) -> LayerShapes:
+    p = node.param.prior_box_param
+    layer_h, layer_w, _, _ = _prior_geometry(p, inputs)
+    _variances(p)
+    _pair(p, "step", "step")
+    count = layer_h * layer_w * len(prior_box_sizes(p)) * 4
+    if count <= 0:
+        raise ValueError("the feature map is empty")
+    return LayerShapes([(1, 2, count)], [])
+
+
+# --- DetectionOutput -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """DetectionOutput's parameters as Caffe's ``LayerSetUp`` resolves them."""
+
+    num_classes: int
+    share_location: bool
+    background_label_id: int
+    code_type: int  # PriorBoxParameter.CORNER / CENTER_SIZE / CORNER_SIZE
+    variance_encoded_in_target: bool
+    keep_top_k: int  # <= -1: no limit across classes
+    confidence_threshold: float  # scores must be strictly greater
+    nms_threshold: float
+    eta: float
+    top_k: int  # -1: no limit on NMS candidates per class
+
+    @property
+    def num_loc_classes(self) -> int:
+        return 1 if self.share_location else self.num_classes
+
+    @property
+    def foreground(self) -> list[int]:
+        """Labels that get detections: every class but the background label."""
+        return [c for c in range(self.num_classes) if c != self.background_label_id]
+
+    @property
+    def adaptive(self) -> bool:
+        """True when ``eta`` actually lowers the NMS threshold (it only acts above 0.5)."""
+        return self.eta < 1 and self.nms_threshold > 0.5
+
+    @property
+    def never_detects(self) -> bool:
+        return self.top_k == 0 or self.keep_top_k == 0 or not self.foreground
+
+    def thresholds(self, count: int) -> np.ndarray:
+        """float32 NMS threshold for a candidate after ``0..count`` kept boxes (Caffe multiplies
+        by eta after each kept box while the threshold is above 0.5); constant tail dropped."""
+        values = [np.float32(self.nms_threshold)]
+        eta = np.float32(self.eta)
+        while self.eta < 1 and values[-1] > 0.5 and len(values) <= count:
+            values.append(np.float32(values[-1] * eta))
+        return np.array(values, dtype=np.float32)
+
+
+def detection_settings(param: caffe_pb2.DetectionOutputParameter) -> DetectionSettings:
+    """Read and validate the parameters (Caffe CHECKs the same things at setup)."""
+    if not param.HasField("num_classes") or param.num_classes <= 0:
+        raise ValueError("num_classes must be set and positive")
+    nms = param.nms_param
+    if nms.nms_threshold < 0:
+        raise ValueError(f"nms_threshold {nms.nms_threshold:g} must not be negative")
+    if not 0 < nms.eta <= 1:
+        raise ValueError(f"eta {nms.eta:g} must be in (0, 1]")
+    if param.share_location and param.background_label_id == -1:
+        # Caffe skips decoding the shared boxes (their label, -1, is "background") and aborts.
+        raise ValueError("share_location with background_label_id -1 is rejected by Caffe")
+    has_conf = param.HasField("confidence_threshold")
+    return DetectionSettings(
+        num_classes=int(param.num_classes),
+        share_location=bool(param.share_location),
+        background_label_id=int(param.background_label_id),
+        code_type=int(param.code_type),
+        variance_encoded_in_target=bool(param.variance_encoded_in_target),
+        keep_top_k=int(param.keep_top_k),
+        # Unset means every score counts: Caffe compares with -FLT_MAX.
+        confidence_threshold=float(np.float32(param.confidence_threshold))
+        if has_conf
+        else -FLT_MAX,
+        nms_threshold=float(np.float32(nms.nms_threshold)),
+        eta=float(np.float32(nms.eta)),
+        top_k=int(nms.top_k) if nms.HasField("top_k") else -1,
+    )
+
+
+def num_priors(prior_shape: Shape) -> int:
+    """Caffe reads the prior count from the legacy ``height()`` of the prior blob, over 4."""
+    height = prior_shape[2] if len(prior_shape) > 2 else 1
+    return height // 4
+
+
+@register("DetectionOutput", "shape")
+def _detection_output(node: Node, inputs: list[Shape]) -> LayerShapes:
+    if len(inputs) not in (3, 4):
+        raise ValueError(
+            "DetectionOutput takes loc, conf and prior bottoms (and an optional image)"
+        )
+    s = detection_settings(node.param.detection_output_param)
+    loc, conf, prior = inputs[:3]
+    if loc[0] != conf[0]:
+        raise ValueError(f"loc and conf disagree on the batch: {loc[0]} vs {conf[0]}")
+    priors = num_priors(prior)
+    if priors * s.num_loc_classes * 4 != math.prod(loc[1:]):
+        raise ValueError(
+            f"loc holds {math.prod(loc[1:])} values per image, expected "
+            f"{priors} priors x {s.num_loc_classes} x 4"
+        )
+    if priors * s.num_classes != math.prod(conf[1:]):
+        raise ValueError(
+            f"conf holds {math.prod(conf[1:])} values per image, expected "
+            f"{priors} priors x {s.num_classes} classes"
+        )
+    if math.prod(prior) < 2 * priors * 4:
+        raise ValueError("the prior blob must hold boxes and their variances")
+    return LayerShapes([(1, 1, 1, ROW)], [])

@@ -1,0 +1,106 @@
+"""The SSD layers: Permute, Normalize (Caffe's eps placement), PriorBox (a constant per input
+size) and DetectionOutput (decode, per-class NMS and keep_top_k, in caffe_compat.detection_post)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...detection_post import detect
+from ...ir.graph import Node, Shape
+from ...ir.infer import require_weights
+from ...proto import caffe_pb2
+from ...registry import register
+from ...shapes.detection import detection_settings, permute_order, prior_boxes
+from ._base import TorchContext, buffer
+
+
+class Permute(nn.Module):
+    def __init__(self, order: tuple[int, ...]) -> None:
+        super().__init__()
+        self.order = order
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(self.order).contiguous()
+
+
+@register("Permute", "torch")
+def _permute(node: Node, ctx: TorchContext) -> nn.Module:
+    return Permute(permute_order(node.param.permute_param, len(ctx.in_shapes[0])))
+
+
+class Normalize(nn.Module):
+    """L2 normalisation over channels (per position) or over the whole sample, then a scale.
+
+    Caffe adds eps to the sum of squares before the square root in both modes; across the
+    sample it multiplies by the reciprocal, per position it divides."""
+
+    def __init__(self, scale: torch.Tensor, across_spatial: bool, eps: float) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale)
+        self.across_spatial = across_spatial
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.across_spatial:
+            axes = tuple(range(1, x.dim()))
+            norm = torch.sqrt((x * x).sum(dim=axes, keepdim=True) + self.eps)
+            y = x * (1.0 / norm.double()).to(x.dtype)
+        else:
+            y = x / torch.sqrt((x * x).sum(dim=1, keepdim=True) + self.eps)
+        if self.scale.dim() == 0:
+            return y * self.scale
+        return y * self.scale.view(-1, *(1,) * (x.dim() - 2))
+
+
+@register("Normalize", "torch")
+def _normalize(node: Node, ctx: TorchContext) -> nn.Module:
+    require_weights(node)
+    p = node.param.norm_param
+    return Normalize(buffer(node.blobs[0]), bool(p.across_spatial), float(p.eps))
+
+
+class PriorBox(nn.Module):
+    """The prior boxes: a buffer for the net's own input size (so torch.export sees a constant),
+    recomputed and cached for other sizes; only the bottoms' spatial sizes matter."""
+
+    def __init__(self, param: caffe_pb2.PriorBoxParameter, shapes: list[Shape]) -> None:
+        super().__init__()
+        self._param = param.SerializeToString()  # bytes: the module stays picklable
+        self._sizes = tuple(tuple(s[2:]) for s in shapes)
+        self.register_buffer("priors", torch.from_numpy(prior_boxes(param, shapes)))
+        self._cache: dict[tuple, torch.Tensor] = {}
+
+    def forward(self, *bottoms: torch.Tensor) -> torch.Tensor:
+        sizes = tuple(tuple(int(d) for d in b.shape[2:]) for b in bottoms)
+        if sizes == self._sizes:
+            return self.priors
+        key = (sizes, self.priors.device)
+        if key not in self._cache:
+            param = caffe_pb2.PriorBoxParameter.FromString(self._param)
+            shapes: list[Shape] = [(1, 1, *size) for size in sizes]
+            self._cache[key] = torch.from_numpy(prior_boxes(param, shapes)).to(self.priors.device)
+        return self._cache[key]
+
+
+@register("PriorBox", "torch")
+def _prior_box(node: Node, ctx: TorchContext) -> nn.Module:
+    return PriorBox(node.param.prior_box_param, ctx.in_shapes)
+
+
+class DetectionOutput(nn.Module):
+    """Caffe-exact SSD detections, 1 x 1 x R x 7 (R depends on the data), any batch size."""
+
+    def __init__(self, param: caffe_pb2.DetectionOutputParameter) -> None:
+        super().__init__()
+        self.settings = detection_settings(param)
+
+    def forward(
+        self, loc: torch.Tensor, conf: torch.Tensor, prior: torch.Tensor, *_
+    ) -> torch.Tensor:
+        return detect(loc, conf, prior, self.settings)
+
+
+@register("DetectionOutput", "torch")
+def _detection_output(node: Node, ctx: TorchContext) -> nn.Module:
+    return DetectionOutput(node.param.detection_output_param)
