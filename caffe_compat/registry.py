@@ -86,7 +86,10 @@ def register(
     names = [types] if isinstance(types, str) else list(types)
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
-        builtin = backend in _loading
+        # By module, not only by load order: a test or user may import one built-in rule
+        # module directly before the back end's built-ins were loaded.
+        package = _BUILTIN_PACKAGES[backend]
+        builtin = backend in _loading or fn.__module__.startswith(package + ".")
         if not builtin:
             _import_builtins(backend)  # user entries must stack above the built-ins
         for name in names:
