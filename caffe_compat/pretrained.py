@@ -90,8 +90,8 @@ def _ensure(
         if not download:
             raise CaffeCompatError(
                 f'{spec.file} for "{card.name}" is not in the cache: put it at exactly this path '
-                f"(get it from {_where_to_get(spec)}), or pass download=True to download and "
-                "verify it",
+                f"(get it from {_where_to_get(spec)}), or pass download=True (`--download` on the "
+                "command line) to download and verify it",
                 path=str(path),
             )
         identity = fetch_spec(spec, folder, progress=progress)
