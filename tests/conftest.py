@@ -27,6 +27,15 @@ def shared() -> Path:
 
 
 @pytest.fixture(scope="session")
+def caffe_reference(shared: Path) -> Path:
+    """../shared/levi_hassner/caffe_reference: a model written by BVLC Caffe and its blobs."""
+    folder = shared / "caffe_reference"
+    if not (folder / "age_seed3_caffe_written.caffemodel").is_file():
+        pytest.skip(f"{folder} is absent: no real-Caffe files to compare with")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def cv2_caffe():
     """OpenCV with its Caffe importer (4.x): the independent reference for parity tests."""
     cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed")

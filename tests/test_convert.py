@@ -92,3 +92,39 @@ def test_failure_leaves_no_output(tmp_path):
     with pytest.raises((UnsupportedLayersError, CaffeCompatError)):
         convert(prototxt, weights, out_prefix=tmp_path / "odd")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.caffemodel", "odd.prototxt"]
+
+
+def test_without_opencv_the_check_is_an_export_check(age, tmp_path, monkeypatch):
+    """Users on OpenCV 5 (no Caffe reader) still convert; the report says what was compared."""
+    import caffe_compat.verify as verify_module
+
+    monkeypatch.setattr(verify_module, "opencv_caffe_available", lambda: "OpenCV 5 (simulated)")
+    prototxt, folder = age
+    result = convert(prototxt, folder / "age_net.caffemodel", out_prefix=tmp_path / "age")
+    report = result.report
+    assert report is not None and report.passed
+    assert "not independent" in report.references["torch-cpu"]
+    assert {c.backend for c in report.comparisons} == {"onnxruntime-cpu"}
+    assert report.references["opencv"].startswith("skipped: OpenCV 5")
+
+
+def test_unexportable_net_falls_back_to_a_pickled_module(tmp_path):
+    """torch.export cannot trace DetectionOutput's data-dependent NMS: a .pt that torch.load reads."""
+    from pathlib import Path
+
+    prototxt = Path(__file__).parent / "converters" / "data" / "ssd_res10_300x300.prototxt"
+    loaded = load_net(prototxt)
+    weights = tmp_path / "ssd.caffemodel"
+    write_caffemodel(weights, definitions_only(loaded.net.layer), synthesize(loaded, seed=1))
+    result = convert(prototxt, weights, out_prefix=tmp_path / "ssd", targets=["torch"], check=False)
+    assert result.outputs["torch"].suffix == ".pt"
+    assert any("pickled module" in note for note in result.notes)
+    model = torch.load(result.outputs["torch"], weights_only=False)
+    x = torch.from_numpy(np.random.default_rng(0).uniform(-100, 100, (2, 3, 300, 300)))
+    expected = load_net(prototxt, weights).graph
+    from caffe_compat.converters.torch.model import CaffeNet
+
+    with torch.no_grad():
+        np.testing.assert_array_equal(
+            model(x.float()).numpy(), CaffeNet(expected)(x.float()).numpy()
+        )

@@ -321,11 +321,11 @@ def test_decode_names_the_most_likely_class():
     )
 
 
-def test_a_caffe_written_caffemodel_gives_real_caffes_outputs(shared, tmp_path):
+def test_a_caffe_written_caffemodel_gives_real_caffes_outputs(caffe_reference, tmp_path):
     """A binary written by real BVLC Caffe, loaded twice (parsed, then from the cache), against
     the blobs Caffe itself computed (tolerances from caffe_reference/README.md)."""
-    data = (shared / "caffe_reference" / "age_seed3_caffe_written.caffemodel").read_bytes()
-    gold = np.load(shared / "caffe_reference" / "age_seed3_blobs.npz")
+    data = (caffe_reference / "age_seed3_caffe_written.caffemodel").read_bytes()
+    gold = np.load(caffe_reference / "age_seed3_blobs.npz")
     (tmp_path / NAME).mkdir()
     (tmp_path / NAME / WEIGHTS).write_bytes(data)
     for _ in range(2):

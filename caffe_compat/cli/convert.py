@@ -76,5 +76,10 @@ def run(args: argparse.Namespace) -> int:
             finals = [c for (b, v), c in worst.items() if v in {a.output for a in report.argmax}]
             for c in finals:
                 print(f"check {c.blob} {c.backend} vs {c.reference}: max abs error {c.max_abs:.3g}")
+            if "torch-cpu" in report.references:
+                print(
+                    f"check reference: {report.references['torch-cpu']}; OpenCV 4 is the Caffe "
+                    "reference (pip install 'opencv-python-headless<5')"
+                )
             print("parity PASS" if report.passed else "parity FAIL (run `caffe-compat verify`)")
     return 0 if report is None or report.passed else 1

@@ -30,6 +30,14 @@ class Node:
     blobs: list[np.ndarray] = field(default_factory=list)
     line: int | None = None  # first line of the layer in its prototxt, for messages
 
+    def __getstate__(self) -> dict:
+        # Pickled as bytes: the generated message classes live in a module named by protoc.
+        return {**self.__dict__, "param": self.param.SerializeToString()}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.param = caffe_pb2.LayerParameter.FromString(state["param"])
+
     @property
     def bottoms(self) -> list[str]:
         return list(self.param.bottom)

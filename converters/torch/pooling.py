@@ -20,8 +20,19 @@ class CaffePool2d(nn.Module):
 
     def __init__(self, param: caffe_pb2.PoolingParameter) -> None:
         super().__init__()
+        self._param_bytes = param.SerializeToString()  # bytes: the module stays picklable
         self.param = param
         self._divisor_fix: dict[tuple, torch.Tensor] = {}
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("param")
+        state["_divisor_fix"] = {}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.param = caffe_pb2.PoolingParameter.FromString(self._param_bytes)
 
     def _fix(self, geom: PoolGeometry, like: torch.Tensor) -> torch.Tensor:
         """k*k / Caffe's divisor per output position (1 except where windows overhang)."""

@@ -85,9 +85,9 @@ def test_softmax_is_not_saturated(net_files, shared):
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[CUDA, pytest.mark.cuda])])
-def test_every_blob_matches_real_caffe(shared, device):
+def test_every_blob_matches_real_caffe(shared, caffe_reference, device):
     """caffe_reference: a binary written by BVLC Caffe and every blob Caffe computed from it."""
-    reference = shared / "caffe_reference"
+    reference = caffe_reference
     loaded = load_net(
         shared / "deploy_age.prototxt", reference / "age_seed3_caffe_written.caffemodel"
     )
