@@ -196,6 +196,17 @@ def pool_geometry(param: PoolingParameter, height: int, width: int) -> PoolGeome
     return PoolGeometry(int(param.pool), (axes[0], axes[1]), bool(param.global_pooling))
 
 
+# The torch and ONNX Pooling converters share this check.
+def unsupported_pooling(node: object) -> str | None:
+    """STOCHASTIC pooling and the argmax-mask second top."""
+    param = node.param  # type: ignore[attr-defined]
+    if param.pooling_param.pool not in (PoolingParameter.MAX, PoolingParameter.AVE):
+        return "only MAX and AVE pooling have a deterministic inference form"
+    if len(node.outputs) > 1:  # type: ignore[attr-defined]
+        return "the argmax-mask second top is not supported"
+    return None
+
+
 def canonical_axis(axis: int, ndim: int, what: str = "axis") -> int:
     """Caffe's CanonicalAxisIndex: negative axes count from the end; out of range is an error."""
     if not -ndim <= axis < ndim:

@@ -8,21 +8,13 @@ import numpy as np
 from ...ir.graph import Node
 from ...proto import caffe_pb2
 from ...registry import register
-from ...shapes.geometry import pool_geometry
+from ...shapes.geometry import pool_geometry, unsupported_pooling
 from ._base import OnnxContext, OnnxOut
 
 MAX, AVE = caffe_pb2.PoolingParameter.MAX, caffe_pb2.PoolingParameter.AVE
 
 
-def _check(node: Node) -> str | None:
-    if node.param.pooling_param.pool not in (MAX, AVE):
-        return "only MAX and AVE pooling have a deterministic inference form"
-    if len(node.outputs) > 1:
-        return "the argmax-mask second top is not supported"
-    return None
-
-
-@register("Pooling", "onnx", check=_check)
+@register("Pooling", "onnx", check=unsupported_pooling)
 def _pooling(node: Node, ctx: OnnxContext) -> OnnxOut:
     shape = ctx.in_shapes[0]
     geom = pool_geometry(node.param.pooling_param, shape[2], shape[3])

@@ -9,7 +9,7 @@ from torch import nn
 from ...ir.graph import Node
 from ...proto import caffe_pb2
 from ...registry import register
-from ...shapes.geometry import PoolGeometry, pool_geometry
+from ...shapes.geometry import PoolGeometry, pool_geometry, unsupported_pooling
 from ._base import TorchContext
 
 MAX, AVE = caffe_pb2.PoolingParameter.MAX, caffe_pb2.PoolingParameter.AVE
@@ -59,14 +59,6 @@ class CaffePool2d(nn.Module):
         return y * self._fix(geom, y) if geom.needs_divisor_fix else y
 
 
-def _check(node: Node) -> str | None:
-    if node.param.pooling_param.pool not in (MAX, AVE):
-        return "only MAX and AVE pooling have a deterministic inference form"
-    if len(node.outputs) > 1:
-        return "the argmax-mask second top is not supported"
-    return None
-
-
-@register("Pooling", "torch", check=_check)
+@register("Pooling", "torch", check=unsupported_pooling)
 def _pooling(node: Node, ctx: TorchContext) -> nn.Module:
     return CaffePool2d(node.param.pooling_param)
