@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .io import read_weights
 from .io.prototxt import load_prototxt
-from .io.upgrade import upgrade_net
+from .io.upgrade import is_v0, upgrade_net
 from .io.weights import Weights
 from .ir.build import build_graph
 from .ir.graph import Graph, Shape
@@ -24,7 +24,7 @@ class LoadedNet:
 
     graph: Graph
     net: caffe_pb2.NetParameter  # upgraded to V2
-    prototxt_format: str  # "V1" or "V2"
+    prototxt_format: str  # "V0", "V1" or "V2"
     prototxt_path: str
     inference: Inference
     weights: Weights | None = None
@@ -49,6 +49,7 @@ def load_net(
     """
     path = str(Path(prototxt))
     net, index = load_prototxt(prototxt, allow_unknown_fields=allow_unknown_fields)
+    was_v0 = is_v0(net)
     was_v1 = upgrade_net(net, path=path)
     lines = {name: line for line, name in index.starts if name}
     graph = build_graph(
@@ -59,7 +60,7 @@ def load_net(
         lines=lines,
     )
     inference = infer_shapes(graph, strict=strict)
-    loaded = LoadedNet(graph, net, "V1" if was_v1 else "V2", path, inference)
+    loaded = LoadedNet(graph, net, "V0" if was_v0 else "V1" if was_v1 else "V2", path, inference)
     loaded.issues.extend(inference.issues)
     if weights is not None:
         loaded.weights = weights if isinstance(weights, Weights) else read_weights(weights)

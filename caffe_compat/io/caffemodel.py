@@ -1,5 +1,5 @@
-"""Binary .caffemodel reader for both wire layouts: V2 (``layer``, field 100) and V1 (``layers``,
-field 2, enum types).
+"""Binary .caffemodel reader for every wire layout: V2 (``layer``, field 100), V1 (``layers``,
+field 2, enum types) and pre-2014 V0 (V1 ``layers`` wrapping a ``layer``, blobs inside it).
 
 Only the outline of the file is walked by hand (see wire.py); each layer's definition is parsed by
 protobuf with its blobs left out, and each blob's floats go straight from the file into a numpy
@@ -23,12 +23,14 @@ from .messages import bad_text
 from .sniff import Kind, explain, sniff
 from .source import ByteSource
 from .upgrade import V1_TYPE_NAMES, v1_layer_to_v2
+from .upgrade_v0 import is_padding, upgrade_v0_layers
 from .weights import Weights
 from .wire import LEN, VARINT, Field, WireError, read_field, read_varint
 
 _NET_LAYER_V2, _NET_LAYER_V1 = 100, 2
 _BLOBS_V2, _BLOBS_V1, _V0_LAYER = 7, 6, 1
 _NAME_V2, _NAME_V1, _TYPE_V2, _TYPE_V1 = 1, 4, 2, 5
+_NAME_V0, _TYPE_V0, _BLOBS_V0 = 1, 2, 50
 
 
 @dataclass
@@ -70,13 +72,62 @@ def _field_number(src: ByteSource, pos: int, end: int) -> int | None:
         return None
 
 
+def _split_v0(src: ByteSource, f: Field, where: _Where, blob_spans: list[tuple[int, int]]) -> bytes:
+    """A V0 inner ``layer``: its blobs' spans go to ``blob_spans``, the rest comes back as bytes."""
+    rest: list[bytes] = []
+    pos = f.start
+    while pos < f.end:
+        try:
+            g = read_field(src.buf, pos, f.end)
+        except WireError as exc:
+            blob = len(blob_spans) if _field_number(src, pos, f.end) == _BLOBS_V0 else None
+            reason = f"corrupt {'blob' if blob is not None else 'V0 layer'}: {exc.reason}"
+            raise where.error(src, f"{reason} at byte {exc.offset}", blob=blob) from None
+        pos = g.end
+        if g.number == _BLOBS_V0 and g.wire_type == LEN:
+            blob_spans.append((g.start, g.end))
+            continue
+        _note_v0(src, g, where)
+        rest.append(bytes(src.buf[g.tag_start : g.end]))
+    return b"".join(rest)
+
+
+def _note_v0(src: ByteSource, g: Field, where: _Where) -> None:
+    """Pick up a V0 layer's name and type (fields of the inner ``layer``) for error messages."""
+    if g.number in (_NAME_V0, _TYPE_V0) and g.wire_type == LEN:
+        text = bytes(src.buf[g.start : g.end]).decode("utf-8", "replace")
+        if g.number == _NAME_V0:
+            where.name = text
+        else:
+            where.type = text
+
+
+def _walk_v0(src: ByteSource, start: int, end: int, where: _Where) -> int | None:
+    """Note what a (possibly cut-off) V0 inner layer names; the index of the blob it ends in."""
+    blobs, q = 0, start
+    while q < end:
+        try:
+            g = read_field(src.buf, q, end)
+        except WireError:
+            return blobs if _field_number(src, q, end) == _BLOBS_V0 else None
+        _note_v0(src, g, where)
+        blobs += g.number == _BLOBS_V0 and g.wire_type == LEN
+        q = g.end
+    return None
+
+
 def _read_layer(
     src: ByteSource, start: int, end: int, v1: bool, copy: bool, where: _Where
-) -> tuple[caffe_pb2.LayerParameter, list[np.ndarray]]:
-    """Decode one layer message: its definition via protobuf, its blobs via the fast path."""
+) -> tuple[caffe_pb2.LayerParameter | caffe_pb2.V1LayerParameter, list[np.ndarray]]:
+    """Decode one layer message: its definition via protobuf, its blobs via the fast path.
+
+    A V0 layer comes back as its V1 wrapper, not upgraded: that needs the whole net.
+    """
     blob_field = _BLOBS_V1 if v1 else _BLOBS_V2
     rest: list[bytes] = []
     blob_spans: list[tuple[int, int]] = []
+    v0_parts: list[bytes] = []
+    v0_spans: list[tuple[int, int]] = []  # Caffe's V0 upgrade reads only the inner layer's blobs
     pos = start
     while pos < end:
         try:
@@ -89,12 +140,8 @@ def _read_layer(
         where.note(src, f, v1)
         if f.number == blob_field and f.wire_type == LEN:
             blob_spans.append((f.start, f.end))
-        elif v1 and f.number == _V0_LAYER:
-            raise where.error(
-                src,
-                "V0 layer definitions (before 2014) are not supported; upgrade the file "
-                "with Caffe's upgrade_net_proto_binary first",
-            )
+        elif v1 and f.number == _V0_LAYER and f.wire_type == LEN:
+            v0_parts.append(_split_v0(src, f, where, v0_spans))
         else:
             rest.append(bytes(src.buf[f.tag_start : f.end]))
     message = caffe_pb2.V1LayerParameter() if v1 else caffe_pb2.LayerParameter()
@@ -102,14 +149,23 @@ def _read_layer(
         message.ParseFromString(b"".join(rest))
     except DecodeError as exc:  # protobuf's DecodeError carries no position
         raise where.error(src, f"layer definition does not decode ({exc})") from None
+    if v0_parts:
+        try:
+            for part in v0_parts:
+                message.layer.MergeFromString(part)
+        except DecodeError as exc:
+            raise where.error(src, f"V0 layer definition does not decode ({exc})") from None
+        blob_spans = v0_spans
     field = bad_text(message)
     if field:
         raise where.error(src, f"layer definition: field {field} is not UTF-8 text (corrupt?)")
-    try:
-        layer = v1_layer_to_v2(message) if v1 else message
-    except CaffeCompatError as exc:
-        raise where.error(src, exc.reason) from None
-    where.name, where.type = layer.name, layer.type
+    layer: caffe_pb2.LayerParameter | caffe_pb2.V1LayerParameter = message
+    if v1 and not v0_parts:
+        try:
+            layer = v1_layer_to_v2(message)
+        except CaffeCompatError as exc:
+            raise where.error(src, exc.reason) from None
+        where.name, where.type = layer.name, layer.type
     arrays = []
     for index, (b_start, b_end) in enumerate(blob_spans):
         try:
@@ -148,15 +204,47 @@ def _truncation(src: ByteSource, pos: int, index: int) -> CaffeCompatError:
         try:
             f = read_field(src.buf, q, size)
         except WireError:
-            if _field_number(src, q, size) == blob_field:
+            number = _field_number(src, q, size)
+            if v1 and number == _V0_LAYER:  # cut off inside the inner V0 layer: look inside
+                try:
+                    inner = read_varint(src.buf, read_varint(src.buf, q, size)[1], size)[1]
+                except WireError:
+                    break
+                blob = _walk_v0(src, inner, size, where)
+            elif number == blob_field:
                 blob = blobs
             break
         where.note(src, f, v1)
+        if v1 and f.number == _V0_LAYER and f.wire_type == LEN:
+            _walk_v0(src, f.start, f.end, where)
         blobs += f.number == blob_field and f.wire_type == LEN
         q = f.end
     short = start + length - size
     reason = f"truncated: the file ends {short:,} bytes before the end of this layer {tail}"
     return where.error(src, reason, blob=blob)
+
+
+def _store(weights: Weights, layer: caffe_pb2.LayerParameter, arrays: list[np.ndarray]) -> None:
+    """File one layer's definition and blobs; a later empty duplicate keeps the earlier blobs."""
+    if layer.name in weights.layers:
+        weights.duplicates.append(layer.name)
+    del layer.blobs[:]
+    weights.layers[layer.name] = layer
+    if arrays or layer.name not in weights.blobs:
+        weights.blobs[layer.name] = arrays
+
+
+def _store_v0(
+    weights: Weights,
+    entries: list[tuple[caffe_pb2.V1LayerParameter, list[np.ndarray]]],
+    inputs: list[str],
+    path: str,
+) -> None:
+    """Upgrade a V0 file's layers together (padding layers fold away, as Caffe does on read)."""
+    upgraded = upgrade_v0_layers([entry for entry, _ in entries], inputs, path=path)
+    kept = [arrays for entry, arrays in entries if not is_padding(entry)]
+    for old, arrays in zip(upgraded, kept):
+        _store(weights, v1_layer_to_v2(old), arrays)
 
 
 def _not_a_model(src: ByteSource) -> str:
@@ -188,6 +276,7 @@ def read_caffemodel_source(src: ByteSource, *, copy: bool = True) -> Weights:
     weights = Weights(path=src.path, format="caffemodel-v2")
     header: list[bytes] = []
     formats: set[str] = set()
+    v0_entries: list[tuple[caffe_pb2.V1LayerParameter, list[np.ndarray]]] = []
     pos, end, count = 0, len(src), 0
     while pos < end:
         try:
@@ -203,19 +292,20 @@ def read_caffemodel_source(src: ByteSource, *, copy: bool = True) -> Weights:
         pos = f.end
         if f.number in (_NET_LAYER_V2, _NET_LAYER_V1) and f.wire_type == LEN:
             v1 = f.number == _NET_LAYER_V1
-            formats.add("caffemodel-v1" if v1 else "caffemodel-v2")
             count += 1
             layer, arrays = _read_layer(src, f.start, f.end, v1, copy, _Where(count))
-            if layer.name in weights.layers:
-                weights.duplicates.append(layer.name)
-            del layer.blobs[:]
-            weights.layers[layer.name] = layer
-            if arrays or layer.name not in weights.blobs:
-                weights.blobs[layer.name] = arrays
+            if isinstance(layer, caffe_pb2.V1LayerParameter):  # V0: upgraded after the walk
+                formats.add("caffemodel-v0")
+                v0_entries.append((layer, arrays))
+                continue
+            formats.add("caffemodel-v1" if v1 else "caffemodel-v2")
+            _store(weights, layer, arrays)
         else:
             header.append(bytes(src.buf[f.tag_start : f.end]))
     if not formats:
         raise FileFormatError(_not_a_model(src), path=src.path)
+    if formats == {"caffemodel-v0", "caffemodel-v1"}:
+        raise FileFormatError("file mixes V0 and plain V1 `layers` entries", path=src.path)
     if len(formats) > 1:
         raise FileFormatError("file mixes V1 `layers` and V2 `layer` entries", path=src.path)
     weights.format = formats.pop()
@@ -228,11 +318,14 @@ def read_caffemodel_source(src: ByteSource, *, copy: bool = True) -> Weights:
     if field:
         raise FileFormatError(f"net header: field {field} is not UTF-8 text", path=src.path)
     weights.net_name = net.name
+    if v0_entries:
+        _store_v0(weights, v0_entries, list(net.input), src.path)
     return weights
 
 
 def read_caffemodel(path: str | os.PathLike[str], *, copy: bool = True) -> Weights:
-    """Read a binary caffemodel (V1 or V2); ``copy=False`` gives read-only views of a file map."""
+    """Read a binary caffemodel (V0, V1 or V2); ``copy=False`` gives read-only views of a file
+    map."""
     with ByteSource.open(Path(path)) as src:
         return read_caffemodel_source(src, copy=copy)
 

@@ -1,8 +1,9 @@
 """Bring any net definition to the current (V2) form, as Caffe does on every read.
 
-Pure functions on protobuf messages, each mirroring one of Caffe's upgrade steps: V1 ``layers``
-with enum types -> V2 ``layer`` with type strings, deprecated ``input``/``input_dim`` -> an Input
-layer, data-layer transformation fields -> ``transform_param``. Nothing downstream ever sees V1.
+Pure functions on protobuf messages, each mirroring one of Caffe's upgrade steps: V0 nets -> V1
+(upgrade_v0.py), V1 ``layers`` with enum types -> V2 ``layer`` with type strings, deprecated
+``input``/``input_dim`` -> an Input layer, data-layer transformation fields -> ``transform_param``.
+Nothing downstream ever sees V0 or V1.
 The reverse mapping (V2 -> V1) serves the V1 writer.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from ..errors import NetDefinitionError
 from ..proto import caffe_pb2
+from .upgrade_v0 import upgrade_v0_net
 
 V1 = caffe_pb2.V1LayerParameter
 
@@ -80,8 +82,8 @@ def v1_layer_to_v2(old: caffe_pb2.V1LayerParameter) -> caffe_pb2.LayerParameter:
     Caffe's ``UpgradeV1LayerParameter`` does (the caffemodel reader strips them beforehand)."""
     if old.HasField("layer"):
         raise NetDefinitionError(
-            "V0 layer definitions (before 2014) are not supported; upgrade the file with "
-            "Caffe's upgrade_net_proto_text first",
+            "a V0 layer (before 2014) only upgrades with its whole net (upgrade_net): its "
+            "padding layers fold into the layers that read them",
             layer=old.name or old.layer.name,
         )
     new = caffe_pb2.LayerParameter()
@@ -203,7 +205,7 @@ def upgrade_input_fields(net: caffe_pb2.NetParameter, *, path: str | None = None
 
 
 def upgrade_net(net: caffe_pb2.NetParameter, *, path: str | None = None) -> bool:
-    """Upgrade ``net`` in place to V2 with Input layers; return True when it was V1.
+    """Upgrade ``net`` in place to V2 with Input layers; return True when it was V1 (or V0).
 
     ``path`` only names the file in error messages.
     """
@@ -212,11 +214,7 @@ def upgrade_net(net: caffe_pb2.NetParameter, *, path: str | None = None) -> bool
         raise NetDefinitionError("net mixes V1 `layers` and V2 `layer` entries", path=path)
     if was_v1:
         if is_v0(net):
-            raise NetDefinitionError(
-                "V0 layer definitions (before 2014) are not supported; upgrade the file with "
-                "Caffe's upgrade_net_proto_text first",
-                path=path,
-            )
+            upgrade_v0_net(net, path=path)
         converted = [v1_layer_to_v2(old) for old in net.layers]
         net.ClearField("layers")
         net.layer.extend(converted)

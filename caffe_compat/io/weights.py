@@ -18,7 +18,7 @@ class Weights:
     """
 
     path: str
-    format: str  # "caffemodel-v2", "caffemodel-v1" or "hdf5"
+    format: str  # "caffemodel-v2", "caffemodel-v1", "caffemodel-v0" or "hdf5"
     blobs: dict[str, list[np.ndarray]] = field(default_factory=dict)
     layers: dict[str, caffe_pb2.LayerParameter] = field(default_factory=dict)
     net_name: str = ""

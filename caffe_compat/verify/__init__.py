@@ -85,7 +85,9 @@ def verify_loaded(
     if why_not is None:
         with temp_folder() as tmp:
             model_path = weights_path
-            if model_path is None or (loaded.weights and loaded.weights.format == "hdf5"):
+            # OpenCV reads neither HDF5 weights nor the blobs of V0 binaries: give it a V2 copy.
+            unreadable = ("hdf5", "caffemodel-v0")
+            if model_path is None or (loaded.weights and loaded.weights.format in unreadable):
                 model_path = str(write_temp_caffemodel(graph, loaded.net, Path(tmp)))
             prototxt, rewritten = deploy_prototxt(loaded, Path(tmp))
             import cv2

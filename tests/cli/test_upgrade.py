@@ -113,7 +113,10 @@ def test_v2_input_is_rewritten_unchanged(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        ('layers { layer { name: "c" type: "conv" } }\n', "V0 layer definitions"),
+        (
+            'layers { layer { name: "c" type: "convolution" } }\n',
+            'layer "c": unknown V0 layer type "convolution"',
+        ),
         ('layers { name: "c" type: CONVOLUTION oops: 1 }\n', ':1: layer "c"'),
         ("layer {\n", 'Expected "}"'),
     ],

@@ -173,10 +173,10 @@ def test_mixed_v1_and_v2_layers_are_refused(tmp_path):
         upgrade_net(net, path=str(tmp_path / "net.prototxt"))
 
 
-def test_v0_definitions_are_refused_with_a_pointer_to_caffes_tool(tmp_path):
-    text = 'layers { layer { name: "conv" type: "conv" num_output: 4 } bottom: "data" top: "conv" }'
+def test_unknown_v0_layer_types_are_refused_by_name(tmp_path):
+    text = 'input: "data"\nlayers { layer { name: "conv" type: "convolution" } bottom: "data" }'
     net, _ = load_prototxt(write(tmp_path, text))
-    with pytest.raises(NetDefinitionError, match=r"V0 layer definitions .* upgrade_net_proto_text"):
+    with pytest.raises(NetDefinitionError, match=r'unknown V0 layer type "convolution"'):
         upgrade_net(net)
 
 
