@@ -27,7 +27,8 @@ _LAZY = {
     "synthesize": ("caffe_compat.synth", "synthesize"),
     "load_pretrained": ("caffe_compat.pretrained", "load_pretrained"),
     "model_info": ("caffe_compat.pretrained", "model_info"),
-    "predict": ("caffe_compat.predict", "predict"),
+    # The module itself: it is callable (``caffe_compat.predict(photo)``) and stays importable.
+    "predict": ("caffe_compat.predict", None),
     "Predictor": ("caffe_compat.predict", "Predictor"),
     "FacePrediction": ("caffe_compat.predict", "FacePrediction"),
     "evaluate_adience": ("caffe_compat.evaluate", "evaluate_adience"),
@@ -43,7 +44,8 @@ def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'caffe_compat' has no attribute {name!r}")
     module, attribute = _LAZY[name]
-    value = getattr(importlib.import_module(module), attribute)
+    imported = importlib.import_module(module)
+    value = imported if attribute is None else getattr(imported, attribute)
     globals()[name] = value
     return value
 

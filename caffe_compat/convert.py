@@ -142,9 +142,11 @@ def convert(
     from .converters.onnx.export import check_model, save_onnx, to_onnx
     from .converters.torch.model import CaffeNet
 
-    mark = time.perf_counter()
-    torch_model = CaffeNet(graph)
-    timings["build_torch"] = time.perf_counter() - mark
+    torch_model = None
+    if "torch" in paths:
+        mark = time.perf_counter()
+        torch_model = CaffeNet(graph)
+        timings["build_torch"] = time.perf_counter() - mark
     mark = time.perf_counter()
     onnx_model = to_onnx(graph, metadata={**source_metadata(loaded), **(metadata or {})})
     check_model(onnx_model)
