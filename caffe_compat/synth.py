@@ -12,7 +12,7 @@ differences between machines do not change the weights. Deterministic for a give
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -49,8 +49,11 @@ def _positive(low: float, high: float) -> Callable[[list[Shape], np.random.Gener
     return init
 
 
+# Starting values for one layer type: (blob shapes, generator) -> arrays.
+StartingValues = Callable[[list[Shape], np.random.Generator], list[np.ndarray]]
+
 # Layers whose blobs are not "weights then bias" get their own starting values.
-_SPECIAL: dict[str, Callable[[list[Shape], np.random.Generator], list[np.ndarray]]] = {
+_SPECIAL: dict[str, StartingValues] = {
     "BatchNorm": _batch_norm,
     "Scale": _positive(0.7, 1.3),
     "Bias": lambda shapes, rng: [rng.normal(0.0, 0.2, s).astype(np.float32) for s in shapes],
@@ -60,9 +63,15 @@ _SPECIAL: dict[str, Callable[[list[Shape], np.random.Generator], list[np.ndarray
 
 
 def initial_blobs(
-    node: Node, shapes: list[Shape], rng: np.random.Generator, method: str
+    node: Node,
+    shapes: list[Shape],
+    rng: np.random.Generator,
+    method: str,
+    starts: Mapping[str, StartingValues] | None = None,
 ) -> list[np.ndarray]:
-    """Starting values for one layer's blobs."""
+    """Starting values for one layer's blobs (``starts`` overrides them per layer type)."""
+    if starts and node.type in starts:
+        return starts[node.type](shapes, rng)
     if method == "fillers":
         fillers = _declared_fillers(node)
         if fillers:
@@ -181,16 +190,24 @@ def _calibrate(graph: Graph, seed: int, batch: int) -> None:
 
 
 def synthesize(
-    loaded: LoadedNet, *, seed: int = 0, method: str = "calibrated", batch: int = 16
+    loaded: LoadedNet,
+    *,
+    seed: int = 0,
+    method: str = "calibrated",
+    batch: int = 16,
+    starts: Mapping[str, StartingValues] | None = None,
 ) -> dict[str, list[np.ndarray]]:
-    """Weights for every layer of ``loaded`` (attached to its graph too), by layer name."""
+    """Weights for every layer of ``loaded`` (attached to its graph too), by layer name.
+
+    ``starts`` replaces the starting values of chosen layer types before calibration (e.g. Scale
+    biases that keep a deep plain ReLU chain mostly active)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     rng = np.random.default_rng(seed)
     graph = loaded.graph
     for node in graph.nodes:
         shapes = loaded.inference.params.get(node.name, [])
-        node.blobs = initial_blobs(node, shapes, rng, method) if shapes else []
+        node.blobs = initial_blobs(node, shapes, rng, method, starts) if shapes else []
     if method == "calibrated":
         _calibrate(graph, seed, batch)
     return {node.name: list(node.blobs) for node in graph.nodes if node.blobs}
