@@ -25,36 +25,32 @@ def _conv_common(node: Node, inputs: list[Shape]) -> tuple[Shape, int, int, tupl
     return shape, axis, group, shape[axis + 1 :]
 
 
-@register("Convolution", "shape")
-def _convolution(node: Node, inputs: list[Shape]) -> LayerShapes:
+def _conv_shapes(node: Node, inputs: list[Shape], transposed: bool) -> LayerShapes:
+    """Convolution and Deconvolution: one geometry, mirrored output size and weight layout."""
     p = node.param.convolution_param
     shape, axis, group, spatial = _conv_common(node, inputs)
     geom = conv_geometry(p, len(spatial))
-    out_spatial = geom.output(spatial)
+    out_spatial = geom.deconv_output(spatial) if transposed else geom.output(spatial)
     if any(s <= 0 for s in out_spatial):
         raise ValueError(f"output size {list(out_spatial)} is not positive")
     n_out = int(p.num_output)
-    params: list[Shape] = [(n_out, shape[axis] // group, *geom.kernel)]
-    if p.bias_term:
-        params.append((n_out,))
+    if transposed:  # Caffe stores deconvolution weights as (C_in, C_out / group, k...)
+        weight: Shape = (shape[axis], n_out // group, *geom.kernel)
+    else:
+        weight = (n_out, shape[axis] // group, *geom.kernel)
+    params: list[Shape] = [weight, (n_out,)] if p.bias_term else [weight]
     top = (*shape[:axis], n_out, *out_spatial)
     return LayerShapes([top] * len(inputs), params)
+
+
+@register("Convolution", "shape")
+def _convolution(node: Node, inputs: list[Shape]) -> LayerShapes:
+    return _conv_shapes(node, inputs, transposed=False)
 
 
 @register("Deconvolution", "shape")
 def _deconvolution(node: Node, inputs: list[Shape]) -> LayerShapes:
-    p = node.param.convolution_param
-    shape, axis, group, spatial = _conv_common(node, inputs)
-    geom = conv_geometry(p, len(spatial))
-    out_spatial = geom.deconv_output(spatial)
-    if any(s <= 0 for s in out_spatial):
-        raise ValueError(f"output size {list(out_spatial)} is not positive")
-    n_out = int(p.num_output)
-    params: list[Shape] = [(shape[axis], n_out // group, *geom.kernel)]
-    if p.bias_term:
-        params.append((n_out,))
-    top = (*shape[:axis], n_out, *out_spatial)
-    return LayerShapes([top] * len(inputs), params)
+    return _conv_shapes(node, inputs, transposed=True)
 
 
 def _pooling_check(node: Node) -> str | None:
