@@ -10,6 +10,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from _wire_bytes import field
 
 from caffe_compat.cli.main import main
 from caffe_compat.errors import BlobError, FileFormatError, PrototxtError
@@ -27,20 +28,6 @@ from caffe_compat.proto import caffe_pb2
 
 LFS = b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"ab" * 32 + b"\nsize 45661179\n"
 HTML = b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head></html>\n"
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def field(number: int, payload: bytes, *, declared: int | None = None) -> bytes:
-    size = len(payload) if declared is None else declared
-    return varint(number << 3 | 2) + varint(size) + payload
 
 
 def zip_bytes(tmp_path) -> bytes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _wire_bytes import field, varint
 
 from caffe_compat.io import read_caffemodel, read_caffemodel_bytes, write_caffemodel
 from caffe_compat.load import load_net
@@ -18,20 +19,6 @@ V1 = caffe_pb2.V1LayerParameter
 def legacy(shape: tuple[int, ...]) -> tuple[int, ...]:
     """Caffe's V1 blob dims: num, channels, height, width, right-aligned."""
     return (1,) * (4 - len(shape)) + tuple(shape)
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def field(number: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field, encoded by hand."""
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def protobuf_arrays(raw: bytes) -> dict[str, list[np.ndarray]]:
