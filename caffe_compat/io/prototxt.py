@@ -57,6 +57,7 @@ def index_layers(text: str) -> LineIndex:
     depth, line = 0, 1
     pending: int | None = None  # line of a top-level "layer"/"layers" keyword awaiting its "{"
     in_layer = False
+    in_v0_block = False  # inside a V0 net's ``layers { layer { name: ... } }`` inner block
     last_ident = ""
     for match in _TOKEN.finditer(text):
         kind = match.lastgroup
@@ -67,6 +68,8 @@ def index_layers(text: str) -> LineIndex:
                 index.starts.append((pending, ""))
                 index.ends.append(line)
                 in_layer = True
+            if depth == 1 and in_layer and last_ident == "layer":
+                in_v0_block = True
             depth += 1
             pending, last_ident = None, ""
         elif kind == "close":
@@ -74,10 +77,13 @@ def index_layers(text: str) -> LineIndex:
             if depth == 0 and in_layer:
                 index.ends[-1] = line
                 in_layer = False
+            if depth <= 1:
+                in_v0_block = False
             last_ident = ""
         elif kind == "ident":
             pending = line if depth == 0 and match.group() in ("layer", "layers") else None
-            last_ident = match.group() if depth == 1 else ""
+            named_depth = depth == 1 or (depth == 2 and in_v0_block)
+            last_ident = match.group() if named_depth else ""
         elif kind == "string":
             if in_layer and last_ident == "name" and not index.starts[-1][1]:
                 name = _UNESCAPE.sub(r"\1", match.group()[1:-1])

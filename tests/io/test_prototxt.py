@@ -256,6 +256,21 @@ def test_line_index_handles_one_line_layers_strings_and_comments():
     assert index.line_of("c") == 3
 
 
+def test_line_index_finds_v0_names_in_the_inner_layer_block():
+    text = (
+        'input: "data"\n'  # 1
+        "layers {\n"  # 2
+        '  layer { name: "conv1" type: "conv" param { name: "not it" } }\n'  # 3
+        '  bottom: "data" top: "conv1"\n'  # 4
+        "}\n"  # 5
+        'layers { layer { type: "pool" name: "pool1" } top: "pool1" }\n'  # 6
+        'layer { name: "r" type: "ReLU" param { name: "shared" } }\n'  # 7
+    )
+    index = index_layers(text)
+    assert index.starts == [(2, "conv1"), (6, "pool1"), (7, "r")]
+    assert index.ends == [5, 6, 7]
+
+
 def test_unknown_fields_can_be_skipped(tmp_path):
     text = BODY.replace("num_output: 6", "num_output: 6 fork_only: 1") + '\ninput: "data"'
     path = write(tmp_path, text)
