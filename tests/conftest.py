@@ -81,3 +81,12 @@ def layer_parity(layer_check):
         return reports[0]
 
     return run
+
+
+@pytest.fixture(scope="session")
+def astronaut():
+    """A public-domain photo with one frontal face (scikit-image's data module), as BGR."""
+    import numpy as np
+
+    data = pytest.importorskip("skimage.data", reason="scikit-image is not installed")
+    return np.ascontiguousarray(data.astronaut()[:, :, ::-1])

@@ -69,12 +69,6 @@ def models(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
-    data = pytest.importorskip("skimage.data", reason="scikit-image is not installed")
-    return np.ascontiguousarray(data.astronaut()[:, :, ::-1])  # RGB -> BGR
-
-
-@pytest.fixture(scope="module")
 def torch_predictor(models):
     return Predictor(
         age_model=(models["age"]["prototxt"], models["age"]["weights"]),

@@ -22,12 +22,6 @@ def models(tmp_path_factory):
     return synth_models(tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
-    data = pytest.importorskip("skimage.data", reason="scikit-image is not installed")
-    return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
-
-
 @pytest.fixture
 def album(tmp_path, astronaut):
     """A folder: a photo with a face, a flat gray photo in a sub-folder, a PNG without an
