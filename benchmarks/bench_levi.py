@@ -53,10 +53,10 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from caffe_compat.convert import convert
     from caffe_compat.io.writer import definitions_only, write_caffemodel
-    from caffe_compat.load import load_net
-    from caffe_compat.synth import synthesize
+    from caffe_compat.ir.load import load_net
+    from caffe_compat.tools.convert import convert
+    from caffe_compat.tools.synth import synthesize
 
     if args.threads:
         torch.set_num_threads(args.threads)

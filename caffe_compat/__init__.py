@@ -13,8 +13,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_net": ("caffe_compat.load", "load_net"),
-    "LoadedNet": ("caffe_compat.load", "LoadedNet"),
+    "load_net": ("caffe_compat.ir.load", "load_net"),
+    "LoadedNet": ("caffe_compat.ir.load", "LoadedNet"),
     "read_weights": ("caffe_compat.io", "read_weights"),
     "read_caffemodel": ("caffe_compat.io", "read_caffemodel"),
     "read_hdf5": ("caffe_compat.io", "read_hdf5"),
@@ -22,16 +22,15 @@ _LAZY = {
     "write_caffemodel": ("caffe_compat.io", "write_caffemodel"),
     "to_torch": ("caffe_compat.converters.torch.model", "to_torch"),
     "to_onnx": ("caffe_compat.converters.onnx.export", "to_onnx"),
-    "convert": ("caffe_compat.convert", "convert"),
+    "convert": ("caffe_compat.tools.convert", "convert"),
     "verify": ("caffe_compat.verify", "verify"),
-    "synthesize": ("caffe_compat.synth", "synthesize"),
-    "load_pretrained": ("caffe_compat.pretrained", "load_pretrained"),
-    "model_info": ("caffe_compat.pretrained", "model_info"),
-    # The module itself: it is callable (``caffe_compat.predict(photo)``) and stays importable.
-    "predict": ("caffe_compat.predict", None),
-    "Predictor": ("caffe_compat.predict", "Predictor"),
-    "FacePrediction": ("caffe_compat.predict", "FacePrediction"),
-    "evaluate_adience": ("caffe_compat.evaluate", "evaluate_adience"),
+    "synthesize": ("caffe_compat.tools.synth", "synthesize"),
+    "load_pretrained": ("caffe_compat.app.pretrained", "load_pretrained"),
+    "model_info": ("caffe_compat.app.pretrained", "model_info"),
+    "predict": ("caffe_compat.app.predictor", "predict"),
+    "Predictor": ("caffe_compat.app.predictor", "Predictor"),
+    "FacePrediction": ("caffe_compat.app.predictor", "FacePrediction"),
+    "evaluate_adience": ("caffe_compat.app.evaluate", "evaluate_adience"),
     "register": ("caffe_compat.registry", "register"),
     "unregister": ("caffe_compat.registry", "unregister"),
     "CaffeCompatError": ("caffe_compat.errors", "CaffeCompatError"),
@@ -45,7 +44,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'caffe_compat' has no attribute {name!r}")
     module, attribute = _LAZY[name]
     imported = importlib.import_module(module)
-    value = imported if attribute is None else getattr(imported, attribute)
+    value = getattr(imported, attribute)
     globals()[name] = value
     return value
 

@@ -109,7 +109,3 @@ class UnsupportedLayersError(CaffeCompatError):
             for m in self.missing
         ]
         return out
-
-
-class ParityError(CaffeCompatError):
-    """A converted model's outputs differ from the reference beyond the tolerances."""

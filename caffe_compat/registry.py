@@ -1,4 +1,4 @@
-"""Layer support, keyed by (Caffe layer type, back end): the plugin point for every layer.
+"""Layer support, keyed by (Caffe layer type, back end), and each type's facts: the plugin point.
 
 Back ends: ``shape`` (Caffe's shape rules, numpy only), ``torch`` and ``onnx``. Built-in support is
 registered when the back end's package is first needed. A user registration for a type that
@@ -10,11 +10,20 @@ fixes plug in without editing the project::
     @registry.register("MyScale", "shape")
     def _(node, inputs):
         return registry.LayerShapes([inputs[0]], [])
+
+Everything else the project knows about a layer type lives on its :class:`LayerFacts`, declared
+once with :func:`describe` beside the type's shape rule (its family's file in ``shapes/``): its
+role in a training net, how synthesis starts and calibrates its weights, whether BatchNorm folds
+into it, where OpenCV 4 computes another function, and aliases with their rewrite. Synthesis,
+folding, ``verify`` and the support table read these through :func:`facts`, never a table of
+their own, so adding a layer type touches its family's files and its test only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -50,6 +59,44 @@ class Entry:
     builtin: bool = False
 
 
+@dataclass(frozen=True)
+class LayerFacts:
+    """What a layer type is, beyond its per-back-end functions (all optional).
+
+    - ``role``: ``"data"`` (a data layer: its first top becomes a declared input, shaped by
+      ``data_shape(layer, notes)``) or ``"training"`` (dropped from inference graphs).
+    - ``starting_values(shapes, rng) -> arrays``: synthesis's starting blobs when they are not
+      "weights (He), then zero bias"; ``fillers(node) -> [FillerParameter]``: the fillers the
+      definition declares (``synth --method fillers``).
+    - ``rescale(node, scale, shift)``: edit the blobs so output channel c becomes
+      ``old_c * scale[c] + shift[c]`` (affine layers: calibration); ``channel_axis`` of the top
+      where those channels are; ``folds_batchnorm``: inference BatchNorm/Scale may fold into it.
+    - ``opencv_deviation(node) -> reason | None``: OpenCV 4's Caffe reader computes another
+      function for this layer (measured); ``opencv_tested``: the family's tests compare the type
+      with OpenCV 4 (support table column).
+    - ``alias_of`` + ``rewrite(node, input_shapes) -> node``: the type is another type in
+      disguise (e.g. a depthwise convolution is a Convolution with group = channels); every back
+      end runs the rewritten node through the canonical type's entry.
+    - ``family``: the module base name that holds the type in every folder (set by describe).
+    """
+
+    role: str | None = None
+    data_shape: Callable[..., Any] | None = None
+    starting_values: Callable[..., Any] | None = None
+    fillers: Callable[..., Any] | None = None
+    rescale: Callable[..., Any] | None = None
+    channel_axis: int = 1
+    folds_batchnorm: bool = False
+    opencv_deviation: Callable[..., str | None] | None = None
+    opencv_tested: bool = False
+    alias_of: str | None = None
+    rewrite: Callable[..., Any] | None = None
+    family: str = ""
+
+
+ROLES = ("data", "training")
+_NO_FACTS = LayerFacts()
+_facts: dict[str, list[LayerFacts]] = {}
 _table: dict[tuple[str, str], list[Entry]] = {}
 _loading: set[str] = set()
 _loaded: set[str] = set()
@@ -102,6 +149,85 @@ def register(
     return decorator
 
 
+def describe(types: str | Iterable[str], **facts: Any) -> None:
+    """Declare the :class:`LayerFacts` of each layer type (called beside its shape rule).
+
+    A later declaration for the same type (a user's) overrides the built-in one, like
+    :func:`register`; the family defaults to the declaring module's base name."""
+    caller = sys._getframe(1).f_globals.get("__name__", "")
+    facts.setdefault("family", caller.rsplit(".", 1)[-1])
+    role = facts.get("role")
+    if role is not None and role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, not {role!r}")
+    entry = LayerFacts(**facts)
+    if not caller.startswith(_BUILTIN_PACKAGES["shape"] + "."):
+        _import_builtins("shape")
+    for name in [types] if isinstance(types, str) else list(types):
+        _facts.setdefault(name, []).append(entry)
+
+
+def facts(layer_type: str) -> LayerFacts:
+    """The facts of a layer type (empty facts for a type nobody described)."""
+    _import_builtins("shape")
+    stack = _facts.get(layer_type)
+    if stack:
+        return stack[-1]
+    rules = _table.get((layer_type, "shape"))  # undescribed: the family is its rule's module
+    if rules:
+        return LayerFacts(family=rules[-1].fn.__module__.rsplit(".", 1)[-1])
+    return _NO_FACTS
+
+
+def role(layer_type: str) -> str | None:
+    """``"data"``, ``"training"`` or None (a layer that computes at inference)."""
+    return facts(layer_type).role
+
+
+def opencv_deviation(node: Node) -> str | None:
+    """Why OpenCV 4's Caffe reader computes another function for this layer, if it does."""
+    check = facts(node.type).opencv_deviation
+    return check(node) if check is not None else None
+
+
+def described_types() -> set[str]:
+    """Every layer type with declared facts."""
+    _import_builtins("shape")
+    return {name for name, stack in _facts.items() if stack}
+
+
+def _aliased(layer_type: str, backend: str) -> Entry | None:
+    """The canonical type's entry wrapped so each node is rewritten first (aliases)."""
+    info = facts(layer_type)
+    if info.alias_of is None or info.rewrite is None:
+        return None
+    target = lookup(info.alias_of, backend)
+    if target is None:
+        return None
+    rewrite = info.rewrite
+
+    def run(node: Node, ctx: Any) -> Any:
+        if backend == "shape":
+            return target.fn(rewrite(node, list(ctx)), ctx)
+        shapes = getattr(ctx, "in_shapes", None)
+        if shapes is None:  # a back end called with the input arrays themselves
+            return target.fn(rewrite(node, [tuple(a.shape) for a in ctx]), ctx)
+        new = rewrite(node, list(shapes))
+        return target.fn(new, dataclasses.replace(ctx, node=new))
+
+    return Entry(run, target.check, target.builtin)
+
+
+def builtin_entry(layer_type: str, backend: str) -> Entry | None:
+    """The project's own entry for (type, back end), ignoring user registrations above it
+    (aliases resolve to their canonical type's)."""
+    lookup(layer_type, backend)
+    stack = _table.get((layer_type, backend), [])
+    found = next((entry for entry in reversed(stack) if entry.builtin), None)
+    if found is None and facts(layer_type).alias_of is not None:
+        found = _aliased(layer_type, backend)
+    return found
+
+
 def unregister(layer_type: str, backend: str) -> None:
     """Remove the most recent registration for (type, back end), restoring the one beneath."""
     stack = _table.get((layer_type, backend))
@@ -114,12 +240,17 @@ def lookup(layer_type: str, backend: str) -> Entry | None:
     """The active entry for (type, back end), loading the built-ins on first use."""
     _import_builtins(backend)
     stack = _table.get((layer_type, backend))
-    return stack[-1] if stack else None
+    if stack:
+        return stack[-1]
+    return _aliased(layer_type, backend)
 
 
 def supported_types(backend: str) -> set[str]:
+    """Every type with an entry on ``backend``, aliases of supported types included."""
     _import_builtins(backend)
-    return {name for (name, b), stack in _table.items() if b == backend and stack}
+    direct = {name for (name, b), stack in _table.items() if b == backend and stack}
+    aliases = {t for t in described_types() if facts(t).alias_of in direct}
+    return direct | aliases
 
 
 def missing_support(nodes: Iterable[Node], backends: Iterable[str]) -> list[UnsupportedLayer]:

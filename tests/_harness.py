@@ -17,9 +17,9 @@ import onnx
 
 from caffe_compat.converters.onnx.export import to_onnx
 from caffe_compat.io.writer import definitions_only, write_caffemodel
-from caffe_compat.load import load_net
-from caffe_compat.synth import synthesize
-from caffe_compat.verify.runners import run_onnxruntime, run_torch
+from caffe_compat.ir.load import load_net
+from caffe_compat.tools.synth import synthesize
+from caffe_compat.verify.backends import run_onnxruntime, run_torch
 
 INPUT = 'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 2 dim: {c} dim: {h} dim: {w} }} }} }}\n'
 verification = importlib.import_module("caffe_compat.verify")  # the package, not the function

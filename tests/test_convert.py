@@ -10,12 +10,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from caffe_compat.convert import convert
 from caffe_compat.errors import CaffeCompatError, UnsupportedLayersError
 from caffe_compat.io import write_caffemodel, write_hdf5
 from caffe_compat.io.writer import definitions_only
-from caffe_compat.load import load_net
-from caffe_compat.synth import synthesize
+from caffe_compat.ir.load import load_net
+from caffe_compat.tools.convert import convert
+from caffe_compat.tools.synth import synthesize
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_failure_leaves_no_output(tmp_path):
 
 def test_without_opencv_the_check_is_an_export_check(age, tmp_path, monkeypatch):
     """Users on OpenCV 5 (no Caffe reader) still convert; the report says what was compared."""
-    import caffe_compat.verify as verify_module
+    import caffe_compat.verify.opencv as verify_module
 
     monkeypatch.setattr(verify_module, "opencv_caffe_available", lambda: "OpenCV 5 (simulated)")
     prototxt, folder = age

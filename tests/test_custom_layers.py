@@ -13,10 +13,10 @@ from caffe_compat.converters.onnx.export import to_onnx
 from caffe_compat.converters.torch.model import CaffeNet
 from caffe_compat.errors import UnsupportedLayersError
 from caffe_compat.io.writer import definitions_only, write_caffemodel
-from caffe_compat.load import load_net
-from caffe_compat.synth import synthesize
+from caffe_compat.ir.load import load_net
+from caffe_compat.tools.synth import synthesize
 from caffe_compat.verify import Tolerance, verify_loaded
-from caffe_compat.verify.runners import run_onnxruntime
+from caffe_compat.verify.backends import run_onnxruntime
 
 INPUT = 'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 5 dim: 7 dim: 9 } } }\n'
 MISH_NET = (

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from caffe_compat.download import download, fetch_spec
+from caffe_compat.app.download import download, fetch_spec
 from caffe_compat.errors import CaffeCompatError
 from caffe_compat.zoo import FileSpec, Source
 

@@ -12,9 +12,8 @@ import statistics
 import numpy as np
 import pytest
 
-from caffe_compat.adience import AGE_CLASSES, find_folds, label_of, read_fold, read_folds
-from caffe_compat.errors import CaffeCompatError
-from caffe_compat.evaluate import (
+from caffe_compat.app.adience import AGE_CLASSES, find_folds, label_of, read_fold, read_folds
+from caffe_compat.app.evaluate import (
     PROTOCOL_NOTE,
     confusion_image,
     evaluate_adience,
@@ -22,6 +21,7 @@ from caffe_compat.evaluate import (
     render,
     write_confusion,
 )
+from caffe_compat.errors import CaffeCompatError
 
 cv2 = pytest.importorskip("cv2")
 
@@ -274,7 +274,7 @@ def test_real_predictor_end_to_end(dataset, tmp_path_factory):
     Predictor gives the same images directly."""
     from test_predict import synth_models
 
-    from caffe_compat.predict import Predictor
+    from caffe_compat.app.predictor import Predictor
 
     folds_dir, faces_dir = dataset
     models = synth_models(tmp_path_factory)

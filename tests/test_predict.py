@@ -14,20 +14,21 @@ import numpy as np
 import pytest
 
 from caffe_compat import registry
-from caffe_compat.converters.onnx.export import save_onnx, to_onnx
-from caffe_compat.converters.torch.model import to_torch
-from caffe_compat.errors import CaffeCompatError
-from caffe_compat.faces import (
+from caffe_compat.app.faces import (
     DEFAULT_MARGIN,
     HaarDetector,
     SSDDetector,
     expand_box,
     parse_ssd_output,
 )
+from caffe_compat.app.images import read_image, sniff_image
+from caffe_compat.app.predictor import FacePrediction, Predictor, predict
+from caffe_compat.converters.onnx.export import save_onnx, to_onnx
+from caffe_compat.converters.torch.model import to_torch
+from caffe_compat.errors import CaffeCompatError
 from caffe_compat.io.writer import definitions_only, write_caffemodel
-from caffe_compat.load import load_net
-from caffe_compat.predict import FacePrediction, Predictor, predict, read_image, sniff_image
-from caffe_compat.synth import synthesize
+from caffe_compat.ir.load import load_net
+from caffe_compat.tools.synth import synthesize
 from caffe_compat.zoo import load_card
 
 cv2 = pytest.importorskip("cv2")
@@ -262,18 +263,18 @@ def test_no_detect_uses_the_whole_photo(onnx_predictor, astronaut):
     assert face.detection_score is None
 
 
-def test_predict_from_a_file_and_the_module_call(models, astronaut, tmp_path):
+def test_predict_from_a_file_and_the_package_function(models, astronaut, tmp_path):
     import caffe_compat
-    import caffe_compat.predict as module
 
     path = tmp_path / "photo.png"
     cv2.imwrite(str(path), astronaut)
     options = {"age_model": models["age"]["onnx"], "gender_model": models["gender"]["onnx"]}
     (face,) = predict(path, **options)
     assert face.path == str(path)
-    (again,) = module(str(path), **options)  # the module itself is callable
+    (again,) = caffe_compat.predict(str(path), **options)  # a plain function of the package
     assert again.age_probs == face.age_probs
-    (lazy,) = caffe_compat.predict(astronaut, **options)  # package attribute, either binding
+    assert caffe_compat.predict is predict
+    (lazy,) = caffe_compat.predict(astronaut, **options)
     assert lazy.box == face.box and lazy.path is None
     assert json.loads(json.dumps(face.to_dict()))["box"] == list(face.box)
 

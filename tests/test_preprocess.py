@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from caffe_compat.app.preprocess import MEAN_CROPS, MODES, average_crops, preprocess
 from caffe_compat.errors import CaffeCompatError
-from caffe_compat.preprocess import MEAN_CROPS, MODES, average_crops, preprocess
 
 # (y, x) of the 227 crops in the 256x256 resize, in caffe.io.oversample's order:
 # top-left, top-right, bottom-left, bottom-right, centre ((256 - 227) // 2 = 14).

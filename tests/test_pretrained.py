@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from caffe_compat import pretrained
+from caffe_compat.app import pretrained
+from caffe_compat.app.pretrained import cache_home, decode, load_pretrained, mean_image, model_info
 from caffe_compat.converters.torch.model import to_torch
 from caffe_compat.errors import CaffeCompatError
-from caffe_compat.inputs import feeds_for
 from caffe_compat.io.writer import definitions_only, write_caffemodel, write_mean
-from caffe_compat.load import load_net
-from caffe_compat.pretrained import cache_home, decode, load_pretrained, mean_image, model_info
-from caffe_compat.synth import synthesize
-from caffe_compat.verify.runners import exact_fp32
+from caffe_compat.ir.load import load_net
+from caffe_compat.tools.synth import synthesize
+from caffe_compat.verify.inputs import feeds_for
 from caffe_compat.zoo import ModelCard, Source, load_card
 
 NAME = "levi_hassner_age"
@@ -265,7 +264,7 @@ def test_the_model_moves_to_the_requested_device(caffemodels, tmp_path):
     model = load_pretrained(card_for(data), cache_dir=tmp_path, device="cuda")
     assert next(model.parameters()).device.type == "cuda"
     x = inputs()
-    with torch.no_grad(), exact_fp32():  # cuDNN's default TF32 convolutions are not Caffe's fp32
+    with torch.no_grad():  # the model's own exact mode: no cuDNN, no TF32
         got = model(x.cuda(), outputs=["fc8", "prob"])
         want = fresh(data, tmp_path)(x, outputs=["fc8", "prob"])
     torch.testing.assert_close(got["prob"].cpu(), want["prob"], rtol=0, atol=1e-5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from caffe_compat.readouts import expected_age
+from caffe_compat.app.readouts import expected_age
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

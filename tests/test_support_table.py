@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from caffe_compat import registry
-from caffe_compat.load import load_net
-from caffe_compat.support_table import OPENCV_TESTED, builtin_types, render_table
+from caffe_compat.ir.load import load_net
+from caffe_compat.tools.support_table import builtin_types, render_table
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- support-table:start -->", "<!-- support-table:end -->"
@@ -54,27 +54,51 @@ def test_check_caveat_is_noted_where_a_converter_refuses_settings():
     assert relu == "| `ReLU` | yes | yes | yes | yes |"
 
 
-@pytest.mark.parametrize("layer_type", sorted(OPENCV_TESTED))
-def test_opencv_column_names_a_test_that_compares_the_type_with_opencv(layer_type):
-    assert layer_type in builtin_types()
-    path = ROOT / OPENCV_TESTED[layer_type]
-    assert path.is_file(), f"{path} is gone"
+def opencv_tested() -> list[str]:
+    return sorted(t for t in builtin_types() if registry.facts(t).opencv_tested)
+
+
+@pytest.mark.parametrize("layer_type", opencv_tested())
+def test_opencv_column_is_backed_by_the_family_test(layer_type):
+    family = registry.facts(layer_type).family
+    path = ROOT / "tests" / "converters" / f"test_{family}.py"
+    assert path.is_file(), f"{layer_type} is in family {family!r} but {path} does not exist"
     text = path.read_text(encoding="utf-8")
-    assert f'"{layer_type}"' in text, f"{path.name} no longer mentions {layer_type}"
+    assert f'"{layer_type}"' in text, f"{path.name} does not mention {layer_type}"
     assert any(name in text for name in OPENCV_HARNESS), f"{path.name} does not use OpenCV"
 
 
-def test_every_type_of_the_zoo_nets_is_listed_as_opencv_tested():
+def test_every_type_of_the_zoo_nets_is_declared_opencv_tested():
     # tests/nets/test_zoo_parity.py compares every blob of these nets with OpenCV 4.
     types = set()
     for path in sorted((ROOT / "tests" / "nets" / "data").glob("*.prototxt")):
         types |= {node.type for node in load_net(path).graph.nodes}
-    assert types and types <= set(OPENCV_TESTED), sorted(types - set(OPENCV_TESTED))
+    assert types and types <= set(opencv_tested()), sorted(types - set(opencv_tested()))
+
+
+def test_one_family_name_in_every_folder():
+    """A layer's files are found by one name: shapes/, converters/torch, converters/onnx and
+    tests/converters use the family of the type's facts."""
+    import caffe_compat.converters.onnx as onnx_pkg
+    import caffe_compat.converters.torch as torch_pkg
+    import caffe_compat.shapes as shapes_pkg
+
+    for layer_type in builtin_types():
+        entries = {b: registry.builtin_entry(layer_type, b) for b in registry.BACKENDS}
+        family = registry.facts(layer_type).family
+        for backend, entry in entries.items():
+            if entry is None or registry.facts(layer_type).alias_of:
+                continue
+            module = entry.fn.__module__.rsplit(".", 1)[-1]
+            assert module == family, f"{layer_type}: {backend} rule in {module}.py, not {family}.py"
+        assert (ROOT / "tests" / "converters" / f"test_{family}.py").is_file(), family
+    for package in (shapes_pkg, torch_pkg, onnx_pkg):
+        assert package.__file__ is not None
 
 
 def test_module_entry_point_prints_the_table():
     done = subprocess.run(
-        [sys.executable, "-m", "caffe_compat.support_table"],
+        [sys.executable, "-m", "caffe_compat.tools.support_table"],
         capture_output=True,
         text=True,
         check=True,

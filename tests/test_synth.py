@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from caffe_compat.converters.torch.model import CaffeNet
-from caffe_compat.fillers import fill
-from caffe_compat.inputs import feeds_for
-from caffe_compat.load import load_net
+from caffe_compat.ir.load import load_net
 from caffe_compat.proto import caffe_pb2
-from caffe_compat.synth import synthesize
+from caffe_compat.tools.fillers import fill
+from caffe_compat.tools.synth import synthesize
+from caffe_compat.verify.inputs import feeds_for
 
 
 def test_shapes_match_the_net_and_seed_determines_values(shared):

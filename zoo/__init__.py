@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CaffeCompatError
-from ..preprocess import MODES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,6 +25,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 SOURCE_KINDS = ("file", "zip", "page")
+# The test-time preprocessing modes a card may name (caffe_compat.app.preprocess implements them).
+PREPROCESSING_MODES = ("oversample", "center", "opencv")
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -179,8 +180,10 @@ def parse_card(data: Mapping[str, Any], *, path: str = "<card>") -> ModelCard:
     weights, mean, inp = top.sub("weights"), top.sub("mean"), top.sub("input")
     mean_values = mean.numbers("values", 3, float)
     default_mode = top.get("default_mode", str)
-    if default_mode not in MODES:
-        raise top.fail("default_mode", f"must be one of {', '.join(MODES)}, got {default_mode!r}")
+    if default_mode not in PREPROCESSING_MODES:
+        raise top.fail(
+            "default_mode", f"must be one of {', '.join(PREPROCESSING_MODES)}, got {default_mode!r}"
+        )
     labels = tuple(top.get("labels", list))
     if not labels or not all(isinstance(label, str) for label in labels):
         raise top.fail("labels", "expected a non-empty list of strings")
@@ -247,6 +250,7 @@ def load_card(name: str) -> ModelCard:
 
 
 __all__ = [
+    "PREPROCESSING_MODES",
     "SOURCE_KINDS",
     "FileSpec",
     "InputSpec",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..convert import TARGETS, convert
+from ..tools.convert import TARGETS, convert
 from ._common import add_net_arguments, net_options
 
 NAME = "convert"

@@ -9,11 +9,11 @@ import argparse
 from importlib.resources import files
 from pathlib import Path
 
-from ..convert import convert
 from ..io import write_caffemodel
 from ..io.writer import definitions_only
-from ..load import load_net
-from ..synth import synthesize
+from ..ir.load import load_net
+from ..tools.convert import convert
+from ..tools.synth import synthesize
 from ..verify import verify_loaded
 
 NAME = "demo"

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate_adience, render, write_confusion
+    from ..app.evaluate import evaluate_adience, render, write_confusion
 
     crops = ("oversample", "center") if args.crop == "both" else (args.crop,)
     options = predictor_options(args, (args.task,))

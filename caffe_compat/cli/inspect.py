@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..inspect import inspect_net, inspect_weights, looks_like_weights, render
+from ..tools.inspect import inspect_net, inspect_weights, looks_like_weights, render
 from ._common import add_net_arguments, net_options
 
 NAME = "inspect"

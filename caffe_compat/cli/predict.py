@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..app.faces import DEFAULT_MARGIN, SSD_CONFIDENCE
 from ..errors import CaffeCompatError
-from ..faces import DEFAULT_MARGIN, SSD_CONFIDENCE
 
 NAME = "predict"
 HELP = "age and gender of the faces in photos (Levi-Hassner nets)"
@@ -254,8 +254,8 @@ def write_annotated(source: Path, target: Path, faces: list[Any]) -> Path:
     """Re-read the photo, draw, encode in its own format when OpenCV can (else PNG), atomically."""
     import cv2
 
+    from ..app.images import read_image
     from ..io.atomic import atomic_output
-    from ..predict import read_image
 
     canvas = draw(read_image(source), faces)
     suffix = target.suffix.lower()
@@ -286,7 +286,8 @@ def face_line(face: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..predict import Predictor, parse_models, read_image
+    from ..app.images import read_image
+    from ..app.predictor import Predictor, parse_models
 
     tasks = parse_models(args.models)
     files, missing, any_folder = collect(args.photos)

@@ -9,12 +9,12 @@ import argparse
 import numpy as np
 
 from ..errors import CaffeCompatError
-from ..inputs import feeds_for
 from ..io import write_caffemodel, write_hdf5
 from ..io.writer import definitions_only
+from ..ir.load import load_net
 from ..ir.phase import NetState, layer_included
-from ..load import load_net
-from ..synth import METHODS, synthesize
+from ..tools.synth import METHODS, synthesize
+from ..verify.inputs import feeds_for
 from ._common import add_net_arguments, net_options
 
 NAME = "synth"

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     mean = _mean(args.mean)
     feeds = None
     if args.input:
-        from ..load import load_net
+        from ..ir.load import load_net
 
         shapes = load_net(args.prototxt, **options).graph.inputs
         feeds = _feeds(args.input, shapes, mean)

@@ -8,80 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from .. import registry
 from ..errors import NetDefinitionError
 from ..proto import caffe_pb2
 from .graph import Graph, Node, Shape
 from .phase import NetState, layer_included
-
-# Layers that only feed or score training; a deploy graph never contains them.
-DATA_TYPES = frozenset(
-    {
-        "Data",
-        "ImageData",
-        "WindowData",
-        "MemoryData",
-        "HDF5Data",
-        "DummyData",
-        "AnnotatedData",
-        "VideoData",
-    }
-)
-TRAINING_ONLY_TYPES = frozenset(
-    {
-        "Accuracy",
-        "SoftmaxWithLoss",
-        "EuclideanLoss",
-        "HingeLoss",
-        "InfogainLoss",
-        "MultinomialLogisticLoss",
-        "SigmoidCrossEntropyLoss",
-        "ContrastiveLoss",
-        "MultiBoxLoss",
-        "DetectionEvaluate",
-        "Silence",
-        "HDF5Output",
-    }
-)
-
-
-def _data_layer_shape(layer: caffe_pb2.LayerParameter, notes: list[str]) -> Shape | None:
-    """The batch shape a data layer would produce, as far as the definition tells."""
-    t = layer.transform_param
-    crop_h = int(t.crop_h or t.crop_size)
-    crop_w = int(t.crop_w or t.crop_size)
-    if layer.type == "MemoryData":
-        p = layer.memory_data_param
-        if p.dim:
-            return tuple(int(d) for d in p.dim)
-        return (int(p.batch_size), int(p.channels), int(p.height), int(p.width))
-    if layer.type == "DummyData":
-        p = layer.dummy_data_param
-        if p.shape:
-            return tuple(int(d) for d in p.shape[0].dim)
-        if p.num:
-            return (int(p.num[0]), int(p.channels[0]), int(p.height[0]), int(p.width[0]))
-        return None
-    batch = {
-        "Data": layer.data_param.batch_size,
-        "ImageData": layer.image_data_param.batch_size,
-        "WindowData": layer.window_data_param.batch_size,
-        "HDF5Data": layer.hdf5_data_param.batch_size,
-    }.get(layer.type, 1)
-    if layer.type == "ImageData" and not crop_h:
-        crop_h = int(layer.image_data_param.new_height)
-        crop_w = int(layer.image_data_param.new_width)
-    if not crop_h or not crop_w:
-        return None
-    channels = 3
-    if layer.type == "ImageData" and not layer.image_data_param.is_color:
-        channels = 1
-    if t.force_gray:
-        channels = 1
-    notes.append(
-        f'input "{layer.top[0]}" from {layer.type} layer "{layer.name}": '
-        f"{channels} channels assumed (the database, not the net, defines them)"
-    )
-    return (int(batch or 1), channels, crop_h, crop_w)
 
 
 def _input_shapes(layer: caffe_pb2.LayerParameter) -> list[Shape | None]:
@@ -142,16 +73,17 @@ def build_graph(
             for blob, shape in zip(layer.top, _input_shapes(layer)):
                 add_input(blob, shape, layer.name)
             continue
-        if layer.type in DATA_TYPES:
-            shape = _data_layer_shape(layer, graph.notes)
-            for i, blob in enumerate(layer.top):
-                if i == 0:
+        info = registry.facts(layer.type)
+        if info.role == "data":
+            shapes = info.data_shape(layer, graph.notes)
+            for i, (blob, shape) in enumerate(zip(layer.top, shapes)):
+                if i == 0 or shape is not None:
                     add_input(blob, shape, layer.name)
                 else:
                     graph.notes.append(f'"{blob}" of "{layer.name}" (labels) is not an input')
             graph.dropped.append((layer.name, layer.type))
             continue
-        if layer.type in TRAINING_ONLY_TYPES:
+        if info.role == "training":
             graph.dropped.append((layer.name, layer.type))
             continue
         inputs = []

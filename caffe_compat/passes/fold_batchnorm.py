@@ -22,14 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import registry
 from ..ir.graph import Graph, Node
 from ..shapes.geometry import canonical_axis
 from ..shapes.normalization import stored_statistics, uses_global_stats
-
-# Layers whose output channel c is an affine function of weight slice c (and bias c).
-FOLD_INTO = frozenset(
-    {"Convolution", "ConvolutionDepthwise", "DepthwiseConvolution", "InnerProduct"}
-)
 
 
 @dataclass(frozen=True)
@@ -90,7 +86,7 @@ def _plan_one(graph: Graph, bn: Node) -> Fold | Refusal:
     if len(bn.inputs) != 1 or len(bn.blobs) < 3:
         return Refusal(bn.name, "has no stored statistics attached")
     producer = graph.producer(bn.inputs[0])
-    if producer is None or producer.type not in FOLD_INTO:
+    if producer is None or not registry.facts(producer.type).folds_batchnorm:
         kind = "a net input" if producer is None else f"a {producer.type} layer"
         return Refusal(bn.name, f"follows {kind}, not a convolution or inner product")
     if len(producer.inputs) != 1 or len(producer.outputs) != 1:

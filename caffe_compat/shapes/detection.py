@@ -20,7 +20,8 @@ import numpy as np
 
 from ..ir.graph import Node, Shape
 from ..proto import caffe_pb2
-from ..registry import LayerShapes, register
+from ..registry import LayerShapes, describe, register
+from ._synthesis import positive
 
 CodeType = caffe_pb2.PriorBoxParameter.CodeType
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -300,3 +301,7 @@ def _detection_output(node: Node, inputs: list[Shape]) -> LayerShapes:
     if math.prod(prior) < 2 * priors * 4:
         raise ValueError("the prior blob must hold boxes and their variances")
     return LayerShapes([(1, 1, 1, ROW)], [])
+
+
+describe(("Permute", "PriorBox", "DetectionOutput"), opencv_tested=True)
+describe("Normalize", starting_values=positive(10.0, 20.0), opencv_tested=True)

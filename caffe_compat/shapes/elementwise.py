@@ -1,90 +1,91 @@
-"""Shape rules for elementwise layers: the top has the bottom's shape (PReLU alone has a blob).
+"""Shape rules for Scale, Bias and Eltwise: arithmetic between a blob and an operand.
 
-Also the float32 constants Caffe derives from Power, Exp and Log parameters at set-up, so the
-PyTorch and ONNX back ends use bit-identical values.
+Scale and Bias take their operand from a learned blob (one bottom) or from ``bottom[1]``; it
+covers ``num_axes`` axes of ``bottom[0]`` from ``axis`` and broadcasts over the rest.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..ir.graph import Node, Shape
-from ..registry import LayerShapes, register
+from ..proto import caffe_pb2
+from ..registry import LayerShapes, describe, register
+from ._synthesis import normal, positive
 from .geometry import canonical_axis
 
-SAME_SHAPE_TYPES = (
-    "ReLU",
-    "Sigmoid",
-    "TanH",
-    "AbsVal",
-    "BNLL",
-    "Power",
-    "ELU",
-    "Dropout",
-    "Threshold",
-    "Swish",
+
+def operand_axis(shape: Shape, operand: Shape, axis: int) -> int:
+    """Where the operand starts in ``shape`` (Caffe uses axis 0 for a scalar operand)."""
+    start = 0 if not operand else canonical_axis(axis, len(shape))
+    if tuple(shape[start : start + len(operand)]) != tuple(operand):
+        raise ValueError(f"operand {list(operand)} does not match {list(shape)} from axis {start}")
+    return start
+
+
+def learned_operand(shape: Shape, axis: int, num_axes: int) -> Shape:
+    """The learned blob's shape: ``num_axes`` axes of the bottom from ``axis`` (-1: to the end)."""
+    start = canonical_axis(axis, len(shape))
+    if num_axes < -1:
+        raise ValueError(f"num_axes {num_axes} must be -1 or more")
+    if num_axes >= 0 and start + num_axes > len(shape):
+        raise ValueError(f"axis {axis} + num_axes {num_axes} run past a {len(shape)}-D bottom")
+    return tuple(shape[start:] if num_axes == -1 else shape[start : start + num_axes])
+
+
+def _operand_layer(node: Node, inputs: list[Shape], p, extra_blob: bool) -> LayerShapes:
+    shape = inputs[0]
+    if len(inputs) > 2:
+        raise ValueError(f"takes one or two bottoms, got {len(inputs)}")
+    own = len(inputs) == 1
+    operand = learned_operand(shape, int(p.axis), int(p.num_axes)) if own else inputs[1]
+    operand_axis(shape, operand, int(p.axis))
+    params = ([operand] if own else []) + ([operand] if extra_blob else [])
+    return LayerShapes([shape], params)
+
+
+@register("Scale", "shape")
+def _scale(node: Node, inputs: list[Shape]) -> LayerShapes:
+    p = node.param.scale_param
+    return _operand_layer(node, inputs, p, bool(p.bias_term))
+
+
+@register("Bias", "shape")
+def _bias(node: Node, inputs: list[Shape]) -> LayerShapes:
+    return _operand_layer(node, inputs, node.param.bias_param, False)
+
+
+@register("Eltwise", "shape")
+def _eltwise(node: Node, inputs: list[Shape]) -> LayerShapes:
+    p = node.param.eltwise_param
+    if len(inputs) < 2:
+        raise ValueError("Eltwise needs at least two bottoms")
+    if any(s != inputs[0] for s in inputs[1:]):
+        raise ValueError(f"bottom shapes differ: {[list(s) for s in inputs]}")
+    if p.coeff and len(p.coeff) != len(inputs):
+        raise ValueError(f"{len(p.coeff)} coefficients for {len(inputs)} bottoms")
+    if p.coeff and p.operation != caffe_pb2.EltwiseParameter.SUM:
+        raise ValueError("coefficients apply to SUM only")
+    return LayerShapes([inputs[0]], [])
+
+
+def _scale_fillers(node: Node) -> list:
+    c = node.param.scale_param
+    if not c.HasField("filler"):  # Caffe's default: a constant 1
+        c.filler.type, c.filler.value = "constant", 1.0
+    return [c.filler, c.bias_filler] if c.bias_term else [c.filler]
+
+
+def _two_bottom_scale_bias(node: Node) -> str | None:
+    if len(node.inputs) > 1 and node.param.scale_param.bias_term:
+        return "OpenCV's two-bottom Scale with bias_term gives other values"
+    return None
+
+
+describe(
+    "Scale",
+    starting_values=positive(0.7, 1.3),
+    fillers=_scale_fillers,
+    opencv_deviation=_two_bottom_scale_bias,
+    opencv_tested=True,
 )
-
-
-@register(SAME_SHAPE_TYPES, "shape")
-def _same_shape(node: Node, inputs: list[Shape]) -> LayerShapes:
-    (shape,) = inputs
-    return LayerShapes([shape], [])
-
-
-@register("Softmax", "shape")
-def _softmax(node: Node, inputs: list[Shape]) -> LayerShapes:
-    (shape,) = inputs
-    canonical_axis(int(node.param.softmax_param.axis), len(shape))
-    return LayerShapes([shape], [])
-
-
-@register(("Exp", "Log"), "shape")
-def _exp_log(node: Node, inputs: list[Shape]) -> LayerShapes:
-    (shape,) = inputs
-    p = node.param.exp_param if node.type == "Exp" else node.param.log_param
-    if p.base != -1 and not p.base > 0:
-        raise ValueError(f"base {p.base:g} must be positive (or -1 for e)")
-    if node.type == "Log" and p.base == 1:
-        raise ValueError("base 1 has no logarithm to divide by")
-    return LayerShapes([shape], [])
-
-
-@register("Clip", "shape")
-def _clip(node: Node, inputs: list[Shape]) -> LayerShapes:
-    (shape,) = inputs
-    p = node.param.clip_param
-    if not (p.HasField("min") and p.HasField("max")):
-        raise ValueError("clip_param needs both min and max")
-    return LayerShapes([shape], [])
-
-
-@register("PReLU", "shape")
-def _prelu(node: Node, inputs: list[Shape]) -> LayerShapes:
-    (shape,) = inputs
-    if len(shape) < 2:
-        raise ValueError("PReLU needs a bottom with at least 2 axes")
-    slopes = () if node.param.prelu_param.channel_shared else (shape[1],)
-    return LayerShapes([shape], [slopes])  # one slope per channel, or a 0-axis blob
-
-
-# Caffe computes these constants in float32 at set-up; both back ends use the same values.
-def power_constant(power: float, shift: float) -> float:
-    """PowerLayer's output when scale or power is 0: 1 for power 0, else shift ** power."""
-    return 1.0 if power == 0 else float(np.float32(shift) ** np.float32(power))
-
-
-def exp_constants(base: float, scale: float, shift: float) -> tuple[float, float]:
-    """ExpLayer's y = outer * exp(inner * x): inner = ln(base) * scale, outer = base ** shift."""
-    log_base = np.float32(1) if base == -1 else np.log(np.float32(base))
-    outer = (
-        np.float32(1)
-        if shift == 0
-        else (np.exp(np.float32(shift)) if base == -1 else np.float32(base) ** np.float32(shift))
-    )
-    return float(np.float32(log_base * np.float32(scale))), float(outer)
-
-
-def log_base_scale(base: float) -> float:
-    """Caffe's LogLayer multiplies ln(.) by 1 / ln(base)."""
-    return 1.0 if base == -1 else float(np.float32(1) / np.log(np.float32(base)))
+describe("Bias", starting_values=normal(0.2))
+describe("Eltwise", opencv_tested=True)

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..ir.graph import Node, Shape
 from ..proto import caffe_pb2
-from ..registry import LayerShapes, register
+from ..registry import LayerShapes, describe, register
 
 
 def batch_norm_channels(shape: Shape) -> int:
@@ -53,3 +53,24 @@ def stored_statistics(node: Node) -> tuple[np.ndarray, np.ndarray]:
     mean = factor * node.blobs[0].astype(np.float32)
     var = factor * node.blobs[1].astype(np.float32)
     return mean, np.sqrt(var + np.float32(node.param.batch_norm_param.eps))
+
+
+def _batch_norm_starts(shapes: list[Shape], rng: np.random.Generator) -> list[np.ndarray]:
+    """Statistics stored times a factor f (blob 2), as Caffe stores them."""
+    (c,) = shapes[0]
+    factor = np.float32(rng.uniform(0.5, 2.0))
+    mean = rng.normal(0.0, 0.5, c).astype(np.float32) * factor
+    var = rng.uniform(0.5, 2.0, c).astype(np.float32) * factor
+    return [mean, var, np.array([factor], dtype=np.float32)][: len(shapes)]
+
+
+def _mvn_eps(node: Node) -> str | None:
+    p = node.param.mvn_param
+    if p.normalize_variance and p.eps >= 1e-6:
+        # Negligible at the default eps (1e-9); visible once eps nears the variance.
+        return "OpenCV adds MVN eps to the variance, Caffe to the standard deviation"
+    return None
+
+
+describe("BatchNorm", starting_values=_batch_norm_starts, opencv_tested=True)
+describe("MVN", opencv_deviation=_mvn_eps, opencv_tested=True)

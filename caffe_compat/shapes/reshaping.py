@@ -1,4 +1,5 @@
-"""Shape rules for the layers that cut, reshape or repeat blobs: Slice, Reshape, Crop, Tile."""
+"""Shape rules for the layers that route, cut, reshape or repeat blobs: Split, Concat, Flatten,
+Slice, Reshape, Crop, Tile."""
 
 from __future__ import annotations
 
@@ -6,8 +7,43 @@ import itertools
 import math
 
 from ..ir.graph import Node, Shape
-from ..registry import LayerShapes, register
+from ..registry import LayerShapes, describe, register
 from .geometry import canonical_axis
+
+
+@register("Flatten", "shape")
+def _flatten(node: Node, inputs: list[Shape]) -> LayerShapes:
+    (shape,) = inputs
+    p = node.param.flatten_param
+    start = canonical_axis(int(p.axis), len(shape))
+    end = canonical_axis(int(p.end_axis), len(shape), "end_axis")
+    if end < start:
+        raise ValueError(f"end_axis {p.end_axis} comes before axis {p.axis}")
+    flat = math.prod(shape[start : end + 1])
+    return LayerShapes([(*shape[:start], flat, *shape[end + 1 :])], [])
+
+
+@register("Concat", "shape")
+def _concat(node: Node, inputs: list[Shape]) -> LayerShapes:
+    p = node.param.concat_param
+    first = inputs[0]
+    if p.HasField("concat_dim") and not p.HasField("axis"):
+        axis = int(p.concat_dim)
+    else:
+        axis = canonical_axis(int(p.axis), len(first))
+    for other in inputs[1:]:
+        if len(other) != len(first) or any(
+            a != b for i, (a, b) in enumerate(zip(first, other)) if i != axis
+        ):
+            raise ValueError(f"bottoms {list(first)} and {list(other)} differ off axis {axis}")
+    total = sum(s[axis] for s in inputs)
+    return LayerShapes([(*first[:axis], total, *first[axis + 1 :])], [])
+
+
+@register("Split", "shape")
+def _split(node: Node, inputs: list[Shape]) -> LayerShapes:
+    (shape,) = inputs
+    return LayerShapes([shape] * len(node.outputs), [])
 
 
 def slice_axis(node: Node, ndim: int) -> int:
@@ -120,3 +156,6 @@ def _tile(node: Node, inputs: list[Shape]) -> LayerShapes:
     if not p.HasField("tiles") or p.tiles <= 0:
         raise ValueError("tiles must be set and positive")
     return LayerShapes([(*shape[:axis], shape[axis] * int(p.tiles), *shape[axis + 1 :])], [])
+
+
+describe(("Concat", "Crop", "Flatten", "Reshape", "Slice", "Split"), opencv_tested=True)

@@ -162,7 +162,7 @@ def _check(node: Node) -> str | None:
             f"eta {s.eta:g} < 1 with nms_threshold {s.nms_threshold:g} > 0.5 changes the NMS "
             "threshold after every kept box, which ONNX NonMaxSuppression cannot do; export "
             "caffe_compat.detection_post.split_detection_output(graph) and finish with "
-            "caffe_compat.detection_post.detection_output"
+            "caffe_compat.converters.torch.detection_post.detection_output"
         )
     return None
 

@@ -1,119 +1,81 @@
-"""Elementwise layers as ONNX ops, with Caffe's formulas and float32 constants."""
+"""Scale and Bias as Mul/Add with operands reshaped to broadcast; Eltwise as Add/Mul/Max chains."""
 
 from __future__ import annotations
 
-from onnx import TensorProto
+import numpy as np
 
 from ...ir.graph import Node
 from ...ir.infer import require_weights
+from ...proto import caffe_pb2
 from ...registry import register
-from ...shapes.elementwise import exp_constants, log_base_scale, power_constant
+from ...shapes.elementwise import operand_axis
 from ._base import OnnxContext, OnnxOut
 
-
-class _Chain:
-    """Build ``x -> op -> op ...`` one step at a time; the last step writes the layer's top."""
-
-    def __init__(self, ctx: OnnxContext) -> None:
-        self.ctx, self.value, self.nodes, self.inits = ctx, ctx.inputs[0], [], []
-
-    def const(self, name: str, value: float) -> str:
-        self.inits.append(self.ctx.tensor(name, value))
-        return self.inits[-1].name
-
-    def step(self, op: str, *others: str, **attrs) -> _Chain:
-        suffix = f"{op.lower()}{len(self.nodes)}"
-        out = self.ctx.name(suffix)
-        self.nodes.append(self.ctx.op(op, [self.value, *others], [out], suffix, **attrs))
-        self.value = out
-        return self
-
-    def done(self) -> OnnxOut:
-        if not self.nodes:
-            self.nodes.append(self.ctx.op("Identity", [self.value], [self.ctx.outputs[0]]))
-        else:  # rename the last step's output to the top
-            self.nodes[-1].output[0] = self.ctx.outputs[0]
-            self.nodes[-1].name = self.ctx.node.name
-        return OnnxOut(self.nodes, self.inits)
+Op = caffe_pb2.EltwiseParameter
 
 
-def _scale_shift(c: _Chain, scale: float, shift: float) -> _Chain:
-    if scale != 1:
-        c.step("Mul", c.const("scale", scale))
-    if shift != 0:
-        c.step("Add", c.const("shift", shift))
-    return c
+def _affine(node: Node, ctx: OnnxContext, kind: str, axis: int, extra_bias: bool) -> OnnxOut:
+    shapes = ctx.in_shapes
+    if len(shapes) == 1 or extra_bias:
+        require_weights(node)
+    blobs = list(node.blobs)
+    operand = shapes[1] if len(shapes) > 1 else tuple(blobs[0].shape)
+    trailing = (1,) * (len(shapes[0]) - operand_axis(shapes[0], operand, axis) - len(operand))
+    nodes, inits, names = [], [], {}
+    if len(shapes) == 1:
+        inits.append(ctx.tensor(kind, blobs.pop(0).reshape(*operand, *trailing)))
+        names[kind] = inits[-1].name
+    else:  # the second bottom: keep its axes (0 copies them, batch included), append 1s
+        target = ctx.tensor("operand_shape", [0] * len(operand) + list(trailing), np.int64)
+        names[kind] = ctx.name("operand")
+        nodes.append(ctx.op("Reshape", [ctx.inputs[1], target.name], [names[kind]], "operand"))
+        inits.append(target)
+    if extra_bias:
+        inits.append(ctx.tensor("bias", blobs.pop(0).reshape(*operand, *trailing)))
+        names["bias"] = inits[-1].name
+    x, y = ctx.inputs[0], ctx.outputs[0]
+    if "scale" in names:
+        scaled = ctx.name("scaled") if "bias" in names else y
+        nodes.append(ctx.op("Mul", [x, names["scale"]], [scaled], "scale" if scaled != y else None))
+        x = scaled
+    if "bias" in names:
+        nodes.append(ctx.op("Add", [x, names["bias"]], [y]))
+    return OnnxOut(nodes, inits)
 
 
-@register("Power", "onnx")
-def _power(node: Node, ctx: OnnxContext) -> OnnxOut:
-    p = node.param.power_param
-    c = _Chain(ctx)
-    if p.power * p.scale == 0:  # Caffe ignores the input
-        value = ctx.tensor("value", [power_constant(p.power, p.shift)])
-        return c.step("Shape").step("ConstantOfShape", value=value).done()
-    _scale_shift(c, p.scale, p.shift)
-    return (c.step("Pow", c.const("power", p.power)) if p.power != 1 else c).done()
+@register("Scale", "onnx")
+def _scale(node: Node, ctx: OnnxContext) -> OnnxOut:
+    p = node.param.scale_param
+    return _affine(node, ctx, "scale", int(p.axis), bool(p.bias_term))
 
 
-@register("Exp", "onnx")
-def _exp(node: Node, ctx: OnnxContext) -> OnnxOut:
-    p = node.param.exp_param
-    inner, outer = exp_constants(p.base, p.scale, p.shift)
-    c = _scale_shift(_Chain(ctx), inner, 0).step("Exp")
-    return (c.step("Mul", c.const("outer", outer)) if outer != 1 else c).done()
+@register("Bias", "onnx")
+def _bias(node: Node, ctx: OnnxContext) -> OnnxOut:
+    return _affine(node, ctx, "bias", int(node.param.bias_param.axis), False)
 
 
-@register("Log", "onnx")
-def _log(node: Node, ctx: OnnxContext) -> OnnxOut:
-    p = node.param.log_param
-    c = _scale_shift(_Chain(ctx), p.scale, p.shift).step("Log")
-    base_scale = log_base_scale(p.base)
-    return (c.step("Mul", c.const("base_scale", base_scale)) if base_scale != 1 else c).done()
-
-
-@register("Threshold", "onnx")
-def _threshold(node: Node, ctx: OnnxContext) -> OnnxOut:
-    c = _Chain(ctx)
-    c.step("Greater", c.const("threshold", node.param.threshold_param.threshold))
-    return c.step("Cast", to=TensorProto.FLOAT).done()
-
-
-@register("Clip", "onnx")
-def _clip(node: Node, ctx: OnnxContext) -> OnnxOut:
-    p = node.param.clip_param
-    c = _Chain(ctx)
-    return c.step("Min", c.const("max", p.max)).step("Max", c.const("min", p.min)).done()
-
-
-@register("Swish", "onnx")
-def _swish(node: Node, ctx: OnnxContext) -> OnnxOut:
-    x, c = ctx.inputs[0], _Chain(ctx)
-    _scale_shift(c, node.param.swish_param.beta, 0).step("Sigmoid")
-    return c.step("Mul", x).done()
-
-
-_SIMPLE = {"AbsVal": "Abs", "Sigmoid": "Sigmoid", "TanH": "Tanh", "BNLL": "Softplus"}
-
-
-@register(tuple(_SIMPLE), "onnx")
-def _simple(node: Node, ctx: OnnxContext) -> OnnxOut:
-    return OnnxOut([ctx.op(_SIMPLE[node.type], ctx.inputs, ctx.outputs)])
-
-
-@register("ELU", "onnx")
-def _elu(node: Node, ctx: OnnxContext) -> OnnxOut:
-    return OnnxOut(
-        [ctx.op("Elu", ctx.inputs, ctx.outputs, alpha=float(node.param.elu_param.alpha))]
-    )
-
-
-@register("PReLU", "onnx")
-def _prelu(node: Node, ctx: OnnxContext) -> OnnxOut:
-    require_weights(node)
-    shared = node.param.prelu_param.channel_shared
-    trailing = (1,) * (len(ctx.in_shapes[0]) - 2)  # slopes run along axis 1
-    slope = ctx.tensor(
-        "slope", node.blobs[0].reshape(1) if shared else node.blobs[0].reshape(-1, *trailing)
-    )
-    return OnnxOut([ctx.op("PRelu", [ctx.inputs[0], slope.name], ctx.outputs)], [slope])
+@register("Eltwise", "onnx")
+def _eltwise(node: Node, ctx: OnnxContext) -> OnnxOut:
+    p = node.param.eltwise_param
+    xs, y = ctx.inputs, ctx.outputs[0]
+    if p.operation == Op.MAX:
+        return OnnxOut([ctx.op("Max", xs, [y])])
+    nodes, inits = [], []
+    if p.operation == Op.SUM and any(c != 1 for c in p.coeff):
+        terms = []
+        for i, (x, c) in enumerate(zip(xs, p.coeff)):
+            if c == 1:
+                terms.append(x)
+                continue
+            coeff = ctx.tensor(f"coeff{i}", c)
+            terms.append(ctx.name(f"term{i}"))
+            nodes.append(ctx.op("Mul", [x, coeff.name], [terms[-1]], f"term{i}"))
+            inits.append(coeff)
+        xs = terms
+    op = "Mul" if p.operation == Op.PROD else "Add"
+    acc = xs[0]
+    for i, x in enumerate(xs[1:], start=1):
+        out = y if i == len(xs) - 1 else ctx.name(f"acc{i}")
+        nodes.append(ctx.op(op, [acc, x], [out], None if out == y else f"acc{i}"))
+        acc = out
+    return OnnxOut(nodes, inits)

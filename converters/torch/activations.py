@@ -1,12 +1,21 @@
-"""Weight-free elementwise layers: ReLU, Dropout (inference), and their simple kin."""
+"""The one-bottom pointwise layers with Caffe's formulas: ReLU, Dropout (inference), Power, Exp,
+Log, AbsVal, Sigmoid, TanH, ELU, BNLL, Threshold, Clip, Swish and PReLU. Constants are rounded to
+float32 the way Caffe computes them (shapes/activations.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ...ir.graph import Node
+from ...ir.infer import require_weights
 from ...registry import register
-from ._base import TorchContext
+from ...shapes.activations import exp_constants, log_base_scale, power_constant
+from ._base import TorchContext, parameter
 
 
 @register("ReLU", "torch")
@@ -19,3 +28,96 @@ def _relu(node: Node, ctx: TorchContext) -> nn.Module:
 def _dropout(node: Node, ctx: TorchContext) -> nn.Module:
     # Caffe scales by 1/(1-ratio) while training, so inference is the identity.
     return nn.Identity()
+
+
+class Pointwise(nn.Module):
+    """``fn(x, *constants)`` for a module-level ``fn`` (so the module pickles and exports)."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], *constants: float) -> None:
+        super().__init__()
+        self.fn, self.constants = fn, constants
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x, *self.constants)
+
+
+def _power(x: torch.Tensor, power: float, scale: float, shift: float) -> torch.Tensor:
+    if power * scale == 0:  # Caffe ignores the input
+        return torch.full_like(x, power_constant(power, shift))
+    y = x * scale if scale != 1 else x
+    y = y + shift if shift != 0 else y
+    return y.pow(power) if power != 1 else y
+
+
+def _exp(x: torch.Tensor, inner: float, outer: float) -> torch.Tensor:
+    y = torch.exp(x * inner if inner != 1 else x)
+    return y * outer if outer != 1 else y
+
+
+def _log(x: torch.Tensor, scale: float, shift: float, base_scale: float) -> torch.Tensor:
+    y = torch.log(x * scale + shift if (scale, shift) != (1, 0) else x)
+    return y * base_scale if base_scale != 1 else y
+
+
+def _threshold(x: torch.Tensor, t: float) -> torch.Tensor:
+    return (x > t).to(x.dtype)
+
+
+def _clip(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    return torch.clamp(torch.clamp(x, max=high), min=low)  # Caffe: max(low, min(x, high))
+
+
+def _swish(x: torch.Tensor, beta: float) -> torch.Tensor:
+    return x * torch.sigmoid(x * beta)
+
+
+@register("Power", "torch")
+def _power_layer(node: Node, ctx: TorchContext) -> nn.Module:
+    p = node.param.power_param
+    return Pointwise(_power, float(p.power), float(p.scale), float(p.shift))
+
+
+@register("Exp", "torch")
+def _exp_layer(node: Node, ctx: TorchContext) -> nn.Module:
+    p = node.param.exp_param
+    return Pointwise(_exp, *exp_constants(p.base, p.scale, p.shift))
+
+
+@register("Log", "torch")
+def _log_layer(node: Node, ctx: TorchContext) -> nn.Module:
+    p = node.param.log_param
+    return Pointwise(_log, float(p.scale), float(p.shift), log_base_scale(p.base))
+
+
+_SIMPLE: dict[str, Callable[[Node], nn.Module]] = {
+    "AbsVal": lambda n: Pointwise(torch.abs),
+    "Sigmoid": lambda n: nn.Sigmoid(),
+    "TanH": lambda n: nn.Tanh(),
+    "ELU": lambda n: nn.ELU(float(n.param.elu_param.alpha)),
+    "BNLL": lambda n: nn.Softplus(),  # log(1 + e^x), stable on both sides as Caffe's
+    "Threshold": lambda n: Pointwise(_threshold, float(n.param.threshold_param.threshold)),
+    "Clip": lambda n: Pointwise(
+        _clip, float(n.param.clip_param.min), float(n.param.clip_param.max)
+    ),
+    "Swish": lambda n: Pointwise(_swish, float(n.param.swish_param.beta)),
+}
+
+
+@register(tuple(_SIMPLE), "torch")
+def _simple(node: Node, ctx: TorchContext) -> nn.Module:
+    return _SIMPLE[node.type](node)
+
+
+class PReLU(nn.Module):
+    def __init__(self, slopes: np.ndarray) -> None:
+        super().__init__()
+        self.slopes = parameter(slopes.reshape(-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.prelu(x, self.slopes)
+
+
+@register("PReLU", "torch")
+def _prelu(node: Node, ctx: TorchContext) -> nn.Module:
+    require_weights(node)
+    return PReLU(node.blobs[0])

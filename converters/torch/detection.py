@@ -6,13 +6,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...detection_post import detect
 from ...ir.graph import Node, Shape
 from ...ir.infer import require_weights
 from ...proto import caffe_pb2
 from ...registry import register
 from ...shapes.detection import detection_settings, permute_order, prior_boxes
 from ._base import TorchContext, buffer
+from .detection_post import detect
 
 
 class Permute(nn.Module):

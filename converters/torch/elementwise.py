@@ -1,110 +1,97 @@
-"""Elementwise layers with Caffe's formulas: Power, Exp, Log, AbsVal, Sigmoid, TanH, ELU, BNLL,
-Threshold, Clip, Swish and PReLU. Constants are rounded to float32 the way Caffe computes them."""
+"""Scale, Bias (learned operand or ``bottom[1]``) and Eltwise (SUM with coefficients, PROD, MAX)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...ir.graph import Node
 from ...ir.infer import require_weights
+from ...proto import caffe_pb2
 from ...registry import register
-from ...shapes.elementwise import exp_constants, log_base_scale, power_constant
+from ...shapes.elementwise import operand_axis
 from ._base import TorchContext, parameter
 
+Op = caffe_pb2.EltwiseParameter
 
-class Pointwise(nn.Module):
-    """``fn(x, *constants)`` for a module-level ``fn`` (so the module pickles and exports)."""
 
-    def __init__(self, fn: Callable[..., torch.Tensor], *constants: float) -> None:
+class Affine(nn.Module):
+    """``x * scale + bias``; each operand covers axes ``[axis, axis + k)`` of ``x`` and is a
+    learned blob, the second bottom (``from_bottom`` names which), or absent."""
+
+    def __init__(
+        self,
+        trailing: int,
+        scale: np.ndarray | None = None,
+        bias: np.ndarray | None = None,
+        from_bottom: str | None = None,
+    ) -> None:
         super().__init__()
-        self.fn, self.constants = fn, constants
+        self.trailing = (1,) * trailing  # axes of x after the operand's, for broadcasting
+        self.register_parameter("scale", None if scale is None else parameter(scale))
+        self.register_parameter("bias", None if bias is None else parameter(bias))
+        self.from_bottom = from_bottom
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x, *self.constants)
+    def _fit(self, operand: torch.Tensor) -> torch.Tensor:
+        return operand.reshape(*operand.shape, *self.trailing)
 
-
-def _power(x: torch.Tensor, power: float, scale: float, shift: float) -> torch.Tensor:
-    if power * scale == 0:  # Caffe ignores the input
-        return torch.full_like(x, power_constant(power, shift))
-    y = x * scale if scale != 1 else x
-    y = y + shift if shift != 0 else y
-    return y.pow(power) if power != 1 else y
-
-
-def _exp(x: torch.Tensor, inner: float, outer: float) -> torch.Tensor:
-    y = torch.exp(x * inner if inner != 1 else x)
-    return y * outer if outer != 1 else y
+    def forward(self, x: torch.Tensor, *other: torch.Tensor) -> torch.Tensor:
+        scale = other[0] if self.from_bottom == "scale" else self.scale
+        bias = other[0] if self.from_bottom == "bias" else self.bias
+        y = x if scale is None else x * self._fit(scale)
+        return y if bias is None else y + self._fit(bias)
 
 
-def _log(x: torch.Tensor, scale: float, shift: float, base_scale: float) -> torch.Tensor:
-    y = torch.log(x * scale + shift if (scale, shift) != (1, 0) else x)
-    return y * base_scale if base_scale != 1 else y
+def _affine(node: Node, ctx: TorchContext, kind: str, axis: int, extra_bias: bool) -> Affine:
+    shapes = ctx.in_shapes
+    if len(shapes) == 1 or extra_bias:
+        require_weights(node)
+    blobs = list(node.blobs)
+    operand = shapes[1] if len(shapes) > 1 else tuple(blobs[0].shape)
+    trailing = len(shapes[0]) - operand_axis(shapes[0], operand, axis) - len(operand)
+    own = {kind: blobs.pop(0)} if len(shapes) == 1 else {}
+    if extra_bias:
+        own["bias"] = blobs.pop(0)
+    return Affine(trailing, **own, from_bottom=kind if len(shapes) > 1 else None)
 
 
-def _threshold(x: torch.Tensor, t: float) -> torch.Tensor:
-    return (x > t).to(x.dtype)
+@register("Scale", "torch")
+def _scale(node: Node, ctx: TorchContext) -> nn.Module:
+    p = node.param.scale_param
+    return _affine(node, ctx, "scale", int(p.axis), bool(p.bias_term))
 
 
-def _clip(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    return torch.clamp(torch.clamp(x, max=high), min=low)  # Caffe: max(low, min(x, high))
+@register("Bias", "torch")
+def _bias(node: Node, ctx: TorchContext) -> nn.Module:
+    return _affine(node, ctx, "bias", int(node.param.bias_param.axis), False)
 
 
-def _swish(x: torch.Tensor, beta: float) -> torch.Tensor:
-    return x * torch.sigmoid(x * beta)
-
-
-@register("Power", "torch")
-def _power_layer(node: Node, ctx: TorchContext) -> nn.Module:
-    p = node.param.power_param
-    return Pointwise(_power, float(p.power), float(p.scale), float(p.shift))
-
-
-@register("Exp", "torch")
-def _exp_layer(node: Node, ctx: TorchContext) -> nn.Module:
-    p = node.param.exp_param
-    return Pointwise(_exp, *exp_constants(p.base, p.scale, p.shift))
-
-
-@register("Log", "torch")
-def _log_layer(node: Node, ctx: TorchContext) -> nn.Module:
-    p = node.param.log_param
-    return Pointwise(_log, float(p.scale), float(p.shift), log_base_scale(p.base))
-
-
-_SIMPLE: dict[str, Callable[[Node], nn.Module]] = {
-    "AbsVal": lambda n: Pointwise(torch.abs),
-    "Sigmoid": lambda n: nn.Sigmoid(),
-    "TanH": lambda n: nn.Tanh(),
-    "ELU": lambda n: nn.ELU(float(n.param.elu_param.alpha)),
-    "BNLL": lambda n: nn.Softplus(),  # log(1 + e^x), stable on both sides as Caffe's
-    "Threshold": lambda n: Pointwise(_threshold, float(n.param.threshold_param.threshold)),
-    "Clip": lambda n: Pointwise(
-        _clip, float(n.param.clip_param.min), float(n.param.clip_param.max)
-    ),
-    "Swish": lambda n: Pointwise(_swish, float(n.param.swish_param.beta)),
-}
-
-
-@register(tuple(_SIMPLE), "torch")
-def _simple(node: Node, ctx: TorchContext) -> nn.Module:
-    return _SIMPLE[node.type](node)
-
-
-class PReLU(nn.Module):
-    def __init__(self, slopes: np.ndarray) -> None:
+class Eltwise(nn.Module):
+    def __init__(self, operation: int, coeffs: list[float]) -> None:
         super().__init__()
-        self.slopes = parameter(slopes.reshape(-1))
+        self.operation, self.coeffs = operation, coeffs
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.prelu(x, self.slopes)
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        if self.operation == Op.PROD:
+            y = xs[0] * xs[1]
+            for x in xs[2:]:
+                y = y * x
+            return y
+        if self.operation == Op.MAX:
+            y = torch.maximum(xs[0], xs[1])
+            for x in xs[2:]:
+                y = torch.maximum(y, x)
+            return y
+        terms = [x if c == 1 else x * c for x, c in zip(xs, self.coeffs)]
+        y = terms[0]
+        for t in terms[1:]:
+            y = y + t
+        return y
 
 
-@register("PReLU", "torch")
-def _prelu(node: Node, ctx: TorchContext) -> nn.Module:
-    require_weights(node)
-    return PReLU(node.blobs[0])
+@register("Eltwise", "torch")
+def _eltwise(node: Node, ctx: TorchContext) -> nn.Module:
+    p = node.param.eltwise_param
+    coeffs = [float(c) for c in p.coeff] or [1.0] * len(node.inputs)
+    return Eltwise(int(p.operation), coeffs)

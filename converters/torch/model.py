@@ -11,6 +11,7 @@ from ... import registry
 from ...errors import CaffeCompatError
 from ...ir.graph import Graph
 from ._base import TorchContext
+from .numerics import DEFAULT, apply_precision, check_precision
 
 
 def module_key(layer_name: str) -> str:
@@ -24,9 +25,12 @@ class CaffeNet(nn.Module):
     ``model(x)`` returns the net's output tensor (or a dict when it has several);
     ``model(x, outputs=["fc7", "prob"])`` returns the named blobs (Caffe semantics: the value after
     in-place layers) or values (``"conv1@conv1"``, before the in-place ReLU) as a dict.
+
+    ``precision`` (see ``numerics``) is this model's numeric mode on CUDA: ``exact`` (default),
+    ``fp32``, ``tf32`` or ``fp16``; change it with :meth:`set_precision`.
     """
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, *, precision: str = DEFAULT) -> None:
         super().__init__()
         registry.preflight(graph, ["torch"])
         self.graph = graph
@@ -50,7 +54,16 @@ class CaffeNet(nn.Module):
                 ) from None
             self._keys.append(key)
         self._last_use = self._compute_last_use()
+        self.precision = DEFAULT
         self.eval()
+        if precision != DEFAULT:
+            self.set_precision(precision)
+
+    def set_precision(self, precision: str) -> CaffeNet:
+        """Switch the numeric mode (this model only); fp16 casts the weights to half."""
+        apply_precision(self, check_precision(precision))
+        self.precision = precision
+        return self
 
     def _compute_last_use(self) -> dict[str, int]:
         last: dict[str, int] = {}
@@ -76,6 +89,9 @@ class CaffeNet(nn.Module):
         **kwargs: torch.Tensor,
     ) -> torch.Tensor | dict[str, torch.Tensor]:
         feeds = self._feeds(args, kwargs)
+        half = self.precision == "fp16"
+        if half:
+            feeds = {k: v.half() for k, v in feeds.items()}
         wanted_names = list(outputs) if outputs is not None else self.output_names
         try:
             wanted = {name: self.graph.resolve(name) for name in wanted_names}
@@ -92,11 +108,14 @@ class CaffeNet(nn.Module):
             for value in node.inputs:
                 if self._last_use.get(value) == index and value not in keep:
                     env.pop(value, None)
+        result = {name: env[value] for name, value in wanted.items()}
+        if half:
+            result = {name: t.float() if t.is_floating_point() else t for name, t in result.items()}
         if outputs is None and len(self.output_names) == 1:
-            return env[self.output_names[0]]
-        return {name: env[value] for name, value in wanted.items()}
+            return result[next(iter(result))]
+        return result
 
 
-def to_torch(graph: Graph) -> CaffeNet:
+def to_torch(graph: Graph, *, precision: str = DEFAULT) -> CaffeNet:
     """Build the eval-mode PyTorch module for a graph whose weights are attached."""
-    return CaffeNet(graph)
+    return CaffeNet(graph, precision=precision)

@@ -28,7 +28,7 @@ def test_demo_converts_and_verifies_both_nets_against_opencv(cv2_caffe, tmp_path
 
 def test_demo_without_opencv_4_says_it_is_only_an_export_check(tmp_path, capsys, monkeypatch):
     """OpenCV 5 users have no Caffe reader: the demo still runs and says what it compared."""
-    import caffe_compat.verify as verify_module
+    import caffe_compat.verify.opencv as verify_module
 
     monkeypatch.setattr(verify_module, "opencv_caffe_available", lambda: "OpenCV 5 (simulated)")
     assert main(["demo", "--out", str(tmp_path / "demo"), "--batch", "4"]) == 0

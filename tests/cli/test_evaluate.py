@@ -64,7 +64,7 @@ def dataset(tmp_path):
 
 @pytest.fixture
 def stand_in(monkeypatch):
-    monkeypatch.setattr("caffe_compat.predict.Predictor", StandIn)
+    monkeypatch.setattr("caffe_compat.app.predictor.Predictor", StandIn)
 
 
 def test_json_both_crops_and_confusion(dataset, stand_in, tmp_path, capsys):

@@ -11,8 +11,8 @@ import pytest
 from caffe_compat.cli.main import main
 from caffe_compat.io import read_weights, write_caffemodel, write_hdf5
 from caffe_compat.io.writer import definitions_only
-from caffe_compat.load import load_net
-from caffe_compat.synth import synthesize
+from caffe_compat.ir.load import load_net
+from caffe_compat.tools.synth import synthesize
 
 AGE_PARAMS = {
     "conv1": ["96x3x7x7", "96"],

@@ -10,8 +10,8 @@ from caffe_compat.cli.main import main
 from caffe_compat.io import load_prototxt, write_caffemodel
 from caffe_compat.io.upgrade import upgrade_net
 from caffe_compat.io.writer import definitions_only
-from caffe_compat.load import load_net
-from caffe_compat.synth import synthesize
+from caffe_compat.ir.load import load_net
+from caffe_compat.tools.synth import synthesize
 
 OFFICIAL = [
     "deploy_age.prototxt",

@@ -20,18 +20,18 @@ import pytest
 from _harness import parity_devices
 
 from caffe_compat.converters.onnx.export import to_onnx
-from caffe_compat.detection_post import (
-    canonical_detections,
+from caffe_compat.converters.torch.detection_post import (
     detection_output,
     head_inputs,
     split_detection_output,
 )
 from caffe_compat.errors import NetDefinitionError, UnsupportedLayersError
-from caffe_compat.inputs import feeds_for
 from caffe_compat.io.writer import definitions_only, write_caffemodel
-from caffe_compat.load import load_net
-from caffe_compat.synth import synthesize
-from caffe_compat.verify.runners import run_onnxruntime, run_torch
+from caffe_compat.ir.load import load_net
+from caffe_compat.tools.synth import synthesize
+from caffe_compat.verify.backends import run_onnxruntime, run_torch
+from caffe_compat.verify.detections import canonical_detections
+from caffe_compat.verify.inputs import feeds_for
 
 F32 = np.float32
 DATA = Path(__file__).parent / "data"

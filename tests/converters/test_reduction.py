@@ -1,5 +1,5 @@
-"""Layers that reduce or normalise over an axis: ArgMax and Reduction (OpenCV 4's Caffe reader
-has neither: numpy versions of Caffe's formulas are the reference) and Softmax over any axis."""
+"""ArgMax and Reduction (OpenCV 4's Caffe reader has neither: numpy versions of Caffe's formulas are
+the reference)."""
 
 from __future__ import annotations
 
@@ -93,17 +93,3 @@ def test_reduction(layer_check, params, fn):
         f'layer {{ name: "r" type: "Reduction" bottom: "data" top: "r" reduction_param {{ {params} }} }}'
     )
     layer_check(prototxt, lambda i, w: {"r": fn(i["data"].astype(np.float64))}, opencv=False)
-
-
-@pytest.mark.parametrize("axis", [0, 1, 2, 3, -1, -2])
-def test_softmax_over_any_axis(layer_check, axis):
-    prototxt = net(
-        f'layer {{ name: "sm" type: "Softmax" bottom: "data" top: "sm" softmax_param {{ axis: {axis} }} }}'
-    )
-
-    def expected(inputs, w):
-        x = inputs["data"].astype(np.float64)
-        e = np.exp(x - x.max(axis=axis, keepdims=True))
-        return {"sm": e / e.sum(axis=axis, keepdims=True)}
-
-    layer_check(prototxt, expected)

@@ -1,5 +1,5 @@
-"""Slice, Reshape, Crop and Tile against OpenCV 4 (which compares a layer's first top only, and
-has no Caffe Tile) and numpy versions of Caffe's slice, reshape, crop and tile layers."""
+"""Split, Concat, Flatten, Slice, Reshape, Crop and Tile against OpenCV 4 (it has no Tile) and numpy
+versions of Caffe's formulas."""
 
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ def test_tile(layer_check, params, axis, tiles):
 )
 def test_invalid_settings_fail_at_load(tmp_path, body):
     from caffe_compat.errors import NetDefinitionError
-    from caffe_compat.load import load_net
+    from caffe_compat.ir.load import load_net
 
     (tmp_path / "n.prototxt").write_text(net(body))
     with pytest.raises(NetDefinitionError, match="layer"):
@@ -182,9 +182,9 @@ def test_every_family_exports_with_a_dynamic_batch(tmp_path):
 
     from caffe_compat.converters.onnx.export import to_onnx
     from caffe_compat.converters.torch.model import CaffeNet
-    from caffe_compat.load import load_net
-    from caffe_compat.synth import synthesize
-    from caffe_compat.verify.runners import run_onnxruntime
+    from caffe_compat.ir.load import load_net
+    from caffe_compat.tools.synth import synthesize
+    from caffe_compat.verify.backends import run_onnxruntime
 
     (tmp_path / "n.prototxt").write_text(net(COMPOSITE))
     loaded = load_net(tmp_path / "n.prototxt")
@@ -215,3 +215,54 @@ def test_every_family_exports_with_a_dynamic_batch(tmp_path):
             assert a.shape[0] == n and a.shape == b.shape
             np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(ort[name], a.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_split_concat_flatten(layer_parity):
+    layer_parity(
+        net(
+            'layer { name: "split" type: "Split" bottom: "data" top: "a" top: "b" }\n'
+            'layer { name: "cat" type: "Concat" bottom: "a" bottom: "b" top: "cat" }\n'
+            'layer { name: "flat" type: "Flatten" bottom: "cat" top: "flat" }'
+        )
+    )
+
+
+CONCAT = 'layer {{ name: "in" type: "Input" top: "a" top: "b" top: "c" input_param {{ {} }} }}\n'
+
+
+@pytest.mark.parametrize(
+    ("params", "axis"),
+    [("axis: 0", 0), ("axis: 2", 2), ("axis: 3", 3), ("axis: -1", 3), ("concat_dim: 2", 2)],
+)
+def test_concat_axis(layer_check, params, axis):
+    sizes = (1, 2, 3) if axis else (2, 2, 2)
+    shapes = []
+    for n in sizes:
+        dims = [2, 5, 7, 9]
+        dims[axis] = n
+        shapes.append("shape { " + " ".join(f"dim: {d}" for d in dims) + " }")
+    prototxt = (
+        CONCAT.format(" ".join(shapes))
+        + f'layer {{ name: "cat" type: "Concat" bottom: "a" bottom: "b" bottom: "c" top: "cat" concat_param {{ {params} }} }}'
+    )
+    expected = lambda i, w: {"cat": np.concatenate([i["a"], i["b"], i["c"]], axis=axis)}  # noqa: E731
+    layer_check(prototxt, expected, opencv="concat_dim" not in params)  # OpenCV: no concat_dim
+
+
+@pytest.mark.parametrize(
+    ("params", "shape"),
+    [
+        ("axis: 2", lambda n: (n, 5, 63)),
+        ("axis: 1 end_axis: 2", lambda n: (n, 35, 9)),
+        ("axis: 0 end_axis: -1", lambda n: (n * 315,)),
+        ("axis: -2 end_axis: -1", lambda n: (n, 5, 63)),
+        ("axis: 2 end_axis: 2", lambda n: (n, 5, 7, 9)),
+        ("axis: 0 end_axis: 1", lambda n: (n * 5, 7, 9)),
+    ],
+)
+def test_flatten_axes(layer_check, params, shape):
+    prototxt = net(
+        f'layer {{ name: "f" type: "Flatten" bottom: "data" top: "f" flatten_param {{ {params} }} }}'
+    )
+    expected = lambda i, w: {"f": i["data"].reshape(shape(len(i["data"])))}  # noqa: E731
+    layer_check(prototxt, expected, opencv="-" not in params)

@@ -9,7 +9,7 @@ import pytest
 from _wire_bytes import field, varint
 
 from caffe_compat.io import read_caffemodel, read_caffemodel_bytes, write_caffemodel
-from caffe_compat.load import load_net
+from caffe_compat.ir.load import load_net
 from caffe_compat.proto import caffe_pb2
 
 ENCODINGS = ["packed", "unpacked", "double"]

@@ -9,7 +9,7 @@ import pytest
 
 from caffe_compat.errors import BlobError, FileFormatError
 from caffe_compat.io import read_hdf5, read_weights, write_hdf5
-from caffe_compat.load import load_net
+from caffe_compat.ir.load import load_net
 
 
 def test_round_trip_is_exact(tmp_path, blobs):

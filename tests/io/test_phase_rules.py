@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from caffe_compat.errors import NetDefinitionError
-from caffe_compat.load import load_net
+from caffe_compat.ir.load import load_net
 
 RULES = {
     "always": "",

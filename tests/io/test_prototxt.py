@@ -9,7 +9,7 @@ from caffe_compat.errors import NetDefinitionError, PrototxtError
 from caffe_compat.io import load_prototxt, load_solver
 from caffe_compat.io.prototxt import index_layers
 from caffe_compat.io.upgrade import upgrade_net
-from caffe_compat.load import load_net
+from caffe_compat.ir.load import load_net
 from caffe_compat.proto import caffe_pb2
 
 V1 = caffe_pb2.V1LayerParameter

@@ -13,9 +13,10 @@ from caffe_compat.errors import FileFormatError, NetDefinitionError
 from caffe_compat.io import load_prototxt, read_caffemodel
 from caffe_compat.io.prototxt import parse_text
 from caffe_compat.io.upgrade import upgrade_net
-from caffe_compat.load import load_net
+from caffe_compat.ir.load import load_net
 from caffe_compat.proto import caffe_pb2
-from caffe_compat.verify.runners import run_onnxruntime, run_opencv_caffe, run_torch
+from caffe_compat.verify.backends import run_onnxruntime, run_torch
+from caffe_compat.verify.opencv import run_opencv_caffe
 
 # A small CaffeNet in the 2013 format: padding layers before conv2 and pool2, in-place relu/dropout.
 V0_NET = """

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import text_format
 
-from caffe_compat.fillers import fill
-from caffe_compat.inputs import feeds_for
 from caffe_compat.io.writer import definitions_only, write_caffemodel, write_prototxt
-from caffe_compat.load import LoadedNet, load_net
+from caffe_compat.ir.load import LoadedNet, load_net
 from caffe_compat.proto import caffe_pb2
-from caffe_compat.synth import synthesize
+from caffe_compat.tools.fillers import fill
+from caffe_compat.tools.synth import synthesize
 from caffe_compat.verify import Report, Tolerance, verify_loaded
+from caffe_compat.verify.inputs import feeds_for
 
 DATA = Path(__file__).resolve().parent / "data"
 NAMES = (

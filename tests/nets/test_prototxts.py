@@ -7,7 +7,7 @@ import math
 import pytest
 from nets import _zoo, make_prototxts
 
-from caffe_compat.load import load_net
+from caffe_compat.ir.load import load_net
 
 # Learned parameters as published (BatchNorm statistics excluded; Caffe keeps them as blobs).
 PUBLISHED_PARAMETERS = {

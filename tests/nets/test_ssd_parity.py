@@ -39,15 +39,17 @@ import onnx
 import pytest
 from _harness import parity_devices
 
-from caffe_compat import synth
 from caffe_compat.converters.onnx.export import to_onnx
-from caffe_compat.detection_post import align_detections, canonical_detections, detection_output
-from caffe_compat.inputs import feeds_for
+from caffe_compat.converters.torch.detection_post import detection_output
 from caffe_compat.io.writer import definitions_only, write_caffemodel
-from caffe_compat.load import LoadedNet, load_net
+from caffe_compat.ir.load import LoadedNet, load_net
 from caffe_compat.proto import caffe_pb2
+from caffe_compat.tools import synth
 from caffe_compat.verify import Tolerance, verify_loaded
-from caffe_compat.verify.runners import run_onnxruntime, run_opencv_caffe, run_torch
+from caffe_compat.verify.backends import run_onnxruntime, run_torch
+from caffe_compat.verify.detections import align_detections, canonical_detections
+from caffe_compat.verify.inputs import feeds_for
+from caffe_compat.verify.opencv import run_opencv_caffe
 
 PROTOTXT = Path(__file__).resolve().parent / "data" / "mobilenet_ssd.prototxt"
 F32 = np.float32

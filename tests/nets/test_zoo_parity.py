@@ -22,10 +22,11 @@ import pytest
 from _harness import parity_devices
 from nets import _zoo
 
+from caffe_compat.app.readouts import expected_age
 from caffe_compat.converters.onnx.export import to_onnx
-from caffe_compat.readouts import expected_age
 from caffe_compat.verify import Tolerance
-from caffe_compat.verify.runners import run_onnxruntime, run_opencv_caffe, run_torch
+from caffe_compat.verify.backends import run_onnxruntime, run_torch
+from caffe_compat.verify.opencv import run_opencv_caffe
 
 BATCH = 8
 BACKENDS = ("torch-cpu", "onnxruntime-cpu")

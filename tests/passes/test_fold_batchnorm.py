@@ -11,10 +11,10 @@ import pytest
 from caffe_compat.converters.onnx.export import to_onnx
 from caffe_compat.converters.torch.model import CaffeNet
 from caffe_compat.ir.graph import Graph
-from caffe_compat.load import load_net
+from caffe_compat.ir.load import load_net
 from caffe_compat.passes.fold_batchnorm import fold_batchnorm, plan
-from caffe_compat.synth import synthesize
-from caffe_compat.verify.runners import run_onnxruntime, run_torch
+from caffe_compat.tools.synth import synthesize
+from caffe_compat.verify.backends import run_onnxruntime, run_torch
 
 INPUT = 'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 5 dim: 9 dim: 11 } } }\n'
 

@@ -8,11 +8,11 @@ import dataclasses
 import numpy as np
 import onnx
 
-from caffe_compat.convert import convert
 from caffe_compat.io.writer import definitions_only, write_caffemodel
-from caffe_compat.load import load_net
+from caffe_compat.ir.load import load_net
 from caffe_compat.passes import optimize
-from caffe_compat.synth import synthesize
+from caffe_compat.tools.convert import convert
+from caffe_compat.tools.synth import synthesize
 from caffe_compat.verify import verify_loaded
 
 from .test_fold_batchnorm import RESNET_STYLE, assert_consistent

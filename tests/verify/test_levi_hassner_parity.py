@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from caffe_compat.inputs import DEFAULT_BGR_MEAN, synthetic_images
 from caffe_compat.io import read_mean, write_caffemodel, write_hdf5
 from caffe_compat.io.writer import definitions_only
-from caffe_compat.load import load_net
-from caffe_compat.synth import synthesize
+from caffe_compat.ir.load import load_net
+from caffe_compat.tools.synth import synthesize
 from caffe_compat.verify import Tolerance, verify_loaded
+from caffe_compat.verify.inputs import DEFAULT_BGR_MEAN, synthetic_images
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 

@@ -8,9 +8,9 @@ import onnxruntime as ort
 import pytest
 
 from caffe_compat.converters.onnx.export import save_onnx, to_onnx
-from caffe_compat.inputs import feeds_for
-from caffe_compat.load import load_net
-from caffe_compat.synth import synthesize
+from caffe_compat.ir.load import load_net
+from caffe_compat.tools.synth import synthesize
+from caffe_compat.verify.inputs import feeds_for
 from caffe_compat.verify.opencv5 import ENV_VAR, opencv5_python, run_opencv5_onnx
 
 

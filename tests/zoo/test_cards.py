@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from caffe_compat.errors import CaffeCompatError
-from caffe_compat.load import load_net
+from caffe_compat.ir.load import load_net
 from caffe_compat.zoo import Source, list_models, load_card, parse_card, read_card
 
 # From FACTS.md (git blob ids of the genuine files; labels; per-channel means B, G, R).

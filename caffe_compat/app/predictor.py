@@ -1,0 +1,531 @@
+"""Age and gender from photos: what the Levi-Hassner models were released for.
+
+``predict(image)`` finds the faces in a photo (OpenCV's Haar cascade unless a converted SSD
+detector is given), cuts each out with a margin, preprocesses it in a named mode (10-crop
+over-sampling by default, as in the paper) and runs the age and gender nets on either back end:
+``torch`` (our CaffeNet) or ``onnx`` (ONNX Runtime on our exported model). The nets come from the
+zoo (``load_pretrained``), from a user's prototxt and weights (released, fine-tuned or
+synthesized; converted in memory) or from an ``.onnx`` file we exported. Every result records the
+crop mode and back end that produced it.
+
+``Predictor`` holds the models for many photos (faces are batched across photos); ``predict``
+is the one-call form and keeps the last ``Predictor`` it built for the same options.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import CaffeCompatError
+from .faces import DEFAULT_MARGIN, SSD_CONFIDENCE, Box, Detection, Detector, cut, expand_box
+from .images import read_image
+from .preprocess import MODES, preprocess
+from .runners import BACKENDS, Runner, is_onnx_path, load_runner, onnx_runner, torch_runner
+
+TASKS = ("age", "gender")
+ZOO_MODELS = {"age": "levi_hassner_age", "gender": "levi_hassner_gender"}
+DEFAULT_BATCH = 16
+
+ModelSpec = Any  # None | zoo name | "MODEL.onnx" | (PROTOTXT, WEIGHTS)
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class FacePrediction:
+    """One face: where it is, what the nets say, and how that was computed.
+
+    ``box`` is the detector's box ``(x, y, w, h)`` in the photo; ``crop_box`` the region the nets
+    saw (the box plus the margin, clamped to the photo). Age or gender fields are None when that
+    model was not run. ``*_probs`` hold the averaged probability of every label, in label order.
+    """
+
+    box: Box
+    crop_box: Box
+    crop: str
+    backend: str
+    face: int = 0  # index of the face in its photo (detector order)
+    path: str | None = None
+    detection_score: float | None = None
+    age: str | None = None
+    age_prob: float | None = None
+    age_top2: tuple[tuple[str, float], ...] = ()
+    age_probs: tuple[float, ...] = ()
+    gender: str | None = None
+    gender_prob: float | None = None
+    gender_probs: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: tuples become lists."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+# --------------------------------------------------------------------------------------------
+# Classifiers and the predictor
+
+
+@dataclass
+class Classifier:
+    """One task's net with what its inputs need: labels, mean, resize and input size."""
+
+    task: str
+    runner: Runner
+    labels: tuple[str, ...]
+    mean: np.ndarray  # (3,) values or (3, H, W) image, BGR
+    mean_crop: str
+    size: int
+    crop_size: int
+    source: str
+
+    def prep_key(self) -> tuple:
+        return (self.mean.tobytes(), self.mean.shape, self.mean_crop, self.size, self.crop_size)
+
+
+def _task_card(task: str) -> Any:
+    from ..zoo import load_card
+
+    return load_card(ZOO_MODELS[task])
+
+
+def _mean_for(card: Any, mean: Any, cache_dir: Any, download: bool) -> np.ndarray:
+    """None: the card's per-channel values; "zoo": the released mean image; a path: a
+    binaryproto; else 3 values or a 3 x H x W array."""
+    if mean is None:
+        return np.asarray(card.mean_values, dtype=np.float32)
+    if isinstance(mean, str) and mean == "zoo":
+        from .pretrained import mean_image
+
+        return np.asarray(mean_image(card, cache_dir=cache_dir, download=download), np.float32)
+    if isinstance(mean, (str, os.PathLike)):
+        from ..io import read_mean
+
+        return np.asarray(read_mean(mean), dtype=np.float32)
+    array = np.asarray(mean, dtype=np.float32)
+    if array.shape != (3,) and not (array.ndim == 3 and array.shape[0] == 3):
+        raise CaffeCompatError(f"mean must be 3 values or 3 x H x W, got {list(array.shape)}")
+    return array
+
+
+def _spec_parts(spec: ModelSpec) -> list[str]:
+    if isinstance(spec, (str, os.PathLike)):
+        return [os.fspath(spec)]
+    return [os.fspath(p) for p in spec]
+
+
+class Predictor:
+    """Age and gender models on one back end, a face detector and the preprocessing settings.
+
+    Models (``age_model`` / ``gender_model``): None for the zoo's released weights (through
+    ``load_pretrained``: they must be in the cache, or ``download=True``), a zoo name,
+    ``"MODEL.onnx"`` (exported by caffe-compat; runs on ONNX Runtime) or ``(PROTOTXT, WEIGHTS)``
+    (converted in memory; any weights in the architecture, e.g. fine-tuned or synthesized).
+    Labels come from the zoo card (or an .onnx file's metadata) unless ``age_labels`` /
+    ``gender_labels`` say otherwise. ``backend`` None picks ``onnx`` when an .onnx model is given,
+    else ``torch``.
+
+    Preprocessing: ``crop`` one of ``preprocess.MODES`` (default: the card's, over-sampling);
+    ``mean`` None for the card's per-channel values (B, G, R), ``"zoo"`` for the released mean
+    image (fetched like the weights), a .binaryproto path, or values; ``mean_crop`` how a mean
+    image meets the crops (``preprocess``). Each face is the detector's box grown by ``margin``
+    (0.4: 40 % of the box width/height on every side, clamped to the photo).
+
+    Detection: ``detector`` None for OpenCV's Haar frontal-face cascade, a callable
+    ``image -> list[Detection]``, or an SSD face detector as ``MODEL.onnx`` or ``(PROTOTXT,
+    CAFFEMODEL)`` (res10 300x300 kind) keeping boxes scoring at least ``confidence``.
+    ``batch``: faces per net call (each face is 10 net inputs when over-sampling).
+    """
+
+    def __init__(
+        self,
+        *,
+        models: Sequence[str] | str = TASKS,
+        backend: str | None = None,
+        age_model: ModelSpec = None,
+        gender_model: ModelSpec = None,
+        age_labels: Sequence[str] | None = None,
+        gender_labels: Sequence[str] | None = None,
+        crop: str | None = None,
+        mean: Any = None,
+        mean_crop: str = "window",
+        detector: Any = None,
+        confidence: float = SSD_CONFIDENCE,
+        margin: float = DEFAULT_MARGIN,
+        batch: int = DEFAULT_BATCH,
+        cache_dir: str | os.PathLike[str] | None = None,
+        download: bool = False,
+        device: str = "cpu",
+        progress: bool = True,
+    ) -> None:
+        tasks = parse_models(models)
+        specs = {"age": age_model, "gender": gender_model}
+        labels = {"age": age_labels, "gender": gender_labels}
+        if backend is None:
+            backend = "onnx" if any(is_onnx_path(specs[t]) for t in tasks) else "torch"
+        if backend not in BACKENDS:
+            raise CaffeCompatError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        if batch < 1:
+            raise CaffeCompatError(f"batch must be at least 1, got {batch}")
+        if margin < 0:
+            raise CaffeCompatError(f"margin must be 0 or more, got {margin}")
+        self.backend = backend
+        self.batch = batch
+        self.margin = margin
+        self.device = device
+        self.mean_crop = mean_crop
+        self._detector_spec = detector
+        self._confidence = confidence
+        self._detector: Detector | None = None
+        self.classifiers: dict[str, Classifier] = {}
+        for task in tasks:
+            self.classifiers[task] = self._classifier(
+                task, specs[task], labels[task], mean, cache_dir, download, progress
+            )
+        cards = [_task_card(t) for t in tasks]
+        self.crop = crop or cards[0].default_mode
+        if self.crop not in MODES:
+            raise CaffeCompatError(f"unknown crop mode {self.crop!r}; modes: {', '.join(MODES)}")
+
+    # -- construction --------------------------------------------------------------------
+
+    def _classifier(
+        self,
+        task: str,
+        spec: ModelSpec,
+        labels: Sequence[str] | None,
+        mean: Any,
+        cache_dir: Any,
+        download: bool,
+        progress: bool,
+    ) -> Classifier:
+        from ..zoo import list_models
+
+        card = _task_card(task)
+        if spec is None or (isinstance(spec, str) and spec in list_models()):
+            from ..zoo import load_card
+            from .pretrained import load_pretrained
+
+            if spec is not None:
+                card = load_card(spec)
+            model = load_pretrained(
+                card,
+                cache_dir=cache_dir,
+                download=download,
+                backend=self.backend,
+                device=self.device,
+                progress=progress,
+            )
+            source = f"{card.name} (zoo, released weights)"
+            if self.backend == "torch":
+                runner = torch_runner(model, card.output, source, self.device)
+            else:
+                runner = onnx_runner(model.SerializeToString(), card.output, source, self.device)
+        else:
+            parts = _spec_parts(spec)
+            if len(parts) not in (1, 2):
+                raise CaffeCompatError(
+                    f"--{task}-model takes MODEL.onnx or PROTOTXT WEIGHTS, got {len(parts)} paths"
+                )
+            runner = load_runner(
+                parts[0],
+                parts[1] if len(parts) == 2 else None,
+                backend=self.backend,
+                device=self.device,
+                output=card.output,
+            )
+            source = runner.source
+        names = tuple(labels) if labels is not None else (runner.labels or card.labels)
+        if runner.output_width is not None and runner.output_width != len(names):
+            raise CaffeCompatError(
+                f"the {task} net gives {runner.output_width} outputs per face but has "
+                f"{len(names)} labels; pass {task}_labels (--{task}-labels) to name them",
+                path=runner.source,
+            )
+        crop_size = 227
+        if runner.input_hw is not None:
+            height, width = runner.input_hw
+            if height != width:
+                raise CaffeCompatError(
+                    f"the {task} net takes {height}x{width} inputs; crops are square",
+                    path=runner.source,
+                )
+            crop_size = height
+        size = max(card.input.resize, crop_size)
+        return Classifier(
+            task,
+            runner,
+            names,
+            _mean_for(card, mean, cache_dir, download),
+            self.mean_crop,
+            size,
+            crop_size,
+            source,
+        )
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.classifiers)
+
+    @property
+    def labels(self) -> dict[str, tuple[str, ...]]:
+        return {task: c.labels for task, c in self.classifiers.items()}
+
+    def describe(self, crop: str | None = None) -> dict[str, str]:
+        """Per task: the model's source, back end and the full preprocessing description."""
+        crop = crop or self.crop
+        out = {}
+        for task, c in self.classifiers.items():
+            prepared = self._prepare(c, [np.zeros((1, 1, 3), np.uint8)], crop)
+            out[task] = f"{c.source} on {self.backend}; {prepared.description}"
+        return out
+
+    # -- detection -----------------------------------------------------------------------
+
+    @property
+    def detector(self) -> Detector:
+        """Built on first use, so runs without detection never load a cascade or a net."""
+        if self._detector is None:
+            from .faces import make_detector
+
+            self._detector = make_detector(
+                self._detector_spec,
+                confidence=self._confidence,
+                backend=self.backend,
+                device=self.device,
+            )
+        return self._detector
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        return list(self.detector(image))
+
+    # -- classification ------------------------------------------------------------------
+
+    def _prepare(self, classifier: Classifier, faces: Sequence[np.ndarray], crop: str) -> Any:
+        return preprocess(
+            list(faces),
+            crop,
+            mean=classifier.mean,
+            mean_crop=classifier.mean_crop,
+            size=classifier.size,
+            crop=classifier.crop_size,
+        )
+
+    def _prepare_all(self, faces: Sequence[np.ndarray], crop: str) -> dict[tuple, Any]:
+        """One preprocessed batch per distinct preprocessing (usually one for both nets)."""
+        prepared: dict[tuple, Any] = {}
+        for classifier in self.classifiers.values():
+            key = classifier.prep_key()
+            if key not in prepared:
+                prepared[key] = self._prepare(classifier, faces, crop)
+        return prepared
+
+    def _run(self, classifier: Classifier, data: np.ndarray, crops: int) -> np.ndarray:
+        """Probabilities per face (faces x labels), ``batch`` faces per net call."""
+        step = self.batch * crops
+        outs = [
+            classifier.runner(np.ascontiguousarray(data[i : i + step]))
+            for i in range(0, data.shape[0], step)
+        ]
+        probs = np.concatenate(outs).reshape(data.shape[0], -1)
+        if probs.shape[1] != len(classifier.labels):
+            raise CaffeCompatError(
+                f"the {classifier.task} net gives {probs.shape[1]} outputs per face but has "
+                f"{len(classifier.labels)} labels",
+                path=classifier.runner.source,
+            )
+        return probs.reshape(-1, crops, probs.shape[1]).mean(axis=1)
+
+    def classify(self, faces: Sequence[np.ndarray], crop: str | None = None) -> dict[str, Any]:
+        """Probabilities per task (faces x labels) for face crops (BGR, any size), ``crop``
+        mode (default ``self.crop``); no detection."""
+        crop = crop or self.crop
+        if crop not in MODES:
+            raise CaffeCompatError(f"unknown crop mode {crop!r}; modes: {', '.join(MODES)}")
+        if not faces:
+            return {
+                t: np.zeros((0, len(c.labels)), np.float32) for t, c in self.classifiers.items()
+            }
+        out = {}
+        for start in range(0, len(faces), self.batch):
+            chunk = faces[start : start + self.batch]
+            prepared = self._prepare_all(chunk, crop)
+            for task, c in self.classifiers.items():
+                p = prepared[c.prep_key()]
+                out.setdefault(task, []).append(self._run(c, p.data, p.crops))
+        return {task: np.concatenate(parts) for task, parts in out.items()}
+
+    # -- photos --------------------------------------------------------------------------
+
+    def _locate(self, image: np.ndarray, no_detect: bool) -> list[tuple[Detection, Box]]:
+        height, width = image.shape[:2]
+        if no_detect:
+            whole = (0, 0, width, height)
+            return [(Detection(whole), whole)]
+        return [(d, expand_box(d.box, self.margin, width, height)) for d in self.detect(image)]
+
+    def predict_many(
+        self, items: Iterable[tuple[Any, np.ndarray]], *, no_detect: bool = False
+    ) -> Iterator[tuple[Any, list[FacePrediction]]]:
+        """``(key, image)`` pairs -> ``(key, faces)`` in the same order; a str or path key is
+        recorded as the faces' ``path``. Faces of several photos share net calls; each face is
+        preprocessed as soon as it is found, so no photo is held longer than its own step."""
+        pending: list[tuple[Any, list[tuple[Detection, Box]]]] = []
+        parts: dict[tuple, list[np.ndarray]] = {}
+        crops_per_face: dict[tuple, int] = {}
+        count = 0
+        for key, image in items:
+            if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+                raise CaffeCompatError(
+                    f"expected an H x W x 3 BGR image, got shape {list(np.shape(image))}",
+                    path=str(key) if isinstance(key, (str, os.PathLike)) else None,
+                )
+            located = self._locate(image, no_detect)
+            pending.append((key, located))
+            if located:
+                faces = [cut(image, crop_box) for _, crop_box in located]
+                for prep_key, prepared in self._prepare_all(faces, self.crop).items():
+                    parts.setdefault(prep_key, []).append(prepared.data)
+                    crops_per_face[prep_key] = prepared.crops
+                count += len(located)
+            if count >= self.batch:
+                yield from self._finish(pending, parts, crops_per_face)
+                pending, parts, count = [], {}, 0
+        if pending:
+            yield from self._finish(pending, parts, crops_per_face)
+
+    def _finish(
+        self,
+        pending: list[tuple[Any, list[tuple[Detection, Box]]]],
+        parts: dict[tuple, list[np.ndarray]],
+        crops_per_face: dict[tuple, int],
+    ) -> Iterator[tuple[Any, list[FacePrediction]]]:
+        probs: dict[str, np.ndarray] = {}
+        for task, c in self.classifiers.items():
+            key = c.prep_key()
+            if parts.get(key):
+                probs[task] = self._run(c, np.concatenate(parts[key]), crops_per_face[key])
+        row = 0
+        for key, located in pending:
+            path = os.fspath(key) if isinstance(key, (str, os.PathLike)) else None
+            found = []
+            for index, (detection, crop_box) in enumerate(located):
+                face = FacePrediction(
+                    box=detection.box,
+                    crop_box=crop_box,
+                    crop=self.crop,
+                    backend=self.backend,
+                    face=index,
+                    path=path,
+                    detection_score=detection.score,
+                )
+                for task, values in probs.items():
+                    _fill(face, task, values[row], self.classifiers[task].labels)
+                found.append(face)
+                row += 1
+            yield key, found
+
+    def predict(
+        self,
+        image: np.ndarray | str | os.PathLike[str],
+        *,
+        no_detect: bool = False,
+    ) -> list[FacePrediction]:
+        """The faces of one photo (a path or an H x W x 3 BGR uint8 array)."""
+        if isinstance(image, (str, os.PathLike)):
+            key: Any = os.fspath(image)
+            image = read_image(image)
+        else:
+            key = None
+        return next(iter(self.predict_many([(key, image)], no_detect=no_detect)))[1]
+
+
+def _fill(face: FacePrediction, task: str, probs: np.ndarray, labels: Sequence[str]) -> None:
+    order = np.argsort(-probs, kind="stable")
+    values = tuple(float(p) for p in probs)
+    best = int(order[0])
+    if task == "age":
+        face.age, face.age_prob, face.age_probs = labels[best], values[best], values
+        face.age_top2 = tuple((labels[int(i)], values[int(i)]) for i in order[:2])
+    else:
+        face.gender, face.gender_prob, face.gender_probs = labels[best], values[best], values
+
+
+def parse_models(models: Sequence[str] | str) -> tuple[str, ...]:
+    """``"age,gender"`` or a sequence -> the tasks, in TASKS order, each at most once."""
+    names = models.split(",") if isinstance(models, str) else list(models)
+    names = [n.strip() for n in names if n.strip()]
+    unknown = [n for n in names if n not in TASKS]
+    if unknown or not names:
+        raise CaffeCompatError(
+            f"models are {' and/or '.join(TASKS)} (comma-separated), got {','.join(names) or '-'}"
+        )
+    return tuple(t for t in TASKS if t in names)
+
+
+# --------------------------------------------------------------------------------------------
+# One-call form
+
+
+_RUN_OPTIONS = ("no_detect",)
+_last: tuple[Any, Predictor] | None = None
+
+
+def _file_stamp(value: Any) -> Any:
+    """Part of the predictor cache key: file arguments count with their size and mtime, so a
+    rewritten weights file is never answered by the old nets."""
+    if isinstance(value, (str, os.PathLike)):
+        try:
+            stat = os.stat(value)
+        except OSError:
+            return os.fspath(value)
+        return (os.fspath(value), stat.st_size, stat.st_mtime_ns)
+    if isinstance(value, (list, tuple)):
+        return tuple(_file_stamp(v) for v in value)
+    return value
+
+
+def _cache_key(options: dict[str, Any]) -> Any:
+    key = tuple(sorted((k, _file_stamp(v)) for k, v in options.items()))
+    try:
+        hash(key)
+    except TypeError:
+        return None  # arrays, callables with state...: build afresh
+    return key
+
+
+def predict(image: np.ndarray | str | os.PathLike[str], **options: Any) -> list[FacePrediction]:
+    """Faces with age and gender in one photo (a path, or an H x W x 3 BGR uint8 array).
+
+    ``options``: ``no_detect`` (the whole photo is the face) and any ``Predictor`` argument
+    (``backend``, ``age_model``, ``gender_model``, ``crop``, ``batch``, ``detector``, ``margin``,
+    ``cache_dir``, ``download``...). The last Predictor built is kept and reused while the options
+    (and the files they name) stay the same; hold a ``Predictor`` yourself for full control.
+    """
+    global _last
+    no_detect = bool(options.pop("no_detect", False))
+    key = _cache_key(options)
+    if key is not None and _last is not None and _last[0] == key:
+        predictor = _last[1]
+    else:
+        predictor = Predictor(**options)
+        _last = (key, predictor) if key is not None else None
+    return predictor.predict(image, no_detect=no_detect)
+
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BATCH",
+    "TASKS",
+    "Classifier",
+    "FacePrediction",
+    "Predictor",
+    "parse_models",
+    "predict",
+]

@@ -1,0 +1,71 @@
+"""One call from files to a checked Graph: read, upgrade, filter by phase, infer, join weights."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..io import read_weights
+from ..io.prototxt import load_prototxt
+from ..io.upgrade import is_v0, upgrade_net
+from ..io.weights import Weights
+from ..proto import caffe_pb2
+from .build import build_graph
+from .graph import Graph, Shape
+from .infer import Inference, Issue, check_weights, infer_shapes, match_weights
+from .phase import NetState
+
+
+@dataclass
+class LoadedNet:
+    """A net definition, its weights (if any), the graph built from them and what was found."""
+
+    graph: Graph
+    net: caffe_pb2.NetParameter  # upgraded to V2
+    prototxt_format: str  # "V0", "V1" or "V2"
+    prototxt_path: str
+    inference: Inference
+    weights: Weights | None = None
+    issues: list[Issue] = field(default_factory=list)
+
+
+def load_net(
+    prototxt: str | os.PathLike[str],
+    weights: str | os.PathLike[str] | Weights | None = None,
+    *,
+    phase: str = "TEST",
+    stages: Iterable[str] = (),
+    level: int = 0,
+    input_shapes: Mapping[str, Shape] | None = None,
+    strict: bool = True,
+    allow_unknown_fields: bool = False,
+) -> LoadedNet:
+    """Read a prototxt (V1 or V2) and optional weights (V1/V2 binary or HDF5) into a Graph.
+
+    ``strict`` raises on the first shape problem and on any net/weights mismatch other than extra
+    layers in the weights; lenient mode (for ``inspect``) records everything in ``issues``.
+    """
+    path = str(Path(prototxt))
+    net, index = load_prototxt(prototxt, allow_unknown_fields=allow_unknown_fields)
+    was_v0 = is_v0(net)
+    was_v1 = upgrade_net(net, path=path)
+    lines = {name: line for line, name in index.starts if name}
+    graph = build_graph(
+        net,
+        state=NetState.make(phase, stages, level),
+        input_shapes=input_shapes,
+        path=path,
+        lines=lines,
+    )
+    inference = infer_shapes(graph, strict=strict)
+    loaded = LoadedNet(graph, net, "V0" if was_v0 else "V1" if was_v1 else "V2", path, inference)
+    loaded.issues.extend(inference.issues)
+    if weights is not None:
+        loaded.weights = weights if isinstance(weights, Weights) else read_weights(weights)
+        found = match_weights(graph, loaded.weights, inference)
+        loaded.issues.extend(found)
+        if strict:
+            check_weights(graph, found, loaded.weights.path)
+    return loaded

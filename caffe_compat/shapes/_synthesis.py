@@ -1,0 +1,46 @@
+"""Starting-value helpers the layer families declare for weight synthesis (numpy only)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ..ir.graph import Shape
+
+StartingValues = Callable[[list[Shape], np.random.Generator], list[np.ndarray]]
+
+
+def positive(low: float, high: float) -> StartingValues:
+    """First blob uniform in [low, high) (a positive multiplier), later blobs small biases."""
+
+    def start(shapes: list[Shape], rng: np.random.Generator) -> list[np.ndarray]:
+        return [rng.uniform(low, high, s).astype(np.float32) for s in shapes[:1]] + [
+            rng.normal(0.0, 0.1, s).astype(np.float32) for s in shapes[1:]
+        ]
+
+    return start
+
+
+def normal(std: float) -> StartingValues:
+    """Every blob normal around 0 with ``std``."""
+
+    def start(shapes: list[Shape], rng: np.random.Generator) -> list[np.ndarray]:
+        return [rng.normal(0.0, std, s).astype(np.float32) for s in shapes]
+
+    return start
+
+
+def scale_rows(weight: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
+    """``weight`` with its slices along ``axis`` multiplied by ``scale`` (float64)."""
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    return weight.astype(np.float64) * scale.reshape(shape)
+
+
+def rescale_blobs(node: object, weight: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> None:
+    """Store the rescaled weight and ``bias * scale + shift`` (when the layer has a bias)."""
+    blobs = node.blobs  # type: ignore[attr-defined]
+    blobs[0] = weight.astype(np.float32)
+    if len(blobs) > 1:
+        blobs[1] = (blobs[1].astype(np.float64) * scale + shift).astype(np.float32)

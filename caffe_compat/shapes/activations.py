@@ -1,0 +1,108 @@
+"""Shape rules for the one-bottom pointwise layers (PReLU alone has a blob), and the float32
+constants Caffe derives from Power, Exp and Log parameters at set-up, so every back end uses
+bit-identical values."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.graph import Node, Shape
+from ..registry import LayerShapes, describe, register
+from ._synthesis import positive
+
+SAME_SHAPE_TYPES = (
+    "ReLU",
+    "Sigmoid",
+    "TanH",
+    "AbsVal",
+    "BNLL",
+    "Power",
+    "ELU",
+    "Dropout",
+    "Threshold",
+    "Swish",
+)
+
+
+@register(SAME_SHAPE_TYPES, "shape")
+def _same_shape(node: Node, inputs: list[Shape]) -> LayerShapes:
+    (shape,) = inputs
+    return LayerShapes([shape], [])
+
+
+@register(("Exp", "Log"), "shape")
+def _exp_log(node: Node, inputs: list[Shape]) -> LayerShapes:
+    (shape,) = inputs
+    p = node.param.exp_param if node.type == "Exp" else node.param.log_param
+    if p.base != -1 and not p.base > 0:
+        raise ValueError(f"base {p.base:g} must be positive (or -1 for e)")
+    if node.type == "Log" and p.base == 1:
+        raise ValueError("base 1 has no logarithm to divide by")
+    return LayerShapes([shape], [])
+
+
+@register("Clip", "shape")
+def _clip(node: Node, inputs: list[Shape]) -> LayerShapes:
+    (shape,) = inputs
+    p = node.param.clip_param
+    if not (p.HasField("min") and p.HasField("max")):
+        raise ValueError("clip_param needs both min and max")
+    return LayerShapes([shape], [])
+
+
+@register("PReLU", "shape")
+def _prelu(node: Node, inputs: list[Shape]) -> LayerShapes:
+    (shape,) = inputs
+    if len(shape) < 2:
+        raise ValueError("PReLU needs a bottom with at least 2 axes")
+    slopes = () if node.param.prelu_param.channel_shared else (shape[1],)
+    return LayerShapes([shape], [slopes])  # one slope per channel, or a 0-axis blob
+
+
+# Caffe computes these constants in float32 at set-up; both back ends use the same values.
+def power_constant(power: float, shift: float) -> float:
+    """PowerLayer's output when scale or power is 0: 1 for power 0, else shift ** power."""
+    return 1.0 if power == 0 else float(np.float32(shift) ** np.float32(power))
+
+
+def exp_constants(base: float, scale: float, shift: float) -> tuple[float, float]:
+    """ExpLayer's y = outer * exp(inner * x): inner = ln(base) * scale, outer = base ** shift."""
+    log_base = np.float32(1) if base == -1 else np.log(np.float32(base))
+    outer = (
+        np.float32(1)
+        if shift == 0
+        else (np.exp(np.float32(shift)) if base == -1 else np.float32(base) ** np.float32(shift))
+    )
+    return float(np.float32(log_base * np.float32(scale))), float(outer)
+
+
+def log_base_scale(base: float) -> float:
+    """Caffe's LogLayer multiplies ln(.) by 1 / ln(base)."""
+    return 1.0 if base == -1 else float(np.float32(1) / np.log(np.float32(base)))
+
+
+def _log_params(node: Node) -> str | None:
+    p = node.param.log_param
+    if p.base != -1.0 or p.scale != 1.0 or p.shift:
+        return "OpenCV ignores log_param and computes ln(x)"
+    return None
+
+
+def _swish_beta(node: Node) -> str | None:
+    if node.param.swish_param.beta != 1.0:
+        return "OpenCV ignores Swish beta"
+    return None
+
+
+def _prelu_fillers(node: Node) -> list:
+    p = node.param.prelu_param
+    return [p.filler] if p.HasField("filler") else []
+
+
+describe(
+    ("AbsVal", "BNLL", "Dropout", "ELU", "Exp", "Power", "ReLU", "Sigmoid", "TanH"),
+    opencv_tested=True,
+)
+describe("Log", opencv_deviation=_log_params, opencv_tested=True)
+describe("Swish", opencv_deviation=_swish_beta, opencv_tested=True)
+describe("PReLU", starting_values=positive(0.05, 0.3), fillers=_prelu_fillers, opencv_tested=True)

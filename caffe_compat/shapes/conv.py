@@ -1,0 +1,122 @@
+"""Shape rules for Convolution and Deconvolution (and the forks' depthwise aliases)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..ir.graph import Node, Shape
+from ..registry import LayerShapes, describe, register
+from ._synthesis import rescale_blobs, scale_rows
+from .geometry import canonical_axis, conv_geometry
+
+
+def _conv_common(node: Node, inputs: list[Shape]) -> tuple[Shape, int, int, tuple[int, ...]]:
+    p = node.param.convolution_param
+    (shape,) = set(inputs) if len(set(inputs)) == 1 else (None,)
+    if shape is None:
+        raise ValueError("all bottoms of a convolution must have the same shape")
+    axis = canonical_axis(int(p.axis), len(shape))
+    channels = shape[axis]
+    group = int(p.group)
+    if group <= 0 or channels % group:
+        raise ValueError(f"input channels {channels} are not divisible by group {group}")
+    if not p.HasField("num_output") or p.num_output <= 0:
+        raise ValueError("num_output must be set and positive")
+    if p.num_output % group:
+        raise ValueError(f"num_output {p.num_output} is not divisible by group {group}")
+    return shape, axis, group, shape[axis + 1 :]
+
+
+def _conv_shapes(node: Node, inputs: list[Shape], transposed: bool) -> LayerShapes:
+    """Convolution and Deconvolution: one geometry, mirrored output size and weight layout."""
+    p = node.param.convolution_param
+    shape, axis, group, spatial = _conv_common(node, inputs)
+    geom = conv_geometry(p, len(spatial))
+    out_spatial = geom.deconv_output(spatial) if transposed else geom.output(spatial)
+    if any(s <= 0 for s in out_spatial):
+        raise ValueError(f"output size {list(out_spatial)} is not positive")
+    n_out = int(p.num_output)
+    if transposed:  # Caffe stores deconvolution weights as (C_in, C_out / group, k...)
+        weight: Shape = (shape[axis], n_out // group, *geom.kernel)
+    else:
+        weight = (n_out, shape[axis] // group, *geom.kernel)
+    params: list[Shape] = [weight, (n_out,)] if p.bias_term else [weight]
+    top = (*shape[:axis], n_out, *out_spatial)
+    return LayerShapes([top] * len(inputs), params)
+
+
+@register("Convolution", "shape")
+def _convolution(node: Node, inputs: list[Shape]) -> LayerShapes:
+    return _conv_shapes(node, inputs, transposed=False)
+
+
+@register("Deconvolution", "shape")
+def _deconvolution(node: Node, inputs: list[Shape]) -> LayerShapes:
+    return _conv_shapes(node, inputs, transposed=True)
+
+
+def as_grouped_convolution(node: Node, inputs: list[Shape]) -> Node:
+    """The forks' depthwise layer as the Convolution it is: same wiring, weights and settings,
+    ``group`` = input channels (a ``group`` that says otherwise is an error)."""
+    p = node.param.convolution_param
+    if not inputs:
+        raise ValueError("a depthwise convolution needs a bottom")
+    channels = inputs[0][canonical_axis(int(p.axis), len(inputs[0]))]
+    if p.HasField("group") and p.group != channels:
+        raise ValueError(f"group {p.group} contradicts a depthwise layer over {channels} channels")
+    param = type(node.param)()
+    param.CopyFrom(node.param)
+    param.type = "Convolution"
+    param.convolution_param.group = channels
+    return dataclasses.replace(node, type="Convolution", param=param)
+
+
+def conv_fillers(node: Node) -> list:
+    c = node.param.convolution_param
+    return [c.weight_filler, c.bias_filler] if c.bias_term else [c.weight_filler]
+
+
+def rescale_conv(node: Node, scale: np.ndarray, shift: np.ndarray) -> None:
+    """Output channel c of a convolution is weight slice c (axis 0) plus bias c."""
+    rescale_blobs(node, scale_rows(node.blobs[0], scale, 0), scale, shift)
+
+
+def rescale_deconv(node: Node, scale: np.ndarray, shift: np.ndarray) -> None:
+    """Deconvolution weights are (C_in, C_out / group, k...): output channel g * C_out/group + j
+    is slice j of group g's rows."""
+    weight = node.blobs[0].astype(np.float64)
+    group = int(node.param.convolution_param.group)
+    cin, per = weight.shape[0], weight.shape[1]
+    grouped = weight.reshape(group, cin // group, per, *weight.shape[2:])
+    factors = scale.reshape(group, 1, per, *([1] * (weight.ndim - 2)))
+    rescale_blobs(node, (grouped * factors).reshape(weight.shape), scale, shift)
+
+
+def _dilated_deconv(node: Node) -> str | None:
+    if any(d > 1 for d in node.param.convolution_param.dilation):
+        return "OpenCV sizes a dilated Deconvolution as if undilated"
+    return None
+
+
+CONV_FACTS = {
+    "fillers": conv_fillers,
+    "rescale": rescale_conv,
+    "folds_batchnorm": True,
+    "opencv_tested": True,
+}
+describe("Convolution", **CONV_FACTS)
+describe(
+    ("ConvolutionDepthwise", "DepthwiseConvolution"),
+    alias_of="Convolution",
+    rewrite=as_grouped_convolution,
+    **CONV_FACTS,
+)
+describe(
+    "Deconvolution",
+    fillers=conv_fillers,
+    rescale=rescale_deconv,
+    opencv_deviation=_dilated_deconv,
+    opencv_tested=True,
+)

@@ -1,0 +1,113 @@
+"""Layers that feed or score training: data layers become declared inputs, the rest drop out.
+
+A data layer's first top is the batch the net computes on; its shape comes from the definition
+where the definition tells it (MemoryData, DummyData, a crop size), else the user gives it.
+Labels (second tops) are not inputs of an inference graph. DummyData's tops are all data.
+"""
+
+from __future__ import annotations
+
+from ..errors import NetDefinitionError
+from ..ir.graph import Shape
+from ..proto import caffe_pb2
+from ..registry import describe
+
+_BATCH_FIELD = {
+    "Data": "data_param",
+    "ImageData": "image_data_param",
+    "WindowData": "window_data_param",
+    "HDF5Data": "hdf5_data_param",
+}
+
+
+def _where(layer: caffe_pb2.LayerParameter) -> dict[str, str]:
+    return {"layer": layer.name, "layer_type": layer.type}
+
+
+def _dummy_shapes(layer: caffe_pb2.LayerParameter) -> list[Shape | None]:
+    """Caffe's DummyDataLayer: ``shape`` (one for all tops, or one per top), or the legacy
+    num/channels/height/width lists, each of length 1 or one per top."""
+    p, tops = layer.dummy_data_param, len(layer.top)
+    legacy = [list(p.num), list(p.channels), list(p.height), list(p.width)]
+    if p.shape:
+        if any(legacy):
+            raise NetDefinitionError(
+                "give shape or num/channels/height/width, not both", **_where(layer)
+            )
+        if len(p.shape) not in (1, tops):
+            raise NetDefinitionError(f"{len(p.shape)} shapes for {tops} tops", **_where(layer))
+        shapes = [tuple(int(d) for d in s.dim) for s in p.shape]
+        return [shapes[0 if len(shapes) == 1 else i] for i in range(tops)]
+    if not any(legacy):
+        return [None] * tops
+    names = ("num", "channels", "height", "width")
+    for name, values in zip(names, legacy):
+        if len(values) not in (1, tops):
+            raise NetDefinitionError(
+                f"dummy_data_param {name} has {len(values)} values; give 1 or one per top ({tops})",
+                **_where(layer),
+            )
+    return [tuple(int(v[0 if len(v) == 1 else i]) for v in legacy) for i in range(tops)]
+
+
+def data_shapes(layer: caffe_pb2.LayerParameter, notes: list[str]) -> list[Shape | None]:
+    """One entry per top: the batch shape a data top would have (None when the definition does
+    not tell, or for a label top, which is not an input)."""
+    labels: list[Shape | None] = [None] * (len(layer.top) - 1)
+    if layer.type == "DummyData":
+        return _dummy_shapes(layer)
+    if layer.type == "MemoryData":
+        p = layer.memory_data_param
+        dims = (int(p.batch_size), int(p.channels), int(p.height), int(p.width))
+        return [dims if all(dims) else None, *labels]
+    t = layer.transform_param
+    crop_h = int(t.crop_h or t.crop_size)
+    crop_w = int(t.crop_w or t.crop_size)
+    field = _BATCH_FIELD.get(layer.type)
+    batch = int(getattr(layer, field).batch_size) if field else 1
+    if layer.type == "ImageData" and not crop_h:
+        crop_h = int(layer.image_data_param.new_height)
+        crop_w = int(layer.image_data_param.new_width)
+    if not crop_h or not crop_w:
+        return [None, *labels]
+    channels = 3
+    if (layer.type == "ImageData" and not layer.image_data_param.is_color) or t.force_gray:
+        channels = 1
+    notes.append(
+        f'input "{layer.top[0]}" from {layer.type} layer "{layer.name}": '
+        f"{channels} channels assumed (the database, not the net, defines them)"
+    )
+    return [(batch or 1, channels, crop_h, crop_w), *labels]
+
+
+describe(
+    (
+        "Data",
+        "ImageData",
+        "WindowData",
+        "MemoryData",
+        "HDF5Data",
+        "DummyData",
+        "AnnotatedData",
+        "VideoData",
+    ),
+    role="data",
+    data_shape=data_shapes,
+)
+describe(
+    (
+        "Accuracy",
+        "SoftmaxWithLoss",
+        "EuclideanLoss",
+        "HingeLoss",
+        "InfogainLoss",
+        "MultinomialLogisticLoss",
+        "SigmoidCrossEntropyLoss",
+        "ContrastiveLoss",
+        "MultiBoxLoss",
+        "DetectionEvaluate",
+        "Silence",
+        "HDF5Output",
+    ),
+    role="training",
+)

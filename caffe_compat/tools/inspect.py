@@ -1,0 +1,155 @@
+"""What is in a model: layers, wiring, shapes by Caffe's rules, parameters, and every mismatch.
+
+Builds a plain dict (``--json`` prints it as is) and a text rendering of it. Works from a prototxt,
+a prototxt plus weights, or weights alone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..io import read_weights
+from ..io.weights import Weights
+from ..ir.graph import Shape
+from ..ir.load import load_net
+
+
+def _dims(shape: Shape | None) -> str:
+    if shape is None:
+        return "?"
+    return "x".join(str(d) for d in shape) if shape else "scalar"
+
+
+def inspect_weights(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Report on a weights file alone: stored layers, their types and blob shapes."""
+    weights = read_weights(path)
+    return {
+        "weights": _weights_summary(weights),
+        "layers": [
+            {
+                "name": name,
+                "type": weights.layer_type(name),
+                "params": [_dims(tuple(a.shape)) for a in arrays],
+                "param_count": sum(int(a.size) for a in arrays),
+            }
+            for name, arrays in weights.blobs.items()
+        ],
+        "issues": [],
+    }
+
+
+def _weights_summary(weights: Weights) -> dict[str, Any]:
+    return {
+        "path": weights.path,
+        "format": weights.format,
+        "layers_with_blobs": sum(1 for a in weights.blobs.values() if a),
+        "param_count": weights.parameter_count,
+        "duplicate_layer_names": weights.duplicates,
+    }
+
+
+def inspect_net(
+    prototxt: str | os.PathLike[str],
+    weights: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Report on a net definition, optionally checked against weights (lenient: never raises on
+    shape problems or mismatches; they are listed under ``issues``)."""
+    loaded = load_net(prototxt, weights, strict=False, **options)
+    graph, inference = loaded.graph, loaded.inference
+    layers = []
+    for node in graph.nodes:
+        expected = inference.params.get(node.name)
+        layers.append(
+            {
+                "name": node.name,
+                "type": node.type,
+                "bottoms": node.bottoms,
+                "tops": node.tops,
+                "in_place": bool(set(node.bottoms) & set(node.tops)),
+                "outputs": [_dims(inference.shapes.get(v)) for v in node.outputs],
+                "params": [_dims(s) for s in expected] if expected is not None else None,
+                "param_count": sum(_count(s) for s in expected) if expected else 0,
+                "line": node.line,
+            }
+        )
+    report: dict[str, Any] = {
+        "prototxt": {"path": str(prototxt), "format": loaded.prototxt_format, "name": graph.name},
+        "phase": options.get("phase", "TEST"),
+        "inputs": {n: _dims(s) for n, s in graph.inputs.items()},
+        "outputs": {graph.blob_of[v]: _dims(inference.shapes.get(v)) for v in graph.outputs},
+        "layers": layers,
+        "dropped": [{"name": n, "type": t} for n, t in graph.dropped],
+        "param_count": sum(layer["param_count"] for layer in layers),
+        "notes": graph.notes,
+        "issues": [{"layer": i.layer, "kind": i.kind, "detail": i.detail} for i in loaded.issues],
+    }
+    if loaded.weights is not None:
+        report["weights"] = _weights_summary(loaded.weights)
+    return report
+
+
+def _count(shape: Shape) -> int:
+    total = 1
+    for d in shape:
+        total *= d
+    return total
+
+
+def render(report: Mapping[str, Any]) -> str:
+    """Human-readable text of a report."""
+    lines: list[str] = []
+    proto = report.get("prototxt")
+    if proto:
+        lines.append(f"net        {proto['name'] or '(unnamed)'}  [{proto['path']}]")
+        lines.append(f"format     {proto['format']} prototxt, phase {report['phase']}")
+    weights = report.get("weights")
+    if weights:
+        lines.append(
+            f"weights    {weights['path']}  [{weights['format']}, "
+            f"{weights['param_count']:,} values in {weights['layers_with_blobs']} layers]"
+        )
+    if "inputs" in report:
+        lines.append("inputs     " + ", ".join(f"{n} {s}" for n, s in report["inputs"].items()))
+        lines.append("outputs    " + ", ".join(f"{n} {s}" for n, s in report["outputs"].items()))
+    lines.append("")
+    rows = [("layer", "type", "bottoms -> tops", "output", "params")]
+    for layer in report["layers"]:
+        wiring = ""
+        if "bottoms" in layer:
+            wiring = f"{','.join(layer['bottoms']) or '-'} -> {','.join(layer['tops'])}"
+        output = " ".join(layer.get("outputs", []))
+        params = " ".join(layer["params"] or []) if layer.get("params") is not None else "?"
+        rows.append((layer["name"], layer["type"], wiring, output, params))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[4])
+    lines.append("")
+    lines.append(f"parameters {report.get('param_count', 0):,}")
+    for dropped in report.get("dropped", []):
+        lines.append(f"dropped    {dropped['name']} ({dropped['type']}): not part of inference")
+    for note in report.get("notes", []):
+        lines.append(f"note       {note}")
+    issues = report.get("issues", [])
+    if issues:
+        lines.append(f"PROBLEMS   {len(issues)}")
+        for issue in issues:
+            lines.append(f'  {issue["kind"]:<10} layer "{issue["layer"]}": {issue["detail"]}')
+    else:
+        lines.append("problems   none" + (" (net and weights agree)" if weights else ""))
+    return "\n".join(lines)
+
+
+def looks_like_weights(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a binary or HDF5 file rather than a prototxt."""
+    from ..io.sniff import Kind, sniff
+
+    try:
+        with Path(path).open("rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    return sniff(head) in (Kind.BINARY, Kind.HDF5)

@@ -1,0 +1,143 @@
+"""Synthesised weights in exactly the shapes a net needs, calibrated so outputs vary with input.
+
+Plain He initialisation drives these nets into a softmax that picks the same class for every
+input, which would make every parity test built on them prove little. ``calibrated`` (the default)
+instead runs a batch of image-like inputs through the net once, layer by layer, and rescales each
+convolution and inner product so its outputs are centred with unit spread per channel (heads get a
+wider spread, so class scores differ from input to input without saturating); BatchNorm statistics
+are set from the batch they see. The scales are rounded to float16 precision so tiny floating-point
+differences between machines do not change the weights. Deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from .. import registry
+from ..ir.graph import Graph, Node, Shape
+from ..ir.load import LoadedNet
+from ..verify.inputs import feeds_for
+from .fillers import fill
+
+METHODS = ("calibrated", "he", "fillers")
+HEAD_SPREAD = 1.5  # spread of a head layer's outputs across the calibration batch
+
+# Starting values for one layer type: (blob shapes, generator) -> arrays.
+StartingValues = Callable[[list[Shape], np.random.Generator], list[np.ndarray]]
+
+
+def _he(shape: Shape, rng: np.random.Generator) -> np.ndarray:
+    fan_in = math.prod(shape[1:]) if len(shape) > 1 else 1
+    return rng.normal(0.0, math.sqrt(2.0 / max(fan_in, 1)), shape).astype(np.float32)
+
+
+def initial_blobs(
+    node: Node,
+    shapes: list[Shape],
+    rng: np.random.Generator,
+    method: str,
+    starts: Mapping[str, StartingValues] | None = None,
+) -> list[np.ndarray]:
+    """Starting values for one layer's blobs (``starts`` overrides them per layer type)."""
+    if starts and node.type in starts:
+        return starts[node.type](shapes, rng)
+    facts = registry.facts(node.type)
+    if method == "fillers" and facts.fillers is not None:
+        fillers = facts.fillers(node)
+        if fillers:
+            return [fill(f, s, rng) for f, s in zip(fillers, shapes)] + [
+                np.zeros(s, np.float32) for s in shapes[len(fillers) :]
+            ]
+    if facts.starting_values is not None:
+        return facts.starting_values(shapes, rng)
+    return [_he(s, rng) if i == 0 else np.zeros(s, np.float32) for i, s in enumerate(shapes)]
+
+
+def _f16(values: np.ndarray) -> np.ndarray:
+    return values.astype(np.float16).astype(np.float64)
+
+
+def _heads(graph: Graph) -> set[str]:
+    """Affine layers whose outputs reach a net output without passing another affine layer."""
+    heads: set[str] = set()
+    frontier = list(graph.outputs)
+    seen: set[str] = set()
+    while frontier:
+        value = frontier.pop()
+        if value in seen:
+            continue
+        seen.add(value)
+        node = graph.producer(value)
+        if node is None:
+            continue
+        if registry.facts(node.type).rescale is not None:
+            heads.add(node.name)
+        else:
+            frontier.extend(node.inputs)
+    return heads
+
+
+def _calibrate(graph: Graph, seed: int, batch: int) -> None:
+    """One pass in execution order, fixing each affine and BatchNorm layer from what it sees."""
+    import torch
+
+    from ..converters.torch._base import TorchContext
+
+    feeds = feeds_for(graph.inputs, batch, seed=seed + 1)
+    env: dict[str, torch.Tensor] = {k: torch.from_numpy(v) for k, v in feeds.items()}
+    heads = _heads(graph)
+    with torch.no_grad():
+        for node in graph.nodes:
+            inputs = [env[v] for v in node.inputs]
+            if node.type == "BatchNorm" and node.blobs:
+                x = inputs[0].double().numpy()
+                axes = tuple(i for i in range(x.ndim) if i != 1)
+                factor = float(node.blobs[2][0]) if len(node.blobs) > 2 else 1.0
+                node.blobs[0] = (_f16(x.mean(axis=axes)) * factor).astype(np.float32)
+                node.blobs[1] = (_f16(x.var(axis=axes)) * factor).astype(np.float32)
+            build = registry.lookup(node.type, "torch")
+            assert build is not None
+            module = build.fn(node, TorchContext(graph, node))
+            result = module(*inputs)
+            rescale = registry.facts(node.type).rescale
+            if rescale is not None and node.blobs:
+                y = result[0] if isinstance(result, tuple) else result
+                y = y.double().numpy()
+                axis = registry.facts(node.type).channel_axis % y.ndim
+                axes = tuple(i for i in range(y.ndim) if i != axis)
+                mean, std = y.mean(axis=axes), y.std(axis=axes)
+                target = HEAD_SPREAD if node.name in heads else 1.0
+                scale = _f16(target / np.maximum(std, 1e-6))
+                rescale(node, scale, _f16(-mean * scale))
+                result = build.fn(node, TorchContext(graph, node))(*inputs)
+            if isinstance(result, torch.Tensor):
+                result = (result,)
+            for value, tensor in zip(node.outputs, result):
+                env[value] = tensor
+
+
+def synthesize(
+    loaded: LoadedNet,
+    *,
+    seed: int = 0,
+    method: str = "calibrated",
+    batch: int = 16,
+    starts: Mapping[str, StartingValues] | None = None,
+) -> dict[str, list[np.ndarray]]:
+    """Weights for every layer of ``loaded`` (attached to its graph too), by layer name.
+
+    ``starts`` replaces the starting values of chosen layer types before calibration (e.g. Scale
+    biases that keep a deep plain ReLU chain mostly active)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, not {method!r}")
+    rng = np.random.default_rng(seed)
+    graph = loaded.graph
+    for node in graph.nodes:
+        shapes = loaded.inference.params.get(node.name, [])
+        node.blobs = initial_blobs(node, shapes, rng, method, starts) if shapes else []
+    if method == "calibrated":
+        _calibrate(graph, seed, batch)
+    return {node.name: list(node.blobs) for node in graph.nodes if node.blobs}

@@ -1,0 +1,50 @@
+"""The one place that opens ONNX Runtime sessions: quiet logs, provider choice, one-line errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ...errors import CaffeCompatError
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def cuda_available() -> bool:
+    """Whether this ONNX Runtime build has the CUDA execution provider."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return CUDA in ort.get_available_providers()
+
+
+def providers_for(device: str) -> list[str]:
+    """CUDA first on a ``cuda`` device when the provider exists, the CPU always as fallback."""
+    return [CUDA, CPU] if device.startswith("cuda") and cuda_available() else [CPU]
+
+
+def session(
+    model: bytes | str, *, providers: Sequence[str] = (CPU,), source: str | None = None
+) -> Any:
+    """An ``onnxruntime.InferenceSession``; a model ORT refuses is the user's input (one line)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model, options, providers=list(providers))
+    except Exception as exc:  # ORT raises its own types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        where = source if source is not None else (model if isinstance(model, str) else None)
+        raise CaffeCompatError(f"ONNX Runtime cannot load the model: {first}", path=where) from None
+
+
+def run_all(session_: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every output of the session by name, for float32 feeds."""
+    names = [o.name for o in session_.get_outputs()]
+    outs = session_.run(names, {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()})
+    return dict(zip(names, outs))
