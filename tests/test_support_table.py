@@ -24,7 +24,7 @@ def test_readme_table_is_the_generated_one():
         pytest.skip("README.md has no support-table markers yet")
     current = readme.split(START, 1)[1].split(END, 1)[0]
     assert current.strip() == render_table().strip(), (
-        "README's support table is stale: paste `python -m caffe_compat.support_table` between "
+        "README's support table is stale: paste `python -m caffe_compat.tools.support_table` between "
         "the markers"
     )
 

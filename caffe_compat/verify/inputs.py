@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-# Mean BGR pixel of the Adience training faces (FACTS.md); a fair default for natural images.
+# Mean BGR pixel of the Adience training faces (the released mean.binaryproto); a fair default
+# for natural images.
 DEFAULT_BGR_MEAN = (78.4263377603, 87.7689143744, 114.895847746)
 
 
