@@ -87,6 +87,7 @@ class ModelCard:
     mean_values: tuple[float, float, float]  # per-channel means, in the input's channel order
     input: InputSpec
     card_path: str = ""
+    cuda_precision: str = "exact"  # the fastest numeric mode whose parity was measured to hold
 
     def prototxt_path(self) -> Path:
         """The deploy prototxt as a file path (package data for zoo cards)."""
@@ -174,6 +175,16 @@ def _file_spec(reader: _Reader) -> FileSpec:
     )
 
 
+CUDA_PRECISIONS = ("exact", "fp32")  # the modes a card may promise parity for
+
+
+def _precision(reader: _Reader) -> str:
+    value = reader.get("cuda_precision", str, required=False) or "exact"
+    if value not in CUDA_PRECISIONS:
+        raise reader.fail("cuda_precision", f"must be one of {', '.join(CUDA_PRECISIONS)}")
+    return value
+
+
 def parse_card(data: Mapping[str, Any], *, path: str = "<card>") -> ModelCard:
     """Validate a card's TOML table into a ``ModelCard`` (one-line error on the first problem)."""
     top = _Reader(data, "", path)
@@ -207,6 +218,7 @@ def parse_card(data: Mapping[str, Any], *, path: str = "<card>") -> ModelCard:
             resize=inp.get("resize", int),
         ),
         card_path=path,
+        cuda_precision=_precision(top),
     )
     for reader in (weights, mean, inp, top):
         reader.done()

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import CaffeCompatError
 from .faces import DEFAULT_MARGIN, SSD_CONFIDENCE, Box, Detection, Detector, cut, expand_box
 from .images import read_image
+from .precision import resolve_precision
 from .preprocess import MODES, preprocess
 from .runners import BACKENDS, Runner, is_onnx_path, load_runner, onnx_runner, torch_runner
 
@@ -84,6 +85,8 @@ class Classifier:
     size: int
     crop_size: int
     source: str
+    precision: str = "exact"
+    twin: Runner | None = None  # the same net in exact mode, for --check-precision
 
     def prep_key(self) -> tuple:
         return (self.mean.tobytes(), self.mean.shape, self.mean_crop, self.size, self.crop_size)
@@ -163,6 +166,8 @@ class Predictor:
         download: bool = False,
         device: str = "cpu",
         progress: bool = True,
+        precision: str | None = None,
+        check_precision: bool = False,
     ) -> None:
         tasks = parse_models(models)
         specs = {"age": age_model, "gender": gender_model}
@@ -179,6 +184,10 @@ class Predictor:
         self.batch = batch
         self.margin = margin
         self.device = device
+        self._precision = precision
+        self._check_precision = check_precision
+        # task -> [faces whose argmax agrees with exact mode, faces compared]
+        self.precision_agreement: dict[str, list[int]] = {}
         self.mean_crop = mean_crop
         self._detector_spec = detector
         self._confidence = confidence
@@ -208,23 +217,28 @@ class Predictor:
         from ..zoo import list_models
 
         card = _task_card(task)
+        mode, twin = "exact", None
         if spec is None or (isinstance(spec, str) and spec in list_models()):
             from ..zoo import load_card
             from .pretrained import load_pretrained
 
             if spec is not None:
                 card = load_card(spec)
-            model = load_pretrained(
-                card,
-                cache_dir=cache_dir,
-                download=download,
-                backend=self.backend,
-                device=self.device,
-                progress=progress,
-            )
+            options = {
+                "cache_dir": cache_dir,
+                "download": download,
+                "backend": self.backend,
+                "device": self.device,
+                "progress": progress,
+            }
+            model = load_pretrained(card, precision=self._precision, **options)
             source = f"{card.name} (zoo, released weights)"
             if self.backend == "torch":
                 runner = torch_runner(model, card.output, source, self.device)
+                mode = model.precision
+                if self._check_precision and mode != "exact":
+                    exact = load_pretrained(card, precision="exact", **options)
+                    twin = torch_runner(exact, card.output, source, self.device)
             else:
                 runner = onnx_runner(model.SerializeToString(), card.output, source, self.device)
         else:
@@ -233,13 +247,12 @@ class Predictor:
                 raise CaffeCompatError(
                     f"--{task}-model takes MODEL.onnx or PROTOTXT WEIGHTS, got {len(parts)} paths"
                 )
-            runner = load_runner(
-                parts[0],
-                parts[1] if len(parts) == 2 else None,
-                backend=self.backend,
-                device=self.device,
-                output=card.output,
-            )
+            mode = resolve_precision(self._precision, backend=self.backend, device=self.device)
+            files = (parts[0], parts[1] if len(parts) == 2 else None)
+            options = {"backend": self.backend, "device": self.device, "output": card.output}
+            runner = load_runner(*files, precision=mode, **options)
+            if self._check_precision and mode != "exact":
+                twin = load_runner(*files, precision="exact", **options)
             source = runner.source
         names = tuple(labels) if labels is not None else (runner.labels or card.labels)
         if runner.output_width is not None and runner.output_width != len(names):
@@ -267,6 +280,8 @@ class Predictor:
             size,
             crop_size,
             source,
+            mode,
+            twin,
         )
 
     @property
@@ -340,7 +355,22 @@ class Predictor:
                 f"{len(classifier.labels)} labels",
                 path=classifier.runner.source,
             )
-        return probs.reshape(-1, crops, probs.shape[1]).mean(axis=1)
+        faces = probs.reshape(-1, crops, probs.shape[1]).mean(axis=1)
+        if classifier.twin is not None:
+            exact = (
+                np.concatenate(
+                    [
+                        classifier.twin(np.ascontiguousarray(data[i : i + step]))
+                        for i in range(0, data.shape[0], step)
+                    ]
+                )
+                .reshape(-1, crops, probs.shape[1])
+                .mean(axis=1)
+            )
+            tally = self.precision_agreement.setdefault(classifier.task, [0, 0])
+            tally[0] += int((exact.argmax(axis=1) == faces.argmax(axis=1)).sum())
+            tally[1] += len(faces)
+        return faces
 
     def classify(self, faces: Sequence[np.ndarray], crop: str | None = None) -> dict[str, Any]:
         """Probabilities per task (faces x labels) for face crops (BGR, any size), ``crop``

@@ -39,6 +39,7 @@ from ..io.weights import Weights
 from ..ir.load import load_net
 from ..zoo import FileSpec, ModelCard, load_card
 from .download import fetch_spec
+from .precision import resolve_precision
 
 ENV_HOME = "CAFFE_COMPAT_HOME"
 BACKENDS = ("torch", "onnx")
@@ -190,6 +191,7 @@ def load_pretrained(
     device: str = "cpu",
     progress: bool = True,
     verify_identity: bool = True,
+    precision: str | None = None,
 ) -> Any:
     """A zoo model with its released weights: an eval-mode ``CaffeNet`` (torch) or ONNX model.
 
@@ -204,12 +206,17 @@ def load_pretrained(
     ``caffe_compat.preprocess``) to the ``prob`` blob; ``model.labels`` names its columns and
     ``model.card`` holds the card (mean values, default preprocessing mode). onnx: an
     ``onnx.ModelProto`` whose metadata holds the labels and the weights' identity; ``device``
-    applies to torch only. On CUDA, PyTorch's default TF32 convolutions differ from Caffe's fp32
-    by about 1e-3; set ``torch.backends.cudnn.allow_tf32 = False`` for Caffe's numbers.
+    applies to torch only. ``precision`` is the torch model's numeric mode (``exact``, ``fp32``,
+    ``tf32``, ``fp16``; see ``caffe_compat.app.precision``): on CUDA the default is the card's
+    ``cuda_precision`` (the fastest mode whose parity with Caffe was measured to hold), else
+    ``exact``; the mode is held by the model, never set process-wide.
     """
     card = _card(name)
     if backend not in BACKENDS:
         raise CaffeCompatError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    mode = resolve_precision(
+        precision, backend=backend, device=device, card_default=card.cuda_precision
+    )
     folder = model_folder(card, cache_dir)
     path, identity = _ensure(
         card,
@@ -234,6 +241,7 @@ def load_pretrained(
     from ..converters.torch.model import to_torch
 
     model = to_torch(loaded.graph).to(device)
+    model.set_precision(mode)
     model.eval()
     model.labels = card.labels
     model.card = card

@@ -36,10 +36,14 @@ class Runner:
         return self.call(data)
 
 
-def torch_runner(model: Any, output: str | None, source: str, device: str) -> Runner:
-    """Our CaffeNet on ``device``, in the numeric mode the model holds (``model.precision``)."""
+def torch_runner(
+    model: Any, output: str | None, source: str, device: str, precision: str | None = None
+) -> Runner:
+    """Our CaffeNet on ``device``, in ``precision`` (default: the mode the model holds)."""
     import torch
 
+    if precision is not None:
+        model.set_precision(precision)
     graph = model.graph
     name = _pick_output([graph.blob_of.get(v, v) for v in graph.outputs], output, source)
     value = graph.resolve(name)
@@ -114,9 +118,10 @@ def load_runner(
     backend: str = "torch",
     device: str = "cpu",
     output: str | None = None,
+    precision: str | None = None,
 ) -> Runner:
     """A net from files: ``MODEL.onnx`` (ONNX Runtime), or a prototxt + weights converted in
-    memory for ``backend``."""
+    memory for ``backend`` (torch in ``precision``, see ``precision.py``)."""
     if backend not in BACKENDS:
         raise CaffeCompatError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if weights is None:
@@ -144,4 +149,4 @@ def load_runner(
         return onnx_runner(proto.SerializeToString(), output, source, device)
     from ..converters.torch.model import to_torch
 
-    return torch_runner(to_torch(loaded.graph), output, source, device)
+    return torch_runner(to_torch(loaded.graph), output, source, device, precision)

@@ -20,13 +20,14 @@ def run_torch(
     values: Iterable[str],
     device: str = "cpu",
     model: object | None = None,
+    precision: str = "exact",
 ) -> dict[str, np.ndarray]:
-    """``values`` from our PyTorch module (a fresh one in ``exact`` mode unless given)."""
+    """``values`` from our PyTorch module (a fresh one in ``precision`` mode unless given)."""
     import torch
 
     from ..converters.torch.model import CaffeNet
 
-    net = model if model is not None else CaffeNet(graph)
+    net = model if model is not None else CaffeNet(graph, precision=precision)
     net = net.to(device)  # type: ignore[attr-defined]
     inputs = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in feeds.items()}
     with torch.no_grad():

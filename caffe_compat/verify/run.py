@@ -75,8 +75,10 @@ def _our_backends(
     devices: Iterable[str],
     onnx_model: bytes | None,
     report: Report,
+    precision: str = "exact",
 ) -> dict[str, Values]:
-    """PyTorch on each device (CUDA when present) and ONNX Runtime (CPU; CUDA when present)."""
+    """PyTorch on each device (CUDA when present, in ``precision``) and ONNX Runtime (CPU; CUDA
+    when present)."""
     import torch
 
     from ..converters.onnx.runtime import CUDA, cuda_available
@@ -89,8 +91,11 @@ def _our_backends(
         if device == "cuda" and not torch.cuda.is_available():
             report.backends[name] = "skipped: no CUDA device"
             continue
-        ours[name] = run_torch(graph, feeds, values, device)
-        report.backends[name] = "ran"
+        mode = precision if device == "cuda" else "exact"  # one fp32 on the CPU
+        if mode != "exact":
+            name += f"-{mode}"
+        ours[name] = run_torch(graph, feeds, values, device, precision=mode)
+        report.backends[name] = "ran" if mode == "exact" else f"ran in {mode} mode"
     if onnx_model is None:
         from ..converters.onnx.export import to_onnx
 
@@ -158,12 +163,14 @@ def verify_loaded(
     opencv: bool = True,
     inputs_label: str | None = None,
     require_reference: bool = True,
+    precision: str = "exact",
 ) -> Report:
     """Compare every shared blob between our back ends and the independent judges.
 
     Without any independent judge, ``require_reference=False`` (convert's quick check) compares
     ONNX Runtime with our PyTorch model instead of failing: an export check, said so in the
-    report, not a proof of parity with Caffe."""
+    report, not a proof of parity with Caffe. ``precision`` runs PyTorch on CUDA in that numeric
+    mode, so the report shows whether parity holds there (``exact`` is the default)."""
     graph = loaded.graph
     tolerance = tolerance or Tolerance()
     if reference is not None and feeds is None:
@@ -201,7 +208,7 @@ def verify_loaded(
             "our own PyTorch model (not independent: an export check only)"
         )
         devices = [d for d in devices if d != "cpu"]
-    ours = _our_backends(loaded, feeds, values, devices, onnx_model, report)
+    ours = _our_backends(loaded, feeds, values, devices, onnx_model, report, precision)
     _compare_all(loaded, ours, refs, values, tolerance, report)
     return report
 
