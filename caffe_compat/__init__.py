@@ -30,6 +30,8 @@ _LAZY = {
     # The module itself: it is callable (``caffe_compat.predict(photo)``) and stays importable.
     "predict": ("caffe_compat.predict", None),
     "Predictor": ("caffe_compat.predict", "Predictor"),
+    # OpenCV's readNetFromCaffe/readNet for OpenCV 5 (``from caffe_compat import dnn``).
+    "dnn": ("caffe_compat.dnn", None),
     "FacePrediction": ("caffe_compat.predict", "FacePrediction"),
     "evaluate_adience": ("caffe_compat.evaluate", "evaluate_adience"),
     "register": ("caffe_compat.registry", "register"),

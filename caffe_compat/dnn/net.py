@@ -4,10 +4,12 @@ Why a wrapper and not the ``cv2.dnn.Net`` itself: that object cannot carry the n
 use. Its ONNX importer names layers after ONNX nodes (``trlayout.0``, ``fc6/flatten``... on 5.0,
 ``onnx_node!conv1`` on 4.x), so ``getLayerNames()`` and ``getUnconnectedOutLayersNames()`` would
 not be Caffe's; OpenCV 5.0 returns a wrong buffer for ``forward(name)`` of a tensor that is not a
-graph output and rejects ``forward([names])`` unless the list holds every graph output; and a
-Python subclass of ``cv2.dnn.Net`` crashes the interpreter (OpenCV 4.14, measured). The wrapper
-keeps Caffe's names on top of the real net and forwards every other attribute to it unchanged,
-so ``setPreferableBackend``, ``getPerfProfile``, ``empty``... are OpenCV's own.
+graph output and rejects ``forward([names])`` unless the list holds every graph output. A Python
+subclass is no way out: ``readNetFromONNX`` returns the base class, and subclass instances crash
+the interpreter (segfaults measured on 4.14 and 5.0.0). So ``isinstance(net, cv2.dnn.Net)`` is
+False; the wrapper keeps Caffe's names on top of the real net (``cv_net``) and forwards every
+other attribute to it unchanged, so ``setPreferableBackend``, ``getPerfProfile``, ``empty``...
+are OpenCV's own.
 """
 
 from __future__ import annotations
@@ -68,15 +70,18 @@ class ConvertedNet:
         return self._net
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # never forward private names (copy, pickle, half-built)
+            raise AttributeError(name)
         attribute = getattr(self._net, name)
         if name not in _MIRRORED:
             return attribute
 
         def mirrored(*args: Any, **kwargs: Any) -> Any:
-            self._settings.append((name, args, kwargs))
+            result = attribute(*args, **kwargs)
             if self._full is not None:
                 getattr(self._full, name)(*args, **kwargs)
-            return attribute(*args, **kwargs)
+            self._settings.append((name, args, kwargs))
+            return result
 
         return mirrored
 
@@ -88,12 +93,12 @@ class ConvertedNet:
 
     def setInput(self, blob: Any, name: str = "", *args: Any, **kwargs: Any) -> None:
         """OpenCV's ``setInput(blob[, name[, scalefactor[, mean]]])``."""
-        key = name or self._names.inputs[0]  # OpenCV's "" is the first input
-        self._inputs.pop(key, None)  # replayed in the order last set
-        self._inputs[key] = ((blob, name, *args), kwargs)
         self._net.setInput(blob, name, *args, **kwargs)
         if self._full is not None:
             self._full.setInput(blob, name, *args, **kwargs)
+        key = name or self._names.inputs[0]  # OpenCV's "" is the first input
+        self._inputs.pop(key, None)  # replayed in the order last set
+        self._inputs[key] = ((blob, name, *args), kwargs)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """``forward()``, ``forward(name)`` or ``forward([names])`` (also as ``outputName=`` and

@@ -150,6 +150,11 @@ def test_two_outputs_names_and_default_forward(tmp_path):
     _close(net.forward(outputName="left@left"), left)  # our value names work too
     with pytest.raises(CaffeCompatError, match='no layer or blob named "nope"'):
         net.forward("nope")
+    x2 = X[:, ::-1].copy()  # a new input reaches both the lean and the every-value net
+    net.setInput(x2, "data")
+    _close(net.forward("left"), conv2d(x2, *blobs["left"]))
+    _close(net.forward(), np.maximum(conv2d(x2, *blobs["left"]), 0))
+    net.setInput(X)
     assert not net.empty()  # everything else is the cv2.dnn.Net's
     if OPENCV4:
         theirs = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
