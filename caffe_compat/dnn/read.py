@@ -150,25 +150,31 @@ def readNetFromCaffe(prototxt: Any, caffeModel: Any = None, *, convert: bool | N
         return _converted(cv2, definition, weights)
     if convert is False:
         return _opencv_caffe(cv2, definition, weights)
+    return _opencv4_or_converted(cv2, definition, weights)
+
+
+def _opencv4_or_converted(cv2: Any, prototxt: Path, weights: Path) -> Any:
+    """OpenCV 4's reader unless it deviates from Caffe on this net; then the conversion, or,
+    when OpenCV cannot load that, its own reader again with a warning naming the deviation."""
     try:
-        deviations = opencv_deviations(definition)
+        deviations = opencv_deviations(prototxt)
     except CaffeCompatError as ours:
         try:  # OpenCV may read what we cannot (custom layers registered with OpenCV)
-            return _opencv_caffe(cv2, definition, weights)
+            return _opencv_caffe(cv2, prototxt, weights)
         except OpenCvRejectedError:
             raise ours from None
     if not deviations:
-        return _opencv_caffe(cv2, definition, weights)
+        return _opencv_caffe(cv2, prototxt, weights)
     try:
-        return _converted(cv2, definition, weights)
+        return _converted(cv2, prototxt, weights)
     except OpenCvRejectedError as exc:
         warnings.warn(
             f"{exc}; using OpenCV's Caffe reader, which differs from Caffe here: "
             + "; ".join(deviations),
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-        return _opencv_caffe(cv2, definition, weights)
+        return _opencv_caffe(cv2, prototxt, weights)
 
 
 def readNet(model: Any, config: Any = "", framework: Any = "", *args: Any, **kwargs: Any) -> Any:

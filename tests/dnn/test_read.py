@@ -368,3 +368,25 @@ def test_weights_of_another_net(tmp_path):
     with pytest.raises(CaffeCompatError) as exc:
         dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
     _one_line(exc, "conv")
+
+
+@pytest.mark.skipif(not OPENCV4, reason="OpenCV 4 only: no Caffe reader to fall back to on 5")
+def test_deviation_net_falls_back_to_opencv_when_it_rejects_the_conversion(tmp_path, monkeypatch):
+    """OpenCV 4's ONNX importer cannot parse every conversion (the res10 detector's in-graph
+    DetectionOutput): the automatic path then warns, naming the deviation, and uses OpenCV's own
+    reader, which the tutorial used before; convert=True raises instead."""
+    from caffe_compat.dnn import read
+
+    prototxt, caffemodel, blobs = _lrn_net(tmp_path, k=2.0)
+
+    def rejecting(cv2_module, data, source):
+        raise read.OpenCvRejectedError("OpenCV 4.x cannot load the ONNX conversion: simulated")
+
+    monkeypatch.setattr(read, "_read_onnx", rejecting)
+    with pytest.warns(RuntimeWarning, match=r"OpenCV ignores LRN k \(k=2\)"):
+        net = dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    assert isinstance(net, cv2.dnn.Net)
+    net.setInput(X)
+    _close(net.forward(), _lrn_judge(blobs, X, k=1.0))  # OpenCV's numbers, as before
+    with pytest.raises(read.OpenCvRejectedError, match="simulated"):
+        dnn.readNetFromCaffe(str(prototxt), str(caffemodel), convert=True)
