@@ -31,6 +31,8 @@ _LAZY = {
     "Predictor": ("caffe_compat.app.predictor", "Predictor"),
     "FacePrediction": ("caffe_compat.app.predictor", "FacePrediction"),
     "evaluate_adience": ("caffe_compat.app.evaluate", "evaluate_adience"),
+    # OpenCV's readNetFromCaffe/readNet for OpenCV 5 (``from caffe_compat import dnn``).
+    "dnn": ("caffe_compat.dnn", None),
     "register": ("caffe_compat.registry", "register"),
     "unregister": ("caffe_compat.registry", "unregister"),
     "CaffeCompatError": ("caffe_compat.errors", "CaffeCompatError"),
@@ -44,7 +46,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'caffe_compat' has no attribute {name!r}")
     module, attribute = _LAZY[name]
     imported = importlib.import_module(module)
-    value = getattr(imported, attribute)
+    value = imported if attribute is None else getattr(imported, attribute)
     globals()[name] = value
     return value
 

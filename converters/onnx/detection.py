@@ -1,19 +1,19 @@
 """The SSD layers in ONNX: Permute as Transpose, Normalize with ReduceSumSquare, PriorBox as a
 constant computed from the static shapes, and DetectionOutput computed inside the graph.
 
-DetectionOutput (see caffe_compat.detection_post for Caffe's algorithm) maps onto ONNX ops:
+DetectionOutput (see converters/torch/detection_post.py for Caffe's algorithm) maps onto ONNX ops:
 decoding is element-wise arithmetic; ``top_k`` is a TopK mask on the scores (TopK breaks ties
 by the lower index, as Caffe's stable sort does); the per-class greedy NMS is NonMaxSuppression
 with the confidence threshold (strict ``>``) and the IoU threshold (suppress when ``>``), fed
 boxes with inverted corners replaced by an empty box so that they overlap nothing, as Caffe's
 zero-size rule has it; ``keep_top_k`` is a TopK over all kept scores of an image; a second TopK
-sorts the rows by label; Compress drops the empty slots, and Caffe's placeholder rows are added
-when no image has a detection. The top has Caffe's exact shape, 1 x 1 x R x 7, R dynamic.
+sorts the rows by label; NonZero + Gather drop the empty slots, and Caffe's placeholder rows are
+added when no image has a detection. The top has Caffe's exact shape, 1 x 1 x R x 7, R dynamic.
 
 What stays outside ONNX: an adaptive NMS threshold (``eta`` < 1 with ``nms_threshold`` > 0.5;
 the threshold then changes after every kept box, which NonMaxSuppression cannot express). The
-converter's check reports it; export ``caffe_compat.detection_post.split_detection_output``'s
-graph instead and finish with ``caffe_compat.detection_post.detection_output``.
+converter's check reports it; export the graph of ``split_detection_output`` (in
+``caffe_compat.converters.torch.detection_post``) instead and finish with its ``detection_output``.
 
 ONNX leaves the order in which NonMaxSuppression visits equal scores open; ONNX Runtime visits
 the lower index first, as Caffe does (measured), so ties match there. Caffe's own keep_top_k cut
@@ -70,6 +70,12 @@ class _Graph:
 
     def unsqueeze(self, x: str, axis: int) -> str:
         return self("Unsqueeze", x, self.const([axis], np.int64))
+
+    def rows_where(self, x: str, mask: str) -> str:
+        """The rows of ``x`` where the 1-D ``mask`` is true: ONNX's Compress on axis 0, spelled
+        NonZero + Gather because OpenCV 5's ONNX importer has no Compress."""
+        index = self("Reshape", self("NonZero", mask), self.const([-1], np.int64))
+        return self("Gather", x, index, axis=0)
 
     def filled(self, like: str, value: float, dtype: int = TensorProto.FLOAT) -> str:
         """A tensor shaped like ``like`` (its Shape) full of ``value``."""
@@ -161,8 +167,8 @@ def _check(node: Node) -> str | None:
         return (
             f"eta {s.eta:g} < 1 with nms_threshold {s.nms_threshold:g} > 0.5 changes the NMS "
             "threshold after every kept box, which ONNX NonMaxSuppression cannot do; export "
-            "caffe_compat.detection_post.split_detection_output(graph) and finish with "
-            "caffe_compat.converters.torch.detection_post.detection_output"
+            "split_detection_output(graph) and finish with detection_output (both in "
+            "caffe_compat.converters.torch.detection_post)"
         )
     return None
 
@@ -240,12 +246,12 @@ def _detection_output(node: Node, ctx: OnnxContext) -> OnnxOut:
     columns = [g.unsqueeze(image, 2), g.unsqueeze(label, 2), g.unsqueeze(value, 2), picked]
     rows = g("Reshape", g("Concat", *columns, axis=2), g.const([-1, ROW], np.int64))
     real = g("Reshape", g("Greater", value, lowest), g.const([-1], np.int64))
-    found = g("Compress", rows, real, axis=0)
+    found = g.rows_where(rows, real)
     none = g(
         "Equal",
         g("ReduceSum", g("Cast", real, to=TensorProto.INT64), keepdims=0),
         g.const(0, np.int64),
     )
-    fallback = g("Compress", _placeholders(g, ids, batch), g("Expand", none, batch), axis=0)
+    fallback = g.rows_where(_placeholders(g, ids, batch), g("Expand", none, batch))
     g("Reshape", g("Concat", found, fallback, axis=0), final, out=ctx.outputs[0])
     return OnnxOut(g.nodes, g.inits)
