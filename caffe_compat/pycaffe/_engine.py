@@ -141,6 +141,13 @@ def _assign(module: nn.Module, slot: tuple[str, str, str], tensor: torch.Tensor)
         setattr(sub, name, tensor)
 
 
+def on_host(device: torch.device) -> bool:
+    """CPU: modules share the blobs' memory and results are copied into the blobs at once.
+    Elsewhere results stay on the device until read (Caffe's SyncedMemory) and weights are
+    copied to it, edits being found by the snapshots."""
+    return device.type == "cpu"
+
+
 class Engine:
     """Executes a Layout's layers on the current device, keeping Caffe's blob semantics."""
 
@@ -240,7 +247,7 @@ class Engine:
         node = self.nodes[li]
         assert node is not None
         shared: set[int] = set()
-        if device.type == "cpu":
+        if on_host(device):
             plan = self._plan(li, node) if node.blobs else None
             for bi, slots in (plan or {}).items():
                 tensor = torch.from_numpy(node.blobs[bi])
@@ -302,13 +309,16 @@ class Engine:
             if name not in loaded:
                 blob = self.blobs[self._index[name]]
                 pending = blob._pending
-                if pending is not None and device.type != "cpu":
+                if pending is not None and not on_host(device):
                     loaded[name] = pending.to(device)
                 else:
                     blob._sync()
                     tensor = torch.from_numpy(blob._view())
-                    host_ptrs[tensor.untyped_storage().data_ptr()] = name
-                    loaded[name] = tensor.to(device)
+                    if on_host(device):
+                        host_ptrs[tensor.untyped_storage().data_ptr()] = name
+                        loaded[name] = tensor
+                    else:
+                        loaded[name] = tensor.to(device, copy=True)
             return loaded[name]
 
         with torch.no_grad():
@@ -340,7 +350,7 @@ class Engine:
         for name, tensor in ready.items():
             blob = self.blobs[self._index[name]]
             shape = tuple(tensor.shape)
-            if device.type == "cpu":
+            if on_host(device):
                 blob._pending = None
                 if shape != blob.shape:
                     blob._set_shape(shape)

@@ -9,7 +9,7 @@ at the first blob count or shape that differs, with Caffe's wording.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -48,11 +48,16 @@ def _fillers(param: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerParameter]
 
 
 def fill_blobs(
-    param: caffe_pb2.LayerParameter, blobs: Sequence[Blob], rng: np.random.Generator
+    param: caffe_pb2.LayerParameter,
+    blobs: Sequence[Blob],
+    rng: np.random.Generator,
+    keep: Collection[int] = (),
 ) -> None:
-    """Fill one layer's blobs as Caffe's LayerSetUp would (same distributions)."""
+    """Fill one layer's blobs (but those at indices ``keep``) as Caffe's LayerSetUp would."""
     fillers = _fillers(param)
     for index, blob in enumerate(blobs):
+        if index in keep:
+            continue
         if index < len(fillers):
             np.copyto(blob._view(), fill(fillers[index], blob.shape, rng), casting="unsafe")
         else:
@@ -102,3 +107,32 @@ def copy_trained_layers(
             np.copyto(blob._view(), np.reshape(array, blob.shape), casting="unsafe")
         written.add(index)
     return written
+
+
+def share_param(
+    owner: Blob,
+    owner_layer: str,
+    shape: tuple[int, ...],
+    spec: caffe_pb2.ParamSpec,
+    layer: str,
+) -> Blob:
+    """The blob a layer uses for a parameter named in ``spec`` that ``owner_layer`` declared first
+    (Caffe's AppendParam/ShareWeights): the owner's blob, or a view of its memory in this layer's
+    shape when ``share_mode`` is PERMISSIVE and only the counts agree."""
+    what = f"Cannot share param '{spec.name}' owned by layer '{owner_layer}' with layer '{layer}'"
+    if spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE:
+        if math.prod(shape) != owner.count:
+            raise WeightsMismatchError(
+                f"{what}; count mismatch. Owner layer param shape is {shape_string(owner.shape)}; "
+                f"sharing layer shape is {shape_string(shape)}"
+            )
+    elif tuple(shape) != owner.shape:
+        raise WeightsMismatchError(
+            f"{what}; shape mismatch. Owner layer param shape is {shape_string(owner.shape)}; "
+            f"sharing layer expects shape {shape_string(shape)}"
+        )
+    if tuple(shape) == owner.shape:
+        return owner
+    alias = Blob(tuple(shape))
+    alias._buf = owner._buf
+    return alias

@@ -24,7 +24,7 @@ from ..proto import caffe_pb2
 from ._caffe import Blob, InferenceOnlyError, Layer, filler_rng, log
 from ._engine import Engine
 from ._layout import INPUT, NODE, SPLIT, build_layout
-from ._params import copy_trained_layers, fill_blobs
+from ._params import copy_trained_layers, fill_blobs, share_param
 
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST
@@ -109,9 +109,13 @@ class Net:
         if weights is not None:
             written = copy_trained_layers(self._layer_names, self._params, read_weights(weights))
         rng = filler_rng()
+        filled: set[int] = set()  # buffers: a shared parameter keeps its owner's values
         for index, layer in enumerate(self._layout.layers):
-            if index not in written and self._params[index]:
-                fill_blobs(layer.param, self._params[index], rng)
+            blobs = self._params[index]
+            if index not in written and blobs:
+                keep = {j for j, b in enumerate(blobs) if id(b._buf) in filled}
+                fill_blobs(layer.param, blobs, rng, keep)
+            filled.update(id(b._buf) for b in blobs)
 
     def _setup(self, net, graph, param_shapes: Mapping, state: NetState) -> None:
         self._name = net.name
@@ -121,13 +125,23 @@ class Net:
         nodes = []
         self._params: list[list[Blob]] = []
         self._layers: list[Layer] = []
+        owners: dict[str, tuple[str, Blob]] = {}  # named ParamSpecs: the first layer owns them
         for layer in self._layout.layers:
             node = by_name.get(layer.name) if layer.kind == NODE else None
             if layer.kind == NODE and node is None:
                 raise NetDefinitionError("no computation for this layer", layer=layer.name)
             nodes.append(node)
             shapes = param_shapes.get(layer.name, []) if node is not None else []
-            blobs = [Blob(tuple(s)) for s in shapes]
+            blobs = []
+            for j, shape in enumerate(shapes):
+                spec = layer.param.param[j] if j < len(layer.param.param) else None
+                if spec is not None and spec.name in owners:
+                    owner_layer, owner = owners[spec.name]
+                    blobs.append(share_param(owner, owner_layer, tuple(shape), spec, layer.name))
+                    continue
+                blobs.append(Blob(tuple(shape)))
+                if spec is not None and spec.name:
+                    owners[spec.name] = (layer.name, blobs[-1])
             self._params.append(blobs)
             record = Layer(layer.param)
             record.blobs = blobs

@@ -362,3 +362,67 @@ def test_module_surface(caffe):
     timer.start()
     timer.stop()
     assert timer.ms >= 0
+
+
+def test_device_mode_semantics_on_the_cpu(branchy, monkeypatch):
+    """The GPU-mode bookkeeping (results kept on the device until read, weights copied to it and
+    edits found by snapshots), exercised on the CPU by treating it as a device."""
+    from caffe_compat.pycaffe import _engine
+
+    net, path = branchy
+    monkeypatch.setattr(_engine, "on_host", lambda device: False)
+    x = _data((2, 3, 8, 8), seed=9)
+    net.blobs["data"].data[...] = x
+    net.forward()
+    assert net.blobs["fc"]._pending is not None  # not copied back yet
+    ref = _reference(net, path, x, ["fc", "aux"])
+    np.testing.assert_allclose(net.blobs["fc"].data, ref["fc"], rtol=1e-5, atol=1e-6)
+    assert net.blobs["fc"]._pending is None  # reading .data synchronised it
+
+    weight = net.params["aux"][0].data
+    weight[...] *= 2.0  # not shared with the module here: found by the snapshot
+    net.forward()
+    bias = net.params["aux"][1].data
+    np.testing.assert_allclose(
+        net.blobs["aux"].data - bias, 2.0 * (ref["aux"] - bias), rtol=1e-5, atol=1e-5
+    )
+    # start= reads each blob where its newest values are: pool_a on the device, pool_b as
+    # just written on the host.
+    net.blobs["pool_b"].data[...] = 0.0
+    out = net.forward(start="sum")["aux"].copy()
+    net.forward()
+    assert np.abs(out - net.blobs["aux"].data).max() > 1e-4
+
+
+SIAMESE = """
+input: "a" input_shape { dim: 2 dim: 3 }
+input: "b" input_shape { dim: 2 dim: 3 }
+layer { name: "ip_a" type: "InnerProduct" bottom: "a" top: "fa"
+  param { name: "w" } param { name: "bias" }
+  inner_product_param { num_output: 4 weight_filler { type: "gaussian" std: 1 } bias_filler { type: "constant" value: 0.5 } } }
+layer { name: "ip_b" type: "InnerProduct" bottom: "b" top: "fb"
+  param { name: "w" } param { name: "bias" }
+  inner_product_param { num_output: 4 weight_filler { type: "constant" value: 9 } } }
+layer { name: "flat" type: "InnerProduct" bottom: "a" top: "fc"
+  param { name: "w2" } param { name: "w" share_mode: PERMISSIVE }
+  inner_product_param { num_output: 12 bias_term: true } }
+"""
+
+
+def test_named_params_are_shared(caffe, write_net):
+    """Caffe's ParamSpec names: later layers use the first layer's blobs (the owner's values)."""
+    net = caffe.Net(write_net(SIAMESE), caffe.TEST)
+    assert net.params["ip_b"][0] is net.params["ip_a"][0]
+    np.testing.assert_array_equal(net.params["ip_b"][1].data, np.float32(0.5))
+    assert not np.all(net.params["ip_a"][0].data == 9)  # the owner's gaussian, not the constant
+    # PERMISSIVE: the 12-vector bias of "flat" views the 4x3 weights of "ip_a".
+    assert net.params["flat"][1].shape == (12,)
+    assert np.shares_memory(net.params["flat"][1].data, net.params["ip_a"][0].data)
+    x = np.random.default_rng(0).normal(0, 1, (2, 3)).astype(np.float32)
+    out = net.forward(a=x, b=x)
+    np.testing.assert_array_equal(out["fa"], out["fb"])
+    net.params["ip_a"][0].data[...] = 1.0  # seen by both users of "w"
+    out = net.forward(a=x, b=x)
+    np.testing.assert_allclose(out["fb"], x.sum(axis=1, keepdims=True) + 0.5 + np.zeros((2, 4)))
+    w2 = net.params["flat"][0].data.astype(np.float64)
+    np.testing.assert_allclose(out["fc"], x @ w2.T + 1.0, rtol=1e-5, atol=1e-5)  # bias: all 1
