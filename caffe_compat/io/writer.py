@@ -17,7 +17,7 @@ from ..proto import caffe_pb2
 from .atomic import atomic_output
 from .messages import copy_without
 from .upgrade import v2_layer_to_v1
-from .wire import I32, LEN
+from .wire import I32, LEN, iter_fields
 
 Encoding = Literal["packed", "unpacked", "double"]
 
@@ -51,6 +51,8 @@ class _Blob:
             header.shape.dim.extend(int(d) for d in array.shape)
         self.header = header.SerializeToString()
         self.encoding = encoding
+        # Field-number order, as Caffe writes it: num..width (1-4), data (5), shape (7), double (8).
+        self.header_first = encoding == "double" or not header.HasField("shape")
         if encoding == "double":
             self.values = np.ascontiguousarray(array, dtype="<f8").reshape(-1)
             self.prefix = _tag(8, LEN) + _varint(self.values.nbytes)
@@ -67,17 +69,26 @@ class _Blob:
         self.size = len(self.header) + len(self.prefix) + self.values.nbytes
 
     def write(self, out: BinaryIO) -> None:
-        out.write(self.header)
+        if self.header_first:
+            out.write(self.header)
         out.write(self.prefix)
         if self.values.nbytes:
             out.write(memoryview(self.values).cast("B"))
+        if not self.header_first:
+            out.write(self.header)
 
 
-def _layer_def(layer: caffe_pb2.LayerParameter, version: int) -> bytes:
+def _layer_def(layer: caffe_pb2.LayerParameter, version: int) -> tuple[bytes, bytes]:
+    """The definition's bytes before and after its blobs, so a layer comes out in field-number
+    order as Caffe (C++ protobuf) writes it: byte-identical files for identical nets."""
     definition = copy_without(layer, ["blobs"])
+    blob_field = 7
     if version == 1:
-        return v2_layer_to_v1(definition).SerializeToString()
-    return definition.SerializeToString()
+        definition, blob_field = v2_layer_to_v1(definition), 6
+    data = definition.SerializeToString()
+    later = (f.tag_start for f in iter_fields(data, 0, len(data)) if f.number > blob_field)
+    split = next(later, len(data))
+    return data[:split], data[split:]
 
 
 def write_caffemodel(
@@ -107,15 +118,16 @@ def write_caffemodel(
     with atomic_output(path) as tmp, open(tmp, "wb") as out:
         out.write(header.SerializeToString())
         for layer in net.layer:
-            definition = _layer_def(layer, version)
+            head, tail = _layer_def(layer, version)
             pieces = [_Blob(a, version == 1, encoding) for a in blobs.get(layer.name, ())]
             frames = [_tag(blob_field, LEN) + _varint(p.size) for p in pieces]
-            size = len(definition) + sum(len(f) + p.size for f, p in zip(frames, pieces))
+            size = len(head) + len(tail) + sum(len(f) + p.size for f, p in zip(frames, pieces))
             out.write(_tag(layer_field, LEN) + _varint(size))
-            out.write(definition)
+            out.write(head)
             for frame, piece in zip(frames, pieces):
                 out.write(frame)
                 piece.write(out)
+            out.write(tail)
 
 
 def write_mean(path: str | os.PathLike[str], mean: np.ndarray) -> None:

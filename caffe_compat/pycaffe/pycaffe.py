@@ -1,0 +1,457 @@
+"""``caffe.Net``: BVLC pycaffe's Net (its C++ core and its Python additions) over caffe-compat.
+
+Names, orders, defaults and the errors scripts may catch are Caffe's; the forward pass runs the
+converters' PyTorch layers (see _engine.py). Backward passes and training raise
+``InferenceOnlyError``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from .. import registry
+from ..errors import CaffeCompatError, NetDefinitionError
+from ..io import read_weights, write_caffemodel, write_hdf5
+from ..ir.infer import infer_shapes
+from ..ir.phase import NetState
+from ..load import load_net
+from ..proto import caffe_pb2
+from ._caffe import Blob, InferenceOnlyError, Layer, filler_rng, log
+from ._engine import Engine
+from ._layout import INPUT, NODE, SPLIT, build_layout
+from ._params import copy_trained_layers, fill_blobs, share_param
+
+TRAIN = caffe_pb2.TRAIN
+TEST = caffe_pb2.TEST
+
+_ARG_NAMES = ("network_file", "phase", "level", "stages", "weights")
+_SIGNATURES = (
+    "Net(network_file, phase, level=0, stages=None, weights=None) or "
+    "Net(network_file, weights_file, phase)"
+)
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike))
+
+
+def _is_phase(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and int(value) in (TRAIN, TEST)
+
+
+def _check_file(path: str | os.PathLike[str]) -> str:
+    """Caffe's CheckFile: the file must open."""
+    text = os.fspath(path)
+    try:
+        with open(text, "rb"):
+            pass
+    except OSError:
+        raise RuntimeError(f"Could not open file {text}") from None
+    return text
+
+
+def _parse_init(args: tuple, kwargs: dict) -> tuple[str, int, int, list[str], str | None]:
+    """Resolve the two constructors pycaffe offers, as Boost.Python's overloading does."""
+    deprecated = len(args) == 3 and not kwargs and _is_path(args[0]) and _is_path(args[1])
+    if deprecated and _is_phase(args[2]):
+        log.warning(
+            "DEPRECATION WARNING - deprecated use of Python interface; use "
+            "Net('%s', %d, weights='%s') instead",
+            os.fspath(args[0]),
+            int(args[2]),
+            os.fspath(args[1]),
+        )
+        return os.fspath(args[0]), int(args[2]), 0, [], os.fspath(args[1])
+    bound: dict[str, Any] = dict(zip(_ARG_NAMES, args))
+    problem = len(args) > len(_ARG_NAMES)
+    for key, value in kwargs.items():
+        problem |= key not in _ARG_NAMES or key in bound
+        bound[key] = value
+    stages = bound.get("stages")
+    weights = bound.get("weights")
+    problem |= not _is_path(bound.get("network_file")) or not _is_phase(bound.get("phase"))
+    problem |= not isinstance(bound.get("level", 0), (int, np.integer))
+    problem |= weights is not None and not _is_path(weights)
+    problem |= stages is not None and (
+        isinstance(stages, str) or not all(isinstance(s, str) for s in stages)
+    )
+    if problem:
+        named = [f"{k}={type(v).__name__}" for k, v in kwargs.items()]
+        given = ", ".join([type(a).__name__ for a in args] + named)
+        raise TypeError(f"Net({given}) did not match any signature: {_SIGNATURES}")
+    return (
+        os.fspath(bound["network_file"]),
+        int(bound["phase"]),
+        int(bound.get("level", 0)),
+        list(stages or []),
+        None if weights is None else os.fspath(weights),
+    )
+
+
+class Net:
+    """A Caffe net for inference: ``Net(prototxt, caffe.TEST, weights=caffemodel)``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        network_file, phase, level, stages, weights = _parse_init(args, kwargs)
+        _check_file(network_file)
+        if weights is not None:
+            _check_file(weights)
+        state = NetState.make(caffe_pb2.Phase.Name(phase), stages, level)
+        loaded = load_net(network_file, phase=state.phase, stages=state.stages, level=state.level)
+        registry.preflight(loaded.graph, ["torch"])
+        self._setup(loaded.net, loaded.graph, loaded.inference.params, state)
+        written: set[int] = set()
+        if weights is not None:
+            written = copy_trained_layers(self._layer_names, self._params, read_weights(weights))
+        rng = filler_rng()
+        filled: set[int] = set()  # buffers: a shared parameter keeps its owner's values
+        for index, layer in enumerate(self._layout.layers):
+            blobs = self._params[index]
+            if index not in written and blobs:
+                keep = {j for j, b in enumerate(blobs) if id(b._buf) in filled}
+                fill_blobs(layer.param, blobs, rng, keep)
+            filled.update(id(b._buf) for b in blobs)
+
+    def _setup(self, net, graph, param_shapes: Mapping, state: NetState) -> None:
+        self._name = net.name
+        self._graph = graph
+        self._layout = build_layout(net, state, graph.path)
+        by_name = {node.name: node for node in graph.nodes}
+        nodes = []
+        self._params: list[list[Blob]] = []
+        self._layers: list[Layer] = []
+        owners: dict[str, tuple[str, Blob]] = {}  # named ParamSpecs: the first layer owns them
+        for layer in self._layout.layers:
+            node = by_name.get(layer.name) if layer.kind == NODE else None
+            if layer.kind == NODE and node is None:
+                raise NetDefinitionError("no computation for this layer", layer=layer.name)
+            nodes.append(node)
+            shapes = param_shapes.get(layer.name, []) if node is not None else []
+            blobs = []
+            for j, shape in enumerate(shapes):
+                spec = layer.param.param[j] if j < len(layer.param.param) else None
+                if spec is not None and spec.name in owners:
+                    owner_layer, owner = owners[spec.name]
+                    blobs.append(share_param(owner, owner_layer, tuple(shape), spec, layer.name))
+                    continue
+                blobs.append(Blob(tuple(shape)))
+                if spec is not None and spec.name:
+                    owners[spec.name] = (layer.name, blobs[-1])
+            self._params.append(blobs)
+            record = Layer(layer.param)
+            record.blobs = blobs
+            self._layers.append(record)
+        self._nodes = nodes
+        self._blobs = [Blob() for _ in self._layout.blob_names]
+        self._apply_shapes(initial=True)
+        self._engine = Engine(graph, self._layout, self._blobs, self._params, nodes)
+
+    # --- shapes ---------------------------------------------------------------------------------
+
+    def _apply_shapes(self, initial: bool = False) -> None:
+        """Give every blob the shape Caffe's Reshape pass computes (inputs keep theirs)."""
+        graph = self._graph
+        shapes: dict[str, tuple[int, ...]] = {}
+        for layer, node in zip(self._layout.layers, self._nodes):
+            if layer.kind == INPUT:
+                for top in layer.tops:
+                    shapes[top] = tuple(graph.inputs[top])
+            elif layer.kind == SPLIT:
+                for top in layer.tops:
+                    shapes[top] = shapes[layer.bottoms[0]]
+            else:
+                for top, value in zip(layer.tops, node.outputs):
+                    shapes[top] = tuple(graph.shapes[value])
+        inputs = {self._layout.blob_names[i] for i in self._layout.input_ids}
+        for name, blob in zip(self._layout.blob_names, self._blobs):
+            if initial or name not in inputs:
+                blob._sync()
+                blob._set_shape(shapes[name])
+        self._shaped_for = {name: tuple(graph.inputs[name]) for name in inputs}
+
+    def reshape(self) -> None:
+        """Carry the input blobs' current shapes through the net (Caffe's Net::Reshape)."""
+        graph = self._graph
+        wanted = {name: self.blobs[name].shape for name in self.inputs}
+        before = dict(graph.inputs)
+        graph.inputs.update(wanted)
+        try:
+            inference = infer_shapes(graph, strict=True)
+            for layer, blobs in zip(self._layout.layers, self._params):
+                expected = [tuple(s) for s in inference.params.get(layer.name, [])]
+                held = [b.shape for b in blobs]
+                if blobs and expected != held:
+                    raise NetDefinitionError(
+                        f"input shape(s) {wanted} need parameter shapes {expected}, "
+                        f"the layer holds {held}",
+                        path=graph.path,
+                        layer=layer.name,
+                        layer_type=layer.type,
+                    )
+        except CaffeCompatError:
+            graph.inputs.clear()
+            graph.inputs.update(before)
+            infer_shapes(graph, strict=True)
+            raise
+        self._apply_shapes()
+
+    def _ensure_shapes(self) -> None:
+        current = {name: self.blobs[name].shape for name in self.inputs}
+        if current != self._shaped_for:
+            self.reshape()
+
+    # --- what pycaffe exposes -------------------------------------------------------------------
+
+    @property
+    def _blob_names(self) -> list[str]:
+        return list(self._layout.blob_names)
+
+    @property
+    def _layer_names(self) -> list[str]:
+        return [layer.name for layer in self._layout.layers]
+
+    @property
+    def layers(self) -> list[Layer]:
+        return self._layers
+
+    @property
+    def _inputs(self) -> list[int]:
+        return list(self._layout.input_ids)
+
+    @property
+    def _outputs(self) -> list[int]:
+        return list(self._layout.output_ids)
+
+    @property
+    def _blob_loss_weights(self) -> list[float]:
+        return list(self._layout.loss_weights)
+
+    def _top_ids(self, index: int) -> list[int]:
+        return list(self._layout.top_ids[index])
+
+    def _bottom_ids(self, index: int) -> list[int]:
+        return list(self._layout.bottom_ids[index])
+
+    def _cached(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self.__dict__:
+            self.__dict__[key] = make()
+        return self.__dict__[key]
+
+    @property
+    def blobs(self) -> OrderedDict[str, Blob]:
+        """Blobs by name, from input to output."""
+        return self._cached("_blobs_dict", lambda: OrderedDict(zip(self._blob_names, self._blobs)))
+
+    @property
+    def blob_loss_weights(self) -> OrderedDict[str, float]:
+        return self._cached(
+            "_blob_loss_weights_dict",
+            lambda: OrderedDict(zip(self._blob_names, self._blob_loss_weights)),
+        )
+
+    @property
+    def layer_dict(self) -> OrderedDict[str, Layer]:
+        return self._cached("_layer_dict", lambda: OrderedDict(zip(self._layer_names, self.layers)))
+
+    @property
+    def params(self) -> OrderedDict[str, list[Blob]]:
+        """Parameter blobs (weights, biases, ...) of every layer that has some."""
+        return self._cached(
+            "_params_dict",
+            lambda: OrderedDict(
+                (name, layer.blobs)
+                for name, layer in zip(self._layer_names, self.layers)
+                if len(layer.blobs) > 0
+            ),
+        )
+
+    @property
+    def inputs(self) -> list[str]:
+        return self._cached("_input_list", lambda: [self._blob_names[i] for i in self._inputs])
+
+    @property
+    def outputs(self) -> list[str]:
+        return self._cached("_output_list", lambda: [self._blob_names[i] for i in self._outputs])
+
+    def _names_by_layer(self, ids: Callable[[int], list[int]]) -> OrderedDict[str, list[str]]:
+        names = self._blob_names
+        return OrderedDict(
+            (layer, [names[j] for j in ids(i)]) for i, layer in enumerate(self._layer_names)
+        )
+
+    @property
+    def top_names(self) -> OrderedDict[str, list[str]]:
+        return self._cached("_top_names", lambda: self._names_by_layer(self._top_ids))
+
+    @property
+    def bottom_names(self) -> OrderedDict[str, list[str]]:
+        return self._cached("_bottom_names", lambda: self._names_by_layer(self._bottom_ids))
+
+    # --- forward --------------------------------------------------------------------------------
+
+    def _forward(self, start: int, end: int) -> float:
+        """Run layers ``start`` to ``end`` inclusive (Caffe's ForwardFromTo); returns the loss."""
+        if start < 0 or end >= len(self._layers):
+            raise IndexError(
+                f"layers {start} to {end} are out of range: the net has {len(self._layers)} layers"
+            )
+        self._ensure_shapes()
+        self._engine.run(start, end)
+        return 0.0
+
+    def forward(
+        self,
+        blobs: list[str] | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        **kwargs: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """Forward pass; returns the output blobs (and ``blobs``) by name, as views of the blobs.
+
+        ``kwargs`` set input blobs (same batch size); ``start``/``end`` name the first and last
+        (inclusive) layers to run; with ``end`` the tops of that layer are returned.
+        """
+        if blobs is None:
+            blobs = []
+        start_ind = self._layer_names.index(start) if start is not None else 0
+        if end is not None:
+            end_ind = self._layer_names.index(end)
+            outputs = set(self.top_names[end] + blobs)
+        else:
+            end_ind = len(self.layers) - 1
+            outputs = set(self.outputs + blobs)
+        if kwargs:
+            if set(kwargs.keys()) != set(self.inputs):
+                raise Exception("Input blob arguments do not match net inputs.")
+            for name, value in kwargs.items():
+                if value.shape[0] != self.blobs[name].shape[0]:
+                    raise Exception("Input is not batch sized")
+                self.blobs[name].data[...] = value
+        self._forward(start_ind, end_ind)
+        return {name: self.blobs[name].data for name in outputs}
+
+    def _batch(self, blobs: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        """Split inputs into batches of the net's batch size; the last one is zero-padded."""
+        num = len(next(iter(blobs.values())))
+        batch_size = next(iter(self.blobs.values())).shape[0]
+        remainder = num % batch_size
+        for b in range(num // batch_size):
+            i = b * batch_size
+            yield {name: blobs[name][i : i + batch_size] for name in blobs}
+        if remainder > 0:
+            padded = {}
+            for name in blobs:
+                padding = np.zeros((batch_size - remainder, *blobs[name].shape[1:]))
+                padded[name] = np.concatenate([blobs[name][-remainder:], padding])
+            yield padded
+
+    def forward_all(self, blobs: list[str] | None = None, **kwargs: np.ndarray) -> dict:
+        """Forward any number of inputs in batches; returns stacked copies, padding dropped."""
+        all_outs: dict[str, Any] = {out: [] for out in set(self.outputs + (blobs or []))}
+        for batch in self._batch(kwargs):
+            outs = self.forward(blobs=blobs, **batch)
+            for out, out_blob in outs.items():
+                all_outs[out].extend(out_blob.copy())
+        for out in all_outs:
+            all_outs[out] = np.asarray(all_outs[out])
+        pad = len(next(iter(all_outs.values()))) - len(next(iter(kwargs.values())))
+        if pad:
+            for out in all_outs:
+                all_outs[out] = all_outs[out][:-pad]
+        return all_outs
+
+    def before_forward(self, callback: Callable[[int], Any]) -> None:
+        self._engine.before.append(callback)
+
+    def after_forward(self, callback: Callable[[int], Any]) -> None:
+        self._engine.after.append(callback)
+
+    # --- training: refused ----------------------------------------------------------------------
+
+    def backward(self, *args: Any, **kwargs: Any) -> dict:
+        raise InferenceOnlyError("Net.backward")
+
+    def _backward(self, start: int, end: int) -> None:
+        raise InferenceOnlyError("Net._backward")
+
+    def forward_backward_all(self, *args: Any, **kwargs: Any) -> tuple:
+        raise InferenceOnlyError("Net.forward_backward_all")
+
+    def before_backward(self, callback: Callable[[int], Any]) -> None:
+        raise InferenceOnlyError("Net.before_backward")
+
+    def after_backward(self, callback: Callable[[int], Any]) -> None:
+        raise InferenceOnlyError("Net.after_backward")
+
+    def clear_param_diffs(self) -> None:
+        for blobs in self._params:
+            for blob in blobs:
+                blob.diff[...] = 0.0
+
+    def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
+        raise CaffeCompatError(
+            "Net.set_input_arrays (MemoryData layers) is not supported by caffe-compat; "
+            "write the inputs with net.blobs[name].data[...] = array instead"
+        )
+
+    _set_input_arrays = set_input_arrays
+
+    # --- weights --------------------------------------------------------------------------------
+
+    def copy_from(self, filename: str | os.PathLike[str]) -> None:
+        """Load weights by layer name (binary caffemodel V1/V2 or HDF5), as Caffe does."""
+        written = copy_trained_layers(self._layer_names, self._params, read_weights(filename))
+        for index in written:
+            self._engine.invalidate(index)
+
+    load_hdf5 = copy_from
+
+    def share_with(self, other: Net) -> None:
+        """Use ``other``'s parameter blobs for the layers both nets have (shared memory)."""
+        where = {name: i for i, name in enumerate(self._layer_names)}
+        for name, source in zip(other._layer_names, other.layers):
+            index = where.get(name)
+            if index is None:
+                continue
+            targets = self._params[index]
+            if len(targets) != len(source.blobs):
+                raise CaffeCompatError(f"Incompatible number of blobs for layer {name}")
+            for j, (mine, theirs) in enumerate(zip(targets, source.blobs)):
+                if mine.shape != theirs.shape:
+                    raise CaffeCompatError(
+                        f"Cannot share param {j} weights from layer '{name}'; shape mismatch. "
+                        f"Source param shape is {list(theirs.shape)}; target param shape is "
+                        f"{list(mine.shape)}"
+                    )
+            for j, theirs in enumerate(source.blobs):
+                targets[j] = theirs
+                self._engine.watch(index, j, theirs)
+            self._engine.invalidate(index)
+
+    def _to_proto(self) -> tuple[caffe_pb2.NetParameter, dict[str, list[np.ndarray]]]:
+        net = caffe_pb2.NetParameter(name=self._name)
+        blobs: dict[str, list[np.ndarray]] = {}
+        for layer, params in zip(self._layout.layers, self._params):
+            net.layer.add().CopyFrom(layer.param)
+            if params:
+                for blob in params:
+                    blob._sync()
+                blobs[layer.name] = [blob._view() for blob in params]
+        return net, blobs
+
+    def save(self, filename: str | os.PathLike[str]) -> None:
+        """Write the net's layers and weights as a binary V2 caffemodel (what Caffe writes)."""
+        net, blobs = self._to_proto()
+        write_caffemodel(filename, net, blobs)
+
+    def save_hdf5(self, filename: str | os.PathLike[str]) -> None:
+        """Write the weights in Caffe's HDF5 layout."""
+        write_hdf5(filename, self._to_proto()[1])
+
+    def __repr__(self) -> str:
+        return f"<caffe Net {self._name!r}: {len(self._layers)} layers, inputs {self.inputs}>"
