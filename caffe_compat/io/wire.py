@@ -8,6 +8,7 @@ length is checked against its enclosing message before anything is sliced or all
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 VARINT, I64, LEN, SGROUP, EGROUP, I32 = 0, 1, 2, 3, 4, 5
@@ -86,3 +87,12 @@ def read_field(buf: memoryview | bytes, pos: int, end: int) -> Field:
     if pos > end:
         raise WireError(f"field {number} runs past the end of its message", tag_start)
     return Field(number, wire_type, tag_start, field_start, pos, value)
+
+
+def iter_fields(buf: memoryview | bytes, start: int, end: int) -> Iterator[Field]:
+    """Yield every field of the message occupying ``buf[start:end]``, checking each span."""
+    pos = start
+    while pos < end:
+        field = read_field(buf, pos, end)
+        pos = field.end
+        yield field

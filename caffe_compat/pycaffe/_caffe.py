@@ -348,7 +348,7 @@ def has_nccl() -> bool:
 def layer_type_list() -> list[str]:
     """Layer types a net may use here (Caffe lists its registry, sorted by name)."""
     from .. import registry
-    from ..ir.build import DATA_TYPES
 
     runnable = registry.supported_types("shape") & registry.supported_types("torch")
-    return sorted(runnable | {"Input"} | DATA_TYPES)
+    data = {t for t in registry.described_types() if registry.role(t) == "data"}
+    return sorted(runnable | {"Input"} | data)

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .. import registry
 from ..errors import NetDefinitionError
-from ..ir.build import DATA_TYPES, TRAINING_ONLY_TYPES
 from ..ir.phase import NetState, layer_included
 from ..proto import caffe_pb2
 
@@ -69,7 +69,7 @@ def _kept_layers(
 ) -> list[CaffeLayer]:
     kept: list[CaffeLayer] = []
     for layer in net.layer:
-        if not layer_included(state, layer) or layer.type in TRAINING_ONLY_TYPES:
+        if not layer_included(state, layer) or registry.role(layer.type) == "training":
             continue
         param = caffe_pb2.LayerParameter()
         param.CopyFrom(layer)
@@ -77,7 +77,7 @@ def _kept_layers(
             param.phase = caffe_pb2.Phase.Value(state.phase)
         if layer.type == "Input":
             kept.append(CaffeLayer(param, INPUT))
-        elif layer.type in DATA_TYPES:
+        elif registry.role(layer.type) == "data":
             del param.top[1:]  # labels feed only the losses left out above
             kept.append(CaffeLayer(param, INPUT))
         else:

@@ -14,9 +14,9 @@ from collections.abc import Collection, Sequence
 import numpy as np
 
 from ..errors import WeightsMismatchError
-from ..fillers import fill
 from ..io.weights import Weights
 from ..proto import caffe_pb2
+from ..tools.fillers import fill
 from ._caffe import Blob
 
 

@@ -18,8 +18,8 @@ from .. import registry
 from ..errors import CaffeCompatError, NetDefinitionError
 from ..io import read_weights, write_caffemodel, write_hdf5
 from ..ir.infer import infer_shapes
+from ..ir.load import load_net
 from ..ir.phase import NetState
-from ..load import load_net
 from ..proto import caffe_pb2
 from ._caffe import Blob, InferenceOnlyError, Layer, filler_rng, log
 from ._engine import Engine

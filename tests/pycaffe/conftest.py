@@ -35,8 +35,8 @@ def levi_age(shared, tmp_path_factory) -> tuple[Path, Path]:
     """(deploy_age.prototxt, a caffemodel of synthesized weights in the official shapes)."""
     from caffe_compat.io import write_caffemodel
     from caffe_compat.io.writer import definitions_only
-    from caffe_compat.load import load_net
-    from caffe_compat.synth import synthesize
+    from caffe_compat.ir.load import load_net
+    from caffe_compat.tools.synth import synthesize
 
     prototxt = shared / "deploy_age.prototxt"
     loaded = load_net(prototxt)
