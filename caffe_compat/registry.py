@@ -1,9 +1,10 @@
 """Layer support, keyed by (Caffe layer type, back end): the plugin point for every layer.
 
-Back ends: ``shape`` (Caffe's shape rules, numpy only), ``torch`` and ``onnx``. Built-in support is
-registered when the back end's package is first needed. A user registration for a type that
-already has one pushes onto a stack and wins until it is unregistered, so forks' custom layers and
-fixes plug in without editing the project::
+Back ends: ``shape`` (Caffe's shape rules, numpy only), ``torch``, ``onnx`` and ``reference`` (a
+float64 numpy transcription of Caffe's forward pass, independent of the other two). Built-in
+support is registered when the back end's package is first needed. A user registration for a
+type that already has one pushes onto a stack and wins until it is unregistered, so forks' custom
+layers and fixes plug in without editing the project::
 
     from caffe_compat import registry
 
@@ -24,11 +25,12 @@ from .errors import UnsupportedLayer, UnsupportedLayersError
 if TYPE_CHECKING:
     from .ir.graph import Graph, Node, Shape
 
-BACKENDS = ("shape", "torch", "onnx")
+BACKENDS = ("shape", "torch", "onnx", "reference")
 _BUILTIN_PACKAGES = {
     "shape": "caffe_compat.shapes",
     "torch": "caffe_compat.converters.torch",
     "onnx": "caffe_compat.converters.onnx",
+    "reference": "caffe_compat.reference",
 }
 
 
