@@ -12,6 +12,9 @@ ONNX back ends but the graph, the shape rules and their geometry helpers::
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from .run import forward
 
 __all__ = ["forward", "load_all"]
@@ -19,6 +22,6 @@ __all__ = ["forward", "load_all"]
 
 def load_all() -> None:
     """Import every layer module so its registrations run (called by the registry)."""
-    from .._plugins import import_submodules
-
-    import_submodules(__name__)
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
