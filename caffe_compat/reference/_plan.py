@@ -110,15 +110,22 @@ def _scratch(node: Node, ins: list[Shape], outs: list[Shape]) -> int:
     return 2 * sum(_bytes(s) for s in outs)  # elementwise temporaries
 
 
-def peak_bytes(graph: Graph, shapes: Mapping[str, Shape], keep: Iterable[str]) -> int:
-    """The most bytes alive at once: live float64 values, one layer's scratch and its weights
-    in float64. DetectionOutput's rows are bounded by what keep_top_k and top_k allow."""
-    keep = set(keep)
+def value_bytes(graph: Graph, shapes: Mapping[str, Shape]) -> dict[str, int]:
+    """Bytes of each float64 value; DetectionOutput's rows are bounded by what keep_top_k and
+    top_k allow (its shape rule only gives the placeholder)."""
     sizes = {v: _bytes(s) for v, s in shapes.items()}
     for node in graph.nodes:
         if node.type == "DetectionOutput":
             rows = _max_detections(node, shapes[node.inputs[0]][0], shapes[node.inputs[2]])
             sizes[node.outputs[0]] = rows * 7 * ITEM
+    return sizes
+
+
+def peak_bytes(graph: Graph, shapes: Mapping[str, Shape], keep: Iterable[str]) -> int:
+    """The most bytes alive at once: live float64 values, one layer's scratch and its weights
+    in float64."""
+    keep = set(keep)
+    sizes = value_bytes(graph, shapes)
     last = last_uses(graph)
     live = {v: sizes[v] for v in graph.inputs}
     peak = sum(live.values())

@@ -39,10 +39,16 @@ def _elu(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     return [np.maximum(x, 0) + alpha * (np.exp(np.minimum(x, 0)) - 1)]
 
 
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)), from exp(-|x|) so it neither overflows nor cancels (Caffe's
+    0.5 tanh(x / 2) + 0.5 is the same function but loses the tail to cancellation)."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
 @register("Sigmoid", "reference")
 def _sigmoid(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
-    (x,) = inputs
-    return [0.5 * np.tanh(0.5 * x) + 0.5]  # Caffe's form; never overflows
+    return [sigmoid(inputs[0])]
 
 
 @register("TanH", "reference")
@@ -111,7 +117,7 @@ def _clip(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
 def _swish(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     (x,) = inputs
     beta = float(node.param.swish_param.beta)
-    return [x * (0.5 * np.tanh(0.5 * beta * x) + 0.5)]
+    return [x * sigmoid(beta * x)]
 
 
 def _dropout_check(node: Node) -> str | None:

@@ -7,7 +7,6 @@ one error says how many bytes were needed. A result is never silently partial.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -19,13 +18,13 @@ from ._base import LayerContext
 from ._plan import (
     BATCH,
     CONST,
-    ITEM,
     infer,
     last_uses,
     memory_limit,
     peak_bytes,
     single_shapes,
     split_roles,
+    value_bytes,
 )
 
 BACKEND = "reference"
@@ -173,7 +172,8 @@ def _run_by_image(
     split = split_roles(graph, shapes, single, batch)
     if split.reason is not None:
         raise _too_big(graph, need, limit, f"image-by-image runs would differ: {split.reason}")
-    merged_bytes = sum(math.prod(shapes[v]) * ITEM for v in keep if split.roles[v] != CONST)
+    sizes = value_bytes(graph, shapes)
+    merged_bytes = sum(sizes[v] for v in keep if split.roles[v] != CONST)
     one = peak_bytes(graph, single, keep) + merged_bytes
     if one > limit:
         raise _too_big(graph, need, limit, f"even one image at a time needs {one} bytes")
