@@ -95,13 +95,13 @@ def _scratch(node: Node, ins: list[Shape], outs: list[Shape]) -> int:
             axis = canonical_axis(int(p.axis), len(shape))
             outer, spatial = math.prod(shape[:axis]), shape[axis + 1 :]
             kernel = math.prod(conv_geometry(p, len(spatial)).kernel)
-            if node.type == "Deconvolution":  # columns, then the unpadded sum
+            if node.type == "Deconvolution":  # columns, then the sum before cropping
                 cols = outer * int(p.num_output) * kernel * math.prod(spatial)
                 total += cols * ITEM + _bytes(outs[0]) * 2
-            else:  # im2col buffer (and its padded input)
+            else:  # the padded input, the im2col buffer, and the GEMM's result
                 out_spatial = outs[0][axis + 1 :]
                 total += outer * shape[axis] * kernel * math.prod(out_spatial) * ITEM
-                total += _bytes(shape)
+                total += _bytes(shape) + _bytes(outs[0])
         return total
     if node.type == "DetectionOutput":
         s = detection_settings(node.param.detection_output_param)

@@ -52,11 +52,11 @@ def convolve(
     n_out, taps, length = weight.shape[0], math.prod(geom.kernel), n * math.prod(out)
     cols = im2col(x, geom, out).reshape(group, channels // group * taps, length)
     w = weight.reshape(group, n_out // group, channels // group * taps)
-    y = np.matmul(w, cols)  # one GEMM per group: (group, O / group, n * out)
-    y = y.reshape(n_out, n, *out).swapaxes(0, 1)
+    y = np.matmul(w, cols).reshape(n_out, n, -1)  # one GEMM per group: (group, O / group, n * out)
+    del cols
     if bias is not None:
-        y = y + bias.reshape((1, -1) + (1,) * len(out))
-    return np.ascontiguousarray(y)
+        y += bias[:, None, None]
+    return np.ascontiguousarray(y.transpose(1, 0, 2)).reshape(n, n_out, *out)
 
 
 def deconvolve(
@@ -81,11 +81,11 @@ def deconvolve(
             for t, (size, _, s, d) in zip(tap, _axes(spatial, geom))
         )
         y[(slice(None), slice(None), *where)] += cols[(slice(None), *tap)]
-    crop = tuple(slice(p, f - p) for p, f in zip(geom.pad, full))
-    y = y[(slice(None), slice(None), *crop)].swapaxes(0, 1)
+    del cols
     if bias is not None:
-        y = y + bias.reshape((1, -1) + (1,) * len(spatial))
-    return np.ascontiguousarray(y)
+        y += bias.reshape((-1,) + (1,) * (len(spatial) + 1))
+    crop = tuple(slice(p, f - p) for p, f in zip(geom.pad, full))
+    return np.ascontiguousarray(y[(slice(None), slice(None), *crop)].swapaxes(0, 1))
 
 
 def _axes(spatial: tuple[int, ...], geom: ConvGeometry) -> list[tuple[int, int, int, int]]:
