@@ -1,9 +1,10 @@
 """Layer support, keyed by (Caffe layer type, back end), and each type's facts: the plugin point.
 
-Back ends: ``shape`` (Caffe's shape rules, numpy only), ``torch`` and ``onnx``. Built-in support is
-registered when the back end's package is first needed. A user registration for a type that
-already has one pushes onto a stack and wins until it is unregistered, so forks' custom layers and
-fixes plug in without editing the project::
+Back ends: ``shape`` (Caffe's shape rules, numpy only), ``torch``, ``onnx`` and ``reference`` (a
+float64 numpy transcription of Caffe's forward pass, independent of the other two). Built-in
+support is registered when the back end's package is first needed. A user registration for a
+type that already has one pushes onto a stack and wins until it is unregistered, so forks' custom
+layers and fixes plug in without editing the project::
 
     from caffe_compat import registry
 
@@ -33,11 +34,12 @@ from .errors import UnsupportedLayer, UnsupportedLayersError
 if TYPE_CHECKING:
     from .ir.graph import Graph, Node, Shape
 
-BACKENDS = ("shape", "torch", "onnx")
+BACKENDS = ("shape", "torch", "onnx", "reference")
 _BUILTIN_PACKAGES = {
     "shape": "caffe_compat.shapes",
     "torch": "caffe_compat.converters.torch",
     "onnx": "caffe_compat.converters.onnx",
+    "reference": "caffe_compat.reference",
 }
 
 
@@ -205,14 +207,17 @@ def _aliased(layer_type: str, backend: str) -> Entry | None:
         return None
     rewrite = info.rewrite
 
-    def run(node: Node, ctx: Any) -> Any:
-        if backend == "shape":
-            return target.fn(rewrite(node, list(ctx)), ctx)
+    def run(node: Node, *args: Any) -> Any:
+        # Back ends call fn(node, inputs) (shape: input shapes), fn(node, ctx) (torch, onnx: a
+        # frozen context with in_shapes and node) or fn(node, arrays, ctx) (reference).
+        ctx = args[-1]
         shapes = getattr(ctx, "in_shapes", None)
-        if shapes is None:  # a back end called with the input arrays themselves
-            return target.fn(rewrite(node, [tuple(a.shape) for a in ctx]), ctx)
+        if shapes is None:
+            shapes = [tuple(getattr(a, "shape", a)) for a in args[0]]
         new = rewrite(node, list(shapes))
-        return target.fn(new, dataclasses.replace(ctx, node=new))
+        if dataclasses.is_dataclass(ctx) and hasattr(ctx, "node"):
+            args = (*args[:-1], dataclasses.replace(ctx, node=new))
+        return target.fn(new, *args)
 
     return Entry(run, target.check, target.builtin)
 

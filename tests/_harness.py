@@ -4,7 +4,8 @@
 then compares every blob of our PyTorch module and our ONNX model in ONNX Runtime with OpenCV 4's
 Caffe reader (``opencv=True``) and with ``expected(feeds, weights) -> {blob: array}``, a numpy
 version of Caffe's formula written in the test, at the prototxt's batch and at batch 3. The ONNX
-model passes onnx's full checker, and at batch 3 it is compared with torch value by value.
+model passes onnx's full checker, and at batch 3 it is compared with torch value by value. At the
+last batch both back ends are also compared, value by value, with caffe_compat.reference (float64).
 """
 
 from __future__ import annotations
@@ -100,12 +101,35 @@ def check_layer(
             stored = {graph.blob_of[c.value] for c in report.comparisons if c.reference == "stored"}
             assert set(reference or ()) <= stored, "a numpy reference blob was not compared"
             assert not opencv or any(c.reference == "opencv" for c in report.comparisons)
-            if batch == 3:
+            if batch == (3 if dynamic else 2):
                 values = [v for v in graph.values if v not in graph.inputs]
                 ours = run_torch(graph, inputs, values)
                 theirs = run_onnxruntime(model.SerializeToString(), inputs)
-                for value in values:
-                    assert theirs[value].shape == ours[value].shape, value
-                    np.testing.assert_allclose(theirs[value], ours[value], rtol=tol, atol=tol)
+                if dynamic:
+                    for value in values:
+                        assert theirs[value].shape == ours[value].shape, value
+                        np.testing.assert_allclose(theirs[value], ours[value], rtol=tol, atol=tol)
+                check_against_reference(loaded, inputs, {"torch": ours, "onnx": theirs}, tol)
             reports.append(report)
         return reports
+
+
+def check_against_reference(loaded, feeds, produced, tol) -> None:
+    """Every value of each back end within max(tol * max|ref|, tol) of the float64 reference
+    (caffe_compat.reference, a numpy transcription of Caffe's layers sharing no code with them)."""
+    from caffe_compat.verify.detections import align_detections
+    from caffe_compat.reference import forward
+
+    graph = loaded.graph
+    values = [v for v in graph.values if v not in graph.inputs]
+    reference = forward(loaded, feeds, outputs=values)
+    detections = {v for n in graph.nodes if n.type == "DetectionOutput" for v in n.outputs}
+    limit = verification.Tolerance(rtol=tol, atol=tol).limit
+    for backend, arrays in produced.items():
+        for value in values:
+            mine, ref = np.asarray(arrays[value], np.float64), reference[value]
+            if value in detections:
+                mine, ref = align_detections(mine, ref)
+            assert mine.shape == ref.shape, f"{backend} {value}: {mine.shape} vs {ref.shape}"
+            error = float(np.max(np.abs(mine - ref), initial=0.0))
+            assert error <= limit(ref), f"{backend} {value}: {error:.3g} from the reference"

@@ -67,7 +67,7 @@ def conv_geometry(param: caffe_pb2.ConvolutionParameter, n_spatial: int) -> Conv
             raise ValueError("give kernel_size or kernel_h/kernel_w, not both")
         kernel = (int(param.kernel_h), int(param.kernel_w))
     else:
-        if not param.kernel_size:
+        if not param.kernel_size and n_spatial:  # Caffe allows none for 0 spatial axes
             raise ValueError("kernel_size (or kernel_h and kernel_w) is required")
         kernel = _per_axis(list(param.kernel_size), n_spatial, 1, "kernel_size")
     if param.HasField("stride_h") or param.HasField("stride_w"):

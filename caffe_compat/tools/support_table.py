@@ -17,12 +17,19 @@ from __future__ import annotations
 
 from .. import registry
 
-HEADER = ("layer type", "shape rule", "PyTorch", "ONNX", "tested against OpenCV 4")
+HEADER = (
+    "layer type",
+    "shape rule",
+    "PyTorch",
+    "ONNX",
+    "float64 reference",
+    "tested against OpenCV 4",
+)
 CAVEAT = (
     "\\* Some settings of this layer are refused before any conversion work, in one error that "
     "names each layer and the reason (the converter's `check`)."
 )
-UNTESTED = "no (numpy reference only)"
+UNTESTED = "no (float64 reference and numpy formulas)"
 
 
 def _cell(entry: registry.Entry | None) -> str:

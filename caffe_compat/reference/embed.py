@@ -1,0 +1,28 @@
+"""Embed (embed_layer.cpp): each bottom value, cast to int as C++ does, picks a row of the
+K x N table; the top appends the N axis. An index outside [0, K) is an error (Caffe would
+read out of bounds)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.graph import Node
+from ..registry import register
+from ._base import LayerContext
+
+Arrays = list[np.ndarray]
+
+
+@register("Embed", "reference")
+def _embed(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
+    (x,) = inputs
+    table = ctx.blobs[0]
+    index = np.trunc(x)  # static_cast<int>: toward zero
+    bad = ~((index >= 0) & (index < table.shape[0]))
+    if bad.any():
+        value = x[bad].reshape(-1)[0]
+        raise ValueError(f"index {value:g} is outside the {table.shape[0]} rows of the table")
+    top = table[index.astype(np.int64)]
+    if node.param.embed_param.bias_term:
+        top = top + ctx.blobs[1]
+    return [top]

@@ -1,0 +1,210 @@
+"""The driver: checks everything first, then walks the graph once in Caffe's order, in float64.
+
+Values are freed after their last reader unless requested. When the whole batch would not fit in
+``max_memory`` the batch runs image by image (if the net allows it and one image fits); otherwise
+one error says how many bytes were needed. A result is never silently partial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from .. import registry
+from ..errors import CaffeCompatError
+from ..ir.graph import Graph, Shape
+from ._base import LayerContext
+from ._plan import (
+    BATCH,
+    CONST,
+    infer,
+    last_uses,
+    memory_limit,
+    peak_bytes,
+    single_shapes,
+    split_roles,
+    value_bytes,
+)
+
+BACKEND = "reference"
+
+
+def forward(
+    net: object,
+    feeds: Mapping[str, np.ndarray],
+    outputs: Iterable[str] | None = None,
+    *,
+    max_memory: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Run ``net`` (a LoadedNet, or a Graph with weights attached) on ``feeds`` in float64.
+
+    Returns float64 arrays keyed as asked: a Caffe blob name gives the blob's value after
+    in-place layers (what Caffe's ``net.blobs`` shows), ``blob@layer`` an earlier value.
+    ``outputs=None`` returns every blob of Caffe's ``net.blobs``, inputs included, in execution
+    order. ``max_memory`` (bytes) defaults to half of the available memory."""
+    graph = _graph_of(net)
+    registry.preflight(graph, [BACKEND])
+    arrays = _inputs(graph, feeds)
+    wanted = _wanted(graph, outputs)
+    keep = set(wanted.values())
+    in_shapes = {name: array.shape for name, array in arrays.items()}
+    shapes = infer(graph, in_shapes, check_weights=True)
+    limit = memory_limit() if max_memory is None else int(max_memory)
+    need = peak_bytes(graph, shapes, keep)
+    if need <= limit:
+        env = run_graph(graph, arrays, shapes, keep)
+    else:
+        env = _run_by_image(graph, arrays, shapes, keep, need, limit)
+    return {name: env[value] for name, value in wanted.items()}
+
+
+def _graph_of(net: object) -> Graph:
+    graph = getattr(net, "graph", net)
+    if not isinstance(graph, Graph):
+        raise TypeError(f"expected a LoadedNet or a Graph, got {type(net).__name__}")
+    return graph
+
+
+def _inputs(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    missing = [name for name in graph.inputs if name not in feeds]
+    unknown = [name for name in feeds if name not in graph.inputs]
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing input(s) {', '.join(missing)}")
+        if unknown:
+            parts.append(f"no input named {', '.join(unknown)}")
+        raise CaffeCompatError(
+            "; ".join(parts) + f" (the net takes {', '.join(graph.inputs)})", path=graph.path
+        )
+    arrays = {}
+    for name in graph.inputs:
+        array = np.asarray(feeds[name])
+        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+            raise CaffeCompatError(f"input {name!r} holds {array.dtype}, not real numbers")
+        arrays[name] = array.astype(np.float64, copy=False)
+    return arrays
+
+
+def _wanted(graph: Graph, outputs: Iterable[str] | None) -> dict[str, str]:
+    """Requested name -> value name; every blob of ``net.blobs`` in order when None."""
+    if outputs is None:
+        blobs = dict.fromkeys(graph.blob_of.get(v, v) for v in graph.values)
+        return {blob: graph.final.get(blob, blob) for blob in blobs}
+    wanted = {}
+    for name in outputs:
+        try:
+            wanted[name] = graph.resolve(name)
+        except KeyError:
+            raise CaffeCompatError(
+                f"no blob or value named {name!r} in this net", path=graph.path
+            ) from None
+    return wanted
+
+
+def run_graph(
+    graph: Graph,
+    arrays: Mapping[str, np.ndarray],
+    shapes: Mapping[str, Shape],
+    keep: set[str],
+) -> dict[str, np.ndarray]:
+    """One pass over the nodes; returns the kept values (and nothing else still alive)."""
+    env: dict[str, np.ndarray] = dict(arrays)
+    last = last_uses(graph)
+    for index, node in enumerate(graph.nodes):
+        entry = registry.lookup(node.type, BACKEND)
+        assert entry is not None  # preflight checked
+        ctx = LayerContext(
+            tuple(shapes[v] for v in node.inputs),
+            tuple(shapes[v] for v in node.outputs),
+            tuple(np.asarray(b, dtype=np.float64) for b in node.blobs),
+        )
+        where = {"path": graph.path, "layer": node.name, "layer_type": node.type}
+        try:
+            with np.errstate(all="ignore"):  # inf and NaN propagate silently, as in Caffe
+                result = entry.fn(node, [env[v] for v in node.inputs], ctx)
+        except (ValueError, registry.Unsupported) as exc:
+            raise CaffeCompatError(str(exc), **where) from None
+        if len(result) != len(node.outputs):
+            count = f"gave {len(result)} arrays for {len(node.outputs)} tops"
+            raise CaffeCompatError(count, **where)
+        for value, array, shape in zip(node.outputs, result, ctx.out_shapes):
+            array = np.asarray(array, dtype=np.float64)
+            if array.shape != shape and node.type != "DetectionOutput":  # R is data-dependent
+                raise CaffeCompatError(
+                    f"computed a {array.shape} top where the shape rule says {shape}", **where
+                )
+            env[value] = array
+        for value in (*node.inputs, *node.outputs):
+            if last.get(value) == index and value not in keep:
+                env.pop(value, None)
+    return env
+
+
+def _too_big(graph: Graph, need: int, limit: int, why: str) -> CaffeCompatError:
+    return CaffeCompatError(
+        f"the float64 reference forward needs {need} bytes ({need / 2**30:.2f} GiB), over the "
+        f"limit of {limit} bytes ({limit / 2**30:.2f} GiB), and {why}; pass a larger "
+        "max_memory or fewer images",
+        path=graph.path,
+    )
+
+
+def _run_by_image(
+    graph: Graph,
+    arrays: Mapping[str, np.ndarray],
+    shapes: Mapping[str, Shape],
+    keep: set[str],
+    need: int,
+    limit: int,
+) -> dict[str, np.ndarray]:
+    """The same forward one image at a time, merged; refused when that would change results."""
+    batches = {a.shape[0] if a.ndim else None for a in arrays.values()}
+    if len(batches) != 1 or None in batches:
+        raise _too_big(graph, need, limit, "the inputs share no batch axis to split")
+    (batch,) = batches
+    if batch < 2:
+        raise _too_big(graph, need, limit, "a single image cannot be split further")
+    single = single_shapes(graph, {n: a.shape for n, a in arrays.items()})
+    if isinstance(single, str):
+        raise _too_big(graph, need, limit, single)
+    split = split_roles(graph, shapes, single, batch)
+    if split.reason is not None:
+        raise _too_big(graph, need, limit, f"image-by-image runs would differ: {split.reason}")
+    sizes = value_bytes(graph, shapes)
+    merged_bytes = sum(sizes[v] for v in keep if split.roles[v] != CONST)
+    one = peak_bytes(graph, single, keep) + merged_bytes
+    if one > limit:
+        raise _too_big(graph, need, limit, f"even one image at a time needs {one} bytes")
+    merged: dict[str, np.ndarray] = {}
+    rows: dict[str, list[np.ndarray]] = {}
+    for i in range(batch):
+        part = run_graph(graph, {n: a[i : i + 1] for n, a in arrays.items()}, single, keep)
+        for value in keep:
+            role = split.roles[value]
+            if role == BATCH:
+                if value not in merged:
+                    merged[value] = np.empty(shapes[value], dtype=np.float64)
+                merged[value][i : i + 1] = part[value]
+            elif role == CONST:
+                merged.setdefault(value, part[value])
+            else:
+                rows.setdefault(value, []).append(_renumber(part[value], i))
+    for value, parts in rows.items():
+        merged[value] = _merge_detections(parts)
+    return merged
+
+
+def _renumber(rows: np.ndarray, image: int) -> np.ndarray:
+    flat = rows.reshape(-1, rows.shape[-1]).copy()
+    flat[:, 0] = image
+    return flat
+
+
+def _merge_detections(parts: list[np.ndarray]) -> np.ndarray:
+    """Caffe's batch top: every kept row in image order, or one placeholder row per image when
+    no image kept anything (a placeholder row has label -1; a real one never does)."""
+    found = [p for p in parts if (p[:, 1] != -1).any()]
+    rows = np.concatenate(found) if found else np.concatenate(parts)
+    return rows.reshape(1, 1, -1, rows.shape[-1])

@@ -1,0 +1,21 @@
+"""Softmax (softmax_layer.cpp) over any axis: subtract the maximum along it, exponentiate,
+divide by the sum."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.graph import Node
+from ..registry import register
+from ..shapes.geometry import canonical_axis
+from ._base import LayerContext
+
+Arrays = list[np.ndarray]
+
+
+@register("Softmax", "reference")
+def _softmax(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
+    (x,) = inputs
+    axis = canonical_axis(int(node.param.softmax_param.axis), x.ndim)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return [e / e.sum(axis=axis, keepdims=True)]
