@@ -117,8 +117,8 @@ def check_layer(
 def check_against_reference(loaded, feeds, produced, tol) -> None:
     """Every value of each back end within max(tol * max|ref|, tol) of the float64 reference
     (caffe_compat.reference, a numpy transcription of Caffe's layers sharing no code with them)."""
-    from caffe_compat.verify.detections import align_detections
     from caffe_compat.reference import forward
+    from caffe_compat.verify.detections import align_detections
 
     graph = loaded.graph
     values = [v for v in graph.values if v not in graph.inputs]
