@@ -68,8 +68,14 @@ FLICKR_STYLES = (
     "Serene Texture Ethereal Macro Depth_of_Field Geometric_Composition Minimal Romantic"
 )
 # The fc-rcnn column order as BVLC/caffe examples/detection.ipynb prints it (first, last 15).
-RCNN_HEAD = "accordion|airplane|ant|antelope|apple|armadillo|artichoke|axe|baby bed|backpack|bagel|balance beam|banana|band aid|banjo"
-RCNN_TAIL = "trombone|trumpet|turtle|tv or monitor|unicycle|vacuum|violin|volleyball|waffle iron|washer|water bottle|watercraft|whale|wine bottle|zebra"
+RCNN_HEAD = (
+    "accordion|airplane|ant|antelope|apple|armadillo|artichoke|axe|baby bed|backpack|bagel|"
+    "balance beam|banana|band aid|banjo"
+)
+RCNN_TAIL = (
+    "trombone|trumpet|turtle|tv or monitor|unicycle|vacuum|violin|volleyball|waffle iron|washer|"
+    "water bottle|watercraft|whale|wine bottle|zebra"
+)
 # Per-channel averages (B, G, R) of python/caffe/imagenet/ilsvrc_2012_mean.npy (BVLC/caffe).
 ILSVRC12_MEAN = (104.0069879317889, 116.66876761696767, 122.6789143406786)
 
