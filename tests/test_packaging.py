@@ -56,6 +56,7 @@ def test_schema_bindings_cards_and_back_ends_ship(wheel_names):
     ):
         assert needed in wheel_names
     assert any(n.startswith("caffe_compat/zoo/") and n.endswith(".toml") for n in wheel_names)
+    assert "caffe_compat/zoo/imagenet_labels.txt" in wheel_names  # label files of the cards
 
 
 def test_no_module_imports_the_bare_folders():

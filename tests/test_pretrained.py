@@ -276,9 +276,9 @@ def test_bad_arguments_are_one_line(tmp_path):
     assert "backend must be one of torch, onnx" in one_line_error(
         lambda: load_pretrained(NAME, cache_dir=tmp_path, backend="tf")
     )
-    assert "known models: levi_hassner_age, levi_hassner_gender" in one_line_error(
-        lambda: load_pretrained("vgg16", cache_dir=tmp_path)
-    )
+    message = one_line_error(lambda: load_pretrained("vgg16", cache_dir=tmp_path))
+    assert "known models: bvlc_alexnet, " in message
+    assert "levi_hassner_age, levi_hassner_gender" in message and "vgg_ilsvrc_16" in message
 
 
 def test_model_info_is_the_card():

@@ -3,6 +3,12 @@
 Cards are data, not code, so adding a model means adding a card and a deploy prototxt. Every card
 is checked field by field when read (types, hex ids, known keys), so a typo in a card fails with a
 one-line error naming the card and the field instead of deep inside a download or a conversion.
+
+Labels are inline (``labels = [...]``) or a file (``labels_file``: one label per line; a bare name
+is package data beside the cards, e.g. the shared ``imagenet_labels.txt``). A file's identity is
+any of ``git_blob``, ``sha1`` (plain SHA-1) and ``sha256``, all checked when given; a downloadable
+file with none of them must carry an ``identity_note`` saying why none exists. The mean is
+per-channel ``values``, a mean ``file``, or both.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ else:  # pragma: no cover - Python 3.10
 SOURCE_KINDS = ("file", "zip", "page")
 # The test-time preprocessing modes a card may name (caffe_compat.app.preprocess implements them).
 PREPROCESSING_MODES = ("oversample", "center", "opencv")
+TASKS = ("classification", "detection")
+MAX_LABELS_BYTES = 1 << 20  # a label file above this is refused before it is read
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -52,13 +60,22 @@ class Source:
 
 @dataclass(frozen=True)
 class FileSpec:
-    """A file a model needs, its identity (git blob id, optional size and SHA-256), its sources."""
+    """A file a model needs, its identity (git blob id, SHA-1, SHA-256, size: any given are all
+    checked), where that identity was published, and where the file can be had."""
 
     file: str
     git_blob: str | None
     sources: tuple[Source, ...]
     size: int | None = None
     sha256: str | None = None
+    sha1: str | None = None
+    identity_source: str | None = None  # where the identity was published
+    identity_note: str | None = None  # why there is none, when there is none
+
+    def identities(self) -> tuple[tuple[str, str], ...]:
+        """The (kind, value) pairs a copy must match: ``git_blob``, ``sha1``, ``sha256``."""
+        pairs = (("git_blob", self.git_blob), ("sha1", self.sha1), ("sha256", self.sha256))
+        return tuple((kind, value) for kind, value in pairs if value)
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,7 @@ class InputSpec:
     channel_order: str
     value_range: tuple[float, float]
     resize: int
+    scale: float = 1.0  # multiplies the mean-subtracted input (Caffe's transform_param.scale)
 
 
 @dataclass(frozen=True)
@@ -83,11 +101,15 @@ class ModelCard:
     labels: tuple[str, ...]
     default_mode: str
     weights: FileSpec
-    mean: FileSpec
-    mean_values: tuple[float, float, float]  # per-channel means, in the input's channel order
+    mean: FileSpec | None  # a mean image file, when the model was trained with one
+    mean_values: tuple[float, float, float] | None  # per-channel means, input channel order
     input: InputSpec
     card_path: str = ""
     cuda_precision: str = "exact"  # the fastest numeric mode whose parity was measured to hold
+    task: str = "classification"
+    labels_file: str | None = None  # where ``labels`` were read from, when not inline
+    mean_note: str | None = None
+    notes: str | None = None
 
     def prototxt_path(self) -> Path:
         """The deploy prototxt as a file path (package data for zoo cards)."""
@@ -95,6 +117,12 @@ class ModelCard:
         if path.is_absolute():
             return path
         return Path(str(files(__name__) / self.prototxt))
+
+
+def _package_or_absolute(name: str) -> Path:
+    """A bare name is package data beside the cards; an absolute path is itself."""
+    path = Path(name)
+    return path if path.is_absolute() else Path(str(files(__name__) / name))
 
 
 class _Reader:
@@ -144,6 +172,13 @@ def _hex(reader: _Reader, key: str, pattern: re.Pattern[str]) -> str | None:
     return value
 
 
+def _text(reader: _Reader, key: str) -> str | None:
+    value = reader.get(key, str, required=False)
+    if value is not None and not value.strip():
+        raise reader.fail(key, "must not be empty")
+    return value
+
+
 def _file_spec(reader: _Reader) -> FileSpec:
     name = reader.get("file", str)
     if Path(name).name != name or not name:
@@ -166,13 +201,76 @@ def _file_spec(reader: _Reader) -> FileSpec:
     size = reader.get("size", int, required=False)
     if size is not None and size <= 0:
         raise reader.fail("size", f"must be positive, got {size}")
-    return FileSpec(
+    spec = FileSpec(
         file=name,
         git_blob=_hex(reader, "git_blob", _HEX40),
         sources=tuple(sources),
         size=size,
         sha256=_hex(reader, "sha256", _HEX64),
+        sha1=_hex(reader, "sha1", _HEX40),
+        identity_source=_text(reader, "identity_source"),
+        identity_note=_text(reader, "identity_note"),
     )
+    if not spec.identities() and spec.identity_note is None:
+        raise reader.fail(
+            "identity_note",
+            "missing: a file with no git_blob, sha1 or sha256 must say why none exists",
+        )
+    return spec
+
+
+def _read_labels(reader: _Reader, name: str) -> tuple[str, ...]:
+    """One label per line (UTF-8; trailing empty lines ignored, empty lines inside refused)."""
+    path = _package_or_absolute(name)
+    try:
+        size = path.stat().st_size
+        if size > MAX_LABELS_BYTES:
+            raise reader.fail("labels_file", f"{path} is {size} bytes, over {MAX_LABELS_BYTES}")
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise reader.fail("labels_file", f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise reader.fail("labels_file", f"{path} is not UTF-8 text ({exc.reason})") from None
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            raise reader.fail("labels_file", f"{path} line {number} is empty")
+    if not lines:
+        raise reader.fail("labels_file", f"{path} holds no labels")
+    return tuple(lines)
+
+
+def _labels(top: _Reader) -> tuple[tuple[str, ...], str | None]:
+    inline = top.get("labels", list, required=False)
+    name = top.get("labels_file", str, required=False)
+    if (inline is None) == (name is None):
+        raise top.fail("labels", "give exactly one of labels (a list) and labels_file (a file)")
+    if name is not None:
+        return _read_labels(top, name), name
+    if not inline or not all(isinstance(label, str) for label in inline):
+        raise top.fail("labels", "expected a non-empty list of strings")
+    return tuple(inline), None
+
+
+_FILE_KEYS = ("file", "sources", "git_blob", "sha1", "sha256", "size")
+
+
+def _mean(reader: _Reader) -> tuple[FileSpec | None, tuple | None, str | None]:
+    """The mean table: per-channel ``values``, a mean ``file`` (with its identity and sources),
+    or both, and an optional ``note`` on where they come from."""
+    values = reader.numbers("values", 3, float) if "values" in reader.table else None
+    reader.used.add("values")
+    spec = _file_spec(reader) if "file" in reader.table else None
+    if spec is None:
+        extra = ("identity_source", "identity_note")
+        stray = [key for key in (*_FILE_KEYS, *extra) if key in reader.table]
+        if stray:
+            raise reader.fail(stray[0], "only a mean with a file (file = ...) has this")
+    if values is None and spec is None:
+        raise reader.fail("values", "missing: give per-channel values, a mean file, or both")
+    return spec, values, _text(reader, "note")
 
 
 CUDA_PRECISIONS = ("exact", "fp32")  # the modes a card may promise parity for
@@ -189,15 +287,19 @@ def parse_card(data: Mapping[str, Any], *, path: str = "<card>") -> ModelCard:
     """Validate a card's TOML table into a ``ModelCard`` (one-line error on the first problem)."""
     top = _Reader(data, "", path)
     weights, mean, inp = top.sub("weights"), top.sub("mean"), top.sub("input")
-    mean_values = mean.numbers("values", 3, float)
+    mean_spec, mean_values, mean_note = _mean(mean)
     default_mode = top.get("default_mode", str)
     if default_mode not in PREPROCESSING_MODES:
         raise top.fail(
             "default_mode", f"must be one of {', '.join(PREPROCESSING_MODES)}, got {default_mode!r}"
         )
-    labels = tuple(top.get("labels", list))
-    if not labels or not all(isinstance(label, str) for label in labels):
-        raise top.fail("labels", "expected a non-empty list of strings")
+    task = top.get("task", str, required=False) or "classification"
+    if task not in TASKS:
+        raise top.fail("task", f"must be one of {', '.join(TASKS)}, got {task!r}")
+    labels, labels_file = _labels(top)
+    scale = inp.get("scale", (int, float), required=False)
+    if scale is not None and not scale > 0:
+        raise inp.fail("scale", f"must be positive, got {scale}")
     card = ModelCard(
         name=top.get("name", str),
         title=top.get("title", str),
@@ -208,7 +310,7 @@ def parse_card(data: Mapping[str, Any], *, path: str = "<card>") -> ModelCard:
         labels=labels,
         default_mode=default_mode,
         weights=_file_spec(weights),
-        mean=_file_spec(mean),
+        mean=mean_spec,
         mean_values=mean_values,
         input=InputSpec(
             blob=inp.get("blob", str),
@@ -216,9 +318,14 @@ def parse_card(data: Mapping[str, Any], *, path: str = "<card>") -> ModelCard:
             channel_order=inp.get("channel_order", str),
             value_range=inp.numbers("value_range", 2, float),
             resize=inp.get("resize", int),
+            scale=1.0 if scale is None else float(scale),
         ),
         card_path=path,
         cuda_precision=_precision(top),
+        task=task,
+        labels_file=labels_file,
+        mean_note=mean_note,
+        notes=_text(top, "notes"),
     )
     for reader in (weights, mean, inp, top):
         reader.done()
@@ -264,6 +371,7 @@ def load_card(name: str) -> ModelCard:
 __all__ = [
     "PREPROCESSING_MODES",
     "SOURCE_KINDS",
+    "TASKS",
     "FileSpec",
     "InputSpec",
     "ModelCard",

@@ -27,7 +27,7 @@ from ..errors import CaffeCompatError
 from ..io.atomic import atomic_output
 from ..io.identity import Identity, IdentityHasher, file_identity
 from ..io.sniff import explain, sniff
-from ..zoo import FileSpec
+from ..zoo import FileSpec, Source
 
 _CHUNK = 1 << 20
 DEFAULT_TIMEOUT = 60.0  # seconds without a byte before giving up
@@ -194,18 +194,19 @@ def _extract(
         raise _fail(url, f"archive member {member}: {exc}") from None
 
 
-def _check(url: str, tmp: Path, got: Identity, git_blob: str | None, sha256: str | None) -> None:
-    wrong = (git_blob is not None and got.git_blob != git_blob) or (
-        sha256 is not None and got.sha256 != sha256
-    )
+def _check(url: str, tmp: Path, got: Identity, expected: dict[str, str | None]) -> None:
+    """Every identity given must match; the first that does not is named."""
+    names = {"git_blob": "git blob", "sha1": "sha1", "sha256": "sha256"}
+    wrong = [kind for kind, value in expected.items() if value and getattr(got, kind) != value]
     if not wrong:
         return
-    expected = f"git blob {git_blob}" if git_blob else f"sha256 {sha256}"
-    actual = f"git blob {got.git_blob}" if git_blob else f"sha256 {got.sha256}"
+    kind = wrong[0]
+    expected_text = f"{names[kind]} {expected[kind]}"
+    actual = f"{names[kind]} {getattr(got, kind)}"
     with open(tmp, "rb") as handle:
         head = handle.read(4096)
     hint = explain(sniff(head), head, "expected file")
-    reason = f"wrong file: expected {expected}, got {actual} ({got.size} bytes); not kept"
+    reason = f"wrong file: expected {expected_text}, got {actual} ({got.size} bytes); not kept"
     raise _fail(url, f"{reason}: {hint}" if hint else reason)
 
 
@@ -217,11 +218,13 @@ def download(
     sha256: str | None = None,
     size: int | None = None,
     member: str | None = None,
+    sha1: str | None = None,
     progress: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
     max_size: int = MAX_MEMBER_SIZE,
 ) -> Identity:
-    """Download ``url`` to ``dest`` if and only if it has the expected identity; return it.
+    """Download ``url`` to ``dest`` if and only if it has the expected identity (every one of
+    ``git_blob``, ``sha1``, ``sha256`` and ``size`` that is given); return it.
 
     ``member`` means ``url`` is a zip archive: it is fetched to a temporary file beside ``dest``
     and only that member is extracted (matched by path, or by file name when it is unique).
@@ -247,7 +250,7 @@ def download(
                 )
         if size is not None and got.size != size:
             raise _fail(url, f"got {got.size} bytes, expected {size}")
-        _check(url, tmp, got, git_blob, sha256)
+        _check(url, tmp, got, {"git_blob": git_blob, "sha1": sha1, "sha256": sha256})
     return got
 
 
@@ -262,17 +265,29 @@ def fetch_spec(
 
     Web pages (``kind = "page"``) are skipped. When every source fails, one line lists why.
     """
+    return fetch_spec_from(spec, folder, progress=progress, timeout=timeout)[0]
+
+
+def fetch_spec_from(
+    spec: FileSpec,
+    folder: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> tuple[Identity, Source]:
+    """``fetch_spec``, also saying which source the verified copy came from."""
     target = Path(folder) / spec.file
     failures: list[str] = []
     for source in spec.sources:
         if not source.downloadable:
             continue
         try:
-            return download(
+            identity = download(
                 source.url,
                 target,
                 git_blob=spec.git_blob,
                 sha256=spec.sha256,
+                sha1=spec.sha1,
                 size=spec.size,
                 member=source.member,
                 progress=progress,
@@ -280,6 +295,8 @@ def fetch_spec(
             )
         except CaffeCompatError as exc:
             failures.append(str(exc))
+        else:
+            return identity, source
     if not failures:
         raise CaffeCompatError(f"{spec.file}: the card lists no downloadable source")
     raise CaffeCompatError(

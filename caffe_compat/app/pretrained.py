@@ -2,9 +2,10 @@
 
 The weights live in a cache folder (argument > ``$CAFFE_COMPAT_HOME`` > ``~/.cache/caffe-compat``),
 one sub-folder per model: ``<home>/<model>/<weights file>``. Users may drop the released file
-there themselves; ``download=True`` fetches it. Either way the file's git blob id is checked
-against the card on every load (unless ``verify_identity=False``), so a truncated, swapped or
-tampered file is never run; hashing 44 MB costs about 0.1 s.
+there themselves; ``download=True`` fetches it. Either way the file's identity (every one of git
+blob id, SHA-1, SHA-256 and size the card gives) is checked on every load (unless
+``verify_identity=False``), so a truncated, swapped or tampered file is never run; hashing 44 MB
+costs about 0.1 s. A card whose authors published no identity says so (``identity_note``).
 
 Conversion cache. The first load parses the caffemodel and saves its arrays as
 ``<home>/<model>/converted/<file stem>.<git blob id>.npz``; later loads read that instead. An
@@ -99,17 +100,27 @@ def _ensure(
     else:
         identity = file_identity(path)
     if verify_identity:
-        expected = spec.git_blob or spec.sha256
-        got = identity.git_blob if spec.git_blob else identity.sha256
-        if expected is not None and got != expected:
-            kind = "git blob" if spec.git_blob else "sha256"
+        check_identity(card, spec, path, identity)
+    return path, identity
+
+
+def check_identity(card: ModelCard, spec: FileSpec, path: Path, identity: Identity) -> None:
+    """Raise unless ``identity`` matches every identity (and the size) the card gives."""
+    for kind, expected in spec.identities():
+        got = getattr(identity, kind)
+        if got != expected:
             raise CaffeCompatError(
-                f'not the released {spec.file} of "{card.name}": {kind} {got} ({identity.size} '
-                f"bytes), expected {expected}; delete it to download it again, or pass "
-                "verify_identity=False to use your own (e.g. fine-tuned) weights",
+                f'not the released {spec.file} of "{card.name}": {kind.replace("_", " ")} {got} '
+                f"({identity.size} bytes), expected {expected}; delete it to download it again, "
+                "or pass verify_identity=False to use your own (e.g. fine-tuned) weights",
                 path=str(path),
             )
-    return path, identity
+    if spec.size is not None and identity.size != spec.size:
+        raise CaffeCompatError(
+            f'not the released {spec.file} of "{card.name}": {identity.size} bytes, expected '
+            f"{spec.size}; delete it to download it again",
+            path=str(path),
+        )
 
 
 def _cache_path(weights: Path, identity: Identity) -> Path:
@@ -202,8 +213,9 @@ def load_pretrained(
     ``verify_identity=False`` only to run weights of your own (e.g. fine-tuned) in the released
     architecture.
 
-    torch: ``model(x)`` maps N x 3 x 227 x 227 (BGR, 0..255, mean subtracted: see
-    ``caffe_compat.preprocess``) to the ``prob`` blob; ``model.labels`` names its columns and
+    torch: ``model(x)`` maps N x ``card.input.shape`` (BGR, 0..255, mean subtracted: see
+    ``caffe_compat.preprocess``) to the card's output blob (``prob`` for most; ``detection_out``
+    for detectors); ``model.labels`` names its classes and
     ``model.card`` holds the card (mean values, default preprocessing mode). onnx: an
     ``onnx.ModelProto`` whose metadata holds the labels and the weights' identity; ``device``
     applies to torch only. ``precision`` is the torch model's numeric mode (``exact``, ``fp32``,
@@ -257,6 +269,11 @@ def mean_image(
 ) -> np.ndarray:
     """The model's identity-checked mean image (3 x H x W, BGR), for ``caffe_compat.preprocess``."""
     card = _card(name)
+    if card.mean is None:
+        raise CaffeCompatError(
+            f'"{card.name}" has no mean image; its mean is the per-channel values '
+            f"{list(card.mean_values or ())} (card field mean.values)"
+        )
     folder = model_folder(card, cache_dir)
     path, _ = _ensure(
         card, card.mean, folder, download=download, progress=progress, verify_identity=True

@@ -1,6 +1,8 @@
-"""File identities: size, SHA-256 and git blob id (what ``git hash-object FILE`` prints).
+"""File identities: size, SHA-256, SHA-1 and git blob id (what ``git hash-object FILE`` prints).
 
-The released Levi-Hassner files are published with git blob ids, so both are computed in one pass.
+Released weights are published with one of these: git blob ids for files committed to a public
+repository (Levi-Hassner, SqueezeNet, open_nsfw), plain SHA-1 for the BVLC model zoo and OpenCV's
+download lists. All are computed in one pass, so any of them can be checked.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ class Identity:
     size: int
     sha256: str
     git_blob: str
+    sha1: str = ""
 
     def as_metadata(self) -> str:
-        return f"size={self.size} sha256={self.sha256} git-blob={self.git_blob}"
+        return f"size={self.size} sha256={self.sha256} git-blob={self.git_blob} sha1={self.sha1}"
 
 
 class IdentityHasher:
@@ -30,17 +33,21 @@ class IdentityHasher:
         self.size = size
         self._sha = hashlib.sha256()
         self._git = hashlib.sha1(b"blob %d\0" % size)
+        self._sha1 = hashlib.sha1()
         self._seen = 0
 
     def update(self, chunk: bytes | memoryview) -> None:
         self._sha.update(chunk)
         self._git.update(chunk)
+        self._sha1.update(chunk)
         self._seen += len(chunk)
 
     def identity(self) -> Identity:
         if self._seen != self.size:
             raise ValueError(f"hashed {self._seen} bytes, expected {self.size}")
-        return Identity(self.size, self._sha.hexdigest(), self._git.hexdigest())
+        return Identity(
+            self.size, self._sha.hexdigest(), self._git.hexdigest(), self._sha1.hexdigest()
+        )
 
 
 def file_identity(path: str | os.PathLike[str]) -> Identity:

@@ -45,7 +45,7 @@ MODELS = sorted(GENUINE)
 
 
 def test_the_zoo_lists_both_models():
-    assert list_models() == MODELS
+    assert set(MODELS) <= set(list_models())
 
 
 @pytest.mark.parametrize("name", MODELS)
