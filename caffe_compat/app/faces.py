@@ -28,6 +28,8 @@ HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 # Means and input size of OpenCV's res10_300x300 SSD face detector (BGR, 0..255).
 SSD_MEAN = (104.0, 177.0, 123.0)
 SSD_CONFIDENCE = 0.5
+ZOO_DETECTOR = "res10_300x300_ssd"  # the zoo card of the SSD face detector
+DETECTOR_NAMES = ("haar", "ssd")
 
 
 @dataclass(frozen=True)
@@ -60,18 +62,31 @@ def _cascade(path: str) -> Any:
     return classifier
 
 
+def haar_available() -> str | None:
+    """None when OpenCV's Haar frontal-face cascade can run here, else why not (one line)."""
+    try:
+        import cv2
+    except ImportError:
+        return "OpenCV is not installed"
+    folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    if not hasattr(cv2, "CascadeClassifier") or not folder:
+        return (
+            f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 removed "
+            "CascadeClassifier and its files)"
+        )
+    if not (Path(folder) / HAAR_CASCADE).is_file():
+        return f"OpenCV {cv2.__version__}'s cv2.data.haarcascades lacks {HAAR_CASCADE}"
+    return None
+
+
 def haar_cascade_path() -> Path:
-    """The frontal-face cascade that ships inside the opencv-python wheels (``cv2.data``)."""
+    """The frontal-face cascade that ships inside OpenCV 4's wheels (``cv2.data``)."""
+    why_not = haar_available()
+    if why_not is not None:
+        raise CaffeCompatError(f"{why_not}; use the SSD face detector (detector 'ssd') instead")
     import cv2
 
-    folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    path = Path(folder or "") / HAAR_CASCADE
-    if not folder or not path.is_file():
-        raise CaffeCompatError(
-            f"OpenCV's {HAAR_CASCADE} is not installed (cv2.data.haarcascades); install "
-            "opencv-python(-headless) from PyPI, or pass a detector"
-        )
-    return path
+    return Path(cv2.data.haarcascades) / HAAR_CASCADE
 
 
 class HaarDetector:
@@ -185,6 +200,7 @@ class SSDDetector:
         mean: Sequence[float] = SSD_MEAN,
         backend: str = "onnx",
         device: str = "cpu",
+        runner: Any = None,
     ) -> None:
         from .runners import load_runner
 
@@ -193,7 +209,7 @@ class SSDDetector:
         self.confidence = confidence
         self.mean = np.asarray(mean, dtype=np.float32).reshape(3)
         # an .onnx file always runs on ONNX Runtime; a prototxt on the chosen back end
-        self.runner = load_runner(
+        self.runner = runner or load_runner(
             model, weights, backend=backend if weights is not None else "onnx", device=device
         )
         size = self.runner.input_hw or (300, 300)
@@ -215,17 +231,62 @@ class SSDDetector:
         return parse_ssd_output(rows, image.shape[1], image.shape[0], self.confidence)
 
 
+def zoo_ssd_detector(
+    *,
+    confidence: float = SSD_CONFIDENCE,
+    device: str = "cpu",
+    cache_dir: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    progress: bool = True,
+) -> SSDDetector:
+    """The zoo's res10 300x300 SSD face detector (its genuine, identity-checked weights),
+    converted by our converter and run in ONNX Runtime: what works with any OpenCV."""
+    from ..zoo import load_card
+    from .pretrained import load_pretrained
+    from .runners import onnx_runner
+
+    card = load_card(ZOO_DETECTOR)
+    model = load_pretrained(
+        card,
+        backend="onnx",
+        device=device,
+        cache_dir=cache_dir,
+        download=download,
+        progress=progress,
+    )
+    source = f"{card.name} (zoo, released weights)"
+    runner = onnx_runner(model.SerializeToString(), card.output, source, device)
+    mean = card.mean_values or SSD_MEAN
+    return SSDDetector(source, confidence=confidence, mean=mean, device=device, runner=runner)
+
+
 def make_detector(
     spec: Detector | str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
     *,
     confidence: float = SSD_CONFIDENCE,
     backend: str = "onnx",
     device: str = "cpu",
+    cache_dir: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    progress: bool = True,
 ) -> Detector:
-    """``None`` or ``"haar"``: the Haar cascade; a callable: used as is; ``MODEL.onnx`` or
-    ``(PROTOTXT, CAFFEMODEL)``: an ``SSDDetector``."""
-    if spec is None or (isinstance(spec, str) and spec == "haar"):
+    """``None``: OpenCV's Haar cascade where OpenCV has it (4.x), else the zoo's SSD face
+    detector; ``"haar"`` or ``"ssd"`` to choose; a callable: used as is; ``MODEL.onnx`` or
+    ``(PROTOTXT, CAFFEMODEL)``: an ``SSDDetector`` of those files."""
+    if isinstance(spec, (list, tuple)) and len(spec) == 1 and spec[0] in DETECTOR_NAMES:
+        spec = spec[0]
+    if spec is None:
+        spec = "haar" if haar_available() is None else "ssd"
+    if isinstance(spec, str) and spec == "haar":
         return HaarDetector()
+    if isinstance(spec, str) and spec == "ssd":
+        return zoo_ssd_detector(
+            confidence=confidence,
+            device=device,
+            cache_dir=cache_dir,
+            download=download,
+            progress=progress,
+        )
     if callable(spec):
         return spec
     if isinstance(spec, (str, os.PathLike)):

@@ -140,9 +140,11 @@ class Predictor:
     image meets the crops (``preprocess``). Each face is the detector's box grown by ``margin``
     (0.4: 40 % of the box width/height on every side, clamped to the photo).
 
-    Detection: ``detector`` None for OpenCV's Haar frontal-face cascade, a callable
-    ``image -> list[Detection]``, or an SSD face detector as ``MODEL.onnx`` or ``(PROTOTXT,
-    CAFFEMODEL)`` (res10 300x300 kind) keeping boxes scoring at least ``confidence``.
+    Detection: ``detector`` None for OpenCV's Haar frontal-face cascade where OpenCV has it
+    (4.x) and the zoo's res10 SSD face detector otherwise (its weights fetched like the nets'),
+    ``"haar"`` or ``"ssd"`` to choose, a callable ``image -> list[Detection]``, or an SSD face
+    detector as ``MODEL.onnx`` or ``(PROTOTXT, CAFFEMODEL)`` (res10 300x300 kind) keeping boxes
+    scoring at least ``confidence``.
     ``batch``: faces per net call (each face is 10 net inputs when over-sampling).
     """
 
@@ -185,6 +187,7 @@ class Predictor:
         self.margin = margin
         self.device = device
         self._precision = precision
+        self._fetch = {"cache_dir": cache_dir, "download": download, "progress": progress}
         self._check_precision = check_precision
         # task -> [faces whose argmax agrees with exact mode, faces compared]
         self.precision_agreement: dict[str, list[int]] = {}
@@ -314,6 +317,7 @@ class Predictor:
                 confidence=self._confidence,
                 backend=self.backend,
                 device=self.device,
+                **self._fetch,
             )
         return self._detector
 

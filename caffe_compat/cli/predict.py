@@ -152,9 +152,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--detector",
         nargs="+",
-        metavar="FILE",
-        help="SSD face detector (res10 300x300 kind): MODEL.onnx or PROTOTXT CAFFEMODEL "
-        "(default: OpenCV's Haar frontal-face cascade)",
+        metavar="DETECTOR",
+        help="face detector: haar (OpenCV 4's Haar cascade), ssd (the zoo's res10 SSD face "
+        "detector, fetched with --download), or an SSD of the res10 kind as MODEL.onnx or "
+        "PROTOTXT CAFFEMODEL (default: haar where OpenCV has it, else ssd)",
     )
     parser.add_argument(
         "--confidence",
