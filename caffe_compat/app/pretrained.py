@@ -46,7 +46,7 @@ from ..io.atomic import atomic_outputs
 from ..io.identity import Identity, file_identity
 from ..io.weights import Weights
 from ..ir.load import load_net
-from ..zoo import FileSpec, ModelCard, load_card
+from ..zoo import FILE_NAME, FileSpec, ModelCard, check_model_name, load_card
 from .download import fetch_spec
 
 ENV_HOME = "CAFFE_COMPAT_HOME"
@@ -80,8 +80,10 @@ def _card(name: str | ModelCard) -> ModelCard:
 
 
 def model_folder(name: str | ModelCard, cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where a model's files go: ``<cache home>/<model name>``."""
-    return cache_home(cache_dir) / _card(name).name
+    """Where a model's files go: ``<cache home>/<model name>`` (a card built in code is checked
+    here too: its name must not reach outside the cache)."""
+    card = _card(name)
+    return cache_home(cache_dir) / check_model_name(card.name, path=card.card_path or None)
 
 
 def _where_to_get(spec: FileSpec) -> str:
@@ -98,6 +100,8 @@ def _ensure(
     verify_identity: bool,
 ) -> tuple[Path, Identity]:
     """The file of ``spec`` in ``folder``, downloaded if allowed, identity-checked unless not."""
+    if not FILE_NAME.fullmatch(spec.file):
+        raise CaffeCompatError(f'card of "{card.name}": {spec.file!r} is not a bare file name')
     path = folder / spec.file
     if not path.is_file():
         if not download:
