@@ -30,8 +30,9 @@ def _split(target: Path) -> tuple[str, str]:
     return target.stem, target.suffix
 
 
-def _create(target: Path) -> tuple[Path, int]:
-    """A new, empty temporary file beside ``target`` and its mode (0666 minus the umask)."""
+def new_partial(target: Path) -> tuple[Path, int]:
+    """A new, empty temporary file beside ``target`` and its mode (0666 minus the umask); the
+    caller deletes or renames it."""
     stem, suffix = _split(target)
     while True:
         tmp = target.with_name(f".{stem}.{os.getpid()}.{secrets.token_hex(4)}.partial{suffix}")
@@ -104,7 +105,7 @@ def atomic_outputs(
     try:
         for target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp, mode = _create(target)
+            tmp, mode = new_partial(target)
             temps.append(tmp)
             modes.append(mode)
         yield list(temps)
