@@ -316,7 +316,10 @@ def _rewrite(path, *, tensors=None, metadata=None):
 @pytest.mark.parametrize(
     "edit, words",
     [
-        (dict(tensors=lambda t: {**t, "conv1/0": t["conv1/0"][:2]}), ["conv1", "2x3x3x3", "4x3x3x3"]),
+        (
+            dict(tensors=lambda t: {**t, "conv1/0": t["conv1/0"][:2]}),
+            ["conv1", "2x3x3x3", "4x3x3x3"],
+        ),
         (dict(tensors=lambda t: {k: v for k, v in t.items() if k != "fc/out/1"}), ["fc/out"]),
         (dict(tensors=lambda t: {**t, "conv1/0": t["conv1/0"].astype(np.float64)}), ["float64"]),
         (dict(tensors=lambda t: {**t, "conv1/7": t["conv1/0"]}), ["blob indices"]),

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..errors import CaffeCompatError
 from ..io import read_mean, read_weights
-from ..io.atomic import atomic_outputs
+from ..io.atomic import atomic_outputs, remove_stale_partials
 from ..io.identity import Identity, file_identity
 from ..io.weights import Weights
 from ..ir.load import load_net
@@ -167,6 +167,9 @@ def _save_cache(target: Path, weights: Weights, identity: Identity) -> None:
     }
     arrays["manifest"] = np.array(json.dumps(manifest))
     record = target.with_name(target.name + _HASHED)
+    if target.parent.is_dir():  # left by a load that was killed while caching
+        for path in (target, record):
+            remove_stale_partials(path)
     with atomic_outputs([target, record]) as (tmp, tmp_record):
         with open(tmp, "wb") as handle:
             writer = _HashingWriter(handle)
