@@ -23,6 +23,7 @@ _LAZY = {
     "to_torch": ("caffe_compat.converters.torch.model", "to_torch"),
     "to_onnx": ("caffe_compat.converters.onnx.export", "to_onnx"),
     "convert": ("caffe_compat.tools.convert", "convert"),
+    "load_torch": ("caffe_compat.tools.torch_weights", "load_torch"),
     "verify": ("caffe_compat.verify", "verify"),
     "synthesize": ("caffe_compat.tools.synth", "synthesize"),
     "load_pretrained": ("caffe_compat.app.pretrained", "load_pretrained"),

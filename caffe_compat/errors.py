@@ -9,9 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .printable import printable
+
 
 class CaffeCompatError(Exception):
-    """Base class: ``str()`` is one line naming the file, the layer, the blob and the problem."""
+    """Base class: ``str()`` is one line naming the file, the layer, the blob and the problem.
+
+    Names come from files people receive, so ``str()`` escapes control and formatting
+    characters (``\\x1b``): printing an error can never drive the terminal.
+    """
 
     def __init__(
         self,
@@ -34,15 +40,16 @@ class CaffeCompatError(Exception):
     def __str__(self) -> str:
         where: list[str] = []
         if self.path:
-            where.append(f"{self.path}:{self.line}" if self.line else self.path)
+            path = printable(self.path)
+            where.append(f"{path}:{self.line}" if self.line else path)
         if self.layer is not None:
-            kind = f" ({self.layer_type})" if self.layer_type else ""
-            where.append(f'layer "{self.layer}"{kind}')
+            kind = f" ({printable(self.layer_type)})" if self.layer_type else ""
+            where.append(f'layer "{printable(self.layer)}"{kind}')
         if self.blob is not None:
-            where.append(f"blob {self.blob}")
+            where.append(f"blob {printable(str(self.blob))}")
         prefix = ": ".join(where)
         text = f"{prefix}: {self.reason}" if prefix else self.reason
-        return " ".join(text.split())  # one line, whatever the reason held
+        return printable(" ".join(text.split()))  # one line, whatever the reason held
 
     def to_dict(self) -> dict[str, object]:
         """Machine-readable form for ``--json`` output."""

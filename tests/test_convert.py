@@ -108,18 +108,30 @@ def test_without_opencv_the_check_is_an_export_check(age, tmp_path, monkeypatch)
     assert report.references["opencv"].startswith("skipped: OpenCV 5")
 
 
-def test_unexportable_net_falls_back_to_a_pickled_module(tmp_path):
-    """torch.export cannot trace DetectionOutput's data-dependent NMS: a .pt that torch.load reads."""
+def test_unexportable_net_falls_back_to_pickle_free_torch_weights(tmp_path, monkeypatch):
+    """torch.export cannot trace DetectionOutput's data-dependent NMS: the fallback is the
+    torch-weights file (no pickle), which load_torch rebuilds without unpickling anything."""
+    import pickle
     from pathlib import Path
+
+    import caffe_compat
 
     prototxt = Path(__file__).parent / "converters" / "data" / "ssd_res10_300x300.prototxt"
     loaded = load_net(prototxt)
     weights = tmp_path / "ssd.caffemodel"
     write_caffemodel(weights, definitions_only(loaded.net.layer), synthesize(loaded, seed=1))
     result = convert(prototxt, weights, out_prefix=tmp_path / "ssd", targets=["torch"], check=False)
-    assert result.outputs["torch"].suffix == ".pt"
-    assert any("pickled module" in note for note in result.notes)
-    model = torch.load(result.outputs["torch"], weights_only=False)
+    assert result.outputs["torch"] == tmp_path / "ssd.safetensors"
+    assert any("torch-weights" in note and "load_torch" in note for note in result.notes)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ssd.caffemodel", "ssd.safetensors"]
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("something was unpickled")
+
+    monkeypatch.setattr(pickle, "load", no_unpickling)
+    monkeypatch.setattr(pickle, "loads", no_unpickling)
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    model = caffe_compat.load_torch(result.outputs["torch"])
     x = torch.from_numpy(np.random.default_rng(0).uniform(-100, 100, (2, 3, 300, 300)))
     expected = load_net(prototxt, weights).graph
     from caffe_compat.converters.torch.model import CaffeNet
@@ -128,3 +140,6 @@ def test_unexportable_net_falls_back_to_a_pickled_module(tmp_path):
         np.testing.assert_array_equal(
             model(x.float()).numpy(), CaffeNet(expected)(x.float()).numpy()
         )
+    # The fallback never replaces an existing file without --force.
+    with pytest.raises(CaffeCompatError, match="refusing to overwrite"):
+        convert(prototxt, weights, out_prefix=tmp_path / "ssd", targets=["torch"], check=False)

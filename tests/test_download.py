@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -335,3 +338,219 @@ def test_fetch_spec_reports_every_failed_source_in_one_line(server, tmp_path):
     assert list(tmp_path.iterdir()) == []
     only_pages = FileSpec("w.bin", None, (Source("https://example.invalid/p", "page"),))
     assert "no downloadable source" in one_line_error(lambda: fetch_spec(only_pages, tmp_path))
+
+
+# --------------------------------------------------------------------------------------------
+# A server that misbehaves: drips, overruns, lies in Content-Length, redirects elsewhere.
+
+
+def drip(data: bytes, every: float, *, length: bool = True) -> Route:
+    """Send ``data`` one byte at a time, ``every`` seconds apart (a connection kept alive)."""
+
+    def route(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        if length:
+            handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.flush()
+        for byte in data:
+            try:
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+            except OSError:
+                return  # the client gave up
+            time.sleep(every)
+
+    return route
+
+
+def slow_headers(every: float) -> Route:
+    """Never finish the headers: one header byte at a time."""
+
+    def route(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(10_000):
+            try:
+                handler.wfile.write(b"X")
+                handler.wfile.flush()
+            except OSError:
+                return
+            time.sleep(every)
+
+    return route
+
+
+def endless(chunk: bytes, total: int, sent: list[int], *, claim: int | None = None) -> Route:
+    """Stream up to ``total`` bytes without (or with a false) Content-Length; count what went."""
+
+    def route(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        if claim is not None:
+            handler.send_header("Content-Length", str(claim))
+        handler.end_headers()
+        while sent[0] < total:
+            try:
+                handler.wfile.write(chunk)
+            except OSError:
+                return
+            sent[0] += len(chunk)
+
+    return route
+
+
+def redirect(location: str) -> Route:
+    def route(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", location)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    return route
+
+
+def test_a_dripping_server_is_cut_off_at_the_deadline(server, tmp_path):
+    server.routes["/w.bin"] = drip(PAYLOAD[:5000], 0.02)  # 100 s at this pace
+    url = server.url("/w.bin")
+    start = time.monotonic()
+    message = one_line_error(
+        lambda: download(url, tmp_path / "w.bin", progress=False, timeout=5, deadline=0.8)
+    )
+    assert time.monotonic() - start < 3.0
+    assert url in message and "0.8 s deadline" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_deadline_covers_the_headers_too(server, tmp_path):
+    server.routes["/w.bin"] = slow_headers(0.02)
+    start = time.monotonic()
+    message = one_line_error(
+        lambda: download(
+            server.url("/w.bin"), tmp_path / "w.bin", progress=False, timeout=5, deadline=0.5
+        )
+    )
+    assert time.monotonic() - start < 3.0 and "deadline" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_that_outgrows_the_cards_size_is_stopped(server, tmp_path):
+    sent = [0]
+    server.routes["/mean.binaryproto"] = endless(b"x" * 65536, 300 << 20, sent)
+    url = server.url("/mean.binaryproto")
+    message = one_line_error(
+        lambda: download(url, tmp_path / "mean.binaryproto", size=1861, progress=False)
+    )
+    assert "more than 1861 bytes" in message
+    assert sent[0] < 64 << 20  # stopped long before the 300 MB the server had in store
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_a_card_size_the_stated_maximum_holds(server, tmp_path):
+    sent = [0]
+    server.routes["/w.bin"] = endless(b"x" * 65536, 64 << 20, sent)
+    message = one_line_error(
+        lambda: download(server.url("/w.bin"), tmp_path / "w.bin", progress=False, max_size=1 << 20)
+    )
+    assert f"more than {1 << 20} bytes" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_content_length_lies(server, tmp_path):
+    url = server.url("/w.bin")
+    # Claims more than allowed: refused before a byte of the body is read.
+    server.routes["/w.bin"] = lambda h: (
+        h.send_response(200),
+        h.send_header("Content-Length", str(10 << 30)),
+        h.end_headers(),
+        h.wfile.write(PAYLOAD[:100]),
+    )
+    message = one_line_error(lambda: download(url, tmp_path / "w.bin", progress=False))
+    assert f"offers {10 << 30} bytes, over the {2 << 30}-byte limit" in message
+    # Claims less than it sends: only the claimed bytes are taken, and the identity decides.
+    sent = [0]
+    server.routes["/w.bin"] = endless(PAYLOAD[:1861], 50 << 20, sent, claim=1861)
+    message = one_line_error(
+        lambda: download(url, tmp_path / "w.bin", size=1861, git_blob="0" * 40, progress=False)
+    )
+    assert "wrong file" in message and "(1861 bytes)" in message
+    # Claims what the card says but sends more, with no Content-Length to stop it.
+    server.routes["/w.bin"] = endless(b"y" * 4096, 50 << 20, [0], claim=None)
+    assert "more than 1861 bytes" in one_line_error(
+        lambda: download(url, tmp_path / "w.bin", size=1861, progress=False)
+    )
+    # A nonsense Content-Length counts as none; the limit still holds.
+    server.routes["/w.bin"] = lambda h: (
+        h.send_response(200),
+        h.send_header("Content-Length", "-5"),
+        h.end_headers(),
+        h.wfile.write(b"z" * 5000),
+    )
+    assert "more than 1861 bytes" in one_line_error(
+        lambda: download(url, tmp_path / "w.bin", size=1861, progress=False)
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "ftp://example.invalid/w.bin", "/etc/passwd", "data:,x"]
+)
+def test_only_http_and_https_urls_are_fetched(url, tmp_path):
+    message = one_line_error(lambda: download(url, tmp_path / "w.bin", progress=False))
+    assert "only http and https" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_redirect_away_from_http_is_refused(server, tmp_path):
+    server.routes["/w.bin"] = redirect("ftp://127.0.0.1/w.bin")
+    server.routes["/f.bin"] = redirect("file:///etc/passwd")
+    server.routes["/ok.bin"] = redirect("/real.bin")
+    server.routes["/real.bin"] = send(PAYLOAD)
+    message = one_line_error(
+        lambda: download(server.url("/w.bin"), tmp_path / "w.bin", progress=False)
+    )
+    assert "redirect to ftp://127.0.0.1/w.bin refused" in message
+    assert "HTTP 302" in one_line_error(
+        lambda: download(server.url("/f.bin"), tmp_path / "w.bin", progress=False)
+    )
+    assert list(tmp_path.iterdir()) == []
+    download(server.url("/ok.bin"), tmp_path / "w.bin", git_blob=git_blob(PAYLOAD), progress=False)
+    assert (tmp_path / "w.bin").read_bytes() == PAYLOAD
+
+
+def test_archives_and_their_members_are_capped(server, tmp_path):
+    server.routes["/models.zip"] = send(zipped({"w.bin": PAYLOAD}))
+    url = server.url("/models.zip")
+    message = one_line_error(
+        lambda: download(
+            url, tmp_path / "w.bin", member="w.bin", max_archive_size=1000, progress=False
+        )
+    )
+    assert "over the 1000-byte limit" in message
+    message = one_line_error(
+        lambda: download(url, tmp_path / "w.bin", member="w.bin", max_size=1000, progress=False)
+    )
+    assert f"claims {len(PAYLOAD)} bytes, over the 1000-byte limit" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fetch_spec_removes_what_an_interrupted_download_left(server, tmp_path):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    pid = int(dead.stdout)  # a process that has exited
+    left = [
+        tmp_path / f".w.{pid}.0123abcd.partial.bin",  # the file being downloaded
+        tmp_path / f".models.{pid}.89abcdef.partial.zip",  # the archive it came in
+    ]
+    kept = [
+        tmp_path / f".w.{os.getpid()}.00000000.partial.bin",  # a download still running
+        tmp_path / ".w.partial.bin",  # not one of ours
+        tmp_path / "w.bin.partial",
+    ]
+    for path in left + kept:
+        path.write_bytes(b"x")
+    server.routes["/models.zip"] = send(zipped({"w.bin": PAYLOAD}))
+    spec = FileSpec(
+        "w.bin", git_blob(PAYLOAD), (Source(server.url("/models.zip"), "zip", "w.bin"),)
+    )
+    fetch_spec(spec, tmp_path, progress=False)
+    assert sorted(tmp_path.iterdir()) == sorted([*kept, tmp_path / "w.bin"])

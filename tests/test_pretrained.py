@@ -129,8 +129,10 @@ def test_download_convert_and_equal_a_fresh_conversion(server, caffemodels, tmp_
     with torch.no_grad():
         prob = model(inputs())  # the plain nn.Module call: the prob blob
     assert prob.shape == (4, 8) and len(set(prob.argmax(1).tolist())) > 1
-    (entry,) = (tmp_path / "home" / NAME / "converted").iterdir()
+    entry, record = sorted((tmp_path / "home" / NAME / "converted").iterdir())
     assert entry.name == f"age_net.{git_blob(data)}.npz"
+    assert record.name == entry.name + ".sha256"
+    assert record.read_text().strip() == hashlib.sha256(entry.read_bytes()).hexdigest()
 
 
 def test_a_second_load_reads_the_cache_not_the_caffemodel(
@@ -163,7 +165,8 @@ def test_changed_weights_invalidate_the_cache(caffemodels, tmp_path, monkeypatch
     monkeypatch.setattr(pretrained, "read_weights", lambda p: parsed.append(p) or real(p))
     model = load_pretrained(card_for(new), cache_dir=tmp_path)
     assert parsed == [folder / WEIGHTS]
-    assert [p.name for p in (folder / "converted").iterdir()] == [f"age_net.{git_blob(new)}.npz"]
+    entry = f"age_net.{git_blob(new)}.npz"
+    assert sorted(p.name for p in (folder / "converted").iterdir()) == [entry, entry + ".sha256"]
     assert_same(model, fresh(new, tmp_path))
 
 
@@ -172,12 +175,49 @@ def test_a_damaged_cache_entry_is_rebuilt(caffemodels, tmp_path):
     (tmp_path / NAME).mkdir()
     (tmp_path / NAME / WEIGHTS).write_bytes(data)
     load_pretrained(card_for(data), cache_dir=tmp_path)
-    (entry,) = (tmp_path / NAME / "converted").iterdir()
+    entry, _ = sorted((tmp_path / NAME / "converted").iterdir())
     entry.write_bytes(b"PK\x03\x04garbage")
     model = load_pretrained(card_for(data), cache_dir=tmp_path)
     assert_same(model, fresh(data, tmp_path))
     with np.load(entry) as rebuilt:
         assert json.loads(str(rebuilt["manifest"]))["git_blob"] == git_blob(data)
+
+
+def _flip_head(entry) -> None:
+    """Rewrite the cached fc8 weights so every class's score is negated (the argmax moves), with
+    the manifest, names and identity fields untouched: only the content hash can tell."""
+    with np.load(entry, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    manifest = json.loads(str(arrays["manifest"]))
+    index = 0
+    for name, count in manifest["layers"]:
+        if name == "fc8":
+            arrays[f"b{index}"] = -arrays[f"b{index}"]
+            arrays[f"b{index + 1}"] = -arrays[f"b{index + 1}"]
+        index += count
+    with open(entry, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def test_edited_cache_arrays_are_caught_by_the_content_hash(caffemodels, tmp_path, caplog):
+    data = caffemodels[0]
+    (tmp_path / NAME).mkdir()
+    (tmp_path / NAME / WEIGHTS).write_bytes(data)
+    load_pretrained(card_for(data), cache_dir=tmp_path)
+    entry, record = sorted((tmp_path / NAME / "converted").iterdir())
+    _flip_head(entry)
+    with np.load(entry) as edited:  # what the manifest alone would have accepted
+        assert json.loads(str(edited["manifest"]))["git_blob"] == git_blob(data)
+    with caplog.at_level("WARNING", logger="caffe_compat.app.pretrained"):
+        model = load_pretrained(card_for(data), cache_dir=tmp_path)
+    assert "changed since written" in caplog.text and str(entry) in caplog.text
+    assert_same(model, fresh(data, tmp_path))  # rebuilt from the caffemodel
+    assert record.read_text().strip() == hashlib.sha256(entry.read_bytes()).hexdigest()
+    caplog.clear()
+    record.unlink()  # no record: not trusted either
+    with caplog.at_level("WARNING", logger="caffe_compat.app.pretrained"):
+        assert_same(load_pretrained(card_for(data), cache_dir=tmp_path), fresh(data, tmp_path))
+    assert "no valid hash record" in caplog.text
 
 
 def test_a_wrong_file_from_the_server_is_rejected_and_not_kept(server, caffemodels, tmp_path):
@@ -334,4 +374,4 @@ def test_a_caffe_written_caffemodel_gives_real_caffes_outputs(caffe_reference, t
         fc8_limit = 1e-4 * float(np.abs(gold["fc8"]).max())
         np.testing.assert_allclose(got["fc8"].numpy(), gold["fc8"], rtol=0, atol=fc8_limit)
         np.testing.assert_allclose(got["prob"].numpy(), gold["prob"], rtol=0, atol=1e-4)
-    assert len(list((tmp_path / NAME / "converted").iterdir())) == 1
+    assert len(list((tmp_path / NAME / "converted").iterdir())) == 2  # entry and its hash

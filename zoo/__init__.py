@@ -37,6 +37,22 @@ TASKS = ("classification", "detection")
 MAX_LABELS_BYTES = 1 << 20  # a label file above this is refused before it is read
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+# A card's name is a folder of the cache and its files are files in it: plain names only, so no
+# card can reach outside its folder ("../..", "/etc", hidden names, separators, NUL).
+MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def check_model_name(name: str, *, path: str | None = None) -> str:
+    """``name`` if it is a valid model name (``[a-z0-9_.-]``, not starting with a dot); else a
+    one-line ``CaffeCompatError``."""
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name) or len(name) > 100:
+        raise CaffeCompatError(
+            f"card field name: must be lower-case letters, digits, '_', '.' or '-' (no path "
+            f"parts, not starting with '.'), got {name!r}",
+            path=path,
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -181,8 +197,10 @@ def _text(reader: _Reader, key: str) -> str | None:
 
 def _file_spec(reader: _Reader) -> FileSpec:
     name = reader.get("file", str)
-    if Path(name).name != name or not name:
-        raise reader.fail("file", f"must be a bare file name, got {name!r}")
+    if not FILE_NAME.fullmatch(name) or len(name) > 200:
+        raise reader.fail(
+            "file", f"must be a bare file name ([A-Za-z0-9_.+-], no path parts), got {name!r}"
+        )
     sources = []
     for index, table in enumerate(reader.get("sources", list)):
         if not isinstance(table, dict):
@@ -300,12 +318,17 @@ def parse_card(data: Mapping[str, Any], *, path: str = "<card>") -> ModelCard:
     scale = inp.get("scale", (int, float), required=False)
     if scale is not None and not scale > 0:
         raise inp.fail("scale", f"must be positive, got {scale}")
+    prototxt = top.get("prototxt", str)
+    if not Path(prototxt).is_absolute() and not FILE_NAME.fullmatch(prototxt):
+        raise top.fail(
+            "prototxt", f"must be a file of the zoo or an absolute path, got {prototxt!r}"
+        )
     card = ModelCard(
-        name=top.get("name", str),
+        name=check_model_name(top.get("name", str), path=path),
         title=top.get("title", str),
         paper=top.get("paper", str),
         license=top.get("license", str),
-        prototxt=top.get("prototxt", str),
+        prototxt=prototxt,
         output=top.get("output", str),
         labels=labels,
         default_mode=default_mode,
@@ -369,6 +392,8 @@ def load_card(name: str) -> ModelCard:
 
 
 __all__ = [
+    "FILE_NAME",
+    "MODEL_NAME",
     "PREPROCESSING_MODES",
     "SOURCE_KINDS",
     "TASKS",
@@ -376,6 +401,7 @@ __all__ = [
     "InputSpec",
     "ModelCard",
     "Source",
+    "check_model_name",
     "list_models",
     "load_card",
     "parse_card",

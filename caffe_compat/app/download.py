@@ -4,6 +4,12 @@ Bytes go to a temporary file in the destination folder while SHA-256 and the git
 computed on the fly; only a file whose identity matches is moved into place (``os.replace``, so
 readers never see half a file). Every failure (HTTP error, timeout, short read, wrong identity,
 missing or oversized archive member) is one line naming the URL, and leaves nothing behind.
+
+A server is not trusted to behave: only http and https URLs are fetched (redirects included);
+no more bytes are accepted than the card's size, or ``max_size`` when the card gives none
+(``max_archive_size`` for a zip archive, whose members are held to the same sizes); and the whole
+transfer, headers included, must finish within ``deadline`` seconds, so a server dripping a byte
+a second cannot hold a download open (a watchdog shuts the socket down when time is up).
 """
 
 from __future__ import annotations
@@ -11,27 +17,32 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import socket
 import sys
-import tempfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .. import __version__
 from ..errors import CaffeCompatError
-from ..io.atomic import atomic_output
+from ..io.atomic import atomic_output, new_partial, remove_stale_partials
 from ..io.identity import Identity, IdentityHasher, file_identity
 from ..io.sniff import explain, sniff
 from ..zoo import FileSpec, Source
 
 _CHUNK = 1 << 20
 DEFAULT_TIMEOUT = 60.0  # seconds without a byte before giving up
-MAX_MEMBER_SIZE = 4 << 30  # an archive member above this is refused unless the card gives a size
+DEFAULT_DEADLINE = 1800.0  # seconds for a whole transfer, however steadily bytes arrive
+MAX_DOWNLOAD_SIZE = 2 << 30  # a file (or archive member) the card gives no size for: at most 2 GiB
+MAX_ARCHIVE_SIZE = 4 << 30  # a zip archive: at most 4 GiB
+SCHEMES = ("http", "https")
 
 
 class _Progress:
@@ -69,70 +80,228 @@ class _Progress:
 
 @contextlib.contextmanager
 def _scratch(folder: Path, name: str) -> Iterator[Path]:
-    """A temporary file in ``folder`` that is always deleted afterwards (archives)."""
+    """A temporary file in ``folder`` that is always deleted afterwards (archives); named like
+    every partial file, so a later run removes it if this process is killed."""
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
-    os.close(fd)
+    tmp, _ = new_partial(folder / name)
     try:
-        yield Path(tmp)
+        yield tmp
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+
+
+def _archive_name(url: str) -> str:
+    name = Path(urllib.parse.urlsplit(url).path).name
+    return name if name and not name.startswith(".") else "archive.zip"
 
 
 def _fail(url: str, reason: str) -> CaffeCompatError:
     return CaffeCompatError(reason, path=url)
 
 
-def _copy(source: BinaryIO, out: BinaryIO, hasher: IdentityHasher | None, bar: _Progress) -> None:
-    while chunk := source.read(_CHUNK):
+def _copy(
+    source: BinaryIO,
+    out: BinaryIO,
+    hasher: IdentityHasher | None,
+    bar: _Progress,
+    limit: int | None = None,
+) -> None:
+    """Copy until EOF; raise ``_TooLarge`` as soon as more than ``limit`` bytes came."""
+    read = getattr(source, "read1", source.read)  # whatever has arrived, not a full chunk
+    while chunk := read(_CHUNK):
+        if limit is not None and bar.done + len(chunk) > limit:
+            raise _TooLarge(limit)
         out.write(chunk)
         if hasher is not None:
             hasher.update(chunk)
         bar.update(len(chunk))
 
 
+class _TooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+
+class _Deadline:
+    """Shuts down every socket of a transfer once ``seconds`` have passed, so a blocked read
+    returns at once whatever the server does; ``expired`` tells why the read ended."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(seconds, 0.0), self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def connection(self, base: type[http.client.HTTPConnection]) -> Any:
+        """``base`` whose sockets this deadline watches from the moment they connect (before
+        any TLS handshake or proxy tunnel)."""
+        deadline = self
+
+        class Watched(base):  # type: ignore[valid-type, misc]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                create = self._create_connection
+
+                def watched(*args: Any, **kwargs: Any) -> socket.socket:
+                    sock = create(*args, **kwargs)
+                    deadline.watch(sock)
+                    return sock
+
+                self._create_connection = watched
+
+        return Watched
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(self.deadline.connection(http.client.HTTPConnection), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def https_open(self, req: urllib.request.Request) -> Any:
+        connection = self.deadline.connection(http.client.HTTPSConnection)
+        return self.do_open(connection, req, context=self._context)
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http and https URLs only (urllib also allows ftp)."""
+
+    def redirect_request(
+        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> Any:
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in SCHEMES:
+            raise urllib.error.HTTPError(
+                newurl, code, f"redirect to {newurl} refused (http and https only)", headers, fp
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
+    """urllib's usual chain (proxies from the environment, redirects, HTTP errors) without the
+    file, ftp and data handlers, with every connection watched by ``deadline``."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler(),
+        urllib.request.UnknownHandler(),
+        _HTTPHandler(deadline),
+        _HTTPSHandler(deadline),
+        urllib.request.HTTPDefaultErrorHandler(),
+        _Redirects(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener
+
+
 def _fetch_to(
-    url: str, tmp: Path, *, size: int | None, label: str, progress: bool, timeout: float
+    url: str,
+    tmp: Path,
+    *,
+    size: int | None,
+    limit: int,
+    label: str,
+    progress: bool,
+    timeout: float,
+    deadline: float,
 ) -> Identity:
-    """Stream ``url`` into ``tmp``; hash while streaming when the size is known up front."""
+    """Stream ``url`` into ``tmp`` (at most ``limit`` bytes, within ``deadline`` seconds); hash
+    while streaming when the size is known up front."""
     request = urllib.request.Request(url, headers={"User-Agent": f"caffe-compat/{__version__}"})
     expected: int | None = None
     bar = _Progress(label, None, False)  # replaced once the size is known; counts bytes
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            expected = int(length) if length and length.isdigit() else None
-            if expected is not None and size is not None and expected != size:
-                raise _fail(url, f"the server offers {expected} bytes, expected {size}")
-            known = expected if expected is not None else size
-            hasher = IdentityHasher(known) if known is not None else None
-            bar = _Progress(label, known, progress)
-            try:
-                with open(tmp, "wb") as out:
-                    _copy(response, out, hasher, bar)
-            finally:
-                bar.close()
-    except urllib.error.HTTPError as exc:
-        raise _fail(url, f"HTTP {exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        if isinstance(reason, TimeoutError):
-            raise _fail(url, f"timed out (no data for {timeout:g} s)") from None
-        raise _fail(url, f"cannot connect: {reason}") from None
-    except TimeoutError:
-        raise _fail(url, f"timed out after {bar.done} bytes (no data for {timeout:g} s)") from None
-    except http.client.IncompleteRead as exc:
-        got = bar.done + len(exc.partial)
-        raise _fail(url, f"truncated download: the connection closed after {got} bytes") from None
-    except (ConnectionError, http.client.HTTPException) as exc:
-        raise _fail(url, f"connection lost after {bar.done} bytes ({exc})") from None
-    except OSError as exc:  # TLS failures, a full disk: still one line naming the URL
-        raise _fail(url, f"download failed after {bar.done} bytes: {exc}") from None
+    with _Deadline(deadline) as watchdog:
+        try:
+            with _opener(watchdog).open(request, timeout=min(timeout, deadline)) as response:
+                length = response.headers.get("Content-Length")
+                expected = int(length) if length and length.isdigit() else None
+                if expected is not None and size is not None and expected != size:
+                    raise _fail(url, f"the server offers {expected} bytes, expected {size}")
+                if expected is not None and expected > limit:
+                    raise _fail(
+                        url, f"the server offers {expected} bytes, over the {limit}-byte limit"
+                    )
+                known = expected if expected is not None else size
+                hasher = IdentityHasher(known) if known is not None else None
+                bar = _Progress(label, known, progress)
+                try:
+                    with open(tmp, "wb") as out:
+                        _copy(response, out, hasher, bar, limit)
+                finally:
+                    bar.close()
+        except _TooLarge as exc:
+            raise _fail(url, f"the server sent more than {exc.limit} bytes; stopped") from None
+        except urllib.error.HTTPError as exc:
+            raise _fail(url, f"HTTP {exc.code} {exc.reason}") from None
+        except urllib.error.URLError as exc:
+            _check_deadline(url, watchdog, bar)
+            reason = exc.reason
+            if isinstance(reason, TimeoutError):
+                raise _fail(url, f"timed out (no data for {timeout:g} s)") from None
+            raise _fail(url, f"cannot connect: {reason}") from None
+        except TimeoutError:
+            _check_deadline(url, watchdog, bar)
+            raise _fail(
+                url, f"timed out after {bar.done} bytes (no data for {timeout:g} s)"
+            ) from None
+        except http.client.IncompleteRead as exc:
+            _check_deadline(url, watchdog, bar)
+            got = bar.done + len(exc.partial)
+            raise _fail(
+                url, f"truncated download: the connection closed after {got} bytes"
+            ) from None
+        except (ConnectionError, http.client.HTTPException) as exc:
+            _check_deadline(url, watchdog, bar)
+            raise _fail(url, f"connection lost after {bar.done} bytes ({exc})") from None
+        except OSError as exc:  # TLS failures, a full disk: still one line naming the URL
+            _check_deadline(url, watchdog, bar)
+            raise _fail(url, f"download failed after {bar.done} bytes: {exc}") from None
+        _check_deadline(url, watchdog, bar)
     if expected is not None and bar.done != expected:
         raise _fail(url, f"truncated download: got {bar.done} of {expected} bytes (Content-Length)")
     if hasher is None or bar.done != hasher.size:
         return file_identity(tmp)
     return hasher.identity()
+
+
+def _check_deadline(url: str, watchdog: _Deadline, bar: _Progress) -> None:
+    if watchdog.expired:
+        raise _fail(
+            url, f"not finished within the {watchdog.seconds:g} s deadline ({bar.done} bytes came)"
+        )
 
 
 def _member(archive: zipfile.ZipFile, member: str, url: str) -> zipfile.ZipInfo:
@@ -179,9 +348,11 @@ def _extract(
             bar = _Progress(f"extracting {info.filename}", info.file_size, progress)
             try:
                 with archive.open(info) as source, open(tmp, "wb") as out:
-                    _copy(source, out, hasher, bar)
+                    _copy(source, out, hasher, bar, info.file_size)
             finally:
                 bar.close()
+    except _TooLarge:
+        raise _fail(url, f"archive member {member} holds more than it declares") from None
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # bad headers, data or CRC
         raise _fail(url, f"not a valid zip archive ({exc})") from None
     except NotImplementedError as exc:  # e.g. a compression method zipfile lacks
@@ -221,32 +392,52 @@ def download(
     sha1: str | None = None,
     progress: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
-    max_size: int = MAX_MEMBER_SIZE,
+    deadline: float = DEFAULT_DEADLINE,
+    max_size: int = MAX_DOWNLOAD_SIZE,
+    max_archive_size: int = MAX_ARCHIVE_SIZE,
 ) -> Identity:
     """Download ``url`` to ``dest`` if and only if it has the expected identity (every one of
     ``git_blob``, ``sha1``, ``sha256`` and ``size`` that is given); return it.
 
     ``member`` means ``url`` is a zip archive: it is fetched to a temporary file beside ``dest``
     and only that member is extracted (matched by path, or by file name when it is unique).
-    ``progress`` draws a bar on stderr when stderr is a terminal. Raises ``CaffeCompatError``.
+    At most ``size`` bytes are accepted (``max_size`` when None; ``max_archive_size`` for the
+    archive itself); ``timeout`` seconds without data, or ``deadline`` seconds in all, end the
+    transfer. ``progress`` draws a bar on stderr when stderr is a terminal. Raises
+    ``CaffeCompatError``.
     """
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in SCHEMES:
+        raise _fail(url, f"only http and https URLs are downloaded, not {scheme or 'a bare path'}")
     dest = Path(dest)
+    limit = size if size is not None else max_size
     with atomic_output(dest) as tmp:
         if member is None:
             got = _fetch_to(
                 url,
                 tmp,
                 size=size,
+                limit=limit,
                 label=f"downloading {dest.name}",
                 progress=progress,
                 timeout=timeout,
+                deadline=deadline,
             )
         else:
-            with _scratch(dest.parent, Path(url).name or "archive") as archive:
+            with _scratch(dest.parent, _archive_name(url)) as archive:
                 label = f"downloading {Path(url).name or url}"
-                _fetch_to(url, archive, size=None, label=label, progress=progress, timeout=timeout)
+                _fetch_to(
+                    url,
+                    archive,
+                    size=None,
+                    limit=max_archive_size,
+                    label=label,
+                    progress=progress,
+                    timeout=timeout,
+                    deadline=deadline,
+                )
                 got = _extract(
-                    archive, member, tmp, url=url, size=size, max_size=max_size, progress=progress
+                    archive, member, tmp, url=url, size=size, max_size=limit, progress=progress
                 )
         if size is not None and got.size != size:
             raise _fail(url, f"got {got.size} bytes, expected {size}")
@@ -260,12 +451,14 @@ def fetch_spec(
     *,
     progress: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
+    deadline: float = DEFAULT_DEADLINE,
 ) -> Identity:
     """Fetch a card's file into ``folder``: sources in card order, the first verified copy wins.
 
     Web pages (``kind = "page"``) are skipped. When every source fails, one line lists why.
+    ``deadline`` applies to each source's transfer.
     """
-    return fetch_spec_from(spec, folder, progress=progress, timeout=timeout)[0]
+    return fetch_spec_from(spec, folder, progress=progress, timeout=timeout, deadline=deadline)[0]
 
 
 def fetch_spec_from(
@@ -274,9 +467,15 @@ def fetch_spec_from(
     *,
     progress: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
+    deadline: float = DEFAULT_DEADLINE,
 ) -> tuple[Identity, Source]:
     """``fetch_spec``, also saying which source the verified copy came from."""
     target = Path(folder) / spec.file
+    if target.parent.is_dir():  # files left by an interrupted download
+        remove_stale_partials(target)
+        for source in spec.sources:
+            if source.kind == "zip":
+                remove_stale_partials(target.parent / _archive_name(source.url))
     failures: list[str] = []
     for source in spec.sources:
         if not source.downloadable:
@@ -292,6 +491,7 @@ def fetch_spec_from(
                 member=source.member,
                 progress=progress,
                 timeout=timeout,
+                deadline=deadline,
             )
         except CaffeCompatError as exc:
             failures.append(str(exc))

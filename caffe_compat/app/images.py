@@ -1,13 +1,32 @@
-"""Photos from disk: recognised by their content, decoded by OpenCV as H x W x 3 BGR uint8."""
+"""Photos from disk: recognised by their content, decoded by OpenCV as H x W x 3 BGR uint8.
+
+Photo folders hold whatever people put there, so a file is decoded only if it is a regular file
+(a FIFO would block the run, a device would never end), at most ``MAX_FILE_BYTES`` long, and its
+header gives a size of at most ``MAX_PIXELS`` pixels (read before OpenCV allocates the bitmap:
+see ``image_size``). Anything else is a one-line ``CaffeCompatError`` saying why, so a batch
+skips that photo and goes on.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CaffeCompatError
+from .image_size import image_size
+
+MAX_FILE_BYTES = 256 << 20  # 256 MiB: far above any camera's JPEG, PNG or TIFF of one photo
+MAX_PIXELS = 100_000_000  # 100 megapixels (300 MB as BGR): a 12000 x 8000 photo fits
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a directory",
+}
 
 _MAGIC: tuple[tuple[int, bytes, str], ...] = (
     (0, b"\xff\xd8\xff", "JPEG"),
@@ -44,22 +63,76 @@ def sniff_image(head: bytes) -> str | None:
     return None
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+def _read_regular(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``; opening never blocks."""
+    name = str(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise CaffeCompatError(f"cannot read: {exc.strerror or exc}", path=name) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            what = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+            raise CaffeCompatError(f"not a photo: {what}, not a regular file", path=name)
+        if info.st_size > max_bytes:
+            raise CaffeCompatError(
+                f"file is {info.st_size:,} bytes, over the {max_bytes:,}-byte limit for a photo",
+                path=name,
+            )
+        chunks, total = [], 0
+        while chunk := os.read(fd, min(1 << 24, max_bytes + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:  # grew while being read
+                raise CaffeCompatError(
+                    f"file is over the {max_bytes:,}-byte limit for a photo", path=name
+                )
+    except OSError as exc:
+        raise CaffeCompatError(f"cannot read: {exc.strerror or exc}", path=name) from None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def read_image(
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int = MAX_FILE_BYTES,
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
     """Decode a photo as H x W x 3 BGR uint8 (EXIF orientation applied), judging the file by its
-    content, not its name; a one-line ``CaffeCompatError`` says why a file is not usable."""
+    content, not its name; a one-line ``CaffeCompatError`` says why a file is not usable (not a
+    regular file, over ``max_bytes``, over ``max_pixels`` by its header, not decodable)."""
     import cv2
 
     path = Path(path)
+    data = _read_regular(path, max_bytes)
+    kind = sniff_image(data[:32])
+    if kind is None:
+        raise CaffeCompatError("not an image (unknown file content)", path=str(path))
+    size = image_size(kind, data)
+    if size is None:
+        raise CaffeCompatError(
+            f"corrupt or unsupported {kind} image (its header gives no size to check before "
+            "decoding)",
+            path=str(path),
+        )
+    width, height = size
+    if width * height > max_pixels:
+        raise CaffeCompatError(
+            f"{kind} image of {width} x {height} = {width * height:,} pixels, over the "
+            f"{max_pixels:,}-pixel limit",
+            path=str(path),
+        )
     try:
-        with path.open("rb") as handle:
-            head = handle.read(32)
-            kind = sniff_image(head)
-            if kind is None:
-                raise CaffeCompatError("not an image (unknown file content)", path=str(path))
-            data = np.frombuffer(head + handle.read(), dtype=np.uint8)
-    except OSError as exc:
-        raise CaffeCompatError(f"cannot read: {exc.strerror or exc}", path=str(path)) from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except (cv2.error, MemoryError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise CaffeCompatError(
+            f"cannot decode this {kind} image ({reason})", path=str(path)
+        ) from None
     if image is None or image.size == 0:
         raise CaffeCompatError(
             f"corrupt or unsupported {kind} image (OpenCV cannot decode it)", path=str(path)

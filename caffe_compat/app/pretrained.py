@@ -17,13 +17,22 @@ a fresh conversion (``load_net`` with the weights), and outputs are bit-identica
 (3) costs a plain memory copy to read (no protobuf walk).
 The key is the weights' own git blob id, computed on each load, so changed weights get a new
 entry (older entries for that file are removed) and a cache can never answer for other bytes.
+Each entry's own bytes are checked too: the SHA-256 of the ``.npz``, recorded at write time in
+``<entry>.npz.sha256`` (both files written as a set), is compared before the arrays are used;
+an entry whose bytes changed (disk damage, an edit) is logged as a warning, ignored and rebuilt
+from the identity-checked caffemodel. The record sits beside the entry, so it catches damage and
+edits by anything but a writer who also rewrites the record: the cache is as trustworthy as the
+folder it is in, while the caffemodel is checked against the card shipped with the package.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
+import io
 import json
+import logging
 import os
 import re
 import zipfile
@@ -34,11 +43,11 @@ import numpy as np
 
 from ..errors import CaffeCompatError
 from ..io import read_mean, read_weights
-from ..io.atomic import atomic_output
+from ..io.atomic import atomic_outputs, remove_stale_partials
 from ..io.identity import Identity, file_identity
 from ..io.weights import Weights
 from ..ir.load import load_net
-from ..zoo import FileSpec, ModelCard, load_card
+from ..zoo import FILE_NAME, FileSpec, ModelCard, check_model_name, load_card
 from .download import fetch_spec
 from .precision import resolve_precision
 
@@ -46,6 +55,10 @@ ENV_HOME = "CAFFE_COMPAT_HOME"
 BACKENDS = ("torch", "onnx")
 CACHE_FORMAT = 1
 _GIT_BLOB = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_HASHED = ".sha256"  # the sidecar's suffix, after ".npz"
+_ENTRY_TAILS = ("npz", "npz" + _HASHED)
+log = logging.getLogger(__name__)
 
 
 def cache_home(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -69,8 +82,10 @@ def _card(name: str | ModelCard) -> ModelCard:
 
 
 def model_folder(name: str | ModelCard, cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where a model's files go: ``<cache home>/<model name>``."""
-    return cache_home(cache_dir) / _card(name).name
+    """Where a model's files go: ``<cache home>/<model name>`` (a card built in code is checked
+    here too: its name must not reach outside the cache)."""
+    card = _card(name)
+    return cache_home(cache_dir) / check_model_name(card.name, path=card.card_path or None)
 
 
 def _where_to_get(spec: FileSpec) -> str:
@@ -87,6 +102,8 @@ def _ensure(
     verify_identity: bool,
 ) -> tuple[Path, Identity]:
     """The file of ``spec`` in ``folder``, downloaded if allowed, identity-checked unless not."""
+    if not FILE_NAME.fullmatch(spec.file):
+        raise CaffeCompatError(f'card of "{card.name}": {spec.file!r} is not a bare file name')
     path = folder / spec.file
     if not path.is_file():
         if not download:
@@ -127,6 +144,24 @@ def _cache_path(weights: Path, identity: Identity) -> Path:
     return weights.parent / "converted" / f"{weights.stem}.{identity.git_blob}.npz"
 
 
+class _HashingWriter:
+    """A write-only stream that hashes what passes through (zipfile then writes it in one pass,
+    with data descriptors, since it cannot seek back)."""
+
+    def __init__(self, out: Any) -> None:
+        self.out, self.sha256 = out, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        return self.out.write(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def read(self, *_: Any) -> bytes:  # numpy asks for it to tell a stream from a path
+        raise io.UnsupportedOperation("write-only")
+
+
 def _save_cache(target: Path, weights: Weights, identity: Identity) -> None:
     arrays: dict[str, np.ndarray] = {}
     layers = []
@@ -143,33 +178,63 @@ def _save_cache(target: Path, weights: Weights, identity: Identity) -> None:
         "layers": layers,
     }
     arrays["manifest"] = np.array(json.dumps(manifest))
-    with atomic_output(target) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
+    record = target.with_name(target.name + _HASHED)
+    if target.parent.is_dir():  # left by a load that was killed while caching
+        for path in (target, record):
+            remove_stale_partials(path)
+    with atomic_outputs([target, record]) as (tmp, tmp_record):
+        with open(tmp, "wb") as handle:
+            writer = _HashingWriter(handle)
+            np.savez(writer, **arrays)
+        tmp_record.write_text(writer.sha256.hexdigest() + "\n", encoding="ascii")
     stem = target.name[: -len(f".{identity.git_blob}.npz")]
-    for old in target.parent.glob(f"{glob.escape(stem)}.*.npz"):
-        key = old.name[len(stem) + 1 : -len(".npz")]
-        if old != target and _GIT_BLOB.fullmatch(key):
+    for old in target.parent.glob(f"{glob.escape(stem)}.*.npz*"):
+        key, _, tail = old.name[len(stem) + 1 :].partition(".")
+        if old not in (target, record) and _GIT_BLOB.fullmatch(key) and tail in _ENTRY_TAILS:
             old.unlink(missing_ok=True)  # converted from weights that are no longer there
 
 
+def _recorded_hash(target: Path) -> str | None:
+    try:
+        text = target.with_name(target.name + _HASHED).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if _SHA256.fullmatch(text) else None
+
+
 def _load_cache(target: Path, weights_path: Path, identity: Identity) -> Weights | None:
-    """The cached arrays, or None when absent, unreadable or made from other bytes."""
+    """The cached arrays, or None when absent, unreadable, changed since written, or made from
+    other bytes."""
     if not target.is_file():
         return None
+    recorded = _recorded_hash(target)
     try:
-        with np.load(target, allow_pickle=False) as data:
-            manifest = json.loads(str(data["manifest"]))
-            if (
-                manifest.get("format") != CACHE_FORMAT
-                or manifest.get("git_blob") != identity.git_blob
-                or manifest.get("size") != identity.size
-            ):
+        with open(target, "rb") as handle:
+            digest = hashlib.sha256()
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+            if recorded is None or digest.hexdigest() != recorded:
+                log.warning(
+                    "conversion cache entry %s %s; ignoring it and converting %s again",
+                    target,
+                    "has no valid hash record" if recorded is None else "changed since written",
+                    weights_path,
+                )
                 return None
-            blobs: dict[str, list[np.ndarray]] = {}
-            index = 0
-            for name, count in manifest["layers"]:
-                blobs[name] = [data[f"b{index + k}"] for k in range(count)]
-                index += count
+            handle.seek(0)
+            with np.load(handle, allow_pickle=False) as data:
+                manifest = json.loads(str(data["manifest"]))
+                if (
+                    manifest.get("format") != CACHE_FORMAT
+                    or manifest.get("git_blob") != identity.git_blob
+                    or manifest.get("size") != identity.size
+                ):
+                    return None
+                blobs: dict[str, list[np.ndarray]] = {}
+                index = 0
+                for name, count in manifest["layers"]:
+                    blobs[name] = [data[f"b{index + k}"] for k in range(count)]
+                    index += count
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
         return None  # a damaged cache entry is rebuilt, never trusted
     return Weights(

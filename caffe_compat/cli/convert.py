@@ -1,13 +1,16 @@
 """Convert a Caffe net (V1 or V2 prototxt; V1, V2 or HDF5 weights; train_val nets in TEST phase)
-to ONNX and PyTorch, check parity on a few inputs and print a short report. Outputs are written
-atomically and never overwritten without --force."""
+to ONNX and PyTorch, check parity on a few inputs and print a short report. Targets: onnx
+(PREFIX.onnx), torch (a torch.export program, PREFIX.pt2) and torch-weights (PREFIX.safetensors:
+the weights and the net definition, no pickle, loaded by caffe_compat.load_torch; also written
+when torch.export cannot trace the net). Outputs are written together and atomically, record
+their source, and are never overwritten without --force."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from ..tools.convert import TARGETS, convert
+from ..tools.convert import DEFAULT_TARGETS, TARGETS, convert
 from ._common import add_net_arguments, net_options
 
 NAME = "convert"
@@ -22,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-o", "--output", metavar="PREFIX", help="output prefix (default: weights name, here)"
     )
     parser.add_argument(
-        "--to", default=",".join(TARGETS), help="comma-separated targets: onnx,torch (default both)"
+        "--to",
+        default=",".join(DEFAULT_TARGETS),
+        help=f"comma-separated targets: {', '.join(TARGETS)} (default: %(default)s)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument(

@@ -14,9 +14,11 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any, TextIO
 
 from .. import __version__
 from ..errors import CaffeCompatError
+from ..printable import printable, printable_lines
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -58,12 +60,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _PrintableStdout:
+    """stdout for a command's run: layer, blob and file names in tables and result lines come
+    from files, so control characters are shown escaped (one place for every command)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(printable_lines(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_BAD_INPUT
+    stdout = sys.stdout
+    sys.stdout = _PrintableStdout(stdout)  # type: ignore[assignment]
+    try:
+        return _run(args)
+    finally:
+        sys.stdout = stdout
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args._run(args) or 0)
     except CaffeCompatError as exc:
@@ -83,8 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(
-            f"caffe-compat: internal error: {type(exc).__name__}: {exc} (rerun with --debug "
-            "for the traceback and please report it)",
+            f"caffe-compat: internal error: {type(exc).__name__}: {printable(str(exc))} (rerun "
+            "with --debug for the traceback and please report it)",
             file=sys.stderr,
         )
         return EXIT_INTERNAL

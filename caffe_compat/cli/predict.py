@@ -141,6 +141,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--annotate", metavar="OUT_DIR", help="write copies of the photos with boxes and labels"
     )
     parser.add_argument(
+        "--force", action="store_true", help="let --annotate overwrite files already in OUT_DIR"
+    )
+    parser.add_argument(
         "--crop",
         choices=CROP_MODES,
         help="preprocessing: oversample (10 crops averaged, the paper's; default), center, or "
@@ -194,7 +197,7 @@ def collect(paths: list[str]) -> tuple[list[tuple[Path, Path]], list[str], bool]
             any_folder = True
             base = Path(path.resolve().name or "photos")
             found += [(f, base / f.relative_to(path)) for f in _walk(path)]
-        elif path.is_file():
+        elif os.path.lexists(path):  # a file, or a FIFO, device, dangling link: skipped later
             found.append((path, Path(path.name)))
         else:
             missing.append(argument)
@@ -251,8 +254,22 @@ def draw(image: Any, faces: list[Any]) -> Any:
     return canvas
 
 
-def write_annotated(source: Path, target: Path, faces: list[Any]) -> Path:
-    """Re-read the photo, draw, encode in its own format when OpenCV can (else PNG), atomically."""
+def refuse_existing(targets: dict[Path, Path]) -> None:
+    """--annotate without --force never replaces a file."""
+    existing = [str(t) for t in targets.values() if os.path.lexists(t)]
+    if existing:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise CaffeCompatError(
+            f"--annotate would overwrite {existing[0]}{more} (pass --force, or choose another "
+            "folder)"
+        )
+
+
+def write_annotated(
+    source: Path, target: Path, faces: list[Any], *, overwrite: bool = True
+) -> Path:
+    """Re-read the photo, draw, encode in its own format when OpenCV can (else PNG), atomically;
+    ``overwrite=False`` refuses to replace an existing file."""
     import cv2
 
     from ..app.images import read_image
@@ -269,7 +286,7 @@ def write_annotated(source: Path, target: Path, faces: list[Any]) -> Path:
     if not ok:
         target = target.with_name(target.name + ".png")
         ok, encoded = cv2.imencode(".png", canvas)
-    with atomic_output(target) as tmp:
+    with atomic_output(target, overwrite=overwrite) as tmp:
         tmp.write_bytes(encoded.tobytes())
     return target
 
@@ -293,6 +310,8 @@ def run(args: argparse.Namespace) -> int:
     tasks = parse_models(args.models)
     files, missing, any_folder = collect(args.photos)
     targets = annotation_targets(files, Path(args.annotate)) if args.annotate else {}
+    if not args.force:
+        refuse_existing(targets)
     options = predictor_options(args, ("age", "gender"))
     for task in ("age", "gender"):
         if task not in tasks:
@@ -339,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(face.to_dict()) if args.json else face_line(face))
         if args.annotate:
             source = Path(key)
-            write_annotated(source, targets[source], faces)
+            write_annotated(source, targets[source], faces, overwrite=args.force)
         sys.stdout.flush()
         bar.update(bar.done)
     bar.close()

@@ -4,10 +4,18 @@ The layout holds parameter blobs only, no layer definitions, so these weights al
 prototxt. Dataset sizes are checked against the file before any read. Caffe creates each layer's
 group with ``H5Gcreate2(data, name)``, so a layer named ``conv1/relu`` is a subgroup of ``conv1``:
 a layer is any group holding datasets, named by its path below ``/data``.
+
+HDF5 can point outside the file: external links, soft links, virtual datasets and external raw
+storage make libhdf5 read other files (``/etc/passwd`` as float weights, whose bytes would then
+end up in a converted model). A weights file is read only when every link is a hard link and
+every dataset's bytes are inside the file (contiguous, chunked or compact layout, no external
+storage, only the standard filters, never a plugin); all of it is checked on the file's metadata,
+without following anything, before any data is read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -24,6 +32,73 @@ from .weights import Weights
 
 # Deflate cannot expand data more than ~1032:1; no honest filter gets near that on float weights.
 _MAX_RATIO = 1032
+# Filters built into libhdf5 and h5py (deflate, shuffle, fletcher32, szip, nbit, scaleoffset,
+# lzf); any other id makes libhdf5 search its plugin folders for a library to load.
+_KNOWN_FILTERS = {1, 2, 3, 4, 5, 6, 32000}
+_LINK_KINDS = {1: "a soft link", 64: "an external link"}
+
+
+def _text(name: bytes | str) -> str:
+    return name.decode("utf-8", "backslashreplace") if isinstance(name, bytes) else name
+
+
+def _check_links(handle: Any, path: str) -> None:
+    """Refuse any link but a hard one, without following it (libhdf5's own link walk)."""
+    from h5py import h5l
+
+    found: list[tuple[bytes, int]] = []
+
+    def visit(name: bytes, info: Any) -> int | None:
+        if info.type != h5l.TYPE_HARD:
+            found.append((name, info.type))
+            return 1  # stop the walk
+        return None
+
+    handle.id.links.visit(visit, info=True)
+    if not found:
+        return
+    name, kind = found[0]
+    target = ""
+    with contextlib.suppress(Exception):  # only for the message
+        value = handle.id.links.get_val(name)
+        target = ":".join(map(_text, value)) if isinstance(value, tuple) else _text(value)
+    what = _LINK_KINDS.get(kind, f"a user-defined link (type {kind})")
+    raise FileFormatError(
+        f'"/{_text(name)}" is {what}'
+        + (f" to {target}" if target else "")
+        + ": a weights file must hold its data itself; links are refused",
+        path=path,
+    )
+
+
+def _check_storage(dataset: Any, where: dict) -> None:
+    """Refuse a dataset whose bytes are not inside this file, or that needs a filter plugin."""
+    from h5py import h5d
+
+    plist = dataset.id.get_create_plist()
+    if plist.get_layout() == h5d.VIRTUAL:
+        raise BlobError(
+            f"dataset {dataset.name} is virtual (data mapped from other files): refused", **where
+        )
+    if plist.get_external_count():
+        names = ", ".join(
+            _text(plist.get_external(i)[0]) for i in range(plist.get_external_count())
+        )
+        raise BlobError(
+            f"dataset {dataset.name} keeps its data in external file(s) {names}: refused", **where
+        )
+    if plist.get_layout() not in (h5d.CONTIGUOUS, h5d.CHUNKED, h5d.COMPACT):
+        raise BlobError(
+            f"dataset {dataset.name} has unknown storage layout {plist.get_layout()}: refused",
+            **where,
+        )
+    for index in range(plist.get_nfilters()):
+        code = plist.get_filter(index)[0]
+        if code not in _KNOWN_FILTERS:
+            raise BlobError(
+                f"dataset {dataset.name} uses filter {code}, which needs a plugin library: refused",
+                **where,
+            )
 
 
 def _layers(group: Any, prefix: str = "") -> dict[str, Any]:
@@ -59,6 +134,7 @@ def _open_error(path: Path, exc: OSError) -> FileFormatError:
 
 def _check_dataset(dataset: Any, file_size: int, where: dict) -> None:
     """Refuse a dataset whose declared size the file cannot hold, before reading it."""
+    _check_storage(dataset, where)
     if dataset.dtype.kind != "f":
         raise BlobError(f"holds {dataset.dtype} values, not floats", **where)
     count = 1
@@ -106,6 +182,7 @@ def read_hdf5(path: str | os.PathLike[str]) -> Weights:
     where: dict[str, Any] = {"path": str(path)}
     try:
         with handle:
+            _check_links(handle, str(path))
             return _read_open(handle, file_size, where)
     except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
         # libhdf5 reports a damaged file through whichever exception h5py maps its error to.

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..io import read_weights
-from ..io.prototxt import load_prototxt
+from ..io.prototxt import parse_text, read_text
 from ..io.upgrade import is_v0, upgrade_net
 from ..io.weights import Weights
 from ..proto import caffe_pb2
@@ -47,8 +47,34 @@ def load_net(
     ``strict`` raises on the first shape problem and on any net/weights mismatch other than extra
     layers in the weights; lenient mode (for ``inspect``) records everything in ``issues``.
     """
-    path = str(Path(prototxt))
-    net, index = load_prototxt(prototxt, allow_unknown_fields=allow_unknown_fields)
+    return load_net_text(
+        read_text(prototxt),
+        weights,
+        path=str(Path(prototxt)),
+        phase=phase,
+        stages=stages,
+        level=level,
+        input_shapes=input_shapes,
+        strict=strict,
+        allow_unknown_fields=allow_unknown_fields,
+    )
+
+
+def load_net_text(
+    text: str,
+    weights: str | os.PathLike[str] | Weights | None = None,
+    *,
+    path: str = "<text>",
+    phase: str = "TEST",
+    stages: Iterable[str] = (),
+    level: int = 0,
+    input_shapes: Mapping[str, Shape] | None = None,
+    strict: bool = True,
+    allow_unknown_fields: bool = False,
+) -> LoadedNet:
+    """``load_net`` for a net definition held as text (``path`` names it in errors)."""
+    net = caffe_pb2.NetParameter()
+    index = parse_text(text, net, path=path, allow_unknown_fields=allow_unknown_fields)
     was_v0 = is_v0(net)
     was_v1 = upgrade_net(net, path=path)
     lines = {name: line for line, name in index.starts if name}

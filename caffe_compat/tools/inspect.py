@@ -15,6 +15,7 @@ from ..io import read_weights
 from ..io.weights import Weights
 from ..ir.graph import Shape
 from ..ir.load import load_net
+from ..printable import printable
 
 
 def _dims(shape: Shape | None) -> str:
@@ -100,7 +101,8 @@ def _count(shape: Shape) -> int:
 
 
 def render(report: Mapping[str, Any]) -> str:
-    """Human-readable text of a report."""
+    """Human-readable text of a report; every line escaped (``printable``), since names come
+    from files."""
     lines: list[str] = []
     proto = report.get("prototxt")
     if proto:
@@ -123,7 +125,7 @@ def render(report: Mapping[str, Any]) -> str:
             wiring = f"{','.join(layer['bottoms']) or '-'} -> {','.join(layer['tops'])}"
         output = " ".join(layer.get("outputs", []))
         params = " ".join(layer["params"] or []) if layer.get("params") is not None else "?"
-        rows.append((layer["name"], layer["type"], wiring, output, params))
+        rows.append(tuple(map(printable, (layer["name"], layer["type"], wiring, output, params))))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[4])
@@ -140,7 +142,7 @@ def render(report: Mapping[str, Any]) -> str:
             lines.append(f'  {issue["kind"]:<10} layer "{issue["layer"]}": {issue["detail"]}')
     else:
         lines.append("problems   none" + (" (net and weights agree)" if weights else ""))
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))  # names from files: never raw control characters
 
 
 def looks_like_weights(path: str | os.PathLike[str]) -> bool:

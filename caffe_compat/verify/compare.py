@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ..printable import printable
+
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -98,17 +100,8 @@ class Report:
         rows = [("blob", "backend", "reference", "max abs", "max rel", "limit", "")]
         shown = self.comparisons if all_rows else [c for c in self.comparisons if not c.passed]
         for c in shown:
-            rows.append(
-                (
-                    c.value,
-                    c.backend,
-                    c.reference,
-                    f"{c.max_abs:.3g}",
-                    f"{c.max_rel:.3g}",
-                    f"{c.limit:.3g}",
-                    "ok" if c.passed else "FAIL",
-                )
-            )
+            cells = (c.value, c.backend, c.reference, f"{c.max_abs:.3g}", f"{c.max_rel:.3g}")
+            rows.append((*map(printable, cells), f"{c.limit:.3g}", "ok" if c.passed else "FAIL"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines.append("")
         lines.extend("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
@@ -123,7 +116,7 @@ class Report:
         for value, why in self.skipped_values.items():
             lines.append(f"not compared {value}: {why}")
         lines.append("PASS" if self.passed else "FAIL")
-        return "\n".join(lines)
+        return "\n".join(map(printable, lines))  # blob names come from files: escaped
 
 
 def compare(

@@ -126,7 +126,9 @@ def test_pull_downloads_checks_converts_and_caches(server, weights, tmp_path, ca
     server.routes["/w/squeezenet.caffemodel"] = send(weights)
     code, lines, _ = run(capsys, "pull", card, "--cache-dir", str(home), "--force")
     assert code == 0 and lines[0].startswith("weights: downloaded") and "cache: wrote" in lines[3]
-    assert sorted(p.name for p in files_under(home)) == sorted([FILE, entry.name])
+    assert sorted(p.name for p in files_under(home)) == sorted(
+        [FILE, entry.name, entry.name + ".sha256"]
+    )
 
 
 def test_a_wrong_sha1_is_rejected_and_nothing_is_kept(server, weights, tmp_path, capsys):
