@@ -108,17 +108,21 @@ class Progress:
         self.status = status
         self._maybe_draw(force=True)
 
+    def refresh(self) -> None:
+        """Redraw now (after :meth:`clear` made room for a message)."""
+        self._maybe_draw(force=True)
+
     # -- drawing -------------------------------------------------------------------------
 
     def text(self, now: float | None = None) -> str:
         """The line as it would be drawn (also what tests check)."""
         elapsed = max((now if now is not None else time.monotonic()) - self.start, 1e-9)
-        parts = [f"{self.label}:" if self.label else ""]
+        parts = []
         total = self.total
         if total:
             share = min(self.done / total, 1.0)
             filled = int(20 * share)
-            parts.append(f"{int(100 * share):3d}% [{'#' * filled}{'-' * (20 - filled)}]")
+            parts.append(f"{int(100 * share)}% [{'#' * filled}{'-' * (20 - filled)}]")
         parts.append(self._amount())
         rate = self.done / elapsed
         if self.done:
@@ -129,7 +133,8 @@ class Progress:
             parts.append(_duration(elapsed))
         if self.status:
             parts.append(self.status)
-        return "  ".join(p for p in parts if p)
+        line = "  ".join(p for p in parts if p)
+        return f"{self.label}: {line}" if self.label else line
 
     def _amount(self) -> str:
         if self.unit == "B":

@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -27,44 +25,12 @@ from ..errors import CaffeCompatError
 from ..io.atomic import atomic_output
 from ..io.identity import Identity, IdentityHasher, file_identity
 from ..io.sniff import explain, sniff
+from ..progress import Progress
 from ..zoo import FileSpec
 
 _CHUNK = 1 << 20
 DEFAULT_TIMEOUT = 60.0  # seconds without a byte before giving up
 MAX_MEMBER_SIZE = 4 << 30  # an archive member above this is refused unless the card gives a size
-
-
-class _Progress:
-    """A plain one-line progress bar on stderr; silent unless enabled and stderr is a terminal."""
-
-    def __init__(self, label: str, total: int | None, enabled: bool) -> None:
-        stream = sys.stderr
-        self.enabled = enabled and hasattr(stream, "isatty") and stream.isatty()
-        self.label, self.total, self.done = label, total, 0
-        self.start = self.shown = time.monotonic()
-
-    def update(self, count: int) -> None:
-        self.done += count
-        now = time.monotonic()
-        if self.enabled and now - self.shown >= 0.1:
-            self.shown = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        rate = self.done / max(now - self.start, 1e-6) / 1e6
-        text = f"{self.label}: {self.done / 1e6:.1f}"
-        if self.total:
-            text += f" / {self.total / 1e6:.1f} MB ({100 * self.done // self.total}%)"
-        else:
-            text += " MB"
-        sys.stderr.write(f"\r{text}  {rate:.1f} MB/s   ")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self._draw(time.monotonic())
-            sys.stderr.write("\n")
-            sys.stderr.flush()
 
 
 @contextlib.contextmanager
@@ -83,7 +49,7 @@ def _fail(url: str, reason: str) -> CaffeCompatError:
     return CaffeCompatError(reason, path=url)
 
 
-def _copy(source: BinaryIO, out: BinaryIO, hasher: IdentityHasher | None, bar: _Progress) -> None:
+def _copy(source: BinaryIO, out: BinaryIO, hasher: IdentityHasher | None, bar: Progress) -> None:
     while chunk := source.read(_CHUNK):
         out.write(chunk)
         if hasher is not None:
@@ -97,7 +63,7 @@ def _fetch_to(
     """Stream ``url`` into ``tmp``; hash while streaming when the size is known up front."""
     request = urllib.request.Request(url, headers={"User-Agent": f"caffe-compat/{__version__}"})
     expected: int | None = None
-    bar = _Progress(label, None, False)  # replaced once the size is known; counts bytes
+    bar = Progress(None, unit="B", enabled=False)  # replaced once the size is known
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
@@ -106,7 +72,7 @@ def _fetch_to(
                 raise _fail(url, f"the server offers {expected} bytes, expected {size}")
             known = expected if expected is not None else size
             hasher = IdentityHasher(known) if known is not None else None
-            bar = _Progress(label, known, progress)
+            bar = Progress(known, label=label, unit="B", enabled=progress, leave=True)
             try:
                 with open(tmp, "wb") as out:
                     _copy(response, out, hasher, bar)
@@ -176,7 +142,13 @@ def _extract(
                     f"over the {max_size}-byte limit",
                 )
             hasher = IdentityHasher(info.file_size)
-            bar = _Progress(f"extracting {info.filename}", info.file_size, progress)
+            bar = Progress(
+                info.file_size,
+                label=f"extracting {info.filename}",
+                unit="B",
+                enabled=progress,
+                leave=True,
+            )
             try:
                 with archive.open(info) as source, open(tmp, "wb") as out:
                     _copy(source, out, hasher, bar)

@@ -53,6 +53,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         with path.open("rb") as handle:
             head = handle.read(32)
+            if not head:
+                raise CaffeCompatError("not an image: empty (0 bytes)", path=str(path))
             kind = sniff_image(head)
             if kind is None:
                 raise CaffeCompatError("not an image (unknown file content)", path=str(path))

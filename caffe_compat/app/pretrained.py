@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CaffeCompatError
+from ..errors import CaffeCompatError, MissingFileError, Remedy
 from ..io import read_mean, read_weights
 from ..io.atomic import atomic_output
 from ..io.identity import Identity, file_identity
@@ -87,14 +87,28 @@ def _ensure(
     """The file of ``spec`` in ``folder``, downloaded if allowed, identity-checked unless not."""
     path = folder / spec.file
     if not path.is_file():
+        by_hand = (
+            f'{spec.file} for "{card.name}": put it at exactly this path (get it from '
+            f"{_where_to_get(spec)})"
+        )
+        sources = [source.url for source in spec.sources]
         if not download:
-            raise CaffeCompatError(
-                f'{spec.file} for "{card.name}" is not in the cache: put it at exactly this path '
-                f"(get it from {_where_to_get(spec)}), or pass download=True (`--download` on the "
-                "command line) to download and verify it",
-                path=str(path),
+            raise MissingFileError(
+                f"not in the cache; {by_hand}",
+                file=spec.file,
+                expected_path=str(path),
+                sources=sources,
+                remedy=Remedy("download", purpose="to download and verify it"),
             )
-        identity = fetch_spec(spec, folder, progress=progress)
+        try:
+            identity = fetch_spec(spec, folder, progress=progress)
+        except CaffeCompatError as exc:
+            raise MissingFileError(
+                f"{exc.reason}; to install it by hand: {by_hand}",
+                file=spec.file,
+                expected_path=str(path),
+                sources=sources,
+            ) from None
     else:
         identity = file_identity(path)
     if verify_identity:
@@ -104,9 +118,11 @@ def _ensure(
             kind = "git blob" if spec.git_blob else "sha256"
             raise CaffeCompatError(
                 f'not the released {spec.file} of "{card.name}": {kind} {got} ({identity.size} '
-                f"bytes), expected {expected}; delete it to download it again, or pass "
-                "verify_identity=False to use your own (e.g. fine-tuned) weights",
+                f"bytes), expected {expected}; delete it to download it again",
                 path=str(path),
+                remedy=Remedy(
+                    "verify_identity", purpose="to use your own (e.g. fine-tuned) weights"
+                ),
             )
     return path, identity
 
