@@ -155,7 +155,8 @@ class Progress:
         if not self.enabled:
             return
         now = time.monotonic()
-        if not force and now - self._last < self.interval:
+        finished = bool(self.total) and self.done >= self.total  # the last state is always shown
+        if not force and not finished and now - self._last < self.interval:
             return
         self._last = now
         width = max(shutil.get_terminal_size((80, 24)).columns - 1, 20)

@@ -86,7 +86,7 @@ def test_clear_active_makes_room_for_a_message_and_leave_keeps_the_last_line(clo
 
 def test_throttled_to_the_interval(clock):
     terminal = Terminal()
-    bar = Progress(1000, stream=terminal, interval=0.1)
+    bar = Progress(10_000, stream=terminal, interval=0.1)
     for _ in range(1000):
         bar.update()  # the clock stands still: one draw, not a thousand
     assert terminal.getvalue().count("\r\x1b[2K") == 1
