@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import logging
 import os
 import re
 import zipfile
@@ -44,6 +45,7 @@ ENV_HOME = "CAFFE_COMPAT_HOME"
 BACKENDS = ("torch", "onnx")
 CACHE_FORMAT = 1
 _GIT_BLOB = re.compile(r"[0-9a-f]{40}")
+log = logging.getLogger(__name__)
 
 
 def cache_home(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -100,6 +102,7 @@ def _ensure(
                 sources=sources,
                 remedy=Remedy("download", purpose="to download and verify it"),
             )
+        log.info("%s is not in the cache: downloading it to %s", spec.file, path)
         try:
             identity = fetch_spec(spec, folder, progress=progress)
         except CaffeCompatError as exc:
@@ -190,6 +193,7 @@ def _weights(path: Path, identity: Identity) -> Weights:
     target = _cache_path(path, identity)
     cached = _load_cache(target, path, identity)
     if cached is not None:
+        log.debug("weights of %s read from the conversion cache %s", path.name, target)
         return cached
     weights = read_weights(path)
     with contextlib.suppress(OSError):  # a read-only cache only costs the next load a parse
