@@ -15,7 +15,7 @@ import pytest
 from caffe_compat.io import write_caffemodel
 from caffe_compat.io.writer import definitions_only
 from caffe_compat.ir.load import load_net
-from caffe_compat.tools import convert as convert_module
+from caffe_compat.tools import quiet_export
 from caffe_compat.tools.convert import convert
 from caffe_compat.tools.synth import synthesize
 
@@ -83,7 +83,7 @@ def test_torch_export_noise_is_caught_for_this_thread_only_and_undone(tmp_path, 
     warning; neither reaches the terminal, both reach our DEBUG log, nothing stays patched."""
     prototxt, weights = _files(tmp_path, SSD)
     stderr_before = sys.stderr
-    caplog.set_level(logging.DEBUG, logger="caffe_compat.tools.convert")
+    caplog.set_level(logging.DEBUG, logger="caffe_compat.tools.quiet_export")
     result = convert(prototxt, weights, out_prefix=tmp_path / "ssd", targets=["torch"], check=False)
     assert result.outputs["torch"].suffix == ".pt"  # the fallback: export failed
     assert "def forward" not in capfd.readouterr().err
@@ -92,8 +92,8 @@ def test_torch_export_noise_is_caught_for_this_thread_only_and_undone(tmp_path, 
     assert sys.stderr is stderr_before
     leftovers = [
         logger.name
-        for logger in convert_module._torch_export_loggers()
-        if any(isinstance(f, convert_module._ThisThreadOnly) for f in logger.filters)
+        for logger in quiet_export._torch_export_loggers()
+        if any(isinstance(f, quiet_export._ThisThreadOnly) for f in logger.filters)
     ]
     assert leftovers == []
 
@@ -105,7 +105,7 @@ def test_another_threads_stderr_passes_through_the_quiet_scope(capfd):
         print("from another thread", file=sys.stderr, flush=True)
         seen.set()
 
-    with convert_module._quiet_torch_export():
+    with quiet_export.quiet_torch_export():
         print("from this thread", file=sys.stderr)
         thread = threading.Thread(target=other)
         thread.start()

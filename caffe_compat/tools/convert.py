@@ -12,18 +12,14 @@ importing torch for an export check.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import os
-import sys
-import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from .. import __version__, registry
 from ..errors import CaffeCompatError, Remedy
@@ -32,18 +28,10 @@ from ..io.identity import file_identity
 from ..ir.load import LoadedNet, load_net
 from ..progress import Progress
 from ..verify import Report, verify_loaded
+from .quiet_export import quiet_torch_export
 
 TARGETS = ("onnx", "torch")
 log = logging.getLogger(__name__)
-# torch.export's loggers that dump whole graphs when it gives up (the fallback makes that noise).
-TORCH_EXPORT_LOGGERS = (
-    "torch.export",
-    "torch._export",
-    "torch._dynamo",
-    "torch.fx.experimental.symbolic_shapes",
-    "torch._functorch",
-    "torch._subclasses.fake_tensor",
-)
 
 
 @dataclass
@@ -87,85 +75,6 @@ def source_metadata(loaded: LoadedNet) -> dict[str, str]:
     return meta
 
 
-class _ThisThreadOnly(logging.Filter):
-    """Drops (and keeps) the records one thread emits; other threads' records pass."""
-
-    def __init__(self, thread: int) -> None:
-        super().__init__()
-        self.thread = thread
-        self.caught: list[logging.LogRecord] = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.thread == self.thread:
-            self.caught.append(record)
-            return False
-        return True
-
-
-class _ThreadStderr(io.TextIOBase):
-    """sys.stderr for the length of a scope: one thread's writes are kept aside, every other
-    thread's go to the real stream (a handler created meanwhile keeps working afterwards)."""
-
-    def __init__(self, real: TextIO, thread: int) -> None:
-        self.real, self.thread, self.active = real, thread, True
-        self.caught = io.StringIO()
-
-    def write(self, text: str) -> int:
-        if self.active and threading.get_ident() == self.thread:
-            return self.caught.write(text)
-        return self.real.write(text)
-
-    def flush(self) -> None:
-        self.real.flush()
-
-    def isatty(self) -> bool:
-        return self.real.isatty()
-
-    def fileno(self) -> int:
-        return self.real.fileno()
-
-
-def _torch_export_loggers() -> list[logging.Logger]:
-    """The loggers under TORCH_EXPORT_LOGGERS that exist now (torch makes them at import)."""
-    prefixes = tuple(name + "." for name in TORCH_EXPORT_LOGGERS)
-    return [
-        logger
-        for name, logger in list(logging.root.manager.loggerDict.items())
-        if isinstance(logger, logging.Logger)
-        and (name in TORCH_EXPORT_LOGGERS or name.startswith(prefixes))
-    ]
-
-
-@contextlib.contextmanager
-def _quiet_torch_export() -> Iterator[None]:
-    """Silence what torch.export says while it fails, and nothing else.
-
-    Its loggers get a filter that drops only this thread's records, and ``print(...,
-    file=sys.stderr)`` of a partial graph (torch.export does that) is caught only for this thread;
-    both are undone on exit and other threads' logging and output pass untouched. What was
-    caught is handed to this module's logger at DEBUG (``caffe-compat -vv``)."""
-    thread = threading.get_ident()
-    loggers = _torch_export_loggers()
-    quiet = _ThisThreadOnly(thread)
-    for logger in loggers:
-        logger.addFilter(quiet)
-    real = sys.stderr
-    proxy = _ThreadStderr(real, thread)
-    sys.stderr = proxy
-    try:
-        yield
-    finally:
-        proxy.active = False
-        if sys.stderr is proxy:
-            sys.stderr = real
-        for logger in loggers:
-            logger.removeFilter(quiet)
-        for record in quiet.caught:
-            log.debug("torch.export [%s]: %s", record.name, record.getMessage())
-        if proxy.caught.getvalue().strip():
-            log.debug("torch.export printed:\n%s", proxy.caught.getvalue().rstrip())
-
-
 def _save_torch(model: Any, graph_inputs: Mapping, path: Path, notes: list[str]) -> Path:
     """torch.export with a dynamic batch; a pickled module if the net cannot be exported."""
     import torch
@@ -173,7 +82,7 @@ def _save_torch(model: Any, graph_inputs: Mapping, path: Path, notes: list[str])
     examples = tuple(torch.zeros((2, *s[1:])) for s in graph_inputs.values())
     batch = torch.export.Dim("batch", min=1, max=65536)
     try:
-        with _quiet_torch_export():
+        with quiet_torch_export():
             program = torch.export.export(
                 model, examples, dynamic_shapes=(tuple({0: batch} for _ in examples),)
             )
