@@ -6,10 +6,35 @@ single line, so the CLI can print ``str(error)`` and exit 2 without a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .printable import printable
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """An option that fixes the problem, named symbolically so each layer words it its own way:
+    ``str(error)`` in the Python API's terms (``download=True``), the CLI in its flags
+    (``--download``). ``option`` keys :data:`API_WORDING`; ``value`` fills its ``{value}``."""
+
+    option: str
+    value: str = ""
+    purpose: str = ""  # e.g. "to download and verify it"
+
+
+# How the Python API spells each remedy (the CLI has its own table, cli/_common.py).
+API_WORDING: dict[str, str] = {
+    "download": "download=True",
+    "force": "force=True",
+    "input_shapes": "input_shapes={{'{value}': (N, C, H, W)}}",
+    "stages": "stages=[NAME] (and phase='TRAIN' or 'TEST')",
+    "allow_unknown_fields": "allow_unknown_fields=True",
+    "backend": "backend='{value}'",
+    "reference": "reference_path=REF.npz",
+    "labels": "{value}_labels=[...]",
+    "verify_identity": "verify_identity=False",
+}
 
 
 class CaffeCompatError(Exception):
@@ -17,7 +42,8 @@ class CaffeCompatError(Exception):
 
     Names come from files people receive, so ``str()`` escapes control and formatting
     characters (``\\x1b``): printing an error can never drive the terminal.
-    """
+    ``remedy`` (optional) names the option that fixes it; ``render(wording)`` words it for a
+    caller other than the Python API (the CLI passes its flag names)."""
 
     def __init__(
         self,
@@ -28,8 +54,10 @@ class CaffeCompatError(Exception):
         layer_type: str | None = None,
         blob: str | None = None,
         line: int | None = None,
+        remedy: Remedy | None = None,
     ) -> None:
         self.reason = reason
+        self.remedy = remedy
         self.path = None if path is None else str(path)
         self.layer = layer
         self.layer_type = layer_type
@@ -38,6 +66,10 @@ class CaffeCompatError(Exception):
         super().__init__(self.__str__())
 
     def __str__(self) -> str:
+        return self.render(API_WORDING)
+
+    def render(self, wording: Mapping[str, str]) -> str:
+        """One line, the remedy (if any) spelled with ``wording[option]``."""
         where: list[str] = []
         if self.path:
             path = printable(self.path)
@@ -49,6 +81,11 @@ class CaffeCompatError(Exception):
             where.append(f"blob {printable(str(self.blob))}")
         prefix = ": ".join(where)
         text = f"{prefix}: {self.reason}" if prefix else self.reason
+        remedy = getattr(self, "remedy", None)  # set before Exception.__init__ calls str()
+        if remedy is not None:
+            option = wording.get(remedy.option, remedy.option).format(value=remedy.value)
+            purpose = remedy.purpose.format(value=remedy.value)
+            text += f"; pass {option}" + (f" {purpose}" if purpose else "")
         return printable(" ".join(text.split()))  # one line, whatever the reason held
 
     def to_dict(self) -> dict[str, object]:
@@ -61,7 +98,34 @@ class CaffeCompatError(Exception):
             "type": self.layer_type,
             "blob": self.blob,
             "line": self.line,
+            "remedy": None
+            if self.remedy is None
+            else {"option": self.remedy.option, "value": self.remedy.value},
         }
+
+
+class MissingFileError(CaffeCompatError):
+    """A file the caller must provide is absent: ``expected_path`` is exactly where it belongs,
+    ``file`` its name and ``sources`` where to get it (URLs or pages)."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        file: str,
+        expected_path: str,
+        sources: Sequence[str] = (),
+        remedy: Remedy | None = None,
+    ) -> None:
+        self.file = file
+        self.expected_path = str(expected_path)
+        self.sources = list(sources)
+        super().__init__(reason, path=self.expected_path, remedy=remedy)
+
+    def to_dict(self) -> dict[str, object]:
+        out = super().to_dict()
+        out.update(file=self.file, expected_path=self.expected_path, sources=self.sources)
+        return out
 
 
 class FileFormatError(CaffeCompatError):

@@ -17,6 +17,19 @@ def _shared_root() -> Path:
     return Path(override) if override else ROOT.parent / "shared"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--all",
+        action="store_true",
+        help="run every tier: the slow whole-network tests too (the default is the fast tier)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--all"):
+        config.option.markexpr = ""  # drops pyproject's `-m 'not slow and not ray'`
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     """../shared/levi_hassner: the released Levi-Hassner files and real-Caffe references."""

@@ -303,7 +303,7 @@ def test_the_progress_bar_only_draws_on_a_terminal(server, tmp_path, capsys, mon
     monkeypatch.setattr("sys.stderr", terminal)
     download(server.url("/w.bin"), tmp_path / "b.bin", progress=True)
     drawn = terminal.getvalue()
-    assert "downloading b.bin" in drawn and "(100%)" in drawn and drawn.endswith("\n")
+    assert "downloading b.bin: 100% [" in drawn and "MB/s" in drawn and drawn.endswith("\n")
     terminal.seek(0)
     terminal.truncate()
     download(server.url("/w.bin"), tmp_path / "c.bin", progress=False)

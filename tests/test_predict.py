@@ -133,7 +133,7 @@ def test_predictions_carry_box_crop_box_and_settings(torch_predictor, astronaut)
     detected = HaarDetector()(astronaut)[0].box
     assert face.box == detected
     assert face.crop_box == expand_box(detected, 0.4, 512, 512)
-    assert (face.crop, face.backend, face.path, face.face) == ("oversample", "torch", None, 0)
+    assert (face.crop, face.backend, face.path, face.face) == ("oversample", "torch", None, 1)
     assert face.age in load_card(ZOO["age"]).labels and face.gender in ("Male", "Female")
 
 

@@ -18,9 +18,7 @@ import contextlib
 import http.client
 import os
 import socket
-import sys
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,6 +33,7 @@ from ..errors import CaffeCompatError
 from ..io.atomic import atomic_output, new_partial, remove_stale_partials
 from ..io.identity import Identity, IdentityHasher, file_identity
 from ..io.sniff import explain, sniff
+from ..progress import Progress
 from ..zoo import FileSpec, Source
 
 _CHUNK = 1 << 20
@@ -43,39 +42,6 @@ DEFAULT_DEADLINE = 1800.0  # seconds for a whole transfer, however steadily byte
 MAX_DOWNLOAD_SIZE = 2 << 30  # a file (or archive member) the card gives no size for: at most 2 GiB
 MAX_ARCHIVE_SIZE = 4 << 30  # a zip archive: at most 4 GiB
 SCHEMES = ("http", "https")
-
-
-class _Progress:
-    """A plain one-line progress bar on stderr; silent unless enabled and stderr is a terminal."""
-
-    def __init__(self, label: str, total: int | None, enabled: bool) -> None:
-        stream = sys.stderr
-        self.enabled = enabled and hasattr(stream, "isatty") and stream.isatty()
-        self.label, self.total, self.done = label, total, 0
-        self.start = self.shown = time.monotonic()
-
-    def update(self, count: int) -> None:
-        self.done += count
-        now = time.monotonic()
-        if self.enabled and now - self.shown >= 0.1:
-            self.shown = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        rate = self.done / max(now - self.start, 1e-6) / 1e6
-        text = f"{self.label}: {self.done / 1e6:.1f}"
-        if self.total:
-            text += f" / {self.total / 1e6:.1f} MB ({100 * self.done // self.total}%)"
-        else:
-            text += " MB"
-        sys.stderr.write(f"\r{text}  {rate:.1f} MB/s   ")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self._draw(time.monotonic())
-            sys.stderr.write("\n")
-            sys.stderr.flush()
 
 
 @contextlib.contextmanager
@@ -103,7 +69,7 @@ def _copy(
     source: BinaryIO,
     out: BinaryIO,
     hasher: IdentityHasher | None,
-    bar: _Progress,
+    bar: Progress,
     limit: int | None = None,
 ) -> None:
     """Copy until EOF; raise ``_TooLarge`` as soon as more than ``limit`` bytes came."""
@@ -242,7 +208,7 @@ def _fetch_to(
     while streaming when the size is known up front."""
     request = urllib.request.Request(url, headers={"User-Agent": f"caffe-compat/{__version__}"})
     expected: int | None = None
-    bar = _Progress(label, None, False)  # replaced once the size is known; counts bytes
+    bar = Progress(None, unit="B", enabled=False)  # replaced once the size is known
     with _Deadline(deadline) as watchdog:
         try:
             with _opener(watchdog).open(request, timeout=min(timeout, deadline)) as response:
@@ -256,7 +222,7 @@ def _fetch_to(
                     )
                 known = expected if expected is not None else size
                 hasher = IdentityHasher(known) if known is not None else None
-                bar = _Progress(label, known, progress)
+                bar = Progress(known, label=label, unit="B", enabled=progress, leave=True)
                 try:
                     with open(tmp, "wb") as out:
                         _copy(response, out, hasher, bar, limit)
@@ -297,7 +263,7 @@ def _fetch_to(
     return hasher.identity()
 
 
-def _check_deadline(url: str, watchdog: _Deadline, bar: _Progress) -> None:
+def _check_deadline(url: str, watchdog: _Deadline, bar: Progress) -> None:
     if watchdog.expired:
         raise _fail(
             url, f"not finished within the {watchdog.seconds:g} s deadline ({bar.done} bytes came)"
@@ -345,7 +311,13 @@ def _extract(
                     f"over the {max_size}-byte limit",
                 )
             hasher = IdentityHasher(info.file_size)
-            bar = _Progress(f"extracting {info.filename}", info.file_size, progress)
+            bar = Progress(
+                info.file_size,
+                label=f"extracting {info.filename}",
+                unit="B",
+                enabled=progress,
+                leave=True,
+            )
             try:
                 with archive.open(info) as source, open(tmp, "wb") as out:
                     _copy(source, out, hasher, bar, info.file_size)

@@ -109,6 +109,8 @@ def read_image(
 
     path = Path(path)
     data = _read_regular(path, max_bytes)
+    if not data:
+        raise CaffeCompatError("not an image: empty (0 bytes)", path=str(path))
     kind = sniff_image(data[:32])
     if kind is None:
         raise CaffeCompatError("not an image (unknown file content)", path=str(path))

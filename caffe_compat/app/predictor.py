@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CaffeCompatError
+from ..errors import CaffeCompatError, Remedy
 from .faces import DEFAULT_MARGIN, SSD_CONFIDENCE, Box, Detection, Detector, cut, expand_box
 from .images import read_image
 from .precision import resolve_precision
@@ -53,7 +53,7 @@ class FacePrediction:
     crop_box: Box
     crop: str
     backend: str
-    face: int = 0  # index of the face in its photo (detector order)
+    face: int = 1  # number of the face in its photo, 1-based, detector order (as printed)
     path: str | None = None
     detection_score: float | None = None
     age: str | None = None
@@ -248,7 +248,7 @@ class Predictor:
             parts = _spec_parts(spec)
             if len(parts) not in (1, 2):
                 raise CaffeCompatError(
-                    f"--{task}-model takes MODEL.onnx or PROTOTXT WEIGHTS, got {len(parts)} paths"
+                    f"a {task} model is MODEL.onnx or (PROTOTXT, WEIGHTS), got {len(parts)} paths"
                 )
             mode = resolve_precision(self._precision, backend=self.backend, device=self.device)
             files = (parts[0], parts[1] if len(parts) == 2 else None)
@@ -261,8 +261,9 @@ class Predictor:
         if runner.output_width is not None and runner.output_width != len(names):
             raise CaffeCompatError(
                 f"the {task} net gives {runner.output_width} outputs per face but has "
-                f"{len(names)} labels; pass {task}_labels (--{task}-labels) to name them",
+                f"{len(names)} labels",
                 path=runner.source,
+                remedy=Remedy("labels", value=task, purpose="to name them"),
             )
         crop_size = 227
         if runner.input_hw is not None:
@@ -405,11 +406,22 @@ class Predictor:
         return [(d, expand_box(d.box, self.margin, width, height)) for d in self.detect(image)]
 
     def predict_many(
-        self, items: Iterable[tuple[Any, np.ndarray]], *, no_detect: bool = False
+        self,
+        items: Iterable[tuple[Any, np.ndarray]],
+        *,
+        no_detect: bool = False,
+        stream: bool = False,
     ) -> Iterator[tuple[Any, list[FacePrediction]]]:
         """``(key, image)`` pairs -> ``(key, faces)`` in the same order; a str or path key is
-        recorded as the faces' ``path``. Faces of several photos share net calls; each face is
-        preprocessed as soon as it is found, so no photo is held longer than its own step."""
+        recorded as the faces' ``path``. Each face is preprocessed as soon as it is found, so no
+        photo is held longer than its own step.
+
+        Batching: by default faces of several photos share net calls (up to ``batch`` faces), so
+        results come out in groups. ``stream=True`` runs the nets as soon as a photo's faces
+        are found (they still share one call), so each photo's result is out before the next
+        photo is read: what a person watching the output, or a pipe, wants. The cost is
+        throughput only where the nets gain from batches larger than one photo's faces (a GPU,
+        or single-crop modes); with 10-crop over-sampling one face is already 10 inputs."""
         pending: list[tuple[Any, list[tuple[Detection, Box]]]] = []
         parts: dict[tuple, list[np.ndarray]] = {}
         crops_per_face: dict[tuple, int] = {}
@@ -428,7 +440,7 @@ class Predictor:
                     parts.setdefault(prep_key, []).append(prepared.data)
                     crops_per_face[prep_key] = prepared.crops
                 count += len(located)
-            if count >= self.batch:
+            if count >= self.batch or stream:
                 yield from self._finish(pending, parts, crops_per_face)
                 pending, parts, count = [], {}, 0
         if pending:
@@ -455,7 +467,7 @@ class Predictor:
                     crop_box=crop_box,
                     crop=self.crop,
                     backend=self.backend,
-                    face=index,
+                    face=index + 1,
                     path=path,
                     detection_score=detection.score,
                 )

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CaffeCompatError
+from ..errors import CaffeCompatError, MissingFileError, Remedy
 from ..io import read_mean, read_weights
 from ..io.atomic import atomic_outputs, remove_stale_partials
 from ..io.identity import Identity, file_identity
@@ -106,14 +106,29 @@ def _ensure(
         raise CaffeCompatError(f'card of "{card.name}": {spec.file!r} is not a bare file name')
     path = folder / spec.file
     if not path.is_file():
+        by_hand = (
+            f'{spec.file} for "{card.name}": put it at exactly this path (get it from '
+            f"{_where_to_get(spec)})"
+        )
+        sources = [source.url for source in spec.sources]
         if not download:
-            raise CaffeCompatError(
-                f'{spec.file} for "{card.name}" is not in the cache: put it at exactly this path '
-                f"(get it from {_where_to_get(spec)}), or pass download=True (`--download` on the "
-                "command line) to download and verify it",
-                path=str(path),
+            raise MissingFileError(
+                f"not in the cache; {by_hand}",
+                file=spec.file,
+                expected_path=str(path),
+                sources=sources,
+                remedy=Remedy("download", purpose="to download and verify it"),
             )
-        identity = fetch_spec(spec, folder, progress=progress)
+        log.info("%s is not in the cache: downloading it to %s", spec.file, path)
+        try:
+            identity = fetch_spec(spec, folder, progress=progress)
+        except CaffeCompatError as exc:
+            raise MissingFileError(
+                f"{exc.reason}; to install it by hand: {by_hand}",
+                file=spec.file,
+                expected_path=str(path),
+                sources=sources,
+            ) from None
     else:
         identity = file_identity(path)
     if verify_identity:
@@ -127,10 +142,13 @@ def check_identity(card: ModelCard, spec: FileSpec, path: Path, identity: Identi
         got = getattr(identity, kind)
         if got != expected:
             raise CaffeCompatError(
-                f'not the released {spec.file} of "{card.name}": {kind.replace("_", " ")} {got} '
-                f"({identity.size} bytes), expected {expected}; delete it to download it again, "
-                "or pass verify_identity=False to use your own (e.g. fine-tuned) weights",
+                f'not the released {spec.file} of "{card.name}": {kind.replace("_", " ")} '
+                f"{got} ({identity.size} bytes), expected {expected}; delete it to download it "
+                "again",
                 path=str(path),
+                remedy=Remedy(
+                    "verify_identity", purpose="to use your own (e.g. fine-tuned) weights"
+                ),
             )
     if spec.size is not None and identity.size != spec.size:
         raise CaffeCompatError(
@@ -251,6 +269,7 @@ def _weights(path: Path, identity: Identity) -> Weights:
     target = _cache_path(path, identity)
     cached = _load_cache(target, path, identity)
     if cached is not None:
+        log.debug("weights of %s read from the conversion cache %s", path.name, target)
         return cached
     weights = read_weights(path)
     with contextlib.suppress(OSError):  # a read-only cache only costs the next load a parse

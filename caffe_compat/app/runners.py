@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CaffeCompatError
+from ..errors import CaffeCompatError, Remedy
 
 BACKENDS = ("torch", "onnx")
 
@@ -132,8 +132,9 @@ def load_runner(
             )
         if backend == "torch":
             raise CaffeCompatError(
-                "an .onnx model runs on the onnx back end; pass backend='onnx' (--backend onnx)",
+                "an .onnx model runs on the onnx back end",
                 path=str(model),
+                remedy=Remedy("backend", value="onnx"),
             )
         if not Path(model).is_file():
             raise CaffeCompatError("no such file", path=str(model))

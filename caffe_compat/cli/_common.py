@@ -6,6 +6,19 @@ import argparse
 
 from ..errors import CaffeCompatError
 
+# How the CLI spells each library remedy (errors.Remedy): flags, never API keywords.
+CLI_WORDING: dict[str, str] = {
+    "download": "--download",
+    "force": "--force",
+    "input_shapes": "--input-shape {value}=N,C,H,W",
+    "stages": "--stage NAME (and --phase TRAIN or TEST)",
+    "allow_unknown_fields": "--allow-unknown-fields",
+    "backend": "--backend {value}",
+    "reference": "--reference REF.npz",
+    "labels": "--{value}-labels A,B,...",
+    "verify_identity": "--age-model/--gender-model PROTOTXT WEIGHTS",
+}
+
 
 def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
     """``NAME=1,3,227,227`` (repeatable) -> {name: shape}."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import CaffeCompatError
 from ..tools.convert import DEFAULT_TARGETS, TARGETS, convert
 from ._common import add_net_arguments, net_options
 
@@ -39,11 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    targets = [t.strip() for t in args.to.split(",") if t.strip()]
+    if not targets or any(t not in TARGETS for t in targets):
+        raise CaffeCompatError(
+            f"--to takes {', '.join(TARGETS)} (comma-separated), got {args.to!r}"
+        )
     result = convert(
         args.prototxt,
         args.weights,
         out_prefix=args.output,
-        targets=[t.strip() for t in args.to.split(",") if t.strip()],
+        targets=targets,
         force=args.force,
         optimize=args.optimize,
         check=not args.no_check,

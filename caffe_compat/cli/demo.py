@@ -1,11 +1,15 @@
 """The main job on a fresh machine with no files of yours: take the zoo's own Levi-Hassner age and
 gender definitions, SYNTHESIZE weights in the official shapes (calibrated so predictions vary;
 these are not the released weights), convert both nets to ONNX and PyTorch, and verify every
-blob against OpenCV's own Caffe reader on the same files. Then shows the real-weights commands."""
+blob against OpenCV's own Caffe reader on the same files. Then shows the real-weights commands.
+The files (about 270 MB) go to a temporary folder removed at the end, unless --out keeps them."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import tempfile
+from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
 
@@ -25,8 +29,9 @@ MODELS = ("levi_hassner_age", "levi_hassner_gender")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
-        default="caffe-compat-demo",
-        help="folder for the demo's files (default: %(default)s)",
+        metavar="DIR",
+        help="keep the demo's files (weights, ONNX, PyTorch; about 270 MB) in DIR (default: a "
+        "temporary folder, removed at the end)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthesized weights")
     parser.add_argument("--batch", type=int, default=20, help="verification inputs (default 20)")
@@ -71,12 +76,25 @@ def _run_one(name: str, out: Path, seed: int, batch: int) -> bool:
     return report.passed
 
 
+@contextlib.contextmanager
+def _folder(out: str | None) -> Iterator[Path]:
+    """``out`` (created, kept) or a temporary folder removed on exit, whatever happens."""
+    if out is not None:
+        path = Path(out)
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="caffe-compat-demo-") as tmp:
+        yield Path(tmp)
+
+
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     print("caffe-compat demo: no files of yours needed. The weights below are SYNTHESIZED in the")
     print("official Levi-Hassner shapes; every number checks conversion, not age/gender accuracy.")
-    passed = all([_run_one(name, out, args.seed, args.batch) for name in MODELS])
+    with _folder(args.out) as out:
+        passed = all([_run_one(name, out, args.seed, args.batch) for name in MODELS])
+    if args.out is None:
+        print("\n(the files above were in a temporary folder, now removed; --out DIR keeps them)")
     print("\nWith the released weights (see README for where to get them):")
     print("   caffe-compat convert deploy_age.prototxt age_net.caffemodel")
     print("   caffe-compat verify  deploy_age.prototxt age_net.caffemodel")

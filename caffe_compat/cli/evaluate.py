@@ -11,7 +11,8 @@ import argparse
 import json
 import sys
 
-from .predict import Progress, add_model_arguments, predictor_options
+from ..progress import Progress
+from .predict import add_model_arguments, predictor_options
 
 NAME = "evaluate"
 HELP = "Adience accuracy of the age or gender net (the paper's 5-fold protocol)"
@@ -42,14 +43,14 @@ def run(args: argparse.Namespace) -> int:
 
     crops = ("oversample", "center") if args.crop == "both" else (args.crop,)
     options = predictor_options(args, (args.task,))
-    bar = Progress(1, "faces")
+    bar = Progress(None, label="evaluate", unit="faces")
     try:
         evaluation = evaluate_adience(
             args.folds,
             args.faces,
             task=args.task,
             crops=crops,
-            on_progress=bar.update,
+            on_progress=bar.set,
             progress=not args.json,
             **options,
         )

@@ -1,24 +1,32 @@
-"""``caffe-compat``: one entry point, one module per subcommand.
+"""``caffe-compat``: one entry point, one module per subcommand (also ``python -m caffe_compat``).
 
 Exit codes: 0 success, 1 a check failed (``verify``), 2 bad input (one line on stderr, never a
 traceback), 3 an internal error (``--debug`` shows the traceback).
+
+Messages: the library logs through ``logging.getLogger(__name__)`` and never configures logging;
+only this entry point installs a handler (on the ``caffe_compat`` logger, for the length of the
+command): warnings by default, ``-v`` adds progress notes, ``-vv`` debug detail, ``-q`` errors only
+and no progress bars. Both flags work before or after the subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import logging
 import os
 import pkgutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any, TextIO
 
-from .. import __version__
+from .. import __version__, progress
 from ..errors import CaffeCompatError
 from ..printable import printable, printable_lines
+from ._common import CLI_WORDING
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -38,10 +46,30 @@ def _commands() -> list[ModuleType]:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors exit 2 with one line (argparse's own code, our wording)."""
+    """argparse, but usage errors exit 2 with one line (argparse's own code, our wording) that
+    points at the --help of the command that was being parsed."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_BAD_INPUT, f"caffe-compat: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, suffix: str, shown: bool) -> None:
+    """-q/-v; the subcommand's copies use other dests so they add to the global ones."""
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        dest=f"quiet{suffix}",
+        action="store_true",
+        help="errors only: no warnings, notes or progress bars" if shown else argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        dest=f"verbose{suffix}",
+        action="count",
+        default=0,
+        help="more detail on stderr (-v notes, -vv debug)" if shown else argparse.SUPPRESS,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,12 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"caffe-compat {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    _add_verbosity(parser, "", shown=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in _commands():
         command = sub.add_parser(module.NAME, help=module.HELP, description=module.__doc__)
         command.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        _add_verbosity(command, "_sub", shown=True)
         module.add_arguments(command)
-        command.set_defaults(_run=module.run)
+        command.set_defaults(_run=module.run, _parser=command)
     return parser
 
 
@@ -75,16 +105,75 @@ class _PrintableStdout:
         return getattr(self._stream, name)
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; an unknown option is reported by the subcommand's own parser (its --help)."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        owner = getattr(args, "_parser", parser)
+        owner.error(f"unrecognized arguments: {' '.join(extras)}")
+    args.quiet = bool(args.quiet or getattr(args, "quiet_sub", False))
+    args.verbose = args.verbose + getattr(args, "verbose_sub", 0)
+    return args
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to the current ``sys.stderr`` (not the one at start), erasing any progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            progress.clear_active()
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self, debug: bool) -> None:
+        super().__init__()
+        self.debug = debug
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info and self.debug:
+            message += "\n" + self.formatException(record.exc_info)
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        where = f"[{record.name}] " if self.debug else ""
+        return f"caffe-compat: {level}{where}{message}"
+
+
+@contextlib.contextmanager
+def _messages(quiet: bool, verbose: int) -> Iterator[None]:
+    """The CLI's handler on the package logger for one command; everything restored after."""
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO)[min(verbose, 1)]
+    if verbose >= 2 and not quiet:
+        level = logging.DEBUG
+    logger = logging.getLogger("caffe_compat")
+    handler = _StderrHandler(level)
+    handler.setFormatter(_Formatter(debug=level <= logging.DEBUG))
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        with progress.suppressed() if quiet else contextlib.nullcontext():
+            yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_BAD_INPUT
     stdout = sys.stdout
     sys.stdout = _PrintableStdout(stdout)  # type: ignore[assignment]
     try:
-        return _run(args)
+        with _messages(args.quiet, args.verbose):
+            return _run(args)
     finally:
         sys.stdout = stdout
 
@@ -93,9 +182,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return int(args._run(args) or 0)
     except CaffeCompatError as exc:
+        message = exc.render(CLI_WORDING)
         if getattr(args, "json", False):
-            print(json.dumps(exc.to_dict()))
-        print(f"caffe-compat: error: {exc}", file=sys.stderr)
+            print(json.dumps({**exc.to_dict(), "message": message}))
+        print(f"caffe-compat: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("caffe-compat: interrupted", file=sys.stderr)

@@ -4,21 +4,36 @@ recursively; files count as photos by their content, not their names. A file tha
 decodable image is reported on stderr and skipped. Models: the zoo's released weights (they must
 be in the cache, or --download), or your own files with --age-model / --gender-model (put the
 photos before these options). Exit code 2 when a model cannot be loaded or a named path does not
-exist."""
+exist.
+
+Faces are numbered from 1 within each photo, in the text and in JSON. Results are printed as each
+photo finishes when the output is a terminal or a pipe; redirected to a file, faces of several
+photos share net calls (--batch faces per call, faster on CPU and more so on GPU) and come out in
+groups; --stream / --no-stream choose either way.
+
+--json prints one object per line, all with the same keys; "kind" says which record it is:
+  face     a face: "path", "face" (1, 2, ... in the photo), "box" and "crop_box" ([x, y, w, h]),
+           "detection_score", "age", "age_prob", "age_top2", "age_probs", "gender",
+           "gender_prob", "gender_probs", "crop", "backend"
+  no_face  a photo without a face: "path", "crop", "backend"; the face fields are null
+  skipped  an input that is not a readable photo: "path", "error"; the rest null
+Fields of a model that was not run (--models) are null. The summary goes to stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import stat
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..app.faces import DEFAULT_MARGIN, SSD_CONFIDENCE
 from ..errors import CaffeCompatError
+from ..progress import Progress
 
 NAME = "predict"
 HELP = "age and gender of the faces in photos (Levi-Hassner nets)"
@@ -91,42 +106,6 @@ def predictor_options(args: argparse.Namespace, tasks: tuple[str, ...]) -> dict[
     return options
 
 
-class Progress:
-    """A one-line text bar on stderr, drawn only when stderr is a terminal."""
-
-    def __init__(self, total: int, unit: str, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.total, self.unit = total, unit
-        self.enabled = total > 0 and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.done, self.last, self.shown = 0, 0.0, False
-
-    def update(self, done: int, total: int | None = None) -> None:
-        self.done = done
-        if total is not None:
-            self.total = total
-        now = time.monotonic()
-        if self.enabled and (now - self.last >= 0.1 or done >= self.total):
-            self.last = now
-            self._draw()
-
-    def _draw(self) -> None:
-        filled = int(30 * self.done / max(self.total, 1))
-        bar = "#" * filled + "-" * (30 - filled)
-        self.stream.write(f"\r[{bar}] {self.done}/{self.total} {self.unit}")
-        self.stream.flush()
-        self.shown = True
-
-    def clear(self) -> None:
-        """Erase the bar so a message can use the line (the next update redraws it)."""
-        if self.shown:
-            self.stream.write("\r\x1b[2K")
-            self.stream.flush()
-            self.shown = False
-
-    def close(self) -> None:
-        self.clear()
-
-
 # --------------------------------------------------------------------------------------------
 # predict
 
@@ -136,7 +115,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models", default="age,gender", help="which nets to run: age, gender or age,gender"
     )
-    parser.add_argument("--json", action="store_true", help="JSON lines: one object per face")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON lines: one object per face, photo without a face, or skipped file (same keys; "
+        '"kind" tells them apart; faces numbered from 1)',
+    )
+    parser.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        help="print each photo's result as soon as it is done (default: yes when stdout is a "
+        "terminal or a pipe, no when it is a file, where batching faces of several photos per "
+        "net call is faster)",
+    )
     parser.add_argument(
         "--annotate", metavar="OUT_DIR", help="write copies of the photos with boxes and labels"
     )
@@ -291,9 +282,38 @@ def write_annotated(
     return target
 
 
+RECORD_KEYS = (
+    "kind",
+    "path",
+    "face",
+    "box",
+    "crop_box",
+    "detection_score",
+    "age",
+    "age_prob",
+    "age_top2",
+    "age_probs",
+    "gender",
+    "gender_prob",
+    "gender_probs",
+    "crop",
+    "backend",
+    "error",
+)
+
+
+def record(kind: str, path: str, face: Any = None, **fields: Any) -> dict[str, Any]:
+    """One JSON line: every key of RECORD_KEYS, null where it does not apply (module doc)."""
+    out: dict[str, Any] = dict.fromkeys(RECORD_KEYS)
+    if face is not None:
+        out.update({k: v for k, v in face.to_dict().items() if k in out})
+    out.update(fields, kind=kind, path=path)
+    return out
+
+
 def face_line(face: Any) -> str:
     x, y, w, h = face.box
-    text = f"{face.path}: face {face.face + 1} at x={x} y={y} w={w} h={h}:"
+    text = f"{face.path}: face {face.face} at x={x} y={y} w={w} h={h}:"
     parts = []
     if face.age is not None:
         top2 = ", ".join(f"{label} {p:.1%}" for label, p in face.age_top2)
@@ -303,12 +323,20 @@ def face_line(face: Any) -> str:
     return f"{text} {', '.join(parts)}"
 
 
+def _streaming(out: TextIO) -> bool:
+    """Results per photo unless stdout is a regular file (then batching across photos pays)."""
+    try:
+        return not stat.S_ISREG(os.fstat(out.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):  # no file descriptor (captured, in memory)
+        return True
+
+
 def run(args: argparse.Namespace) -> int:
     from ..app.images import read_image
     from ..app.predictor import Predictor, parse_models
 
     tasks = parse_models(args.models)
-    files, missing, any_folder = collect(args.photos)
+    files, missing, _ = collect(args.photos)
     targets = annotation_targets(files, Path(args.annotate)) if args.annotate else {}
     if not args.force:
         refuse_existing(targets)
@@ -323,44 +351,53 @@ def run(args: argparse.Namespace) -> int:
         detector=tuple(args.detector) if args.detector else None,
         confidence=args.confidence,
         margin=args.margin,
-        progress=not args.json,
+        progress=True,
         **options,
     )
     err = sys.stderr
+    out = sys.stdout
     for argument in missing:
         print(f"caffe-compat: skipped {argument}: no such file or folder", file=err)
-    bar = Progress(len(files), "photos") if any_folder else Progress(0, "photos")
+        if args.json:
+            print(json.dumps(record("skipped", argument, error="no such file or folder")), file=out)
+    bar = Progress(len(files), label="predict", unit="photos", enabled=len(files) > 1)
     counts = {"photos": 0, "faces": 0, "skipped": len(missing), "no_face": 0}
+    setup = {"crop": predictor.crop, "backend": predictor.backend}
 
     def photos() -> Iterator[tuple[str, Any]]:
-        for done, (path, _) in enumerate(files, start=1):
+        for path, _ in files:
             try:
                 image = read_image(path)
             except CaffeCompatError as exc:
                 bar.clear()
                 print(f"caffe-compat: skipped {exc}", file=err)
+                if args.json:
+                    print(json.dumps(record("skipped", str(path), error=exc.reason)), file=out)
                 counts["skipped"] += 1
             else:
                 yield str(path), image
-            bar.update(done)
+            bar.update()
 
-    for key, faces in predictor.predict_many(photos(), no_detect=args.no_detect):
+    stream = _streaming(out) if args.stream is None else args.stream
+    results = predictor.predict_many(photos(), no_detect=args.no_detect, stream=stream)
+    for key, faces in results:
         bar.clear()
         counts["photos"] += 1
         counts["faces"] += len(faces)
         if not faces:
             counts["no_face"] += 1
             if args.json:
-                print(json.dumps({"path": key, "faces": 0, "message": "no face found"}))
+                print(json.dumps(record("no_face", key, **setup)), file=out)
             else:
-                print(f"{key}: no face found")
+                print(f"{key}: no face found", file=out)
         for face in faces:
-            print(json.dumps(face.to_dict()) if args.json else face_line(face))
+            line = json.dumps(record("face", key, face)) if args.json else face_line(face)
+            print(line, file=out)
         if args.annotate:
             source = Path(key)
             write_annotated(source, targets[source], faces, overwrite=args.force)
-        sys.stdout.flush()
-        bar.update(bar.done)
+        out.flush()
+        bar.refresh()
     bar.close()
     summary = (
         f"{counts['photos']} photo(s), {counts['faces']} face(s), {counts['no_face']} without "

@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ..errors import CaffeCompatError
+from ..errors import CaffeCompatError, Remedy
 
 _LINK_UNSUPPORTED = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
 
@@ -49,7 +49,10 @@ def new_partial(target: Path) -> tuple[Path, int]:
 
 
 def _refuse(existing: Sequence[Path]) -> CaffeCompatError:
-    return CaffeCompatError(f"refusing to overwrite {', '.join(map(str, existing))} (pass --force)")
+    return CaffeCompatError(
+        f"refusing to overwrite {', '.join(map(str, existing))}",
+        remedy=Remedy("force", purpose="to overwrite them"),
+    )
 
 
 def _place_new(tmp: Path, target: Path) -> None:

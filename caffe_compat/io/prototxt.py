@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from google.protobuf import text_format
 from google.protobuf.message import Message
 
-from ..errors import FileFormatError, PrototxtError
+from ..errors import FileFormatError, PrototxtError, Remedy
 from ..proto import caffe_pb2
 from .sniff import Kind, explain, sniff
 from .source import open_regular
@@ -144,10 +144,14 @@ def parse_text(
         line = exc.GetLine() if hasattr(exc, "GetLine") else None
         reason = re.sub(r"^\d+:\d+\s*:\s*", "", str(exc)).rstrip(".")
         reason = reason.replace('Message type "caffe.', 'message "caffe.')
+        remedy = None
         if "has no field named" in reason:
-            reason += " (a field from a Caffe fork? --allow-unknown-fields skips such fields)"
+            reason += " (a field from a Caffe fork?)"
+            remedy = Remedy("allow_unknown_fields", purpose="to skip such fields")
         layer = index.layer_at(line) if line else None
-        raise PrototxtError(reason, path=path, line=line, layer=layer or None) from None
+        raise PrototxtError(
+            reason, path=path, line=line, layer=layer or None, remedy=remedy
+        ) from None
     except RecursionError:
         raise PrototxtError("messages nested too deeply to parse", path=path) from None
     return index

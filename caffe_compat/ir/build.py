@@ -2,6 +2,12 @@
 
 Data layers become declared inputs, training-only layers drop out, and in-place tops become
 distinct values (see graph.py for the naming rule).
+
+Layer names: Caffe's Net checks none (``Net::Init`` only lists them; ``CopyTrainedLayersFrom``
+gives a name's weights to the first layer bearing it), so train/val nets reuse names among layers
+that never run together or never compute at inference (BVLC's mnist_autoencoder has two "loss"
+layers). Weights attach by name here, so only the layers kept as computing nodes must have unique
+names.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .. import registry
-from ..errors import NetDefinitionError
+from ..errors import NetDefinitionError, Remedy
 from ..proto import caffe_pb2
 from .graph import Graph, Node, Shape
 from .phase import NetState, layer_included
@@ -30,6 +36,15 @@ def _input_shapes(layer: caffe_pb2.LayerParameter) -> list[Shape | None]:
     return list(shapes)
 
 
+def _stages(net: caffe_pb2.NetParameter) -> list[str]:
+    """Every stage a layer rule of ``net`` names, in order of appearance."""
+    found: dict[str, None] = {}
+    for layer in net.layer:
+        for rule in [*layer.include, *layer.exclude]:
+            found.update(dict.fromkeys([*rule.stage, *rule.not_stage]))
+    return list(found)
+
+
 def build_graph(
     net: caffe_pb2.NetParameter,
     *,
@@ -38,8 +53,37 @@ def build_graph(
     path: str | None = None,
     lines: Mapping[str, int] | None = None,
 ) -> Graph:
-    """Wire a V2 net into a Graph for ``state`` (TEST phase by default)."""
+    """Wire a V2 net into a Graph for ``state`` (TEST phase by default).
+
+    When wiring fails in a net with stage rules, the error names the net's stages: the layers
+    of another stage are a likely cause."""
     state = state or NetState()
+    try:
+        return _build(net, state, input_shapes, path, lines)
+    except NetDefinitionError as exc:
+        stages = _stages(net)
+        if not stages or exc.remedy is not None:
+            raise
+        chosen = ", ".join(sorted(state.stages)) or "none"
+        raise NetDefinitionError(
+            f"{exc.reason} (this net has stage rules: stages {', '.join(stages)}; phase "
+            f"{state.phase}, stages selected: {chosen})",
+            path=exc.path,
+            layer=exc.layer,
+            layer_type=exc.layer_type,
+            blob=exc.blob,
+            line=exc.line,
+            remedy=Remedy("stages", purpose="to build the net of one stage"),
+        ) from None
+
+
+def _build(
+    net: caffe_pb2.NetParameter,
+    state: NetState,
+    input_shapes: Mapping[str, Shape] | None,
+    path: str | None,
+    lines: Mapping[str, int] | None,
+) -> Graph:
     overrides = dict(input_shapes or {})
     lines = lines or {}
     graph = Graph(name=net.name, inputs={}, nodes=[], outputs=[], path=path)
@@ -66,9 +110,6 @@ def build_graph(
         if not layer_included(state, layer):
             continue
         where = {"layer": layer.name, "layer_type": layer.type, "path": path}
-        if layer.name in seen_names:
-            raise NetDefinitionError("two layers share this name", **where)
-        seen_names.add(layer.name)
         if layer.type == "Input":
             for blob, shape in zip(layer.top, _input_shapes(layer)):
                 add_input(blob, shape, layer.name)
@@ -86,6 +127,9 @@ def build_graph(
         if info.role == "training":
             graph.dropped.append((layer.name, layer.type))
             continue
+        if layer.name in seen_names:  # weights attach by name (module doc)
+            raise NetDefinitionError("two computing layers share this name", **where)
+        seen_names.add(layer.name)
         inputs = []
         for blob in layer.bottom:
             if blob not in current:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import registry
-from ..errors import NetDefinitionError, WeightsMismatchError
+from ..errors import NetDefinitionError, Remedy, WeightsMismatchError
 from ..io.weights import Weights
 from .graph import Graph, Node, Shape
 
@@ -52,12 +52,10 @@ def infer_shapes(graph: Graph, *, strict: bool = True) -> Inference:
     result = Inference(shapes={}, params={}, issues=[])
     for name, shape in graph.inputs.items():
         if shape is None:
-            reason = (
-                f'input "{name}" has no declared shape; give one (e.g. --input-shape '
-                f"{name}=1,3,227,227)"
-            )
+            reason = f'input "{name}" has no declared shape'
             if strict:
-                raise NetDefinitionError(reason, path=graph.path)
+                remedy = Remedy("input_shapes", value=name, purpose="to give it one")
+                raise NetDefinitionError(reason, path=graph.path, remedy=remedy)
             result.issues.append(Issue(name, "shape-rule", reason))
         result.shapes[name] = shape
     for node in graph.nodes:

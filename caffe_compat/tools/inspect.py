@@ -1,7 +1,8 @@
 """What is in a model: layers, wiring, shapes by Caffe's rules, parameters, and every mismatch.
 
 Builds a plain dict (``--json`` prints it as is) and a text rendering of it. Works from a prototxt,
-a prototxt plus weights, or weights alone.
+a prototxt plus weights, or weights alone. Shapes are lists of ints (``[]`` for a scalar, ``null``
+when Caffe's rules could not tell); the text rendering writes them as ``1x96x56x56``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from ..ir.load import load_net
 from ..printable import printable
 
 
-def _dims(shape: Shape | None) -> str:
+def _dims(shape: Shape | None) -> list[int] | None:
+    """A shape for JSON: a list of ints, or None when unknown."""
+    return None if shape is None else [int(d) for d in shape]
+
+
+def _text(shape: list[int] | None) -> str:
+    """A shape for people: ``1x96x56x56``, ``scalar`` or ``?``."""
     if shape is None:
         return "?"
     return "x".join(str(d) for d in shape) if shape else "scalar"
@@ -115,16 +122,18 @@ def render(report: Mapping[str, Any]) -> str:
             f"{weights['param_count']:,} values in {weights['layers_with_blobs']} layers]"
         )
     if "inputs" in report:
-        lines.append("inputs     " + ", ".join(f"{n} {s}" for n, s in report["inputs"].items()))
-        lines.append("outputs    " + ", ".join(f"{n} {s}" for n, s in report["outputs"].items()))
+        for key in ("inputs", "outputs"):
+            shapes = ", ".join(f"{n} {_text(s)}" for n, s in report[key].items())
+            lines.append(f"{key:<11}{shapes}")
     lines.append("")
     rows = [("layer", "type", "bottoms -> tops", "output", "params")]
     for layer in report["layers"]:
         wiring = ""
         if "bottoms" in layer:
             wiring = f"{','.join(layer['bottoms']) or '-'} -> {','.join(layer['tops'])}"
-        output = " ".join(layer.get("outputs", []))
-        params = " ".join(layer["params"] or []) if layer.get("params") is not None else "?"
+        output = " ".join(_text(s) for s in layer.get("outputs", []))
+        params = layer.get("params")
+        params = "?" if params is None else " ".join(_text(s) for s in params)
         rows.append(tuple(map(printable, (layer["name"], layer["type"], wiring, output, params))))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:

@@ -19,6 +19,7 @@ import numpy as np
 from .. import registry
 from ..ir.graph import Graph, Node, Shape
 from ..ir.load import LoadedNet
+from ..progress import Progress
 from ..verify.inputs import feeds_for
 from .fillers import fill
 
@@ -80,7 +81,7 @@ def _heads(graph: Graph) -> set[str]:
     return heads
 
 
-def _calibrate(graph: Graph, seed: int, batch: int) -> None:
+def _calibrate(graph: Graph, seed: int, batch: int, bar: Progress) -> None:
     """One pass in execution order, fixing each affine and BatchNorm layer from what it sees."""
     import torch
 
@@ -117,6 +118,7 @@ def _calibrate(graph: Graph, seed: int, batch: int) -> None:
                 result = (result,)
             for value, tensor in zip(node.outputs, result):
                 env[value] = tensor
+            bar.update()
 
 
 def synthesize(
@@ -126,11 +128,13 @@ def synthesize(
     method: str = "calibrated",
     batch: int = 16,
     starts: Mapping[str, StartingValues] | None = None,
+    progress: bool = True,
 ) -> dict[str, list[np.ndarray]]:
     """Weights for every layer of ``loaded`` (attached to its graph too), by layer name.
 
     ``starts`` replaces the starting values of chosen layer types before calibration (e.g. Scale
-    biases that keep a deep plain ReLU chain mostly active)."""
+    biases that keep a deep plain ReLU chain mostly active). ``progress`` draws a bar of the
+    calibration pass on stderr when it is a terminal."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     rng = np.random.default_rng(seed)
@@ -139,5 +143,7 @@ def synthesize(
         shapes = loaded.inference.params.get(node.name, [])
         node.blobs = initial_blobs(node, shapes, rng, method, starts) if shapes else []
     if method == "calibrated":
-        _calibrate(graph, seed, batch)
+        label = f"synth {graph.name or 'net'}"
+        with Progress(len(graph.nodes), label=label, unit="layers", enabled=progress) as bar:
+            _calibrate(graph, seed, batch, bar)
     return {node.name: list(node.blobs) for node in graph.nodes if node.blobs}

@@ -68,6 +68,8 @@ class Report:
     argmax: list[ArgmaxAgreement] = field(default_factory=list)
     skipped_values: dict[str, str] = field(default_factory=dict)
     distinct_classes: dict[str, int] = field(default_factory=dict)
+    # judge or back end -> {"prototxt"/"weights"/"arrays"/"onnx": identity record or None}
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -97,6 +99,7 @@ class Report:
         lines = [f"inputs      {self.inputs} (batch {self.batch})"]
         for name, status in {**self.references, **self.backends}.items():
             lines.append(f"{name:<11} {status}")
+        lines.extend(_render_sources(self.sources))
         rows = [("blob", "backend", "reference", "max abs", "max rel", "limit", "")]
         shown = self.comparisons if all_rows else [c for c in self.comparisons if not c.passed]
         for c in shown:
@@ -117,6 +120,23 @@ class Report:
             lines.append(f"not compared {value}: {why}")
         lines.append("PASS" if self.passed else "FAIL")
         return "\n".join(map(printable, lines))  # blob names come from files: escaped
+
+
+def _render_sources(sources: dict[str, dict[str, Any]]) -> list[str]:
+    """``read by opencv: prototxt deploy.prototxt sha256 1a2b3c4d5e6f (2,311 bytes, ...)``."""
+    lines = []
+    for reader, files in sources.items():
+        for kind, record in files.items():
+            head = f"read by {reader}:"
+            if record is None:
+                lines.append(f"{head:<21} {kind} from memory (no file)")
+                continue
+            note = f", {record['note']}" if record.get("note") else ""
+            lines.append(
+                f"{head:<21} {kind} {record['path']} sha256 {record['sha256'][:12]} "
+                f"({record['size']:,} bytes{note})"
+            )
+    return lines
 
 
 def compare(

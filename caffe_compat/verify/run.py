@@ -1,21 +1,58 @@
-"""``verify_loaded``: judges and back ends on the same inputs, then every shared blob compared."""
+"""``verify_loaded``: judges and back ends on the same inputs, then every shared blob compared.
+
+The report names the exact bytes each side read (``Report.sources``: size, SHA-256 and git blob
+id of every file), because a judge may read other files than the user gave: OpenCV gets a V2 copy
+of HDF5 or V0 weights and the TEST-phase deploy form of a train/val net.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..errors import CaffeCompatError
+from ..errors import CaffeCompatError, Remedy
+from ..io.identity import file_identity
 from ..ir.load import LoadedNet, load_net
+from ..progress import Progress
 from .compare import ArgmaxAgreement, Report, Tolerance, compare
 from .detections import align_detections
 from .inputs import feeds_for
 from .stored import load_reference_npz, stored_inputs, stored_values
 
 Values = dict[str, np.ndarray]
+BACKENDS = ("torch", "onnxruntime")
+log = logging.getLogger(__name__)
+
+
+def identity_record(path: str | os.PathLike[str], note: str = "") -> dict[str, Any]:
+    """What ``Report.sources`` holds per file: its path, size, SHA-256, git blob id (and how it
+    relates to the user's files, when it is a copy)."""
+    identity = file_identity(path)
+    record: dict[str, Any] = {
+        "path": str(path),
+        "size": identity.size,
+        "sha256": identity.sha256,
+        "git_blob": identity.git_blob,
+    }
+    if note:
+        record["note"] = note
+    return record
+
+
+def _our_sources(loaded: LoadedNet) -> dict[str, Any]:
+    """The files our back ends were built from (weights may have come from memory)."""
+    weights = loaded.weights
+    has_file = weights is not None and weights.path and Path(weights.path).is_file()
+    prototxt = loaded.prototxt_path
+    return {
+        "prototxt": identity_record(prototxt) if Path(prototxt).is_file() else None,
+        "weights": identity_record(weights.path) if has_file else None,  # type: ignore[union-attr]
+    }
 
 
 def _argmax_rows(array: np.ndarray) -> np.ndarray | None:
@@ -26,10 +63,15 @@ def _argmax_rows(array: np.ndarray) -> np.ndarray | None:
 
 
 def _opencv_judge(
-    loaded: LoadedNet, weights_path: str | None, feeds: Mapping[str, np.ndarray], values: list[str]
+    loaded: LoadedNet,
+    weights_path: str | None,
+    feeds: Mapping[str, np.ndarray],
+    values: list[str],
+    sources: dict[str, Any],
 ) -> tuple[Values | None, str, dict[str, str]]:
-    """OpenCV 4's outputs (None when it cannot judge), what it read, and the values it is known
-    to compute differently (left out, with the reason)."""
+    """OpenCV 4's outputs (None when it cannot judge), what it read (its files' identities go
+    into ``sources["opencv"]``), and the values it is known to compute differently (left out,
+    with the reason)."""
     from .opencv import (
         deploy_prototxt,
         opencv_caffe_available,
@@ -53,6 +95,14 @@ def _opencv_judge(
             model_path = str(write_temp_caffemodel(graph, loaded.net, Path(tmp)))
             label = f"the prototxt and a V2 caffemodel written from the {fmt or 'given'} weights"
         prototxt, rewritten = deploy_prototxt(loaded, Path(tmp))
+        sources["opencv"] = {
+            "prototxt": identity_record(
+                prototxt, "TEST-phase deploy form written for OpenCV" if rewritten else ""
+            ),
+            "weights": identity_record(
+                model_path, "" if model_path == weights_path else f"V2 copy of the {fmt} weights"
+            ),
+        }
         try:
             outputs = run_opencv_caffe(graph, prototxt, model_path, feeds, values)
         except cv2.error as exc:
@@ -75,35 +125,45 @@ def _our_backends(
     devices: Iterable[str],
     onnx_model: bytes | None,
     report: Report,
+    backends: Iterable[str] = BACKENDS,
+    bar: Progress | None = None,
     precision: str = "exact",
 ) -> dict[str, Values]:
     """PyTorch on each device (CUDA when present, in ``precision``) and ONNX Runtime (CPU; CUDA
-    when present)."""
-    import torch
-
+    when present); torch is not imported unless ``backends`` holds it."""
     from ..converters.onnx.runtime import CUDA, cuda_available
     from .backends import run_onnxruntime, run_torch
 
+    bar = bar or Progress(enabled=False)
     graph = loaded.graph
     ours: dict[str, Values] = {}
-    for device in devices:
+    for device in devices if "torch" in backends else ():
+        import torch
+
         name = f"torch-{device}"
         if device == "cuda" and not torch.cuda.is_available():
             report.backends[name] = "skipped: no CUDA device"
             continue
+        bar.describe(name)
         mode = precision if device == "cuda" else "exact"  # one fp32 on the CPU
         if mode != "exact":
             name += f"-{mode}"
         ours[name] = run_torch(graph, feeds, values, device, precision=mode)
         report.backends[name] = "ran" if mode == "exact" else f"ran in {mode} mode"
+        bar.update()
+    if "onnxruntime" not in backends:
+        return ours
     if onnx_model is None:
         from ..converters.onnx.export import to_onnx
 
         onnx_model = to_onnx(graph, extra_outputs=values).SerializeToString()
+    bar.describe("onnxruntime-cpu")
     ours["onnxruntime-cpu"] = run_onnxruntime(onnx_model, feeds)
     report.backends["onnxruntime-cpu"] = "ran"
+    bar.update()
     if "cuda" in devices:
         if cuda_available():
+            bar.describe("onnxruntime-cuda")
             ours["onnxruntime-cuda"] = run_onnxruntime(onnx_model, feeds, CUDA)
             report.backends["onnxruntime-cuda"] = "ran"
         else:
@@ -163,14 +223,20 @@ def verify_loaded(
     opencv: bool = True,
     inputs_label: str | None = None,
     require_reference: bool = True,
+    backends: Iterable[str] = BACKENDS,
+    progress: bool = True,
     precision: str = "exact",
 ) -> Report:
     """Compare every shared blob between our back ends and the independent judges.
 
     Without any independent judge, ``require_reference=False`` (convert's quick check) compares
     ONNX Runtime with our PyTorch model instead of failing: an export check, said so in the
-    report, not a proof of parity with Caffe. ``precision`` runs PyTorch on CUDA in that numeric
-    mode, so the report shows whether parity holds there (``exact`` is the default)."""
+    report, not a proof of parity with Caffe. ``backends`` limits which of ours run (``torch``,
+    ``onnxruntime``); without ``torch``, torch is never imported, and with no independent judge
+    the report has no comparisons (``references["none"]`` says why). ``progress`` draws a bar on
+    a terminal. ``precision`` runs PyTorch on CUDA in that numeric mode, so the report shows
+    whether parity holds there (``exact`` is the default)."""
+    backends = tuple(backends)
     graph = loaded.graph
     tolerance = tolerance or Tolerance()
     if reference is not None and feeds is None:
@@ -184,32 +250,59 @@ def verify_loaded(
     values = [v for v in graph.values if v not in graph.inputs]
     devices = list(devices)
 
-    refs: dict[str, Values] = {}
-    if reference is not None:
-        refs["stored"] = stored_values(graph, reference)
-        report.references["stored"] = f"{len(refs['stored'])} blobs from the reference file"
-    if opencv:
-        found, status, skipped = _opencv_judge(loaded, weights_path, feeds, values)
-        report.references["opencv"] = status
-        report.skipped_values.update(skipped)
-        if found is not None:
-            refs["opencv"] = found
-    else:
-        report.references["opencv"] = "skipped: disabled"
-    if not refs:
-        if require_reference:
-            raise CaffeCompatError(
-                "no independent reference: install opencv-python-headless<5 or pass --reference"
+    steps = int(opencv) + len(devices) * ("torch" in backends) + ("onnxruntime" in backends) + 1
+    with Progress(
+        steps, label=f"verify {graph.name or 'net'}", unit="steps", enabled=progress
+    ) as bar:
+        refs: dict[str, Values] = {}
+        if reference is not None:
+            refs["stored"] = stored_values(graph, reference)
+            report.references["stored"] = f"{len(refs['stored'])} blobs from the reference file"
+        if opencv:
+            bar.describe("opencv")
+            found, status, skipped = _opencv_judge(
+                loaded, weights_path, feeds, values, report.sources
             )
-        from .backends import run_torch
+            report.references["opencv"] = status
+            report.skipped_values.update(skipped)
+            if found is not None:
+                refs["opencv"] = found
+            bar.update()
+        else:
+            report.references["opencv"] = "skipped: disabled"
+        log.info("judges: %s", "; ".join(f"{k}: {v}" for k, v in report.references.items()))
+        if not refs:
+            if require_reference:
+                raise CaffeCompatError(
+                    "no independent reference: install opencv-python-headless<5 or give stored "
+                    "reference arrays",
+                    remedy=Remedy("reference"),
+                )
+            if "torch" not in backends:
+                report.references["none"] = (
+                    "no independent judge runs here, and the export check against our PyTorch "
+                    "model needs torch"
+                )
+                return report
+            from .backends import run_torch
 
-        refs["torch-cpu"] = run_torch(graph, feeds, values)
-        report.references["torch-cpu"] = (
-            "our own PyTorch model (not independent: an export check only)"
+            bar.describe("torch-cpu (reference)")
+            refs["torch-cpu"] = run_torch(graph, feeds, values)
+            report.references["torch-cpu"] = (
+                "our own PyTorch model (not independent: an export check only)"
+            )
+            bar.update()
+            devices = [d for d in devices if d != "cpu"]
+        ours = _our_backends(
+            loaded, feeds, values, devices, onnx_model, report, backends, bar, precision
         )
-        devices = [d for d in devices if d != "cpu"]
-    ours = _our_backends(loaded, feeds, values, devices, onnx_model, report, precision)
-    _compare_all(loaded, ours, refs, values, tolerance, report)
+        ran = {name.split("-")[0] for name in [*ours, *refs] if name.startswith(BACKENDS)}
+        if ran:
+            mine = _our_sources(loaded)  # the ONNX model too was built from these files
+            report.sources.update({name: mine for name in sorted(ran)})
+        bar.describe("comparing")
+        _compare_all(loaded, ours, refs, values, tolerance, report)
+        bar.update()
     return report
 
 
@@ -227,10 +320,15 @@ def verify(
     loaded = load_net(prototxt, weights, **net_options)  # type: ignore[arg-type]
     reference = load_reference_npz(reference_path) if reference_path else None
     onnx_model = Path(onnx_path).read_bytes() if onnx_path else None
-    return verify_loaded(
+    report = verify_loaded(
         loaded,
         weights_path=str(weights),
         reference=reference,
         onnx_model=onnx_model,
         **options,  # type: ignore[arg-type]
     )
+    if reference_path:
+        report.sources["stored"] = {"arrays": identity_record(reference_path)}
+    if onnx_path and "onnxruntime" in report.sources:
+        report.sources["onnxruntime"] = {"onnx": identity_record(onnx_path)}
+    return report

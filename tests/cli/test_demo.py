@@ -35,3 +35,26 @@ def test_demo_without_opencv_4_says_it_is_only_an_export_check(tmp_path, capsys,
     printed = capsys.readouterr().out
     assert printed.count("not independent: an export check only") == 2
     assert "opencv-python-headless<5" in printed
+
+
+def test_demo_files_go_to_a_temporary_folder_unless_out_is_given(tmp_path, capsys, monkeypatch):
+    """A clone must not fill up with 270 MB: by default nothing stays behind."""
+    import caffe_compat.cli.demo as demo
+
+    used = []
+
+    def fake_run_one(name, out, seed, batch):
+        (out / f"{name}.onnx").write_bytes(b"model")
+        used.append(out)
+        return True
+
+    monkeypatch.setattr(demo, "_run_one", fake_run_one)
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo"]) == 0
+    assert "temporary folder, now removed; --out DIR keeps them" in capsys.readouterr().out
+    assert len(set(used)) == 1 and not used[0].exists()
+    assert list(tmp_path.iterdir()) == []
+    assert main(["demo", "--out", "kept"]) == 0
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == [
+        f"{n}.onnx" for n in demo.MODELS
+    ]

@@ -152,3 +152,23 @@ def test_end_to_end_with_synthesized_weights(dataset, tmp_path_factory, capsys):
     data = json.loads(capsys.readouterr().out)
     assert [f["faces"] for f in data["modes"]["center"]["folds"]] == [3, 2]
     assert "on torch" in data["model"]
+
+
+def test_progress_on_a_terminal_and_not_under_quiet(dataset, stand_in, capsys, monkeypatch):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    folds, faces = dataset
+    args = ["evaluate", "--folds", str(folds), "--faces", str(faces), "--crop", "center"]
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert main(args) == 0
+    assert "evaluate: 100% [####################]  5/5 faces" in terminal.getvalue()
+    quiet = Terminal()
+    monkeypatch.setattr("sys.stderr", quiet)
+    assert main(["-q", *args]) == 0
+    assert "evaluate:" not in quiet.getvalue()
+    capsys.readouterr()

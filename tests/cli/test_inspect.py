@@ -15,12 +15,12 @@ from caffe_compat.ir.load import load_net
 from caffe_compat.tools.synth import synthesize
 
 AGE_PARAMS = {
-    "conv1": ["96x3x7x7", "96"],
-    "conv2": ["256x96x5x5", "256"],
-    "conv3": ["384x256x3x3", "384"],
-    "fc6": ["512x18816", "512"],
-    "fc7": ["512x512", "512"],
-    "fc8": ["8x512", "8"],
+    "conv1": [[96, 3, 7, 7], [96]],
+    "conv2": [[256, 96, 5, 5], [256]],
+    "conv3": [[384, 256, 3, 3], [384]],
+    "fc6": [[512, 18816], [512]],
+    "fc7": [[512, 512], [512]],
+    "fc8": [[8, 512], [8]],
 }
 
 
@@ -45,7 +45,7 @@ def inspect_json(capsys, *args) -> tuple[int, dict]:
     return code, json.loads(out)
 
 
-def params(report) -> dict[str, list[str]]:
+def params(report) -> dict[str, list[list[int]]]:
     return {layer["name"]: layer["params"] for layer in report["layers"] if layer["params"]}
 
 
@@ -55,7 +55,7 @@ def test_net_with_weights_agrees(age_files, capsys, weights):
     code, report = inspect_json(capsys, prototxt, folder / weights)
     assert code == 0 and report["issues"] == []
     assert report["prototxt"]["format"] == "V1"
-    assert report["outputs"] == {"prob": "1x8"}
+    assert report["outputs"] == {"prob": [1, 8]}  # shapes are arrays of ints in JSON
     assert params(report) == AGE_PARAMS
     expected_format = {"age_v2.caffemodel": "caffemodel-v2", "age_v1.caffemodel": "caffemodel-v1"}
     assert report["weights"]["format"] == expected_format.get(weights, "hdf5")
@@ -98,7 +98,7 @@ def test_train_val_in_both_phases(shared, capsys):
     _, train = inspect_json(capsys, path, "--phase", "TRAIN")
     assert {d["name"] for d in test["dropped"]} == {"data", "accuracy", "loss"}
     assert {d["name"] for d in train["dropped"]} == {"data", "loss"}
-    assert test["inputs"] == train["inputs"] == {"data": "50x3x227x227"}
+    assert test["inputs"] == train["inputs"] == {"data": [50, 3, 227, 227]}
 
 
 def test_mismatched_weights_exit_2_with_every_problem(shared, tmp_path, capsys):

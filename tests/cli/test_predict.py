@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from caffe_compat.cli.main import main
-from caffe_compat.cli.predict import Progress
+from caffe_compat.cli.predict import RECORD_KEYS
+from caffe_compat.progress import Progress
 
 cv2 = pytest.importorskip("cv2")
 
@@ -71,16 +72,27 @@ def test_json_lines(album, models, capsys):
     out, err = capsys.readouterr()
     assert code == 0
     objects = [json.loads(line) for line in out.strip().splitlines()]
-    faces = [o for o in objects if "box" in o]
-    empty = [o for o in objects if o.get("faces") == 0]
-    assert len(faces) == 2 and len(empty) == 1
-    assert empty[0] == {
+    assert all(tuple(o) == RECORD_KEYS for o in objects)  # one shape for every record
+    kinds = {}
+    for o in objects:
+        kinds.setdefault(o["kind"], []).append(o)
+    assert sorted(kinds) == ["face", "no_face", "skipped"]
+    faces, (empty,) = kinds["face"], kinds["no_face"]
+    assert len(faces) == 2
+    assert empty == {
+        **dict.fromkeys(RECORD_KEYS),
+        "kind": "no_face",
         "path": str(album / "trip" / "gray.png"),
-        "faces": 0,
-        "message": "no face found",
+        "crop": "oversample",
+        "backend": "onnx",
     }
+    skipped = {o["path"]: o["error"] for o in kinds["skipped"]}
+    assert skipped.keys() == {str(album / "notes.txt"), str(album / "trip" / "broken.jpg")}
+    assert skipped[str(album / "notes.txt")].startswith("not an image")
     for face in faces:
+        assert face["face"] == 1  # numbered from 1, as in the text output
         assert face["crop"] == "oversample" and face["backend"] == "onnx"
+        assert face["error"] is None
         assert len(face["age_top2"]) == 2 and abs(sum(face["age_probs"]) - 1) < 1e-5
         x, y, w, h = face["box"]
         assert min(x, y) >= 0 and x + w <= 512 and y + h <= 512
@@ -164,14 +176,15 @@ class _Terminal(io.StringIO):
 
 def test_progress_bar_draws_only_on_a_terminal():
     tty = _Terminal()
-    bar = Progress(4, "photos", stream=tty)
-    for done in range(1, 5):
-        bar.update(done)
+    bar = Progress(4, label="predict", unit="photos", stream=tty, interval=0)
+    for _ in range(4):
+        bar.update()
     bar.close()
     text = tty.getvalue()
-    assert "\r[" in text and "4/4 photos" in text and text.endswith("\r\x1b[2K")
+    assert "\r\x1b[2Kpredict: 100% [" in text and "4/4 photos" in text
+    assert text.endswith("\r\x1b[2K")  # erased on close
     plain = io.StringIO()
-    quiet = Progress(4, "photos", stream=plain)
+    quiet = Progress(4, label="predict", unit="photos", stream=plain)
     quiet.update(4)
     quiet.close()
     assert plain.getvalue() == ""

@@ -51,3 +51,15 @@ def test_explain_names_the_expected_file_and_the_fix():
     )
     assert explain(Kind.TEXT, PROTOTXT, "text prototxt") is None
     assert explain(Kind.BINARY, b"\x08", "binary caffemodel") is None
+
+
+def test_an_empty_photo_is_called_empty(tmp_path):
+    from caffe_compat.app.images import read_image
+    from caffe_compat.errors import CaffeCompatError
+
+    pytest.importorskip("cv2")
+    empty = tmp_path / "photo.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(CaffeCompatError) as info:
+        read_image(empty)
+    assert str(info.value) == f"{empty}: not an image: empty (0 bytes)"
