@@ -14,6 +14,7 @@ is the one-call form and keeps the last ``Predictor`` it built for the same opti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -90,7 +91,25 @@ class Runner:
         return self.call(data)
 
 
-def _torch_runner(model: Any, output: str | None, source: str, device: str) -> Runner:
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """PyTorch's intra-op thread count for one call, restored after (it is process-wide)."""
+    import torch
+
+    if threads is None:
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _torch_runner(
+    model: Any, output: str | None, source: str, device: str, threads: int | None = None
+) -> Runner:
     import torch
 
     from .verify.runners import exact_fp32
@@ -101,7 +120,7 @@ def _torch_runner(model: Any, output: str | None, source: str, device: str) -> R
     model = model.to(device).eval()
 
     def call(data: np.ndarray) -> np.ndarray:
-        with torch.no_grad(), exact_fp32():
+        with torch.no_grad(), exact_fp32(), _torch_threads(threads):
             out = model(torch.from_numpy(data).to(device), outputs=[name])[name]
         return out.detach().cpu().numpy()
 
@@ -111,11 +130,16 @@ def _torch_runner(model: Any, output: str | None, source: str, device: str) -> R
     return Runner("torch", source, call, _hw(first), width)
 
 
-def _onnx_runner(model: bytes | str, output: str | None, source: str, device: str) -> Runner:
+def _onnx_runner(
+    model: bytes | str, output: str | None, source: str, device: str, threads: int | None = None
+) -> Runner:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     providers = ["CPUExecutionProvider"]
     if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
@@ -177,9 +201,11 @@ def load_runner(
     backend: str = "torch",
     device: str = "cpu",
     output: str | None = None,
+    threads: int | None = None,
 ) -> Runner:
     """A net from files: ``MODEL.onnx`` (ONNX Runtime), or a prototxt + weights converted in
-    memory for ``backend``."""
+    memory for ``backend``. ``threads``: intra-op threads per call (None: the library's own
+    default, all cores)."""
     if backend not in BACKENDS:
         raise CaffeCompatError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if weights is None:
@@ -195,7 +221,7 @@ def load_runner(
             )
         if not Path(model).is_file():
             raise CaffeCompatError("no such file", path=str(model))
-        return _onnx_runner(str(model), output, str(model), device)
+        return _onnx_runner(str(model), output, str(model), device, threads)
     from .load import load_net
 
     loaded = load_net(model, weights)
@@ -204,10 +230,10 @@ def load_runner(
         from .converters.onnx.export import to_onnx
 
         proto = to_onnx(loaded.graph)
-        return _onnx_runner(proto.SerializeToString(), output, source, device)
+        return _onnx_runner(proto.SerializeToString(), output, source, device, threads)
     from .converters.torch.model import to_torch
 
-    return _torch_runner(to_torch(loaded.graph), output, source, device)
+    return _torch_runner(to_torch(loaded.graph), output, source, device, threads)
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,7 +370,8 @@ class Predictor:
     Detection: ``detector`` None for OpenCV's Haar frontal-face cascade, a callable
     ``image -> list[Detection]``, or an SSD face detector as ``MODEL.onnx`` or ``(PROTOTXT,
     CAFFEMODEL)`` (res10 300x300 kind) keeping boxes scoring at least ``confidence``.
-    ``batch``: faces per net call (each face is 10 net inputs when over-sampling).
+    ``batch``: faces per net call (each face is 10 net inputs when over-sampling). ``threads``:
+    intra-op threads of each net call (None: ONNX Runtime's and PyTorch's defaults, all cores).
     """
 
     def __init__(
@@ -367,6 +394,7 @@ class Predictor:
         download: bool = False,
         device: str = "cpu",
         progress: bool = True,
+        threads: int | None = None,
     ) -> None:
         tasks = parse_models(models)
         specs = {"age": age_model, "gender": gender_model}
@@ -379,6 +407,9 @@ class Predictor:
             raise CaffeCompatError(f"batch must be at least 1, got {batch}")
         if margin < 0:
             raise CaffeCompatError(f"margin must be 0 or more, got {margin}")
+        if threads is not None and threads < 1:
+            raise CaffeCompatError(f"threads must be at least 1, got {threads}")
+        self.threads = threads
         self.backend = backend
         self.batch = batch
         self.margin = margin
@@ -428,9 +459,11 @@ class Predictor:
             )
             source = f"{card.name} (zoo, released weights)"
             if self.backend == "torch":
-                runner = _torch_runner(model, card.output, source, self.device)
+                runner = _torch_runner(model, card.output, source, self.device, self.threads)
             else:
-                runner = _onnx_runner(model.SerializeToString(), card.output, source, self.device)
+                runner = _onnx_runner(
+                    model.SerializeToString(), card.output, source, self.device, self.threads
+                )
         else:
             parts = _spec_parts(spec)
             if len(parts) not in (1, 2):
@@ -443,6 +476,7 @@ class Predictor:
                 backend=self.backend,
                 device=self.device,
                 output=card.output,
+                threads=self.threads,
             )
             source = runner.source
         names = tuple(labels) if labels is not None else (runner.labels or card.labels)

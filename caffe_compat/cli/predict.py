@@ -4,7 +4,8 @@ recursively; files count as photos by their content, not their names. A file tha
 decodable image is reported on stderr and skipped. Models: the zoo's released weights (they must
 be in the cache, or --download), or your own files with --age-model / --gender-model (put the
 photos before these options). Exit code 2 when a model cannot be loaded or a named path does not
-exist."""
+exist. With --engine ray, one SOURCE (a folder or a manifest of paths) goes through a Ray Data
+pipeline into resumable Parquet shards in --output DIR."""
 
 from __future__ import annotations
 
@@ -64,7 +65,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, tasks: tuple[str, ...])
     parser.add_argument(
         "--download", action="store_true", help="download the zoo weights when not in the cache"
     )
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument(
+        "--device",
+        help="torch device (default: cpu; with --engine ray, a GPU per worker where the Ray "
+        "cluster has GPUs)",
+    )
 
 
 def predictor_options(args: argparse.Namespace, tasks: tuple[str, ...]) -> dict[str, Any]:
@@ -74,7 +79,7 @@ def predictor_options(args: argparse.Namespace, tasks: tuple[str, ...]) -> dict[
         "batch": args.batch,
         "cache_dir": args.cache_dir,
         "download": args.download,
-        "device": args.device,
+        "device": args.device or "cpu",
         "mean": args.mean,
     }
     for task in tasks:
@@ -170,6 +175,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: %(default)s)",
     )
     add_model_arguments(parser, ("age", "gender"))
+    from ._scale import add_scale_arguments
+
+    add_scale_arguments(parser)
 
 
 def _walk(folder: Path) -> Iterator[Path]:
@@ -287,6 +295,11 @@ def face_line(face: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..predict import Predictor, parse_models, read_image
+    from ._scale import reject_scale_options, run_scaled
+
+    if args.engine == "ray":
+        return run_scaled(args)
+    reject_scale_options(args)
 
     tasks = parse_models(args.models)
     files, missing, any_folder = collect(args.photos)

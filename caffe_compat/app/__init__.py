@@ -1,0 +1,1 @@
+"""The age and gender application: predictors, photo reading and runs over many photos."""
