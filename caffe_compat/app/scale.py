@@ -173,13 +173,22 @@ def _detect_slots(workers: int) -> int:
 
 
 @contextlib.contextmanager
-def _session(ray: Any, address: str | None, workers: int | None, threads: int) -> Iterator[None]:
+def _session(
+    ray: Any, address: str | None, workers: int | None, threads: int, max_pixels: int
+) -> Iterator[None]:
     """Join ``address``, or start Ray here (logical CPUs: the workers' threads plus slots for
-    the CPU tasks); leave a session the caller started as it is."""
+    the CPU tasks); leave a session the caller started as it is. A session started here gives
+    its workers OpenCV's own pixel limit, the backstop for headers ``image_size`` cannot read
+    (a job-wide environment: per-task ones would start fresh worker processes on every run)."""
     if ray.is_initialized():
         yield
         return
-    common = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+    common = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.WARNING,
+        "runtime_env": {"env_vars": opencv_pixel_limit_env(max_pixels)},
+    }
     if address:
         ray.init(address=address, **common)
     else:
@@ -253,8 +262,7 @@ def _pipeline(
         pa.table({"path": pa.array(todo[i : i + size], pa.string())})
         for i in range(0, len(todo), size)
     ]
-    env = {"env_vars": opencv_pixel_limit_env(faces.max_pixels)}
-    cpu_task = {"batch_size": None, "batch_format": "pyarrow", "num_cpus": 1, "runtime_env": env}
+    cpu_task = {"batch_size": None, "batch_format": "pyarrow", "num_cpus": 1}
     actor = {
         "batch_size": size,
         "batch_format": "pyarrow",
@@ -427,7 +435,8 @@ def predict_dataset(
         summary.listed, summary.already_done = len(listing), len(listing) - len(todo)
         del done, listing
         if todo:
-            with _session(ray, address, workers, threads), _quiet_ray_data(ray):
+            session = _session(ray, address, workers, threads, max_pixels)
+            with session, _quiet_ray_data(ray):
                 plan = _plan(ray, workers, threads, device)
                 summary.workers, summary.gpu = plan.workers, plan.gpu
                 summary.processed = _pipeline(

@@ -85,7 +85,7 @@ def run_scaled(args: argparse.Namespace) -> int:
         if task not in tasks:
             options.pop(f"{task}_model", None)
             options.pop(f"{task}_labels", None)
-    bar = Progress(0, "photos")
+    bar = Progress(1, "photos")  # drawn on a terminal; the total comes with the first update
 
     def progress(done: int, total: int) -> None:
         bar.update(done, total)
