@@ -33,7 +33,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import CaffeCompatError
 from ..faces import DEFAULT_MARGIN, SSD_CONFIDENCE
@@ -152,8 +152,7 @@ def _describe_value(value: Any) -> Any:
 # Ray session and resources
 
 
-@dataclass(frozen=True)
-class _Plan:
+class _Plan(NamedTuple):
     workers: int
     gpu: bool
     actor_cpus: float
@@ -166,22 +165,26 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _detect_slots(workers: int) -> int:
-    """CPU tasks beside ``workers`` CPU actors in local mode: decoding and detection cost a
-    fraction of the nets' time per photo (see benchmarks/bench_scale.py)."""
-    return max(1, math.ceil(workers / 4))
+def _task_slots(workers: int) -> int:
+    """Logical CPUs for the decode/detect tasks beside ``workers`` one-core CPU actors in local
+    mode: as many again. Detection costs 0.4 to 0.7 of the nets' time per photo depending on the
+    photo and crop mode (benchmarks/bench_scale.py), so fewer slots can starve the actors; the
+    extra logical CPUs share the same cores, and the OS gives the cores to whichever side has
+    work."""
+    return max(1, workers)
 
 
 @contextlib.contextmanager
 def _session(
     ray: Any, address: str | None, workers: int | None, threads: int, max_pixels: int
-) -> Iterator[None]:
+) -> Iterator[int | None]:
     """Join ``address``, or start Ray here (logical CPUs: the workers' threads plus slots for
     the CPU tasks); leave a session the caller started as it is. A session started here gives
     its workers OpenCV's own pixel limit, the backstop for headers ``image_size`` cannot read
-    (a job-wide environment: per-task ones would start fresh worker processes on every run)."""
+    (a job-wide environment: per-task ones would start fresh worker processes on every run).
+    Yields the number of CPU workers a local session was sized for (None otherwise)."""
     if ray.is_initialized():
-        yield
+        yield workers
         return
     common = {
         "include_dashboard": False,
@@ -189,18 +192,23 @@ def _session(
         "logging_level": logging.WARNING,
         "runtime_env": {"env_vars": opencv_pixel_limit_env(max_pixels)},
     }
+    count = workers
     if address:
         ray.init(address=address, **common)
     else:
         count = workers or _cpu_count()
-        ray.init(num_cpus=count * threads + _detect_slots(count), **common)
+        ray.init(num_cpus=count * threads + _task_slots(count), **common)
     try:
-        yield
+        yield count
     finally:
         ray.shutdown()
 
 
-def _plan(ray: Any, workers: int | None, threads: int, device: str) -> _Plan:
+def _plan(
+    ray: Any, workers: int | None, threads: int, device: str, sized: int | None = None
+) -> _Plan:
+    """Actors and their resources: ``workers`` if given; else one per GPU, else ``sized`` (what
+    a local session was started for), else half the CPUs (the other half for the CPU tasks)."""
     resources = ray.cluster_resources()
     cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
     if device == "cuda" and gpus == 0:
@@ -213,7 +221,7 @@ def _plan(ray: Any, workers: int | None, threads: int, device: str) -> _Plan:
                 f"Ray cluster has {cpus}"
             )
         return _Plan(count, True, 1.0)
-    count = workers or max(1, (cpus - _detect_slots(cpus)) // threads)
+    count = workers or sized or max(1, cpus // 2 // threads)
     if count * threads + 1 > cpus:
         raise CaffeCompatError(
             f"{count} workers of {threads} thread(s) need {count * threads + 1} CPUs (one more "
@@ -436,8 +444,8 @@ def predict_dataset(
         del done, listing
         if todo:
             session = _session(ray, address, workers, threads, max_pixels)
-            with session, _quiet_ray_data(ray):
-                plan = _plan(ray, workers, threads, device)
+            with session as sized, _quiet_ray_data(ray):
+                plan = _plan(ray, workers, threads, device, sized)
                 summary.workers, summary.gpu = plan.workers, plan.gpu
                 summary.processed = _pipeline(
                     ray, todo, out_dir, plan, faces, groups, identities, threads, block, progress

@@ -33,7 +33,10 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
         "--address", help="join this Ray cluster (default: start Ray on this machine)"
     )
     group.add_argument(
-        "--workers", type=int, help="inference workers (default: one per GPU, else per CPU)"
+        "--workers",
+        type=int,
+        help="inference workers (default: one per GPU; else one per CPU here, or half the "
+        "CPUs of a cluster)",
     )
     group.add_argument("--threads", type=int, help="threads per CPU worker (default: 1)")
     group.add_argument(

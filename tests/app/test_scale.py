@@ -207,3 +207,28 @@ def test_sigkill_of_the_driver_then_restart(ray_session, astronaut, models, tmp_
 
     everything = pq.read_table(out).select(["path", "face"]).to_pylist()
     assert sorted((r["path"], r["face"]) for r in everything) == sorted(keys)
+
+
+class _Cluster:
+    def __init__(self, cpus: int, gpus: int = 0) -> None:
+        self.resources = {"CPU": float(cpus), "GPU": float(gpus)} if gpus else {"CPU": cpus}
+
+    def cluster_resources(self) -> dict:
+        return self.resources
+
+
+def test_workers_and_resources_per_cluster():
+    from caffe_compat.app.scale import _plan
+
+    # a local session sized for 2 one-thread workers (4 logical CPUs: 2 actors + 2 task slots)
+    assert _plan(_Cluster(4), None, 1, "auto", sized=2) == (2, False, 1.0)
+    # a cluster joined by address: half the CPUs for actors, half for decoding and detection
+    assert _plan(_Cluster(16), None, 1, "auto") == (8, False, 1.0)
+    assert _plan(_Cluster(16), None, 2, "auto") == (4, False, 2.0)
+    # GPUs: one actor per GPU unless told otherwise, or none with device cpu
+    assert _plan(_Cluster(16, gpus=4), None, 1, "auto") == (4, True, 1.0)
+    assert _plan(_Cluster(16, gpus=4), None, 1, "cpu") == (8, False, 1.0)
+    with pytest.raises(CaffeCompatError, match=r"need 3 CPUs .* has 2"):
+        _plan(_Cluster(2), 2, 1, "auto")
+    with pytest.raises(CaffeCompatError, match="no GPU"):
+        _plan(_Cluster(8), None, 1, "cuda")
