@@ -20,7 +20,8 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "many photos",
         "--engine ray: one SOURCE (a folder, a text file of paths or a Parquet file with a 'path' "
-        "column) into Parquet shards in --output DIR; run it again with the same DIR to resume",
+        "column) into Parquet shards in --output DIR; run it again with the same DIR to resume. "
+        "Workers run on GPUs where the Ray cluster has them, unless --device cpu",
     )
     group.add_argument(
         "--engine",

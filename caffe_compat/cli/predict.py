@@ -65,11 +65,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, tasks: tuple[str, ...])
     parser.add_argument(
         "--download", action="store_true", help="download the zoo weights when not in the cache"
     )
-    parser.add_argument(
-        "--device",
-        help="torch device (default: cpu; with --engine ray, a GPU per worker where the Ray "
-        "cluster has GPUs)",
-    )
+    parser.add_argument("--device", help="torch device (default: cpu)")
 
 
 def predictor_options(args: argparse.Namespace, tasks: tuple[str, ...]) -> dict[str, Any]:
