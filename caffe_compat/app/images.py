@@ -9,6 +9,7 @@ skips that photo and goes on.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -63,13 +64,24 @@ def sniff_image(head: bytes) -> str | None:
     return None
 
 
-def _read_regular(path: Path, max_bytes: int) -> bytes:
-    """The bytes of a regular file of at most ``max_bytes``; opening never blocks."""
+def opencv_pixel_limit_env(max_pixels: int) -> dict[str, str]:
+    """Environment for a fresh process whose cv2 must refuse images above ``max_pixels`` (a
+    backstop in worker processes; the header check below comes first)."""
+    return {"OPENCV_IO_MAX_IMAGE_PIXELS": str(int(max_pixels))}
+
+
+def read_photo_bytes(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``; opening never blocks (a FIFO, a
+    device, a folder or a link loop is refused with its reason), and an empty file is said so."""
     name = str(path)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(path, flags)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CaffeCompatError("not a photo: a symlink loop", path=name) from None
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            raise CaffeCompatError("not a photo: a broken symlink", path=name) from None
         raise CaffeCompatError(f"cannot read: {exc.strerror or exc}", path=name) from None
     try:
         info = os.fstat(fd)
@@ -93,6 +105,8 @@ def _read_regular(path: Path, max_bytes: int) -> bytes:
         raise CaffeCompatError(f"cannot read: {exc.strerror or exc}", path=name) from None
     finally:
         os.close(fd)
+    if not chunks:
+        raise CaffeCompatError("not an image: empty (0 bytes)", path=name)
     return b"".join(chunks)
 
 
@@ -105,12 +119,15 @@ def read_image(
     """Decode a photo as H x W x 3 BGR uint8 (EXIF orientation applied), judging the file by its
     content, not its name; a one-line ``CaffeCompatError`` says why a file is not usable (not a
     regular file, over ``max_bytes``, over ``max_pixels`` by its header, not decodable)."""
+    return decode_photo(read_photo_bytes(path, max_bytes), str(path), max_pixels=max_pixels)
+
+
+def decode_photo(data: bytes, path: str, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """The photo in ``data`` (read from ``path``, named in errors) as H x W x 3 BGR uint8, after
+    its header's pixel count is checked against ``max_pixels``."""
     import cv2
 
     path = Path(path)
-    data = _read_regular(path, max_bytes)
-    if not data:
-        raise CaffeCompatError("not an image: empty (0 bytes)", path=str(path))
     kind = sniff_image(data[:32])
     if kind is None:
         raise CaffeCompatError("not an image (unknown file content)", path=str(path))

@@ -145,7 +145,8 @@ class Predictor:
     ``"haar"`` or ``"ssd"`` to choose, a callable ``image -> list[Detection]``, or an SSD face
     detector as ``MODEL.onnx`` or ``(PROTOTXT, CAFFEMODEL)`` (res10 300x300 kind) keeping boxes
     scoring at least ``confidence``.
-    ``batch``: faces per net call (each face is 10 net inputs when over-sampling).
+    ``batch``: faces per net call (each face is 10 net inputs when over-sampling). ``threads``:
+    intra-op threads of each net call (None: ONNX Runtime's and PyTorch's defaults, all cores).
     """
 
     def __init__(
@@ -170,6 +171,7 @@ class Predictor:
         progress: bool = True,
         precision: str | None = None,
         check_precision: bool = False,
+        threads: int | None = None,
     ) -> None:
         tasks = parse_models(models)
         specs = {"age": age_model, "gender": gender_model}
@@ -182,6 +184,9 @@ class Predictor:
             raise CaffeCompatError(f"batch must be at least 1, got {batch}")
         if margin < 0:
             raise CaffeCompatError(f"margin must be 0 or more, got {margin}")
+        if threads is not None and threads < 1:
+            raise CaffeCompatError(f"threads must be at least 1, got {threads}")
+        self.threads = threads
         self.backend = backend
         self.batch = batch
         self.margin = margin
@@ -237,13 +242,17 @@ class Predictor:
             model = load_pretrained(card, precision=self._precision, **options)
             source = f"{card.name} (zoo, released weights)"
             if self.backend == "torch":
-                runner = torch_runner(model, card.output, source, self.device)
+                runner = torch_runner(model, card.output, source, self.device, threads=self.threads)
                 mode = model.precision
                 if self._check_precision and mode != "exact":
                     exact = load_pretrained(card, precision="exact", **options)
-                    twin = torch_runner(exact, card.output, source, self.device)
+                    twin = torch_runner(
+                        exact, card.output, source, self.device, threads=self.threads
+                    )
             else:
-                runner = onnx_runner(model.SerializeToString(), card.output, source, self.device)
+                runner = onnx_runner(
+                    model.SerializeToString(), card.output, source, self.device, self.threads
+                )
         else:
             parts = _spec_parts(spec)
             if len(parts) not in (1, 2):
@@ -252,7 +261,12 @@ class Predictor:
                 )
             mode = resolve_precision(self._precision, backend=self.backend, device=self.device)
             files = (parts[0], parts[1] if len(parts) == 2 else None)
-            options = {"backend": self.backend, "device": self.device, "output": card.output}
+            options = {
+                "backend": self.backend,
+                "device": self.device,
+                "output": card.output,
+                "threads": self.threads,
+            }
             runner = load_runner(*files, precision=mode, **options)
             if self._check_precision and mode != "exact":
                 twin = load_runner(*files, precision="exact", **options)

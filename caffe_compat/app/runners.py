@@ -6,9 +6,10 @@ files (``MODEL.onnx``, or a prototxt and weights converted in memory) or from ``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,32 @@ class Runner:
         return self.call(data)
 
 
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """PyTorch's intra-op thread count for one call, restored after (it is process-wide)."""
+    import torch
+
+    if threads is None:
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 def torch_runner(
-    model: Any, output: str | None, source: str, device: str, precision: str | None = None
+    model: Any,
+    output: str | None,
+    source: str,
+    device: str,
+    precision: str | None = None,
+    threads: int | None = None,
 ) -> Runner:
-    """Our CaffeNet on ``device``, in ``precision`` (default: the mode the model holds)."""
+    """Our CaffeNet on ``device``, in ``precision`` (default: the mode the model holds);
+    ``threads``: intra-op threads per call (None: PyTorch's default)."""
     import torch
 
     if precision is not None:
@@ -50,7 +73,7 @@ def torch_runner(
     model = model.to(device).eval()
 
     def call(data: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
+        with torch.no_grad(), _torch_threads(threads):
             out = model(torch.from_numpy(data).to(device), outputs=[name])[name]
         return out.detach().cpu().numpy()
 
@@ -60,12 +83,16 @@ def torch_runner(
     return Runner("torch", source, call, _hw(first), width)
 
 
-def onnx_runner(model: bytes | str, output: str | None, source: str, device: str) -> Runner:
-    """Our exported model in ONNX Runtime (CUDA provider first on a ``cuda`` device)."""
+def onnx_runner(
+    model: bytes | str, output: str | None, source: str, device: str, threads: int | None = None
+) -> Runner:
+    """Our exported model in ONNX Runtime (CUDA provider first on a ``cuda`` device);
+    ``threads``: intra-op threads (None: ONNX Runtime's default, all cores)."""
     from ..converters.onnx.runtime import providers_for
     from ..converters.onnx.runtime import session as open_session
 
-    session = open_session(model, providers=providers_for(device), source=source)
+    providers = providers_for(device)
+    session = open_session(model, providers=providers, source=source, threads=threads)
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1:
         raise CaffeCompatError(f"expected a net with one input, found {len(inputs)}", path=source)
@@ -119,6 +146,7 @@ def load_runner(
     device: str = "cpu",
     output: str | None = None,
     precision: str | None = None,
+    threads: int | None = None,
 ) -> Runner:
     """A net from files: ``MODEL.onnx`` (ONNX Runtime), or a prototxt + weights converted in
     memory for ``backend`` (torch in ``precision``, see ``precision.py``)."""
@@ -138,7 +166,7 @@ def load_runner(
             )
         if not Path(model).is_file():
             raise CaffeCompatError("no such file", path=str(model))
-        return onnx_runner(str(model), output, str(model), device)
+        return onnx_runner(str(model), output, str(model), device, threads)
     from ..ir.load import load_net
 
     loaded = load_net(model, weights)
@@ -147,7 +175,7 @@ def load_runner(
         from ..converters.onnx.export import to_onnx
 
         proto = to_onnx(loaded.graph)
-        return onnx_runner(proto.SerializeToString(), output, source, device)
+        return onnx_runner(proto.SerializeToString(), output, source, device, threads)
     from ..converters.torch.model import to_torch
 
-    return torch_runner(to_torch(loaded.graph), output, source, device, precision)
+    return torch_runner(to_torch(loaded.graph), output, source, device, precision, threads)

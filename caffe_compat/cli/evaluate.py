@@ -12,7 +12,7 @@ import json
 import sys
 
 from ..progress import Progress
-from .predict import add_model_arguments, predictor_options
+from ._models import add_model_arguments, predictor_options
 
 NAME = "evaluate"
 HELP = "Adience accuracy of the age or gender net (the paper's 5-fold protocol)"

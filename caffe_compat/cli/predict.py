@@ -4,7 +4,8 @@ recursively; files count as photos by their content, not their names. A file tha
 decodable image is reported on stderr and skipped. Models: the zoo's released weights (they must
 be in the cache, or --download), or your own files with --age-model / --gender-model (put the
 photos before these options). Exit code 2 when a model cannot be loaded or a named path does not
-exist.
+exist. With --engine ray, one SOURCE (a folder or a manifest of paths) goes through a Ray Data
+pipeline into resumable Parquet shards in --output DIR.
 
 Faces are numbered from 1 within each photo, in the text and in JSON. Results are printed as each
 photo finishes when the output is a terminal or a pipe; redirected to a file, faces of several
@@ -34,76 +35,12 @@ from typing import Any, TextIO
 from ..app.faces import DEFAULT_MARGIN, SSD_CONFIDENCE
 from ..errors import CaffeCompatError
 from ..progress import Progress
+from ._models import add_model_arguments, predictor_options
 
 NAME = "predict"
 HELP = "age and gender of the faces in photos (Levi-Hassner nets)"
 ORDER = 70
 CROP_MODES = ("oversample", "center", "opencv")
-
-
-# --------------------------------------------------------------------------------------------
-# Shared with `evaluate`
-
-
-def add_model_arguments(parser: argparse.ArgumentParser, tasks: tuple[str, ...]) -> None:
-    """--backend, --<task>-model, --mean, --batch, --cache-dir, --download, --device."""
-    parser.add_argument(
-        "--backend",
-        choices=("torch", "onnx"),
-        help="run the nets with PyTorch (CaffeNet) or ONNX Runtime (default: onnx when a model "
-        "is an .onnx file, else torch)",
-    )
-    for task in tasks:
-        parser.add_argument(
-            f"--{task}-model",
-            nargs="+",
-            metavar="FILE",
-            help=f"{task} net: PROTOTXT WEIGHTS (converted in memory) or MODEL.onnx (default: "
-            f"the zoo's released weights)",
-        )
-        parser.add_argument(
-            f"--{task}-labels",
-            metavar="A,B,...",
-            help=f"comma-separated names of the {task} net's outputs (default: the zoo card's)",
-        )
-    parser.add_argument(
-        "--mean",
-        metavar="zoo|MEAN.binaryproto",
-        help="mean to subtract: default the card's per-channel B, G, R values; 'zoo' for the "
-        "released mean image (downloaded like the weights), or a .binaryproto file",
-    )
-    parser.add_argument(
-        "--batch", type=int, default=16, help="faces per net call (default: %(default)s)"
-    )
-    parser.add_argument("--cache-dir", help="model cache folder (default: $CAFFE_COMPAT_HOME)")
-    parser.add_argument(
-        "--download", action="store_true", help="download the zoo weights when not in the cache"
-    )
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-
-
-def predictor_options(args: argparse.Namespace, tasks: tuple[str, ...]) -> dict[str, Any]:
-    """``Predictor`` keyword arguments from the shared arguments."""
-    options: dict[str, Any] = {
-        "backend": args.backend,
-        "batch": args.batch,
-        "cache_dir": args.cache_dir,
-        "download": args.download,
-        "device": args.device,
-        "mean": args.mean,
-    }
-    for task in tasks:
-        spec = getattr(args, f"{task}_model")
-        if spec is not None and len(spec) not in (1, 2):
-            raise CaffeCompatError(
-                f"--{task}-model takes PROTOTXT WEIGHTS or MODEL.onnx, got {len(spec)} paths "
-                "(put the photos before the model options)"
-            )
-        options[f"{task}_model"] = tuple(spec) if spec else None
-        labels = getattr(args, f"{task}_labels")
-        if labels:
-            options[f"{task}_labels"] = tuple(x.strip() for x in labels.split(","))
-    return options
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,6 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: %(default)s)",
     )
     add_model_arguments(parser, ("age", "gender"))
+    from ._scale import add_scale_arguments
+
+    add_scale_arguments(parser)
 
 
 def _walk(folder: Path) -> Iterator[Path]:
@@ -334,6 +274,11 @@ def _streaming(out: TextIO) -> bool:
 def run(args: argparse.Namespace) -> int:
     from ..app.images import read_image
     from ..app.predictor import Predictor, parse_models
+    from ._scale import reject_scale_options, run_scaled
+
+    if args.engine == "ray":
+        return run_scaled(args)
+    reject_scale_options(args)
 
     tasks = parse_models(args.models)
     files, missing, _ = collect(args.photos)
@@ -403,7 +348,14 @@ def run(args: argparse.Namespace) -> int:
         f"{counts['photos']} photo(s), {counts['faces']} face(s), {counts['no_face']} without "
         f"a face, {counts['skipped']} skipped; crop {predictor.crop}, backend {predictor.backend}"
     )
+    modes = sorted({c.precision for c in predictor.classifiers.values()})
+    summary += f"; precision {', '.join(modes)}"
     if args.annotate:
         summary += f"; annotated copies in {args.annotate}"
     print(summary, file=err if args.json else sys.stdout)
+    for task, (agree, total) in predictor.precision_agreement.items():
+        print(
+            f"precision check {task}: {agree}/{total} faces give the same {task} as exact mode",
+            file=err if args.json else sys.stdout,
+        )
     return 2 if missing else 0

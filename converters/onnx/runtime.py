@@ -28,13 +28,21 @@ def providers_for(device: str) -> list[str]:
 
 
 def session(
-    model: bytes | str, *, providers: Sequence[str] = (CPU,), source: str | None = None
+    model: bytes | str,
+    *,
+    providers: Sequence[str] = (CPU,),
+    source: str | None = None,
+    threads: int | None = None,
 ) -> Any:
-    """An ``onnxruntime.InferenceSession``; a model ORT refuses is the user's input (one line)."""
+    """An ``onnxruntime.InferenceSession``; a model ORT refuses is the user's input (one line).
+    ``threads`` caps its intra-op threads (one actor or worker per core)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     try:
         return ort.InferenceSession(model, options, providers=list(providers))
     except Exception as exc:  # ORT raises its own types

@@ -185,7 +185,7 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
 def test_links_loops_and_folders(tmp_path):
     loop = tmp_path / "loop.jpg"
     loop.symlink_to(loop)
-    refused(loop, "cannot read")
+    refused(loop, "symlink loop")
     refused(tmp_path, "a directory")
     real = tmp_path / "real.png"
     real.write_bytes(encoded(".png"))
