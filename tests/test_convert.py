@@ -94,8 +94,8 @@ def test_failure_leaves_no_output(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.caffemodel", "odd.prototxt"]
 
 
-def test_without_opencv_the_check_is_an_export_check(age, tmp_path, monkeypatch):
-    """Users on OpenCV 5 (no Caffe reader) still convert; the report says what was compared."""
+def test_without_opencv_the_check_is_judged_by_the_float64_reference(age, tmp_path, monkeypatch):
+    """Users on OpenCV 5 (no Caffe reader) still get an independent check: the float64 one."""
     import caffe_compat.verify.opencv as verify_module
 
     monkeypatch.setattr(verify_module, "opencv_caffe_available", lambda: "OpenCV 5 (simulated)")
@@ -103,8 +103,10 @@ def test_without_opencv_the_check_is_an_export_check(age, tmp_path, monkeypatch)
     result = convert(prototxt, folder / "age_net.caffemodel", out_prefix=tmp_path / "age")
     report = result.report
     assert report is not None and report.passed
-    assert "not independent" in report.references["torch-cpu"]
-    assert {c.backend for c in report.comparisons} == {"onnxruntime-cpu"}
+    assert "torch-cpu" not in report.references  # no export-check stand-in
+    assert "numpy float64" in report.references["float64"]
+    assert {c.reference for c in report.comparisons} == {"float64"}
+    assert {c.backend for c in report.comparisons} == {"torch-cpu", "onnxruntime-cpu"}
     assert report.references["opencv"].startswith("skipped: OpenCV 5")
 
 

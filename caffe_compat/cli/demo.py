@@ -1,7 +1,8 @@
 """The main job on a fresh machine with no files of yours: take the zoo's own Levi-Hassner age and
 gender definitions, SYNTHESIZE weights in the official shapes (calibrated so predictions vary;
 these are not the released weights), convert both nets to ONNX and PyTorch, and verify every
-blob against OpenCV's own Caffe reader on the same files. Then shows the real-weights commands.
+blob against the float64 reference (caffe_compat.reference) and, where installed, OpenCV 4's own
+Caffe reader on the same files. Then shows the real-weights commands.
 The files (about 270 MB) go to a temporary folder removed at the end, unless --out keeps them."""
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _run_one(name: str, out: Path, seed: int, batch: int) -> bool:
     for kind, path in result.outputs.items():
         print(f"   wrote {kind:<5} {path}")
     print(f"   convert took {sum(result.timings.values()):.2f} s")
-    # Without OpenCV 4 (users on OpenCV 5) the demo still runs, as an export check it names.
+    # The float64 reference judges everywhere; OpenCV 4 joins where it is installed.
     report = verify_loaded(
         load_net(prototxt, weights),
         weights_path=str(weights),
@@ -58,7 +59,7 @@ def _run_one(name: str, out: Path, seed: int, batch: int) -> bool:
     for reference, status in report.references.items():
         print(f"   reference {reference}: {status}")
     if "torch-cpu" in report.references:
-        print("   for parity with Caffe itself: pip install 'opencv-python-headless<5'")
+        print("   no independent judge could run: this is an export check only")
     for (backend, value), row in sorted(report.worst().items()):
         if value in report.distinct_classes or value == "fc8":
             print(

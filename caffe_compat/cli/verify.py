@@ -37,7 +37,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs")
     parser.add_argument("--rtol", type=float, default=Tolerance.rtol, help="relative tolerance")
     parser.add_argument("--atol", type=float, default=Tolerance.atol, help="absolute tolerance")
-    parser.add_argument("--no-opencv", action="store_true", help="do not use OpenCV as reference")
+    parser.add_argument(
+        "--against",
+        default="auto",
+        metavar="JUDGES",
+        help="independent judges, comma-separated: float64 (caffe_compat.reference, numpy "
+        "float64, always available), opencv (OpenCV 4's Caffe reader on the same files); "
+        "default auto: every judge that can run here (stored arrays from --reference always "
+        "count); a judge named here that cannot run is an error",
+    )
+    parser.add_argument("--no-opencv", action="store_true", help="leave OpenCV out (auto mode)")
+    parser.add_argument(
+        "--precision",
+        choices=("exact", "fp32", "tf32", "fp16"),
+        default="exact",
+        help="numeric mode of PyTorch on CUDA to judge (default exact); the report shows whether "
+        "parity holds in that mode",
+    )
     parser.add_argument("--cpu-only", action="store_true", help="skip CUDA even when present")
     parser.add_argument("--failures-only", action="store_true", help="list only failing blobs")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -111,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         tolerance=Tolerance(rtol=args.rtol, atol=args.atol),
         devices=("cpu",) if args.cpu_only else ("cpu", "cuda"),
         opencv=not args.no_opencv,
+        against=None if args.against == "auto" else args.against.split(","),
+        precision=args.precision,
         **options,
     )
     if args.json:

@@ -21,6 +21,7 @@ from ..ir.load import LoadedNet, load_net
 from ..progress import Progress
 from .compare import ArgmaxAgreement, Report, Tolerance, compare
 from .detections import align_detections
+from .float64 import float64_judge
 from .inputs import feeds_for
 from .stored import load_reference_npz, stored_inputs, stored_values
 
@@ -208,6 +209,23 @@ def _compare_all(
             report.distinct_classes[output] = len(set(rows.tolist()))
 
 
+JUDGES = ("float64", "opencv")
+
+
+def _judges(against: Iterable[str] | None, opencv: bool) -> tuple[str, ...]:
+    """The judges asked for: ``against`` by name (checked), else every one (OpenCV unless off)."""
+    if against is None:
+        return tuple(j for j in JUDGES if opencv or j != "opencv")
+    names = [a.strip() for a in against if a.strip()]
+    unknown = [a for a in names if a not in JUDGES]
+    if unknown or not names:
+        raise CaffeCompatError(
+            f"unknown judge(s) {', '.join(unknown) or '(none given)'}: judges are "
+            f"{', '.join(JUDGES)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
 def verify_loaded(
     loaded: LoadedNet,
     *,
@@ -221,6 +239,7 @@ def verify_loaded(
     tolerance: Tolerance | None = None,
     devices: Iterable[str] = ("cpu", "cuda"),
     opencv: bool = True,
+    against: Iterable[str] | None = None,
     inputs_label: str | None = None,
     require_reference: bool = True,
     backends: Iterable[str] = BACKENDS,
@@ -228,6 +247,11 @@ def verify_loaded(
     precision: str = "exact",
 ) -> Report:
     """Compare every shared blob between our back ends and the independent judges.
+
+    Judges: ``float64`` (``caffe_compat.reference``, everywhere) and ``opencv`` (OpenCV 4's Caffe
+    reader on the same files, where installed), plus ``reference`` arrays when given. ``against``
+    None takes every judge that can run here (``opencv=False`` leaves OpenCV out); naming judges
+    requires each of them (one line when one cannot run).
 
     Without any independent judge, ``require_reference=False`` (convert's quick check) compares
     ONNX Runtime with our PyTorch model instead of failing: an export check, said so in the
@@ -250,7 +274,9 @@ def verify_loaded(
     values = [v for v in graph.values if v not in graph.inputs]
     devices = list(devices)
 
-    steps = int(opencv) + len(devices) * ("torch" in backends) + ("onnxruntime" in backends) + 1
+    judges = _judges(against, opencv)
+    required = against is not None
+    steps = len(judges) + len(devices) * ("torch" in backends) + ("onnxruntime" in backends) + 1
     with Progress(
         steps, label=f"verify {graph.name or 'net'}", unit="steps", enabled=progress
     ) as bar:
@@ -258,25 +284,34 @@ def verify_loaded(
         if reference is not None:
             refs["stored"] = stored_values(graph, reference)
             report.references["stored"] = f"{len(refs['stored'])} blobs from the reference file"
-        if opencv:
+        if "float64" in judges:
+            bar.describe("float64 reference")
+            found, status = float64_judge(loaded, feeds, values, required=required)
+            report.references["float64"] = status
+            if found is not None:
+                refs["float64"] = found
+                report.sources["float64"] = _our_sources(loaded)
+            bar.update()
+        if "opencv" in judges:
             bar.describe("opencv")
             found, status, skipped = _opencv_judge(
                 loaded, weights_path, feeds, values, report.sources
             )
+            if found is None and required:
+                raise CaffeCompatError(f"the OpenCV judge cannot run: {status}")
             report.references["opencv"] = status
             report.skipped_values.update(skipped)
             if found is not None:
                 refs["opencv"] = found
             bar.update()
         else:
-            report.references["opencv"] = "skipped: disabled"
+            report.references["opencv"] = "skipped: not asked for"
         log.info("judges: %s", "; ".join(f"{k}: {v}" for k, v in report.references.items()))
         if not refs:
             if require_reference:
+                why = "; ".join(f"{k} {v}" for k, v in report.references.items())
                 raise CaffeCompatError(
-                    "no independent reference: install opencv-python-headless<5 or give stored "
-                    "reference arrays",
-                    remedy=Remedy("reference"),
+                    f"no independent judge could run ({why})", remedy=Remedy("reference")
                 )
             if "torch" not in backends:
                 report.references["none"] = (

@@ -26,15 +26,16 @@ def test_demo_converts_and_verifies_both_nets_against_opencv(cv2_caffe, tmp_path
         np.testing.assert_allclose(prob.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_demo_without_opencv_4_says_it_is_only_an_export_check(tmp_path, capsys, monkeypatch):
-    """OpenCV 5 users have no Caffe reader: the demo still runs and says what it compared."""
+def test_demo_without_opencv_4_is_judged_by_the_float64_reference(tmp_path, capsys, monkeypatch):
+    """OpenCV 5 users have no Caffe reader: the demo compares with the float64 reference."""
     import caffe_compat.verify.opencv as verify_module
 
     monkeypatch.setattr(verify_module, "opencv_caffe_available", lambda: "OpenCV 5 (simulated)")
     assert main(["demo", "--out", str(tmp_path / "demo"), "--batch", "4"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("not independent: an export check only") == 2
-    assert "opencv-python-headless<5" in printed
+    assert printed.count("reference float64: caffe_compat.reference") == 2
+    assert "export check" not in printed
+    assert printed.count("PASS") == 2
 
 
 def test_demo_files_go_to_a_temporary_folder_unless_out_is_given(tmp_path, capsys, monkeypatch):
