@@ -134,3 +134,23 @@ def check_against_reference(loaded, feeds, produced, tol) -> None:
             assert mine.shape == ref.shape, f"{backend} {value}: {mine.shape} vs {ref.shape}"
             error = float(np.max(np.abs(mine - ref), initial=0.0))
             assert error <= limit(ref), f"{backend} {value}: {error:.3g} from the reference"
+
+
+def judge_name() -> str:
+    """The judge whole-net tests are named after: OpenCV 4 where installed, else float64."""
+    return "opencv" if opencv_caffe_available() is None else "float64"
+
+
+def judge_run(net, prototxt, weights, feeds, values) -> dict[str, np.ndarray]:
+    """``values`` from the judge: OpenCV 4 reading the files (Winograd off where the caller's
+    fixture turned it off), or the float64 reference on the graph (``net``: a LoadedNet or a
+    Graph with weights attached)."""
+    graph = getattr(net, "graph", net)
+    if judge_name() == "opencv":
+        from caffe_compat.verify.opencv import run_opencv_caffe
+
+        return run_opencv_caffe(graph, prototxt, weights, feeds, list(values))
+    from caffe_compat.reference import forward
+
+    found = forward(net, feeds, outputs=list(values))
+    return {v: np.asarray(found[v], dtype=np.float32) for v in values}

@@ -103,3 +103,65 @@ def astronaut():
 
     data = pytest.importorskip("skimage.data", reason="scikit-image is not installed")
     return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+
+
+@pytest.fixture(scope="session")
+def judge() -> str:
+    """The independent judge whole-net checks are named after: OpenCV 4's Caffe reader where it
+    is installed, else the float64 reference (``caffe_compat.reference``), which runs anywhere."""
+    from _harness import judge_name
+
+    return judge_name()
+
+
+class _LbpFaces:
+    """Stand-in for OpenCV 4's Haar cascade where OpenCV has none (OpenCV 5): scikit-image's LBP
+    frontal-face cascade (a Viola-Jones detector too), so tests of the predictor that need faces
+    found in photos run on every OpenCV. Same call and result shape as ``HaarDetector``."""
+
+    def __init__(self, *, min_size: int = 30, max_side: int = 1280, **_: object) -> None:
+        from skimage import data
+        from skimage.feature import Cascade
+
+        from caffe_compat.app import faces
+        from caffe_compat.errors import CaffeCompatError
+
+        why_not = faces.haar_available()  # a test may simulate an OpenCV without cascades
+        if why_not is not None:
+            raise CaffeCompatError(f"{why_not}; use the SSD face detector (detector 'ssd') instead")
+
+        self.cascade = Cascade(data.lbp_frontal_face_cascade_filename())
+        self.min_size, self.max_side = min_size, max_side
+
+    def __call__(self, image):
+        import numpy as np
+
+        from caffe_compat.app.faces import Detection
+
+        rgb = np.ascontiguousarray(image[:, :, ::-1])
+        height, width = rgb.shape[:2]
+        side = max(self.min_size * 2, 60)
+        found = self.cascade.detect_multi_scale(
+            img=rgb,
+            scale_factor=1.2,
+            step_ratio=1,
+            min_size=(side, side),
+            max_size=(min(height, width), min(height, width)),
+            min_neighbor_number=8,  # fewer false faces than the default 4
+        )
+        boxes = sorted((f["c"], f["r"], f["width"], f["height"]) for f in found)
+        return [Detection(tuple(int(v) for v in box)) for box in boxes]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _faces_without_haar():
+    """Where OpenCV has no Haar cascade (5.x), 'haar' means the LBP stand-in in tests."""
+    from caffe_compat.app import faces
+
+    if faces.haar_available() is None:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(faces, "HaarDetector", _LbpFaces)
+        patch.setattr(faces, "haar_available", lambda: None)
+        yield

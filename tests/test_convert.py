@@ -29,7 +29,7 @@ def age(shared, tmp_path_factory):
     return shared / "deploy_age.prototxt", folder
 
 
-def test_convert_writes_models_that_agree(age, tmp_path, cv2_caffe):
+def test_convert_writes_models_that_agree(age, tmp_path):
     prototxt, folder = age
     result = convert(prototxt, folder / "age_net.caffemodel", out_prefix=tmp_path / "age")
     assert result.report is not None and result.report.passed

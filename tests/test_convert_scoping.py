@@ -131,16 +131,13 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize(
     ("case", "extra", "expect"),
     [
-        ("opencv", [], "check onnxruntime-cpu vs opencv: argmax 4/4"),
-        ("opencv", ["--no-check"], "wrote onnx"),
-        ("no-opencv", [], "note  parity check skipped: no independent judge ran"),
+        ("any-opencv", [], "check onnxruntime-cpu vs float64: argmax 4/4"),
+        ("any-opencv", ["--no-check"], "wrote onnx"),
+        ("no-opencv", [], "check onnxruntime-cpu vs float64: argmax 4/4"),
     ],
 )
 def test_onnx_only_never_imports_torch(tmp_path, case, extra, expect):
-    if case == "opencv":
-        cv2 = pytest.importorskip("cv2")
-        if not hasattr(cv2.dnn, "readNetFromCaffe"):
-            pytest.skip("OpenCV 4's Caffe reader is needed for the judged check")
+    """The float64 judge needs no torch, so the check runs wherever ONNX alone is asked for."""
     prototxt, weights = _files(tmp_path)
     args = ["convert", str(prototxt), str(weights), "-o", str(tmp_path / "out"), "--to", "onnx"]
     done = subprocess.run(

@@ -158,23 +158,3 @@ def test_bad_settings_are_named(tmp_path):
         (tmp_path / "n.prototxt").write_text(net(body))
         with pytest.raises(NetDefinitionError, match='layer "l"'):
             load_net(tmp_path / "n.prototxt")
-
-
-@pytest.mark.parametrize(
-    ("layer_type", "params", "ln_or_swish"),
-    [
-        ("Log", "log_param { base: 10 scale: 2 shift: 1 }", np.log),
-        ("Swish", "swish_param { beta: 1.7 }", lambda x: x / (1 + np.exp(-x))),
-    ],
-)
-def test_known_opencv_deviations(tmp_path, cv2_caffe, layer_type, params, ln_or_swish):
-    """OpenCV 4 ignores log_param and swish_param: why those cases use numpy as the reference."""
-    (tmp_path / "n.prototxt").write_text(
-        net(f'layer {{ name: "l" type: "{layer_type}" bottom: "data" top: "l" {params} }}')
-    )
-    x = np.random.default_rng(0).uniform(0.5, 3, (2, 5, 7, 9)).astype(np.float32)
-    cv_net = cv2_caffe.dnn.readNetFromCaffe(str(tmp_path / "n.prototxt"))
-    cv_net.setInput(x)
-    np.testing.assert_allclose(
-        cv_net.forward(), ln_or_swish(x.astype(np.float64)), rtol=1e-5, atol=1e-6
-    )

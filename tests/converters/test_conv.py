@@ -151,38 +151,6 @@ def test_depthwise_aliases(layer_check, layer_type, params, kwargs, multiplier):
     layer_check(prototxt, expected, opencv=False)
 
 
-@pytest.mark.parametrize("layer_type", ["ConvolutionDepthwise", "DepthwiseConvolution"])
-def test_depthwise_matches_opencv_grouped_convolution(tmp_path, cv2_caffe, layer_type):
-    """Our depthwise layer against OpenCV running the same weights as Convolution with group C."""
-    from caffe_compat.converters.onnx.export import to_onnx
-    from caffe_compat.converters.torch.model import CaffeNet
-    from caffe_compat.io.writer import definitions_only, write_caffemodel
-    from caffe_compat.ir.load import load_net
-    from caffe_compat.tools.synth import synthesize
-    from caffe_compat.verify.backends import run_onnxruntime, run_torch
-
-    layer = 'layer {{ name: "dw" type: "{}" bottom: "data" top: "dw" convolution_param {{ num_output: 5 kernel_size: 3 stride: 2 pad: 1 {} }} }}'
-    (tmp_path / "dw.prototxt").write_text(net(layer.format(layer_type, "")))
-    (tmp_path / "conv.prototxt").write_text(net(layer.format("Convolution", "group: 5")))
-    loaded = load_net(tmp_path / "dw.prototxt")
-    write_caffemodel(
-        tmp_path / "w.caffemodel",
-        definitions_only(loaded.net.layer),
-        synthesize(loaded, method="he"),
-    )
-    loaded = load_net(tmp_path / "dw.prototxt", tmp_path / "w.caffemodel")
-    x = np.random.default_rng(0).standard_normal((2, 5, 7, 9)).astype(np.float32)
-    cv_net = cv2_caffe.dnn.readNetFromCaffe(
-        str(tmp_path / "conv.prototxt"), str(tmp_path / "w.caffemodel")
-    )
-    cv_net.setInput(x)
-    reference = cv_net.forward()
-    ours = run_torch(loaded.graph, {"data": x}, ["dw"], model=CaffeNet(loaded.graph))["dw"]
-    onnx_out = run_onnxruntime(to_onnx(loaded.graph).SerializeToString(), {"data": x})["dw"]
-    np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(onnx_out, reference, rtol=1e-4, atol=1e-5)
-
-
 def test_depthwise_rejects_a_conflicting_group(tmp_path):
     from caffe_compat.errors import NetDefinitionError
     from caffe_compat.ir.load import load_net
@@ -204,25 +172,6 @@ def test_depthwise_reports_what_convolution_cannot_do(tmp_path):
         load_net(tmp_path / "n.prototxt").graph.nodes, ["torch", "onnx"]
     )
     assert [(m.backend, "axis" in m.detail) for m in missing] == [("torch", True), ("onnx", True)]
-
-
-def test_opencv_sizes_dilated_deconvolution_as_undilated(tmp_path, cv2_caffe):
-    """The known OpenCV deviation behind ``opencv="dilation" not in params`` above."""
-    from caffe_compat.io.writer import definitions_only, write_caffemodel
-    from caffe_compat.ir.load import load_net
-
-    params = "num_output: 4 kernel_size: 3 dilation: 2 pad: 1 bias_term: false"
-    layer = f'layer {{ name: "d" type: "Deconvolution" bottom: "data" top: "d" convolution_param {{ {params} }} }}'
-    (tmp_path / "n.prototxt").write_text(net(layer))
-    loaded = load_net(tmp_path / "n.prototxt")
-    assert loaded.graph.shapes["d"] == (2, 4, 9, 11)  # Caffe: 1 * (7 - 1) + 2 * (3 - 1) + 1 - 2
-    weights = {"d": [np.ones((5, 4, 3, 3), np.float32)]}
-    write_caffemodel(tmp_path / "n.caffemodel", definitions_only(loaded.net.layer), weights)
-    cv_net = cv2_caffe.dnn.readNetFromCaffe(
-        str(tmp_path / "n.prototxt"), str(tmp_path / "n.caffemodel")
-    )
-    cv_net.setInput(np.ones((2, 5, 7, 9), np.float32))
-    assert cv_net.forward().shape == (2, 4, 7, 9)
 
 
 @pytest.mark.parametrize(

@@ -39,27 +39,3 @@ def test_inner_product_axis_and_transpose(layer_check, axis, transpose, bias_ter
     # OpenCV's Caffe reader does not resolve a negative InnerProduct axis, and ignores
     # transpose (it reads the K x N blob as N x K; see the test below).
     layer_check(prototxt, expected, opencv=axis > 0 and not transpose)
-
-
-def test_opencv_ignores_inner_product_transpose(tmp_path, cv2_caffe):
-    from caffe_compat.io.prototxt import load_prototxt
-    from caffe_compat.io.writer import definitions_only, write_caffemodel
-
-    params = "num_output: 4 transpose: true bias_term: false"
-    (tmp_path / "n.prototxt").write_text(
-        net(
-            f'layer {{ name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param {{ {params} }} }}'
-        )
-    )
-    weight = np.random.default_rng(0).standard_normal((315, 4)).astype(np.float32)  # K x N
-    layers = definitions_only(load_prototxt(tmp_path / "n.prototxt")[0].layer)
-    write_caffemodel(tmp_path / "n.caffemodel", layers, {"fc": [weight]})
-    cv_net = cv2_caffe.dnn.readNetFromCaffe(
-        str(tmp_path / "n.prototxt"), str(tmp_path / "n.caffemodel")
-    )
-    x = np.random.default_rng(1).standard_normal((2, 5, 7, 9)).astype(np.float32)
-    cv_net.setInput(x)
-    flat = x.reshape(2, -1).astype(np.float64)
-    np.testing.assert_allclose(
-        cv_net.forward(), flat @ weight.reshape(4, 315).T, rtol=1e-4, atol=1e-4
-    )

@@ -136,20 +136,6 @@ def test_mvn(layer_check, params, kwargs):
     layer_check(prototxt, expected, feeds=uniform(-0.1, 0.2), opencv="eps" not in kwargs)
 
 
-def test_opencv_adds_mvn_eps_to_the_variance(tmp_path, cv2_caffe):
-    """The known OpenCV deviation the test above works around."""
-    (tmp_path / "n.prototxt").write_text(
-        net('layer { name: "m" type: "MVN" bottom: "data" top: "m" mvn_param { eps: 0.05 } }')
-    )
-    x = np.random.default_rng(0).uniform(-0.1, 0.2, (2, 5, 7, 9)).astype(np.float32)
-    cv_net = cv2_caffe.dnn.readNetFromCaffe(str(tmp_path / "n.prototxt"))
-    cv_net.setInput(x)
-    centred = x - x.astype(np.float64).mean(axis=(2, 3), keepdims=True)
-    theirs = centred / np.sqrt((centred**2).mean(axis=(2, 3), keepdims=True) + 0.05)
-    np.testing.assert_allclose(cv_net.forward(), theirs, rtol=1e-5, atol=1e-6)
-    assert np.abs(cv_net.forward() - mvn(x.astype(np.float64), eps=0.05)).max() > 0.1
-
-
 def test_mvn_in_place_after_conv(layer_check):
     prototxt = net(
         CONV

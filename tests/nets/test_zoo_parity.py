@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _harness import parity_devices
+from _harness import judge_name, judge_run, parity_devices
 from nets import _zoo
 
 from caffe_compat.app.readouts import expected_age
 from caffe_compat.converters.onnx.export import to_onnx
 from caffe_compat.verify import Tolerance
 from caffe_compat.verify.backends import run_onnxruntime, run_torch
-from caffe_compat.verify.opencv import run_opencv_caffe
 
 BATCH = 8
 BACKENDS = ("torch-cpu", "onnxruntime-cpu")
@@ -49,7 +48,7 @@ def check_classifier(net: _zoo.ZooNet) -> dict[str, float]:
     (output,) = graph.outputs
     report = _zoo.parity(net, _zoo.inputs(net, BATCH), devices=parity_devices())
     assert report.passed, report.render(all_rows=False)
-    assert report.references["opencv"].startswith("OpenCV"), report.references
+    assert judge_name() in {c.reference for c in report.comparisons}, report.references
     every = {v for v in graph.values if v not in graph.inputs}
     for backend in BACKENDS:
         compared = {c.value for c in report.comparisons if c.backend == backend}
@@ -61,7 +60,7 @@ def check_classifier(net: _zoo.ZooNet) -> dict[str, float]:
     return {
         c.backend: c.max_abs
         for c in report.comparisons
-        if c.value == output and c.reference == "opencv"
+        if c.value == output and c.reference == judge_name()
     }
 
 
@@ -82,7 +81,7 @@ def test_dex_expected_age_agrees_with_opencv(opencv_exact, tmp_path):
     graph = net.loaded.graph
     feeds = _zoo.inputs(net, BATCH)
     ours = run_torch(graph, feeds, ["prob"])["prob"]
-    theirs = run_opencv_caffe(graph, net.prototxt, net.weights, feeds, ["prob"])["prob"]
+    theirs = judge_run(net.loaded, net.prototxt, net.weights, feeds, ["prob"])["prob"]
     ages = expected_age(ours)
     assert ours.shape == (BATCH, 101)
     np.testing.assert_allclose(ages, expected_age(theirs), atol=1e-2)
@@ -99,7 +98,7 @@ def check_segmenter(net: _zoo.ZooNet, batch: int) -> None:
     every = {v for v in graph.values if v not in graph.inputs}
     for backend in BACKENDS:
         assert {c.value for c in report.comparisons if c.backend == backend} == every
-    reference = run_opencv_caffe(graph, net.prototxt, net.weights, feeds, ["score"])["score"]
+    reference = judge_run(net.loaded, net.prototxt, net.weights, feeds, ["score"])["score"]
     assert reference.shape == (batch, 21, *graph.inputs["data"][2:])
     top2 = np.sort(reference, axis=1)[:, -2:]
     clear = (top2[:, 1] - top2[:, 0]) > 2 * Tolerance().limit(reference)

@@ -42,17 +42,17 @@ def test_optimize_returns_a_new_folded_graph(tmp_path):
     assert_consistent(optimized)
 
 
-def test_optimized_graph_passes_verify_against_opencv_on_the_original_files(tmp_path, cv2_caffe):
+def test_optimized_graph_passes_verify_on_the_original_files(tmp_path, judge):
     prototxt, weights = files(tmp_path)
     loaded = load_net(prototxt, weights)
     optimized = dataclasses.replace(loaded, graph=optimize(loaded.graph))
     report = verify_loaded(optimized, weights_path=str(weights), batch=4, devices=("cpu",))
     assert report.passed, report.render(all_rows=False)
-    compared = {c.value for c in report.comparisons if c.reference == "opencv"}
+    compared = {c.value for c in report.comparisons if c.reference == judge}
     assert {"branch1", "conv1", "fc_scaled", "prob"} <= compared  # fused outputs included
 
 
-def test_convert_with_optimize_writes_a_model_without_normalisation_ops(tmp_path, cv2_caffe):
+def test_convert_with_optimize_writes_a_model_without_normalisation_ops(tmp_path):
     prototxt, weights = files(tmp_path)
     plain = convert(prototxt, weights, out_prefix=tmp_path / "plain", targets=["onnx"])
     folded = convert(

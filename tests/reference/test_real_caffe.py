@@ -20,7 +20,11 @@ from caffe_compat.reference import forward
 SHARED = Path(
     os.environ.get("CAFFE_COMPAT_SHARED") or Path(__file__).resolve().parents[3] / "shared"
 )
+
+
 LEVI = SHARED / "levi_hassner"
+
+
 SETS = {
     "levi_hassner": (
         LEVI / "deploy_age.prototxt",
@@ -69,23 +73,3 @@ def test_every_blob_matches_real_caffe(name):
         error = float(np.abs(ours[blob] - caffe[blob]).max())
         report.append(f"{blob}: {error:.2e} (limit {limit:.1e})")
         assert error <= limit, f"{name} {blob}: {error:.3g} > {limit:.3g}; " + "; ".join(report)
-
-
-def test_opencv_agrees_on_levi_hassner(cv2_caffe):
-    prototxt, weights, blobs_path = files("levi_hassner")
-    net = load_net(prototxt, weights)
-    with np.load(blobs_path) as data:
-        x = data["data"][:2]
-    layers = ["conv1", "pool1", "norm1", "conv2", "norm2", "conv3", "pool5", "fc6", "fc8", "prob"]
-    values = [net.graph.node(layer).outputs[0] for layer in layers]  # a layer's own output
-    ours = forward(net, {"data": x}, outputs=values)
-    reader = cv2_caffe.dnn.readNetFromCaffe(str(prototxt), str(weights))
-    reader.setPreferableBackend(cv2_caffe.dnn.DNN_BACKEND_OPENCV)
-    reader.enableFusion(False)
-    if hasattr(reader, "enableWinograd"):
-        reader.enableWinograd(False)
-    reader.setInput(x)
-    for value, array in zip(values, reader.forward(layers)):
-        ref = ours[value].reshape(array.shape)
-        error = float(np.abs(array - ref).max())
-        assert error <= max(1e-4 * float(np.abs(ref).max()), 1e-5), (value, error)

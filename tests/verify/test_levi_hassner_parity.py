@@ -54,7 +54,7 @@ def net_files(request, shared, tmp_path_factory):
 
 
 @pytest.mark.parametrize("fmt", ["v2", "v1", "hdf5"])
-def test_parity_with_opencv(net_files, shared, cv2_caffe, fmt):
+def test_parity_with_the_judge(net_files, shared, judge, fmt):
     prototxt, files = net_files
     loaded = load_net(prototxt, files[fmt])
     assert loaded.weights is not None and loaded.weights.format.endswith(fmt)
@@ -64,7 +64,7 @@ def test_parity_with_opencv(net_files, shared, cv2_caffe, fmt):
         loaded, weights_path=str(files[fmt]), feeds=feeds, devices=devices, tolerance=Tolerance()
     )
     assert report.passed, report.render(all_rows=False)
-    rows = {(c.backend, c.value): c for c in report.comparisons if c.reference == "opencv"}
+    rows = {(c.backend, c.value): c for c in report.comparisons if c.reference == judge}
     for backend in {a.backend for a in report.argmax}:
         assert rows[(backend, "prob")].max_abs <= 1e-4
         assert rows[(backend, "fc8")].max_abs <= 1e-4 * rows[(backend, "fc8")].max_ref
@@ -106,7 +106,7 @@ def test_every_blob_matches_real_caffe(shared, caffe_reference, device):
 
 @CUDA
 @pytest.mark.cuda
-def test_parity_on_cuda(net_files, shared, cv2_caffe):
+def test_parity_on_cuda(net_files, shared):
     prototxt, files = net_files
     loaded = load_net(prototxt, files["v2"])
     report = verify_loaded(
