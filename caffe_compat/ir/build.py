@@ -13,6 +13,7 @@ from ..errors import NetDefinitionError
 from ..proto import caffe_pb2
 from .graph import Graph, Node, Shape
 from .phase import NetState, layer_included
+from .validate import check_input_shape, validate_net
 
 
 def _input_shapes(layer: caffe_pb2.LayerParameter) -> list[Shape | None]:
@@ -42,12 +43,12 @@ def build_graph(
     state = state or NetState()
     overrides = dict(input_shapes or {})
     lines = lines or {}
+    validate_net(net, state, path=path, lines=lines)
     graph = Graph(name=net.name, inputs={}, nodes=[], outputs=[], path=path)
     declared: dict[str, Shape | None] = {}
     current: dict[str, str] = {}  # blob -> its latest value
     versions: dict[str, list[str]] = {}  # blob -> temporary value ids in order
     producer_of: dict[str, str] = {}  # temporary value id -> producing layer name
-    seen_names: set[str] = set()
 
     def new_version(blob: str, layer: str) -> str:
         tmp = f"{blob}\x00{len(versions.get(blob, []))}"
@@ -56,29 +57,27 @@ def build_graph(
         current[blob] = tmp
         return tmp
 
-    def add_input(blob: str, shape: Shape | None, layer: str) -> None:
+    def add_input(blob: str, shape: Shape | None, layer: caffe_pb2.LayerParameter) -> None:
         if blob in current:
-            raise NetDefinitionError(f'input blob "{blob}" is declared twice', layer=layer)
+            raise NetDefinitionError(f'input blob "{blob}" is declared twice', layer=layer.name)
         new_version(blob, "")
         declared[blob] = overrides.pop(blob, shape)
+        check_input_shape(declared[blob], blob, layer, path)
 
     for layer in net.layer:
         if not layer_included(state, layer):
             continue
         where = {"layer": layer.name, "layer_type": layer.type, "path": path}
-        if layer.name in seen_names:
-            raise NetDefinitionError("two layers share this name", **where)
-        seen_names.add(layer.name)
         if layer.type == "Input":
             for blob, shape in zip(layer.top, _input_shapes(layer)):
-                add_input(blob, shape, layer.name)
+                add_input(blob, shape, layer)
             continue
         info = registry.facts(layer.type)
         if info.role == "data":
             shapes = info.data_shape(layer, graph.notes)
             for i, (blob, shape) in enumerate(zip(layer.top, shapes)):
                 if i == 0 or shape is not None:
-                    add_input(blob, shape, layer.name)
+                    add_input(blob, shape, layer)
                 else:
                     graph.notes.append(f'"{blob}" of "{layer.name}" (labels) is not an input')
             graph.dropped.append((layer.name, layer.type))
@@ -128,5 +127,12 @@ def build_graph(
         if value not in consumed and graph.final[graph.blob_of[value]] == value
     ]
     if not graph.nodes:
-        raise NetDefinitionError(f"no layers left in phase {state.phase}", path=path)
+        left_out = sum(not layer_included(state, layer) for layer in net.layer)
+        hint = (
+            f" ({left_out} layer(s) belong to other phases or stages: choose with "
+            "--phase/--stage/--level, phase=/stages=/level= in Python)"
+            if left_out
+            else ""
+        )
+        raise NetDefinitionError(f"no layers left in phase {state.phase}{hint}", path=path)
     return graph
