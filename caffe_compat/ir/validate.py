@@ -155,9 +155,7 @@ def data_shapes(layer: caffe_pb2.LayerParameter, where: dict) -> list:
 def _phase_hint(net: caffe_pb2.NetParameter, state: NetState, blob: str) -> str:
     """When a layer left out by phase, stage or level produces ``blob``, say so."""
     hidden = [
-        layer.name
-        for layer in net.layer
-        if blob in layer.top and not layer_included(state, layer)
+        layer.name for layer in net.layer if blob in layer.top and not layer_included(state, layer)
     ]
     if not hidden:
         return ""

@@ -335,9 +335,5 @@ def _detection_fields(layer: caffe_pb2.LayerParameter) -> None:
 
 describe("Permute", opencv_tested=True, bottoms=1, tops=1)
 describe("PriorBox", opencv_tested=True, bottoms=(1, 2), tops=1, validate=_prior_box_fields)
-describe(
-    "DetectionOutput", opencv_tested=True, bottoms=(3, 4), tops=1, validate=_detection_fields
-)
-describe(
-    "Normalize", starting_values=positive(10.0, 20.0), opencv_tested=True, bottoms=1, tops=1
-)
+describe("DetectionOutput", opencv_tested=True, bottoms=(3, 4), tops=1, validate=_detection_fields)
+describe("Normalize", starting_values=positive(10.0, 20.0), opencv_tested=True, bottoms=1, tops=1)
