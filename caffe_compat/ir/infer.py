@@ -73,14 +73,8 @@ def _apply_rule(
         return [], [], str(exc)
     except Exception as exc:
         shapes = ", ".join(_fmt(s) for s in ins) or "none"
-        return (
-            [],
-            [],
-            (
-                f"the shape rule failed ({type(exc).__name__}: {exc}) on {_settings(node)} with "
-                f"bottoms {shapes}"
-            ),
-        )
+        failed = f"the shape rule failed ({type(exc).__name__}: {exc})"
+        return [], [], f"{failed} on {_settings(node)} with bottoms {shapes}"
     if len(outs) != len(node.outputs):
         return [], [], f"{len(node.outputs)} tops but the rule gave {len(outs)}"
     for value, shape in zip(node.outputs, outs):
