@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__, registry
+from ..budget import Budget, footprint, resolve
 from ..errors import CaffeCompatError
 from ..io.atomic import atomic_output
 from ..io.identity import file_identity
@@ -26,6 +27,9 @@ from ..ir.load import LoadedNet, load_net
 from ..verify import Report, verify_loaded
 
 TARGETS = ("onnx", "torch")
+# Copies of each parameter while both models are built: the loaded blobs, the torch module, the
+# ONNX protobuf and the bytes onnx's full check serialises it to.
+BUILD_PARAM_COPIES = 4
 
 
 @dataclass
@@ -114,9 +118,13 @@ def convert(
     check: bool = True,
     check_batch: int = 4,
     metadata: Mapping[str, str] | None = None,
+    max_memory: Budget | int | str | None = None,
     **net_options: Any,
 ) -> ConversionResult:
-    """Convert a Caffe net; nothing is written unless every step before the writes succeeded."""
+    """Convert a Caffe net; nothing is written unless every step before the writes succeeded.
+
+    ``max_memory`` bounds the models' building and the check (whose batch shrinks to fit); the
+    default is half the available memory (``budget.py``)."""
     targets = list(dict.fromkeys(targets))
     unknown = [t for t in targets if t not in TARGETS]
     if unknown or not targets:
@@ -132,6 +140,9 @@ def convert(
     mark = time.perf_counter()
     registry.preflight(loaded.graph, targets)  # first use imports torch and onnx
     timings["preflight"] = time.perf_counter() - mark
+    budget = resolve(max_memory)
+    need = footprint(loaded.graph, loaded.inference.params)
+    budget.require(BUILD_PARAM_COPIES * need.params, "building the PyTorch and ONNX models")
     graph = loaded.graph
     if optimize:
         from ..passes import optimize as optimize_graph
@@ -162,6 +173,7 @@ def convert(
             onnx_model=onnx_model.SerializeToString(),
             devices=("cpu",),
             require_reference=False,
+            max_memory=budget,
         )
         timings["check"] = time.perf_counter() - mark
         worst = max((c.max_abs for c in result.report.comparisons), default=0.0)
@@ -169,7 +181,7 @@ def convert(
         entry.key = "parity_at_export"
         entry.value = (
             f"{'pass' if result.report.passed else 'FAIL'}; max abs error {worst:.3g} over "
-            f"{len(result.report.comparisons)} blob comparisons, batch {check_batch}, "
+            f"{len(result.report.comparisons)} blob comparisons, batch {result.report.batch}, "
             f"references: {', '.join(result.report.references)}"
         )
     mark = time.perf_counter()

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from .. import registry
+from ..budget import Budget, footprint, plan_batch, resolve
 from ..ir.graph import Graph, Node, Shape
 from ..ir.load import LoadedNet
 from ..verify.inputs import feeds_for
@@ -24,6 +25,11 @@ from .fillers import fill
 
 METHODS = ("calibrated", "he", "fillers")
 HEAD_SPREAD = 1.5  # spread of a head layer's outputs across the calibration batch
+# Beside every blob, the largest layer's blobs are made up to three more times at once: float64
+# draws before the float32 cast, the torch copy calibration builds, the float64 rescaled copy.
+LARGEST_LAYER_COPIES = 3
+# Calibration keeps every value of its batch, plus float64 copies of the output it rescales.
+CALIBRATION_VALUE_COPIES = 2
 
 # Starting values for one layer type: (blob shapes, generator) -> arrays.
 StartingValues = Callable[[list[Shape], np.random.Generator], list[np.ndarray]]
@@ -126,15 +132,33 @@ def synthesize(
     method: str = "calibrated",
     batch: int = 16,
     starts: Mapping[str, StartingValues] | None = None,
+    max_memory: Budget | int | str | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """Weights for every layer of ``loaded`` (attached to its graph too), by layer name.
 
     ``starts`` replaces the starting values of chosen layer types before calibration (e.g. Scale
-    biases that keep a deep plain ReLU chain mostly active)."""
+    biases that keep a deep plain ReLU chain mostly active). ``max_memory`` (default: half the
+    available memory, see ``budget.py``) is checked before any blob is made; the calibration
+    batch never shrinks, since the weights depend on it."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
-    rng = np.random.default_rng(seed)
     graph = loaded.graph
+    budget = resolve(max_memory)
+    need = footprint(graph, loaded.inference.params)
+    weights = need.params + LARGEST_LAYER_COPIES * need.largest_params
+    if method == "calibrated":
+        plan_batch(
+            budget,
+            need,
+            batch,
+            fixed=weights,
+            copies=CALIBRATION_VALUE_COPIES,
+            what="calibrating synthesized weights",
+            shrink=False,
+        )
+    else:
+        budget.require(weights, "synthesizing weights")
+    rng = np.random.default_rng(seed)
     for node in graph.nodes:
         shapes = loaded.inference.params.get(node.name, [])
         node.blobs = initial_blobs(node, shapes, rng, method, starts) if shapes else []

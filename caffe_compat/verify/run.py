@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..budget import Budget, footprint, format_size, plan_batch, resolve
 from ..errors import CaffeCompatError
 from ..ir.load import LoadedNet, load_net
 from .compare import ArgmaxAgreement, Report, Tolerance, compare
@@ -16,6 +17,11 @@ from .inputs import feeds_for
 from .stored import load_reference_npz, stored_inputs, stored_values
 
 Values = dict[str, np.ndarray]
+# Copies a verification holds at once: of each parameter (the loaded blobs, the torch module, the
+# ONNX protobuf and its bytes, the runtime session, OpenCV's net) and of each value (OpenCV's,
+# torch's and ONNX Runtime's outputs, and the runtime's own before it hands them over).
+PARAM_COPIES = 6
+VALUE_COPIES = 4
 
 
 def _argmax_rows(array: np.ndarray) -> np.ndarray | None:
@@ -158,20 +164,44 @@ def verify_loaded(
     opencv: bool = True,
     inputs_label: str | None = None,
     require_reference: bool = True,
+    max_memory: Budget | int | str | None = None,
 ) -> Report:
     """Compare every shared blob between our back ends and the independent judges.
 
     Without any independent judge, ``require_reference=False`` (convert's quick check) compares
     ONNX Runtime with our PyTorch model instead of failing: an export check, said so in the
-    report, not a proof of parity with Caffe."""
+    report, not a proof of parity with Caffe.
+
+    ``max_memory`` (default: half the available memory, see ``budget.py``) bounds what the
+    comparison may hold; synthetic batches shrink to fit it, given arrays must fit as they are."""
     graph = loaded.graph
     tolerance = tolerance or Tolerance()
+    budget = resolve(max_memory)
+    need = footprint(graph, loaded.inference.params)
+    fixed = PARAM_COPIES * need.params
     if reference is not None and feeds is None:
         feeds = stored_inputs(graph, reference)
         inputs_label = inputs_label or ("the reference file's own inputs" if feeds else None)
     if feeds is None:
-        feeds = feeds_for(graph.inputs, batch, seed=seed, mean=mean)
-        inputs_label = inputs_label or f"{batch} synthetic images (seed {seed}), mean subtracted"
+        fitted = plan_batch(
+            budget, need, batch, fixed=fixed, copies=VALUE_COPIES, what="the verification"
+        )
+        feeds = feeds_for(graph.inputs, fitted, seed=seed, mean=mean)
+        label = f"{fitted} synthetic images (seed {seed}), mean subtracted"
+        if fitted < batch:
+            label += f" (not {batch}: the memory budget is {format_size(budget.limit)})"
+        inputs_label = inputs_label or label
+    else:
+        given = next(iter(feeds.values())).shape[0] if feeds else 1
+        plan_batch(
+            budget,
+            need,
+            given,
+            fixed=fixed,
+            copies=VALUE_COPIES,
+            what="the verification",
+            shrink=False,
+        )
     n = next(iter(feeds.values())).shape[0]
     report = Report(inputs=inputs_label or "given arrays", batch=n)
     values = [v for v in graph.values if v not in graph.inputs]
