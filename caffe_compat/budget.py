@@ -144,6 +144,7 @@ class Budget:
 
     limit: int
     origin: str
+    chosen: bool = False  # set by the user, so no hint about how to set it
 
     def fits(self, needed: float) -> bool:
         return needed <= self.limit
@@ -151,10 +152,10 @@ class Budget:
     def require(self, needed: float, what: str) -> None:
         """Raise one line when ``what`` would need more than the budget."""
         if needed > self.limit:
+            hint = "" if self.chosen else "; set it with --max-memory, max_memory= in Python"
             raise MemoryBudgetError(
                 f"{what} needs {format_size(needed)}, over the memory budget of "
-                f"{format_size(self.limit)} ({self.origin}; set it with --max-memory, "
-                "max_memory= in Python)"
+                f"{format_size(self.limit)} ({self.origin}{hint})"
             )
 
 
@@ -164,7 +165,7 @@ def resolve(max_memory: Budget | int | str | None = None) -> Budget:
         return max_memory
     if max_memory is not None:
         size = parse_size(max_memory)
-        return Budget(size, f"--max-memory {format_size(size)}")
+        return Budget(size, "--max-memory / max_memory=", chosen=True)
     available, source = available_memory()
     return Budget(
         int(available * DEFAULT_FRACTION),

@@ -49,8 +49,10 @@ def _size(text: str) -> int:
 
     try:
         return parse_size(text)
-    except CaffeCompatError as exc:
-        raise argparse.ArgumentTypeError(exc.reason) from None
+    except CaffeCompatError:
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 2G, 512M or a byte count, not {text!r}"
+        ) from None
 
 
 def add_memory_argument(parser: argparse.ArgumentParser) -> None:
