@@ -15,7 +15,7 @@ from ..io.writer import definitions_only
 from ..ir.load import load_net
 from ..ir.phase import NetState, layer_included
 from ..tools.synth import METHODS, synthesize
-from ..verify.inputs import feeds_for
+from ..verify.inputs import feeds_for, index_inputs
 from ._common import add_memory_argument, add_net_arguments, net_options
 
 NAME = "synth"
@@ -82,7 +82,7 @@ def _variety(loaded, seed: int, budget: Budget) -> list[str]:
         )
     except MemoryBudgetError as exc:
         return [f"note  no variety check: {exc}"]
-    feeds = feeds_for(graph.inputs, batch, seed=seed + 1000)
+    feeds = feeds_for(graph.inputs, batch, seed=seed + 1000, ids=index_inputs(graph))
     with torch.no_grad():
         out = CaffeNet(graph)(
             **{k: torch.from_numpy(v) for k, v in feeds.items()},

@@ -20,7 +20,7 @@ from .. import registry
 from ..budget import Budget, footprint, plan_batch, resolve
 from ..ir.graph import Graph, Node, Shape
 from ..ir.load import LoadedNet
-from ..verify.inputs import feeds_for
+from ..verify.inputs import feeds_for, index_inputs
 from .fillers import fill
 
 METHODS = ("calibrated", "he", "fillers")
@@ -92,7 +92,7 @@ def _calibrate(graph: Graph, seed: int, batch: int) -> None:
 
     from ..converters.torch._base import TorchContext
 
-    feeds = feeds_for(graph.inputs, batch, seed=seed + 1)
+    feeds = feeds_for(graph.inputs, batch, seed=seed + 1, ids=index_inputs(graph))
     env: dict[str, torch.Tensor] = {k: torch.from_numpy(v) for k, v in feeds.items()}
     heads = _heads(graph)
     with torch.no_grad():

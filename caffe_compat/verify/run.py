@@ -13,7 +13,7 @@ from ..errors import CaffeCompatError
 from ..ir.load import LoadedNet, load_net
 from .compare import ArgmaxAgreement, Report, Tolerance, compare
 from .detections import align_detections
-from .inputs import feeds_for
+from .inputs import feeds_for, index_inputs
 from .stored import load_reference_npz, stored_inputs, stored_values
 
 Values = dict[str, np.ndarray]
@@ -187,7 +187,7 @@ def verify_loaded(
         fitted = plan_batch(
             budget, need, batch, fixed=fixed, copies=VALUE_COPIES, what="the verification"
         )
-        feeds = feeds_for(graph.inputs, fitted, seed=seed, mean=mean)
+        feeds = feeds_for(graph.inputs, fitted, seed=seed, mean=mean, ids=index_inputs(graph))
         label = f"{fitted} synthetic images (seed {seed}), mean subtracted"
         if fitted < batch:
             label += f" (not {batch}: the memory budget is {format_size(budget.limit)})"
