@@ -239,7 +239,7 @@ class Mutator:
 
     def _wiring(self, net, layer, rng: random.Random) -> str:
         blobs = sorted({b for item in self._layers(net) for b in (*item.top, *item.bottom)})
-        blobs += list(net.input) + ["nowhere"]
+        blobs += [*net.input, "nowhere"]
         ends = [e for e in ("bottom", "top") if len(getattr(layer, e))]
         end = rng.choice(ends or ["bottom"])
         names = getattr(layer, end)
