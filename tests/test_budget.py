@@ -273,3 +273,27 @@ def test_cli_refuses_a_bad_size(tmp_path, capsys):
         )
     assert info.value.code == 2
     assert "argument --max-memory: expected a size such as 2G" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("layer", "parts"),
+    [
+        # Legal (odd, within int32): the channel-padded squares would hold 2^31 channels.
+        (
+            'layer { name: "norm" type: "LRN" bottom: "data" top: "norm" lrn_param { local_size: 2147483647 } }',
+            ["scratch", 'layer "norm"'],
+        ),
+        # Legal (the top holds exactly Caffe's limit of 2^31 - 1 values): 8 GiB of values.
+        (
+            'layer { name: "tile" type: "Tile" bottom: "data" top: "tile" tile_param { axis: 0 tiles: 2147483647 } }',
+            ["values", "per item"],
+        ),
+    ],
+)
+def test_legal_settings_that_ask_for_terabytes_are_refused(tmp_path, capsys, layer, parts):
+    text = 'input: "data" input_dim: 1 input_dim: 1 input_dim: 1 input_dim: 1\n' + layer
+    path = write(tmp_path, text)
+    load_net(path)
+    line = cli_error(capsys, "synth", path, "-o", tmp_path / "w.caffemodel", "--max-memory", "2G")
+    for part in ("over the memory budget of 2 GiB", *parts):
+        assert part in line, line

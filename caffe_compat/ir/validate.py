@@ -133,9 +133,9 @@ def check_input_shape(
     """An input's declared (or overridden) shape: every dim positive, the blob within limits."""
     if shape is None:
         return
-    problem = shape_problem(shape)
+    problem = shape_problem(shape) if shape else "an input needs at least one axis (the batch)"
     if problem:
-        source = "input_param shape" if layer.type == "Input" else "the shape it declares"
+        source = "input_param or input_dim" if layer.type == "Input" else "its data layer's shape"
         raise NetDefinitionError(
             f'input "{blob}" ({source}) is {_fmt(shape)}: {problem}',
             path=path,

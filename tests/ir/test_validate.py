@@ -288,7 +288,9 @@ def test_prior_box_infinite_aspect_ratio_with_flip(tmp_path):
 def test_input_dims_must_be_positive(tmp_path, capsys, dims):
     text = 'input: "data"\n' + "".join(f"input_dim: {d}\n" for d in dims)
     text += 'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n'
-    refused(tmp_path, text, 'layer "input" (Input)', "is not positive", "input_param shape")
+    refused(
+        tmp_path, text, 'layer "input" (Input)', "is not positive", "(input_param or input_dim)"
+    )
     path = tmp_path / "net.prototxt"
     cli_refuses(capsys, "inspect", path)
     cli_refuses(capsys, "synth", path, "-o", tmp_path / "w.caffemodel")
@@ -304,13 +306,20 @@ def test_input_dims_must_be_positive(tmp_path, capsys, dims):
         )
 
 
+def test_input_needs_a_batch_axis(tmp_path):
+    text = 'layer { name: "in" type: "Input" top: "x" input_param { shape { } } }\n'
+    text += 'layer { name: "r" type: "ReLU" bottom: "x" top: "r" }\n'
+    refused(tmp_path, text, 'layer "in" (Input)', "at least one axis")
+
+
 def test_input_over_caffes_blob_limit(tmp_path, capsys):
     # 145 bytes that used to ask for hundreds of GiB: Caffe's Blob refuses over INT_MAX values.
     text = 'input: "data"\ninput_dim: 1 input_dim: 3 input_dim: 100000 input_dim: 100000\n'
     text += 'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n'
     refused(tmp_path, text, 'input "data"', "30,000,000,000 values", "Caffe's limit")
     for command in ("convert", "verify"):
-        cli_refuses(capsys, command, tmp_path / "net.prototxt", tmp_path / "none.caffemodel")
+        line = cli_refuses(capsys, command, tmp_path / "net.prototxt", tmp_path / "w.caffemodel")
+        assert "over Caffe's limit" in line
 
 
 def test_tile_past_the_blob_limit(tmp_path):
