@@ -42,11 +42,12 @@ def worker(args: argparse.Namespace) -> None:
 
     seeds = seed_nets()
     mutator = Mutator(seeds, args.seed)
+    weights = _weights(seeds, args.small_weight)
     folder = Path(tempfile.mkdtemp(prefix="fuzz-"))
     path = folder / "case.prototxt"
     index = args.start
     while True:
-        case = mutator.case(index)
+        case = mutator.case(index, weights)
         print(json.dumps({"start": index}), flush=True)
         path.write_text(case.text)
         outcome = run_api(path)
@@ -66,6 +67,11 @@ def worker(args: argparse.Namespace) -> None:
         index += 1
 
 
+def _weights(seeds: list[tuple[str, str]], small: float) -> list[float]:
+    """The small seed nets (tests/fuzz/seeds) ``small`` times as likely as each large one."""
+    return [small if name.startswith("tests/fuzz/seeds/") else 1.0 for name, _ in seeds]
+
+
 def _save(out: Path, index: int, text: str, record: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"case_{index}.prototxt").write_text(text)
@@ -80,6 +86,9 @@ def main() -> int:
     parser.add_argument("--address-space", default="4G", help="RLIMIT_AS of the child")
     parser.add_argument("--cli", action="store_true", help="also run inspect, synth, convert")
     parser.add_argument("--out", default="fuzz-failures", help="folder for failing cases")
+    parser.add_argument(
+        "--small-weight", type=float, default=4.0, help="weight of each small seed net (large: 1)"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -88,7 +97,9 @@ def main() -> int:
 
     from fuzz.mutator import Mutator, seed_nets
 
-    mutator = Mutator(seed_nets(), args.seed)
+    seeds = seed_nets()
+    mutator = Mutator(seeds, args.seed)
+    weights = _weights(seeds, args.small_weight)
     deadline = time.monotonic() + 60 * args.minutes
     start_time = time.monotonic()
     kinds: collections.Counter[str] = collections.Counter()
@@ -97,6 +108,7 @@ def main() -> int:
     while time.monotonic() < deadline:
         command = [sys.executable, __file__, "--worker", "--seed", str(args.seed)]
         command += ["--start", str(next_index), "--address-space", args.address_space]
+        command += ["--small-weight", str(args.small_weight)]
         command += ["--cli"] if args.cli else []
         child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         started = None
@@ -114,7 +126,12 @@ def main() -> int:
                 kinds[record["kind"]] += 1
                 steps[record["steps"][-1] if record["steps"] else "?"] += 1
                 if record["kind"] == "internal":
-                    _save(Path(args.out), record["done"], mutator.case(record["done"]).text, record)
+                    _save(
+                        Path(args.out),
+                        record["done"],
+                        mutator.case(record["done"], weights).text,
+                        record,
+                    )
                     print(f"internal error in case {record['done']}: {record['detail'][:300]}")
         finally:
             if child.poll() is None:
@@ -124,7 +141,7 @@ def main() -> int:
             crashes += 1
             kinds["internal"] += 1
             record = {"done": started, "kind": "crash", "exit": code}
-            _save(Path(args.out), started, mutator.case(started).text, record)
+            _save(Path(args.out), started, mutator.case(started, weights).text, record)
             print(f"child died in case {started} (exit {code})")
             next_index = started + 1
     elapsed = time.monotonic() - start_time
