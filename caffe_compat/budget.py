@@ -183,6 +183,7 @@ class Footprint:
     fixed: int  # values that do not grow with the batch (prior boxes)
     scratch_per_item: float  # the largest per-layer scratch, per batch item
     scratch_layer: str  # the layer needing it
+    largest_per_item: float = 0.0  # the largest single value, per batch item
 
     def values(self, batch: int, copies: int) -> float:
         """Every value held ``copies`` times at ``batch``, plus one layer's scratch."""
@@ -197,10 +198,11 @@ def footprint(graph: Graph, params: Mapping[str, list[Shape]]) -> Footprint:
     """The footprint of ``graph`` from its inferred value shapes and parameter shapes."""
     first = next(iter(graph.inputs.values()), None)
     declared = first[0] if first else 1
-    per_item, fixed = 0.0, 0
+    per_item, fixed, largest = 0.0, 0, 0.0
     for shape in graph.shapes.values():
         if shape and shape[0] == declared:
             per_item += FLOAT32 * _count(shape) / declared
+            largest = max(largest, FLOAT32 * _count(shape) / declared)
         else:
             fixed += FLOAT32 * _count(shape)
     layer_params = [sum(_count(s) for s in shapes) for shapes in params.values()] or [0]
@@ -226,6 +228,7 @@ def footprint(graph: Graph, params: Mapping[str, list[Shape]]) -> Footprint:
         fixed=fixed,
         scratch_per_item=scratch,
         scratch_layer=scratch_layer,
+        largest_per_item=largest,
     )
 
 

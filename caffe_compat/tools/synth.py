@@ -28,8 +28,8 @@ HEAD_SPREAD = 1.5  # spread of a head layer's outputs across the calibration bat
 # Beside every blob, the largest layer's blobs are made up to three more times at once: float64
 # draws before the float32 cast, the torch copy calibration builds, the float64 rescaled copy.
 LARGEST_LAYER_COPIES = 3
-# Calibration keeps every value of its batch, plus float64 copies of the output it rescales.
-CALIBRATION_VALUE_COPIES = 2
+# Calibration keeps every value of its batch once, plus float64 copies (2x) of the largest.
+CALIBRATION_FLOAT64 = 2
 
 # Starting values for one layer type: (blob shapes, generator) -> arrays.
 StartingValues = Callable[[list[Shape], np.random.Generator], list[np.ndarray]]
@@ -151,8 +151,8 @@ def synthesize(
             budget,
             need,
             batch,
-            fixed=weights,
-            copies=CALIBRATION_VALUE_COPIES,
+            fixed=weights + CALIBRATION_FLOAT64 * batch * need.largest_per_item,
+            copies=1,
             what="calibrating synthesized weights",
             shrink=False,
         )
