@@ -423,3 +423,27 @@ def test_default_limit_refuses_a_huge_file_without_parsing_it(tmp_path):
     with pytest.raises(PrototxtError, match="over the limit"):
         load_net(path)
     assert time.perf_counter() - start < 1.0
+
+
+def test_embed_gets_valid_synthetic_ids_and_refuses_others(tmp_path):
+    import torch
+
+    from caffe_compat.converters.torch.model import CaffeNet
+    from caffe_compat.tools.synth import synthesize
+    from caffe_compat.verify.inputs import feeds_for, index_inputs
+
+    text = """
+layer { name: "in" type: "Input" top: "ids" input_param { shape { dim: 2 dim: 5 } } }
+layer { name: "emb" type: "Embed" bottom: "ids" top: "e" embed_param { num_output: 3 input_dim: 7 } }
+"""
+    loaded = load_net(write(tmp_path, text))
+    assert index_inputs(loaded.graph) == {"ids": 7}
+    feeds = feeds_for(loaded.graph.inputs, 50, ids=index_inputs(loaded.graph))
+    assert feeds["ids"].min() >= 0 and feeds["ids"].max() <= 6
+    assert np.array_equal(feeds["ids"], np.round(feeds["ids"]))
+    synthesize(loaded)  # calibration runs on ids, not on image-like values
+    model = CaffeNet(loaded.graph)
+    with pytest.raises(
+        CaffeCompatError, match=r'layer "emb" \(Embed\).*outside the table\'s rows 0..6'
+    ):
+        model(torch.tensor([[0.0, 1, 2, 3, 9]] * 2))
