@@ -334,6 +334,27 @@ def _detection_fields(layer: caffe_pb2.LayerParameter) -> None:
 
 
 describe("Permute", opencv_tested=True, bottoms=1, tops=1)
-describe("PriorBox", opencv_tested=True, bottoms=(1, 2), tops=1, validate=_prior_box_fields)
+
+
+def _prior_box_opencv(node: Node) -> str | None:
+    """OpenCV 4's PriorBox deviations from the SSD fork (measured in tests/converters)."""
+    p = node.param.prior_box_param
+    if not p.HasField("clip"):
+        return "OpenCV clips the boxes when clip is unset (Caffe's default is not to)"
+    if any(p.HasField(f) for f in ("img_size", "img_h", "img_w")):
+        return "OpenCV ignores img_size/img_h/img_w"
+    if any(v != int(v) for v in (*p.min_size, *p.max_size)):
+        return "OpenCV keeps fractional min/max sizes (Caffe truncates them)"
+    return None
+
+
+describe(
+    "PriorBox",
+    opencv_tested=True,
+    bottoms=(1, 2),
+    tops=1,
+    validate=_prior_box_fields,
+    opencv_deviation=_prior_box_opencv,
+)
 describe("DetectionOutput", opencv_tested=True, bottoms=(3, 4), tops=1, validate=_detection_fields)
 describe("Normalize", starting_values=positive(10.0, 20.0), opencv_tested=True, bottoms=1, tops=1)

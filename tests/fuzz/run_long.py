@@ -51,20 +51,32 @@ def worker(args: argparse.Namespace) -> None:
         print(json.dumps({"start": index}), flush=True)
         path.write_text(case.text)
         outcome = run_api(path)
+        steps, late = list(outcome.steps), outcome.late
         if args.cli and outcome.kind != "internal":
             by_cli = run_cli(path, folder, convert=True)
-            if by_cli.kind == "internal":
+            steps += by_cli.steps
+            if by_cli.kind == "internal" or (by_cli.late and not late):
                 outcome = by_cli
+            late = late or by_cli.late
         record = {
             "done": index,
             "kind": outcome.kind,
-            "steps": outcome.steps,
+            "steps": steps,
             "detail": outcome.detail[-4000:],
+            "late": late,
             "seed": case.seed,
             "ops": case.ops,
         }
         print(json.dumps(record), flush=True)
         index += 1
+
+
+def _shape(detail: str) -> str:
+    """An error line without its names and numbers, so alike errors count together."""
+    import re
+
+    text = detail.split('"), ', 1)[-1]
+    return re.sub(r'"[^"]*"|\d[\d.,e+-]*', "#", text)[-120:]
 
 
 def _weights(seeds: list[tuple[str, str]], small: float) -> list[float]:
@@ -104,6 +116,7 @@ def main() -> int:
     start_time = time.monotonic()
     kinds: collections.Counter[str] = collections.Counter()
     steps: collections.Counter[str] = collections.Counter()
+    late: collections.Counter[str] = collections.Counter()
     next_index, crashes = args.start, 0
     while time.monotonic() < deadline:
         command = [sys.executable, __file__, "--worker", "--seed", str(args.seed)]
@@ -124,7 +137,9 @@ def main() -> int:
                 started = None
                 next_index = record["done"] + 1
                 kinds[record["kind"]] += 1
-                steps[record["steps"][-1] if record["steps"] else "?"] += 1
+                steps.update(record["steps"])  # the library's last step, each command:exit
+                if record.get("late"):
+                    late[record["detail"].split(": ", 1)[0] + ": " + _shape(record["detail"])] += 1
                 if record["kind"] == "internal":
                     _save(
                         Path(args.out),
@@ -152,7 +167,10 @@ def main() -> int:
         f"(crashes {crashes}); address space {args.address_space}, seed {args.seed}, "
         f"cases {args.start}..{next_index - 1}{', with the CLI' if args.cli else ''}"
     )
-    print("last step reached:", dict(steps.most_common()))
+    print("library: last step reached; commands: exit codes:", dict(steps.most_common()))
+    print(f"refused after loading ({sum(late.values())}), for review:")
+    for text, count in late.most_common(15):
+        print(f"  {count:4d}  {text}")
     return 1 if kinds["internal"] else 0
 
 
