@@ -15,7 +15,7 @@ from ..io.writer import definitions_only
 from ..ir.load import load_net
 from ..ir.phase import NetState, layer_included
 from ..tools.synth import METHODS, synthesize
-from ..verify.inputs import feeds_for, index_inputs
+from ..verify.inputs import feed_batch, feeds_for, index_inputs
 from ._common import add_memory_argument, add_net_arguments, net_options
 
 NAME = "synth"
@@ -76,9 +76,16 @@ def _variety(loaded, seed: int, budget: Budget) -> list[str]:
 
     graph = loaded.graph
     need = footprint(graph, loaded.inference.params)
+    wanted, fixed_batch = feed_batch(graph, VARIETY_BATCH)
     try:
         batch = plan_batch(
-            budget, need, VARIETY_BATCH, fixed=2 * need.params, copies=1, what="the variety check"
+            budget,
+            need,
+            wanted,
+            fixed=2 * need.params,
+            copies=1,
+            what="the variety check",
+            shrink=fixed_batch is None,
         )
     except MemoryBudgetError as exc:
         return [f"note  no variety check: {exc}"]

@@ -136,6 +136,33 @@ def infer_shapes(graph: Graph, *, strict: bool = True) -> Inference:
     return result
 
 
+def batch_dependence(graph: Graph) -> str | None:
+    """Why the net runs only at its declared batch (None when any batch computes the same
+    function): a layer whose parameters or non-batch axes change with the batch, such as an
+    InnerProduct or Scale over axis 0. Caffe would refuse such a net reshaped to another batch;
+    synthetic checks must then use the declared one. Found by inferring at batch B and B + 1."""
+    if not graph.inputs or any(not shape for shape in graph.inputs.values()):
+        return None
+    runs = []
+    for extra in (0, 1):
+        inputs = {n: (s[0] + extra, *s[1:]) for n, s in graph.inputs.items()}
+        probe = Graph(graph.name, inputs, graph.nodes, graph.outputs, path=graph.path)
+        try:
+            runs.append(infer_shapes(probe, strict=True))
+        except CaffeCompatError as exc:
+            return f"at another batch size: {exc.reason}"
+    (before, after) = runs
+    for node in graph.nodes:
+        moved = before.params.get(node.name) != after.params.get(node.name)
+        for value in node.outputs:
+            s0, s1 = before.shapes[value], after.shapes[value]
+            same_rest = s0 is not None and s1 is not None and s0[1:] == s1[1:]
+            moved = moved or not (s0 == s1 or (same_rest and s1[0] == s0[0] + 1))
+        if moved:
+            return f'layer "{node.name}" ({node.type}) computes across the batch axis'
+    return None
+
+
 def _fit(array: np.ndarray, expected: Shape) -> np.ndarray | None:
     """The blob in the expected shape, or None. Legacy 4-D blobs are right-aligned (Caffe rule)."""
     if tuple(array.shape) == tuple(expected):

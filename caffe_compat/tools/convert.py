@@ -23,6 +23,7 @@ from ..budget import Budget, footprint, resolve
 from ..errors import CaffeCompatError
 from ..io.atomic import atomic_output
 from ..io.identity import file_identity
+from ..ir.infer import batch_dependence
 from ..ir.load import LoadedNet, load_net
 from ..verify import Report, verify_loaded
 
@@ -159,7 +160,11 @@ def convert(
         torch_model = CaffeNet(graph)
         timings["build_torch"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    onnx_model = to_onnx(graph, metadata={**source_metadata(loaded), **(metadata or {})})
+    onnx_model = to_onnx(
+        graph,
+        metadata={**source_metadata(loaded), **(metadata or {})},
+        dynamic_batch=batch_dependence(graph) is None,  # else only the declared batch computes
+    )
     check_model(onnx_model)
     timings["build_onnx"] = time.perf_counter() - mark
 

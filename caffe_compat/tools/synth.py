@@ -20,11 +20,12 @@ from .. import registry
 from ..budget import Budget, footprint, plan_batch, resolve
 from ..ir.graph import Graph, Node, Shape
 from ..ir.load import LoadedNet
-from ..verify.inputs import feeds_for, index_inputs
+from ..verify.inputs import feed_batch, feeds_for, index_inputs
 from .fillers import fill
 
 METHODS = ("calibrated", "he", "fillers")
 HEAD_SPREAD = 1.5  # spread of a head layer's outputs across the calibration batch
+MAX_GAIN = 1e4  # largest calibration gain (float16 holds it)
 # Beside every blob, the largest layer's blobs are made up to three more times at once: float64
 # draws before the float32 cast, the torch copy calibration builds, the float64 rescaled copy.
 LARGEST_LAYER_COPIES = 3
@@ -109,14 +110,16 @@ def _calibrate(graph: Graph, seed: int, batch: int) -> None:
             module = build.fn(node, TorchContext(graph, node))
             result = module(*inputs)
             rescale = registry.facts(node.type).rescale
-            if rescale is not None and node.blobs:
-                y = result[0] if isinstance(result, tuple) else result
-                y = y.double().numpy()
+            top = result[0] if isinstance(result, tuple) else result
+            # A top with one axis has no batch or positions to take channel statistics over.
+            if rescale is not None and node.blobs and top.dim() > 1:
+                y = top.double().numpy()
                 axis = registry.facts(node.type).channel_axis % y.ndim
                 axes = tuple(i for i in range(y.ndim) if i != axis)
                 mean, std = y.mean(axis=axes), y.std(axis=axes)
                 target = HEAD_SPREAD if node.name in heads else 1.0
-                scale = _f16(target / np.maximum(std, 1e-6))
+                # A channel constant over the batch keeps a finite (float16) gain.
+                scale = _f16(np.minimum(target / np.maximum(std, 1e-6), MAX_GAIN))
                 rescale(node, scale, _f16(-mean * scale))
                 result = build.fn(node, TorchContext(graph, node))(*inputs)
             if isinstance(result, torch.Tensor):
@@ -143,6 +146,7 @@ def synthesize(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     graph = loaded.graph
+    batch, _ = feed_batch(graph, batch)  # a net computing across its batch axis: its own
     budget = resolve(max_memory)
     need = footprint(graph, loaded.inference.params)
     weights = need.params + LARGEST_LAYER_COPIES * need.largest_params

@@ -48,6 +48,18 @@ def synthetic_images(n: int, channels: int, height: int, width: int, seed: int =
     return out
 
 
+def feed_batch(graph: Graph, wanted: int) -> tuple[int, str | None]:
+    """The batch synthetic inputs may have: ``wanted``, or the declared batch (and why) when
+    the net computes across its batch axis (see ``ir.infer.batch_dependence``)."""
+    from ..ir.infer import batch_dependence
+
+    why = batch_dependence(graph)
+    if why is None:
+        return wanted, None
+    first = next(iter(graph.inputs.values()))
+    return first[0], why
+
+
 def index_inputs(graph: Graph) -> dict[str, int]:
     """Inputs that an Embed layer reads as row indices, with the number of rows: synthetic
     values for them must be integer ids below it (any other value is out of Caffe's table)."""

@@ -13,7 +13,7 @@ from ..errors import CaffeCompatError
 from ..ir.load import LoadedNet, load_net
 from .compare import ArgmaxAgreement, Report, Tolerance, compare
 from .detections import align_detections
-from .inputs import feeds_for, index_inputs
+from .inputs import feed_batch, feeds_for, index_inputs
 from .stored import load_reference_npz, stored_inputs, stored_values
 
 Values = dict[str, np.ndarray]
@@ -183,17 +183,32 @@ def verify_loaded(
     if reference is not None and feeds is None:
         feeds = stored_inputs(graph, reference)
         inputs_label = inputs_label or ("the reference file's own inputs" if feeds else None)
+    wanted, fixed_batch = feed_batch(graph, batch)
     if feeds is None:
         fitted = plan_batch(
-            budget, need, batch, fixed=fixed, copies=VALUE_COPIES, what="the verification"
+            budget,
+            need,
+            wanted,
+            fixed=fixed,
+            copies=VALUE_COPIES,
+            what="the verification",
+            shrink=fixed_batch is None,
         )
         feeds = feeds_for(graph.inputs, fitted, seed=seed, mean=mean, ids=index_inputs(graph))
         label = f"{fitted} synthetic images (seed {seed}), mean subtracted"
-        if fitted < batch:
+        if fixed_batch is not None and fitted != batch:
+            label += f" (the net's own batch: {fixed_batch})"
+        elif fitted < batch:
             label += f" (not {batch}: the memory budget is {format_size(budget.limit)})"
         inputs_label = inputs_label or label
     else:
         given = next(iter(feeds.values())).shape[0] if feeds else 1
+        if fixed_batch is not None and given != wanted:
+            raise CaffeCompatError(
+                f"the inputs hold {given} items, but this net runs only at its declared batch "
+                f"{wanted}: {fixed_batch}",
+                path=graph.path,
+            )
         plan_batch(
             budget,
             need,

@@ -55,7 +55,7 @@ def run_api(path: Path, *, forward: bool = True) -> Outcome:
     from caffe_compat.converters.torch.model import CaffeNet
     from caffe_compat.ir.load import load_net
     from caffe_compat.tools.synth import synthesize
-    from caffe_compat.verify.inputs import feeds_for, index_inputs
+    from caffe_compat.verify.inputs import feed_batch, feeds_for, index_inputs
 
     outcome = Outcome()
     step = "load (lenient)"
@@ -72,7 +72,16 @@ def run_api(path: Path, *, forward: bool = True) -> Outcome:
             graph = loaded.graph
             need = footprint(graph, loaded.inference.params)
             budget = resolve(BUDGET)
-            batch = plan_batch(budget, need, 1, fixed=2 * need.params, copies=1, what="forward")
+            wanted, fixed_batch = feed_batch(graph, 1)
+            batch = plan_batch(
+                budget,
+                need,
+                wanted,
+                fixed=2 * need.params,
+                copies=1,
+                what="forward",
+                shrink=fixed_batch is None,
+            )
             feeds = feeds_for(graph.inputs, batch, ids=index_inputs(graph))
             with torch.no_grad():
                 CaffeNet(graph)(**{k: torch.from_numpy(v) for k, v in feeds.items()})

@@ -447,3 +447,53 @@ layer { name: "emb" type: "Embed" bottom: "ids" top: "e" embed_param { num_outpu
         CaffeCompatError, match=r'layer "emb" \(Embed\).*outside the table\'s rows 0..6'
     ):
         model(torch.tensor([[0.0, 1, 2, 3, 9]] * 2))
+
+
+# InnerProduct over axis 0 folds the batch into its inputs: its weights fit batch 2 only.
+BATCH_BOUND = """
+layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 4 } } }
+layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 5 axis: 0 } }
+"""
+
+
+def test_nets_computing_across_the_batch_run_at_their_own_batch(tmp_path, capsys):
+    from caffe_compat.ir.infer import batch_dependence
+    from caffe_compat.tools.synth import synthesize
+    from caffe_compat.verify import verify_loaded
+
+    path = write(tmp_path, BATCH_BOUND)
+    loaded = load_net(path)
+    assert (
+        batch_dependence(loaded.graph) == 'layer "fc" (InnerProduct) computes across the batch axis'
+    )
+    assert (
+        batch_dependence(
+            load_net(
+                write(
+                    tmp_path,
+                    INPUT + 'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }',
+                    "free.prototxt",
+                )
+            ).graph
+        )
+        is None
+    )
+    synthesize(loaded)  # calibrates at batch 2, not 16
+    report = verify_loaded(
+        loaded, opencv=False, require_reference=False, devices=("cpu",), batch=20
+    )
+    assert report.batch == 2 and "the net's own batch" in report.inputs and report.passed
+    with pytest.raises(CaffeCompatError, match="runs only at its declared batch 2"):
+        verify_loaded(
+            loaded,
+            feeds={"data": np.zeros((3, 3, 4, 4), np.float32)},
+            opencv=False,
+            require_reference=False,
+        )
+    weights = tmp_path / "w.caffemodel"
+    assert main(["synth", str(path), "-o", str(weights)]) == 0
+    assert "over 2 unseen inputs" not in capsys.readouterr().out  # fc's top is 5-wide, not per item
+    assert main(
+        ["convert", str(path), str(weights), "-o", str(tmp_path / "m"), "--to", "onnx"]
+    ) in (0, 1)
+    assert "internal error" not in capsys.readouterr().err
