@@ -144,6 +144,11 @@ class NetDefinitionError(CaffeCompatError):
     """The net is well-formed protobuf but not a valid Caffe net (wiring, shapes, parameters)."""
 
 
+class MemoryBudgetError(CaffeCompatError):
+    """A step would allocate more than the memory budget allows (``--max-memory``/``max_memory=``);
+    raised before the allocation, never after."""
+
+
 class WeightsMismatchError(CaffeCompatError):
     """Weights and net definition disagree (missing layers, wrong shapes, wrong blob counts)."""
 

@@ -79,6 +79,12 @@ class LayerFacts:
     - ``alias_of`` + ``rewrite(node, input_shapes) -> node``: the type is another type in
       disguise (e.g. a depthwise convolution is a Convolution with group = channels); every back
       end runs the rewritten node through the canonical type's entry.
+    - ``bottoms`` / ``tops``: how many bottoms and tops Caffe's ``CheckBlobCounts`` allows, an
+      exact count or ``(min, max)`` (max None: no limit); ``same_count``: as many tops as bottoms
+      (``EqualNumBottomTopBlobs``). ``validate(layer) -> None`` raises ValueError naming the field
+      for settings ``LayerSetUp`` refuses before any shape is known (``ir/validate.py`` runs both).
+    - ``workspace(node, in_shapes, out_shapes) -> floats``: scratch a back end allocates beyond the
+      tops while running the layer (im2col columns, padded copies), for the memory budget.
     - ``family``: the module base name that holds the type in every folder (set by describe).
     """
 
@@ -93,6 +99,11 @@ class LayerFacts:
     opencv_tested: bool = False
     alias_of: str | None = None
     rewrite: Callable[..., Any] | None = None
+    bottoms: int | tuple[int, int | None] | None = None
+    tops: int | tuple[int, int | None] | None = None
+    same_count: bool = False
+    validate: Callable[..., None] | None = None
+    workspace: Callable[..., int] | None = None
     family: str = ""
 
 

@@ -103,9 +103,8 @@ def test_verify_table_names_are_escaped(tmp_path, capsys):
     write_caffemodel(weights, definitions_only(loaded.net.layer), synthesize(loaded, seed=0))
     code = main(["verify", str(path), str(weights), "--batch", "2", "--cpu-only"])
     out = capsys.readouterr().out
-    if "OpenCV" not in out:
-        pytest.skip("needs OpenCV 4 (readNetFromCaffe) as the reference")
     assert code == 0
     assert "\x1b" not in out and "\u202e" not in out and "\r" not in out
     rows = [line for line in out.splitlines() if line.startswith("c\\x0d\\x0a1 ")]
-    assert len(rows) == 2  # torch and onnxruntime, one row each: the name cannot forge lines
+    judges = 2 if "readNetFromCaffe" in out else 1  # float64, and OpenCV 4 where installed
+    assert len(rows) == 2 * judges  # torch and onnxruntime per judge: no name forges lines

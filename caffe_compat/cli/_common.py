@@ -57,6 +57,28 @@ def add_net_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _size(text: str) -> int:
+    from ..budget import parse_size
+
+    try:
+        return parse_size(text)
+    except CaffeCompatError:
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 2G, 512M or a byte count, not {text!r}"
+        ) from None
+
+
+def add_memory_argument(parser: argparse.ArgumentParser) -> None:
+    """``--max-memory SIZE``: the memory budget (see caffe_compat/budget.py)."""
+    parser.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        type=_size,
+        help="refuse steps needing more memory than this, e.g. 2G or 512M (default: half of "
+        "the memory available)",
+    )
+
+
 def net_options(args: argparse.Namespace) -> dict:
     """Keyword arguments for ``load_net`` from the shared arguments."""
     return {

@@ -12,7 +12,7 @@ import json
 
 from ..errors import CaffeCompatError
 from ..tools.convert import DEFAULT_TARGETS, TARGETS, convert
-from ._common import add_net_arguments, net_options
+from ._common import add_memory_argument, add_net_arguments, net_options
 
 NAME = "convert"
 HELP = "convert to ONNX and PyTorch, with a quick parity check"
@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-check", action="store_true", help="skip the parity check")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_memory_argument(parser)
     add_net_arguments(parser)
 
 
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         optimize=args.optimize,
         check=not args.no_check,
+        max_memory=args.max_memory,
         **net_options(args),
     )
     report = result.report

@@ -8,18 +8,20 @@ import argparse
 
 import numpy as np
 
-from ..errors import CaffeCompatError
+from ..budget import Budget, footprint, plan_batch, resolve
+from ..errors import CaffeCompatError, MemoryBudgetError
 from ..io import write_caffemodel, write_hdf5
 from ..io.writer import definitions_only
 from ..ir.load import load_net
 from ..ir.phase import NetState, layer_included
 from ..tools.synth import METHODS, synthesize
-from ..verify.inputs import feeds_for
-from ._common import add_net_arguments, net_options
+from ..verify.inputs import feed_batch, feeds_for, index_inputs
+from ._common import add_memory_argument, add_net_arguments, net_options
 
 NAME = "synth"
 HELP = "synthesize weights in the shapes a net needs (V2, V1 or HDF5)"
 ORDER = 60
+VARIETY_BATCH = 16
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--format", choices=["v2", "v1", "hdf5"], default="v2", help="file layout (default v2)"
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing file")
+    add_memory_argument(parser)
     add_net_arguments(parser)
 
 
@@ -40,8 +43,10 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.output).exists() and not args.force:
         raise CaffeCompatError(f"refusing to overwrite {args.output} (pass --force)")
     options = net_options(args)
+    budget = resolve(args.max_memory)
     loaded = load_net(args.prototxt, **options)
-    blobs = synthesize(loaded, seed=args.seed, method=args.method)
+    blobs = synthesize(loaded, seed=args.seed, method=args.method, max_memory=budget)
+    checks = _variety(loaded, args.seed, budget)  # before writing: a failure leaves no file
     state = NetState.make(args.phase, args.stage, args.level)
     layers = [layer for layer in loaded.net.layer if layer_included(state, layer)]
     if args.format == "hdf5":
@@ -57,29 +62,47 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {args.output}: {count:,} synthesized values in {len(blobs)} layers "
         f"({args.method}, seed {args.seed}, {args.format})"
     )
-    _print_variety(loaded, args.seed)
+    for line in checks:
+        print(line)
     return 0
 
 
-def _print_variety(loaded, seed: int) -> None:
-    """Show that the outputs vary with the input (the point of calibration)."""
+def _variety(loaded, seed: int, budget: Budget) -> list[str]:
+    """Show that the outputs vary with the input (the point of calibration), on up to
+    VARIETY_BATCH unseen inputs: as many as the memory budget allows, or none."""
     import torch
 
     from ..converters.torch.model import CaffeNet
 
     graph = loaded.graph
-    feeds = feeds_for(graph.inputs, 16, seed=seed + 1000)
+    need = footprint(graph, loaded.inference.params)
+    wanted, fixed_batch = feed_batch(graph, VARIETY_BATCH)
+    try:
+        batch = plan_batch(
+            budget,
+            need,
+            wanted,
+            fixed=2 * need.params,
+            copies=1,
+            what="the variety check",
+            shrink=fixed_batch is None,
+        )
+    except MemoryBudgetError as exc:
+        return [f"note  no variety check: {exc}"]
+    feeds = feeds_for(graph.inputs, batch, seed=seed + 1000, ids=index_inputs(graph))
     with torch.no_grad():
         out = CaffeNet(graph)(
             **{k: torch.from_numpy(v) for k, v in feeds.items()},
             outputs=[graph.blob_of[v] for v in graph.outputs],
         )
+    lines = []
     for name, tensor in out.items():
         array = tensor.numpy()
         if array.ndim >= 2 and array.shape[1] > 1 and all(d == 1 for d in array.shape[2:]):
             rows = array.reshape(array.shape[0], -1)
             classes = len(set(rows.argmax(1).tolist()))
-            print(
-                f"check {name}: {classes} distinct argmax classes over 16 unseen inputs, "
+            lines.append(
+                f"check {name}: {classes} distinct argmax classes over {batch} unseen inputs, "
                 f"mean top value {float(np.mean(rows.max(1))):.3f}"
             )
+    return lines

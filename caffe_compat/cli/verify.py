@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import CaffeCompatError
 from ..verify import Tolerance, verify
-from ._common import add_net_arguments, net_options
+from ._common import add_memory_argument, add_net_arguments, net_options
 
 NAME = "verify"
 HELP = "compare every blob against OpenCV DNN and/or stored reference arrays"
@@ -57,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu-only", action="store_true", help="skip CUDA even when present")
     parser.add_argument("--failures-only", action="store_true", help="list only failing blobs")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_memory_argument(parser)
     add_net_arguments(parser)
 
 
@@ -129,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         opencv=not args.no_opencv,
         against=None if args.against == "auto" else args.against.split(","),
         precision=args.precision,
+        max_memory=args.max_memory,
         **options,
     )
     if args.json:

@@ -2,6 +2,12 @@
 
 Parse errors are turned into one line with the file, line number and enclosing layer name. A cheap
 scan of the text maps line numbers to layer names, so later errors can point at the layer too.
+
+protobuf's text parser reads about 1 MB/s and keeps a few KB per layer, so a 50 MB definition
+would stall for a minute and take gigabytes: files over ``MAX_PROTOTXT_BYTES`` and texts with over
+``MAX_LAYERS`` top-level layers are refused before parsing. Both are far above any published net
+(ResNet-152's deploy prototxt is about 150 KB and 500 layers) and can be raised with the
+environment variables ``CAFFE_COMPAT_MAX_PROTOTXT_BYTES`` and ``CAFFE_COMPAT_MAX_LAYERS``.
 """
 
 from __future__ import annotations
@@ -13,10 +19,27 @@ from dataclasses import dataclass, field
 from google.protobuf import text_format
 from google.protobuf.message import Message
 
-from ..errors import FileFormatError, PrototxtError, Remedy
+from ..errors import CaffeCompatError, FileFormatError, PrototxtError, Remedy
 from ..proto import caffe_pb2
 from .sniff import Kind, explain, sniff
 from .source import open_regular
+
+MAX_PROTOTXT_BYTES = 8 * 2**20
+MAX_LAYERS = 50_000
+
+
+def _limit(name: str, default: int) -> int:
+    """A limit, or its override from the environment variable ``name`` (a positive integer)."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise CaffeCompatError(f"{name} must be a positive integer, not {text!r}")
+    return value
 
 
 @dataclass
@@ -100,7 +123,15 @@ def read_text(path: str | os.PathLike[str], expected: str = "prototxt") -> str:
     The first few KiB are sniffed before the rest is read, so a multi-gigabyte caffemodel passed
     as the prototxt is refused without being loaded.
     """
-    fd, _ = open_regular(path)
+    fd, size = open_regular(path)
+    limit = _limit("CAFFE_COMPAT_MAX_PROTOTXT_BYTES", MAX_PROTOTXT_BYTES)
+    if size > limit:
+        os.close(fd)
+        raise PrototxtError(
+            f"the {expected} is {size:,} bytes, over the limit of {limit:,} (published nets are "
+            "under 1 MB); set CAFFE_COMPAT_MAX_PROTOTXT_BYTES to read it anyway",
+            path=str(path),
+        )
     try:
         with os.fdopen(fd, "rb") as handle:
             head = handle.read(4096)
@@ -138,6 +169,13 @@ def parse_text(
 ) -> LineIndex:
     """Merge ``text`` into ``message``; return the layer line index. Errors are one line."""
     index = index_layers(text)
+    limit = _limit("CAFFE_COMPAT_MAX_LAYERS", MAX_LAYERS)
+    if len(index.starts) > limit:
+        raise PrototxtError(
+            f"{len(index.starts):,} layers, over the limit of {limit:,}; set "
+            "CAFFE_COMPAT_MAX_LAYERS to read it anyway",
+            path=path,
+        )
     try:
         text_format.Merge(text, message, allow_unknown_field=allow_unknown_fields)
     except text_format.ParseError as exc:

@@ -19,6 +19,7 @@ from ..errors import NetDefinitionError, Remedy
 from ..proto import caffe_pb2
 from .graph import Graph, Node, Shape
 from .phase import NetState, layer_included
+from .validate import check_input_shape, validate_net
 
 
 def _input_shapes(layer: caffe_pb2.LayerParameter) -> list[Shape | None]:
@@ -86,12 +87,12 @@ def _build(
 ) -> Graph:
     overrides = dict(input_shapes or {})
     lines = lines or {}
+    validate_net(net, state, path=path, lines=lines)
     graph = Graph(name=net.name, inputs={}, nodes=[], outputs=[], path=path)
     declared: dict[str, Shape | None] = {}
     current: dict[str, str] = {}  # blob -> its latest value
     versions: dict[str, list[str]] = {}  # blob -> temporary value ids in order
     producer_of: dict[str, str] = {}  # temporary value id -> producing layer name
-    seen_names: set[str] = set()
 
     def new_version(blob: str, layer: str) -> str:
         tmp = f"{blob}\x00{len(versions.get(blob, []))}"
@@ -100,11 +101,12 @@ def _build(
         current[blob] = tmp
         return tmp
 
-    def add_input(blob: str, shape: Shape | None, layer: str) -> None:
+    def add_input(blob: str, shape: Shape | None, layer: caffe_pb2.LayerParameter) -> None:
         if blob in current:
-            raise NetDefinitionError(f'input blob "{blob}" is declared twice', layer=layer)
+            raise NetDefinitionError(f'input blob "{blob}" is declared twice', layer=layer.name)
         new_version(blob, "")
         declared[blob] = overrides.pop(blob, shape)
+        check_input_shape(declared[blob], blob, layer, path)
 
     for layer in net.layer:
         if not layer_included(state, layer):
@@ -112,14 +114,14 @@ def _build(
         where = {"layer": layer.name, "layer_type": layer.type, "path": path}
         if layer.type == "Input":
             for blob, shape in zip(layer.top, _input_shapes(layer)):
-                add_input(blob, shape, layer.name)
+                add_input(blob, shape, layer)
             continue
         info = registry.facts(layer.type)
         if info.role == "data":
             shapes = info.data_shape(layer, graph.notes)
             for i, (blob, shape) in enumerate(zip(layer.top, shapes)):
                 if i == 0 or shape is not None:
-                    add_input(blob, shape, layer.name)
+                    add_input(blob, shape, layer)
                 else:
                     graph.notes.append(f'"{blob}" of "{layer.name}" (labels) is not an input')
             graph.dropped.append((layer.name, layer.type))
@@ -127,9 +129,6 @@ def _build(
         if info.role == "training":
             graph.dropped.append((layer.name, layer.type))
             continue
-        if layer.name in seen_names:  # weights attach by name (module doc)
-            raise NetDefinitionError("two computing layers share this name", **where)
-        seen_names.add(layer.name)
         inputs = []
         for blob in layer.bottom:
             if blob not in current:
@@ -172,5 +171,12 @@ def _build(
         if value not in consumed and graph.final[graph.blob_of[value]] == value
     ]
     if not graph.nodes:
-        raise NetDefinitionError(f"no layers left in phase {state.phase}", path=path)
+        left_out = sum(not layer_included(state, layer) for layer in net.layer)
+        hint = (
+            f" ({left_out} layer(s) belong to other phases or stages: choose with "
+            "--phase/--stage/--level, phase=/stages=/level= in Python)"
+            if left_out
+            else ""
+        )
+        raise NetDefinitionError(f"no layers left in phase {state.phase}{hint}", path=path)
     return graph

@@ -6,14 +6,18 @@ and every disagreement is collected so a user sees all of them at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from google.protobuf import text_format
 
 from .. import registry
-from ..errors import NetDefinitionError, Remedy, WeightsMismatchError
+from ..errors import CaffeCompatError, NetDefinitionError, Remedy, WeightsMismatchError
 from ..io.weights import Weights
 from .graph import Graph, Node, Shape
+from .validate import layer_problem, shape_problem
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,49 @@ class Inference:
 
 def _fmt(shape: Shape) -> str:
     return "x".join(str(d) for d in shape) if shape else "scalar"
+
+
+def _settings(node: Node) -> str:
+    """The layer's own parameter messages on one line (for messages about unexpected failures)."""
+    parts = [
+        f"{field.name} {{ {text_format.MessageToString(value, as_one_line=True)} }}"
+        for field, value in node.param.ListFields()
+        if field.name.endswith("_param")
+    ]
+    text = " ".join(parts) or "no parameters"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _apply_rule(
+    fn: Callable[..., Any], node: Node, ins: list[Shape]
+) -> tuple[list[Shape], list[Shape], str | None]:
+    """Run one shape rule; any exception it raises becomes the reason the layer is refused.
+
+    Rules raise ValueError for what Caffe refuses; anything else is a gap in validation or a bug
+    in the rule, so the message keeps the exception type, the settings and the bottom shapes."""
+    try:
+        outs, params = fn(node, ins)
+        outs = [tuple(int(d) for d in shape) for shape in outs]
+        params = [tuple(int(d) for d in shape) for shape in params]
+    except CaffeCompatError as exc:
+        return [], [], exc.reason
+    except ValueError as exc:
+        return [], [], str(exc)
+    except Exception as exc:
+        shapes = ", ".join(_fmt(s) for s in ins) or "none"
+        failed = f"the shape rule failed ({type(exc).__name__}: {exc})"
+        return [], [], f"{failed} on {_settings(node)} with bottoms {shapes}"
+    if len(outs) != len(node.outputs):
+        return [], [], f"{len(node.outputs)} tops but the rule gave {len(outs)}"
+    for value, shape in zip(node.outputs, outs):
+        problem = shape_problem(shape)
+        if problem:
+            return [], [], f'top "{value}" would be {_fmt(shape)}: {problem}'
+    for index, shape in enumerate(params):
+        problem = shape_problem(shape)
+        if problem:
+            return [], [], f"parameter blob {index} would be {_fmt(shape)}: {problem}"
+    return outs, params, None
 
 
 def infer_shapes(graph: Graph, *, strict: bool = True) -> Inference:
@@ -67,12 +114,9 @@ def infer_shapes(graph: Graph, *, strict: bool = True) -> Inference:
         elif any(s is None for s in ins):
             problem = "input shape unknown"
         else:
-            try:
-                outs, params = entry.fn(node, ins)
-                if len(outs) != len(node.outputs):
-                    raise ValueError(f"{len(node.outputs)} tops but the rule gave {len(outs)}")
-            except ValueError as exc:
-                problem = str(exc)
+            problem = layer_problem(node.param)
+            if problem is None:
+                outs, params, problem = _apply_rule(entry.fn, node, ins)
         if problem is not None:
             if strict:
                 raise NetDefinitionError(
@@ -83,11 +127,38 @@ def infer_shapes(graph: Graph, *, strict: bool = True) -> Inference:
             for value in node.outputs:
                 result.shapes[value] = None
             continue
-        result.params[node.name] = [tuple(int(d) for d in p) for p in params]
+        result.params[node.name] = params
         for value, shape in zip(node.outputs, outs):
-            result.shapes[value] = tuple(int(d) for d in shape)
+            result.shapes[value] = shape
     graph.shapes = {k: v for k, v in result.shapes.items() if v is not None}
     return result
+
+
+def batch_dependence(graph: Graph) -> str | None:
+    """Why the net runs only at its declared batch (None when any batch computes the same
+    function): a layer whose parameters or non-batch axes change with the batch, such as an
+    InnerProduct or Scale over axis 0. Caffe would refuse such a net reshaped to another batch;
+    synthetic checks must then use the declared one. Found by inferring at batch B and B + 1."""
+    if not graph.inputs or any(not shape for shape in graph.inputs.values()):
+        return None
+    runs = []
+    for extra in (0, 1):
+        inputs = {n: (s[0] + extra, *s[1:]) for n, s in graph.inputs.items()}
+        probe = Graph(graph.name, inputs, graph.nodes, graph.outputs, path=graph.path)
+        try:
+            runs.append(infer_shapes(probe, strict=True))
+        except CaffeCompatError as exc:
+            return f"at another batch size: {exc.reason}"
+    (before, after) = runs
+    for node in graph.nodes:
+        moved = before.params.get(node.name) != after.params.get(node.name)
+        for value in node.outputs:
+            s0, s1 = before.shapes[value], after.shapes[value]
+            same_rest = s0 is not None and s1 is not None and s0[1:] == s1[1:]
+            moved = moved or not (s0 == s1 or (same_rest and s1[0] == s0[0] + 1))
+        if moved:
+            return f'layer "{node.name}" ({node.type}) computes across the batch axis'
+    return None
 
 
 def _fit(array: np.ndarray, expected: Shape) -> np.ndarray | None:

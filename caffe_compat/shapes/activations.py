@@ -34,8 +34,8 @@ def _same_shape(node: Node, inputs: list[Shape]) -> LayerShapes:
 def _exp_log(node: Node, inputs: list[Shape]) -> LayerShapes:
     (shape,) = inputs
     p = node.param.exp_param if node.type == "Exp" else node.param.log_param
-    if p.base != -1 and not p.base > 0:
-        raise ValueError(f"base {p.base:g} must be positive (or -1 for e)")
+    if p.base != -1 and not 0 < p.base < float("inf"):
+        raise ValueError(f"base {p.base:g} must be positive and finite (or -1 for e)")
     if node.type == "Log" and p.base == 1:
         raise ValueError("base 1 has no logarithm to divide by")
     return LayerShapes([shape], [])
@@ -99,10 +99,19 @@ def _prelu_fillers(node: Node) -> list:
     return [p.filler] if p.HasField("filler") else []
 
 
+NEURON = {"bottoms": 1, "tops": 1}  # Caffe's NeuronLayer: one bottom, one top
 describe(
     ("AbsVal", "BNLL", "Dropout", "ELU", "Exp", "Power", "ReLU", "Sigmoid", "TanH"),
     opencv_tested=True,
+    **NEURON,
 )
-describe("Log", opencv_deviation=_log_params, opencv_tested=True)
-describe("Swish", opencv_deviation=_swish_beta, opencv_tested=True)
-describe("PReLU", starting_values=positive(0.05, 0.3), fillers=_prelu_fillers, opencv_tested=True)
+describe(("Threshold", "Clip"), **NEURON)
+describe("Log", opencv_deviation=_log_params, opencv_tested=True, **NEURON)
+describe("Swish", opencv_deviation=_swish_beta, opencv_tested=True, **NEURON)
+describe(
+    "PReLU",
+    starting_values=positive(0.05, 0.3),
+    fillers=_prelu_fillers,
+    opencv_tested=True,
+    **NEURON,
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -100,11 +101,35 @@ def _dilated_deconv(node: Node) -> str | None:
     return None
 
 
+def conv_columns(node: Node, in_shapes: list[Shape], out_shapes: list[Shape]) -> int:
+    """im2col's column buffer (torch's slow path, ONNX Runtime and OpenCV build one): the input
+    channels times the kernel taps at every output position, for one bottom."""
+    p = node.param.convolution_param
+    shape, out = in_shapes[0], out_shapes[0]
+    axis = canonical_axis(int(p.axis), len(shape))
+    kernel = conv_geometry(p, len(shape) - axis - 1).kernel
+    return math.prod(shape[: axis + 1]) * math.prod(kernel) * math.prod(out[axis + 1 :])
+
+
+def deconv_columns(node: Node, in_shapes: list[Shape], out_shapes: list[Shape]) -> int:
+    """col2im's column buffer of a transposed convolution: output channels times the kernel
+    taps at every input position, for one bottom."""
+    p = node.param.convolution_param
+    shape, out = in_shapes[0], out_shapes[0]
+    axis = canonical_axis(int(p.axis), len(shape))
+    kernel = conv_geometry(p, len(shape) - axis - 1).kernel
+    return math.prod(out[: axis + 1]) * math.prod(kernel) * math.prod(shape[axis + 1 :])
+
+
+# Caffe's BaseConvolutionLayer: one or more bottoms, each with its own top.
+CONV_COUNTS = {"bottoms": (1, None), "tops": (1, None), "same_count": True}
 CONV_FACTS = {
     "fillers": conv_fillers,
     "rescale": rescale_conv,
     "folds_batchnorm": True,
     "opencv_tested": True,
+    "workspace": conv_columns,
+    **CONV_COUNTS,
 }
 describe("Convolution", **CONV_FACTS)
 describe(
@@ -119,4 +144,6 @@ describe(
     rescale=rescale_deconv,
     opencv_deviation=_dilated_deconv,
     opencv_tested=True,
+    workspace=deconv_columns,
+    **CONV_COUNTS,
 )

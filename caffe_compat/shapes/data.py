@@ -93,6 +93,8 @@ describe(
     ),
     role="data",
     data_shape=data_shapes,
+    bottoms=0,
+    tops=(1, None),
 )
 describe(
     (

@@ -285,6 +285,8 @@ def _detection_output(node: Node, inputs: list[Shape]) -> LayerShapes:
         )
     s = detection_settings(node.param.detection_output_param)
     loc, conf, prior = inputs[:3]
+    if not loc or not conf:
+        raise ValueError("loc and conf need a batch axis; a 0-D bottom has none")
     if loc[0] != conf[0]:
         raise ValueError(f"loc and conf disagree on the batch: {loc[0]} vs {conf[0]}")
     priors = num_priors(prior)
@@ -303,5 +305,56 @@ def _detection_output(node: Node, inputs: list[Shape]) -> LayerShapes:
     return LayerShapes([(1, 1, 1, ROW)], [])
 
 
-describe(("Permute", "PriorBox", "DetectionOutput"), opencv_tested=True)
-describe("Normalize", starting_values=positive(10.0, 20.0), opencv_tested=True)
+_PRIOR_FLOATS = ("min_size", "max_size", "aspect_ratio", "variance", "step", "step_h", "step_w")
+
+
+def _prior_box_fields(layer: caffe_pb2.LayerParameter) -> None:
+    """Every size, ratio, step and variance a finite number (an infinite aspect ratio with
+    ``flip`` would give boxes of width 0 and infinite height), and a finite offset."""
+    p = layer.prior_box_param
+    for name in _PRIOR_FLOATS:
+        values = getattr(p, name)
+        for value in values if not isinstance(values, float) else [values]:
+            if not math.isfinite(value):
+                raise ValueError(f"prior_box_param.{name} {value:g} must be a finite number")
+    if not math.isfinite(p.offset):
+        raise ValueError(f"prior_box_param.offset {p.offset:g} must be a finite number")
+
+
+def _detection_fields(layer: caffe_pb2.LayerParameter) -> None:
+    """The thresholds are compared with scores and overlaps; NaN would silently keep nothing."""
+    p = layer.detection_output_param
+    for name, value in (
+        ("confidence_threshold", p.confidence_threshold),
+        ("nms_param.nms_threshold", p.nms_param.nms_threshold),
+        ("nms_param.eta", p.nms_param.eta),
+    ):
+        if math.isnan(value):
+            raise ValueError(f"detection_output_param.{name} is NaN")
+
+
+describe("Permute", opencv_tested=True, bottoms=1, tops=1)
+
+
+def _prior_box_opencv(node: Node) -> str | None:
+    """OpenCV 4's PriorBox deviations from the SSD fork (measured in tests/converters)."""
+    p = node.param.prior_box_param
+    if not p.HasField("clip"):
+        return "OpenCV clips the boxes when clip is unset (Caffe's default is not to)"
+    if any(p.HasField(f) for f in ("img_size", "img_h", "img_w")):
+        return "OpenCV ignores img_size/img_h/img_w"
+    if any(v != int(v) for v in (*p.min_size, *p.max_size)):
+        return "OpenCV keeps fractional min/max sizes (Caffe truncates them)"
+    return None
+
+
+describe(
+    "PriorBox",
+    opencv_tested=True,
+    bottoms=(1, 2),
+    tops=1,
+    validate=_prior_box_fields,
+    opencv_deviation=_prior_box_opencv,
+)
+describe("DetectionOutput", opencv_tested=True, bottoms=(3, 4), tops=1, validate=_detection_fields)
+describe("Normalize", starting_values=positive(10.0, 20.0), opencv_tested=True, bottoms=1, tops=1)

@@ -86,6 +86,8 @@ describe(
     fillers=_scale_fillers,
     opencv_deviation=_two_bottom_scale_bias,
     opencv_tested=True,
+    bottoms=(1, 2),
+    tops=1,
 )
-describe("Bias", starting_values=normal(0.2))
-describe("Eltwise", opencv_tested=True)
+describe("Bias", starting_values=normal(0.2), bottoms=(1, 2), tops=1)
+describe("Eltwise", opencv_tested=True, bottoms=(2, None), tops=1)

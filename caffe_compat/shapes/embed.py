@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..ir.graph import Node, Shape
-from ..registry import LayerShapes, register
+from ..registry import LayerShapes, describe, register
 
 
 @register("Embed", "shape")
@@ -15,3 +15,6 @@ def _embed(node: Node, inputs: list[Shape]) -> LayerShapes:
     n, k = int(p.num_output), int(p.input_dim)
     params: list[Shape] = [(k, n)] + ([(n,)] if p.bias_term else [])
     return LayerShapes([(*shape, n)], params)
+
+
+describe("Embed", bottoms=1, tops=1)

@@ -52,4 +52,6 @@ describe(
     folds_batchnorm=True,
     opencv_deviation=_transposed,
     opencv_tested=True,
+    bottoms=1,
+    tops=1,
 )

@@ -25,4 +25,21 @@ def _lrn_k(node: Node) -> str | None:
     return None
 
 
-describe("LRN", opencv_deviation=_lrn_k, opencv_tested=True)
+def lrn_scratch(node: Node, in_shapes: list[Shape], out_shapes: list[Shape]) -> int:
+    """Squares, their channel-padded copy (local_size - 1 extra channels) and the window sums;
+    Caffe's own padded_square blob has the same extra channels."""
+    n, c, h, w = in_shapes[0]
+    p = node.param.lrn_param
+    if p.norm_region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
+        return n * (3 * c + int(p.local_size)) * h * w
+    return 2 * n * c * h * w
+
+
+describe(
+    "LRN",
+    opencv_deviation=_lrn_k,
+    opencv_tested=True,
+    bottoms=1,
+    tops=1,
+    workspace=lrn_scratch,
+)

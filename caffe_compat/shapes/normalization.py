@@ -72,5 +72,5 @@ def _mvn_eps(node: Node) -> str | None:
     return None
 
 
-describe("BatchNorm", starting_values=_batch_norm_starts, opencv_tested=True)
-describe("MVN", opencv_deviation=_mvn_eps, opencv_tested=True)
+describe("BatchNorm", starting_values=_batch_norm_starts, opencv_tested=True, bottoms=1, tops=1)
+describe("MVN", opencv_deviation=_mvn_eps, opencv_tested=True, bottoms=1, tops=1)

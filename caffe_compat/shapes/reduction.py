@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 
 from ..ir.graph import Node, Shape
-from ..registry import LayerShapes, register
+from ..registry import LayerShapes, describe, register
 from .geometry import canonical_axis
 
 
 @register("ArgMax", "shape")
 def _argmax(node: Node, inputs: list[Shape]) -> LayerShapes:
     (shape,) = inputs
+    if not shape:
+        raise ValueError("ArgMax needs a bottom with at least one axis (the batch)")
     p = node.param.argmax_param
     k = int(p.top_k)
     if k < 1:
@@ -33,3 +35,6 @@ def _reduction(node: Node, inputs: list[Shape]) -> LayerShapes:
     (shape,) = inputs
     axis = canonical_axis(int(node.param.reduction_param.axis), len(shape))
     return LayerShapes([tuple(shape[:axis])], [])  # every axis from ``axis`` on is reduced
+
+
+describe(("ArgMax", "Reduction"), bottoms=1, tops=1)

@@ -7,6 +7,7 @@ import itertools
 import math
 
 from ..ir.graph import Node, Shape
+from ..proto import caffe_pb2
 from ..registry import LayerShapes, describe, register
 from .geometry import canonical_axis
 
@@ -29,6 +30,8 @@ def _concat(node: Node, inputs: list[Shape]) -> LayerShapes:
     first = inputs[0]
     if p.HasField("concat_dim") and not p.HasField("axis"):
         axis = int(p.concat_dim)
+        if axis >= len(first):
+            raise ValueError(f"concat_dim {axis} is out of range for a {len(first)}-D blob")
     else:
         axis = canonical_axis(int(p.axis), len(first))
     for other in inputs[1:]:
@@ -158,4 +161,22 @@ def _tile(node: Node, inputs: list[Shape]) -> LayerShapes:
     return LayerShapes([(*shape[:axis], shape[axis] * int(p.tiles), *shape[axis + 1 :])], [])
 
 
-describe(("Concat", "Crop", "Flatten", "Reshape", "Slice", "Split"), opencv_tested=True)
+def _not_in_place(layer: caffe_pb2.LayerParameter) -> None:
+    """Flatten and Split refuse to run in place (a CHECK in their LayerSetUp)."""
+    if layer.bottom and layer.bottom[0] in layer.top:
+        raise ValueError(f'top "{layer.bottom[0]}" is its bottom: {layer.type} cannot run in place')
+
+
+def _concat_fields(layer: caffe_pb2.LayerParameter) -> None:
+    p = layer.concat_param
+    if p.HasField("axis") and p.HasField("concat_dim"):
+        raise ValueError("concat_param: give axis or the legacy concat_dim, not both")
+
+
+describe("Concat", opencv_tested=True, bottoms=(1, None), tops=1, validate=_concat_fields)
+describe("Crop", opencv_tested=True, bottoms=2, tops=1)
+describe("Flatten", opencv_tested=True, bottoms=1, tops=1, validate=_not_in_place)
+describe("Reshape", opencv_tested=True, bottoms=1, tops=1)
+describe("Slice", opencv_tested=True, bottoms=1, tops=(1, None))
+describe("Split", opencv_tested=True, bottoms=1, tops=(1, None), validate=_not_in_place)
+describe("Tile", bottoms=1, tops=1)

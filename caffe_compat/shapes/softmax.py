@@ -14,4 +14,4 @@ def _softmax(node: Node, inputs: list[Shape]) -> LayerShapes:
     return LayerShapes([shape], [])
 
 
-describe("Softmax", opencv_tested=True)
+describe("Softmax", opencv_tested=True, bottoms=1, tops=1)

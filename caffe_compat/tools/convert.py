@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__, registry
+from ..budget import Budget, footprint, resolve
 from ..errors import CaffeCompatError, Remedy
 from ..io.atomic import atomic_outputs, remove_stale_partials
 from ..io.identity import file_identity
+from ..ir.infer import batch_dependence
 from ..ir.load import LoadedNet, load_net
 from ..progress import Progress
 from ..verify import Report, verify_loaded
@@ -42,6 +44,9 @@ DEFAULT_TARGETS = ("onnx", "torch")
 SUFFIXES = {"onnx": ".onnx", "torch": ".pt2", "torch-weights": ".safetensors"}
 _BACKEND = {"onnx": "onnx", "torch": "torch", "torch-weights": "torch"}
 log = logging.getLogger(__name__)
+# Copies of each parameter while both models are built: the loaded blobs, the torch module, the
+# ONNX protobuf and the bytes onnx's full check serialises it to.
+BUILD_PARAM_COPIES = 4
 
 
 @dataclass
@@ -108,6 +113,7 @@ def _check(
     batch: int,
     with_torch: bool,
     result: ConversionResult,
+    budget: Budget | None = None,
 ) -> None:
     """The quick parity check; its verdict goes into the ONNX metadata. Without the torch
     target, only ONNX Runtime runs, against the independent judges alone."""
@@ -120,6 +126,7 @@ def _check(
         require_reference=False,
         backends=("torch", "onnxruntime") if with_torch else ("onnxruntime",),
         progress=False,
+        max_memory=budget,
     )
     if not report.comparisons:
         judges = "; ".join(f"{k} {v}" for k, v in report.references.items() if k != "none")
@@ -134,7 +141,7 @@ def _check(
     entry.key = "parity_at_export"
     entry.value = (
         f"{'pass' if report.passed else 'FAIL'}; max abs error {worst:.3g} over "
-        f"{len(report.comparisons)} blob comparisons, batch {batch}, "
+        f"{len(report.comparisons)} blob comparisons, batch {report.batch}, "
         f"references: {', '.join(report.references)}"
     )
 
@@ -151,11 +158,14 @@ def convert(
     check_batch: int = 4,
     metadata: Mapping[str, str] | None = None,
     progress: bool = True,
+    max_memory: Budget | int | str | None = None,
     **net_options: Any,
 ) -> ConversionResult:
     """Convert a Caffe net; nothing is written unless every step before the writes succeeded.
 
-    ``progress`` draws a bar of the steps on stderr when it is a terminal."""
+    ``progress`` draws a bar of the steps on stderr when it is a terminal. ``max_memory`` bounds
+    the models' building and the check (whose batch shrinks to fit); the default is half the
+    available memory (``budget.py``)."""
     targets = list(dict.fromkeys(targets))
     unknown = [t for t in targets if t not in TARGETS]
     if unknown or not targets:
@@ -177,7 +187,13 @@ def convert(
     steps = ["read", "preflight", *(["build_torch"] if "torch" in paths else []), "build_onnx"]
     steps += [*(["check"] if check else []), "write"]
     with Progress(len(steps), label="convert", unit="steps", enabled=progress) as bar:
-        options = {"force": force, "optimize": optimize, "check": check, "batch": check_batch}
+        options = {
+            "force": force,
+            "optimize": optimize,
+            "check": check,
+            "batch": check_batch,
+            "budget": resolve(max_memory),
+        }
         return _convert(prototxt, weights, paths, bar, options, metadata, net_options)
 
 
@@ -210,6 +226,10 @@ def _convert(
     step("preflight", "checking layer support")
     # imports each target's converters (torch only when a torch target is asked for)
     registry.preflight(loaded.graph, list(dict.fromkeys(_BACKEND[t] for t in paths)))
+    need = footprint(loaded.graph, loaded.inference.params)
+    options["budget"].require(
+        BUILD_PARAM_COPIES * need.params, "building the PyTorch and ONNX models"
+    )
     graph = loaded.graph
     # The caffemodel's blobs, before --optimize folds them: what a torch-weights file holds.
     caffe_blobs = {node.name: list(node.blobs) for node in graph.nodes if node.blobs}
@@ -231,13 +251,25 @@ def _convert(
     sources = source_metadata(loaded)
     provenance = {k: sources[k] for k in PROVENANCE_KEYS if k in sources}
     provenance["conversion"] = uuid.uuid4().hex
-    onnx_model = to_onnx(graph, metadata={**sources, **provenance, **(metadata or {})})
+    onnx_model = to_onnx(
+        graph,
+        metadata={**sources, **provenance, **(metadata or {})},
+        dynamic_batch=batch_dependence(graph) is None,  # else only the declared batch computes
+    )
     check_model(onnx_model)
 
     result = ConversionResult(outputs={}, timings=timings)
     if options["check"]:
         step("check", "parity check")
-        _check(loaded, str(weights), onnx_model, options["batch"], "torch" in paths, result)
+        _check(
+            loaded,
+            str(weights),
+            onnx_model,
+            options["batch"],
+            "torch" in paths,
+            result,
+            options["budget"],
+        )
     step("write", "writing")
     program = None
     plan = dict(paths)  # target -> file

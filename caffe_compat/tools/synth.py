@@ -17,14 +17,21 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from .. import registry
+from ..budget import Budget, footprint, plan_batch, resolve
 from ..ir.graph import Graph, Node, Shape
 from ..ir.load import LoadedNet
 from ..progress import Progress
-from ..verify.inputs import feeds_for
+from ..verify.inputs import feed_batch, feeds_for, index_inputs
 from .fillers import fill
 
 METHODS = ("calibrated", "he", "fillers")
 HEAD_SPREAD = 1.5  # spread of a head layer's outputs across the calibration batch
+MAX_GAIN = 1e4  # largest calibration gain (float16 holds it)
+# Beside every blob, the largest layer's blobs are made up to three more times at once: float64
+# draws before the float32 cast, the torch copy calibration builds, the float64 rescaled copy.
+LARGEST_LAYER_COPIES = 3
+# Calibration keeps every value of its batch once, plus float64 copies (2x) of the largest.
+CALIBRATION_FLOAT64 = 2
 
 # Starting values for one layer type: (blob shapes, generator) -> arrays.
 StartingValues = Callable[[list[Shape], np.random.Generator], list[np.ndarray]]
@@ -87,7 +94,7 @@ def _calibrate(graph: Graph, seed: int, batch: int, bar: Progress) -> None:
 
     from ..converters.torch._base import TorchContext
 
-    feeds = feeds_for(graph.inputs, batch, seed=seed + 1)
+    feeds = feeds_for(graph.inputs, batch, seed=seed + 1, ids=index_inputs(graph))
     env: dict[str, torch.Tensor] = {k: torch.from_numpy(v) for k, v in feeds.items()}
     heads = _heads(graph)
     with torch.no_grad():
@@ -104,14 +111,16 @@ def _calibrate(graph: Graph, seed: int, batch: int, bar: Progress) -> None:
             module = build.fn(node, TorchContext(graph, node))
             result = module(*inputs)
             rescale = registry.facts(node.type).rescale
-            if rescale is not None and node.blobs:
-                y = result[0] if isinstance(result, tuple) else result
-                y = y.double().numpy()
+            top = result[0] if isinstance(result, tuple) else result
+            # A top with one axis has no batch or positions to take channel statistics over.
+            if rescale is not None and node.blobs and top.dim() > 1:
+                y = top.double().numpy()
                 axis = registry.facts(node.type).channel_axis % y.ndim
                 axes = tuple(i for i in range(y.ndim) if i != axis)
                 mean, std = y.mean(axis=axes), y.std(axis=axes)
                 target = HEAD_SPREAD if node.name in heads else 1.0
-                scale = _f16(target / np.maximum(std, 1e-6))
+                # A channel constant over the batch keeps a finite (float16) gain.
+                scale = _f16(np.minimum(target / np.maximum(std, 1e-6), MAX_GAIN))
                 rescale(node, scale, _f16(-mean * scale))
                 result = build.fn(node, TorchContext(graph, node))(*inputs)
             if isinstance(result, torch.Tensor):
@@ -129,16 +138,35 @@ def synthesize(
     batch: int = 16,
     starts: Mapping[str, StartingValues] | None = None,
     progress: bool = True,
+    max_memory: Budget | int | str | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """Weights for every layer of ``loaded`` (attached to its graph too), by layer name.
 
     ``starts`` replaces the starting values of chosen layer types before calibration (e.g. Scale
     biases that keep a deep plain ReLU chain mostly active). ``progress`` draws a bar of the
-    calibration pass on stderr when it is a terminal."""
+    calibration pass on stderr when it is a terminal. ``max_memory`` (default: half the
+    available memory, see ``budget.py``) is checked before any blob is made; the calibration
+    batch never shrinks, since the weights depend on it."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
-    rng = np.random.default_rng(seed)
     graph = loaded.graph
+    batch, _ = feed_batch(graph, batch)  # a net computing across its batch axis: its own
+    budget = resolve(max_memory)
+    need = footprint(graph, loaded.inference.params)
+    weights = need.params + LARGEST_LAYER_COPIES * need.largest_params
+    if method == "calibrated":
+        plan_batch(
+            budget,
+            need,
+            batch,
+            fixed=weights + CALIBRATION_FLOAT64 * batch * need.largest_per_item,
+            copies=1,
+            what="calibrating synthesized weights",
+            shrink=False,
+        )
+    else:
+        budget.require(weights, "synthesizing weights")
+    rng = np.random.default_rng(seed)
     for node in graph.nodes:
         shapes = loaded.inference.params.get(node.name, [])
         node.blobs = initial_blobs(node, shapes, rng, method, starts) if shapes else []

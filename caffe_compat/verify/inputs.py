@@ -6,7 +6,13 @@ subtract a mean (the net's own, or per-channel constants) to get what Caffe nets
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..ir.graph import Graph
 
 # Mean BGR pixel of the Adience training faces (the released mean.binaryproto); a fair default
 # for natural images.
@@ -43,14 +49,47 @@ def synthetic_images(n: int, channels: int, height: int, width: int, seed: int =
     return out
 
 
+def feed_batch(graph: Graph, wanted: int) -> tuple[int, str | None]:
+    """The batch synthetic inputs may have: ``wanted``, or the declared batch (and why) when
+    the net computes across its batch axis (see ``ir.infer.batch_dependence``)."""
+    from ..ir.infer import batch_dependence
+
+    why = batch_dependence(graph)
+    if why is None:
+        return wanted, None
+    first = next(iter(graph.inputs.values()))
+    return first[0], why
+
+
+def index_inputs(graph: Graph) -> dict[str, int]:
+    """Inputs that an Embed layer reads as row indices, with the number of rows: synthetic
+    values for them must be integer ids below it (any other value is out of Caffe's table)."""
+    ids: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.type == "Embed":
+            rows = int(node.param.embed_param.input_dim)
+            for value in node.inputs:
+                if value in graph.inputs:
+                    ids[value] = min(rows, ids.get(value, rows))
+    return ids
+
+
 def feeds_for(
-    shapes: dict[str, tuple[int, ...]], n: int, seed: int = 0, mean: tuple[float, ...] | None = None
+    shapes: dict[str, tuple[int, ...]],
+    n: int,
+    seed: int = 0,
+    mean: tuple[float, ...] | None = None,
+    ids: Mapping[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
-    """One batch of ``n`` inputs per net input: mean-subtracted images for 3-channel 4-D inputs,
-    image-like fields for other 4-D inputs, standard normal values otherwise."""
+    """One batch of ``n`` inputs per net input: integer ids below ``ids[name]`` for index inputs
+    (see ``index_inputs``), mean-subtracted images for 3-channel 4-D inputs, image-like fields
+    for other 4-D inputs, standard normal values otherwise."""
     feeds: dict[str, np.ndarray] = {}
     for index, (name, shape) in enumerate(shapes.items()):
-        if len(shape) == 4:
+        if ids and name in ids:
+            rng = np.random.default_rng(seed + 7919 * index)
+            feeds[name] = rng.integers(0, ids[name], (n, *shape[1:])).astype(np.float32)
+        elif len(shape) == 4:
             images = synthetic_images(n, shape[1], shape[2], shape[3], seed + 7919 * index)
             centre = mean if mean is not None and len(mean) == shape[1] else None
             if centre is None:

@@ -15,6 +15,7 @@ from ...ir.graph import Graph, Shape
 from ._base import OnnxContext, OnnxOut
 
 DEFAULT_OPSET = 17
+MAX_PROTOBUF_BYTES = 2**31 - 2**24  # protobuf's 2 GiB message limit, less room for the graph
 BATCH = "N"
 
 
@@ -39,6 +40,13 @@ def to_onnx(
     which ``verify`` uses to compare every layer.
     """
     registry.preflight(graph, ["onnx"])
+    weights = sum(int(blob.size) * 4 for node in graph.nodes for blob in node.blobs)
+    if weights > MAX_PROTOBUF_BYTES:
+        raise CaffeCompatError(
+            f"the ONNX model would hold {weights / 2**30:.1f} GiB of weights; one ONNX protobuf "
+            "holds at most 2 GiB (weights in external data files are not written)",
+            path=graph.path,
+        )
     nodes: list[onnx.NodeProto] = []
     initializers: list[onnx.TensorProto] = []
     for node in graph.nodes:

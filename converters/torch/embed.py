@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import CaffeCompatError
 from ...ir.graph import Node
 from ...ir.infer import require_weights
 from ...registry import register
@@ -14,13 +15,25 @@ from ._base import TorchContext, parameter
 
 
 class Embed(nn.Module):
-    def __init__(self, weight: np.ndarray, bias: np.ndarray | None) -> None:
+    def __init__(self, weight: np.ndarray, bias: np.ndarray | None, name: str = "") -> None:
         super().__init__()
         self.weight = parameter(weight)
         self.register_parameter("bias", None if bias is None else parameter(bias))
+        self.name = name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.embedding(x.long(), self.weight)  # Caffe truncates each value to int
+        ids = x.long()  # Caffe truncates each value to int
+        if not torch.compiler.is_compiling():  # eager: a clear error, not an IndexError
+            rows = self.weight.shape[0]
+            outside = (ids < 0) | (ids >= rows)
+            if bool(outside.any()):
+                raise CaffeCompatError(
+                    f"its bottom holds {int(outside.sum())} value(s) outside the table's rows "
+                    f"0..{rows - 1} (e.g. {float(x[outside][0]):g}): Embed reads row indices",
+                    layer=self.name or None,
+                    layer_type="Embed",
+                )
+        y = F.embedding(ids, self.weight)
         return y if self.bias is None else y + self.bias
 
 
@@ -28,4 +41,4 @@ class Embed(nn.Module):
 def _embed(node: Node, ctx: TorchContext) -> nn.Module:
     require_weights(node)
     bias = node.blobs[1] if node.param.embed_param.bias_term else None
-    return Embed(node.blobs[0], bias)
+    return Embed(node.blobs[0], bias, node.name)

@@ -52,7 +52,10 @@ class CaffePool2d(nn.Module):
         if geom.method == MAX:
             if (ph, pw) == (eh, ew) and ph <= k[0] // 2 and pw <= k[1] // 2:
                 return F.max_pool2d(x, k, s, (ph, pw))
-            return F.max_pool2d(F.pad(x, (pw, ew, ph, eh), value=float("-inf")), k, s)
+            # Caffe starts every window at -FLT_MAX: a window wholly past the input (a stride
+            # beyond the kernel, ceil rounding, no padding) gives -FLT_MAX, not -inf.
+            lowest = float(torch.finfo(x.dtype).min)
+            return F.max_pool2d(F.pad(x, (pw, ew, ph, eh), value=lowest), k, s)
         if (ph, pw) == (eh, ew) and ph <= k[0] // 2 and pw <= k[1] // 2:
             return F.avg_pool2d(x, k, s, (ph, pw), count_include_pad=True)
         y = F.avg_pool2d(F.pad(x, (pw, ew, ph, eh)), k, s)

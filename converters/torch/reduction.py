@@ -35,7 +35,8 @@ class ArgMax(nn.Module):
         if self.axis is not None:
             values, index = top_k(x, self.k, self.axis)
             return values if self.out_max_val else index
-        values, index = top_k(x.flatten(1), self.k, 1)  # (N, k) over each item's values
+        flat = x.reshape(x.shape[0], -1)  # (N, values per item); a 1-D bottom has 1 each
+        values, index = top_k(flat, self.k, 1)  # (N, k)
         parts = [index, values] if self.out_max_val else [index]
         y = torch.stack(parts, dim=1)
         return y.reshape(*y.shape, *(1,) * (self.out_rank - 3))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from _harness import net
 
@@ -23,3 +24,40 @@ def test_pooling(layer_parity, method, window):
             f'layer {{ name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param {{ pool: {method} {window} }} }}'
         )
     )
+
+
+def caffe_pool(x, method: str, k: int, s: int, pad: int, out_h: int, out_w: int):
+    """Caffe's Forward_cpu loops (numpy over N and C): MAX starts at -FLT_MAX, AVE divides by the
+    window clipped to the padded input, measured before clipping to the image."""
+    n, c, h, w = x.shape
+    top = np.empty((n, c, out_h, out_w), np.float32)
+    for ph in range(out_h):
+        for pw in range(out_w):
+            hs, ws = ph * s - pad, pw * s - pad
+            he, we = min(hs + k, h + pad), min(ws + k, w + pad)
+            size = (he - hs) * (we - ws)
+            hs, ws, he, we = max(hs, 0), max(ws, 0), min(he, h), min(we, w)
+            window = x[:, :, hs:he, ws:we].reshape(n, c, -1)
+            if method == "MAX":
+                top[:, :, ph, pw] = np.maximum(window.max(-1, initial=-np.inf), -FLT_MAX)
+            else:
+                top[:, :, ph, pw] = window.sum(-1) / np.float32(size)
+    return top
+
+
+FLT_MAX = np.finfo(np.float32).max
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+def test_windows_wholly_past_the_input(layer_check, method):
+    """A stride beyond the kernel with ceil rounding and no padding: Caffe's last window starts
+    past the input (MAX gives -FLT_MAX, AVE -0). ONNX Runtime refuses such end padding as a
+    pool attribute, so the ONNX model pads explicitly. OpenCV gives 0 there: numpy reference."""
+    body = f'layer {{ name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param {{ pool: {method} kernel_size: 2 stride: 5 }} }}'
+    # 7 x 9 input: 2 x 3 windows; the last column starts at 10, past the 9 columns.
+    (report, *_) = layer_check(
+        net(body),
+        lambda feeds, _: {"p": caffe_pool(feeds["data"], method, 2, 5, 0, 2, 3)},
+        opencv=False,
+    )
+    assert report.passed

@@ -54,7 +54,7 @@ def test_computing_layers_still_need_their_own_names(tmp_path):
     """Weights attach by layer name, so two kept computing layers with one name stay refused."""
     path = tmp_path / "twice.prototxt"
     path.write_text(AUTOENCODER.replace('name: "dec_act"', 'name: "enc_act"'))
-    with pytest.raises(NetDefinitionError, match=r'layer "enc_act".*two computing layers'):
+    with pytest.raises(NetDefinitionError, match=r'layer "enc_act".*two layers share this name'):
         load_net(path, stages=["eval-test"], input_shapes=SHAPE)
 
 

@@ -1,0 +1,59 @@
+"""The fast fuzz tier: a few hundred seeded mutations of the project's own prototxts, through the
+library and the CLI in-process. Bad definitions must be refused with a CaffeCompatError (exit 2);
+any other exception, or exit 3, fails with the case's seed net, mutations and traceback so it can
+be replayed (``Mutator(seed_nets(), SEED).case(index)``). The long run is tests/fuzz/run_long.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+from fuzz.harness import run_api, run_cli
+from fuzz.mutator import Mutator, seed_nets
+
+SEED = 20240611
+API_CASES = 240
+CLI_CASES = 40
+
+
+def small_first(seeds: list[tuple[str, str]]) -> list[float]:
+    """Seed weights: the small nets (which reach every step quickly) ten times the large ones."""
+    return [10.0 if name.startswith("tests/fuzz/seeds/") else 1.0 for name, _ in seeds]
+
+
+@pytest.fixture(scope="module")
+def mutator():
+    seeds = seed_nets()
+    return Mutator(seeds, SEED), small_first(seeds)
+
+
+def _report(failures: list[str]) -> str:
+    return f"{len(failures)} internal error(s):\n\n" + "\n\n".join(failures[:5])
+
+
+def test_library_raises_only_caffe_compat_errors(mutator, tmp_path):
+    cases, weights = mutator
+    failures, kinds = [], {"ok": 0, "refused": 0, "internal": 0}
+    path = tmp_path / "case.prototxt"
+    for index in range(API_CASES):
+        case = cases.case(index, weights)
+        path.write_text(case.text)
+        outcome = run_api(path)
+        kinds[outcome.kind] += 1
+        if outcome.kind == "internal":
+            failures.append(f"case {index} ({case.seed}; {'; '.join(case.ops)}): {outcome.detail}")
+    assert not failures, _report(failures)
+    # The mutations must leave many nets valid, or the later steps are never exercised.
+    assert kinds["ok"] >= API_CASES // 5, kinds
+
+
+def test_cli_never_exits_with_an_internal_error(mutator, tmp_path):
+    cases, weights = mutator
+    failures = []
+    path = tmp_path / "case.prototxt"
+    for index in range(API_CASES, API_CASES + CLI_CASES):
+        case = cases.case(index, weights)
+        path.write_text(case.text)
+        outcome = run_cli(path, tmp_path)
+        if outcome.kind == "internal":
+            failures.append(f"case {index} ({case.seed}; {'; '.join(case.ops)}): {outcome.detail}")
+    assert not failures, _report(failures)

@@ -1,0 +1,299 @@
+"""The memory budget: sizes parse, the default follows what is available, estimates grow with
+the net, check batches shrink to fit, and over-budget steps stop in one line before allocating
+(verify, convert and synth through the API and the CLI), leaving no file behind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from caffe_compat import budget
+from caffe_compat.budget import Budget, footprint, parse_size, plan_batch, resolve
+from caffe_compat.cli.main import main
+from caffe_compat.errors import CaffeCompatError, MemoryBudgetError
+from caffe_compat.io import write_caffemodel
+from caffe_compat.ir.load import load_net
+from caffe_compat.tools.synth import synthesize
+
+SMALL = """
+name: "small"
+layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 16 dim: 16 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 8 kernel_size: 3 } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_param { num_output: 10 } }
+layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
+"""
+# 1 x 3 x 4000 x 4000 in, 16 x 4000 x 4000 out: within Caffe's blob limit, about 1.3 GB of values.
+BIG_VALUES = """
+input: "data" input_dim: 1 input_dim: 3 input_dim: 4000 input_dim: 4000
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 16 kernel_size: 3 pad: 1 } }
+"""
+# 25 million weights (95 MiB) behind a tiny input.
+BIG_WEIGHTS = """
+input: "data" input_dim: 1 input_dim: 4 input_dim: 100 input_dim: 100
+layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 625 } }
+"""
+# Legal in Caffe, but ceil rounding with a stride of 100000 pads the input by ~100000 per axis.
+HUGE_STRIDE = """
+input: "data" input_dim: 1 input_dim: 3 input_dim: 10 input_dim: 10
+layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" pooling_param { pool: MAX kernel_size: 3 stride: 100000 } }
+"""
+
+
+def write(tmp_path, text, name="net.prototxt"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def cli_error(capsys, *args) -> str:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("2G", 2 * 2**30),
+        ("512M", 512 * 2**20),
+        ("1.5GiB", 3 * 2**29),
+        ("300000", 300000),
+        ("64k", 65536),
+        (1000, 1000),
+        ("2 gb", 2 * 2**30),
+    ],
+)
+def test_parse_size(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "lots", "-1G", "0", "2X", "1e9"])
+def test_parse_size_refuses(text):
+    with pytest.raises(CaffeCompatError, match="--max-memory"):
+        parse_size(text)
+
+
+def test_default_budget_is_half_of_the_least_available(monkeypatch):
+    monkeypatch.setattr(budget, "_meminfo_available", lambda: 8 * 2**30)
+    monkeypatch.setattr(budget, "_cgroup_headroom", lambda: 6 * 2**30)
+    monkeypatch.setattr(budget, "_address_space_left", lambda: None)
+    made = resolve()
+    assert made.limit == 3 * 2**30
+    assert "cgroup" in made.origin and "6 GiB" in made.origin
+    monkeypatch.setattr(budget, "_address_space_left", lambda: 2**30)
+    assert resolve().limit == 2**29 and "RLIMIT_AS" in resolve().origin
+    assert resolve("1G").limit == 2**30 and resolve(Budget(5, "x")).limit == 5
+
+
+def test_address_space_limit_is_read(tmp_path):
+    """In a child under RLIMIT_AS, the budget is at most half of what the limit leaves."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource; resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, resource.RLIM_INFINITY));"
+        "from caffe_compat.budget import resolve; b = resolve(); print(b.limit, b.origin)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    limit, origin = out.stdout.split(" ", 1)
+    assert int(limit) <= 1.5 * 2**30
+    assert "RLIMIT_AS" in origin
+
+
+def test_footprint_counts_values_parameters_and_scratch(tmp_path):
+    loaded = load_net(write(tmp_path, SMALL))
+    need = footprint(loaded.graph, loaded.inference.params)
+    # conv 8x3x3x3 + 8, fc 10 x (8*7*7) + 10
+    assert need.params == 4 * (8 * 27 + 8 + 10 * 392 + 10)
+    values = 3 * 256 + 8 * 196 * 2 + 8 * 49 + 10 + 10  # per item: data, conv (x2 in place), ...
+    assert need.per_item == 4 * values
+    assert need.scratch_layer == "conv"
+    assert need.scratch_per_item == 4 * 27 * 196  # im2col columns of one item
+
+
+def test_plan_batch_shrinks_then_refuses():
+    need = budget.Footprint(
+        params=0, largest_params=0, per_item=100.0, fixed=0, scratch_per_item=0.0, scratch_layer=""
+    )
+    assert plan_batch(Budget(10_000, "t"), need, 20, fixed=1000, copies=2, what="x") == 20
+    assert plan_batch(Budget(2_000, "t"), need, 20, fixed=1000, copies=2, what="x") == 5
+    with pytest.raises(MemoryBudgetError, match=r"x at batch 1 \(.*\) needs 1.17 KiB"):
+        plan_batch(Budget(1_100, "t"), need, 20, fixed=1000, copies=2, what="x")
+    with pytest.raises(MemoryBudgetError, match="at batch 20"):
+        plan_batch(Budget(2_000, "t"), need, 20, fixed=1000, copies=2, what="x", shrink=False)
+
+
+def test_synth_refuses_before_allocating(tmp_path, capsys):
+    path = write(tmp_path, BIG_WEIGHTS)
+    loaded = load_net(path)
+    with pytest.raises(
+        MemoryBudgetError,
+        match=r"synthesizing weights needs 381 MiB, over the memory budget of 256 MiB",
+    ):
+        synthesize(loaded, method="he", max_memory="256M")
+    assert all(not node.blobs for node in loaded.graph.nodes)
+    out = tmp_path / "w.caffemodel"
+    line = cli_error(capsys, "synth", path, "-o", out, "--max-memory", "256M")
+    assert "calibrating synthesized weights" in line and "budget of 256 MiB (--max-memory" in line
+    assert not out.exists()
+
+
+def test_synth_cli_refuses_a_net_too_large_to_run(tmp_path, capsys):
+    out = tmp_path / "w.caffemodel"
+    line = cli_error(
+        capsys, "synth", write(tmp_path, BIG_VALUES), "-o", out, "--max-memory", "512M"
+    )
+    assert "at batch 16" in line and 'layer "conv"' in line
+    assert not out.exists()
+
+
+def test_synth_checks_before_writing(tmp_path, capsys, monkeypatch):
+    """A failing check leaves no file behind (the weights are written after it)."""
+    from caffe_compat.cli import synth as synth_cli
+
+    def broken(*_args):
+        raise CaffeCompatError("the check failed")
+
+    monkeypatch.setattr(synth_cli, "_variety", broken)
+    out = tmp_path / "w.caffemodel"
+    assert "the check failed" in cli_error(capsys, "synth", write(tmp_path, SMALL), "-o", out)
+    assert not out.exists()
+
+
+def test_synth_variety_check_shrinks_to_the_budget(tmp_path, capsys):
+    out = tmp_path / "w.caffemodel"
+    assert (
+        main(
+            [
+                "synth",
+                str(write(tmp_path, SMALL)),
+                "-o",
+                str(out),
+                "--max-memory",
+                "330K",
+                "--method",
+                "he",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert out.exists()
+    assert "unseen inputs" in printed and "over 16 unseen" not in printed
+
+
+def test_huge_pooling_stride_is_refused_by_its_scratch(tmp_path, capsys):
+    path = write(tmp_path, HUGE_STRIDE)
+    loaded = load_net(path)  # a legal net
+    assert loaded.graph.shapes["pool"] == (1, 3, 2, 2)
+    with pytest.raises(MemoryBudgetError, match='layer "pool"'):
+        synthesize(loaded, max_memory="2G")
+    line = cli_error(capsys, "synth", path, "-o", tmp_path / "w.caffemodel", "--max-memory", "2G")
+    assert "scratch" in line and 'layer "pool"' in line
+
+
+def _weights(tmp_path, text):
+    loaded = load_net(write(tmp_path, text))
+    blobs = {
+        n.name: [np.zeros(s, np.float32) for s in loaded.inference.params[n.name]]
+        for n in loaded.graph.nodes
+        if loaded.inference.params.get(n.name)
+    }
+    path = tmp_path / "w.caffemodel"
+    write_caffemodel(path, loaded.net, blobs)
+    return path
+
+
+def test_convert_refuses_models_over_the_budget(tmp_path, capsys):
+    from caffe_compat.tools.convert import convert
+
+    weights = _weights(tmp_path, BIG_WEIGHTS)
+    with pytest.raises(MemoryBudgetError, match="building the PyTorch and ONNX models"):
+        convert(tmp_path / "net.prototxt", weights, out_prefix=tmp_path / "m", max_memory="256M")
+    line = cli_error(
+        capsys,
+        "convert",
+        tmp_path / "net.prototxt",
+        weights,
+        "-o",
+        tmp_path / "m",
+        "--max-memory",
+        "256M",
+    )
+    assert "building the PyTorch and ONNX models" in line
+    assert not list(tmp_path.glob("m.*"))
+
+
+def test_verify_shrinks_its_batch_and_refuses_what_cannot_fit(tmp_path, capsys):
+    from caffe_compat.verify import verify
+
+    weights = _weights(tmp_path, SMALL)
+    report = verify(
+        tmp_path / "net.prototxt",
+        weights,
+        opencv=False,
+        require_reference=False,
+        devices=("cpu",),
+        batch=20,
+        max_memory="200K",
+    )
+    assert 1 <= report.batch < 20
+    assert "not 20: the memory budget" in report.inputs
+    line = cli_error(
+        capsys, "verify", tmp_path / "net.prototxt", weights, "--max-memory", "20K", "--no-opencv"
+    )
+    assert "the verification at batch 1 (" in line and "over the memory budget of 20 KiB" in line
+    with pytest.raises(MemoryBudgetError, match="at batch 20"):
+        verify(
+            tmp_path / "net.prototxt",
+            weights,
+            feeds={"data": np.zeros((20, 3, 16, 16), np.float32)},
+            opencv=False,
+            require_reference=False,
+            max_memory="200K",
+        )
+
+
+def test_cli_refuses_a_bad_size(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:  # a usage error: argparse's exit, our wording
+        main(
+            [
+                "synth",
+                str(write(tmp_path, SMALL)),
+                "-o",
+                str(tmp_path / "w"),
+                "--max-memory",
+                "lots",
+            ]
+        )
+    assert info.value.code == 2
+    assert "argument --max-memory: expected a size such as 2G" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("layer", "parts"),
+    [
+        # Legal (odd, within int32): the channel-padded squares would hold 2^31 channels.
+        (
+            'layer { name: "norm" type: "LRN" bottom: "data" top: "norm" lrn_param { local_size: 2147483647 } }',
+            ["scratch", 'layer "norm"'],
+        ),
+        # Legal (the top holds exactly Caffe's limit of 2^31 - 1 values): 8 GiB of values.
+        (
+            'layer { name: "tile" type: "Tile" bottom: "data" top: "tile" tile_param { axis: 0 tiles: 2147483647 } }',
+            ["values", "per item"],
+        ),
+    ],
+)
+def test_legal_settings_that_ask_for_terabytes_are_refused(tmp_path, capsys, layer, parts):
+    text = 'input: "data" input_dim: 1 input_dim: 1 input_dim: 1 input_dim: 1\n' + layer
+    path = write(tmp_path, text)
+    load_net(path)
+    line = cli_error(capsys, "synth", path, "-o", tmp_path / "w.caffemodel", "--max-memory", "2G")
+    for part in ("over the memory budget of 2 GiB", *parts):
+        assert part in line, line
