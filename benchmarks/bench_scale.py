@@ -379,6 +379,48 @@ def ray_parts(count: int = 200_000) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 
 
+def bench_precisions(models_dir: Path, batch: int = 1024, seconds: float = 3.0) -> None:
+    """Net images/s of the Levi-Hassner age net per numeric mode on CUDA, each with its max abs
+    error on prob against ONNX Runtime on the CPU (the same weights and inputs), in one run."""
+    import numpy as np
+    import torch
+
+    if not torch.cuda.is_available():
+        print("\nnumeric modes: no CUDA device here (the per-precision table needs one)")
+        return
+    from caffe_compat.converters.onnx.runtime import run_all, session
+    from caffe_compat.converters.torch.model import to_torch
+    from caffe_compat.ir.load import load_net
+    from caffe_compat.zoo import load_card
+
+    prototxt = str(load_card("levi_hassner_age").prototxt_path())
+    loaded = load_net(prototxt, models_dir / "age.caffemodel")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-120, 120, (batch, 3, 227, 227)).astype(np.float32)
+    check = x[:64]
+    onnx_path = models_dir / "age.onnx"
+    reference = run_all(session(str(onnx_path)), {"data": check})["prob"]
+    print(f"\nLevi-Hassner age net on {torch.cuda.get_device_name()}, batch {batch}:")
+    print(f"{'mode':<8}{'images/s':>12}{'vs exact':>10}{'max abs error on prob':>24}")
+    rates = {}
+    for mode in ("exact", "fp32", "tf32", "fp16"):
+        model = to_torch(loaded.graph, precision=mode).cuda()
+        data = torch.from_numpy(x).cuda()
+        with torch.no_grad():
+            model(data[:8])
+            torch.cuda.synchronize()
+            done, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                model(data)
+                done += batch
+            torch.cuda.synchronize()
+            rate = done / (time.perf_counter() - start)
+            prob = model(torch.from_numpy(check).cuda()).float().cpu().numpy()
+        rates[mode] = rate
+        error = float(np.abs(prob.reshape(reference.shape) - reference).max())
+        print(f"{mode:<8}{rate:>12,.0f}{rate / rates['exact']:>9.2f}x{error:>24.2e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -389,6 +431,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per case (median)")
     parser.add_argument("--workdir", type=Path, help="keep inputs here (default: a temp folder)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--precisions-only", action="store_true", help="only the CUDA numeric-mode table"
+    )
     args = parser.parse_args()
     if args.child:
         child_main(json.loads(args.child))
@@ -403,6 +448,9 @@ def main() -> None:
         models_dir.mkdir()
         make_models(models_dir)
     models = {t: str(models_dir / f"{t}.onnx") for t in ("age", "gender")}
+    if args.precisions_only:
+        bench_precisions(models_dir)
+        return
     if not folder.exists():
         make_photos(folder, args.photos)
     tiny = work / "tiny.txt"  # one photo per worker: the fixed costs of a run
@@ -508,6 +556,7 @@ def main() -> None:
         f"to the actors are {p['shipped_bytes'] / 1024:.0f} KiB a photo of object store traffic, "
         f"{per_worker * p['shipped_bytes'] / 2**20:.1f} MiB/s a worker."
     )
+    bench_precisions(models_dir)
     if args.json:
         args.json.write_text(json.dumps({"results": results, "parts": p}, indent=1))
     if not args.workdir:
