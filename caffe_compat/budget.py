@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import registry
-from .errors import CaffeCompatError, MemoryBudgetError
+from .errors import CaffeCompatError, MemoryBudgetError, Remedy
 from .ir.graph import Graph, Shape
 
 DEFAULT_FRACTION = 0.5  # of the memory available when the budget is made
@@ -43,11 +43,11 @@ def parse_size(text: str | int) -> int:
         match = _SIZE.match(str(text))
         if not match:
             raise CaffeCompatError(
-                f"--max-memory takes a size such as 2G, 512M or a byte count, not {text!r}"
+                f"a memory budget is a size such as 2G, 512M or a byte count, not {text!r}"
             )
         value = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
     if value <= 0:
-        raise CaffeCompatError(f"--max-memory must be positive, not {text!r}")
+        raise CaffeCompatError(f"a memory budget must be positive, not {text!r}")
     return value
 
 
@@ -152,10 +152,10 @@ class Budget:
     def require(self, needed: float, what: str) -> None:
         """Raise one line when ``what`` would need more than the budget."""
         if needed > self.limit:
-            hint = "" if self.chosen else "; set it with --max-memory, max_memory= in Python"
             raise MemoryBudgetError(
                 f"{what} needs {format_size(needed)}, over the memory budget of "
-                f"{format_size(self.limit)} ({self.origin}{hint})"
+                f"{format_size(self.limit)} ({self.origin})",
+                remedy=None if self.chosen else Remedy("max_memory", purpose="to change it"),
             )
 
 
@@ -165,7 +165,7 @@ def resolve(max_memory: Budget | int | str | None = None) -> Budget:
         return max_memory
     if max_memory is not None:
         size = parse_size(max_memory)
-        return Budget(size, "--max-memory / max_memory=", chosen=True)
+        return Budget(size, "as set", chosen=True)
     available, source = available_memory()
     return Budget(
         int(available * DEFAULT_FRACTION),

@@ -34,6 +34,7 @@ API_WORDING: dict[str, str] = {
     "reference": "reference_path=REF.npz",
     "labels": "{value}_labels=[...]",
     "verify_identity": "verify_identity=False",
+    "max_memory": "max_memory='2G' (a size)",
 }
 
 
@@ -145,8 +146,8 @@ class NetDefinitionError(CaffeCompatError):
 
 
 class MemoryBudgetError(CaffeCompatError):
-    """A step would allocate more than the memory budget allows (``--max-memory``/``max_memory=``);
-    raised before the allocation, never after."""
+    """A step would allocate more than the memory budget allows; raised before the allocation,
+    never after."""
 
 
 class WeightsMismatchError(CaffeCompatError):

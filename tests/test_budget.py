@@ -74,7 +74,7 @@ def test_parse_size(text, size):
 
 @pytest.mark.parametrize("text", ["", "lots", "-1G", "0", "2X", "1e9"])
 def test_parse_size_refuses(text):
-    with pytest.raises(CaffeCompatError, match="--max-memory"):
+    with pytest.raises(CaffeCompatError, match="memory budget"):
         parse_size(text)
 
 
@@ -139,7 +139,7 @@ def test_synth_refuses_before_allocating(tmp_path, capsys):
     assert all(not node.blobs for node in loaded.graph.nodes)
     out = tmp_path / "w.caffemodel"
     line = cli_error(capsys, "synth", path, "-o", out, "--max-memory", "256M")
-    assert "calibrating synthesized weights" in line and "budget of 256 MiB (--max-memory" in line
+    assert "calibrating synthesized weights" in line and "budget of 256 MiB (as set)" in line
     assert not out.exists()
 
 

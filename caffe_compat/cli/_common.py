@@ -17,6 +17,7 @@ CLI_WORDING: dict[str, str] = {
     "reference": "--reference REF.npz",
     "labels": "--{value}-labels A,B,...",
     "verify_identity": "--age-model/--gender-model PROTOTXT WEIGHTS",
+    "max_memory": "--max-memory SIZE",
 }
 
 
