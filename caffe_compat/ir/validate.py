@@ -5,7 +5,7 @@ makes the same refusals, as one-line errors naming the layer and the field:
 
 - wiring (``validate_net``, from ``build_graph``): every bottom produced by an earlier layer, one
   producer per blob unless a layer writes in place (top j == bottom j, Caffe's ``AppendTop``), no
-  two computing layers with one name (names pick the weights);
+  two computing layers with one name (Caffe does not check names, but they pick the weights);
 - per layer (``layer_problem``, from ``infer_shapes`` before the shape rule): the bottom and top
   counts the type declares (``CheckBlobCounts``), unsigned fields whose value does not fit the
   ``int`` Caffe stores them in, and the type's own ``validate`` fact (its family's shapes file);
@@ -184,7 +184,7 @@ def validate_net(
             continue
         role = registry.facts(layer.type).role
         if role == "training":
-            continue  # dropped: Caffe accepts duplicate names there, and nothing here runs it
+            continue  # dropped, never run here: its name may repeat another (as in Caffe)
         where = {
             "path": path,
             "layer": layer.name,
