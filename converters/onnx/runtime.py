@@ -39,7 +39,7 @@ def session(
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors come back as one line of ours, not its log
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
