@@ -99,7 +99,9 @@ def test_address_space_limit_is_read(tmp_path):
         "import resource; resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, resource.RLIM_INFINITY));"
         "from caffe_compat.budget import resolve; b = resolve(); print(b.limit, b.origin)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
     limit, origin = out.stdout.split(" ", 1)
     assert int(limit) <= 1.5 * 2**30
     assert "RLIMIT_AS" in origin

@@ -96,9 +96,10 @@ def test_one_family_name_in_every_folder():
         assert package.__file__ is not None
 
 
-def test_module_entry_point_prints_the_table():
+def test_module_entry_point_prints_the_table(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "caffe_compat.tools.support_table"],
+        cwd=tmp_path,  # not the checkout: the installed package must be the one imported
         capture_output=True,
         text=True,
         check=True,

@@ -72,7 +72,6 @@ def run_scaled(args: argparse.Namespace) -> int:
     from ..progress import Progress
     from ._models import predictor_options
 
-    require_ray()
     if len(args.photos) != 1:
         raise CaffeCompatError(
             f"--engine ray takes one SOURCE (a folder or a manifest), got {len(args.photos)}"
@@ -88,6 +87,7 @@ def run_scaled(args: argparse.Namespace) -> int:
     options.pop("device")
     if options.pop("check_precision"):
         raise CaffeCompatError("--check-precision runs with the single-process engine only")
+    require_ray()  # after the usage checks, so a wrong command line is said first
     for task in ("age", "gender"):
         if task not in tasks:
             options.pop(f"{task}_model", None)

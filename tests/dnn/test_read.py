@@ -315,6 +315,7 @@ def test_works_without_torch(tmp_path, fresh_home):
         text=True,
         timeout=120,
         env={**os.environ, "CAFFE_COMPAT_HOME": str(fresh_home)},
+        cwd=tmp_path,  # not the checkout: the installed package must be the one imported
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["ConvertedNet", "ConvertedNet"]

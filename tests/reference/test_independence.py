@@ -71,7 +71,7 @@ def test_the_import_check_sees_relative_and_nested_imports(tmp_path):
     }
 
 
-def test_a_forward_loads_no_back_end():
+def test_a_forward_loads_no_back_end(tmp_path):
     code = textwrap.dedent(
         """
         import sys, tempfile, pathlib
@@ -89,7 +89,9 @@ def test_a_forward_loads_no_back_end():
         print(bad)
         """
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
     assert done.stdout.strip() == "[]"
 
 
