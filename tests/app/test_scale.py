@@ -179,9 +179,7 @@ def test_sigkill_of_the_driver_then_restart(ray_session, astronaut, models, tmp_
     ]
     log = tmp_path / "driver.log"
     with log.open("wb") as stderr:
-        driver = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path
-        )
+        driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path)
         deadline = time.monotonic() + 120
         while not shard_files(out):
             assert driver.poll() is None, log.read_text()[-2000:]
