@@ -12,6 +12,7 @@ are not accepted.
 
 from __future__ import annotations
 
+import re
 import struct
 
 Size = tuple[int, int]  # width, height
@@ -19,7 +20,6 @@ Size = tuple[int, int]  # width, height
 # JPEG start-of-frame markers: C0-CF except DHT (C4), JPG (C8) and DAC (CC).
 _SOF = {m for m in range(0xC0, 0xD0) if m not in (0xC4, 0xC8, 0xCC)}
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM, RSTn: no length field
-_PNM_HEADER = 1024
 
 
 def _unpack(fmt: str, data: bytes, offset: int) -> tuple[int, ...] | None:
@@ -114,71 +114,147 @@ def _jpeg(data: bytes) -> Size | None:
     return None
 
 
-def _tiff(data: bytes) -> Size | None:
-    """ImageWidth (256) and ImageLength (257) of the first directory, the page OpenCV reads."""
-    order = {b"II": "<", b"MM": ">"}.get(data[:2])
-    if order is None:
-        return None
-    (magic,) = _unpack(order + "H", data, 2) or (0,)
-    if magic == 42:
-        first = _unpack(order + "I", data, 4)
-        count_fmt, entry_size, value_at, offset_size = "H", 12, 8, 4
-    elif magic == 43:
-        first = _unpack(order + "Q", data, 8)
-        count_fmt, entry_size, value_at, offset_size = "Q", 20, 12, 8
-    else:
-        return None
-    if first is None:
-        return None
-    ifd = first[0]
+# TIFF field types libtiff accepts for ImageWidth/ImageLength (TIFFReadDirEntryLong): BYTE,
+# SHORT, LONG, LONG8 and their signed forms (negative values are refused there too).
+_TIFF_INTS = {1: "B", 3: "H", 4: "I", 6: "b", 8: "h", 9: "i", 16: "Q", 17: "q"}
+_TIFF_MAX_PAGES = 1024
+
+
+def _tiff_page(data: bytes, order: str, ifd: int, big: bool) -> tuple[Size | None, int]:
+    """One directory's (width, height), None if it gives none, and the next directory's
+    offset (0 at the end). As libtiff, the FIRST entry of a tag counts and later duplicates are
+    ignored (tif_dirread.c marks them), so a second, smaller ImageWidth cannot hide the size
+    the decoder allocates."""
+    count_fmt, entry_size, value_at, room = ("Q", 20, 12, 8) if big else ("H", 12, 8, 4)
     count = _unpack(order + count_fmt, data, ifd)
-    if count is None:
-        return None
+    if count is None or count[0] == 0:
+        return None, 0
     start = ifd + struct.calcsize(count_fmt)
     found: dict[int, int] = {}
     for index in range(min(count[0], 4096)):
         entry = start + index * entry_size
-        head = _unpack(order + "HH", data, entry)
+        head = _unpack(order + ("HHQ" if big else "HHI"), data, entry)
         if head is None:
-            return None
-        tag, kind = head
-        if tag not in (256, 257):
+            return None, 0
+        tag, kind, number = head
+        if tag not in (256, 257) or tag in found:
             continue
-        fmt = {3: "H", 4: "I", 16: "Q"}.get(kind)
-        if fmt is None or struct.calcsize(fmt) > offset_size:
-            return None
+        fmt = _TIFF_INTS.get(kind)
+        if fmt is None or number != 1 or struct.calcsize(fmt) > room:
+            return None, 0  # libtiff refuses the directory: so do we
         value = _unpack(order + fmt, data, entry + value_at)
-        if value is None:
-            return None
+        if value is None or value[0] < 0:
+            return None, 0
         found[tag] = value[0]
-    if 256 in found and 257 in found:
-        return found[256], found[257]
+    following = _unpack(order + ("Q" if big else "I"), data, start + count[0] * entry_size)
+    size = (found[256], found[257]) if 256 in found and 257 in found else None
+    return size, following[0] if following else 0
+
+
+def _tiff(data: bytes) -> Size | None:
+    """The largest page: ImageWidth (256) and ImageLength (257) of every directory.
+
+    OpenCV decodes the first page and ``imreadmulti`` every one, so each is checked; the first
+    must give a size, later damaged or looping directories end the walk."""
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None:
+        return None
+    (magic,) = _unpack(order + "H", data, 2) or (0,)
+    if magic not in (42, 43):
+        return None
+    big = magic == 43
+    first = _unpack(order + ("Q" if big else "I"), data, 8 if big else 4)
+    if first is None:
+        return None
+    largest: Size | None = None
+    ifd, seen = first[0], set()
+    while ifd and ifd not in seen and len(seen) < _TIFF_MAX_PAGES:
+        seen.add(ifd)
+        size, ifd = _tiff_page(data, order, ifd, big)
+        if size is None:
+            break
+        if largest is None or size[0] * size[1] > largest[0] * largest[1]:
+            largest = size
+    return largest
+
+
+_SPACE = frozenset(b" \t\n\v\f\r")  # C isspace()
+_DIGITS = frozenset(b"0123456789")
+
+
+def _pnm_numbers(data: bytes, pos: int, wanted: int) -> list[int] | None:
+    """OpenCV's ``ReadNumber`` (grfmt_pxm.cpp) ``wanted`` times: whitespace and ``#`` comments
+    (ended by a line feed OR a carriage return) before each number, and the byte after its
+    digits consumed whatever it is."""
+    numbers: list[int] = []
+    while len(numbers) < wanted:
+        while pos < len(data) and data[pos] not in _DIGITS:
+            if data[pos] == 0x23:  # '#'
+                ends = [i for i in (data.find(b"\n", pos), data.find(b"\r", pos)) if i >= 0]
+                if not ends:
+                    return None
+                pos = min(ends) + 1
+            elif data[pos] in _SPACE:
+                pos += 1
+            else:
+                return None  # OpenCV: "Unexpected code in ReadNumber()"
+        start = pos
+        while pos < len(data) and data[pos] in _DIGITS and pos - start <= 10:
+            pos += 1
+        if pos == start or pos - start > 10:
+            return None
+        numbers.append(int(data[start:pos]))
+        pos += 1
+    return numbers
+
+
+def _pam(data: bytes) -> Size | None:
+    """P7: header lines (ended by a line feed or a carriage return) up to ENDHDR; OpenCV
+    refuses a repeated WIDTH or HEIGHT, so a size is given only when each appears once."""
+    fields: dict[bytes, list[bytes]] = {}
+    for line in data[3:65536].replace(b"\r", b"\n").split(b"\n"):
+        words = line.split()
+        if words[:1] == [b"ENDHDR"]:
+            width, height = fields.get(b"WIDTH", []), fields.get(b"HEIGHT", [])
+            if len(width) != 1 or len(height) != 1:
+                return None
+            if not (width[0].isdigit() and height[0].isdigit()):
+                return None
+            return int(width[0]), int(height[0])
+        if len(words) >= 2 and words[0] in (b"WIDTH", b"HEIGHT"):
+            fields.setdefault(words[0], []).append(b"".join(words[1:]))
     return None
+
+
+def _pfm(data: bytes) -> Size | None:
+    """PF/Pf, a line feed, then width and height as OpenCV's ``read_number`` reads them: the
+    bytes up to the next whitespace byte, through ``atoi`` (leading digits, optional sign)."""
+    if data[2:3] != b"\n":
+        return None
+    values, pos = [], 3
+    for _ in range(2):
+        end = pos
+        while end < len(data) and data[end] not in _SPACE and end - pos < 2048:
+            end += 1
+        token = data[pos:end]
+        digits = token[1:] if token[:1] in (b"+", b"-") else token
+        count = next((i for i, c in enumerate(digits) if c not in _DIGITS), len(digits))
+        if count == 0 or count > 10 or token[:1] == b"-":
+            return None
+        values.append(int(digits[:count]))
+        pos = end + 1
+    return values[0], values[1]
 
 
 def _pnm(data: bytes) -> Size | None:
-    """P1-P6 and PF/Pf: magic, width, height as text (comments allowed); P7 (PAM): keywords."""
-    head = data[:_PNM_HEADER]
-    if head[:2] == b"P7":
-        fields: dict[bytes, int] = {}
-        for line in head.split(b"\n")[1:]:
-            words = line.split()
-            if words[:1] == [b"ENDHDR"]:
-                break
-            if len(words) == 2 and words[0] in (b"WIDTH", b"HEIGHT") and words[1].isdigit():
-                fields[words[0]] = int(words[1])
-        if b"WIDTH" in fields and b"HEIGHT" in fields:
-            return fields[b"WIDTH"], fields[b"HEIGHT"]
-        return None
-    tokens: list[bytes] = []
-    text = b"\n".join(line.split(b"#", 1)[0] for line in head[2:].split(b"\n"))
-    for token in text.split():
-        if not token.isdigit():
-            return None
-        tokens.append(token)
-        if len(tokens) == 2:
-            return int(tokens[0]), int(tokens[1])
-    return None
+    """P1-P6 (OpenCV's PxM reader), P7 (PAM) and PF/Pf (PFM), each as its OpenCV decoder reads
+    the header."""
+    if data[:2] == b"P7":
+        return _pam(data)
+    if data[1:2] in (b"F", b"f"):
+        return _pfm(data)
+    numbers = _pnm_numbers(data, 2, 2)
+    return (numbers[0], numbers[1]) if numbers else None
 
 
 def _j2k(data: bytes, start: int = 0) -> Size | None:
@@ -215,18 +291,38 @@ def _jpeg2000(data: bytes) -> Size | None:
     return None
 
 
+def _fgets(data: bytes, pos: int, size: int = 128) -> tuple[bytes, int]:
+    """C's ``fgets(buf, size)``: up to ``size - 1`` bytes, through the first line feed."""
+    end = data.find(b"\n", pos, pos + size - 1)
+    stop = end + 1 if end >= 0 else min(pos + size - 1, len(data))
+    return data[pos:stop], stop
+
+
+# sscanf(buf, "-Y %d +X %d"): literal "-Y", then whitespace-skipping integers.
+_HDR_SIZE = re.compile(rb"-Y[ \t\n\v\f\r]*([+-]?\d+)[ \t\n\v\f\r]*\+X[ \t\n\v\f\r]*([+-]?\d+)")
+
+
 def _radiance(data: bytes) -> Size | None:
-    """Header lines, a blank line, then the resolution: "-Y rows +X columns" (or rotated)."""
-    end = data.find(b"\n\n", 0, 65536)
-    if end < 0:
+    """OpenCV's ``RGBE_ReadHeader``: lines read by ``fgets`` into 128 bytes (so a long line
+    comes in pieces, and a piece starting with a line feed ends the header), a FORMAT line
+    required, then "-Y rows +X columns"."""
+    _, pos = _fgets(data, 0)
+    has_format = False
+    while pos < min(len(data), 65536):
+        line, pos = _fgets(data, pos)
+        if line[:1] == b"\n":
+            break
+        has_format = has_format or line == b"FORMAT=32-bit_rle_rgbe\n"
+    else:
         return None
-    line = data[end + 2 : end + 66].split(b"\n", 1)[0].split()
-    if len(line) != 4 or not line[1].isdigit() or not line[3].isdigit():
+    if not has_format:
         return None
-    axes = {line[0][-1:]: int(line[1]), line[2][-1:]: int(line[3])}
-    if set(axes) != {b"X", b"Y"}:
+    line, _ = _fgets(data, pos)
+    found = _HDR_SIZE.match(line)
+    if not found:
         return None
-    return axes[b"X"], axes[b"Y"]
+    height, width = int(found.group(1)), int(found.group(2))
+    return (width, height) if width > 0 and height > 0 else None
 
 
 def _sun(data: bytes) -> Size | None:

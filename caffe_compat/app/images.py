@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CaffeCompatError
-from .image_size import image_size
+from .pixel_limit import check_pixels
 
 MAX_FILE_BYTES = 256 << 20  # 256 MiB: far above any camera's JPEG, PNG or TIFF of one photo
 MAX_PIXELS = 100_000_000  # 100 megapixels (300 MB as BGR): a 12000 x 8000 photo fits
@@ -131,20 +131,7 @@ def decode_photo(data: bytes, path: str, *, max_pixels: int = MAX_PIXELS) -> np.
     kind = sniff_image(data[:32])
     if kind is None:
         raise CaffeCompatError("not an image (unknown file content)", path=str(path))
-    size = image_size(kind, data)
-    if size is None:
-        raise CaffeCompatError(
-            f"corrupt or unsupported {kind} image (its header gives no size to check before "
-            "decoding)",
-            path=str(path),
-        )
-    width, height = size
-    if width * height > max_pixels:
-        raise CaffeCompatError(
-            f"{kind} image of {width} x {height} = {width * height:,} pixels, over the "
-            f"{max_pixels:,}-pixel limit",
-            path=str(path),
-        )
+    check_pixels(kind, data, str(path), max_pixels)
     try:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     except (cv2.error, MemoryError) as exc:

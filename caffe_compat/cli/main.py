@@ -169,10 +169,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_BAD_INPUT
+    from ..app.images import MAX_PIXELS
+    from ..app.pixel_limit import opencv_pixel_limit
+
     stdout = sys.stdout
     sys.stdout = _PrintableStdout(stdout)  # type: ignore[assignment]
     try:
-        with _messages(args.quiet, args.verbose):
+        # A cv2 first loaded during the command refuses bitmaps over the photo limit itself.
+        with _messages(args.quiet, args.verbose), opencv_pixel_limit(MAX_PIXELS):
             return _run(args)
     finally:
         sys.stdout = stdout
