@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterator
 from typing import TextIO
 
+from .printable import printable
+
 _lock = threading.Lock()
 _active: list[Progress] = []  # bars currently drawn on the terminal
 _suppressed = 0  # depth of suppressed() scopes
@@ -134,7 +136,8 @@ class Progress:
         if self.status:
             parts.append(self.status)
         line = "  ".join(p for p in parts if p)
-        return f"{self.label}: {line}" if self.label else line
+        line = f"{self.label}: {line}" if self.label else line
+        return printable(line)  # labels quote net and file names: never drive the terminal
 
     def _amount(self) -> str:
         if self.unit == "B":

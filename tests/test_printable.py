@@ -108,3 +108,32 @@ def test_verify_table_names_are_escaped(tmp_path, capsys):
     rows = [line for line in out.splitlines() if line.startswith("c\\x0d\\x0a1 ")]
     judges = 2 if "readNetFromCaffe" in out else 1  # float64, and OpenCV 4 where installed
     assert len(rows) == 2 * judges  # torch and onnxruntime per judge: no name forges lines
+
+
+FORGED = "net\nPASS: every blob matches\x1b[32m"
+
+
+@pytest.mark.parametrize("level", ["warning", "info", "debug"])
+def test_log_lines_show_names_escaped(capsys, level):
+    import logging
+
+    from caffe_compat.cli.main import _messages
+
+    with _messages(quiet=False, verbose=2):
+        getattr(logging.getLogger("caffe_compat.test"), level)("layer %s is odd", FORGED)
+    err = capsys.readouterr().err
+    assert "\x1b" not in err
+    if level != "debug":  # debug detail may keep line breaks; its controls are escaped
+        assert err.count("\n") == 1 and "net\\x0aPASS" in err
+
+
+def test_progress_labels_are_escaped():
+    import io
+
+    from caffe_compat.progress import Progress
+
+    bar = Progress(3, label=f"verify {FORGED}", stream=io.StringIO())
+    bar.describe("layer \u202eevil")
+    text = bar.text()
+    assert "\x1b" not in text and "\n" not in text and "\u202e" not in text
+    assert "net\\x0aPASS" in text

@@ -11,6 +11,7 @@ import argparse
 import json
 
 from ..errors import CaffeCompatError
+from ..printable import printable
 from ..tools.convert import DEFAULT_TARGETS, TARGETS, convert
 from ._common import add_memory_argument, add_net_arguments, net_options
 
@@ -72,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         for kind, path in result.outputs.items():
-            print(f"wrote {kind:<5} {path}")
+            print(f"wrote {kind:<5} {printable(str(path))}")
         for note in result.notes:
-            print(f"note  {note}")
+            print(f"note  {printable(note)}")
         total = sum(result.timings.values())
         print(
             f"time  {total:.2f} s ("

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from ..printable import printable
 from ..progress import Progress
 from ._models import add_model_arguments, predictor_options
 
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render(evaluation))
         if args.confusion:
-            print(f"confusion matrix: {args.confusion}")
+            print(f"confusion matrix: {printable(args.confusion)}")
     if evaluation.missing or evaluation.unreadable:
         print(
             f"caffe-compat: {evaluation.missing} face image(s) missing, {evaluation.unreadable} "

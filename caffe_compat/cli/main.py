@@ -135,7 +135,11 @@ class _Formatter(logging.Formatter):
         self.debug = debug
 
     def format(self, record: logging.LogRecord) -> str:
+        # Messages quote names from files: one line each, escaped as everywhere (debug detail
+        # may keep its own line breaks).
         message = record.getMessage()
+        shown = printable_lines if record.levelno <= logging.DEBUG else printable
+        message = shown(message)
         if record.exc_info and self.debug:
             message += "\n" + self.formatException(record.exc_info)
         level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "

@@ -34,6 +34,7 @@ from typing import Any, TextIO
 
 from ..app.faces import DEFAULT_MARGIN, SSD_CONFIDENCE
 from ..errors import CaffeCompatError
+from ..printable import printable
 from ..progress import Progress
 from ._models import add_model_arguments, predictor_options
 
@@ -253,7 +254,7 @@ def record(kind: str, path: str, face: Any = None, **fields: Any) -> dict[str, A
 
 def face_line(face: Any) -> str:
     x, y, w, h = face.box
-    text = f"{face.path}: face {face.face} at x={x} y={y} w={w} h={h}:"
+    text = f"{printable(face.path)}: face {face.face} at x={x} y={y} w={w} h={h}:"
     parts = []
     if face.age is not None:
         top2 = ", ".join(f"{label} {p:.1%}" for label, p in face.age_top2)
@@ -302,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
     err = sys.stderr
     out = sys.stdout
     for argument in missing:
-        print(f"caffe-compat: skipped {argument}: no such file or folder", file=err)
+        print(f"caffe-compat: skipped {printable(argument)}: no such file or folder", file=err)
         if args.json:
             print(json.dumps(record("skipped", argument, error="no such file or folder")), file=out)
     bar = Progress(len(files), label="predict", unit="photos", enabled=len(files) > 1)
@@ -334,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(record("no_face", key, **setup)), file=out)
             else:
-                print(f"{key}: no face found", file=out)
+                print(f"{printable(key)}: no face found", file=out)
         for face in faces:
             line = json.dumps(record("face", key, face)) if args.json else face_line(face)
             print(line, file=out)
@@ -351,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
     modes = sorted({c.precision for c in predictor.classifiers.values()})
     summary += f"; precision {', '.join(modes)}"
     if args.annotate:
-        summary += f"; annotated copies in {args.annotate}"
+        summary += f"; annotated copies in {printable(args.annotate)}"
     print(summary, file=err if args.json else sys.stdout)
     for task, (agree, total) in predictor.precision_agreement.items():
         print(

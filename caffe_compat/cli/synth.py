@@ -14,6 +14,7 @@ from ..io import write_caffemodel, write_hdf5
 from ..io.writer import definitions_only
 from ..ir.load import load_net
 from ..ir.phase import NetState, layer_included
+from ..printable import printable
 from ..tools.synth import METHODS, synthesize
 from ..verify.inputs import feed_batch, feeds_for, index_inputs
 from ._common import add_memory_argument, add_net_arguments, net_options
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         write_caffemodel(args.output, net, blobs, version=1 if args.format == "v1" else 2)
     count = sum(int(a.size) for arrays in blobs.values() for a in arrays)
     print(
-        f"wrote {args.output}: {count:,} synthesized values in {len(blobs)} layers "
+        f"wrote {printable(str(args.output))}: {count:,} synthesized values in {len(blobs)} layers "
         f"({args.method}, seed {args.seed}, {args.format})"
     )
     for line in checks:

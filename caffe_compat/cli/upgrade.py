@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import CaffeCompatError
 from ..io import load_prototxt, write_prototxt
 from ..io.upgrade import is_v0, upgrade_net
+from ..printable import printable
 
 NAME = "upgrade"
 HELP = "rewrite a V0 or V1 prototxt in the current V2 form"
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         was_v1 = upgrade_net(net, path=str(source))
     for warning in caught:  # e.g. V0 fields Caffe ignores: one plain line each, no source line
-        print(f"warning: {warning.message}", file=sys.stderr)
+        print(f"warning: {printable(str(warning.message))}", file=sys.stderr)
     changes = []
     if was_v0:
         changes.append("V0 layers -> V2")
@@ -55,5 +56,5 @@ def run(args: argparse.Namespace) -> int:
         comment=f"Upgraded to the V2 format by caffe-compat upgrade from {source.name}",
     )
     what = ", ".join(changes) if changes else "already V2, rewritten unchanged"
-    print(f"wrote {target}: {len(net.layer)} layers ({what})")
+    print(f"wrote {printable(str(target))}: {len(net.layer)} layers ({what})")
     return 0

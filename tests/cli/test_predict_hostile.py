@@ -3,6 +3,7 @@ run never blocks and exits 0; annotated copies never replace files without --for
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import threading
@@ -118,3 +119,59 @@ def test_annotate_never_overwrites_without_force(tmp_path, astronaut, models, ca
     drawn = cv2.imread(str(out_dir / "face.jpg"))
     assert drawn is not None and drawn.shape == astronaut.shape
     assert np.abs(drawn.astype(int) - astronaut.astype(int)).max() > 100
+
+
+# A photo name that, printed raw, forges a result line; and others that drive the terminal.
+FORGING = "x.jpg\nfake.jpg: face 1 at x=0 y=0 w=9 h=9: age (25, 32) 99.9%, gender Male 99.9%\ny.jpg"
+HOSTILE_NAMES = [FORGING, "\x1b[2J\x1b[Hclear.jpg", "bidi\u202egpj.jpg", "cr\rover.jpg"]
+RAW = ("\x1b", "\u202e", "\r", "\x00", "\udcff")
+
+
+@pytest.fixture
+def hostile_names(tmp_path, astronaut):
+    folder = tmp_path / "names"
+    folder.mkdir()
+    small = cv2.resize(astronaut, (128, 128))
+    ok, jpeg = cv2.imencode(".jpg", small)
+    assert ok
+    for name in HOSTILE_NAMES:
+        (folder / name).write_bytes(jpeg.tobytes())
+    undecodable = os.path.join(os.fsencode(folder), b"bad\xff.jpg")  # not UTF-8
+    with open(undecodable, "wb") as handle:
+        handle.write(jpeg.tobytes())
+    (folder / "junk\nfake.jpg: face 1\x1b[31m.txt").write_text("not a photo")
+    return folder
+
+
+def _photos_and_faces(lines: list[str]) -> list[str]:
+    return [line for line in lines if ": face " in line or ": no face found" in line]
+
+
+@pytest.mark.parametrize("mode", ["text", "json", "verbose"])
+def test_hostile_names_never_forge_lines_in_any_output(hostile_names, models, capsys, mode):
+    """Text results, JSON lines, stderr (skipped files, missing arguments) and log lines: each
+    photo is one line, every name escaped; JSON carries the real name."""
+    missing = str(hostile_names / "gone\nfake.jpg: face 1\x1b[0m")
+    args = ["predict", str(hostile_names), missing, "--no-detect", *onnx_models(models)]
+    args += {"text": [], "json": ["--json"], "verbose": ["-vv"]}[mode]
+    code = run_main(args)
+    out, err = capsys.readouterr()
+    assert code == 2  # a named path does not exist
+    for raw in RAW:
+        assert raw not in out and raw not in err, (mode, repr(raw))
+    photos = len(HOSTILE_NAMES) + 1
+    err_lines = err.splitlines()
+    skipped = [line for line in err_lines if line.startswith("caffe-compat: skipped")]
+    assert len(skipped) == 2, err  # the junk file and the missing argument, one line each
+    assert not any(line.startswith(("fake.jpg", "y.jpg")) for line in err_lines)
+    if mode == "json":
+        records = [json.loads(line) for line in out.splitlines()]
+        faces = [r for r in records if r["kind"] == "face"]
+        assert len(faces) == photos and len(records) == photos + 2
+        assert {os.path.basename(r["path"]) for r in faces} >= set(HOSTILE_NAMES)
+        return
+    results = _photos_and_faces(out.splitlines())
+    assert len(results) == photos, out
+    assert not any(line.startswith(("fake.jpg", "y.jpg")) for line in out.splitlines())
+    assert f"{hostile_names}/x.jpg\\x0afake.jpg: face 1 at x=0 y=0 w=9 h=9" in out
+    assert "bad\\udcff.jpg: face 1 at" in out
