@@ -329,6 +329,10 @@ def _rewrite(path, *, tensors=None, metadata=None):
             dict(metadata=lambda m: {**m, "prototxt": 'layer { name: "x\x1b[2J" type: "Nope" }'}),
             ["Nope"],
         ),
+        (  # the prototxt size limit holds inside the file too
+            dict(metadata=lambda m: {**m, "prototxt": m["prototxt"] + "\n#" + "x" * (9 << 20)}),
+            ["net definition", "over the limit of 8,388,608", "CAFFE_COMPAT_MAX_PROTOTXT_BYTES"],
+        ),
     ],
 )
 def test_hostile_torch_weights_are_one_line_errors(small, tmp_path, edit, words):

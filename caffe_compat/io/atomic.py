@@ -6,6 +6,10 @@ with mode 0666 minus the umask, as ``open()`` would, not ``mkstemp``'s fixed 060
 the permissions the user chose. The pid in the name lets a later run remove the leftovers of an
 interrupted one (``remove_stale_partials``) without touching a write still in progress.
 
+An output path that holds a folder, device node, FIFO, socket or symbolic link is refused in
+one line (``check_target``): the rename would replace it, and a device or FIFO is nothing a
+model file belongs in.
+
 Several outputs of one job are written as a set (``atomic_outputs``): every temporary file is
 complete before any target is touched, and no old target survives beside new ones.
 """
@@ -18,6 +22,7 @@ import glob
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -46,6 +51,35 @@ def new_partial(target: Path) -> tuple[Path, int]:
             return tmp, os.fstat(fd).st_mode & 0o777
         finally:
             os.close(fd)
+
+
+_NOT_REGULAR = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFLNK: "a symbolic link",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def check_target(target: Path) -> None:
+    """Refuse, in one line, an output path that holds anything but a regular file: renaming over
+    a device node, FIFO, socket or symbolic link would replace it (a link is not followed), and
+    over a folder fails."""
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CaffeCompatError(f"cannot write here: {exc.strerror}", path=str(target)) from None
+    if not stat.S_ISREG(mode):
+        what = _NOT_REGULAR.get(stat.S_IFMT(mode), "not a regular file")
+        raise CaffeCompatError(
+            f"the output path is {what}, not a regular file: refusing to replace it (choose "
+            "another name)",
+            path=str(target),
+        )
 
 
 def _refuse(existing: Sequence[Path]) -> CaffeCompatError:
@@ -103,6 +137,8 @@ def atomic_outputs(
     """Temporary paths beside each of ``paths``; all moved into place only if the block
     succeeds. ``overwrite=False`` refuses (``CaffeCompatError``) when any target exists."""
     targets = [Path(p) for p in paths]
+    for target in targets:
+        check_target(target)
     temps: list[Path] = []
     modes: list[int] = []
     try:
@@ -116,6 +152,8 @@ def atomic_outputs(
             # A writer that replaced the file (instead of writing into it) got another mode.
             if tmp.exists() and tmp.stat().st_mode & 0o777 != mode:
                 tmp.chmod(mode)
+        for target in targets:  # again: something may have been put there meanwhile
+            check_target(target)
         _commit(temps, targets, overwrite)
     finally:
         for tmp in temps:

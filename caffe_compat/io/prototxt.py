@@ -117,6 +117,18 @@ def index_layers(text: str) -> LineIndex:
     return index
 
 
+def check_text_size(size: int, path: str, expected: str = "prototxt") -> None:
+    """Refuse a net definition of ``size`` bytes over ``MAX_PROTOTXT_BYTES`` (or its override),
+    wherever the text comes from: a file, or the metadata of a torch-weights file."""
+    limit = _limit("CAFFE_COMPAT_MAX_PROTOTXT_BYTES", MAX_PROTOTXT_BYTES)
+    if size > limit:
+        raise PrototxtError(
+            f"the {expected} is {size:,} bytes, over the limit of {limit:,} (published nets are "
+            "under 1 MB); set CAFFE_COMPAT_MAX_PROTOTXT_BYTES to read it anyway",
+            path=path,
+        )
+
+
 def read_text(path: str | os.PathLike[str], expected: str = "prototxt") -> str:
     """Read a text file strictly as UTF-8, diagnosing binary or downloaded-page content.
 
@@ -124,14 +136,11 @@ def read_text(path: str | os.PathLike[str], expected: str = "prototxt") -> str:
     as the prototxt is refused without being loaded.
     """
     fd, size = open_regular(path)
-    limit = _limit("CAFFE_COMPAT_MAX_PROTOTXT_BYTES", MAX_PROTOTXT_BYTES)
-    if size > limit:
+    try:
+        check_text_size(size, str(path), expected)
+    except CaffeCompatError:
         os.close(fd)
-        raise PrototxtError(
-            f"the {expected} is {size:,} bytes, over the limit of {limit:,} (published nets are "
-            "under 1 MB); set CAFFE_COMPAT_MAX_PROTOTXT_BYTES to read it anyway",
-            path=str(path),
-        )
+        raise
     try:
         with os.fdopen(fd, "rb") as handle:
             head = handle.read(4096)
@@ -168,6 +177,7 @@ def parse_text(
     allow_unknown_fields: bool = False,
 ) -> LineIndex:
     """Merge ``text`` into ``message``; return the layer line index. Errors are one line."""
+    check_text_size(len(text.encode("utf-8", "replace")), path)  # text from anywhere
     index = index_layers(text)
     limit = _limit("CAFFE_COMPAT_MAX_LAYERS", MAX_LAYERS)
     if len(index.starts) > limit:

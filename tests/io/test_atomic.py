@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
+from caffe_compat.errors import CaffeCompatError
 from caffe_compat.io.atomic import atomic_output
 
 
@@ -29,3 +31,85 @@ def test_failed_write_leaves_nothing(tmp_path):
         raise RuntimeError("interrupted")
     assert (tmp_path / "out.bin").read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+def _non_regular(tmp_path, kind: str):
+    """A path holding a ``kind`` of thing that is not a regular file."""
+    import socket
+
+    path = tmp_path / f"out_{kind}.caffemodel"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "symlink":
+        (tmp_path / "real.bin").write_bytes(b"precious")
+        path.symlink_to(tmp_path / "real.bin")
+    elif kind == "dangling symlink":
+        path.symlink_to(tmp_path / "nowhere")
+    elif kind == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no FIFOs on this platform")
+        os.mkfifo(path)
+    elif kind == "socket":
+        if not hasattr(socket, "AF_UNIX"):
+            pytest.skip("no Unix sockets on this platform")
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))
+        server.close()
+    elif kind == "device":
+        path = Path(os.devnull)
+        if not path.is_char_device():
+            pytest.skip("no character device to point at")
+    return path
+
+
+KINDS = ["folder", "symlink", "dangling symlink", "fifo", "socket", "device"]
+WORDS = {
+    "folder": "a folder",
+    "symlink": "a symbolic link",
+    "dangling symlink": "a symbolic link",
+    "fifo": "a FIFO",
+    "socket": "a socket",
+    "device": "a character device",
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_non_regular_targets_are_refused_untouched(tmp_path, kind):
+    path = _non_regular(tmp_path, kind)
+    before = os.lstat(path)
+    for overwrite in (True, False):
+        with pytest.raises(CaffeCompatError) as info, atomic_output(path, overwrite=overwrite):
+            raise AssertionError("the block must not run")
+        message = str(info.value)
+        assert "\n" not in message and str(path) in message and WORDS[kind] in message
+    after = os.lstat(path)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    if path.parent == tmp_path:
+        assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+def test_a_target_replaced_while_writing_is_refused(tmp_path):
+    target = tmp_path / "out.bin"
+    with pytest.raises(CaffeCompatError, match="a symbolic link"), atomic_output(target) as tmp:
+        tmp.write_bytes(b"new")
+        target.symlink_to(tmp_path / "elsewhere")
+    assert target.is_symlink() and not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "symlink", "folder"])
+def test_pycaffe_save_refuses_non_regular_targets(tmp_path, kind):
+    from caffe_compat.pycaffe import Net
+
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 } } }\n'
+        'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+        "inner_product_param { num_output: 2 } }\n"
+    )
+    net = Net(str(prototxt), 1)
+    path = _non_regular(tmp_path, kind)
+    for save in (net.save, net.save_hdf5):
+        with pytest.raises(CaffeCompatError, match=WORDS[kind]):
+            save(str(path))
+    if kind == "symlink":
+        assert (tmp_path / "real.bin").read_bytes() == b"precious"
