@@ -23,6 +23,8 @@ class Remedy:
     purpose: str = ""  # e.g. "to download and verify it"
 
 
+MAX_LINE = 2000  # characters of an error line; the rest is cut (to_dict keeps the whole reason)
+
 # How the Python API spells each remedy (the CLI has its own table, cli/_common.py).
 API_WORDING: dict[str, str] = {
     "download": "download=True",
@@ -87,7 +89,10 @@ class CaffeCompatError(Exception):
             option = wording.get(remedy.option, remedy.option).format(value=remedy.value)
             purpose = remedy.purpose.format(value=remedy.value)
             text += f"; pass {option}" + (f" {purpose}" if purpose else "")
-        return printable(" ".join(text.split()))  # one line, whatever the reason held
+        text = printable(" ".join(text.split()))  # one line, whatever the reason held
+        if len(text) > MAX_LINE:  # a file can make any part of a message huge
+            text = f"{text[:MAX_LINE]}... ({len(text) - MAX_LINE:,} more characters)"
+        return text
 
     def to_dict(self) -> dict[str, object]:
         """Machine-readable form for ``--json`` output."""

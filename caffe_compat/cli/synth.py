@@ -11,6 +11,7 @@ import numpy as np
 from ..budget import Budget, footprint, plan_batch, resolve
 from ..errors import CaffeCompatError, MemoryBudgetError
 from ..io import write_caffemodel, write_hdf5
+from ..io.atomic import check_target
 from ..io.writer import definitions_only
 from ..ir.load import load_net
 from ..ir.phase import NetState, layer_included
@@ -41,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    check_target(Path(args.output))  # a folder, device, FIFO or link: refused before any work
     if Path(args.output).exists() and not args.force:
         raise CaffeCompatError(f"refusing to overwrite {args.output} (pass --force)")
     options = net_options(args)

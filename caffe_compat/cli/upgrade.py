@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import CaffeCompatError
 from ..io import load_prototxt, write_prototxt
+from ..io.atomic import check_target
 from ..io.upgrade import is_v0, upgrade_net
 from ..printable import printable
 
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     source, target = Path(args.prototxt), Path(args.output)
     if target.is_dir():
         raise CaffeCompatError("is a directory; give the output file's name", path=str(target))
+    check_target(target)  # a folder, device, FIFO or link: refused before any work
     if target.exists() and not args.force:
         raise CaffeCompatError("refusing to overwrite an existing file (pass --force)", path=target)
     net, _ = load_prototxt(source)

@@ -17,7 +17,7 @@ from .. import registry
 from ..errors import CaffeCompatError, NetDefinitionError, Remedy, WeightsMismatchError
 from ..io.weights import Weights
 from .graph import Graph, Node, Shape
-from .validate import layer_problem, shape_problem
+from .validate import format_shape, layer_problem, shape_problem
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,7 @@ class Inference:
     issues: list[Issue]
 
 
-def _fmt(shape: Shape) -> str:
-    return "x".join(str(d) for d in shape) if shape else "scalar"
+_fmt = format_shape
 
 
 def _settings(node: Node) -> str:

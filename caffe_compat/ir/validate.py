@@ -9,8 +9,8 @@ makes the same refusals, as one-line errors naming the layer and the field:
 - per layer (``layer_problem``, from ``infer_shapes`` before the shape rule): the bottom and top
   counts the type declares (``CheckBlobCounts``), unsigned fields whose value does not fit the
   ``int`` Caffe stores them in, and the type's own ``validate`` fact (its family's shapes file);
-- per blob (``shape_problem``): positive dims and at most ``MAX_BLOB_COUNT`` values, Caffe's
-  ``Blob::Reshape`` limit, which also bounds every dim.
+- per blob (``shape_problem``): at most ``MAX_BLOB_AXES`` axes, positive dims and at most
+  ``MAX_BLOB_COUNT`` values, Caffe's ``Blob::Reshape`` limits, which also bound every dim.
 
 Layers the state leaves out, and training layers (dropped from inference graphs), are not checked:
 Caffe never sets them up for this state, and nothing here runs them.
@@ -33,6 +33,7 @@ from .phase import NetState, layer_included
 INT32_MAX = 2**31 - 1
 # Blob::Reshape CHECKs count <= INT_MAX: no blob, parameter or input holds more values.
 MAX_BLOB_COUNT = INT32_MAX
+MAX_BLOB_AXES = 32  # kMaxBlobAxes (blob.hpp), also CHECKed by Blob::Reshape
 # uint32 fields Caffe keeps unsigned (seeds, skips, counts of a training loop): they cannot wrap.
 _UNSIGNED_IN_CAFFE = frozenset(
     {"rand_skip", "prefetch", "skip_frames", "max_trials", "max_sample", "num_test_image"}
@@ -109,22 +110,43 @@ def layer_problem(layer: caffe_pb2.LayerParameter) -> str | None:
     return None
 
 
+def _count_text(count: int) -> str:
+    """A value count for a message: exact while readable, its order of magnitude beyond."""
+    if count < 10**18:
+        return f"{count:,}"
+    return f"about 10^{math.floor(math.log10(count))}"
+
+
 def shape_problem(shape: Sequence[int]) -> str | None:
-    """Why a blob of this shape cannot exist in Caffe (dims not positive, too many values)."""
+    """Why a blob of this shape cannot exist in Caffe (over ``kMaxBlobAxes`` axes, dims not
+    positive, too many values): Blob::Reshape's CHECKs."""
+    if len(shape) > MAX_BLOB_AXES:
+        return f"it has {len(shape):,} axes, over Caffe's limit of {MAX_BLOB_AXES} (kMaxBlobAxes)"
     bad = [d for d in shape if d < 1]
     if bad:
-        return f"dim {bad[0]} is not positive"
+        shown = f"{bad[0]:,}" if bad[0] > -(10**18) else "below -10^18"
+        return f"dim {shown} is not positive"
     count = math.prod(shape)
     if count > MAX_BLOB_COUNT:
         return (
-            f"it holds {count:,} values, over Caffe's limit of {MAX_BLOB_COUNT:,} per blob "
-            "(Blob::Reshape)"
+            f"it holds {_count_text(count)} values, over Caffe's limit of {MAX_BLOB_COUNT:,} per "
+            "blob (Blob::Reshape)"
         )
     return None
 
 
-def _fmt(shape: Sequence[int]) -> str:
-    return "x".join(str(d) for d in shape) if shape else "scalar"
+def format_shape(shape: Sequence[int]) -> str:
+    """``1x3x224x224``; a shape with many axes or huge dims abbreviated, so a message stays one
+    readable line whatever a file declares."""
+    if not shape:
+        return "scalar"
+    dims = [str(d) if abs(d) < 10**18 else ("huge" if d > 0 else "-huge") for d in shape]
+    if len(dims) > 8:
+        return "x".join(dims[:4]) + "x...x" + "x".join(dims[-2:]) + f" ({len(dims):,} axes)"
+    return "x".join(dims)
+
+
+_fmt = format_shape
 
 
 def check_input_shape(
@@ -191,6 +213,18 @@ def validate_net(
             "layer_type": layer.type,
             "line": lines.get(layer.name),
         }
+        empty = [
+            f"{side} {i}"
+            for side in ("bottom", "top")
+            for i, blob in enumerate(getattr(layer, side))
+            if not blob
+        ]
+        if empty:
+            raise NetDefinitionError(
+                f"{empty[0]} has an empty name; name the blob (every back end here refers to "
+                "blobs by name)",
+                **where,
+            )
         inputs = [True] * len(layer.top)  # which tops are graph inputs (not labels)
         if role == "data" or layer.type == "Input":
             problem = layer_problem(layer) if role == "data" else wrapped_field(layer)

@@ -28,7 +28,7 @@ from typing import Any
 from .. import __version__, registry
 from ..budget import Budget, footprint, resolve
 from ..errors import CaffeCompatError, Remedy
-from ..io.atomic import atomic_outputs, remove_stale_partials
+from ..io.atomic import atomic_outputs, check_target, remove_stale_partials
 from ..io.identity import file_identity
 from ..ir.infer import batch_dependence
 from ..ir.load import LoadedNet, load_net
@@ -175,6 +175,8 @@ def convert(
         )
     prefix = out_prefix or default_prefix(weights)
     paths = output_paths(prefix, targets)
+    for path in paths.values():
+        check_target(path)  # a folder, device, FIFO or link there: refused before any work
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not force:
         raise CaffeCompatError(

@@ -497,3 +497,64 @@ def test_nets_computing_across_the_batch_run_at_their_own_batch(tmp_path, capsys
         ["convert", str(path), str(weights), "-o", str(tmp_path / "m"), "--to", "onnx"]
     ) in (0, 1)
     assert "internal error" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("axes", [33, 10_000])
+def test_too_many_axes_is_one_short_line(tmp_path, capsys, axes):
+    """Caffe's kMaxBlobAxes (32): a 10,000-axis input is refused without a 4,772-digit count."""
+    dims = " ".join(["dim: 2"] * axes)
+    text = (
+        f'layer {{ name: "in" type: "Input" top: "data" input_param {{ shape {{ {dims} }} }} }}\n'
+    )
+    error = refused(tmp_path, text, f"{axes:,} axes", "over Caffe's limit of 32 (kMaxBlobAxes)")
+    assert len(str(error)) - len(str(tmp_path)) < 300
+    line = cli_refuses(capsys, "synth", tmp_path / "net.prototxt", "-o", tmp_path / "w.caffemodel")
+    assert len(line) - len(str(tmp_path)) < 300
+
+
+def test_reshape_to_too_many_axes(tmp_path):
+    dims = " ".join(["dim: 0"] * 4 + ["dim: 1"] * 36)
+    text = (
+        INPUT
+        + f'layer {{ name: "r" type: "Reshape" bottom: "data" top: "r" reshape_param {{ shape {{ {dims} }} }} }}\n'
+    )
+    refused(tmp_path, text, 'layer "r" (Reshape)', "40 axes")
+    many = " ".join(["dim: 1"] * 10_000)  # and a long shape in any rule's message is cut
+    text = (
+        INPUT
+        + f'layer {{ name: "r" type: "Reshape" bottom: "data" top: "r" reshape_param {{ shape {{ {many} }} }} }}\n'
+    )
+    assert len(str(refused(tmp_path, text, 'layer "r" (Reshape)', "more characters)"))) < 2100
+
+
+def test_huge_counts_are_written_by_magnitude(tmp_path):
+    text = (
+        'layer { name: "in" type: "Input" top: "data" input_param { shape { '
+        + "dim: 2147483647 " * 20
+        + "} } }\n"
+    )
+    error = refused(tmp_path, text, "about 10^186 values", "2,147,483,647")
+    assert len(str(error)) - len(str(tmp_path)) < 300
+
+
+@pytest.mark.parametrize("side", ["top", "bottom"])
+def test_empty_blob_names_are_refused(tmp_path, capsys, side):
+    layer = 'layer { name: "conv" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 2 kernel_size: 3 } }\n'
+    text = INPUT + layer.replace(f'{side}: "{"data" if side == "bottom" else "c"}"', f'{side}: ""')
+    refused(tmp_path, text, 'layer "conv" (Convolution)', f"{side} 0 has an empty name")
+    cli_refuses(capsys, "convert", tmp_path / "net.prototxt", tmp_path / "w.caffemodel")
+
+
+@pytest.mark.parametrize("command", ["synth", "convert"])
+def test_an_output_path_that_is_a_folder_is_one_line(tmp_path, capsys, command):
+    net = write(tmp_path, INPUT + 'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n')
+    weights = tmp_path / "w.caffemodel"
+    assert main(["synth", str(net), "-o", str(weights)]) == 0
+    capsys.readouterr()
+    folder = tmp_path / ("out.caffemodel" if command == "synth" else "out.onnx")
+    folder.mkdir()
+    args = ["-o", folder] if command == "synth" else [weights, "-o", tmp_path / "out"]
+    for force in ([], ["--force"]):
+        line = cli_refuses(capsys, command, net, *args, *force)
+        assert f"{folder}: the output path is a folder" in line
+    assert folder.is_dir() and not list(folder.iterdir())
