@@ -6,8 +6,9 @@ building, check batches, im2col columns) asks its budget first; over it, one err
 much, for what, and how to change the budget. Check batches shrink first where a smaller batch
 fits.
 
-The default budget is half the memory available now: the least of MemAvailable
-(``/proc/meminfo``), the cgroup's headroom and the address space ``RLIMIT_AS`` leaves.
+The default budget is half the memory available now (``headroom.py``): the least of
+MemAvailable, the cgroup's headroom and the address space ``RLIMIT_AS`` leaves once the
+libraries and thread pools still to start are counted.
 ``--max-memory 2G`` on the commands, ``max_memory="2G"`` (or a byte count) in Python, sets it.
 
 The estimates count float32 values: every value of a forward pass times the copies a step keeps
@@ -19,18 +20,16 @@ largest per-layer scratch a layer's ``workspace`` fact declares (im2col columns,
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import registry
+from . import headroom, registry
 from .errors import CaffeCompatError, MemoryBudgetError, Remedy
 from .ir.graph import Graph, Shape
 
 DEFAULT_FRACTION = 0.5  # of the memory available when the budget is made
 FLOAT32 = 4
-UNKNOWN_AVAILABLE = 4 * 2**30  # assumed where the platform does not say (not Linux)
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 
@@ -60,82 +59,10 @@ def format_size(count: float) -> str:
     return f"{int(count)} B"
 
 
-def _read_int(path: str) -> int | None:
-    try:
-        with open(path) as handle:
-            text = handle.read().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def _meminfo_available() -> int | None:
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _cgroup_headroom() -> int | None:
-    """cgroup v2 ``memory.max - memory.current`` of this process's group, when limited."""
-    try:
-        with open("/proc/self/cgroup") as handle:
-            group = next(
-                (line.split(":", 2)[2].strip() for line in handle if line.startswith("0::")), None
-            )
-    except OSError:
-        return None
-    if group is None:
-        return None
-    folder = "/sys/fs/cgroup" + group.rstrip("/")
-    limit, used = _read_int(folder + "/memory.max"), _read_int(folder + "/memory.current")
-    if limit is None or used is None:
-        return None
-    return max(limit - used, 0)
-
-
-def _address_space_left() -> int | None:
-    """What ``RLIMIT_AS`` still allows this process to map, when it is limited."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if soft == resource.RLIM_INFINITY:
-        return None
-    mapped = 0
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmSize:"):
-                    mapped = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return max(soft - mapped, 0)
-
-
 def available_memory() -> tuple[int, str]:
-    """Bytes this process can still use, and where the number comes from."""
-    found = [
-        (value, source)
-        for value, source in (
-            (_meminfo_available(), "MemAvailable"),
-            (_cgroup_headroom(), "the cgroup's limit"),
-            (_address_space_left(), "RLIMIT_AS"),
-        )
-        if value is not None
-    ]
-    if not found:
-        try:
-            pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-            return int(pages), "free physical memory"
-        except (ValueError, OSError, AttributeError):
-            return UNKNOWN_AVAILABLE, "assumed; the platform does not say"
-    return min(found)
+    """Bytes this process can still use, and where the number comes from (``headroom``)."""
+    found = headroom.available()
+    return found.left, found.source
 
 
 @dataclass(frozen=True)
@@ -149,12 +76,14 @@ class Budget:
     def fits(self, needed: float) -> bool:
         return needed <= self.limit
 
-    def require(self, needed: float, what: str) -> None:
-        """Raise one line when ``what`` would need more than the budget."""
+    def require(self, needed: float, what: str, *, path: str | None = None) -> None:
+        """Raise one line (naming ``path``, if given) when ``what`` would need more than the
+        budget."""
         if needed > self.limit:
             raise MemoryBudgetError(
                 f"{what} needs {format_size(needed)}, over the memory budget of "
                 f"{format_size(self.limit)} ({self.origin})",
+                path=path,
                 remedy=None if self.chosen else Remedy("max_memory", purpose="to change it"),
             )
 
@@ -263,3 +192,95 @@ def plan_batch(
         )
     budget.require(total, f"{what} at batch {wanted} ({detail})")
     return wanted
+
+
+# What an allocation that failed anyway looks like, by library: MemoryError (Python, numpy),
+# std::bad_alloc and allocator messages (torch, ONNX Runtime, OpenCV, pybind11), thread
+# creation refused (thread stacks are address space too), protobuf unable to serialize.
+_FAILURE_WORDS = (
+    "bad_alloc",
+    "bad allocation",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "failed to allocate",
+    "out of memory",
+    "insufficient memory",
+    "memory allocation failed",
+    "thread creation failed",
+    "can't start new thread",
+    "failed to create thread",
+)
+# The step a failure happened in, from the innermost frame that names one (function, then module).
+_STEP_FUNCTIONS = {
+    "float64_judge": "running the float64 reference",
+    "_opencv_judge": "running the OpenCV judge",
+    "run_torch": "running the PyTorch model",
+    "run_onnxruntime": "running ONNX Runtime",
+    "to_onnx": "building the ONNX model",
+    "to_torch": "building the PyTorch model",
+    "compare": "comparing the results",
+    "synthesize": "synthesizing weights",
+    "read_weights": "reading the weights",
+}
+_STEP_MODULES = (
+    ("caffe_compat.reference", "running the float64 reference"),
+    ("caffe_compat.verify.opencv", "running the OpenCV judge"),
+    ("caffe_compat.converters.onnx", "building the ONNX model"),
+    ("caffe_compat.converters.torch", "running the PyTorch model"),
+    ("caffe_compat.verify", "verifying"),
+    ("caffe_compat.tools.convert", "converting"),
+    ("caffe_compat.tools.synth", "synthesizing weights"),
+    ("caffe_compat.io", "reading or writing a file"),
+    ("caffe_compat.app", "predicting"),
+    ("onnxruntime", "running ONNX Runtime"),
+    ("torch", "running PyTorch"),
+)
+
+
+def _is_memory_failure(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    if type(exc).__name__ == "EncodeError":  # protobuf: "Failed to serialize proto"
+        return True
+    if isinstance(exc, OSError) and exc.errno == 12:  # ENOMEM
+        return True
+    text = str(exc).lower()
+    library = type(exc).__module__.startswith(("onnxruntime", "cv2"))
+    if isinstance(exc, RuntimeError) and "resource temporarily unavailable" in text:
+        return True  # std::system_error from a thread that could not be created
+    return (isinstance(exc, RuntimeError) or library) and any(w in text for w in _FAILURE_WORDS)
+
+
+def _failed_step(exc: BaseException) -> str:
+    frames = []
+    trace = exc.__traceback__
+    while trace is not None:
+        frames.append(trace.tb_frame)
+        trace = trace.tb_next
+    if type(exc).__name__ == "EncodeError":
+        return "serializing the ONNX model"
+    for frame in reversed(frames):
+        step = _STEP_FUNCTIONS.get(frame.f_code.co_name)
+        if step:
+            return step
+    for frame in reversed(frames):
+        module = frame.f_globals.get("__name__", "")
+        for prefix, step in _STEP_MODULES:
+            if module == prefix or module.startswith(prefix + "."):
+                return step
+    return "this step"
+
+
+def memory_failure(exc: BaseException) -> MemoryBudgetError | None:
+    """The one-line error for an allocation that failed despite the budget (the estimate was
+    short, or something else took the memory), naming the step and the limit it ran into; None
+    when ``exc`` is not an allocation failure."""
+    if not _is_memory_failure(exc):
+        return None
+    detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+    limit = headroom.hard_limit() or "physical memory"
+    return MemoryBudgetError(
+        f"out of memory while {_failed_step(exc)} ({type(exc).__name__}: {detail}) under "
+        f"{limit}; a smaller budget makes steps shrink their batch or stop before they start",
+        remedy=Remedy("max_memory", purpose="with a smaller size"),
+    )

@@ -79,13 +79,15 @@ def test_parse_size_refuses(text):
 
 
 def test_default_budget_is_half_of_the_least_available(monkeypatch):
-    monkeypatch.setattr(budget, "_meminfo_available", lambda: 8 * 2**30)
-    monkeypatch.setattr(budget, "_cgroup_headroom", lambda: 6 * 2**30)
-    monkeypatch.setattr(budget, "_address_space_left", lambda: None)
+    from caffe_compat import headroom
+
+    monkeypatch.setattr(headroom, "physical", lambda: headroom.Limit(8 * 2**30, "MemAvailable"))
+    monkeypatch.setattr(headroom, "cgroup", lambda: headroom.Limit(6 * 2**30, "the cgroup's"))
+    monkeypatch.setattr(headroom, "address_space", lambda: None)
     made = resolve()
     assert made.limit == 3 * 2**30
     assert "cgroup" in made.origin and "6 GiB" in made.origin
-    monkeypatch.setattr(budget, "_address_space_left", lambda: 2**30)
+    monkeypatch.setattr(headroom, "address_space", lambda: headroom.Limit(2**30, "RLIMIT_AS"))
     assert resolve().limit == 2**29 and "RLIMIT_AS" in resolve().origin
     assert resolve("1G").limit == 2**30 and resolve(Budget(5, "x")).limit == 5
 
@@ -299,3 +301,72 @@ def test_legal_settings_that_ask_for_terabytes_are_refused(tmp_path, capsys, lay
     line = cli_error(capsys, "synth", path, "-o", tmp_path / "w.caffemodel", "--max-memory", "2G")
     for part in ("over the memory budget of 2 GiB", *parts):
         assert part in line, line
+
+
+def _raised(exc: BaseException) -> BaseException:
+    try:
+        raise exc
+    except BaseException as caught:
+        return caught
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        MemoryError(),
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory"
+        ),
+        RuntimeError("std::bad_alloc"),
+        RuntimeError("can't start new thread"),
+        RuntimeError("Resource temporarily unavailable"),  # std::system_error: no thread stack
+        OSError(12, "Cannot allocate memory"),
+    ],
+)
+def test_allocation_failures_become_one_line(exc):
+    failure = budget.memory_failure(_raised(exc))
+    assert isinstance(failure, MemoryBudgetError)
+    assert str(failure).startswith("out of memory while this step (")
+    assert "\n" not in str(failure) and "max_memory=" in str(failure)
+
+
+def test_numpy_and_protobuf_failures_are_recognised():
+    from google.protobuf.message import EncodeError
+
+    numpy_failure = _raised_in_compare()
+    assert "comparing the results" in str(budget.memory_failure(numpy_failure))
+    encode = budget.memory_failure(_raised(EncodeError("Failed to serialize proto")))
+    assert "serializing the ONNX model" in str(encode)
+
+
+def _raised_in_compare() -> BaseException:
+    def compare():  # named as the verify step, so the failure is put there
+        raise MemoryError("Unable to allocate 99.8 MiB for an array")
+
+    try:
+        compare()
+    except MemoryError as exc:
+        return exc
+    raise AssertionError
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [ValueError("bad"), BlockingIOError(11, "Resource temporarily unavailable"), KeyError("x")],
+)
+def test_other_errors_are_not_memory_failures(exc):
+    assert budget.memory_failure(_raised(exc)) is None
+
+
+def test_the_cli_reports_an_allocation_failure_as_one_line(tmp_path, capsys, monkeypatch):
+    from caffe_compat.cli import inspect as inspect_command
+
+    def float64_judge(args):
+        raise MemoryError("Unable to allocate 1.2 GiB")
+
+    monkeypatch.setattr(inspect_command, "run", float64_judge)
+    assert main(["inspect", str(tmp_path / "x.prototxt")]) == 2
+    err = capsys.readouterr().err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("caffe-compat: error: out of memory while running the float64 reference")
+    assert "--max-memory SIZE" in line and "internal error" not in line

@@ -186,15 +186,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = stdout
 
 
+def _refused(args: argparse.Namespace, exc: CaffeCompatError) -> int:
+    message = exc.render(CLI_WORDING)
+    if getattr(args, "json", False):
+        print(json.dumps({**exc.to_dict(), "message": message}))
+    print(f"caffe-compat: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         return int(args._run(args) or 0)
     except CaffeCompatError as exc:
-        message = exc.render(CLI_WORDING)
-        if getattr(args, "json", False):
-            print(json.dumps({**exc.to_dict(), "message": message}))
-        print(f"caffe-compat: error: {message}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _refused(args, exc)
     except KeyboardInterrupt:
         print("caffe-compat: interrupted", file=sys.stderr)
         return 130
@@ -206,6 +210,11 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as exc:
         if args.debug:
             raise
+        from ..budget import memory_failure
+
+        failure = memory_failure(exc)  # an allocation failed despite the budget: one line
+        if failure is not None:
+            return _refused(args, failure)
         print(
             f"caffe-compat: internal error: {type(exc).__name__}: {printable(str(exc))} (rerun "
             "with --debug for the traceback and please report it)",

@@ -159,8 +159,10 @@ def _check_dataset(dataset: Any, file_size: int, where: dict) -> None:
         )
 
 
-def read_hdf5(path: str | os.PathLike[str]) -> Weights:
-    """Read an HDF5 caffemodel into named float32 blobs."""
+def read_hdf5(path: str | os.PathLike[str], *, max_memory: Any = None) -> Weights:
+    """Read an HDF5 caffemodel into named float32 blobs. The values every dataset declares
+    must fit the memory budget (``max_memory``, default half the available memory) before any
+    is read: compressed data can declare a thousand times its size."""
     import h5py
 
     path = Path(path)
@@ -183,20 +185,24 @@ def read_hdf5(path: str | os.PathLike[str]) -> Weights:
     try:
         with handle:
             _check_links(handle, str(path))
-            return _read_open(handle, file_size, where)
+            return _read_open(handle, file_size, where, max_memory)
     except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
         # libhdf5 reports a damaged file through whichever exception h5py maps its error to.
         detail = str(exc).replace("Unable to synchronously ", "cannot ")
         raise FileFormatError(f"corrupt HDF5 file ({detail})", **where) from None
 
 
-def _read_open(handle: Any, file_size: int, where: dict[str, Any]) -> Weights:
+def _read_open(handle: Any, file_size: int, where: dict[str, Any], max_memory: Any) -> Weights:
     import h5py
+
+    from ..budget import format_size, resolve
 
     path = where["path"]
     weights = Weights(path=path, format="hdf5")
     if "data" not in handle or not isinstance(handle["data"], h5py.Group):
         raise FileFormatError("no /data group: not an HDF5 caffemodel", path=path)
+    found: list[tuple[str, list[Any]]] = []
+    declared = 0
     for layer, group in _layers(handle["data"]).items():
         where["layer"] = layer
         datasets = {k for k, v in group.items() if isinstance(v, h5py.Dataset)}
@@ -207,14 +213,22 @@ def _read_open(handle: Any, file_size: int, where: dict[str, Any]) -> Weights:
                 f"{', '.join(sorted(map(str, datasets)))}",
                 **where,
             )
-        arrays = []
         for index in names:
             where["blob"] = index
             dataset = group[index]
             _check_dataset(dataset, file_size, where)
-            arrays.append(np.asarray(dataset[()], dtype=np.float32))
+            count = int(np.prod(dataset.shape, dtype=object))
+            declared += count * (4 + (dataset.dtype.itemsize if dataset.dtype != np.float32 else 0))
         where.pop("blob")
-        weights.blobs[layer] = arrays
+        found.append((layer, [group[index] for index in names]))
+    where.pop("layer", None)
+    resolve(max_memory).require(
+        declared, f"reading its datasets ({format_size(declared)} of values declared)", path=path
+    )
+    for layer, datasets in found:
+        where["layer"] = layer
+        weights.blobs[layer] = [np.asarray(d[()], dtype=np.float32) for d in datasets]
+    where.pop("layer", None)
     return weights
 
 

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..io import read_weights
 from ..io.prototxt import parse_text, read_text
@@ -41,6 +42,7 @@ def load_net(
     input_shapes: Mapping[str, Shape] | None = None,
     strict: bool = True,
     allow_unknown_fields: bool = False,
+    max_memory: Any = None,
 ) -> LoadedNet:
     """Read a prototxt (V1 or V2) and optional weights (V1/V2 binary or HDF5) into a Graph.
 
@@ -57,6 +59,7 @@ def load_net(
         input_shapes=input_shapes,
         strict=strict,
         allow_unknown_fields=allow_unknown_fields,
+        max_memory=max_memory,
     )
 
 
@@ -71,6 +74,7 @@ def load_net_text(
     input_shapes: Mapping[str, Shape] | None = None,
     strict: bool = True,
     allow_unknown_fields: bool = False,
+    max_memory: Any = None,
 ) -> LoadedNet:
     """``load_net`` for a net definition held as text (``path`` names it in errors)."""
     net = caffe_pb2.NetParameter()
@@ -89,7 +93,11 @@ def load_net_text(
     loaded = LoadedNet(graph, net, "V0" if was_v0 else "V1" if was_v1 else "V2", path, inference)
     loaded.issues.extend(inference.issues)
     if weights is not None:
-        loaded.weights = weights if isinstance(weights, Weights) else read_weights(weights)
+        loaded.weights = (
+            weights
+            if isinstance(weights, Weights)
+            else read_weights(weights, max_memory=max_memory)
+        )
         found = match_weights(graph, loaded.weights, inference)
         loaded.issues.extend(found)
         if strict:

@@ -224,7 +224,7 @@ def _convert(
             bar.describe(status)
 
     step("read", "reading")
-    loaded = load_net(prototxt, weights, **net_options)
+    loaded = load_net(prototxt, weights, max_memory=options["budget"], **net_options)
     step("preflight", "checking layer support")
     # imports each target's converters (torch only when a torch target is asked for)
     registry.preflight(loaded.graph, list(dict.fromkeys(_BACKEND[t] for t in paths)))

@@ -30,11 +30,13 @@ Values = dict[str, np.ndarray]
 BACKENDS = ("torch", "onnxruntime")
 log = logging.getLogger(__name__)
 # Copies a verification holds at once: of each parameter (the loaded blobs, the ONNX bytes, the
-# runtime session, the torch module or OpenCV's net) and of each value (OpenCV's, torch's and ONNX
-# Runtime's outputs, and the runtime's own before it hands them over). Measured on FCN-8s at
-# 500 x 500, batch 1: 5.7 GiB peak RSS, 7.6 GiB estimated; CaffeNet, batch 20: 1.5 GiB and 1.7.
+# runtime session, the torch module or OpenCV's net) and of each value (the float64 judge's,
+# two; OpenCV's outputs and the blobs its net keeps until freed; torch's; ONNX Runtime's).
+# Measured peak RSS less the libraries' (~0.3 GiB) against the estimate, with the OpenCV judge:
+# CaffeNet, batch 20: 1.4 GiB, 1.8 estimated; SqueezeNet 1.1 (values dominate), batch 16:
+# 2.6 GiB, 2.8 (four value copies estimated 1.9: a MemoryError under a 4 GiB RLIMIT_AS).
 PARAM_COPIES = 4
-VALUE_COPIES = 4
+VALUE_COPIES = 6
 
 
 def identity_record(path: str | os.PathLike[str], note: str = "") -> dict[str, Any]:
@@ -399,7 +401,8 @@ def verify(
     """Load the files and run :func:`verify_loaded`."""
     net_keys = ("phase", "stages", "level", "input_shapes", "allow_unknown_fields")
     net_options = {k: options.pop(k) for k in net_keys if k in options}
-    loaded = load_net(prototxt, weights, **net_options)  # type: ignore[arg-type]
+    budget = options.get("max_memory")  # HDF5 weights are checked against it before reading
+    loaded = load_net(prototxt, weights, max_memory=budget, **net_options)  # type: ignore[arg-type]
     reference = load_reference_npz(reference_path) if reference_path else None
     onnx_model = Path(onnx_path).read_bytes() if onnx_path else None
     report = verify_loaded(

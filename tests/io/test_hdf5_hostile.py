@@ -152,3 +152,57 @@ def test_the_refusal_comes_before_any_read(tmp_path, secret, monkeypatch):
     )
     refused(path, "soft link")
     assert reads == []
+
+
+def _deflate_bomb(path, count: int) -> None:
+    """One deflate dataset of ``count`` zeros, written chunk by chunk: about 1000:1, within
+    what compression can honestly hold, so only its declared size can refuse it."""
+    chunk = 1 << 20
+    with h5py.File(path, "w") as handle:
+        handle.create_group("diff")
+        data = handle.create_dataset(
+            "data/fc/0", shape=(count,), dtype="f4", chunks=(chunk,), compression="gzip"
+        )
+        zeros = np.zeros(chunk, np.float32)
+        for start in range(0, count, chunk):
+            data[start : start + chunk] = zeros[: count - start]
+
+
+def test_a_compressed_dataset_is_refused_by_its_declared_size(tmp_path):
+    import tracemalloc
+
+    from caffe_compat.errors import MemoryBudgetError
+
+    path = tmp_path / "bomb.h5"
+    _deflate_bomb(path, 128 << 20)  # 512 MiB of float32 zeros
+    assert path.stat().st_size < 2 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(MemoryBudgetError) as info:
+            read_weights(path, max_memory="64M")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20  # nothing the size of the dataset was allocated
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    assert "512 MiB of values declared" in message and "64 MiB" in message
+    assert read_weights(path, max_memory="1G").blobs["fc"][0].shape == (128 << 20,)
+
+
+def test_verify_refuses_the_bomb_before_reading_it(tmp_path, capsys):
+    from caffe_compat.cli.main import main
+
+    net = tmp_path / "net.prototxt"
+    net.write_text(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 4 } } }\n'
+        'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+        "inner_product_param { num_output: 2 } }\n"
+    )
+    path = tmp_path / "bomb.h5"
+    _deflate_bomb(path, 64 << 20)
+    for command in (["verify", net, path], ["convert", net, path, "-o", tmp_path / "m"]):
+        code = main([*map(str, command), "--max-memory", "32M"])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"{path}: reading its datasets (256 MiB of values declared)" in err

@@ -1,0 +1,86 @@
+"""Whole nets verified under a 4 GiB address-space limit (RLIMIT_AS, as a batch system sets it):
+each works, or exits 2 with one line; never a MemoryError, bad_alloc, protobuf EncodeError or
+crash (exit 3 or a signal). Slow: synthesized weights for VGG-16 and a ResNet-152 are written
+first, and each verify runs the float64 reference, OpenCV 4 where installed, PyTorch and ONNX
+Runtime."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from caffe_compat.io.writer import definitions_only, write_caffemodel
+from caffe_compat.ir.load import load_net
+from caffe_compat.tools.synth import synthesize
+
+pytestmark = pytest.mark.slow
+
+ZOO = Path(__file__).resolve().parents[1] / "zoo"
+CAP = 4 << 30
+
+
+def resnet152() -> str:
+    """ResNet-152 (He et al. 2015) in the released deploy layout: blocks 3, 8, 36, 3."""
+    from nets.make_prototxts import Net, _conv_bn, _res_unit
+
+    n = Net("ResNet-152", (1, 3, 224, 224))
+    x = _conv_bn(
+        n, "conv1", "bn_conv1", "scale_conv1", "data", num_output=64, kernel_size=7, pad=3, stride=2
+    )
+    n.relu("conv1_relu", x)
+    x = n.pool("pool1", x, "MAX", kernel_size=3, stride=2)
+    for stage, (blocks, width) in enumerate([(3, 64), (8, 128), (36, 256), (3, 512)], 2):
+        for b in range(blocks):
+            block = f"{stage}{'abc'[b] if blocks == 3 else ('a' if b == 0 else f'b{b}')}"
+            stride = 2 if b == 0 and stage > 2 else 1
+            shortcut = _res_unit(n, block, "branch1", x, 4 * width, 1, stride) if b == 0 else x
+            y = _res_unit(n, block, "branch2a", x, width, 1, stride)
+            n.relu(f"res{block}_branch2a_relu", y)
+            y = _res_unit(n, block, "branch2b", y, width, 3)
+            n.relu(f"res{block}_branch2b_relu", y)
+            y = _res_unit(n, block, "branch2c", y, 4 * width, 1)
+            x = n.layer(f"res{block}", "Eltwise", [shortcut, y], [f"res{block}"])
+            n.relu(f"res{block}_relu", x)
+    x = n.pool("pool5", x, "AVE", kernel_size=7, stride=1)
+    n.softmax(n.fc("fc1000", x, 1000))
+    return n.text()
+
+
+@pytest.fixture(scope="module", params=["squeezenet_v1_1", "vgg_ilsvrc_16", "resnet_152"])
+def net(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    if request.param == "resnet_152":
+        prototxt = folder / "resnet_152.prototxt"
+        prototxt.write_text(resnet152())
+    else:
+        prototxt = ZOO / f"{request.param}.prototxt"
+    loaded = load_net(prototxt)
+    weights = folder / "weights.caffemodel"
+    write_caffemodel(weights, definitions_only(loaded.net.layer), synthesize(loaded, method="he"))
+    return prototxt, weights
+
+
+def _cap() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (CAP, resource.RLIM_INFINITY))
+
+
+def test_verify_under_4_gib_works_or_refuses_in_one_line(net):
+    prototxt, weights = net
+    run = subprocess.run(
+        [sys.executable, "-m", "caffe_compat", "verify", str(prototxt), str(weights), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        preexec_fn=_cap,
+    )
+    err = run.stderr.strip().splitlines()
+    assert run.returncode in (0, 2), (run.returncode, run.stderr[-3000:])
+    if run.returncode == 2:
+        assert len(err) == 1, run.stderr
+        assert "memory" in err[0] and "RLIMIT_AS of 4 GiB" in err[0], err[0]
+    else:
+        assert "PASS" in run.stdout, run.stdout[-3000:]
