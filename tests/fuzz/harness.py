@@ -7,7 +7,8 @@ runs the PyTorch model on one item. ``run_cli`` calls ``caffe_compat.cli.main.ma
 works under a small memory budget, so a large net is refused (exit 2), never allocated.
 
 An outcome is ``ok`` (every step ran), ``refused`` (a CaffeCompatError: the file's fault) or
-``internal`` (anything else: a bug, with the traceback for the report).
+``internal`` (anything else: a bug, with the traceback for the report). A command whose output
+holds a raw control, bidi or separator character (a name shown unescaped) is ``internal`` too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import io
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fuzz.names import leaks
 
 from caffe_compat.errors import CaffeCompatError
 
@@ -127,6 +130,11 @@ def run_cli(path: Path, folder: Path, *, convert: bool = False) -> Outcome:
         outcome.steps.append(f"{step}:{code}")
         if code == 3 or code not in (0, 1, 2):
             outcome.kind, outcome.detail = "internal", f"{step} exit {code}: {printed.strip()}"
+            return outcome
+        leak = leaks(printed)  # names from the file must be shown escaped
+        if leak:
+            outcome.kind, outcome.detail = "internal", f"{step} printed a {leak}: {printed!r}"
+            outcome.error = "unescaped output"
             return outcome
         if code == 2 and outcome.kind == "ok":
             outcome.kind, outcome.detail = "refused", f"{step}: {printed.strip()[-300:]}"

@@ -4,7 +4,8 @@ Each case is one seed net (the project's own test prototxts) with one to three m
 the parsed message and printed back as text: a number set to a boundary value (0, -1, 2^31 - 1,
 2^32 - 1, huge; inf and NaN for floats), a field added, dropped or repeated, a layer deleted,
 duplicated or moved, bottoms and tops swapped or rewired, a layer given a random registered type,
-a phase rule added; now and then the text itself is cut short. ``Mutator(seeds, seed).case(i)``
+a phase rule added, a layer or blob renamed with a hostile name (fuzz/names.py); now and then
+the text itself is cut short. ``Mutator(seeds, seed).case(i)``
 is the same case on every machine.
 """
 
@@ -146,9 +147,11 @@ class Mutator:
             return self._number(net, rng)
         layer = layers[rng.randrange(len(layers))]
         action = rng.choices(
-            ["number", "add", "drop", "repeat", "layers", "wiring", "type", "phase"],
-            weights=[30, 18, 8, 5, 8, 14, 10, 4],
+            ["number", "add", "drop", "repeat", "layers", "wiring", "type", "phase", "rename"],
+            weights=[30, 18, 8, 5, 8, 14, 10, 4, 6],
         )[0]
+        if action == "rename":
+            return self._rename(net, layer, rng)
         if action == "number":
             return self._number(layer if rng.random() < 0.9 else net, rng)
         if action == "add":
@@ -264,3 +267,24 @@ class Mutator:
             return f"{layer.name}: type {layer.type}"
         layer.type = rng.choice(self.v1_types)
         return f"{layer.name}: V1 type {layer.type}"
+
+    def _rename(self, net, layer, rng: random.Random) -> str:
+        """A hostile name (line breaks, escapes, bidi controls: fuzz/names.py) for the layer, or
+        for one of its tops everywhere it is used, so the net stays valid and its names reach
+        every output."""
+        from fuzz.names import hostile_name
+
+        name = hostile_name(rng)
+        if not len(layer.top) or rng.random() < 0.4:
+            old, layer.name = layer.name, name
+            return f"{old}: renamed {name!r}"
+        blob = layer.top[rng.randrange(len(layer.top))]
+        for item in self._layers(net):
+            for names in (item.bottom, item.top):
+                for index, value in enumerate(names):
+                    if value == blob:
+                        names[index] = name
+        for index, value in enumerate(net.input):
+            if value == blob:
+                net.input[index] = name
+        return f"blob {blob}: renamed {name!r}"

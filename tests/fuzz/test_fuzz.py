@@ -2,6 +2,8 @@
 library and the CLI in-process. Bad definitions must be refused with a CaffeCompatError (exit 2);
 any other exception, or exit 3, fails with the case's seed net, mutations and traceback so it can
 be replayed (``Mutator(seed_nets(), SEED).case(index)``). The long run is tests/fuzz/run_long.py.
+Photo headers are fuzzed against OpenCV (fuzz/images.py) and hostile names through every output
+mode (fuzz/names.py).
 """
 
 from __future__ import annotations
@@ -57,3 +59,33 @@ def test_cli_never_exits_with_an_internal_error(mutator, tmp_path):
         if outcome.kind == "internal":
             failures.append(f"case {index} ({case.seed}; {'; '.join(case.ops)}): {outcome.detail}")
     assert not failures, _report(failures)
+
+
+IMAGE_CASES = 400
+NAME_CASES = 400
+
+
+def test_photo_headers_never_understate_what_opencv_allocates():
+    """Mutated photo headers (TIFF tags duplicated, pages added, integers, comments, cuts):
+    wherever our header check lets a file through, OpenCV allocates no more (fuzz/images.py)."""
+    pytest.importorskip("cv2")
+    from fuzz.images import run
+
+    result = run(IMAGE_CASES, SEED)
+    assert "crash" not in result, result
+    assert result["bypasses"] == [], result["bypasses"][:5]
+
+
+def test_hostile_names_stay_escaped_in_every_output_mode():
+    import random
+
+    from fuzz.names import hostile_name, problems
+
+    rng = random.Random(SEED)
+    failures = []
+    for _ in range(NAME_CASES):
+        name = hostile_name(rng, file_name=True)
+        found = problems(name)
+        if found:
+            failures.append(f"{name!r}: {found}")
+    assert not failures, failures[:5]
