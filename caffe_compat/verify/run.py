@@ -401,9 +401,9 @@ def verify(
     """Load the files and run :func:`verify_loaded`."""
     net_keys = ("phase", "stages", "level", "input_shapes", "allow_unknown_fields")
     net_options = {k: options.pop(k) for k in net_keys if k in options}
-    budget = options.get("max_memory")  # HDF5 weights are checked against it before reading
+    budget = options.get("max_memory")  # file sizes declared inside are checked against it
     loaded = load_net(prototxt, weights, max_memory=budget, **net_options)  # type: ignore[arg-type]
-    reference = load_reference_npz(reference_path) if reference_path else None
+    reference = load_reference_npz(reference_path, max_memory=budget) if reference_path else None
     onnx_model = Path(onnx_path).read_bytes() if onnx_path else None
     report = verify_loaded(
         loaded,

@@ -4,6 +4,10 @@ commands in-process (inspect, synth, convert with its parity check). Prints case
 of internal errors, which must be zero; each failing case is saved for replay.
 
     python tests/fuzz/run_long.py --minutes 5 --seed 1 [--cli] [--out fuzz-failures]
+                                  [--images 20000]
+
+``--images N`` also runs N mutated photo headers against OpenCV (fuzz/images.py) and counts each
+bypass as an internal error.
 
 A child that dies (a crash, the kernel's OOM killer) counts its current case as an internal
 error and is restarted at the next case.
@@ -101,6 +105,7 @@ def main() -> int:
     parser.add_argument(
         "--small-weight", type=float, default=4.0, help="weight of each small seed net (large: 1)"
     )
+    parser.add_argument("--images", type=int, default=0, help="photo header cases to run too")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -171,6 +176,20 @@ def main() -> int:
     print(f"refused after loading ({sum(late.values())}), for review:")
     for text, count in late.most_common(15):
         print(f"  {count:4d}  {text}")
+    if args.images:
+        from fuzz.images import run as run_images
+
+        started = time.monotonic()
+        found = run_images(args.images, args.seed)
+        bypasses = found.get("bypasses", [])
+        print(
+            f"{args.images} photo header cases in {time.monotonic() - started:.0f} s: "
+            f"{len(bypasses)} bypass(es){', child crashed' if 'crash' in found else ''}"
+        )
+        for bypass in bypasses[:10]:
+            print(f"  {bypass}")
+        if bypasses or "crash" in found:
+            return 1
     return 1 if kinds["internal"] else 0
 
 
