@@ -281,6 +281,9 @@ def memory_failure(exc: BaseException) -> MemoryBudgetError | None:
     limit = headroom.hard_limit() or "physical memory"
     return MemoryBudgetError(
         f"out of memory while {_failed_step(exc)} ({type(exc).__name__}: {detail}) under "
-        f"{limit}; a smaller budget makes steps shrink their batch or stop before they start",
-        remedy=Remedy("max_memory", purpose="with a smaller size"),
+        f"{limit}",
+        remedy=Remedy(
+            "max_memory",
+            purpose="with a smaller size, so steps shrink their batch or stop before they start",
+        ),
     )
