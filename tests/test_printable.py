@@ -137,3 +137,19 @@ def test_progress_labels_are_escaped():
     text = bar.text()
     assert "\x1b" not in text and "\n" not in text and "\u202e" not in text
     assert "net\\x0aPASS" in text
+
+
+def test_library_warnings_in_commands_are_one_escaped_line(tmp_path, capsys):
+    """A V0 net whose layer carries fields Caffe ignores: the upgrade's warning quotes the layer
+    name, and the command shows it as one escaped line (not Python's raw warning display)."""
+    path = tmp_path / "v0.prototxt"
+    path.write_text(
+        'input: "x" input_dim: 1 input_dim: 2 input_dim: 3 input_dim: 4\n'
+        'layers { layer { name: "r\\033[2J\\nPASS" type: "relu" num_output: 3 } '
+        'bottom: "x" top: "r" }\n'
+    )
+    assert main(["inspect", str(path)]) == 0
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if "V0 field(s)" in line]
+    assert "\x1b" not in err and line.startswith("caffe-compat: warning: ")
+    assert 'layer "r\\x1b[2J\\x0aPASS" (relu): V0 field(s) num_output' in line

@@ -19,6 +19,7 @@ import logging
 import os
 import pkgutil
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any, TextIO
@@ -160,11 +161,22 @@ def _messages(quiet: bool, verbose: int) -> Iterator[None]:
     logger.addHandler(handler)
     logger.setLevel(level)
     try:
-        with progress.suppressed() if quiet else contextlib.nullcontext():
+        with (
+            progress.suppressed() if quiet else contextlib.nullcontext(),
+            warnings.catch_warnings(),
+        ):
+            # Library warnings quote names from files too: one escaped line through the handler.
+            warnings.showwarning = _show_warning
             yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous)
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
+) -> None:
+    logging.getLogger("caffe_compat").warning("%s", message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
