@@ -17,7 +17,7 @@ def _lrn(node: Node, ctx: OnnxContext) -> OnnxOut:
     p = node.param.lrn_param
     x, y = ctx.inputs[0], ctx.outputs[0]
     size, alpha, beta = int(p.local_size), float(p.alpha), float(p.beta)
-    if p.norm_region == ACROSS and alpha > 0:
+    if p.norm_region == ACROSS and alpha > 0 and beta > 0:
         return OnnxOut(
             [ctx.op("LRN", [x], [y], size=size, alpha=alpha, beta=beta, bias=float(p.k))]
         )
@@ -53,9 +53,9 @@ def _lrn(node: Node, ctx: OnnxContext) -> OnnxOut:
 def _across_explicit(
     ctx: OnnxContext, x: str, y: str, size: int, alpha: float, beta: float, k: float
 ) -> OnnxOut:
-    """Across channels without ONNX's LRN, which ONNX Runtime refuses for alpha <= 0 (valid in
-    Caffe): the squares' mean over a window of ``size`` channels (zero padded as Caffe pads),
-    ``x * (k + alpha * mean) ** -beta``."""
+    """Across channels without ONNX's LRN, which ONNX Runtime refuses for alpha <= 0 or
+    beta <= 0 (valid in Caffe): the squares' mean over a window of ``size`` channels (zero
+    padded as Caffe pads), ``x * (k + alpha * mean) ** -beta``."""
     pad = (size - 1) // 2
     axis, alpha_t, k_t, beta_t = (
         ctx.tensor("axis", [1], np.int64),

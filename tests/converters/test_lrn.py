@@ -27,16 +27,17 @@ def caffe_lrn_across(x: np.ndarray, size: int, alpha: float, beta: float, k: flo
     return x * (k + alpha / size * windows) ** -beta
 
 
-@pytest.mark.parametrize("alpha", [0.0, -0.1])
-def test_lrn_across_with_alpha_at_or_below_zero(layer_check, alpha):
-    """Valid in Caffe; ONNX Runtime's LRN refuses alpha <= 0, so the ONNX model spells it out."""
+@pytest.mark.parametrize("alpha, beta", [(0.0, 0.75), (-0.1, 0.75), (0.5, 0.0), (0.5, -0.5)])
+def test_lrn_across_with_alpha_or_beta_at_or_below_zero(layer_check, alpha, beta):
+    """Valid in Caffe; ONNX Runtime's LRN refuses alpha <= 0 and beta <= 0 (the second found by
+    the long fuzz run), so the ONNX model spells it out."""
     body = (
         f'layer {{ name: "n" type: "LRN" bottom: "data" top: "n" lrn_param {{ local_size: 3 '
-        f"alpha: {alpha} beta: 0.75 k: 2 }} }}"
+        f"alpha: {alpha} beta: {beta} k: 2 }} }}"
     )
     layer_check(
         net(body),
-        lambda feeds, _: {"n": caffe_lrn_across(feeds["data"], 3, alpha, 0.75, 2.0)},
+        lambda feeds, _: {"n": caffe_lrn_across(feeds["data"], 3, alpha, beta, 2.0)},
         feeds=uniform(-1.0, 1.0),
         opencv=False,
     )
