@@ -174,20 +174,20 @@ def test_a_compressed_dataset_is_refused_by_its_declared_size(tmp_path):
     from caffe_compat.errors import MemoryBudgetError
 
     path = tmp_path / "bomb.h5"
-    _deflate_bomb(path, 128 << 20)  # 512 MiB of float32 zeros
-    assert path.stat().st_size < 2 << 20
+    _deflate_bomb(path, 32 << 20)  # 128 MiB of float32 zeros
+    assert path.stat().st_size < 1 << 20
     tracemalloc.start()
     try:
         with pytest.raises(MemoryBudgetError) as info:
-            read_weights(path, max_memory="64M")
+            read_weights(path, max_memory="16M")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 32 << 20  # nothing the size of the dataset was allocated
+    assert peak < 8 << 20  # nothing the size of the dataset was allocated
     message = str(info.value)
     assert "\n" not in message and str(path) in message
-    assert "512 MiB of values declared" in message and "64 MiB" in message
-    assert read_weights(path, max_memory="1G").blobs["fc"][0].shape == (128 << 20,)
+    assert "128 MiB of values declared" in message and "16 MiB" in message
+    assert read_weights(path, max_memory="1G").blobs["fc"][0].shape == (32 << 20,)
 
 
 def test_verify_refuses_the_bomb_before_reading_it(tmp_path, capsys):
@@ -200,9 +200,9 @@ def test_verify_refuses_the_bomb_before_reading_it(tmp_path, capsys):
         "inner_product_param { num_output: 2 } }\n"
     )
     path = tmp_path / "bomb.h5"
-    _deflate_bomb(path, 64 << 20)
+    _deflate_bomb(path, 16 << 20)
     for command in (["verify", net, path], ["convert", net, path, "-o", tmp_path / "m"]):
-        code = main([*map(str, command), "--max-memory", "32M"])
+        code = main([*map(str, command), "--max-memory", "8M"])
         err = capsys.readouterr().err
         assert code == 2 and len(err.strip().splitlines()) == 1, err
-        assert f"{path}: reading its datasets (256 MiB of values declared)" in err
+        assert f"{path}: reading its datasets (64 MiB of values declared)" in err
