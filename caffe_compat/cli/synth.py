@@ -8,6 +8,7 @@ import argparse
 
 import numpy as np
 
+from .. import registry
 from ..budget import Budget, footprint, plan_batch, resolve
 from ..errors import CaffeCompatError, MemoryBudgetError
 from ..io import write_caffemodel, write_hdf5
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         write_hdf5(args.output, blobs)
     else:
         if args.format == "v1":
-            layers = [layer for layer in layers if layer.type != "Input"]
+            layers = [layer for layer in layers if registry.role(layer.type) != "input"]
         net = definitions_only(layers)
         net.name = loaded.net.name
         write_caffemodel(args.output, net, blobs, version=1 if args.format == "v1" else 2)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import registry
 from ..budget import Budget, footprint, format_size, plan_batch, resolve
 from ..errors import CaffeCompatError, Remedy
 from ..io.identity import file_identity
@@ -189,7 +190,9 @@ def _compare_all(
 ) -> None:
     """Every (back end, judge, value) row, argmax agreement on the outputs, class variety."""
     graph = loaded.graph
-    detections = {v for n in graph.nodes if n.type == "DetectionOutput" for v in n.outputs}
+    detections = {
+        v for n in graph.nodes if registry.facts(n.type).detections is not None for v in n.outputs
+    }
     for backend, produced in ours.items():
         for ref_name, ref_values in refs.items():
             for value in values:

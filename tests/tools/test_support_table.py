@@ -33,7 +33,7 @@ def test_one_row_per_builtin_type_with_every_column():
     rows = [line for line in lines[2:] if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == builtin_types()
     assert all(row.count(" | ") == 5 for row in rows)
-    for backend in registry.BACKENDS:
+    for backend in registry.LAYER_BACKENDS:
         assert set(builtin_types()) >= registry.supported_types(backend)
 
 
@@ -83,7 +83,7 @@ def test_one_family_name_in_every_folder():
     import caffe_compat.shapes as shapes_pkg
 
     for layer_type in builtin_types():
-        entries = {b: registry.builtin_entry(layer_type, b) for b in registry.BACKENDS}
+        entries = {b: registry.builtin_entry(layer_type, b) for b in registry.LAYER_BACKENDS}
         family = registry.facts(layer_type).family
         for backend, entry in entries.items():
             if entry is None or registry.facts(layer_type).alias_of:
