@@ -61,11 +61,6 @@ def onnx_predictor(models):
     return Predictor(age_model=models["age"]["onnx"], gender_model=models["gender"]["onnx"])
 
 
-def _inside(box, width, height) -> bool:
-    x, y, w, h = box
-    return x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= width and y + h <= height
-
-
 def test_flat_gray_image_has_no_face(torch_predictor):
     gray = np.full((240, 320, 3), 128, np.uint8)
     assert face_module.HaarDetector()(gray) == []
