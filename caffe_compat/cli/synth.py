@@ -1,6 +1,6 @@
 """Write weights in every shape a net needs, deterministic per seed: calibrated (default, outputs
-vary with the input), plain He, or the prototxt's own fillers. For tests and demos: these are NOT
-trained weights."""
+vary with the input), plain He, or the blobs Caffe starts from (the prototxt's fillers, Caffe's
+defaults where it declares none). For tests and demos: these are NOT trained weights."""
 
 from __future__ import annotations
 
