@@ -102,8 +102,8 @@ class LayerFacts:
       of the batch (batch statistics, softmax over axis 0): a batch cannot be split.
     - ``shape_only``: the top depends on the bottoms' shapes only, never their values (PriorBox).
     - ``detections(node, bottom_shapes) -> rows``: the top is detection rows whose count depends
-      on the data (DetectionOutput); returns the most rows the settings allow. Compared as sets
-      of boxes, merged by image when a batch is split.
+      on the data, from SSD's bottoms (loc, conf, prior: DetectionOutput); returns the most rows
+      the settings allow. Compared as sets of boxes, merged by image when a batch is split.
     - ``opencv_deviation(node) -> reason | None``: OpenCV 4's Caffe reader computes another
       function for this layer (measured); ``opencv_tested``: the family's tests compare the type
       with OpenCV 4 (support table column).
