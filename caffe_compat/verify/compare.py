@@ -168,7 +168,7 @@ def compare(
                 False,
                 f"shape {list(ours.shape)} vs reference {list(reference.shape)}",
             )
-    scratch = np.subtract(ours, reference, dtype=np.float64)
+    scratch = np.asarray(np.subtract(ours, reference, dtype=np.float64))  # 0-d too
     diff = float(np.max(np.abs(scratch, out=scratch), initial=0.0))
     del scratch
     if not np.all(np.isfinite(ours)):
