@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from . import headroom, registry
 from .errors import CaffeCompatError, MemoryBudgetError, Remedy
+from .headroom import format_size
 from .ir.graph import Graph, Shape
 
 DEFAULT_FRACTION = 0.5  # of the memory available when the budget is made
@@ -48,15 +49,6 @@ def parse_size(text: str | int) -> int:
     if value <= 0:
         raise CaffeCompatError(f"a memory budget must be positive, not {text!r}")
     return value
-
-
-def format_size(count: float) -> str:
-    """``1.5 GiB``, ``300 MiB``, ``12 KiB``, ``100 B``."""
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if count >= size:
-            value = count / size
-            return f"{value:.3g} {unit}" if value < 1000 else f"{value:,.0f} {unit}"
-    return f"{int(count)} B"
 
 
 def available_memory() -> tuple[int, str]:
@@ -280,8 +272,7 @@ def memory_failure(exc: BaseException) -> MemoryBudgetError | None:
     detail = " ".join(str(exc).split())[:160] or type(exc).__name__
     limit = headroom.hard_limit() or "physical memory"
     return MemoryBudgetError(
-        f"out of memory while {_failed_step(exc)} ({type(exc).__name__}: {detail}) under "
-        f"{limit}",
+        f"out of memory while {_failed_step(exc)} ({type(exc).__name__}: {detail}) under {limit}",
         remedy=Remedy(
             "max_memory",
             purpose="with a smaller size, so steps shrink their batch or stop before they start",

@@ -64,10 +64,16 @@ def _status(field: str) -> int | None:
     return None
 
 
-def _size(count: float) -> str:
-    from .budget import format_size
+def format_size(count: float) -> str:
+    """``1.5 GiB``, ``300 MiB``, ``12 KiB``, ``100 B``."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            value = count / size
+            return f"{value:.3g} {unit}" if value < 1000 else f"{value:,.0f} {unit}"
+    return f"{int(count)} B"
 
-    return format_size(count)
+
+_size = format_size
 
 
 def physical() -> Limit | None:

@@ -135,7 +135,6 @@ def test_predict_is_a_plain_function_of_the_package():
 # through the public module that uses them.
 TESTED_ELSEWHERE = {
     "caffe_compat/app/adience.py": "the fold files, with the evaluation: tests/app/test_evaluate.py",
-    "caffe_compat/app/image_size.py": "sizes from headers, via read_image: tests/app/test_images.py",
     "caffe_compat/app/runners.py": "through the Predictor: tests/app/test_predictor.py",
     "caffe_compat/cli/verify.py": "the command: tests/cli/test_main.py, tests/test_budget.py, tests/opencv4/",
     "caffe_compat/cli/zoo.py": "with pull, against a local server: tests/app/test_pull.py",
@@ -155,12 +154,10 @@ TESTED_ELSEWHERE = {
     "caffe_compat/ir/load.py": "load_net, in nearly every test; tests/ir/test_build.py",
     "caffe_compat/pycaffe/detector.py": "tests/pycaffe/test_classifier_detector.py",
     "caffe_compat/verify/backends.py": "tests/passes/test_fold_batchnorm.py, tests/test_custom_layers.py",
-    "caffe_compat/verify/compare.py": "verify_loaded's reports: tests/test_custom_layers.py, tests/verify/",
     "caffe_compat/verify/detections.py": "detection rows compared: tests/nets/test_ssd_parity.py",
     "caffe_compat/verify/float64.py": "the float64 judge: tests/passes/test_pipeline.py, tests/verify/",
     "caffe_compat/verify/inputs.py": "synthetic feeds: tests/ir/test_validate.py, tests/tools/",
     "caffe_compat/verify/opencv.py": "the OpenCV 4 judge: tests/opencv4/, tests/passes/test_pipeline.py",
-    "caffe_compat/verify/stored.py": "real Caffe's arrays: tests/verify/test_levi_hassner_parity.py",
     "converters/onnx/export.py": "every tests/converters/test_<family>.py (layer_check exports)",
     "converters/onnx/runtime.py": "every tests/converters/test_<family>.py (ONNX Runtime sessions)",
     "converters/torch/detection_post.py": "DetectionOutput: tests/converters/test_detection.py",

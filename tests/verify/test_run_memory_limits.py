@@ -19,7 +19,7 @@ from caffe_compat.tools.synth import synthesize
 
 pytestmark = pytest.mark.slow
 
-ZOO = Path(__file__).resolve().parents[1] / "zoo"
+ZOO = Path(__file__).resolve().parents[2] / "zoo"
 CAP = 4 << 30
 
 
