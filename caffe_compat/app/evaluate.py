@@ -23,6 +23,8 @@ import numpy as np
 from ..errors import CaffeCompatError
 from ..io.atomic import atomic_output
 from .adience import TASK_CLASSES, Fold, read_folds
+from .images import read_image
+from .settings import DEFAULT_BATCH, AppSettings
 
 PROTOCOL_NOTE = (
     "The paper trained a separate net for each of the five folds and scored it on that held-out "
@@ -171,11 +173,12 @@ def one_off_hits(predicted: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.abs(np.asarray(predicted, np.int64) - np.asarray(true, np.int64)) <= 1
 
 
-def _read(path: Path) -> np.ndarray | None:
-    import cv2
-
-    data = np.fromfile(path, dtype=np.uint8)
-    return cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+def _read(path: Path, settings: AppSettings) -> np.ndarray | None:
+    """The face image, read under the settings' limits; None when it cannot be used."""
+    try:
+        return read_image(path, **settings.photo_limits())
+    except CaffeCompatError:
+        return None
 
 
 def evaluate_adience(
@@ -185,6 +188,7 @@ def evaluate_adience(
     task: str = "age",
     crops: Sequence[str] = ("oversample",),
     predictor: Any = None,
+    settings: AppSettings | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     **predictor_options: Any,
 ) -> Evaluation:
@@ -192,9 +196,10 @@ def evaluate_adience(
 
     ``on_progress(done, total)`` is called after each chunk of faces. ``predictor``: anything
     with ``classify(faces, crop) -> {task: faces x classes}``, ``batch``
-    and ``describe()`` (default: a ``caffe_compat.predict.Predictor`` for this task built from
-    ``predictor_options``). Missing and undecodable images are counted per fold and skipped;
-    an error only when no image at all could be read.
+    and ``describe()`` (default: a ``caffe_compat.app.predictor.Predictor`` for this task built
+    from ``settings`` and ``predictor_options``, which are ``AppSettings`` fields). Images are
+    read under the settings' photo limits. Missing and undecodable images are counted per fold
+    and skipped; an error only when no image at all could be read.
     """
     if task not in TASK_CLASSES:
         raise CaffeCompatError(f"task must be age or gender, not {task!r}")
@@ -205,10 +210,11 @@ def evaluate_adience(
     if not faces_root.is_dir():
         raise CaffeCompatError("no such folder (the Adience aligned faces)", path=str(faces_root))
     folds = read_folds(folds_dir, task)
+    limits = AppSettings.build(settings, **predictor_options)
     if predictor is None:
         from .predictor import Predictor
 
-        predictor = Predictor(models=(task,), **predictor_options)
+        predictor = Predictor(settings=settings, models=(task,), **predictor_options)
     classes = len(TASK_CLASSES[task])
     labels = tuple(getattr(predictor, "labels", {}).get(task, TASK_CLASSES[task]))
     if len(labels) != classes:
@@ -220,7 +226,7 @@ def evaluate_adience(
     total = sum(f.kept for f in folds)
     done = 0
     examples: list[str] = []
-    chunk = max(1, int(getattr(predictor, "batch", 16)))
+    chunk = max(1, int(getattr(predictor, "batch", DEFAULT_BATCH)))
     for fold in folds:
         tallies = {c: [0, 0, 0] for c in crops}  # faces, correct, one-off correct
         missing = unreadable = 0
@@ -233,7 +239,7 @@ def evaluate_adience(
                     if len(examples) < 3:
                         examples.append(str(path))
                     continue
-                image = _read(path)
+                image = _read(path, limits)
                 if image is None:
                     unreadable += 1
                     continue

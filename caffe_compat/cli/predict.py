@@ -35,7 +35,7 @@ from typing import Any, TextIO
 from ..app.faces import DEFAULT_MARGIN, SSD_CONFIDENCE
 from ..errors import CaffeCompatError
 from ..progress import Progress
-from ._models import add_model_arguments, predictor_options
+from ._models import add_model_arguments
 
 NAME = "predict"
 HELP = "age and gender of the faces in photos (Levi-Hassner nets)"
@@ -271,34 +271,39 @@ def _streaming(out: TextIO) -> bool:
         return True
 
 
+def settings_from(args: argparse.Namespace) -> Any:
+    """The application's settings from ``predict``'s arguments (both engines)."""
+    from ..app.predictor import parse_models
+    from ._models import app_settings
+
+    limits = {"max_pixels": args.max_pixels} if args.max_pixels is not None else {}
+    return app_settings(
+        args,
+        parse_models(args.models),
+        crop=args.crop,
+        detector=tuple(args.detector) if args.detector else None,
+        confidence=args.confidence,
+        margin=args.margin,
+        no_detect=args.no_detect,
+        **limits,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from ..app.images import read_image
-    from ..app.predictor import Predictor, parse_models
+    from ..app.predictor import Predictor
     from ._scale import reject_scale_options, run_scaled
 
     if args.engine == "ray":
         return run_scaled(args)
     reject_scale_options(args)
 
-    tasks = parse_models(args.models)
+    settings = settings_from(args)
     files, missing, _ = collect(args.photos)
     targets = annotation_targets(files, Path(args.annotate)) if args.annotate else {}
     if not args.force:
         refuse_existing(targets)
-    options = predictor_options(args, ("age", "gender"))
-    for task in ("age", "gender"):
-        if task not in tasks:
-            options.pop(f"{task}_model", None)
-            options.pop(f"{task}_labels", None)
-    predictor = Predictor(
-        models=tasks,
-        crop=args.crop,
-        detector=tuple(args.detector) if args.detector else None,
-        confidence=args.confidence,
-        margin=args.margin,
-        progress=True,
-        **options,
-    )
+    predictor = Predictor(settings)
     err = sys.stderr
     out = sys.stdout
     for argument in missing:
@@ -312,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
     def photos() -> Iterator[tuple[str, Any]]:
         for path, _ in files:
             try:
-                image = read_image(path)
+                image = read_image(path, **settings.photo_limits())
             except CaffeCompatError as exc:
                 bar.clear()
                 print(f"caffe-compat: skipped {exc}", file=err)
@@ -324,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update()
 
     stream = _streaming(out) if args.stream is None else args.stream
-    results = predictor.predict_many(photos(), no_detect=args.no_detect, stream=stream)
+    results = predictor.predict_many(photos(), stream=stream)
     for key, faces in results:
         bar.clear()
         counts["photos"] += 1

@@ -219,7 +219,7 @@ class _Cluster:
 
 
 def test_workers_and_resources_per_cluster():
-    from caffe_compat.app.scale import _plan
+    from caffe_compat.app.scale_session import placement as _plan
 
     # a local session sized for 2 one-thread workers (4 logical CPUs: 2 actors + 2 task slots)
     assert _plan(_Cluster(4), None, 1, "auto", sized=2) == (2, False, 1.0)

@@ -14,13 +14,13 @@ from caffe_compat.app.preprocess import preprocess
 from caffe_compat.app.scale_sources import list_source
 from caffe_compat.app.scale_stages import (
     AgeGenderWorker,
-    FaceSettings,
     Geometry,
     NetGroup,
     find_faces,
     geometry_of,
     read_bytes,
 )
+from caffe_compat.app.settings import AppSettings
 
 pa = pytest.importorskip("pyarrow", reason="pyarrow is not installed (the ray extra)")
 cv2 = pytest.importorskip("cv2")
@@ -48,25 +48,26 @@ def test_shrunk_face_preprocesses_exactly_like_the_cut(astronaut, mode, shape):
 def _stages(predictor: Predictor, options: dict, out_dir, **face_options):
     geometry = geometry_of(predictor, "age")
     assert geometry == geometry_of(predictor, "gender")
-    settings = FaceSettings(
-        detector=None,
-        confidence=0.5,
+    settings = AppSettings(
+        **options,
+        crop=predictor.crop,
         backend=predictor.backend,
+        threads=1,
         margin=face_options.get("margin", 0.4),
         no_detect=face_options.get("no_detect", False),
         max_pixels=TEST_MAX_PIXELS,
         max_bytes=MAX_BYTES,
-        geometries=(geometry,),
     )
-    group = NetGroup(("age", "gender"), 0, {**options, "crop": predictor.crop})
+    group = NetGroup(("age", "gender"), 0)
     identities = {"age": "age-id", "gender": "gender-id"}
-    worker = AgeGenderWorker(str(out_dir), [group], [geometry], identities, 1, False)
-    return settings, worker
+    worker = AgeGenderWorker(str(out_dir), settings, [group], [geometry], identities, False)
+    return (settings, (geometry,)), worker
 
 
-def _run_stages(paths, settings, worker):
+def _run_stages(paths, stage, worker):
+    settings, geometries = stage
     batch = pa.table({"path": pa.array(paths, pa.string())})
-    return worker(find_faces(read_bytes(batch, settings.max_bytes), settings))
+    return worker(find_faces(read_bytes(batch, settings.max_bytes), settings, geometries))
 
 
 @pytest.mark.parametrize("crop", ["oversample", "opencv"])
