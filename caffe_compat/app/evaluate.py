@@ -181,6 +181,65 @@ def _read(path: Path, settings: AppSettings) -> np.ndarray | None:
         return None
 
 
+class _Scorer:
+    """Scores fold after fold in every crop mode, summing the confusion matrices; counts the
+    missing and unreadable images and reports progress."""
+
+    def __init__(self, predictor: Any, task: str, crops: list[str], faces_root: Path) -> None:
+        self.predictor, self.task, self.crops, self.faces_root = predictor, task, crops, faces_root
+        classes = len(TASK_CLASSES[task])
+        self.confusion = {c: np.zeros((classes, classes), np.int64) for c in crops}
+        self.scores: dict[str, list[FoldScore]] = {c: [] for c in crops}
+        self.examples: list[str] = []  # the first missing images
+        self.done = 0
+
+    def _images(self, faces: Sequence[Any], limits: AppSettings) -> tuple[list, list, int, int]:
+        """The readable images of ``faces``, their labels, and how many were missing and
+        unreadable."""
+        images, truth, missing, unreadable = [], [], 0, 0
+        for face in faces:
+            path = face.image_path(self.faces_root)
+            if not path.is_file():
+                missing += 1
+                if len(self.examples) < 3:
+                    self.examples.append(str(path))
+                continue
+            image = _read(path, limits)
+            if image is None:
+                unreadable += 1
+                continue
+            images.append(image)
+            truth.append(face.label)
+        return images, truth, missing, unreadable
+
+    def fold(self, fold: Fold, limits: AppSettings, progress: Callable[[int], None]) -> None:
+        """Score one fold, ``batch`` faces per call, in every crop mode."""
+        tallies = {c: [0, 0, 0] for c in self.crops}  # faces, correct, one-off correct
+        missing = unreadable = 0
+        chunk = max(1, int(getattr(self.predictor, "batch", DEFAULT_BATCH)))
+        for start in range(0, fold.kept, chunk):
+            faces = fold.faces[start : start + chunk]
+            images, truth, lost, bad = self._images(faces, limits)
+            missing, unreadable = missing + lost, unreadable + bad
+            self.done += len(faces)
+            if images:
+                true = np.asarray(truth)
+                for crop in self.crops:
+                    probs = np.asarray(self.predictor.classify(images, crop=crop)[self.task])
+                    predicted = probs.argmax(axis=1)
+                    np.add.at(self.confusion[crop], (true, predicted), 1)
+                    tally = tallies[crop]
+                    tally[0] += len(true)
+                    tally[1] += int((predicted == true).sum())
+                    tally[2] += int(one_off_hits(predicted, true).sum())
+            progress(self.done)
+        for crop in self.crops:
+            faces, correct, near = tallies[crop]
+            near_or_none = near if self.task == "age" else None
+            score = FoldScore(fold.index, faces, correct, near_or_none, missing, unreadable)
+            self.scores[crop].append(score)
+
+
 def evaluate_adience(
     folds_dir: str | os.PathLike[str],
     faces_dir: str | os.PathLike[str],
@@ -221,53 +280,17 @@ def evaluate_adience(
         raise CaffeCompatError(
             f"the {task} net has {len(labels)} classes; Adience {task} has {classes}"
         )
-    confusion = {c: np.zeros((classes, classes), np.int64) for c in crops}
-    scores: dict[str, list[FoldScore]] = {c: [] for c in crops}
     total = sum(f.kept for f in folds)
-    done = 0
-    examples: list[str] = []
-    chunk = max(1, int(getattr(predictor, "batch", DEFAULT_BATCH)))
+
+    def progress(done: int) -> None:
+        if on_progress is not None:
+            on_progress(done, total)
+
+    scorer = _Scorer(predictor, task, crops, faces_root)
     for fold in folds:
-        tallies = {c: [0, 0, 0] for c in crops}  # faces, correct, one-off correct
-        missing = unreadable = 0
-        for start in range(0, fold.kept, chunk):
-            images, truth = [], []
-            for face in fold.faces[start : start + chunk]:
-                path = face.image_path(faces_root)
-                if not path.is_file():
-                    missing += 1
-                    if len(examples) < 3:
-                        examples.append(str(path))
-                    continue
-                image = _read(path, limits)
-                if image is None:
-                    unreadable += 1
-                    continue
-                images.append(image)
-                truth.append(face.label)
-            done += min(chunk, fold.kept - start)
-            if images:
-                true = np.asarray(truth)
-                for crop in crops:
-                    probs = np.asarray(predictor.classify(images, crop=crop)[task])
-                    predicted = probs.argmax(axis=1)
-                    np.add.at(confusion[crop], (true, predicted), 1)
-                    tally = tallies[crop]
-                    tally[0] += len(true)
-                    tally[1] += int((predicted == true).sum())
-                    tally[2] += int(one_off_hits(predicted, true).sum())
-            if on_progress is not None:
-                on_progress(done, total)
-        for crop in crops:
-            faces, correct, near = tallies[crop]
-            scores[crop].append(
-                FoldScore(
-                    fold.index, faces, correct, near if task == "age" else None, missing, unreadable
-                )
-            )
-    scored = sum(s.faces for s in scores[crops[0]])
-    if scored == 0:
-        hint = f" (e.g. {examples[0]})" if examples else ""
+        scorer.fold(fold, limits, progress)
+    if sum(s.faces for s in scorer.scores[crops[0]]) == 0:
+        hint = f" (e.g. {scorer.examples[0]})" if scorer.examples else ""
         raise CaffeCompatError(
             f"none of the {total} face images of the fold files could be read under "
             f"{faces_root}{hint}; expected <faces>/<user_id>/landmark_aligned_face.<face_id>."
@@ -275,8 +298,8 @@ def evaluate_adience(
         )
     describe = getattr(predictor, "describe", None)
     source = "; ".join(describe(crops[0]).values()) if callable(describe) else repr(predictor)
-    modes = {c: ModeScore(c, scores[c], confusion[c]) for c in crops}
-    return Evaluation(task, labels, source, folds, modes, examples)
+    modes = {c: ModeScore(c, scorer.scores[c], scorer.confusion[c]) for c in crops}
+    return Evaluation(task, labels, source, folds, modes, scorer.examples)
 
 
 # --------------------------------------------------------------------------------------------

@@ -306,10 +306,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor(settings)
     err = sys.stderr
     out = sys.stdout
-    for argument in missing:
-        print(f"caffe-compat: skipped {argument}: no such file or folder", file=err)
-        if args.json:
-            print(json.dumps(record("skipped", argument, error="no such file or folder")), file=out)
+    report_missing(missing, args.json)
     bar = Progress(len(files), label="predict", unit="photos", enabled=len(files) > 1)
     counts = {"photos": 0, "faces": 0, "skipped": len(missing), "no_face": 0}
     setup = {"crop": predictor.crop, "backend": predictor.backend}
@@ -349,6 +346,21 @@ def run(args: argparse.Namespace) -> int:
         out.flush()
         bar.refresh()
     bar.close()
+    print_summary(args, predictor, counts)
+    return 2 if missing else 0
+
+
+def report_missing(missing: list[str], as_json: bool) -> None:
+    """The arguments that name nothing, on stderr (and as ``skipped`` records under --json)."""
+    for argument in missing:
+        print(f"caffe-compat: skipped {argument}: no such file or folder", file=sys.stderr)
+        if as_json:
+            print(json.dumps(record("skipped", argument, error="no such file or folder")))
+
+
+def print_summary(args: argparse.Namespace, predictor: Any, counts: dict[str, int]) -> None:
+    """The counts, the settings in force, and the precision check's agreement (stderr under
+    --json, where stdout holds only records)."""
     summary = (
         f"{counts['photos']} photo(s), {counts['faces']} face(s), {counts['no_face']} without "
         f"a face, {counts['skipped']} skipped; crop {predictor.crop}, backend {predictor.backend}"
@@ -357,10 +369,9 @@ def run(args: argparse.Namespace) -> int:
     summary += f"; precision {', '.join(modes)}"
     if args.annotate:
         summary += f"; annotated copies in {args.annotate}"
-    print(summary, file=err if args.json else sys.stdout)
+    print(summary, file=sys.stderr if args.json else sys.stdout)
     for task, (agree, total) in predictor.precision_agreement.items():
         print(
             f"precision check {task}: {agree}/{total} faces give the same {task} as exact mode",
-            file=err if args.json else sys.stdout,
+            file=sys.stderr if args.json else sys.stdout,
         )
-    return 2 if missing else 0
