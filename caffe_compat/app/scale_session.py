@@ -2,11 +2,10 @@
 
 A session started here is stopped when the run ends however it ends: normally, by an exception,
 or by SIGTERM (turned into ``SystemExit(143)`` for the session's lifetime, so the same cleanup
-runs). ``ray.shutdown`` stops the processes Ray tracks, but not every helper it started (the
-dashboard and runtime-env agents can outlive it), so the processes the session started are
-noted once it is up and any still running after the shutdown are stopped (SIGTERM, then
-SIGKILL). A session that cannot start (Ray's "node timed out during startup", typically a
-memory limit too small for its processes) is one line saying so, not an internal error.
+runs); every process it started is stopped after ``ray.shutdown``, and by a watcher process if
+the driver is killed outright (``scale_processes``). A session that cannot start (Ray's "node
+timed out during startup", typically a memory limit too small for its processes) is one line
+saying so, not an internal error.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -25,6 +23,7 @@ from ..budget import format_size
 from ..errors import CaffeCompatError
 from ..printable import printable
 from .images import opencv_pixel_limit_env
+from .scale_processes import Processes, Watcher, descendants, stop
 
 DEFAULT_BLOCK = 64
 DEVICES = ("auto", "cpu", "cuda")
@@ -32,7 +31,6 @@ RAY_MISSING = (
     "the ray engine needs Ray Data and pyarrow, which are not installed: "
     "pip install 'caffe-compat[ray]'"
 )
-STOP_GRACE_S = 2.0  # between SIGTERM and SIGKILL of a process the session left running
 
 
 def require_ray() -> Any:
@@ -122,79 +120,6 @@ def placement(
 
 
 # --------------------------------------------------------------------------------------------
-# The processes a session started
-
-
-def _start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (with the pid, a process's identity), None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return None
-    return stat[stat.rindex(b")") + 2 :].split()[19].decode()
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """Every process below ``pid`` (children, their children...) with its start time; empty
-    where ``/proc`` is not there to ask."""
-    children: dict[int, list[int]] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return {}
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        children.setdefault(int(fields[1]), []).append(int(entry))
-    found: dict[int, str] = {}
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            started = _start_time(child)
-            if started is not None and child not in found:
-                found[child] = started
-                stack.append(child)
-    return found
-
-
-def _alive(processes: dict[int, str]) -> list[int]:
-    """The pids in ``processes`` still running as the same process (not reused, not zombies)."""
-    alive = []
-    for pid, started in processes.items():
-        if _start_time(pid) != started:
-            continue
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as handle:
-                state = handle.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != b"Z":
-            alive.append(pid)
-    return alive
-
-
-def stop_processes(processes: dict[int, str], grace: float = STOP_GRACE_S) -> None:
-    """SIGTERM to each process of ``processes`` still running, SIGKILL to any still there after
-    ``grace`` seconds."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in _alive(processes):
-            with contextlib.suppress(OSError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + grace
-        while _alive(processes) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not _alive(processes):
-            return
-
-
-# --------------------------------------------------------------------------------------------
 # The session
 
 
@@ -233,7 +158,7 @@ def _start(ray: Any, address: str | None, **init: Any) -> None:
         ray.init(address=address, **init) if address else ray.init(**init)
     except Exception as exc:  # Ray raises plain Exception for a node that never came up
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = printable(lines[0] if lines else type(exc).__name__)
+        reason = printable(lines[0] if lines else type(exc).__name__).rstrip(".")
         where = f"join the Ray cluster at {printable(address)}" if address else "start Ray here"
         raise CaffeCompatError(f"could not {where}: {reason}{_address_space_limit()}") from None
 
@@ -252,7 +177,9 @@ def session(ray: Any, options: RayOptions, threads: int, max_pixels: int) -> Ite
     common = {
         "include_dashboard": False,
         "log_to_driver": False,
-        "logging_level": logging.WARNING,
+        # errors only: a local start otherwise warns about Ray's own token authentication,
+        # and a failed start would be that plus our one line
+        "logging_level": logging.ERROR,
         "runtime_env": {"env_vars": opencv_pixel_limit_env(max_pixels)},
     }
     count = options.workers
@@ -260,26 +187,43 @@ def session(ray: Any, options: RayOptions, threads: int, max_pixels: int) -> Ite
         count = options.workers or _cpu_count()
         common["num_cpus"] = count * threads + _task_slots(count)
     previous = signal.getsignal(signal.SIGTERM)
-    before = descendants(os.getpid())
-    started: dict[int, str] = {}
+    started: Processes = {}
+    with _noting_started(started, own=not options.address) as note:
+        try:
+            try:
+                _start(ray, options.address, **common)
+            finally:
+                note()  # a node that failed to start may have left some running
+            with _sigterm_exits(previous):
+                yield count
+        finally:
+            note()
+            with contextlib.suppress(Exception):  # after a failed start too
+                ray.shutdown()
 
-    def note_started() -> None:
-        if not options.address:  # a cluster joined by address keeps its processes
-            now = descendants(os.getpid())
-            started.update({p: t for p, t in now.items() if before.get(p) != t})
+
+@contextlib.contextmanager
+def _noting_started(started: Processes, own: bool) -> Iterator[Any]:
+    """Yields ``note()``, which adds the processes started since entering to ``started`` and
+    tells the watcher; on exit, those still running are stopped. ``own`` False (a cluster
+    joined by address keeps its processes): nothing is noted."""
+    if not own:
+        yield lambda: None
+        return
+    before = descendants(os.getpid())
+    watcher = Watcher()
+
+    def note() -> None:
+        now = descendants(os.getpid())
+        new = {p: t for p, t in now.items() if before.get(p) != t and p != watcher.pid}
+        watcher.note({p: t for p, t in new.items() if started.get(p) != t})
+        started.update(new)
 
     try:
-        try:
-            _start(ray, options.address, **common)
-        finally:
-            note_started()  # a node that failed to start may have left some running
-        with _sigterm_exits(previous):
-            yield count
+        yield note
     finally:
-        note_started()
-        with contextlib.suppress(Exception):  # after a failed start too
-            ray.shutdown()
-        stop_processes(started)
+        stop(started)
+        watcher.close()
 
 
 @contextlib.contextmanager
