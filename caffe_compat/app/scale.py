@@ -19,8 +19,14 @@ numbers them) or, for a photo without a face or one that could not be read, one 
 ``face`` 0 (``error`` says why it could not be read; unreadable files never fail the run).
 Columns: path, face, faces, box and crop_box (x, y, w, h), detection_score, age, age_prob,
 age_probs, gender, gender_prob, gender_probs (probabilities in label order; the labels are in
-``_run.json``), crop, backend, age_model and gender_model (the nets' file identities), error.
+``_run.json``), crop, backend, age_model and gender_model (the nets' file identities), error,
+path_bytes (the exact name where it is not UTF-8; ``path`` shows it escaped).
 ``read_results(DIR)`` gives them as one table; resumability is described in ``scale_output``.
+
+The driver works in three steps: ``plan_run`` (the nets built once here, so bad models fail in
+one line before Ray starts; the settings recorded), ``run_plan`` (the photos not yet done,
+through the pipeline, in a session from ``scale_session``) and ``report`` (the counts).
+What is computed is an ``AppSettings``; how it runs, a ``RayOptions``.
 """
 
 from __future__ import annotations
