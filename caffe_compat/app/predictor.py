@@ -162,8 +162,6 @@ class Predictor:
         if backend is None:
             onnx = any(is_onnx_path(settings.model(t)) for t in tasks)
             backend = "onnx" if onnx else "torch"
-        if backend not in BACKENDS:
-            raise CaffeCompatError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         self.settings = dataclasses.replace(settings, backend=backend)
         # task -> [faces whose argmax agrees with exact mode, faces compared]
         self.precision_agreement: dict[str, list[int]] = {}

@@ -88,3 +88,21 @@ def app_settings(args: argparse.Namespace, tasks: tuple[str, ...], **fields: Any
             if labels:
                 values[f"{task}_labels"] = tuple(x.strip() for x in labels.split(","))
     return AppSettings(**{**values, **fields})
+
+
+def predict_settings(args: argparse.Namespace) -> AppSettings:
+    """``predict``'s settings (both engines): the shared arguments plus its face and limit
+    options."""
+    from ..app.settings import parse_models
+
+    limits = {"max_pixels": args.max_pixels} if args.max_pixels is not None else {}
+    return app_settings(
+        args,
+        parse_models(args.models),
+        crop=args.crop,
+        detector=tuple(args.detector) if args.detector else None,
+        confidence=args.confidence,
+        margin=args.margin,
+        no_detect=args.no_detect,
+        **limits,
+    )

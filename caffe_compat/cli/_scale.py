@@ -72,7 +72,7 @@ def run_scaled(args: argparse.Namespace) -> int:
     from ..app.scale import predict_dataset
     from ..app.scale_session import DEFAULT_BLOCK, RayOptions, require_ray
     from ..progress import Progress
-    from .predict import settings_from
+    from ._models import predict_settings
 
     if len(args.photos) != 1:
         raise CaffeCompatError(
@@ -84,7 +84,7 @@ def run_scaled(args: argparse.Namespace) -> int:
         raise CaffeCompatError(
             "--annotate and --json go with the single engine; --engine ray writes Parquet"
         )
-    settings = settings_from(args)
+    settings = predict_settings(args)
     if settings.check_precision:
         raise CaffeCompatError("--check-precision runs with the single-process engine only")
     options = RayOptions(

@@ -271,34 +271,17 @@ def _streaming(out: TextIO) -> bool:
         return True
 
 
-def settings_from(args: argparse.Namespace) -> Any:
-    """The application's settings from ``predict``'s arguments (both engines)."""
-    from ..app.predictor import parse_models
-    from ._models import app_settings
-
-    limits = {"max_pixels": args.max_pixels} if args.max_pixels is not None else {}
-    return app_settings(
-        args,
-        parse_models(args.models),
-        crop=args.crop,
-        detector=tuple(args.detector) if args.detector else None,
-        confidence=args.confidence,
-        margin=args.margin,
-        no_detect=args.no_detect,
-        **limits,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     from ..app.images import read_image
     from ..app.predictor import Predictor
+    from ._models import predict_settings
     from ._scale import reject_scale_options, run_scaled
 
     if args.engine == "ray":
         return run_scaled(args)
     reject_scale_options(args)
 
-    settings = settings_from(args)
+    settings = predict_settings(args)
     files, missing, _ = collect(args.photos)
     targets = annotation_targets(files, Path(args.annotate)) if args.annotate else {}
     if not args.force:

@@ -42,6 +42,12 @@ def test_bad_values_are_one_line_when_built(fields, message):
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
+def test_a_name_of_the_package():
+    import caffe_compat
+
+    assert caffe_compat.AppSettings is AppSettings
+
+
 def test_normal_forms_and_frozen():
     settings = AppSettings(
         models="gender, age",
