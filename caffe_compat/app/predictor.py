@@ -28,7 +28,7 @@ from .faces import Box, Detection, FaceDetector, cut, locate
 from .images import read_image
 from .precision import resolve_precision
 from .preprocess import MODES, preprocess
-from .runners import BACKENDS, Runner, is_onnx_path, load_runner, onnx_runner, torch_runner
+from .runners import RUNTIMES, Runner, is_onnx_path, load_runner, onnx_runner, torch_runner
 from .settings import DEFAULT_BATCH, TASKS, AppSettings, ModelSpec, parse_models
 
 ZOO_MODELS = {"age": "levi_hassner_age", "gender": "levi_hassner_gender"}
@@ -568,8 +568,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "BACKENDS",
     "DEFAULT_BATCH",
+    "RUNTIMES",
     "TASKS",
     "AppSettings",
     "FacePrediction",

@@ -27,7 +27,7 @@ from .faces import (
 )
 from .images import MAX_FILE_BYTES, MAX_PIXELS
 from .preprocess import MEAN_CROPS, MODES
-from .runners import BACKENDS
+from .runners import RUNTIMES
 
 TASKS = ("age", "gender")
 DEFAULT_BATCH = 16
@@ -113,9 +113,9 @@ class AppSettings:
         self._check()
 
     def _check(self) -> None:
-        if self.backend is not None and self.backend not in BACKENDS:
+        if self.backend is not None and self.backend not in RUNTIMES:
             raise CaffeCompatError(
-                f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}"
+                f"backend must be one of {', '.join(RUNTIMES)}, not {self.backend!r}"
             )
         for name in ("batch", "max_bytes", "max_pixels"):
             value = getattr(self, name)
