@@ -1,8 +1,8 @@
 """The Ray session of a large run, with a stand-in for Ray (no Ray needed): how it runs is
 checked when asked, a node that cannot start is one line, SIGTERM runs the cleanup, and the
 processes the session started (and only those) are stopped when it ends, SIGKILL for those that
-ignore SIGTERM, by the watcher when the driver is killed. The same with real Ray is in
-test_scale.py (ray tier)."""
+ignore SIGTERM (the watcher for a killed driver: test_scale_processes.py). The same with real Ray
+is in test_scale.py (ray tier)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 import pytest
 
 from caffe_compat.app import scale_processes
-from caffe_compat.app.scale_processes import alive, descendants, start_time, stop
+from caffe_compat.app.scale_processes import alive, start_time
 from caffe_compat.app.scale_session import RayOptions, session
 from caffe_compat.errors import CaffeCompatError
 
@@ -80,20 +80,6 @@ def test_ray_options_are_checked_when_built(fields, words):
         RayOptions(**fields)
 
 
-def test_stop_processes_escalates_to_sigkill():
-    child = stubborn()
-    try:
-        found = descendants(os.getpid())
-        assert child.pid in found
-        started = time.monotonic()
-        stop({child.pid: found[child.pid]}, grace=0.5)
-        assert not running(child) and time.monotonic() - started < 5
-        assert child.wait(timeout=5) == -signal.SIGKILL
-    finally:
-        child.kill()
-        child.wait()
-
-
 def test_the_session_stops_what_it_started_and_only_that():
     bystander = stubborn()  # started before the session: not the session's to stop
     ray = StandInRay()
@@ -152,39 +138,3 @@ def test_a_session_started_elsewhere_is_left_alone():
     with session(ray, RayOptions(workers=3), 1, 1000) as sized:
         assert sized == 3
     assert ray.up and ray.init_args is None
-
-
-WATCHED_DRIVER = """
-import subprocess, sys
-from caffe_compat.app.scale_processes import Watcher, descendants
-import os
-watcher = Watcher()
-child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdout=subprocess.PIPE)
-assert child.stdout.readline() == b"ready\\n"
-mine = {p: t for p, t in descendants(os.getpid()).items() if p != watcher.pid}
-watcher.note(mine)
-print(child.pid, mine[child.pid], flush=True)
-import time; time.sleep(120)
-"""
-
-
-def test_the_watcher_stops_them_when_the_driver_is_killed():
-    driver = subprocess.Popen(
-        [sys.executable, "-c", WATCHED_DRIVER, STUBBORN], stdout=subprocess.PIPE
-    )
-    orphan: dict[int, str] = {}
-    try:
-        pid, started = driver.stdout.readline().split()
-        orphan = {int(pid): started.decode()}
-        assert alive(orphan)
-        driver.kill()  # SIGKILL: no cleanup of its own
-        driver.wait()
-        deadline = time.monotonic() + 10
-        while alive(orphan) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not alive(orphan)
-    finally:
-        driver.kill()
-        driver.wait()
-        for pid in alive(orphan):
-            os.kill(pid, signal.SIGKILL)
