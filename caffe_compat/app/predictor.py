@@ -562,7 +562,7 @@ def __getattr__(name: str) -> Any:
     if name == "Classifier":  # the name before TaskNet; pycaffe's Classifier is Caffe's
         import warnings
 
-        warnings.warn("caffe_compat.app.predictor.Classifier is now TaskNet", DeprecationWarning, 2)
+        warnings.warn("app.predictor.Classifier is now TaskNet", DeprecationWarning, 2)
         return TaskNet
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
