@@ -84,7 +84,7 @@ class NetNames:
                 outputs=_strings(data["outputs"]),
                 shapes={str(v): tuple(int(d) for d in s) for v, s in data["shapes"]},
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # 1e400 -> inf -> int
             raise ValueError(f"malformed net names: {exc}") from None
         if not names.outputs or not set(names.outputs) <= set(names.shapes):
             raise ValueError("malformed net names: outputs without shapes")

@@ -227,9 +227,9 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path, fresh_home, conversions, damag
     else:
         record = json.loads(good_json)
         if damage == "names":
-            record["body"]["names"]["layers"] = ["renamed", "norm"]
+            record["body"]["meta"]["layers"] = ["renamed", "norm"]
         else:
-            record["sha256"] = "0" * 64
+            record["mac"] = "0" * 64
         json_file.write_text(json.dumps(record))
     net = dnn.readNetFromCaffe(str(prototxt), str(caffemodel), convert=True)
     assert len(conversions) == 2  # converted again, not trusted
@@ -264,13 +264,14 @@ def test_cache_files_follow_the_umask(tmp_path, fresh_home):
     assert not list((fresh_home / "dnn").glob(".*partial*"))
 
 
-def test_unwritable_cache_still_reads(tmp_path, monkeypatch):
+def test_unwritable_cache_still_reads(tmp_path, monkeypatch, caplog):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     monkeypatch.setenv("CAFFE_COMPAT_HOME", str(blocker))
     prototxt, caffemodel, blobs = _lrn_net(tmp_path / "net", k=2.0)
-    with pytest.warns(RuntimeWarning, match="could not cache"):
+    with caplog.at_level("WARNING", logger="caffe_compat.cache"):
         net = dnn.readNetFromCaffe(str(prototxt), str(caffemodel), convert=True)
+    assert len(caplog.records) == 1 and "could not write the cache entry" in caplog.text
     net.setInput(X)
     _close(net.forward(), _lrn_judge(blobs, X, k=2.0))
 

@@ -113,7 +113,8 @@ def test_pull_downloads_checks_converts_and_caches(server, weights, tmp_path, ca
     assert lines[1] == f"identity: {FILE} matches sha1 {sha1(weights)} (published in the test)"
     assert "26 layers, 1,235,496 parameters from caffemodel-v2 weights" in lines[2]
     assert "output prob [1, 1000, 1, 1]" in lines[2]
-    entry = home / "tiny_squeeze" / "converted" / f"squeezenet_v1.1.{git_blob(weights)}.npz"
+    (entry,) = (home / "tiny_squeeze" / "converted").glob("squeezenet_v1.1.*.bin")
+    record = entry.with_suffix(".json")
     assert lines[3].startswith(f"cache: wrote {entry} (")
     assert stored.read_bytes() == weights and entry.is_file()
 
@@ -121,13 +122,13 @@ def test_pull_downloads_checks_converts_and_caches(server, weights, tmp_path, ca
     code, lines, _ = run(capsys, "pull", card, "--cache-dir", str(home))
     assert code == 0
     assert lines[0] == f"weights: found {stored} ({len(weights):,} bytes)"
-    assert "from the conversion cache" in lines[2] and lines[3] == f"cache: up to date, {entry}"
+    assert "from the cache" in lines[2] and lines[3] == f"cache: up to date, {entry}"
 
     server.routes["/w/squeezenet.caffemodel"] = send(weights)
     code, lines, _ = run(capsys, "pull", card, "--cache-dir", str(home), "--force")
     assert code == 0 and lines[0].startswith("weights: downloaded") and "cache: wrote" in lines[3]
     assert sorted(p.name for p in files_under(home)) == sorted(
-        [FILE, entry.name, entry.name + ".sha256"]
+        [".cache-key", FILE, entry.name, record.name]
     )
 
 
@@ -140,7 +141,8 @@ def test_a_wrong_sha1_is_rejected_and_nothing_is_kept(server, weights, tmp_path,
     code, lines, err = run(capsys, "pull", card, "--cache-dir", str(home), "--no-progress")
     assert code == 2 and lines == [] and err.count("\n") == 1
     assert f"wrong file: expected sha1 {sha1(weights)}, got sha1 {sha1(evil)}" in err
-    assert f"put it at exactly {home / 'tiny_squeeze' / FILE}" in err and url in err
+    assert f"{home / 'tiny_squeeze' / FILE}: " in err and "put it at exactly this path" in err
+    assert url in err
     assert files_under(home) == []
 
 
@@ -160,7 +162,8 @@ def test_offline_says_which_file_where_and_from_where(tmp_path, capsys):
     code, lines, err = run(capsys, "pull", "vgg_ilsvrc_16", "--cache-dir", str(home), "--offline")
     assert code == 2 and lines == [] and err.count("\n") == 1
     path = home / "vgg_ilsvrc_16" / "VGG_ILSVRC_16_layers.caffemodel"
-    assert "VGG_ILSVRC_16_layers.caffemodel" in err and f"put it at exactly {path} " in err
+    assert f"error: {path}: VGG_ILSVRC_16_layers.caffemodel " in err
+    assert "put it at exactly this path" in err
     for source in load_card("vgg_ilsvrc_16").weights.sources:
         assert source.url in err
     assert "--offline" in err and files_under(home) == []
@@ -174,7 +177,8 @@ def test_no_network_gives_the_same_instructions(tmp_path, capsys):
     code, _, err = run(capsys, "pull", card, "--cache-dir", str(tmp_path / "home"))
     assert code == 2 and err.count("\n") == 1
     assert "could not be downloaded" in err and "cannot connect" in err
-    assert f"put it at exactly {tmp_path / 'home' / 'tiny_squeeze' / FILE}" in err
+    assert f"error: {tmp_path / 'home' / 'tiny_squeeze' / FILE}: " in err
+    assert "put it at exactly this path" in err
 
 
 def test_a_model_without_a_published_identity_prints_the_copys(server, weights, tmp_path):
@@ -211,8 +215,9 @@ def test_the_mean_file_is_pulled_too_or_its_place_named(server, weights, tmp_pat
     lines.clear()
     got = pull(dataclasses.replace(card, mean=page), cache_dir=tmp_path, report=lines.append)
     assert got.mean is None
-    assert lines[-2].startswith("mean: not in the cache: ResNet_mean.binaryproto")
-    assert f"put it at exactly {tmp_path / BASE / 'ResNet_mean.binaryproto'}" in lines[-2]
+    where = tmp_path / BASE / "ResNet_mean.binaryproto"
+    assert lines[-2].startswith(f"mean: not in the cache: {where}: ResNet_mean.binaryproto ")
+    assert "has no direct download" in lines[-2] and "put it at exactly this path" in lines[-2]
 
 
 def zoo_card(data: bytes, *urls: str):
