@@ -225,6 +225,7 @@ def zoo_card(data: bytes, *urls: str):
     card = load_card(BASE)
     spec = dataclasses.replace(
         card.weights,
+        size=None,  # not the released file's size
         sha1=sha1(data),
         git_blob=git_blob(data),
         sources=tuple(Source(url, "file") for url in urls),
@@ -245,7 +246,8 @@ def test_zoo_lists_every_model_with_its_cache_state(server, weights, tmp_path, c
     assert rows[BASE].split()[1:4] == ["classification", f"{len(weights) / 1e6:.1f}", "MB"]
     assert rows[BASE].split()[4] == "converted" and load_card(BASE).title in rows[BASE]
     assert rows["open_nsfw"].split()[2:5] == ["0.0", "MB", "cached"]
-    assert rows["vgg_ilsvrc_16"].split()[2:5] == [">=553.4", "MB", "-"]
+    assert rows["vgg_ilsvrc_16"].split()[2:5] == ["553.4", "MB", "-"]  # the card's size
+    assert rows["levi_hassner_gender"].split()[2:5] == [">=45.6", "MB", "-"]  # parameters
     assert rows["res10_300x300_ssd"].split()[1] == "detection"
 
     code, lines, _ = run(capsys, "zoo", "--cache-dir", str(tmp_path), "--json")
@@ -253,10 +255,12 @@ def test_zoo_lists_every_model_with_its_cache_state(server, weights, tmp_path, c
     assert listed[BASE]["converted"] and listed[BASE]["size"] == len(weights)
     assert listed[BASE]["size_kind"] == "file" and listed[BASE]["labels"] == 1000
     assert listed["vgg_ilsvrc_16"]["identity"] == {} and listed["vgg_ilsvrc_16"]["identity_note"]
-    assert listed["vgg_ilsvrc_16"]["size"] == 4 * 138_357_544
+    assert listed["vgg_ilsvrc_16"]["size"] == 553_432_081
+    assert listed["levi_hassner_gender"]["size"] == 4 * 11_411_970
     assert listed["bvlc_alexnet"]["identity"] == {"sha1": load_card("bvlc_alexnet").weights.sha1}
     assert not listed["open_nsfw"]["converted"] and listed["open_nsfw"]["cached"]
-    assert model_state("bvlc_googlenet", tmp_path).size_kind == "estimate"
+    assert model_state("bvlc_googlenet", tmp_path).size_kind == "card"
+    assert model_state("levi_hassner_gender", tmp_path).size_kind == "estimate"
 
 
 def test_download_checks_sha1(server, tmp_path):
