@@ -63,7 +63,7 @@ def weights_entry(home: Path, model: str, weights: Path, identity: Identity) -> 
 
 
 def _little_endian(blob: np.ndarray) -> np.ndarray:
-    array = np.ascontiguousarray(blob)
+    array = np.asarray(blob, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
     if array.dtype.kind != "f" or array.dtype.itemsize not in (2, 4, 8):
         raise ValueError(f"cannot cache {array.dtype} arrays")
     return array.astype(f"<f{array.dtype.itemsize}", copy=False)
@@ -135,7 +135,7 @@ def _decode(buffer: bytearray, meta: Any, path: Path) -> Weights:
                     f"{where} ({count} values at byte {offset}) reaches past the "
                     f"{len(buffer)}-byte payload"
                 )
-            arrays.append(np.frombuffer(buffer, dtype, count, offset).reshape(shape))
+            arrays.append(np.frombuffer(buffer, dtype, count, offset).reshape(tuple(shape)))
         blobs[name] = arrays
     return Weights(
         path=str(path), format=meta["weights_format"], blobs=blobs, net_name=meta["net_name"]
