@@ -282,3 +282,22 @@ def test_load_pretrained_checks_sha1_and_runs_the_pulled_model(server, weights, 
     wrong = dataclasses.replace(card, weights=dataclasses.replace(card.weights, sha1="1" * 40))
     with pytest.raises(CaffeCompatError, match=f"sha1 {sha1(weights)} .* expected {'1' * 40}"):
         load_pretrained(wrong, cache_dir=tmp_path)
+
+
+def test_zoo_lists_a_cache_with_planted_entries(weights, tmp_path, capsys):
+    """Issue 21: `caffe-compat zoo` exited 3 on a planted cache file whose manifest was [1, 2].
+    Entries of the former layout are never opened; planted records are simply not converted."""
+    folder = tmp_path / BASE
+    (folder / "converted").mkdir(parents=True)
+    (folder / FILE).write_bytes(weights)
+    planted = folder / "converted" / f"squeezenet_v1.1.{git_blob(weights)}.npz"
+    np.savez(planted, manifest=np.array(json.dumps([1, 2])))
+    (folder / "converted" / ("squeezenet_v1.1." + "0" * 32 + ".json")).write_text("[1, 2]")
+    (folder / "converted" / ("squeezenet_v1.1." + "1" * 32 + ".json")).write_text("[" * 200_000)
+    code, lines, err = run(capsys, "zoo", "--cache-dir", str(tmp_path))
+    assert code == 0 and err == ""
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert rows[BASE].split()[4] == "cached"
+    code, lines, _ = run(capsys, "zoo", "--cache-dir", str(tmp_path), "--json")
+    listed = {entry["name"]: entry for entry in json.loads("\n".join(lines))}
+    assert code == 0 and listed[BASE]["cached"] and not listed[BASE]["converted"]
