@@ -111,27 +111,37 @@ def checked_folder(home: Path, *parts: str, create: bool = False) -> Path:
     return levels[-1]
 
 
+def _not_regular(path: Path) -> UnsafeCacheError:
+    return UnsafeCacheError(
+        "cache key is not a regular file (a link, a folder or a device); refused (delete it)",
+        path=str(path),
+    )
+
+
 def _read_key(path: Path) -> bytes | None:
     """The key at ``path`` (None when absent or malformed); ``UnsafeCacheError`` when others
-    could read or replace it."""
+    could read or replace it. Opened without following links or blocking on a FIFO."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        info = os.lstat(path)
+        fd = os.open(path, flags)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _not_regular(path) from None
+        raise
+    info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
-        raise UnsafeCacheError(
-            "cache key is not a regular file (a link or a device); refused (delete it)",
-            path=str(path),
-        )
-    if os.name == "posix" and (info.st_uid != os.geteuid() or info.st_mode & 0o077):
-        whose = "owned by another user" if info.st_uid != os.geteuid() else "open to others"
-        raise UnsafeCacheError(
-            f"cache key is {whose} (mode {stat.S_IMODE(info.st_mode):o}), so others could "
-            "sign cache entries; refused "
-            "(delete it: a new one is made and the cache rebuilt)",
-            path=str(path),
-        )
-    with open(path, "rb") as handle:
+        os.close(fd)
+        raise _not_regular(path)
+    with open(fd, "rb") as handle:
+        if os.name == "posix" and (info.st_uid != os.geteuid() or info.st_mode & 0o077):
+            whose = "owned by another user" if info.st_uid != os.geteuid() else "open to others"
+            raise UnsafeCacheError(
+                f"cache key is {whose} (mode {stat.S_IMODE(info.st_mode):o}), so others could "
+                "sign cache entries; refused (delete it: a new one is made and the cache rebuilt)",
+                path=str(path),
+            )
         text = handle.read(_KEY_HEX + 2).strip()
     try:
         key = bytes.fromhex(text.decode("ascii"))
