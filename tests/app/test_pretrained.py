@@ -390,3 +390,19 @@ def test_a_caffe_written_caffemodel_gives_real_caffes_outputs(caffe_reference, t
         np.testing.assert_allclose(got["fc8"].numpy(), gold["fc8"], rtol=0, atol=fc8_limit)
         np.testing.assert_allclose(got["prob"].numpy(), gold["prob"], rtol=0, atol=1e-4)
     assert len(list((tmp_path / NAME / "converted").iterdir())) == 2  # payload and record
+
+
+def test_a_symlinked_or_world_writable_cache_is_refused(caffemodels, tmp_path):
+    """Issue 21 #4: such folders were used without a word; the weights in them are not run."""
+    data = caffemodels[0]
+    real = tmp_path / "real"
+    (real / NAME).mkdir(parents=True)
+    (real / NAME / WEIGHTS).write_bytes(data)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / NAME).symlink_to(real / NAME)
+    message = one_line_error(lambda: load_pretrained(card_for(data), cache_dir=tmp_path / "home"))
+    assert message.startswith(f"{tmp_path / 'home' / NAME}: cache folder is a symbolic link")
+    (real / NAME).chmod(0o777)
+    message = one_line_error(lambda: load_pretrained(card_for(data), cache_dir=real))
+    assert "writable by every user" in message
+    assert sorted(p.name for p in (real / NAME).iterdir()) == [WEIGHTS]  # nothing cached there

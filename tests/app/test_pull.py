@@ -301,3 +301,24 @@ def test_zoo_lists_a_cache_with_planted_entries(weights, tmp_path, capsys):
     code, lines, _ = run(capsys, "zoo", "--cache-dir", str(tmp_path), "--json")
     listed = {entry["name"]: entry for entry in json.loads("\n".join(lines))}
     assert code == 0 and listed[BASE]["cached"] and not listed[BASE]["converted"]
+
+
+def test_an_unsafe_cache_folder_is_one_line_and_untouched(weights, tmp_path, capsys):
+    """Issue 21: symlinked cache folders (and ones others can write) were used without a word."""
+    real = tmp_path / "real"
+    (real / BASE).mkdir(parents=True)
+    (real / BASE / FILE).write_bytes(weights)
+    (tmp_path / "home").symlink_to(real)
+    code, lines, err = run(capsys, "pull", BASE, "--cache-dir", str(tmp_path / "home"))
+    assert code == 2 and lines == [] and err.count("\n") == 1
+    assert f"{tmp_path / 'home'}: cache folder is a symbolic link" in err
+    (tmp_path / "home").unlink()
+    real.rename(tmp_path / "home")
+    (tmp_path / "home" / BASE).chmod(0o777)
+    code, lines, err = run(capsys, "pull", BASE, "--cache-dir", str(tmp_path / "home"))
+    assert (
+        code == 2
+        and "writable by every user" in err
+        and f"chmod go-w {tmp_path / 'home' / BASE}" in err
+    )
+    assert sorted(p.name for p in (tmp_path / "home" / BASE).iterdir()) == [FILE]
