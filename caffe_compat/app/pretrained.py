@@ -33,6 +33,7 @@ from ..ir.load import load_net
 from ..zoo import FileSpec, ModelCard, load_card
 from .download import fetch_spec_from
 from .precision import resolve_precision
+from .runners import RUNTIMES
 
 __all__ = [
     "ENV_HOME",
@@ -44,7 +45,6 @@ __all__ = [
     "model_folder",
     "model_info",
 ]
-BACKENDS = ("torch", "onnx")
 
 
 def model_info(name: str) -> ModelCard:
@@ -104,7 +104,7 @@ def load_pretrained(
     architecture.
 
     torch: ``model(x)`` maps N x ``card.input.shape`` (BGR, 0..255, mean subtracted: see
-    ``caffe_compat.preprocess``) to the card's output blob (``prob`` for most; ``detection_out``
+    ``caffe_compat.app.preprocess``) to the card's output blob (``prob`` for most; ``detection_out``
     for detectors); ``model.labels`` names its classes and
     ``model.card`` holds the card (mean values, default preprocessing mode). onnx: an
     ``onnx.ModelProto`` whose metadata holds the labels and the weights' identity; ``device``
@@ -114,8 +114,8 @@ def load_pretrained(
     ``exact``; the mode is held by the model, never set process-wide.
     """
     card = _card(name)
-    if backend not in BACKENDS:
-        raise CaffeCompatError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend not in RUNTIMES:
+        raise CaffeCompatError(f"backend must be one of {', '.join(RUNTIMES)}, not {backend!r}")
     mode = resolve_precision(
         precision, backend=backend, device=device, card_default=card.cuda_precision
     )
@@ -159,7 +159,8 @@ def mean_image(
     download: bool = False,
     progress: bool = True,
 ) -> np.ndarray:
-    """The model's identity-checked mean image (3 x H x W, BGR), for ``caffe_compat.preprocess``."""
+    """The model's identity-checked mean image (3 x H x W, BGR), for
+    ``caffe_compat.app.preprocess``."""
     card = _card(name)
     if card.mean is None:
         raise CaffeCompatError(

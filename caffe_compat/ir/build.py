@@ -22,21 +22,6 @@ from .phase import NetState, layer_included
 from .validate import check_input_shape, validate_net
 
 
-def _input_shapes(layer: caffe_pb2.LayerParameter) -> list[Shape | None]:
-    shapes = [tuple(int(d) for d in s.dim) for s in layer.input_param.shape]
-    if not shapes:
-        return [None] * len(layer.top)
-    if len(shapes) == 1:
-        return [shapes[0]] * len(layer.top)
-    if len(shapes) != len(layer.top):
-        raise NetDefinitionError(
-            f"{len(layer.top)} tops but {len(shapes)} input shapes",
-            layer=layer.name,
-            layer_type=layer.type,
-        )
-    return list(shapes)
-
-
 def _stages(net: caffe_pb2.NetParameter) -> list[str]:
     """Every stage a layer rule of ``net`` names, in order of appearance."""
     found: dict[str, None] = {}
@@ -112,11 +97,11 @@ def _build(
         if not layer_included(state, layer):
             continue
         where = {"layer": layer.name, "layer_type": layer.type, "path": path}
-        if layer.type == "Input":
-            for blob, shape in zip(layer.top, _input_shapes(layer)):
+        info = registry.facts(layer.type)
+        if info.role == "input":
+            for blob, shape in zip(layer.top, info.data_shape(layer, graph.notes)):
                 add_input(blob, shape, layer)
             continue
-        info = registry.facts(layer.type)
         if info.role == "data":
             shapes = info.data_shape(layer, graph.notes)
             for i, (blob, shape) in enumerate(zip(layer.top, shapes)):

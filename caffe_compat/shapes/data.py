@@ -1,7 +1,10 @@
-"""Layers that feed or score training: data layers become declared inputs, the rest drop out.
+"""Layers that feed the net or score training: Input's tops and data layers' first tops become
+declared inputs, the rest drop out.
 
-A data layer's first top is the batch the net computes on; its shape comes from the definition
-where the definition tells it (MemoryData, DummyData, a crop size), else the user gives it.
+Caffe's Input layer declares every top an input, shaped by ``input_param`` (one shape for all
+tops, or one per top; none: the user gives it). A data layer's first top is the batch the net
+computes on; its shape comes from the definition where the definition tells it (MemoryData,
+DummyData, a crop size), else the user gives it.
 Labels (second tops) are not inputs of an inference graph. DummyData's tops are all data.
 """
 
@@ -50,6 +53,20 @@ def _dummy_shapes(layer: caffe_pb2.LayerParameter) -> list[Shape | None]:
     return [tuple(int(v[0 if len(v) == 1 else i]) for v in legacy) for i in range(tops)]
 
 
+def input_shapes(layer: caffe_pb2.LayerParameter, notes: list[str]) -> list[Shape | None]:
+    """One shape per top of an Input layer (None where the definition gives none)."""
+    shapes = [tuple(int(d) for d in s.dim) for s in layer.input_param.shape]
+    if not shapes:
+        return [None] * len(layer.top)
+    if len(shapes) == 1:
+        return [shapes[0]] * len(layer.top)
+    if len(shapes) != len(layer.top):
+        raise NetDefinitionError(
+            f"{len(layer.top)} tops but {len(shapes)} input shapes", **_where(layer)
+        )
+    return list(shapes)
+
+
 def data_shapes(layer: caffe_pb2.LayerParameter, notes: list[str]) -> list[Shape | None]:
     """One entry per top: the batch shape a data top would have (None when the definition does
     not tell, or for a label top, which is not an input)."""
@@ -80,6 +97,14 @@ def data_shapes(layer: caffe_pb2.LayerParameter, notes: list[str]) -> list[Shape
     return [(batch or 1, channels, crop_h, crop_w), *labels]
 
 
+describe(
+    "Input",
+    role="input",
+    param_message="input_param",
+    data_shape=input_shapes,
+    bottoms=0,
+    tops=(1, None),
+)
 describe(
     (
         "Data",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..ir.graph import Node, Shape
+from ..proto import caffe_pb2
 from ..registry import LayerShapes, describe, register
 
 
@@ -17,4 +18,22 @@ def _embed(node: Node, inputs: list[Shape]) -> LayerShapes:
     return LayerShapes([(*shape, n)], params)
 
 
-describe("Embed", bottoms=1, tops=1)
+def _fillers(layer: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerParameter]:
+    p = layer.embed_param
+    return [p.weight_filler, p.bias_filler] if p.bias_term else [p.weight_filler]
+
+
+def _rows(node: Node) -> int:
+    """Embed reads each bottom value as a row index of its input_dim x N table."""
+    return int(node.param.embed_param.input_dim)
+
+
+describe(
+    "Embed",
+    param_message="embed_param",
+    bias_term="bias_term",
+    fillers=_fillers,
+    index_rows=_rows,
+    bottoms=1,
+    tops=1,
+)
