@@ -18,7 +18,9 @@ FOLDERS = {
     "caffe_compat.proto": ROOT / "proto",
     "caffe_compat.zoo": ROOT / "zoo",
 }
-CORE = ("io", "ir", "shapes", "passes", "reference", "converters", "verify")
+CORE = ("io", "ir", "shapes", "passes", "reference", "converters", "verify", "cache", "dnn")
+# Everything that caches: each goes through caffe_compat.cache and keeps no cache logic of its own.
+CACHE_USERS = ("caffe_compat.dnn.cache", "caffe_compat.app.pretrained", "caffe_compat.app.pull")
 
 
 def _modules() -> dict[str, Path]:
@@ -106,6 +108,26 @@ def test_io_imports_no_framework():
         if name.startswith("caffe_compat.io"):
             heavy = {n.split(".")[0] for n in imports_of(name)} & {"torch", "onnx", "cv2"}
             assert not heavy, f"{name} imports {sorted(heavy)}"
+
+
+def _in_cache_package(name: str) -> bool:
+    return name == "caffe_compat.cache" or name.startswith("caffe_compat.cache.")
+
+
+def test_one_cache():
+    """Only caffe_compat.cache reads $CAFFE_COMPAT_HOME; the modules that cache use it and
+    neither hash, sign nor archive entries themselves."""
+    for name, path in MODULES.items():
+        if _in_cache_package(name):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
+        assert "CAFFE_COMPAT_HOME" not in strings, f"{name} reads the cache home itself"
+    for user in CACHE_USERS:
+        imported = imports_of(user)
+        assert any(_in_cache_package(n) for n in imported), user
+        own = {n.split(".")[0] for n in imported} & {"hashlib", "hmac", "zipfile", "glob"}
+        assert not own, f"{user} imports {sorted(own)}: cache logic outside caffe_compat.cache"
 
 
 def test_zoo_imports_no_application_module():
