@@ -18,7 +18,9 @@ FOLDERS = {
     "caffe_compat.proto": ROOT / "proto",
     "caffe_compat.zoo": ROOT / "zoo",
 }
-CORE = ("io", "ir", "shapes", "passes", "reference", "converters", "verify")
+CORE = ("io", "ir", "shapes", "passes", "reference", "converters", "verify", "cache", "dnn")
+# Everything that caches: each goes through caffe_compat.cache and keeps no cache logic of its own.
+CACHE_USERS = ("caffe_compat.dnn.cache", "caffe_compat.app.pretrained", "caffe_compat.app.pull")
 
 
 def _modules() -> dict[str, Path]:
@@ -106,6 +108,26 @@ def test_io_imports_no_framework():
         if name.startswith("caffe_compat.io"):
             heavy = {n.split(".")[0] for n in imports_of(name)} & {"torch", "onnx", "cv2"}
             assert not heavy, f"{name} imports {sorted(heavy)}"
+
+
+def _in_cache_package(name: str) -> bool:
+    return name == "caffe_compat.cache" or name.startswith("caffe_compat.cache.")
+
+
+def test_one_cache():
+    """Only caffe_compat.cache reads $CAFFE_COMPAT_HOME; the modules that cache use it and
+    neither hash, sign nor archive entries themselves."""
+    for name, path in MODULES.items():
+        if _in_cache_package(name):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
+        assert "CAFFE_COMPAT_HOME" not in strings, f"{name} reads the cache home itself"
+    for user in CACHE_USERS:
+        imported = imports_of(user)
+        assert any(_in_cache_package(n) for n in imported), user
+        own = {n.split(".")[0] for n in imported} & {"hashlib", "hmac", "zipfile", "glob"}
+        assert not own, f"{user} imports {sorted(own)}: cache logic outside caffe_compat.cache"
 
 
 def test_zoo_imports_no_application_module():
@@ -250,3 +272,45 @@ def test_the_readme_layout_table_lists_every_package_folder_and_top_level_module
         assert f"`{module.name}`" in table or f"`caffe_compat/{module.name}`" in table, module.name
     for folder in ("converters/torch/", "converters/onnx/", "proto/", "zoo/", "tests/"):
         assert f"`{folder}`" in table, folder
+
+
+# --------------------------------------------------------------------------------------------
+# Orchestrators short enough to hold in one's head (verify, convert, the Ray driver, the
+# application's commands): plan -> run -> report steps, no function over 60 lines
+
+ORCHESTRATION = [
+    "verify/run.py",
+    "tools/convert.py",
+    "app/scale.py",
+    "app/scale_session.py",
+    "app/scale_stages.py",
+    "app/scale_output.py",
+    "app/settings.py",
+    "app/predictor.py",
+    "app/evaluate.py",
+    "cli/predict.py",
+    "cli/_scale.py",
+    "cli/_models.py",
+    "cli/evaluate.py",
+    "cli/verify.py",
+]
+MAX_LINES = 60
+
+
+@pytest.mark.parametrize("module", ORCHESTRATION)
+def test_no_function_over_sixty_lines(module):
+    tree = ast.parse((ROOT / "caffe_compat" / module).read_text(encoding="utf-8"))
+    long = [
+        f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > MAX_LINES
+    ]
+    assert not long, f"{module}: {', '.join(long)}; split them into plan / run / report steps"
+
+
+def test_the_length_check_sees_a_long_function():
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_LINES))
+    tree = ast.parse(f"def f():\n{body}\n")
+    (node,) = tree.body
+    assert node.end_lineno - node.lineno + 1 == MAX_LINES + 1

@@ -7,8 +7,11 @@ one-line error naming the card and the field instead of deep inside a download o
 Labels are inline (``labels = [...]``) or a file (``labels_file``: one label per line; a bare name
 is package data beside the cards, e.g. the shared ``imagenet_labels.txt``). A file's identity is
 any of ``git_blob``, ``sha1`` (plain SHA-1) and ``sha256``, all checked when given; a downloadable
-file with none of them must carry an ``identity_note`` saying why none exists. The mean is
-per-channel ``values``, a mean ``file``, or both.
+file with none of them must carry an ``identity_note`` saying why none exists. A file states
+its exact ``size`` or, where no exact size is published, a ``max_size`` bound; a ``zip`` source
+may state its archive's ``max_size``: downloads stop there (the zoo's own cards state one of
+them for every downloadable file and archive). The mean is per-channel ``values``, a mean
+``file``, or both.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class Source:
     url: str
     kind: str
     member: str | None = None
+    max_size: int | None = None  # a zip archive's bound in bytes (None: the downloader's)
 
     @property
     def downloadable(self) -> bool:
@@ -87,6 +91,12 @@ class FileSpec:
     sha1: str | None = None
     identity_source: str | None = None  # where the identity was published
     identity_note: str | None = None  # why there is none, when there is none
+    max_size: int | None = None  # a bound in bytes where the exact size is not published
+
+    @property
+    def size_cap(self) -> int | None:
+        """Most bytes a download of this file may bring: its size, else its bound."""
+        return self.size if self.size is not None else self.max_size
 
     def identities(self) -> tuple[tuple[str, str], ...]:
         """The (kind, value) pairs a copy must match: ``git_blob``, ``sha1``, ``sha256``."""
@@ -195,6 +205,13 @@ def _text(reader: _Reader, key: str) -> str | None:
     return value
 
 
+def _positive(reader: _Reader, key: str) -> int | None:
+    value = reader.get(key, int, required=False)
+    if value is not None and value <= 0:
+        raise reader.fail(key, f"must be positive, got {value}")
+    return value
+
+
 def _file_spec(reader: _Reader) -> FileSpec:
     name = reader.get("file", str)
     if not FILE_NAME.fullmatch(name) or len(name) > 200:
@@ -214,11 +231,14 @@ def _file_spec(reader: _Reader) -> FileSpec:
         member = src.get("member", str, required=kind == "zip")
         if member is not None and kind != "zip":
             raise src.fail("member", "only zip sources have a member")
+        archive_bound = _positive(src, "max_size")
+        if archive_bound is not None and kind != "zip":
+            raise src.fail("max_size", "only zip sources have an archive bound")
         src.done()
-        sources.append(Source(url, kind, member))
-    size = reader.get("size", int, required=False)
-    if size is not None and size <= 0:
-        raise reader.fail("size", f"must be positive, got {size}")
+        sources.append(Source(url, kind, member, archive_bound))
+    size, bound = _positive(reader, "size"), _positive(reader, "max_size")
+    if size is not None and bound is not None:
+        raise reader.fail("max_size", "give the exact size or a bound, not both")
     spec = FileSpec(
         file=name,
         git_blob=_hex(reader, "git_blob", _HEX40),
@@ -228,6 +248,7 @@ def _file_spec(reader: _Reader) -> FileSpec:
         sha1=_hex(reader, "sha1", _HEX40),
         identity_source=_text(reader, "identity_source"),
         identity_note=_text(reader, "identity_note"),
+        max_size=bound,
     )
     if not spec.identities() and spec.identity_note is None:
         raise reader.fail(
@@ -272,7 +293,7 @@ def _labels(top: _Reader) -> tuple[tuple[str, ...], str | None]:
     return tuple(inline), None
 
 
-_FILE_KEYS = ("file", "sources", "git_blob", "sha1", "sha256", "size")
+_FILE_KEYS = ("file", "sources", "git_blob", "sha1", "sha256", "size", "max_size")
 
 
 def _mean(reader: _Reader) -> tuple[FileSpec | None, tuple | None, str | None]:

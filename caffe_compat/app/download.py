@@ -6,10 +6,13 @@ readers never see half a file). Every failure (HTTP error, timeout, short read, 
 missing or oversized archive member) is one line naming the URL, and leaves nothing behind.
 
 A server is not trusted to behave: only http and https URLs are fetched (redirects included);
-no more bytes are accepted than the card's size, or ``max_size`` when the card gives none
-(``max_archive_size`` for a zip archive, whose members are held to the same sizes); and the whole
-transfer, headers included, must finish within ``deadline`` seconds, so a server dripping a byte
-a second cannot hold a download open (a watchdog shuts the socket down when time is up).
+no more bytes are accepted than the card's size or bound (``max_size`` when the card gives
+neither; a zip archive its source's bound, else ``max_archive_size``, and its members the same
+sizes as a file); at least ``min_rate`` bytes a second must arrive over every ``stall_window``
+seconds (a server dripping a byte a second is cut off after one window, not held to the
+deadline); and the whole transfer, headers included, must finish within ``deadline`` seconds. A
+watchdog thread enforces both by shutting the sockets down, so a blocked read returns at once
+whatever the server does.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import http.client
 import os
 import socket
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -39,6 +43,8 @@ from ..zoo import FileSpec, Source
 _CHUNK = 1 << 20
 DEFAULT_TIMEOUT = 60.0  # seconds without a byte before giving up
 DEFAULT_DEADLINE = 1800.0  # seconds for a whole transfer, however steadily bytes arrive
+DEFAULT_MIN_RATE = 4096  # bytes per second, over every stall window
+DEFAULT_STALL_WINDOW = 30.0  # seconds
 MAX_DOWNLOAD_SIZE = 2 << 30  # a file (or archive member) the card gives no size for: at most 2 GiB
 MAX_ARCHIVE_SIZE = 4 << 30  # a zip archive: at most 4 GiB
 SCHEMES = ("http", "https")
@@ -71,10 +77,13 @@ def _copy(
     hasher: IdentityHasher | None,
     bar: Progress,
     limit: int | None = None,
+    watchdog: _Watchdog | None = None,
 ) -> None:
     """Copy until EOF; raise ``_TooLarge`` as soon as more than ``limit`` bytes came."""
     read = getattr(source, "read1", source.read)  # whatever has arrived, not a full chunk
     while chunk := read(_CHUNK):
+        if watchdog is not None:
+            watchdog.received(len(chunk))
         if limit is not None and bar.done + len(chunk) > limit:
             raise _TooLarge(limit)
         out.write(chunk)
@@ -88,28 +97,60 @@ class _TooLarge(Exception):
         self.limit = limit
 
 
-class _Deadline:
-    """Shuts down every socket of a transfer once ``seconds`` have passed, so a blocked read
-    returns at once whatever the server does; ``expired`` tells why the read ended."""
+class _Watchdog:
+    """Shuts down every socket of a transfer once ``deadline`` seconds have passed, or once
+    fewer than ``min_rate`` bytes a second came over the last ``window`` seconds, so a blocked
+    read returns at once whatever the server does; ``expired`` says why (empty while fine)."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.expired = False
+    def __init__(self, deadline: float, *, min_rate: float = 0.0, window: float = 0.0) -> None:
+        self.seconds, self.min_rate, self.window = deadline, min_rate, window
+        self.expired = ""
+        self._count = 0
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._timer = threading.Timer(max(seconds, 0.0), self._expire)
-        self._timer.daemon = True
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
 
-    def __enter__(self) -> _Deadline:
-        self._timer.start()
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
+        self._stop.set()
+        self._thread.join()
 
-    def _expire(self) -> None:
+    def received(self, count: int) -> None:
         with self._lock:
-            self.expired = True
+            self._count += count
+
+    def _watch(self) -> None:
+        start = time.monotonic()
+        checks = [w for w in (self.seconds, self.window if self.min_rate > 0 else 0) if w > 0]
+        tick = min([0.25, *(w / 8 for w in checks)])
+        samples: list[tuple[float, int]] = [(start, 0)]  # (time, bytes so far)
+        while not self._stop.wait(max(tick, 0.001)):
+            now = time.monotonic()
+            if now - start >= self.seconds:
+                self._expire(f"not finished within the {self.seconds:g} s deadline")
+                return
+            if self.min_rate <= 0 or self.window <= 0:
+                continue
+            with self._lock:
+                samples.append((now, self._count))
+            while len(samples) > 1 and samples[1][0] <= now - self.window:
+                samples.pop(0)  # keep one sample at or before the window's start
+            since, before = samples[0]
+            came = samples[-1][1] - before
+            if since <= now - self.window and came < self.min_rate * self.window:
+                self._expire(
+                    f"stalled: {came} bytes in the last {self.window:g} s (at least "
+                    f"{self.min_rate:g} bytes/s wanted)"
+                )
+                return
+
+    def _expire(self, why: str) -> None:
+        with self._lock:
+            self.expired = why
             for sock in self._sockets:
                 _shut(sock)
 
@@ -120,9 +161,9 @@ class _Deadline:
                 _shut(sock)
 
     def connection(self, base: type[http.client.HTTPConnection]) -> Any:
-        """``base`` whose sockets this deadline watches from the moment they connect (before
+        """``base`` whose sockets this watchdog watches from the moment they connect (before
         any TLS handshake or proxy tunnel)."""
-        deadline = self
+        watchdog = self
 
         class Watched(base):  # type: ignore[valid-type, misc]
             def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -131,7 +172,7 @@ class _Deadline:
 
                 def watched(*args: Any, **kwargs: Any) -> socket.socket:
                     sock = create(*args, **kwargs)
-                    deadline.watch(sock)
+                    watchdog.watch(sock)
                     return sock
 
                 self._create_connection = watched
@@ -145,7 +186,7 @@ def _shut(sock: socket.socket) -> None:
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, deadline: _Deadline) -> None:
+    def __init__(self, deadline: _Watchdog) -> None:
         super().__init__()
         self.deadline = deadline
 
@@ -154,7 +195,7 @@ class _HTTPHandler(urllib.request.HTTPHandler):
 
 
 class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: _Deadline) -> None:
+    def __init__(self, deadline: _Watchdog) -> None:
         super().__init__()
         self.deadline = deadline
 
@@ -176,7 +217,7 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
+def _opener(deadline: _Watchdog) -> urllib.request.OpenerDirector:
     """urllib's usual chain (proxies from the environment, redirects, HTTP errors) without the
     file, ftp and data handlers, with every connection watched by ``deadline``."""
     opener = urllib.request.OpenerDirector()
@@ -203,13 +244,16 @@ def _fetch_to(
     progress: bool,
     timeout: float,
     deadline: float,
+    min_rate: float,
+    stall_window: float,
 ) -> Identity:
-    """Stream ``url`` into ``tmp`` (at most ``limit`` bytes, within ``deadline`` seconds); hash
-    while streaming when the size is known up front."""
+    """Stream ``url`` into ``tmp`` (at most ``limit`` bytes, within ``deadline`` seconds, at
+    least ``min_rate`` bytes/s over every ``stall_window``); hash while streaming when the size
+    is known up front."""
     request = urllib.request.Request(url, headers={"User-Agent": f"caffe-compat/{__version__}"})
     expected: int | None = None
     bar = Progress(None, unit="B", enabled=False)  # replaced once the size is known
-    with _Deadline(deadline) as watchdog:
+    with _Watchdog(deadline, min_rate=min_rate, window=stall_window) as watchdog:
         try:
             with _opener(watchdog).open(request, timeout=min(timeout, deadline)) as response:
                 length = response.headers.get("Content-Length")
@@ -225,7 +269,7 @@ def _fetch_to(
                 bar = Progress(known, label=label, unit="B", enabled=progress, leave=True)
                 try:
                     with open(tmp, "wb") as out:
-                        _copy(response, out, hasher, bar, limit)
+                        _copy(response, out, hasher, bar, limit, watchdog)
                 finally:
                     bar.close()
         except _TooLarge as exc:
@@ -263,11 +307,9 @@ def _fetch_to(
     return hasher.identity()
 
 
-def _check_deadline(url: str, watchdog: _Deadline, bar: Progress) -> None:
+def _check_deadline(url: str, watchdog: _Watchdog, bar: Progress) -> None:
     if watchdog.expired:
-        raise _fail(
-            url, f"not finished within the {watchdog.seconds:g} s deadline ({bar.done} bytes came)"
-        )
+        raise _fail(url, f"{watchdog.expired} ({bar.done} bytes came)")
 
 
 def _member(archive: zipfile.ZipFile, member: str, url: str) -> zipfile.ZipInfo:
@@ -367,6 +409,8 @@ def download(
     deadline: float = DEFAULT_DEADLINE,
     max_size: int = MAX_DOWNLOAD_SIZE,
     max_archive_size: int = MAX_ARCHIVE_SIZE,
+    min_rate: float = DEFAULT_MIN_RATE,
+    stall_window: float = DEFAULT_STALL_WINDOW,
 ) -> Identity:
     """Download ``url`` to ``dest`` if and only if it has the expected identity (every one of
     ``git_blob``, ``sha1``, ``sha256`` and ``size`` that is given); return it.
@@ -374,9 +418,9 @@ def download(
     ``member`` means ``url`` is a zip archive: it is fetched to a temporary file beside ``dest``
     and only that member is extracted (matched by path, or by file name when it is unique).
     At most ``size`` bytes are accepted (``max_size`` when None; ``max_archive_size`` for the
-    archive itself); ``timeout`` seconds without data, or ``deadline`` seconds in all, end the
-    transfer. ``progress`` draws a bar on stderr when stderr is a terminal. Raises
-    ``CaffeCompatError``.
+    archive itself); ``timeout`` seconds without data, fewer than ``min_rate`` bytes/s over any
+    ``stall_window`` seconds, or ``deadline`` seconds in all, end the transfer. ``progress``
+    draws a bar on stderr when stderr is a terminal. Raises ``CaffeCompatError``.
     """
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in SCHEMES:
@@ -394,6 +438,8 @@ def download(
                 progress=progress,
                 timeout=timeout,
                 deadline=deadline,
+                min_rate=min_rate,
+                stall_window=stall_window,
             )
         else:
             with _scratch(dest.parent, _archive_name(url)) as archive:
@@ -407,6 +453,8 @@ def download(
                     progress=progress,
                     timeout=timeout,
                     deadline=deadline,
+                    min_rate=min_rate,
+                    stall_window=stall_window,
                 )
                 got = _extract(
                     archive, member, tmp, url=url, size=size, max_size=limit, progress=progress
@@ -424,13 +472,24 @@ def fetch_spec(
     progress: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
     deadline: float = DEFAULT_DEADLINE,
+    min_rate: float = DEFAULT_MIN_RATE,
+    stall_window: float = DEFAULT_STALL_WINDOW,
 ) -> Identity:
     """Fetch a card's file into ``folder``: sources in card order, the first verified copy wins.
 
     Web pages (``kind = "page"``) are skipped. When every source fails, one line lists why.
-    ``deadline`` applies to each source's transfer.
+    ``deadline`` and the stall rule apply to each source's transfer; the card's size (or
+    bound) caps the file, a zip source's bound its archive.
     """
-    return fetch_spec_from(spec, folder, progress=progress, timeout=timeout, deadline=deadline)[0]
+    return fetch_spec_from(
+        spec,
+        folder,
+        progress=progress,
+        timeout=timeout,
+        deadline=deadline,
+        min_rate=min_rate,
+        stall_window=stall_window,
+    )[0]
 
 
 def fetch_spec_from(
@@ -440,6 +499,8 @@ def fetch_spec_from(
     progress: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
     deadline: float = DEFAULT_DEADLINE,
+    min_rate: float = DEFAULT_MIN_RATE,
+    stall_window: float = DEFAULT_STALL_WINDOW,
 ) -> tuple[Identity, Source]:
     """``fetch_spec``, also saying which source the verified copy came from."""
     target = Path(folder) / spec.file
@@ -464,6 +525,10 @@ def fetch_spec_from(
                 progress=progress,
                 timeout=timeout,
                 deadline=deadline,
+                max_size=spec.size_cap or MAX_DOWNLOAD_SIZE,
+                max_archive_size=source.max_size or MAX_ARCHIVE_SIZE,
+                min_rate=min_rate,
+                stall_window=stall_window,
             )
         except CaffeCompatError as exc:
             failures.append(str(exc))

@@ -10,34 +10,23 @@ straight into place. A file already in the cache is identity-checked, never repl
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 import os
-import re
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from ..cache import Obtained, cache_home, check_identity, obtain
+from ..cache.fetch import model_folder
+from ..cache.weights import cached_weights, is_converted
 from ..errors import CaffeCompatError
-from ..io import read_weights
-from ..io.identity import Identity, file_identity
+from ..io.identity import Identity
 from ..ir.load import load_net
 from ..zoo import FileSpec, ModelCard, load_card
 from .download import fetch_spec_from
-from .pretrained import (
-    CACHE_FORMAT,
-    _cache_path,  # the conversion cache's layout is pretrained's: one definition
-    _load_cache,
-    _save_cache,
-    check_identity,
-    model_folder,
-)
 
 Report = Callable[[str], None]
-_CACHE_ENTRY = re.compile(r"\.[0-9a-f]{40}\.npz")
 
 
 @dataclass(frozen=True)
@@ -51,33 +40,25 @@ class Pulled:
     mean: Path | None  # None when the card has no mean file or it could not be had
 
 
-def _where(spec: FileSpec) -> str:
-    return "; ".join(source.describe() for source in spec.sources) or "no source recorded"
-
-
-def _missing(card: ModelCard, spec: FileSpec, path: Path, why: str) -> CaffeCompatError:
-    return CaffeCompatError(
-        f'{spec.file} for "{card.name}" {why}: put it at exactly {path} (get it from '
-        f"{_where(spec)}), then run caffe-compat pull {card.name} again"
-    )
-
-
 def _fetch(
-    card: ModelCard, spec: FileSpec, folder: Path, *, force: bool, offline: bool, progress: bool
-) -> tuple[Path, Identity | None, str]:
+    card: ModelCard, spec: FileSpec, home: Path, *, force: bool, offline: bool, progress: bool
+) -> tuple[Obtained, str]:
     """The file in the cache (downloaded if needed and allowed) and the line saying how."""
-    path = folder / spec.file
-    if path.is_file() and not force:
-        return path, None, f"found {path} ({path.stat().st_size:,} bytes)"
-    if offline:
-        raise _missing(card, spec, path, "is not in the cache and --offline forbids downloading")
-    if not any(source.downloadable for source in spec.sources):
-        raise _missing(card, spec, path, "has no direct download (only a web page lists it)")
-    try:
-        identity, source = fetch_spec_from(spec, folder, progress=progress)
-    except CaffeCompatError as exc:
-        raise _missing(card, spec, path, f"could not be downloaded ({exc.reason})") from None
-    return path, identity, f"downloaded {path} from {source.url} ({identity.size:,} bytes)"
+    fetch = None if offline else functools.partial(fetch_spec_from, progress=progress)
+    got = obtain(
+        card,
+        spec,
+        home,
+        fetch=fetch,
+        force=force,
+        verify_identity=False,  # checked by the caller, after the line saying where it came from
+        absent="is not in the cache and --offline forbids downloading",
+        then=f", then run caffe-compat pull {card.name} again",
+    )
+    if got.source is None:
+        return got, f"found {got.path} ({got.identity.size:,} bytes)"
+    url = got.source.url
+    return got, f"downloaded {got.path} from {url} ({got.identity.size:,} bytes)"
 
 
 def _identity_line(spec: FileSpec, identity: Identity) -> str:
@@ -110,47 +91,44 @@ def pull(
     """Download (unless cached, or ``offline``), identity-check, convert and cache a zoo model's
     weights, then its mean file when the card has one; one ``report`` line per step."""
     card = name if isinstance(name, ModelCard) else load_card(name)
-    folder = model_folder(card, cache_dir)
+    home = cache_home(cache_dir)
     spec = card.weights
-    path, identity, line = _fetch(
-        card, spec, folder, force=force, offline=offline, progress=progress
-    )
+    got, line = _fetch(card, spec, home, force=force, offline=offline, progress=progress)
     report(f"weights: {line}")
-    if identity is None:
-        identity = file_identity(path)
+    path, identity = got.path, got.identity
     check_identity(card, spec, path, identity)
     report(f"identity: {_identity_line(spec, identity)}")
 
-    target = _cache_path(path, identity)
-    cached = None if force else _load_cache(target, path, identity)
-    weights = cached if cached is not None else read_weights(path)
-    loaded = load_net(card.prototxt_path(), weights)  # every blob checked against the net
+    cached = cached_weights(home, path.parent.name, path, identity, refresh=force)
+    loaded = load_net(card.prototxt_path(), cached.weights)  # every blob checked against the net
     layers = [node for node in loaded.graph.nodes if node.blobs]
     count = sum(blob.size for node in layers for blob in node.blobs)
-    origin = "the conversion cache" if cached is not None else f"{weights.format} weights"
+    origin = "the cache" if cached.from_cache else f"{cached.weights.format} weights"
     report(
         f"convert: {len(layers)} layers, {count:,} parameters from {origin} into "
         f"{card.prototxt_path().name}; output {_output_shape(loaded)}"
     )
-    if cached is None:
-        _save_cache(target, weights, identity)
-        report(f"cache: wrote {target} ({target.stat().st_size / 1e6:.1f} MB)")
+    if cached.from_cache:
+        report(f"cache: up to date, {cached.entry}")
+    elif cached.stored:
+        report(f"cache: wrote {cached.entry} ({cached.entry.stat().st_size / 1e6:.1f} MB)")
     else:
-        report(f"cache: up to date, {target}")
+        report(f"cache: not written (see the warning); {card.name} is parsed on each load")
 
     mean_path = None
     if card.mean is not None:
         try:
-            mean_path, mean_identity, line = _fetch(
-                card, card.mean, folder, force=force, offline=offline, progress=progress
+            mean, line = _fetch(
+                card, card.mean, home, force=force, offline=offline, progress=progress
             )
         except CaffeCompatError as exc:  # the weights are ready; say how to add the mean
-            report(f"mean: not in the cache: {exc.reason}")
+            report(f"mean: not in the cache: {exc}")
         else:
-            check_identity(card, card.mean, mean_path, mean_identity or file_identity(mean_path))
+            check_identity(card, card.mean, mean.path, mean.identity)
+            mean_path = mean.path
             report(f"mean: {line}")
-    report(f"ready: {card.name} in {folder}")
-    return Pulled(card, path, identity, target, mean_path)
+    report(f"ready: {card.name} in {path.parent}")
+    return Pulled(card, path, identity, cached.entry, mean_path)
 
 
 @dataclass(frozen=True)
@@ -191,31 +169,16 @@ def estimated_size(card: ModelCard) -> int:
     return 4 * sum(math.prod(s) for shapes in loaded.inference.params.values() for s in shapes)
 
 
-def _converted(weights: Path, size: int) -> bool:
-    folder = weights.parent / "converted"
-    if not folder.is_dir():
-        return False
-    for entry in folder.glob(f"{weights.stem}.*.npz"):
-        if not _CACHE_ENTRY.fullmatch(entry.name[len(weights.stem) :]):
-            continue
-        try:
-            with np.load(entry, allow_pickle=False) as data:
-                manifest = json.loads(str(data["manifest"]))
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            continue
-        if manifest.get("format") == CACHE_FORMAT and manifest.get("size") == size:
-            return True
-    return False
-
-
 def model_state(
     name: str | ModelCard, cache_dir: str | os.PathLike[str] | None = None
 ) -> ModelState:
     card = name if isinstance(name, ModelCard) else load_card(name)
-    weights = model_folder(card, cache_dir) / card.weights.file
+    home = cache_home(cache_dir)
+    weights = model_folder(card, home) / card.weights.file
     if weights.is_file():
         size = weights.stat().st_size
-        return ModelState(card, weights, True, _converted(weights, size), size, "file")
+        converted = is_converted(home, card.name, weights, size)
+        return ModelState(card, weights, True, converted, size, "file")
     if card.weights.size is not None:
         return ModelState(card, weights, False, False, card.weights.size, "card")
     return ModelState(card, weights, False, False, estimated_size(card), "estimate")

@@ -82,7 +82,7 @@ class NetNames:
                 layer_tops={str(k): _strings(v) for k, v in _mapping(data["layer_tops"]).items()},
                 blob_value=_string_map(data["blob_value"]),
                 outputs=_strings(data["outputs"]),
-                shapes={str(v): tuple(int(d) for d in s) for v, s in data["shapes"]},
+                shapes={str(v): _dims(s) for v, s in data["shapes"]},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed net names: {exc}") from None
@@ -94,6 +94,15 @@ class NetNames:
 def _strings(items: Any) -> tuple[str, ...]:
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
         raise ValueError("expected a list of strings")
+    return tuple(items)
+
+
+def _dims(items: Any) -> tuple[int, ...]:
+    """A shape: at most 32 whole, non-negative sizes that fit an ONNX (int64) dimension."""
+    if not isinstance(items, list) or len(items) > 32:
+        raise ValueError("a shape is not a list of at most 32 sizes")
+    if not all(type(d) is int and 0 <= d < 2**63 for d in items):
+        raise ValueError("a shape holds something else than sizes")
     return tuple(items)
 
 

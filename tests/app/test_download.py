@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import io
@@ -353,6 +354,51 @@ def test_a_dripping_server_is_cut_off_at_the_deadline(server, tmp_path):
     assert time.monotonic() - start < 3.0
     assert url in message and "0.8 s deadline" in message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stalled_transfer_is_cut_off_long_before_the_deadline(server, tmp_path):
+    """A server sending a byte at a time (one byte a second in the wild) holds the download
+    for one stall window, not for the whole deadline (issue 21)."""
+    server.routes["/w.bin"] = drip(PAYLOAD[:5000], 0.02)  # 50 bytes/s: 100 s for the file
+    url = server.url("/w.bin")
+    start = time.monotonic()
+    message = one_line_error(
+        lambda: download(
+            url, tmp_path / "w.bin", progress=False, min_rate=1000, stall_window=0.6
+        )  # the default deadline: 30 minutes
+    )
+    assert time.monotonic() - start < 3.0
+    assert url in message and "stalled:" in message and "in the last 0.6 s" in message
+    assert "at least 1000 bytes/s" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_steady_transfer_is_not_a_stall(server, tmp_path):
+    server.routes["/w.bin"] = drip(PAYLOAD[:60], 0.01)  # about 100 bytes/s for 0.6 s
+    got = download(
+        server.url("/w.bin"), tmp_path / "w.bin", progress=False, min_rate=20, stall_window=0.3
+    )
+    assert got.size == 60 and (tmp_path / "w.bin").read_bytes() == PAYLOAD[:60]
+
+
+def test_fetch_spec_caps_at_the_cards_size_or_bound(server, tmp_path):
+    """A card without an exact size states a bound; an endless body stops there, and a zip
+    source's archive at its own bound (not at the 2 and 4 GiB defaults)."""
+    sent = [0]
+    server.routes["/w.bin"] = endless(b"x" * 65536, 64 << 20, sent)
+    spec = FileSpec("w.bin", git_blob(PAYLOAD), (Source(server.url("/w.bin"), "file"),))
+    bounded = dataclasses.replace(spec, max_size=1 << 20)
+    message = one_line_error(lambda: fetch_spec(bounded, tmp_path, progress=False))
+    assert f"more than {1 << 20} bytes" in message and sent[0] < 32 << 20
+    archive = zipped({"w.bin": PAYLOAD})
+    server.routes["/models.zip"] = send(archive)
+    zipped_source = Source(server.url("/models.zip"), "zip", "w.bin", max_size=len(archive) - 1)
+    capped = dataclasses.replace(spec, sources=(zipped_source,))
+    message = one_line_error(lambda: fetch_spec(capped, tmp_path, progress=False))
+    assert f"over the {len(archive) - 1}-byte limit" in message
+    fine = dataclasses.replace(capped, sources=(dataclasses.replace(zipped_source, max_size=None),))
+    assert fetch_spec(fine, tmp_path, progress=False).size == len(PAYLOAD)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.bin"]
 
 
 def test_a_deadline_covers_the_headers_too(server, tmp_path):

@@ -7,14 +7,15 @@ import dataclasses
 import hashlib
 import http.server
 import json
+import re
 import threading
 
 import numpy as np
 import pytest
 import torch
 
-from caffe_compat.app import pretrained
 from caffe_compat.app.pretrained import cache_home, decode, load_pretrained, mean_image, model_info
+from caffe_compat.cache import weights as cache_weights
 from caffe_compat.converters.torch.model import to_torch
 from caffe_compat.errors import CaffeCompatError
 from caffe_compat.io.writer import definitions_only, write_caffemodel, write_mean
@@ -105,6 +106,12 @@ def assert_same(model: torch.nn.Module, reference: torch.nn.Module) -> None:
         assert torch.equal(got[blob], want[blob]), blob
 
 
+def entry_files(home) -> tuple:
+    """The converted-weights entry of the age net: its payload and its record."""
+    payload, record = sorted((home / NAME / "converted").iterdir())  # .bin sorts before .json
+    return payload, record
+
+
 def files_under(folder) -> list:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
@@ -129,10 +136,14 @@ def test_download_convert_and_equal_a_fresh_conversion(server, caffemodels, tmp_
     with torch.no_grad():
         prob = model(inputs())  # the plain nn.Module call: the prob blob
     assert prob.shape == (4, 8) and len(set(prob.argmax(1).tolist())) > 1
-    entry, record = sorted((tmp_path / "home" / NAME / "converted").iterdir())
-    assert entry.name == f"age_net.{git_blob(data)}.npz"
-    assert record.name == entry.name + ".sha256"
-    assert record.read_text().strip() == hashlib.sha256(entry.read_bytes()).hexdigest()
+    entry, record = entry_files(tmp_path / "home")
+    assert re.fullmatch(r"age_net\.[0-9a-f]{32}\.bin", entry.name)
+    assert record.name == entry.name[: -len(".bin")] + ".json"
+    body = json.loads(record.read_text())["body"]
+    assert body["payload"]["sha256"] == hashlib.sha256(entry.read_bytes()).hexdigest()
+    assert body["sources"] == {
+        "weights": {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    }
 
 
 def test_a_second_load_reads_the_cache_not_the_caffemodel(
@@ -147,7 +158,7 @@ def test_a_second_load_reads_the_cache_not_the_caffemodel(
     def no_parse(*args, **kwargs):
         raise AssertionError("the caffemodel was parsed again")
 
-    monkeypatch.setattr(pretrained, "read_weights", no_parse)
+    monkeypatch.setattr(cache_weights, "read_weights", no_parse)
     second = load_pretrained(card, cache_dir=tmp_path, download=True, progress=False)
     assert_same(second, first)
     assert_same(second, fresh(data, tmp_path))
@@ -160,13 +171,15 @@ def test_changed_weights_invalidate_the_cache(caffemodels, tmp_path, monkeypatch
     (folder / WEIGHTS).write_bytes(old)
     load_pretrained(card_for(old), cache_dir=tmp_path)
     (folder / WEIGHTS).write_bytes(new)
+    (before,) = (folder / "converted").glob("*.bin")
     parsed = []
-    real = pretrained.read_weights
-    monkeypatch.setattr(pretrained, "read_weights", lambda p: parsed.append(p) or real(p))
+    real = cache_weights.read_weights
+    monkeypatch.setattr(cache_weights, "read_weights", lambda p: parsed.append(p) or real(p))
     model = load_pretrained(card_for(new), cache_dir=tmp_path)
     assert parsed == [folder / WEIGHTS]
-    entry = f"age_net.{git_blob(new)}.npz"
-    assert sorted(p.name for p in (folder / "converted").iterdir()) == [entry, entry + ".sha256"]
+    entry, record = entry_files(tmp_path)  # the old entry is gone
+    assert entry.name != before.name and record.name.startswith(entry.name[: -len(".bin")])
+    assert json.loads(record.read_text())["body"]["sources"]["weights"]["size"] == len(new)
     assert_same(model, fresh(new, tmp_path))
 
 
@@ -175,49 +188,51 @@ def test_a_damaged_cache_entry_is_rebuilt(caffemodels, tmp_path):
     (tmp_path / NAME).mkdir()
     (tmp_path / NAME / WEIGHTS).write_bytes(data)
     load_pretrained(card_for(data), cache_dir=tmp_path)
-    entry, _ = sorted((tmp_path / NAME / "converted").iterdir())
+    entry, record = entry_files(tmp_path)
     entry.write_bytes(b"PK\x03\x04garbage")
     model = load_pretrained(card_for(data), cache_dir=tmp_path)
     assert_same(model, fresh(data, tmp_path))
-    with np.load(entry) as rebuilt:
-        assert json.loads(str(rebuilt["manifest"]))["git_blob"] == git_blob(data)
+    body = json.loads(record.read_text())["body"]
+    assert body["payload"]["sha256"] == hashlib.sha256(entry.read_bytes()).hexdigest()
 
 
-def _flip_head(entry) -> None:
-    """Rewrite the cached fc8 weights so every class's score is negated (the argmax moves), with
-    the manifest, names and identity fields untouched: only the content hash can tell."""
-    with np.load(entry, allow_pickle=False) as data:
-        arrays = {key: data[key] for key in data.files}
-    manifest = json.loads(str(arrays["manifest"]))
-    index = 0
-    for name, count in manifest["layers"]:
-        if name == "fc8":
-            arrays[f"b{index}"] = -arrays[f"b{index}"]
-            arrays[f"b{index + 1}"] = -arrays[f"b{index + 1}"]
-        index += count
-    with open(entry, "wb") as handle:
-        np.savez(handle, **arrays)
+def _flip_head(entry, record, *, rehash: bool) -> None:
+    """Negate the cached fc8 weights in place (every class's score is negated: the argmax
+    moves), the record's identities and manifest untouched; ``rehash``: the record's payload
+    hash rewritten to match, as a writer who rewrites both files would (issue 21, #4)."""
+    data = bytearray(entry.read_bytes())
+    doc = json.loads(record.read_text())
+    (arrays,) = [items for name, items in doc["body"]["meta"]["layers"] if name == "fc8"]
+    for dtype, shape, offset in arrays:
+        view = np.frombuffer(data, dtype, int(np.prod(shape)), offset)
+        data[offset : offset + view.nbytes] = (-view).tobytes()
+    entry.write_bytes(bytes(data))
+    if rehash:
+        doc["body"]["payload"]["sha256"] = hashlib.sha256(bytes(data)).hexdigest()
+        record.write_text(json.dumps(doc))
 
 
-def test_edited_cache_arrays_are_caught_by_the_content_hash(caffemodels, tmp_path, caplog):
+@pytest.mark.parametrize("rehash", [False, True], ids=["payload", "payload-and-record"])
+def test_edited_cache_arrays_are_never_run(caffemodels, tmp_path, caplog, rehash):
     data = caffemodels[0]
     (tmp_path / NAME).mkdir()
     (tmp_path / NAME / WEIGHTS).write_bytes(data)
     load_pretrained(card_for(data), cache_dir=tmp_path)
-    entry, record = sorted((tmp_path / NAME / "converted").iterdir())
-    _flip_head(entry)
-    with np.load(entry) as edited:  # what the manifest alone would have accepted
-        assert json.loads(str(edited["manifest"]))["git_blob"] == git_blob(data)
-    with caplog.at_level("WARNING", logger="caffe_compat.app.pretrained"):
+    entry, record = entry_files(tmp_path)
+    good = entry.read_bytes()
+    _flip_head(entry, record, rehash=rehash)
+    with caplog.at_level("WARNING", logger="caffe_compat.cache"):
         model = load_pretrained(card_for(data), cache_dir=tmp_path)
-    assert "changed since written" in caplog.text and str(entry) in caplog.text
+    why = "is not signed by this cache's key" if rehash else "content changed since it was written"
+    assert why in caplog.text and str(record) in caplog.text
+    assert len(caplog.records) == 1
     assert_same(model, fresh(data, tmp_path))  # rebuilt from the caffemodel
-    assert record.read_text().strip() == hashlib.sha256(entry.read_bytes()).hexdigest()
+    assert entry.read_bytes() == good
     caplog.clear()
     record.unlink()  # no record: not trusted either
-    with caplog.at_level("WARNING", logger="caffe_compat.app.pretrained"):
+    with caplog.at_level("WARNING", logger="caffe_compat.cache"):
         assert_same(load_pretrained(card_for(data), cache_dir=tmp_path), fresh(data, tmp_path))
-    assert "no valid hash record" in caplog.text
+    assert "has a payload but no record" in caplog.text
 
 
 def test_a_wrong_file_from_the_server_is_rejected_and_not_kept(server, caffemodels, tmp_path):
@@ -374,4 +389,20 @@ def test_a_caffe_written_caffemodel_gives_real_caffes_outputs(caffe_reference, t
         fc8_limit = 1e-4 * float(np.abs(gold["fc8"]).max())
         np.testing.assert_allclose(got["fc8"].numpy(), gold["fc8"], rtol=0, atol=fc8_limit)
         np.testing.assert_allclose(got["prob"].numpy(), gold["prob"], rtol=0, atol=1e-4)
-    assert len(list((tmp_path / NAME / "converted").iterdir())) == 2  # entry and its hash
+    assert len(list((tmp_path / NAME / "converted").iterdir())) == 2  # payload and record
+
+
+def test_a_symlinked_or_world_writable_cache_is_refused(caffemodels, tmp_path):
+    """Issue 21 #4: such folders were used without a word; the weights in them are not run."""
+    data = caffemodels[0]
+    real = tmp_path / "real"
+    (real / NAME).mkdir(parents=True)
+    (real / NAME / WEIGHTS).write_bytes(data)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / NAME).symlink_to(real / NAME)
+    message = one_line_error(lambda: load_pretrained(card_for(data), cache_dir=tmp_path / "home"))
+    assert message.startswith(f"{tmp_path / 'home' / NAME}: cache folder is a symbolic link")
+    (real / NAME).chmod(0o777)
+    message = one_line_error(lambda: load_pretrained(card_for(data), cache_dir=real))
+    assert "writable by every user" in message
+    assert sorted(p.name for p in (real / NAME).iterdir()) == [WEIGHTS]  # nothing cached there

@@ -113,7 +113,8 @@ def test_pull_downloads_checks_converts_and_caches(server, weights, tmp_path, ca
     assert lines[1] == f"identity: {FILE} matches sha1 {sha1(weights)} (published in the test)"
     assert "26 layers, 1,235,496 parameters from caffemodel-v2 weights" in lines[2]
     assert "output prob [1, 1000, 1, 1]" in lines[2]
-    entry = home / "tiny_squeeze" / "converted" / f"squeezenet_v1.1.{git_blob(weights)}.npz"
+    (entry,) = (home / "tiny_squeeze" / "converted").glob("squeezenet_v1.1.*.bin")
+    record = entry.with_suffix(".json")
     assert lines[3].startswith(f"cache: wrote {entry} (")
     assert stored.read_bytes() == weights and entry.is_file()
 
@@ -121,13 +122,13 @@ def test_pull_downloads_checks_converts_and_caches(server, weights, tmp_path, ca
     code, lines, _ = run(capsys, "pull", card, "--cache-dir", str(home))
     assert code == 0
     assert lines[0] == f"weights: found {stored} ({len(weights):,} bytes)"
-    assert "from the conversion cache" in lines[2] and lines[3] == f"cache: up to date, {entry}"
+    assert "from the cache" in lines[2] and lines[3] == f"cache: up to date, {entry}"
 
     server.routes["/w/squeezenet.caffemodel"] = send(weights)
     code, lines, _ = run(capsys, "pull", card, "--cache-dir", str(home), "--force")
     assert code == 0 and lines[0].startswith("weights: downloaded") and "cache: wrote" in lines[3]
     assert sorted(p.name for p in files_under(home)) == sorted(
-        [FILE, entry.name, entry.name + ".sha256"]
+        [".cache-key", FILE, entry.name, record.name]
     )
 
 
@@ -140,7 +141,8 @@ def test_a_wrong_sha1_is_rejected_and_nothing_is_kept(server, weights, tmp_path,
     code, lines, err = run(capsys, "pull", card, "--cache-dir", str(home), "--no-progress")
     assert code == 2 and lines == [] and err.count("\n") == 1
     assert f"wrong file: expected sha1 {sha1(weights)}, got sha1 {sha1(evil)}" in err
-    assert f"put it at exactly {home / 'tiny_squeeze' / FILE}" in err and url in err
+    assert f"{home / 'tiny_squeeze' / FILE}: " in err and "put it at exactly this path" in err
+    assert url in err
     assert files_under(home) == []
 
 
@@ -160,7 +162,8 @@ def test_offline_says_which_file_where_and_from_where(tmp_path, capsys):
     code, lines, err = run(capsys, "pull", "vgg_ilsvrc_16", "--cache-dir", str(home), "--offline")
     assert code == 2 and lines == [] and err.count("\n") == 1
     path = home / "vgg_ilsvrc_16" / "VGG_ILSVRC_16_layers.caffemodel"
-    assert "VGG_ILSVRC_16_layers.caffemodel" in err and f"put it at exactly {path} " in err
+    assert f"error: {path}: VGG_ILSVRC_16_layers.caffemodel " in err
+    assert "put it at exactly this path" in err
     for source in load_card("vgg_ilsvrc_16").weights.sources:
         assert source.url in err
     assert "--offline" in err and files_under(home) == []
@@ -174,7 +177,8 @@ def test_no_network_gives_the_same_instructions(tmp_path, capsys):
     code, _, err = run(capsys, "pull", card, "--cache-dir", str(tmp_path / "home"))
     assert code == 2 and err.count("\n") == 1
     assert "could not be downloaded" in err and "cannot connect" in err
-    assert f"put it at exactly {tmp_path / 'home' / 'tiny_squeeze' / FILE}" in err
+    assert f"error: {tmp_path / 'home' / 'tiny_squeeze' / FILE}: " in err
+    assert "put it at exactly this path" in err
 
 
 def test_a_model_without_a_published_identity_prints_the_copys(server, weights, tmp_path):
@@ -211,8 +215,9 @@ def test_the_mean_file_is_pulled_too_or_its_place_named(server, weights, tmp_pat
     lines.clear()
     got = pull(dataclasses.replace(card, mean=page), cache_dir=tmp_path, report=lines.append)
     assert got.mean is None
-    assert lines[-2].startswith("mean: not in the cache: ResNet_mean.binaryproto")
-    assert f"put it at exactly {tmp_path / BASE / 'ResNet_mean.binaryproto'}" in lines[-2]
+    where = tmp_path / BASE / "ResNet_mean.binaryproto"
+    assert lines[-2].startswith(f"mean: not in the cache: {where}: ResNet_mean.binaryproto ")
+    assert "has no direct download" in lines[-2] and "put it at exactly this path" in lines[-2]
 
 
 def zoo_card(data: bytes, *urls: str):
@@ -220,6 +225,7 @@ def zoo_card(data: bytes, *urls: str):
     card = load_card(BASE)
     spec = dataclasses.replace(
         card.weights,
+        size=None,  # not the released file's size
         sha1=sha1(data),
         git_blob=git_blob(data),
         sources=tuple(Source(url, "file") for url in urls),
@@ -240,7 +246,8 @@ def test_zoo_lists_every_model_with_its_cache_state(server, weights, tmp_path, c
     assert rows[BASE].split()[1:4] == ["classification", f"{len(weights) / 1e6:.1f}", "MB"]
     assert rows[BASE].split()[4] == "converted" and load_card(BASE).title in rows[BASE]
     assert rows["open_nsfw"].split()[2:5] == ["0.0", "MB", "cached"]
-    assert rows["vgg_ilsvrc_16"].split()[2:5] == [">=553.4", "MB", "-"]
+    assert rows["vgg_ilsvrc_16"].split()[2:5] == ["553.4", "MB", "-"]  # the card's size
+    assert rows["levi_hassner_gender"].split()[2:5] == [">=45.6", "MB", "-"]  # parameters
     assert rows["res10_300x300_ssd"].split()[1] == "detection"
 
     code, lines, _ = run(capsys, "zoo", "--cache-dir", str(tmp_path), "--json")
@@ -248,10 +255,12 @@ def test_zoo_lists_every_model_with_its_cache_state(server, weights, tmp_path, c
     assert listed[BASE]["converted"] and listed[BASE]["size"] == len(weights)
     assert listed[BASE]["size_kind"] == "file" and listed[BASE]["labels"] == 1000
     assert listed["vgg_ilsvrc_16"]["identity"] == {} and listed["vgg_ilsvrc_16"]["identity_note"]
-    assert listed["vgg_ilsvrc_16"]["size"] == 4 * 138_357_544
+    assert listed["vgg_ilsvrc_16"]["size"] == 553_432_081
+    assert listed["levi_hassner_gender"]["size"] == 4 * 11_411_970
     assert listed["bvlc_alexnet"]["identity"] == {"sha1": load_card("bvlc_alexnet").weights.sha1}
     assert not listed["open_nsfw"]["converted"] and listed["open_nsfw"]["cached"]
-    assert model_state("bvlc_googlenet", tmp_path).size_kind == "estimate"
+    assert model_state("bvlc_googlenet", tmp_path).size_kind == "card"
+    assert model_state("levi_hassner_gender", tmp_path).size_kind == "estimate"
 
 
 def test_download_checks_sha1(server, tmp_path):
@@ -273,3 +282,43 @@ def test_load_pretrained_checks_sha1_and_runs_the_pulled_model(server, weights, 
     wrong = dataclasses.replace(card, weights=dataclasses.replace(card.weights, sha1="1" * 40))
     with pytest.raises(CaffeCompatError, match=f"sha1 {sha1(weights)} .* expected {'1' * 40}"):
         load_pretrained(wrong, cache_dir=tmp_path)
+
+
+def test_zoo_lists_a_cache_with_planted_entries(weights, tmp_path, capsys):
+    """Issue 21: `caffe-compat zoo` exited 3 on a planted cache file whose manifest was [1, 2].
+    Entries of the former layout are never opened; planted records are simply not converted."""
+    folder = tmp_path / BASE
+    (folder / "converted").mkdir(parents=True)
+    (folder / FILE).write_bytes(weights)
+    planted = folder / "converted" / f"squeezenet_v1.1.{git_blob(weights)}.npz"
+    np.savez(planted, manifest=np.array(json.dumps([1, 2])))
+    (folder / "converted" / ("squeezenet_v1.1." + "0" * 32 + ".json")).write_text("[1, 2]")
+    (folder / "converted" / ("squeezenet_v1.1." + "1" * 32 + ".json")).write_text("[" * 200_000)
+    code, lines, err = run(capsys, "zoo", "--cache-dir", str(tmp_path))
+    assert code == 0 and err == ""
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert rows[BASE].split()[4] == "cached"
+    code, lines, _ = run(capsys, "zoo", "--cache-dir", str(tmp_path), "--json")
+    listed = {entry["name"]: entry for entry in json.loads("\n".join(lines))}
+    assert code == 0 and listed[BASE]["cached"] and not listed[BASE]["converted"]
+
+
+def test_an_unsafe_cache_folder_is_one_line_and_untouched(weights, tmp_path, capsys):
+    """Issue 21: symlinked cache folders (and ones others can write) were used without a word."""
+    real = tmp_path / "real"
+    (real / BASE).mkdir(parents=True)
+    (real / BASE / FILE).write_bytes(weights)
+    (tmp_path / "home").symlink_to(real)
+    code, lines, err = run(capsys, "pull", BASE, "--cache-dir", str(tmp_path / "home"))
+    assert code == 2 and lines == [] and err.count("\n") == 1
+    assert f"{tmp_path / 'home'}: cache folder is a symbolic link" in err
+    (tmp_path / "home").unlink()
+    real.rename(tmp_path / "home")
+    (tmp_path / "home" / BASE).chmod(0o777)
+    code, lines, err = run(capsys, "pull", BASE, "--cache-dir", str(tmp_path / "home"))
+    assert (
+        code == 2
+        and "writable by every user" in err
+        and f"chmod go-w {tmp_path / 'home' / BASE}" in err
+    )
+    assert sorted(p.name for p in (tmp_path / "home" / BASE).iterdir()) == [FILE]

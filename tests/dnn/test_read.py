@@ -227,9 +227,9 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path, fresh_home, conversions, damag
     else:
         record = json.loads(good_json)
         if damage == "names":
-            record["body"]["names"]["layers"] = ["renamed", "norm"]
+            record["body"]["meta"]["layers"] = ["renamed", "norm"]
         else:
-            record["sha256"] = "0" * 64
+            record["mac"] = "0" * 64
         json_file.write_text(json.dumps(record))
     net = dnn.readNetFromCaffe(str(prototxt), str(caffemodel), convert=True)
     assert len(conversions) == 2  # converted again, not trusted
@@ -239,6 +239,66 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path, fresh_home, conversions, damag
     assert onnx_file.read_bytes() == good_onnx and json.loads(json_file.read_bytes()) == (
         json.loads(good_json)
     )
+
+
+def test_an_entry_copied_from_another_net_is_never_served(tmp_path, fresh_home, caplog):
+    """Issue 21 #2: net B's .onnx and .json copied over net A's entry made readNetFromCaffe(A)
+    return B; the entry's recorded sources are now compared with A's files on every load."""
+    a_prototxt, a_weights, a_blobs = _lrn_net(tmp_path / "a", k=2.0)
+    b_blobs = _blobs(["conv"], seed=5)
+    b_prototxt, b_weights = _write(tmp_path / "b", a_prototxt.read_text(), b_blobs)
+    dnn.readNetFromCaffe(str(a_prototxt), str(a_weights), convert=True)
+    a_onnx, a_json = _entry(fresh_home, ".onnx"), _entry(fresh_home, ".json")
+    a_onnx.rename(tmp_path / "a.onnx")
+    a_json.rename(tmp_path / "a.json")
+    dnn.readNetFromCaffe(str(b_prototxt), str(b_weights), convert=True)
+    _entry(fresh_home, ".onnx").rename(a_onnx)  # B's entry under A's names
+    _entry(fresh_home, ".json").rename(a_json)
+    with caplog.at_level("WARNING", logger="caffe_compat.cache"):
+        net = dnn.readNetFromCaffe(str(a_prototxt), str(a_weights), convert=True)
+    net.setInput(X)
+    _close(net.forward(), _lrn_judge(a_blobs, X, k=2.0))  # A's numbers, not B's
+    assert float(np.abs(net.forward() - _lrn_judge(b_blobs, X, k=2.0)).max()) > 1e-2
+    assert "was made from other files" in caplog.text and len(caplog.records) == 1
+
+
+def _resign(home: Path, json_file: Path, change) -> None:
+    """Edit the record's names and sign it with the cache's key (as only a key holder could)."""
+    from caffe_compat.cache.entries import _sign
+    from caffe_compat.cache.home import cache_key
+
+    record = json.loads(json_file.read_text())
+    change(record["body"]["meta"])
+    record["mac"] = _sign(cache_key(home, create=False), record["body"])
+    json_file.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("damage", ["nested", "list", "3gib-onnx", "inf-shape", "huge-shape"])
+def test_a_hostile_entry_is_rebuilt_not_raised(tmp_path, fresh_home, conversions, caplog, damage):
+    """Issue 21: readNetFromCaffe on a damaged entry raised RecursionError (200,000 nested
+    brackets), MemoryError (a 3 GiB .onnx) or OverflowError (a shape of 1e400)."""
+    prototxt, caffemodel, blobs = _lrn_net(tmp_path, k=2.0)
+    dnn.readNetFromCaffe(str(prototxt), str(caffemodel), convert=True)
+    onnx_file, json_file = _entry(fresh_home, ".onnx"), _entry(fresh_home, ".json")
+    if damage == "nested":
+        json_file.write_text("[" * 200_000)
+    elif damage == "list":
+        json_file.write_text("[1, 2]")
+    elif damage == "3gib-onnx":
+        with open(onnx_file, "r+b") as handle:
+            handle.truncate(3 << 30)  # sparse
+    elif damage == "inf-shape":
+        json_file.write_text(
+            json_file.read_text().replace('"shapes": [', '"shapes": [["x", [1e400]], ', 1)
+        )
+    else:
+        _resign(fresh_home, json_file, lambda meta: meta["shapes"][0][1].__setitem__(0, 10**400))
+    with caplog.at_level("WARNING", logger="caffe_compat.cache"):
+        net = dnn.readNetFromCaffe(str(prototxt), str(caffemodel), convert=True)
+    assert len(conversions) == 2 and len(caplog.records) == 1 and "rebuilding it" in caplog.text
+    net.setInput(X)
+    _close(net.forward(), _lrn_judge(blobs, X, k=2.0))
+    assert onnx_file.stat().st_size < 1 << 20  # rebuilt
 
 
 def test_changed_weights_get_a_new_entry(tmp_path, fresh_home, conversions):
@@ -264,13 +324,14 @@ def test_cache_files_follow_the_umask(tmp_path, fresh_home):
     assert not list((fresh_home / "dnn").glob(".*partial*"))
 
 
-def test_unwritable_cache_still_reads(tmp_path, monkeypatch):
+def test_unwritable_cache_still_reads(tmp_path, monkeypatch, caplog):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     monkeypatch.setenv("CAFFE_COMPAT_HOME", str(blocker))
     prototxt, caffemodel, blobs = _lrn_net(tmp_path / "net", k=2.0)
-    with pytest.warns(RuntimeWarning, match="could not cache"):
+    with caplog.at_level("WARNING", logger="caffe_compat.cache"):
         net = dnn.readNetFromCaffe(str(prototxt), str(caffemodel), convert=True)
+    assert len(caplog.records) == 1 and "could not write the cache entry" in caplog.text
     net.setInput(X)
     _close(net.forward(), _lrn_judge(blobs, X, k=2.0))
 

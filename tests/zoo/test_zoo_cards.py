@@ -199,6 +199,13 @@ def _error(table: dict, tmp_path=None) -> str:
         (lambda t: t["mean"].update(sha1="0" * 40), "mean.sha1", "only a mean with a file"),
         (lambda t: t["input"].update(scale=0), "input.scale", "positive"),
         (lambda t: t["weights"].update(identity_note=" "), "weights.identity_note", "empty"),
+        (lambda t: t["weights"].update(max_size=10), "weights.max_size", "not both"),
+        (lambda t: t["weights"].update(size=0), "weights.size", "positive"),
+        (
+            lambda t: t["weights"]["sources"][0].update(max_size=9),
+            "weights.sources[0].max_size",
+            "only zip sources",
+        ),
     ],
 )
 def test_schema_extensions_reject_bad_fields(edit, field, words):
@@ -206,6 +213,39 @@ def test_schema_extensions_reject_bad_fields(edit, field, words):
     edit(table)
     message = _error(table)
     assert f"card field {field}:" in message and words in message
+
+
+# The exact sizes the cards state, as published (the card names each source); a file without a
+# published size states a bound instead.
+PUBLISHED_SIZES = {
+    "bvlc_alexnet": 243_862_414,
+    "bvlc_reference_caffenet": 243_862_418,
+    "bvlc_googlenet": 53_533_754,
+    "vgg_ilsvrc_16": 553_432_081,
+    "resnet_50": 102_462_397,
+    "squeezenet_v1_1": 4_950_080,
+    "res10_300x300_ssd": 10_666_211,
+}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_download_is_capped_by_the_card(name):
+    """Every downloadable file states its size or a bound, every archive a bound, so an endless
+    body stops near the file's size, not at the downloader's 2 GiB default (issue 21); a
+    bound or size is never below the deploy net's float32 parameters, which the file holds."""
+    from caffe_compat.app.pull import estimated_size
+
+    card = load_card(name)
+    specs = [card.weights] + ([card.mean] if card.mean is not None else [])
+    for spec in specs:
+        if any(source.downloadable for source in spec.sources):
+            assert spec.size_cap is not None, f"{name}: {spec.file} states no size or bound"
+        for source in spec.sources:
+            assert source.kind != "zip" or source.max_size is not None, source.url
+    assert card.weights.size == PUBLISHED_SIZES.get(name)
+    assert card.weights.size_cap >= estimated_size(card)
+    if card.weights.size is None:  # a bound: at most twice the parameters plus 1 MiB
+        assert card.weights.size_cap <= 2 * estimated_size(card) + (2 << 20)
 
 
 def test_label_files_are_read_strictly(tmp_path):

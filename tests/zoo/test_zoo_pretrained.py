@@ -43,7 +43,8 @@ def stand_in(name: str, home) -> ModelCard:
         "sha256": hashlib.sha256(data).hexdigest(),
     }
     known = dict(card.weights.identities()) or {"sha256": None}
-    spec = dataclasses.replace(card.weights, **{kind: identities[kind] for kind in known})
+    known = {kind: identities[kind] for kind in known}
+    spec = dataclasses.replace(card.weights, size=None, **known)  # not the released size
     return dataclasses.replace(card, weights=spec)
 
 
