@@ -63,6 +63,11 @@ _NOT_REGULAR = {
 }
 
 
+class NotRegularFileError(CaffeCompatError, OSError):
+    """An output path holds something that is not a regular file: one line for the CLI, and an
+    ``OSError`` to callers that treat an unwritable place as such (a cache goes on uncached)."""
+
+
 def check_target(target: Path) -> None:
     """Refuse, in one line, an output path that holds anything but a regular file: renaming over
     a device node, FIFO, socket or symbolic link would replace it (a link is not followed), and
@@ -73,7 +78,7 @@ def check_target(target: Path) -> None:
         return  # nothing there, or nothing reachable: the write itself says why it fails
     if not stat.S_ISREG(mode):
         what = _NOT_REGULAR.get(stat.S_IFMT(mode), "not a regular file")
-        raise CaffeCompatError(
+        raise NotRegularFileError(
             f"the output path is {what}, not a regular file: refusing to replace it (choose "
             "another name)",
             path=str(target),

@@ -116,3 +116,13 @@ def test_pycaffe_save_refuses_non_regular_targets(tmp_path, kind):
             save(str(path))
     if kind == "symlink":
         assert (tmp_path / "real.bin").read_bytes() == b"precious"
+
+
+def test_the_refusal_is_an_os_error_too(tmp_path):
+    """Callers that treat an unwritable place as such (a cache going on uncached) catch it as an
+    OSError; the CLI shows it as one line (a CaffeCompatError)."""
+    folder = tmp_path / "out.bin"
+    folder.mkdir()
+    with pytest.raises(OSError) as info, atomic_output(folder):
+        raise AssertionError("the block must not run")
+    assert isinstance(info.value, CaffeCompatError) and "a folder" in str(info.value)
