@@ -152,7 +152,8 @@ def test_hostile_names_never_forge_lines_in_any_output(hostile_names, models, ca
     """Text results, JSON lines, stderr (skipped files, missing arguments) and log lines: each
     photo is one line, every name escaped; JSON carries the real name."""
     missing = str(hostile_names / "gone\nfake.jpg: face 1\x1b[0m")
-    args = ["predict", str(hostile_names), missing, "--no-detect", *onnx_models(models)]
+    args = ["predict", str(hostile_names), missing, "--no-detect", "--crop", "center"]
+    args += onnx_models(models)
     args += {"text": [], "json": ["--json"], "verbose": ["-vv"]}[mode]
     code = run_main(args)
     out, err = capsys.readouterr()
