@@ -33,7 +33,7 @@ def test_one_row_per_builtin_type_with_every_column():
     lines = render_table().splitlines()
     rows = [line for line in lines[2:] if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == builtin_types()
-    assert all(row.count(" | ") == 5 for row in rows)
+    assert all(row.count(" | ") == 6 for row in rows)
     for backend in registry.BACKENDS:
         assert set(builtin_types()) >= registry.supported_types(backend)
 

@@ -356,5 +356,18 @@ describe(
     validate=_prior_box_fields,
     opencv_deviation=_prior_box_opencv,
 )
-describe("DetectionOutput", opencv_tested=True, bottoms=(3, 4), tops=1, validate=_detection_fields)
+
+
+def _detection_has_no_backward(node: Node, bottom: int) -> str | None:
+    return "DetectionOutput has no backward (Caffe: Not Implemented Yet)"
+
+
+describe(
+    "DetectionOutput",
+    opencv_tested=True,
+    bottoms=(3, 4),
+    tops=1,
+    validate=_detection_fields,
+    no_backward=_detection_has_no_backward,
+)
 describe("Normalize", starting_values=positive(10.0, 20.0), opencv_tested=True, bottoms=1, tops=1)

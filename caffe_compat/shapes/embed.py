@@ -17,4 +17,8 @@ def _embed(node: Node, inputs: list[Shape]) -> LayerShapes:
     return LayerShapes([(*shape, n)], params)
 
 
-describe("Embed", bottoms=1, tops=1)
+def _indices_have_no_diff(node: Node, bottom: int) -> str | None:
+    return "Can't backpropagate to EmbedLayer input (its bottom holds row indices)"
+
+
+describe("Embed", bottoms=1, tops=1, no_backward=_indices_have_no_diff)
