@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Node, Shape
+from ..proto import caffe_pb2
 from ..registry import LayerShapes, describe, register
 from ._synthesis import positive
 
@@ -96,7 +97,9 @@ def _swish_beta(node: Node) -> str | None:
 
 def _prelu_fillers(node: Node) -> list:
     p = node.param.prelu_param
-    return [p.filler] if p.HasField("filler") else []
+    if p.HasField("filler"):
+        return [p.filler]
+    return [caffe_pb2.FillerParameter(type="constant", value=0.25)]  # Caffe's default
 
 
 NEURON = {"bottoms": 1, "tops": 1}  # Caffe's NeuronLayer: one bottom, one top

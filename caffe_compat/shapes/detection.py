@@ -370,4 +370,20 @@ describe(
     validate=_detection_fields,
     no_backward=_detection_has_no_backward,
 )
-describe("Normalize", starting_values=positive(10.0, 20.0), opencv_tested=True, bottoms=1, tops=1)
+
+
+def _normalize_fillers(node: Node) -> list:
+    p = node.param.norm_param
+    if p.HasField("scale_filler"):
+        return [p.scale_filler]
+    return [caffe_pb2.FillerParameter(type="constant", value=1.0)]  # the fork's default
+
+
+describe(
+    "Normalize",
+    starting_values=positive(10.0, 20.0),
+    fillers=_normalize_fillers,
+    opencv_tested=True,
+    bottoms=1,
+    tops=1,
+)
