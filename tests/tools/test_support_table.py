@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from _paths import ROOT
 
 from caffe_compat import registry
 from caffe_compat.ir.load import load_net
 from caffe_compat.tools.support_table import builtin_types, render_table
 
-ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- support-table:start -->", "<!-- support-table:end -->"
 OPENCV_HARNESS = ("layer_parity", "layer_check", "cv2_caffe", "opencv_exact")
 
