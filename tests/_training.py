@@ -76,3 +76,20 @@ def _diff_blobs(net, ref) -> set[str]:
         if ref.diff(name) is not None:
             names.add(name)
     return names
+
+
+def inputs_layer(**arrays: np.ndarray) -> str:
+    """One Input layer declaring a top per array, with the array's shape."""
+    tops = " ".join(f'top: "{n}"' for n in arrays)
+    shapes = " ".join(
+        "shape { " + " ".join(f"dim: {d}" for d in a.shape) + " }" for a in arrays.values()
+    )
+    return f'layer {{ name: "input" type: "Input" {tops} input_param {{ {shapes} }} }}\n'
+
+
+def make_net(tmp_path, text: str, **options) -> TrainNet:
+    """A TrainNet from prototxt text written to ``tmp_path``."""
+    path = tmp_path / "net.prototxt"
+    path.write_text(text)
+    options.setdefault("seed", 5)
+    return TrainNet(path, **options)

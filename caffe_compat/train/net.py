@@ -486,7 +486,12 @@ class TrainNet:
             last = self._env[self.graph.final.get(name, value)]
             first = self._env[value]
             kept = first.is_leaf or first.retains_grad
-            diff = first.grad if kept and first.grad is not None else torch.zeros_like(first)
+            if kept and first.grad is not None:
+                diff = first.grad
+            elif value in self.plan.loss_weights:  # Caffe sets a loss top's diff to its weight
+                diff = torch.full_like(first, self.plan.loss_weights[value])
+            else:
+                diff = torch.zeros_like(first)
             found[name] = Blob(name, last.detach(), diff.detach())
         return found
 
