@@ -401,5 +401,5 @@ def test_onnx_export_of_a_training_graph_is_refused_in_one_line(tmp_path):
     from caffe_compat.converters.onnx.export import to_onnx
 
     net = simple(tmp_path)
-    with pytest.raises(CaffeCompatError, match="^.*not needed: ONNX export is for inference"):
+    with pytest.raises(CaffeCompatError, match="not needed: ONNX export is for inference"):
         to_onnx(net.graph)
