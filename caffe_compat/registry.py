@@ -1,10 +1,11 @@
 """Layer support, keyed by (Caffe layer type, back end), and each type's facts: the plugin point.
 
-Back ends: ``shape`` (Caffe's shape rules, numpy only), ``torch``, ``onnx`` and ``reference`` (a
-float64 numpy transcription of Caffe's forward pass, independent of the other two). Built-in
-support is registered when the back end's package is first needed. A user registration for a
-type that already has one pushes onto a stack and wins until it is unregistered, so forks' custom
-layers and fixes plug in without editing the project::
+Back ends: ``shape`` (Caffe's shape rules, numpy only), ``torch``, ``onnx``, ``reference`` (a
+float64 numpy transcription of Caffe's forward pass, independent of the other two) and
+``reference_backward`` (the same for Caffe's backward pass: the judge of the training engine).
+Built-in support is registered when the back end's package is first needed. A user registration
+for a type that already has one pushes onto a stack and wins until it is unregistered, so forks'
+custom layers and fixes plug in without editing the project::
 
     from caffe_compat import registry
 
@@ -34,12 +35,13 @@ from .errors import UnsupportedLayer, UnsupportedLayersError
 if TYPE_CHECKING:
     from .ir.graph import Graph, Node, Shape
 
-BACKENDS = ("shape", "torch", "onnx", "reference")
+BACKENDS = ("shape", "torch", "onnx", "reference", "reference_backward")
 _BUILTIN_PACKAGES = {
     "shape": "caffe_compat.shapes",
     "torch": "caffe_compat.converters.torch",
     "onnx": "caffe_compat.converters.onnx",
     "reference": "caffe_compat.reference",
+    "reference_backward": "caffe_compat.reference",
 }
 
 
@@ -66,7 +68,9 @@ class LayerFacts:
     """What a layer type is, beyond its per-back-end functions (all optional).
 
     - ``role``: ``"data"`` (a data layer: its first top becomes a declared input, shaped by
-      ``data_shape(layer, notes)``) or ``"training"`` (dropped from inference graphs).
+      ``data_shape(layer, notes, labels=False)``; in a net built for training every top is an
+      input, labels shaped when ``labels``) or
+      ``"training"`` (dropped from inference graphs, kept in nets built for training).
     - ``starting_values(shapes, rng) -> arrays``: synthesis's starting blobs when they are not
       "weights (He), then zero bias"; ``fillers(node) -> [FillerParameter]``: the fillers the
       definition declares (``synth --method fillers``).
@@ -85,6 +89,14 @@ class LayerFacts:
       for settings ``LayerSetUp`` refuses before any shape is known (``ir/validate.py`` runs both).
     - ``workspace(node, in_shapes, out_shapes) -> floats``: scratch a back end allocates beyond the
       tops while running the layer (im2col columns, padded copies), for the memory budget.
+    - ``loss``: a Caffe ``LossLayer``: its first top carries loss weight 1 unless ``loss_weight``
+      says otherwise, and Caffe adds an anonymous top when the definition names none.
+    - ``no_backward(node, bottom_index) -> reason | None``: Caffe's Backward aborts when asked
+      for this bottom's diff (NOT_IMPLEMENTED, or a LOG(FATAL) such as "cannot backpropagate to
+      label inputs"); the training engine refuses with the reason. ``force_backward(node,
+      bottom_index) -> bool``: Caffe's ``AllowForceBackward`` (True when not given).
+      ``statistics``: the blobs are running statistics, not parameters (BatchNorm: Caffe forces
+      their lr_mult to 0 and the layer's forward in TRAIN updates them).
     - ``family``: the module base name that holds the type in every folder (set by describe).
     """
 
@@ -104,6 +116,10 @@ class LayerFacts:
     same_count: bool = False
     validate: Callable[..., None] | None = None
     workspace: Callable[..., int] | None = None
+    loss: bool = False
+    statistics: bool = False
+    no_backward: Callable[..., str | None] | None = None
+    force_backward: Callable[..., bool] | None = None
     family: str = ""
 
 
@@ -220,7 +236,8 @@ def _aliased(layer_type: str, backend: str) -> Entry | None:
 
     def run(node: Node, *args: Any) -> Any:
         # Back ends call fn(node, inputs) (shape: input shapes), fn(node, ctx) (torch, onnx: a
-        # frozen context with in_shapes and node) or fn(node, arrays, ctx) (reference).
+        # frozen context with in_shapes and node), fn(node, arrays, ctx) (reference) or
+        # fn(node, arrays, top_diffs, ctx) (reference_backward).
         ctx = args[-1]
         shapes = getattr(ctx, "in_shapes", None)
         if shapes is None:

@@ -7,8 +7,8 @@ import ast
 from pathlib import Path
 
 import pytest
+from _paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {
     "caffe_compat": ROOT / "caffe_compat",
     "caffe_compat.converters": ROOT / "converters",

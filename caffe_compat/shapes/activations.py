@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Node, Shape
+from ..proto import caffe_pb2
 from ..registry import LayerShapes, describe, register
 from ._synthesis import positive
 
@@ -96,7 +97,9 @@ def _swish_beta(node: Node) -> str | None:
 
 def _prelu_fillers(node: Node) -> list:
     p = node.param.prelu_param
-    return [p.filler] if p.HasField("filler") else []
+    if p.HasField("filler"):
+        return [p.filler]
+    return [caffe_pb2.FillerParameter(type="constant", value=0.25)]  # Caffe's default
 
 
 NEURON = {"bottoms": 1, "tops": 1}  # Caffe's NeuronLayer: one bottom, one top
@@ -105,7 +108,14 @@ describe(
     opencv_tested=True,
     **NEURON,
 )
-describe(("Threshold", "Clip"), **NEURON)
+
+
+def _threshold_has_no_backward(node: Node, bottom: int) -> str | None:
+    return "Threshold has no backward (Caffe: Not Implemented Yet)"
+
+
+describe("Threshold", no_backward=_threshold_has_no_backward, **NEURON)
+describe("Clip", **NEURON)
 describe("Log", opencv_deviation=_log_params, opencv_tested=True, **NEURON)
 describe("Swish", opencv_deviation=_swish_beta, opencv_tested=True, **NEURON)
 describe(

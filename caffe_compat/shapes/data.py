@@ -1,8 +1,10 @@
-"""Layers that feed or score training: data layers become declared inputs, the rest drop out.
+"""Data layers: their tops become declared inputs of the graph.
 
 A data layer's first top is the batch the net computes on; its shape comes from the definition
 where the definition tells it (MemoryData, DummyData, a crop size), else the user gives it.
-Labels (second tops) are not inputs of an inference graph. DummyData's tops are all data.
+Labels (second tops) are not inputs of an inference graph; a net built for training takes them
+as inputs too, one label per image for the layers that read labels from their source (Caffe's
+``label_shape(1, batch_size)``). DummyData's tops are all data.
 """
 
 from __future__ import annotations
@@ -50,12 +52,23 @@ def _dummy_shapes(layer: caffe_pb2.LayerParameter) -> list[Shape | None]:
     return [tuple(int(v[0 if len(v) == 1 else i]) for v in legacy) for i in range(tops)]
 
 
-def data_shapes(layer: caffe_pb2.LayerParameter, notes: list[str]) -> list[Shape | None]:
+def data_shapes(
+    layer: caffe_pb2.LayerParameter, notes: list[str], labels: bool = False
+) -> list[Shape | None]:
     """One entry per top: the batch shape a data top would have (None when the definition does
-    not tell, or for a label top, which is not an input)."""
-    labels: list[Shape | None] = [None] * (len(layer.top) - 1)
+    not tell). Label tops are None unless ``labels`` (a net built for training) asks for them."""
     if layer.type == "DummyData":
         return _dummy_shapes(layer)
+    tops = _data_shapes(layer, notes)
+    if labels and layer.type != "HDF5Data" and len(tops) == 2:
+        field = _BATCH_FIELD.get(layer.type, "memory_data_param")
+        batch = tops[0][0] if tops[0] else int(getattr(layer, field).batch_size)
+        tops[1] = (batch,) if batch else None
+    return tops
+
+
+def _data_shapes(layer: caffe_pb2.LayerParameter, notes: list[str]) -> list[Shape | None]:
+    labels: list[Shape | None] = [None] * (len(layer.top) - 1)
     if layer.type == "MemoryData":
         p = layer.memory_data_param
         dims = (int(p.batch_size), int(p.channels), int(p.height), int(p.width))
@@ -96,20 +109,6 @@ describe(
     bottoms=0,
     tops=(1, None),
 )
-describe(
-    (
-        "Accuracy",
-        "SoftmaxWithLoss",
-        "EuclideanLoss",
-        "HingeLoss",
-        "InfogainLoss",
-        "MultinomialLogisticLoss",
-        "SigmoidCrossEntropyLoss",
-        "ContrastiveLoss",
-        "MultiBoxLoss",
-        "DetectionEvaluate",
-        "Silence",
-        "HDF5Output",
-    ),
-    role="training",
-)
+# Training layers without a family of their own here (SSD's, and HDF5Output, which writes files):
+# dropped from inference graphs; a net built for training that holds one is refused by name.
+describe(("MultiBoxLoss", "DetectionEvaluate", "HDF5Output"), role="training")

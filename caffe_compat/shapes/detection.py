@@ -356,5 +356,34 @@ describe(
     validate=_prior_box_fields,
     opencv_deviation=_prior_box_opencv,
 )
-describe("DetectionOutput", opencv_tested=True, bottoms=(3, 4), tops=1, validate=_detection_fields)
-describe("Normalize", starting_values=positive(10.0, 20.0), opencv_tested=True, bottoms=1, tops=1)
+
+
+def _detection_has_no_backward(node: Node, bottom: int) -> str | None:
+    return "DetectionOutput has no backward (Caffe: Not Implemented Yet)"
+
+
+describe(
+    "DetectionOutput",
+    opencv_tested=True,
+    bottoms=(3, 4),
+    tops=1,
+    validate=_detection_fields,
+    no_backward=_detection_has_no_backward,
+)
+
+
+def _normalize_fillers(node: Node) -> list:
+    p = node.param.norm_param
+    if p.HasField("scale_filler"):
+        return [p.scale_filler]
+    return [caffe_pb2.FillerParameter(type="constant", value=1.0)]  # the fork's default
+
+
+describe(
+    "Normalize",
+    starting_values=positive(10.0, 20.0),
+    fillers=_normalize_fillers,
+    opencv_tested=True,
+    bottoms=1,
+    tops=1,
+)

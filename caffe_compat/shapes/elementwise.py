@@ -89,5 +89,11 @@ describe(
     bottoms=(1, 2),
     tops=1,
 )
-describe("Bias", starting_values=normal(0.2), bottoms=(1, 2), tops=1)
+
+
+def _bias_fillers(node: Node) -> list:
+    return [node.param.bias_param.filler]  # unset: Caffe's constant 0
+
+
+describe("Bias", starting_values=normal(0.2), fillers=_bias_fillers, bottoms=(1, 2), tops=1)
 describe("Eltwise", opencv_tested=True, bottoms=(2, None), tops=1)

@@ -17,4 +17,13 @@ def _embed(node: Node, inputs: list[Shape]) -> LayerShapes:
     return LayerShapes([(*shape, n)], params)
 
 
-describe("Embed", bottoms=1, tops=1)
+def _indices_have_no_diff(node: Node, bottom: int) -> str | None:
+    return "Can't backpropagate to EmbedLayer input (its bottom holds row indices)"
+
+
+def _embed_fillers(node: Node) -> list:
+    p = node.param.embed_param
+    return [p.weight_filler, p.bias_filler] if p.bias_term else [p.weight_filler]
+
+
+describe("Embed", bottoms=1, tops=1, fillers=_embed_fillers, no_backward=_indices_have_no_diff)

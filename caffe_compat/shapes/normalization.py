@@ -72,5 +72,21 @@ def _mvn_eps(node: Node) -> str | None:
     return None
 
 
-describe("BatchNorm", starting_values=_batch_norm_starts, opencv_tested=True, bottoms=1, tops=1)
+def _statistics_not_learned(layer: caffe_pb2.LayerParameter) -> None:
+    if any(spec.lr_mult != 0 for spec in layer.param):
+        raise ValueError(
+            "Cannot configure batch normalization statistics as layer parameters (lr_mult must "
+            "be 0)"
+        )
+
+
+describe(
+    "BatchNorm",
+    starting_values=_batch_norm_starts,
+    opencv_tested=True,
+    bottoms=1,
+    tops=1,
+    statistics=True,
+    validate=_statistics_not_learned,
+)
 describe("MVN", opencv_deviation=_mvn_eps, opencv_tested=True, bottoms=1, tops=1)

@@ -23,6 +23,7 @@ HEADER = (
     "PyTorch",
     "ONNX",
     "float64 reference",
+    "float64 backward",
     "tested against OpenCV 4",
 )
 CAVEAT = (

@@ -10,7 +10,7 @@ from _album import make_album
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory):
-    from test_predict import synth_models
+    from _models import synth_models
 
     return synth_models(tmp_path_factory)
 

@@ -140,7 +140,7 @@ def test_no_images_at_all_is_exit_2(dataset, stand_in, tmp_path, capsys):
 
 
 def test_end_to_end_with_synthesized_weights(dataset, tmp_path_factory, capsys):
-    from test_predict import synth_models
+    from _models import synth_models
 
     models = synth_models(tmp_path_factory)
     folds, faces = dataset

@@ -18,7 +18,7 @@ cv2 = pytest.importorskip("cv2")
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from test_predict import synth_models
+    from _models import synth_models
 
     return synth_models(tmp_path_factory)
 

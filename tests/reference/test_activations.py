@@ -89,7 +89,7 @@ def test_caffe_clip_and_relu_keep_their_nan_rules(run_layers):
     np.testing.assert_array_equal(clip, [[-1.0, 2.0]])
 
 
-def test_dropout_in_training_is_refused(build):
+def test_dropout_in_training_without_its_mask_is_refused(build):
     from caffe_compat.reference import forward
 
     from .conftest import inputs_layer
@@ -97,5 +97,5 @@ def test_dropout_in_training_is_refused(build):
     x = np.ones((1, 3))
     graph = build(inputs_layer(data=x) + layer("Dropout"))
     graph.nodes[0].param.phase = 0  # TRAIN
-    with pytest.raises(CaffeCompatError, match=r"Dropout \[reference: Dropout in the TRAIN"):
+    with pytest.raises(CaffeCompatError, match=r'"a" \(Dropout\): Dropout in the TRAIN phase'):
         forward(graph, {"data": x})

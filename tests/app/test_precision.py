@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from test_predict import synth_models
+from _models import synth_models
 
 from caffe_compat.app.precision import resolve_precision
 from caffe_compat.app.predictor import Predictor

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from _paths import TESTS
 
 from caffe_compat.io import write_caffemodel
 from caffe_compat.io.writer import definitions_only
@@ -27,7 +28,7 @@ layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param
 layer { name: "fc" type: "InnerProduct" bottom: "pool1" top: "fc" inner_product_param { num_output: 5 } }
 layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
 """
-SSD = Path(__file__).parent / "converters" / "data" / "ssd_res10_300x300.prototxt"
+SSD = TESTS / "converters" / "data" / "ssd_res10_300x300.prototxt"
 
 
 def _files(folder: Path, prototxt: Path | None = None) -> tuple[Path, Path]:

@@ -272,7 +272,7 @@ def test_confusion_png(dataset, tmp_path):
 def test_real_predictor_end_to_end(dataset, tmp_path_factory):
     """The default Predictor route with synthesized weights: runs, and agrees with the classes a
     Predictor gives the same images directly."""
-    from test_predict import synth_models
+    from _models import synth_models
 
     from caffe_compat.app.predictor import Predictor
 

@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from _paths import TESTS
 
 from caffe_compat.errors import CaffeCompatError, UnsupportedLayersError
 from caffe_compat.io import write_caffemodel, write_hdf5
@@ -114,11 +115,10 @@ def test_unexportable_net_falls_back_to_pickle_free_torch_weights(tmp_path, monk
     """torch.export cannot trace DetectionOutput's data-dependent NMS: the fallback is the
     torch-weights file (no pickle), which load_torch rebuilds without unpickling anything."""
     import pickle
-    from pathlib import Path
 
     import caffe_compat
 
-    prototxt = Path(__file__).parent / "converters" / "data" / "ssd_res10_300x300.prototxt"
+    prototxt = TESTS / "converters" / "data" / "ssd_res10_300x300.prototxt"
     loaded = load_net(prototxt)
     weights = tmp_path / "ssd.caffemodel"
     write_caffemodel(weights, definitions_only(loaded.net.layer), synthesize(loaded, seed=1))

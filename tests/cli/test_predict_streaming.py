@@ -18,7 +18,7 @@ pytest.importorskip("cv2")
 
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory):
-    from test_predict import synth_models
+    from _models import synth_models
 
     models = synth_models(tmp_path_factory)
     return Predictor(

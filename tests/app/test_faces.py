@@ -9,7 +9,7 @@ import hashlib
 
 import numpy as np
 import pytest
-from test_download import Server, send
+from _http import Server, send
 
 from caffe_compat.app import faces
 from caffe_compat.app.faces import HaarDetector, SSDDetector, haar_available, make_detector

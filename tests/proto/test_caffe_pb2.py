@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from _paths import ROOT
 
 from caffe_compat.proto import caffe_pb2
 
-ROOT = Path(__file__).resolve().parents[1]
 PINNED_GENCODE = "6.31.1"  # what grpcio-tools 1.75.1 writes; see proto/__init__.py
 
 

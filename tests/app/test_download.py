@@ -8,12 +8,12 @@ import io
 import os
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from collections.abc import Callable
 
 import pytest
+from _http import Handler, Route, Server, send, stall, truncated
 
 from caffe_compat.app.download import download, fetch_spec
 from caffe_compat.errors import CaffeCompatError
@@ -24,71 +24,6 @@ PAYLOAD = bytes(range(256)) * 4099 + b"tail"  # ~1 MB, crosses the 1 MiB read si
 
 def git_blob(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-Route = Callable[[http.server.BaseHTTPRequestHandler], None]
-
-
-def send(data: bytes, *, length: bool = True, status: int = 200) -> Route:
-    def route(handler: http.server.BaseHTTPRequestHandler) -> None:
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/octet-stream")
-        if length:
-            handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
-
-    return route
-
-
-def truncated(data: bytes, keep: int) -> Route:
-    """Announce all of ``data`` but close the connection after ``keep`` bytes."""
-
-    def route(handler: http.server.BaseHTTPRequestHandler) -> None:
-        handler.send_response(200)
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data[:keep])
-        handler.wfile.flush()
-        handler.close_connection = True
-
-    return route
-
-
-def stall(seconds: float) -> Route:
-    def route(handler: http.server.BaseHTTPRequestHandler) -> None:
-        time.sleep(seconds)
-
-    return route
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        route = self.server.routes.get(self.path)  # type: ignore[attr-defined]
-        if route is None:
-            self.send_error(404, "Not Found")
-        else:
-            route(self)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-class Server:
-    def __init__(self) -> None:
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.block_on_close = False
-        self.httpd.routes = {}  # type: ignore[attr-defined]
-        self.routes: dict[str, Route] = self.httpd.routes  # type: ignore[attr-defined]
-        threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -202,7 +137,7 @@ def test_a_stalled_server_times_out(server, tmp_path):
 
 
 def test_an_unreachable_host_is_one_line(tmp_path):
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Handler)
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     port = server.server_address[1]
     server.server_close()  # nothing listens on this port now
     message = one_line_error(

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 from _harness import judge_run
+from _models import ZOO, synth_models
 
 from caffe_compat import registry
 from caffe_compat.app import faces as face_module
@@ -35,39 +36,12 @@ from caffe_compat.zoo import load_card
 cv2 = pytest.importorskip("cv2")
 
 
-ZOO = {"age": "levi_hassner_age", "gender": "levi_hassner_gender"}
-
-
 AGE_MEAN = (78.4263377603, 87.7689143744, 114.895847746)  # FACTS.md, B, G, R
 
 
 # The astronaut's face in skimage.data.astronaut() (512 x 512), read off the image by eye: the
 # centre of the face is near (225, 112) and it is roughly 80-110 pixels wide.
 FACE_CENTRE = (225, 112)
-
-
-def synth_models(tmp_path_factory) -> dict[str, dict[str, str]]:
-    """Synthesized age/gender weights (zoo prototxts), their caffemodels and ONNX exports; made
-    once per test session (shared through the session's base temp folder)."""
-    folder = tmp_path_factory.getbasetemp() / "levi_hassner_synth"
-    files = {
-        task: {
-            "prototxt": str(load_card(name).prototxt_path()),
-            "weights": str(folder / f"{task}.caffemodel"),
-            "onnx": str(folder / f"{task}.onnx"),
-        }
-        for task, name in ZOO.items()
-    }
-    if not (folder / "done").exists():
-        folder.mkdir(exist_ok=True)
-        for seed, task in ((11, "age"), (12, "gender")):
-            loaded = load_net(files[task]["prototxt"])
-            blobs = synthesize(loaded, seed=seed)
-            write_caffemodel(files[task]["weights"], definitions_only(loaded.net.layer), blobs)
-            graph = load_net(files[task]["prototxt"], files[task]["weights"]).graph
-            save_onnx(to_onnx(graph), files[task]["onnx"])
-        (folder / "done").touch()
-    return files
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from test_download import Server, send
+from _http import Server, send
 
 from caffe_compat.app.download import download
 from caffe_compat.app.pretrained import load_pretrained
