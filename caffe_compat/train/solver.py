@@ -224,18 +224,22 @@ def default_device(param: caffe_pb2.SolverParameter) -> str:
     return "cpu"
 
 
-def build_train_net(source: NetSource, device: str, input_shapes: dict[str, tuple[int, ...]]):
-    """A ``TrainNet`` for ``source`` (the training engine, ``train/net.py``)."""
+def build_train_net(
+    source: NetSource, device: str, input_shapes: dict[str, tuple[int, ...]], seed: int
+):
+    """A ``TrainNet`` for ``source`` (the training engine, ``train/net.py``); a net from a file
+    is read from its path, so errors name the file and line."""
     from .net import TrainNet
 
+    from_file = bool(source.path) and "file:" in source.origin
     return TrainNet(
-        source.param,
+        source.path if from_file else source.param,
         phase=source.state.phase,
         stages=sorted(source.state.stages),
         level=source.state.level,
         device=device,
         input_shapes=input_shapes,
-        path=source.path,
+        seed=seed,
     )
 
 
@@ -284,10 +288,10 @@ class Solver:
         self.feeder = self._feeder(self.train_source, workers)
         self.test_feeders = [self._feeder(s, workers) for s in self.test_sources]
         with self._rng(0, "init"):
-            self.net = net_factory(self.train_source, self.device, self.feeder.shapes())
+            self.net = net_factory(self.train_source, self.device, self.feeder.shapes(), self.seed)
             self.test_nets = [
-                net_factory(source, self.device, feeder.shapes())
-                for source, feeder in zip(self.test_sources, self.test_feeders)
+                net_factory(source, self.device, feeder.shapes(), self.seed + 1 + index)
+                for index, (source, feeder) in enumerate(zip(self.test_sources, self.test_feeders))
             ]
         self.test_loss_weights = [_loss_weights(s.param, s.state) for s in self.test_sources]
         for model in [*param.weights, *weights]:
@@ -331,13 +335,18 @@ class Solver:
             )
 
     @contextlib.contextmanager
-    def _rng(self, iteration: int, what: str) -> Iterator[None]:
+    def _rng(self, iteration: int, what: str, net: Any = None) -> Iterator[None]:
         """Seed torch's generators from (seed, iteration, what) inside a scope that restores
-        them: dropout and fillers are a function of the iteration, whatever ran before."""
+        them (and the net's own generator, for DummyData): dropout masks and fillers are a
+        function of the iteration, whatever ran before, so a resumed run draws the same."""
         key = np.random.SeedSequence([self.seed, iteration, *what.encode()])
+        seed = int(key.generate_state(1, np.uint64)[0] >> 1)
         devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(int(key.generate_state(1, np.uint64)[0] >> 1))
+            torch.manual_seed(seed)
+            generator = getattr(net, "_generator", None)
+            if isinstance(generator, torch.Generator):
+                generator.manual_seed(seed)
             yield
 
     def load_weights(self, models: str) -> None:
@@ -394,7 +403,7 @@ class Solver:
     def forward_backward(self, sub: int = 0) -> np.float32:
         """One forward/backward pass of the train net on its next batch."""
         feeds = self.feeder.next()
-        with self._rng(self.iter, f"train{sub}"):
+        with self._rng(self.iter, f"train{sub}", self.net):
             return np.float32(self.net.forward_backward(feeds))
 
     def step(self, iters: int) -> None:
@@ -467,9 +476,9 @@ class Solver:
             return
         if p.display and self.iter % p.display == 0:
             feeds = self.feeder.next()
-            with self._rng(self.iter, "final"), torch.no_grad():
-                outputs = self.net.forward(feeds)
-            loss = np.float32(self._weighted_loss(outputs, self.loss_weights))
+            with self._rng(self.iter, "final", self.net), torch.no_grad():
+                self.net.forward(feeds)
+            loss = np.float32(self.net.loss)
             self._update_smoothed_loss(loss, start_iter)
             log.info("Iteration %d, loss = %s", self.iter, _g(self.smoothed_loss))
         if p.test_interval and self.iter % p.test_interval == 0:
@@ -479,22 +488,8 @@ class Solver:
     # --- outputs and tests ---------------------------------------------------------------------
 
     def _train_outputs(self) -> dict[str, torch.Tensor]:
-        outputs = getattr(self.net, "outputs", None)
-        if callable(outputs):
-            outputs = outputs()
-        if isinstance(outputs, dict):
-            return outputs
-        names = getattr(self.net, "output_names", [])
-        return {name: self.net.blobs[name].data for name in names}
-
-    @staticmethod
-    def _weighted_loss(outputs: dict[str, torch.Tensor], weights: dict[str, float]) -> float:
-        total = np.float32(0)
-        for name, value in outputs.items():
-            weight = weights.get(name, 0.0)
-            if weight:
-                total = np.float32(total + np.float32(weight) * np.float32(float(value.sum())))
-        return float(total)
+        blobs = self.net.blobs
+        return {name: blobs[name].data for name in self.net.output_names}
 
     def _log_outputs(
         self, kind: str, outputs: dict[str, torch.Tensor], weights: dict[str, float]
@@ -538,10 +533,10 @@ class Solver:
             if self.requested_early_exit:
                 break
             feeds = feeder.next()
-            with self._rng(self.iter, f"test{index}"), torch.no_grad():
+            with self._rng(self.iter, f"test{index}", net), torch.no_grad():
                 outputs = net.forward(feeds)
             if self.param.test_compute_loss:
-                loss = np.float32(loss + np.float32(self._weighted_loss(outputs, weights)))
+                loss = np.float32(loss + np.float32(net.loss))
             for name, value in outputs.items():
                 values = value.detach().reshape(-1).cpu().numpy().astype(np.float32)
                 scores[name] = values if name not in scores else scores[name] + values
@@ -567,7 +562,7 @@ class Solver:
         if hdf5:
             model = self.snapshot_filename(".caffemodel.h5")
             log.info("Snapshotting to HDF5 file %s", model)
-            self._write_hdf5_weights(model)
+            self.net.to_hdf5(model)
             state = self.snapshot_filename(".solverstate.h5")
             log.info("Snapshotting solver state to HDF5 file %s", state)
         else:
@@ -585,15 +580,6 @@ class Solver:
             format="hdf5" if hdf5 else "binaryproto",
         )
         return model, state
-
-    def _write_hdf5_weights(self, path: str) -> None:
-        from ..io import write_hdf5
-
-        blobs = {
-            layer: [b.data.detach().cpu().numpy() for b in blobs]
-            for layer, blobs in self.net.params.items()
-        }
-        write_hdf5(path, blobs)
 
     def restore(self, path: str | os.PathLike[str]) -> None:
         """``Restore``: iteration, policy step, weights (the state's ``learned_net``) and
