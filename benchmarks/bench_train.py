@@ -145,8 +145,15 @@ def child_solver(args: argparse.Namespace) -> dict:
     net.layer.extend(keep)
     (work / "net.prototxt").write_text(net_to_text(net))
     solver = caffe_pb2.SolverParameter(
-        net=str(work / "net.prototxt"), base_lr=0.001, lr_policy="step", gamma=0.1,
-        stepsize=10000, momentum=0.9, weight_decay=0.0005, max_iter=1000, random_seed=1,
+        net=str(work / "net.prototxt"),
+        base_lr=0.001,
+        lr_policy="step",
+        gamma=0.1,
+        stepsize=10000,
+        momentum=0.9,
+        weight_decay=0.0005,
+        max_iter=1000,
+        random_seed=1,
         solver_mode=caffe_pb2.SolverParameter.CPU,
     )
     engine = Solver(solver, device="cpu")
@@ -175,9 +182,22 @@ def caffe_time(caffe_bin: Path, net: Path, iterations: int) -> dict | None:
 
 def run_child(kind: str, args: argparse.Namespace, net: Path, workdir: Path) -> dict:
     command = [
-        sys.executable, __file__, "--child", kind, "--net", str(net), "--workdir", str(workdir),
-        "--iterations", str(args.iterations), "--batch", str(args.batch),
-        "--threads", str(args.threads), "--prototxt", str(args.prototxt),
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--net",
+        str(net),
+        "--workdir",
+        str(workdir),
+        "--iterations",
+        str(args.iterations),
+        "--batch",
+        str(args.batch),
+        "--threads",
+        str(args.threads),
+        "--prototxt",
+        str(args.prototxt),
     ]
     out = subprocess.run(command, capture_output=True, text=True, check=False)
     if out.returncode:
@@ -224,9 +244,11 @@ def main() -> int:
         print(f"{name:32} {row['seconds']:9.3f} {args.batch / row['seconds']:9.1f} {rss:>10}")
     ours = rows["ours: forward+backward"]["seconds"]
     ok = ours <= caffe_seconds and rows["ours: solver iteration"]["rss"] < 4 * GIB
-    print(f"forward+backward {caffe_seconds / ours:.1f}x Caffe's speed; "
-          f"training footprint {rows['ours: solver iteration']['rss'] / GIB:.2f} GiB (< 4 GiB): "
-          + ("ok" if ok else "FAILED"))
+    print(
+        f"forward+backward {caffe_seconds / ours:.1f}x Caffe's speed; "
+        f"training footprint {rows['ours: solver iteration']['rss'] / GIB:.2f} GiB (< 4 GiB): "
+        + ("ok" if ok else "FAILED")
+    )
     return 0 if ok else 1
 
 

@@ -21,6 +21,7 @@ Deliberate differences, each because Caffe's behaviour cannot be reproduced or i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -336,18 +337,25 @@ class Solver:
 
     @contextlib.contextmanager
     def _rng(self, iteration: int, what: str, net: Any = None) -> Iterator[None]:
-        """Seed torch's generators from (seed, iteration, what) inside a scope that restores
-        them (and the net's own generator, for DummyData): dropout masks and fillers are a
+        """Seed torch's generator for the device (and the net's own one, for DummyData) from
+        (seed, iteration, what) inside a scope that restores it: dropout masks and fillers are a
         function of the iteration, whatever ran before, so a resumed run draws the same."""
-        key = np.random.SeedSequence([self.seed, iteration, *what.encode()])
-        seed = int(key.generate_state(1, np.uint64)[0] >> 1)
-        devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            generator = getattr(net, "_generator", None)
-            if isinstance(generator, torch.Generator):
-                generator.manual_seed(seed)
+        text = f"{self.seed}:{iteration}:{what}".encode()
+        seed = int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
+        device = torch.device(self.device)
+        if device.type == "cuda":
+            generator = torch.cuda.default_generators[device.index or 0]
+        else:
+            generator = torch.default_generator
+        saved = generator.get_state()
+        generator.manual_seed(seed)
+        own = getattr(net, "_generator", None)
+        if isinstance(own, torch.Generator):
+            own.manual_seed(seed)
+        try:
             yield
+        finally:
+            generator.set_state(saved)
 
     def load_weights(self, models: str) -> None:
         """Fine-tune from caffemodel(s) (comma-separated, as Caffe's ``weights``)."""

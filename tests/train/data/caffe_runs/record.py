@@ -32,7 +32,7 @@ layer {{ name: "data" type: "HDF5Data" top: "data" top: "label"
   hdf5_data_param {{ source: "{source}" batch_size: 4 }} }}
 layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
   {conv_params}
-  convolution_param {{ num_output: 4 kernel_size: 3
+  convolution_param {{ num_output: 4 kernel_size: 3 {conv_extra}
     weight_filler {{ type: "gaussian" std: 0.3 }} bias_filler {{ type: "constant" value: 0.1 }} }} }}
 {middle}layer {{ name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }}
 layer {{ name: "ip1" type: "InnerProduct" bottom: "conv1" top: "ip1"
@@ -151,7 +151,9 @@ def solver_text(net_path: str, prefix: str, fields: dict) -> str:
 
 
 def net_text(source: str, extra: dict) -> str:
-    values = {"conv_params": "", "ip_params": "", "middle": "", "test_layers": ""}
+    values = {"conv_params": "", "ip_params": "", "middle": "", "test_layers": "", "conv_extra": ""}
+    if "middle" in extra:  # BatchNorm cancels a bias before it: BN nets' convolutions have none
+        values["conv_extra"] = "bias_term: false"
     values.update(extra)
     return NET.format(source=source, **values)
 

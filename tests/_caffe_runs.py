@@ -13,8 +13,8 @@ from caffe_compat.io.upgrade import upgrade_net
 from caffe_compat.proto import caffe_pb2
 from caffe_compat.train.solver import read_solver
 
-RUNS = Path(__file__).parent / "data" / "caffe_runs"
-CASES = sorted(p.stem for p in RUNS.glob("*.npz") if not p.stem.endswith(".data"))
+RUNS = Path(__file__).parent / "train" / "data" / "caffe_runs"
+CASES = sorted(p.stem for p in RUNS.glob("*.npz") if "." not in p.stem)
 
 
 @dataclass
@@ -35,6 +35,7 @@ class Run:
     arrays: dict[str, np.ndarray]
     names: list[str]  # "layer:index" in Caffe's learnable order
     mults: list[tuple[float, float]]  # (lr_mult, decay_mult) per blob
+    statistics: list[bool]  # BatchNorm's blobs: changed by the forward pass, not the solver
 
     @property
     def steps(self) -> int:
@@ -61,10 +62,11 @@ def load_run(name: str) -> Run:
     upgrade_net(net)
     names = [str(n) for n in arrays["names"]]
     layers = {layer.name: layer for layer in net.layer}
-    mults = []
+    mults, statistics = [], []
     for entry in names:
         layer_name, index = entry.rsplit(":", 1)
         layer = layers[layer_name]
+        statistics.append(layer.type == "BatchNorm")
         if layer.type == "BatchNorm":  # Caffe forces lr_mult 0 on its statistics
             mults.append((0.0, 1.0))
         elif int(index) < len(layer.param):
@@ -72,7 +74,7 @@ def load_run(name: str) -> Run:
             mults.append((float(spec.lr_mult), float(spec.decay_mult)))
         else:
             mults.append((1.0, 1.0))
-    return Run(name, solver, net, arrays, names, mults)
+    return Run(name, solver, net, arrays, names, mults, statistics)
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:
