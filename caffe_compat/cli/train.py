@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 from .. import progress
 from ..errors import CaffeCompatError
+from ._common import add_memory_argument
 
 NAME = "train"
 HELP = "train or fine-tune from a solver prototxt, as `caffe train` (Caffe's solvers and logs)"
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, help="data decoding processes (default: one per spare core, <= 4)"
     )
+    add_memory_argument(parser)
     parser.add_argument(
         "--sigint-effect", choices=EFFECTS, default="stop", help="on Ctrl-C (default stop)"
     )
@@ -139,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
             device=_device(args.device),
             weights=[args.weights] if args.weights else [],
             workers=args.workers,
+            max_memory=args.max_memory,
         )
         logging.getLogger("caffe_compat.train").info(
             "Use %s.", "CPU" if solver.device == "cpu" else f"GPU {solver.device}"
@@ -152,11 +155,16 @@ def run(args: argparse.Namespace) -> int:
             solver.on_iteration.append(
                 lambda s: (bar.set(s.iter), bar.describe(f"loss {float(s.smoothed_loss):.4g}"))
             )
+            log = logging.getLogger("caffe_compat.train")
             try:
-                logging.getLogger("caffe_compat.train").info("Starting Optimization")
-                solver.solve(args.snapshot)
+                if args.snapshot:
+                    log.info("Resuming from %s", args.snapshot)
+                    solver.restore(args.snapshot)
+                log.info("Starting Optimization")
+                solver.solve()
             finally:
                 solver.close()
+            log.info("Optimization Done.")
     return 0
 
 

@@ -225,6 +225,43 @@ def default_device(param: caffe_pb2.SolverParameter) -> str:
     return "cpu"
 
 
+# Copies of every value a training pass keeps: the data, its diff and what autograd saves.
+VALUE_COPIES = 3
+# Copies of every parameter besides the solver's history: data, diff and one step's scratch.
+PARAM_COPIES = 3
+
+
+def training_bytes(
+    source: NetSource, input_shapes: dict[str, tuple[int, ...]], history_sets: int
+) -> tuple[float, str]:
+    """What training ``source`` at its batch needs, before any of it is allocated: its values
+    (data, diffs and autograd's saved tensors), its parameters, their diffs and the solver's
+    history; and a short account of it for the error line."""
+    from ..budget import footprint, format_size
+    from ..ir.build import build_graph
+    from ..ir.infer import infer_shapes
+
+    graph = build_graph(
+        source.param,
+        state=source.state,
+        input_shapes=input_shapes,
+        path=source.path,
+        training=True,
+    )
+    params = infer_shapes(graph, strict=True).params
+    need = footprint(graph, params)
+    first = next(iter(graph.inputs.values()), None)
+    batch = first[0] if first else 1
+    values = need.values(batch, VALUE_COPIES)
+    weights = need.params * (PARAM_COPIES + history_sets)
+    detail = (
+        f"values {format_size(values)} at batch {batch} (data, diffs, saved for backward), "
+        f"parameters {format_size(need.params)} x{PARAM_COPIES + history_sets} (data, diff, "
+        f"scratch, {history_sets} solver history)"
+    )
+    return values + weights, detail
+
+
 def build_train_net(
     source: NetSource, device: str, input_shapes: dict[str, tuple[int, ...]], seed: int
 ):
@@ -257,6 +294,7 @@ class Solver:
         workers: int | None = None,
         net_factory: Callable[..., Any] = build_train_net,
         path: str | None = None,
+        max_memory: Any = None,
     ) -> None:
         if isinstance(solver, caffe_pb2.SolverParameter):
             param = caffe_pb2.SolverParameter()
@@ -288,6 +326,7 @@ class Solver:
         self.loss_weights = _loss_weights(self.train_source.param, self.train_source.state)
         self.feeder = self._feeder(self.train_source, workers)
         self.test_feeders = [self._feeder(s, workers) for s in self.test_sources]
+        self._check_memory(max_memory)
         with self._rng(0, "init"):
             self.net = net_factory(self.train_source, self.device, self.feeder.shapes(), self.seed)
             self.test_nets = [
@@ -318,6 +357,19 @@ class Solver:
         return Feeder(
             sources_of(layers, source.state.phase, self.seed, source.path), workers=workers
         )
+
+    def _check_memory(self, max_memory: Any) -> None:
+        """The budget (caffe_compat/budget.py) covers the train net's values, diffs, parameters
+        and the solver's history, and the test nets' forward passes, before anything is built."""
+        from ..budget import resolve
+
+        budget = resolve(max_memory)
+        total, detail = training_bytes(
+            self.train_source, self.feeder.shapes(), self.settings.history_sets
+        )
+        for source, feeder in zip(self.test_sources, self.test_feeders):
+            total += training_bytes(source, feeder.shapes(), 0)[0] / VALUE_COPIES
+        budget.require(total, f"training {self.train_source.param.name or 'the net'} ({detail})")
 
     def _check_snapshot_prefix(self) -> None:
         """Caffe's ``CheckSnapshotWritePermissions``: the prefix's folder must be writable."""

@@ -173,7 +173,7 @@ def test_sigint_snapshot_resumes_to_the_same_weights(runs, weights):
     state = Path(written[-1])
     assert int(re.search(r"_iter_(\d+)", state.name).group(1)) in (SNAPSHOT + 4, SNAPSHOT + 5)
     resumed = train(folder / "solver.prototxt", folder / "stopped", "--snapshot", str(state))
-    assert any(f"Restoring previous solver status from {state}" in line for line in resumed)
+    assert any(f"Resuming from {state}" in line for line in resumed)
     a = read_caffemodel(folder / f"straight_iter_{MAX_ITER}.caffemodel")
     b = read_caffemodel(folder / f"stopped_iter_{MAX_ITER}.caffemodel")
     assert a.blobs.keys() == b.blobs.keys()

@@ -242,3 +242,70 @@ def test_net_file_found_beside_the_solver(tmp_path, monkeypatch):
     solver = Solver(path, workers=0)
     assert solver.train_source.path == str(tmp_path / "net.prototxt")
     assert caffe_pb2.Phase.Name(caffe_pb2.TRAIN) == solver.train_source.state.phase
+
+
+def _events(lines: list[str]) -> list[tuple[str, str, float]]:
+    """The facts of a training log, in order: (kind, name, value)."""
+    patterns = [
+        ("test", re.compile(r"Iteration (\d+), Testing net \(#0\)")),
+        ("loss", re.compile(r"Iteration (\d+) \(.*\), loss = (\S+)")),
+        ("lr", re.compile(r"Iteration (\d+), lr = (\S+)")),
+        ("train", re.compile(r"Train net output #\d+: (\S+) = (\S+)")),
+        ("score", re.compile(r"Test net output #\d+: (\S+) = (\S+)")),
+        ("snapshot", re.compile(r"Snapshotting to binary proto file \S*?(_iter_\d+)")),
+        ("final", re.compile(r"Iteration (\d+), loss = (\S+)")),
+        ("done", re.compile(r"(Optimization Done)\.")),
+    ]
+    events = []
+    for line in lines:
+        for kind, pattern in patterns:
+            match = pattern.search(line)
+            if match:
+                groups = match.groups()
+                value = float(groups[1]) if len(groups) > 1 else 0.0
+                events.append((kind, groups[0], value))
+                break
+    return events
+
+
+def test_training_log_matches_caffe_train(tmp_path, caplog):
+    """``caffe train --weights`` on a net with a test phase (display 1, average_loss 3, tests
+    every 5 iterations, a snapshot at 10, step policy): every loss, rate, train output, test
+    score and snapshot of real Caffe's log, in the same order, within 1e-4."""
+    caffe_log = RUNS / "log.caffe.txt"
+    if not caffe_log.exists():
+        pytest.skip("no recorded caffe train log")
+    with np.load(RUNS / "log.data.npz") as handle:
+        data, label = handle["data"], handle["label"]
+    with h5py.File(tmp_path / "data.h5", "w") as handle:
+        handle["data"], handle["label"] = data, label
+    (tmp_path / "data.txt").write_text(f"{tmp_path / 'data.h5'}\n")
+    net = (RUNS / "log.net.prototxt").read_text()
+    (tmp_path / "net.prototxt").write_text(net.replace('"data.txt"', f'"{tmp_path / "data.txt"}"'))
+    solver = (RUNS / "log.solver.prototxt").read_text()
+    solver = solver.replace('"net.prototxt"', f'"{tmp_path / "net.prototxt"}"')
+    solver = solver.replace('snapshot_prefix: "snap"', f'snapshot_prefix: "{tmp_path / "snap"}"')
+    (tmp_path / "solver.prototxt").write_text(solver)
+    engine = Solver(
+        tmp_path / "solver.prototxt", weights=[str(RUNS / "log.init.caffemodel")], workers=0
+    )
+    with caplog.at_level(logging.INFO, logger="caffe_compat.train"):
+        engine.solve()
+    ours = _events([r.getMessage() for r in caplog.records])
+    theirs = _events(caffe_log.read_text().splitlines())
+    assert theirs[-2:] == [("done", "Optimization Done", 0.0)] * 2
+    theirs = theirs[:-1]  # the second is caffe.cpp's own, after Solve (the CLI's here)
+    assert [(k, n) for k, n, _ in ours] == [(k, n) for k, n, _ in theirs]
+    for (kind, name, a), (_, _, b) in zip(ours, theirs):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-6), (kind, name)
+
+
+def test_memory_budget_is_checked_before_building(tmp_path):
+    """The budget covers values, diffs, parameters and the solver's history: refused in one
+    line naming the option, before any net is built."""
+    from caffe_compat.errors import MemoryBudgetError
+
+    path = materialise(load_run("adam"), tmp_path)
+    with pytest.raises(MemoryBudgetError, match=r"training tiny \(values .* 2 solver history\)"):
+        Solver(path, workers=0, max_memory="10K")
+    Solver(path, workers=0, max_memory="64M")  # fits
