@@ -14,7 +14,7 @@ from caffe_compat.proto import caffe_pb2
 from caffe_compat.train.solver import read_solver
 
 RUNS = Path(__file__).parent / "train" / "data" / "caffe_runs"
-CASES = sorted(p.stem for p in RUNS.glob("*.npz") if "." not in p.stem)
+CASES = sorted(p.stem for p in RUNS.glob("*.npz") if (RUNS / f"{p.stem}.solver.prototxt").exists())
 
 
 @dataclass

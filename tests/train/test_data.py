@@ -319,3 +319,28 @@ def test_feeder_reports_a_worker_error_as_one_line(tmp_path):
         assert "Traceback" not in str(info.value) and "\n" not in str(info.value)
     finally:
         feeder.close()
+
+
+@pytest.mark.parametrize("case", ["mean_file", "mean_values", "float_datums"])
+def test_data_layer_matches_real_caffe(tmp_path, case):
+    """Real Caffe's Data layer (recorded by data/caffe_runs/record_data.py) on an LMDB of raw
+    Datums in the TEST phase: centred crops, mean file or values, scale, labels, and the wrap
+    from the last record to the first, batch by batch."""
+    from _caffe_runs import RUNS
+
+    recorded = np.load(RUNS / "data_layer.npz")
+    items = recorded["floats"] if case == "float_datums" else recorded["items"]
+    write_lmdb(tmp_path / "db", list(items), [int(v) for v in recorded["labels"]])
+    write_mean(tmp_path / "mean.binaryproto", recorded["mean"])
+    text = (RUNS / f"data_layer.{case}.prototxt").read_text()
+    text = text.replace('"DB"', f'"{tmp_path / "db"}"').replace(
+        '"MEAN"', f'"{tmp_path / "mean.binaryproto"}"'
+    )
+    net = text_format.Parse(text, caffe_pb2.NetParameter())
+    source = make_source(net.layer[0], "TEST", seed=0, path=None)
+    for batch in range(3):
+        ours = source.batch(batch)
+        np.testing.assert_array_equal(ours["label"], recorded[f"{case}_label{batch}"])
+        np.testing.assert_allclose(
+            ours["data"], recorded[f"{case}_data{batch}"], rtol=1e-6, atol=1e-5
+        )
