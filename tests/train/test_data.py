@@ -344,3 +344,23 @@ def test_data_layer_matches_real_caffe(tmp_path, case):
         np.testing.assert_allclose(
             ours["data"], recorded[f"{case}_data{batch}"], rtol=1e-6, atol=1e-5
         )
+
+
+def test_leveldb_data_layer(tmp_path):
+    """LevelDB (Caffe's default backend) through plyvel, read in the main process."""
+    plyvel = pytest.importorskip("plyvel")
+    items = [item(seed=i) for i in range(4)]
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    for index, x in enumerate(items):
+        db.put(f"{index:08d}".encode(), encode_datum(x, index + 1))
+    db.close()
+    lay = layer(
+        f'name: "data" type: "Data" top: "data" top: "label" data_param {{ source: '
+        f'"{tmp_path / "db"}" batch_size: 3 }} transform_param {{ crop_size: 4 }}'
+    )
+    source = make_source(lay, "TEST", seed=0, path=None)
+    feeder = Feeder([source], workers=2)
+    assert feeder.workers == 0  # one process per LevelDB
+    batch = feeder.next()
+    np.testing.assert_array_equal(batch["label"].numpy(), [1, 2, 3])
+    np.testing.assert_array_equal(batch["data"].numpy()[0], items[0][:, 1:5, 2:6])
