@@ -209,39 +209,65 @@ def _solver_param(solver: Any) -> Any:
 
 
 def param_groups(
-    module: torch.nn.Module, net: Any, *, include_frozen: bool = False
+    module: Any, net: Any = None, *, include_frozen: bool = False
 ) -> list[dict[str, Any]]:
-    """Parameter groups of a converted ``module`` with each blob's ``lr_mult``/``decay_mult``
-    from the net definition's ``param { }`` specs (a ``NetParameter`` or a prototxt path).
+    """Parameter groups with each blob's ``lr_mult``/``decay_mult``, for :class:`CaffeOptimizer`.
 
-    A parameter named ``<layer>.<anything>`` (or ``<layer>_...`` in a container) belongs to the
-    layer whose name matches; blobs are matched in the layer's order. Parameters with
-    ``lr_mult: 0`` are left out unless ``include_frozen`` (Caffe still keeps their history)."""
-    specs = _param_specs(net)
-    by_layer: dict[str, list[tuple[str, torch.nn.Parameter]]] = {}
-    for name, param in module.named_parameters():
-        layer = _owner(name, specs)
-        by_layer.setdefault(layer, []).append((name, param))
+    ``module`` is a converted model (``caffe_compat.to_torch``: its submodules are the Caffe
+    layers, their blobs in Caffe's order), any module whose children are named after the layers,
+    or a ``TrainNet`` (its ``learnable_params`` carry their multipliers). ``net`` (a
+    ``NetParameter`` or a prototxt path) gives the ``param { }`` specs; without it every blob has
+    multipliers 1. Blobs with ``lr_mult: 0`` are left out unless ``include_frozen`` (Caffe still
+    keeps their history and decays it into Adam's moments)."""
+    if hasattr(module, "learnable_params"):
+        return [
+            {"params": [p.tensor], "lr_mult": p.lr_mult, "decay_mult": p.decay_mult}
+            for p in module.learnable_params
+            if include_frozen or p.lr_mult != 0
+        ]
+    specs = _param_specs(net) if net is not None else {}
     groups: list[dict[str, Any]] = []
-    for layer, members in by_layer.items():
-        layer_specs = specs.get(layer, [])
-        for index, (_, param) in enumerate(members):
+    placed: set[int] = set()
+    for layer, sub in _layers_of(module, specs):
+        blobs = _blobs_of(sub)
+        for index, param in enumerate(blobs):
+            placed.add(id(param))
+            layer_specs = specs.get(layer, [])
             lr_mult, decay_mult = layer_specs[index] if index < len(layer_specs) else (1.0, 1.0)
             if lr_mult == 0 and not include_frozen:
                 continue
             groups.append({"params": [param], "lr_mult": lr_mult, "decay_mult": decay_mult})
+    rest = [p for p in module.parameters() if id(p) not in placed]
+    if rest:
+        groups.append({"params": rest, "lr_mult": 1.0, "decay_mult": 1.0})
     return groups
 
 
-def _owner(name: str, specs: Mapping[str, list[tuple[float, float]]]) -> str:
-    """The layer a parameter name belongs to: the longest layer name it starts with."""
-    best = ""
-    for layer in specs:
-        if (name.startswith(layer + ".") or name.startswith(layer + "_")) and len(layer) > len(
-            best
-        ):
-            best = layer
-    return best or name.rsplit(".", 1)[0]
+def _layers_of(module: torch.nn.Module, specs: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(Caffe layer name, submodule) pairs: a converted model's own map, else children named
+    after the layers (``.`` in a name becomes ``_``, as the converter names them)."""
+    graph, keys = getattr(module, "graph", None), getattr(module, "_keys", None)
+    if graph is not None and keys is not None and hasattr(module, "layers"):
+        return [(node.name, module.layers[key]) for node, key in zip(graph.nodes, keys)]
+    children = dict(module.named_children())
+    if set(children) == {"layers"} and isinstance(children["layers"], torch.nn.ModuleDict):
+        children = dict(children["layers"].named_children())
+    by_key = {layer.replace(".", "_") or "_": layer for layer in specs}
+    return [(by_key.get(name, name), child) for name, child in children.items()]
+
+
+def _blobs_of(sub: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """A layer module's parameters in Caffe's blob order (``blob_slots`` where it names them)."""
+    slots = getattr(sub, "blob_slots", None)
+    if slots:
+        found = []
+        for path in slots:
+            try:
+                found.append(sub.get_parameter(path))
+            except AttributeError:
+                continue  # a frozen blob held as a buffer
+        return found
+    return list(sub.parameters())
 
 
 def _param_specs(net: Any) -> dict[str, list[tuple[float, float]]]:

@@ -42,7 +42,9 @@ def test_trains_with_caffes_log_and_snapshots(solver_file, capsys):
     assert err and all(GLOG.match(line) for line in err), err[:3]
     messages = [GLOG.sub("", line) for line in err]
     assert "Solving tiny" in messages and messages[-1] == "Optimization Done."
-    assert any(re.fullmatch(r"Iteration 15 \(\S+ iter/s, \S+s/5 iters\), loss = \S+", m) for m in messages)
+    assert any(
+        re.fullmatch(r"Iteration 15 \(\S+ iter/s, \S+s/5 iters\), loss = \S+", m) for m in messages
+    )
     assert "Iteration 15, lr = 0.0125" in messages  # step policy: 0.05 * 0.5^2
     folder = solver_file.parent
     for it in (8, 16, 20):  # every 8, and after the last iteration

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _caffe_runs import CASES, Blob, load_run, relative_error
+from _caffe_runs import CASES, RUNS, Blob, load_run, relative_error
 
 from caffe_compat.train.lr_policy import LrPolicy
 from caffe_compat.train.optim import CaffeLR, CaffeOptimizer
@@ -126,3 +126,33 @@ def test_adagrad_and_rmsprop_refuse_momentum():
         UpdateSettings(type="AdaGrad", momentum=0.9)
     with pytest.raises(Exception, match="rms_decay must be in"):
         UpdateSettings(type="RMSProp", rms_decay=1.0)
+
+
+def test_param_groups_of_a_converted_model(tmp_path):
+    """A converted model's parameters, grouped with the prototxt's lr_mult/decay_mult in Caffe's
+    blob order; lr_mult 0 blobs left out unless asked for."""
+    import caffe_compat as cc
+    from caffe_compat.io import write_caffemodel
+    from caffe_compat.io.writer import definitions_only
+    from caffe_compat.train.optim import param_groups
+
+    run = load_run("frozen")  # conv1 frozen, ip1 lr_mult 1 / 2, decay_mult 3 / 0
+    net_path = RUNS / "frozen.net.prototxt"
+    blobs = {
+        "conv1": [run.weights(0)[0], run.weights(1)[0]],
+        "ip1": [run.weights(2)[0], run.weights(3)[0]],
+    }
+    layers = [layer for layer in run.net.layer if layer.name in blobs]
+    write_caffemodel(tmp_path / "w.caffemodel", definitions_only(layers), blobs)
+    loaded = cc.load_net(net_path, tmp_path / "w.caffemodel", input_shapes={"data": (4, 3, 6, 6)})
+    model = cc.to_torch(loaded.graph)
+    groups = param_groups(model, net_path)
+    assert [(g["lr_mult"], g["decay_mult"]) for g in groups] == [(1.0, 3.0), (2.0, 0.0)]
+    assert tuple(groups[0]["params"][0].shape) == (3, 64) or groups[0]["params"][0].numel() == 192
+    every = param_groups(model, net_path, include_frozen=True)
+    assert [(g["lr_mult"], g["decay_mult"]) for g in every] == [
+        (0.0, 0.0),
+        (0.0, 0.0),
+        (1.0, 3.0),
+        (2.0, 0.0),
+    ]

@@ -47,16 +47,16 @@ def main() -> None:
             env = lmdb.open(str(db), map_size=1 << 24)
             with env.begin(write=True) as txn:
                 for index in range(5):
-                    datum = caffe_pb2.Datum(channels=3, height=8, width=10, label=int(labels[index]))
+                    datum = caffe_pb2.Datum(
+                        channels=3, height=8, width=10, label=int(labels[index])
+                    )
                     if use_floats:
                         datum.float_data.extend(floats[index].reshape(-1).tolist())
                     else:
                         datum.data = items[index].tobytes()
                     txn.put(f"{index:08d}".encode(), datum.SerializeToString())
             env.close()
-            text = NET.format(
-                source=db, transform=transform.format(mean=work / "mean.binaryproto")
-            )
+            text = NET.format(source=db, transform=transform.format(mean=work / "mean.binaryproto"))
             (work / "net.prototxt").write_text(text)
             net = caffe.Net(str(work / "net.prototxt"), caffe.TEST)
             for batch in range(3):  # 9 records from 5: wraps to the start twice
