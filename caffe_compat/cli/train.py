@@ -143,6 +143,16 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             max_memory=args.max_memory,
         )
+        fed = solver.feeder.shapes()
+        unfed = [name for name in solver.net.input_names if name not in fed]
+        if unfed:
+            solver.close()
+            raise CaffeCompatError(
+                f"the train net's input(s) {', '.join(unfed)} have no data layer to fill them: "
+                "train reads Data (LMDB/LevelDB), ImageData and HDF5Data layers (DummyData "
+                "fills itself; Input and MemoryData are for pycaffe, which sets them)",
+                path=solver.train_source.path,
+            )
         logging.getLogger("caffe_compat.train").info(
             "Use %s.", "CPU" if solver.device == "cpu" else f"GPU {solver.device}"
         )

@@ -109,3 +109,17 @@ def test_weights_and_snapshot_exclude_each_other(solver_file, capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "--solver", str(solver_file), "--weights", "a", "--snapshot", "b"])
     assert info.value.code == 2
+
+
+def test_a_net_without_data_layers_is_one_line(solver_file, capsys):
+    net = solver_file.parent / "net.prototxt"
+    text = net.read_text()
+    start = text.index("layer {")
+    end = text.index("layer {", start + 1)
+    net.write_text(
+        'layer { name: "in" type: "Input" top: "data" top: "label" input_param { '
+        "shape { dim: 4 dim: 3 dim: 6 dim: 6 } shape { dim: 4 } } }\n" + text[end:]
+    )
+    assert main(["train", "--solver", str(solver_file), "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "input(s) data, label have no data layer" in err and "Traceback" not in err
