@@ -63,7 +63,7 @@ def test_propagate_down_false_on_every_consumer_stops_the_producer():
 
 
 def test_force_backward_turns_everything_on_but_what_layers_refuse():
-    graph, p = plan(
+    _, p = plan(
         ip("a", "data", "a", "param { lr_mult: 0 } param { lr_mult: 0 }")
         + ip("b1", "a", "b", "propagate_down: false")
         + LOSS,
