@@ -6,8 +6,10 @@ measured in the same run when a Caffe build is given.
         [--threads 2] [--iterations 5] [--caffe /path/to/caffe.bin] [--json out.json]
 
 The data layer of the TRAIN phase is replaced by DummyData of the same shape (gaussian data,
-labels 0), for both engines, so neither reads a database. Timings on a shared machine vary with
-its load (printed); compare the two engines within one run.
+labels 0), for both engines, so neither reads a database. Wall-clock timings on a shared machine
+vary with its load (printed); compare the two engines within one run. CPU seconds per step (ours:
+the process's; Caffe's: its children's, from two runs of different lengths so set-up cancels out)
+depend far less on the load: on idle cores a step takes about CPU seconds / threads.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import tempfile
@@ -60,21 +63,32 @@ def ours(prototxt: Path, iterations: int) -> dict[str, float]:
 
     net = TrainNet(prototxt, keep_diffs=False, seed=0)
     net.forward_backward()  # warm-up
-    steps, forwards = [], []
+    steps, forwards, cpu = [], [], []
     for _ in range(iterations):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         net.forward()
         middle = time.perf_counter()
         net.backward()
         end = time.perf_counter()
         forwards.append(middle - start)
         steps.append(end - start)
-    return {"forward_s": statistics.median(forwards), "step_s": statistics.median(steps)}
+        cpu.append(time.process_time() - cpu_start)
+    return {
+        "forward_s": statistics.median(forwards),
+        "step_s": statistics.median(steps),
+        "step_cpu_s": statistics.median(cpu),
+    }
 
 
-def caffe_time(binary: Path, prototxt: Path, iterations: int) -> dict[str, float]:
-    """``caffe time``'s average forward and forward-backward per iteration, in seconds."""
-    env = dict(os.environ, GLOG_logtostderr="1")
+def _run_caffe(binary: Path, prototxt: Path, iterations: int, threads: int) -> tuple[str, float]:
+    """``caffe time``'s log and the CPU seconds it used (OpenBLAS on ``threads`` threads)."""
+    env = dict(
+        os.environ,
+        GLOG_logtostderr="1",
+        OPENBLAS_NUM_THREADS=str(threads),
+        OMP_NUM_THREADS=str(threads),
+    )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         [str(binary), "time", f"-model={prototxt}", f"-iterations={iterations}"],
         capture_output=True,
@@ -82,15 +96,28 @@ def caffe_time(binary: Path, prototxt: Path, iterations: int) -> dict[str, float
         env=env,
         check=True,
     )
-    log = done.stdout + done.stderr
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return done.stdout + done.stderr, cpu
+
+
+def caffe_time(binary: Path, prototxt: Path, iterations: int, threads: int) -> dict[str, float]:
+    """``caffe time``'s average forward and forward-backward per iteration, in seconds, and its
+    CPU seconds per iteration (a run of 1 iteration subtracted from one of 1 + iterations)."""
+    _, short = _run_caffe(binary, prototxt, 1, threads)
+    log, long = _run_caffe(binary, prototxt, 1 + iterations, threads)
 
     def value(name: str) -> float:
-        found = re.search(rf"Average {name} pass: ([0-9.]+) ms", log)
+        found = re.search(rf"Average {name}: ([0-9.]+) ms", log)
         if found is None:
-            raise SystemExit(f"no 'Average {name} pass' in caffe time's output:\n{log[-2000:]}")
+            raise SystemExit(f"no 'Average {name}' in caffe time's output:\n{log[-2000:]}")
         return float(found.group(1)) / 1000
 
-    return {"forward_s": value("Forward"), "step_s": value("Forward-Backward")}
+    return {
+        "forward_s": value("Forward pass"),
+        "step_s": value("Forward-Backward"),
+        "step_cpu_s": (long - short) / iterations,
+    }
 
 
 def main() -> None:
@@ -110,7 +137,7 @@ def main() -> None:
         net = dummy_net(args.prototxt, args.batch, Path(tmp) / "train.prototxt")
         results = {"load_before": os.getloadavg()[0], "ours": ours(net, args.iterations)}
         if args.caffe:
-            results["caffe"] = caffe_time(args.caffe, net, args.iterations)
+            results["caffe"] = caffe_time(args.caffe, net, args.iterations, args.threads)
         results["load_after"] = os.getloadavg()[0]
     print(
         f"{args.prototxt.name}, batch {args.batch}, {args.threads} thread(s), "
@@ -121,12 +148,14 @@ def main() -> None:
             r = results[engine]
             print(
                 f"  {engine:5s}: forward {r['forward_s']:.2f} s, forward+backward "
-                f"{r['step_s']:.2f} s ({args.batch / r['step_s']:.1f} images/s)"
+                f"{r['step_s']:.2f} s ({args.batch / r['step_s']:.1f} images/s), "
+                f"{r['step_cpu_s']:.2f} CPU s per step"
             )
     if "caffe" in results:
+        ours_r, caffe_r = results["ours"], results["caffe"]
         print(
-            f"  ratio (Caffe / ours, forward+backward): "
-            f"{results['caffe']['step_s'] / results['ours']['step_s']:.2f}x"
+            f"  Caffe / ours: {caffe_r['step_s'] / ours_r['step_s']:.2f}x wall, "
+            f"{caffe_r['step_cpu_s'] / ours_r['step_cpu_s']:.2f}x CPU"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
