@@ -29,6 +29,8 @@ LABEL_RANGES = {"label": 5, "labels8": 8, "similar": 2, "index": 6}
 def draw(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     if name in LABEL_RANGES:
         return rng.integers(0, LABEL_RANGES[name], size=shape).astype(np.float32)
+    if name.startswith("ties"):  # small integers: ties for MAX, zeros for ReLU's kink
+        return rng.integers(-1, 3, size=shape).astype(np.float32)
     if name.startswith("positive"):
         return rng.uniform(0.2, 2.0, size=shape).astype(np.float32)
     if name.startswith("prob"):
