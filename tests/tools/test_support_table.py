@@ -50,7 +50,7 @@ def test_check_caveat_is_noted_where_a_converter_refuses_settings():
     pooling = next(line for line in table.splitlines() if line.startswith("| `Pooling`"))
     assert "yes\\*" in pooling or "yes, except" in pooling  # STOCHASTIC pooling is refused
     relu = next(line for line in table.splitlines() if line.startswith("| `ReLU`"))
-    assert relu == "| `ReLU` | yes | yes | yes | yes | yes |"
+    assert relu == "| `ReLU` | yes | yes | yes | yes | yes | yes |"
 
 
 def opencv_tested() -> list[str]:
