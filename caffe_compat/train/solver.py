@@ -318,6 +318,8 @@ class Solver:
             raise SolverDefinitionError(
                 "snapshot, display and test_interval must be >= 0", path=path
             )
+        if param.snapshot_diff:
+            log.warning("snapshot_diff: snapshots hold the weights only, not their diffs")
         self.device = device or default_device(param)
         self.seed = int(param.random_seed) if param.random_seed >= 0 else secrets.randbits(62)
         self._check_snapshot_prefix()
