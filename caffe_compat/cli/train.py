@@ -153,28 +153,29 @@ def run(args: argparse.Namespace) -> int:
                 "fills itself; Input and MemoryData are for pycaffe, which sets them)",
                 path=solver.train_source.path,
             )
-        logging.getLogger("caffe_compat.train").info(
-            "Use %s.", "CPU" if solver.device == "cpu" else f"GPU {solver.device}"
-        )
-        total = max(int(param.max_iter), 0)
-        with (
-            _Signals(args.sigint_effect, args.sighup_effect) as signals,
-            progress.Progress(total, label="train") as bar,
-        ):
-            solver.action_request = signals.request
-            solver.on_iteration.append(
-                lambda s: (bar.set(s.iter), bar.describe(f"loss {float(s.smoothed_loss):.4g}"))
-            )
-            log = logging.getLogger("caffe_compat.train")
-            try:
-                if args.snapshot:
-                    log.info("Resuming from %s", args.snapshot)
-                    solver.restore(args.snapshot)
+        log = logging.getLogger("caffe_compat.train")
+        log.info("Use %s.", "CPU" if solver.device == "cpu" else f"GPU {solver.device}")
+        try:
+            if args.snapshot:
+                log.info("Resuming from %s", args.snapshot)
+                solver.restore(args.snapshot)
+            start = solver.iter
+            with (
+                _Signals(args.sigint_effect, args.sighup_effect) as signals,
+                progress.Progress(max(int(param.max_iter) - start, 0), label="train") as bar,
+            ):
+                solver.action_request = signals.request
+                solver.on_iteration.append(
+                    lambda s: (
+                        bar.set(s.iter - start),
+                        bar.describe(f"iteration {s.iter}, loss {float(s.smoothed_loss):.4g}"),
+                    )
+                )
                 log.info("Starting Optimization")
                 solver.solve()
-            finally:
-                solver.close()
-            log.info("Optimization Done.")
+        finally:
+            solver.close()
+        log.info("Optimization Done.")
     return 0
 
 

@@ -123,3 +123,24 @@ def test_a_net_without_data_layers_is_one_line(solver_file, capsys):
     assert main(["train", "--solver", str(solver_file), "--workers", "0"]) == 2
     err = capsys.readouterr().err
     assert "input(s) data, label have no data layer" in err and "Traceback" not in err
+
+
+def test_progress_with_eta_on_a_terminal(solver_file, monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setattr("caffe_compat.progress.Progress._maybe_draw", _draw_always)
+    assert main(["train", "--solver", str(solver_file), "--workers", "0"]) == 0
+    text = terminal.getvalue()
+    assert "train:" in text and "ETA" in text and "iteration 20, loss" in text
+
+
+def _draw_always(self, force: bool = False) -> None:  # no throttling in the test
+    if self.enabled:
+        self.stream.write("\r" + self.text() + "\n")
