@@ -19,6 +19,9 @@ from caffe_compat.train.solver import Solver, read_solver
 from caffe_compat.train.solverstate import read_solverstate
 
 TOLERANCE = 1e-4  # of each blob's largest value, over 20 iterations
+# Whole-net replays in the fast tier; the other recorded cases run with the train tier (the
+# update rules of every case are replayed in the fast tier by test_trajectories.py).
+FAST = {"sgd_step", "sgd_multistep", "adam", "adam_frozen_l1", "clip_iter_size2", "bn_adadelta"}
 
 
 def materialise(run, folder: Path, rows: int | None = None) -> Path:
@@ -72,7 +75,14 @@ def gradient_error(ours: np.ndarray, theirs: np.ndarray, floor: float) -> float:
     return float(np.max(np.abs(ours.astype(np.float64) - theirs))) / scale
 
 
-@pytest.mark.parametrize("name", [c for c in CASES if not c.startswith("restore")])
+@pytest.mark.parametrize(
+    "name",
+    [
+        c if c in FAST else pytest.param(c, marks=pytest.mark.train)
+        for c in CASES
+        if not c.startswith("restore")
+    ],
+)
 def test_whole_net_follows_caffe(tmp_path, name):
     """From Caffe's initial weights on Caffe's data: every iteration's gradients and weights
     (BatchNorm statistics included) within 1e-4 of the largest value of each blob."""
