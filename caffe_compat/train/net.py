@@ -351,6 +351,8 @@ class TrainNet:
             for node, key in zip(self.graph.nodes, self._keys)
             if hasattr(self.module[key], "mask")
         }
+        for module in self._dropouts.values():
+            module.generator = self._generator  # masks follow the net's seed
 
     # --- forward and backward -------------------------------------------------------------------
 
