@@ -40,7 +40,7 @@ from ..ir.graph import Graph, Node, Shape
 from ..ir.infer import infer_shapes
 from ..ir.phase import NetState
 from ..proto import caffe_pb2
-from ._fill import DummyData, initial_blobs
+from ._fill import DrawnTops, initial_blobs
 
 
 class Param:
@@ -172,7 +172,7 @@ class TrainNet:
         self.module = nn.ModuleDict()
         self._keys: list[str] = []
         self._build_modules()
-        self._dummy = DummyData.for_graph(self.graph, self.net_param, self.state)
+        self._dummy = DrawnTops.for_graph(self.graph, self.net_param, self.state)
         self.input_names = [v for v in self.graph.inputs if v not in self._dummy.tops]
         self._inputs: dict[str, torch.Tensor] = {}
         self._env: dict[str, torch.Tensor] = {}
