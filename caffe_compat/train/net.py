@@ -123,7 +123,10 @@ class TrainNet:
     ``net``: a prototxt path or a NetParameter; ``phase`` TRAIN or TEST; ``stages`` and
     ``level`` (default: the NetParameter's ``state``); ``weights``: a caffemodel or HDF5 file (or
     read ``Weights``) to copy by layer name; ``input_shapes`` for data tops the definition does not
-    size; ``seed`` for the fillers, DummyData and Dropout; ``device`` "cpu" or "cuda".
+    size; ``seed`` for the fillers, DummyData and Dropout; ``device`` "cpu" or "cuda";
+    ``keep_diffs``: keep every blob's diff after a backward (``blobs[name].diff``, as pycaffe
+    shows them); off, only parameter diffs are kept, which a solver needs alone and saves a copy
+    per blob.
     """
 
     def __init__(
