@@ -1,11 +1,11 @@
 """Layer support, keyed by (Caffe layer type, back end), and each type's facts: the plugin point.
 
-Back ends: ``shape`` (Caffe's shape rules, numpy only), ``torch``, ``onnx``, ``reference`` (a
-float64 numpy transcription of Caffe's forward pass, independent of the other two) and
-``reference_backward`` (the same for Caffe's backward pass: the judge of the training engine).
-Built-in support is registered when the back end's package is first needed. A user registration
-for a type that already has one pushes onto a stack and wins until it is unregistered, so forks'
-custom layers and fixes plug in without editing the project::
+Back ends (:data:`LAYER_BACKENDS`): ``shape`` (Caffe's shape rules, numpy only), ``torch``,
+``onnx``, ``reference`` (a float64 numpy transcription of Caffe's forward pass, independent of
+the other two) and ``reference_backward`` (the same for Caffe's backward pass: the judge of the
+training engine). Built-in support is registered when the back end's package is first needed. A
+user registration for a type that already has one pushes onto a stack and wins until it is
+unregistered, so forks' custom layers and fixes plug in without editing the project::
 
     from caffe_compat import registry
 
@@ -15,10 +15,23 @@ custom layers and fixes plug in without editing the project::
 
 Everything else the project knows about a layer type lives on its :class:`LayerFacts`, declared
 once with :func:`describe` beside the type's shape rule (its family's file in ``shapes/``): its
-role in a training net, how synthesis starts and calibrates its weights, whether BatchNorm folds
-into it, where OpenCV 4 computes another function, and aliases with their rewrite. Synthesis,
-folding, ``verify`` and the support table read these through :func:`facts`, never a table of
-their own, so adding a layer type touches its family's files and its test only.
+role (net input, data or training layer), its parameter message, the fillers Caffe starts its
+blobs from, how synthesis calibrates it, how BatchNorm folds into or through it, where OpenCV 4
+computes another function, and aliases with their rewrite. pycaffe, synthesis, the passes,
+``verify``, the float64 reference's planner and the support table read these through
+:func:`facts`, never a table of their own.
+
+A built-in layer type of the family ``fam`` lives in these files, and only these:
+
+1. ``caffe_compat/shapes/fam.py``: the shape rule and the facts (:func:`describe`);
+2. ``converters/torch/fam.py`` and ``converters/onnx/fam.py``: one function each;
+3. ``caffe_compat/reference/fam.py``: the float64 reference, transcribed from Caffe's C++;
+4. ``tests/converters/test_fam.py`` (parity of every back end with the reference, a numpy formula
+   and OpenCV 4) and ``tests/reference/test_fam.py`` (the reference against hand-computed values);
+5. ``proto/caffe.proto`` and the regenerated bindings, when the type brings a parameter message;
+6. the README's support table, regenerated with ``python -m caffe_compat.tools.support_table``.
+
+``tests/test_registry.py`` fails when a family lacks one of its files.
 """
 
 from __future__ import annotations
@@ -35,7 +48,7 @@ from .errors import UnsupportedLayer, UnsupportedLayersError
 if TYPE_CHECKING:
     from .ir.graph import Graph, Node, Shape
 
-BACKENDS = ("shape", "torch", "onnx", "reference", "reference_backward")
+LAYER_BACKENDS = ("shape", "torch", "onnx", "reference", "reference_backward")
 _BUILTIN_PACKAGES = {
     "shape": "caffe_compat.shapes",
     "torch": "caffe_compat.converters.torch",
@@ -52,10 +65,6 @@ class LayerShapes(NamedTuple):
     params: list[Shape]
 
 
-class Unsupported(Exception):
-    """Raised by a converter's check for a setting it cannot express (named in the message)."""
-
-
 @dataclass(frozen=True)
 class Entry:
     fn: Callable[..., Any]
@@ -67,16 +76,38 @@ class Entry:
 class LayerFacts:
     """What a layer type is, beyond its per-back-end functions (all optional).
 
-    - ``role``: ``"data"`` (a data layer: its first top becomes a declared input, shaped by
-      ``data_shape(layer, notes, labels=False)``; in a net built for training every top is an
-      input, labels shaped when ``labels``) or
-      ``"training"`` (dropped from inference graphs, kept in nets built for training).
-    - ``starting_values(shapes, rng) -> arrays``: synthesis's starting blobs when they are not
-      "weights (He), then zero bias"; ``fillers(node) -> [FillerParameter]``: the fillers the
-      definition declares (``synth --method fillers``).
+    - ``role``: ``"input"`` (every top is a declared net input, shaped by
+      ``data_shape(layer, notes)``: Caffe's Input layer), ``"data"`` (a data layer: its first top
+      becomes a declared input, shaped by ``data_shape``; the layer itself is dropped; in a net
+      built for training every top is an input, labels shaped by ``data_shape(layer, notes,
+      labels=True)``) or ``"training"`` (dropped from inference graphs, kept in nets built for
+      training).
+    - ``param_message``: the ``LayerParameter`` field that holds the type's settings (e.g.
+      ``"convolution_param"``); ``bias_term``: the boolean field of that message that adds the
+      bias blob (folding turns it on).
+    - ``fillers(layer) -> [FillerParameter]``: the filler Caffe's ``LayerSetUp`` starts each
+      blob from, its defaults applied (PReLU's constant 0.25, Scale's constant 1, BatchNorm's
+      zeros); pycaffe's ``Net`` without weights and ``synth --method fillers`` both use it.
+      ``starting_values(shapes, rng) -> arrays``: synthesis's starting blobs when they are not
+      "weights (He), then zero bias".
     - ``rescale(node, scale, shift)``: edit the blobs so output channel c becomes
-      ``old_c * scale[c] + shift[c]`` (affine layers: calibration); ``channel_axis`` of the top
-      where those channels are; ``folds_batchnorm``: inference BatchNorm/Scale may fold into it.
+      ``old_c * scale[c] + shift[c]`` (affine layers: calibration and BatchNorm folding);
+      ``channel_axis``: the axis of the top where those channels are, a number or
+      ``channel_axis(node, top_ndim)`` (read through :func:`channel_axis`); ``folds_batchnorm``:
+      inference BatchNorm, and the affine layers after it, may fold into it.
+    - ``affine(node, bottom_shape) -> (a, c) | reason``: at inference the layer computes
+      ``x * a + c`` with one ``a`` and ``c`` per channel on axis 1 (BatchNorm with stored
+      statistics, Scale, Bias), or the reason it does not here; folding reads it.
+    - ``calibrate(node, bottom)``: synthesis sets the layer's stored statistics from the
+      calibration batch it sees (BatchNorm).
+    - ``index_rows(node) -> N``: the layer reads its bottoms as row indices below N (Embed):
+      synthetic inputs for them are integer ids.
+    - ``mixes_batch(node, bottom_shape) -> bool``: an item's output depends on the other items
+      of the batch (batch statistics, softmax over axis 0): a batch cannot be split.
+    - ``shape_only``: the top depends on the bottoms' shapes only, never their values (PriorBox).
+    - ``detections(node, bottom_shapes) -> rows``: the top is detection rows whose count depends
+      on the data, from SSD's bottoms (loc, conf, prior: DetectionOutput); returns the most rows
+      the settings allow. Compared as sets of boxes, merged by image when a batch is split.
     - ``opencv_deviation(node) -> reason | None``: OpenCV 4's Caffe reader computes another
       function for this layer (measured); ``opencv_tested``: the family's tests compare the type
       with OpenCV 4 (support table column).
@@ -88,7 +119,11 @@ class LayerFacts:
       (``EqualNumBottomTopBlobs``). ``validate(layer) -> None`` raises ValueError naming the field
       for settings ``LayerSetUp`` refuses before any shape is known (``ir/validate.py`` runs both).
     - ``workspace(node, in_shapes, out_shapes) -> floats``: scratch a back end allocates beyond the
-      tops while running the layer (im2col columns, padded copies), for the memory budget.
+      tops while running the layer (im2col columns, padded copies), for the memory budget and
+      the float64 reference's plan.
+    - ``top_fillers(layer) -> [FillerParameter]``: a data layer that draws its own tops (DummyData):
+      one filler per top; a constant one fills once, any other on every forward of a net built
+      for training.
     - ``loss``: a Caffe ``LossLayer``: its first top carries loss weight 1 unless ``loss_weight``
       says otherwise, and Caffe adds an anonymous top when the definition names none.
     - ``no_backward(node, bottom_index) -> reason | None``: Caffe's Backward aborts when asked
@@ -102,11 +137,19 @@ class LayerFacts:
 
     role: str | None = None
     data_shape: Callable[..., Any] | None = None
+    param_message: str | None = None
+    bias_term: str | None = None
     starting_values: Callable[..., Any] | None = None
     fillers: Callable[..., Any] | None = None
     rescale: Callable[..., Any] | None = None
-    channel_axis: int = 1
+    channel_axis: int | Callable[..., int] = 1
     folds_batchnorm: bool = False
+    affine: Callable[..., Any] | None = None
+    calibrate: Callable[..., None] | None = None
+    index_rows: Callable[..., int] | None = None
+    mixes_batch: Callable[..., bool] | None = None
+    shape_only: bool = False
+    detections: Callable[..., int] | None = None
     opencv_deviation: Callable[..., str | None] | None = None
     opencv_tested: bool = False
     alias_of: str | None = None
@@ -116,6 +159,7 @@ class LayerFacts:
     same_count: bool = False
     validate: Callable[..., None] | None = None
     workspace: Callable[..., int] | None = None
+    top_fillers: Callable[..., Any] | None = None
     loss: bool = False
     statistics: bool = False
     no_backward: Callable[..., str | None] | None = None
@@ -123,7 +167,7 @@ class LayerFacts:
     family: str = ""
 
 
-ROLES = ("data", "training")
+ROLES = ("input", "data", "training")
 _NO_FACTS = LayerFacts()
 _facts: dict[str, list[LayerFacts]] = {}
 _table: dict[tuple[str, str], list[Entry]] = {}
@@ -157,8 +201,8 @@ def register(
     raises; anywhere else the new entry overrides the existing one until :func:`unregister`.
     ``check(node)`` may return a reason string when a particular layer's settings are unsupported.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown back end {backend!r}; expected one of {BACKENDS}")
+    if backend not in LAYER_BACKENDS:
+        raise ValueError(f"unknown back end {backend!r}; expected one of {LAYER_BACKENDS}")
     names = [types] if isinstance(types, str) else list(types)
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -208,8 +252,16 @@ def facts(layer_type: str) -> LayerFacts:
 
 
 def role(layer_type: str) -> str | None:
-    """``"data"``, ``"training"`` or None (a layer that computes at inference)."""
+    """``"input"``, ``"data"``, ``"training"`` or None (a layer that computes at inference)."""
     return facts(layer_type).role
+
+
+def channel_axis(node: Node, ndim: int) -> int:
+    """The axis (0 to ndim - 1) of the node's top that holds its output channels."""
+    axis = facts(node.type).channel_axis
+    if callable(axis):
+        axis = axis(node, ndim)
+    return axis % ndim if ndim else 0
 
 
 def opencv_deviation(node: Node) -> str | None:

@@ -61,61 +61,60 @@ def check_layer(
     method="he",
 ):
     """See the module docstring; returns the verify reports (one per batch size)."""
-    if True:
-        # OpenCV 4 is an extra judge where installed; the float64 reference judges everywhere.
-        opencv = opencv and opencv_caffe_available() is None
-        path = tmp_path / "net.prototxt"
-        path.write_text(prototxt)
-        loaded = load_net(path)
-        weights = blobs if blobs is not None else synthesize(loaded, method=method)
-        model_path = tmp_path / "net.caffemodel"
-        write_caffemodel(model_path, definitions_only(loaded.net.layer), weights)
-        loaded = load_net(path, model_path)
-        graph = loaded.graph
-        if batch_dependence(graph) is not None:
-            dynamic = False  # a net computing across its batch axis runs at its declared batch
+    # OpenCV 4 is an extra judge where installed; the float64 reference judges everywhere.
+    opencv = opencv and opencv_caffe_available() is None
+    path = tmp_path / "net.prototxt"
+    path.write_text(prototxt)
+    loaded = load_net(path)
+    weights = blobs if blobs is not None else synthesize(loaded, method=method)
+    model_path = tmp_path / "net.caffemodel"
+    write_caffemodel(model_path, definitions_only(loaded.net.layer), weights)
+    loaded = load_net(path, model_path)
+    graph = loaded.graph
+    if batch_dependence(graph) is not None:
+        dynamic = False  # a net computing across its batch axis runs at its declared batch
 
-        def make(batch: int, seed: int) -> dict[str, np.ndarray]:
-            if feeds is not None:
-                return feeds(batch)
-            rng = np.random.default_rng(seed)
-            return {
-                n: rng.standard_normal((batch, *s[1:])).astype(np.float32)
-                for n, s in graph.inputs.items()
-            }
+    def make(batch: int, seed: int) -> dict[str, np.ndarray]:
+        if feeds is not None:
+            return feeds(batch)
+        rng = np.random.default_rng(seed)
+        return {
+            n: rng.standard_normal((batch, *s[1:])).astype(np.float32)
+            for n, s in graph.inputs.items()
+        }
 
-        model = to_onnx(graph, extra_outputs=[v for v in graph.values if v not in graph.inputs])
-        onnx.checker.check_model(model, full_check=True)  # strict shape inference, opset 17
-        assert model.opset_import[0].version == 17
-        reports = []
-        for batch in (2, 3) if dynamic else (2,):
-            inputs = make(batch, batch)
-            reference = expected(inputs, weights) if expected else None
-            report = verification.verify_loaded(
-                loaded,
-                weights_path=str(model_path),
-                feeds=inputs,
-                reference=reference,
-                onnx_model=model.SerializeToString(),
-                opencv=opencv,
-                tolerance=verification.Tolerance(rtol=tol, atol=tol),
-                devices=parity_devices(),
-            )
-            assert report.passed, report.render(all_rows=False)
-            stored = {graph.blob_of[c.value] for c in report.comparisons if c.reference == "stored"}
-            assert set(reference or ()) <= stored, "a numpy reference blob was not compared"
-            assert not opencv or any(c.reference == "opencv" for c in report.comparisons)
-            if batch == (3 if dynamic else 2):
-                values = [v for v in graph.values if v not in graph.inputs]
-                ours = run_torch(graph, inputs, values)
-                theirs = run_onnxruntime(model.SerializeToString(), inputs)
-                if dynamic:
-                    for value in values:
-                        assert theirs[value].shape == ours[value].shape, value
-                        np.testing.assert_allclose(theirs[value], ours[value], rtol=tol, atol=tol)
-                check_against_reference(loaded, inputs, {"torch": ours, "onnx": theirs}, tol)
-            reports.append(report)
-        return reports
+    model = to_onnx(graph, extra_outputs=[v for v in graph.values if v not in graph.inputs])
+    onnx.checker.check_model(model, full_check=True)  # strict shape inference, opset 17
+    assert model.opset_import[0].version == 17
+    reports = []
+    for batch in (2, 3) if dynamic else (2,):
+        inputs = make(batch, batch)
+        reference = expected(inputs, weights) if expected else None
+        report = verification.verify_loaded(
+            loaded,
+            weights_path=str(model_path),
+            feeds=inputs,
+            reference=reference,
+            onnx_model=model.SerializeToString(),
+            opencv=opencv,
+            tolerance=verification.Tolerance(rtol=tol, atol=tol),
+            devices=parity_devices(),
+        )
+        assert report.passed, report.render(all_rows=False)
+        stored = {graph.blob_of[c.value] for c in report.comparisons if c.reference == "stored"}
+        assert set(reference or ()) <= stored, "a numpy reference blob was not compared"
+        assert not opencv or any(c.reference == "opencv" for c in report.comparisons)
+        if batch == (3 if dynamic else 2):
+            values = [v for v in graph.values if v not in graph.inputs]
+            ours = run_torch(graph, inputs, values)
+            theirs = run_onnxruntime(model.SerializeToString(), inputs)
+            if dynamic:
+                for value in values:
+                    assert theirs[value].shape == ours[value].shape, value
+                    np.testing.assert_allclose(theirs[value], ours[value], rtol=tol, atol=tol)
+            check_against_reference(loaded, inputs, {"torch": ours, "onnx": theirs}, tol)
+        reports.append(report)
+    return reports
 
 
 def check_against_reference(loaded, feeds, produced, tol) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -28,6 +29,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--all"):
         config.option.markexpr = ""  # drops pyproject's `-m 'not slow and not ray and not train'`
+
+
+# A test may skip only for what this machine lacks: an optional package, the ../shared reference
+# files, CUDA, an OpenCV with the Caffe importer (OpenCV 4) or a platform feature. A skip for a
+# missing feature of the project is a failure: the test must fail until the feature exists.
+ALLOWED_SKIPS = re.compile(
+    r"not installed|could not import|absent|CUDA|OpenCV|Ray|grpcio-tools|setuptools|Haar|platform",
+    re.IGNORECASE,
+)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if not ALLOWED_SKIPS.search(reason):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"skipped for a reason tests may not skip for: {reason!r} (allowed: a missing "
+            "optional dependency, ../shared, CUDA, OpenCV 4, a platform feature)"
+        )
 
 
 @pytest.fixture(scope="session")

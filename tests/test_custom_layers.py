@@ -26,7 +26,7 @@ MISH_NET = (
     + 'layer { name: "fc" type: "InnerProduct" bottom: "conv" top: "fc" inner_product_param { num_output: 6 } }\n'
     + 'layer { name: "mish2" type: "Mish" bottom: "fc" top: "out" }\n'
 )
-BACKENDS = ("shape", "torch", "onnx")
+MISH_BACKENDS = ("shape", "torch", "onnx")
 
 
 def mish_shape(node, inputs):
@@ -56,7 +56,7 @@ def mish():
     for backend, fn in functions.items():
         registry.register("Mish", backend)(fn)
     yield
-    for backend in BACKENDS:
+    for backend in MISH_BACKENDS:
         registry.unregister("Mish", backend)
 
 
@@ -106,7 +106,7 @@ def test_custom_layer_converts_on_torch_and_onnx_and_matches_numpy(tmp_path, mis
 
 
 def test_unregister_restores_the_previous_state(mish):
-    for backend in BACKENDS:
+    for backend in MISH_BACKENDS:
         registry.unregister("Mish", backend)
         assert registry.lookup("Mish", backend) is None
     for backend, fn in {"shape": mish_shape, "torch": mish_torch, "onnx": mish_onnx}.items():

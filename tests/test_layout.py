@@ -1,9 +1,12 @@
 """The package's layering, checked over the source's own imports: no import cycle anywhere, the
-core never imports the application or the CLI, and the readers import no framework."""
+core never imports the application or the CLI, and the readers import no framework; the tests
+mirror the package, and the docs name modules that exist."""
 
 from __future__ import annotations
 
 import ast
+import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -123,3 +126,133 @@ def test_predict_is_a_plain_function_of_the_package():
     import caffe_compat
 
     assert inspect.isfunction(caffe_compat.predict)
+
+
+# --- tests mirror the package -----------------------------------------------------------------
+
+# Modules whose tests live under another name, and where. Everything else has a
+# tests/**/test_<module>.py (or test_<module>_<aspect>.py); private modules (_name.py) are tested
+# through the public module that uses them.
+TESTED_ELSEWHERE = {
+    "caffe_compat/app/adience.py": "the fold files, with the evaluation: tests/app/test_evaluate.py",
+    "caffe_compat/app/image_size.py": "sizes from headers, via read_image: tests/app/test_images.py",
+    "caffe_compat/app/runners.py": "through the Predictor: tests/app/test_predictor.py",
+    "caffe_compat/cli/verify.py": "the command: tests/cli/test_main.py, tests/test_budget.py, tests/opencv4/",
+    "caffe_compat/cli/zoo.py": "with pull, against a local server: tests/app/test_pull.py",
+    "caffe_compat/dnn/cache.py": "the conversion cache, through readNet: tests/dnn/test_read.py",
+    "caffe_compat/dnn/model.py": "the converted model, through readNet: tests/dnn/test_read.py",
+    "caffe_compat/dnn/net.py": "the Net readNet returns: tests/dnn/test_read.py, test_tutorials.py",
+    "caffe_compat/dnn/names.py": "OpenCV's layer names, through readNet: tests/dnn/test_read.py",
+    "caffe_compat/io/blobs.py": "tests/io/test_caffemodel.py, tests/io/test_bad_input.py",
+    "caffe_compat/io/identity.py": "file identities: tests/app/test_download.py, test_pretrained.py",
+    "caffe_compat/io/messages.py": "tests/io/test_caffemodel.py (protobuf's parser against ours)",
+    "caffe_compat/io/source.py": "reading files safely: tests/io/test_bad_input.py",
+    "caffe_compat/io/weights.py": "tests/io/test_caffemodel.py, tests/io/test_hdf5.py",
+    "caffe_compat/io/wire.py": "the wire walker: tests/io/test_caffemodel.py, tests/fuzz/",
+    "caffe_compat/io/writer.py": "round trips: tests/io/test_caffemodel.py, tests/io/test_hdf5.py",
+    "caffe_compat/ir/graph.py": "the graph load_net builds: tests/ir/test_build.py, tests/passes/",
+    "caffe_compat/ir/infer.py": "shape inference and weights: tests/ir/test_build.py, test_validate.py",
+    "caffe_compat/ir/load.py": "load_net, in nearly every test; tests/ir/test_build.py",
+    "caffe_compat/pycaffe/detector.py": "tests/pycaffe/test_classifier_detector.py",
+    "caffe_compat/verify/backends.py": "tests/passes/test_fold_batchnorm.py, tests/test_custom_layers.py",
+    "caffe_compat/verify/compare.py": "verify_loaded's reports: tests/test_custom_layers.py, tests/verify/",
+    "caffe_compat/verify/detections.py": "detection rows compared: tests/nets/test_ssd_parity.py",
+    "caffe_compat/verify/float64.py": "the float64 judge: tests/passes/test_pipeline.py, tests/verify/",
+    "caffe_compat/verify/inputs.py": "synthetic feeds: tests/ir/test_validate.py, tests/tools/",
+    "caffe_compat/verify/opencv.py": "the OpenCV 4 judge: tests/opencv4/, tests/passes/test_pipeline.py",
+    "caffe_compat/verify/stored.py": "real Caffe's arrays: tests/verify/test_levi_hassner_parity.py",
+    "converters/onnx/export.py": "every tests/converters/test_<family>.py (layer_check exports)",
+    "converters/onnx/runtime.py": "every tests/converters/test_<family>.py (ONNX Runtime sessions)",
+    "converters/torch/detection_post.py": "DetectionOutput: tests/converters/test_detection.py",
+    "converters/torch/model.py": "every tests/converters/test_<family>.py (CaffeNet)",
+    "converters/torch/numerics.py": "tests/app/test_precision.py, tests/converters/test_conv.py",
+    "proto/generate.py": "its --check: tests/proto/test_caffe_pb2.py",
+}
+
+
+def _public_modules() -> list[str]:
+    found = []
+    for folder in FOLDERS.values():
+        for path in folder.rglob("*.py"):
+            if not path.stem.startswith("_"):
+                found.append(path.relative_to(ROOT).as_posix())
+    return sorted(found)
+
+
+def _mirror(module: str) -> str:
+    """The tests folder that mirrors a module's package (tests/ for a top-level module)."""
+    parts = module.split("/")
+    if parts[0] == "caffe_compat":
+        return "/".join(["tests", *parts[1:-1]])
+    return f"tests/{parts[0]}"
+
+
+def test_every_module_has_a_test_file_of_its_name():
+    """tests/**/test_<module>.py, or test_<module>_<aspect>.py beside the package's other tests."""
+    tests = [p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").rglob("test_*.py")]
+    untested = []
+    for module in _public_modules():
+        stem = module.rsplit("/", 1)[-1][:-3]
+        named = any(
+            t.endswith(f"/test_{stem}.py") or t.startswith(f"{_mirror(module)}/test_{stem}_")
+            for t in tests
+        )
+        mirrored = f"{_mirror(module)}/test_{stem}.py" in tests  # not another package's
+        if named:
+            assert not mirrored or module not in TESTED_ELSEWHERE, (
+                f"{module} has its own test file now: unlist it"
+            )
+        elif module not in TESTED_ELSEWHERE:
+            untested.append(module)
+    assert not untested, f"modules with no tests/**/test_<name>.py: {untested}"
+    assert set(TESTED_ELSEWHERE) <= set(_public_modules())
+
+
+def test_no_test_file_at_the_root_but_for_top_level_modules():
+    top = {p.stem for p in (ROOT / "caffe_compat").glob("*.py")} | {"layout", "packaging"}
+    top |= {"custom_layers"}  # the plugin point: registry.py, as docs/custom_layers.md shows
+    stray = [p.name for p in (ROOT / "tests").glob("test_*.py") if p.stem[5:] not in top]
+    assert not stray, f"test files at tests/ that belong in a folder mirroring the package: {stray}"
+
+
+# --- documentation names what exists ----------------------------------------------------------
+
+DOTTED = re.compile(r"\bcaffe_compat(?:\.[A-Za-z_]\w*)+")
+NOT_MODULE_PATHS = {"caffe_compat.json"}  # a file name (the .pt2 archive's provenance entry)
+
+
+def _resolves(dotted: str) -> bool:
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            found = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attribute in parts[cut:]:
+            if not hasattr(found, attribute):
+                return False
+            found = getattr(found, attribute)
+        return True
+    return False
+
+
+def test_module_paths_named_in_the_code_and_docs_exist():
+    texts = [*MODULES.values(), ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+    stale = {}
+    for path in texts:
+        for dotted in set(DOTTED.findall(path.read_text(encoding="utf-8"))) - NOT_MODULE_PATHS:
+            if not _resolves(dotted.rstrip(".")):
+                stale.setdefault(dotted, []).append(path.relative_to(ROOT).as_posix())
+    assert not stale, f"names of modules or objects that do not exist: {stale}"
+
+
+def test_the_readme_layout_table_lists_every_package_folder_and_top_level_module():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Repository layout", 1)[1].split("\n\n", 2)[2].split("\n\n", 1)[0]
+    for folder in sorted((ROOT / "caffe_compat").iterdir()):
+        if folder.is_dir() and (folder / "__init__.py").is_file():
+            assert f"`caffe_compat/{folder.name}/`" in table, f"caffe_compat/{folder.name}/"
+    for module in sorted((ROOT / "caffe_compat").glob("*.py")):
+        assert f"`{module.name}`" in table or f"`caffe_compat/{module.name}`" in table, module.name
+    for folder in ("converters/torch/", "converters/onnx/", "proto/", "zoo/", "tests/"):
+        assert f"`{folder}`" in table, folder

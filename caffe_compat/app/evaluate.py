@@ -191,8 +191,8 @@ def evaluate_adience(
     """Score ``task``'s net on every fold in ``folds_dir`` with images under ``faces_dir``.
 
     ``on_progress(done, total)`` is called after each chunk of faces. ``predictor``: anything
-    with ``classify(faces, crop) -> {task: faces x classes}``, ``batch``
-    and ``describe()`` (default: a ``caffe_compat.predict.Predictor`` for this task built from
+    with ``classify(faces, crop) -> {task: faces x classes}``, ``batch`` and ``describe()``
+    (default: a ``caffe_compat.app.predictor.Predictor`` for this task built from
     ``predictor_options``). Missing and undecodable images are counted per fold and skipped;
     an error only when no image at all could be read.
     """

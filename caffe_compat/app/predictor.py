@@ -27,7 +27,7 @@ from .faces import DEFAULT_MARGIN, SSD_CONFIDENCE, Box, Detection, Detector, cut
 from .images import read_image
 from .precision import resolve_precision
 from .preprocess import MODES, preprocess
-from .runners import BACKENDS, Runner, is_onnx_path, load_runner, onnx_runner, torch_runner
+from .runners import RUNTIMES, Runner, is_onnx_path, load_runner, onnx_runner, torch_runner
 
 TASKS = ("age", "gender")
 ZOO_MODELS = {"age": "levi_hassner_age", "gender": "levi_hassner_gender"}
@@ -178,8 +178,8 @@ class Predictor:
         labels = {"age": age_labels, "gender": gender_labels}
         if backend is None:
             backend = "onnx" if any(is_onnx_path(specs[t]) for t in tasks) else "torch"
-        if backend not in BACKENDS:
-            raise CaffeCompatError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        if backend not in RUNTIMES:
+            raise CaffeCompatError(f"backend must be one of {', '.join(RUNTIMES)}, not {backend!r}")
         if batch < 1:
             raise CaffeCompatError(f"batch must be at least 1, got {batch}")
         if margin < 0:
@@ -580,8 +580,8 @@ def predict(image: np.ndarray | str | os.PathLike[str], **options: Any) -> list[
 
 
 __all__ = [
-    "BACKENDS",
     "DEFAULT_BATCH",
+    "RUNTIMES",
     "TASKS",
     "Classifier",
     "FacePrediction",

@@ -50,9 +50,9 @@ from ..ir.load import load_net
 from ..zoo import FILE_NAME, FileSpec, ModelCard, check_model_name, load_card
 from .download import fetch_spec
 from .precision import resolve_precision
+from .runners import RUNTIMES
 
 ENV_HOME = "CAFFE_COMPAT_HOME"
-BACKENDS = ("torch", "onnx")
 CACHE_FORMAT = 1
 _GIT_BLOB = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -298,7 +298,7 @@ def load_pretrained(
     architecture.
 
     torch: ``model(x)`` maps N x ``card.input.shape`` (BGR, 0..255, mean subtracted: see
-    ``caffe_compat.preprocess``) to the card's output blob (``prob`` for most; ``detection_out``
+    ``caffe_compat.app.preprocess``) to the card's output blob (``prob`` for most; ``detection_out``
     for detectors); ``model.labels`` names its classes and
     ``model.card`` holds the card (mean values, default preprocessing mode). onnx: an
     ``onnx.ModelProto`` whose metadata holds the labels and the weights' identity; ``device``
@@ -308,8 +308,8 @@ def load_pretrained(
     ``exact``; the mode is held by the model, never set process-wide.
     """
     card = _card(name)
-    if backend not in BACKENDS:
-        raise CaffeCompatError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend not in RUNTIMES:
+        raise CaffeCompatError(f"backend must be one of {', '.join(RUNTIMES)}, not {backend!r}")
     mode = resolve_precision(
         precision, backend=backend, device=device, card_default=card.cuda_precision
     )
@@ -351,7 +351,8 @@ def mean_image(
     download: bool = False,
     progress: bool = True,
 ) -> np.ndarray:
-    """The model's identity-checked mean image (3 x H x W, BGR), for ``caffe_compat.preprocess``."""
+    """The model's identity-checked mean image (3 x H x W, BGR), for
+    ``caffe_compat.app.preprocess``."""
     card = _card(name)
     if card.mean is None:
         raise CaffeCompatError(

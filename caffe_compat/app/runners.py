@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import CaffeCompatError, Remedy
 
-BACKENDS = ("torch", "onnx")
+RUNTIMES = ("torch", "onnx")  # what the application runs a model on
 
 
 @dataclass
@@ -150,8 +150,8 @@ def load_runner(
 ) -> Runner:
     """A net from files: ``MODEL.onnx`` (ONNX Runtime), or a prototxt + weights converted in
     memory for ``backend`` (torch in ``precision``, see ``precision.py``)."""
-    if backend not in BACKENDS:
-        raise CaffeCompatError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend not in RUNTIMES:
+        raise CaffeCompatError(f"backend must be one of {', '.join(RUNTIMES)}, not {backend!r}")
     if weights is None:
         if not is_onnx_path(model):
             raise CaffeCompatError(

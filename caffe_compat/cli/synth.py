@@ -1,6 +1,6 @@
 """Write weights in every shape a net needs, deterministic per seed: calibrated (default, outputs
-vary with the input), plain He, or the prototxt's own fillers. For tests and demos: these are NOT
-trained weights."""
+vary with the input), plain He, or the blobs Caffe starts from (the prototxt's fillers, Caffe's
+defaults where it declares none). For tests and demos: these are NOT trained weights."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import argparse
 
 import numpy as np
 
+from .. import registry
 from ..budget import Budget, footprint, plan_batch, resolve
 from ..errors import CaffeCompatError, MemoryBudgetError
 from ..io import write_caffemodel, write_hdf5
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         write_hdf5(args.output, blobs)
     else:
         if args.format == "v1":
-            layers = [layer for layer in layers if layer.type != "Input"]
+            layers = [layer for layer in layers if registry.role(layer.type) != "input"]
         net = definitions_only(layers)
         net.name = loaded.net.name
         write_caffemodel(args.output, net, blobs, version=1 if args.format == "v1" else 2)

@@ -24,22 +24,6 @@ from .graph import Graph, Node, Shape
 from .phase import NetState, layer_included
 from .validate import check_input_shape, validate_net
 
-
-def _input_shapes(layer: caffe_pb2.LayerParameter) -> list[Shape | None]:
-    shapes = [tuple(int(d) for d in s.dim) for s in layer.input_param.shape]
-    if not shapes:
-        return [None] * len(layer.top)
-    if len(shapes) == 1:
-        return [shapes[0]] * len(layer.top)
-    if len(shapes) != len(layer.top):
-        raise NetDefinitionError(
-            f"{len(layer.top)} tops but {len(shapes)} input shapes",
-            layer=layer.name,
-            layer_type=layer.type,
-        )
-    return list(shapes)
-
-
 AUTOMATIC = "(automatic)"  # Caffe's name for the top it adds to a loss layer that has none
 
 
@@ -135,11 +119,11 @@ def _build(
         if not layer_included(state, layer):
             continue
         where = {"layer": layer.name, "layer_type": layer.type, "path": path}
-        if layer.type == "Input":
-            for blob, shape in zip(layer.top, _input_shapes(layer)):
+        info = registry.facts(layer.type)
+        if info.role == "input":
+            for blob, shape in zip(layer.top, info.data_shape(layer, graph.notes)):
                 add_input(blob, shape, layer)
             continue
-        info = registry.facts(layer.type)
         if info.role == "data":
             if training:
                 shapes = info.data_shape(layer, graph.notes, labels=True)

@@ -136,7 +136,8 @@ def check_input_shape(
         return
     problem = shape_problem(shape) if shape else "an input needs at least one axis (the batch)"
     if problem:
-        source = "input_param or input_dim" if layer.type == "Input" else "its data layer's shape"
+        role = registry.role(layer.type)
+        source = "input_param or input_dim" if role == "input" else "its data layer's shape"
         raise NetDefinitionError(
             f'input "{blob}" ({source}) is {_fmt(shape)}: {problem}',
             path=path,
@@ -195,12 +196,8 @@ def validate_net(
             "line": lines.get(layer.name),
         }
         inputs = [True] * len(layer.top)  # which tops are graph inputs (not labels)
-        if role == "data" or layer.type == "Input":
-            problem = layer_problem(layer) if role == "data" else wrapped_field(layer)
-            if layer.type == "Input" and layer.bottom:
-                problem = problem or f"takes no bottoms, has {len(layer.bottom)}"
-            if layer.type == "Input" and not layer.top:
-                problem = problem or "has no tops"
+        if role in ("input", "data"):
+            problem = layer_problem(layer)
             if problem:
                 raise NetDefinitionError(problem, **where)
             if role == "data":

@@ -1,13 +1,19 @@
-"""Fold inference BatchNorm, and the Scale and Bias right after it, into the layer before it.
+"""Fold inference BatchNorm, and the per-channel affine layers right after it, into the layer
+before it.
 
 Caffe nets from the ResNet and MobileNet era spell every normalised convolution as three or four
 layers (Convolution, BatchNorm with stored statistics, Scale with bias, sometimes Bias). At
 inference they are one affine map per output channel, so an exported model can run a single
-convolution instead: ``W' = W * a`` and ``b' = (b - mean) * a + beta (+ bias)`` with
-``a = gamma / sqrt(var + eps)``. Folding is done in float64 from the statistics Caffe would use.
+convolution instead: ``W' = W * a`` and ``b' = b * a + c``. Folding is done in float64 from the
+statistics Caffe would use.
+
+Which layers take part is read from their registry facts, never from their type names: a layer
+absorbs the fold when it ``folds_batchnorm`` (its ``rescale`` edits the weights, ``channel_axis``
+says where its output channels are, ``bias_term`` names the switch that adds a bias blob), and a
+layer is absorbed when its ``affine`` fact gives its per-channel ``(a, c)``.
 
 A fold is refused (the layers are left as they are) whenever it could change a value someone can
-see: the convolution's output read by another layer or returned, BatchNorm computing batch
+see: the producer's output read by another layer or returned, BatchNorm computing batch
 statistics, weights shared over several bottoms, or operands that are not one number per channel.
 
 The fused layer takes the name of the last layer it absorbed. Its output is that layer's output:
@@ -24,13 +30,13 @@ import numpy as np
 
 from .. import registry
 from ..ir.graph import Graph, Node
-from ..shapes.geometry import canonical_axis
-from ..shapes.normalization import stored_statistics, uses_global_stats
+
+TRIGGER = "BatchNorm"  # the layer type this pass folds; what follows it is read from facts
 
 
 @dataclass(frozen=True)
 class Fold:
-    """One planned fold: ``into`` absorbs ``absorbed`` (BatchNorm, then Scale and/or Bias)."""
+    """One planned fold: ``into`` absorbs ``absorbed`` (BatchNorm, then its affine followers)."""
 
     into: str
     absorbed: tuple[str, ...]
@@ -62,33 +68,27 @@ def _sole_reader(graph: Graph, value: str, reader: Node) -> str | None:
 def _channel_axis_ok(graph: Graph, node: Node) -> str | None:
     """The producer's output channels must sit on axis 1, where BatchNorm keeps its channels."""
     (value,) = node.outputs
-    shape = graph.shapes[value]
-    if node.type == "InnerProduct":
-        if len(shape) != 2:
-            return f"{node.name} outputs {len(shape)} axes; its channels are not on axis 1"
-        return None
-    axis = canonical_axis(int(node.param.convolution_param.axis), len(graph.shapes[node.inputs[0]]))
-    return None if axis == 1 else f"{node.name} convolves with channel axis {axis}"
+    axis = registry.channel_axis(node, len(graph.shapes[value]))
+    return None if axis == 1 else f"{node.name} puts its output channels on axis {axis}, not 1"
 
 
-def _per_channel_operand(graph: Graph, node: Node, channels: int) -> bool:
-    """A learned Scale/Bias operand of one value per channel on axis 1 (not from a bottom)."""
-    if len(node.inputs) != 1 or not node.blobs:
-        return False
-    p = node.param.scale_param if node.type == "Scale" else node.param.bias_param
-    ndim = len(graph.shapes[node.inputs[0]])
-    return tuple(node.blobs[0].shape) == (channels,) and canonical_axis(int(p.axis), ndim) == 1
+def _affine_of(graph: Graph, node: Node) -> tuple[np.ndarray, np.ndarray] | str:
+    """The node's per-channel ``(a, c)`` at inference, or why it has none."""
+    affine = registry.facts(node.type).affine
+    if affine is None:
+        return f"a {node.type} layer is not a per-channel affine map"
+    return affine(node, graph.shapes[node.inputs[0]])
 
 
 def _plan_one(graph: Graph, bn: Node) -> Fold | Refusal:
-    if not uses_global_stats(bn):
-        return Refusal(bn.name, "normalises with batch statistics (not use_global_stats)")
-    if len(bn.inputs) != 1 or len(bn.blobs) < 3:
-        return Refusal(bn.name, "has no stored statistics attached")
+    why = _affine_of(graph, bn)
+    if isinstance(why, str):
+        return Refusal(bn.name, why)
     producer = graph.producer(bn.inputs[0])
-    if producer is None or not registry.facts(producer.type).folds_batchnorm:
+    info = registry.facts(producer.type) if producer is not None else None
+    if info is None or not info.folds_batchnorm:
         kind = "a net input" if producer is None else f"a {producer.type} layer"
-        return Refusal(bn.name, f"follows {kind}, not a convolution or inner product")
+        return Refusal(bn.name, f"follows {kind}, not a layer BatchNorm folds into")
     if len(producer.inputs) != 1 or len(producer.outputs) != 1:
         return Refusal(bn.name, f"{producer.name} shares its weights over several bottoms")
     if not producer.blobs:
@@ -96,15 +96,15 @@ def _plan_one(graph: Graph, bn: Node) -> Fold | Refusal:
     why = _sole_reader(graph, bn.inputs[0], bn) or _channel_axis_ok(graph, producer)
     if why:
         return Refusal(bn.name, why)
-    channels = graph.shapes[producer.outputs[0]][1]
     absorbed = [bn]
-    for kind in ("Scale", "Bias"):
+    while True:
         current = absorbed[-1].outputs[0]
         readers = graph.consumers(current)
-        if len(readers) != 1 or readers[0].type != kind or current in graph.outputs:
-            continue
-        if _per_channel_operand(graph, readers[0], channels):
-            absorbed.append(readers[0])
+        if len(readers) != 1 or current in graph.outputs or readers[0].type == TRIGGER:
+            break
+        if isinstance(_affine_of(graph, readers[0]), str):
+            break
+        absorbed.append(readers[0])
     return Fold(producer.name, tuple(n.name for n in absorbed))
 
 
@@ -113,7 +113,7 @@ def plan(graph: Graph) -> tuple[list[Fold], list[Refusal]]:
     folds: list[Fold] = []
     refusals: list[Refusal] = []
     for node in graph.nodes:
-        if node.type == "BatchNorm":
+        if node.type == TRIGGER:
             decision = _plan_one(graph, node)
             (folds if isinstance(decision, Fold) else refusals).append(decision)
     return folds, refusals
@@ -121,51 +121,40 @@ def plan(graph: Graph) -> tuple[list[Fold], list[Refusal]]:
 
 def _affine(graph: Graph, fold: Fold) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel ``a`` and ``c`` such that the absorbed layers compute ``y = x * a + c``."""
-    a: np.ndarray | None = None
-    c: np.ndarray | None = None
+    a: np.ndarray | float = 1.0
+    c: np.ndarray | float = 0.0
     for name in fold.absorbed:
-        node = graph.node(name)
-        if node.type == "BatchNorm":
-            mean, std = stored_statistics(node)
-            a = 1.0 / std.astype(np.float64)
-            c = -mean.astype(np.float64) * a
-        elif node.type == "Scale":
-            gamma = node.blobs[0].astype(np.float64)
-            a, c = a * gamma, c * gamma
-            if node.param.scale_param.bias_term:
-                c = c + node.blobs[1].astype(np.float64)
-        else:  # Bias
-            c = c + node.blobs[0].astype(np.float64)
-    assert a is not None and c is not None
-    return a, c
+        scale, shift = _affine_of(graph, graph.node(name))
+        a, c = a * scale, c * scale + shift
+    return np.asarray(a, np.float64), np.asarray(c, np.float64)
 
 
 def _fused_node(graph: Graph, fold: Fold) -> Node:
     base = graph.node(fold.into)
     last = graph.node(fold.absorbed[-1])
+    info = registry.facts(base.type)
     a, c = _affine(graph, fold)
-    weight = base.blobs[0].astype(np.float64)
-    if base.type == "InnerProduct" and base.param.inner_product_param.transpose:
-        weight = weight * a[None, :]
-    else:
-        weight = weight * a.reshape(-1, *([1] * (weight.ndim - 1)))
     param = type(base.param)()
     param.CopyFrom(base.param)
     param.name = last.name
     del param.top[:]
     param.top.extend(last.param.top)
-    conv = param.inner_product_param if base.type == "InnerProduct" else param.convolution_param
-    bias = base.blobs[1].astype(np.float64) if conv.bias_term else np.zeros_like(a)
-    conv.bias_term = True
-    return Node(
+    blobs = list(base.blobs)
+    settings = getattr(param, info.param_message)
+    if not getattr(settings, info.bias_term):
+        setattr(settings, info.bias_term, True)
+        blobs.append(np.zeros(len(a), np.float32))
+    fused = Node(
         name=last.name,
         type=base.type,
         param=param,
         inputs=list(base.inputs),
         outputs=list(last.outputs),
-        blobs=[weight.astype(np.float32), (bias * a + c).astype(np.float32)],
+        blobs=blobs,
         line=base.line,
     )
+    info.rescale(fused, a, c)
+    return fused
 
 
 def _copy(node: Node) -> Node:

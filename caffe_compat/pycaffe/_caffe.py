@@ -350,5 +350,5 @@ def layer_type_list() -> list[str]:
     from .. import registry
 
     runnable = registry.supported_types("shape") & registry.supported_types("torch")
-    data = {t for t in registry.described_types() if registry.role(t) == "data"}
-    return sorted(runnable | {"Input"} | data)
+    feeds = {t for t in registry.described_types() if registry.role(t) in ("input", "data")}
+    return sorted(runnable | feeds)

@@ -220,7 +220,7 @@ class Engine:
             module = entry.fn(node, TorchContext(self.graph, node))
         except CaffeCompatError:
             raise
-        except (ValueError, registry.Unsupported) as exc:
+        except ValueError as exc:
             raise CaffeCompatError(
                 str(exc), path=self.graph.path, layer=node.name, layer_type=node.type
             ) from None

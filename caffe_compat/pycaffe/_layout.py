@@ -75,7 +75,7 @@ def _kept_layers(
         param.CopyFrom(layer)
         if not param.HasField("phase"):
             param.phase = caffe_pb2.Phase.Value(state.phase)
-        if layer.type == "Input":
+        if registry.role(layer.type) == "input":
             kept.append(CaffeLayer(param, INPUT))
         elif registry.role(layer.type) == "data":
             del param.top[1:]  # labels feed only the losses left out above

@@ -1,9 +1,9 @@
 """Parameter blobs: their starting values (Caffe's fillers) and ``CopyTrainedLayersFrom``.
 
 A net made without weights starts from the fillers its layers declare, with Caffe's defaults
-(constant 0, PReLU 0.25, Scale and Normalize 1). Copying from a weights file matches layers by
-name, ignores layers the net lacks, keeps the starting values of layers the file lacks, and stops
-at the first blob count or shape that differs, with Caffe's wording.
+(each type's ``fillers`` fact, read through ``tools.fillers``). Copying from a weights file
+matches layers by name, ignores layers the net lacks, keeps the starting values of layers the
+file lacks, and stops at the first blob count or shape that differs, with Caffe's wording.
 """
 
 from __future__ import annotations
@@ -16,35 +16,8 @@ import numpy as np
 from ..errors import WeightsMismatchError
 from ..io.weights import Weights
 from ..proto import caffe_pb2
-from ..tools.fillers import fill
+from ..tools.fillers import caffe_fillers, fill
 from ._caffe import Blob
-
-
-def _constant(value: float) -> caffe_pb2.FillerParameter:
-    return caffe_pb2.FillerParameter(type="constant", value=value)
-
-
-def _fillers(param: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerParameter]:
-    kind = param.type
-    if kind in ("Convolution", "Deconvolution", "ConvolutionDepthwise", "DepthwiseConvolution"):
-        p = param.convolution_param
-        return [p.weight_filler, p.bias_filler]
-    if kind == "InnerProduct":
-        return [param.inner_product_param.weight_filler, param.inner_product_param.bias_filler]
-    if kind == "Embed":
-        return [param.embed_param.weight_filler, param.embed_param.bias_filler]
-    if kind == "Scale":
-        p = param.scale_param
-        return [p.filler if p.HasField("filler") else _constant(1.0), p.bias_filler]
-    if kind == "Bias":
-        return [param.bias_param.filler]
-    if kind == "PReLU":
-        p = param.prelu_param
-        return [p.filler if p.HasField("filler") else _constant(0.25)]
-    if kind == "Normalize":
-        p = param.norm_param
-        return [p.scale_filler if p.HasField("scale_filler") else _constant(1.0)]
-    return []  # BatchNorm and the rest: zeros
 
 
 def fill_blobs(
@@ -54,7 +27,7 @@ def fill_blobs(
     keep: Collection[int] = (),
 ) -> None:
     """Fill one layer's blobs (but those at indices ``keep``) as Caffe's LayerSetUp would."""
-    fillers = _fillers(param)
+    fillers = caffe_fillers(param)
     for index, blob in enumerate(blobs):
         if index in keep:
             continue

@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from .. import registry
 from ..errors import CaffeCompatError, NetDefinitionError, WeightsMismatchError
 from ..ir.graph import Graph, Node, Shape
-from ..shapes.detection import detection_settings, num_priors
-from ..shapes.geometry import canonical_axis, conv_geometry
-from ..shapes.normalization import uses_global_stats
 
 ITEM = 8  # bytes of one float64
 FALLBACK_LIMIT = 4 << 30
@@ -86,38 +83,27 @@ def _bytes(shape: Shape) -> int:
 
 
 def _scratch(node: Node, ins: list[Shape], outs: list[Shape]) -> int:
-    """Bytes a layer allocates while it runs, beyond its inputs and outputs."""
-    kind = registry.facts(node.type).alias_of or node.type
-    if kind in ("Convolution", "Deconvolution"):
-        p = node.param.convolution_param
-        total = 0
-        for shape in ins:
-            axis = canonical_axis(int(p.axis), len(shape))
-            outer, spatial = math.prod(shape[:axis]), shape[axis + 1 :]
-            kernel = math.prod(conv_geometry(p, len(spatial)).kernel)
-            if kind == "Deconvolution":  # columns, then the sum before cropping
-                cols = outer * int(p.num_output) * kernel * math.prod(spatial)
-                total += cols * ITEM + _bytes(outs[0]) * 2
-            else:  # the padded input, the im2col buffer, and the GEMM's result
-                out_spatial = outs[0][axis + 1 :]
-                total += outer * shape[axis] * kernel * math.prod(out_spatial) * ITEM
-                total += _bytes(shape) + _bytes(outs[0])
-        return total
-    if node.type == "DetectionOutput":
-        s = detection_settings(node.param.detection_output_param)
-        batch, priors = ins[0][0], num_priors(ins[2])
-        return (batch * priors * (s.num_loc_classes * 4 + s.num_classes) * 4 + priors * 8) * ITEM
-    return 2 * sum(_bytes(s) for s in outs)  # elementwise temporaries
+    """Bytes a layer allocates while it runs, beyond its inputs and outputs: the scratch its
+    ``workspace`` fact declares (im2col columns, decoded boxes, ...), once per bottom for a
+    layer with a top per bottom, and two temporaries the size of its tops."""
+    info = registry.facts(node.type)
+    floats = 0
+    if info.workspace is not None:
+        # A layer with a top per bottom (Convolution) computes each pair on its own.
+        pairs = [([b], [t]) for b, t in zip(ins, outs)] if info.same_count else [(ins, outs)]
+        floats = sum(info.workspace(node, bottoms, tops) for bottoms, tops in pairs)
+    return floats * ITEM + 2 * sum(_bytes(s) for s in outs)
 
 
 def value_bytes(graph: Graph, shapes: Mapping[str, Shape]) -> dict[str, int]:
-    """Bytes of each float64 value; DetectionOutput's rows are bounded by what keep_top_k and
-    top_k allow (its shape rule only gives the placeholder)."""
+    """Bytes of each float64 value; detection rows are bounded by what the layer's settings
+    allow (its ``detections`` fact; the shape rule only gives a placeholder)."""
     sizes = {v: _bytes(s) for v, s in shapes.items()}
     for node in graph.nodes:
-        if node.type == "DetectionOutput":
-            rows = _max_detections(node, shapes[node.inputs[0]][0], shapes[node.inputs[2]])
-            sizes[node.outputs[0]] = rows * 7 * ITEM
+        most = registry.facts(node.type).detections
+        if most is not None:
+            rows = most(node, [shapes[v] for v in node.inputs])
+            sizes[node.outputs[0]] = rows * shapes[node.outputs[0]][-1] * ITEM
     return sizes
 
 
@@ -139,15 +125,6 @@ def peak_bytes(graph: Graph, shapes: Mapping[str, Shape], keep: Iterable[str]) -
             if last.get(value) == index and value not in keep:
                 live.pop(value, None)
     return peak
-
-
-def _max_detections(node: Node, batch: int, prior: Shape) -> int:
-    s = detection_settings(node.param.detection_output_param)
-    per_class = num_priors(prior) if s.top_k < 0 else min(s.top_k, num_priors(prior))
-    rows = per_class * len(s.foreground)
-    if s.keep_top_k > -1:
-        rows = min(rows, s.keep_top_k)
-    return max(batch * rows, batch)
 
 
 def last_uses(graph: Graph) -> dict[str, int]:
@@ -176,11 +153,8 @@ class Split:
 
 def _mixes_items(node: Node, shape: Shape) -> bool:
     """Layers whose output keeps the batch axis but whose items depend on other items."""
-    if node.type == "Softmax":
-        return canonical_axis(int(node.param.softmax_param.axis), len(shape)) == 0
-    if node.type == "BatchNorm":
-        return not uses_global_stats(node)
-    return False
+    mixes = registry.facts(node.type).mixes_batch
+    return mixes is not None and mixes(node, shape)
 
 
 def split_roles(
@@ -195,10 +169,11 @@ def split_roles(
     roles = {v: BATCH for v in graph.inputs}
     for node in graph.nodes:
         kinds = {roles[v] for v in node.inputs}
-        if node.type == "PriorBox":  # depends on the bottoms' spatial sizes only
+        info = registry.facts(node.type)
+        if info.shape_only:  # the same for every image
             roles.update((v, CONST) for v in node.outputs)
             continue
-        if node.type == "DetectionOutput":
+        if info.detections is not None:
             if DETECTIONS in kinds or roles[node.inputs[2]] != CONST:
                 return Split(roles, f'layer "{node.name}" takes no per-image boxes and priors')
             roles[node.outputs[0]] = DETECTIONS

@@ -124,14 +124,15 @@ def run_graph(
         try:
             with np.errstate(all="ignore"):  # inf and NaN propagate silently, as in Caffe
                 result = entry.fn(node, [env[v] for v in node.inputs], ctx)
-        except (ValueError, registry.Unsupported) as exc:
+        except ValueError as exc:
             raise CaffeCompatError(str(exc), **where) from None
         if len(result) != len(node.outputs):
             count = f"gave {len(result)} arrays for {len(node.outputs)} tops"
             raise CaffeCompatError(count, **where)
         for value, array, shape in zip(node.outputs, result, ctx.out_shapes):
             array = np.asarray(array, dtype=np.float64)
-            if array.shape != shape and node.type != "DetectionOutput":  # R is data-dependent
+            # Detection rows: their count R depends on the data.
+            if array.shape != shape and registry.facts(node.type).detections is None:
                 raise CaffeCompatError(
                     f"computed a {array.shape} top where the shape rule says {shape}", **where
                 )

@@ -11,6 +11,12 @@ from ..ir.graph import Shape
 StartingValues = Callable[[list[Shape], np.random.Generator], list[np.ndarray]]
 
 
+def half_precision(values: np.ndarray) -> np.ndarray:
+    """``values`` rounded to float16 precision (as float64): calibrated weights do not change
+    with the last bits a machine's arithmetic gives."""
+    return values.astype(np.float16).astype(np.float64)
+
+
 def positive(low: float, high: float) -> StartingValues:
     """First blob uniform in [low, high) (a positive multiplier), later blobs small biases."""
 

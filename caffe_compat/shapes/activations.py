@@ -95,11 +95,12 @@ def _swish_beta(node: Node) -> str | None:
     return None
 
 
-def _prelu_fillers(node: Node) -> list:
-    p = node.param.prelu_param
+def _prelu_fillers(layer: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerParameter]:
+    """PReLULayer: ``filler``, or a constant 0.25 when none is given."""
+    p = layer.prelu_param
     if p.HasField("filler"):
         return [p.filler]
-    return [caffe_pb2.FillerParameter(type="constant", value=0.25)]  # Caffe's default
+    return [caffe_pb2.FillerParameter(type="constant", value=0.25)]
 
 
 NEURON = {"bottoms": 1, "tops": 1}  # Caffe's NeuronLayer: one bottom, one top
@@ -120,6 +121,7 @@ describe("Log", opencv_deviation=_log_params, opencv_tested=True, **NEURON)
 describe("Swish", opencv_deviation=_swish_beta, opencv_tested=True, **NEURON)
 describe(
     "PReLU",
+    param_message="prelu_param",
     starting_values=positive(0.05, 0.3),
     fillers=_prelu_fillers,
     opencv_tested=True,

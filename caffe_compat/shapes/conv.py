@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from ..ir.graph import Node, Shape
+from ..proto import caffe_pb2
 from ..registry import LayerShapes, describe, register
 from ._synthesis import rescale_blobs, scale_rows
 from .geometry import canonical_axis, conv_geometry
@@ -74,9 +75,15 @@ def as_grouped_convolution(node: Node, inputs: list[Shape]) -> Node:
     return dataclasses.replace(node, type="Convolution", param=param)
 
 
-def conv_fillers(node: Node) -> list:
-    c = node.param.convolution_param
+def conv_fillers(layer: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerParameter]:
+    """BaseConvolutionLayer: weight_filler, then bias_filler when there is a bias."""
+    c = layer.convolution_param
     return [c.weight_filler, c.bias_filler] if c.bias_term else [c.weight_filler]
+
+
+def conv_channel_axis(node: Node, ndim: int) -> int:
+    """A convolution's output channels are on its ``axis`` (1 unless set)."""
+    return canonical_axis(int(node.param.convolution_param.axis), ndim)
 
 
 def rescale_conv(node: Node, scale: np.ndarray, shift: np.ndarray) -> None:
@@ -123,8 +130,14 @@ def deconv_columns(node: Node, in_shapes: list[Shape], out_shapes: list[Shape]) 
 
 # Caffe's BaseConvolutionLayer: one or more bottoms, each with its own top.
 CONV_COUNTS = {"bottoms": (1, None), "tops": (1, None), "same_count": True}
-CONV_FACTS = {
+CONV_SETTINGS = {
+    "param_message": "convolution_param",
+    "bias_term": "bias_term",
     "fillers": conv_fillers,
+    "channel_axis": conv_channel_axis,
+}
+CONV_FACTS = {
+    **CONV_SETTINGS,
     "rescale": rescale_conv,
     "folds_batchnorm": True,
     "opencv_tested": True,
@@ -140,10 +153,10 @@ describe(
 )
 describe(
     "Deconvolution",
-    fillers=conv_fillers,
     rescale=rescale_deconv,
     opencv_deviation=_dilated_deconv,
     opencv_tested=True,
     workspace=deconv_columns,
+    **CONV_SETTINGS,
     **CONV_COUNTS,
 )

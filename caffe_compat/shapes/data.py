@@ -1,7 +1,10 @@
-"""Data layers: their tops become declared inputs of the graph.
+"""Layers that feed the net or score training: Input's tops and data layers' first tops become
+declared inputs, the rest drop out.
 
-A data layer's first top is the batch the net computes on; its shape comes from the definition
-where the definition tells it (MemoryData, DummyData, a crop size), else the user gives it.
+Caffe's Input layer declares every top an input, shaped by ``input_param`` (one shape for all
+tops, or one per top; none: the user gives it). A data layer's first top is the batch the net
+computes on; its shape comes from the definition where the definition tells it (MemoryData,
+DummyData, a crop size), else the user gives it.
 Labels (second tops) are not inputs of an inference graph; a net built for training takes them
 as inputs too, one label per image for the layers that read labels from their source (Caffe's
 ``label_shape(1, batch_size)``). DummyData's tops are all data.
@@ -52,6 +55,20 @@ def _dummy_shapes(layer: caffe_pb2.LayerParameter) -> list[Shape | None]:
     return [tuple(int(v[0 if len(v) == 1 else i]) for v in legacy) for i in range(tops)]
 
 
+def input_shapes(layer: caffe_pb2.LayerParameter, notes: list[str]) -> list[Shape | None]:
+    """One shape per top of an Input layer (None where the definition gives none)."""
+    shapes = [tuple(int(d) for d in s.dim) for s in layer.input_param.shape]
+    if not shapes:
+        return [None] * len(layer.top)
+    if len(shapes) == 1:
+        return [shapes[0]] * len(layer.top)
+    if len(shapes) != len(layer.top):
+        raise NetDefinitionError(
+            f"{len(layer.top)} tops but {len(shapes)} input shapes", **_where(layer)
+        )
+    return list(shapes)
+
+
 def data_shapes(
     layer: caffe_pb2.LayerParameter, notes: list[str], labels: bool = False
 ) -> list[Shape | None]:
@@ -93,6 +110,29 @@ def _data_shapes(layer: caffe_pb2.LayerParameter, notes: list[str]) -> list[Shap
     return [(batch or 1, channels, crop_h, crop_w), *labels]
 
 
+def _dummy_fillers(layer: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerParameter]:
+    """DummyDataLayer's filler per top: none given is a constant 0, one serves every top."""
+    given = list(layer.dummy_data_param.data_filler)
+    tops = len(layer.top)
+    if len(given) not in (0, 1, tops):
+        raise NetDefinitionError(
+            f"Number of data fillers must be 0, 1 or equal to the number of tops: {tops}; "
+            f"you specified {len(given)} data fillers.",
+            **_where(layer),
+        )
+    if not given:
+        return [caffe_pb2.FillerParameter(type="constant", value=0.0)] * tops
+    return [given[i if len(given) > 1 else 0] for i in range(tops)]
+
+
+describe(
+    "Input",
+    role="input",
+    param_message="input_param",
+    data_shape=input_shapes,
+    bottoms=0,
+    tops=(1, None),
+)
 describe(
     (
         "Data",
@@ -100,12 +140,20 @@ describe(
         "WindowData",
         "MemoryData",
         "HDF5Data",
-        "DummyData",
         "AnnotatedData",
         "VideoData",
     ),
     role="data",
     data_shape=data_shapes,
+    bottoms=0,
+    tops=(1, None),
+)
+describe(
+    "DummyData",
+    role="data",
+    data_shape=data_shapes,
+    top_fillers=_dummy_fillers,
+    param_message="dummy_data_param",
     bottoms=0,
     tops=(1, None),
 )

@@ -333,9 +333,6 @@ def _detection_fields(layer: caffe_pb2.LayerParameter) -> None:
             raise ValueError(f"detection_output_param.{name} is NaN")
 
 
-describe("Permute", opencv_tested=True, bottoms=1, tops=1)
-
-
 def _prior_box_opencv(node: Node) -> str | None:
     """OpenCV 4's PriorBox deviations from the SSD fork (measured in tests/converters)."""
     p = node.param.prior_box_param
@@ -350,6 +347,8 @@ def _prior_box_opencv(node: Node) -> str | None:
 
 describe(
     "PriorBox",
+    param_message="prior_box_param",
+    shape_only=True,
     opencv_tested=True,
     bottoms=(1, 2),
     tops=1,
@@ -362,8 +361,30 @@ def _detection_has_no_backward(node: Node, bottom: int) -> str | None:
     return "DetectionOutput has no backward (Caffe: Not Implemented Yet)"
 
 
+def max_detections(node: Node, in_shapes: list[Shape]) -> int:
+    """The most rows DetectionOutput can give: top_k candidates per foreground class, cut to
+    keep_top_k, per image (at least one row per image, the "nothing found" row)."""
+    s = detection_settings(node.param.detection_output_param)
+    batch, priors = in_shapes[0][0], num_priors(in_shapes[2])
+    per_class = priors if s.top_k < 0 else min(s.top_k, priors)
+    rows = per_class * len(s.foreground)
+    if s.keep_top_k > -1:
+        rows = min(rows, s.keep_top_k)
+    return max(batch * rows, batch)
+
+
+def decoding_scratch(node: Node, in_shapes: list[Shape], out_shapes: list[Shape]) -> int:
+    """Decoded boxes and scores for every image, prior and class, and the candidates' order."""
+    s = detection_settings(node.param.detection_output_param)
+    batch, priors = in_shapes[0][0], num_priors(in_shapes[2])
+    return batch * priors * (s.num_loc_classes * 4 + s.num_classes) * 4 + priors * 8
+
+
 describe(
     "DetectionOutput",
+    param_message="detection_output_param",
+    detections=max_detections,
+    workspace=decoding_scratch,
     opencv_tested=True,
     bottoms=(3, 4),
     tops=1,
@@ -372,18 +393,21 @@ describe(
 )
 
 
-def _normalize_fillers(node: Node) -> list:
-    p = node.param.norm_param
+def _normalize_fillers(layer: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerParameter]:
+    """The SSD fork's NormalizeLayer: ``scale_filler``, or a constant 1 when none is given."""
+    p = layer.norm_param
     if p.HasField("scale_filler"):
         return [p.scale_filler]
-    return [caffe_pb2.FillerParameter(type="constant", value=1.0)]  # the fork's default
+    return [caffe_pb2.FillerParameter(type="constant", value=1.0)]
 
 
 describe(
     "Normalize",
-    starting_values=positive(10.0, 20.0),
+    param_message="norm_param",
     fillers=_normalize_fillers,
+    starting_values=positive(10.0, 20.0),
     opencv_tested=True,
     bottoms=1,
     tops=1,
 )
+describe("Permute", param_message="permute_param", opencv_tested=True, bottoms=1, tops=1)

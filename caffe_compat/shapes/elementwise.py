@@ -6,6 +6,8 @@ covers ``num_axes`` axes of ``bottom[0]`` from ``axis`` and broadcasts over the 
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..ir.graph import Node, Shape
 from ..proto import caffe_pb2
 from ..registry import LayerShapes, describe, register
@@ -67,11 +69,46 @@ def _eltwise(node: Node, inputs: list[Shape]) -> LayerShapes:
     return LayerShapes([inputs[0]], [])
 
 
-def _scale_fillers(node: Node) -> list:
-    c = node.param.scale_param
-    if not c.HasField("filler"):  # Caffe's default: a constant 1
-        c.filler.type, c.filler.value = "constant", 1.0
-    return [c.filler, c.bias_filler] if c.bias_term else [c.filler]
+def _scale_fillers(layer: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerParameter]:
+    """ScaleLayer: the scale blob (one bottom only) from ``filler``, a constant 1 when none is
+    given; then the bias blob from ``bias_filler`` when ``bias_term``."""
+    c = layer.scale_param
+    unit = caffe_pb2.FillerParameter(type="constant", value=1.0)
+    own = [c.filler if c.HasField("filler") else unit] if len(layer.bottom) < 2 else []
+    return own + ([c.bias_filler] if c.bias_term else [])
+
+
+def _bias_fillers(layer: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerParameter]:
+    """BiasLayer: its blob (one bottom only) from ``filler``."""
+    return [layer.bias_param.filler] if len(layer.bottom) < 2 else []
+
+
+def _per_channel(node: Node, settings, shape: Shape) -> str | None:
+    """Why a Scale/Bias operand is not one learned value per channel on axis 1."""
+    if len(node.inputs) != 1 or not node.blobs:
+        return "takes its operand from a second bottom"
+    if len(shape) < 2 or tuple(node.blobs[0].shape) != (shape[1],):
+        return f"its operand {list(node.blobs[0].shape)} is not one value per channel"
+    if canonical_axis(int(settings.axis), len(shape)) != 1:
+        return "its operand is not on axis 1"
+    return None
+
+
+def _scale_affine(node: Node, shape: Shape) -> tuple[np.ndarray, np.ndarray] | str:
+    p = node.param.scale_param
+    why = _per_channel(node, p, shape)
+    if why:
+        return why
+    a = node.blobs[0].astype(np.float64)
+    return a, node.blobs[1].astype(np.float64) if p.bias_term else np.zeros_like(a)
+
+
+def _bias_affine(node: Node, shape: Shape) -> tuple[np.ndarray, np.ndarray] | str:
+    why = _per_channel(node, node.param.bias_param, shape)
+    if why:
+        return why
+    c = node.blobs[0].astype(np.float64)
+    return np.ones_like(c), c
 
 
 def _two_bottom_scale_bias(node: Node) -> str | None:
@@ -82,18 +119,23 @@ def _two_bottom_scale_bias(node: Node) -> str | None:
 
 describe(
     "Scale",
+    param_message="scale_param",
+    bias_term="bias_term",
     starting_values=positive(0.7, 1.3),
     fillers=_scale_fillers,
+    affine=_scale_affine,
     opencv_deviation=_two_bottom_scale_bias,
     opencv_tested=True,
     bottoms=(1, 2),
     tops=1,
 )
-
-
-def _bias_fillers(node: Node) -> list:
-    return [node.param.bias_param.filler]  # unset: Caffe's constant 0
-
-
-describe("Bias", starting_values=normal(0.2), fillers=_bias_fillers, bottoms=(1, 2), tops=1)
-describe("Eltwise", opencv_tested=True, bottoms=(2, None), tops=1)
+describe(
+    "Bias",
+    param_message="bias_param",
+    starting_values=normal(0.2),
+    fillers=_bias_fillers,
+    affine=_bias_affine,
+    bottoms=(1, 2),
+    tops=1,
+)
+describe("Eltwise", param_message="eltwise_param", opencv_tested=True, bottoms=(2, None), tops=1)

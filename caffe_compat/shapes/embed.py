@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..ir.graph import Node, Shape
+from ..proto import caffe_pb2
 from ..registry import LayerShapes, describe, register
 
 
@@ -21,9 +22,23 @@ def _indices_have_no_diff(node: Node, bottom: int) -> str | None:
     return "Can't backpropagate to EmbedLayer input (its bottom holds row indices)"
 
 
-def _embed_fillers(node: Node) -> list:
-    p = node.param.embed_param
+def _fillers(layer: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerParameter]:
+    p = layer.embed_param
     return [p.weight_filler, p.bias_filler] if p.bias_term else [p.weight_filler]
 
 
-describe("Embed", bottoms=1, tops=1, fillers=_embed_fillers, no_backward=_indices_have_no_diff)
+def _rows(node: Node) -> int:
+    """Embed reads each bottom value as a row index of its input_dim x N table."""
+    return int(node.param.embed_param.input_dim)
+
+
+describe(
+    "Embed",
+    param_message="embed_param",
+    bias_term="bias_term",
+    fillers=_fillers,
+    index_rows=_rows,
+    no_backward=_indices_have_no_diff,
+    bottoms=1,
+    tops=1,
+)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from ..ir.graph import Node, Shape
+from ..proto import caffe_pb2
 from ..registry import LayerShapes, describe, register
 from ._synthesis import rescale_blobs, scale_rows
 from .geometry import canonical_axis
@@ -27,8 +28,8 @@ def _inner_product(node: Node, inputs: list[Shape]) -> LayerShapes:
     return LayerShapes([(*shape[:axis], n)], params)
 
 
-def _fillers(node: Node) -> list:
-    c = node.param.inner_product_param
+def _fillers(layer: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerParameter]:
+    c = layer.inner_product_param
     return [c.weight_filler, c.bias_filler] if c.bias_term else [c.weight_filler]
 
 
@@ -46,6 +47,8 @@ def _transposed(node: Node) -> str | None:
 
 describe(
     "InnerProduct",
+    param_message="inner_product_param",
+    bias_term="bias_term",
     fillers=_fillers,
     rescale=_rescale,
     channel_axis=-1,

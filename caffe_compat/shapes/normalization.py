@@ -7,6 +7,7 @@ import numpy as np
 from ..ir.graph import Node, Shape
 from ..proto import caffe_pb2
 from ..registry import LayerShapes, describe, register
+from ._synthesis import half_precision
 
 
 def batch_norm_channels(shape: Shape) -> int:
@@ -80,13 +81,54 @@ def _statistics_not_learned(layer: caffe_pb2.LayerParameter) -> None:
         )
 
 
+def _batch_norm_fillers(layer: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerParameter]:
+    """BatchNormLayer sets its three blobs (mean, variance, factor) to zero."""
+    return [caffe_pb2.FillerParameter(type="constant", value=0.0) for _ in range(3)]
+
+
+def _batch_norm_affine(node: Node, shape: Shape) -> tuple[np.ndarray, np.ndarray] | str:
+    """With stored statistics BatchNorm is ``(x - mean) / std`` per channel."""
+    if not uses_global_stats(node):
+        return "normalises with batch statistics (not use_global_stats)"
+    if len(node.inputs) != 1 or len(node.blobs) < 3:
+        return "has no stored statistics attached"
+    mean, std = stored_statistics(node)
+    a = 1.0 / std.astype(np.float64)
+    return a, -mean.astype(np.float64) * a
+
+
+def _batch_norm_calibrate(node: Node, bottoms: list[np.ndarray]) -> None:
+    """Store the calibration batch's own per-channel mean and variance (times the factor)."""
+    x = bottoms[0]
+    axes = tuple(i for i in range(x.ndim) if i != 1)
+    factor = float(node.blobs[2][0]) if len(node.blobs) > 2 else 1.0
+    node.blobs[0] = (half_precision(x.mean(axis=axes)) * factor).astype(np.float32)
+    node.blobs[1] = (half_precision(x.var(axis=axes)) * factor).astype(np.float32)
+
+
+def _batch_statistics(node: Node, shape: Shape) -> bool:
+    return not uses_global_stats(node)
+
+
 describe(
     "BatchNorm",
+    param_message="batch_norm_param",
+    fillers=_batch_norm_fillers,
     starting_values=_batch_norm_starts,
+    affine=_batch_norm_affine,
+    calibrate=_batch_norm_calibrate,
+    mixes_batch=_batch_statistics,
     opencv_tested=True,
     bottoms=1,
     tops=1,
     statistics=True,
     validate=_statistics_not_learned,
 )
-describe("MVN", opencv_deviation=_mvn_eps, opencv_tested=True, bottoms=1, tops=1)
+describe(
+    "MVN",
+    param_message="mvn_param",
+    opencv_deviation=_mvn_eps,
+    opencv_tested=True,
+    bottoms=1,
+    tops=1,
+)

@@ -14,4 +14,15 @@ def _softmax(node: Node, inputs: list[Shape]) -> LayerShapes:
     return LayerShapes([shape], [])
 
 
-describe("Softmax", opencv_tested=True, bottoms=1, tops=1)
+def _over_the_batch(node: Node, shape: Shape) -> bool:
+    return canonical_axis(int(node.param.softmax_param.axis), len(shape)) == 0
+
+
+describe(
+    "Softmax",
+    param_message="softmax_param",
+    mixes_batch=_over_the_batch,
+    opencv_tested=True,
+    bottoms=1,
+    tops=1,
+)

@@ -1,11 +1,18 @@
-"""Caffe's weight fillers in numpy, for ``synth --method fillers``."""
+"""Caffe's weight fillers in numpy, and the blobs a layer starts from before any training: what
+pycaffe's ``Net`` holds without weights and ``synth --method fillers`` writes.
+
+Which filler starts which blob is each layer type's ``fillers`` fact (the registry), Caffe's
+defaults included; a blob no fact names starts from FillerParameter's default, a constant 0.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
+from .. import registry
 from ..proto import caffe_pb2
 
 FillerParameter = caffe_pb2.FillerParameter
@@ -60,3 +67,21 @@ def fill(filler: FillerParameter, shape: tuple[int, ...], rng: np.random.Generat
     else:
         raise ValueError(f'unknown filler type "{kind}"')
     return out.astype(np.float32)
+
+
+def caffe_fillers(layer: caffe_pb2.LayerParameter) -> list[FillerParameter]:
+    """The filler of each blob of ``layer``, in order, as its type declares them (may be
+    fewer than the blobs, or none for a type that declares no fillers)."""
+    declared = registry.facts(layer.type).fillers
+    return list(declared(layer)) if declared is not None else []
+
+
+def caffe_fill(
+    layer: caffe_pb2.LayerParameter, shapes: Sequence[tuple[int, ...]], rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Every blob of ``layer`` as Caffe's ``LayerSetUp`` starts it (float32)."""
+    fillers = caffe_fillers(layer)
+    return [
+        fill(fillers[i], tuple(shape), rng) if i < len(fillers) else np.zeros(shape, np.float32)
+        for i, shape in enumerate(shapes)
+    ]

@@ -1,13 +1,13 @@
 """The README's layer support table, generated from the registry so it cannot drift from the code.
 
-``python -m caffe_compat.support_table`` prints it; tests/test_support_table.py fails when the
-README's copy (between ``<!-- support-table:start -->`` and ``<!-- support-table:end -->``)
-differs from :func:`render_table`.
+``python -m caffe_compat.tools.support_table`` prints it; tests/tools/test_support_table.py fails
+when the README's copy (between ``<!-- support-table:start -->`` and
+``<!-- support-table:end -->``) differs from :func:`render_table`.
 
 Which types are verified against OpenCV 4 is each type's ``opencv_tested`` fact (declared beside
 its shape rule) rather than guessed from the test sources at render time: a type can appear in a
 test's prototxt yet be compared with numpy only (OpenCV lacks it, or reads a setting wrongly), and
-an installed package has no tests/ to read. tests/test_support_table.py keeps the declaration
+an installed package has no tests/ to read. tests/tools/test_support_table.py keeps the declaration
 honest: the family's test file (tests/converters/test_<family>.py) must mention the type and use
 the OpenCV harness, and every type in the zoo nets (verified blob by blob against OpenCV) must be
 declared.
@@ -45,7 +45,7 @@ def _cell(entry: registry.Entry | None) -> str:
 def builtin_types() -> list[str]:
     """Every layer type with a built-in registration on some back end, sorted."""
     types = set()
-    for backend in registry.BACKENDS:
+    for backend in registry.LAYER_BACKENDS:
         types |= {
             t for t in registry.supported_types(backend) if registry.builtin_entry(t, backend)
         }
@@ -68,7 +68,7 @@ def render_table() -> str:
     for layer_type in builtin_types():
         cells = [
             _cell(entry) if entry is not None else _missing(layer_type, backend)
-            for backend in registry.BACKENDS
+            for backend in registry.LAYER_BACKENDS
             for entry in [registry.builtin_entry(layer_type, backend)]
         ]
         tested = "yes" if registry.facts(layer_type).opencv_tested else UNTESTED

@@ -12,7 +12,7 @@ differences between machines do not change the weights. Deterministic for a give
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -21,8 +21,9 @@ from ..budget import Budget, footprint, plan_batch, resolve
 from ..ir.graph import Graph, Node, Shape
 from ..ir.load import LoadedNet
 from ..progress import Progress
+from ..shapes._synthesis import StartingValues, half_precision
 from ..verify.inputs import feed_batch, feeds_for, index_inputs
-from .fillers import fill
+from .fillers import caffe_fill
 
 METHODS = ("calibrated", "he", "fillers")
 HEAD_SPREAD = 1.5  # spread of a head layer's outputs across the calibration batch
@@ -32,9 +33,6 @@ MAX_GAIN = 1e4  # largest calibration gain (float16 holds it)
 LARGEST_LAYER_COPIES = 3
 # Calibration keeps every value of its batch once, plus float64 copies (2x) of the largest.
 CALIBRATION_FLOAT64 = 2
-
-# Starting values for one layer type: (blob shapes, generator) -> arrays.
-StartingValues = Callable[[list[Shape], np.random.Generator], list[np.ndarray]]
 
 
 def _he(shape: Shape, rng: np.random.Generator) -> np.ndarray:
@@ -54,18 +52,10 @@ def initial_blobs(
         return starts[node.type](shapes, rng)
     facts = registry.facts(node.type)
     if method == "fillers" and facts.fillers is not None:
-        fillers = facts.fillers(node)
-        if fillers:
-            return [fill(f, s, rng) for f, s in zip(fillers, shapes)] + [
-                np.zeros(s, np.float32) for s in shapes[len(fillers) :]
-            ]
+        return caffe_fill(node.param, shapes, rng)
     if facts.starting_values is not None:
         return facts.starting_values(shapes, rng)
     return [_he(s, rng) if i == 0 else np.zeros(s, np.float32) for i, s in enumerate(shapes)]
-
-
-def _f16(values: np.ndarray) -> np.ndarray:
-    return values.astype(np.float16).astype(np.float64)
 
 
 def _heads(graph: Graph) -> set[str]:
@@ -100,28 +90,24 @@ def _calibrate(graph: Graph, seed: int, batch: int, bar: Progress) -> None:
     with torch.no_grad():
         for node in graph.nodes:
             inputs = [env[v] for v in node.inputs]
-            if node.type == "BatchNorm" and node.blobs:
-                x = inputs[0].double().numpy()
-                axes = tuple(i for i in range(x.ndim) if i != 1)
-                factor = float(node.blobs[2][0]) if len(node.blobs) > 2 else 1.0
-                node.blobs[0] = (_f16(x.mean(axis=axes)) * factor).astype(np.float32)
-                node.blobs[1] = (_f16(x.var(axis=axes)) * factor).astype(np.float32)
+            info = registry.facts(node.type)
+            if info.calibrate is not None and node.blobs:
+                info.calibrate(node, [x.double().numpy() for x in inputs])
             build = registry.lookup(node.type, "torch")
             assert build is not None
             module = build.fn(node, TorchContext(graph, node))
             result = module(*inputs)
-            rescale = registry.facts(node.type).rescale
             top = result[0] if isinstance(result, tuple) else result
             # A top with one axis has no batch or positions to take channel statistics over.
-            if rescale is not None and node.blobs and top.dim() > 1:
+            if info.rescale is not None and node.blobs and top.dim() > 1:
                 y = top.double().numpy()
-                axis = registry.facts(node.type).channel_axis % y.ndim
+                axis = registry.channel_axis(node, y.ndim)
                 axes = tuple(i for i in range(y.ndim) if i != axis)
                 mean, std = y.mean(axis=axes), y.std(axis=axes)
                 target = HEAD_SPREAD if node.name in heads else 1.0
                 # A channel constant over the batch keeps a finite (float16) gain.
-                scale = _f16(np.minimum(target / np.maximum(std, 1e-6), MAX_GAIN))
-                rescale(node, scale, _f16(-mean * scale))
+                scale = half_precision(np.minimum(target / np.maximum(std, 1e-6), MAX_GAIN))
+                info.rescale(node, scale, half_precision(-mean * scale))
                 result = build.fn(node, TorchContext(graph, node))(*inputs)
             if isinstance(result, torch.Tensor):
                 result = (result,)

@@ -30,7 +30,6 @@ from ..ir.load import LoadedNet, load_net_text
 
 FORMAT = "caffe-compat.torch-weights"
 FORMAT_VERSION = "1"
-SUFFIX = ".safetensors"
 _OPTION_KEYS = ("phase", "stages", "level", "input_shapes")
 
 

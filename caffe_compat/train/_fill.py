@@ -1,10 +1,11 @@
-"""Starting values: parameter blobs from the layers' fillers, and DummyData's tops.
+"""Starting values: parameter blobs from the layers' fillers, and the tops data layers draw.
 
 Caffe draws from its own generator, so the values are not Caffe's, but the distributions are:
 a blob's fillers come from its type's facts (``registry.describe(fillers=...)``), an unset
 filler is Caffe's constant 0, and a type without fillers (BatchNorm's statistics) starts at 0.
-DummyData fills a constant top once and refills any other on every forward
-(dummy_data_layer.cpp), so a constant top written from Python keeps its values.
+A data layer that draws its tops (DummyData, its ``top_fillers`` fact) fills a constant top once
+and refills any other on every forward (dummy_data_layer.cpp), so a constant top written from
+Python keeps its values.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ FillerParameter = caffe_pb2.FillerParameter
 def initial_blobs(node: Node, shapes: list[Shape], rng: np.random.Generator) -> list[np.ndarray]:
     """One float32 array per parameter blob, as the layer's fillers would start it."""
     facts = registry.facts(node.type)
-    fillers = facts.fillers(node) if facts.fillers is not None else []
+    fillers = facts.fillers(node.param) if facts.fillers is not None else []
     blobs = []
     for index, shape in enumerate(shapes):
         shape = tuple(int(d) for d in shape)
@@ -55,8 +56,8 @@ def fill_tensor(
 
 
 @dataclass
-class DummyData:
-    """The DummyData tops of a net: each top's filler and whether it is filled once."""
+class DrawnTops:
+    """The tops a net's data layers draw themselves (DummyData): each top's filler."""
 
     fillers: dict[str, FillerParameter] = field(default_factory=dict)
     shapes: dict[str, Shape] = field(default_factory=dict)
@@ -67,23 +68,13 @@ class DummyData:
         return set(self.fillers)
 
     @classmethod
-    def for_graph(cls, graph: Graph, net: caffe_pb2.NetParameter, state: NetState) -> DummyData:
+    def for_graph(cls, graph: Graph, net: caffe_pb2.NetParameter, state: NetState) -> DrawnTops:
         found = cls()
         for layer in net.layer:
-            if layer.type != "DummyData" or not layer_included(state, layer):
+            fillers = registry.facts(layer.type).top_fillers
+            if fillers is None or not layer_included(state, layer):
                 continue
-            given = list(layer.dummy_data_param.data_filler)
-            if len(given) not in (0, 1, len(layer.top)):
-                from ..errors import NetDefinitionError
-
-                raise NetDefinitionError(
-                    f"Number of data fillers must be 0, 1 or equal to the number of tops: "
-                    f"{len(layer.top)}; you specified {len(given)} data fillers.",
-                    layer=layer.name,
-                    layer_type=layer.type,
-                )
-            for index, top in enumerate(layer.top):
-                filler = given[index if len(given) > 1 else 0] if given else FillerParameter()
+            for top, filler in zip(layer.top, fillers(layer)):
                 found.fillers[top] = filler
                 found.shapes[top] = tuple(graph.inputs[top])
         return found

@@ -40,7 +40,7 @@ from ..ir.graph import Graph, Node, Shape
 from ..ir.infer import infer_shapes
 from ..ir.phase import NetState
 from ..proto import caffe_pb2
-from ._fill import DummyData, initial_blobs
+from ._fill import DrawnTops, initial_blobs
 
 
 class Param:
@@ -123,7 +123,10 @@ class TrainNet:
     ``net``: a prototxt path or a NetParameter; ``phase`` TRAIN or TEST; ``stages`` and
     ``level`` (default: the NetParameter's ``state``); ``weights``: a caffemodel or HDF5 file (or
     read ``Weights``) to copy by layer name; ``input_shapes`` for data tops the definition does not
-    size; ``seed`` for the fillers, DummyData and Dropout; ``device`` "cpu" or "cuda".
+    size; ``seed`` for the fillers, DummyData and Dropout; ``device`` "cpu" or "cuda";
+    ``keep_diffs``: keep every blob's diff after a backward (``blobs[name].diff``, as pycaffe
+    shows them); off, only parameter diffs are kept, which a solver needs alone and saves a copy
+    per blob.
     """
 
     def __init__(
@@ -172,7 +175,7 @@ class TrainNet:
         self.module = nn.ModuleDict()
         self._keys: list[str] = []
         self._build_modules()
-        self._dummy = DummyData.for_graph(self.graph, self.net_param, self.state)
+        self._dummy = DrawnTops.for_graph(self.graph, self.net_param, self.state)
         self.input_names = [v for v in self.graph.inputs if v not in self._dummy.tops]
         self._inputs: dict[str, torch.Tensor] = {}
         self._env: dict[str, torch.Tensor] = {}
@@ -351,6 +354,8 @@ class TrainNet:
             for node, key in zip(self.graph.nodes, self._keys)
             if hasattr(self.module[key], "mask")
         }
+        for module in self._dropouts.values():
+            module.generator = self._generator  # masks follow the net's seed
 
     # --- forward and backward -------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import registry
+
 if TYPE_CHECKING:
     from ..ir.graph import Graph
 
@@ -62,12 +64,14 @@ def feed_batch(graph: Graph, wanted: int) -> tuple[int, str | None]:
 
 
 def index_inputs(graph: Graph) -> dict[str, int]:
-    """Inputs that an Embed layer reads as row indices, with the number of rows: synthetic
-    values for them must be integer ids below it (any other value is out of Caffe's table)."""
+    """Inputs that a layer reads as row indices (its ``index_rows`` fact: Embed), with the number
+    of rows: synthetic values for them must be integer ids below it (any other value is out of
+    Caffe's table)."""
     ids: dict[str, int] = {}
     for node in graph.nodes:
-        if node.type == "Embed":
-            rows = int(node.param.embed_param.input_dim)
+        index_rows = registry.facts(node.type).index_rows
+        if index_rows is not None:
+            rows = index_rows(node)
             for value in node.inputs:
                 if value in graph.inputs:
                     ids[value] = min(rows, ids.get(value, rows))

@@ -88,7 +88,7 @@ def deploy_prototxt(loaded: object, folder: Path) -> tuple[Path, str | None]:
     net = loaded.net  # type: ignore[attr-defined]
     graph = loaded.graph  # type: ignore[attr-defined]
     needs_rewrite = any(
-        layer.include or layer.exclude or registry.role(layer.type) is not None
+        layer.include or layer.exclude or registry.role(layer.type) in ("data", "training")
         for layer in net.layer
     )
     if not needs_rewrite:

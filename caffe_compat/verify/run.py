@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import registry
 from ..budget import Budget, footprint, format_size, plan_batch, resolve
 from ..errors import CaffeCompatError, Remedy
 from ..io.identity import file_identity
@@ -27,7 +28,7 @@ from .inputs import feed_batch, feeds_for, index_inputs
 from .stored import load_reference_npz, stored_inputs, stored_values
 
 Values = dict[str, np.ndarray]
-BACKENDS = ("torch", "onnxruntime")
+REBUILDS = ("torch", "onnxruntime")  # the rebuilt models verify runs, by report name
 log = logging.getLogger(__name__)
 # Copies a verification holds at once: of each parameter (the loaded blobs, the ONNX bytes, the
 # runtime session, the torch module or OpenCV's net) and of each value (OpenCV's, torch's and ONNX
@@ -133,7 +134,7 @@ def _our_backends(
     devices: Iterable[str],
     onnx_model: bytes | None,
     report: Report,
-    backends: Iterable[str] = BACKENDS,
+    backends: Iterable[str] = REBUILDS,
     bar: Progress | None = None,
     precision: str = "exact",
 ) -> dict[str, Values]:
@@ -189,7 +190,9 @@ def _compare_all(
 ) -> None:
     """Every (back end, judge, value) row, argmax agreement on the outputs, class variety."""
     graph = loaded.graph
-    detections = {v for n in graph.nodes if n.type == "DetectionOutput" for v in n.outputs}
+    detections = {
+        v for n in graph.nodes if registry.facts(n.type).detections is not None for v in n.outputs
+    }
     for backend, produced in ours.items():
         for ref_name, ref_values in refs.items():
             for value in values:
@@ -249,7 +252,7 @@ def verify_loaded(
     against: Iterable[str] | None = None,
     inputs_label: str | None = None,
     require_reference: bool = True,
-    backends: Iterable[str] = BACKENDS,
+    backends: Iterable[str] = REBUILDS,
     progress: bool = True,
     precision: str = "exact",
     max_memory: Budget | int | str | None = None,
@@ -378,7 +381,7 @@ def verify_loaded(
         ours = _our_backends(
             loaded, feeds, values, devices, onnx_model, report, backends, bar, precision
         )
-        ran = {name.split("-")[0] for name in [*ours, *refs] if name.startswith(BACKENDS)}
+        ran = {name.split("-")[0] for name in [*ours, *refs] if name.startswith(REBUILDS)}
         if ran:
             mine = _our_sources(loaded)  # the ONNX model too was built from these files
             report.sources.update({name: mine for name in sorted(ran)})

@@ -62,7 +62,7 @@ def to_onnx(
             result: OnnxOut = entry.fn(node, OnnxContext(graph, node, opset))
         except CaffeCompatError:
             raise
-        except (ValueError, registry.Unsupported) as exc:
+        except ValueError as exc:
             raise CaffeCompatError(
                 str(exc), path=graph.path, layer=node.name, layer_type=node.type
             ) from None

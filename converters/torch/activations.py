@@ -35,9 +35,11 @@ class CaffeDropout(nn.Module):
         self.ratio = float(np.float32(ratio))
         self.scale = float(np.float32(1.0 / (1.0 - self.ratio)))
         self.mask: torch.Tensor | None = None
+        self.generator: torch.Generator | None = None  # the owner's, for reproducible masks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.mask = (torch.rand_like(x) >= self.ratio).to(x.dtype)
+        draw = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+        self.mask = (draw >= self.ratio).to(x.dtype)
         return x * (self.mask * self.scale)
 
 

@@ -1,5 +1,5 @@
 """The SSD layers: Permute, Normalize (Caffe's eps placement), PriorBox (a constant per input
-size) and DetectionOutput (decode, per-class NMS and keep_top_k, in caffe_compat.detection_post)."""
+size) and DetectionOutput (decode, per-class NMS and keep_top_k, in detection_post.py)."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ class CaffeNet(nn.Module):
                 self.layers[key] = entry.fn(node, TorchContext(graph, node))
             except CaffeCompatError:
                 raise
-            except (ValueError, registry.Unsupported) as exc:
+            except ValueError as exc:
                 raise CaffeCompatError(
                     str(exc), path=graph.path, layer=node.name, layer_type=node.type
                 ) from None

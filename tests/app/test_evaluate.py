@@ -296,7 +296,7 @@ def test_real_predictor_end_to_end(dataset, tmp_path_factory):
 
 
 def _independent_counts(path, task):
-    """Counts with csv, written separately from caffe_compat.adience."""
+    """Counts with csv, written separately from caffe_compat.app.adience."""
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     if task == "age":

@@ -1,5 +1,5 @@
 """caffe-compat evaluate: the report, JSON, both crop modes, the confusion PNG, missing images,
-with a stand-in predictor whose answers the test chose (see tests/test_evaluate.py), and once with
+with a stand-in predictor whose answers the test chose (see tests/app/test_evaluate.py), and once with
 synthesized weights end to end."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ The released definitions these follow (layer names and settings only, nothing co
   vgg_ilsvrc_16           gist ksimonyan/211839e770f7b538e2d8 VGG_ILSVRC_16_layers_deploy.prototxt
 The batch size is 1 here (the released files declare 10 or 1); nothing about the weights depends
 on it. OpenCV's face detector deploy also sets ``clip: 1`` in detection_output_param, an OpenCV
-extension unknown to Caffe's caffe.proto; it is left out (caffe_compat.faces clips boxes itself).
+extension unknown to Caffe's caffe.proto; it is left out (caffe_compat.app.faces clips boxes itself).
 """
 
 from __future__ import annotations

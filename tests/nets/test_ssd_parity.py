@@ -59,7 +59,7 @@ KEEP_TOP_K = 100
 THRESHOLD = 0.3
 BACKGROUND_SHIFT = 7.0
 HEADS = ["mbox_loc", "mbox_conf_flatten", "mbox_priorbox"]
-BACKENDS = ("torch-cpu", "onnxruntime-cpu")
+RUNS = ("torch-cpu", "onnxruntime-cpu")
 
 # Published layout: (source blob, its map at 300x300, priors per location, min, max, ratios).
 MULTIBOX = [
@@ -167,7 +167,7 @@ def test_every_blob_matches_opencv(ssd, opencv_exact):
     assert report.passed, report.render(all_rows=False)
     assert judge_name() in {c.reference for c in report.comparisons}, report.references
     every = {v for v in graph.values if v not in graph.inputs}
-    for backend in BACKENDS:
+    for backend in RUNS:
         compared = {c.value for c in report.comparisons if c.backend == backend}
         assert compared == every, f"{backend}: not compared {sorted(every - compared)[:5]}"
 

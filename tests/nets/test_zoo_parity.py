@@ -28,7 +28,7 @@ from caffe_compat.verify import Tolerance
 from caffe_compat.verify.backends import run_onnxruntime, run_torch
 
 BATCH = 8
-BACKENDS = ("torch-cpu", "onnxruntime-cpu")
+RUNS = ("torch-cpu", "onnxruntime-cpu")
 
 FAST = [
     ("caffenet", (99, 99)),
@@ -50,7 +50,7 @@ def check_classifier(net: _zoo.ZooNet) -> dict[str, float]:
     assert report.passed, report.render(all_rows=False)
     assert judge_name() in {c.reference for c in report.comparisons}, report.references
     every = {v for v in graph.values if v not in graph.inputs}
-    for backend in BACKENDS:
+    for backend in RUNS:
         compared = {c.value for c in report.comparisons if c.backend == backend}
         assert compared == every, f"{backend}: not compared {sorted(every - compared)[:5]}"
         agreements = [a for a in report.argmax if a.backend == backend]  # one per judge
@@ -96,7 +96,7 @@ def check_segmenter(net: _zoo.ZooNet, batch: int) -> None:
     report = _zoo.parity(net, feeds, devices=parity_devices())
     assert report.passed, report.render(all_rows=False)
     every = {v for v in graph.values if v not in graph.inputs}
-    for backend in BACKENDS:
+    for backend in RUNS:
         assert {c.value for c in report.comparisons if c.backend == backend} == every
     reference = judge_run(net.loaded, net.prototxt, net.weights, feeds, ["score"])["score"]
     assert reference.shape == (batch, 21, *graph.inputs["data"][2:])

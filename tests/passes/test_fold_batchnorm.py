@@ -183,6 +183,29 @@ def test_fused_layer_is_named_after_the_last_absorbed_layer(tmp_path):
     assert CaffeNet(folded)  # builds
 
 
+def test_any_chain_of_per_channel_affine_layers_after_batchnorm_folds(tmp_path):
+    """What follows BatchNorm is read from the layers' ``affine`` facts, not a fixed order: a
+    Bias before a Scale, then two Scales, after a transposed InnerProduct without a bias."""
+    text = (
+        INPUT
+        + 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 6 transpose: true bias_term: false } }\n'
+        + 'layer { name: "bn" type: "BatchNorm" bottom: "fc" top: "fc" batch_norm_param { use_global_stats: true } }\n'
+        + 'layer { name: "bias" type: "Bias" bottom: "fc" top: "fc" }\n'
+        + 'layer { name: "scale1" type: "Scale" bottom: "fc" top: "fc" }\n'
+        + 'layer { name: "scale2" type: "Scale" bottom: "fc" top: "out" scale_param { bias_term: true } }\n'
+    )
+    graph = loaded_net(tmp_path, text).graph
+    folded = fold_batchnorm(graph)
+    assert [(n.name, n.type) for n in folded.nodes] == [("scale2", "InnerProduct")]
+    fused = folded.node("scale2")
+    assert fused.param.inner_product_param.bias_term and [b.shape for b in fused.blobs] == [
+        (5 * 9 * 11, 6),
+        (6,),
+    ]
+    assert_consistent(folded)
+    assert_same_values(graph, folded)
+
+
 def refused(graph: Graph, layer: str) -> str:
     folded = fold_batchnorm(graph)
     assert_consistent(folded)

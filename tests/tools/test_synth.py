@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-import pytest
 import torch
 
 from caffe_compat.converters.torch.model import CaffeNet
 from caffe_compat.ir.load import load_net
-from caffe_compat.proto import caffe_pb2
-from caffe_compat.tools.fillers import fill
 from caffe_compat.tools.synth import synthesize
 from caffe_compat.verify.inputs import feeds_for
 
@@ -53,17 +48,3 @@ def test_fillers_method_follows_the_train_val_fillers(shared):
     weight, bias = blobs["conv1"]
     assert abs(weight.std() - 0.01) < 0.001  # gaussian std 0.01 in the released train_val
     assert np.all(bias == 0)
-
-
-def test_caffe_fillers():
-    rng = np.random.default_rng(0)
-    f = caffe_pb2.FillerParameter(type="xavier")
-    w = fill(f, (64, 32, 3, 3), rng)
-    assert np.abs(w).max() <= math.sqrt(3.0 / (32 * 9))
-    f = caffe_pb2.FillerParameter(type="msra")
-    assert abs(fill(f, (256, 64, 3, 3), rng).std() - math.sqrt(2.0 / (64 * 9))) < 0.002
-    bilinear = fill(caffe_pb2.FillerParameter(type="bilinear"), (2, 1, 4, 4), rng)
-    ramp = np.array([0.25, 0.75, 0.75, 0.25])  # upsampling by 2: kernel 4, f = 2, c = 0.75
-    np.testing.assert_allclose(bilinear[0, 0], np.outer(ramp, ramp))
-    with pytest.raises(ValueError, match="unknown filler"):
-        fill(caffe_pb2.FillerParameter(type="nope"), (2,), rng)

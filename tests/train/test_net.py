@@ -403,3 +403,17 @@ def test_onnx_export_of_a_training_graph_is_refused_in_one_line(tmp_path):
     net = simple(tmp_path)
     with pytest.raises(CaffeCompatError, match="not needed: ONNX export is for inference"):
         to_onnx(net.graph)
+
+
+def test_a_seed_makes_fillers_dummy_data_and_dropout_reproducible(tmp_path):
+    text = (
+        'layer { name: "data" type: "DummyData" top: "data" top: "label" dummy_data_param { '
+        "shape { dim: 4 dim: 3 dim: 6 dim: 6 } shape { dim: 4 } "
+        'data_filler { type: "gaussian" } data_filler { type: "constant" value: 2 } } }\n'
+        + conv()
+        + 'layer { name: "drop" type: "Dropout" bottom: "conv" top: "conv" }\n'
+        + ip()
+        + LOSS
+    )
+    losses = [make_net(tmp_path, text, seed=seed).forward_backward() for seed in (4, 4, 5)]
+    assert losses[0] == losses[1] != losses[2]

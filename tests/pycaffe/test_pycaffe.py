@@ -358,10 +358,21 @@ def test_module_surface(caffe):
     import caffe_compat.pycaffe.proto.caffe_pb2 as pb2
 
     assert pb2 is caffe_compat.proto.caffe_pb2
+
+
+def test_timer_reports_the_last_interval_in_milliseconds(caffe, monkeypatch):
+    """Caffe's Timer: MilliSeconds is the last Start-Stop interval; read while running, it stops."""
+    from caffe_compat.pycaffe import _caffe
+
+    clock = iter([10.0, 10.25, 20.0, 20.5])
+    monkeypatch.setattr(_caffe.time, "perf_counter", lambda: next(clock))
     timer = caffe.Timer()
     timer.start()
     timer.stop()
-    assert timer.ms >= 0
+    assert timer.ms == pytest.approx(250.0)
+    timer.start()
+    assert timer.ms == pytest.approx(500.0)  # stopped by the read
+    assert timer.ms == pytest.approx(500.0)
 
 
 def test_device_mode_semantics_on_the_cpu(branchy, monkeypatch):
