@@ -186,6 +186,7 @@ def child_ray(spec: dict) -> dict:
 
     from caffe_compat.app import scale
     from caffe_compat.app.images import MAX_PIXELS
+    from caffe_compat.app.scale_session import RayOptions, session
 
     workers = len(spec["cores"])
     options = {
@@ -197,7 +198,7 @@ def child_ray(spec: dict) -> dict:
         "gender_model": spec["models"]["gender"],
     }
     start = time.perf_counter()
-    with scale._session(ray, None, workers, 1, MAX_PIXELS):
+    with session(ray, RayOptions(workers=workers), 1, MAX_PIXELS):
         scale.predict_dataset(spec["tiny"], spec["out"] + "_warm", **options)
         started = time.perf_counter()
         with CpuMeter() as fixed_cpu:
@@ -266,27 +267,28 @@ def parts(folder: Path, models: dict[str, str], crop: str, block: int) -> dict[s
     from caffe_compat.app.scale_sources import list_source
     from caffe_compat.app.scale_stages import (
         AgeGenderWorker,
-        FaceSettings,
         NetGroup,
         find_faces,
         geometry_of,
         read_bytes,
     )
+    from caffe_compat.app.settings import AppSettings
 
     options = {"age_model": models["age"], "gender_model": models["gender"], "crop": crop}
-    predictor = Predictor(**options, threads=1)
+    settings = AppSettings(**options, threads=1, max_pixels=MAX_PIXELS, max_bytes=MAX_BYTES)
+    predictor = Predictor(settings)
+    settings = predictor.settings
     geometry = geometry_of(predictor, "age")
-    settings = FaceSettings(None, 0.5, "onnx", 0.4, False, MAX_PIXELS, MAX_BYTES, (geometry,))
     paths = list_source(folder)[:PARTS_PHOTOS]
     table = pa.table({"path": pa.array(paths)})
     cv2.setNumThreads(1)
     start = time.process_time()
-    shipped = find_faces(read_bytes(table, MAX_BYTES), settings)
+    shipped = find_faces(read_bytes(table, MAX_BYTES), settings, (geometry,))
     cpu_task = (time.process_time() - start) / len(paths)
     scratch = Path(tempfile.mkdtemp(prefix="bench_scale_parts_"))
-    group = NetGroup(("age", "gender"), 0, options)
+    group = NetGroup(("age", "gender"), 0)
     names = {"age": "age", "gender": "gender"}
-    worker = AgeGenderWorker(str(scratch), [group], [geometry], names, 1, False)
+    worker = AgeGenderWorker(str(scratch), settings, [group], [geometry], names, False)
     worker(shipped.slice(0, 2))  # warm-up
     start = time.process_time()
     worker(shipped)

@@ -30,6 +30,7 @@ _LAZY = {
     "model_info": ("caffe_compat.app.pretrained", "model_info"),
     "predict": ("caffe_compat.app.predictor", "predict"),
     "Predictor": ("caffe_compat.app.predictor", "Predictor"),
+    "AppSettings": ("caffe_compat.app.settings", "AppSettings"),
     "FacePrediction": ("caffe_compat.app.predictor", "FacePrediction"),
     "evaluate_adience": ("caffe_compat.app.evaluate", "evaluate_adience"),
     # OpenCV's readNetFromCaffe/readNet for OpenCV 5 (``from caffe_compat import dnn``).

@@ -256,3 +256,45 @@ def test_the_readme_layout_table_lists_every_package_folder_and_top_level_module
         assert f"`{module.name}`" in table or f"`caffe_compat/{module.name}`" in table, module.name
     for folder in ("converters/torch/", "converters/onnx/", "proto/", "zoo/", "tests/"):
         assert f"`{folder}`" in table, folder
+
+
+# --------------------------------------------------------------------------------------------
+# Orchestrators short enough to hold in one's head (verify, convert, the Ray driver, the
+# application's commands): plan -> run -> report steps, no function over 60 lines
+
+ORCHESTRATION = [
+    "verify/run.py",
+    "tools/convert.py",
+    "app/scale.py",
+    "app/scale_session.py",
+    "app/scale_stages.py",
+    "app/scale_output.py",
+    "app/settings.py",
+    "app/predictor.py",
+    "app/evaluate.py",
+    "cli/predict.py",
+    "cli/_scale.py",
+    "cli/_models.py",
+    "cli/evaluate.py",
+    "cli/verify.py",
+]
+MAX_LINES = 60
+
+
+@pytest.mark.parametrize("module", ORCHESTRATION)
+def test_no_function_over_sixty_lines(module):
+    tree = ast.parse((ROOT / "caffe_compat" / module).read_text(encoding="utf-8"))
+    long = [
+        f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > MAX_LINES
+    ]
+    assert not long, f"{module}: {', '.join(long)}; split them into plan / run / report steps"
+
+
+def test_the_length_check_sees_a_long_function():
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_LINES))
+    tree = ast.parse(f"def f():\n{body}\n")
+    (node,) = tree.body
+    assert node.end_lineno - node.lineno + 1 == MAX_LINES + 1

@@ -23,6 +23,8 @@ import numpy as np
 from ..errors import CaffeCompatError
 from ..io.atomic import atomic_output
 from .adience import TASK_CLASSES, Fold, read_folds
+from .images import read_image
+from .settings import DEFAULT_BATCH, AppSettings
 
 PROTOCOL_NOTE = (
     "The paper trained a separate net for each of the five folds and scored it on that held-out "
@@ -171,11 +173,71 @@ def one_off_hits(predicted: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.abs(np.asarray(predicted, np.int64) - np.asarray(true, np.int64)) <= 1
 
 
-def _read(path: Path) -> np.ndarray | None:
-    import cv2
+def _read(path: Path, settings: AppSettings) -> np.ndarray | None:
+    """The face image, read under the settings' limits; None when it cannot be used."""
+    try:
+        return read_image(path, **settings.photo_limits())
+    except CaffeCompatError:
+        return None
 
-    data = np.fromfile(path, dtype=np.uint8)
-    return cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+
+class _Scorer:
+    """Scores fold after fold in every crop mode, summing the confusion matrices; counts the
+    missing and unreadable images and reports progress."""
+
+    def __init__(self, predictor: Any, task: str, crops: list[str], faces_root: Path) -> None:
+        self.predictor, self.task, self.crops, self.faces_root = predictor, task, crops, faces_root
+        classes = len(TASK_CLASSES[task])
+        self.confusion = {c: np.zeros((classes, classes), np.int64) for c in crops}
+        self.scores: dict[str, list[FoldScore]] = {c: [] for c in crops}
+        self.examples: list[str] = []  # the first missing images
+        self.done = 0
+
+    def _images(self, faces: Sequence[Any], limits: AppSettings) -> tuple[list, list, int, int]:
+        """The readable images of ``faces``, their labels, and how many were missing and
+        unreadable."""
+        images, truth, missing, unreadable = [], [], 0, 0
+        for face in faces:
+            path = face.image_path(self.faces_root)
+            if not path.is_file():
+                missing += 1
+                if len(self.examples) < 3:
+                    self.examples.append(str(path))
+                continue
+            image = _read(path, limits)
+            if image is None:
+                unreadable += 1
+                continue
+            images.append(image)
+            truth.append(face.label)
+        return images, truth, missing, unreadable
+
+    def fold(self, fold: Fold, limits: AppSettings, progress: Callable[[int], None]) -> None:
+        """Score one fold, ``batch`` faces per call, in every crop mode."""
+        tallies = {c: [0, 0, 0] for c in self.crops}  # faces, correct, one-off correct
+        missing = unreadable = 0
+        chunk = max(1, int(getattr(self.predictor, "batch", DEFAULT_BATCH)))
+        for start in range(0, fold.kept, chunk):
+            faces = fold.faces[start : start + chunk]
+            images, truth, lost, bad = self._images(faces, limits)
+            missing, unreadable = missing + lost, unreadable + bad
+            self.done += len(faces)
+            if images:
+                true = np.asarray(truth)
+                for crop in self.crops:
+                    probs = np.asarray(self.predictor.classify(images, crop=crop)[self.task])
+                    predicted = probs.argmax(axis=1)
+                    np.add.at(self.confusion[crop], (true, predicted), 1)
+                    tally = tallies[crop]
+                    tally[0] += len(true)
+                    tally[1] += int((predicted == true).sum())
+                    tally[2] += int(one_off_hits(predicted, true).sum())
+            progress(self.done)
+        for crop in self.crops:
+            faces, correct, near = tallies[crop]
+            near_or_none = near if self.task == "age" else None
+            score = FoldScore(fold.index, faces, correct, near_or_none, missing, unreadable)
+            self.scores[crop].append(score)
 
 
 def evaluate_adience(
@@ -185,16 +247,18 @@ def evaluate_adience(
     task: str = "age",
     crops: Sequence[str] = ("oversample",),
     predictor: Any = None,
+    settings: AppSettings | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     **predictor_options: Any,
 ) -> Evaluation:
     """Score ``task``'s net on every fold in ``folds_dir`` with images under ``faces_dir``.
 
     ``on_progress(done, total)`` is called after each chunk of faces. ``predictor``: anything
-    with ``classify(faces, crop) -> {task: faces x classes}``, ``batch`` and ``describe()``
-    (default: a ``caffe_compat.app.predictor.Predictor`` for this task built from
-    ``predictor_options``). Missing and undecodable images are counted per fold and skipped;
-    an error only when no image at all could be read.
+    with ``classify(faces, crop) -> {task: faces x classes}``, ``batch``
+    and ``describe()`` (default: a ``caffe_compat.app.predictor.Predictor`` for this task built
+    from ``settings`` and ``predictor_options``, which are ``AppSettings`` fields). Images are
+    read under the settings' photo limits. Missing and undecodable images are counted per fold
+    and skipped; an error only when no image at all could be read.
     """
     if task not in TASK_CLASSES:
         raise CaffeCompatError(f"task must be age or gender, not {task!r}")
@@ -205,63 +269,28 @@ def evaluate_adience(
     if not faces_root.is_dir():
         raise CaffeCompatError("no such folder (the Adience aligned faces)", path=str(faces_root))
     folds = read_folds(folds_dir, task)
+    limits = AppSettings.build(settings, **predictor_options)
     if predictor is None:
         from .predictor import Predictor
 
-        predictor = Predictor(models=(task,), **predictor_options)
+        predictor = Predictor(settings=settings, models=(task,), **predictor_options)
     classes = len(TASK_CLASSES[task])
     labels = tuple(getattr(predictor, "labels", {}).get(task, TASK_CLASSES[task]))
     if len(labels) != classes:
         raise CaffeCompatError(
             f"the {task} net has {len(labels)} classes; Adience {task} has {classes}"
         )
-    confusion = {c: np.zeros((classes, classes), np.int64) for c in crops}
-    scores: dict[str, list[FoldScore]] = {c: [] for c in crops}
     total = sum(f.kept for f in folds)
-    done = 0
-    examples: list[str] = []
-    chunk = max(1, int(getattr(predictor, "batch", 16)))
+
+    def progress(done: int) -> None:
+        if on_progress is not None:
+            on_progress(done, total)
+
+    scorer = _Scorer(predictor, task, crops, faces_root)
     for fold in folds:
-        tallies = {c: [0, 0, 0] for c in crops}  # faces, correct, one-off correct
-        missing = unreadable = 0
-        for start in range(0, fold.kept, chunk):
-            images, truth = [], []
-            for face in fold.faces[start : start + chunk]:
-                path = face.image_path(faces_root)
-                if not path.is_file():
-                    missing += 1
-                    if len(examples) < 3:
-                        examples.append(str(path))
-                    continue
-                image = _read(path)
-                if image is None:
-                    unreadable += 1
-                    continue
-                images.append(image)
-                truth.append(face.label)
-            done += min(chunk, fold.kept - start)
-            if images:
-                true = np.asarray(truth)
-                for crop in crops:
-                    probs = np.asarray(predictor.classify(images, crop=crop)[task])
-                    predicted = probs.argmax(axis=1)
-                    np.add.at(confusion[crop], (true, predicted), 1)
-                    tally = tallies[crop]
-                    tally[0] += len(true)
-                    tally[1] += int((predicted == true).sum())
-                    tally[2] += int(one_off_hits(predicted, true).sum())
-            if on_progress is not None:
-                on_progress(done, total)
-        for crop in crops:
-            faces, correct, near = tallies[crop]
-            scores[crop].append(
-                FoldScore(
-                    fold.index, faces, correct, near if task == "age" else None, missing, unreadable
-                )
-            )
-    scored = sum(s.faces for s in scores[crops[0]])
-    if scored == 0:
-        hint = f" (e.g. {examples[0]})" if examples else ""
+        scorer.fold(fold, limits, progress)
+    if sum(s.faces for s in scorer.scores[crops[0]]) == 0:
+        hint = f" (e.g. {scorer.examples[0]})" if scorer.examples else ""
         raise CaffeCompatError(
             f"none of the {total} face images of the fold files could be read under "
             f"{faces_root}{hint}; expected <faces>/<user_id>/landmark_aligned_face.<face_id>."
@@ -269,8 +298,8 @@ def evaluate_adience(
         )
     describe = getattr(predictor, "describe", None)
     source = "; ".join(describe(crops[0]).values()) if callable(describe) else repr(predictor)
-    modes = {c: ModeScore(c, scores[c], confusion[c]) for c in crops}
-    return Evaluation(task, labels, source, folds, modes, examples)
+    modes = {c: ModeScore(c, scorer.scores[c], scorer.confusion[c]) for c in crops}
+    return Evaluation(task, labels, source, folds, modes, scorer.examples)
 
 
 # --------------------------------------------------------------------------------------------

@@ -40,7 +40,9 @@ class Detection:
     score: float | None = None
 
 
-Detector = Callable[[np.ndarray], list[Detection]]
+# What finds faces: a photo (H x W x 3 BGR) in, its faces out. (pycaffe's ``Detector`` is Caffe's
+# R-CNN window classifier, another thing.)
+FaceDetector = Callable[[np.ndarray], list[Detection]]
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -261,7 +263,7 @@ def zoo_ssd_detector(
 
 
 def make_detector(
-    spec: Detector | str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
+    spec: FaceDetector | str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
     *,
     confidence: float = SSD_CONFIDENCE,
     backend: str = "onnx",
@@ -269,7 +271,7 @@ def make_detector(
     cache_dir: str | os.PathLike[str] | None = None,
     download: bool = False,
     progress: bool = True,
-) -> Detector:
+) -> FaceDetector:
     """``None``: OpenCV's Haar cascade where OpenCV has it (4.x), else the zoo's SSD face
     detector; ``"haar"`` or ``"ssd"`` to choose; a callable: used as is; ``MODEL.onnx`` or
     ``(PROTOTXT, CAFFEMODEL)``: an ``SSDDetector`` of those files."""
@@ -301,6 +303,18 @@ def make_detector(
     raise CaffeCompatError(
         f"a detector is MODEL.onnx or PROTOTXT CAFFEMODEL, got {len(parts)} paths"
     )
+
+
+def locate(
+    image: np.ndarray, detector: FaceDetector | None, margin: float
+) -> list[tuple[Detection, Box]]:
+    """The faces of a photo and the region of each the nets see: every box ``detector`` finds,
+    grown by ``margin`` (``expand_box``); ``detector`` None: the whole photo is one face."""
+    height, width = image.shape[:2]
+    if detector is None:
+        whole = (0, 0, width, height)
+        return [(Detection(whole), whole)]
+    return [(d, expand_box(d.box, margin, width, height)) for d in detector(image)]
 
 
 def expand_box(box: Box, margin: float, width: int, height: int) -> Box:

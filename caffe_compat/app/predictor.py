@@ -14,6 +14,7 @@ is the one-call form and keeps the last ``Predictor`` it built for the same opti
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,17 +24,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import CaffeCompatError, Remedy
-from .faces import DEFAULT_MARGIN, SSD_CONFIDENCE, Box, Detection, Detector, cut, expand_box
+from .faces import Box, Detection, FaceDetector, cut, locate
 from .images import read_image
 from .precision import resolve_precision
 from .preprocess import MODES, preprocess
 from .runners import RUNTIMES, Runner, is_onnx_path, load_runner, onnx_runner, torch_runner
+from .settings import DEFAULT_BATCH, TASKS, AppSettings, ModelSpec, parse_models
 
-TASKS = ("age", "gender")
 ZOO_MODELS = {"age": "levi_hassner_age", "gender": "levi_hassner_gender"}
-DEFAULT_BATCH = 16
-
-ModelSpec = Any  # None | zoo name | "MODEL.onnx" | (PROTOTXT, WEIGHTS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,12 +68,13 @@ class FacePrediction:
 
 
 # --------------------------------------------------------------------------------------------
-# Classifiers and the predictor
+# Task nets and the predictor
 
 
 @dataclass
-class Classifier:
-    """One task's net with what its inputs need: labels, mean, resize and input size."""
+class TaskNet:
+    """One task's net with what its inputs need: labels, mean, resize and input size. (Not
+    pycaffe's ``Classifier``, which is Caffe's.)"""
 
     task: str
     runner: Runner
@@ -126,6 +125,11 @@ def _spec_parts(spec: ModelSpec) -> list[str]:
 class Predictor:
     """Age and gender models on one back end, a face detector and the preprocessing settings.
 
+    Built from an ``AppSettings`` (``Predictor(settings)``), from keywords naming its fields
+    (``Predictor(backend="onnx", crop="center")``), or both (the keywords override the
+    settings' fields: ``Predictor(settings, models=("age",))``). ``settings`` then holds the
+    values in force, the back end and crop mode resolved.
+
     Models (``age_model`` / ``gender_model``): None for the zoo's released weights (through
     ``load_pretrained``: they must be in the cache, or ``download=True``), a zoo name,
     ``"MODEL.onnx"`` (exported by caffe-compat; runs on ONNX Runtime) or ``(PROTOTXT, WEIGHTS)``
@@ -144,133 +148,71 @@ class Predictor:
     (4.x) and the zoo's res10 SSD face detector otherwise (its weights fetched like the nets'),
     ``"haar"`` or ``"ssd"`` to choose, a callable ``image -> list[Detection]``, or an SSD face
     detector as ``MODEL.onnx`` or ``(PROTOTXT, CAFFEMODEL)`` (res10 300x300 kind) keeping boxes
-    scoring at least ``confidence``.
+    scoring at least ``confidence``; ``no_detect`` makes each photo one face (the default of
+    ``predict``'s own ``no_detect``).
     ``batch``: faces per net call (each face is 10 net inputs when over-sampling). ``threads``:
     intra-op threads of each net call (None: ONNX Runtime's and PyTorch's defaults, all cores).
+    ``max_bytes`` / ``max_pixels``: the limits photos given by path are read under.
     """
 
-    def __init__(
-        self,
-        *,
-        models: Sequence[str] | str = TASKS,
-        backend: str | None = None,
-        age_model: ModelSpec = None,
-        gender_model: ModelSpec = None,
-        age_labels: Sequence[str] | None = None,
-        gender_labels: Sequence[str] | None = None,
-        crop: str | None = None,
-        mean: Any = None,
-        mean_crop: str = "window",
-        detector: Any = None,
-        confidence: float = SSD_CONFIDENCE,
-        margin: float = DEFAULT_MARGIN,
-        batch: int = DEFAULT_BATCH,
-        cache_dir: str | os.PathLike[str] | None = None,
-        download: bool = False,
-        device: str = "cpu",
-        progress: bool = True,
-        precision: str | None = None,
-        check_precision: bool = False,
-        threads: int | None = None,
-    ) -> None:
-        tasks = parse_models(models)
-        specs = {"age": age_model, "gender": gender_model}
-        labels = {"age": age_labels, "gender": gender_labels}
+    def __init__(self, settings: AppSettings | None = None, **overrides: Any) -> None:
+        settings = AppSettings.build(settings, **overrides)
+        tasks = settings.models
+        backend = settings.backend
         if backend is None:
-            backend = "onnx" if any(is_onnx_path(specs[t]) for t in tasks) else "torch"
-        if backend not in RUNTIMES:
-            raise CaffeCompatError(f"backend must be one of {', '.join(RUNTIMES)}, not {backend!r}")
-        if batch < 1:
-            raise CaffeCompatError(f"batch must be at least 1, got {batch}")
-        if margin < 0:
-            raise CaffeCompatError(f"margin must be 0 or more, got {margin}")
-        if threads is not None and threads < 1:
-            raise CaffeCompatError(f"threads must be at least 1, got {threads}")
-        self.threads = threads
-        self.backend = backend
-        self.batch = batch
-        self.margin = margin
-        self.device = device
-        self._precision = precision
-        self._fetch = {"cache_dir": cache_dir, "download": download, "progress": progress}
-        self._check_precision = check_precision
+            onnx = any(is_onnx_path(settings.model(t)) for t in tasks)
+            backend = "onnx" if onnx else "torch"
+        self.settings = dataclasses.replace(settings, backend=backend)
         # task -> [faces whose argmax agrees with exact mode, faces compared]
         self.precision_agreement: dict[str, list[int]] = {}
-        self.mean_crop = mean_crop
-        self._detector_spec = detector
-        self._confidence = confidence
-        self._detector: Detector | None = None
-        self.classifiers: dict[str, Classifier] = {}
-        for task in tasks:
-            self.classifiers[task] = self._classifier(
-                task, specs[task], labels[task], mean, cache_dir, download, progress
-            )
-        cards = [_task_card(t) for t in tasks]
-        self.crop = crop or cards[0].default_mode
-        if self.crop not in MODES:
-            raise CaffeCompatError(f"unknown crop mode {self.crop!r}; modes: {', '.join(MODES)}")
+        self._detector: FaceDetector | None = None
+        self.classifiers: dict[str, TaskNet] = {t: self._task_net(t) for t in tasks}
+        crop = settings.crop or _task_card(tasks[0]).default_mode
+        self.settings = dataclasses.replace(self.settings, crop=crop)
+
+    # -- the settings in force -----------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        return str(self.settings.backend)
+
+    @property
+    def crop(self) -> str:
+        return str(self.settings.crop)
+
+    @property
+    def batch(self) -> int:
+        return self.settings.batch
+
+    @property
+    def margin(self) -> float:
+        return self.settings.margin
+
+    @property
+    def device(self) -> str:
+        return self.settings.device
+
+    @property
+    def threads(self) -> int | None:
+        return self.settings.threads
+
+    @property
+    def mean_crop(self) -> str:
+        return self.settings.mean_crop
 
     # -- construction --------------------------------------------------------------------
 
-    def _classifier(
-        self,
-        task: str,
-        spec: ModelSpec,
-        labels: Sequence[str] | None,
-        mean: Any,
-        cache_dir: Any,
-        download: bool,
-        progress: bool,
-    ) -> Classifier:
+    def _task_net(self, task: str) -> TaskNet:
+        """``task``'s net loaded on the back end, with its labels, mean and input geometry."""
         from ..zoo import list_models
 
+        settings = self.settings
+        spec, labels = settings.model(task), settings.labels(task)
         card = _task_card(task)
-        mode, twin = "exact", None
         if spec is None or (isinstance(spec, str) and spec in list_models()):
-            from ..zoo import load_card
-            from .pretrained import load_pretrained
-
-            if spec is not None:
-                card = load_card(spec)
-            options = {
-                "cache_dir": cache_dir,
-                "download": download,
-                "backend": self.backend,
-                "device": self.device,
-                "progress": progress,
-            }
-            model = load_pretrained(card, precision=self._precision, **options)
-            source = f"{card.name} (zoo, released weights)"
-            if self.backend == "torch":
-                runner = torch_runner(model, card.output, source, self.device, threads=self.threads)
-                mode = model.precision
-                if self._check_precision and mode != "exact":
-                    exact = load_pretrained(card, precision="exact", **options)
-                    twin = torch_runner(
-                        exact, card.output, source, self.device, threads=self.threads
-                    )
-            else:
-                runner = onnx_runner(
-                    model.SerializeToString(), card.output, source, self.device, self.threads
-                )
+            runner, mode, twin, card = self._zoo_runner(spec, card)
         else:
-            parts = _spec_parts(spec)
-            if len(parts) not in (1, 2):
-                raise CaffeCompatError(
-                    f"a {task} model is MODEL.onnx or (PROTOTXT, WEIGHTS), got {len(parts)} paths"
-                )
-            mode = resolve_precision(self._precision, backend=self.backend, device=self.device)
-            files = (parts[0], parts[1] if len(parts) == 2 else None)
-            options = {
-                "backend": self.backend,
-                "device": self.device,
-                "output": card.output,
-                "threads": self.threads,
-            }
-            runner = load_runner(*files, precision=mode, **options)
-            if self._check_precision and mode != "exact":
-                twin = load_runner(*files, precision="exact", **options)
-            source = runner.source
+            runner, mode, twin = self._file_runner(task, spec, card)
         names = tuple(labels) if labels is not None else (runner.labels or card.labels)
         if runner.output_width is not None and runner.output_width != len(names):
             raise CaffeCompatError(
@@ -288,19 +230,71 @@ class Predictor:
                     path=runner.source,
                 )
             crop_size = height
-        size = max(card.input.resize, crop_size)
-        return Classifier(
+        return TaskNet(
             task,
             runner,
             names,
-            _mean_for(card, mean, cache_dir, download),
-            self.mean_crop,
-            size,
+            _mean_for(card, settings.mean, settings.cache_dir, settings.download),
+            settings.mean_crop,
+            max(card.input.resize, crop_size),
             crop_size,
-            source,
+            runner.source,
             mode,
             twin,
         )
+
+    def _zoo_runner(self, spec: str | None, card: Any) -> tuple[Runner, str, Runner | None, Any]:
+        """Released weights through ``load_pretrained`` (``spec`` a zoo name, or None for the
+        task's card): the runner, its numeric mode, the exact-mode twin, the card."""
+        from ..zoo import load_card
+        from .pretrained import load_pretrained
+
+        settings = self.settings
+        if spec is not None:
+            card = load_card(spec)
+        options = {
+            "cache_dir": settings.cache_dir,
+            "download": settings.download,
+            "backend": self.backend,
+            "device": self.device,
+            "progress": settings.progress,
+        }
+        model = load_pretrained(card, precision=settings.precision, **options)
+        source = f"{card.name} (zoo, released weights)"
+        if self.backend != "torch":
+            serialized = model.SerializeToString()
+            runner = onnx_runner(serialized, card.output, source, self.device, self.threads)
+            return runner, "exact", None, card
+        runner = torch_runner(model, card.output, source, self.device, threads=self.threads)
+        twin = None
+        if settings.check_precision and model.precision != "exact":
+            exact = load_pretrained(card, precision="exact", **options)
+            twin = torch_runner(exact, card.output, source, self.device, threads=self.threads)
+        return runner, model.precision, twin, card
+
+    def _file_runner(
+        self, task: str, spec: ModelSpec, card: Any
+    ) -> tuple[Runner, str, Runner | None]:
+        """A net from the user's files (``MODEL.onnx`` or ``(PROTOTXT, WEIGHTS)``)."""
+        parts = _spec_parts(spec)
+        if len(parts) not in (1, 2):
+            raise CaffeCompatError(
+                f"a {task} model is MODEL.onnx or (PROTOTXT, WEIGHTS), got {len(parts)} paths"
+            )
+        settings = self.settings
+        mode = resolve_precision(settings.precision, backend=self.backend, device=self.device)
+        files = (parts[0], parts[1] if len(parts) == 2 else None)
+        options = {
+            "backend": self.backend,
+            "device": self.device,
+            "output": card.output,
+            "threads": self.threads,
+        }
+        runner = load_runner(*files, precision=mode, **options)
+        twin = None
+        if settings.check_precision and mode != "exact":
+            twin = load_runner(*files, precision="exact", **options)
+        return runner, mode, twin
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -322,18 +316,10 @@ class Predictor:
     # -- detection -----------------------------------------------------------------------
 
     @property
-    def detector(self) -> Detector:
+    def detector(self) -> FaceDetector:
         """Built on first use, so runs without detection never load a cascade or a net."""
         if self._detector is None:
-            from .faces import make_detector
-
-            self._detector = make_detector(
-                self._detector_spec,
-                confidence=self._confidence,
-                backend=self.backend,
-                device=self.device,
-                **self._fetch,
-            )
+            self._detector = self.settings.build_detector(self.device)
         return self._detector
 
     def detect(self, image: np.ndarray) -> list[Detection]:
@@ -341,14 +327,14 @@ class Predictor:
 
     # -- classification ------------------------------------------------------------------
 
-    def _prepare(self, classifier: Classifier, faces: Sequence[np.ndarray], crop: str) -> Any:
+    def _prepare(self, net: TaskNet, faces: Sequence[np.ndarray], crop: str) -> Any:
         return preprocess(
             list(faces),
             crop,
-            mean=classifier.mean,
-            mean_crop=classifier.mean_crop,
-            size=classifier.size,
-            crop=classifier.crop_size,
+            mean=net.mean,
+            mean_crop=net.mean_crop,
+            size=net.size,
+            crop=net.crop_size,
         )
 
     def _prepare_all(self, faces: Sequence[np.ndarray], crop: str) -> dict[tuple, Any]:
@@ -360,7 +346,7 @@ class Predictor:
                 prepared[key] = self._prepare(classifier, faces, crop)
         return prepared
 
-    def _run(self, classifier: Classifier, data: np.ndarray, crops: int) -> np.ndarray:
+    def _run(self, classifier: TaskNet, data: np.ndarray, crops: int) -> np.ndarray:
         """Probabilities per face (faces x labels), ``batch`` faces per net call."""
         step = self.batch * crops
         outs = [
@@ -413,17 +399,13 @@ class Predictor:
     # -- photos --------------------------------------------------------------------------
 
     def _locate(self, image: np.ndarray, no_detect: bool) -> list[tuple[Detection, Box]]:
-        height, width = image.shape[:2]
-        if no_detect:
-            whole = (0, 0, width, height)
-            return [(Detection(whole), whole)]
-        return [(d, expand_box(d.box, self.margin, width, height)) for d in self.detect(image)]
+        return locate(image, None if no_detect else self.detector, self.margin)
 
     def predict_many(
         self,
         items: Iterable[tuple[Any, np.ndarray]],
         *,
-        no_detect: bool = False,
+        no_detect: bool | None = None,
         stream: bool = False,
     ) -> Iterator[tuple[Any, list[FacePrediction]]]:
         """``(key, image)`` pairs -> ``(key, faces)`` in the same order; a str or path key is
@@ -435,7 +417,10 @@ class Predictor:
         are found (they still share one call), so each photo's result is out before the next
         photo is read: what a person watching the output, or a pipe, wants. The cost is
         throughput only where the nets gain from batches larger than one photo's faces (a GPU,
-        or single-crop modes); with 10-crop over-sampling one face is already 10 inputs."""
+        or single-crop modes); with 10-crop over-sampling one face is already 10 inputs.
+        ``no_detect`` None: the settings' (``no_detect=True``: each photo is one face)."""
+        if no_detect is None:
+            no_detect = self.settings.no_detect
         pending: list[tuple[Any, list[tuple[Detection, Box]]]] = []
         parts: dict[tuple, list[np.ndarray]] = {}
         crops_per_face: dict[tuple, int] = {}
@@ -495,12 +480,13 @@ class Predictor:
         self,
         image: np.ndarray | str | os.PathLike[str],
         *,
-        no_detect: bool = False,
+        no_detect: bool | None = None,
     ) -> list[FacePrediction]:
-        """The faces of one photo (a path or an H x W x 3 BGR uint8 array)."""
+        """The faces of one photo (a path, read under the settings' limits, or an H x W x 3 BGR
+        uint8 array)."""
         if isinstance(image, (str, os.PathLike)):
             key: Any = os.fspath(image)
-            image = read_image(image)
+            image = read_image(image, **self.settings.photo_limits())
         else:
             key = None
         return next(iter(self.predict_many([(key, image)], no_detect=no_detect)))[1]
@@ -517,23 +503,10 @@ def _fill(face: FacePrediction, task: str, probs: np.ndarray, labels: Sequence[s
         face.gender, face.gender_prob, face.gender_probs = labels[best], values[best], values
 
 
-def parse_models(models: Sequence[str] | str) -> tuple[str, ...]:
-    """``"age,gender"`` or a sequence -> the tasks, in TASKS order, each at most once."""
-    names = models.split(",") if isinstance(models, str) else list(models)
-    names = [n.strip() for n in names if n.strip()]
-    unknown = [n for n in names if n not in TASKS]
-    if unknown or not names:
-        raise CaffeCompatError(
-            f"models are {' and/or '.join(TASKS)} (comma-separated), got {','.join(names) or '-'}"
-        )
-    return tuple(t for t in TASKS if t in names)
-
-
 # --------------------------------------------------------------------------------------------
 # One-call form
 
 
-_RUN_OPTIONS = ("no_detect",)
 _last: tuple[Any, Predictor] | None = None
 
 
@@ -551,8 +524,8 @@ def _file_stamp(value: Any) -> Any:
     return value
 
 
-def _cache_key(options: dict[str, Any]) -> Any:
-    key = tuple(sorted((k, _file_stamp(v)) for k, v in options.items()))
+def _cache_key(settings: AppSettings) -> Any:
+    key = tuple((name, _file_stamp(value)) for name, value in settings.items())
     try:
         hash(key)
     except TypeError:
@@ -560,32 +533,48 @@ def _cache_key(options: dict[str, Any]) -> Any:
     return key
 
 
-def predict(image: np.ndarray | str | os.PathLike[str], **options: Any) -> list[FacePrediction]:
+def predict(
+    image: np.ndarray | str | os.PathLike[str],
+    settings: AppSettings | None = None,
+    **options: Any,
+) -> list[FacePrediction]:
     """Faces with age and gender in one photo (a path, or an H x W x 3 BGR uint8 array).
 
-    ``options``: ``no_detect`` (the whole photo is the face) and any ``Predictor`` argument
-    (``backend``, ``age_model``, ``gender_model``, ``crop``, ``batch``, ``detector``, ``margin``,
-    ``cache_dir``, ``download``...). The last Predictor built is kept and reused while the options
-    (and the files they name) stay the same; hold a ``Predictor`` yourself for full control.
+    ``settings`` and ``options`` as ``Predictor`` takes them (``backend``, ``age_model``,
+    ``gender_model``, ``crop``, ``batch``, ``detector``, ``margin``, ``cache_dir``,
+    ``download``, ``no_detect``...). The last Predictor built is kept and reused while the
+    settings (and the files they name) stay the same; hold a ``Predictor`` yourself for full
+    control.
     """
     global _last
-    no_detect = bool(options.pop("no_detect", False))
-    key = _cache_key(options)
+    no_detect = options.pop("no_detect", None)
+    settings = AppSettings.build(settings, **options)
+    key = _cache_key(settings)
     if key is not None and _last is not None and _last[0] == key:
         predictor = _last[1]
     else:
-        predictor = Predictor(**options)
+        predictor = Predictor(settings)
         _last = (key, predictor) if key is not None else None
     return predictor.predict(image, no_detect=no_detect)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Classifier":  # the name before TaskNet; pycaffe's Classifier is Caffe's
+        import warnings
+
+        warnings.warn("app.predictor.Classifier is now TaskNet", DeprecationWarning, 2)
+        return TaskNet
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "DEFAULT_BATCH",
     "RUNTIMES",
     "TASKS",
-    "Classifier",
+    "AppSettings",
     "FacePrediction",
     "Predictor",
+    "TaskNet",
     "parse_models",
     "predict",
 ]

@@ -130,7 +130,7 @@ def _caffe_crops(
     image: np.ndarray, mean: np.ndarray, mode: str, size: int, crop: int, mean_crop: str
 ) -> np.ndarray:
     """The crops of the size x size resize (C x crop x crop, float32), mean per ``mean_crop``."""
-    chw = _resize(image.astype(np.float32), size, size).transpose(2, 0, 1)
+    chw = first_resize(image, mode, size=size, crop=crop).transpose(2, 0, 1)
     if mean.ndim == 1:
         per_crop = None
         shared = mean[:, None, None]
@@ -158,11 +158,38 @@ def _caffe_crops(
     return np.ascontiguousarray(batch, dtype=np.float32)
 
 
+def first_resize(image: np.ndarray, mode: str, *, size: int = 256, crop: int = 227) -> np.ndarray:
+    """The first step of ``mode``: the whole image resized to what the mode crops from, size x
+    size float32 for the Caffe modes, crop x crop in the image's own dtype for ``opencv`` (as
+    blobFromImage resizes). Applied to its own result it changes nothing, so a face may be
+    shrunk early (the Ray engine ships faces this way) and preprocessed later."""
+    if mode == "opencv":
+        return _resize(image, crop, crop)
+    return _resize(image.astype(np.float32, copy=False), size, size)
+
+
+def first_resize_shape(mode: str, *, size: int = 256, crop: int = 227) -> tuple[int, int, int]:
+    """The shape ``first_resize`` gives in ``mode``."""
+    side = crop if mode == "opencv" else size
+    return (side, side, 3)
+
+
+def blob_from_image(
+    image: np.ndarray, height: int, width: int, mean: np.ndarray | Sequence[float] = (0, 0, 0)
+) -> np.ndarray:
+    """``cv2.dnn.blobFromImage(image, 1.0, (width, height), mean, swapRB=False)``: the image
+    resized in its own dtype (bilinear), then float32, minus the per-channel ``mean`` (a mean
+    image counts by its channel averages); 1 x 3 x height x width."""
+    values = _mean(mean)
+    if values.ndim != 1:
+        values = values.reshape(3, -1).mean(axis=1, dtype=np.float64).astype(np.float32)
+    resized = _resize(_image(image), height, width).astype(np.float32)
+    return np.ascontiguousarray((resized - values).transpose(2, 0, 1)[None])
+
+
 def _opencv(image: np.ndarray, mean: np.ndarray, crop: int) -> np.ndarray:
-    """blobFromImage semantics: resize in the image's own dtype, then float, then minus mean."""
-    values = mean if mean.ndim == 1 else mean.reshape(3, -1).mean(axis=1, dtype=np.float64)
-    resized = _resize(image, crop, crop).astype(np.float32)
-    return (resized - np.asarray(values, dtype=np.float32)).transpose(2, 0, 1)[None]
+    """The ``opencv`` mode: ``blob_from_image`` at crop x crop."""
+    return blob_from_image(first_resize(image, "opencv", crop=crop), crop, crop, mean)
 
 
 def preprocess(

@@ -19,47 +19,55 @@ numbers them) or, for a photo without a face or one that could not be read, one 
 ``face`` 0 (``error`` says why it could not be read; unreadable files never fail the run).
 Columns: path, face, faces, box and crop_box (x, y, w, h), detection_score, age, age_prob,
 age_probs, gender, gender_prob, gender_probs (probabilities in label order; the labels are in
-``_run.json``), crop, backend, age_model and gender_model (the nets' file identities), error.
+``_run.json``), crop, backend, age_model and gender_model (the nets' file identities), error,
+path_bytes (the exact name where it is not UTF-8; ``path`` shows it escaped).
 ``read_results(DIR)`` gives them as one table; resumability is described in ``scale_output``.
+
+The driver works in three steps: ``plan_run`` (the nets built once here, so bad models fail in
+one line before Ray starts; the settings recorded), ``run_plan`` (the photos not yet done,
+through the pipeline, in a session from ``scale_session``) and ``report`` (the counts).
+What is computed is an ``AppSettings``; how it runs, a ``RayOptions``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..errors import CaffeCompatError
-from .faces import DEFAULT_MARGIN, SSD_CONFIDENCE
-from .images import MAX_FILE_BYTES as MAX_BYTES
-from .images import MAX_PIXELS, opencv_pixel_limit_env
 from .scale_output import (
     check_settings,
     completed_paths,
     deduplicate,
     read_results,
+    read_shard,
     remove_partial,
     run_lock,
     shard_files,
 )
-from .scale_sources import list_source
-from .scale_stages import AgeGenderWorker, FaceSettings, NetGroup, find_faces, read_bytes
-
-DEFAULT_BLOCK = 64
-LISTING_BLOCK = 4096
-DEVICES = ("auto", "cpu", "cuda")
-RAY_MISSING = (
-    "the ray engine needs Ray Data and pyarrow, which are not installed: "
-    "pip install 'caffe-compat[ray]'"
+from .scale_session import (
+    DEFAULT_BLOCK,
+    Placement,
+    RayOptions,
+    placement,
+    quiet_ray_data,
+    require_ray,
+    session,
 )
+from .scale_sources import list_source
+from .scale_stages import AgeGenderWorker, Geometry, NetGroup, find_faces, read_bytes
+from .settings import AppSettings
 
-__all__ = ["ScaleSummary", "predict_dataset", "read_results"]
+LISTING_BLOCK = 4096
+OnProgress = Callable[[int, int], None]
+
+__all__ = ["RayOptions", "ScaleSummary", "predict_dataset", "read_results"]
 
 
 @dataclass
@@ -82,35 +90,8 @@ class ScaleSummary:
     error_sample: list[tuple[str, str]] = field(default_factory=list)
 
 
-def require_ray() -> Any:
-    """The ``ray`` module with Ray Data and pyarrow, or one line saying how to install them."""
-    try:
-        import pyarrow  # noqa: F401
-        import ray
-        import ray.data
-    except ImportError:
-        raise CaffeCompatError(RAY_MISSING) from None
-    return ray
-
-
 # --------------------------------------------------------------------------------------------
-# Settings: absolute paths (workers run elsewhere) and what the numbers depend on
-
-
-def _absolute(spec: Any) -> Any:
-    if spec is None or callable(spec):
-        return spec
-    if isinstance(spec, (str, os.PathLike)):
-        return os.path.abspath(spec)
-    return tuple(os.path.abspath(p) for p in spec)
-
-
-def _absolute_model(spec: Any) -> Any:
-    from ..zoo import list_models
-
-    if isinstance(spec, str) and spec in list_models():
-        return spec
-    return _absolute(spec)
+# What the numbers depend on
 
 
 def _file_ids(spec: Any) -> str:
@@ -138,7 +119,7 @@ def _describe_value(value: Any) -> Any:
         return value
     if callable(value):
         return f"callable {getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', '?')}"
-    if isinstance(value, str) and value in ("zoo", "haar"):
+    if isinstance(value, str) and value in ("zoo", "haar", "ssd"):
         return value
     if isinstance(value, (str, os.PathLike)) or (
         isinstance(value, (list, tuple)) and all(isinstance(v, (str, os.PathLike)) for v in value)
@@ -151,163 +132,126 @@ def _describe_value(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
-# Ray session and resources
+# Plan: the nets built once here (bad models fail in one line before Ray starts), what each
+# worker needs, and the settings record the output folder is held to
 
 
-class _Plan(NamedTuple):
-    workers: int
-    gpu: bool
-    actor_cpus: float
+@dataclass(frozen=True)
+class RunPlan:
+    """What the pipeline computes and where it commits it."""
+
+    out_dir: str
+    settings: AppSettings  # resolved (crop, back end), absolute paths, no progress bars
+    geometries: tuple[Geometry, ...]
+    groups: tuple[NetGroup, ...]
+    identities: dict[str, str]
 
 
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+def _groups(predictor: Any) -> tuple[tuple[Geometry, ...], tuple[NetGroup, ...]]:
+    """Distinct shipping geometries, and the tasks using each."""
+    from .scale_stages import geometry_of
+
+    geometries: list[Geometry] = []
+    by_geometry: dict[int, list[str]] = {}
+    for task in predictor.tasks:
+        geometry = geometry_of(predictor, task)
+        if geometry not in geometries:
+            geometries.append(geometry)
+        by_geometry.setdefault(geometries.index(geometry), []).append(task)
+    groups = tuple(NetGroup(tuple(tasks), index) for index, tasks in by_geometry.items())
+    return tuple(geometries), groups
 
 
-def _task_slots(workers: int) -> int:
-    """Logical CPUs for the decode/detect tasks beside ``workers`` one-core CPU actors in local
-    mode: as many again. Detection costs 0.4 to 0.7 of the nets' time per photo depending on the
-    photo and crop mode (benchmarks/bench_scale.py), so fewer slots can starve the actors; the
-    extra logical CPUs share the same cores, and the OS gives the cores to whichever side has
-    work."""
-    return max(1, workers)
-
-
-@contextlib.contextmanager
-def _session(
-    ray: Any, address: str | None, workers: int | None, threads: int, max_pixels: int
-) -> Iterator[int | None]:
-    """Join ``address``, or start Ray here (logical CPUs: the workers' threads plus slots for
-    the CPU tasks); leave a session the caller started as it is. A session started here gives
-    its workers OpenCV's own pixel limit, the backstop for headers ``image_size`` cannot read
-    (a job-wide environment: per-task ones would start fresh worker processes on every run).
-    Yields the number of CPU workers a local session was sized for (None otherwise)."""
-    if ray.is_initialized():
-        yield workers
-        return
-    common = {
-        "include_dashboard": False,
-        "log_to_driver": False,
-        "logging_level": logging.WARNING,
-        "runtime_env": {"env_vars": opencv_pixel_limit_env(max_pixels)},
+def _record(plan: RunPlan, predictor: Any, given: AppSettings) -> dict[str, Any]:
+    """The settings the numbers depend on, as ``_run.json`` holds them."""
+    settings = plan.settings
+    detector = given.detector or "haar"
+    return {
+        "models": plan.identities,
+        "labels": {t: list(v) for t, v in predictor.labels.items()},
+        "geometry": [dataclasses.asdict(g) for g in plan.geometries],
+        "crop": settings.crop,
+        "backend": settings.backend,
+        "mean": _describe_value(given.mean),
+        "mean_crop": settings.mean_crop,
+        "detector": "none (whole photo)" if settings.no_detect else _describe_value(detector),
+        "confidence": settings.confidence,
+        "margin": settings.margin,
     }
-    count = workers
-    if address:
-        ray.init(address=address, **common)
-    else:
-        count = workers or _cpu_count()
-        ray.init(num_cpus=count * threads + _task_slots(count), **common)
-    try:
-        yield count
-    finally:
-        ray.shutdown()
 
 
-def _plan(
-    ray: Any, workers: int | None, threads: int, device: str, sized: int | None = None
-) -> _Plan:
-    """Actors and their resources: ``workers`` if given; else one per GPU, else ``sized`` (what
-    a local session was started for), else half the CPUs (the other half for the CPU tasks)."""
-    resources = ray.cluster_resources()
-    cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
-    if device == "cuda" and gpus == 0:
-        raise CaffeCompatError("device cuda: the Ray cluster has no GPU")
-    if gpus and device != "cpu":
-        count = workers or gpus
-        if count + 1 > cpus:
-            raise CaffeCompatError(
-                f"{count} GPU workers need {count + 1} CPUs (one each, one for decoding); the "
-                f"Ray cluster has {cpus}"
-            )
-        return _Plan(count, True, 1.0)
-    count = workers or sized or max(1, cpus // 2 // threads)
-    if count * threads + 1 > cpus:
-        raise CaffeCompatError(
-            f"{count} workers of {threads} thread(s) need {count * threads + 1} CPUs (one more "
-            f"for decoding and detection); the Ray cluster has {cpus}"
-        )
-    return _Plan(count, False, float(threads))
+def plan_run(out_dir: str, given: AppSettings) -> RunPlan:
+    """Build the nets (and the detector) once, here; record the settings in ``out_dir`` or
+    refuse a folder computed with others. Call while holding ``run_lock(out_dir)``."""
+    from .predictor import Predictor
 
-
-@contextlib.contextmanager
-def _quiet_ray_data(ray: Any) -> Iterator[None]:
-    """No Ray Data progress bars or log lines for this run (the caller gets ``progress``)."""
-    context = ray.data.DataContext.get_current()
-    saved = context.enable_progress_bars
-    logger = logging.getLogger("ray.data")
-    level = logger.level
-    context.enable_progress_bars = False
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        context.enable_progress_bars = saved
-        logger.setLevel(level)
+    if given.check_precision:
+        raise CaffeCompatError("check_precision runs with the single-process engine only")
+    # on the CPU: the workers choose their own device (RayOptions.device)
+    predictor = Predictor(given.with_absolute_paths(), progress=False, device="cpu")
+    if not given.no_detect:
+        predictor.detector  # noqa: B018  (a bad detector fails now, in one line)
+    geometries, groups = _groups(predictor)
+    settings = predictor.settings
+    identities = {t: model_identity(t, settings.model(t)) for t in settings.models}
+    plan = RunPlan(out_dir, settings, geometries, groups, identities)
+    check_settings(out_dir, _record(plan, predictor, given))
+    return plan
 
 
 # --------------------------------------------------------------------------------------------
-# The run
+# Run: the photos not yet done, through the Ray Data pipeline
 
 
-def _pipeline(
-    ray: Any,
-    todo: list[str],
-    out_dir: str,
-    plan: _Plan,
-    faces: FaceSettings,
-    groups: list[NetGroup],
-    identities: dict[str, str],
-    threads: int,
-    block: int,
-    progress: Callable[[int, int], None] | None,
-) -> int:
+def _dataset(ray: Any, todo: list[str], plan: RunPlan, place: Placement, block: int) -> Any:
+    """listing -> read bytes -> faces (CPU tasks) -> nets and shards (actors)."""
     import pyarrow as pa
 
     # Photos per inference call and shard; small runs still give every worker two calls.
-    size = max(1, min(block, math.ceil(len(todo) / (2 * plan.workers))))
+    size = max(1, min(block, math.ceil(len(todo) / (2 * place.workers))))
     # The listing goes into the object store in blocks of up to LISTING_BLOCK paths: Ray Data
     # costs the driver about 3 ms per input block, so 64-path blocks would cost 50 us a photo
     # and large ones 1 us. The CPU tasks still work (and emit) ``size`` photos at a time.
-    span = min(LISTING_BLOCK, max(size, math.ceil(len(todo) / (8 * plan.workers))))
+    # Paths travel as bytes: a file name need not be UTF-8.
+    span = min(LISTING_BLOCK, max(size, math.ceil(len(todo) / (8 * place.workers))))
     tables = [
-        pa.table({"path": pa.array(todo[i : i + span], pa.string())})
+        pa.table({"path": pa.array([os.fsencode(p) for p in todo[i : i + span]], pa.binary())})
         for i in range(0, len(todo), span)
     ]
     cpu_task = {"batch_size": size, "batch_format": "pyarrow", "num_cpus": 1}
     actor = {
         "batch_size": size,
         "batch_format": "pyarrow",
-        "compute": ray.data.ActorPoolStrategy(size=plan.workers),
-        "num_cpus": plan.actor_cpus,
+        "compute": ray.data.ActorPoolStrategy(size=place.workers),
+        "num_cpus": place.actor_cpus,
     }
-    if plan.gpu:
+    if place.gpu:
         actor["num_gpus"] = 1
-    dataset = (
+    worker = {
+        "out_dir": plan.out_dir,
+        "settings": plan.settings,
+        "groups": plan.groups,
+        "geometries": plan.geometries,
+        "identities": plan.identities,
+        "use_gpu": place.gpu,
+    }
+    faces = {"settings": plan.settings, "geometries": plan.geometries}
+    return (
         ray.data.from_arrow(tables)
-        .map_batches(read_bytes, fn_kwargs={"max_bytes": faces.max_bytes}, **cpu_task)
-        .map_batches(find_faces, fn_kwargs={"settings": faces}, **cpu_task)
-        .map_batches(
-            AgeGenderWorker,
-            fn_constructor_kwargs={
-                "out_dir": out_dir,
-                "groups": groups,
-                "geometries": faces.geometries,
-                "identities": identities,
-                "threads": threads,
-                "use_gpu": plan.gpu,
-            },
-            **actor,
-        )
+        .map_batches(read_bytes, fn_kwargs={"max_bytes": plan.settings.max_bytes}, **cpu_task)
+        .map_batches(find_faces, fn_kwargs=faces, **cpu_task)
+        .map_batches(AgeGenderWorker, fn_constructor_kwargs=worker, **actor)
     )
+
+
+def _pipeline(ray: Any, dataset: Any, total: int, on_progress: OnProgress | None) -> int:
+    """Drive ``dataset`` to the end; the photos it committed."""
     done = 0
     try:
         for counts in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
             done += sum(counts.column("photos").to_pylist())
-            if progress is not None:
-                progress(done, len(todo))
+            if on_progress is not None:
+                on_progress(done, total)
     except ray.exceptions.RayError as exc:
         lines = [line for line in str(exc).splitlines() if line.strip()]
         reason = next(
@@ -317,10 +261,42 @@ def _pipeline(
     return done
 
 
-def _totals(summary: ScaleSummary, sample: int = 10) -> None:
-    """Counts over DIR (after ``deduplicate``, each photo lives in exactly one shard)."""
+def run_plan(
+    ray: Any,
+    source: str | os.PathLike[str],
+    plan: RunPlan,
+    options: RayOptions,
+    summary: ScaleSummary,
+    on_progress: OnProgress | None = None,
+) -> None:
+    """Compute the photos of ``source`` the output folder does not hold yet (Ray starts only
+    when there are some); counts into ``summary``."""
+    remove_partial(plan.out_dir)
+    listing = list_source(source)
+    done = completed_paths(plan.out_dir)
+    todo = [path for path in listing if path not in done]
+    summary.listed, summary.already_done = len(listing), len(listing) - len(todo)
+    del done, listing
+    if not todo:
+        return
+    threads = plan.settings.threads or 1
+    with session(ray, options, threads, plan.settings.max_pixels) as sized, quiet_ray_data(ray):
+        place = placement(ray, options.workers, threads, options.device, sized)
+        summary.workers, summary.gpu = place.workers, place.gpu
+        dataset = _dataset(ray, todo, plan, place, options.block)
+        summary.processed = _pipeline(ray, dataset, len(todo), on_progress)
+
+
+# --------------------------------------------------------------------------------------------
+# Report: what the folder holds
+
+
+def report(summary: ScaleSummary, sample: int = 10) -> None:
+    """Duplicates from retried calls removed, then counts over the folder (after that, each
+    photo lives in exactly one shard)."""
+    summary.duplicates_removed = deduplicate(summary.output)
     for shard in shard_files(summary.output):
-        table = _count_columns(shard)
+        table = read_shard(shard, ["path", "face", "error"])
         paths = table.column("path").to_pylist()
         faces = table.column("face").to_pylist()
         errors = table.column("error").to_pylist()
@@ -337,152 +313,61 @@ def _totals(summary: ScaleSummary, sample: int = 10) -> None:
     summary.readable = summary.photos - summary.errors
 
 
-def _count_columns(shard: Any) -> Any:
-    import pyarrow.parquet as pq
+# --------------------------------------------------------------------------------------------
+# The entry point
 
-    return pq.read_table(shard, columns=["path", "face", "error"])
+
+def _on_progress(on_progress: OnProgress | None, progress: Any) -> OnProgress | None:
+    """``progress=`` was this callback's name before ``on_progress`` (``progress`` is a bool
+    everywhere else: whether to draw a bar)."""
+    if progress is None or isinstance(progress, bool):  # no bars to draw here
+        return on_progress
+    if not callable(progress) or on_progress is not None:
+        raise TypeError("pass the callback as on_progress(done, total)")
+    warnings.warn(
+        "predict_dataset(progress=callback) is now on_progress=callback", DeprecationWarning, 3
+    )
+    return progress
 
 
 def predict_dataset(
     source: str | os.PathLike[str],
     output_dir: str | os.PathLike[str],
+    settings: AppSettings | None = None,
     *,
     address: str | None = None,
     workers: int | None = None,
-    threads: int = 1,
+    threads: int | None = None,
     device: str = "auto",
     block: int = DEFAULT_BLOCK,
-    models: Sequence[str] | str = ("age", "gender"),
-    backend: str | None = None,
-    age_model: Any = None,
-    gender_model: Any = None,
-    age_labels: Sequence[str] | None = None,
-    gender_labels: Sequence[str] | None = None,
-    crop: str | None = None,
-    mean: Any = None,
-    mean_crop: str = "window",
-    detector: Any = None,
-    confidence: float = SSD_CONFIDENCE,
-    margin: float = DEFAULT_MARGIN,
-    batch: int = 16,
-    cache_dir: str | os.PathLike[str] | None = None,
-    download: bool = False,
-    precision: str | None = None,
-    no_detect: bool = False,
-    max_pixels: int = MAX_PIXELS,
-    max_bytes: int = MAX_BYTES,
-    progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress | None = None,
+    progress: Any = None,
+    **overrides: Any,
 ) -> ScaleSummary:
     """Age and gender of every face in SOURCE (a folder, or a text or Parquet manifest of
     paths) into Parquet shards in ``output_dir``; resumes where a previous run on the same
-    folder stopped. ``workers``: inference actors (default: one per GPU, else per CPU);
-    ``threads``: intra-op threads of each CPU actor; ``device``: ``auto`` (GPUs when the Ray
-    cluster has them), ``cpu`` or ``cuda``; ``block``: photos per inference call and shard;
-    ``max_pixels`` / ``max_bytes``: larger files are refused (error rows). The model options
-    are ``Predictor``'s. ``progress(done, todo)`` is called as shards are committed."""
-    from .predictor import Predictor, parse_models
+    folder stopped.
 
+    What is computed: ``settings`` and/or ``overrides`` naming its fields (``models``,
+    ``age_model``, ``crop``, ``batch``, ``detector``, ``max_pixels``, ``max_bytes`` ... as
+    ``Predictor`` takes them; photos over the limits become error rows). How it runs
+    (``RayOptions``): ``address``, ``workers`` (inference actors; default one per GPU, else per
+    CPU), ``device`` (``auto``: GPUs when the Ray cluster has them, ``cpu`` or ``cuda``; the
+    settings' own ``device`` is not used), ``block`` (photos per inference call and shard);
+    ``threads``: intra-op threads of each CPU actor (default: the settings', else 1).
+    ``on_progress(done, todo)`` is called as shards are committed (``progress=`` is its old,
+    deprecated name)."""
+    on_progress = _on_progress(on_progress, progress)
     ray = require_ray()
-    if device not in DEVICES:
-        raise CaffeCompatError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
-    for name, value in (("workers", workers), ("threads", threads), ("block", block)):
-        if value is not None and value < 1:
-            raise CaffeCompatError(f"{name} must be at least 1, got {value}")
+    options = RayOptions(address, workers, device, block)
+    given = AppSettings.build(settings, **overrides)
+    if threads is not None or given.threads is None:
+        given = dataclasses.replace(given, threads=threads or 1)
     started = time.monotonic()
-    out_dir = os.path.abspath(output_dir)
-    summary = ScaleSummary(out_dir)
-    tasks = parse_models(models)
-    options: dict[str, Any] = {
-        "backend": backend,
-        "crop": crop,
-        "mean": _absolute(mean) if isinstance(mean, (str, os.PathLike)) and mean != "zoo" else mean,
-        "mean_crop": mean_crop,
-        "batch": batch,
-        "cache_dir": _absolute(cache_dir),
-        "download": download,
-        "precision": precision,
-    }
-    for task, spec, labels in (
-        ("age", age_model, age_labels),
-        ("gender", gender_model, gender_labels),
-    ):
-        if task in tasks:
-            options[f"{task}_model"] = _absolute_model(spec)
-            options[f"{task}_labels"] = tuple(labels) if labels is not None else None
-    named = detector in (None, "haar", "ssd", ("haar",), ("ssd",))
-    detector = detector if named or callable(detector) else _absolute(detector)
-    with run_lock(out_dir):
-        # Build the nets here once: bad models fail now, in one line, before Ray starts.
-        predictor = Predictor(models=tasks, **options, progress=False)
-        options["crop"], options["backend"] = predictor.crop, predictor.backend
-        geometries, groups = _groups(predictor, tasks, options)
-        identities = {t: model_identity(t, options[f"{t}_model"]) for t in tasks}
-        check_settings(
-            out_dir,
-            {
-                "models": identities,
-                "labels": {t: list(v) for t, v in predictor.labels.items()},
-                "geometry": [dataclasses.asdict(g) for g in geometries],
-                "crop": predictor.crop,
-                "backend": predictor.backend,
-                "mean": _describe_value(mean),
-                "mean_crop": mean_crop,
-                "detector": "none (whole photo)"
-                if no_detect
-                else _describe_value(detector or "haar"),
-                "confidence": confidence,
-                "margin": margin,
-            },
-        )
-        del predictor
-        faces = FaceSettings(
-            detector=detector,
-            confidence=confidence,
-            backend=options["backend"],
-            margin=margin,
-            no_detect=no_detect,
-            max_pixels=max_pixels,
-            max_bytes=max_bytes,
-            geometries=geometries,
-        )
-        remove_partial(out_dir)
-        listing = list_source(source)
-        done = completed_paths(out_dir)
-        todo = [path for path in listing if path not in done]
-        summary.listed, summary.already_done = len(listing), len(listing) - len(todo)
-        del done, listing
-        if todo:
-            session = _session(ray, address, workers, threads, max_pixels)
-            with session as sized, _quiet_ray_data(ray):
-                plan = _plan(ray, workers, threads, device, sized)
-                summary.workers, summary.gpu = plan.workers, plan.gpu
-                summary.processed = _pipeline(
-                    ray, todo, out_dir, plan, faces, groups, identities, threads, block, progress
-                )
-        summary.duplicates_removed = deduplicate(out_dir)
-        _totals(summary)
+    summary = ScaleSummary(os.path.abspath(output_dir))
+    with run_lock(summary.output):
+        plan = plan_run(summary.output, given)
+        run_plan(ray, source, plan, options, summary, on_progress)
+        report(summary)
     summary.seconds = time.monotonic() - started
     return summary
-
-
-def _groups(
-    predictor: Any, tasks: Sequence[str], options: dict[str, Any]
-) -> tuple[tuple[Any, ...], list[NetGroup]]:
-    """Distinct shipping geometries, and the tasks (with their Predictor options) using each."""
-    from .scale_stages import geometry_of
-
-    geometries: list[Any] = []
-    by_geometry: dict[int, list[str]] = {}
-    for task in tasks:
-        geometry = geometry_of(predictor, task)
-        if geometry not in geometries:
-            geometries.append(geometry)
-        by_geometry.setdefault(geometries.index(geometry), []).append(task)
-    groups = []
-    for index, members in by_geometry.items():
-        mine = {k: v for k, v in options.items() if not k.startswith(("age_", "gender_"))}
-        for task in members:
-            mine[f"{task}_model"] = options[f"{task}_model"]
-            mine[f"{task}_labels"] = options[f"{task}_labels"]
-        groups.append(NetGroup(tuple(members), index, mine))
-    return tuple(geometries), groups

@@ -70,8 +70,14 @@ def schema() -> Any:
             ("age_model", pa.string()),
             ("gender_model", pa.string()),
             ("error", pa.string()),
+            # the exact name where it is not UTF-8 (``path`` then shows it with \\xNN escapes)
+            ("path_bytes", pa.binary()),
         ]
     )
+
+
+# Columns a shard may lack: added after the first format (null there).
+OPTIONAL_COLUMNS = ("path_bytes",)
 
 
 def shard_files(out_dir: str | os.PathLike[str]) -> list[Path]:
@@ -131,21 +137,69 @@ def remove_partial(out_dir: str | os.PathLike[str]) -> int:
     return removed
 
 
-def _read_columns(path: Path, columns: list[str]) -> Any:
+def _check_shard(path: Path) -> list[str]:
+    """The column names of a shard of this engine, or one line naming a file that is not one
+    (another program's Parquet file, or a damaged shard)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path, columns=columns)
+        found = pq.read_schema(path)
     except (pa.ArrowException, OSError) as exc:
         raise CaffeCompatError(f"unreadable shard: {exc}", path=str(path)) from None
+    expected = schema()
+    missing = [
+        f.name for f in expected if f.name not in found.names and f.name not in OPTIONAL_COLUMNS
+    ]
+    wrong = [
+        f"{f.name} ({found.field(f.name).type}, not {f.type})"
+        for f in expected
+        if f.name in found.names and not found.field(f.name).type.equals(f.type)
+    ]
+    if missing or wrong:
+        what = (
+            f"no {', '.join(missing)} column(s)" if missing else "column types " + ", ".join(wrong)
+        )
+        raise CaffeCompatError(
+            f"not a shard of this engine ({what}): another program's file or a damaged one; "
+            "move it out of the output folder",
+            path=str(path),
+        )
+    return list(found.names)
+
+
+def read_shard(path: Path, columns: list[str]) -> Any:
+    """``columns`` of a checked shard; an optional column it lacks comes back as nulls."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    present = _check_shard(path)
+    try:
+        table = pq.read_table(path, columns=[c for c in columns if c in present])
+    except (pa.ArrowException, OSError) as exc:
+        raise CaffeCompatError(f"unreadable shard: {exc}", path=str(path)) from None
+    for name in columns:
+        if name not in present:
+            kind = schema().field(name).type
+            table = table.append_column(name, pa.nulls(len(table), kind))
+    return table.select(columns)
+
+
+def row_keys(table: Any) -> list[str]:
+    """Which photo each row is about, exactly (``path_bytes`` where the name is not UTF-8, as
+    ``os.fsdecode`` gives it; else ``path``): what a listing of the source holds."""
+    paths = table.column("path").to_pylist()
+    if "path_bytes" not in table.column_names:
+        return paths
+    raw = table.column("path_bytes").to_pylist()
+    return [p if b is None else os.fsdecode(b) for p, b in zip(paths, raw)]
 
 
 def completed_paths(out_dir: str | os.PathLike[str]) -> set[str]:
     """Every photo some committed shard holds (invariant 2: exactly the finished ones)."""
     done: set[str] = set()
     for shard in shard_files(out_dir):
-        done.update(_read_columns(shard, ["path"]).column(0).to_pylist())
+        done.update(row_keys(read_shard(shard, ["path", "path_bytes"])))
     return done
 
 
@@ -154,12 +208,13 @@ def _owned_rows(shards: list[Path], columns: list[str]) -> Iterator[tuple[Path, 
     import pyarrow as pa
 
     seen: set[str] = set()
+    wanted = list(dict.fromkeys([*columns, "path", "path_bytes"]))
     for shard in shards:
-        table = _read_columns(shard, columns)
-        paths = table.column("path").to_pylist()
-        keep = pa.array([path not in seen for path in paths], pa.bool_())
-        seen.update(paths)
-        yield shard, table, keep
+        table = read_shard(shard, wanted)
+        keys = row_keys(table)
+        keep = pa.array([key not in seen for key in keys], pa.bool_())
+        seen.update(keys)
+        yield shard, table.select(columns), keep
 
 
 def deduplicate(out_dir: str | os.PathLike[str]) -> int:
@@ -169,7 +224,7 @@ def deduplicate(out_dir: str | os.PathLike[str]) -> int:
         dropped = len(table) - keep.true_count
         if not dropped:
             continue
-        full = _read_columns(shard, schema().names)
+        full = read_shard(shard, schema().names)
         kept = full.filter(keep)
         if len(kept):
             _write_atomic(kept, shard)

@@ -1,14 +1,15 @@
 """The per-photo work of a large run, in the form Ray Data calls it (pyarrow Tables in and out).
 
 ``read_bytes`` and ``find_faces`` run in CPU tasks: read the file, decode it, find the faces and
-cut each out with its margin, exactly as ``Predictor.predict_many`` does. What travels on to the
-inference actors is each face already resized to the size the nets' preprocessing resizes it to
-(``Geometry.shrink``): a fixed 256 x 256 x 3 float32 per face whatever the photo's size, and
-``preprocess`` applied to it gives bit for bit what it gives on the full-resolution cut (its
-resize of an image already at the target size is the identity). ``AgeGenderWorker`` is the
-actor: it holds the nets (one Predictor per distinct preprocessing geometry, usually one), runs
-them over all the faces of a call, and commits that call's rows as one shard. Every per-photo
-failure becomes a row with an ``error``; nothing here raises for a bad photo.
+cut each out with its margin, exactly as ``Predictor.predict_many`` does (``faces.locate``). What
+travels on to the inference actors is each face after the first step of its preprocessing
+(``preprocess.first_resize``, see ``Geometry``): a fixed 256 x 256 x 3 float32 per face whatever
+the photo's size, which ``preprocess`` then takes as it would the full-resolution cut.
+``AgeGenderWorker`` is the actor: it holds the nets (one Predictor per distinct preprocessing
+geometry, usually one), runs them over all the faces of a call, and commits that call's rows as
+one shard. Every per-photo failure becomes a row with an ``error``; nothing here raises for a bad
+photo. Paths travel as bytes (a file name need not be UTF-8); a shard's ``path`` column shows
+them as text (undecodable bytes as ``\\xNN``) and ``path_bytes`` keeps such names exactly.
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import CaffeCompatError
-from .faces import Detection, cut, expand_box, make_detector
+from .faces import Detection, cut, locate
 from .images import decode_photo, read_photo_bytes
+from .preprocess import first_resize, first_resize_shape
 from .scale_output import commit_shard, schema
+from .settings import AppSettings
 
 
 @dataclass(frozen=True)
 class Geometry:
-    """How a face is shipped to the actors: the resize ``preprocess`` would do first."""
+    """How a face is shipped to the actors: after ``preprocess.first_resize`` in its mode."""
 
     mode: str  # crop mode: oversample, center or opencv
     size: int  # resize size of the Caffe modes
@@ -37,41 +40,39 @@ class Geometry:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        side = self.crop if self.mode == "opencv" else self.size
-        return (side, side, 3)
+        return first_resize_shape(self.mode, size=self.size, crop=self.crop)
 
     @property
     def dtype(self) -> Any:
-        # blobFromImage resizes in the image's own type; the Caffe modes resize float32
+        # blobFromImage resizes in the image's own type (uint8 photos); the Caffe modes in float32
         return np.uint8 if self.mode == "opencv" else np.float32
 
     def shrink(self, face: np.ndarray) -> np.ndarray:
-        import cv2
-
-        image = face if self.mode == "opencv" else face.astype(np.float32)
-        height, width = self.shape[:2]
-        if image.shape[:2] == (height, width):
-            return np.ascontiguousarray(image)
-        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        return first_resize(face, self.mode, size=self.size, crop=self.crop)
 
 
 def geometry_of(predictor: Any, task: str) -> Geometry:
-    classifier = predictor.classifiers[task]
-    return Geometry(predictor.crop, classifier.size, classifier.crop_size)
+    net = predictor.classifiers[task]
+    return Geometry(predictor.crop, net.size, net.crop_size)
 
 
-@dataclass(frozen=True)
-class FaceSettings:
-    """What the CPU tasks need (picklable): detection, margin, limits, shipping geometries."""
+def path_text(raw: bytes) -> str:
+    """A path's bytes as the text of the ``path`` column (undecodable bytes as ``\\xNN``)."""
+    return raw.decode("utf-8", "backslashreplace")
 
-    detector: Any
-    confidence: float
-    backend: str
-    margin: float
-    no_detect: bool
-    max_pixels: int
-    max_bytes: int
-    geometries: tuple[Geometry, ...]
+
+def path_bytes(raw: bytes) -> bytes | None:
+    """The ``path_bytes`` column: the exact bytes where the name is not UTF-8, else None."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+    return None
+
+
+def batch_paths(batch: Any) -> list[bytes]:
+    """The ``path`` column as bytes, whether it holds bytes or (UTF-8) text."""
+    return [v if isinstance(v, bytes) else os.fsencode(v) for v in batch.column("path").to_pylist()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,22 +87,22 @@ def _one_line(exc: BaseException) -> str:
 
 
 def read_bytes(batch: Any, max_bytes: int) -> Any:
-    """``path`` -> ``path``, ``data`` (the file's bytes), ``error``."""
+    """``path`` -> ``path`` (bytes), ``data`` (the file's bytes), ``error``."""
     import pyarrow as pa
 
-    paths = batch.column("path").to_pylist()
+    paths = batch_paths(batch)
     data: list[bytes | None] = []
     errors: list[str | None] = []
     for path in paths:
         try:
-            data.append(read_photo_bytes(path, max_bytes))
+            data.append(read_photo_bytes(os.fsdecode(path), max_bytes))
             errors.append(None)
         except Exception as exc:  # any failure is this photo's row, never the job's
             data.append(None)
             errors.append(_one_line(exc))
     return pa.table(
         {
-            "path": pa.array(paths, pa.string()),
+            "path": pa.array(paths, pa.binary()),
             "data": pa.array(data, pa.large_binary()),
             "error": pa.array(errors, pa.string()),
         }
@@ -111,20 +112,14 @@ def read_bytes(batch: Any, max_bytes: int) -> Any:
 _DETECTORS: dict[Any, Any] = {}
 
 
-def _detector(settings: FaceSettings) -> Any:
+def _detector(settings: AppSettings) -> Any:
     """One detector per worker process and setting (an SSD net loads once, not per block)."""
     spec = settings.detector
     if callable(spec):
         return spec
-    key = (
-        tuple(os.fspath(p) for p in spec) if isinstance(spec, (list, tuple)) else spec,
-        settings.confidence,
-        settings.backend,
-    )
+    key = (spec, settings.confidence, settings.backend, settings.cache_dir)
     if key not in _DETECTORS:
-        _DETECTORS[key] = make_detector(
-            spec, confidence=settings.confidence, backend=settings.backend, device="cpu"
-        )
+        _DETECTORS[key] = settings.build_detector("cpu")
     return _DETECTORS[key]
 
 
@@ -141,42 +136,43 @@ def _opencv_threads(count: int) -> Iterator[None]:
         cv2.setNumThreads(saved)
 
 
-def _locate(image: np.ndarray, settings: FaceSettings) -> list[tuple[Detection, tuple]]:
-    """``Predictor._locate``: the detector's boxes, each grown by the margin."""
-    height, width = image.shape[:2]
-    if settings.no_detect:
-        whole = (0, 0, width, height)
-        return [(Detection(whole), whole)]
-    found = list(_detector(settings)(image))
-    return [(d, expand_box(d.box, settings.margin, width, height)) for d in found]
+def _ship(
+    image: np.ndarray, settings: AppSettings, geometries: Sequence[Geometry]
+) -> tuple[list[tuple[Detection, tuple]], list[bytes]]:
+    """One photo's faces and, per geometry, their pixels after the first resize (raw bytes)."""
+    detector = None if settings.no_detect else _detector(settings)
+    found = locate(image, detector, settings.margin)
+    faces = [cut(image, crop_box) for _, crop_box in found]
+    shipped = []
+    for geometry in geometries:
+        stack = np.empty((len(faces), *geometry.shape), geometry.dtype)
+        for j, face in enumerate(faces):
+            stack[j] = geometry.shrink(face)
+        shipped.append(stack.tobytes())
+    return found, shipped
 
 
-def find_faces(batch: Any, settings: FaceSettings) -> Any:
+def find_faces(batch: Any, settings: AppSettings, geometries: Sequence[Geometry]) -> Any:
     """``path``, ``data``, ``error`` -> per photo: the boxes, crop boxes, detector scores and
     the faces shrunk for each geometry (``pixels_<i>``, faces x H x W x 3, raw bytes)."""
     import pyarrow as pa
 
-    paths = batch.column("path").to_pylist()
+    paths = batch_paths(batch)
     errors = batch.column("error").to_pylist()
     blobs = batch.column("data")
     boxes: list[list[int] | None] = []
     crop_boxes: list[list[int] | None] = []
     scores: list[list[float | None] | None] = []
-    pixels: list[list[bytes | None]] = [[] for _ in settings.geometries]
+    pixels: list[list[bytes | None]] = [[] for _ in geometries]
     with _opencv_threads(1):
         for index, path in enumerate(paths):
             found: list[tuple[Detection, tuple]] | None = None
             shipped: list[bytes] = []
             if errors[index] is None:
                 try:
-                    image = decode_photo(blobs[index].as_py(), path, max_pixels=settings.max_pixels)
-                    found = _locate(image, settings)
-                    faces = [cut(image, crop_box) for _, crop_box in found]
-                    for geometry in settings.geometries:
-                        stack = np.empty((len(faces), *geometry.shape), geometry.dtype)
-                        for j, face in enumerate(faces):
-                            stack[j] = geometry.shrink(face)
-                        shipped.append(stack.tobytes())
+                    data = blobs[index].as_py()
+                    image = decode_photo(data, os.fsdecode(path), max_pixels=settings.max_pixels)
+                    found, shipped = _ship(image, settings, geometries)
                 except Exception as exc:  # this photo's row, never the job's
                     errors[index], found = _one_line(exc), None
             if found is None:
@@ -192,7 +188,7 @@ def find_faces(batch: Any, settings: FaceSettings) -> Any:
             for column, data in zip(pixels, shipped):
                 column.append(data)
     columns = {
-        "path": pa.array(paths, pa.string()),
+        "path": pa.array(paths, pa.binary()),
         "error": pa.array(errors, pa.string()),
         "boxes": pa.array(boxes, pa.list_(pa.int32())),
         "crop_boxes": pa.array(crop_boxes, pa.list_(pa.int32())),
@@ -209,11 +205,10 @@ def find_faces(batch: Any, settings: FaceSettings) -> Any:
 
 @dataclass(frozen=True)
 class NetGroup:
-    """Tasks sharing one geometry, and the Predictor options that build their nets."""
+    """Tasks sharing one geometry (an index into the run's geometries)."""
 
     tasks: tuple[str, ...]
-    geometry: int  # index into FaceSettings.geometries
-    options: dict[str, Any]
+    geometry: int
 
 
 class AgeGenderWorker:
@@ -223,10 +218,10 @@ class AgeGenderWorker:
     def __init__(
         self,
         out_dir: str,
+        settings: AppSettings,
         groups: Sequence[NetGroup],
         geometries: Sequence[Geometry],
         identities: dict[str, str],
-        threads: int | None,
         use_gpu: bool,
     ) -> None:
         from .predictor import Predictor
@@ -234,16 +229,13 @@ class AgeGenderWorker:
         self.out_dir = out_dir
         self.geometries = tuple(geometries)
         self.identities = identities
+        threads = None if use_gpu else settings.threads
         device = "cuda" if use_gpu else "cpu"
         self.groups = [
             (
                 group,
                 Predictor(
-                    **group.options,
-                    models=group.tasks,
-                    device=device,
-                    threads=None if use_gpu else threads,
-                    progress=False,
+                    settings, models=group.tasks, device=device, threads=threads, progress=False
                 ),
             )
             for group in groups
@@ -313,16 +305,17 @@ class AgeGenderWorker:
     ) -> Any:
         import pyarrow as pa
 
-        paths = batch.column("path").to_pylist()
+        paths = batch_paths(batch)
         crop_boxes = batch.column("crop_boxes").to_pylist()
         scores = batch.column("scores").to_pylist()
         labels = {t: p.labels[t] for _, p in self.groups for t in p.tasks}
         columns: dict[str, list[Any]] = {name: [] for name in schema().names}
-        for i, path in enumerate(paths):
+        for i, raw in enumerate(paths):
+            named = {"path": path_text(raw), "path_bytes": path_bytes(raw)}
             count = 0 if errors[i] is not None or boxes[i] is None else len(boxes[i]) // 4
             if count == 0:
                 row = dict.fromkeys(columns)
-                row.update(path=path, face=0, error=errors[i])
+                row.update(named, face=0, error=errors[i])
                 row["faces"] = None if errors[i] is not None else 0
                 for name, value in row.items():
                     columns[name].append(value)
@@ -330,7 +323,7 @@ class AgeGenderWorker:
             for j in range(count):
                 row = dict.fromkeys(columns)
                 row.update(
-                    path=path,
+                    named,
                     face=j + 1,
                     faces=count,
                     box=boxes[i][4 * j : 4 * j + 4],

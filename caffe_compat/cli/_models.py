@@ -1,5 +1,6 @@
 """Model options shared by ``predict`` and ``evaluate``: which nets, on which back end and device,
-in which numeric mode, with which mean and labels."""
+in which numeric mode, with which mean and labels; read into the application's one settings
+object (``AppSettings``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 from typing import Any
 
 from ..app.precision import PRECISIONS
+from ..app.settings import DEFAULT_BATCH, TASKS, AppSettings
 from ..errors import CaffeCompatError
 
 
@@ -38,7 +40,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, tasks: tuple[str, ...])
         "released mean image (downloaded like the weights), or a .binaryproto file",
     )
     parser.add_argument(
-        "--batch", type=int, default=16, help="faces per net call (default: %(default)s)"
+        "--batch", type=int, default=DEFAULT_BATCH, help="faces per net call (default: %(default)s)"
     )
     parser.add_argument("--cache-dir", help="model cache folder (default: $CAFFE_COMPAT_HOME)")
     parser.add_argument(
@@ -59,9 +61,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, tasks: tuple[str, ...])
     )
 
 
-def predictor_options(args: argparse.Namespace, tasks: tuple[str, ...]) -> dict[str, Any]:
-    """``Predictor`` keyword arguments from the shared arguments."""
-    options: dict[str, Any] = {
+def app_settings(args: argparse.Namespace, tasks: tuple[str, ...], **fields: Any) -> AppSettings:
+    """The settings the shared arguments give for ``tasks``, plus ``fields`` (the command's
+    own arguments, as ``AppSettings`` fields)."""
+    values: dict[str, Any] = {
+        "models": tasks,
         "backend": args.backend,
         "batch": args.batch,
         "cache_dir": args.cache_dir,
@@ -71,15 +75,34 @@ def predictor_options(args: argparse.Namespace, tasks: tuple[str, ...]) -> dict[
         "precision": args.precision,
         "check_precision": args.check_precision,
     }
-    for task in tasks:
-        spec = getattr(args, f"{task}_model")
+    for task in TASKS:
+        spec = getattr(args, f"{task}_model", None)
         if spec is not None and len(spec) not in (1, 2):
             raise CaffeCompatError(
                 f"--{task}-model takes PROTOTXT WEIGHTS or MODEL.onnx, got {len(spec)} paths "
                 "(put the photos before the model options)"
             )
-        options[f"{task}_model"] = tuple(spec) if spec else None
-        labels = getattr(args, f"{task}_labels")
-        if labels:
-            options[f"{task}_labels"] = tuple(x.strip() for x in labels.split(","))
-    return options
+        labels = getattr(args, f"{task}_labels", None)
+        if task in tasks:
+            values[f"{task}_model"] = tuple(spec) if spec else None
+            if labels:
+                values[f"{task}_labels"] = tuple(x.strip() for x in labels.split(","))
+    return AppSettings(**{**values, **fields})
+
+
+def predict_settings(args: argparse.Namespace) -> AppSettings:
+    """``predict``'s settings (both engines): the shared arguments plus its face and limit
+    options."""
+    from ..app.settings import parse_models
+
+    limits = {"max_pixels": args.max_pixels} if args.max_pixels is not None else {}
+    return app_settings(
+        args,
+        parse_models(args.models),
+        crop=args.crop,
+        detector=tuple(args.detector) if args.detector else None,
+        confidence=args.confidence,
+        margin=args.margin,
+        no_detect=args.no_detect,
+        **limits,
+    )

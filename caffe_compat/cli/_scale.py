@@ -4,18 +4,20 @@ run (``caffe_compat.app.scale``). The single-process engine stays the default.""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from ..errors import CaffeCompatError
+from ..printable import printable
 
 ENGINES = ("single", "ray")
-_RAY_ONLY = ("output", "address", "workers", "threads", "block", "max_pixels")
+_RAY_ONLY = ("output", "address", "workers", "threads", "block")
 _ERRORS_SHOWN = 10
 
 
 def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
     from ..app.images import MAX_PIXELS
-    from ..app.scale import DEFAULT_BLOCK
+    from ..app.scale_session import DEFAULT_BLOCK
 
     group = parser.add_argument_group(
         "many photos",
@@ -46,7 +48,7 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-pixels",
         type=int,
-        help=f"refuse larger images: decompression bombs (default: {MAX_PIXELS})",
+        help=f"refuse larger images: decompression bombs (default: {MAX_PIXELS}; both engines)",
     )
 
 
@@ -67,10 +69,10 @@ def _device(value: str | None) -> str:
 
 
 def run_scaled(args: argparse.Namespace) -> int:
-    from ..app.predictor import parse_models
-    from ..app.scale import DEFAULT_BLOCK, predict_dataset, require_ray
+    from ..app.scale import predict_dataset
+    from ..app.scale_session import DEFAULT_BLOCK, RayOptions, require_ray
     from ..progress import Progress
-    from ._models import predictor_options
+    from ._models import predict_settings
 
     if len(args.photos) != 1:
         raise CaffeCompatError(
@@ -82,46 +84,28 @@ def run_scaled(args: argparse.Namespace) -> int:
         raise CaffeCompatError(
             "--annotate and --json go with the single engine; --engine ray writes Parquet"
         )
-    tasks = parse_models(args.models)
-    options = predictor_options(args, tasks)
-    options.pop("device")
-    if options.pop("check_precision"):
+    settings = predict_settings(args)
+    if settings.check_precision:
         raise CaffeCompatError("--check-precision runs with the single-process engine only")
+    options = RayOptions(
+        args.address, args.workers, _device(args.device), args.block or DEFAULT_BLOCK
+    )
     require_ray()  # after the usage checks, so a wrong command line is said first
-    for task in ("age", "gender"):
-        if task not in tasks:
-            options.pop(f"{task}_model", None)
-            options.pop(f"{task}_labels", None)
     bar = Progress(None, label="predict", unit="photos")  # the total comes with the first update
-
-    def progress(done: int, total: int) -> None:
-        bar.set(done, total)
-
-    kwargs = {"max_pixels": args.max_pixels} if args.max_pixels is not None else {}
     try:
         summary = predict_dataset(
             args.photos[0],
             args.output,
-            address=args.address,
-            workers=args.workers,
+            settings,
             threads=args.threads or 1,
-            device=_device(args.device),
-            block=args.block or DEFAULT_BLOCK,
-            models=tasks,
-            crop=args.crop,
-            detector=tuple(args.detector) if args.detector else None,
-            confidence=args.confidence,
-            margin=args.margin,
-            no_detect=args.no_detect,
-            progress=progress,
-            **kwargs,
-            **options,
+            on_progress=bar.set,
+            **dataclasses.asdict(options),
         )
     finally:
         bar.close()
     err = sys.stderr
     for path, reason in summary.error_sample:
-        print(f"caffe-compat: unreadable {path}: {reason}", file=err)
+        print(f"caffe-compat: unreadable {printable(path)}: {printable(reason)}", file=err)
     if summary.errors > len(summary.error_sample):
         more = summary.errors - len(summary.error_sample)
         print(f"caffe-compat: ... and {more} more unreadable (the error column)", file=err)

@@ -12,7 +12,7 @@ import json
 import sys
 
 from ..progress import Progress
-from ._models import add_model_arguments, predictor_options
+from ._models import add_model_arguments, app_settings
 
 NAME = "evaluate"
 HELP = "Adience accuracy of the age or gender net (the paper's 5-fold protocol)"
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..app.evaluate import evaluate_adience, render, write_confusion
 
     crops = ("oversample", "center") if args.crop == "both" else (args.crop,)
-    options = predictor_options(args, (args.task,))
+    settings = app_settings(args, (args.task,), progress=not args.json)
     bar = Progress(None, label="evaluate", unit="faces")
     try:
         evaluation = evaluate_adience(
@@ -50,9 +50,8 @@ def run(args: argparse.Namespace) -> int:
             args.faces,
             task=args.task,
             crops=crops,
+            settings=settings,
             on_progress=bar.set,
-            progress=not args.json,
-            **options,
         )
     finally:
         bar.close()

@@ -35,7 +35,7 @@ from typing import Any, TextIO
 from ..app.faces import DEFAULT_MARGIN, SSD_CONFIDENCE
 from ..errors import CaffeCompatError
 from ..progress import Progress
-from ._models import add_model_arguments, predictor_options
+from ._models import add_model_arguments
 
 NAME = "predict"
 HELP = "age and gender of the faces in photos (Levi-Hassner nets)"
@@ -273,38 +273,23 @@ def _streaming(out: TextIO) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from ..app.images import read_image
-    from ..app.predictor import Predictor, parse_models
+    from ..app.predictor import Predictor
+    from ._models import predict_settings
     from ._scale import reject_scale_options, run_scaled
 
     if args.engine == "ray":
         return run_scaled(args)
     reject_scale_options(args)
 
-    tasks = parse_models(args.models)
+    settings = predict_settings(args)
     files, missing, _ = collect(args.photos)
     targets = annotation_targets(files, Path(args.annotate)) if args.annotate else {}
     if not args.force:
         refuse_existing(targets)
-    options = predictor_options(args, ("age", "gender"))
-    for task in ("age", "gender"):
-        if task not in tasks:
-            options.pop(f"{task}_model", None)
-            options.pop(f"{task}_labels", None)
-    predictor = Predictor(
-        models=tasks,
-        crop=args.crop,
-        detector=tuple(args.detector) if args.detector else None,
-        confidence=args.confidence,
-        margin=args.margin,
-        progress=True,
-        **options,
-    )
+    predictor = Predictor(settings)
     err = sys.stderr
     out = sys.stdout
-    for argument in missing:
-        print(f"caffe-compat: skipped {argument}: no such file or folder", file=err)
-        if args.json:
-            print(json.dumps(record("skipped", argument, error="no such file or folder")), file=out)
+    report_missing(missing, args.json)
     bar = Progress(len(files), label="predict", unit="photos", enabled=len(files) > 1)
     counts = {"photos": 0, "faces": 0, "skipped": len(missing), "no_face": 0}
     setup = {"crop": predictor.crop, "backend": predictor.backend}
@@ -312,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
     def photos() -> Iterator[tuple[str, Any]]:
         for path, _ in files:
             try:
-                image = read_image(path)
+                image = read_image(path, **settings.photo_limits())
             except CaffeCompatError as exc:
                 bar.clear()
                 print(f"caffe-compat: skipped {exc}", file=err)
@@ -324,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update()
 
     stream = _streaming(out) if args.stream is None else args.stream
-    results = predictor.predict_many(photos(), no_detect=args.no_detect, stream=stream)
+    results = predictor.predict_many(photos(), stream=stream)
     for key, faces in results:
         bar.clear()
         counts["photos"] += 1
@@ -344,6 +329,21 @@ def run(args: argparse.Namespace) -> int:
         out.flush()
         bar.refresh()
     bar.close()
+    print_summary(args, predictor, counts)
+    return 2 if missing else 0
+
+
+def report_missing(missing: list[str], as_json: bool) -> None:
+    """The arguments that name nothing, on stderr (and as ``skipped`` records under --json)."""
+    for argument in missing:
+        print(f"caffe-compat: skipped {argument}: no such file or folder", file=sys.stderr)
+        if as_json:
+            print(json.dumps(record("skipped", argument, error="no such file or folder")))
+
+
+def print_summary(args: argparse.Namespace, predictor: Any, counts: dict[str, int]) -> None:
+    """The counts, the settings in force, and the precision check's agreement (stderr under
+    --json, where stdout holds only records)."""
     summary = (
         f"{counts['photos']} photo(s), {counts['faces']} face(s), {counts['no_face']} without "
         f"a face, {counts['skipped']} skipped; crop {predictor.crop}, backend {predictor.backend}"
@@ -352,10 +352,9 @@ def run(args: argparse.Namespace) -> int:
     summary += f"; precision {', '.join(modes)}"
     if args.annotate:
         summary += f"; annotated copies in {args.annotate}"
-    print(summary, file=err if args.json else sys.stdout)
+    print(summary, file=sys.stderr if args.json else sys.stdout)
     for task, (agree, total) in predictor.precision_agreement.items():
         print(
             f"precision check {task}: {agree}/{total} faces give the same {task} as exact mode",
-            file=err if args.json else sys.stdout,
+            file=sys.stderr if args.json else sys.stdout,
         )
-    return 2 if missing else 0

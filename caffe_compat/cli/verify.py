@@ -75,7 +75,8 @@ def _mean(text: str | None) -> tuple[float, ...] | None:
 
 
 def _feeds(files: list[str] | None, shapes: dict, mean: tuple[float, ...] | None) -> dict | None:
-    """Arrays from .npy files, or images resized to the input and mean-subtracted."""
+    """Arrays from .npy files, or photos resized to the input and mean-subtracted, as
+    ``cv2.dnn.blobFromImage`` does (``preprocess.blob_from_image``)."""
     if not files:
         return None
     if len(shapes) != 1:
@@ -90,15 +91,16 @@ def _feeds(files: list[str] | None, shapes: dict, mean: tuple[float, ...] | None
                 raise CaffeCompatError(f"not a readable .npy array ({exc})", path=path) from None
             batches.append(array if array.ndim == len(shape) else array[None])
         else:
-            import cv2
+            from ..app.images import read_image
+            from ..app.preprocess import blob_from_image
 
-            image = cv2.imread(path, cv2.IMREAD_COLOR)
-            if image is None:
-                raise CaffeCompatError("not a readable image", path=path)
-            blob = cv2.dnn.blobFromImage(
-                image, 1.0, (shape[3], shape[2]), mean or (0.0, 0.0, 0.0), swapRB=False
-            )
-            batches.append(blob.astype(np.float32))
+            if len(shape) != 4:
+                raise CaffeCompatError(
+                    f"an image takes a net input of N x C x H x W; {name} is {list(shape)}",
+                    path=path,
+                )
+            image = read_image(path)  # the size and pixel limits of every photo
+            batches.append(blob_from_image(image, shape[2], shape[3], mean or (0.0, 0.0, 0.0)))
     feeds = np.concatenate(batches)
     if feeds.shape[1:] != tuple(shape[1:]):
         raise CaffeCompatError(

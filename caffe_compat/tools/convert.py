@@ -107,16 +107,13 @@ def _export_torch(model: Any, graph_inputs: Mapping) -> tuple[Any, str | None]:
 
 
 def _check(
-    loaded: LoadedNet,
-    weights: str,
-    onnx_model: Any,
-    batch: int,
-    with_torch: bool,
-    result: ConversionResult,
-    budget: Budget | None = None,
+    built: _Built, weights: str, batch: int, result: ConversionResult, plan: ConvertPlan
 ) -> None:
     """The quick parity check; its verdict goes into the ONNX metadata. Without the torch
     target, only ONNX Runtime runs, against the independent judges alone."""
+    loaded, onnx_model = built.loaded, built.onnx_model
+    with_torch = "torch" in plan.paths
+    budget = plan.budget
     report = verify_loaded(
         loaded,
         weights_path=weights,
@@ -146,6 +143,57 @@ def _check(
     )
 
 
+@dataclass(frozen=True)
+class ConvertOptions:
+    """What ``convert`` is asked (see its docstring); ``net_options`` go to ``load_net``."""
+
+    out_prefix: str | os.PathLike[str] | None = None
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+    force: bool = False
+    optimize: bool = False
+    check: bool = True
+    check_batch: int = 4
+    metadata: Mapping[str, str] | None = None
+    progress: bool = True
+    max_memory: Budget | int | str | None = None
+    net_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConvertPlan:
+    """Where each target goes, the steps to take, the memory budget."""
+
+    paths: dict[str, Path]
+    steps: tuple[str, ...]
+    budget: Budget
+
+
+def plan_conversion(weights: str | os.PathLike[str], options: ConvertOptions) -> ConvertPlan:
+    """The targets checked, their files (refused if present, unless ``force``), partial files
+    of an interrupted run removed, and the steps."""
+    targets = list(dict.fromkeys(options.targets))
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown or not targets:
+        raise CaffeCompatError(
+            f"unknown target(s) {', '.join(unknown) or '(none given)'}: targets are "
+            f"{', '.join(TARGETS)}"
+        )
+    prefix = options.out_prefix or default_prefix(weights)
+    paths = output_paths(prefix, targets)
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not options.force:
+        raise CaffeCompatError(
+            f"refusing to overwrite {', '.join(existing)}",
+            remedy=Remedy("force", purpose="to overwrite them"),
+        )
+    for path in output_paths(prefix, TARGETS).values():
+        if path.parent.is_dir():
+            remove_stale_partials(path)  # left by an interrupted run
+    steps = ["read", "preflight", *(["build_torch"] if "torch" in paths else []), "build_onnx"]
+    steps += [*(["check"] if options.check else []), "write"]
+    return ConvertPlan(paths, tuple(steps), resolve(options.max_memory))
+
+
 def convert(
     prototxt: str | os.PathLike[str],
     weights: str | os.PathLike[str],
@@ -165,146 +213,149 @@ def convert(
 
     ``progress`` draws a bar of the steps on stderr when it is a terminal. ``max_memory`` bounds
     the models' building and the check (whose batch shrinks to fit); the default is half the
-    available memory (``budget.py``)."""
-    targets = list(dict.fromkeys(targets))
-    unknown = [t for t in targets if t not in TARGETS]
-    if unknown or not targets:
-        raise CaffeCompatError(
-            f"unknown target(s) {', '.join(unknown) or '(none given)'}: targets are "
-            f"{', '.join(TARGETS)}"
-        )
-    prefix = out_prefix or default_prefix(weights)
-    paths = output_paths(prefix, targets)
-    existing = [str(p) for p in paths.values() if p.exists()]
-    if existing and not force:
-        raise CaffeCompatError(
-            f"refusing to overwrite {', '.join(existing)}",
-            remedy=Remedy("force", purpose="to overwrite them"),
-        )
-    for path in output_paths(prefix, TARGETS).values():
-        if path.parent.is_dir():
-            remove_stale_partials(path)  # left by an interrupted run
-    steps = ["read", "preflight", *(["build_torch"] if "torch" in paths else []), "build_onnx"]
-    steps += [*(["check"] if check else []), "write"]
-    with Progress(len(steps), label="convert", unit="steps", enabled=progress) as bar:
-        options = {
-            "force": force,
-            "optimize": optimize,
-            "check": check,
-            "batch": check_batch,
-            "budget": resolve(max_memory),
-        }
-        return _convert(prototxt, weights, paths, bar, options, metadata, net_options)
+    available memory (``budget.py``). The keywords are ``ConvertOptions``' fields."""
+    options = ConvertOptions(
+        out_prefix=out_prefix,
+        targets=tuple(targets),
+        force=force,
+        optimize=optimize,
+        check=check,
+        check_batch=check_batch,
+        metadata=metadata,
+        progress=progress,
+        max_memory=max_memory,
+        net_options=net_options,
+    )
+    plan = plan_conversion(weights, options)
+    with Progress(len(plan.steps), label="convert", unit="steps", enabled=progress) as bar:
+        steps = _Steps(bar)
+        built = _build(prototxt, weights, plan, options, steps)
+        result = ConversionResult(outputs={}, timings=steps.timings)
+        if options.check:
+            steps.start("check", "parity check")
+            _check(built, str(weights), check_batch, result, plan)
+        steps.start("write", "writing")
+        _write(built, plan, options, result, bar)
+        steps.start("", "")
+        return result
 
 
-def _convert(
+class _Steps:
+    """The step under way: its time goes into ``timings`` and the bar ticks when it ends."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+        self.timings: dict[str, float] = {}
+        self.name, self.since = "", time.perf_counter()
+
+    def start(self, name: str, status: str) -> None:
+        """Close the running step and start ``name`` (``""``: none, the end)."""
+        now = time.perf_counter()
+        if self.name:
+            self.timings[self.name] = now - self.since
+            log.info("convert: %s took %.2f s", self.name, now - self.since)
+            self.bar.update()
+        self.name, self.since = name, now
+        if name:
+            self.bar.describe(status)
+
+
+@dataclass
+class _Built:
+    """The models built from the files, before anything is written."""
+
+    loaded: LoadedNet
+    graph: Any
+    caffe_blobs: dict[str, list[Any]]  # before --optimize folds them: what torch-weights holds
+    torch_model: Any
+    onnx_model: Any
+    provenance: dict[str, str]
+
+
+def _build(
     prototxt: str | os.PathLike[str],
     weights: str | os.PathLike[str],
-    paths: dict[str, Path],
-    bar: Progress,
-    options: dict[str, Any],
-    metadata: Mapping[str, str] | None,
-    net_options: dict[str, Any],
-) -> ConversionResult:
-    timings: dict[str, float] = {}
-    running = ["", time.perf_counter()]  # the step under way and when it started
-
-    def step(name: str, status: str) -> None:
-        """Close the running step (its time, one bar tick) and start the next one."""
-        now = time.perf_counter()
-        done, started = running
-        if done:
-            timings[str(done)] = now - float(started)
-            log.info("convert: %s took %.2f s", done, now - float(started))
-            bar.update()
-        running[:] = [name, now]
-        if name:
-            bar.describe(status)
-
-    step("read", "reading")
-    loaded = load_net(prototxt, weights, **net_options)
-    step("preflight", "checking layer support")
+    plan: ConvertPlan,
+    options: ConvertOptions,
+    steps: _Steps,
+) -> _Built:
+    """Read, check support and memory, optimize if asked, build the torch and ONNX models."""
+    steps.start("read", "reading")
+    loaded = load_net(prototxt, weights, **options.net_options)
+    steps.start("preflight", "checking layer support")
     # imports each target's converters (torch only when a torch target is asked for)
-    registry.preflight(loaded.graph, list(dict.fromkeys(_BACKEND[t] for t in paths)))
+    registry.preflight(loaded.graph, list(dict.fromkeys(_BACKEND[t] for t in plan.paths)))
     need = footprint(loaded.graph, loaded.inference.params)
-    options["budget"].require(
-        BUILD_PARAM_COPIES * need.params, "building the PyTorch and ONNX models"
-    )
+    plan.budget.require(BUILD_PARAM_COPIES * need.params, "building the PyTorch and ONNX models")
     graph = loaded.graph
-    # The caffemodel's blobs, before --optimize folds them: what a torch-weights file holds.
     caffe_blobs = {node.name: list(node.blobs) for node in graph.nodes if node.blobs}
-    if options["optimize"]:
+    if options.optimize:
         from ..passes import optimize as optimize_graph
 
         graph = optimize_graph(graph)
         loaded.graph = graph
-
     from ..converters.onnx.export import check_model, to_onnx
 
     torch_model = None
-    if "torch" in paths:  # torch-weights needs no module: it is the blobs and the definition
-        step("build_torch", "building the PyTorch model")
+    if "torch" in plan.paths:  # torch-weights needs no module: it is the blobs and the definition
+        steps.start("build_torch", "building the PyTorch model")
         from ..converters.torch.model import CaffeNet
 
         torch_model = CaffeNet(graph)
-    step("build_onnx", "building the ONNX model")
+    steps.start("build_onnx", "building the ONNX model")
     sources = source_metadata(loaded)
     provenance = {k: sources[k] for k in PROVENANCE_KEYS if k in sources}
     provenance["conversion"] = uuid.uuid4().hex
     onnx_model = to_onnx(
         graph,
-        metadata={**sources, **provenance, **(metadata or {})},
+        metadata={**sources, **provenance, **(options.metadata or {})},
         dynamic_batch=batch_dependence(graph) is None,  # else only the declared batch computes
     )
     check_model(onnx_model)
+    return _Built(loaded, graph, caffe_blobs, torch_model, onnx_model, provenance)
 
-    result = ConversionResult(outputs={}, timings=timings)
-    if options["check"]:
-        step("check", "parity check")
-        _check(
-            loaded,
-            str(weights),
-            onnx_model,
-            options["batch"],
-            "torch" in paths,
-            result,
-            options["budget"],
-        )
-    step("write", "writing")
+
+def _write(
+    built: _Built,
+    plan: ConvertPlan,
+    options: ConvertOptions,
+    result: ConversionResult,
+    bar: Progress,
+) -> None:
+    """Every target file, all replaced or none; a torch target ``torch.export`` cannot trace
+    becomes the torch-weights file."""
     program = None
-    plan = dict(paths)  # target -> file
-    if "torch" in paths:
+    files = dict(plan.paths)  # target -> file
+    if "torch" in plan.paths:
         bar.describe("torch.export")
-        program, failure = _export_torch(torch_model, graph.inputs)
+        program, failure = _export_torch(built.torch_model, built.graph.inputs)
         if program is None:
-            plan["torch"] = paths["torch"].with_suffix(SUFFIXES["torch-weights"])
+            files["torch"] = plan.paths["torch"].with_suffix(SUFFIXES["torch-weights"])
             result.notes.append(
                 f"torch.export failed ({failure}); wrote the pickle-free torch-weights file "
-                f"{plan['torch']} instead (load it with caffe_compat.load_torch)"
+                f"{files['torch']} instead (load it with caffe_compat.load_torch)"
             )
     kinds: dict[Path, str] = {}  # file -> what goes in it (the fallback may be requested too)
-    for target, path in plan.items():
+    for target, path in files.items():
         kinds.setdefault(path, "torch-weights" if target == "torch" and program is None else target)
-    with atomic_outputs(list(kinds), overwrite=options["force"]) as temps:
+    with atomic_outputs(list(kinds), overwrite=options.force) as temps:
         for kind, tmp in zip(kinds.values(), temps):
             if kind == "onnx":
                 import onnx
 
-                onnx.save_model(onnx_model, str(tmp))
+                onnx.save_model(built.onnx_model, str(tmp))
             elif kind == "torch":
                 import torch
 
-                extra = {PT2_ENTRY: json.dumps(provenance)}
+                extra = {PT2_ENTRY: json.dumps(built.provenance)}
                 torch.export.save(program, str(tmp), extra_files=extra)
             else:
                 save_torch_weights(
                     tmp,
-                    loaded,
-                    caffe_blobs,
-                    options=net_options,
-                    optimize=options["optimize"],
-                    provenance=provenance,
+                    built.loaded,
+                    built.caffe_blobs,
+                    options=dict(options.net_options),
+                    optimize=options.optimize,
+                    provenance=built.provenance,
                 )
-    result.outputs.update(plan)
-    step("", "")
-    return result
+    result.outputs.update(files)

@@ -6,13 +6,14 @@ ONNX Runtime), and compare every shared blob.
 - ``backends.py``: our own back ends under test;
 - ``compare.py``: the tolerance rule, one comparison row, the report; ``detections.py``: SSD
   detections compared as sets;
-- ``run.py``: the orchestration (``verify_loaded``), ``inputs.py``: deterministic image-like
+- ``run.py``: the orchestration (``verify_loaded``: plan, judges, our back ends, comparison;
+  ``VerifyOptions``), ``inputs.py``: deterministic image-like
   inputs; ``opencv5.py``: running an exported model in an OpenCV 5 interpreter.
 """
 
 from __future__ import annotations
 
 from .compare import Report, Tolerance
-from .run import verify, verify_loaded
+from .run import VerifyOptions, verify, verify_loaded
 
-__all__ = ["Report", "Tolerance", "verify", "verify_loaded"]
+__all__ = ["Report", "Tolerance", "VerifyOptions", "verify", "verify_loaded"]

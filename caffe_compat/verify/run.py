@@ -7,9 +7,11 @@ of HDF5 or V0 weights and the TEST-phase deploy form of a train/val net.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -236,157 +238,248 @@ def _judges(against: Iterable[str] | None, opencv: bool) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+@dataclass(frozen=True)
+class VerifyOptions:
+    """What ``verify_loaded`` is asked: the inputs (``feeds``, else ``batch`` synthetic images
+    from ``seed`` minus ``mean``; ``reference`` arrays, whose own inputs count when given), the
+    judges (``against``, ``opencv``, ``require_reference``), our back ends (``backends``,
+    ``devices``, ``precision``, ``onnx_model``: an exported model to check instead of one
+    exported here), ``tolerance``, ``max_memory`` and ``progress`` (draw a bar on a terminal).
+    ``weights_path``: the user's weights file, which OpenCV reads itself; ``inputs_label``: how
+    the report names given inputs."""
+
+    weights_path: str | None = None
+    feeds: Mapping[str, np.ndarray] | None = None
+    batch: int = 20
+    seed: int = 0
+    mean: tuple[float, ...] | None = None
+    reference: Mapping[str, np.ndarray] | None = None
+    onnx_model: bytes | None = None
+    tolerance: Tolerance | None = None
+    devices: Iterable[str] = ("cpu", "cuda")
+    opencv: bool = True
+    against: Iterable[str] | None = None
+    inputs_label: str | None = None
+    require_reference: bool = True
+    backends: Iterable[str] = REBUILDS
+    progress: bool = True
+    precision: str = "exact"
+    max_memory: Budget | int | str | None = None
+
+
+@dataclass
+class VerifyPlan:
+    """The inputs every side runs on, and which sides run."""
+
+    feeds: Mapping[str, np.ndarray]
+    inputs_label: str
+    values: list[str]  # every value but the inputs, in graph order
+    judges: tuple[str, ...]
+    required: bool  # judges named by the caller: each must run
+    backends: tuple[str, ...]
+    devices: list[str]
+    budget: Budget
+
+    @property
+    def batch(self) -> int:
+        return next(iter(self.feeds.values())).shape[0]
+
+    @property
+    def steps(self) -> int:
+        torch_runs = len(self.devices) * ("torch" in self.backends)
+        return len(self.judges) + torch_runs + ("onnxruntime" in self.backends) + 1
+
+
+def _synthetic_feeds(
+    loaded: LoadedNet, options: VerifyOptions, budget: Budget
+) -> tuple[Mapping[str, np.ndarray], str]:
+    """``options.batch`` synthetic images, fewer where the memory budget says so (the net's
+    own batch where it computes across its batch axis), and how the report names them."""
+    graph, batch, seed = loaded.graph, options.batch, options.seed
+    need = footprint(graph, loaded.inference.params)
+    wanted, fixed_batch = feed_batch(graph, batch)
+    fitted = plan_batch(
+        budget,
+        need,
+        wanted,
+        fixed=PARAM_COPIES * need.params,
+        copies=VALUE_COPIES,
+        what="the verification",
+        shrink=fixed_batch is None,
+    )
+    feeds = feeds_for(graph.inputs, fitted, seed=seed, mean=options.mean, ids=index_inputs(graph))
+    label = f"{fitted} synthetic images (seed {seed}), mean subtracted"
+    if fixed_batch is not None and fitted != batch:
+        label += f" (the net's own batch: {fixed_batch})"
+    elif fitted < batch:
+        label += f" (not {batch}: the memory budget is {format_size(budget.limit)})"
+    return feeds, label
+
+
+def _check_given_feeds(
+    loaded: LoadedNet, feeds: Mapping[str, np.ndarray], options: VerifyOptions, budget: Budget
+) -> None:
+    """Given arrays run as they are: at the net's own batch where it has one, within budget."""
+    graph = loaded.graph
+    need = footprint(graph, loaded.inference.params)
+    wanted, fixed_batch = feed_batch(graph, options.batch)
+    given = next(iter(feeds.values())).shape[0] if feeds else 1
+    if fixed_batch is not None and given != wanted:
+        raise CaffeCompatError(
+            f"the inputs hold {given} items, but this net runs only at its declared batch "
+            f"{wanted}: {fixed_batch}",
+            path=graph.path,
+        )
+    plan_batch(
+        budget,
+        need,
+        given,
+        fixed=PARAM_COPIES * need.params,
+        copies=VALUE_COPIES,
+        what="the verification",
+        shrink=False,
+    )
+
+
+def plan_verification(loaded: LoadedNet, options: VerifyOptions) -> VerifyPlan:
+    """The inputs (given, the reference file's own, or synthetic within the memory budget)
+    and the judges and back ends that will run."""
+    graph = loaded.graph
+    budget = resolve(options.max_memory)
+    feeds, label = options.feeds, options.inputs_label
+    if options.reference is not None and feeds is None:
+        feeds = stored_inputs(graph, options.reference)
+        label = label or ("the reference file's own inputs" if feeds else None)
+    if feeds is None:
+        feeds, synthetic = _synthetic_feeds(loaded, options, budget)
+        label = label or synthetic
+    else:
+        _check_given_feeds(loaded, feeds, options, budget)
+    return VerifyPlan(
+        feeds=feeds,
+        inputs_label=label or "given arrays",
+        values=[v for v in graph.values if v not in graph.inputs],
+        judges=_judges(options.against, options.opencv),
+        required=options.against is not None,
+        backends=tuple(options.backends),
+        devices=list(options.devices),
+        budget=budget,
+    )
+
+
+def _run_judges(
+    loaded: LoadedNet, plan: VerifyPlan, options: VerifyOptions, report: Report, bar: Progress
+) -> dict[str, Values]:
+    """The stored arrays, the float64 reference and OpenCV, as asked and where they can run."""
+    graph, feeds, values = loaded.graph, plan.feeds, plan.values
+    refs: dict[str, Values] = {}
+    if options.reference is not None:
+        refs["stored"] = stored_values(graph, options.reference)
+        report.references["stored"] = f"{len(refs['stored'])} blobs from the reference file"
+    if "float64" in plan.judges:
+        bar.describe("float64 reference")
+        limit = int(plan.budget.limit)
+        found, status = float64_judge(
+            loaded, feeds, values, required=plan.required, max_memory=limit
+        )
+        report.references["float64"] = status
+        if found is not None:
+            refs["float64"] = found
+            report.sources["float64"] = _our_sources(loaded)
+        bar.update()
+    if "opencv" in plan.judges:
+        bar.describe("opencv")
+        found, status, skipped = _opencv_judge(
+            loaded, options.weights_path, feeds, values, report.sources
+        )
+        if found is None and plan.required:
+            raise CaffeCompatError(f"the OpenCV judge cannot run: {status}")
+        report.references["opencv"] = status
+        report.skipped_values.update(skipped)
+        if found is not None:
+            refs["opencv"] = found
+        bar.update()
+    else:
+        report.references["opencv"] = "skipped: not asked for"
+    log.info("judges: %s", "; ".join(f"{k}: {v}" for k, v in report.references.items()))
+    return refs
+
+
+def _export_check_reference(
+    loaded: LoadedNet, plan: VerifyPlan, options: VerifyOptions, report: Report, bar: Progress
+) -> dict[str, Values] | None:
+    """No independent judge ran: refuse, or (``require_reference=False``) compare with our
+    own PyTorch model on the CPU (an export check; None when torch is not among the back
+    ends, the report then says why it holds no comparison)."""
+    if options.require_reference:
+        why = "; ".join(f"{k} {v}" for k, v in report.references.items())
+        raise CaffeCompatError(
+            f"no independent judge could run ({why})", remedy=Remedy("reference")
+        )
+    if "torch" not in plan.backends:
+        report.references["none"] = (
+            "no independent judge runs here, and the export check against our PyTorch "
+            "model needs torch"
+        )
+        return None
+    from .backends import run_torch
+
+    bar.describe("torch-cpu (reference)")
+    refs = {"torch-cpu": run_torch(loaded.graph, plan.feeds, plan.values)}
+    report.references["torch-cpu"] = "our own PyTorch model (not independent: an export check only)"
+    bar.update()
+    plan.devices = [d for d in plan.devices if d != "cpu"]
+    return refs
+
+
 def verify_loaded(
-    loaded: LoadedNet,
-    *,
-    weights_path: str | None = None,
-    feeds: Mapping[str, np.ndarray] | None = None,
-    batch: int = 20,
-    seed: int = 0,
-    mean: tuple[float, ...] | None = None,
-    reference: Mapping[str, np.ndarray] | None = None,
-    onnx_model: bytes | None = None,
-    tolerance: Tolerance | None = None,
-    devices: Iterable[str] = ("cpu", "cuda"),
-    opencv: bool = True,
-    against: Iterable[str] | None = None,
-    inputs_label: str | None = None,
-    require_reference: bool = True,
-    backends: Iterable[str] = REBUILDS,
-    progress: bool = True,
-    precision: str = "exact",
-    max_memory: Budget | int | str | None = None,
+    loaded: LoadedNet, options: VerifyOptions | None = None, **keywords: Any
 ) -> Report:
     """Compare every shared blob between our back ends and the independent judges.
 
-    Judges: ``float64`` (``caffe_compat.reference``, everywhere) and ``opencv`` (OpenCV 4's Caffe
-    reader on the same files, where installed), plus ``reference`` arrays when given. ``against``
-    None takes every judge that can run here (``opencv=False`` leaves OpenCV out); naming judges
-    requires each of them (one line when one cannot run).
+    ``options`` (``VerifyOptions``) and/or ``keywords`` naming its fields (they override).
+    Judges: ``float64`` (``caffe_compat.reference``, everywhere) and ``opencv`` (OpenCV 4's
+    Caffe reader on the same files, where installed), plus ``reference`` arrays when given.
+    ``against`` None takes every judge that can run here (``opencv=False`` leaves OpenCV out);
+    naming judges requires each of them (one line when one cannot run).
 
     Without any independent judge, ``require_reference=False`` (convert's quick check) compares
     ONNX Runtime with our PyTorch model instead of failing: an export check, said so in the
     report, not a proof of parity with Caffe. ``backends`` limits which of ours run (``torch``,
     ``onnxruntime``); without ``torch``, torch is never imported, and with no independent judge
-    the report has no comparisons (``references["none"]`` says why). ``progress`` draws a bar on
-    a terminal. ``precision`` runs PyTorch on CUDA in that numeric mode, so the report shows
-    whether parity holds there (``exact`` is the default).
+    the report has no comparisons (``references["none"]`` says why). ``precision`` runs
+    PyTorch on CUDA in that numeric mode, so the report shows whether parity holds there.
     ``max_memory`` (default: half the available memory, see ``budget.py``) bounds what the
     comparison may hold; synthetic batches shrink to fit it, given arrays must fit as they are."""
-    backends = tuple(backends)
-    graph = loaded.graph
-    tolerance = tolerance or Tolerance()
-    budget = resolve(max_memory)
-    need = footprint(graph, loaded.inference.params)
-    fixed = PARAM_COPIES * need.params
-    if reference is not None and feeds is None:
-        feeds = stored_inputs(graph, reference)
-        inputs_label = inputs_label or ("the reference file's own inputs" if feeds else None)
-    wanted, fixed_batch = feed_batch(graph, batch)
-    if feeds is None:
-        fitted = plan_batch(
-            budget,
-            need,
-            wanted,
-            fixed=fixed,
-            copies=VALUE_COPIES,
-            what="the verification",
-            shrink=fixed_batch is None,
-        )
-        feeds = feeds_for(graph.inputs, fitted, seed=seed, mean=mean, ids=index_inputs(graph))
-        label = f"{fitted} synthetic images (seed {seed}), mean subtracted"
-        if fixed_batch is not None and fitted != batch:
-            label += f" (the net's own batch: {fixed_batch})"
-        elif fitted < batch:
-            label += f" (not {batch}: the memory budget is {format_size(budget.limit)})"
-        inputs_label = inputs_label or label
-    else:
-        given = next(iter(feeds.values())).shape[0] if feeds else 1
-        if fixed_batch is not None and given != wanted:
-            raise CaffeCompatError(
-                f"the inputs hold {given} items, but this net runs only at its declared batch "
-                f"{wanted}: {fixed_batch}",
-                path=graph.path,
-            )
-        plan_batch(
-            budget,
-            need,
-            given,
-            fixed=fixed,
-            copies=VALUE_COPIES,
-            what="the verification",
-            shrink=False,
-        )
-    n = next(iter(feeds.values())).shape[0]
-    report = Report(inputs=inputs_label or "given arrays", batch=n)
-    values = [v for v in graph.values if v not in graph.inputs]
-    devices = list(devices)
-
-    judges = _judges(against, opencv)
-    required = against is not None
-    steps = len(judges) + len(devices) * ("torch" in backends) + ("onnxruntime" in backends) + 1
-    with Progress(
-        steps, label=f"verify {graph.name or 'net'}", unit="steps", enabled=progress
-    ) as bar:
-        refs: dict[str, Values] = {}
-        if reference is not None:
-            refs["stored"] = stored_values(graph, reference)
-            report.references["stored"] = f"{len(refs['stored'])} blobs from the reference file"
-        if "float64" in judges:
-            bar.describe("float64 reference")
-            found, status = float64_judge(
-                loaded, feeds, values, required=required, max_memory=int(budget.limit)
-            )
-            report.references["float64"] = status
-            if found is not None:
-                refs["float64"] = found
-                report.sources["float64"] = _our_sources(loaded)
-            bar.update()
-        if "opencv" in judges:
-            bar.describe("opencv")
-            found, status, skipped = _opencv_judge(
-                loaded, weights_path, feeds, values, report.sources
-            )
-            if found is None and required:
-                raise CaffeCompatError(f"the OpenCV judge cannot run: {status}")
-            report.references["opencv"] = status
-            report.skipped_values.update(skipped)
-            if found is not None:
-                refs["opencv"] = found
-            bar.update()
-        else:
-            report.references["opencv"] = "skipped: not asked for"
-        log.info("judges: %s", "; ".join(f"{k}: {v}" for k, v in report.references.items()))
+    options = dataclasses.replace(options or VerifyOptions(), **keywords)
+    plan = plan_verification(loaded, options)
+    report = Report(inputs=plan.inputs_label, batch=plan.batch)
+    label = f"verify {loaded.graph.name or 'net'}"
+    with Progress(plan.steps, label=label, unit="steps", enabled=options.progress) as bar:
+        refs = _run_judges(loaded, plan, options, report, bar)
         if not refs:
-            if require_reference:
-                why = "; ".join(f"{k} {v}" for k, v in report.references.items())
-                raise CaffeCompatError(
-                    f"no independent judge could run ({why})", remedy=Remedy("reference")
-                )
-            if "torch" not in backends:
-                report.references["none"] = (
-                    "no independent judge runs here, and the export check against our PyTorch "
-                    "model needs torch"
-                )
+            fallback = _export_check_reference(loaded, plan, options, report, bar)
+            if fallback is None:
                 return report
-            from .backends import run_torch
-
-            bar.describe("torch-cpu (reference)")
-            refs["torch-cpu"] = run_torch(graph, feeds, values)
-            report.references["torch-cpu"] = (
-                "our own PyTorch model (not independent: an export check only)"
-            )
-            bar.update()
-            devices = [d for d in devices if d != "cpu"]
+            refs = fallback
         ours = _our_backends(
-            loaded, feeds, values, devices, onnx_model, report, backends, bar, precision
+            loaded,
+            plan.feeds,
+            plan.values,
+            plan.devices,
+            options.onnx_model,
+            report,
+            plan.backends,
+            bar,
+            options.precision,
         )
         ran = {name.split("-")[0] for name in [*ours, *refs] if name.startswith(REBUILDS)}
         if ran:
             mine = _our_sources(loaded)  # the ONNX model too was built from these files
             report.sources.update({name: mine for name in sorted(ran)})
         bar.describe("comparing")
-        _compare_all(loaded, ours, refs, values, tolerance, report)
+        tolerance = options.tolerance or Tolerance()
+        _compare_all(loaded, ours, refs, plan.values, tolerance, report)
         bar.update()
     return report
 

@@ -219,7 +219,7 @@ class _Cluster:
 
 
 def test_workers_and_resources_per_cluster():
-    from caffe_compat.app.scale import _plan
+    from caffe_compat.app.scale_session import placement as _plan
 
     # a local session sized for 2 one-thread workers (4 logical CPUs: 2 actors + 2 task slots)
     assert _plan(_Cluster(4), None, 1, "auto", sized=2) == (2, False, 1.0)
@@ -233,3 +233,147 @@ def test_workers_and_resources_per_cluster():
         _plan(_Cluster(2), 2, 1, "auto")
     with pytest.raises(CaffeCompatError, match="no GPU"):
         _plan(_Cluster(8), None, 1, "cuda")
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile folders and hostile ends (issue 21)
+
+
+def _driver(*args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from caffe_compat.cli.main import main; sys.exit(main())",
+        *args,
+    ]
+
+
+def _clean_env() -> dict[str, str]:
+    """This process's environment without the address of the module's own Ray session."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+
+
+def test_a_foreign_shard_is_refused_before_ray_starts(album, models, tmp_path, capsys):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'caffe-compat[ray]')")
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    out = tmp_path / "out"
+    out.mkdir()
+    pq.write_table(pa.table({"path": [str(album / "astronaut.jpg")]}), out / "part-x.parquet")
+    args = ["predict", str(album), "--engine", "ray", "--output", str(out), *_model_args(models)]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("caffe-compat: error: ") and str(out / "part-x.parquet") in line
+    assert "not a shard of this engine" in line and captured.out == ""
+
+
+def test_the_old_progress_keyword_still_takes_the_callback():
+    from caffe_compat.app.scale import _on_progress
+
+    def callback(done, total):
+        return None
+
+    assert _on_progress(callback, None) is callback
+    assert _on_progress(None, None) is None
+    with pytest.warns(DeprecationWarning, match="on_progress"):
+        assert _on_progress(None, callback) is callback
+    with pytest.raises(TypeError, match="on_progress"):
+        _on_progress(callback, callback)
+
+
+@pytest.mark.ray
+def test_undecodable_and_hostile_names_get_rows_and_escaped_lines(
+    ray_session, album, models, tmp_path, capsys
+):
+    import pyarrow.parquet as pq
+
+    folder = os.fsencode(album)
+    with open(os.path.join(folder, b"caf\xe9.jpg"), "wb") as handle:
+        handle.write((album / "astronaut.jpg").read_bytes())
+    (album / "x\x1b[2J\nfake.jpg: face 1.jpg").write_text("junk with a hostile name")
+    out = tmp_path / "out"
+    args = ["predict", str(album), "--engine", "ray", "--output", str(out), "--workers", "1"]
+    args += ["--max-pixels", str(TEST_MAX_PIXELS), "--crop", "center", *_model_args(models)]
+    assert main(args) == 0
+    stdout, stderr = capsys.readouterr()
+    assert stdout.startswith("13 photo(s), 5 face(s), 1 without a face, 8 unreadable")
+    assert "\x1b" not in stderr and "x\\x1b[2J\\x0afake.jpg: face 1.jpg" in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 8 and all(line.startswith("caffe-compat: unreadable ") for line in lines)
+    rows = pq.read_table(out).to_pylist()
+    (photo,) = [r for r in rows if r["path_bytes"] == os.path.join(folder, b"caf\xe9.jpg")]
+    assert photo["path"] == str(album / "caf\\xe9.jpg") and photo["age"] is not None
+    assert main(args) == 0  # resumed: the undecodable name counts as done
+    assert "this run: 0 processed, 13 already done" in capsys.readouterr().out
+
+
+def _ray_helpers(pid: int) -> dict[int, str]:
+    from caffe_compat.app.scale_processes import descendants
+
+    return descendants(pid)
+
+
+def _still_running(processes: dict[int, str], seconds: float) -> list[str]:
+    from caffe_compat.app.scale_processes import alive
+
+    deadline = time.monotonic() + seconds
+    while alive(processes) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    names = []
+    for pid in alive(processes):
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            names.append(handle.read().split(b"\0")[0].decode(errors="replace"))
+    return names
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL])
+def test_killing_the_driver_stops_every_ray_process_it_started(kill, astronaut, models, tmp_path):
+    """SIGTERM: the driver shuts Ray down and exits 143; SIGKILL: its watcher stops what Ray
+    leaves running (the dashboard and runtime-env agents ignore SIGTERM)."""
+    from caffe_compat.app.scale_output import shard_files
+
+    source = _many(tmp_path / "many", astronaut, 12)
+    out = tmp_path / "out"
+    command = _driver("predict", str(source), "--engine", "ray", "--output", str(out))
+    command += ["--workers", "1", "--block", "2", *_model_args(models)]
+    log = tmp_path / "driver.log"
+    with log.open("wb") as stderr:
+        driver = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path, env=_clean_env()
+        )
+        try:
+            deadline = time.monotonic() + 180
+            while not shard_files(out):
+                assert driver.poll() is None, log.read_text()[-2000:]
+                assert time.monotonic() < deadline, "no shard within 180 s"
+                time.sleep(0.05)
+            helpers = _ray_helpers(driver.pid)
+            assert len(helpers) >= 3  # the GCS, the raylet, agents, workers, the watcher
+            driver.send_signal(kill)
+            code = driver.wait(timeout=60)
+            assert code == (128 + kill if kill == signal.SIGTERM else -kill)
+        finally:
+            driver.kill()
+            driver.wait()
+    assert _still_running(helpers, 15) == []
+
+
+@pytest.mark.ray
+def test_ray_that_cannot_start_under_a_memory_limit_is_one_line(album, models, tmp_path):
+    """Under a 4 GiB address-space limit Ray's node never comes up; that is a start failure
+    (exit 2, one line), and what it started is stopped."""
+    limit = 4 << 30
+    setup = f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit})); "
+    command = _driver("predict", str(album), "--engine", "ray", "--output", str(tmp_path / "o"))
+    command[2] = setup + command[2]
+    command += ["--workers", "1", "--max-pixels", str(TEST_MAX_PIXELS), *_model_args(models)]
+    done = subprocess.run(command, capture_output=True, cwd=tmp_path, env=_clean_env(), timeout=400)
+    if done.returncode == 0:
+        pytest.skip("Ray starts within 4 GiB on this machine")
+    assert done.returncode == 2, done.stderr.decode()[-3000:]
+    (line,) = done.stderr.decode().splitlines()  # nothing of Ray's own around it
+    assert line.startswith("caffe-compat: error: could not start Ray here: ")
+    assert "4 GiB (ulimit -v)" in line

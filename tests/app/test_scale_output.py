@@ -97,3 +97,61 @@ def test_one_driver_per_folder(tmp_path):
         pass
     with out.run_lock(tmp_path):  # released
         pass
+
+
+# --------------------------------------------------------------------------------------------
+# Files that are not shards of this engine; names that are not UTF-8
+
+
+def test_a_foreign_or_damaged_shard_is_refused_in_one_line_naming_it(tmp_path):
+    out.commit_shard(tmp_path, _rows({"/p/a.jpg": 1}))
+    foreign = tmp_path / "part-x.parquet"
+    pq.write_table(pa.table({"path": ["/p/b.jpg"]}), foreign)
+    for call in (out.completed_paths, out.read_results, out.deduplicate):
+        with pytest.raises(CaffeCompatError) as caught:
+            call(tmp_path)
+        message = str(caught.value)
+        assert caught.value.path == str(foreign) and "\n" not in message
+        assert "not a shard of this engine" in message and "face" in message
+    foreign.write_bytes(b"PAR1 torn")
+    with pytest.raises(CaffeCompatError, match="unreadable shard") as caught:
+        out.completed_paths(tmp_path)
+    assert caught.value.path == str(foreign) and "\n" not in str(caught.value)
+    typed = _rows({"/p/c.jpg": 1}).set_column(1, "face", pa.array(["1"], pa.string()))
+    pq.write_table(typed, foreign)
+    with pytest.raises(CaffeCompatError, match=r"column types face \(string, not int32\)"):
+        out.completed_paths(tmp_path)
+
+
+def test_shards_of_the_first_format_still_count(tmp_path):
+    """Shards written before the path_bytes column: read, resumed, rewritten with it."""
+    old = _rows({"/p/a.jpg": 1, "/p/b.jpg": 0}).drop_columns(["path_bytes"])
+    pq.write_table(old, tmp_path / "part-0.parquet")
+    pq.write_table(old.slice(1), tmp_path / "part-1.parquet")  # b.jpg committed twice
+    assert out.completed_paths(tmp_path) == {"/p/a.jpg", "/p/b.jpg"}
+    table = out.read_results(tmp_path)
+    assert table.column("path_bytes").to_pylist() == [None, None]
+    assert out.deduplicate(tmp_path) == 1
+
+
+def test_names_that_are_not_utf8_keep_their_bytes(tmp_path):
+    raw = b"/p/caf\xe9.jpg"
+    listed = os.fsdecode(raw)  # what walking a folder gives for that name
+    rows = _rows({"/p/caf\\xe9.jpg": 1, "/p/plain.jpg": 1})
+    rows = rows.set_column(
+        rows.schema.get_field_index("path_bytes"),
+        "path_bytes",
+        pa.array([raw, None], pa.binary()),
+    )
+    out.commit_shard(tmp_path, rows)
+    out.commit_shard(tmp_path, _rows({"/p/caf\\xe9.jpg": 1}))  # a real name with a backslash
+    done = out.completed_paths(tmp_path)
+    assert done == {listed, "/p/plain.jpg", "/p/caf\\xe9.jpg"}  # three photos, none confused
+    assert out.deduplicate(tmp_path) == 0
+    table = out.read_results(tmp_path)
+    pairs = zip(table.column("path").to_pylist(), table.column("path_bytes").to_pylist())
+    assert sorted(pairs, key=repr) == [
+        ("/p/caf\\xe9.jpg", None),
+        ("/p/caf\\xe9.jpg", raw),
+        ("/p/plain.jpg", None),
+    ]

@@ -4,6 +4,9 @@ they commit carry the numbers single-process ``Predictor`` computes for the same
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 from _album import READABLE, TEST_MAX_PIXELS, UNREADABLE, onnx_options
@@ -14,13 +17,13 @@ from caffe_compat.app.preprocess import preprocess
 from caffe_compat.app.scale_sources import list_source
 from caffe_compat.app.scale_stages import (
     AgeGenderWorker,
-    FaceSettings,
     Geometry,
     NetGroup,
     find_faces,
     geometry_of,
     read_bytes,
 )
+from caffe_compat.app.settings import AppSettings
 
 pa = pytest.importorskip("pyarrow", reason="pyarrow is not installed (the ray extra)")
 cv2 = pytest.importorskip("cv2")
@@ -48,25 +51,28 @@ def test_shrunk_face_preprocesses_exactly_like_the_cut(astronaut, mode, shape):
 def _stages(predictor: Predictor, options: dict, out_dir, **face_options):
     geometry = geometry_of(predictor, "age")
     assert geometry == geometry_of(predictor, "gender")
-    settings = FaceSettings(
-        detector=None,
-        confidence=0.5,
+    settings = AppSettings(
+        **options,
+        crop=predictor.crop,
         backend=predictor.backend,
+        threads=1,
         margin=face_options.get("margin", 0.4),
         no_detect=face_options.get("no_detect", False),
         max_pixels=TEST_MAX_PIXELS,
         max_bytes=MAX_BYTES,
-        geometries=(geometry,),
     )
-    group = NetGroup(("age", "gender"), 0, {**options, "crop": predictor.crop})
+    group = NetGroup(("age", "gender"), 0)
     identities = {"age": "age-id", "gender": "gender-id"}
-    worker = AgeGenderWorker(str(out_dir), [group], [geometry], identities, 1, False)
-    return settings, worker
+    worker = AgeGenderWorker(str(out_dir), settings, [group], [geometry], identities, False)
+    return (settings, (geometry,)), worker
 
 
-def _run_stages(paths, settings, worker):
-    batch = pa.table({"path": pa.array(paths, pa.string())})
-    return worker(find_faces(read_bytes(batch, settings.max_bytes), settings))
+def _run_stages(paths, stage, worker, as_bytes=False):
+    """The stages on ``paths``, given as text or (as the driver sends them) as bytes."""
+    settings, geometries = stage
+    column = pa.array([os.fsencode(p) for p in paths], pa.binary()) if as_bytes else paths
+    batch = pa.table({"path": column})
+    return worker(find_faces(read_bytes(batch, settings.max_bytes), settings, geometries))
 
 
 @pytest.mark.parametrize("crop", ["oversample", "opencv"])
@@ -134,3 +140,34 @@ def test_whole_photo_without_detection(album, models, tmp_path):
     (face,) = predictor.predict(path, no_detect=True)
     assert row["box"] == [0, 0, 160, 120] == list(face.box)
     np.testing.assert_allclose(row["age_probs"], face.age_probs, atol=1e-6)
+
+
+def test_names_that_are_not_utf8_get_rows_with_their_bytes(album, models, tmp_path):
+    """One undecodable file name must not cost the run: its photo gets its rows, the exact
+    name in ``path_bytes`` and an escaped one in ``path``; the listing knows it as done."""
+    import pyarrow.parquet as pq
+
+    from caffe_compat.app.scale_output import completed_paths
+
+    folder = os.fsencode(album)
+    shutil.copy(album / "astronaut.jpg", os.path.join(folder, b"caf\xe9.jpg"))
+    with open(os.path.join(folder, b"junk-\xff.jpg"), "wb") as handle:
+        handle.write(b"not a photo")
+    options = onnx_options(models)
+    predictor = Predictor(crop="center", **options)
+    stage, worker = _stages(predictor, options, tmp_path / "out")
+    paths = list_source(album)
+    summary = _run_stages(paths, stage, worker, as_bytes=True)
+    assert summary.column("photos").to_pylist() == [len(paths)]
+    rows = pq.read_table(next((tmp_path / "out").glob("part-*"))).to_pylist()
+    by_name = {row["path"]: row for row in rows if row["face"] in (0, 1)}
+    photo = by_name[str(album / "caf\\xe9.jpg")]
+    junk = by_name[str(album / "junk-\\xff.jpg")]
+    assert photo["path_bytes"] == os.path.join(folder, b"caf\xe9.jpg") and photo["error"] is None
+    assert junk["path_bytes"] == os.path.join(folder, b"junk-\xff.jpg")
+    assert "not an image" in junk["error"]
+    (same,) = predictor.predict(album / "astronaut.jpg")
+    assert tuple(photo["box"]) == same.box and photo["age"] == same.age
+    plain = by_name[str(album / "astronaut.jpg")]
+    assert plain["path_bytes"] is None
+    assert completed_paths(tmp_path / "out") == set(paths)  # a rerun finds nothing to do

@@ -145,3 +145,40 @@ def test_unexportable_net_falls_back_to_pickle_free_torch_weights(tmp_path, monk
     # The fallback never replaces an existing file without --force.
     with pytest.raises(CaffeCompatError, match="refusing to overwrite"):
         convert(prototxt, weights, out_prefix=tmp_path / "ssd", targets=["torch"], check=False)
+
+
+def _small_net(tmp_path):
+    from _harness import net
+
+    text = net(
+        'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+        "convolution_param { num_output: 4 kernel_size: 3 } }\n"
+        'layer { name: "prob" type: "Softmax" bottom: "conv" top: "prob" }\n',
+        c=3,
+    )
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(text)
+    loaded = load_net(prototxt)
+    weights = tmp_path / "net.caffemodel"
+    write_caffemodel(weights, definitions_only(loaded.net.layer), synthesize(loaded, seed=5))
+    return prototxt, weights
+
+
+def test_convert_plan_then_run(tmp_path):
+    pytest.importorskip("onnx")
+    from caffe_compat.errors import CaffeCompatError
+    from caffe_compat.tools.convert import ConvertOptions, convert, plan_conversion
+
+    prototxt, weights = _small_net(tmp_path)
+    prefix = tmp_path / "out" / "small"
+    prefix.parent.mkdir()
+    plan = plan_conversion(weights, ConvertOptions(out_prefix=prefix, targets=("onnx",)))
+    assert plan.paths == {"onnx": prefix.with_name("small.onnx")}
+    assert plan.steps == ("read", "preflight", "build_onnx", "check", "write")
+    result = convert(prototxt, weights, out_prefix=prefix, targets=["onnx"], progress=False)
+    assert set(result.timings) == set(plan.steps) and result.outputs == plan.paths
+    assert result.report is not None and result.report.passed
+    with pytest.raises(CaffeCompatError, match="refusing to overwrite"):
+        plan_conversion(weights, ConvertOptions(out_prefix=prefix, targets=("onnx",)))
+    with pytest.raises(CaffeCompatError, match="unknown target"):
+        plan_conversion(weights, ConvertOptions(targets=("caffe2",)))

@@ -1,0 +1,58 @@
+"""verify_loaded's typed options: a VerifyOptions object, the keywords naming its fields, and both
+together (the keywords override) give the same report; given arrays run as they are."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _harness import net
+
+from caffe_compat.io.writer import definitions_only, write_caffemodel
+from caffe_compat.ir.load import load_net
+from caffe_compat.tools.synth import synthesize
+from caffe_compat.verify import VerifyOptions, verify_loaded
+
+NET = net(
+    'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+    "convolution_param { num_output: 4 kernel_size: 3 } }\n"
+    'layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }\n'
+    'layer { name: "fc" type: "InnerProduct" bottom: "conv" top: "fc" '
+    "inner_product_param { num_output: 3 } }\n"
+    'layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }\n',
+    c=3,
+)
+
+
+@pytest.fixture
+def small_net(tmp_path):
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(NET)
+    loaded = load_net(prototxt)
+    weights = tmp_path / "net.caffemodel"
+    write_caffemodel(weights, definitions_only(loaded.net.layer), synthesize(loaded, seed=5))
+    return prototxt, weights
+
+
+def _rows(report) -> list[tuple]:
+    return [(c.backend, c.reference, c.value, c.max_abs) for c in report.comparisons]
+
+
+def test_verify_options_object_and_keywords_agree(small_net):
+    prototxt, weights = small_net
+    loaded = load_net(prototxt, weights)
+    keywords = {"batch": 3, "seed": 7, "devices": ("cpu",), "against": ("float64",)}
+    keywords.update(progress=False, weights_path=str(weights))
+    by_keywords = verify_loaded(loaded, **keywords)
+    options = VerifyOptions(**keywords)
+    by_options = verify_loaded(loaded, options)
+    overridden = verify_loaded(loaded, options, batch=2)
+    assert by_keywords.passed and by_options.passed and overridden.passed
+    assert _rows(by_keywords) == _rows(by_options) and by_options.batch == 3
+    assert overridden.batch == 2 and options.batch == 3  # the object itself is unchanged
+    assert set(by_options.references) == {"float64", "opencv"}
+    assert by_options.references["opencv"] == "skipped: not asked for"
+    feeds = {"data": np.random.default_rng(1).uniform(0, 255, (4, 3, 7, 9)).astype(np.float32)}
+    given = verify_loaded(loaded, options, feeds=feeds)
+    assert given.batch == 4 and given.inputs == "given arrays"
+    with pytest.raises(TypeError):
+        verify_loaded(loaded, options, batches=2)
