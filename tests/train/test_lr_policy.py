@@ -1,5 +1,5 @@
 """Caffe's learning-rate policies: formulas from sgd_solver.cpp, float rounding, multistep's
-state, and the CHECKs as one-line errors. Real Caffe's rates (recorded) are in test_trajectories."""
+state, and the CHECKs as one-line errors. Real Caffe's rates (recorded) are in test_solver_rules."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from caffe_compat.train.solverstate import read_solverstate
 
 TOLERANCE = 1e-4  # of each blob's largest value, over 20 iterations
 # Whole-net replays in the fast tier; the other recorded cases run with the train tier (the
-# update rules of every case are replayed in the fast tier by test_trajectories.py).
+# update rules of every case are replayed in the fast tier by test_solver_rules.py).
 FAST = {"sgd_step", "sgd_multistep", "adam", "adam_frozen_l1", "clip_iter_size2", "bn_adadelta"}
 
 
