@@ -132,6 +132,8 @@ class LayerFacts:
       bottom_index) -> bool``: Caffe's ``AllowForceBackward`` (True when not given).
       ``statistics``: the blobs are running statistics, not parameters (BatchNorm: Caffe forces
       their lr_mult to 0 and the layer's forward in TRAIN updates them).
+    - ``batch_source``: ``"module:Class"`` streaming the layer's batches for training
+      (``caffe-compat train``: Data, ImageData, HDF5Data), imported only when training.
     - ``family``: the module base name that holds the type in every folder (set by describe).
     """
 
@@ -162,6 +164,7 @@ class LayerFacts:
     top_fillers: Callable[..., Any] | None = None
     loss: bool = False
     statistics: bool = False
+    batch_source: str | None = None
     no_backward: Callable[..., str | None] | None = None
     force_backward: Callable[..., bool] | None = None
     family: str = ""

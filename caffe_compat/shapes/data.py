@@ -134,20 +134,27 @@ describe(
     tops=(1, None),
 )
 describe(
-    (
-        "Data",
-        "ImageData",
-        "WindowData",
-        "MemoryData",
-        "HDF5Data",
-        "AnnotatedData",
-        "VideoData",
-    ),
+    ("WindowData", "MemoryData", "AnnotatedData", "VideoData"),
     role="data",
     data_shape=data_shapes,
     bottoms=0,
     tops=(1, None),
 )
+# The data layers `caffe-compat train` reads, each with the class that streams its batches
+# (imported only when training: caffe_compat.train.data.sources).
+for _type, _source in (
+    ("Data", "DataSource"),
+    ("ImageData", "ImageDataSource"),
+    ("HDF5Data", "HDF5DataSource"),
+):
+    describe(
+        _type,
+        role="data",
+        data_shape=data_shapes,
+        batch_source=f"caffe_compat.train.data.sources:{_source}",
+        bottoms=0,
+        tops=(1, None),
+    )
 describe(
     "DummyData",
     role="data",

@@ -2,11 +2,10 @@
 worker processes: see sources.py for the record streams, loader.py for the workers."""
 
 from .loader import Feeder, default_workers
-from .sources import TYPES, BatchSource, make_source, sources_of
+from .sources import BatchSource, make_source, sources_of
 from .transform import DataTransformer
 
 __all__ = [
-    "TYPES",
     "BatchSource",
     "DataTransformer",
     "Feeder",

@@ -28,7 +28,6 @@ from .datum import decode_datum
 from .db import Database, open_database
 from .transform import DataTransformer, Where
 
-TYPES = ("Data", "ImageData", "HDF5Data")
 MAX_LIST_LINES = 1 << 26  # a list file of 67M lines is damage or a mistake
 MAX_LIST_BYTES = 1 << 32
 
@@ -283,7 +282,11 @@ class HDF5DataSource(BatchSource):
 
         from ...io.hdf5 import _check_dataset, _check_links
 
-        where: dict[str, Any] = {"path": name, "layer": self.layer, "layer_type": "HDF5Data"}
+        where: dict[str, Any] = {
+            "path": name,
+            "layer": self.layer,
+            "layer_type": self.where.layer_type,
+        }
         try:
             with h5py.File(name, "r") as handle:
                 _check_links(handle, name)
@@ -361,21 +364,42 @@ class HDF5DataSource(BatchSource):
         return out
 
 
+def _source_class(layer_type: str) -> type[BatchSource] | None:
+    """The class the registry names for streaming this type's batches (``batch_source``)."""
+    import importlib
+
+    from ... import registry
+
+    named = registry.facts(layer_type).batch_source
+    if not named:
+        return None
+    module, _, name = named.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def make_source(
     layer: caffe_pb2.LayerParameter, phase: str, seed: int, path: str | None
 ) -> BatchSource:
-    """The source of one data layer of a type in :data:`TYPES`."""
-    if layer.type == "Data":
-        return DataSource(layer, phase, seed, path)
-    if layer.type == "ImageData":
-        return ImageDataSource(layer, phase, seed, path)
-    if layer.type == "HDF5Data":
-        return HDF5DataSource(layer, phase, seed, path)
-    raise CaffeCompatError(f"no data source for layer type {layer.type}", layer=layer.name)
+    """The source of one data layer whose type has a ``batch_source`` fact."""
+    kind = _source_class(layer.type)
+    if kind is None:
+        raise CaffeCompatError(
+            "caffe-compat train has no reader for this data layer",
+            layer=layer.name,
+            layer_type=layer.type,
+            path=path,
+        )
+    return kind(layer, phase, seed, path)
 
 
 def sources_of(
     layers: Sequence[caffe_pb2.LayerParameter], phase: str, seed: int, path: str | None
 ) -> list[BatchSource]:
-    """A source for each data layer among ``layers`` (the net's layers in one phase)."""
-    return [make_source(layer, phase, seed, path) for layer in layers if layer.type in TYPES]
+    """A source for each data layer among ``layers`` (the net's layers in one phase) that
+    training reads; other data layers (DummyData, Input, MemoryData) fill themselves or are
+    set by the caller."""
+    return [
+        make_source(layer, phase, seed, path)
+        for layer in layers
+        if _source_class(layer.type) is not None
+    ]
