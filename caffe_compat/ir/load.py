@@ -41,11 +41,13 @@ def load_net(
     input_shapes: Mapping[str, Shape] | None = None,
     strict: bool = True,
     allow_unknown_fields: bool = False,
+    training: bool = False,
 ) -> LoadedNet:
     """Read a prototxt (V1 or V2) and optional weights (V1/V2 binary or HDF5) into a Graph.
 
     ``strict`` raises on the first shape problem and on any net/weights mismatch other than extra
     layers in the weights; lenient mode (for ``inspect``) records everything in ``issues``.
+    ``training`` builds the net Caffe trains (losses, Accuracy and labels kept; ir/build.py).
     """
     return load_net_text(
         read_text(prototxt),
@@ -57,6 +59,7 @@ def load_net(
         input_shapes=input_shapes,
         strict=strict,
         allow_unknown_fields=allow_unknown_fields,
+        training=training,
     )
 
 
@@ -71,6 +74,7 @@ def load_net_text(
     input_shapes: Mapping[str, Shape] | None = None,
     strict: bool = True,
     allow_unknown_fields: bool = False,
+    training: bool = False,
 ) -> LoadedNet:
     """``load_net`` for a net definition held as text (``path`` names it in errors)."""
     net = caffe_pb2.NetParameter()
@@ -84,6 +88,7 @@ def load_net_text(
         input_shapes=input_shapes,
         path=path,
         lines=lines,
+        training=training,
     )
     inference = infer_shapes(graph, strict=strict)
     loaded = LoadedNet(graph, net, "V0" if was_v0 else "V1" if was_v1 else "V2", path, inference)
