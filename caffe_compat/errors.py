@@ -150,6 +150,11 @@ class NetDefinitionError(CaffeCompatError):
     """The net is well-formed protobuf but not a valid Caffe net (wiring, shapes, parameters)."""
 
 
+class SolverDefinitionError(CaffeCompatError):
+    """A solver definition (or a solver state) Caffe would refuse: unknown type or policy,
+    settings its CHECKs reject, a state that does not fit the net."""
+
+
 class MemoryBudgetError(CaffeCompatError):
     """A step would allocate more than the memory budget allows; raised before the allocation,
     never after."""

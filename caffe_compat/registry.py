@@ -1,8 +1,9 @@
 """Layer support, keyed by (Caffe layer type, back end), and each type's facts: the plugin point.
 
 Back ends (:data:`LAYER_BACKENDS`): ``shape`` (Caffe's shape rules, numpy only), ``torch``,
-``onnx`` and ``reference`` (a float64 numpy transcription of Caffe's forward pass, independent of
-the other two). Built-in support is registered when the back end's package is first needed. A
+``onnx``, ``reference`` (a float64 numpy transcription of Caffe's forward pass, independent of
+the other two) and ``reference_backward`` (the same for Caffe's backward pass: the judge of the
+training engine). Built-in support is registered when the back end's package is first needed. A
 user registration for a type that already has one pushes onto a stack and wins until it is
 unregistered, so forks' custom layers and fixes plug in without editing the project::
 
@@ -47,12 +48,13 @@ from .errors import UnsupportedLayer, UnsupportedLayersError
 if TYPE_CHECKING:
     from .ir.graph import Graph, Node, Shape
 
-LAYER_BACKENDS = ("shape", "torch", "onnx", "reference")
+LAYER_BACKENDS = ("shape", "torch", "onnx", "reference", "reference_backward")
 _BUILTIN_PACKAGES = {
     "shape": "caffe_compat.shapes",
     "torch": "caffe_compat.converters.torch",
     "onnx": "caffe_compat.converters.onnx",
     "reference": "caffe_compat.reference",
+    "reference_backward": "caffe_compat.reference",
 }
 
 
@@ -76,8 +78,10 @@ class LayerFacts:
 
     - ``role``: ``"input"`` (every top is a declared net input, shaped by
       ``data_shape(layer, notes)``: Caffe's Input layer), ``"data"`` (a data layer: its first top
-      becomes a declared input, shaped by ``data_shape``; the layer itself is dropped) or
-      ``"training"`` (dropped from inference graphs).
+      becomes a declared input, shaped by ``data_shape``; the layer itself is dropped; in a net
+      built for training every top is an input, labels shaped by ``data_shape(layer, notes,
+      labels=True)``) or ``"training"`` (dropped from inference graphs, kept in nets built for
+      training).
     - ``param_message``: the ``LayerParameter`` field that holds the type's settings (e.g.
       ``"convolution_param"``); ``bias_term``: the boolean field of that message that adds the
       bias blob (folding turns it on).
@@ -117,6 +121,19 @@ class LayerFacts:
     - ``workspace(node, in_shapes, out_shapes) -> floats``: scratch a back end allocates beyond the
       tops while running the layer (im2col columns, padded copies), for the memory budget and
       the float64 reference's plan.
+    - ``top_fillers(layer) -> [FillerParameter]``: a data layer that draws its own tops (DummyData):
+      one filler per top; a constant one fills once, any other on every forward of a net built
+      for training.
+    - ``loss``: a Caffe ``LossLayer``: its first top carries loss weight 1 unless ``loss_weight``
+      says otherwise, and Caffe adds an anonymous top when the definition names none.
+    - ``no_backward(node, bottom_index) -> reason | None``: Caffe's Backward aborts when asked
+      for this bottom's diff (NOT_IMPLEMENTED, or a LOG(FATAL) such as "cannot backpropagate to
+      label inputs"); the training engine refuses with the reason. ``force_backward(node,
+      bottom_index) -> bool``: Caffe's ``AllowForceBackward`` (True when not given).
+      ``statistics``: the blobs are running statistics, not parameters (BatchNorm: Caffe forces
+      their lr_mult to 0 and the layer's forward in TRAIN updates them).
+    - ``batch_source``: ``"module:Class"`` streaming the layer's batches for training
+      (``caffe-compat train``: Data, ImageData, HDF5Data), imported only when training.
     - ``family``: the module base name that holds the type in every folder (set by describe).
     """
 
@@ -144,6 +161,12 @@ class LayerFacts:
     same_count: bool = False
     validate: Callable[..., None] | None = None
     workspace: Callable[..., int] | None = None
+    top_fillers: Callable[..., Any] | None = None
+    loss: bool = False
+    statistics: bool = False
+    batch_source: str | None = None
+    no_backward: Callable[..., str | None] | None = None
+    force_backward: Callable[..., bool] | None = None
     family: str = ""
 
 
@@ -268,7 +291,8 @@ def _aliased(layer_type: str, backend: str) -> Entry | None:
 
     def run(node: Node, *args: Any) -> Any:
         # Back ends call fn(node, inputs) (shape: input shapes), fn(node, ctx) (torch, onnx: a
-        # frozen context with in_shapes and node) or fn(node, arrays, ctx) (reference).
+        # frozen context with in_shapes and node), fn(node, arrays, ctx) (reference) or
+        # fn(node, arrays, top_diffs, ctx) (reference_backward).
         ctx = args[-1]
         shapes = getattr(ctx, "in_shapes", None)
         if shapes is None:

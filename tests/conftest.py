@@ -28,7 +28,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--all"):
-        config.option.markexpr = ""  # drops pyproject's `-m 'not slow and not ray'`
+        config.option.markexpr = ""  # drops pyproject's `-m 'not slow and not ray and not train'`
 
 
 # A test may skip only for what this machine lacks: an optional package, the ../shared reference

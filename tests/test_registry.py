@@ -99,12 +99,22 @@ def _families() -> set[str]:
     return {registry.facts(t).family for t in builtin_types()}
 
 
+def _training_only(fam: str) -> bool:
+    """A family whose every type exists only in nets built for training (losses, Accuracy):
+    ONNX export refuses such nets, so it has no ONNX file."""
+    from caffe_compat.tools.support_table import builtin_types
+
+    types = [t for t in builtin_types() if registry.facts(t).family == fam]
+    return all(registry.facts(t).role == "training" for t in types)
+
+
 def test_every_family_has_all_its_files():
     missing = [
         pattern.format(fam=fam)
         for fam in sorted(_families())
         for pattern in FAMILY_FILES
         if not (ROOT / pattern.format(fam=fam)).is_file()
+        and not (pattern.startswith("converters/onnx") and _training_only(fam))
     ]
     assert not missing, f"layer family files missing: {missing}"
 

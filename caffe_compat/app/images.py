@@ -122,9 +122,15 @@ def read_image(
     return decode_photo(read_photo_bytes(path, max_bytes), str(path), max_pixels=max_pixels)
 
 
-def decode_photo(data: bytes, path: str, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+_DECODE_FLAGS = {"color": 1, "gray": 0, "native": -1}  # cv2.IMREAD_COLOR, _GRAYSCALE, _UNCHANGED
+
+
+def decode_photo(
+    data: bytes, path: str, *, max_pixels: int = MAX_PIXELS, mode: str = "color"
+) -> np.ndarray:
     """The photo in ``data`` (read from ``path``, named in errors) as H x W x 3 BGR uint8, after
-    its header's pixel count is checked against ``max_pixels``."""
+    its header's pixel count is checked against ``max_pixels``. ``mode="gray"`` decodes one
+    channel (H x W), ``"native"`` keeps the file's own channels (Caffe's encoded Datum)."""
     import cv2
 
     path = Path(path)
@@ -133,7 +139,7 @@ def decode_photo(data: bytes, path: str, *, max_pixels: int = MAX_PIXELS) -> np.
         raise CaffeCompatError("not an image (unknown file content)", path=str(path))
     check_pixels(kind, data, str(path), max_pixels)
     try:
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _DECODE_FLAGS[mode])
     except (cv2.error, MemoryError) as exc:
         reason = " ".join(str(exc).split())[:200]
         raise CaffeCompatError(

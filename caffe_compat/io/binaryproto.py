@@ -1,4 +1,5 @@
-"""Mean images (``mean.binaryproto``): one BlobProto holding a 1xCxHxW float image."""
+"""BlobProto files: mean images (``mean.binaryproto``, one 1xCxHxW float image) and any other
+single blob a net reads from disk (InfogainLoss's matrix H)."""
 
 from __future__ import annotations
 
@@ -24,16 +25,16 @@ def _looks_like_caffemodel(src: ByteSource) -> bool:
     return first.wire_type == LEN and first.number in (*_NET_LAYER_FIELDS, 1)
 
 
-def read_mean(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a mean image as a (C, H, W) float32 array (channel order as stored: BGR for Caffe)."""
+def read_blobproto(path: str | os.PathLike[str], what: str = "binaryproto blob") -> np.ndarray:
+    """One BlobProto file as a float32 array in its stored shape."""
     with ByteSource.open(Path(path)) as src:
         head = src.head()
         kind = sniff(head)
-        problem = explain(kind, head, "binaryproto mean file")
+        problem = explain(kind, head, f"{what} file")
         if problem is None and kind in (Kind.TEXT, Kind.HDF5):
-            problem = f"this is a {kind.value} file, not a binaryproto mean image"
+            problem = f"this is a {kind.value} file, not a {what}"
         if problem is None and _looks_like_caffemodel(src):
-            problem = "this is a caffemodel (a NetParameter), not a binaryproto mean image"
+            problem = f"this is a caffemodel (a NetParameter), not a {what}"
         if problem:
             raise FileFormatError(problem, path=src.path)
         try:
@@ -45,6 +46,12 @@ def read_mean(path: str | os.PathLike[str]) -> np.ndarray:
             ) from None
         except ValueError as exc:
             raise BlobError(str(exc), path=src.path) from None
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def read_mean(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a mean image as a (C, H, W) float32 array (channel order as stored: BGR for Caffe)."""
+    array = read_blobproto(path, "binaryproto mean image")
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 3 or array.size == 0:

@@ -132,11 +132,13 @@ def _open_error(path: Path, exc: OSError) -> FileFormatError:
     )
 
 
-def _check_dataset(dataset: Any, file_size: int, where: dict) -> None:
-    """Refuse a dataset whose declared size the file cannot hold, before reading it."""
+def _check_dataset(dataset: Any, file_size: int, where: dict, *, kinds: str = "f") -> None:
+    """Refuse a dataset whose declared size the file cannot hold, before reading it.
+    ``kinds``: the numpy kinds accepted (floats; HDF5Data also takes integers, as Caffe)."""
     _check_storage(dataset, where)
-    if dataset.dtype.kind != "f":
-        raise BlobError(f"holds {dataset.dtype} values, not floats", **where)
+    if dataset.dtype.kind not in kinds:
+        what = "floats" if kinds == "f" else "numbers"
+        raise BlobError(f"holds {dataset.dtype} values, not {what}", **where)
     count = 1
     for d in dataset.shape:
         count *= int(d)

@@ -1,7 +1,10 @@
 """NetParameter (already upgraded to V2) -> Graph: phase filtering, inputs, SSA wiring.
 
 Data layers become declared inputs, training-only layers drop out, and in-place tops become
-distinct values (see graph.py for the naming rule).
+distinct values (see graph.py for the naming rule). A net built for training (``training=True``)
+is the net Caffe's ``Net::Init`` builds: every top of a data layer is an input (labels too),
+losses, Accuracy and Silence stay, and a loss layer that names no top gets Caffe's anonymous
+one (``AutoTopBlobs``), a value no other layer can read.
 
 Layer names: Caffe's Net checks none (``Net::Init`` only lists them; ``CopyTrainedLayersFrom``
 gives a name's weights to the first layer bearing it), so train/val nets reuse names among layers
@@ -21,6 +24,21 @@ from .graph import Graph, Node, Shape
 from .phase import NetState, layer_included
 from .validate import check_input_shape, validate_net
 
+AUTOMATIC = "(automatic)"  # Caffe's name for the top it adds to a loss layer that has none
+
+
+def _check_loss_weights(
+    layer: caffe_pb2.LayerParameter, tops: int, is_loss: bool, where: dict
+) -> None:
+    """Caffe's ``SetLossWeights``: none, or one per top (a loss layer's default counts as one)."""
+    given = len(layer.loss_weight) or (1 if is_loss else 0)
+    if given and given != tops:
+        raise NetDefinitionError(
+            f"loss_weight must be unspecified or specified once per top blob ({given} "
+            f"weight(s) for {tops} top(s))",
+            **where,
+        )
+
 
 def _stages(net: caffe_pb2.NetParameter) -> list[str]:
     """Every stage a layer rule of ``net`` names, in order of appearance."""
@@ -38,14 +56,16 @@ def build_graph(
     input_shapes: Mapping[str, Shape] | None = None,
     path: str | None = None,
     lines: Mapping[str, int] | None = None,
+    training: bool = False,
 ) -> Graph:
-    """Wire a V2 net into a Graph for ``state`` (TEST phase by default).
+    """Wire a V2 net into a Graph for ``state`` (TEST phase by default); ``training`` keeps what
+    Caffe's training net holds (see the module docstring).
 
     When wiring fails in a net with stage rules, the error names the net's stages: the layers
     of another stage are a likely cause."""
     state = state or NetState()
     try:
-        return _build(net, state, input_shapes, path, lines)
+        return _build(net, state, input_shapes, path, lines, training)
     except NetDefinitionError as exc:
         stages = _stages(net)
         if not stages or exc.remedy is not None:
@@ -69,11 +89,13 @@ def _build(
     input_shapes: Mapping[str, Shape] | None,
     path: str | None,
     lines: Mapping[str, int] | None,
+    training: bool = False,
 ) -> Graph:
     overrides = dict(input_shapes or {})
     lines = lines or {}
-    validate_net(net, state, path=path, lines=lines)
-    graph = Graph(name=net.name, inputs={}, nodes=[], outputs=[], path=path)
+    validate_net(net, state, path=path, lines=lines, training=training)
+    graph = Graph(name=net.name, inputs={}, nodes=[], outputs=[], path=path, training=training)
+    anonymous: set[str] = set()  # temporary ids of Caffe's automatic loss tops
     declared: dict[str, Shape | None] = {}
     current: dict[str, str] = {}  # blob -> its latest value
     versions: dict[str, list[str]] = {}  # blob -> temporary value ids in order
@@ -103,15 +125,20 @@ def _build(
                 add_input(blob, shape, layer)
             continue
         if info.role == "data":
-            shapes = info.data_shape(layer, graph.notes)
+            if training:
+                shapes = info.data_shape(layer, graph.notes, labels=True)
+            else:
+                shapes = info.data_shape(layer, graph.notes)
             for i, (blob, shape) in enumerate(zip(layer.top, shapes)):
-                if i == 0 or shape is not None:
+                if i == 0 or shape is not None or training:
                     add_input(blob, shape, layer)
+                    if training:
+                        graph.sources[blob] = layer.name
                 else:
                     graph.notes.append(f'"{blob}" of "{layer.name}" (labels) is not an input')
             graph.dropped.append((layer.name, layer.type))
             continue
-        if info.role == "training":
+        if info.role == "training" and not training:
             graph.dropped.append((layer.name, layer.type))
             continue
         inputs = []
@@ -124,6 +151,12 @@ def _build(
         outputs = [new_version(blob, layer.name) for blob in layer.top]
         if len(set(layer.top)) != len(layer.top):
             raise NetDefinitionError("a layer lists the same top twice", **where)
+        if training and info.loss and not layer.top:
+            outputs.append(new_version(AUTOMATIC, layer.name))
+            anonymous.add(outputs[-1])
+            current.pop(AUTOMATIC)  # Caffe makes it unreachable as a bottom
+        if training:
+            _check_loss_weights(layer, len(outputs), info.loss, where)
         param = caffe_pb2.LayerParameter()
         param.CopyFrom(layer)
         if not param.HasField("phase"):  # layers inherit the net's phase, as in Caffe's Net::Init
@@ -149,12 +182,17 @@ def _build(
     for blob, shape in declared.items():
         graph.inputs[blob] = shape  # type: ignore[assignment]  # None until checked by infer
     consumed = {v for node in graph.nodes for v in node.inputs}
+    unnamed = {rename[v] for v in anonymous}
     graph.outputs = [
         value
         for node in graph.nodes
         for value in node.outputs
-        if value not in consumed and graph.final[graph.blob_of[value]] == value
+        if value not in consumed
+        and value not in unnamed
+        and graph.final.get(graph.blob_of[value]) == value
     ]
+    for value in unnamed:
+        graph.final.pop(graph.blob_of[value], None)
     if not graph.nodes:
         left_out = sum(not layer_included(state, layer) for layer in net.layer)
         hint = (

@@ -61,6 +61,8 @@ class Graph:
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (layer, type) left out
     path: str | None = None  # the prototxt it came from
     notes: list[str] = field(default_factory=list)  # assumptions made while building
+    training: bool = False  # built for training: losses, Accuracy, Silence and labels kept
+    sources: dict[str, str] = field(default_factory=dict)  # input -> its data layer (training)
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes)

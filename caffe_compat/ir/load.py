@@ -43,11 +43,13 @@ def load_net(
     strict: bool = True,
     allow_unknown_fields: bool = False,
     max_memory: Any = None,
+    training: bool = False,
 ) -> LoadedNet:
     """Read a prototxt (V1 or V2) and optional weights (V1/V2 binary or HDF5) into a Graph.
 
     ``strict`` raises on the first shape problem and on any net/weights mismatch other than extra
     layers in the weights; lenient mode (for ``inspect``) records everything in ``issues``.
+    ``training`` builds the net Caffe trains (losses, Accuracy and labels kept; ir/build.py).
     """
     return load_net_text(
         read_text(prototxt),
@@ -60,6 +62,7 @@ def load_net(
         strict=strict,
         allow_unknown_fields=allow_unknown_fields,
         max_memory=max_memory,
+        training=training,
     )
 
 
@@ -75,6 +78,7 @@ def load_net_text(
     strict: bool = True,
     allow_unknown_fields: bool = False,
     max_memory: Any = None,
+    training: bool = False,
 ) -> LoadedNet:
     """``load_net`` for a net definition held as text (``path`` names it in errors)."""
     net = caffe_pb2.NetParameter()
@@ -88,6 +92,7 @@ def load_net_text(
         input_shapes=input_shapes,
         path=path,
         lines=lines,
+        training=training,
     )
     inference = infer_shapes(graph, strict=strict)
     loaded = LoadedNet(graph, net, "V0" if was_v0 else "V1" if was_v1 else "V2", path, inference)

@@ -13,7 +13,8 @@ makes the same refusals, as one-line errors naming the layer and the field:
   ``MAX_BLOB_COUNT`` values, Caffe's ``Blob::Reshape`` limits, which also bound every dim.
 
 Layers the state leaves out, and training layers (dropped from inference graphs), are not checked:
-Caffe never sets them up for this state, and nothing here runs them.
+Caffe never sets them up for this state, and nothing here runs them. A net built for training
+checks its training layers like any other, and its data layers' label tops are inputs.
 """
 
 from __future__ import annotations
@@ -196,8 +197,10 @@ def validate_net(
     *,
     path: str | None = None,
     lines: Mapping[str, int] | None = None,
+    training: bool = False,
 ) -> None:
-    """Raise the first wiring error of the layers ``state`` keeps, as Caffe's Net::Init would."""
+    """Raise the first wiring error of the layers ``state`` keeps, as Caffe's Net::Init would
+    (``training``: for the net built for training, see build.py)."""
     lines = lines or {}
     producer: dict[str, str] = {}  # blob -> the layer that last wrote it
     labels: dict[str, str] = {}  # label tops of data layers -> their layer
@@ -206,7 +209,7 @@ def validate_net(
         if not layer_included(state, layer):
             continue
         role = registry.facts(layer.type).role
-        if role == "training":
+        if role == "training" and not training:
             continue  # dropped, never run here: its name may repeat another (as in Caffe)
         where = {
             "path": path,
@@ -232,7 +235,9 @@ def validate_net(
             if problem:
                 raise NetDefinitionError(problem, **where)
             if role == "data":
-                inputs = [i == 0 or s is not None for i, s in enumerate(data_shapes(layer, where))]
+                shapes = data_shapes(layer, where)
+                if not training:
+                    inputs = [i == 0 or s is not None for i, s in enumerate(shapes)]
         else:
             if layer.name in names:
                 raise NetDefinitionError(

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from ..ir.graph import Shape
 
 FLT_MAX = float(np.finfo(np.float32).max)  # Caffe's starting value for MAX pooling and Eltwise
+FLT_MIN = float(np.finfo(np.float32).tiny)  # Caffe's floor under log() in SoftmaxWithLoss
+
+Arrays = list[np.ndarray]
+Grads = tuple[list["np.ndarray | None"], list["np.ndarray | None"]]
 
 
 @dataclass(frozen=True)
@@ -16,11 +21,31 @@ class LayerContext:
     """Shapes at this run's input sizes (from the shape rules) and the layer's weights in float64.
 
     Layer functions are called as ``fn(node, inputs, ctx)`` and return one array per top; they
-    never modify their inputs (a value may be shared by several layers)."""
+    never modify their inputs (a value may be shared by several layers). ``state`` is the
+    layer's own record for a training pass: what its TRAIN forward draws at random (Dropout's
+    ``mask``, given by the caller) and what it leaves behind (BatchNorm's updated ``blobs``)."""
 
     in_shapes: tuple[Shape, ...]
     out_shapes: tuple[Shape, ...]
     blobs: tuple[np.ndarray, ...]
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BackwardContext(LayerContext):
+    """What a backward function receives beside the bottoms and top diffs: the tops its forward
+    computed and which diffs Caffe asks for (``propagate``: per bottom; ``param_propagate``:
+    per parameter blob). Backward functions are called as ``fn(node, inputs, top_diffs, ctx)``
+    and return ``(bottom_diffs, param_diffs)``, None where nothing is asked or computed."""
+
+    outputs: tuple[np.ndarray, ...] = ()
+    propagate: tuple[bool, ...] = ()
+    param_propagate: tuple[bool, ...] = ()
+
+
+def no_grads(inputs: Arrays, ctx: LayerContext) -> Grads:
+    """Nothing flows back (a layer whose diffs Caffe leaves untouched)."""
+    return [None] * len(inputs), [None] * len(ctx.blobs)
 
 
 def broadcastable(operand: np.ndarray, ndim: int, axis: int) -> np.ndarray:

@@ -1,7 +1,11 @@
-"""Elementwise layers, each Caffe's CPU formula in float64 (relu_layer.cpp, prelu_layer.cpp, ...).
+"""Elementwise layers, each Caffe's CPU formula in float64 (relu_layer.cpp, prelu_layer.cpp, ...),
+forward and backward.
 
 Where Caffe's formula and the textbook one differ at the edges (BNLL's two branches, ELU written
-with min/max, Clip's comparison order), Caffe's form is kept.
+with min/max, Clip's comparison order, Power's derivative as a quotient of top and bottom), Caffe's
+form is kept. Dropout in the TRAIN phase takes its random mask from the training pass (the
+layer's ``state``) and scales by 1 / (1 - ratio) in float, as Caffe does at training time.
+Threshold has no backward in Caffe (its facts say so).
 """
 
 from __future__ import annotations
@@ -11,9 +15,7 @@ import numpy as np
 from ..ir.graph import Node
 from ..proto import caffe_pb2
 from ..registry import register
-from ._base import LayerContext
-
-Arrays = list[np.ndarray]
+from ._base import Arrays, BackwardContext, Grads, LayerContext
 
 
 @register("ReLU", "reference")
@@ -120,13 +122,143 @@ def _swish(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     return [x * sigmoid(beta * x)]
 
 
-def _dropout_check(node: Node) -> str | None:
-    """Dropout in the TRAIN phase drops values at random"""
-    if node.param.HasField("phase") and node.param.phase == caffe_pb2.TRAIN:
-        return "Dropout in the TRAIN phase drops values at random; load the net for TEST"
-    return None
+def _dropping(node: Node) -> bool:
+    return node.param.HasField("phase") and node.param.phase == caffe_pb2.TRAIN
 
 
-@register("Dropout", "reference", check=_dropout_check)
+def dropout_scale(ratio: float) -> float:
+    """Caffe's ``scale_ = 1. / (1. - threshold_)``, kept in a float."""
+    return float(np.float32(1.0 / (1.0 - float(np.float32(ratio)))))
+
+
+def _mask(node: Node, ctx: LayerContext) -> np.ndarray:
+    mask = ctx.state.get("mask")
+    if mask is None:
+        raise ValueError(
+            "Dropout in the TRAIN phase drops values at random: its mask comes from a training "
+            "pass (caffe_compat.reference.backward); load the net for TEST to run it here"
+        )
+    return np.asarray(mask, dtype=np.float64)
+
+
+@register("Dropout", "reference")
 def _dropout(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
-    return [inputs[0]]  # TEST phase: Caffe copies the bottom (the scaling happens in training)
+    if not _dropping(node):
+        return [inputs[0]]  # TEST phase: Caffe copies the bottom (the scaling happens in training)
+    scale = dropout_scale(node.param.dropout_param.dropout_ratio)
+    return [inputs[0] * _mask(node, ctx).reshape(inputs[0].shape) * scale]
+
+
+# --- backward --------------------------------------------------------------------------------
+
+
+def _one(diff: np.ndarray) -> Grads:
+    return [diff], []
+
+
+@register("Dropout", "reference_backward")
+def _dropout_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    (g,) = top_diffs
+    if not _dropping(node):
+        return _one(g)
+    scale = dropout_scale(node.param.dropout_param.dropout_ratio)
+    return _one(g * _mask(node, ctx).reshape(g.shape) * scale)
+
+
+@register("ReLU", "reference_backward")
+def _relu_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    (x,), (g,) = inputs, top_diffs
+    slope = float(node.param.relu_param.negative_slope)
+    return _one(g * ((x > 0) + slope * (x <= 0)))
+
+
+@register("PReLU", "reference_backward")
+def _prelu_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    (x,), (g,) = inputs, top_diffs
+    slopes = ctx.blobs[0]
+    shared = node.param.prelu_param.channel_shared
+    negative = x <= 0
+    if shared:
+        slope_diff = np.array((g * x * negative).sum()).reshape(slopes.shape)
+        factor = slopes.reshape(-1)[0]
+    else:
+        axes = tuple(i for i in range(x.ndim) if i != 1)
+        slope_diff = (g * x * negative).sum(axis=axes).reshape(slopes.shape)
+        factor = slopes.reshape((1, -1) + (1,) * (x.ndim - 2))
+    return [g * ((x > 0) + factor * negative)], [slope_diff]
+
+
+@register("ELU", "reference_backward")
+def _elu_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    (x,), (y,), (g,) = inputs, ctx.outputs, top_diffs
+    alpha = float(node.param.elu_param.alpha)
+    return _one(g * ((x > 0) + (alpha + y) * (x <= 0)))
+
+
+@register("Sigmoid", "reference_backward")
+def _sigmoid_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    (y,), (g,) = ctx.outputs, top_diffs
+    return _one(g * y * (1 - y))
+
+
+@register("TanH", "reference_backward")
+def _tanh_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    (y,), (g,) = ctx.outputs, top_diffs
+    return _one(g * (1 - y * y))
+
+
+@register("AbsVal", "reference_backward")
+def _absval_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    return _one(top_diffs[0] * np.sign(inputs[0]))
+
+
+@register("BNLL", "reference_backward")
+def _bnll_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    e = np.exp(np.minimum(inputs[0], 50.0))  # Caffe's kBNLL_THRESHOLD
+    return _one(top_diffs[0] * e / (e + 1))
+
+
+@register("Power", "reference_backward")
+def _power_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    (x,), (y,), (g,) = inputs, ctx.outputs, top_diffs
+    p = node.param.power_param
+    power, scale, shift = float(p.power), float(p.scale), float(p.shift)
+    diff_scale = power * scale
+    if diff_scale == 0 or power == 1:
+        return _one(g * diff_scale)
+    if power == 2:
+        d = diff_scale * (scale * x + shift)
+    elif shift == 0:
+        d = power * y / x
+    else:
+        d = diff_scale * y / (scale * x + shift)
+    return _one(g * d)
+
+
+@register("Exp", "reference_backward")
+def _exp_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    p = node.param.exp_param
+    inner = _log_base(float(p.base)) * float(p.scale)
+    return _one(top_diffs[0] * ctx.outputs[0] * inner)
+
+
+@register("Log", "reference_backward")
+def _log_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    p = node.param.log_param
+    scale, shift = float(p.scale), float(p.shift)
+    return _one(top_diffs[0] * (scale / _log_base(float(p.base))) / (scale * inputs[0] + shift))
+
+
+@register("Clip", "reference_backward")
+def _clip_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    p = node.param.clip_param
+    x = inputs[0]
+    return _one(top_diffs[0] * ((x >= float(p.min)) & (x <= float(p.max))))
+
+
+@register("Swish", "reference_backward")
+def _swish_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    (x,), (y,), (g,) = inputs, ctx.outputs, top_diffs
+    beta = float(node.param.swish_param.beta)
+    s = sigmoid(beta * x)
+    return _one(g * (beta * y + s * (1 - beta * y)))

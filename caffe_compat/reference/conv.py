@@ -5,6 +5,10 @@ The axes before ``axis`` are Caffe's "num" (they are flattened and convolved ind
 axes after it are spatial. Deconvolution is the transpose: one GEMM per group into columns,
 then col2im adds every kernel tap into the (padded) output, which is cropped by ``pad``.
 Python loops run over kernel taps only, never over pixels.
+
+Backward: each layer's backward-data pass is the other layer's forward (a convolution's bottom
+diff is a deconvolution of its top diff with the same weight, and back), and the weight diff is
+one GEMM per group between the bottom's columns and the top diff (Caffe's ``weight_cpu_gemm``).
 """
 
 from __future__ import annotations
@@ -18,9 +22,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..ir.graph import Node
 from ..registry import register
 from ..shapes.geometry import ConvGeometry, canonical_axis, conv_geometry
-from ._base import LayerContext
-
-Arrays = list[np.ndarray]
+from ._base import Arrays, BackwardContext, Grads, LayerContext
 
 
 def im2col(x: np.ndarray, geom: ConvGeometry, out: tuple[int, ...]) -> np.ndarray:
@@ -63,6 +65,15 @@ def deconvolve(
 ) -> np.ndarray:
     """(n, C, *spatial) -> (n, O, *out): ``weight`` is (C, O / group, *kernel), as Caffe stores
     it; the forward pass is the backward-data pass of a convolution with that weight."""
+    y = _col2im(x, weight, bias, geom, group)
+    crop = tuple(slice(p, f - p) for p, f in zip(geom.pad, y.shape[2:]))
+    return np.ascontiguousarray(y[(slice(None), slice(None), *crop)].swapaxes(0, 1))
+
+
+def _col2im(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geom: ConvGeometry, group: int
+) -> np.ndarray:
+    """The deconvolution before ``pad`` is cropped, channels first: (O, n, *padded out)."""
     n, channels = x.shape[:2]
     spatial = x.shape[2:]
     taps = math.prod(geom.kernel)
@@ -83,8 +94,7 @@ def deconvolve(
     del cols
     if bias is not None:
         y += bias.reshape((-1,) + (1,) * (len(spatial) + 1))
-    crop = tuple(slice(p, f - p) for p, f in zip(geom.pad, full))
-    return np.ascontiguousarray(y[(slice(None), slice(None), *crop)].swapaxes(0, 1))
+    return y
 
 
 def _axes(spatial: tuple[int, ...], geom: ConvGeometry) -> list[tuple[int, int, int, int]]:
@@ -115,3 +125,73 @@ def _convolution(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
 @register("Deconvolution", "reference")
 def _deconvolution(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     return _run(node, inputs, ctx, transposed=True)
+
+
+def _weight_diff(data: np.ndarray, diff: np.ndarray, geom: ConvGeometry, group: int) -> np.ndarray:
+    """sum over items and positions of diff x columns(data), per group: (group, D / group, C /
+    group * taps), where ``data`` (n, C, *spatial) is read in windows that give ``diff``'s
+    (n, D, *out) positions."""
+    n, channels = data.shape[:2]
+    out = diff.shape[2:]
+    taps, length = math.prod(geom.kernel), math.prod(out)
+    cols = im2col(data, geom, out).reshape(group, channels // group * taps, n * length)
+    d = diff.shape[1]
+    rows = diff.reshape(n, group, d // group, length).transpose(1, 2, 0, 3)
+    return np.matmul(rows.reshape(group, d // group, n * length), cols.transpose(0, 2, 1))
+
+
+def _conv_data_diff(
+    diff: np.ndarray, weight: np.ndarray, geom: ConvGeometry, group: int, spatial: tuple[int, ...]
+) -> np.ndarray:
+    """A convolution's bottom diff (n, C, *spatial): its top diff scattered back through every
+    window (col2im), the padding cut off, zeros where no window reached (the last rows and
+    columns a stride can skip)."""
+    full = _col2im(diff, weight, None, geom, group)  # (C, n, *padded extent)
+    out = np.zeros((full.shape[0], full.shape[1], *spatial))
+    keep = tuple(
+        slice(0, min(size, f - p)) for size, f, p in zip(spatial, full.shape[2:], geom.pad)
+    )
+    take = tuple(slice(p, p + k.stop) for p, k in zip(geom.pad, keep))
+    out[(slice(None), slice(None), *keep)] = full[(slice(None), slice(None), *take)]
+    return out.swapaxes(0, 1)
+
+
+def _run_backward(
+    node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext, transposed: bool
+) -> Grads:
+    p = node.param.convolution_param
+    weight = ctx.blobs[0]
+    group = int(p.group)
+    weight_diff = np.zeros(weight.shape)
+    bias_diff = np.zeros(weight.shape[1] * group if transposed else weight.shape[0])
+    grads = []
+    for x, g in zip(inputs, top_diffs):
+        axis = canonical_axis(int(p.axis), x.ndim)
+        outer, spatial = x.shape[:axis], x.shape[axis + 1 :]
+        geom = conv_geometry(p, len(spatial))
+        flat = x.reshape(math.prod(outer), x.shape[axis], *spatial)
+        diff = g.reshape(flat.shape[0], g.shape[axis], *g.shape[axis + 1 :])
+        if transposed:  # y = deconv(x): x reads y's windows
+            weight_diff += _weight_diff(diff, flat, geom, group).reshape(weight.shape)
+            bottom = convolve(diff, weight, None, geom, group)
+        else:
+            weight_diff += _weight_diff(flat, diff, geom, group).reshape(weight.shape)
+            bottom = _conv_data_diff(diff, weight, geom, group, spatial)
+        bias_diff += diff.sum(axis=(0, *range(2, diff.ndim)))
+        grads.append(bottom.reshape(x.shape))
+    params = [weight_diff, bias_diff] if p.bias_term else [weight_diff]
+    return grads, params
+
+
+@register("Convolution", "reference_backward")
+def _convolution_backward(
+    node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext
+) -> Grads:
+    return _run_backward(node, inputs, top_diffs, ctx, transposed=False)
+
+
+@register("Deconvolution", "reference_backward")
+def _deconvolution_backward(
+    node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext
+) -> Grads:
+    return _run_backward(node, inputs, top_diffs, ctx, transposed=True)

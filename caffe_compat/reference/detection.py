@@ -10,6 +10,11 @@ than ``keep_top_k`` boxes survive over all classes the best scores are kept (Caf
 ``std::sort`` leaves exact ties unordered; here the lower class, then the NMS order, wins).
 Rows ``[image, label, score, xmin, ymin, xmax, ymax]`` go out by image, label, then kept order;
 with no detection in the whole batch, one row ``[i, -1, ...]`` per image.
+
+Backward (the fork's): Permute permutes the diff back; PriorBox sends nothing; DetectionOutput has
+none. Normalize's is the fork's formula, ``scale / norm * (g - x * (x . g) / norm^2)``, which is
+the derivative only where the scale is the same for every channel (the fork leaves the scales out
+of the dot product), and its scale diff is ``sum(top * g) / scale``.
 """
 
 from __future__ import annotations
@@ -27,9 +32,8 @@ from ..shapes.detection import (
     permute_order,
     prior_boxes,
 )
-from ._base import LayerContext
+from ._base import Arrays, BackwardContext, Grads, LayerContext, no_grads
 
-Arrays = list[np.ndarray]
 Code = caffe_pb2.PriorBoxParameter
 
 
@@ -172,3 +176,41 @@ def _detection_output(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     s = detection_settings(node.param.detection_output_param)
     rows = detect(inputs[0], inputs[1], inputs[2], s)
     return [rows.reshape(1, 1, -1, ROW)]
+
+
+# --- backward --------------------------------------------------------------------------------
+
+
+@register("Permute", "reference_backward")
+def _permute_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    order = permute_order(node.param.permute_param, inputs[0].ndim)
+    return [np.ascontiguousarray(top_diffs[0].transpose(np.argsort(order)))], []
+
+
+@register("PriorBox", "reference_backward")
+def _prior_box_backward(
+    node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext
+) -> Grads:
+    return no_grads(inputs, ctx)
+
+
+@register("Normalize", "reference_backward")
+def _normalize_backward(
+    node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext
+) -> Grads:
+    (x,), (g,), (y,) = inputs, top_diffs, ctx.outputs
+    p = node.param.norm_param
+    shape = (x.shape[0], x.shape[1], -1)
+    view, diff, top = x.reshape(shape), g.reshape(shape), y.reshape(shape)
+    axes = (1, 2) if p.across_spatial else (1,)
+    norm = np.sqrt(np.square(view).sum(axis=axes, keepdims=True) + float(p.eps))
+    scale = ctx.blobs[0]
+    shared = p.channel_shared
+    per_channel = scale.reshape(1, -1, 1) if not shared else scale.reshape(-1)[0]
+    if shared:
+        scale_diff = np.array((top * diff).sum() / scale.reshape(-1)[0]).reshape(scale.shape)
+    else:
+        scale_diff = ((top * diff).sum(axis=(0, 2)) / scale.reshape(-1)).reshape(scale.shape)
+    dot = (view * diff).sum(axis=axes, keepdims=True)
+    bottom = (diff - view * dot / np.square(norm)) / norm * per_channel
+    return [bottom.reshape(x.shape)], [scale_diff]

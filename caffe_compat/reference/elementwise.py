@@ -15,9 +15,8 @@ from ..ir.graph import Node
 from ..proto import caffe_pb2
 from ..registry import register
 from ..shapes.elementwise import operand_axis
-from ._base import LayerContext, broadcastable
+from ._base import Arrays, BackwardContext, Grads, LayerContext, broadcastable
 
-Arrays = list[np.ndarray]
 Op = caffe_pb2.EltwiseParameter
 
 
@@ -62,3 +61,77 @@ def _bias(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     x = inputs[0]
     bias = ctx.blobs[0] if len(inputs) == 1 else inputs[1]
     return [x + _apply(x, bias, int(node.param.bias_param.axis))]
+
+
+# --- backward --------------------------------------------------------------------------------
+
+
+def _max_index(inputs: Arrays) -> np.ndarray:
+    """Caffe's mask: which bottom each maximum came from (ties: bottom 1 over bottom 0, then
+    the earlier bottom)."""
+    index = np.where(inputs[0] > inputs[1], 0, 1)
+    top = np.where(index == 0, inputs[0], inputs[1])
+    for i, x in enumerate(inputs[2:], start=2):
+        better = x > top
+        index = np.where(better, i, index)
+        top = np.where(better, x, top)
+    return index
+
+
+@register("Eltwise", "reference_backward")
+def _eltwise_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    p = node.param.eltwise_param
+    (g,) = top_diffs
+    grads: list[np.ndarray | None] = []
+    if p.operation == Op.MAX:
+        index = _max_index(inputs)
+        return [g * (index == i) for i in range(len(inputs))], []
+    coeffs = [float(c) for c in p.coeff] or [1.0] * len(inputs)
+    for i, x in enumerate(inputs):
+        if p.operation == Op.SUM:
+            grads.append(g * coeffs[i])
+        elif p.stable_prod_grad:
+            others = np.ones(x.shape)
+            for j, other in enumerate(inputs):
+                if j != i:
+                    others = others * other
+            grads.append(g * others)
+        else:
+            grads.append(g * ctx.outputs[0] / x)
+    return grads, []
+
+
+def _reduce_to(diff: np.ndarray, operand: np.ndarray, axis: int) -> np.ndarray:
+    """Sum ``diff`` over the axes an operand of this shape broadcasts across."""
+    start = operand_axis(diff.shape, operand.shape, axis)
+    outer = tuple(range(start))
+    inner = tuple(range(start + operand.ndim, diff.ndim))
+    return diff.sum(axis=outer + inner).reshape(operand.shape)
+
+
+@register("Scale", "reference_backward")
+def _scale_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    p = node.param.scale_param
+    x, (g,) = inputs[0], top_diffs
+    learned = len(inputs) == 1
+    scale = ctx.blobs[0] if learned else inputs[1]
+    axis = int(p.axis)
+    scale_diff = _reduce_to(g * x, scale, axis)
+    grads: list[np.ndarray | None] = [g * _apply(x, scale, axis)]
+    params: list[np.ndarray | None] = []
+    if learned:
+        params.append(scale_diff)
+    else:
+        grads.append(scale_diff)
+    if p.bias_term:
+        params.append(_reduce_to(g, ctx.blobs[-1], axis))
+    return grads, params
+
+
+@register("Bias", "reference_backward")
+def _bias_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    (g,) = top_diffs
+    axis = int(node.param.bias_param.axis)
+    if len(inputs) == 1:
+        return [g], [_reduce_to(g, ctx.blobs[0], axis)]
+    return [g, _reduce_to(g, inputs[1], axis)], []

@@ -10,9 +10,7 @@ import numpy as np
 from ..ir.graph import Node
 from ..registry import register
 from ..shapes.geometry import canonical_axis
-from ._base import LayerContext
-
-Arrays = list[np.ndarray]
+from ._base import Arrays, BackwardContext, Grads, LayerContext
 
 
 @register("InnerProduct", "reference")
@@ -26,3 +24,21 @@ def _inner_product(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     if p.bias_term:
         top = top + ctx.blobs[1]
     return [top.reshape(*x.shape[:axis], top.shape[1])]
+
+
+@register("InnerProduct", "reference_backward")
+def _inner_product_backward(
+    node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext
+) -> Grads:
+    (x,), (g,) = inputs, top_diffs
+    p = node.param.inner_product_param
+    axis = canonical_axis(int(p.axis), x.ndim)
+    rows = x.reshape(math.prod(x.shape[:axis]), -1)
+    g = g.reshape(rows.shape[0], -1)
+    weight = ctx.blobs[0]
+    weight_diff = rows.T @ g if p.transpose else g.T @ rows
+    params: list[np.ndarray | None] = [weight_diff]
+    if p.bias_term:
+        params.append(g.sum(axis=0))
+    bottom = g @ (weight.T if p.transpose else weight)
+    return [bottom.reshape(x.shape)], params

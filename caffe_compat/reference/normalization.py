@@ -4,6 +4,12 @@ BatchNorm's blobs hold mean and variance times a factor (blob 2; 0 means the sta
 Stored statistics are used when ``use_global_stats`` says so, or when it is unset in the TEST
 phase; otherwise the batch's own biased statistics over (N, spatial). eps goes under the root.
 MVN adds its eps to the standard deviation, not the variance, and writes Caffe's 4-D view.
+
+A TRAIN forward on batch statistics leaves the updated blobs in its ``state``: Caffe's running
+sums, ``f' = maf * f + 1``, ``mean' = batch mean + maf * mean`` and ``var' = m / (m - 1) * batch
+variance + maf * var`` (m values per channel). Backward is Caffe's: with batch statistics
+``(g - mean(g) - mean(g * y) * y) / sqrt(var + eps)``, with stored ones ``g / sqrt(var + eps)``;
+MVN's uses ``std + eps`` where the derivative has ``std`` in one term (mvn_layer.cpp).
 """
 
 from __future__ import annotations
@@ -13,9 +19,7 @@ import numpy as np
 from ..ir.graph import Node
 from ..registry import register
 from ..shapes.normalization import batch_norm_channels, legacy_4d, uses_global_stats
-from ._base import LayerContext
-
-Arrays = list[np.ndarray]
+from ._base import Arrays, BackwardContext, Grads, LayerContext
 
 
 @register("BatchNorm", "reference")
@@ -31,8 +35,63 @@ def _batch_norm(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     else:
         mean = view.mean(axis=(0, 2))
         var = np.square(view - mean[None, :, None]).mean(axis=(0, 2))
+        if ctx.blobs:
+            ctx.state["blobs"] = running_sums(node, ctx.blobs, mean, var, x.size // channels)
     y = (view - mean[None, :, None]) / np.sqrt(var + eps)[None, :, None]
     return [y.reshape(x.shape)]
+
+
+def running_sums(
+    node: Node, blobs: tuple[np.ndarray, ...], mean: np.ndarray, var: np.ndarray, m: int
+) -> list[np.ndarray]:
+    """BatchNorm's three blobs after one TRAIN forward (Caffe's moving-average sums)."""
+    fraction = float(np.float32(node.param.batch_norm_param.moving_average_fraction))
+    correction = m / (m - 1) if m > 1 else 1.0
+    return [
+        mean.reshape(blobs[0].shape) + fraction * blobs[0],
+        correction * var.reshape(blobs[1].shape) + fraction * blobs[1],
+        blobs[2] * fraction + 1,
+    ]
+
+
+@register("BatchNorm", "reference_backward")
+def _batch_norm_backward(
+    node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext
+) -> Grads:
+    (x,), (g,) = inputs, top_diffs
+    channels = batch_norm_channels(x.shape)
+    view, diff = x.reshape(x.shape[0], channels, -1), g.reshape(x.shape[0], channels, -1)
+    eps = float(node.param.batch_norm_param.eps)
+    if uses_global_stats(node):
+        factor = ctx.blobs[2].reshape(-1)[0]
+        var = ctx.blobs[1] * (0.0 if factor == 0 else 1.0 / factor)
+        return [(diff / np.sqrt(var + eps)[None, :, None]).reshape(x.shape)], [None] * 3
+    mean = view.mean(axis=(0, 2), keepdims=True)
+    std = np.sqrt(np.square(view - mean).mean(axis=(0, 2), keepdims=True) + eps)
+    y = (view - mean) / std
+    bottom = (
+        diff
+        - diff.mean(axis=(0, 2), keepdims=True)
+        - (diff * y).mean(axis=(0, 2), keepdims=True) * y
+    ) / std
+    return [bottom.reshape(x.shape)], [None] * len(ctx.blobs)
+
+
+@register("MVN", "reference_backward")
+def _mvn_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    (x,), (g,) = inputs, top_diffs
+    p = node.param.mvn_param
+    shape = legacy_4d(x.shape)
+    groups = shape[0] if p.across_channels else shape[0] * shape[1]
+    view, diff = x.reshape(groups, -1), g.reshape(groups, -1)
+    dim = view.shape[1]
+    if not p.normalize_variance:
+        return [(diff - diff.mean(axis=1, keepdims=True)).reshape(x.shape)], []
+    centred = view - view.mean(axis=1, keepdims=True)
+    std = np.sqrt(np.square(centred).mean(axis=1, keepdims=True)) + float(p.eps)
+    y = centred / std
+    total = diff.sum(axis=1, keepdims=True) + y * (diff * y).sum(axis=1, keepdims=True)
+    return [((diff - total / dim) / std).reshape(x.shape)], []
 
 
 @register("MVN", "reference")

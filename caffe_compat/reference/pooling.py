@@ -5,6 +5,10 @@ window dropped when it would start in the padding). MAX starts from -FLT_MAX and
 only when it is strictly greater, so padding never wins and the mask (an optional second top)
 holds the first maximum's index ``h * W + w`` in scan order. AVE sums the window clipped to the
 image and divides by its size clipped to the padded input, computed before clipping to the image.
+
+Backward: MAX adds each top diff to the bottom element its mask names (a window that found
+nothing above -FLT_MAX, wholly past the input, sends nothing: Caffe would write at index -1);
+AVE spreads each top diff over the window clipped to the image, divided by the same divisor.
 """
 
 from __future__ import annotations
@@ -17,9 +21,8 @@ from ..ir.graph import Node
 from ..proto import caffe_pb2
 from ..registry import register
 from ..shapes.geometry import PoolGeometry, pool_geometry
-from ._base import FLT_MAX, LayerContext
+from ._base import FLT_MAX, Arrays, BackwardContext, Grads, LayerContext
 
-Arrays = list[np.ndarray]
 Pool = caffe_pb2.PoolingParameter
 
 
@@ -76,3 +79,34 @@ def _pooling(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
         top, mask = max_pool(x, geom)
         return [top, mask][: len(node.outputs)]
     return [ave_pool(x, geom)]
+
+
+def max_pool_backward(g: np.ndarray, mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    n, c, h, w = shape
+    diff = np.zeros((n * c, h * w))
+    index = mask.reshape(n * c, -1).astype(np.int64)
+    rows = np.broadcast_to(np.arange(n * c)[:, None], index.shape)
+    found = index >= 0
+    np.add.at(diff, (rows[found], index[found]), g.reshape(n * c, -1)[found])
+    return diff.reshape(shape)
+
+
+def ave_pool_backward(g: np.ndarray, geom: PoolGeometry, shape: tuple[int, ...]) -> np.ndarray:
+    rows, cols = (np.array(a.divisors(), dtype=np.float64) for a in geom.axes)
+    share = g / (rows[:, None] * cols[None, :])
+    (top, left), (bottom, right) = geom.pad_begin, geom.pad_end
+    padded = np.zeros((*shape[:2], shape[2] + top + bottom, shape[3] + left + right))
+    (oh, ow), (sh, sw) = geom.out, geom.stride
+    for i, j in itertools.product(range(geom.kernel[0]), range(geom.kernel[1])):
+        padded[:, :, i : i + (oh - 1) * sh + 1 : sh, j : j + (ow - 1) * sw + 1 : sw] += share
+    return padded[:, :, top : top + shape[2], left : left + shape[3]]
+
+
+@register("Pooling", "reference_backward")
+def _pooling_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    (x,), g = inputs, top_diffs[0]
+    geom = pool_geometry(node.param.pooling_param, x.shape[2], x.shape[3])
+    if geom.method == Pool.MAX:
+        _, mask = max_pool(x, geom)
+        return [max_pool_backward(g, mask, x.shape)], []
+    return [ave_pool_backward(g, geom, x.shape)], []

@@ -3,7 +3,9 @@
 ArgMax ranks (value, index) pairs with ``std::greater``, so among equal values the higher index
 comes first. Without ``axis`` it ranks all values of each item and writes (N, 1 or 2, top_k):
 indices, then values with ``out_max_val``; with ``axis`` it writes either the indices or the
-values along that axis. Reduction reduces every axis from ``axis`` on, then multiplies by coeff.
+values along that axis. Reduction reduces every axis from ``axis`` on, then multiplies by coeff;
+its backward spreads each diff back (times the sign for ASUM, 2x for SUMSQ, 1 / count for MEAN).
+ArgMax has no backward in Caffe.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ from ..ir.graph import Node
 from ..proto import caffe_pb2
 from ..registry import register
 from ..shapes.geometry import canonical_axis
-from ._base import LayerContext
+from ._base import Arrays, BackwardContext, Grads, LayerContext
 
-Arrays = list[np.ndarray]
 Op = caffe_pb2.ReductionParameter
 
 
@@ -54,3 +55,21 @@ def _reduction(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
         rows = np.square(rows)
     top = rows.mean(axis=-1) if p.operation == Op.MEAN else rows.sum(axis=-1)
     return [top * float(p.coeff)]
+
+
+@register("Reduction", "reference_backward")
+def _reduction_backward(
+    node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext
+) -> Grads:
+    (x,), (g,) = inputs, top_diffs
+    p = node.param.reduction_param
+    axis = canonical_axis(int(p.axis), x.ndim)
+    rows = x.reshape(*x.shape[:axis], -1)
+    spread = np.broadcast_to((g * float(p.coeff))[..., None], rows.shape)
+    if p.operation == Op.ASUM:
+        spread = spread * np.sign(rows)
+    elif p.operation == Op.SUMSQ:
+        spread = spread * 2 * rows
+    elif p.operation == Op.MEAN:
+        spread = spread / rows.shape[-1]
+    return [np.array(spread).reshape(x.shape)], []

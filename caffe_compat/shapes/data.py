@@ -5,7 +5,9 @@ Caffe's Input layer declares every top an input, shaped by ``input_param`` (one 
 tops, or one per top; none: the user gives it). A data layer's first top is the batch the net
 computes on; its shape comes from the definition where the definition tells it (MemoryData,
 DummyData, a crop size), else the user gives it.
-Labels (second tops) are not inputs of an inference graph. DummyData's tops are all data.
+Labels (second tops) are not inputs of an inference graph; a net built for training takes them
+as inputs too, one label per image for the layers that read labels from their source (Caffe's
+``label_shape(1, batch_size)``). DummyData's tops are all data.
 """
 
 from __future__ import annotations
@@ -67,12 +69,23 @@ def input_shapes(layer: caffe_pb2.LayerParameter, notes: list[str]) -> list[Shap
     return list(shapes)
 
 
-def data_shapes(layer: caffe_pb2.LayerParameter, notes: list[str]) -> list[Shape | None]:
+def data_shapes(
+    layer: caffe_pb2.LayerParameter, notes: list[str], labels: bool = False
+) -> list[Shape | None]:
     """One entry per top: the batch shape a data top would have (None when the definition does
-    not tell, or for a label top, which is not an input)."""
-    labels: list[Shape | None] = [None] * (len(layer.top) - 1)
+    not tell). Label tops are None unless ``labels`` (a net built for training) asks for them."""
     if layer.type == "DummyData":
         return _dummy_shapes(layer)
+    tops = _data_shapes(layer, notes)
+    if labels and layer.type != "HDF5Data" and len(tops) == 2:
+        field = _BATCH_FIELD.get(layer.type, "memory_data_param")
+        batch = tops[0][0] if tops[0] else int(getattr(layer, field).batch_size)
+        tops[1] = (batch,) if batch else None
+    return tops
+
+
+def _data_shapes(layer: caffe_pb2.LayerParameter, notes: list[str]) -> list[Shape | None]:
+    labels: list[Shape | None] = [None] * (len(layer.top) - 1)
     if layer.type == "MemoryData":
         p = layer.memory_data_param
         dims = (int(p.batch_size), int(p.channels), int(p.height), int(p.width))
@@ -97,6 +110,21 @@ def data_shapes(layer: caffe_pb2.LayerParameter, notes: list[str]) -> list[Shape
     return [(batch or 1, channels, crop_h, crop_w), *labels]
 
 
+def _dummy_fillers(layer: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerParameter]:
+    """DummyDataLayer's filler per top: none given is a constant 0, one serves every top."""
+    given = list(layer.dummy_data_param.data_filler)
+    tops = len(layer.top)
+    if len(given) not in (0, 1, tops):
+        raise NetDefinitionError(
+            f"Number of data fillers must be 0, 1 or equal to the number of tops: {tops}; "
+            f"you specified {len(given)} data fillers.",
+            **_where(layer),
+        )
+    if not given:
+        return [caffe_pb2.FillerParameter(type="constant", value=0.0)] * tops
+    return [given[i if len(given) > 1 else 0] for i in range(tops)]
+
+
 describe(
     "Input",
     role="input",
@@ -106,35 +134,36 @@ describe(
     tops=(1, None),
 )
 describe(
-    (
-        "Data",
-        "ImageData",
-        "WindowData",
-        "MemoryData",
-        "HDF5Data",
-        "DummyData",
-        "AnnotatedData",
-        "VideoData",
-    ),
+    ("WindowData", "MemoryData", "AnnotatedData", "VideoData"),
     role="data",
     data_shape=data_shapes,
     bottoms=0,
     tops=(1, None),
 )
+# The data layers `caffe-compat train` reads, each with the class that streams its batches
+# (imported only when training: caffe_compat.train.data.sources).
+for _type, _source in (
+    ("Data", "DataSource"),
+    ("ImageData", "ImageDataSource"),
+    ("HDF5Data", "HDF5DataSource"),
+):
+    describe(
+        _type,
+        role="data",
+        data_shape=data_shapes,
+        batch_source=f"caffe_compat.train.data.sources:{_source}",
+        bottoms=0,
+        tops=(1, None),
+    )
 describe(
-    (
-        "Accuracy",
-        "SoftmaxWithLoss",
-        "EuclideanLoss",
-        "HingeLoss",
-        "InfogainLoss",
-        "MultinomialLogisticLoss",
-        "SigmoidCrossEntropyLoss",
-        "ContrastiveLoss",
-        "MultiBoxLoss",
-        "DetectionEvaluate",
-        "Silence",
-        "HDF5Output",
-    ),
-    role="training",
+    "DummyData",
+    role="data",
+    data_shape=data_shapes,
+    top_fillers=_dummy_fillers,
+    param_message="dummy_data_param",
+    bottoms=0,
+    tops=(1, None),
 )
+# Training layers without a family of their own here (SSD's, and HDF5Output, which writes files):
+# dropped from inference graphs; a net built for training that holds one is refused by name.
+describe(("MultiBoxLoss", "DetectionEvaluate", "HDF5Output"), role="training")

@@ -357,6 +357,10 @@ describe(
 )
 
 
+def _detection_has_no_backward(node: Node, bottom: int) -> str | None:
+    return "DetectionOutput has no backward (Caffe: Not Implemented Yet)"
+
+
 def max_detections(node: Node, in_shapes: list[Shape]) -> int:
     """The most rows DetectionOutput can give: top_k candidates per foreground class, cut to
     keep_top_k, per image (at least one row per image, the "nothing found" row)."""
@@ -385,6 +389,7 @@ describe(
     bottoms=(3, 4),
     tops=1,
     validate=_detection_fields,
+    no_backward=_detection_has_no_backward,
 )
 
 

@@ -18,6 +18,10 @@ def _embed(node: Node, inputs: list[Shape]) -> LayerShapes:
     return LayerShapes([(*shape, n)], params)
 
 
+def _indices_have_no_diff(node: Node, bottom: int) -> str | None:
+    return "Can't backpropagate to EmbedLayer input (its bottom holds row indices)"
+
+
 def _fillers(layer: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerParameter]:
     p = layer.embed_param
     return [p.weight_filler, p.bias_filler] if p.bias_term else [p.weight_filler]
@@ -34,6 +38,7 @@ describe(
     bias_term="bias_term",
     fillers=_fillers,
     index_rows=_rows,
+    no_backward=_indices_have_no_diff,
     bottoms=1,
     tops=1,
 )

@@ -73,6 +73,14 @@ def _mvn_eps(node: Node) -> str | None:
     return None
 
 
+def _statistics_not_learned(layer: caffe_pb2.LayerParameter) -> None:
+    if any(spec.lr_mult != 0 for spec in layer.param):
+        raise ValueError(
+            "Cannot configure batch normalization statistics as layer parameters (lr_mult must "
+            "be 0)"
+        )
+
+
 def _batch_norm_fillers(layer: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerParameter]:
     """BatchNormLayer sets its three blobs (mean, variance, factor) to zero."""
     return [caffe_pb2.FillerParameter(type="constant", value=0.0) for _ in range(3)]
@@ -113,6 +121,8 @@ describe(
     opencv_tested=True,
     bottoms=1,
     tops=1,
+    statistics=True,
+    validate=_statistics_not_learned,
 )
 describe(
     "MVN",

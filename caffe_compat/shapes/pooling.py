@@ -31,4 +31,17 @@ def padded_copy(node: Node, in_shapes: list[Shape], out_shapes: list[Shape]) -> 
     return n * c * (h + ph + eh) * (w + pw + ew)
 
 
-describe("Pooling", opencv_tested=True, bottoms=1, tops=(1, 2), workspace=padded_copy)
+def _stochastic_has_no_backward(node: Node, bottom: int) -> str | None:
+    if node.param.pooling_param.pool == caffe_pb2.PoolingParameter.STOCHASTIC:
+        return "STOCHASTIC pooling has no CPU backward in Caffe (Not Implemented)"
+    return None
+
+
+describe(
+    "Pooling",
+    opencv_tested=True,
+    bottoms=1,
+    tops=(1, 2),
+    workspace=padded_copy,
+    no_backward=_stochastic_has_no_backward,
+)

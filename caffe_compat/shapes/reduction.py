@@ -37,4 +37,9 @@ def _reduction(node: Node, inputs: list[Shape]) -> LayerShapes:
     return LayerShapes([tuple(shape[:axis])], [])  # every axis from ``axis`` on is reduced
 
 
-describe(("ArgMax", "Reduction"), bottoms=1, tops=1)
+def _argmax_has_no_backward(node: Node, bottom: int) -> str | None:
+    return "ArgMax has no backward (Caffe: Not Implemented Yet)"
+
+
+describe("ArgMax", bottoms=1, tops=1, no_backward=_argmax_has_no_backward)
+describe("Reduction", bottoms=1, tops=1)

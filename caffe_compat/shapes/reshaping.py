@@ -1,5 +1,5 @@
 """Shape rules for the layers that route, cut, reshape or repeat blobs: Split, Concat, Flatten,
-Slice, Reshape, Crop, Tile."""
+Slice, Reshape, Crop, Tile, and Silence (which only consumes blobs)."""
 
 from __future__ import annotations
 
@@ -180,3 +180,11 @@ describe("Reshape", opencv_tested=True, bottoms=1, tops=1)
 describe("Slice", opencv_tested=True, bottoms=1, tops=(1, None))
 describe("Split", opencv_tested=True, bottoms=1, tops=(1, None), validate=_not_in_place)
 describe("Tile", bottoms=1, tops=1)
+
+
+@register("Silence", "shape")
+def _silence(node: Node, inputs: list[Shape]) -> LayerShapes:
+    return LayerShapes([], [])  # consumes its bottoms so that they are not net outputs
+
+
+describe("Silence", role="training", bottoms=(1, None), tops=0)

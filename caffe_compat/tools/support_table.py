@@ -23,6 +23,7 @@ HEADER = (
     "PyTorch",
     "ONNX",
     "float64 reference",
+    "float64 backward",
     "tested against OpenCV 4",
 )
 CAVEAT = (
@@ -51,11 +52,25 @@ def builtin_types() -> list[str]:
     return sorted(types)
 
 
+def _missing(layer_type: str, backend: str) -> str:
+    """Why a type has no entry on a back end, where its facts say."""
+    facts = registry.facts(layer_type)
+    if backend == "reference_backward" and facts.no_backward is not None:
+        return "none in Caffe"
+    if backend == "onnx" and facts.role == "training":
+        return "not needed (training only)"
+    return "—"
+
+
 def render_table() -> str:
     """The Markdown table (and its footnote when a converter has a ``check``)."""
     rows = [HEADER, ("---",) * len(HEADER)]
     for layer_type in builtin_types():
-        cells = [_cell(registry.builtin_entry(layer_type, b)) for b in registry.LAYER_BACKENDS]
+        cells = [
+            _cell(entry) if entry is not None else _missing(layer_type, backend)
+            for backend in registry.LAYER_BACKENDS
+            for entry in [registry.builtin_entry(layer_type, backend)]
+        ]
         tested = "yes" if registry.facts(layer_type).opencv_tested else UNTESTED
         rows.append((f"`{layer_type}`", *cells, tested))
     lines = ["| " + " | ".join(row) + " |" for row in rows]

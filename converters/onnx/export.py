@@ -39,6 +39,12 @@ def to_onnx(
     ``extra_outputs`` adds intermediate blobs (Caffe names, or ``blob@layer`` values) as outputs,
     which ``verify`` uses to compare every layer.
     """
+    if graph.training:
+        raise CaffeCompatError(
+            "not needed: ONNX export is for inference, and this graph was built for training "
+            "(losses, Accuracy and labels); export the net built without training=True",
+            path=graph.path,
+        )
     registry.preflight(graph, ["onnx"])
     weights = sum(int(blob.size) * 4 for node in graph.nodes for blob in node.blobs)
     if weights > MAX_PROTOBUF_BYTES:

@@ -1,4 +1,10 @@
-"""What every PyTorch layer converter receives, and small helpers they share."""
+"""What every PyTorch layer converter receives, and small helpers they share.
+
+A module that holds a layer's blobs names them in ``blob_slots``: for Caffe blob i, the
+attribute (dotted through submodules) holding it in Caffe's own shape. The training engine
+replaces those tensors with its parameters, so a blob shared by several layers (``param { name:
+}``) is one tensor, and autograd's diffs land in Caffe's layout.
+"""
 
 from __future__ import annotations
 
@@ -46,3 +52,20 @@ class PerBottom(torch.nn.Module):
 
     def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(self.layer(x) for x in xs)
+
+
+def bind_blobs(module: torch.nn.Module, tensors: list[torch.Tensor]) -> None:
+    """Put ``tensors`` (Caffe blob order, Caffe shapes) into the slots ``module.blob_slots``
+    names, as parameters of the module (a frozen one may be a plain tensor)."""
+    slots = getattr(module, "blob_slots", None)
+    if slots is None or len(slots) != len(tensors):
+        raise ValueError(f"{type(module).__name__} does not name its {len(tensors)} blob(s)")
+    for path, tensor in zip(slots, tensors):
+        owner_path, _, name = path.rpartition(".")
+        owner = module.get_submodule(owner_path) if owner_path else module
+        owner._buffers.pop(name, None)
+        owner._parameters.pop(name, None)
+        if isinstance(tensor, torch.nn.Parameter):
+            owner._parameters[name] = tensor
+        else:
+            owner.register_buffer(name, tensor, persistent=False)

@@ -13,6 +13,7 @@ from torch import nn
 
 from ...ir.graph import Node
 from ...ir.infer import require_weights
+from ...proto import caffe_pb2
 from ...registry import register
 from ...shapes.activations import exp_constants, log_base_scale, power_constant
 from ._base import TorchContext, parameter
@@ -24,8 +25,28 @@ def _relu(node: Node, ctx: TorchContext) -> nn.Module:
     return nn.LeakyReLU(slope) if slope else nn.ReLU()
 
 
+class CaffeDropout(nn.Module):
+    """Dropout in a TRAIN-phase net built for training: a fresh mask per forward, kept ones
+    scaled by Caffe's float ``1 / (1 - ratio)``; the last mask stays in ``mask`` (the float64
+    reference takes it as an input when judging a training pass)."""
+
+    def __init__(self, ratio: float) -> None:
+        super().__init__()
+        self.ratio = float(np.float32(ratio))
+        self.scale = float(np.float32(1.0 / (1.0 - self.ratio)))
+        self.mask: torch.Tensor | None = None
+        self.generator: torch.Generator | None = None  # the owner's, for reproducible masks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        draw = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+        self.mask = (draw >= self.ratio).to(x.dtype)
+        return x * (self.mask * self.scale)
+
+
 @register("Dropout", "torch")
 def _dropout(node: Node, ctx: TorchContext) -> nn.Module:
+    if ctx.graph.training and node.param.phase == caffe_pb2.TRAIN:
+        return CaffeDropout(node.param.dropout_param.dropout_ratio)
     # Caffe scales by 1/(1-ratio) while training, so inference is the identity.
     return nn.Identity()
 
@@ -109,12 +130,14 @@ def _simple(node: Node, ctx: TorchContext) -> nn.Module:
 
 
 class PReLU(nn.Module):
+    blob_slots = ("slopes",)
+
     def __init__(self, slopes: np.ndarray) -> None:
         super().__init__()
-        self.slopes = parameter(slopes.reshape(-1))
+        self.slopes = parameter(slopes)  # (C,), or a 0-axis blob when channel_shared
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.prelu(x, self.slopes)
+        return F.prelu(x, self.slopes.reshape(-1))
 
 
 @register("PReLU", "torch")

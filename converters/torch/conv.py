@@ -35,7 +35,12 @@ def _build(node: Node, ctx: TorchContext, transposed: bool) -> nn.Module:
         int(p.group),
         transposed,
     )
-    return PerBottom(layer) if len(node.inputs) > 1 else layer
+    layer.blob_slots = ("weight", "bias") if bias is not None else ("weight",)
+    if len(node.inputs) > 1:
+        shared = PerBottom(layer)
+        shared.blob_slots = tuple(f"layer.{slot}" for slot in layer.blob_slots)
+        return shared
+    return layer
 
 
 @register("Convolution", "torch", check=_check)

@@ -29,35 +29,77 @@ def _permute(node: Node, ctx: TorchContext) -> nn.Module:
     return Permute(permute_order(node.param.permute_param, len(ctx.in_shapes[0])))
 
 
+def _normalized(x: torch.Tensor, across_spatial: bool, eps: float) -> tuple[torch.Tensor, ...]:
+    """x / norm and the norm; Caffe adds eps to the sum of squares before the square root in
+    both modes; across the sample it multiplies by the reciprocal, per position it divides."""
+    if across_spatial:
+        axes = tuple(range(1, x.dim()))
+        norm = torch.sqrt((x * x).sum(dim=axes, keepdim=True) + eps)
+        return x * (1.0 / norm.double()).to(x.dtype), norm
+    norm = torch.sqrt((x * x).sum(dim=1, keepdim=True) + eps)
+    return x / norm, norm
+
+
+def _per_channel(scale: torch.Tensor, ndim: int) -> torch.Tensor:
+    return scale if scale.dim() == 0 else scale.reshape(-1, *(1,) * (ndim - 2))
+
+
+class CaffeNormalizeGrad(torch.autograd.Function):
+    """Normalize with the SSD fork's backward: ``scale / norm * (g - x (x . g) / norm^2)`` (the
+    scales left out of the dot product) and ``sum(top * g) / scale`` for the scale."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, across: bool, eps: float):
+        y, norm = _normalized(x, across, eps)
+        top = y * _per_channel(scale, x.dim())
+        ctx.save_for_backward(x, scale, norm, top)
+        ctx.across = across
+        return top
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        x, scale, norm, top = ctx.saved_tensors
+        axes = tuple(range(1, x.dim())) if ctx.across else (1,)
+        dot = (x * g).sum(dim=axes, keepdim=True)
+        bottom = (g - x * dot / (norm * norm)) / norm * _per_channel(scale, x.dim())
+        product = top * g
+        if scale.dim() == 0:
+            scale_diff = product.sum() / scale
+        else:
+            reduce = (0, *range(2, x.dim()))
+            scale_diff = product.sum(dim=reduce).reshape(scale.shape) / scale
+        return bottom, scale_diff, None, None
+
+
 class Normalize(nn.Module):
-    """L2 normalisation over channels (per position) or over the whole sample, then a scale.
+    """L2 normalisation over channels (per position) or over the whole sample, then a scale
+    (``caffe_backward``: with the fork's backward, in nets built for training)."""
 
-    Caffe adds eps to the sum of squares before the square root in both modes; across the
-    sample it multiplies by the reciprocal, per position it divides."""
+    blob_slots = ("scale",)
 
-    def __init__(self, scale: torch.Tensor, across_spatial: bool, eps: float) -> None:
+    def __init__(
+        self, scale: torch.Tensor, across_spatial: bool, eps: float, caffe_backward: bool = False
+    ) -> None:
         super().__init__()
         self.register_buffer("scale", scale)
         self.across_spatial = across_spatial
         self.eps = eps
+        self.caffe_backward = caffe_backward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.across_spatial:
-            axes = tuple(range(1, x.dim()))
-            norm = torch.sqrt((x * x).sum(dim=axes, keepdim=True) + self.eps)
-            y = x * (1.0 / norm.double()).to(x.dtype)
-        else:
-            y = x / torch.sqrt((x * x).sum(dim=1, keepdim=True) + self.eps)
-        if self.scale.dim() == 0:
-            return y * self.scale
-        return y * self.scale.view(-1, *(1,) * (x.dim() - 2))
+        if self.caffe_backward:
+            return CaffeNormalizeGrad.apply(x, self.scale, self.across_spatial, self.eps)
+        y, _ = _normalized(x, self.across_spatial, self.eps)
+        return y * _per_channel(self.scale, x.dim())
 
 
 @register("Normalize", "torch")
 def _normalize(node: Node, ctx: TorchContext) -> nn.Module:
     require_weights(node)
     p = node.param.norm_param
-    return Normalize(buffer(node.blobs[0]), bool(p.across_spatial), float(p.eps))
+    return Normalize(
+        buffer(node.blobs[0]), bool(p.across_spatial), float(p.eps), ctx.graph.training
+    )
 
 
 class PriorBox(nn.Module):

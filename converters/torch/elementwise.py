@@ -32,6 +32,11 @@ class Affine(nn.Module):
         self.register_parameter("scale", None if scale is None else parameter(scale))
         self.register_parameter("bias", None if bias is None else parameter(bias))
         self.from_bottom = from_bottom
+        self.blob_slots = tuple(
+            name
+            for name, blob in (("scale", scale), ("bias", bias))
+            if blob is not None and name != from_bottom
+        )
 
     def _fit(self, operand: torch.Tensor) -> torch.Tensor:
         return operand.reshape(*operand.shape, *self.trailing)
@@ -79,9 +84,11 @@ class Eltwise(nn.Module):
                 y = y * x
             return y
         if self.operation == Op.MAX:
-            y = torch.maximum(xs[0], xs[1])
+            # Caffe's comparisons, so each diff goes back to the bottom Caffe picked: bottom 0
+            # only when strictly greater than bottom 1, a later one only when strictly greater.
+            y = torch.where(xs[0] > xs[1], xs[0], xs[1])
             for x in xs[2:]:
-                y = torch.maximum(y, x)
+                y = torch.where(x > y, x, y)
             return y
         terms = [x if c == 1 else x * c for x, c in zip(xs, self.coeffs)]
         y = terms[0]

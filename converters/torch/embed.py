@@ -20,6 +20,7 @@ class Embed(nn.Module):
         self.weight = parameter(weight)
         self.register_parameter("bias", None if bias is None else parameter(bias))
         self.name = name
+        self.blob_slots = ("weight", "bias") if bias is not None else ("weight",)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ids = x.long()  # Caffe truncates each value to int

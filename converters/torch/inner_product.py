@@ -14,14 +14,25 @@ from ._base import TorchContext, parameter
 
 
 class CaffeInnerProduct(nn.Module):
-    def __init__(self, axis: int, weight: torch.nn.Parameter, bias: torch.nn.Parameter | None):
+    """``weight`` is Caffe's blob: N x K, or K x N with ``transpose``."""
+
+    def __init__(
+        self,
+        axis: int,
+        weight: torch.nn.Parameter,
+        bias: torch.nn.Parameter | None,
+        transpose: bool = False,
+    ):
         super().__init__()
         self.axis = axis
         self.weight = weight
         self.bias = bias
+        self.transpose = transpose
+        self.blob_slots = ("weight", "bias") if bias is not None else ("weight",)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(torch.flatten(x, self.axis), self.weight, self.bias)
+        weight = self.weight.t() if self.transpose else self.weight
+        return F.linear(torch.flatten(x, self.axis), weight, self.bias)
 
 
 @register("InnerProduct", "torch")
@@ -29,6 +40,5 @@ def _inner_product(node: Node, ctx: TorchContext) -> nn.Module:
     require_weights(node)
     p = node.param.inner_product_param
     axis = canonical_axis(int(p.axis), len(ctx.in_shapes[0]))
-    weight = node.blobs[0].T if p.transpose else node.blobs[0]
     bias = parameter(node.blobs[1]) if p.bias_term else None
-    return CaffeInnerProduct(axis, parameter(weight), bias)
+    return CaffeInnerProduct(axis, parameter(node.blobs[0]), bias, bool(p.transpose))

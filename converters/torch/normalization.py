@@ -1,4 +1,10 @@
-"""BatchNorm (stored or batch statistics) and MVN, with Caffe's arithmetic order."""
+"""BatchNorm (stored or batch statistics) and MVN, with Caffe's arithmetic order.
+
+In a net built for training, BatchNorm holds its three blobs themselves: a TRAIN forward on
+batch statistics updates Caffe's running sums in place (batch_norm_layer.cpp), and a net sharing
+the blobs (the test net) reads them as they are now. MVN's backward there is Caffe's, which puts
+``std + eps`` where the derivative has ``std`` in one term (mvn_layer.cpp).
+"""
 
 from __future__ import annotations
 
@@ -41,32 +47,101 @@ class Standardize(nn.Module):
         return centred / std
 
 
+class CaffeBatchNorm(nn.Module):
+    """BatchNorm over Caffe's blobs (mean * f, variance * f, f), for training graphs."""
+
+    blob_slots = ("mean", "variance", "factor")
+
+    def __init__(self, blobs: list[np.ndarray], eps: float, fraction: float, stored: bool):
+        super().__init__()
+        for name, blob in zip(self.blob_slots, blobs):
+            self.register_buffer(name, buffer(blob))
+        self.eps, self.fraction, self.stored = eps, fraction, stored
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels = 1 if x.dim() == 1 else x.shape[1]
+        view = x.reshape(x.shape[0], channels, -1)
+        if self.stored:
+            f = self.factor.reshape(-1)[0]
+            scale = torch.where(f == 0, torch.zeros_like(f), 1 / f)
+            mean, var = self.mean * scale, self.variance * scale
+        else:
+            mean = view.mean(dim=(0, 2))
+            var = (view - mean[None, :, None]).square().mean(dim=(0, 2))
+            self._accumulate(mean.detach(), var.detach(), x.numel() // channels)
+        std = (var + self.eps).sqrt()
+        return ((view - mean[None, :, None]) / std[None, :, None]).reshape(x.shape)
+
+    @torch.no_grad()
+    def _accumulate(self, mean: torch.Tensor, var: torch.Tensor, m: int) -> None:
+        """Caffe's running sums: f = maf * f + 1, mean = batch mean + maf * mean, var = m /
+        (m - 1) * batch variance + maf * var (biased variance in the normalisation)."""
+        correction = m / (m - 1) if m > 1 else 1.0
+        self.factor.mul_(self.fraction).add_(1)
+        self.mean.mul_(self.fraction).add_(mean.reshape(self.mean.shape))
+        self.variance.mul_(self.fraction).add_(correction * var.reshape(self.variance.shape))
+
+
 @register("BatchNorm", "torch")
 def _batch_norm(node: Node, ctx: TorchContext) -> nn.Module:
     require_weights(node)
     ndim = len(ctx.in_shapes[0])
     axes = tuple(i for i in range(ndim) if i != 1) if ndim > 1 else (0,)
-    eps = float(node.param.batch_norm_param.eps)
+    p = node.param.batch_norm_param
+    eps = float(p.eps)
+    if ctx.graph.training:
+        fraction = float(np.float32(p.moving_average_fraction))
+        return CaffeBatchNorm(list(node.blobs), eps, fraction, uses_global_stats(node))
     if uses_global_stats(node):
         mean, std = stored_statistics(node)
         return Standardize(axes, eps, mean, std)
     return Standardize(axes, eps)
 
 
+class CaffeMVNGrad(torch.autograd.Function):
+    """Variance normalisation with Caffe's backward: ``(g - mean(g) - y * mean(g * y)) /
+    (std + eps)``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, axes: tuple[int, ...], eps: float) -> torch.Tensor:
+        centred = x - x.mean(dim=axes, keepdim=True)
+        std = (centred * centred).mean(dim=axes, keepdim=True).sqrt() + eps
+        y = centred / std
+        ctx.save_for_backward(y, std)
+        ctx.axes = axes
+        return y
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        y, std = ctx.saved_tensors
+        axes = ctx.axes
+        spread = g.mean(dim=axes, keepdim=True) + y * (g * y).mean(dim=axes, keepdim=True)
+        return (g - spread) / std, None, None
+
+
 class MVN(nn.Module):
     """Mean (and, with ``variance``, deviation) normalisation of Caffe's 4-D view of ``x``."""
 
     def __init__(
-        self, shape: tuple[int, ...], axes: tuple[int, ...], eps: float, variance: bool
+        self,
+        shape: tuple[int, ...],
+        axes: tuple[int, ...],
+        eps: float,
+        variance: bool,
+        caffe_backward: bool = False,
     ) -> None:
         super().__init__()
         self.shape = shape[1:]  # the 4-D view Caffe uses; the batch stays dynamic
         self.variance = variance
         self.norm = Standardize(axes, eps, std_eps=True)
         self.axes = axes
+        self.eps = eps
+        self.caffe_backward = caffe_backward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(-1, *self.shape)
+        if self.variance and self.caffe_backward:
+            return CaffeMVNGrad.apply(x, self.axes, self.eps)
         if self.variance:
             return self.norm(x)
         return x - x.mean(dim=self.axes, keepdim=True)
@@ -76,4 +151,5 @@ class MVN(nn.Module):
 def _mvn(node: Node, ctx: TorchContext) -> nn.Module:
     p = node.param.mvn_param
     axes = (1, 2, 3) if p.across_channels else (2, 3)
-    return MVN(ctx.out_shapes[0], axes, float(p.eps), bool(p.normalize_variance))
+    variance = bool(p.normalize_variance)
+    return MVN(ctx.out_shapes[0], axes, float(p.eps), variance, ctx.graph.training)

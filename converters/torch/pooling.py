@@ -49,6 +49,11 @@ class CaffePool2d(nn.Module):
         geom = pool_geometry(self.param, x.shape[2], x.shape[3])
         (ph, pw), (eh, ew) = geom.pad_begin, geom.pad_end
         k, s = geom.kernel, geom.stride
+        ceil = torch_rounding(geom)
+        if ceil is not None:  # torch's own windows are Caffe's: no padded copy
+            if geom.method == MAX:
+                return F.max_pool2d(x, k, s, (ph, pw), ceil_mode=ceil)
+            return F.avg_pool2d(x, k, s, (ph, pw), ceil_mode=ceil, count_include_pad=True)
         if geom.method == MAX:
             if (ph, pw) == (eh, ew) and ph <= k[0] // 2 and pw <= k[1] // 2:
                 return F.max_pool2d(x, k, s, (ph, pw))
@@ -60,6 +65,31 @@ class CaffePool2d(nn.Module):
             return F.avg_pool2d(x, k, s, (ph, pw), count_include_pad=True)
         y = F.avg_pool2d(F.pad(x, (pw, ew, ph, eh)), k, s)
         return y * self._fix(geom, y) if geom.needs_divisor_fix else y
+
+
+def _torch_out(size: int, k: int, s: int, p: int, ceil: bool) -> int:
+    """PyTorch's pooling output size (``pooling_output_shape``)."""
+    out = (size + 2 * p - k + (s - 1 if ceil else 0)) // s + 1
+    if ceil and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def torch_rounding(geom: PoolGeometry) -> bool | None:
+    """``ceil_mode`` for which PyTorch's pooling makes Caffe's windows, or None when neither
+    does. Then the windows, their clipping and the AVE divisors (the window clipped to the
+    padded input) are Caffe's, provided no window lies wholly outside the input (Caffe starts
+    such a window at -FLT_MAX, PyTorch at -inf) and the padding is at most half the kernel."""
+    for ceil in (False, True):
+        fits = all(
+            a.pad <= a.kernel // 2
+            and _torch_out(a.size, a.kernel, a.stride, a.pad, ceil) == a.out
+            and (a.out - 1) * a.stride - a.pad < a.size
+            for a in geom.axes
+        )
+        if fits:
+            return ceil
+    return None
 
 
 @register("Pooling", "torch", check=unsupported_pooling)

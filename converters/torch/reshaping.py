@@ -1,5 +1,5 @@
 """Layers that route, cut, reshape or repeat blobs: Split, Concat, Flatten, Slice, Reshape, Crop,
-and Tile."""
+Tile, and Silence (consumes its bottoms; Caffe's backward writes them zero diffs)."""
 
 from __future__ import annotations
 
@@ -130,3 +130,13 @@ def _tile(node: Node, ctx: TorchContext) -> nn.Module:
     ndim, p = len(ctx.in_shapes[0]), node.param.tile_param
     axis = canonical_axis(int(p.axis), ndim)
     return Tile(tuple(int(p.tiles) if i == axis else 1 for i in range(ndim)))
+
+
+class Silence(nn.Module):
+    def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return ()
+
+
+@register("Silence", "torch")
+def _silence(node: Node, ctx: TorchContext) -> nn.Module:
+    return Silence()

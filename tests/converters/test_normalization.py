@@ -160,3 +160,25 @@ def test_mvn_of_2d_bottom_is_4d(layer_check):
 
     reports = layer_check(prototxt, expected)
     assert any(c.value == "m" and c.reference == "stored" for c in reports[0].comparisons)
+
+
+# --- in nets built for training (batch_norm_layer.cpp's TRAIN forward) ------------------------
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_batch_norm_training_forward_has_zero_mean_and_unit_variance(tmp_path, in_place):
+    """TestForward / TestForwardInplace of Caffe's test_batch_norm_layer.cpp: per channel, the
+    top's mean is 0 and its (biased) variance 1 within 0.001."""
+    from _training import inputs_layer, make_net
+
+    x = np.random.default_rng(3).normal(2.0, 3.0, size=(5, 2, 3, 4)).astype(np.float32)
+    top = "data" if in_place else "bn"
+    text = inputs_layer(data=x) + (
+        f'layer {{ name: "bn" type: "BatchNorm" bottom: "data" top: "{top}" }}'
+    )
+    net = make_net(tmp_path, text)
+    y = net.forward({"data": x})[top].numpy().astype(np.float64)
+    for channel in range(2):
+        values = y[:, channel]
+        assert abs(values.mean()) < 1e-3
+        assert abs((values * values).mean() - 1) < 1e-3

@@ -111,3 +111,36 @@ def test_input_modified_in_place_keeps_its_name():
     assert list(graph.inputs) == ["x"]
     assert graph.nodes[0].outputs == ["x@s"]
     assert graph.final["x"] == "x@s" and graph.nodes[1].inputs == ["x@s"]
+
+
+# --- nets built for training -----------------------------------------------------------------
+
+TRAIN_VAL = """
+layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TRAIN }
+        data_param { source: "x" batch_size: 8 } transform_param { crop_size: 5 } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 4 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" }
+layer { name: "acc" type: "Accuracy" bottom: "ip" bottom: "label" top: "acc" }
+layer { name: "silence" type: "Silence" bottom: "acc" }
+"""
+
+
+def test_training_build_keeps_losses_accuracy_silence_and_labels():
+    from caffe_compat.ir.load import load_net_text
+
+    graph = load_net_text(TRAIN_VAL, phase="TRAIN", training=True).graph
+    assert graph.training
+    assert graph.inputs == {"data": (8, 3, 5, 5), "label": (8,)}
+    assert graph.sources == {"data": "data", "label": "data"}
+    assert [n.type for n in graph.nodes] == [
+        "InnerProduct",
+        "SoftmaxWithLoss",
+        "Accuracy",
+        "Silence",
+    ]
+    loss = graph.node("loss")
+    assert loss.outputs == ["(automatic)"] and graph.shapes["(automatic)"] == ()
+    assert graph.outputs == []  # the automatic top is no output; acc is silenced
+    inference = load_net_text(TRAIN_VAL, phase="TRAIN").graph
+    assert [n.type for n in inference.nodes] == ["InnerProduct"]
+    assert not inference.training and "label" not in inference.inputs

@@ -89,7 +89,7 @@ def test_caffe_clip_and_relu_keep_their_nan_rules(run_layers):
     np.testing.assert_array_equal(clip, [[-1.0, 2.0]])
 
 
-def test_dropout_in_training_is_refused(build):
+def test_dropout_in_training_without_its_mask_is_refused(build):
     from caffe_compat.reference import forward
 
     from .conftest import inputs_layer
@@ -97,5 +97,69 @@ def test_dropout_in_training_is_refused(build):
     x = np.ones((1, 3))
     graph = build(inputs_layer(data=x) + layer("Dropout"))
     graph.nodes[0].param.phase = 0  # TRAIN
-    with pytest.raises(CaffeCompatError, match=r"Dropout \[reference: Dropout in the TRAIN"):
+    with pytest.raises(CaffeCompatError, match=r'"a" \(Dropout\): Dropout in the TRAIN phase'):
         forward(graph, {"data": x})
+
+
+# --- backward against central differences (Caffe's GradientChecker) ---------------------------
+
+X = np.random.default_rng(0).normal(size=(2, 3, 4, 5))
+POSITIVE = np.abs(X) + 0.5
+
+
+@pytest.mark.parametrize(
+    "kind, params, kink_range",
+    [
+        ("ReLU", "", 0.01),
+        ("ReLU", "relu_param { negative_slope: 0.125 }", 0.01),
+        ("ELU", "elu_param { alpha: 0.5 }", 0.01),
+        ("Sigmoid", "", -1),
+        ("TanH", "", -1),
+        ("AbsVal", "", 0.01),
+        ("BNLL", "", -1),
+        ("Power", "power_param { power: 3 scale: 0.7 shift: 0.2 }", -1),
+        ("Power", "power_param { power: 2 scale: -0.5 shift: 0.3 }", -1),
+        ("Power", "power_param { power: 1 scale: 2 shift: 1 }", -1),
+        ("Power", "power_param { power: 0 scale: 2 }", -1),
+        ("Exp", "exp_param { base: 2 scale: 0.5 shift: 0.1 }", -1),
+        ("Exp", "", -1),
+        ("Swish", "swish_param { beta: 1.5 }", -1),
+        ("Dropout", "", -1),  # TEST phase: the identity
+    ],
+)
+def test_backward(grad_check, kind, params, kink_range):
+    grad_check(layer(kind, params), data=X, kink_range=kink_range)
+
+
+def test_backward_on_positive_inputs(grad_check):
+    grad_check(layer("Log", "log_param { base: 3 scale: 0.5 shift: 0.2 }"), data=POSITIVE)
+    grad_check(layer("Power", "power_param { power: 0.5 shift: 0.5 }"), data=POSITIVE)
+    grad_check(layer("Power", "power_param { power: -1.5 scale: 2 }"), data=POSITIVE)
+
+
+def test_clip_backward_away_from_its_bounds(grad_check):
+    grad_check(
+        layer("Clip", "clip_param { min: -0.5 max: 0.6 }"), data=X, kink=0.55, kink_range=0.06
+    )
+
+
+def test_prelu_backward_per_channel_and_shared(grad_check):
+    slopes = {"a": [np.array([0.1, -0.3, 0.25])]}
+    grad_check(layer("PReLU"), slopes, data=X, kink_range=0.01)
+    grad_check(
+        layer("PReLU", "prelu_param { channel_shared: true }"),
+        {"a": [np.array(0.2)]},
+        data=X,
+        kink_range=0.01,
+    )
+
+
+def test_dropout_backward_with_its_mask(grad_check):
+    mask = (np.random.default_rng(1).uniform(size=X.shape) > 0.4).astype(np.float64)
+    report = grad_check(
+        layer("Dropout", "dropout_param { dropout_ratio: 0.4 }"),
+        phase="TRAIN",
+        data=X,
+        state={"mask": mask},
+    )
+    assert report.checked == X.size

@@ -243,3 +243,55 @@ def test_depthwise_aliases_are_one_group_per_channel(run_layers, kind):
     )
     expected = conv_loop(x, w, b, (2, 2), (1, 1), (1, 1), 5)
     np.testing.assert_allclose(out["c0"], expected, rtol=1e-12, atol=1e-12)
+
+
+# --- backward against central differences (Caffe's GradientChecker) ---------------------------
+
+GRAD_X = np.random.default_rng(5).normal(size=(2, 3, 5, 4))
+
+
+@pytest.mark.parametrize(
+    "kind, params, weight, bias",
+    [
+        ("Convolution", "num_output: 4 kernel_size: 2 stride: 2 pad: 1", (4, 3, 2, 2), 4),
+        (
+            "Convolution",
+            "num_output: 6 kernel_size: 3 group: 3 dilation: 2 pad: 1",
+            (6, 1, 3, 3),
+            6,
+        ),
+        (
+            "Convolution",
+            "num_output: 2 kernel_h: 3 kernel_w: 1 stride_h: 2 stride_w: 1 bias_term: false",
+            (2, 3, 3, 1),
+            0,
+        ),
+        ("Deconvolution", "num_output: 4 kernel_size: 3 stride: 2 pad: 1", (3, 4, 3, 3), 4),
+        ("Deconvolution", "num_output: 6 kernel_size: 2 stride: 2 group: 3", (3, 2, 2, 2), 6),
+    ],
+)
+def test_backward(grad_check, kind, params, weight, bias):
+    rng = np.random.default_rng(2)
+    blobs = [rng.normal(size=weight)] + ([rng.normal(size=bias)] if bias else [])
+    grad_check(conv(params, kind), {"c": blobs}, data=GRAD_X)
+
+
+def test_backward_with_two_bottoms_sharing_the_weights(grad_check):
+    rng = np.random.default_rng(3)
+    blobs = [rng.normal(size=(2, 3, 3, 3)), rng.normal(size=2)]
+    grad_check(
+        conv("num_output: 2 kernel_size: 3", bottoms=("data", "more")),
+        {"c": blobs},
+        data=GRAD_X,
+        more=GRAD_X[::-1].copy(),
+    )
+
+
+def test_backward_of_a_3d_convolution(grad_check):
+    rng = np.random.default_rng(4)
+    blobs = [rng.normal(size=(2, 2, 2, 2, 2)), rng.normal(size=2)]
+    grad_check(
+        conv("num_output: 2 kernel_size: 2 stride: 2"),
+        {"c": blobs},
+        data=rng.normal(size=(1, 2, 3, 4, 5)),
+    )

@@ -209,3 +209,58 @@ def test_class_specific_locations(run_layers):
     np.testing.assert_allclose(
         out[0, 0, :, 3:], [[0.3, 0.3, 0.7, 0.5], [0.1, 0.1, 0.5, 0.3]], rtol=1e-12
     )
+
+
+# --- backward against central differences (the fork's formulas) -------------------------------
+
+GRAD_X = np.random.default_rng(6).normal(size=(2, 3, 4, 5))
+
+
+def test_permute_backward(grad_check):
+    grad_check(
+        'layer { name: "p" type: "Permute" bottom: "data" top: "p" '
+        "permute_param { order: 0 order: 2 order: 3 order: 1 } }",
+        data=GRAD_X,
+    )
+
+
+@pytest.mark.parametrize(
+    "params, scale",
+    [
+        ("across_spatial: false channel_shared: true", np.array(1.7)),
+        ("across_spatial: true channel_shared: true", np.array(0.6)),
+        ("across_spatial: false channel_shared: false", np.full(3, 1.3)),
+        ("across_spatial: true channel_shared: false", np.full(3, 2.0)),
+    ],
+)
+def test_normalize_backward_where_it_is_the_derivative(grad_check, params, scale):
+    grad_check(
+        f'layer {{ name: "n" type: "Normalize" bottom: "data" top: "n" norm_param {{ {params} }} }}',
+        {"n": [scale]},
+        data=GRAD_X,
+    )
+
+
+def test_normalize_backward_with_distinct_channel_scales_is_the_forks_not_the_derivative(build):
+    """The fork leaves the scales out of its dot product: with distinct per-channel scales its
+    bottom diff is not the derivative (its scale diff still is)."""
+    from caffe_compat.reference.gradient_check import check_gradient
+
+    from .conftest import inputs_layer
+
+    graph = build(
+        inputs_layer(data=GRAD_X) + 'layer { name: "n" type: "Normalize" bottom: "data" top: "n" '
+        "norm_param { across_spatial: false channel_shared: false } }",
+        {"n": [np.array([0.5, 1.0, 2.0])]},
+    )
+    report = check_gradient(graph, {"data": GRAD_X}, step=1e-4, threshold=1e-5)
+    assert report.mismatches and {m.what for m in report.mismatches} == {"bottom 0"}
+
+
+def test_prior_box_sends_nothing_back(grad_check):
+    grad_check(
+        'layer { name: "pb" type: "PriorBox" bottom: "data" bottom: "image" top: "pb" '
+        "prior_box_param { min_size: 4 } }",
+        data=GRAD_X[:1, :2, :3, :3],
+        image=np.random.default_rng(1).normal(size=(1, 3, 6, 6)),
+    )

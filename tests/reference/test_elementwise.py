@@ -80,3 +80,40 @@ def test_bias_learned_and_two_bottom(run_layers):
     other = RNG.standard_normal((5, 7))
     out = run_layers(scale("", ("data", "b"), kind="Bias"), data=x, b=other)["s"]
     np.testing.assert_allclose(out, x + other[None, :, :, None], rtol=1e-15)
+
+
+# --- backward against central differences (Caffe's GradientChecker) ---------------------------
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        "operation: PROD",
+        "operation: PROD stable_prod_grad: false",
+        "operation: SUM coeff: 2 coeff: -0.5 coeff: 1",
+        "operation: MAX",
+    ],
+)
+def test_eltwise_backward(grad_check, params):
+    grad_check(eltwise(params), **arrays(3, (2, 3, 4, 5)))
+
+
+def test_scale_and_bias_backward(grad_check):
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(2, 3, 4, 5))
+    grad_check(
+        scale("bias_term: true axis: 1 num_axes: 2"),
+        {"s": [rng.normal(size=(3, 4)), rng.normal(size=(3, 4))]},
+        data=x,
+    )
+    grad_check(scale("axis: 0", bottoms=("data", "op")), data=x, op=rng.normal(size=(2, 3)))
+    grad_check(
+        scale("bias_term: true", bottoms=("data", "op")),
+        {"s": [rng.normal(size=(3,))]},
+        data=x,
+        op=rng.normal(size=(3,)),
+    )
+    grad_check(scale("", kind="Bias"), {"s": [rng.normal(size=(3,))]}, data=x)
+    grad_check(
+        scale("axis: 2", bottoms=("data", "op"), kind="Bias"), data=x, op=rng.normal(size=(4, 5))
+    )

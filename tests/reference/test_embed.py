@@ -22,3 +22,17 @@ def test_an_index_outside_the_table_names_the_layer(run_layers):
         CaffeCompatError, match=r'layer "e" \(Embed\): index 4 is outside the 4 rows'
     ):
         run_layers(TEXT, {"e": [np.zeros((4, 3)), np.zeros(3)]}, data=np.array([[1.0, 4.0]]))
+
+
+# --- backward against central differences (Caffe's GradientChecker) ---------------------------
+
+
+def test_embed_backward_reaches_the_table_only(grad_check):
+    rng = np.random.default_rng(3)
+    report = grad_check(
+        'layer { name: "e" type: "Embed" bottom: "data" top: "e" '
+        "embed_param { num_output: 3 input_dim: 4 } }",
+        {"e": [rng.normal(size=(4, 3)), rng.normal(size=3)]},
+        data=np.array([[0, 3], [2, 3.0]]),
+    )
+    assert report.checked == 4 * 3 + 3  # the indices get no diff (Caffe refuses one)

@@ -31,3 +31,29 @@ def test_no_bias(run_layers):
     w = RNG.standard_normal((2, 4))
     text = 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 2 bias_term: false } }'
     np.testing.assert_allclose(run_layers(text, {"fc": [w]}, data=x)["fc"], x @ w.T, rtol=1e-14)
+
+
+# --- backward against central differences (Caffe's GradientChecker) ---------------------------
+
+
+@pytest.mark.parametrize(
+    "params, weight",
+    [
+        ("num_output: 4", (4, 60)),
+        ("num_output: 4 transpose: true axis: 2", (20, 4)),
+        ("num_output: 2 axis: -1 bias_term: false", (2, 5)),
+    ],
+)
+def test_backward(grad_check, params, weight):
+    rng = np.random.default_rng(4)
+    blobs = [rng.normal(size=weight)] + (
+        []
+        if "bias_term: false" in params
+        else [rng.normal(size=weight[0] if "transpose" not in params else weight[1])]
+    )
+    grad_check(
+        f'layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+        f"inner_product_param {{ {params} }} }}",
+        {"ip": blobs},
+        data=rng.normal(size=(2, 3, 4, 5)),
+    )

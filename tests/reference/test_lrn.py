@@ -83,3 +83,21 @@ def test_within_channel_ignores_k_and_across_uses_it(run_layers):
     across = [run_layers(lrn(3, k=k), data=x)["n"] for k in (1, 5)]
     np.testing.assert_array_equal(within[0], within[1])
     assert np.abs(across[0] - across[1]).max() > 0.1
+
+
+# --- backward against central differences (Caffe's GradientChecker) ---------------------------
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        "local_size: 3 alpha: 0.5 beta: 0.75 k: 2",
+        "local_size: 5 alpha: 1.5 beta: 0.6",
+        "local_size: 3 alpha: 0.5 beta: 0.75 norm_region: WITHIN_CHANNEL",
+    ],
+)
+def test_backward(grad_check, params):
+    grad_check(
+        f'layer {{ name: "n" type: "LRN" bottom: "data" top: "n" lrn_param {{ {params} }} }}',
+        data=np.random.default_rng(9).normal(size=(2, 7, 4, 5)),
+    )

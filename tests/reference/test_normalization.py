@@ -62,3 +62,57 @@ def test_mvn_writes_caffes_4d_view(run_layers):
     out = run_layers(mvn(), data=x)["m"]
     assert out.shape == (3, 4, 1, 1)
     np.testing.assert_allclose(out[..., 0, 0], np.zeros((3, 4)), atol=1e-15)  # one value per (n, c)
+
+
+# --- backward against central differences (Caffe's GradientChecker) ---------------------------
+
+GRAD_X = np.random.default_rng(10).normal(size=(3, 2, 4, 5))
+
+
+@pytest.mark.parametrize("params", ["", "batch_norm_param { use_global_stats: false eps: 0.01 }"])
+def test_batch_norm_backward_on_batch_statistics(grad_check, params):
+    layers = f'layer {{ name: "bn" type: "BatchNorm" bottom: "data" top: "bn" {params} }}'
+    zeros = [np.zeros(2), np.zeros(2), np.zeros(1)]
+    report = grad_check(layers, {"bn": zeros}, phase="TRAIN", data=GRAD_X)
+    assert report.checked == GRAD_X.size  # the statistics are not parameters
+
+
+def test_batch_norm_backward_on_stored_statistics(grad_check):
+    blobs = [np.array([0.3, -1.0]), np.array([2.0, 0.5]), np.array([2.0])]
+    grad_check(
+        'layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" }',
+        {"bn": blobs},
+        data=GRAD_X,
+    )
+
+
+@pytest.mark.parametrize(
+    "params",
+    ["", "mvn_param { across_channels: true }", "mvn_param { normalize_variance: false }"],
+)
+def test_mvn_backward(grad_check, params):
+    grad_check(f'layer {{ name: "m" type: "MVN" bottom: "data" top: "m" {params} }}', data=GRAD_X)
+
+
+def test_batch_norm_training_forward_leaves_caffes_running_sums(build):
+    """m / (m - 1) x the biased batch variance, plus moving_average_fraction x the old sums."""
+    from caffe_compat.reference._base import LayerContext
+    from caffe_compat.registry import lookup
+
+    from .conftest import inputs_layer
+
+    graph = build(
+        inputs_layer(data=GRAD_X) + 'layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" '
+        "batch_norm_param { moving_average_fraction: 0.5 } }",
+    )
+    node = graph.nodes[0]
+    node.param.phase = 0  # TRAIN
+    old = (np.array([1.0, 2.0]), np.array([3.0, 4.0]), np.array([2.0]))
+    ctx = LayerContext((GRAD_X.shape,), (GRAD_X.shape,), old)
+    lookup("BatchNorm", "reference").fn(node, [GRAD_X], ctx)
+    mean, var, factor = ctx.state["blobs"]
+    view = GRAD_X.transpose(1, 0, 2, 3).reshape(2, -1)
+    m = view.shape[1]
+    np.testing.assert_allclose(mean, view.mean(axis=1) + 0.5 * old[0])
+    np.testing.assert_allclose(var, view.var(axis=1) * m / (m - 1) + 0.5 * old[1])
+    np.testing.assert_allclose(factor, [2.0])  # 0.5 * 2 + 1

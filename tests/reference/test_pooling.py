@@ -172,3 +172,45 @@ def test_global_pooling_matches_the_mean_and_max(run_layers):
 def test_stochastic_pooling_is_refused_before_any_work(run_layers):
     with pytest.raises(CaffeCompatError, match=r"Pooling \[reference: STOCHASTIC.*\]: p"):
         run_layers(pool("kernel_size: 2", "STOCHASTIC"), data=np.ones((1, 1, 4, 4)))
+
+
+# --- backward against central differences (Caffe's GradientChecker) ---------------------------
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        "pool: MAX kernel_size: 3 stride: 2",
+        "pool: MAX kernel_size: 3 pad: 1",
+        "pool: MAX kernel_size: 2 stride: 3",
+        "pool: AVE kernel_size: 3 stride: 2 pad: 1",
+        "pool: AVE kernel_size: 2 stride: 3",
+        "pool: AVE global_pooling: true",
+        "pool: MAX kernel_h: 2 kernel_w: 3 stride_h: 1 stride_w: 2 pad_h: 0 pad_w: 1",
+    ],
+)
+def test_backward(grad_check, params):
+    grad_check(
+        f'layer {{ name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param {{ {params} }} }}',
+        data=np.random.default_rng(11).normal(size=(2, 3, 8, 7)),
+    )
+
+
+def test_max_backward_sends_a_tie_to_the_first_maximum_in_scan_order(build):
+    from caffe_compat.reference.backward import forward_backward
+
+    from .conftest import inputs_layer
+
+    x = np.zeros((1, 1, 3, 3))
+    x[0, 0, 0, 1] = x[0, 0, 1, 0] = 2.0
+    graph = build(
+        inputs_layer(data=x)
+        + 'layer { name: "p" type: "Pooling" bottom: "data" top: "p" loss_weight: 1 '
+        "pooling_param { pool: MAX kernel_size: 2 stride: 1 } }"
+    )
+    result = forward_backward(graph, {"data": x}, force_backward=True)
+    expected = np.zeros((3, 3))
+    expected[0, 1] = 2  # windows (0,0) and (0,1) pick (0,1); window (1,0) picks (1,0)
+    expected[1, 0] = 1
+    expected[1, 1] = 1  # window (1,1): (1,1)=0 ties (1,2), (2,1), (2,2): the first wins
+    np.testing.assert_array_equal(result.diff("data")[0, 0], expected)

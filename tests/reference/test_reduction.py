@@ -58,3 +58,24 @@ def test_reduction(run_layers, operation, formula, axis):
     expected = -0.5 * formula(x.reshape(*x.shape[:start], -1))
     assert out.shape == x.shape[:start]
     np.testing.assert_allclose(out, expected, rtol=1e-13)
+
+
+# --- backward against central differences (Caffe's GradientChecker) ---------------------------
+
+
+@pytest.mark.parametrize(
+    "params, kink_range",
+    [
+        ("operation: SUM axis: 1", -1),
+        ("operation: ASUM axis: 2 coeff: -2", 0.01),
+        ("operation: SUMSQ axis: 0 coeff: 0.5", -1),
+        ("operation: MEAN axis: -1 coeff: 3", -1),
+    ],
+)
+def test_reduction_backward(grad_check, params, kink_range):
+    grad_check(
+        f'layer {{ name: "r" type: "Reduction" bottom: "data" top: "r" '
+        f"reduction_param {{ {params} }} }}",
+        data=np.random.default_rng(12).normal(size=(2, 3, 4)),
+        kink_range=kink_range,
+    )

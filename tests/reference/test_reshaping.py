@@ -68,3 +68,49 @@ def test_tile_repeats_the_block_from_axis(run_layers, axis):
     text = f'layer {{ name: "t" type: "Tile" bottom: "data" top: "t" tile_param {{ axis: {axis} tiles: 3 }} }}'
     out = run_layers(text, data=X)["t"]
     np.testing.assert_array_equal(out, np.concatenate([X, X, X], axis=axis))
+
+
+# --- backward against central differences (Caffe's GradientChecker) ---------------------------
+
+GRAD_X = np.random.default_rng(13).normal(size=(2, 3, 4, 5))
+
+
+@pytest.mark.parametrize(
+    "layers, extra",
+    [
+        ('layer { name: "s" type: "Split" bottom: "data" top: "a" top: "b" }', {}),
+        (
+            'layer { name: "c" type: "Concat" bottom: "data" bottom: "more" top: "c" '
+            "concat_param { axis: 2 } }",
+            {"more": (2, 3, 2, 5)},
+        ),
+        (
+            'layer { name: "f" type: "Flatten" bottom: "data" top: "f" flatten_param { axis: 2 } }',
+            {},
+        ),
+        (
+            'layer { name: "r" type: "Reshape" bottom: "data" top: "r" '
+            "reshape_param { shape { dim: 0 dim: -1 dim: 2 } } }",
+            {},
+        ),
+        (
+            'layer { name: "s" type: "Slice" bottom: "data" top: "a" top: "b" top: "c" '
+            "slice_param { axis: 3 slice_point: 1 slice_point: 3 } }",
+            {},
+        ),
+        (
+            'layer { name: "c" type: "Crop" bottom: "data" bottom: "small" top: "c" '
+            "crop_param { axis: 2 offset: 1 offset: 2 } }",
+            {"small": (2, 3, 3, 2)},
+        ),
+        (
+            'layer { name: "t" type: "Tile" bottom: "data" top: "t" tile_param { axis: 1 tiles: 3 } }',
+            {},
+        ),
+        ('layer { name: "s" type: "Silence" bottom: "data" bottom: "more" }', {"more": (2, 2)}),
+    ],
+)
+def test_backward(grad_check, layers, extra):
+    rng = np.random.default_rng(14)
+    arrays = {name: rng.normal(size=shape) for name, shape in extra.items()}
+    grad_check(layers, data=GRAD_X, **arrays)

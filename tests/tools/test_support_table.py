@@ -31,7 +31,7 @@ def test_one_row_per_builtin_type_with_every_column():
     lines = render_table().splitlines()
     rows = [line for line in lines[2:] if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == builtin_types()
-    assert all(row.count(" | ") == 5 for row in rows)
+    assert all(row.count(" | ") == 6 for row in rows)
     for backend in registry.LAYER_BACKENDS:
         assert set(builtin_types()) >= registry.supported_types(backend)
 
@@ -49,7 +49,7 @@ def test_check_caveat_is_noted_where_a_converter_refuses_settings():
     pooling = next(line for line in table.splitlines() if line.startswith("| `Pooling`"))
     assert "yes\\*" in pooling or "yes, except" in pooling  # STOCHASTIC pooling is refused
     relu = next(line for line in table.splitlines() if line.startswith("| `ReLU`"))
-    assert relu == "| `ReLU` | yes | yes | yes | yes | yes |"
+    assert relu == "| `ReLU` | yes | yes | yes | yes | yes | yes |"
 
 
 def opencv_tested() -> list[str]:
