@@ -44,8 +44,9 @@ def fill(filler: FillerParameter, shape: tuple[int, ...], rng: np.random.Generat
         out = rng.uniform(filler.min, filler.max, shape)
     elif kind == "gaussian":
         out = rng.normal(filler.mean, filler.std, shape)
-        if filler.sparse >= 0 and len(shape) >= 2:
-            keep = rng.random(shape) < filler.sparse / shape[1]  # Caffe: sparse / num_inputs
+        if filler.sparse >= 0 and len(shape) >= 1 and shape[0] > 0:
+            # Caffe's filler.hpp: probability sparse / shape(0), which it calls num_outputs.
+            keep = rng.random(shape) < filler.sparse / shape[0]
             out = out * keep
     elif kind == "positive_unitball":
         out = rng.random(shape)

@@ -107,3 +107,14 @@ def test_caffe_fillers():
     np.testing.assert_allclose(bilinear[0, 0], np.outer(ramp, ramp))
     with pytest.raises(ValueError, match="unknown filler"):
         fill(caffe_pb2.FillerParameter(type="nope"), (2,), rng)
+
+
+def test_sparse_gaussian_keeps_sparse_over_shape0_of_the_values():
+    """filler.hpp: each value survives with probability sparse / shape(0) (Caffe's "num_outputs";
+    for an InnerProduct weight that is the output count), blobs of any rank."""
+    rng = np.random.default_rng(3)
+    f = caffe_pb2.FillerParameter(type="gaussian", std=1.0, sparse=5)
+    w = fill(f, (50, 400), rng)
+    assert abs((w != 0).mean() - 5 / 50) < 0.01  # 20,000 draws: 3 sigma is 0.0064
+    bias = fill(f, (20,), rng)  # one axis is enough for Caffe's CHECK_GE(num_axes, 1)
+    assert (bias == 0).any() and (bias != 0).any()
