@@ -53,14 +53,14 @@ def format_of(path: str | os.PathLike[str]) -> str:
 
 
 def render(drawing: Drawing, fmt: str, engine: str = "auto") -> tuple[bytes, str]:
-    """The picture's bytes in ``fmt`` and the engine that drew it (``graphviz`` or
-    ``builtin``); ``engine="graphviz"`` where Graphviz is missing is one clear error."""
+    """The picture's bytes in ``fmt`` and the engine that drew it (``graphviz``, ``builtin``,
+    or ``text`` for DOT); ``engine="graphviz"`` where Graphviz is missing is one clear error."""
     if fmt not in FORMATS:
         raise CaffeCompatError(f"unknown picture format {fmt!r}: one of {', '.join(FORMATS)}")
     if engine not in ENGINES:
         raise CaffeCompatError(f"unknown drawing engine {engine!r}: one of {', '.join(ENGINES)}")
     if fmt == "dot":
-        return to_dot(drawing).encode("utf-8"), "builtin"
+        return to_dot(drawing).encode("utf-8"), "text"
     use_graphviz = engine == "graphviz" or (engine == "auto" and graphviz_program() is not None)
     if use_graphviz:
         return run_graphviz(to_dot(drawing), fmt), "graphviz"
