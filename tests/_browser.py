@@ -10,6 +10,7 @@ tests and by docs/make_screenshots.py.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import select
@@ -91,17 +92,15 @@ class Browser:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             close_fds=False,
-            preexec_fn=wire,  # noqa: PLW1509 (no threads run here)
+            preexec_fn=wire,  # before exec: no threads run in this helper
         )
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        try:
+        with contextlib.suppress(Exception):  # already gone: nothing to close
             self.call("Browser.close")
-        except Exception:
-            pass
         try:
             self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
