@@ -148,16 +148,22 @@ def layer_label(layer: caffe_pb2.LayerParameter, *, display_lrm: bool = False) -
         lines = [layer.name, f"({kind} {method})", *_pool_facts(layer.pooling_param)]
     else:
         lines = [layer.name, f"({kind})", *_other_facts(layer)]
-    if display_lrm:
-        mults = [f"{p.lr_mult:g}" for p in layer.param]
-        lines.append(f"lr mult: {', '.join(mults) if mults else '1'}")
+    if display_lrm and kind in ("Convolution", "Deconvolution", "InnerProduct"):
+        weights, bias = lr_mults(layer)
+        lines.append(f"lr mult: {weights:.1f}, {bias:.1f}")
     return lines
+
+
+def lr_mults(layer: caffe_pb2.LayerParameter) -> tuple[float, float]:
+    """The learning-rate multipliers of a layer's weights and bias (1 where not given)."""
+    given = [p.lr_mult for p in layer.param[:2]] + [1.0, 1.0]
+    return given[0], given[1]
 
 
 def edge_label(layer: caffe_pb2.LayerParameter) -> str:
     """draw.py's label on a layer's top edges: batch size of Data, outputs of conv and fc."""
     if layer.type == "Data":
-        return str(layer.data_param.batch_size)
+        return f"Batch {layer.data_param.batch_size}"
     if layer.type in ("Convolution", "Deconvolution"):
         return str(layer.convolution_param.num_output)
     if layer.type == "InnerProduct":
