@@ -20,7 +20,8 @@ def quote(text: str) -> str:
 
 
 def _label(lines: list[str]) -> str:
-    return quote("\n".join(lines)).replace("\n", "\\n")
+    """Lines joined by DOT's own line break (``\\n`` inside the quotes)."""
+    return '"' + "\\n".join(quote(line)[1:-1] for line in lines) + '"'
 
 
 def to_dot(drawing: Drawing) -> str:
