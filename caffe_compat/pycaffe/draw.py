@@ -134,7 +134,7 @@ def get_pydot_graph(
             nodes[f"{bottom}_blob"] = pydot.Node(bottom, **BLOB_STYLE)
             edges.append((f"{bottom}_blob", key, '""'))
         for top in layer.top:
-            nodes.setdefault(f"{top}_blob", pydot.Node(top))
+            nodes[f"{top}_blob"] = pydot.Node(top)  # unstyled, as draw.py leaves a top
             edges.append((key, f"{top}_blob", get_edge_label(layer) if label_edges else '""'))
     for node in nodes.values():
         graph.add_node(node)
