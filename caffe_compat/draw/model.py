@@ -9,7 +9,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from .. import registry
 from ..io.prototxt import load_prototxt
 from ..io.upgrade import upgrade_net
 from ..ir.phase import NetState, layer_included
@@ -19,12 +24,7 @@ from ..proto import caffe_pb2
 LAYER_FILL = "#6495ED"
 NEURON_FILL = "#90EE90"
 BLOB_FILL = "#E0E0E0"
-TYPE_FILLS = {
-    "Convolution": "#FF5050",
-    "Deconvolution": "#FF5050",
-    "Pooling": "#FF9900",
-    "InnerProduct": "#CC33FF",
-}
+FAMILY_FILLS = {"conv": "#FF5050", "pooling": "#FF9900", "inner_product": "#CC33FF"}
 RANKDIRS = ("LR", "TB", "BT", "RL")
 
 
@@ -93,62 +93,110 @@ def read_definition(
     return net
 
 
-def _first(values: Iterable[int], default: int) -> int:
-    values = list(values)
-    return int(values[0]) if values else default
+# Fields shown elsewhere (edge labels) or too long for a box: fillers, engines, sources.
+HIDDEN_FIELDS = {"num_output", "batch_size", "engine", "source", "mean_file", "backend"}
+MAX_FACTS = 4  # lines of parameters under a layer's name and type
 
 
-def _conv_facts(p: caffe_pb2.ConvolutionParameter) -> list[str]:
-    kernel = _first(p.kernel_size, 0) or (f"{p.kernel_h}x{p.kernel_w}" if p.kernel_h else 1)
-    stride = _first(p.stride, 0) or (f"{p.stride_h}x{p.stride_w}" if p.stride_h else 1)
-    pad = _first(p.pad, 0) or (f"{p.pad_h}x{p.pad_w}" if p.pad_h or p.pad_w else 0)
-    facts = [f"kernel size: {kernel}", f"stride: {stride}", f"pad: {pad}"]
-    if p.group > 1:
-        facts.append(f"group: {p.group}")
-    if _first(p.dilation, 1) > 1:
-        facts.append(f"dilation: {_first(p.dilation, 1)}")
-    return facts
+def layer_params(layer: caffe_pb2.LayerParameter) -> list[Message]:
+    """The ``*_param`` messages the layer sets (its type's own, whatever the type)."""
+    return [
+        value
+        for desc, value in layer.ListFields()
+        if desc.name.endswith("_param")
+        and desc.name not in ("transform_param", "loss_param")
+        and desc.message_type is not None
+    ]
 
 
-def _pool_facts(p: caffe_pb2.PoolingParameter) -> list[str]:
-    if p.global_pooling:
+def _dims(values: Iterable[int]) -> str:
+    return "x".join(str(int(v)) for v in values)
+
+
+def _spatial(param: Message) -> list[str]:
+    """draw_net.py's kernel size / stride / pad, defaults included (conv and pooling alike:
+    any parameter message with a kernel_size field)."""
+    fields = param.DESCRIPTOR.fields_by_name
+    if getattr(param, "global_pooling", False):
         return ["global"]
-    kernel = p.kernel_size or (f"{p.kernel_h}x{p.kernel_w}" if p.kernel_h else 0)
-    stride = p.stride if not p.stride_h else f"{p.stride_h}x{p.stride_w}"
-    pad = p.pad if not (p.pad_h or p.pad_w) else f"{p.pad_h}x{p.pad_w}"
-    return [f"kernel size: {kernel}", f"stride: {stride}", f"pad: {pad}"]
+
+    def read(name: str, default: int) -> str:
+        value = getattr(param, name)
+        if fields[name].is_repeated:
+            value = value[0] if len(value) else None
+        elif not param.HasField(name):
+            value = None
+        h, w = f"{name}_h", f"{name}_w"
+        if value is None and h in fields and (param.HasField(h) or param.HasField(w)):
+            return f"{getattr(param, h)}x{getattr(param, w)}"
+        return str(default if value is None else value)
+
+    return [
+        f"kernel size: {read('kernel_size', 1)}",
+        f"stride: {read('stride', 1)}",
+        f"pad: {read('pad', 0)}",
+    ]
 
 
-def _other_facts(layer: caffe_pb2.LayerParameter) -> list[str]:
-    """A key parameter or two of common types that draw.py shows only as edge labels or not."""
-    kind = layer.type
-    if kind == "LRN":
-        p = layer.lrn_param
-        region = "within" if p.norm_region == p.WITHIN_CHANNEL else "across"
-        return [f"local size: {p.local_size} ({region})"]
-    if kind == "Dropout":
-        return [f"ratio: {layer.dropout_param.dropout_ratio:g}"]
-    if kind == "Concat":
-        axis = layer.concat_param.axis if not layer.concat_param.HasField("concat_dim") else None
-        return [f"axis: {axis if axis is not None else layer.concat_param.concat_dim}"]
-    if kind == "Eltwise":
-        return [caffe_pb2.EltwiseParameter.EltwiseOp.Name(layer.eltwise_param.operation)]
-    if kind == "Input" and layer.input_param.shape:
-        return ["x".join(str(d) for d in shape.dim) for shape in layer.input_param.shape]
-    return []
+def _field_text(field: FieldDescriptor, value: Any) -> list[str]:
+    """``name: value`` for a scalar, enum or repeated scalar field, a line per shape for
+    shapes; nothing for other messages (fillers)."""
+    name = field.name.replace("_", " ")
+    items = list(value) if field.is_repeated else [value]
+    if field.message_type is not None:
+        if field.message_type.name == "BlobShape":
+            return [_dims(shape.dim) for shape in items]
+        return []
+    if field.enum_type is not None:
+        names = field.enum_type.values_by_number
+        return [f"{name}: {', '.join(names[int(v)].name for v in items)}"]
+    shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in items)
+    return [f"{name}: {shown}"]
+
+
+def _facts(param: Message) -> list[str]:
+    """The key parameters of one parameter message: spatial ones first, then the fields the
+    net sets (fillers and long strings left out)."""
+    fields = param.DESCRIPTOR.fields_by_name
+    spatial = "kernel_size" in fields
+    lines = _spatial(param) if spatial else []
+    skip = (
+        {
+            "kernel_size",
+            "kernel_h",
+            "kernel_w",
+            "stride",
+            "stride_h",
+            "stride_w",
+            "pad",
+            "pad_h",
+            "pad_w",
+            "global_pooling",
+            "pool",
+        }
+        if spatial
+        else {"pool"}
+    )
+    for desc, value in param.ListFields():
+        if desc.name in HIDDEN_FIELDS or desc.name in skip:
+            continue
+        if len(lines) < MAX_FACTS + 3 * spatial:
+            lines.extend(_field_text(desc, value))
+    return lines
 
 
 def layer_label(layer: caffe_pb2.LayerParameter, *, display_lrm: bool = False) -> list[str]:
-    """``name``, ``(type)`` and the key parameters, as draw.py labels a layer."""
-    kind = layer.type
-    if kind in ("Convolution", "Deconvolution"):
-        lines = [layer.name, f"({kind})", *_conv_facts(layer.convolution_param)]
-    elif kind == "Pooling":
-        method = caffe_pb2.PoolingParameter.PoolMethod.Name(layer.pooling_param.pool)
-        lines = [layer.name, f"({kind} {method})", *_pool_facts(layer.pooling_param)]
-    else:
-        lines = [layer.name, f"({kind})", *_other_facts(layer)]
-    if display_lrm and kind in ("Convolution", "Deconvolution", "InnerProduct"):
+    """``name``, ``(type)`` and the key parameters, as draw.py labels a layer (a pooling
+    method joins the type: ``(Pooling MAX)``)."""
+    kind = f"({layer.type})"
+    facts: list[str] = []
+    for param in layer_params(layer):
+        fields = param.DESCRIPTOR.fields_by_name
+        if "pool" in fields and fields["pool"].enum_type is not None:
+            kind = f"({layer.type} {fields['pool'].enum_type.values_by_number[param.pool].name})"
+        facts.extend(_facts(param))
+    lines = [layer.name, kind, *facts]
+    if display_lrm and (layer.param or _family(layer.type) in ("conv", "inner_product")):
         weights, bias = lr_mults(layer)
         lines.append(f"lr mult: {weights:.1f}, {bias:.1f}")
     return lines
@@ -161,14 +209,28 @@ def lr_mults(layer: caffe_pb2.LayerParameter) -> tuple[float, float]:
 
 
 def edge_label(layer: caffe_pb2.LayerParameter) -> str:
-    """draw.py's label on a layer's top edges: batch size of Data, outputs of conv and fc."""
-    if layer.type == "Data":
-        return f"Batch {layer.data_param.batch_size}"
-    if layer.type in ("Convolution", "Deconvolution"):
-        return str(layer.convolution_param.num_output)
-    if layer.type == "InnerProduct":
-        return str(layer.inner_product_param.num_output)
+    """draw.py's label on a layer's top edges: the batch size of data layers, the outputs of
+    layers with num_output (convolutions, inner products)."""
+    for param in layer_params(layer):
+        fields = param.DESCRIPTOR.fields_by_name
+        if "batch_size" in fields and param.HasField("batch_size"):
+            return f"Batch {param.batch_size}"
+        if "num_output" in fields and param.HasField("num_output"):
+            return str(param.num_output)
     return ""
+
+
+def layer_fill(layer: caffe_pb2.LayerParameter) -> str:
+    """draw.py's colours by kind of layer: convolutions red, pooling orange, inner products
+    purple (by the registry's family), in-place layers green, the rest blue."""
+    if len(layer.bottom) == 1 and list(layer.top) == list(layer.bottom):
+        return NEURON_FILL
+    return FAMILY_FILLS.get(_family(layer.type), LAYER_FILL)
+
+
+def _family(layer_type: str) -> str:
+    """The registry's family of a type; empty for a type it does not know (a fork's)."""
+    return registry.facts(layer_type).family
 
 
 def net_drawing(
@@ -193,7 +255,7 @@ def net_drawing(
         if state is not None and not layer_included(state, layer):
             continue
         in_place = len(layer.bottom) == 1 and list(layer.top) == list(layer.bottom)
-        fill = NEURON_FILL if in_place else TYPE_FILLS.get(layer.type, LAYER_FILL)
+        fill = layer_fill(layer)
         layer_id = f"layer:{layer.name}"
         if layer_id in layer_ids:  # two layers of one name: Caffe refuses, the picture need not
             layer_id = f"layer:{layer.name}#{index}"

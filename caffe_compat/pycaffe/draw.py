@@ -15,13 +15,20 @@ from typing import Any
 
 from caffe_compat.draw import render
 from caffe_compat.draw.dot import graphviz_program
-from caffe_compat.draw.model import LAYER_FILL, TYPE_FILLS, lr_mults, net_drawing
+from caffe_compat.draw.model import LAYER_FILL, lr_mults, net_drawing
 from caffe_compat.errors import CaffeCompatError
 from caffe_compat.proto import caffe_pb2
 
 LAYER_STYLE_DEFAULT = {"shape": "record", "fillcolor": LAYER_FILL, "style": "filled"}
 NEURON_LAYER_STYLE = {"shape": "record", "fillcolor": "#90EE90", "style": "filled"}
 BLOB_STYLE = {"shape": "octagon", "fillcolor": "#E0E0E0", "style": "filled"}
+# draw.py's own colours, by Caffe's type names (the API this module reproduces).
+TYPE_FILLS = {
+    "Convolution": "#FF5050",
+    "Deconvolution": "#FF5050",
+    "Pooling": "#FF9900",
+    "InnerProduct": "#CC33FF",
+}
 SPATIAL = ("Convolution", "Deconvolution", "Pooling")
 LEARNING = ("Convolution", "Deconvolution", "InnerProduct")
 

@@ -433,7 +433,8 @@ def report_page(
         ),
         "<h2>Error / tolerance per blob</h2>",
     ]
-    for index, pair in enumerate(found):
+    shown = sorted(found, key=lambda p: p.first_failure is None)  # failing pairs first
+    for index, pair in enumerate(shown):
         mark = ""
         if pair.first_failure is not None:
             mark = f": first over the line <b>{_t(pair.rows[pair.first_failure].value)}</b>"

@@ -9,8 +9,8 @@ from _paths import ROOT
 
 from caffe_compat.draw.model import (
     BLOB_FILL,
+    FAMILY_FILLS,
     NEURON_FILL,
-    TYPE_FILLS,
     net_drawing,
     ratio_colour,
     read_definition,
@@ -55,7 +55,7 @@ def test_labels_types_and_key_parameters_as_draw_net():
         "group: 2",
         "lr mult: 1.0, 2.0",
     ]
-    assert conv.fill == TYPE_FILLS["Convolution"]
+    assert conv.fill == FAMILY_FILLS["conv"]
     pool = drawing.shape("layer:pool")
     assert pool.lines == ["pool", "(Pooling AVE)", "kernel size: 2", "stride: 2", "pad: 0"]
     relu = drawing.shape("layer:relu")
@@ -155,4 +155,4 @@ def test_ratio_colours_green_to_red_and_recolouring():
     assert coloured.shape("layer:conv").note == "note"
     assert coloured.shape("layer:pool").marked and not coloured.shape("layer:conv").marked
     assert coloured.shape("blob:conv").fill == BLOB_FILL  # blobs keep their colour
-    assert drawing.shape("layer:conv").fill == TYPE_FILLS["Convolution"]  # a copy
+    assert drawing.shape("layer:conv").fill == FAMILY_FILLS["conv"]  # a copy
