@@ -17,6 +17,9 @@ RANK_GAP = 36.0  # space between ranks
 NODE_GAP = 18.0  # space between nodes of one rank
 DUMMY_BREADTH = 8.0  # room a long edge takes where it passes a rank
 MARGIN = 12.0
+# Placeholder points long edges may take in all; past it (thousands of layers reading one blob)
+# long edges run straight, so the layout's size stays linear in the net's.
+MAX_DUMMIES = 100_000
 
 
 @dataclass
@@ -201,9 +204,10 @@ def layout(
     # long edges pass each rank through a placeholder node
     links: list[tuple[int, int]] = []
     chains: dict[tuple[int, int], list[int]] = {}
+    spans = sum(rank[b] - rank[a] - 1 for a, b in dag_unique)
     for a, b in dag_unique:
         chain = [a]
-        for r in range(rank[a] + 1, rank[b]):
+        for r in range(rank[a] + 1, rank[b] if spans <= MAX_DUMMIES else rank[a] + 1):
             rank.append(r)
             breadth.append(DUMMY_BREADTH)
             extent.append(0.0)

@@ -89,3 +89,16 @@ def test_ordering_removes_a_crossing_that_definition_order_makes():
 def test_layout_of_a_cycle_terminates():
     placed = layout([(20, 20)] * 3, [(0, 1), (1, 2), (2, 0)], "TB")
     assert len(placed.routes) == 3 and not overlapping(placed.nodes)
+
+
+def test_many_long_edges_run_straight_instead_of_growing_the_layout(monkeypatch):
+    from caffe_compat.draw import layout as module
+
+    # a chain of 40 nodes, every one also fed by node 0: 741 placeholder points
+    edges = [(i, i + 1) for i in range(39)] + [(0, i) for i in range(2, 40)]
+    routed = layout([(20, 20)] * 40, edges, "TB")
+    assert max(len(r.points) for r in routed.routes) == 40  # 0 -> 39: 38 bends
+    monkeypatch.setattr(module, "MAX_DUMMIES", 100)
+    straight = layout([(20, 20)] * 40, edges, "TB")
+    assert max(len(r.points) for r in straight.routes) == 2
+    assert not overlapping(straight.nodes)
