@@ -98,14 +98,23 @@ def _ranks(count: int, dag: Sequence[tuple[int, int]]) -> list[int]:
 
 
 def _crossings(upper: list[int], lower: list[int], links: list[tuple[int, int]]) -> int:
+    """Edge crossings between two ordered ranks: inversions of the lower ends once the edges
+    are sorted by their upper ends (a Fenwick tree: E log V, not E squared)."""
     pos_u = {n: i for i, n in enumerate(upper)}
     pos_l = {n: i for i, n in enumerate(lower)}
     pairs = sorted((pos_u[a], pos_l[b]) for a, b in links if a in pos_u and b in pos_l)
+    tree = [0] * (len(lower) + 1)
     count = 0
-    for i, (_, b1) in enumerate(pairs):
-        for a2, b2 in pairs[i + 1 :]:
-            if b2 < b1 and a2 != pairs[i][0]:
-                count += 1
+    for seen, (_, b) in enumerate(pairs):
+        i, not_above = b + 1, 0  # how many earlier lower ends are <= b
+        while i > 0:
+            not_above += tree[i]
+            i -= i & -i
+        count += seen - not_above
+        i = b + 1
+        while i <= len(lower):
+            tree[i] += 1
+            i += i & -i
     return count
 
 

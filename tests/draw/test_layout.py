@@ -102,3 +102,20 @@ def test_many_long_edges_run_straight_instead_of_growing_the_layout(monkeypatch)
     straight = layout([(20, 20)] * 40, edges, "TB")
     assert max(len(r.points) for r in straight.routes) == 2
     assert not overlapping(straight.nodes)
+
+
+def test_crossings_counted_as_by_definition():
+    import random
+
+    rng = random.Random(5)
+    upper, lower = list(range(9)), list(range(9, 20))
+    rng.shuffle(lower)
+    links = [(rng.choice(upper), rng.choice(lower)) for _ in range(40)]
+    pos_u = {n: i for i, n in enumerate(upper)}
+    pos_l = {n: i for i, n in enumerate(lower)}
+    by_definition = sum(
+        1
+        for (a1, b1), (a2, b2) in itertools.combinations(links, 2)
+        if (pos_u[a1] - pos_u[a2]) * (pos_l[b1] - pos_l[b2]) < 0
+    )
+    assert _crossings(upper, lower, links) == by_definition > 0
