@@ -138,6 +138,13 @@ def _spatial(param: Message) -> list[str]:
     ]
 
 
+def _scalar(value: object) -> str:
+    """As prototxt text writes it: ``true``, ``0.0001``, ``96``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _field_text(field: FieldDescriptor, value: Any) -> list[str]:
     """``name: value`` for a scalar, enum or repeated scalar field, a line per shape for
     shapes; nothing for other messages (fillers)."""
@@ -150,7 +157,7 @@ def _field_text(field: FieldDescriptor, value: Any) -> list[str]:
     if field.enum_type is not None:
         names = field.enum_type.values_by_number
         return [f"{name}: {', '.join(names[int(v)].name for v in items)}"]
-    shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in items)
+    shown = ", ".join(_scalar(v) for v in items)
     return [f"{name}: {shown}"]
 
 

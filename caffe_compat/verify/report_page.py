@@ -230,8 +230,15 @@ def _num(value: float) -> str:
     return "inf" if value == float("inf") else f"{value:.3g}"
 
 
-def table_html(found: list[Pair], order: Mapping[str, int], layer_of: Mapping[str, str]) -> str:
-    """Every row; the page's script sorts it by any column (data-sort holds the key)."""
+def table_html(
+    found: list[Pair],
+    order: Mapping[str, int],
+    layer_of: Mapping[str, str],
+    first: Comparison | None = None,
+) -> str:
+    """Every row; the page's script sorts it by any column (data-sort holds the key) and
+    shows one layer's rows when the drawing's layer is clicked (data-layer). The row where the
+    error starts is ``first``."""
     head = [
         ("#", "num"),
         ("blob", "text"),
@@ -263,8 +270,9 @@ def table_html(found: list[Pair], order: Mapping[str, int], layer_of: Mapping[st
                 (_num(value), key),
                 ("ok" if row.passed else f"FAIL{' (' + row.note + ')' if row.note else ''}", ""),
             ]
-            cls = "ok" if row.passed else "fail"
-            out.append(f'<tr class="{cls}">')
+            cls = "ok" if row.passed else "fail first" if row is first else "fail"
+            layer = _t(layer_of.get(row.value, ""))
+            out.append(f'<tr class="{cls}" data-layer="{layer}">')
             out.extend(f'<td data-sort="{_t(k)}">{_t(text)}</td>' for text, k in cells)
             out.append("</tr>")
     out.append("</tbody></table>")
@@ -316,7 +324,9 @@ table.sortable th { cursor: pointer; background: #F3F3F3; user-select: none; }
 table.sortable th[aria-sort=ascending]::after { content: " \\25B2"; }
 table.sortable th[aria-sort=descending]::after { content: " \\25BC"; }
 tr.fail td { background: #FDECEA; }
-table.hide-ok tr.ok { display: none; }
+tr.first td { font-weight: bold; border-top: 2px solid #B00020; border-bottom: 2px solid #B00020; }
+table.hide-ok tr.ok, tr.other-layer { display: none; }
+svg.net-drawing g.layer { cursor: pointer; }
 .drawing { overflow: auto; max-height: 900px; border: 1px solid #DDD; }
 .legend span { display: inline-block; padding: 2px 8px; margin-right: 4px; font-size: 12px; }
 code { font-size: 11px; }
@@ -346,6 +356,23 @@ SCRIPT = """
       th.addEventListener('click', sort);
       th.addEventListener('keydown', function (e) { if (e.key === 'Enter') { sort(); } });
     });
+  });
+  var table = document.getElementById('rows');
+  var filter = document.getElementById('layer-filter');
+  function showLayer(name) {
+    Array.prototype.forEach.call(table.tBodies[0].rows, function (r) {
+      r.classList.toggle('other-layer', name !== null && r.getAttribute('data-layer') !== name);
+    });
+    filter.hidden = name === null;
+    document.getElementById('layer-name').textContent = name === null ? '' : name;
+    if (name !== null) { table.scrollIntoView(); }
+  }
+  var layers = document.querySelectorAll('svg.net-drawing g.layer');
+  Array.prototype.forEach.call(layers, function (g) {
+    g.addEventListener('click', function () { showLayer(g.getAttribute('data-name')); });
+  });
+  document.getElementById('show-all').addEventListener('click', function () {
+    showLayer(null);
   });
   var only = document.getElementById('failures-only');
   if (only) {
@@ -451,8 +478,10 @@ def report_page(
         "</div>",
         "<h2>Every comparison</h2>",
         '<p><label><input type="checkbox" id="failures-only"> failures only</label> '
-        "(click a column to sort)</p>",
-        table_html(found, order, layer_of),
+        "(click a column to sort, a layer in the drawing to see its rows) "
+        '<span id="layer-filter" hidden>rows of layer <b id="layer-name"></b> '
+        '<button type="button" id="show-all">show all</button></span></p>',
+        table_html(found, order, layer_of, first),
     ]
     parts += _extras(report, versions)
     parts.append(f"<script>{SCRIPT}</script></body></html>")

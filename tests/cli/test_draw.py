@@ -14,7 +14,11 @@ from caffe_compat.cli.main import main
 from caffe_compat.draw import dot as dot_module
 
 NS = {"s": "http://www.w3.org/2000/svg"}
-ZOO = sorted(p.name for p in (ROOT / "zoo").glob("*.prototxt"))
+# the zoo's deploy nets and the whole-net parity tests' (MobileNet-SSD, FCN-8s, DEX, ...)
+ZOO = sorted(
+    p.relative_to(ROOT).as_posix()
+    for p in [*(ROOT / "zoo").glob("*.prototxt"), *(ROOT / "tests/nets/data").glob("*.prototxt")]
+)
 
 
 @pytest.fixture
@@ -58,9 +62,9 @@ def test_small_zoo_net_in_each_format_without_graphviz(no_graphviz, tmp_path, ca
 def test_every_zoo_net_without_graphviz(no_graphviz, tmp_path, capsys, name):
     from caffe_compat.draw.model import read_definition
 
-    net = read_definition(ROOT / "zoo" / name)
+    net = read_definition(ROOT / name)
     for suffix in ("svg", "png"):
-        code, out, _ = draw(capsys, ROOT / "zoo" / name, "-o", tmp_path / f"n.{suffix}")
+        code, out, _ = draw(capsys, ROOT / name, "-o", tmp_path / f"n.{suffix}")
         assert code == 0 and "(built-in layout)" in out
     assert layer_names(tmp_path / "n.svg") == [layer.name for layer in net.layer]
     image = cv2.imread(str(tmp_path / "n.png"))

@@ -121,12 +121,17 @@ def test_drawing_coloured_by_worst_ratio_and_the_planted_layer_marked(planted):
 def test_table_rows_with_sort_keys(planted):
     report, _, page = planted
     table = page.split('<table id="rows" class="sortable">', 1)[1].split("</table>", 1)[0]
-    rows = re.findall(r"<tr class=\"(ok|fail)\">(.*?)</tr>", table, re.S)
+    rows = re.findall(
+        r'<tr class="(ok|fail|fail first)" data-layer="([^"]*)">(.*?)</tr>', table, re.S
+    )
     assert len(rows) == len(report.comparisons)
+    assert [r[0] for r in rows].count("fail first") == 1 and rows[2][0] == "fail first"
+    assert [r[1] for r in rows[:3]] == ["conv1", "relu1", PLANTED_LAYER]
+    rows = [(cls, cells) for cls, _, cells in rows]
     keys = re.findall(r'data-sort="([^"]*)"', rows[2][1])
     assert keys[1] == FIRST_FAILING and keys[2] == PLANTED_LAYER
     assert float(keys[8]) == pytest.approx(ratio(report.comparisons[2]))
-    assert rows[2][0] == "fail" and rows[0][0] == "ok"
+    assert rows[3][0] == "fail" and rows[0][0] == "ok"
     heads = re.findall(r'<th data-kind="(num|text)"', table)
     assert heads[0] == "num" and heads[8] == "num" and heads[1] == "text"
 

@@ -34,6 +34,15 @@ CHECKS = {
         return Array.from(document.querySelectorAll('#rows tbody tr'),
                           r => parseFloat(r.cells[8].dataset.sort));
     })()""",
+    "layer_rows": """(() => {
+        document.querySelector('svg.net-drawing g.layer[data-name="conv2"]')
+            .dispatchEvent(new MouseEvent('click', {bubbles: true}));
+        const shown = Array.from(document.querySelectorAll('#rows tbody tr'))
+            .filter(r => r.offsetParent !== null).map(r => r.cells[2].textContent);
+        const label = document.getElementById('layer-name').textContent;
+        document.getElementById('show-all').click();
+        return [label, shown];
+    })()""",
     "visible_after_filter": """(() => {
         const box = document.getElementById('failures-only');
         box.click();
@@ -75,6 +84,7 @@ def test_page_renders_without_errors_or_requests(page):
     failing = sum(not row.passed for row in report.comparisons)
     assert values["sorted"] == sorted(values["sorted"], reverse=True)
     assert values["visible_after_filter"] == failing
+    assert values["layer_rows"] == [PLANTED_LAYER, [PLANTED_LAYER]]  # conv2's one output value
     image = cv2.imdecode(np.frombuffer(visit.screenshot, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape[1] == 1100 and image.shape[0] > 800  # the whole page, not the viewport
     banner = image[30, 40]
