@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import select
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,6 +38,13 @@ FLAGS = (
     "--disable-sync",
     "--mute-audio",
     "--hide-scrollbars",
+)
+
+
+# Puts the pipe ends on fds 3 and 4, where --remote-debugging-pipe expects them, then execs.
+TRAMPOLINE = (
+    "import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); "
+    "os.execvp(sys.argv[3], sys.argv[3:])"
 )
 
 
@@ -70,32 +79,28 @@ class Browser:
 
     def __enter__(self) -> Browser:
         self._profile = tempfile.TemporaryDirectory(prefix="caffe-compat-chromium-")
-        to_chrome_r, self._to_chrome = os.pipe()
-        self._from_chrome, from_chrome_w = os.pipe()
-
-        def wire() -> None:  # in the child: its fds 3 (commands in) and 4 (replies out)
-            high_r, high_w = os.dup(to_chrome_r) + 100, os.dup(from_chrome_w) + 100
-            os.dup2(to_chrome_r, high_r)
-            os.dup2(from_chrome_w, high_w)
-            os.dup2(high_r, 3)
-            os.dup2(high_w, 4)
-
+        pipe_in, self._to_chrome = os.pipe()
+        self._from_chrome, pipe_out = os.pipe()
+        # The child's ends above fd 10, so moving them to 3 and 4 cannot clobber one another.
+        child_in, child_out = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (pipe_in, pipe_out))
+        os.close(pipe_in)
+        os.close(pipe_out)
+        command = [
+            self.binary,
+            *FLAGS,
+            f"--user-data-dir={self._profile.name}",
+            "--remote-debugging-pipe",
+            "about:blank",
+        ]
         self._process = subprocess.Popen(
-            [
-                self.binary,
-                *FLAGS,
-                f"--user-data-dir={self._profile.name}",
-                "--remote-debugging-pipe",
-                "about:blank",
-            ],
+            [sys.executable, "-c", TRAMPOLINE, str(child_in), str(child_out), *command],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            close_fds=False,
-            preexec_fn=wire,  # before exec: no threads run in this helper
+            pass_fds=(child_in, child_out),
         )
-        os.close(to_chrome_r)
-        os.close(from_chrome_w)
+        os.close(child_in)
+        os.close(child_out)
         return self
 
     def __exit__(self, *exc: object) -> None:
