@@ -53,10 +53,16 @@ def weights_for(loaded: LoadedNet, seed: int = 3) -> dict[str, list[np.ndarray]]
     return blobs
 
 
-def planted_files(folder: Path) -> tuple[Path, Path, Path, LoadedNet]:
-    """(prototxt, caffemodel, ONNX model with every blob an output and conv2 planted, the net)."""
+def planted_model(loaded: LoadedNet, layer: str) -> bytes:
+    """The ONNX model of ``loaded`` with every blob an output and ``layer`` planted wrong."""
     from caffe_compat.converters.onnx.export import to_onnx
 
+    values = [v for v in loaded.graph.values if v not in loaded.graph.inputs]
+    return plant(to_onnx(loaded.graph, extra_outputs=values), layer).SerializeToString()
+
+
+def planted_files(folder: Path) -> tuple[Path, Path, Path, LoadedNet]:
+    """(prototxt, caffemodel, ONNX model with every blob an output and conv2 planted, the net)."""
     prototxt = folder / "planted.prototxt"
     prototxt.write_text(NET)
     loaded = load_net(prototxt)
@@ -64,9 +70,6 @@ def planted_files(folder: Path) -> tuple[Path, Path, Path, LoadedNet]:
     weights = folder / "planted.caffemodel"
     write_caffemodel(weights, definitions_only(loaded.net.layer), blobs)
     loaded = load_net(prototxt, weights)
-    values = [v for v in loaded.graph.values if v not in loaded.graph.inputs]
-    model = plant(to_onnx(loaded.graph, extra_outputs=values), PLANTED_LAYER)
     onnx_path = folder / "planted.onnx"
-    onnx_path.write_bytes(model.SerializeToString())
-    assert np.isfinite(blobs["conv2"][0]).all()
+    onnx_path.write_bytes(planted_model(loaded, PLANTED_LAYER))
     return prototxt, weights, onnx_path, loaded

@@ -87,6 +87,7 @@ def get_layer_label(
 
 
 def choose_color_by_layertype(layertype: str) -> str:
+    """draw.py's fill of a (not in-place) layer box by its type."""
     return TYPE_FILLS.get(layertype, LAYER_FILL)
 
 

@@ -329,7 +329,7 @@ table.hide-ok tr.ok, tr.other-layer { display: none; }
 svg.net-drawing g.layer { cursor: pointer; }
 .drawing { overflow: auto; max-height: 900px; border: 1px solid #DDD; }
 .legend span { display: inline-block; padding: 2px 8px; margin-right: 4px; font-size: 12px; }
-code { font-size: 11px; }
+code { font-size: 11px; word-break: break-all; }
 """
 
 SCRIPT = """

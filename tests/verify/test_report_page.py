@@ -13,10 +13,13 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-from _planted import FIRST_FAILING, PLANTED_LAYER, planted_files
+from _paths import ROOT
+from _planted import FIRST_FAILING, PLANTED_LAYER, planted_files, planted_model, weights_for
 
 from caffe_compat.draw.model import ratio_colour
-from caffe_compat.ir.load import load_net_text
+from caffe_compat.io import write_caffemodel
+from caffe_compat.io.writer import definitions_only
+from caffe_compat.ir.load import load_net, load_net_text
 from caffe_compat.verify import verify_loaded
 from caffe_compat.verify.compare import Comparison, Report
 from caffe_compat.verify.report_page import (
@@ -218,3 +221,36 @@ def test_infinite_and_zero_ratios_are_plotted_on_the_edges():
     ys = [float(c.get("cy")) for c in plot.findall(f"{SVG}circle")]
     assert ys[0] == max(ys) and ys[2] == min(ys)  # zero on the floor, infinity on top
     assert "shape [1] vs reference [2]" in "".join(plot.itertext())
+
+
+@pytest.mark.slow
+def test_googlenet_with_a_planted_error_shows_where_it_starts(tmp_path):
+    """The zoo's GoogLeNet, one filter of inception_4c/3x3 wrong in its ONNX model: every blob
+    before it within tolerance, the page names it and marks it in the plot and the drawing."""
+    prototxt, layer = ROOT / "zoo/bvlc_googlenet.prototxt", "inception_4c/3x3"
+    bare = load_net(prototxt)
+    weights = tmp_path / "googlenet.caffemodel"
+    write_caffemodel(weights, definitions_only(bare.net.layer), weights_for(bare))
+    loaded = load_net(prototxt, weights)
+    report = verify_loaded(
+        loaded,
+        onnx_model=planted_model(loaded, layer),
+        backends=("onnxruntime",),
+        against=["float64"],
+        devices=("cpu",),
+        progress=False,
+        batch=1,
+    )
+    order = loaded.graph.values
+    start = order.index(f"{layer}@{layer}")
+    failing = [order.index(row.value) for row in report.comparisons if not row.passed]
+    assert min(failing) == start and order.index(f"{layer[:-4]}/output") in failing
+    assert order.index("loss3/classifier") in failing  # and on to the classifier
+    assert len(report.comparisons) == len(order) - 1  # every blob but the input
+    page = report_page(report, loaded)
+    assert f'id="first-failure" data-blob="{layer}@{layer}" data-layer="{layer}"' in page
+    (plot,) = [s for s in svgs(page) if s.get("class") == "plot"]
+    assert plot.find(f"{SVG}g[@class='first-failure']").get("data-blob") == f"{layer}@{layer}"
+    (drawing,) = [s for s in svgs(page) if s.get("class") == "net-drawing"]
+    marked = [g.get("data-name") for g in drawing.iter(f"{SVG}g") if "marked" in g.get("class", "")]
+    assert marked == [layer]
