@@ -1,6 +1,8 @@
 """Run the same inputs through OpenCV's Caffe reader on the very same files (and/or stored
 reference arrays), our PyTorch model on CPU (and CUDA when present) and our ONNX model in ONNX
-Runtime (CPU, and CUDA when present); compare every shared blob. Exit code 1 on a failure."""
+Runtime (CPU, and CUDA when present); compare every shared blob. Exit code 1 on a failure.
+--report also writes the comparison as one self-contained page of pictures: plots of error over
+tolerance per blob, the net drawn coloured by error."""
 
 from __future__ import annotations
 
