@@ -1,17 +1,21 @@
 """Run the same inputs through OpenCV's Caffe reader on the very same files (and/or stored
 reference arrays), our PyTorch model on CPU (and CUDA when present) and our ONNX model in ONNX
-Runtime (CPU, and CUDA when present); compare every shared blob. Exit code 1 on a failure."""
+Runtime (CPU, and CUDA when present); compare every shared blob. Exit code 1 on a failure.
+--report also writes the comparison as one self-contained page of pictures: plots of error over
+tolerance per blob, the net drawn coloured by error."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CaffeCompatError
-from ..verify import Tolerance, verify
+from ..printable import printable
+from ..verify import Report, Tolerance, verify
 from ._common import add_memory_argument, add_net_arguments, net_options
 
 NAME = "verify"
@@ -57,6 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu-only", action="store_true", help="skip CUDA even when present")
     parser.add_argument("--failures-only", action="store_true", help="list only failing blobs")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--report",
+        metavar="REPORT.html",
+        help="also write the report as one self-contained page: the verdict, error / "
+        "tolerance per blob plotted per judge and back end, the net drawn coloured by error, "
+        "a sortable table, the files read and the runtimes' versions",
+    )
     add_memory_argument(parser)
     add_net_arguments(parser)
 
@@ -109,8 +120,27 @@ def _feeds(files: list[str] | None, shapes: dict, mean: tuple[float, ...] | None
     return {name: feeds}
 
 
+def _write_page(args: argparse.Namespace, report: Report, options: dict) -> None:
+    """The HTML report of ``--report`` (the net read again, without weights, for the drawing)."""
+    from ..ir.load import load_net
+    from ..ir.phase import NetState
+    from ..verify.report_page import write_report_page
+
+    loaded = load_net(args.prototxt, **options)
+    state = NetState.make(options["phase"], options["stages"], options["level"])
+    tolerance = Tolerance(rtol=args.rtol, atol=args.atol)
+    write_report_page(args.report, report, loaded, tolerance=tolerance, state=state)
+    print(f"wrote {printable(args.report)}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     options = net_options(args)
+    if args.report:
+        from ..io.atomic import check_target
+
+        if Path(args.report).is_dir():
+            raise CaffeCompatError("is a directory; give the report's file name", path=args.report)
+        check_target(Path(args.report))  # refused before the verification, not after it
     mean = _mean(args.mean)
     feeds = None
     if args.input:
@@ -139,4 +169,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(report.render(all_rows=not args.failures_only))
+    if args.report:
+        _write_page(args, report, options)
     return 0 if report.passed else 1
