@@ -27,7 +27,7 @@ from ..proto import caffe_pb2
 if TYPE_CHECKING:
     import torch
 
-    from .pycaffe import Net
+Net = Any  # a pycaffe Net (pycaffe.py imports this module)
 
 Tops = Callable[["torch.device"], dict[str, Any]]
 

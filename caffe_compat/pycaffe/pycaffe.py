@@ -249,9 +249,10 @@ class Net:
                      if (layer.name, j) in refused),
                     None,
                 )  # fmt: skip
-                needs[li] = Needs(
-                    plan.layer[k], list(plan.bottoms[k]), list(plan.params[k]), reason
-                )
+                params = list(plan.params[k])
+                if registry.facts(layer.type).statistics:  # running sums: never a diff
+                    params = [False] * len(params)
+                needs[li] = Needs(plan.layer[k], list(plan.bottoms[k]), params, reason)
             elif layer.kind == SPLIT:
                 tops = self._layout.top_ids[li]
                 wanted = any(t in needed for t in tops)
