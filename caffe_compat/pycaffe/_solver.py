@@ -136,8 +136,7 @@ def _learnable(net: Any) -> list[_Param]:
 def _factory(source: NetSource, device: str, input_shapes: dict, seed: int) -> NetAdapter:
     from .pycaffe import Net
 
-    net = Net._from_param(source.param, source.state, source.path, own_sources=False)
-    net._engine.reseed(seed)
+    net = Net._from_param(source.param, source.state, source.path, own_sources=False, seed=seed)
     return NetAdapter(net)
 
 

@@ -140,11 +140,13 @@ class Net:
         path: str | None,
         *,
         own_sources: bool = True,
+        seed: int | None = None,
     ) -> Net:
         """A net from a NetParameter already upgraded to V2 (what a solver builds);
-        ``own_sources`` False leaves Data layers to the feeds a solver gives."""
+        ``own_sources`` False leaves Data layers to the feeds a solver gives; ``seed`` seeds
+        its fillers and generator (a solver's ``random_seed``)."""
         net = cls.__new__(cls)
-        net._build(param, state, path, {}, own_sources=own_sources)
+        net._build(param, state, path, {}, own_sources=own_sources, seed=seed)
         return net
 
     def _build(
@@ -156,6 +158,7 @@ class Net:
         *,
         own_sources: bool = True,
         weights: str | None = None,
+        seed: int | None = None,
     ) -> None:
         training = needs_training(param, state)
         sources = _data.batch_sources(param, state, path) if training else {}
@@ -172,13 +175,15 @@ class Net:
         written: set[int] = set()
         if weights is not None:
             written = copy_trained_layers(self._layer_names, self._params, read_weights(weights))
-        self._init_params(written)
+        self._init_params(written, seed)
         if training:
             self._init_training(param, sources if own_sources else {})
+            if seed is not None:
+                self._engine.reseed(seed)
 
-    def _init_params(self, written: set[int]) -> None:
+    def _init_params(self, written: set[int], seed: int | None = None) -> None:
         """Caffe's fillers for every layer the weights file did not write."""
-        rng = filler_rng()
+        rng = filler_rng() if seed is None else np.random.default_rng(seed)
         filled: set[int] = set()  # buffers: a shared parameter keeps its owner's values
         for index, layer in enumerate(self._layout.layers):
             blobs = self._params[index]
