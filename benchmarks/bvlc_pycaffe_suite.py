@@ -1,6 +1,6 @@
 """Run BVLC Caffe's own Python test suite against caffe-compat's pycaffe drop-in.
 
-    python benchmarks/bvlc_pycaffe_suite.py FOLDER [-k PATTERN] [-v]
+    python benchmarks/bvlc_pycaffe_suite.py FOLDER [-k PATTERN] [-v] [--classify SCRIPT]
 
 FOLDER holds BVLC's ``python/caffe/test/test_*.py`` (for instance ``git show`` each of them out
 of a clone of github.com/BVLC/caffe; they are not part of this repository). Every test module is
@@ -12,6 +12,11 @@ only use ``itervalues``/``iteritems``/``next``).
 It prints one line per test (ok, FAIL, ERROR, skip), then the count passed and the tests BVLC's
 suite has that need Python layers or NCCL, which caffe-compat leaves to other work; exit code 1
 when anything else fails.
+
+``--classify SCRIPT`` also runs BVLC's ``python/classify.py`` (the file, unchanged) as
+``__main__`` on a small net made here (Input 3x10x10, Convolution, InnerProduct, Softmax; filler
+weights saved with ``net.save``), a mean ``.npy`` and one PNG, and checks the predictions it
+saves: one row of 4 probabilities summing to 1.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", type=Path, help="folder with BVLC's test_*.py files")
     parser.add_argument("-k", dest="pattern", default=None, help="only test ids containing this")
     parser.add_argument("-v", dest="verbose", action="store_true", help="tracebacks in full")
+    parser.add_argument("--classify", type=Path, default=None, help="BVLC's python/classify.py")
     args = parser.parse_args(argv)
     folder = args.folder.resolve()
     files = sorted(folder.glob("test_*.py"))
@@ -117,7 +123,70 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"ok    {name}")
     print(f"\n{len(result.passed)} of {total} passed; {unexpected} failure(s) in scope")
+    if args.classify is not None:
+        unexpected += not _run_classify(args.classify.resolve())
     return 1 if unexpected else 0
+
+
+CLASSIFY_NET = """name: "tiny"
+layer { name: "data" type: "Input" top: "data"
+  input_param { shape { dim: 1 dim: 3 dim: 10 dim: 10 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 4 kernel_size: 3 stride: 2
+    weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "fc" type: "InnerProduct" bottom: "conv" top: "fc"
+  inner_product_param { num_output: 4 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
+"""
+
+
+def _run_classify(script: Path) -> bool:
+    """BVLC's classify.py on a tiny net, unchanged, with ``import caffe`` resolved here."""
+    import runpy
+
+    import numpy as np
+    from PIL import Image
+
+    import caffe_compat.pycaffe as caffe
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        (folder / "deploy.prototxt").write_text(CLASSIFY_NET)
+        caffe.set_random_seed(1)
+        caffe.Net(str(folder / "deploy.prototxt"), caffe.TEST).save(str(folder / "w.caffemodel"))
+        rng = np.random.default_rng(0)
+        np.save(folder / "mean.npy", rng.uniform(90, 130, (3, 12, 12)).astype(np.float32))
+        pixels = rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / "photo.png")
+        argv = [
+            str(script),
+            str(folder / "photo.png"),
+            str(folder / "out.npy"),
+            "--model_def",
+            str(folder / "deploy.prototxt"),
+            "--pretrained_model",
+            str(folder / "w.caffemodel"),
+            "--mean_file",
+            str(folder / "mean.npy"),
+            "--images_dim",
+            "12,12",
+        ]
+        saved = sys.argv
+        sys.argv = argv
+        try:
+            runpy.run_path(str(script), run_name="__main__")
+        except BaseException as exc:  # the script's own failure, reported as one line
+            print(f"FAIL  classify.py: {type(exc).__name__}: {exc}")
+            return False
+        finally:
+            sys.argv = saved
+        out = np.load(folder / "out.npy")
+    good = out.shape == (1, 4) and abs(float(out.sum()) - 1.0) < 1e-5
+    print(
+        f"{'ok   ' if good else 'FAIL '} classify.py: predictions {out.shape}, sum {out.sum():.6f}"
+    )
+    return good
 
 
 def _flatten(suite):
