@@ -218,6 +218,7 @@ class Engine:
         self.needs: list[Needs] = [Needs() for _ in layout.layers]
         self.data: dict[int, DataTops] = {}  # DATA layer index -> what fills its tops
         self.feeds: dict[str, torch.Tensor] = {}  # tops given for the next forward (solvers)
+        self.pull: Callable[[], dict[str, torch.Tensor]] | None = None  # a solver's next batch
         self.generators: dict[str, torch.Generator] = {}
         self.seed = 0
         self._records: dict[int, _Record] = {}
@@ -398,6 +399,13 @@ class Engine:
         device = current_device()
         self._ensure_model(device)
         record = torch.is_grad_enabled()
+        fed = [
+            li
+            for li in range(start, end + 1)
+            if self.layout.layers[li].kind == DATA and li not in self.data
+        ]
+        if fed and not self.feeds and self.pull is not None:
+            self.feeds = self.pull()  # a solver's net run from Python: its next batch
         env: dict[str, torch.Tensor] = {}
         loaded: dict[str, torch.Tensor] = {}
         host_ptrs: dict[int, str] = {}

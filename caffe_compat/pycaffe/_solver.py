@@ -155,6 +155,10 @@ class Solver:
         self._engine = Engine(param, path=path, device="cpu", net_factory=_factory, workers=0)
         engine = self._engine
         engine.on_iteration.append(lambda _: engine.net.updated())
+        # solver.net.forward() from Python takes the next batch of the solver's data streams
+        engine.net.net._engine.pull = engine.feeder.next
+        for adapter, feeder in zip(engine.test_nets, engine.test_feeders):
+            adapter.net._engine.pull = feeder.next
 
     @property
     def net(self) -> Any:

@@ -491,3 +491,16 @@ def test_solver_working_folder_is_left_alone(sgd, tmp_path):
     assert os.getcwd() == str(tmp_path)
     sgd.step(1)
     assert not list(tmp_path.glob("model_iter_*"))  # snapshot is off
+
+
+def test_solver_net_forward_from_python_reads_the_next_batch(caffe, tmp_path):
+    """As in the LeNet notebook: ``solver.net.forward()`` takes the next batch of the solver's
+    own data layer (HDF5Data here, batch 4), and training goes on from there."""
+    run = load_run("sgd_fixed")
+    solver = caffe.SGDSolver(str(materialise(run, tmp_path)))
+    data, label = run.arrays["data"], run.arrays["label"]
+    solver.net.forward()
+    np.testing.assert_array_equal(solver.net.blobs["data"].data, data[:4])
+    np.testing.assert_array_equal(solver.net.blobs["label"].data, label[:4])
+    solver.step(1)
+    np.testing.assert_array_equal(solver.net.blobs["data"].data, data[4:8])
