@@ -509,23 +509,21 @@ class Engine:
         device = current_device()
         self._ensure_model(device)
         for li in range(start, end - 1, -1):
+            for callback in self.before_backward:
+                callback(li)
             needs = self.needs[li]
-            if not needs.layer:
-                continue
             layer = self.layout.layers[li]
-            if needs.refusal:
+            if needs.layer and needs.refusal:
                 raise CaffeCompatError(
                     needs.refusal, path=self.graph.path, layer=layer.name, layer_type=layer.type
                 )
-            for callback in self.before_backward:
-                callback(li)
-            if layer.kind == SPLIT:
+            if needs.layer and layer.kind == SPLIT:
                 if needs.bottoms and needs.bottoms[0]:
                     total = self._diff(layer.tops[0]).copy()
                     for top in layer.tops[1:]:
                         total += self._diff(top)
                     self._set_diff(layer.bottoms[0], total)
-            elif layer.kind not in (INPUT, DATA):
+            elif needs.layer and layer.kind not in (INPUT, DATA):
                 self._backward_layer(li, device, torch)
             for callback in self.after_backward:
                 callback(li)

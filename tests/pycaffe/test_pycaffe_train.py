@@ -504,3 +504,46 @@ def test_solver_net_forward_from_python_reads_the_next_batch(caffe, tmp_path):
     np.testing.assert_array_equal(solver.net.blobs["label"].data, label[:4])
     solver.step(1)
     np.testing.assert_array_equal(solver.net.blobs["data"].data, data[4:8])
+
+
+def test_backward_callbacks_and_refusals(caffe, write_net):
+    """before_/after_backward see every layer from the top down (those without a backward too,
+    as Caffe's BackwardFromTo); a bottom Caffe refuses to
+    backpropagate to (labels with propagate_down: true) is one error line at the backward."""
+    net = caffe.Net(write_net(simple_net()), caffe.TRAIN)
+    seen: list[tuple[str, int]] = []
+    net.before_backward(lambda i: seen.append(("before", i)))
+    net.after_backward(lambda i: seen.append(("after", i)))
+    net.forward()
+    net.backward()
+    assert seen == [(k, i) for i in (3, 2, 1, 0) for k in ("before", "after")]
+    refused = simple_net().replace(
+        "top: 'loss' }", "top: 'loss' propagate_down: true propagate_down: true }"
+    )
+    bad = caffe.Net(write_net(refused, "refused.prototxt"), caffe.TRAIN)
+    bad.forward()
+    with pytest.raises(CaffeCompatError, match="label") as caught:
+        bad.backward()
+    assert "\n" not in str(caught.value) and "loss" in str(caught.value)
+
+
+def test_levels_select_layers_of_a_dummy_data_net(caffe, write_net):
+    """test_net.py's TestLevels: min_level / max_level, with DummyData as the source."""
+    text = 'layer { name: "data" type: "DummyData" top: "data" '
+    text += "dummy_data_param { shape { dim: 1 dim: 1 dim: 10 dim: 10 } } }\n"
+    for name, rule in [
+        ("NoLevel", ""),
+        ("Level0Only", "include { min_level: 0 max_level: 0 }"),
+        ("Level1Only", "include { min_level: 1 max_level: 1 }"),
+        ("Level>=0", "include { min_level: 0 }"),
+        ("Level>=1", "include { min_level: 1 }"),
+    ]:
+        text += (
+            f'layer {{ name: "{name}" type: "InnerProduct" bottom: "data" top: "{name}" {rule} '
+            "inner_product_param { num_output: 1 } }\n"
+        )
+    path = write_net(text)
+    blobs = [b for b in caffe.Net(path, caffe.TEST).blobs if "data" not in b]
+    assert blobs == ["NoLevel", "Level0Only", "Level>=0"]
+    blobs = [b for b in caffe.Net(path, caffe.TEST, level=1).blobs if "data" not in b]
+    assert blobs == ["NoLevel", "Level1Only", "Level>=0", "Level>=1"]
