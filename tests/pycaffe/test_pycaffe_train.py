@@ -547,3 +547,16 @@ def test_levels_select_layers_of_a_dummy_data_net(caffe, write_net):
     assert blobs == ["NoLevel", "Level0Only", "Level>=0"]
     blobs = [b for b in caffe.Net(path, caffe.TEST, level=1).blobs if "data" not in b]
     assert blobs == ["NoLevel", "Level1Only", "Level>=0", "Level>=1"]
+
+
+def test_hdf5_data_layer_reads_its_source_batch_after_batch(caffe, tmp_path):
+    run = load_run("sgd_fixed")
+    materialise(run, tmp_path)
+    net = caffe.Net(str(tmp_path / "net.prototxt"), caffe.TRAIN)
+    assert net.inputs == [] and net.blobs["data"].shape == (4, 3, 6, 6)
+    for start in (0, 4):
+        net.forward()
+        np.testing.assert_array_equal(net.blobs["data"].data, run.arrays["data"][start : start + 4])
+        np.testing.assert_array_equal(
+            net.blobs["label"].data, run.arrays["label"][start : start + 4]
+        )
