@@ -560,3 +560,23 @@ def test_hdf5_data_layer_reads_its_source_batch_after_batch(caffe, tmp_path):
         np.testing.assert_array_equal(
             net.blobs["label"].data, run.arrays["label"][start : start + 4]
         )
+
+
+def test_set_random_seed_repeats_fillers_draws_and_dropout(caffe, write_net):
+    text = simple_net().replace(
+        "layer { type: 'SoftmaxWithLoss'",
+        "layer { type: 'Dropout' name: 'drop' bottom: 'ip_blob' top: 'ip_blob' }\n"
+        "    layer { type: 'SoftmaxWithLoss'",
+    )
+    path = write_net(text)
+    runs = []
+    for _ in range(2):
+        caffe.set_random_seed(11)
+        net = caffe.Net(path, caffe.TRAIN)
+        net.forward()
+        runs.append({name: blob.data.copy() for name, blob in net.blobs.items()})
+        runs[-1]["w"] = net.params["conv"][0].data.copy()
+    for name, values in runs[0].items():
+        np.testing.assert_array_equal(values, runs[1][name], err_msg=name)
+    kept = runs[0]["ip_blob"] != 0  # TRAIN Dropout: half dropped, the rest scaled by 2
+    assert 0 < kept.mean() < 1
