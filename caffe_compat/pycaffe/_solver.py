@@ -21,7 +21,12 @@ from ..errors import SolverDefinitionError
 from ..proto import caffe_pb2
 from ..train.solver import NetSource, read_solver
 from ..train.solver import Solver as Engine
+from . import _engine
 from ._caffe import current_device
+
+
+def on_host(device: torch.device) -> bool:
+    return _engine.on_host(device)
 
 
 class _Param:
@@ -102,7 +107,7 @@ class NetAdapter:
 
     def updated(self) -> None:
         """The solver changed the weights: a device holding copies takes them again."""
-        if current_device().type != "cpu":
+        if not on_host(current_device()):
             self.net._engine.invalidate()
 
 

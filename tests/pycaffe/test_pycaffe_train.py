@@ -580,3 +580,24 @@ def test_set_random_seed_repeats_fillers_draws_and_dropout(caffe, write_net):
         np.testing.assert_array_equal(values, runs[1][name], err_msg=name)
     kept = runs[0]["ip_blob"] != 0  # TRAIN Dropout: half dropped, the rest scaled by 2
     assert 0 < kept.mean() < 1
+
+
+def test_the_device_path_trains_as_the_host_path(caffe, tmp_path, monkeypatch):
+    """Where the net runs on a device, modules hold copies of the blobs: the solver's updates
+    and BatchNorm's running sums must still travel. Emulated on the CPU (copies instead of
+    shared memory), a BatchNorm net's run ends on the host run's weights and statistics."""
+    from caffe_compat.pycaffe import _engine
+
+    run = load_run("bn_sgd")
+    results = []
+    for copies in (False, True):
+        folder = tmp_path / str(copies)
+        folder.mkdir()
+        if copies:
+            monkeypatch.setattr(_engine, "on_host", lambda device: False)
+        solver = caffe.get_solver(str(materialise(run, folder)))
+        solver.step(4)
+        results.append({k: [b.data.copy() for b in v] for k, v in solver.net.params.items()})
+    for name, blobs in results[0].items():
+        for mine, theirs in zip(blobs, results[1][name]):
+            np.testing.assert_array_equal(mine, theirs, err_msg=name)
