@@ -32,14 +32,17 @@ Net = Any  # a pycaffe Net (pycaffe.py imports this module)
 Tops = Callable[["torch.device"], dict[str, Any]]
 
 
-def batch_sources(net: caffe_pb2.NetParameter, state: NetState, path: str | None) -> dict[str, Any]:
-    """Layer name -> the batch source of each data layer of this state that reads a source."""
+def batch_sources(
+    net: caffe_pb2.NetParameter, state: NetState, path: str | None, seed: int
+) -> dict[str, Any]:
+    """Layer name -> the batch source of each data layer of this state that reads a source
+    (its shuffles, crops and mirrors drawn from ``seed``)."""
     from ..train.data.sources import make_source
 
     found = {}
     for layer in net.layer:
         if layer_included(state, layer) and registry.facts(layer.type).batch_source:
-            found[layer.name] = make_source(layer, state.phase, 0, path)
+            found[layer.name] = make_source(layer, state.phase, seed, path)
     return found
 
 

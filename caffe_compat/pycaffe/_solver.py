@@ -141,7 +141,7 @@ def _learnable(net: Any) -> list[_Param]:
 def _factory(source: NetSource, device: str, input_shapes: dict, seed: int) -> NetAdapter:
     from .pycaffe import Net
 
-    net = Net._from_param(source.param, source.state, source.path, own_sources=False, seed=seed)
+    net = Net._from_param(source.param, source.state, source.path, fed=input_shapes, seed=seed)
     return NetAdapter(net)
 
 

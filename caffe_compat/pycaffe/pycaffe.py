@@ -139,14 +139,14 @@ class Net:
         state: NetState,
         path: str | None,
         *,
-        own_sources: bool = True,
+        fed: Mapping[str, tuple[int, ...]] | None = None,
         seed: int | None = None,
     ) -> Net:
-        """A net from a NetParameter already upgraded to V2 (what a solver builds);
-        ``own_sources`` False leaves Data layers to the feeds a solver gives; ``seed`` seeds
-        its fillers and generator (a solver's ``random_seed``)."""
+        """A net from a NetParameter already upgraded to V2 (what a solver builds). ``fed``:
+        the shapes of the data tops a solver feeds (its readers, not the net's, fill them);
+        ``seed`` seeds the fillers and generator (the solver's ``random_seed``)."""
         net = cls.__new__(cls)
-        net._build(param, state, path, {}, own_sources=own_sources, seed=seed)
+        net._build(param, state, path, {}, fed=fed, seed=seed)
         return net
 
     def _build(
@@ -156,13 +156,17 @@ class Net:
         path: str | None,
         lines: Mapping[str, int],
         *,
-        own_sources: bool = True,
+        fed: Mapping[str, tuple[int, ...]] | None = None,
         weights: str | None = None,
         seed: int | None = None,
     ) -> None:
         training = needs_training(param, state)
-        sources = _data.batch_sources(param, state, path) if training else {}
-        shapes: dict[str, tuple[int, ...]] = {}
+        self.force_backward = bool(param.force_backward)
+        sources = {}
+        if training and fed is None:
+            source_seed = net_seed() if seed is None else seed
+            sources = _data.batch_sources(param, state, path, source_seed)
+        shapes: dict[str, tuple[int, ...]] = dict(fed or {})
         for source in sources.values():
             shapes.update(source.top_shapes())
         graph = build_graph(
@@ -177,7 +181,7 @@ class Net:
             written = copy_trained_layers(self._layer_names, self._params, read_weights(weights))
         self._init_params(written, seed)
         if training:
-            self._init_training(param, sources if own_sources else {})
+            self._init_training(param, sources)
             if seed is not None:
                 self._engine.reseed(seed)
 
@@ -234,7 +238,6 @@ class Net:
         engine = self._engine
         engine.bind = True
         engine.seed = net_seed()
-        self.force_backward = bool(param.force_backward)
         graph = self._graph
         node_index = {node.name: i for i, node in enumerate(graph.nodes)}
         counts = [0] * len(graph.nodes)
