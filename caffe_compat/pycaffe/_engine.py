@@ -543,6 +543,14 @@ class Engine:
             rec = self._rerun(li, device)
         rt = self._runtime.get(li)
         bound = rt.bound if rt is not None and rt.bound is not None else []
+        if any(needs.params) and not bound:
+            raise CaffeCompatError(
+                "this layer's PyTorch module does not name its blobs (blob_slots), so its "
+                "parameter diffs cannot be computed",
+                path=self.graph.path,
+                layer=layer.name,
+                layer_type=layer.type,
+            )
         outputs, grads = [], []
         for tensor, top in zip(rec.outputs, layer.tops):
             if tensor.requires_grad:
