@@ -12,17 +12,19 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ..errors import SolverDefinitionError
 from ..proto import caffe_pb2
-from ..train.solver import NetSource, read_solver
-from ..train.solver import Solver as Engine
 from . import _engine
 from ._caffe import current_device
+
+if TYPE_CHECKING:  # torch and the engine load with the first solver, not with ``import caffe``
+    import torch
+
+    from ..train.solver import NetSource
 
 
 def on_host(device: torch.device) -> bool:
@@ -40,11 +42,15 @@ class _Param:
 
     @property
     def data(self) -> torch.Tensor:
+        import torch
+
         self.blob._sync()
         return torch.from_numpy(self.blob._view())
 
     @property
     def diff(self) -> torch.Tensor:
+        import torch
+
         return torch.from_numpy(self.blob.diff)
 
 
@@ -66,6 +72,8 @@ class NetAdapter:
         return self.net._engine.generator(current_device())
 
     def forward(self, feeds: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+        import torch
+
         engine = self.net._engine
         engine.feeds = {k: torch.as_tensor(v) for k, v in (feeds or {}).items()}
         self._loss = self.net._forward(0, len(self.net.layers) - 1)
@@ -88,6 +96,8 @@ class NetAdapter:
 
     @property
     def blobs(self) -> dict[str, _BlobView]:
+        import torch
+
         return {name: _BlobView(torch.from_numpy(b.data)) for name, b in self.net.blobs.items()}
 
     def clear_param_diffs(self) -> None:
@@ -153,6 +163,9 @@ class Solver:
     _type: str | None = None  # the update rule the class stands for (get_solver: the file's)
 
     def __init__(self, filename: str | os.PathLike[str]) -> None:
+        from ..train.solver import Solver as Engine
+        from ..train.solver import read_solver
+
         path = os.fspath(filename)
         param = read_solver(path)
         if self._type is not None:
@@ -281,6 +294,8 @@ _BY_TYPE = {
 
 def get_solver(filename: str | os.PathLike[str]) -> Solver:
     """The solver the file's ``type`` (or legacy ``solver_type``) names."""
+    from ..train.solver import read_solver
+
     param = read_solver(os.fspath(filename))
     kind = _BY_TYPE.get(param.type)
     if kind is None:  # read_solver checked the name; kept for a clear line regardless
