@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 
 from .. import registry
 from ..errors import NetDefinitionError
+from ..ir.build import AUTOMATIC  # Caffe's name for the top a loss layer without tops gets
 from ..ir.phase import NetState, layer_included
 from ..proto import caffe_pb2
 
 INPUT, DATA, SPLIT, NODE = "input", "data", "split", "node"
-AUTOMATIC = "(automatic)"  # Caffe's name for the top it gives a loss layer that names none
 
 
 @dataclass
