@@ -120,6 +120,19 @@ def needs_training(net: caffe_pb2.NetParameter, state: NetState) -> bool:
     )
 
 
+def _check_memory(graph, params: Mapping, training: bool) -> None:
+    """Before any blob is allocated: the blobs (and, for training, their diffs and what a
+    backward keeps) and the parameters must fit the memory budget (caffe_compat/budget.py)."""
+    from ..budget import footprint, resolve
+
+    need = footprint(graph, params)
+    first = next(iter(graph.inputs.values()), None)
+    batch = first[0] if first else 1
+    copies = 3 if training else 2  # blob data, its diff or the engine's copy, backward's record
+    total = need.values(batch, copies) + need.params * (2 if training else 1)
+    resolve().require(total, f"the net {graph.name or ''}".rstrip(), path=graph.path)
+
+
 class Net:
     """A Caffe net: ``Net(prototxt, caffe.TEST, weights=caffemodel)``."""
 
@@ -174,6 +187,7 @@ class Net:
         )
         inference = infer_shapes(graph, strict=True)
         registry.preflight(graph, ["torch"])
+        _check_memory(graph, inference.params, training)
         self._training = training
         self._setup(param, graph, inference.params, state, training)
         written: set[int] = set()

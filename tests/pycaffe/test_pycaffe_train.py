@@ -601,3 +601,19 @@ def test_the_device_path_trains_as_the_host_path(caffe, tmp_path, monkeypatch):
     for name, blobs in results[0].items():
         for mine, theirs in zip(blobs, results[1][name]):
             np.testing.assert_array_equal(mine, theirs, err_msg=name)
+
+
+def test_a_huge_dummy_data_is_refused_before_allocating(caffe, write_net):
+    """Each top under Caffe's per-blob limit, together 256 GB of float32 (times the copies)."""
+    tops = [f"t{i}" for i in range(32)]
+    path = write_net(
+        'layer { name: "d" type: "DummyData" '
+        + " ".join(f'top: "{t}"' for t in tops)
+        + " dummy_data_param { shape { dim: 2000000000 } } }\n"
+        + 'layer { name: "s" type: "Silence" '
+        + " ".join(f'bottom: "{t}"' for t in tops)
+        + " }\n"
+    )
+    with pytest.raises(CaffeCompatError, match="memory budget") as caught:
+        caffe.Net(path, caffe.TEST)
+    assert "\n" not in str(caught.value) and "net.prototxt" in str(caught.value)
