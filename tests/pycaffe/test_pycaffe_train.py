@@ -617,3 +617,32 @@ def test_a_huge_dummy_data_is_refused_before_allocating(caffe, write_net):
     with pytest.raises(CaffeCompatError, match="memory budget") as caught:
         caffe.Net(path, caffe.TEST)
     assert "\n" not in str(caught.value) and "net.prototxt" in str(caught.value)
+
+
+def test_a_memory_data_net_learns_under_a_solver(caffe, tmp_path):
+    """MemoryData fed from Python under SGDSolver: two separable classes, the loss falls and
+    the trained InnerProduct classifies every item."""
+    (tmp_path / "net.prototxt").write_text(
+        'layer { name: "mem" type: "MemoryData" top: "data" top: "label" '
+        "memory_data_param { batch_size: 8 channels: 2 height: 1 width: 1 } }\n"
+        'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+        "inner_product_param { num_output: 2 weight_filler { type: 'gaussian' std: 0.01 } } }\n"
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }\n'
+    )
+    (tmp_path / "solver.prototxt").write_text(
+        f'net: "{tmp_path / "net.prototxt"}" base_lr: 0.5 lr_policy: "fixed" momentum: 0.5 '
+        "max_iter: 40 display: 0 random_seed: 1\n"
+    )
+    solver = caffe.SGDSolver(str(tmp_path / "solver.prototxt"))
+    rng = np.random.default_rng(2)
+    labels = np.tile(np.array([0, 1], np.float32), 8)
+    data = rng.normal(0, 0.3, (16, 2, 1, 1)).astype(np.float32)
+    data[:, 0, 0, 0] += np.where(labels == 1, 1.0, -1.0)
+    solver.net.set_input_arrays(data, labels)
+    solver.step(1)
+    first = float(solver.net.blobs["loss"].data)
+    solver.solve()
+    assert solver.iter == 40 and float(solver.net.blobs["loss"].data) < 0.2 * first
+    weight, bias = solver.net.params["ip"][0].data, solver.net.params["ip"][1].data
+    scores = data.reshape(16, 2) @ weight.T + bias
+    np.testing.assert_array_equal(scores.argmax(axis=1), labels)
