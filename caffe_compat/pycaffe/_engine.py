@@ -477,6 +477,8 @@ class Engine:
     def _fill(self, li: int, device: torch.device, env: dict) -> None:
         """A data layer's forward: tops given by a solver, else drawn or read by the layer;
         a top it leaves alone keeps the blob's contents (a constant DummyData top)."""
+        import torch
+
         layer = self.layout.layers[li]
         given = {top: self.feeds[top] for top in layer.tops if top in self.feeds}
         if len(given) < len(layer.tops) and li in self.data:
@@ -484,7 +486,7 @@ class Engine:
             given.update({k: v for k, v in drawn.items() if k not in given})
         for top, tensor in given.items():
             if tensor is not None:
-                env[top] = tensor.to(device, torch.float32) if tensor.device != device else tensor
+                env[top] = tensor.to(device=device, dtype=torch.float32)  # no copy if already
 
     def _statistics_home(self, start: int, end: int) -> None:
         """On a device, a layer that updates its blobs in its forward (BatchNorm's statistics
