@@ -5,7 +5,7 @@ A layer's map is ``(axis, a, b)``: output coordinate ``x_out`` and input coordin
 by ``x_out = a * x_in + b`` (per spatial axis, numpy arrays when sizes differ by axis), starting at
 ``axis``; ``axis`` None means the layer does not move coordinates (pointwise layers). Maps
 compose along a path and invert for the way back, as BVLC's module defines them, so crop offsets
-agree with nets built by Caffe's own helper.
+agree with nets built by BVLC's own crop function.
 """
 
 from __future__ import annotations
