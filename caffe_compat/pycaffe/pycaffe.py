@@ -447,7 +447,9 @@ class Net:
             for blob_id in self._layout.top_ids[li]:
                 weight = self._layout.loss_weights[blob_id]
                 if weight and self._layout.producers[blob_id] == li:
-                    loss += weight * float(self._blobs[blob_id]._view().sum(dtype=np.float64))
+                    blob = self._blobs[blob_id]
+                    blob._sync()  # a device's result comes to the host
+                    loss += weight * float(blob._view().sum(dtype=np.float64))
         return float(np.float32(loss))
 
     def forward(
