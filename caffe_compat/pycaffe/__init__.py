@@ -11,8 +11,8 @@ Legacy scripts and notebooks run with only the import changed::
 or, to leave the script untouched, call ``caffe_compat.pycaffe.install()`` once before it runs:
 a bare ``import caffe`` (and ``caffe.io``, ``caffe.proto.caffe_pb2``, ...) then resolves here until
 ``uninstall()``. Nets run with the PyTorch back end on the CPU, or on CUDA after
-``caffe.set_mode_gpu()``. Inference only: backward passes and solvers raise
-``InferenceOnlyError``.
+``caffe.set_mode_gpu()``. Train/val nets, ``backward`` and the solvers (``caffe.SGDSolver``
+... ``caffe.get_solver``) run as Caffe's do (pycaffe.py, _solver.py).
 """
 
 from __future__ import annotations
@@ -21,22 +21,13 @@ import sys
 from types import ModuleType
 
 from ..proto import caffe_pb2
-from . import io, proto
+from . import coord_map, draw, io, proto
 from ._caffe import (
     NCCL,
-    AdaDeltaSolver,
-    AdaGradSolver,
-    AdamSolver,
     Blob,
-    InferenceOnlyError,
     Layer,
-    NesterovSolver,
-    RMSPropSolver,
-    SGDSolver,
-    Solver,
     Timer,
     __version__,
-    get_solver,
     has_nccl,
     init_log,
     layer_type_list,
@@ -51,6 +42,16 @@ from ._caffe import (
     solver_rank,
 )
 from ._caffe import log_message as log
+from ._solver import (
+    AdaDeltaSolver,
+    AdaGradSolver,
+    AdamSolver,
+    NesterovSolver,
+    RMSPropSolver,
+    SGDSolver,
+    Solver,
+    get_solver,
+)
 from .classifier import Classifier
 from .detector import Detector
 from .net_spec import NetSpec, layers, params, to_proto
@@ -66,7 +67,6 @@ __all__ = [
     "Blob",
     "Classifier",
     "Detector",
-    "InferenceOnlyError",
     "Layer",
     "NesterovSolver",
     "Net",
@@ -76,6 +76,8 @@ __all__ = [
     "Solver",
     "Timer",
     "__version__",
+    "coord_map",
+    "draw",
     "get_solver",
     "has_nccl",
     "init_log",
@@ -99,7 +101,17 @@ __all__ = [
     "uninstall",
 ]
 
-_SUBMODULES = ("io", "proto", "classifier", "detector", "pycaffe", "net_spec", "_caffe")
+_SUBMODULES = (
+    "io",
+    "proto",
+    "classifier",
+    "detector",
+    "pycaffe",
+    "net_spec",
+    "coord_map",
+    "draw",
+    "_caffe",
+)
 _saved: dict[str, ModuleType | None] | None = None
 
 

@@ -2,7 +2,7 @@
 
 Blobs behave like Caffe's: ``data`` is a fresh float32 view of one buffer on every access, the
 buffer only grows on ``reshape`` (smaller shapes reuse it, as ``Blob::Reshape`` does), and in GPU
-mode results stay on the device until ``data`` is read. Training entry points raise one error.
+mode results stay on the device until ``data`` is read. The solvers live in _solver.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import CaffeCompatError
-
 if TYPE_CHECKING:
     import torch
 
@@ -27,16 +25,6 @@ __version__ = "1.0.0"  # CAFFE_VERSION of BVLC's master branch
 log = logging.getLogger("caffe_compat.pycaffe")
 
 _MAX_AXES = 32  # Caffe's kMaxBlobAxes
-
-
-class InferenceOnlyError(CaffeCompatError, NotImplementedError):
-    """Training, gradients and solvers: caffe-compat runs inference only."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(
-            f"{what}: caffe-compat runs inference only (no backward pass, no solvers); "
-            "train with Caffe itself or with PyTorch on caffe_compat.to_torch(...)"
-        )
 
 
 # --- mode -------------------------------------------------------------------------------------
@@ -90,12 +78,22 @@ def set_device(device_id: int) -> None:
 
 
 def set_random_seed(seed: int) -> None:
-    """Seed the weight fillers of nets created afterwards (Caffe seeds its fillers the same way)."""
+    """Seed the fillers, Dropout masks and DummyData draws of nets created afterwards (Caffe
+    seeds its one generator, which all of them draw from)."""
     _seed[0] = int(seed)
 
 
 def filler_rng() -> np.random.Generator:
     return np.random.default_rng(_seed[0])
+
+
+def net_seed() -> int:
+    """The seed of a new net's generator (Dropout, DummyData): Caffe's seed when one was set."""
+    if _seed[0] is not None:
+        return _seed[0]
+    import secrets
+
+    return secrets.randbits(62)
 
 
 def current_device() -> torch.device:
@@ -242,47 +240,26 @@ class Layer:
         return f"<caffe Layer type={self._type!r} blobs={len(self.blobs)}>"
 
 
-# --- training: refused ------------------------------------------------------------------------
-
-
-class Solver:
-    """Every Caffe solver: refused at construction (inference only)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise InferenceOnlyError(f"caffe.{type(self).__name__}")
-
-
-class SGDSolver(Solver):
-    pass
-
-
-class NesterovSolver(SGDSolver):
-    pass
-
-
-class AdaGradSolver(SGDSolver):
-    pass
-
-
-class RMSPropSolver(SGDSolver):
-    pass
-
-
-class AdaDeltaSolver(SGDSolver):
-    pass
-
-
-class AdamSolver(SGDSolver):
-    pass
+# --- multi-GPU ------------------------------------------------------------------------------
 
 
 class NCCL:
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise InferenceOnlyError("caffe.NCCL (multi-GPU training)")
+    """Caffe's NCCL handle for multi-GPU solvers. caffe-compat trains in one process
+    (``has_nccl()`` is False): the handle exists, ``bcast`` has nobody to send to."""
 
+    def __init__(self, solver: Any, uid: bytes | str) -> None:
+        self.solver = solver
+        self.uid = uid
 
-def get_solver(filename: str) -> Solver:
-    raise InferenceOnlyError("caffe.get_solver")
+    @staticmethod
+    def new_uid() -> bytes:
+        """An id for the (single-member) group: bytes on Python 3, as pycaffe's."""
+        import os
+
+        return os.urandom(128)
+
+    def bcast(self) -> None:
+        """Broadcast the root solver's weights: with one solver, nothing to do."""
 
 
 # --- small utilities --------------------------------------------------------------------------
@@ -346,9 +323,9 @@ def has_nccl() -> bool:
 
 
 def layer_type_list() -> list[str]:
-    """Layer types a net may use here (Caffe lists its registry, sorted by name)."""
+    """Every layer type the registry knows (Caffe lists its layer registry, sorted by name):
+    those that compute, data layers, losses, Accuracy, Silence."""
     from .. import registry
 
-    runnable = registry.supported_types("shape") & registry.supported_types("torch")
-    feeds = {t for t in registry.described_types() if registry.role(t) in ("input", "data")}
-    return sorted(runnable | feeds)
+    known = registry.supported_types("shape") | registry.supported_types("torch")
+    return sorted(known | set(registry.described_types()))

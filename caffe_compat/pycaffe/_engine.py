@@ -10,6 +10,15 @@ tensors are plain copies is found by building the layer twice from two distinct 
 a layer whose modules hold anything derived from the weights (or plain Python numbers that change
 with them) shares nothing. Blobs that are not shared are snapshotted when Python first reads them
 (before any write can happen) and compared before each forward; only they cost anything.
+
+Nets built for training (train/val nets, TRAIN phase, ``force_backward``) bind the blobs into the
+modules' ``blob_slots`` instead (the same memory on the CPU), so the parameters a backward needs
+are the blobs themselves. A forward keeps, for each layer whose backward Caffe runs, the layer's
+autograd record: its bottoms as leaves and its tops. ``backward`` is Caffe's ``BackwardFromTo``:
+layer by layer from the top diffs held in the blobs (whatever Python wrote there), bottom diffs
+overwritten and parameter diffs accumulated. Layers keep what their forward drew (Dropout's
+mask), as Caffe's do; a layer asked for a backward before any forward runs its forward first on
+the blobs' current data.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from .. import registry
 from ..errors import CaffeCompatError
 from ..ir.graph import Graph, Node
 from ._caffe import Blob, current_device
-from ._layout import INPUT, SPLIT, Layout
+from ._layout import DATA, INPUT, SPLIT, Layout
 
 if TYPE_CHECKING:
     import torch
@@ -39,6 +48,28 @@ class _Runtime:
     shared: set[int]
     snapshots: dict[int, np.ndarray]
     stale: bool = False
+    bound: list[torch.Tensor] | None = None  # the module's parameters, one per blob (training)
+
+
+@dataclasses.dataclass
+class Needs:
+    """Caffe's backward decisions for one layer of the Layout (``Net::Init``)."""
+
+    layer: bool = False  # layer_need_backward_
+    bottoms: list[bool] = dataclasses.field(default_factory=list)  # bottom_need_backward_
+    params: list[bool] = dataclasses.field(default_factory=list)  # parameter diffs it writes
+    refusal: str | None = None  # why Caffe's Backward aborts at this layer, if it does
+
+
+@dataclasses.dataclass
+class _Record:
+    """What a forward kept for a layer's backward."""
+
+    inputs: list[torch.Tensor]  # the bottoms as autograd leaves
+    outputs: list[torch.Tensor]
+
+
+DataTops = Callable[["torch.device"], dict[str, Any]]
 
 
 def _marks(arrays: list[np.ndarray], sign: float, offset: float) -> list[np.ndarray]:
@@ -141,6 +172,21 @@ def _assign(module: nn.Module, slot: tuple[str, str, str], tensor: torch.Tensor)
         setattr(sub, name, tensor)
 
 
+def _has_slots(module: nn.Module, count: int) -> bool:
+    slots = getattr(module, "blob_slots", None)
+    return slots is not None and len(slots) == count
+
+
+def _bound_tensors(module: nn.Module, count: int) -> list[torch.Tensor]:
+    """The tensors in the module's ``blob_slots`` (after a move to a device)."""
+    out = []
+    for path in module.blob_slots[:count]:  # type: ignore[union-attr]
+        owner_path, _, name = path.rpartition(".")
+        owner = module.get_submodule(owner_path) if owner_path else module
+        out.append(getattr(owner, name))
+    return out
+
+
 def on_host(device: torch.device) -> bool:
     """CPU: modules share the blobs' memory and results are copied into the blobs at once.
     Elsewhere results stay on the device until read (Caffe's SyncedMemory) and weights are
@@ -166,6 +212,16 @@ class Engine:
         self.nodes = nodes
         self.before: list[Callable[[int], Any]] = []
         self.after: list[Callable[[int], Any]] = []
+        self.before_backward: list[Callable[[int], Any]] = []
+        self.after_backward: list[Callable[[int], Any]] = []
+        self.bind = False  # training: blobs bound into the modules (see the module docstring)
+        self.needs: list[Needs] = [Needs() for _ in layout.layers]
+        self.data: dict[int, DataTops] = {}  # DATA layer index -> what fills its tops
+        self.feeds: dict[str, torch.Tensor] = {}  # tops given for the next forward (solvers)
+        self.pull: Callable[[], dict[str, torch.Tensor]] | None = None  # a solver's next batch
+        self.generators: dict[str, torch.Generator] = {}
+        self.seed = 0
+        self._records: dict[int, _Record] = {}
         self._index = {name: i for i, name in enumerate(layout.blob_names)}
         self._model: Any = None  # CaffeNet, built at the first forward
         self._keys: dict[str, str] = {}
@@ -247,23 +303,65 @@ class Engine:
         node = self.nodes[li]
         assert node is not None
         shared: set[int] = set()
-        if on_host(device):
+        bound = None
+        if self.bind and self.params[li] and _has_slots(module, len(self.params[li])):
+            bound = self._bind(li, module, device)
+            shared = set(range(len(bound))) if on_host(device) else set()
+        elif on_host(device):
             plan = self._plan(li, node) if node.blobs else None
             for bi, slots in (plan or {}).items():
                 tensor = torch.from_numpy(node.blobs[bi])
                 for slot in slots:
                     _assign(module, slot, tensor)
                 shared.add(bi)
-        else:
+        if not on_host(device):
             module = module.to(device)
+            if bound is not None:
+                bound = _bound_tensors(module, len(bound))
+        if hasattr(module, "generator") and hasattr(module, "mask"):
+            module.generator = self.generator(device)  # Dropout draws from the net's generator
         snapshots = {
             bi: blob._view().copy()
             for bi, blob in enumerate(self.params[li])
             if bi not in shared and blob._touched
         }
-        self._runtime[li] = _Runtime(self._key(li, device), shared, snapshots)
+        self._runtime[li] = _Runtime(self._key(li, device), shared, snapshots, bound=bound)
         self._model.layers[self._keys[node.name]] = module
         return module
+
+    def _bind(self, li: int, module: nn.Module, device: torch.device) -> list[torch.Tensor]:
+        """The blobs as the module's parameters: their memory on the CPU, copies elsewhere;
+        a parameter whose diff Caffe computes requires grad."""
+        import torch
+        from torch import nn
+
+        from ..converters.torch._base import bind_blobs
+
+        wanted = self.needs[li].params
+        tensors = []
+        for bi, blob in enumerate(self.params[li]):
+            tensor = torch.from_numpy(blob._view())
+            grad = bi < len(wanted) and wanted[bi]
+            tensors.append(nn.Parameter(tensor, requires_grad=grad))
+        bind_blobs(module, tensors)
+        return tensors
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """The net's generator on ``device`` (Dropout masks, DummyData), from its seed."""
+        import torch
+
+        key = str(device)
+        if key not in self.generators:
+            made = torch.Generator(device=device)
+            made.manual_seed(self.seed)
+            self.generators[key] = made
+        return self.generators[key]
+
+    def reseed(self, seed: int) -> None:
+        """Start every generator of the net again from ``seed``."""
+        self.seed = int(seed)
+        for made in self.generators.values():
+            made.manual_seed(self.seed)
 
     def _attach_blobs(self) -> None:
         for node, blobs in zip(self.nodes, self.params):
@@ -294,11 +392,20 @@ class Engine:
     # --- forward --------------------------------------------------------------------------------
 
     def run(self, start: int, end: int) -> None:
-        """Caffe's ForwardFromTo(start, end), both inclusive."""
+        """Caffe's ForwardFromTo(start, end), both inclusive. With autograd on (the default),
+        layers whose backward Caffe runs keep their records for ``backward``."""
         import torch
 
         device = current_device()
         self._ensure_model(device)
+        record = torch.is_grad_enabled()
+        fed = [
+            li
+            for li in range(start, end + 1)
+            if self.layout.layers[li].kind == DATA and li not in self.data
+        ]
+        if fed and not self.feeds and self.pull is not None:
+            self.feeds = self.pull()  # a solver's net run from Python: its next batch
         env: dict[str, torch.Tensor] = {}
         loaded: dict[str, torch.Tensor] = {}
         host_ptrs: dict[int, str] = {}
@@ -321,25 +428,188 @@ class Engine:
                         loaded[name] = tensor.to(device, copy=True)
             return loaded[name]
 
-        with torch.no_grad():
-            for li in range(start, end + 1):
-                layer = self.layout.layers[li]
-                for callback in self.before:
-                    callback(li)
-                if layer.kind == SPLIT:
-                    source = fetch(layer.bottoms[0])
-                    for top in layer.tops:
-                        env[top] = source
-                elif layer.kind != INPUT:
-                    module = self.module(li, device)
-                    result = module(*[fetch(b) for b in layer.bottoms])
-                    if isinstance(result, torch.Tensor):
-                        result = (result,)
-                    for top, tensor in zip(layer.tops, result):
-                        env[top] = tensor
-                for callback in self.after:
-                    callback(li)
-        self._publish(env, host_ptrs, device)
+        try:
+            with torch.no_grad():
+                for li in range(start, end + 1):
+                    layer = self.layout.layers[li]
+                    for callback in self.before:
+                        callback(li)
+                    if layer.kind == SPLIT:
+                        source = fetch(layer.bottoms[0])
+                        for top in layer.tops:
+                            env[top] = source
+                    elif layer.kind == DATA:
+                        self._fill(li, device, env)
+                    elif layer.kind != INPUT:
+                        keep = record and self.needs[li].layer
+                        args = [fetch(b) for b in layer.bottoms]
+                        if keep:
+                            args = [
+                                self._leaf(a, b in loaded, want)
+                                for a, b, want in zip(args, layer.bottoms, self.needs[li].bottoms)
+                            ]
+                        module = self.module(li, device)
+                        with torch.set_grad_enabled(keep):
+                            result = module(*args)
+                        if isinstance(result, torch.Tensor):
+                            result = (result,)
+                        if keep:
+                            self._records[li] = _Record(args, list(result))
+                        else:
+                            self._records.pop(li, None)
+                        for top, tensor in zip(layer.tops, result):
+                            env[top] = tensor
+                    for callback in self.after:
+                        callback(li)
+        finally:
+            self.feeds = {}
+        self._publish({k: v.detach() for k, v in env.items()}, host_ptrs, device)
+        if not on_host(device):
+            self._statistics_home(start, end)
+
+    @staticmethod
+    def _leaf(tensor: torch.Tensor, from_blob: bool, wanted: bool) -> torch.Tensor:
+        """A bottom as an autograd leaf; one read from a blob's memory is copied, since the
+        blob may be overwritten before the backward (in-place layers)."""
+        leaf = tensor.detach().clone() if from_blob else tensor.detach()
+        return leaf.requires_grad_(wanted)
+
+    def _fill(self, li: int, device: torch.device, env: dict) -> None:
+        """A data layer's forward: tops given by a solver, else drawn or read by the layer;
+        a top it leaves alone keeps the blob's contents (a constant DummyData top)."""
+        import torch
+
+        layer = self.layout.layers[li]
+        given = {top: self.feeds[top] for top in layer.tops if top in self.feeds}
+        if len(given) < len(layer.tops) and li in self.data:
+            drawn = self.data[li](device)
+            given.update({k: v for k, v in drawn.items() if k not in given})
+        for top, tensor in given.items():
+            if tensor is not None:
+                env[top] = tensor.to(device=device, dtype=torch.float32)  # no copy if already
+
+    def _statistics_home(self, start: int, end: int) -> None:
+        """On a device, a layer that updates its blobs in its forward (BatchNorm's statistics
+        in TRAIN) sends them back to the blobs."""
+        for li in range(start, end + 1):
+            node = self.nodes[li]
+            rt = self._runtime.get(li)
+            if node is None or rt is None or rt.bound is None:
+                continue
+            if registry.facts(node.type).statistics:
+                for blob, tensor in zip(self.params[li], rt.bound):
+                    np.copyto(blob._view(), tensor.detach().cpu().numpy())
+                rt.snapshots = {bi: b._view().copy() for bi, b in enumerate(self.params[li])}
+
+    # --- backward -------------------------------------------------------------------------------
+
+    def backward(self, start: int, end: int) -> None:
+        """Caffe's BackwardFromTo(start, end), start >= end: each layer that needs a backward
+        reads its tops' diffs, overwrites its bottoms' diffs and adds to its parameter diffs."""
+        import torch
+
+        device = current_device()
+        self._ensure_model(device)
+        for li in range(start, end - 1, -1):
+            for callback in self.before_backward:
+                callback(li)
+            needs = self.needs[li]
+            layer = self.layout.layers[li]
+            if needs.layer and needs.refusal:
+                raise CaffeCompatError(
+                    needs.refusal, path=self.graph.path, layer=layer.name, layer_type=layer.type
+                )
+            if needs.layer and layer.kind == SPLIT:
+                if needs.bottoms and needs.bottoms[0]:
+                    total = self._diff(layer.tops[0]).copy()
+                    for top in layer.tops[1:]:
+                        total += self._diff(top)
+                    self._set_diff(layer.bottoms[0], total)
+            elif needs.layer and layer.kind not in (INPUT, DATA):
+                self._backward_layer(li, device, torch)
+            for callback in self.after_backward:
+                callback(li)
+
+    def _diff(self, name: str) -> np.ndarray:
+        return self.blobs[self._index[name]].diff
+
+    def _set_diff(self, name: str, value: np.ndarray) -> None:
+        target = self._diff(name)
+        np.copyto(target, np.reshape(value, target.shape), casting="unsafe")
+
+    def _backward_layer(self, li: int, device: torch.device, torch: Any) -> None:
+        layer = self.layout.layers[li]
+        needs = self.needs[li]
+        rec = self._records.get(li)
+        if rec is None:
+            rec = self._rerun(li, device)
+        rt = self._runtime.get(li)
+        bound = rt.bound if rt is not None and rt.bound is not None else []
+        if any(needs.params) and not bound:
+            raise CaffeCompatError(
+                "this layer's PyTorch module does not name its blobs (blob_slots), so its "
+                "parameter diffs cannot be computed",
+                path=self.graph.path,
+                layer=layer.name,
+                layer_type=layer.type,
+            )
+        outputs, grads = [], []
+        for tensor, top in zip(rec.outputs, layer.tops):
+            if tensor.requires_grad:
+                diff = torch.from_numpy(self._diff(top)).reshape(tensor.shape)
+                outputs.append(tensor)
+                grads.append(diff.to(tensor.device, tensor.dtype))
+        bottoms = [j for j, want in enumerate(needs.bottoms) if want]
+        params = [j for j, want in enumerate(needs.params) if want and j < len(bound)]
+        wrt = [rec.inputs[j] for j in bottoms] + [bound[j] for j in params]
+        usable = [t.requires_grad for t in wrt]
+        result: list[Any] = [None] * len(wrt)
+        if outputs and any(usable):
+            found = torch.autograd.grad(
+                outputs,
+                [t for t, ok in zip(wrt, usable) if ok],
+                grads,
+                retain_graph=True,
+                allow_unused=True,
+            )
+            it = iter(found)
+            result = [next(it) if ok else None for ok in usable]
+        for k, j in enumerate(bottoms):
+            grad = result[k]
+            name = layer.bottoms[j]
+            if grad is None:
+                self._diff(name)[...] = 0.0
+            else:
+                self._set_diff(name, grad.detach().cpu().numpy())
+        for k, j in enumerate(params, start=len(bottoms)):
+            grad = result[k]
+            if grad is not None:
+                diff = self.params[li][j].diff
+                diff += grad.detach().cpu().numpy().reshape(diff.shape)
+
+    def _rerun(self, li: int, device: torch.device) -> _Record:
+        """A layer's forward on its bottoms' current data, for a backward no forward preceded
+        (its tops are not written)."""
+        import torch
+
+        layer = self.layout.layers[li]
+        args = []
+        for name, want in zip(layer.bottoms, self.needs[li].bottoms):
+            blob = self.blobs[self._index[name]]
+            blob._sync()
+            tensor = torch.from_numpy(blob._view().copy()).to(device)
+            args.append(tensor.requires_grad_(want))
+        module = self.module(li, device)
+        with torch.enable_grad():
+            result = module(*args)
+        if isinstance(result, torch.Tensor):
+            result = (result,)
+        self._records[li] = _Record(args, list(result))
+        return self._records[li]
+
+    def forget(self) -> None:
+        """Drop the forward's records (their memory) until the next forward."""
+        self._records.clear()
 
     def _publish(self, env: dict, host_ptrs: dict[int, str], device: torch.device) -> None:
         # A result that is a view of another blob's host memory must be read before any write.

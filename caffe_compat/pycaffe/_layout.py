@@ -4,8 +4,10 @@ pycaffe's names and orders come from Caffe's ``Net::Init``: layers filtered by t
 layers inserted wherever one top feeds several bottoms (``InsertSplits``, with Caffe's names), blobs
 numbered in order of first appearance as a top (in-place tops reuse the bottom's blob), inputs are
 the tops of Input layers, and outputs are the blobs nobody consumed, sorted by name (a std::set).
-Data layers of train/val nets stand in as inputs (their first top); losses and accuracies, which
-need labels, are left out.
+A net built for training (``training=True``: train/val nets) keeps its data layers with every top
+(labels too; they fill their tops on each forward and are not net inputs), its losses, Accuracy
+and Silence, and gives a loss layer without tops Caffe's anonymous ``(automatic)`` top. Without
+it (deploy nets) a data layer stands in as an input with its first top.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from dataclasses import dataclass, field
 
 from .. import registry
 from ..errors import NetDefinitionError
+from ..ir.build import AUTOMATIC  # Caffe's name for the top a loss layer without tops gets
 from ..ir.phase import NetState, layer_included
 from ..proto import caffe_pb2
 
-INPUT, SPLIT, NODE = "input", "split", "node"
+INPUT, DATA, SPLIT, NODE = "input", "data", "split", "node"
 
 
 @dataclass
@@ -26,7 +29,8 @@ class CaffeLayer:
     """One layer as Caffe holds it (phase set, bottoms renamed to split blobs)."""
 
     param: caffe_pb2.LayerParameter
-    kind: str  # INPUT, SPLIT or NODE (computed by a graph node of the same name)
+    kind: str  # INPUT, DATA, SPLIT or NODE (computed by a graph node of the same name)
+    auto_tops: int = 0  # anonymous tops Caffe adds (AutoTopBlobs), not in the definition
 
     @property
     def name(self) -> str:
@@ -42,7 +46,7 @@ class CaffeLayer:
 
     @property
     def tops(self) -> list[str]:
-        return list(self.param.top)
+        return list(self.param.top) + [AUTOMATIC] * self.auto_tops
 
 
 @dataclass
@@ -54,6 +58,7 @@ class Layout:
     input_ids: list[int] = field(default_factory=list)
     output_ids: list[int] = field(default_factory=list)
     loss_weights: list[float] = field(default_factory=list)
+    producers: list[int] = field(default_factory=list)  # blob id -> the layer that made it
 
 
 def split_layer_name(layer: str, blob: str, top_index: int) -> str:
@@ -65,23 +70,27 @@ def split_blob_name(layer: str, blob: str, top_index: int, split_index: int) -> 
 
 
 def _kept_layers(
-    net: caffe_pb2.NetParameter, state: NetState, path: str | None
+    net: caffe_pb2.NetParameter, state: NetState, path: str | None, training: bool
 ) -> list[CaffeLayer]:
     kept: list[CaffeLayer] = []
     for layer in net.layer:
-        if not layer_included(state, layer) or registry.role(layer.type) == "training":
+        role = registry.role(layer.type)
+        if not layer_included(state, layer) or (role == "training" and not training):
             continue
         param = caffe_pb2.LayerParameter()
         param.CopyFrom(layer)
         if not param.HasField("phase"):
             param.phase = caffe_pb2.Phase.Value(state.phase)
-        if registry.role(layer.type) == "input":
+        if role == "input":
             kept.append(CaffeLayer(param, INPUT))
-        elif registry.role(layer.type) == "data":
-            del param.top[1:]  # labels feed only the losses left out above
+        elif role == "data" and training:
+            kept.append(CaffeLayer(param, DATA))
+        elif role == "data":
+            del param.top[1:]  # labels feed only the losses a deploy net leaves out
             kept.append(CaffeLayer(param, INPUT))
         else:
-            kept.append(CaffeLayer(param, NODE))
+            auto = int(training and registry.facts(layer.type).loss and not layer.top)
+            kept.append(CaffeLayer(param, NODE, auto))
     return kept
 
 
@@ -119,7 +128,7 @@ def insert_splits(layers: list[CaffeLayer], path: str | None = None) -> list[Caf
             if readers[src] > 1:
                 param.bottom[j] = split_blob_name(layers[src[0]].name, blob, src[1], taken[src])
                 taken[src] += 1
-        out.append(CaffeLayer(param, layer.kind))
+        out.append(CaffeLayer(param, layer.kind, layer.auto_tops))
         for j, blob in enumerate(list(param.top)):
             count = readers[(i, j)]
             if count <= 1:
@@ -140,12 +149,18 @@ def insert_splits(layers: list[CaffeLayer], path: str | None = None) -> list[Caf
     return out
 
 
-def build_layout(net: caffe_pb2.NetParameter, state: NetState, path: str | None = None) -> Layout:
+def build_layout(
+    net: caffe_pb2.NetParameter,
+    state: NetState,
+    path: str | None = None,
+    *,
+    training: bool = False,
+) -> Layout:
     """Layers, blobs, inputs and outputs of ``net`` (upgraded to V2), numbered as Caffe does."""
-    layout = Layout(insert_splits(_kept_layers(net, state, path), path))
+    layout = Layout(insert_splits(_kept_layers(net, state, path, training), path))
     index: dict[str, int] = {}
     available: set[str] = set()
-    for layer in layout.layers:
+    for li, layer in enumerate(layout.layers):
         bottoms = []
         for blob in layer.param.bottom:
             if blob not in available:
@@ -155,6 +170,9 @@ def build_layout(net: caffe_pb2.NetParameter, state: NetState, path: str | None 
             bottoms.append(index[blob])
             available.discard(blob)
         tops = []
+        weights = [float(w) for w in layer.param.loss_weight]
+        if not weights and registry.facts(layer.type).loss:
+            weights = [1.0]  # LossLayer::LayerSetUp: a loss's first top weighs 1
         for j, blob in enumerate(layer.param.top):
             in_place = j < len(layer.param.bottom) and layer.param.bottom[j] == blob
             if in_place:
@@ -170,12 +188,18 @@ def build_layout(net: caffe_pb2.NetParameter, state: NetState, path: str | None 
                 index[blob] = len(layout.blob_names)
                 layout.blob_names.append(blob)
                 layout.loss_weights.append(0.0)
+                layout.producers.append(li)
                 tops.append(index[blob])
-            if j < len(layer.param.loss_weight):
-                layout.loss_weights[index[blob]] = float(layer.param.loss_weight[j])
+            # Net::Init: each layer sets its tops' weights, in-place tops included.
+            layout.loss_weights[index[blob]] = weights[j] if j < len(weights) else 0.0
             available.add(blob)
             if layer.kind == INPUT:
                 layout.input_ids.append(index[blob])
+        for _ in range(layer.auto_tops):  # a blob no layer can read, never an output
+            tops.append(len(layout.blob_names))
+            layout.blob_names.append(AUTOMATIC)
+            layout.producers.append(li)
+            layout.loss_weights.append(weights[0] if weights else 1.0)
         layout.bottom_ids.append(bottoms)
         layout.top_ids.append(tops)
     layout.output_ids = [index[blob] for blob in sorted(available)]

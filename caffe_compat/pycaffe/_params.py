@@ -108,4 +108,6 @@ def share_param(
         return owner
     alias = Blob(tuple(shape))
     alias._buf = owner._buf
+    owner.diff  # noqa: B018 - allocate the owner's diff, which the alias shares (ShareDiff)
+    alias._diff = owner._diff
     return alias

@@ -1,8 +1,11 @@
 """``caffe.Net``: BVLC pycaffe's Net (its C++ core and its Python additions) over caffe-compat.
 
-Names, orders, defaults and the errors scripts may catch are Caffe's; the forward pass runs the
-converters' PyTorch layers (see _engine.py). Backward passes and training raise
-``InferenceOnlyError``.
+Names, orders, defaults and the errors scripts may catch are Caffe's; the forward and backward
+passes run the converters' PyTorch layers (see _engine.py). A train/val net (data layers, losses,
+Accuracy, Silence), a TRAIN-phase net and a ``force_backward`` net are built as Caffe trains them:
+labels are blobs, DummyData draws its tops on every forward, MemoryData serves the arrays given to
+``set_input_arrays``, Data/ImageData/HDF5Data read their sources, and ``backward`` computes the
+diffs Caffe's ``Net::Init`` decided.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
+from itertools import zip_longest
 from typing import Any
 
 import numpy as np
@@ -17,13 +21,17 @@ import numpy as np
 from .. import registry
 from ..errors import CaffeCompatError, NetDefinitionError
 from ..io import read_weights, write_caffemodel, write_hdf5
+from ..io.prototxt import parse_text, read_text
+from ..io.upgrade import upgrade_net
+from ..ir.backward import plan_backward
+from ..ir.build import build_graph
 from ..ir.infer import infer_shapes
-from ..ir.load import load_net
-from ..ir.phase import NetState
+from ..ir.phase import NetState, layer_included
 from ..proto import caffe_pb2
-from ._caffe import Blob, InferenceOnlyError, Layer, filler_rng, log
-from ._engine import Engine
-from ._layout import INPUT, NODE, SPLIT, build_layout
+from . import _data
+from ._caffe import Blob, Layer, filler_rng, log, net_seed
+from ._engine import Engine, Needs
+from ._layout import DATA, INPUT, NODE, SPLIT, build_layout
 from ._params import copy_trained_layers, fill_blobs, share_param
 
 TRAIN = caffe_pb2.TRAIN
@@ -93,8 +101,40 @@ def _parse_init(args: tuple, kwargs: dict) -> tuple[str, int, int, list[str], st
     )
 
 
+def _read_net(path: str) -> tuple[caffe_pb2.NetParameter, dict[str, int]]:
+    """A prototxt (any version) upgraded to V2, with each layer's line for error messages."""
+    param = caffe_pb2.NetParameter()
+    index = parse_text(read_text(path), param, path=path)
+    upgrade_net(param, path=path)
+    return param, {name: line for line, name in index.starts if name}
+
+
+def needs_training(net: caffe_pb2.NetParameter, state: NetState) -> bool:
+    """Whether Caffe's net would hold what only a net built for training keeps: the TRAIN
+    phase, ``force_backward``, or a data, loss, Accuracy or Silence layer in this state."""
+    if state.phase == "TRAIN" or net.force_backward:
+        return True
+    return any(
+        layer_included(state, layer) and registry.role(layer.type) in ("data", "training")
+        for layer in net.layer
+    )
+
+
+def _check_memory(graph, params: Mapping, training: bool) -> None:
+    """Before any blob is allocated: the blobs (and, for training, their diffs and what a
+    backward keeps) and the parameters must fit the memory budget (caffe_compat/budget.py)."""
+    from ..budget import footprint, resolve
+
+    need = footprint(graph, params)
+    first = next(iter(graph.inputs.values()), None)
+    batch = first[0] if first else 1
+    copies = 3 if training else 2  # blob data, its diff or the engine's copy, backward's record
+    total = need.values(batch, copies) + need.params * (2 if training else 1)
+    resolve().require(total, f"the net {graph.name or ''}".rstrip(), path=graph.path)
+
+
 class Net:
-    """A Caffe net for inference: ``Net(prototxt, caffe.TEST, weights=caffemodel)``."""
+    """A Caffe net: ``Net(prototxt, caffe.TEST, weights=caffemodel)``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         network_file, phase, level, stages, weights = _parse_init(args, kwargs)
@@ -102,13 +142,66 @@ class Net:
         if weights is not None:
             _check_file(weights)
         state = NetState.make(caffe_pb2.Phase.Name(phase), stages, level)
-        loaded = load_net(network_file, phase=state.phase, stages=state.stages, level=state.level)
-        registry.preflight(loaded.graph, ["torch"])
-        self._setup(loaded.net, loaded.graph, loaded.inference.params, state)
+        param, lines = _read_net(network_file)
+        self._build(param, state, network_file, lines, weights=weights)
+
+    @classmethod
+    def _from_param(
+        cls,
+        param: caffe_pb2.NetParameter,
+        state: NetState,
+        path: str | None,
+        *,
+        fed: Mapping[str, tuple[int, ...]] | None = None,
+        seed: int | None = None,
+    ) -> Net:
+        """A net from a NetParameter already upgraded to V2 (what a solver builds). ``fed``:
+        the shapes of the data tops a solver feeds (its readers, not the net's, fill them);
+        ``seed`` seeds the fillers and generator (the solver's ``random_seed``)."""
+        net = cls.__new__(cls)
+        net._build(param, state, path, {}, fed=fed, seed=seed)
+        return net
+
+    def _build(
+        self,
+        param: caffe_pb2.NetParameter,
+        state: NetState,
+        path: str | None,
+        lines: Mapping[str, int],
+        *,
+        fed: Mapping[str, tuple[int, ...]] | None = None,
+        weights: str | None = None,
+        seed: int | None = None,
+    ) -> None:
+        training = needs_training(param, state)
+        self.force_backward = bool(param.force_backward)
+        sources = {}
+        if training and fed is None:
+            source_seed = net_seed() if seed is None else seed
+            sources = _data.batch_sources(param, state, path, source_seed)
+        shapes: dict[str, tuple[int, ...]] = dict(fed or {})
+        for source in sources.values():
+            shapes.update(source.top_shapes())
+        graph = build_graph(
+            param, state=state, input_shapes=shapes, path=path, lines=lines, training=training
+        )
+        inference = infer_shapes(graph, strict=True)
+        registry.preflight(graph, ["torch"])
+        _check_memory(graph, inference.params, training)
+        self._training = training
+        self._setup(param, graph, inference.params, state, training)
         written: set[int] = set()
         if weights is not None:
             written = copy_trained_layers(self._layer_names, self._params, read_weights(weights))
-        rng = filler_rng()
+        self._init_params(written, seed)
+        if training:
+            self._init_training(param, sources)
+            if seed is not None:
+                self._engine.reseed(seed)
+
+    def _init_params(self, written: set[int], seed: int | None = None) -> None:
+        """Caffe's fillers for every layer the weights file did not write."""
+        rng = filler_rng() if seed is None else np.random.default_rng(seed)
         filled: set[int] = set()  # buffers: a shared parameter keeps its owner's values
         for index, layer in enumerate(self._layout.layers):
             blobs = self._params[index]
@@ -117,10 +210,13 @@ class Net:
                 fill_blobs(layer.param, blobs, rng, keep)
             filled.update(id(b._buf) for b in blobs)
 
-    def _setup(self, net, graph, param_shapes: Mapping, state: NetState) -> None:
+    def _setup(
+        self, net, graph, param_shapes: Mapping, state: NetState, training: bool = False
+    ) -> None:
         self._name = net.name
         self._graph = graph
-        self._layout = build_layout(net, state, graph.path)
+        self._state = state
+        self._layout = build_layout(net, state, graph.path, training=training)
         by_name = {node.name: node for node in graph.nodes}
         nodes = []
         self._params: list[list[Blob]] = []
@@ -151,6 +247,50 @@ class Net:
         self._apply_shapes(initial=True)
         self._engine = Engine(graph, self._layout, self._blobs, self._params, nodes)
 
+    def _init_training(self, param: caffe_pb2.NetParameter, sources: Mapping) -> None:
+        """Caffe's backward decisions per layer, the data layers' tops, the loss tops' diffs."""
+        engine = self._engine
+        engine.bind = True
+        engine.seed = net_seed()
+        graph = self._graph
+        node_index = {node.name: i for i, node in enumerate(graph.nodes)}
+        counts = [0] * len(graph.nodes)
+        for li, node in enumerate(self._nodes):
+            if node is not None:
+                counts[node_index[node.name]] = len(self._params[li])
+        plan = plan_backward(graph, counts, force_backward=self.force_backward)
+        refused = {(node.name, j): reason for node, j, reason in plan.refusals}
+        needed: set[int] = set()  # blob ids whose diff a later layer reads
+        needs = engine.needs
+        for li in range(len(self._layout.layers) - 1, -1, -1):
+            layer = self._layout.layers[li]
+            if layer.kind == NODE:
+                k = node_index[layer.name]
+                reason = next(
+                    (refused[(layer.name, j)] for j in range(len(layer.bottoms))
+                     if (layer.name, j) in refused),
+                    None,
+                )  # fmt: skip
+                params = list(plan.params[k])
+                if registry.facts(layer.type).statistics:  # running sums: never a diff
+                    params = [False] * len(params)
+                needs[li] = Needs(plan.layer[k], list(plan.bottoms[k]), params, reason)
+            elif layer.kind == SPLIT:
+                tops = self._layout.top_ids[li]
+                wanted = any(t in needed for t in tops)
+                needs[li] = Needs(wanted, [wanted], [])
+            for j, blob in enumerate(self._layout.bottom_ids[li]):
+                if needs[li].layer and j < len(needs[li].bottoms) and needs[li].bottoms[j]:
+                    needed.add(blob)
+        for li, layer in enumerate(self._layout.layers):
+            if layer.kind == DATA:
+                provider = _data.provider(self, li, layer.param, sources.get(layer.name))
+                if provider is not None:
+                    engine.data[li] = provider
+        for blob, weight in zip(self._blobs, self._layout.loss_weights):
+            if weight:
+                blob.diff[...] = weight  # Layer::SetLossWeights: a loss top's diff is its weight
+
     # --- shapes ---------------------------------------------------------------------------------
 
     def _apply_shapes(self, initial: bool = False) -> None:
@@ -158,7 +298,7 @@ class Net:
         graph = self._graph
         shapes: dict[str, tuple[int, ...]] = {}
         for layer, node in zip(self._layout.layers, self._nodes):
-            if layer.kind == INPUT:
+            if layer.kind in (INPUT, DATA):
                 for top in layer.tops:
                     shapes[top] = tuple(graph.inputs[top])
             elif layer.kind == SPLIT:
@@ -302,7 +442,15 @@ class Net:
             )
         self._ensure_shapes()
         self._engine.run(start, end)
-        return 0.0
+        loss = 0.0
+        for li in range(start, end + 1):
+            for blob_id in self._layout.top_ids[li]:
+                weight = self._layout.loss_weights[blob_id]
+                if weight and self._layout.producers[blob_id] == li:
+                    blob = self._blobs[blob_id]
+                    blob._sync()  # a device's result comes to the host
+                    loss += weight * float(blob._view().sum(dtype=np.float64))
+        return float(np.float32(loss))
 
     def forward(
         self,
@@ -371,35 +519,93 @@ class Net:
     def after_forward(self, callback: Callable[[int], Any]) -> None:
         self._engine.after.append(callback)
 
-    # --- training: refused ----------------------------------------------------------------------
-
-    def backward(self, *args: Any, **kwargs: Any) -> dict:
-        raise InferenceOnlyError("Net.backward")
+    # --- backward -------------------------------------------------------------------------------
 
     def _backward(self, start: int, end: int) -> None:
-        raise InferenceOnlyError("Net._backward")
+        """Run layers ``start`` down to ``end`` backward (Caffe's BackwardFromTo)."""
+        if end < 0 or start >= len(self._layers):
+            raise IndexError(
+                f"layers {start} to {end} are out of range: the net has {len(self._layers)} layers"
+            )
+        self._engine.backward(start, end)
 
-    def forward_backward_all(self, *args: Any, **kwargs: Any) -> tuple:
-        raise InferenceOnlyError("Net.forward_backward_all")
+    def backward(
+        self,
+        diffs: list[str] | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        **kwargs: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """Backward pass; returns the diffs of the inputs (and ``diffs``) by name.
+
+        ``kwargs`` set the diffs of output blobs (same batch size); otherwise the tops' diffs
+        are what the loss layers set (their loss weights) or what was written to them.
+        ``start``/``end`` name the first and last (inclusive) layers, from the top down.
+        """
+        if diffs is None:
+            diffs = []
+        start_ind = self._layer_names.index(start) if start is not None else len(self.layers) - 1
+        if end is not None:
+            end_ind = self._layer_names.index(end)
+            outputs = set(self.bottom_names[end] + diffs)
+        else:
+            end_ind = 0
+            outputs = set(self.inputs + diffs)
+        if kwargs:
+            if set(kwargs.keys()) != set(self.outputs):
+                raise Exception("Top diff arguments do not match net outputs.")
+            for top, diff in kwargs.items():
+                if diff.shape[0] != self.blobs[top].shape[0]:
+                    raise Exception("Diff is not batch sized")
+                self.blobs[top].diff[...] = diff
+        self._backward(start_ind, end_ind)
+        return {name: self.blobs[name].diff for name in outputs}
+
+    def forward_backward_all(
+        self, blobs: list[str] | None = None, diffs: list[str] | None = None, **kwargs: np.ndarray
+    ) -> tuple[dict, dict]:
+        """Forward and backward in batches; returns (blobs, diffs) stacked, padding dropped."""
+        all_outs: dict[str, Any] = {out: [] for out in set(self.outputs + (blobs or []))}
+        all_diffs: dict[str, Any] = {diff: [] for diff in set(self.inputs + (diffs or []))}
+        forward_batches = self._batch({n: kwargs[n] for n in self.inputs if n in kwargs})
+        backward_batches = self._batch({n: kwargs[n] for n in self.outputs if n in kwargs})
+        for fb, bb in zip_longest(forward_batches, backward_batches, fillvalue={}):
+            batch_blobs = self.forward(blobs=blobs, **fb)
+            batch_diffs = self.backward(diffs=diffs, **bb)
+            for out, values in batch_blobs.items():
+                all_outs[out].extend(values.copy())
+            for diff, values in batch_diffs.items():
+                all_diffs[diff].extend(values.copy())
+        for out, diff in zip(all_outs, all_diffs):
+            all_outs[out] = np.asarray(all_outs[out])
+            all_diffs[diff] = np.asarray(all_diffs[diff])
+        pad = len(next(iter(all_outs.values()))) - len(next(iter(kwargs.values())))
+        if pad:
+            for out, diff in zip(all_outs, all_diffs):
+                all_outs[out] = all_outs[out][:-pad]
+                all_diffs[diff] = all_diffs[diff][:-pad]
+        return all_outs, all_diffs
 
     def before_backward(self, callback: Callable[[int], Any]) -> None:
-        raise InferenceOnlyError("Net.before_backward")
+        self._engine.before_backward.append(callback)
 
     def after_backward(self, callback: Callable[[int], Any]) -> None:
-        raise InferenceOnlyError("Net.after_backward")
+        self._engine.after_backward.append(callback)
 
     def clear_param_diffs(self) -> None:
+        """Zero every parameter diff (Caffe's ClearParamDiffs)."""
         for blobs in self._params:
             for blob in blobs:
                 blob.diff[...] = 0.0
 
     def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
-        raise CaffeCompatError(
-            "Net.set_input_arrays (MemoryData layers) is not supported by caffe-compat; "
-            "write the inputs with net.blobs[name].data[...] = array instead"
-        )
+        """Give the MemoryData layer (the first layer) its arrays; 1-D labels become Nx1x1x1."""
+        if labels.ndim == 1:
+            labels = np.ascontiguousarray(labels[:, np.newaxis, np.newaxis, np.newaxis])
+        return self._set_input_arrays(data, labels)
 
-    _set_input_arrays = set_input_arrays
+    def _set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
+        _data.set_input_arrays(self, data, labels)
 
     # --- weights --------------------------------------------------------------------------------
 
@@ -413,12 +619,21 @@ class Net:
 
     def share_with(self, other: Net) -> None:
         """Use ``other``'s parameter blobs for the layers both nets have (shared memory)."""
+        self._share_trained_layers(other)
+
+    def _share_trained_layers(self, other: Net) -> None:
+        """Caffe's ShareTrainedLayersWith: each layer of ``other`` with blobs lends them to the
+        layer of this net with its name (counts and shapes must agree); already shared, no-op."""
         where = {name: i for i, name in enumerate(self._layer_names)}
         for name, source in zip(other._layer_names, other.layers):
             index = where.get(name)
-            if index is None:
+            if index is None or not source.blobs:
                 continue
             targets = self._params[index]
+            if all(mine is theirs for mine, theirs in zip(targets, source.blobs)) and len(
+                targets
+            ) == len(source.blobs):
+                continue
             if len(targets) != len(source.blobs):
                 raise CaffeCompatError(f"Incompatible number of blobs for layer {name}")
             for j, (mine, theirs) in enumerate(zip(targets, source.blobs)):

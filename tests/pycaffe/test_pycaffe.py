@@ -319,20 +319,6 @@ def test_phase_and_stages_select_layers(caffe, write_net):
     np.testing.assert_array_equal(staged.forward(data=x)["y"], [[3, 5]])
 
 
-def test_training_raises_inference_only(caffe, branchy, tmp_path):
-    net, _ = branchy
-    for call in (
-        lambda: net.backward(),
-        lambda: net.forward_backward_all(data=np.zeros((2, 3, 8, 8))),
-        lambda: caffe.SGDSolver(str(tmp_path / "solver.prototxt")),
-        lambda: caffe.AdamSolver("solver.prototxt"),
-        lambda: caffe.get_solver("solver.prototxt"),
-    ):
-        with pytest.raises(caffe.InferenceOnlyError, match="caffe-compat runs inference only"):
-            call()
-    assert issubclass(caffe.InferenceOnlyError, CaffeCompatError)
-
-
 def test_gpu_mode_without_cuda_warns_once_and_runs(caffe, branchy, monkeypatch):
     from caffe_compat.pycaffe import _caffe
 
