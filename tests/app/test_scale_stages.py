@@ -75,7 +75,7 @@ def _run_stages(paths, stage, worker, as_bytes=False):
     return worker(find_faces(read_bytes(batch, settings.max_bytes), settings, geometries))
 
 
-@pytest.mark.parametrize("crop", ["oversample", "opencv"])
+@pytest.mark.parametrize("crop", [pytest.param("oversample", marks=pytest.mark.slow), "opencv"])
 def test_rows_carry_the_single_process_numbers(album, models, tmp_path, crop):
     import pyarrow.parquet as pq
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 from caffe_compat.cli.main import main
 from caffe_compat.io import read_caffemodel
 
 
+@pytest.mark.slow
 def test_demo_converts_and_verifies_both_nets(judge, tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--batch", "6"]) == 0

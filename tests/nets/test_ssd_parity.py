@@ -154,6 +154,7 @@ def test_prototxt_is_the_published_architecture():
     assert (det.keep_top_k, det.confidence_threshold) == (KEEP_TOP_K, pytest.approx(THRESHOLD))
 
 
+@pytest.mark.slow
 def test_every_blob_matches_opencv(ssd, opencv_exact):
     """verify: every value of the graph, for PyTorch and ONNX Runtime, within the tolerance."""
     graph = ssd.loaded.graph
@@ -172,6 +173,7 @@ def test_every_blob_matches_opencv(ssd, opencv_exact):
         assert compared == every, f"{backend}: not compared {sorted(every - compared)[:5]}"
 
 
+@pytest.mark.slow
 def test_detections_match_opencv(ssd, opencv_exact):
     """OpenCV on the very files (legacy input, phase rule and all) against our PyTorch module and
     ONNX model: the same detections after NMS, several per image; and our DetectionOutput on

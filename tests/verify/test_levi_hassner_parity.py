@@ -53,7 +53,16 @@ def net_files(request, shared, tmp_path_factory):
     return prototxt, files
 
 
-@pytest.mark.parametrize("fmt", ["v2", "v1", "hdf5"])
+# V2 in the fast tier; the V1 and HDF5 readers have their own tests (tests/io), so their
+# whole-net runs wait for the slow tier.
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        "v2",
+        pytest.param("v1", marks=pytest.mark.slow),
+        pytest.param("hdf5", marks=pytest.mark.slow),
+    ],
+)
 def test_parity_with_the_judge(net_files, shared, judge, fmt):
     prototxt, files = net_files
     loaded = load_net(prototxt, files[fmt])

@@ -75,7 +75,13 @@ def check(name: str, home) -> None:
         np.testing.assert_allclose(onnx_out[..., :3], got[..., :3], rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", SMALL)
+# One classifier and the detector in the fast tier; the other small cards with the slow tier.
+FAST_CARDS = ("squeezenet_v1_1", "res10_300x300_ssd", "levi_hassner_gender")
+
+
+@pytest.mark.parametrize(
+    "name", [n if n in FAST_CARDS else pytest.param(n, marks=pytest.mark.slow) for n in SMALL]
+)
 def test_load_pretrained_on_both_back_ends(name, tmp_path):
     check(name, tmp_path)
 
