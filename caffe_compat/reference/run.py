@@ -112,6 +112,7 @@ def run_graph(
     """One pass over the nodes; returns the kept values (and nothing else still alive)."""
     env: dict[str, np.ndarray] = dict(arrays)
     last = last_uses(graph)
+    free: set[str] = set()  # values whose first axis is a data-dependent row count
     for index, node in enumerate(graph.nodes):
         entry = registry.lookup(node.type, BACKEND)
         assert entry is not None  # preflight checked
@@ -129,10 +130,15 @@ def run_graph(
         if len(result) != len(node.outputs):
             count = f"gave {len(result)} arrays for {len(node.outputs)} tops"
             raise CaffeCompatError(count, **where)
+        info = registry.facts(node.type)
+        rows_vary = info.varying_rows or any(v in free for v in node.inputs)
         for value, array, shape in zip(node.outputs, result, ctx.out_shapes):
             array = np.asarray(array, dtype=np.float64)
+            if rows_vary and array.shape[1:] == shape[1:]:
+                free.add(value)  # Proposal's ROIs and what is computed per ROI
+                shape = array.shape
             # Detection rows: their count R depends on the data.
-            if array.shape != shape and registry.facts(node.type).detections is None:
+            if array.shape != shape and info.detections is None:
                 raise CaffeCompatError(
                     f"computed a {array.shape} top where the shape rule says {shape}", **where
                 )
