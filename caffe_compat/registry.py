@@ -137,7 +137,7 @@ class LayerFacts:
     - ``input_values(node, bottom_index, shape, image_shape, rng) -> array | None``: synthetic
       values for a bottom fed straight from a net input that is not an image: ROI boxes
       ``[image, x1, y1, x2, y2]`` inside the image, py-faster-rcnn's ``im_info`` (height, width,
-      scale). ``image_shape`` is the net's first 4-D input at the feed's batch (None if none).
+      scale). ``image_shape`` is the net's largest 4-D input at the feed's batch (None if none).
     - ``varying_rows``: the top's first axis is a row count that depends on the data
       (Proposal's ROIs, at most its settings' count); layers fed from it keep their first axis
       free, so a back end's run may differ from the shape rule's placeholder there.

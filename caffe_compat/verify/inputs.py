@@ -108,10 +108,11 @@ def feeds_for(
 ) -> dict[str, np.ndarray]:
     """One batch of ``n`` inputs per net input: integer ids below ``ids[name]`` for index inputs
     (see ``index_inputs``), the layer's own valid values for structured inputs (``makers``, see
-    ``structured_inputs``: ROIs inside the first image input), mean-subtracted images for
+    ``structured_inputs``: ROIs inside the largest 4-D input), mean-subtracted images for
     3-channel 4-D inputs, image-like fields for other 4-D inputs, standard normal otherwise."""
     feeds: dict[str, np.ndarray] = {}
-    image = next(((n, *s[1:]) for s in shapes.values() if len(s) == 4), None)
+    pictures = [(n, *s[1:]) for s in shapes.values() if len(s) == 4]
+    image = max(pictures, key=lambda s: s[2] * s[3], default=None)  # the largest 4-D input
     for index, (name, shape) in enumerate(shapes.items()):
         if makers and name in makers:
             rng = np.random.default_rng(seed + 7919 * index)
