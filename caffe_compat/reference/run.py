@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import registry
 from ..errors import CaffeCompatError
-from ..ir.graph import Graph, Shape
+from ..ir.graph import Graph, Node, Shape
 from ._base import LayerContext
 from ._plan import (
     BATCH,
@@ -122,6 +122,8 @@ def run_graph(
             tuple(np.asarray(b, dtype=np.float64) for b in node.blobs),
         )
         where = {"path": graph.path, "layer": node.name, "layer_type": node.type}
+        if any(v in free for v in node.inputs):
+            ctx = _actual_shapes(node, ctx, [env[v].shape for v in node.inputs], where)
         try:
             with np.errstate(all="ignore"):  # inf and NaN propagate silently, as in Caffe
                 result = entry.fn(node, [env[v] for v in node.inputs], ctx)
@@ -147,6 +149,19 @@ def run_graph(
             if last.get(value) == index and value not in keep:
                 env.pop(value, None)
     return env
+
+
+def _actual_shapes(
+    node: Node, ctx: LayerContext, in_shapes: list[Shape], where: dict
+) -> LayerContext:
+    """The layer's context at the row count its bottoms really have (after Proposal)."""
+    rule = registry.lookup(node.type, "shape")
+    assert rule is not None
+    try:
+        outs = rule.fn(node, list(in_shapes)).outputs
+    except ValueError as exc:
+        raise CaffeCompatError(str(exc), **where) from None
+    return LayerContext(tuple(in_shapes), tuple(tuple(s) for s in outs), ctx.blobs)
 
 
 def _too_big(graph: Graph, need: int, limit: int, why: str) -> CaffeCompatError:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -29,12 +30,15 @@ TEST = 1  # caffe.TEST, the phase a deploy net runs in
 
 
 def _param_dict(text: str, where: str) -> dict[str, Any]:
-    """py-faster-rcnn parses ``param_str`` as YAML; its nets write a Python-style dict body."""
-    body = text.strip()
+    """py-faster-rcnn parses ``param_str`` as YAML; its nets write flow-style dict bodies
+    (``'feat_stride': 16``), one key per line or comma-separated, keys quoted or bare."""
+    lines = [line.strip().rstrip(",") for line in text.strip().splitlines() if line.strip()]
+    body = ", ".join(lines)
     if not body:
         return {}
     if not body.startswith("{"):
         body = "{" + body + "}"
+    body = re.sub(r"([{,]\s*)([A-Za-z_]\w*)\s*:", r"\1'\2':", body)  # bare YAML keys
     try:
         value = ast.literal_eval(body)
     except (ValueError, SyntaxError):
