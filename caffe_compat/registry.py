@@ -141,6 +141,9 @@ class LayerFacts:
     - ``varying_rows``: the top's first axis is a row count that depends on the data
       (Proposal's ROIs, at most its settings' count); layers fed from it keep their first axis
       free, so a back end's run may differ from the shape rule's placeholder there.
+    - ``origin``: where a type outside BVLC Caffe comes from (the forks that define it, and how
+      the net tells their meanings apart where two forks share the name); the support table
+      shows it, docs/forks.md explains it. None: BVLC Caffe.
     - ``family``: the module base name that holds the type in every folder (set by describe).
     """
 
@@ -176,6 +179,7 @@ class LayerFacts:
     force_backward: Callable[..., bool] | None = None
     input_values: Callable[..., Any] | None = None
     varying_rows: bool = False
+    origin: str | None = None
     family: str = ""
 
 

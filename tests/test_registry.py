@@ -88,6 +88,7 @@ NAMES_TYPES = {
     "caffe_compat/io/upgrade.py": "Caffe's V1 enum and legacy data fields: the old file format",
     "caffe_compat/passes/fold_batchnorm.py": "the layer type the pass is named after",
     "caffe_compat/pycaffe/_layout.py": "Caffe's InsertSplits writes Split layers into the net",
+    "caffe_compat/pycaffe/_caffe.py": "caffe.Layer, the base of Python layers, is of type Python",
     "caffe_compat/verify/opencv.py": "writes an Input layer into the deploy net OpenCV reads",
     "converters/torch/detection_post.py": "DetectionOutput's own PyTorch implementation",
 }

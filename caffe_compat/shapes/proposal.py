@@ -147,6 +147,7 @@ def _no_backward(node: Node, bottom: int) -> str | None:
 
 describe(
     "Proposal",
+    origin="py-faster-rcnn's proposal layer as OpenCV's built-in type",
     param_message="proposal_param",
     bottoms=3,
     tops=(1, 2),

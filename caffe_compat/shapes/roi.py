@@ -99,6 +99,7 @@ def _mixes(node: Node, shape: Shape) -> bool:
 
 describe(
     "ROIPooling",
+    origin="Fast/Faster R-CNN (rbgirshick/caffe-fast-rcnn)",
     param_message="roi_pooling_param",
     bottoms=2,
     tops=1,
@@ -109,6 +110,7 @@ describe(
 )
 describe(
     "PSROIPooling",
+    origin="R-FCN (daijifeng001/caffe-rfcn)",
     param_message="psroi_pooling_param",
     bottoms=2,
     tops=1,

@@ -13,6 +13,7 @@ from ._base import OnnxContext, OnnxOut
 
 
 def _no_onnx(node: Node) -> str | None:
+    """user classes (only py-faster-rcnn's proposal layer has a built-in replacement)."""
     if replacement(node) is not None:
         return None
     p = node.param.python_param
