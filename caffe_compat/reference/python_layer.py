@@ -16,33 +16,50 @@ from ..shapes.python_layer import call_layer, replacement, user_layer
 from ._base import Arrays, BackwardContext, Grads, LayerContext
 
 
-def _blob64(shape: tuple[int, ...], data: np.ndarray | None = None) -> Any:
-    from ..pycaffe import Blob
+class Blob64:
+    """pycaffe's Blob as a Python layer sees it (``data``, ``diff``, ``reshape``, ``shape``,
+    ``count``, ``num``/``channels``/``height``/``width``), with float64 buffers; written here
+    so the reference stays independent of the pycaffe shim the PyTorch back end uses."""
 
-    class Blob64(Blob):
-        """A pycaffe blob with a float64 buffer."""
+    def __init__(self, shape: tuple[int, ...], data: np.ndarray | None = None) -> None:
+        self._shape = tuple(int(d) for d in shape)
+        count = math.prod(self._shape)
+        self._data = np.zeros(count) if data is None else np.array(data, np.float64).reshape(-1)
+        self._diff = np.zeros(count)
 
-        def __init__(self, shape: tuple[int, ...], data: np.ndarray | None = None) -> None:
-            super().__init__(shape)
-            count = math.prod(self.shape)
-            self._buf = (
-                np.array(data, np.float64).reshape(-1) if data is not None else np.zeros(count)
-            )
+    @property
+    def data(self) -> np.ndarray:
+        return self._data[: self.count].reshape(self._shape)
 
-        def _set_shape(self, shape: tuple[int, ...]) -> None:
-            if math.prod(shape) > self._buf.size:
-                self._buf = np.zeros(math.prod(shape))
-                self._diff = None
-                self.version += 1
-            self._shape = tuple(shape)
+    @property
+    def diff(self) -> np.ndarray:
+        return self._diff[: self.count].reshape(self._shape)
 
-        @property
-        def diff(self) -> np.ndarray:
-            count = math.prod(self._shape)
-            if self._diff is None or self._diff.size < count:
-                self._diff = np.zeros(max(count, self._buf.size))
-            return self._diff[:count].reshape(self._shape)
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
 
+    @property
+    def count(self) -> int:
+        return math.prod(self._shape)
+
+    def _legacy(self, index: int) -> int:
+        return self._shape[index] if index < len(self._shape) else 1
+
+    num = property(lambda self: self._legacy(0))
+    channels = property(lambda self: self._legacy(1))
+    height = property(lambda self: self._legacy(2))
+    width = property(lambda self: self._legacy(3))
+
+    def reshape(self, *args: Any) -> None:
+        """Caffe's Reshape: the buffers grow only when the count exceeds them."""
+        shape = tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+        self._shape = tuple(int(d) for d in shape)
+        if self.count > self._data.size:
+            self._data, self._diff = np.zeros(self.count), np.zeros(self.count)
+
+
+def _blob64(shape: tuple[int, ...], data: np.ndarray | None = None) -> Blob64:
     return Blob64(shape, data)
 
 
