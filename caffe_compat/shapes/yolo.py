@@ -1,5 +1,6 @@
-"""Shape rule and settings of ``Yolov3DetectionOutput`` (YOLOv3 Caffe ports:
-eric612/MobileNet-YOLO's ``yolov3_detection_output_layer.cpp``).
+"""Shape rules and settings of ``Yolov3DetectionOutput`` and ``YoloDetectionOutput`` (YOLO v3 and
+v2 Caffe ports: eric612/MobileNet-YOLO's ``yolov3_detection_output_layer.cpp`` and
+``yolo_detection_output_layer.cpp``).
 
 Bottoms: ``mask_group_num`` maps ``B x num_box * (5 + C) x S x S`` (square: the fork reads the
 side from the width). For map t, cell (row j, column i), box n with anchor ``m = mask[n + t *
@@ -12,6 +13,12 @@ overlap with a kept one is at least ``nms_threshold``). Rows ``[0, class + 1, sc
 y - h / 2, x + w / 2, y + h / 2]`` (the fork writes image 0 for every row); none at all: one
 ``[i, -1, ...]`` row per image. Top ``1 x 1 x R x 7``, R data-dependent (the shape rule gives
 the placeholder ``1 x 1 x 1 x 7``, as the fork's Reshape).
+
+``YoloDetectionOutput`` (v2) reads one map ``1 x num_box * (5 + C) x S x S`` (the fork CHECKs a
+batch of 1): box n of cell (j, i) has centre ``((i + sigmoid(tx)) / S, (j + sigmoid(ty)) / S)``,
+size ``exp(tw) * biases[2n] / S`` and ``exp(th) * biases[2n + 1] / S``, and one candidate: the
+first class of highest softmax probability, scored ``sigmoid(to) * probability``, kept at or
+above ``confidence_threshold``. The NMS and the rows are v3's.
 """
 
 from __future__ import annotations
@@ -110,4 +117,56 @@ describe(
     detections=max_rows,
     mixes_batch=lambda node, shape: True,
     no_backward=_no_backward,
+)
+
+
+def yolo2_settings(p: caffe_pb2.YoloDetectionOutputParameter) -> YoloSettings:
+    """v2's settings in v3's form: one map, anchors in order (mask 0..num_box - 1), scale 1."""
+    s = YoloSettings(
+        classes=int(p.num_classes),
+        boxes=int(p.num_box),
+        threshold=float(p.confidence_threshold),
+        nms=float(p.nms_threshold),
+        biases=tuple(float(b) for b in p.biases),
+        scales=(1,),
+        maps=1,
+        mask=tuple(range(int(p.num_box))),
+    )
+    if s.classes < 1 or s.boxes < 1:
+        raise ValueError("num_classes and num_box must be at least 1")
+    if len(s.biases) < 2 * s.boxes:
+        raise ValueError(f"biases holds {len(s.biases) // 2} anchors for num_box {s.boxes}")
+    if not (math.isfinite(s.threshold) and math.isfinite(s.nms)):
+        raise ValueError("confidence_threshold and nms_threshold must be numbers")
+    return s
+
+
+@register("YoloDetectionOutput", "shape")
+def _yolo2(node: Node, inputs: list[Shape]) -> LayerShapes:
+    check_maps(yolo2_settings(node.param.yolo_detection_output_param), inputs)
+    if inputs[0][0] != 1:
+        raise ValueError("YoloDetectionOutput takes a batch of 1 (the fork CHECKs it)")
+    return LayerShapes([(1, 1, 1, 7)], [])
+
+
+def max_rows2(node: Node, in_shapes: list[Shape]) -> int:
+    """One candidate per box."""
+    s = yolo2_settings(node.param.yolo_detection_output_param)
+    _, _, h, w = in_shapes[0]
+    return max(h * w * s.boxes, 1)
+
+
+def _no_backward2(node: Node, bottom: int) -> str | None:
+    return "YoloDetectionOutput has no backward"
+
+
+describe(
+    "YoloDetectionOutput",
+    origin="YOLOv2 Caffe ports (eric612/MobileNet-YOLO)",
+    param_message="yolo_detection_output_param",
+    bottoms=1,
+    tops=1,
+    detections=max_rows2,
+    mixes_batch=lambda node, shape: True,
+    no_backward=_no_backward2,
 )

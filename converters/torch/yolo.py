@@ -10,7 +10,7 @@ from torch import nn
 
 from ...ir.graph import Node
 from ...registry import register
-from ...shapes.yolo import yolo_settings
+from ...shapes.yolo import yolo2_settings, yolo_settings
 from ._base import TorchContext
 
 
@@ -61,19 +61,54 @@ class Yolov3DetectionOutput(nn.Module):
 
     def forward(self, *maps: torch.Tensor) -> torch.Tensor:
         found = torch.cat([self._candidates(t, x) for t, x in enumerate(maps)])
-        found = found[torch.sort(-found[:, 1], stable=True).indices]
-        kept = found[_keep(found[:, 2:], self.s.nms)]
-        if kept.shape[0] == 0:
-            batch = maps[-1].shape[0]
-            rows = torch.full((batch, 7), -1.0, dtype=maps[0].dtype, device=maps[0].device)
-            rows[:, 0] = torch.arange(batch, dtype=rows.dtype, device=rows.device)
-            return rows.reshape(1, 1, batch, 7)
-        x, y, w, h = kept[:, 2:].unbind(1)
-        zero = torch.zeros_like(x)
-        rows = torch.stack(
-            [zero, kept[:, 0] + 1, kept[:, 1], x - w / 2, y - h / 2, x + w / 2, y + h / 2], 1
-        )
-        return rows.reshape(1, 1, -1, 7)
+        return finish(found, self.s.nms, maps[-1])
+
+
+def finish(found: torch.Tensor, threshold: float, like: torch.Tensor) -> torch.Tensor:
+    """Candidates ``[class, score, x, y, w, h]`` in loop order -> the fork's top rows."""
+    found = found[torch.sort(-found[:, 1], stable=True).indices]
+    kept = found[_keep(found[:, 2:], threshold)]
+    if kept.shape[0] == 0:
+        batch = like.shape[0]
+        rows = torch.full((batch, 7), -1.0, dtype=like.dtype, device=like.device)
+        rows[:, 0] = torch.arange(batch, dtype=rows.dtype, device=rows.device)
+        return rows.reshape(1, 1, batch, 7)
+    x, y, w, h = kept[:, 2:].unbind(1)
+    columns = [torch.zeros_like(x), kept[:, 0] + 1, kept[:, 1]]
+    columns += [x - w / 2, y - h / 2, x + w / 2, y + h / 2]
+    return torch.stack(columns, 1).reshape(1, 1, -1, 7)
+
+
+class YoloDetectionOutput(nn.Module):
+    """v2: one candidate per box, the first most probable class of a softmax."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self.s = yolo2_settings(node.param.yolo_detection_output_param)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.s
+        b, _, side, _ = x.shape
+        v = x.reshape(b, s.boxes, 5 + s.classes, side * side).permute(0, 3, 1, 2)
+        cell = torch.arange(side * side, device=x.device)
+        i, j = (cell % side)[None, :, None], (cell // side)[None, :, None]
+        anchors = torch.tensor([s.anchor(0, n) for n in range(s.boxes)], dtype=x.dtype).to(x.device)
+        prob = torch.softmax(v[..., 5:], dim=-1)
+        best, label = prob.max(dim=-1)
+        score = torch.sigmoid(v[..., 4]) * best
+        cx = (i + torch.sigmoid(v[..., 0])) / side
+        cy = (j + torch.sigmoid(v[..., 1])) / side
+        w = torch.exp(v[..., 2]) * anchors[:, 0] / side
+        h = torch.exp(v[..., 3]) * anchors[:, 1] / side
+        keep = score >= s.threshold
+        columns = [label.to(x.dtype), score, cx.expand_as(score), cy.expand_as(score), w, h]
+        found = torch.stack([c[keep] for c in columns], 1)
+        return finish(found, s.nms, x)
+
+
+@register("YoloDetectionOutput", "torch")
+def _yolo2(node: Node, ctx: TorchContext) -> nn.Module:
+    return YoloDetectionOutput(node)
 
 
 @register("Yolov3DetectionOutput", "torch")

@@ -1,7 +1,7 @@
-"""Yolov3DetectionOutput (YOLOv3 Caffe ports, eric612/MobileNet-YOLO): PyTorch, ONNX Runtime and
-the float64 reference against the fork's Forward_cpu written out here as its loops (per map,
-image, cell, box and class; its ApplyNms pairwise loop), and a whole YOLOv3-tiny-shaped head
-through synth, convert and verify. OpenCV 4 reads darknet's region layers, not this Caffe one."""
+"""Yolov3DetectionOutput and YoloDetectionOutput (YOLO v3 / v2 Caffe ports, eric612/MobileNet-YOLO):
+PyTorch, ONNX Runtime and the float64 reference against the forks' Forward_cpu written out here
+as their loops (per map, image, cell, box and class; ApplyNms's pairwise loop), and a whole
+YOLOv3-tiny-shaped head through synth, convert and verify. OpenCV 4 reads darknet's region layers, not this Caffe one."""
 
 from __future__ import annotations
 
@@ -118,6 +118,82 @@ def test_bad_settings_fail_in_one_line(tmp_path, change, message):
     path.write_text(yolo_net().replace(*change))
     with pytest.raises(CaffeCompatError, match=message):
         load_net(path)
+
+
+V2_BIASES = [0.73, 0.87, 2.42, 2.65, 4.30, 7.04, 10.24, 4.59, 12.68, 11.87]
+
+
+def yolov2_loops(x, classes, boxes, thr, nms):
+    """YoloDetectionOutputLayer::Forward_cpu: the swap to (cell, box, value), get_region_box,
+    class_index_and_score (softmax, first maximum), then the same sort and ApplyNms."""
+    side = x.shape[3]
+    found = []
+    for j in range(side):
+        for i in range(side):
+            for n in range(boxes):
+                v = x[0, n * (5 + classes) : (n + 1) * (5 + classes), j, i]
+                e = np.exp(v[5:] - v[5:].max())
+                prob = e / e.sum()
+                c = int(np.argmax(prob))
+                score = sigmoid(v[4]) * prob[c]
+                if score >= thr:
+                    cx, cy = (i + sigmoid(v[0])) / side, (j + sigmoid(v[1])) / side
+                    w = math.exp(v[2]) * V2_BIASES[2 * n] / side
+                    h = math.exp(v[3]) * V2_BIASES[2 * n + 1] / side
+                    found.append((score, c, cx, cy, w, h))
+    return found
+
+
+def rows_after_nms(found, nms, batch):
+    found = sorted(found, key=lambda f: -f[0])
+
+    def iou(a, b):
+        def overlap(c1, s1, c2, s2):
+            return min(c1 + s1 / 2, c2 + s2 / 2) - max(c1 - s1 / 2, c2 - s2 / 2)
+
+        w, h = overlap(a[2], a[4], b[2], b[4]), overlap(a[3], a[5], b[3], b[5])
+        inter = 0 if w < 0 or h < 0 else w * h
+        return inter / (a[4] * a[5] + b[4] * b[5] - inter)
+
+    gone = set()
+    for i in range(len(found) - 1):
+        if i not in gone:
+            gone |= {
+                j
+                for j in range(i + 1, len(found))
+                if j not in gone and iou(found[i], found[j]) >= nms
+            }
+    rows = [
+        [0, c + 1, s, x - w / 2, y - h / 2, x + w / 2, y + h / 2]
+        for k, (s, c, x, y, w, h) in enumerate(found)
+        if k not in gone
+    ]
+    rows = rows or [[i, -1, -1, -1, -1, -1, -1] for i in range(batch)]
+    return np.array(rows, F32).reshape(1, 1, -1, 7)
+
+
+@pytest.mark.parametrize(
+    "thr, nms, shift", [(0.2, 0.45, 0.0), (0.05, 0.3, 0.0), (0.2, 0.45, -30.0)]
+)
+def test_yolo_v2_detection_output(layer_check, thr, nms, shift):
+    biases = " ".join(f"biases: {b}" for b in V2_BIASES)
+    prototxt = (
+        'layer { name: "map" type: "Input" top: "map" input_param { shape { dim: 1 dim: 40 '
+        "dim: 5 dim: 5 } } }\n"
+        'layer { name: "det" type: "YoloDetectionOutput" bottom: "map" top: "det" '
+        f"yolo_detection_output_param {{ num_classes: 3 num_box: 5 confidence_threshold: {thr} "
+        f"nms_threshold: {nms} {biases} }} }}"
+    )
+
+    def feeds(n):
+        rng = np.random.default_rng(5)
+        return {"map": (rng.normal(0, 1.5, (1, 40, 5, 5)) + shift).astype(F32)}
+
+    def expected(i, w):
+        found = yolov2_loops(i["map"].astype(np.float64), 3, 5, thr, nms)
+        return {"det": rows_after_nms(found, nms, 1)}
+
+    layer_check(prototxt, expected, feeds=feeds, opencv=False, dynamic=False)
 
 
 TINY = """

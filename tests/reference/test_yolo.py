@@ -39,3 +39,24 @@ def test_nms_threshold_around_the_overlap(run_layers):
     # y: identical (h 2): 2. inter 1, union 2 + 2 - 1 = 3: IoU 1/3
     assert run_layers(layer(nms=0.33), m=m)["d"].shape == (1, 1, 1, 7)
     assert run_layers(layer(nms=0.34), m=m)["d"].shape == (1, 1, 2, 7)
+
+
+def test_v2_one_cell_by_hand(run_layers):
+    """YoloDetectionOutput: class logits [1, 3] -> softmax [1 / (1 + e^2), e^2 / (1 + e^2)]: class
+    1 (label 2), score sigmoid(2) * e^2 / (1 + e^2) = sigmoid(2)^2; box at cell (0, 1) of 2 x 2
+    with tw = th = 0 on anchor (1, 2): w = 1 / 2, h = 2 / 2."""
+    m = np.full((1, 7, 2, 2), -10.0)
+    m[0, :, 0, 1] = [0.0, 0.0, 0.0, 0.0, 2.0, 1.0, 3.0]
+    m[0, 5:, :, :] = 0.0  # equal logits elsewhere: probability 1/2, score tiny (obj -10)
+    m[0, 5:, 0, 1] = [1.0, 3.0]
+    out = run_layers(
+        'layer { name: "d" type: "YoloDetectionOutput" bottom: "m" top: "d" '
+        "yolo_detection_output_param { num_classes: 2 num_box: 1 confidence_threshold: 0.1 "
+        "biases: 1 biases: 2 } }",
+        m=m,
+    )["d"]
+    s = 1 / (1 + math.exp(-2.0))
+    cx, cy = (1 + 0.5) / 2, (0 + 0.5) / 2
+    np.testing.assert_allclose(
+        out.reshape(-1), [0, 2, s * s, cx - 0.25, cy - 0.5, cx + 0.25, cy + 0.5]
+    )
