@@ -121,3 +121,15 @@ def test_bad_python_layers_fail_in_one_line(tmp_path, user_module, module, cls, 
     with pytest.raises(CaffeCompatError, match=message) as info:
         load_net(python_net(tmp_path, module or user_module, cls))
     assert 'layer "sq"' in str(info.value) and "\n" not in str(info.value)
+
+
+def test_pycaffe_net_runs_the_users_layer(tmp_path, user_module):
+    """``caffe.Net`` of the pycaffe shim (``import caffe`` in the user's module is the shim)."""
+    import caffe_compat.pycaffe as caffe
+
+    net = caffe.Net(str(python_net(tmp_path, user_module)), caffe.TEST)
+    x = np.random.default_rng(1).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    net.forward()
+    np.testing.assert_allclose(net.blobs["sq"].data, 3 * x.astype(np.float64) ** 2, rtol=1e-6)
+    assert [layer.type for layer in net.layers] == ["Input", "Python", "ReLU"]
