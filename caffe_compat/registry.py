@@ -134,6 +134,16 @@ class LayerFacts:
       their lr_mult to 0 and the layer's forward in TRAIN updates them).
     - ``batch_source``: ``"module:Class"`` streaming the layer's batches for training
       (``caffe-compat train``: Data, ImageData, HDF5Data), imported only when training.
+    - ``input_values(node, bottom_index, shape, image_shape, rng) -> array | None``: synthetic
+      values for a bottom fed straight from a net input that is not an image: ROI boxes
+      ``[image, x1, y1, x2, y2]`` inside the image, py-faster-rcnn's ``im_info`` (height, width,
+      scale). ``image_shape`` is the net's largest 4-D input at the feed's batch (None if none).
+    - ``varying_rows``: the top's first axis is a row count that depends on the data
+      (Proposal's ROIs, at most its settings' count); layers fed from it keep their first axis
+      free, so a back end's run may differ from the shape rule's placeholder there.
+    - ``origin``: where a type outside BVLC Caffe comes from (the forks that define it, and how
+      the net tells their meanings apart where two forks share the name); the support table
+      shows it, docs/forks.md explains it. None: BVLC Caffe.
     - ``family``: the module base name that holds the type in every folder (set by describe).
     """
 
@@ -167,6 +177,9 @@ class LayerFacts:
     batch_source: str | None = None
     no_backward: Callable[..., str | None] | None = None
     force_backward: Callable[..., bool] | None = None
+    input_values: Callable[..., Any] | None = None
+    varying_rows: bool = False
+    origin: str | None = None
     family: str = ""
 
 

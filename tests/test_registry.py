@@ -89,6 +89,7 @@ NAMES_TYPES = {
     "caffe_compat/passes/fold_batchnorm.py": "the layer type the pass is named after",
     "caffe_compat/pycaffe/_data.py": "pycaffe's set_input_arrays checks the first layer's type",
     "caffe_compat/pycaffe/_layout.py": "Caffe's InsertSplits writes Split layers into the net",
+    "caffe_compat/pycaffe/_caffe.py": "caffe.Layer, the base of Python layers, is of type Python",
     "caffe_compat/pycaffe/coord_map.py": "BVLC's public PASS_THROUGH_LAYERS and crop rules",
     "caffe_compat/pycaffe/draw.py": "BVLC's draw.py API: its labels and colours by type name",
     "caffe_compat/verify/opencv.py": "writes an Input layer into the deploy net OpenCV reads",

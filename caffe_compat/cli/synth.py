@@ -18,7 +18,7 @@ from ..ir.load import load_net
 from ..ir.phase import NetState, layer_included
 from ..printable import printable
 from ..tools.synth import METHODS, synthesize
-from ..verify.inputs import feed_batch, feeds_for, index_inputs
+from ..verify.inputs import feed_batch, feeds_for, index_inputs, structured_inputs
 from ._common import add_memory_argument, add_net_arguments, net_options
 
 NAME = "synth"
@@ -93,7 +93,13 @@ def _variety(loaded, seed: int, budget: Budget) -> list[str]:
         )
     except MemoryBudgetError as exc:
         return [f"note  no variety check: {exc}"]
-    feeds = feeds_for(graph.inputs, batch, seed=seed + 1000, ids=index_inputs(graph))
+    feeds = feeds_for(
+        graph.inputs,
+        batch,
+        seed=seed + 1000,
+        ids=index_inputs(graph),
+        makers=structured_inputs(graph),
+    )
     with torch.no_grad():
         out = CaffeNet(graph)(
             **{k: torch.from_numpy(v) for k, v in feeds.items()},

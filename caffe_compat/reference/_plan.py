@@ -174,7 +174,7 @@ def split_roles(
             roles.update((v, CONST) for v in node.outputs)
             continue
         if info.detections is not None:
-            if DETECTIONS in kinds or roles[node.inputs[2]] != CONST:
+            if DETECTIONS in kinds or len(node.inputs) < 3 or roles[node.inputs[2]] != CONST:
                 return Split(roles, f'layer "{node.name}" takes no per-image boxes and priors')
             roles[node.outputs[0]] = DETECTIONS
             continue

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import registry
 from ..errors import CaffeCompatError
-from ..ir.graph import Graph, Shape
+from ..ir.graph import Graph, Node, Shape
 from ._base import LayerContext
 from ._plan import (
     BATCH,
@@ -112,6 +112,7 @@ def run_graph(
     """One pass over the nodes; returns the kept values (and nothing else still alive)."""
     env: dict[str, np.ndarray] = dict(arrays)
     last = last_uses(graph)
+    free: set[str] = set()  # values whose first axis is a data-dependent row count
     for index, node in enumerate(graph.nodes):
         entry = registry.lookup(node.type, BACKEND)
         assert entry is not None  # preflight checked
@@ -121,6 +122,8 @@ def run_graph(
             tuple(np.asarray(b, dtype=np.float64) for b in node.blobs),
         )
         where = {"path": graph.path, "layer": node.name, "layer_type": node.type}
+        if any(v in free for v in node.inputs):
+            ctx = _actual_shapes(node, ctx, [env[v].shape for v in node.inputs], where)
         try:
             with np.errstate(all="ignore"):  # inf and NaN propagate silently, as in Caffe
                 result = entry.fn(node, [env[v] for v in node.inputs], ctx)
@@ -129,10 +132,15 @@ def run_graph(
         if len(result) != len(node.outputs):
             count = f"gave {len(result)} arrays for {len(node.outputs)} tops"
             raise CaffeCompatError(count, **where)
+        info = registry.facts(node.type)
+        rows_vary = info.varying_rows or any(v in free for v in node.inputs)
         for value, array, shape in zip(node.outputs, result, ctx.out_shapes):
             array = np.asarray(array, dtype=np.float64)
+            if rows_vary and array.shape[1:] == shape[1:]:
+                free.add(value)  # Proposal's ROIs and what is computed per ROI
+                shape = array.shape
             # Detection rows: their count R depends on the data.
-            if array.shape != shape and registry.facts(node.type).detections is None:
+            if array.shape != shape and info.detections is None:
                 raise CaffeCompatError(
                     f"computed a {array.shape} top where the shape rule says {shape}", **where
                 )
@@ -141,6 +149,19 @@ def run_graph(
             if last.get(value) == index and value not in keep:
                 env.pop(value, None)
     return env
+
+
+def _actual_shapes(
+    node: Node, ctx: LayerContext, in_shapes: list[Shape], where: dict
+) -> LayerContext:
+    """The layer's context at the row count its bottoms really have (after Proposal)."""
+    rule = registry.lookup(node.type, "shape")
+    assert rule is not None
+    try:
+        outs = rule.fn(node, list(in_shapes)).outputs
+    except ValueError as exc:
+        raise CaffeCompatError(str(exc), **where) from None
+    return LayerContext(tuple(in_shapes), tuple(tuple(s) for s in outs), ctx.blobs)
 
 
 def _too_big(graph: Graph, need: int, limit: int, why: str) -> CaffeCompatError:

@@ -22,7 +22,7 @@ from ..ir.graph import Graph, Node, Shape
 from ..ir.load import LoadedNet
 from ..progress import Progress
 from ..shapes._synthesis import StartingValues, half_precision
-from ..verify.inputs import feed_batch, feeds_for, index_inputs
+from ..verify.inputs import feed_batch, feeds_for, index_inputs, structured_inputs
 from .fillers import caffe_fill
 
 METHODS = ("calibrated", "he", "fillers")
@@ -84,7 +84,9 @@ def _calibrate(graph: Graph, seed: int, batch: int, bar: Progress) -> None:
 
     from ..converters.torch._base import TorchContext
 
-    feeds = feeds_for(graph.inputs, batch, seed=seed + 1, ids=index_inputs(graph))
+    feeds = feeds_for(
+        graph.inputs, batch, seed=seed + 1, ids=index_inputs(graph), makers=structured_inputs(graph)
+    )
     env: dict[str, torch.Tensor] = {k: torch.from_numpy(v) for k, v in feeds.items()}
     heads = _heads(graph)
     with torch.no_grad():

@@ -6,7 +6,8 @@ subtract a mean (the net's own, or per-channel constants) to get what Caffe nets
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -78,19 +79,45 @@ def index_inputs(graph: Graph) -> dict[str, int]:
     return ids
 
 
+Maker = Callable[[tuple[int, ...], "tuple[int, ...] | None", np.random.Generator], np.ndarray]
+
+
+def structured_inputs(graph: Graph) -> dict[str, Maker]:
+    """Inputs that a layer reads as something other than an image (its ``input_values`` fact:
+    ROI boxes, ``im_info``), with the function that makes valid values for them."""
+    makers: dict[str, Maker] = {}
+    for node in graph.nodes:
+        make = registry.facts(node.type).input_values
+        if make is None:
+            continue
+        for bottom, value in enumerate(node.inputs):
+            if value in graph.inputs and value not in makers:
+                probe = make(node, bottom, graph.inputs[value], None, np.random.default_rng(0))
+                if probe is not None:
+                    makers[value] = partial(make, node, bottom)
+    return makers
+
+
 def feeds_for(
     shapes: dict[str, tuple[int, ...]],
     n: int,
     seed: int = 0,
     mean: tuple[float, ...] | None = None,
     ids: Mapping[str, int] | None = None,
+    makers: Mapping[str, Maker] | None = None,
 ) -> dict[str, np.ndarray]:
     """One batch of ``n`` inputs per net input: integer ids below ``ids[name]`` for index inputs
-    (see ``index_inputs``), mean-subtracted images for 3-channel 4-D inputs, image-like fields
-    for other 4-D inputs, standard normal values otherwise."""
+    (see ``index_inputs``), the layer's own valid values for structured inputs (``makers``, see
+    ``structured_inputs``: ROIs inside the largest 4-D input), mean-subtracted images for
+    3-channel 4-D inputs, image-like fields for other 4-D inputs, standard normal otherwise."""
     feeds: dict[str, np.ndarray] = {}
+    pictures = [(n, *s[1:]) for s in shapes.values() if len(s) == 4]
+    image = max(pictures, key=lambda s: s[2] * s[3], default=None)  # the largest 4-D input
     for index, (name, shape) in enumerate(shapes.items()):
-        if ids and name in ids:
+        if makers and name in makers:
+            rng = np.random.default_rng(seed + 7919 * index)
+            feeds[name] = np.asarray(makers[name]((n, *shape[1:]), image, rng), np.float32)
+        elif ids and name in ids:
             rng = np.random.default_rng(seed + 7919 * index)
             feeds[name] = rng.integers(0, ids[name], (n, *shape[1:])).astype(np.float32)
         elif len(shape) == 4:

@@ -26,7 +26,7 @@ from ..progress import Progress
 from .compare import ArgmaxAgreement, Report, Tolerance, compare
 from .detections import align_detections
 from .float64 import float64_judge
-from .inputs import feed_batch, feeds_for, index_inputs
+from .inputs import feed_batch, feeds_for, index_inputs, structured_inputs
 from .stored import load_reference_npz, stored_inputs, stored_values
 
 Values = dict[str, np.ndarray]
@@ -309,7 +309,14 @@ def _synthetic_feeds(
         what="the verification",
         shrink=fixed_batch is None,
     )
-    feeds = feeds_for(graph.inputs, fitted, seed=seed, mean=options.mean, ids=index_inputs(graph))
+    feeds = feeds_for(
+        graph.inputs,
+        fitted,
+        seed=seed,
+        mean=options.mean,
+        ids=index_inputs(graph),
+        makers=structured_inputs(graph),
+    )
     label = f"{fitted} synthetic images (seed {seed}), mean subtracted"
     if fixed_batch is not None and fitted != batch:
         label += f" (the net's own batch: {fixed_batch})"

@@ -222,6 +222,31 @@ def test_normalize_per_channel_scales_keep_the_forks_backward(tmp_path):
     assert net.graph.node("l").type == "Normalize"
 
 
+ROIS = np.array([[0, 0, 0, 12, 16], [1, 4, 2, 15, 11], [1, 6, 6, 6, 6]], np.float32)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        L(
+            "ROIPooling",
+            "roi_pooling_param { pooled_h: 2 pooled_w: 3 spatial_scale: 0.25 }",
+            bottoms=("data", "rois"),
+        ),
+        L(
+            "PSROIPooling",
+            "psroi_pooling_param { spatial_scale: 0.25 output_dim: 3 group_size: 1 }",
+            bottoms=("data", "rois"),
+        ),
+        L("SPP", "spp_param { pyramid_height: 2 pool: MAX }"),
+        L("SPP", "spp_param { pyramid_height: 2 pool: AVE }"),
+    ],
+)
+def test_detection_forks_pooling(tmp_path, layer):
+    """ROI layers (the ROIs get no diff, as in the forks) and SPP's pyramid of poolings."""
+    run(tmp_path, layer, {"data": X, "rois": ROIS} if "rois" in layer else {"data": X})
+
+
 def test_every_type_that_computes_is_covered_or_refuses_backward():
     covered = set()
     for layers in CASES.values():
@@ -240,6 +265,12 @@ def test_every_type_that_computes_is_covered_or_refuses_backward():
         "MultinomialLogisticLoss",
         "PriorBox",
         "DepthwiseConvolution",
+        "ROIPooling",  # test_detection_forks_pooling above
+        "PSROIPooling",
+        "SPP",
+        # the user's own backward: tests/converters/test_python_layer.py (PyTorch),
+        # tests/reference/test_python_layer.py (float64, against central differences)
+        "Python",
     }
     missing = []
     for layer_type in registry.supported_types("shape"):

@@ -1,0 +1,93 @@
+"""BoxOutput in float64 (MS-CNN's ``box_output_layer.cpp`` and ``BoxIOU``; see
+caffe_compat.shapes.box_output): per image, candidates of every scale decoded at once, the
+fork's (score, index) order, then its greedy ``nmsMax`` loop over kept boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.graph import Node
+from ..registry import register
+from ..shapes.box_output import BoxSettings, box_settings
+from ._base import Arrays, LayerContext
+
+
+def candidates(s: BoxSettings, maps: Arrays, image: int) -> np.ndarray:
+    """(M, 5) ``[x, y, w, h, score]`` of one image in the fork's loop order."""
+    rows = []
+    for j, x in enumerate(maps):
+        _, c, height, width = x.shape
+        k = c - 4
+        v = x[image].reshape(c, -1)
+        fg = (v[1:k].max(axis=0) if k > 1 else np.full(v.shape[1], -np.inf)) - v[0]
+        bx, by, bw, bh = (v[k + a].copy() for a in range(4))
+        if s.mean is not None and s.std is not None:
+            bx, by = bx * s.std[0] + s.mean[0], by * s.std[1] + s.mean[1]
+            bw, bh = bw * s.std[2] + s.mean[2], bh * s.std[3] + s.mean[3]
+        rows_, cols = np.divmod(np.arange(height * width), width)
+        rate = s.rates[j]
+        bx = np.clip(bx, -1 / s.xyr, 1 / s.xyr) * s.field_w[j] + (cols + 0.5) * rate
+        by = np.clip(by, -1 / s.xyr, 1 / s.xyr) * s.field_h[j] + (rows_ + 0.5) * rate
+        low, high = np.log(1 / s.whr), np.log(s.whr)
+        bw = s.field_w[j] * np.exp(np.clip(bw, low, high))
+        bh = s.field_h[j] * np.exp(np.clip(bh, low, high))
+        bx, by = np.maximum(bx - bw / 2, 0), np.maximum(by - bh / 2, 0)
+        bw, bh = np.minimum(bw, width * rate - bx), np.minimum(bh, height * rate - by)
+        keep = (fg >= s.fg_thr) & (bw >= s.min_size) & (bh >= s.min_size)
+        rows.append(np.stack([bx, by, bw, bh, fg], axis=1)[keep])
+    return np.concatenate(rows)
+
+
+def box_iou(box: np.ndarray, others: np.ndarray, mode: str) -> np.ndarray:
+    """BoxIOU of one (x, y, w, h) box with many: 0 for empty boxes or no overlap."""
+    x1, y1, w1, h1 = box
+    x2, y2, w2, h2 = others.T
+    width = np.minimum(x1 + w1, x2 + w2) - np.maximum(x1, x2)
+    height = np.minimum(y1 + h1, y2 + h2) - np.maximum(y1, y2)
+    over = np.where((width <= 0) | (height <= 0), 0.0, width * height)
+    if mode == "IOMU":
+        union = np.minimum(w1 * h1, w2 * h2)
+    elif mode == "IOFU":
+        union = np.full(len(others), w1 * h1)
+    else:
+        union = w1 * h1 + w2 * h2 - over
+    empty = (w1 <= 0) | (h1 <= 0) | (w2 <= 0) | (h2 <= 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(empty, 0.0, over / union)
+
+
+def nms(boxes: np.ndarray, threshold: float, mode: str) -> list[int]:
+    order, keep = np.arange(len(boxes)), []
+    while order.size:
+        first, rest = order[0], order[1:]
+        keep.append(int(first))
+        order = rest[~(box_iou(boxes[first], boxes[rest], mode) > threshold)]
+    return keep
+
+
+def propose(s: BoxSettings, maps: Arrays) -> np.ndarray:
+    """(R, 6) ``[image, x1, y1, x2, y2, score]`` over the batch."""
+    found = []
+    for image in range(maps[0].shape[0]):
+        boxes = candidates(s, maps, image)
+        order = np.lexsort((-np.arange(len(boxes)), -boxes[:, 4]))  # std::greater on pairs
+        boxes = boxes[order]
+        if s.max_nms > 0:
+            boxes = boxes[: s.max_nms]
+        boxes = boxes[nms(boxes[:, :4], s.iou_thr, s.mode)]
+        if s.max_post > 0:
+            boxes = boxes[: s.max_post]
+        x, y, w, h, score = boxes.T
+        found.append(np.stack([np.full(len(x), image), x, y, x + w, y + h, score], axis=1))
+    return np.concatenate(found)
+
+
+@register("BoxOutput", "reference")
+def _box_output(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
+    rows = propose(box_settings(node.param, len(inputs)), inputs)
+    if not len(rows):
+        rois, scored = np.array([[0.0, 1, 1, 10, 10]]), np.zeros((1, 6))
+    else:
+        rois, scored = rows[:, :5], rows
+    tops = [rois.reshape(-1, 5, 1, 1), scored.reshape(-1, 6, 1, 1)]
+    return tops[: len(node.outputs)]

@@ -1,0 +1,107 @@
+"""Shape rule and settings of ``BoxOutput`` (MS-CNN, zhaoweicai/mscnn's ``box_output_layer.cpp``:
+its multi-scale proposal network's output).
+
+Bottoms: one map per scale, ``N x (K + 4) x H x W`` (K class scores, background first, then the
+box offsets). Per image, scale j and position (h, w), in that order: the foreground score is
+the largest of classes 1..K-1 minus class 0, a candidate from ``fg_thr`` up. Its offsets (times
+``bbox_reg_param``'s std, plus its mean, when both are given) decode as: x, y clamped to
+``[-1 / field_xyr, 1 / field_xyr]``, then ``x * field_w[j] + (w + 0.5) * downsample_rate[j]``
+(y likewise); w, h clamped to ``[log(1 / field_whr), log(field_whr)]``, then ``field_w[j] *
+exp(w)``; the corner ``x - w / 2`` (at least 0), the width at most ``W * rate - x``; kept when
+width and height reach ``min_size``. Candidates sorted by score (equal scores: the later one
+first, as ``std::greater`` on (score, index)), cut to ``max_nms_num``, greedy NMS (a box goes
+when its overlap with a kept one is above ``iou_thr``; ``nms_type`` IOU, IOMU: over the smaller
+area, IOFU: over the kept box's), cut to ``max_post_nms_num``. Tops: ROIs ``R x 5 x 1 x 1``
+``[image, x1, y1, x1 + w, y1 + h]`` (and ``R x 6 x 1 x 1`` with the score); none in the whole
+batch: the fork's dummy ROI ``[0, 1, 1, 10, 10]`` (and a zero row). R is data-dependent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir.graph import Node, Shape
+from ..proto import caffe_pb2
+from ..registry import LayerShapes, describe, register
+
+MODES = ("IOU", "IOMU", "IOFU")
+
+
+@dataclass(frozen=True)
+class BoxSettings:
+    fg_thr: float
+    iou_thr: float
+    mode: str
+    field_h: tuple[int, ...]
+    field_w: tuple[int, ...]
+    rates: tuple[int, ...]
+    whr: float
+    xyr: float
+    max_nms: int
+    max_post: int
+    min_size: float
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+
+
+def box_settings(layer: caffe_pb2.LayerParameter, maps: int) -> BoxSettings:
+    p, reg = layer.box_output_param, layer.bbox_reg_param
+    for name in ("field_h", "field_w", "downsample_rate"):
+        if len(getattr(p, name)) != maps:
+            raise ValueError(f"box_output_param.{name} needs one value per bottom ({maps})")
+    if p.nms_type not in MODES:
+        raise ValueError(f"nms_type {p.nms_type!r} is not one of {', '.join(MODES)}")
+    if p.field_whr <= 0 or p.field_xyr <= 0:
+        raise ValueError("field_whr and field_xyr must be positive")
+    norm = bool(reg.bbox_mean) and bool(reg.bbox_std)
+    if norm and (len(reg.bbox_mean) != 4 or len(reg.bbox_std) != 4):
+        raise ValueError("bbox_reg_param needs 4 bbox_mean and 4 bbox_std values")
+    return BoxSettings(
+        fg_thr=float(np.float32(p.fg_thr)),
+        iou_thr=float(np.float32(p.iou_thr)),
+        mode=p.nms_type,
+        field_h=tuple(int(v) for v in p.field_h),
+        field_w=tuple(int(v) for v in p.field_w),
+        rates=tuple(int(v) for v in p.downsample_rate),
+        whr=float(np.float32(p.field_whr)),
+        xyr=float(np.float32(p.field_xyr)),
+        max_nms=int(p.max_nms_num),
+        max_post=int(p.max_post_nms_num),
+        min_size=float(np.float32(p.min_size)),
+        mean=tuple(float(v) for v in reg.bbox_mean) if norm else None,
+        std=tuple(float(v) for v in reg.bbox_std) if norm else None,
+    )
+
+
+@register("BoxOutput", "shape")
+def _box_output(node: Node, inputs: list[Shape]) -> LayerShapes:
+    box_settings(node.param, len(inputs))
+    if any(len(s) != 4 for s in inputs):
+        raise ValueError("BoxOutput reads 4-D maps N x (K + 4) x H x W")
+    if len({(s[0], s[1]) for s in inputs}) != 1 or inputs[0][1] < 5:
+        raise ValueError("the maps must share the batch and K + 4 channels (K >= 1)")
+    return LayerShapes([(1, 5, 1, 1), (1, 6, 1, 1)][: len(node.outputs)], [])
+
+
+def _no_backward(node: Node, bottom: int) -> str | None:
+    return "BoxOutput has no backward"
+
+
+describe(
+    "BoxOutput",
+    origin="MS-CNN (zhaoweicai/mscnn)",
+    param_message="box_output_param",
+    bottoms=(1, None),
+    tops=(1, 2),
+    varying_rows=True,
+    mixes_batch=lambda node, shape: True,
+    no_backward=_no_backward,
+    validate=lambda layer: None if math.isfinite(layer.box_output_param.iou_thr) else _nan(),
+)
+
+
+def _nan() -> None:
+    raise ValueError("box_output_param.iou_thr must be a number")

@@ -1,0 +1,104 @@
+"""BoxOutput in PyTorch (MS-CNN; see caffe_compat.shapes.box_output): per image (MS-CNN runs one
+at a time), every scale decoded at once, the fork's (score, index) order, and its greedy NMS as
+the fixed point over the overlap matrix (converters.torch.proposal's form) in its three modes."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ...ir.graph import Node
+from ...registry import register
+from ...shapes.box_output import BoxSettings, box_settings
+from ._base import TorchContext
+
+
+def _overlap(boxes: torch.Tensor, mode: str) -> torch.Tensor:
+    x, y, w, h = boxes.unbind(1)
+    width = torch.minimum((x + w)[:, None], (x + w)[None]) - torch.maximum(x[:, None], x[None])
+    height = torch.minimum((y + h)[:, None], (y + h)[None]) - torch.maximum(y[:, None], y[None])
+    over = torch.where((width <= 0) | (height <= 0), torch.zeros_like(width), width * height)
+    area = w * h
+    if mode == "IOMU":
+        union = torch.minimum(area[:, None], area[None])
+    elif mode == "IOFU":
+        union = area[:, None].expand_as(over)  # the earlier (kept) box's area
+    else:
+        union = area[:, None] + area[None] - over
+    empty = (w <= 0) | (h <= 0)
+    ratio = over / union
+    return torch.where(empty[:, None] | empty[None], torch.zeros_like(ratio), ratio)
+
+
+def _keep(boxes: torch.Tensor, threshold: float, mode: str) -> torch.Tensor:
+    count = boxes.shape[0]
+    earlier = torch.ones(count, count, dtype=torch.bool, device=boxes.device).triu(1)
+    beats = (_overlap(boxes, mode) > threshold) & earlier
+    keep = torch.ones(count, dtype=torch.bool, device=boxes.device)
+    while True:
+        new = ~(beats & keep[:, None]).any(0)
+        if bool((new == keep).all()):
+            return keep
+        keep = new
+
+
+class BoxOutput(nn.Module):
+    def __init__(self, node: Node, maps: int) -> None:
+        super().__init__()
+        self.s: BoxSettings = box_settings(node.param, maps)
+        self.tops = len(node.outputs)
+
+    def _candidates(self, maps: tuple[torch.Tensor, ...], image: int) -> torch.Tensor:
+        s, rows = self.s, []
+        for j, x in enumerate(maps):
+            _, c, height, width = x.shape
+            k = c - 4
+            v = x[image].reshape(c, -1)
+            fg = v[1:k].amax(0) - v[0] if k > 1 else torch.full_like(v[0], -math.inf)
+            bx, by, bw, bh = v[k], v[k + 1], v[k + 2], v[k + 3]
+            if s.mean is not None and s.std is not None:
+                bx, by = bx * s.std[0] + s.mean[0], by * s.std[1] + s.mean[1]
+                bw, bh = bw * s.std[2] + s.mean[2], bh * s.std[3] + s.mean[3]
+            cell = torch.arange(height * width, device=x.device)
+            cols, rows_ = (cell % width).to(x.dtype), (cell // width).to(x.dtype)
+            rate = s.rates[j]
+            bx = bx.clamp(-1 / s.xyr, 1 / s.xyr) * s.field_w[j] + (cols + 0.5) * rate
+            by = by.clamp(-1 / s.xyr, 1 / s.xyr) * s.field_h[j] + (rows_ + 0.5) * rate
+            low, high = math.log(1 / s.whr), math.log(s.whr)
+            bw = s.field_w[j] * torch.exp(bw.clamp(low, high))
+            bh = s.field_h[j] * torch.exp(bh.clamp(low, high))
+            bx, by = (bx - bw / 2).clamp(min=0), (by - bh / 2).clamp(min=0)
+            bw = torch.minimum(bw, width * rate - bx)
+            bh = torch.minimum(bh, height * rate - by)
+            keep = (fg >= s.fg_thr) & (bw >= s.min_size) & (bh >= s.min_size)
+            rows.append(torch.stack([bx, by, bw, bh, fg], 1)[keep])
+        return torch.cat(rows)
+
+    def forward(self, *maps: torch.Tensor):
+        s, found = self.s, []
+        for image in range(maps[0].shape[0]):
+            boxes = self._candidates(maps, image).flip(0)  # equal scores: the later one first
+            boxes = boxes[torch.sort(-boxes[:, 4], stable=True).indices]
+            if s.max_nms > 0:
+                boxes = boxes[: s.max_nms]
+            boxes = boxes[_keep(boxes[:, :4], s.iou_thr, s.mode)]
+            if s.max_post > 0:
+                boxes = boxes[: s.max_post]
+            x, y, w, h, score = boxes.unbind(1)
+            found.append(torch.stack([torch.full_like(x, image), x, y, x + w, y + h, score], 1))
+        rows = torch.cat(found)
+        if rows.shape[0] == 0:
+            like = maps[0]
+            rows = torch.tensor([[0.0, 1, 1, 10, 10, 0]], dtype=like.dtype, device=like.device)
+            scored = torch.zeros_like(rows)
+        else:
+            scored = rows
+        rois = rows[:, :5].reshape(-1, 5, 1, 1)
+        return (rois, scored.reshape(-1, 6, 1, 1)) if self.tops == 2 else rois
+
+
+@register("BoxOutput", "torch")
+def _box_output(node: Node, ctx: TorchContext) -> nn.Module:
+    return BoxOutput(node, len(node.inputs))

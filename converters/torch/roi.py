@@ -1,0 +1,141 @@
+"""ROIPooling and PSROIPooling in PyTorch without torchvision: every ROI's bins are computed at
+once (the forks' float32 arithmetic, see caffe_compat.reference.roi), then the windows are
+gathered and reduced for a chunk of ROIs at a time.
+
+ROIPooling gathers, per ROI and bin row, the ``KH`` rows of the widest bin (masked past the
+bin's end) and takes their maximum, then does the same over ``KW`` columns: scratch ``r x C x
+pooled_h x KH x W`` per chunk of r ROIs. PSROIPooling sums with the two bin masks (an einsum)
+and divides by the bin's area. Autograd's gradient is the forks' backward (argmax / even share).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...ir.graph import Node
+from ...registry import register
+from ...shapes.roi import psroi_settings, roi_pooling_settings
+from ._base import TorchContext
+
+SCRATCH = 1 << 24  # float32 values gathered per chunk of ROIs
+
+
+def c_round(x: torch.Tensor) -> torch.Tensor:
+    """C's round(): halves away from zero (torch.round rounds them to even)."""
+    return torch.sign(x) * torch.floor(x.abs() + 0.5)
+
+
+def _images(rois: torch.Tensor, batch: int) -> torch.Tensor:
+    return torch.trunc(rois[:, 0]).long().clamp(0, batch - 1)
+
+
+def _roi_edges(rois: torch.Tensor, count: int, scale: float, limit: int, axis: int):
+    """Clipped [start, end) of each of ``count`` bins on ``axis`` (0: rows, 1: columns)."""
+    r = rois.float()
+    start = c_round(r[:, 1 + (1 - axis)] * scale).long()
+    end = c_round(r[:, 3 + (1 - axis)] * scale).long()
+    span = torch.clamp(end - start + 1, min=1).float()
+    step = span / float(count)
+    p = torch.arange(count, dtype=torch.float32, device=rois.device)
+    low = torch.floor(p[None] * step[:, None]).long() + start[:, None]
+    high = torch.ceil((p[None] + 1) * step[:, None]).long() + start[:, None]
+    return low.clamp(0, limit), high.clamp(0, limit)
+
+
+def _window(low: torch.Tensor, high: torch.Tensor, limit: int):
+    """Indices (R, bins, K) of each bin's cells, clamped, and which of them are inside."""
+    k = max(int((high - low).max().item()) if low.numel() else 1, 1)
+    index = low[..., None] + torch.arange(k, device=low.device)
+    return index.clamp(max=limit - 1), index < high[..., None]
+
+
+class ROIPooling(nn.Module):
+    """caffe-fast-rcnn's ROI max pooling (an empty bin gives 0)."""
+
+    def __init__(self, pooled_h: int, pooled_w: int, scale: float) -> None:
+        super().__init__()
+        self.pooled, self.scale = (pooled_h, pooled_w), scale
+
+    def forward(self, x: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        rois = rois.reshape(-1, 5)
+        n, c, h, w = x.shape
+        image = _images(rois, n)
+        rows = _roi_edges(rois, self.pooled[0], self.scale, h, 0)
+        cols = _roi_edges(rois, self.pooled[1], self.scale, w, 1)
+        row_index, row_in = _window(*rows, h)  # (R, ph, KH)
+        col_index, col_in = _window(*cols, w)  # (R, pw, KW)
+        per_roi = c * self.pooled[0] * row_index.shape[-1] * w
+        step = max(1, SCRATCH // max(per_roi, 1))
+        parts = []
+        for s in range(0, rois.shape[0], step):
+            part = slice(s, s + step)
+            feat = x[image[part]]  # (r, C, H, W)
+            r = feat.shape[0]
+            gather = row_index[part].reshape(r, 1, -1, 1).expand(r, c, -1, w)
+            picked = feat.gather(2, gather).reshape(r, c, self.pooled[0], -1, w)
+            lowest = torch.finfo(x.dtype).min
+            fill = torch.full((), lowest, dtype=x.dtype, device=x.device)
+            by_row = torch.where(row_in[part][:, None, :, :, None], picked, fill).amax(3)
+            gather = col_index[part].reshape(r, 1, 1, -1).expand(r, c, self.pooled[0], -1)
+            picked = by_row.gather(3, gather).reshape(r, c, self.pooled[0], self.pooled[1], -1)
+            pooled = torch.where(col_in[part][:, None, None], picked, fill).amax(-1)
+            empty = (rows[1][part] <= rows[0][part])[:, :, None] | (cols[1][part] <= cols[0][part])[
+                :, None, :
+            ]
+            parts.append(torch.where(empty[:, None], torch.zeros_like(pooled), pooled))
+        if not parts:
+            return x.new_zeros((0, c, *self.pooled))
+        return torch.cat(parts)
+
+
+def _psroi_edges(rois: torch.Tensor, group: int, scale: float, limit: int, axis: int):
+    r = c_round(rois.float()[:, 1 + (1 - axis) :: 2][:, :2]).double()
+    start = (r[:, 0] * scale).float()
+    end = ((r[:, 1] + 1.0) * scale).float()
+    step = torch.clamp(end.double() - start.double(), min=0.1).float() / float(group)
+    p = torch.arange(group, dtype=torch.float32, device=rois.device)
+    low = torch.floor(p[None] * step[:, None] + start[:, None]).long()
+    high = torch.ceil((p[None] + 1) * step[:, None] + start[:, None]).long()
+    return low.clamp(0, limit), high.clamp(0, limit)
+
+
+class PSROIPooling(nn.Module):
+    """R-FCN's position-sensitive ROI average pooling."""
+
+    def __init__(self, dim: int, group: int, scale: float) -> None:
+        super().__init__()
+        self.dim, self.group, self.scale = dim, group, scale
+
+    def forward(self, x: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        rois = rois.reshape(-1, 5)
+        n, c, h, w = x.shape
+        g = self.group
+        image = _images(rois, n)
+        rows = _psroi_edges(rois, g, self.scale, h, 0)
+        cols = _psroi_edges(rois, g, self.scale, w, 1)
+        cells_h, cells_w = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+        row_mask = ((cells_h >= rows[0][..., None]) & (cells_h < rows[1][..., None])).to(x.dtype)
+        col_mask = ((cells_w >= cols[0][..., None]) & (cells_w < cols[1][..., None])).to(x.dtype)
+        area = ((rows[1] - rows[0])[:, :, None] * (cols[1] - cols[0])[:, None, :]).to(x.dtype)
+        step = max(1, SCRATCH // max(c * h * w, 1))
+        parts = []
+        for s in range(0, rois.shape[0], step):
+            part = slice(s, s + step)
+            feat = x[image[part]].reshape(-1, self.dim, g, g, h, w)
+            parts.append(torch.einsum("rcijhw,rih,rjw->rcij", feat, row_mask[part], col_mask[part]))
+        if not parts:
+            return x.new_zeros((0, self.dim, g, g))
+        sums = torch.cat(parts)
+        safe = torch.where(area > 0, area, torch.ones_like(area))[:, None]
+        return torch.where(area[:, None] > 0, sums / safe, torch.zeros_like(sums))
+
+
+@register("ROIPooling", "torch")
+def _roi_pooling(node: Node, ctx: TorchContext) -> nn.Module:
+    return ROIPooling(*roi_pooling_settings(node.param.roi_pooling_param))
+
+
+@register("PSROIPooling", "torch")
+def _psroi_pooling(node: Node, ctx: TorchContext) -> nn.Module:
+    return PSROIPooling(*psroi_settings(node.param.psroi_pooling_param))

@@ -1,0 +1,148 @@
+"""BoxOutput (MS-CNN): PyTorch, ONNX Runtime and the float64 reference against the fork's
+Forward_cpu written out here as its loops (per image, scale and position; the (score, index)
+sort; nmsMax's pairwise loop with BoxIOU). OpenCV 4 has no such layer. ONNX refuses the IOMU and
+IOFU overlap modes in one line; PyTorch and the reference run them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+F32 = np.float32
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
+def box_iou(a, b, mode):
+    x1, y1, w1, h1 = a
+    x2, y2, w2, h2 = b
+    if w1 <= 0 or h1 <= 0 or w2 <= 0 or h2 <= 0:
+        return 0.0
+    tlx, tly = max(x1, x2), max(y1, y2)
+    brx, bry = min(x1 + w1, x2 + w2), min(y1 + h1, y2 + h2)
+    over = 0.0 if tlx >= brx or tly >= bry else (brx - tlx) * (bry - tly)
+    if mode == "IOMU":
+        u = min(w1 * h1, w2 * h2)
+    elif mode == "IOFU":
+        u = w1 * h1
+    else:
+        u = w1 * h1 + w2 * h2 - over
+    return over / u
+
+
+def box_output_loops(maps, fg_thr, iou_thr, mode, fields, rates, min_size, max_nms, max_post, std):
+    whr = xyr = 2.0
+    out = []
+    for i in range(maps[0].shape[0]):
+        boxes = []
+        for j, x in enumerate(maps):
+            c, height, width = x.shape[1:]
+            k = c - 4
+            for pos in range(height * width):
+                h, w = divmod(pos, width)
+                v = x[i, :, h, w]
+                fg = max([-FLT_MAX, *v[1:k]]) - v[0]
+                if fg < fg_thr:
+                    continue
+                bx, by, bw, bh = (v[k + a] * std[a] for a in range(4))
+                bx = min(max(bx, -1 / xyr), 1 / xyr) * fields[j] + (w + 0.5) * rates[j]
+                by = min(max(by, -1 / xyr), 1 / xyr) * fields[j] + (h + 0.5) * rates[j]
+                bw = fields[j] * math.exp(min(max(bw, math.log(1 / whr)), math.log(whr)))
+                bh = fields[j] * math.exp(min(max(bh, math.log(1 / whr)), math.log(whr)))
+                bx, by = max(bx - bw / 2, 0), max(by - bh / 2, 0)
+                bw, bh = min(bw, width * rates[j] - bx), min(bh, height * rates[j] - by)
+                if bw >= min_size and bh >= min_size:
+                    boxes.append((fg, len(boxes), (bx, by, bw, bh)))
+        boxes.sort(key=lambda b: (b[0], b[1]), reverse=True)  # std::greater on (score, index)
+        if max_nms > 0:
+            boxes = boxes[:max_nms]
+        kept = [True] * len(boxes)
+        for a in range(len(boxes)):
+            if not kept[a]:
+                continue
+            for b in range(a + 1, len(boxes)):
+                if kept[b] and box_iou(boxes[a][2], boxes[b][2], mode) > iou_thr:
+                    kept[b] = False
+        boxes = [b for b, k in zip(boxes, kept) if k]
+        if max_post > 0:
+            boxes = boxes[:max_post]
+        out += [[i, x, y, x + w, y + h, s] for s, _, (x, y, w, h) in boxes]
+    if not out:
+        return np.array([[0, 1, 1, 10, 10]], F32).reshape(1, 5, 1, 1), np.zeros((1, 6, 1, 1), F32)
+    rows = np.array(out, F32)
+    return rows[:, :5].reshape(-1, 5, 1, 1), rows.reshape(-1, 6, 1, 1)
+
+
+STD = (0.1, 0.1, 0.2, 0.2)
+
+
+def box_net(fg_thr=0.2, iou_thr=0.5, mode="IOU", extra="") -> str:
+    return (
+        'layer { name: "maps" type: "Input" top: "a" top: "b" input_param { shape { dim: 2 '
+        "dim: 6 dim: 6 dim: 8 } shape { dim: 2 dim: 6 dim: 3 dim: 4 } } }\n"
+        'layer { name: "box" type: "BoxOutput" bottom: "a" bottom: "b" top: "rois" top: "scored" '
+        f'box_output_param {{ fg_thr: {fg_thr} iou_thr: {iou_thr} nms_type: "{mode}" '
+        "field_h: 16 field_h: 32 field_w: 16 field_w: 32 downsample_rate: 8 downsample_rate: 16 "
+        f"min_size: 4 {extra} }} bbox_reg_param {{ bbox_mean: 0 bbox_mean: 0 bbox_mean: 0 "
+        "bbox_mean: 0 bbox_std: 0.1 bbox_std: 0.1 bbox_std: 0.2 bbox_std: 0.2 } }"
+    )
+
+
+def feeds(n):
+    rng = np.random.default_rng(2)
+    return {
+        "a": rng.normal(0, 1, (2, 6, 6, 8)).astype(F32),
+        "b": rng.normal(0, 1, (2, 6, 3, 4)).astype(F32),
+    }
+
+
+def expected_for(fg_thr, iou_thr, mode, max_nms=0, max_post=0):
+    def expected(i, w):
+        maps = [i["a"].astype(np.float64), i["b"].astype(np.float64)]
+        rois, scored = box_output_loops(
+            maps, fg_thr, iou_thr, mode, (16, 32), (8, 16), 4, max_nms, max_post, STD
+        )
+        return {"rois": rois, "scored": scored}
+
+    return expected
+
+
+@pytest.mark.parametrize(
+    "fg_thr, iou_thr, extra, cuts",
+    [
+        (0.2, 0.5, "", (0, 0)),
+        (0.0, 0.3, "max_nms_num: 10 max_post_nms_num: 4", (10, 4)),
+        (50.0, 0.5, "", (0, 0)),  # nothing: the fork's dummy ROI
+    ],
+)
+def test_box_output(layer_check, fg_thr, iou_thr, extra, cuts):
+    layer_check(
+        box_net(fg_thr, iou_thr, "IOU", extra),
+        expected_for(fg_thr, iou_thr, "IOU", *cuts),
+        feeds=feeds,
+        opencv=False,
+        dynamic=False,
+    )
+
+
+@pytest.mark.parametrize("mode", ["IOMU", "IOFU"])
+def test_other_overlap_modes_in_torch_and_the_reference(tmp_path, mode):
+    from caffe_compat.converters.onnx.export import to_onnx
+    from caffe_compat.errors import UnsupportedLayersError
+    from caffe_compat.ir.load import load_net
+    from caffe_compat.reference import forward
+    from caffe_compat.verify.backends import run_torch
+
+    path = tmp_path / "net.prototxt"
+    path.write_text(box_net(0.0, 0.3, mode))
+    loaded = load_net(path)
+    inputs = feeds(2)
+    want = expected_for(0.0, 0.3, mode)(inputs, None)
+    ours = run_torch(loaded.graph, inputs, ["rois", "scored"])
+    ref = forward(loaded, inputs, outputs=["rois", "scored"])
+    for name in ("rois", "scored"):
+        np.testing.assert_allclose(ours[name], want[name], rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(ref[name], want[name], rtol=1e-5, atol=1e-4)
+    with pytest.raises(UnsupportedLayersError, match=f"nms_type {mode}"):
+        to_onnx(loaded.graph)

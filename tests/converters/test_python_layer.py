@@ -1,0 +1,135 @@
+"""``type: "Python"`` layers: the user's ``caffe.Layer`` subclass (written here into a module on
+sys.path, ``import caffe`` inside it) runs in PyTorch and the float64 reference, against its
+formula in numpy; ONNX export refuses it in one line naming the layer and class; an unimportable
+module is one line at load time. py-faster-rcnn's proposal layer: tests/converters/test_proposal.py."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from caffe_compat.converters.onnx.export import to_onnx
+from caffe_compat.errors import CaffeCompatError, UnsupportedLayersError
+from caffe_compat.ir.load import load_net
+from caffe_compat.reference import forward
+from caffe_compat.verify.backends import run_torch
+
+LAYERS = '''
+import caffe
+import numpy as np
+
+
+class ScaledSquare(caffe.Layer):
+    """top = k * x^2 and the sum of each item; k from param_str."""
+
+    def setup(self, bottom, top):
+        if len(bottom) != 1:
+            raise Exception("one bottom")
+        self.k = float(self.param_str or 1)
+        self.setup_phase = self.phase
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+        top[1].reshape(bottom[0].num, 1)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = self.k * bottom[0].data ** 2
+        top[1].data[...] = top[0].data.reshape(bottom[0].num, -1).sum(1, keepdims=True)
+
+    def backward(self, top, propagate_down, bottom):
+        sums = top[1].diff.reshape(-1, *([1] * (bottom[0].data.ndim - 1)))
+        bottom[0].diff[...] = 2 * self.k * bottom[0].data * (top[0].diff + sums)
+
+
+class Broken(caffe.Layer):
+    def setup(self, bottom, top):
+        raise RuntimeError("no good")
+'''
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    name = f"user_layers_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(LAYERS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name
+    sys.modules.pop(name, None)
+
+
+def python_net(tmp_path, module: str, cls: str = "ScaledSquare", param: str = "3") -> str:
+    path = tmp_path / "net.prototxt"
+    path.write_text(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 '
+        "dim: 4 dim: 5 } } }\n"
+        f'layer {{ name: "sq" type: "Python" bottom: "data" top: "sq" top: "total" python_param '
+        f'{{ module: "{module}" layer: "{cls}" param_str: "{param}" }} }}\n'
+        'layer { name: "relu" type: "ReLU" bottom: "sq" top: "out" }\n'
+    )
+    return path
+
+
+def test_user_layer_runs_in_torch_and_the_reference(tmp_path, user_module):
+    loaded = load_net(python_net(tmp_path, user_module))
+    assert loaded.graph.shapes["sq"] == (2, 3, 4, 5)
+    assert loaded.graph.shapes["total"] == (2, 1)
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    want = 3 * x.astype(np.float64) ** 2
+    total = want.reshape(2, -1).sum(1, keepdims=True)
+    ours = run_torch(loaded.graph, {"data": x}, ["sq", "total", "out"])
+    ref = forward(loaded, {"data": x}, outputs=["sq", "total"])
+    np.testing.assert_allclose(ours["sq"], want, rtol=1e-6)
+    np.testing.assert_allclose(ours["total"], total, rtol=1e-5)
+    np.testing.assert_allclose(ref["sq"], want, rtol=1e-12)
+    np.testing.assert_allclose(ref["total"], total, rtol=1e-12)
+    assert "caffe" not in sys.modules  # `import caffe` resolved only while the module loaded
+
+
+def test_user_layer_is_refused_by_onnx_in_one_line(tmp_path, user_module):
+    loaded = load_net(python_net(tmp_path, user_module))
+    with pytest.raises(UnsupportedLayersError) as info:
+        to_onnx(loaded.graph)
+    message = str(info.value)
+    assert f"{user_module}.ScaledSquare" in message and "sq" in message and "\n" not in message
+
+
+def test_torch_gradient_is_the_users_backward(tmp_path, user_module):
+    import torch
+
+    from caffe_compat.converters.torch.model import CaffeNet
+
+    loaded = load_net(python_net(tmp_path, user_module))
+    model = CaffeNet(loaded.graph)
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float32, requires_grad=True)
+    out = model(x, outputs=["sq", "total"])
+    sq, total = out["sq"], out["total"]
+    (sq.sum() + 2 * total.sum()).backward()
+    want = 2 * 3 * x.detach() * (1 + 2)
+    torch.testing.assert_close(x.grad, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "module, cls, message",
+    [
+        ("no_such_module_anywhere", "X", "cannot be imported"),
+        (None, "Missing", "has no class 'Missing'"),
+        (None, "Broken", "Broken.setup raised RuntimeError: no good"),
+    ],
+)
+def test_bad_python_layers_fail_in_one_line(tmp_path, user_module, module, cls, message):
+    with pytest.raises(CaffeCompatError, match=message) as info:
+        load_net(python_net(tmp_path, module or user_module, cls))
+    assert 'layer "sq"' in str(info.value) and "\n" not in str(info.value)
+
+
+def test_pycaffe_net_runs_the_users_layer(tmp_path, user_module):
+    """``caffe.Net`` of the pycaffe shim (``import caffe`` in the user's module is the shim)."""
+    import caffe_compat.pycaffe as caffe
+
+    net = caffe.Net(str(python_net(tmp_path, user_module)), caffe.TEST)
+    x = np.random.default_rng(1).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    net.forward()
+    np.testing.assert_allclose(net.blobs["sq"].data, 3 * x.astype(np.float64) ** 2, rtol=1e-6)
+    assert [layer.type for layer in net.layers] == ["Input", "Python", "ReLU"]
