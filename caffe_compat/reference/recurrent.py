@@ -252,6 +252,55 @@ def _lstm_fork(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     return [hs if time_major else hs.reshape(t_len * n, h_dim)]
 
 
+@register("Lstm", "reference_backward")
+def _lstm_fork_backward(
+    node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext
+) -> Grads:
+    """The fork's Backward_gpu: BPTT through the steps, each step's pre-gate diffs clamped to
+    +-clipping_threshold (when positive) before they reach W, x and h_{t-1}. W_h's diff sums
+    pre-gate diff x h_{t-1} over the steps without the clip factor (as the fork's GEMM does)."""
+    x = inputs[0]
+    t_len, n, i_dim, _ = lstm_layout(node, x.shape)
+    w_i, w_h, b = ctx.blobs
+    h_dim = w_h.shape[1]
+    rows = x.reshape(t_len, n, i_dim)
+    pre = rows @ w_i.T + b
+    cont = fork_clip(inputs[1] if len(inputs) > 1 else None, t_len, n)
+    zero = np.zeros((n, h_dim))
+    hs, cs, acts = lstm_steps(pre, cont, w_h, zero, zero)
+    bound = float(node.param.lstm_param.clipping_threshold)
+    dh_top = top_diffs[0].reshape(t_len, n, h_dim)
+    d_pre = np.empty(pre.shape)
+    dh_next, dc_next = np.zeros((n, h_dim)), np.zeros((n, h_dim))
+    for t in reversed(range(t_len)):
+        k = cont[t][:, None]
+        i, f, o, g = (acts[t][:, j * h_dim : (j + 1) * h_dim] for j in range(4))
+        sig_f = np.divide(f, k, out=np.zeros_like(f), where=k != 0)  # the unscaled gate
+        c_prev = cs[t - 1] if t else zero
+        tanh_c = np.tanh(cs[t])
+        dh = dh_top[t] + dh_next
+        dc = dc_next + dh * o * (1 - tanh_c * tanh_c)
+        step = np.concatenate(
+            [
+                dc * g * i * (1 - i),
+                k * dc * c_prev * sig_f * (1 - sig_f),
+                dh * tanh_c * o * (1 - o),
+                dc * i * (1 - g * g),
+            ],
+            axis=1,
+        )
+        if bound > 0:
+            step = np.clip(step, -bound, bound)
+        d_pre[t] = step
+        dc_next = k * dc * sig_f
+        dh_next = k * (step @ w_h)
+    flat = d_pre.reshape(t_len * n, -1)
+    d_w_h = d_pre[1:].reshape(-1, 4 * h_dim).T @ hs[:-1].reshape(-1, h_dim)
+    dx = (flat @ w_i).reshape(x.shape)
+    bottoms: list[np.ndarray | None] = [dx] + [None] * (len(inputs) - 1)
+    return bottoms, [flat.T @ rows.reshape(t_len * n, -1), d_w_h, flat.sum(axis=0)]
+
+
 @register("ContinuationIndicator", "reference")
 def _continuation(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     (shape,) = ctx.out_shapes
