@@ -34,7 +34,7 @@ import numpy as np
 from ..ir.graph import Node
 from ..registry import register
 from ..shapes.recurrent import has_static_input, hidden_count, lstm_layout
-from ._base import Arrays, BackwardContext, Grads, LayerContext
+from ._base import Arrays, BackwardContext, Grads, LayerContext, no_grads
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -307,3 +307,11 @@ def _continuation(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     top = np.ones(shape)
     top[0] = 0.0
     return [top]
+
+
+@register("ContinuationIndicator", "reference_backward")
+def _continuation_backward(
+    node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext
+) -> Grads:
+    """The fork's Backward is empty: its top depends on no bottom and it has no blobs."""
+    return no_grads(inputs, ctx)
