@@ -106,7 +106,8 @@ class LSTMUnit(nn.Module):
         k = cont.to(gates.dtype).unsqueeze(2)
         f = torch.where(k == 0, torch.zeros_like(f), k * torch.sigmoid(f))
         c = f * c_prev + torch.sigmoid(i) * torch.tanh(g)
-        return c, torch.sigmoid(o) * torch.tanh(c)
+        # a copy for the top: its diff is what the consumers send, h's path stays inside
+        return c.clone(), torch.sigmoid(o) * torch.tanh(c)
 
 
 @register("LSTMUnit", "torch")
