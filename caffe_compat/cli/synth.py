@@ -93,7 +93,8 @@ def _variety(loaded, seed: int, budget: Budget) -> list[str]:
         )
     except MemoryBudgetError as exc:
         return [f"note  no variety check: {exc}"]
-    feeds = feeds_for(graph.inputs, batch, seed=seed + 1000, ids=index_inputs(graph))
+    count = None if fixed_batch is not None else batch
+    feeds = feeds_for(graph.inputs, count, seed=seed + 1000, ids=index_inputs(graph))
     with torch.no_grad():
         out = CaffeNet(graph)(
             **{k: torch.from_numpy(v) for k, v in feeds.items()},

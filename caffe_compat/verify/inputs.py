@@ -80,16 +80,21 @@ def index_inputs(graph: Graph) -> dict[str, int]:
 
 def feeds_for(
     shapes: dict[str, tuple[int, ...]],
-    n: int,
+    n: int | None,
     seed: int = 0,
     mean: tuple[float, ...] | None = None,
     ids: Mapping[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
-    """One batch of ``n`` inputs per net input: integer ids below ``ids[name]`` for index inputs
+    """One batch of ``n`` inputs per net input (None: each input's declared axis 0, for a net
+    fixed to its declared batch whose inputs differ there, such as time x streams beside
+    images): integer ids below ``ids[name]`` for index inputs
     (see ``index_inputs``), mean-subtracted images for 3-channel 4-D inputs, image-like fields
     for other 4-D inputs, standard normal values otherwise."""
     feeds: dict[str, np.ndarray] = {}
+    declared = n is None  # a net fixed to its declared batch: each input at its own axis 0
     for index, (name, shape) in enumerate(shapes.items()):
+        n = shape[0] if declared else n
+        assert n is not None
         if ids and name in ids:
             rng = np.random.default_rng(seed + 7919 * index)
             feeds[name] = rng.integers(0, ids[name], (n, *shape[1:])).astype(np.float32)

@@ -309,7 +309,8 @@ def _synthetic_feeds(
         what="the verification",
         shrink=fixed_batch is None,
     )
-    feeds = feeds_for(graph.inputs, fitted, seed=seed, mean=options.mean, ids=index_inputs(graph))
+    count = None if fixed_batch is not None else fitted
+    feeds = feeds_for(graph.inputs, count, seed=seed, mean=options.mean, ids=index_inputs(graph))
     label = f"{fitted} synthetic images (seed {seed}), mean subtracted"
     if fixed_batch is not None and fitted != batch:
         label += f" (the net's own batch: {fixed_batch})"
