@@ -12,7 +12,7 @@ import pytest
 
 from caffe_compat.cli.main import main
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parent / "recurrent"  # not data/: those are OpenCV-judged zoo nets
 
 
 @pytest.mark.slow
