@@ -224,3 +224,31 @@ def test_continuation_indicator_feeds_an_lstm(layer_check):
         return {"cont": cont, "h": numpy_lstm(inputs["x"], cont, *w["lstm"])[0]}
 
     layer_check(prototxt, expected, feeds=feeds, blobs=blobs, opencv=False)
+
+
+@pytest.mark.parametrize("case", ["lstm", "rnn", "lstm_unit"])
+def test_torch_and_onnxruntime_match_real_caffe(case):
+    """PyTorch and ONNX Runtime (float32) on the nets real BVLC Caffe ran (tests/reference/data/
+    recurrent: resets inside the sequences, x_static, expose_hidden): every top within
+    1e-5 x its largest magnitude (plus 1e-6) of Caffe's float32 values."""
+    from pathlib import Path
+
+    from caffe_compat.converters.onnx.export import to_onnx
+    from caffe_compat.ir.load import load_net
+    from caffe_compat.verify.backends import run_onnxruntime, run_torch
+
+    data = Path(__file__).resolve().parents[1] / "reference" / "data" / "recurrent"
+    with np.load(data / f"{case}.npz") as arrays:
+        rec = {k: arrays[k] for k in arrays.files}
+    graph = load_net(data / f"{case}.prototxt").graph
+    for node in graph.nodes:
+        count = sum(1 for k in rec if k.startswith(f"param/{node.name}/"))
+        node.blobs = [rec[f"param/{node.name}/{i}"] for i in range(count)]
+    inputs = {k.split("/", 1)[1]: v for k, v in rec.items() if k.startswith("input/")}
+    tops = [v for n in graph.nodes for v in n.outputs if n.type != "Input"]
+    model = to_onnx(graph, dynamic_batch=False).SerializeToString()
+    for produced in (run_torch(graph, inputs, tops), run_onnxruntime(model, inputs)):
+        for value in tops:
+            want = rec[f"data/{graph.blob_of[value]}"]
+            limit = 1e-5 * float(np.abs(want).max()) + 1e-6
+            np.testing.assert_allclose(produced[value], want, rtol=0, atol=limit, err_msg=value)
