@@ -22,6 +22,14 @@ from ...shapes.recurrent import has_static_input, lstm_layout
 from ._base import TorchContext, parameter
 
 
+def _fork_recurrent_term(h: torch.Tensor, k: torch.Tensor, w_h: torch.Tensor) -> torch.Tensor:
+    """``k * (W_h h)`` whose W_h diff is caffe-lstm's: the pre-gate diff times h_{t-1} without the
+    clip factor k (its GEMM over all steps), while h gets k times the product as usual."""
+    value = k * F.linear(h, w_h.detach())
+    free = F.linear(h.detach(), w_h)
+    return value + (free - free.detach())
+
+
 def lstm_steps(
     pre: torch.Tensor,
     cont: torch.Tensor,
@@ -29,13 +37,15 @@ def lstm_steps(
     h: torch.Tensor,
     c: torch.Tensor,
     clip_diff: float = 0.0,
+    fork: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every h (T x N x H) and the last c of the LSTM recurrence over T x N x 4H pre-activations."""
+    """Every h (T x N x H) and the last c of the LSTM recurrence over T x N x 4H pre-activations
+    (``fork``: caffe-lstm's W_h diff, see ``_fork_recurrent_term``)."""
     width = w_h.shape[1]
     hs = []
     for pre_t, cont_t in zip(pre.unbind(0), cont.unbind(0)):  # sequential: step t needs h_{t-1}
         k = cont_t.unsqueeze(1)
-        z = pre_t + F.linear(k * h, w_h)
+        z = pre_t + (_fork_recurrent_term(h, k, w_h) if fork else F.linear(k * h, w_h))
         if clip_diff > 0 and z.requires_grad:
             z.register_hook(lambda g, b=clip_diff: g.clamp(-b, b))
         i, f, o, g = torch.split(z, width, dim=1)
@@ -75,7 +85,7 @@ class Recurrent(nn.Module):
             pre = pre + F.linear(rest[0].reshape(n, -1), self.w_static)
         # recurrent_layer.cpp shares only the data of exposed states: no diff flows through them
         given = [s.detach().reshape(n, self.hidden) for s in rest[self.static :]]
-        cont = cont.to(pre.dtype)
+        cont = cont.detach().to(pre.dtype)  # sequence markers get no diff in Caffe
         if self.kind == "LSTM":
             h0, c0 = given or [pre.new_zeros((n, self.hidden))] * 2
             hs, c_last = lstm_steps(pre, cont, self.w_h, h0, c0)
@@ -103,7 +113,7 @@ class LSTMUnit(nn.Module):
 
     def forward(self, c_prev: torch.Tensor, gates: torch.Tensor, cont: torch.Tensor):
         i, f, o, g = torch.chunk(gates, 4, dim=2)
-        k = cont.to(gates.dtype).unsqueeze(2)
+        k = cont.detach().to(gates.dtype).unsqueeze(2)
         f = torch.where(k == 0, torch.zeros_like(f), k * torch.sigmoid(f))
         c = f * c_prev + torch.sigmoid(i) * torch.tanh(g)
         # a copy for the top: its diff is what the consumers send, h's path stays inside
@@ -139,9 +149,9 @@ class ForkLstm(nn.Module):
         n = x.shape[1] if self.time_major else self.n
         pre = F.linear(x.reshape(-1, n, self.w_i.shape[1]), self.w_i, self.b)
         t_len, h_dim = pre.shape[0], self.w_h.shape[1]
-        cont = fork_clip(clip, t_len, n, pre)
+        cont = fork_clip(None if clip is None else clip.detach(), t_len, n, pre)
         zero = pre.new_zeros((n, h_dim))
-        hs, _ = lstm_steps(pre, cont, self.w_h, zero, zero, self.clip_diff)
+        hs, _ = lstm_steps(pre, cont, self.w_h, zero, zero, self.clip_diff, fork=True)
         return hs if self.time_major else hs.reshape(t_len * n, h_dim)
 
 

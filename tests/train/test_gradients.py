@@ -174,6 +174,9 @@ CASES = {
     "rnn": L("RNN", "recurrent_param { num_output: 3 }", bottoms=("data", "cont23")),
     "lstm_unit": L("LSTMUnit", bottoms=("c132", "g138", "cont13"), tops=("y", "z")),
     "lstm_fork": L("Lstm", "lstm_param { num_output: 3 clipping_threshold: 0.05 }"),
+    "lstm_fork_clip": L(
+        "Lstm", "lstm_param { num_output: 2 batch_size: 2 }", bottoms=("rows63", "clip6")
+    ),
     "continuation_indicator": L(
         "ContinuationIndicator", "continuation_indicator_param { time_step: 2 batch_size: 3 }"
     )
@@ -190,6 +193,8 @@ EXTRA = {
     "small": RNG.normal(size=(2, 3, 3, 2)),
     "cont23": np.array([[0.0, 1, 0], [1, 0, 1]]),  # sequence markers: resets at both steps
     "cont13": np.array([[1.0, 0, 1]]),
+    "rows63": RNG.normal(size=(6, 3)),
+    "clip6": np.array([[0.0], [1], [1], [0], [1], [1]]),  # rows t + n: resets inside too
     "c132": RNG.normal(size=(1, 3, 2)),
     "g138": RNG.normal(size=(1, 3, 8)),
 }
