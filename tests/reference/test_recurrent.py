@@ -249,3 +249,18 @@ def test_forward_and_backward_match_real_caffe(case):
             )
             checked += 1
     assert checked >= 3
+
+
+@pytest.mark.parametrize("case", ["lstm", "rnn"])
+def test_caffemodel_written_by_caffe_loads(case):
+    """The .caffemodel real Caffe saved (its blob order and shapes: W_xc, b_c, W_xc_static, W_hc;
+    RNN's W_xh, b_h, W_xh_static, W_hh, W_ho, b_o) loads and reproduces Caffe's tops."""
+    rec = _recorded(case)
+    loaded = load_net(DATA / f"{case}.prototxt", DATA / f"{case}.caffemodel")
+    for node in loaded.graph.nodes:
+        for i, blob in enumerate(node.blobs):
+            np.testing.assert_array_equal(blob, rec[f"param/{node.name}/{i}"])
+    inputs = {k.split("/", 1)[1]: v for k, v in rec.items() if k.startswith("input/")}
+    ours = forward(loaded, inputs)
+    for key in (k for k in rec if k.startswith("data/")):
+        np.testing.assert_allclose(ours[key[5:]], rec[key], rtol=0, atol=_limit(rec[key]))

@@ -10,7 +10,8 @@ parameters from a fixed seed, runs ``forward()`` once on a fresh net (so the sta
 without expose_hidden is Caffe's initial zero), sets a random diff on every net output (the
 exposed h_T/c_T tops included) and runs ``backward()``. It writes ``<case>.npz``:
 ``input/<blob>``, ``param/<layer>/<i>``, ``data/<blob>`` for every blob, ``top_diff/<blob>``,
-``diff/<input>`` and ``param_diff/<layer>/<i>``. Only pycaffe and numpy are needed.
+``diff/<input>`` and ``param_diff/<layer>/<i>``, and ``<case>.caffemodel`` as Caffe saves the net
+(its blobs in Caffe's own layout). Only pycaffe and numpy are needed.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def record(prototxt: Path) -> None:
         for i, blob in enumerate(blobs):
             out[f"param_diff/{layer}/{i}"] = blob.diff.copy()
     np.savez_compressed(HERE / f"{prototxt.stem}.npz", **out)
+    if net.params:
+        net.save(str(HERE / f"{prototxt.stem}.caffemodel"))  # Caffe's own blob layout
     print(f"{prototxt.name}: {len(out)} arrays")
 
 
