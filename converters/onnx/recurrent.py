@@ -169,7 +169,7 @@ def _recurrent(node: Node, ctx: OnnxContext) -> OnnxOut:
     pre = _projection(b, x, blobs[0], blobs[1], (ctx.inputs[2], blobs[2]) if static else None)
     cont3 = b.op("Unsqueeze", [cont, b.const("cont_axis", [2], np.int64)], "cont3")
     exposed = ctx.inputs[2 + static :]
-    flat = b.const("state_shape", [-1, hidden], np.int64)
+    flat = b.const("state_shape", [-1, hidden], np.int64) if exposed else ""
     states = [b.op("Reshape", [s, flat], f"state0_{j}") for j, s in enumerate(exposed)]
     if not states:
         zero = _zero_state(b, cont, hidden, "zero_state")
@@ -182,9 +182,10 @@ def _recurrent(node: Node, ctx: OnnxContext) -> OnnxOut:
         o = b.op("MatMul", [seq, b.const("w_o_t", np.asarray(w_o).T)], "o_proj")
         o = b.op("Add", [o, b.const("b_o", b_o)], "o_pre")
         b.op("Tanh", [o], "o", out=ctx.outputs[0])
-    axis0 = b.const("step_axis", [0], np.int64)
-    for j, top in enumerate(ctx.outputs[1:]):
-        b.op("Unsqueeze", [finals[j], axis0], f"final_top_{j}", out=top)
+    if len(ctx.outputs) > 1:  # expose_hidden: the final state as 1 x N x H tops
+        axis0 = b.const("step_axis", [0], np.int64)
+        for j, top in enumerate(ctx.outputs[1:]):
+            b.op("Unsqueeze", [finals[j], axis0], f"final_top_{j}", out=top)
     return b.result()
 
 
