@@ -3,7 +3,9 @@ CRNN's ``ContinuationIndicator``, with Caffe's blob layout (W_x, b, [W_static], 
 g) so real caffemodels load unchanged.
 
 The input projection of all T steps is one ``linear`` over T*N rows; the recurrence is a loop over
-time (step t needs h_{t-1}), each step batched over the streams and units. The gradients follow
+time (step t needs h_{t-1}), each step batched over the streams and units. Where the markers are
+known when the net is built (caffe-lstm without a clip bottom, or cont from a CRNN
+ContinuationIndicator) PyTorch's fused LSTM runs all steps in one call instead. The gradients follow
 Caffe's: no diff reaches the exposed initial state (h_0, c_0) nor comes back from the exposed final
 state tops, as in recurrent_layer.cpp, and caffe-lstm's ``clipping_threshold`` clamps the
 pre-gate diffs of every step.
@@ -56,10 +58,27 @@ def lstm_steps(
     return torch.stack(hs), c
 
 
+_TORCH_GATES = (0, 1, 3, 2)  # Caffe's blocks i, f, o, g in PyTorch's order i, f, g, o
+
+
+def fused_lstm(
+    x: torch.Tensor, w_x: torch.Tensor, w_h: torch.Tensor, b: torch.Tensor
+) -> torch.Tensor:
+    """PyTorch's fused LSTM (one call over all steps, cuDNN on CUDA) on Caffe's blobs, from zero
+    state: the markers known when the net is built (0 at step 0, then 1). The gate reorder is an
+    index of the caller's tensors, so diffs reach Caffe's layout."""
+    h = w_h.shape[1]
+    order = torch.cat([torch.arange(j * h, (j + 1) * h) for j in _TORCH_GATES]).to(x.device)
+    zero = x.new_zeros((1, x.shape[1], h))
+    weights = [w_x[order], w_h[order], b[order], torch.zeros_like(b)]
+    out, _, _ = torch.lstm(x, (zero, zero), weights, True, 1, 0.0, False, False, False)
+    return out
+
+
 class Recurrent(nn.Module):
     """BVLC's LSTM or RNN layer: bottoms x, cont, [x_static], [h_0, (c_0)]."""
 
-    def __init__(self, node: Node, n_bottoms: int) -> None:
+    def __init__(self, node: Node, n_bottoms: int, known_markers: bool = False) -> None:
         super().__init__()
         self.kind = node.type
         self.static = has_static_input(node, n_bottoms)
@@ -77,9 +96,13 @@ class Recurrent(nn.Module):
             self.w_o, self.b_o = parameter(blobs[-2]), parameter(blobs[-1])
             slots += ["w_o", "b_o"]
         self.blob_slots = tuple(slots)
+        simple = self.kind == "LSTM" and not self.static and not self.expose
+        self.fused = simple and known_markers
 
     def forward(self, x: torch.Tensor, cont: torch.Tensor, *rest: torch.Tensor):
         t_len, n = x.shape[0], x.shape[1]
+        if self.fused:  # cont is 0 at step 0, then 1 (a ContinuationIndicator's)
+            return fused_lstm(x.reshape(t_len, n, -1), self.w_x, self.w_h, self.b)
         pre = F.linear(x.reshape(t_len, n, -1), self.w_x, self.b)  # all T steps at once
         if self.static:
             pre = pre + F.linear(rest[0].reshape(n, -1), self.w_static)
@@ -105,7 +128,9 @@ class Recurrent(nn.Module):
 @register(("LSTM", "RNN"), "torch")
 def _recurrent(node: Node, ctx: TorchContext) -> nn.Module:
     require_weights(node)
-    return Recurrent(node, len(node.inputs))
+    cont = node.inputs[1]
+    known = any(n.type == "ContinuationIndicator" and cont in n.outputs for n in ctx.graph.nodes)
+    return Recurrent(node, len(node.inputs), known_markers=known)
 
 
 class LSTMUnit(nn.Module):
@@ -147,8 +172,13 @@ class ForkLstm(nn.Module):
 
     def forward(self, x: torch.Tensor, clip: torch.Tensor | None = None) -> torch.Tensor:
         n = x.shape[1] if self.time_major else self.n
-        pre = F.linear(x.reshape(-1, n, self.w_i.shape[1]), self.w_i, self.b)
-        t_len, h_dim = pre.shape[0], self.w_h.shape[1]
+        rows = x.reshape(-1, n, self.w_i.shape[1])
+        h_dim = self.w_h.shape[1]
+        if clip is None and not (self.clip_diff > 0 and torch.is_grad_enabled()):
+            hs = fused_lstm(rows, self.w_i, self.w_h, self.b)  # markers known: 0, then 1
+            return hs if self.time_major else hs.reshape(-1, h_dim)
+        pre = F.linear(rows, self.w_i, self.b)
+        t_len = pre.shape[0]
         cont = fork_clip(None if clip is None else clip.detach(), t_len, n, pre)
         zero = pre.new_zeros((n, h_dim))
         hs, _ = lstm_steps(pre, cont, self.w_h, zero, zero, self.clip_diff, fork=True)
