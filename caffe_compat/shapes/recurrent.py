@@ -155,6 +155,15 @@ def _small_uniform(shapes: list[Shape], rng: np.random.Generator) -> list[np.nda
     return [rng.uniform(-bound, bound, s).astype(np.float32) for s in shapes]
 
 
+def _step_buffers(node: Node, ins: list[Shape], outs: list[Shape]) -> int:
+    """Scratch beyond the tops: every step's pre-activations and gate values (4H each for an
+    LSTM, H for an RNN) and the cells, for T x N streams."""
+    top = outs[0]
+    steps = math.prod(top[:-1])
+    width = top[-1]
+    return steps * width * (9 if node.type in ("LSTM", "Lstm") else 2)
+
+
 def _over_time(node: Node, shape: Shape) -> bool:
     """Axis 0 is time: every step depends on the steps before it."""
     return True
@@ -198,6 +207,7 @@ describe(
     ("LSTM", "RNN"),
     param_message="recurrent_param",
     opencv_deviation=_opencv_blob_order,
+    workspace=_step_buffers,
     fillers=_recurrent_fillers,
     starting_values=_small_uniform,
     mixes_batch=_over_time,
@@ -225,6 +235,7 @@ describe(
     "Lstm",
     param_message="lstm_param",
     force_backward=_fork_data_only,
+    workspace=_step_buffers,
     fillers=_lstm_fillers,
     starting_values=_small_uniform,
     mixes_batch=_over_time,

@@ -157,3 +157,5 @@ def test_time_axis_is_never_split_and_cont_gets_no_diff():
     assert facts.mixes_batch(node, (4, 2, 3))
     assert facts.no_backward(node, 1) == "Cannot backpropagate to sequence indicators."
     assert facts.no_backward(node, 0) is None and not facts.force_backward(node, 1)
+    # every step's pre-activations and gates (4H each) and cells (H): 9 floats per top value
+    assert facts.workspace(node, [(4, 2, 3), (4, 2)], [(4, 2, 5)]) == 4 * 2 * 5 * 9
