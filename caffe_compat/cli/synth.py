@@ -93,9 +93,10 @@ def _variety(loaded, seed: int, budget: Budget) -> list[str]:
         )
     except MemoryBudgetError as exc:
         return [f"note  no variety check: {exc}"]
+    count = None if fixed_batch is not None else batch
     feeds = feeds_for(
         graph.inputs,
-        batch,
+        count,
         seed=seed + 1000,
         ids=index_inputs(graph),
         makers=structured_inputs(graph),

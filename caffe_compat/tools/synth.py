@@ -78,7 +78,7 @@ def _heads(graph: Graph) -> set[str]:
     return heads
 
 
-def _calibrate(graph: Graph, seed: int, batch: int, bar: Progress) -> None:
+def _calibrate(graph: Graph, seed: int, batch: int | None, bar: Progress) -> None:
     """One pass in execution order, fixing each affine and BatchNorm layer from what it sees."""
     import torch
 
@@ -138,7 +138,7 @@ def synthesize(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     graph = loaded.graph
-    batch, _ = feed_batch(graph, batch)  # a net computing across its batch axis: its own
+    batch, fixed = feed_batch(graph, batch)  # a net computing across its batch axis: its own
     budget = resolve(max_memory)
     need = footprint(graph, loaded.inference.params)
     weights = need.params + LARGEST_LAYER_COPIES * need.largest_params
@@ -161,5 +161,5 @@ def synthesize(
     if method == "calibrated":
         label = f"synth {graph.name or 'net'}"
         with Progress(len(graph.nodes), label=label, unit="layers", enabled=progress) as bar:
-            _calibrate(graph, seed, batch, bar)
+            _calibrate(graph, seed, None if fixed else batch, bar)
     return {node.name: list(node.blobs) for node in graph.nodes if node.blobs}

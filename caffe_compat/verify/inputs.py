@@ -100,33 +100,38 @@ def structured_inputs(graph: Graph) -> dict[str, Maker]:
 
 def feeds_for(
     shapes: dict[str, tuple[int, ...]],
-    n: int,
+    n: int | None,
     seed: int = 0,
     mean: tuple[float, ...] | None = None,
     ids: Mapping[str, int] | None = None,
     makers: Mapping[str, Maker] | None = None,
 ) -> dict[str, np.ndarray]:
-    """One batch of ``n`` inputs per net input: integer ids below ``ids[name]`` for index inputs
-    (see ``index_inputs``), the layer's own valid values for structured inputs (``makers``, see
-    ``structured_inputs``: ROIs inside the largest 4-D input), mean-subtracted images for
-    3-channel 4-D inputs, image-like fields for other 4-D inputs, standard normal otherwise."""
+    """One batch of ``n`` inputs per net input (None: each input's declared axis 0, for a net
+    fixed to its declared batch whose inputs differ there, such as time x streams beside
+    images): integer ids below ``ids[name]`` for index inputs (see ``index_inputs``), the layer's
+    own valid values for structured inputs (``makers``, see ``structured_inputs``: ROIs inside
+    the largest 4-D input), mean-subtracted images for 3-channel 4-D inputs, image-like fields
+    for other 4-D inputs, standard normal otherwise."""
     feeds: dict[str, np.ndarray] = {}
-    pictures = [(n, *s[1:]) for s in shapes.values() if len(s) == 4]
+    declared = n is None  # a net fixed to its declared batch: each input at its own axis 0
+    pictures = [(s[0] if declared else n, *s[1:]) for s in shapes.values() if len(s) == 4]
     image = max(pictures, key=lambda s: s[2] * s[3], default=None)  # the largest 4-D input
     for index, (name, shape) in enumerate(shapes.items()):
+        count = shape[0] if declared else n
+        assert count is not None
         if makers and name in makers:
             rng = np.random.default_rng(seed + 7919 * index)
-            feeds[name] = np.asarray(makers[name]((n, *shape[1:]), image, rng), np.float32)
+            feeds[name] = np.asarray(makers[name]((count, *shape[1:]), image, rng), np.float32)
         elif ids and name in ids:
             rng = np.random.default_rng(seed + 7919 * index)
-            feeds[name] = rng.integers(0, ids[name], (n, *shape[1:])).astype(np.float32)
+            feeds[name] = rng.integers(0, ids[name], (count, *shape[1:])).astype(np.float32)
         elif len(shape) == 4:
-            images = synthetic_images(n, shape[1], shape[2], shape[3], seed + 7919 * index)
+            images = synthetic_images(count, shape[1], shape[2], shape[3], seed + 7919 * index)
             centre = mean if mean is not None and len(mean) == shape[1] else None
             if centre is None:
                 centre = DEFAULT_BGR_MEAN if shape[1] == 3 else (float(images.mean()),) * shape[1]
             feeds[name] = images - np.asarray(centre, dtype=np.float32)[None, :, None, None]
         else:
             rng = np.random.default_rng(seed + 7919 * index)
-            feeds[name] = rng.standard_normal((n, *shape[1:])).astype(np.float32)
+            feeds[name] = rng.standard_normal((count, *shape[1:])).astype(np.float32)
     return feeds

@@ -309,9 +309,10 @@ def _synthetic_feeds(
         what="the verification",
         shrink=fixed_batch is None,
     )
+    count = None if fixed_batch is not None else fitted
     feeds = feeds_for(
         graph.inputs,
-        fitted,
+        count,
         seed=seed,
         mean=options.mean,
         ids=index_inputs(graph),

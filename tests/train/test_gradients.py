@@ -167,6 +167,20 @@ CASES = {
     "permute": L("Permute", "permute_param { order: 0 order: 2 order: 3 order: 1 }"),
     "normalize_shared": L("Normalize", "norm_param { across_spatial: false channel_shared: true }"),
     "normalize_across": L("Normalize", "norm_param { across_spatial: true channel_shared: false }"),
+    "lstm": L("LSTM", "recurrent_param { num_output: 3 }", bottoms=("data", "cont23")),
+    "lstm_static": L(
+        "LSTM", "recurrent_param { num_output: 2 }", bottoms=("data", "cont23", "s35")
+    ),
+    "rnn": L("RNN", "recurrent_param { num_output: 3 }", bottoms=("data", "cont23")),
+    "lstm_unit": L("LSTMUnit", bottoms=("c132", "g138", "cont13"), tops=("y", "z")),
+    "lstm_fork": L("Lstm", "lstm_param { num_output: 3 clipping_threshold: 0.05 }"),
+    "lstm_fork_clip": L(
+        "Lstm", "lstm_param { num_output: 2 batch_size: 2 }", bottoms=("rows63", "clip6")
+    ),
+    "continuation_indicator": L(
+        "ContinuationIndicator", "continuation_indicator_param { time_step: 2 batch_size: 3 }"
+    )
+    + L("LSTM", "recurrent_param { num_output: 2 }", bottoms=("data", "y"), tops=("h",), name="m"),
     "silence": L("Silence", tops=())
     + L("InnerProduct", "inner_product_param { num_output: 3 }", name="ip"),
 }
@@ -177,6 +191,12 @@ EXTRA = {
     "s2": RNG.normal(size=(2, 3)),
     "s35": RNG.normal(size=(3, 5)),
     "small": RNG.normal(size=(2, 3, 3, 2)),
+    "cont23": np.array([[0.0, 1, 0], [1, 0, 1]]),  # sequence markers: resets at both steps
+    "cont13": np.array([[1.0, 0, 1]]),
+    "rows63": RNG.normal(size=(6, 3)),
+    "clip6": np.array([[0.0], [1], [1], [0], [1], [1]]),  # rows t + n: resets inside too
+    "c132": RNG.normal(size=(1, 3, 2)),
+    "g138": RNG.normal(size=(1, 3, 8)),
 }
 PHASES = {"dropout_test": "TEST", "batch_norm_global": "TEST"}
 
