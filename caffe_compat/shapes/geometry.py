@@ -182,7 +182,11 @@ def pool_geometry(param: PoolingParameter, height: int, width: int) -> PoolGeome
         raise ValueError("kernel and stride must be positive")
     if any(p >= k for p, k in zip(pad, kernel)):
         raise ValueError(f"pad {list(pad)} must be smaller than kernel {list(kernel)}")
-    ceil = param.round_mode == PoolingParameter.CEIL
+    ceil = (
+        param.ceil_mode
+        if param.HasField("ceil_mode")  # a fork's field (docs/forks.md): it overrides round_mode
+        else param.round_mode == PoolingParameter.CEIL
+    )
     any_pad = any(pad)
     axes = []
     for size, k, s, p in zip((height, width), kernel, stride, pad):
