@@ -134,6 +134,9 @@ class LayerFacts:
       their lr_mult to 0 and the layer's forward in TRAIN updates them).
     - ``batch_source``: ``"module:Class"`` streaming the layer's batches for training
       (``caffe-compat train``: Data, ImageData, HDF5Data), imported only when training.
+    - ``origin``: where a type outside BVLC Caffe comes from (the forks that define it, and how
+      the net tells their meanings apart where two forks share the name); the support table
+      shows it, docs/forks.md explains it. None: BVLC Caffe.
     - ``family``: the module base name that holds the type in every folder (set by describe).
     """
 
@@ -167,6 +170,7 @@ class LayerFacts:
     batch_source: str | None = None
     no_backward: Callable[..., str | None] | None = None
     force_backward: Callable[..., bool] | None = None
+    origin: str | None = None
     family: str = ""
 
 

@@ -22,6 +22,8 @@ SAME_SHAPE_TYPES = (
     "Dropout",
     "Threshold",
     "Swish",
+    "ReLU6",
+    "Mish",
 )
 
 
@@ -124,6 +126,19 @@ describe(
     param_message="prelu_param",
     starting_values=positive(0.05, 0.3),
     fillers=_prelu_fillers,
+    opencv_tested=True,
+    **NEURON,
+)
+describe(
+    "ReLU6",
+    origin="MobileNet v2/v3 Caffe ports",
+    opencv_tested=True,
+    **NEURON,
+)
+describe(
+    "Mish",
+    origin="darknet2caffe YOLOv4 ports",
+    param_message="mish_param",
     opencv_tested=True,
     **NEURON,
 )

@@ -10,7 +10,7 @@ test's prototxt yet be compared with numpy only (OpenCV lacks it, or reads a set
 an installed package has no tests/ to read. tests/tools/test_support_table.py keeps the declaration
 honest: the family's test file (tests/converters/test_<family>.py) must mention the type and use
 the OpenCV harness, and every type in the zoo nets (verified blob by blob against OpenCV) must be
-declared.
+declared. A type from a Caffe fork names its origin beside its name (its ``origin`` fact).
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ def render_table() -> str:
             for entry in [registry.builtin_entry(layer_type, backend)]
         ]
         tested = "yes" if registry.facts(layer_type).opencv_tested else UNTESTED
-        rows.append((f"`{layer_type}`", *cells, tested))
+        origin = registry.facts(layer_type).origin
+        name = f"`{layer_type}` ({origin})" if origin else f"`{layer_type}`"
+        rows.append((name, *cells, tested))
     lines = ["| " + " | ".join(row) + " |" for row in rows]
     if any("\\*" in line for line in lines[2:]):
         lines += ["", CAVEAT]

@@ -108,6 +108,19 @@ def _swish(node: Node, ctx: OnnxContext) -> OnnxOut:
     return c.step("Mul", x).done()
 
 
+@register("ReLU6", "onnx")
+def _relu6(node: Node, ctx: OnnxContext) -> OnnxOut:
+    c = _Chain(ctx)
+    return c.step("Max", c.const("low", 0.0)).step("Min", c.const("high", 6.0)).done()
+
+
+@register("Mish", "onnx")
+def _mish(node: Node, ctx: OnnxContext) -> OnnxOut:
+    """Opset 17 has no Mish (it came in 18): x * tanh(softplus(x))."""
+    x, c = ctx.inputs[0], _Chain(ctx)
+    return c.step("Softplus").step("Tanh").step("Mul", x).done()
+
+
 _SIMPLE = {"AbsVal": "Abs", "Sigmoid": "Sigmoid", "TanH": "Tanh", "BNLL": "Softplus"}
 
 

@@ -121,6 +121,8 @@ _SIMPLE: dict[str, Callable[[Node], nn.Module]] = {
         _clip, float(n.param.clip_param.min), float(n.param.clip_param.max)
     ),
     "Swish": lambda n: Pointwise(_swish, float(n.param.swish_param.beta)),
+    "ReLU6": lambda n: nn.ReLU6(),
+    "Mish": lambda n: nn.Mish(),
 }
 
 
