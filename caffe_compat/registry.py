@@ -134,6 +134,10 @@ class LayerFacts:
       their lr_mult to 0 and the layer's forward in TRAIN updates them).
     - ``batch_source``: ``"module:Class"`` streaming the layer's batches for training
       (``caffe-compat train``: Data, ImageData, HDF5Data), imported only when training.
+    - ``dialect(layer, blob_count) -> note | None``: settle which fork's meaning a layer of a
+      type two forks define differently has (from its fields, and the number of blobs its
+      weights hold when known), moving a message a fork wrote at a field number BVLC holds
+      (``caffe_compat.io.dialects``); it writes the decision into the layer's fields.
     - ``origin``: where a type outside BVLC Caffe comes from (the forks that define it, and how
       the net tells their meanings apart where two forks share the name); the support table
       shows it, docs/forks.md explains it. None: BVLC Caffe.
@@ -170,6 +174,7 @@ class LayerFacts:
     batch_source: str | None = None
     no_backward: Callable[..., str | None] | None = None
     force_backward: Callable[..., bool] | None = None
+    dialect: Callable[..., str | None] | None = None
     origin: str | None = None
     family: str = ""
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import read_weights
+from ..io.dialects import settle
 from ..io.prototxt import parse_text, read_text
 from ..io.upgrade import is_v0, upgrade_net
 from ..io.weights import Weights
@@ -30,6 +31,7 @@ class LoadedNet:
     inference: Inference
     weights: Weights | None = None
     issues: list[Issue] = field(default_factory=list)
+    dialects: list[str] = field(default_factory=list)  # fork meanings settled (io/dialects.py)
 
 
 def load_net(
@@ -85,6 +87,11 @@ def load_net_text(
     index = parse_text(text, net, path=path, allow_unknown_fields=allow_unknown_fields)
     was_v0 = is_v0(net)
     was_v1 = upgrade_net(net, path=path)
+    if weights is not None and not isinstance(weights, Weights):
+        weights = read_weights(weights, max_memory=max_memory)
+    # A fork's layer type two forks define differently is told apart by the blobs it holds.
+    counts = {name: len(blobs) for name, blobs in weights.blobs.items()} if weights else None
+    dialect_notes = settle(net, counts)
     lines = {name: line for line, name in index.starts if name}
     graph = build_graph(
         net,
@@ -97,12 +104,9 @@ def load_net_text(
     inference = infer_shapes(graph, strict=strict)
     loaded = LoadedNet(graph, net, "V0" if was_v0 else "V1" if was_v1 else "V2", path, inference)
     loaded.issues.extend(inference.issues)
+    loaded.dialects = dialect_notes
     if weights is not None:
-        loaded.weights = (
-            weights
-            if isinstance(weights, Weights)
-            else read_weights(weights, max_memory=max_memory)
-        )
+        loaded.weights = weights
         found = match_weights(graph, loaded.weights, inference)
         loaded.issues.extend(found)
         if strict:
