@@ -202,12 +202,10 @@ def pool_geometry(param: PoolingParameter, height: int, width: int) -> PoolGeome
 
 # The torch and ONNX Pooling converters share this check.
 def unsupported_pooling(node: object) -> str | None:
-    """STOCHASTIC pooling and the argmax-mask second top."""
+    """STOCHASTIC pooling"""
     param = node.param  # type: ignore[attr-defined]
     if param.pooling_param.pool not in (PoolingParameter.MAX, PoolingParameter.AVE):
         return "only MAX and AVE pooling have a deterministic inference form"
-    if len(node.outputs) > 1:  # type: ignore[attr-defined]
-        return "the argmax-mask second top is not supported"
     return None
 
 
