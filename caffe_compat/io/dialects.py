@@ -49,10 +49,10 @@ def rescue(
         ]
         if found:
             kept = _without_unknown(layer, set(unknown))
-            for item in found:
-                field.MergeFromString(item.data)
             layer.Clear()
             layer.MergeFromString(kept)
+            for item in found:
+                getattr(layer, target).MergeFromString(item.data)
             moved = True
     return moved
 
