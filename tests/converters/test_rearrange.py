@@ -1,0 +1,67 @@
+"""ShuffleChannel, Reorg, Transpose and Reverse (the forks' layers, docs/forks.md) against the
+forks' C++ loops written here in numpy, and OpenCV 4 where it reads the layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _harness import net
+
+
+def layer(kind: str, params: str) -> str:
+    return f'layer {{ name: "r" type: "{kind}" bottom: "data" top: "r" {params} }}'
+
+
+@pytest.mark.parametrize("group", [2, 3])
+def test_shuffle_channel(layer_check, group):
+    def expected(feeds, _):
+        x = feeds["data"].astype(np.float64)
+        c = x.shape[1]
+        out = np.empty_like(x)
+        for i in range(group):  # Resize_cpu: input channel i * (C / g) + j -> j * g + i
+            for j in range(c // group):
+                out[:, j * group + i] = x[:, i * (c // group) + j]
+        return {"r": out}
+
+    body = layer("ShuffleChannel", f"shuffle_channel_param {{ group: {group} }}")
+    layer_check(net(body, c=6), expected)
+
+
+def darknet_reorg(x, s):
+    """reorg_cpu(bottom, w, h, c, batch, stride, forward=0, top) of the YOLOv2 ports."""
+    n, c, h, w = x.shape
+    src, out = x.reshape(n, -1), np.empty((n, x[0].size))
+    cc = c // (s * s)
+    for k in range(c):
+        for j in range(h):
+            for i in range(w):
+                offset = k // cc
+                w2, h2 = i * s + offset % s, j * s + offset // s
+                out[:, i + w * (j + h * k)] = src[:, w2 + w * s * (h2 + h * s * (k % cc))]
+    return out.reshape(n, c * s * s, h // s, w // s)
+
+
+def test_reorg(layer_check):
+    def expected(feeds, _):
+        return {"r": darknet_reorg(feeds["data"].astype(np.float64), 2)}
+
+    layer_check(net(layer("Reorg", "reorg_param { stride: 2 }"), c=8, h=6, w=4), expected)
+
+
+@pytest.mark.parametrize("dims", [(0, 3, 1, 2), (0, 2, 3, 1), (1, 0, 2, 3)])
+def test_transpose(layer_check, dims):
+    params = "transpose_param { " + " ".join(f"dim: {d}" for d in dims) + " }"
+
+    def expected(feeds, _):
+        return {"r": np.transpose(feeds["data"].astype(np.float64), dims)}
+
+    layer_check(net(layer("Transpose", params)), expected, opencv=False)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 3])
+def test_reverse(layer_check, axis):
+    def expected(feeds, _):
+        x = feeds["data"].astype(np.float64)
+        return {"r": x[(slice(None),) * axis + (slice(None, None, -1),)]}
+
+    layer_check(net(layer("Reverse", f"reverse_param {{ axis: {axis} }}")), expected, opencv=False)
