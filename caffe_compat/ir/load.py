@@ -20,6 +20,13 @@ from .infer import Inference, Issue, check_weights, infer_shapes, match_weights
 from .phase import NetState
 
 
+def fork_notes(loaded: LoadedNet) -> list[str]:
+    """What the report says about fork fields: each one skipped (allow_unknown_fields) and each
+    fork meaning settled from more than the layer's text (io/dialects.py)."""
+    skipped = [f"skipped a field Caffe does not know ({s})" for s in loaded.skipped_fields]
+    return skipped + [f"fork dialect: {d}" for d in loaded.dialects]
+
+
 @dataclass
 class LoadedNet:
     """A net definition, its weights (if any), the graph built from them and what was found."""
@@ -32,6 +39,8 @@ class LoadedNet:
     weights: Weights | None = None
     issues: list[Issue] = field(default_factory=list)
     dialects: list[str] = field(default_factory=list)  # fork meanings settled (io/dialects.py)
+    # Fields skipped under allow_unknown_fields, named with their line and layer for the report.
+    skipped_fields: list[str] = field(default_factory=list)
 
 
 def load_net(
@@ -105,6 +114,10 @@ def load_net_text(
     loaded = LoadedNet(graph, net, "V0" if was_v0 else "V1" if was_v1 else "V2", path, inference)
     loaded.issues.extend(inference.issues)
     loaded.dialects = dialect_notes
+    loaded.skipped_fields = [
+        f'line {line}, layer "{index.layer_at(line) or "?"}": {name}'
+        for line, name in index.skipped
+    ]
     if weights is not None:
         loaded.weights = weights
         found = match_weights(graph, loaded.weights, inference)
