@@ -96,21 +96,29 @@ def load_net_text(
     index = parse_text(text, net, path=path, allow_unknown_fields=allow_unknown_fields)
     was_v0 = is_v0(net)
     was_v1 = upgrade_net(net, path=path)
+    dialect_notes = settle(net)
+    lines = {name: line for line, name in index.starts if name}
+
+    def build() -> tuple[Graph, Inference]:
+        graph = build_graph(
+            net,
+            state=NetState.make(phase, stages, level),
+            input_shapes=input_shapes,
+            path=path,
+            lines=lines,
+            training=training,
+        )
+        return graph, infer_shapes(graph, strict=strict)
+
+    graph, inference = build()
     if weights is not None and not isinstance(weights, Weights):
         weights = read_weights(weights, max_memory=max_memory)
-    # A fork's layer type two forks define differently is told apart by the blobs it holds.
-    counts = {name: len(blobs) for name, blobs in weights.blobs.items()} if weights else None
-    dialect_notes = settle(net, counts)
-    lines = {name: line for line, name in index.starts if name}
-    graph = build_graph(
-        net,
-        state=NetState.make(phase, stages, level),
-        input_shapes=input_shapes,
-        path=path,
-        lines=lines,
-        training=training,
-    )
-    inference = infer_shapes(graph, strict=strict)
+    if weights is not None:
+        # A layer type two forks define differently (BN) is told apart by the blobs it holds.
+        more = settle(net, {name: len(blobs) for name, blobs in weights.blobs.items()})
+        if more:
+            dialect_notes += more
+            graph, inference = build()
     loaded = LoadedNet(graph, net, "V0" if was_v0 else "V1" if was_v1 else "V2", path, inference)
     loaded.issues.extend(inference.issues)
     loaded.dialects = dialect_notes
