@@ -6,7 +6,9 @@ bottom's own sizes and ``forward = 0``): the output, read in the bottom's C x H 
 position (k, j, i) from the bottom read as C/s^2 x H*s x W*s at (k mod C', j*s + (k div C') div
 s, i*s + (k div C') mod s), with C' = C / s^2; the top is that buffer as C*s^2 x H/s x W/s.
 Transpose (caffe_ocr): top axis i is bottom axis dim[i]. Reverse (caffe_ocr): the order along one
-axis reversed. Each backward moves the diffs back the same way.
+axis reversed. Im2col (BVLC's im2col_cpu): column channel ``(c * kh + i) * kw + j`` holds
+``x[c, h * sh - ph + i * dh, w * sw - pw + j * dw]``, 0 outside the input. Each backward moves
+the diffs back the same way (Im2col's adds the columns back, col2im).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from ..ir.graph import Node
 from ..registry import register
-from ..shapes.rearrange import reorg_stride, reverse_axis, transpose_axes
+from ..shapes.rearrange import im2col_geometry, reorg_stride, reverse_axis, transpose_axes
 from ._base import Arrays, BackwardContext, Grads, LayerContext
 
 
@@ -88,3 +90,41 @@ def _reverse(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
 @register("Reverse", "reference_backward")
 def _reverse_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
     return [np.flip(top_diffs[0], axis=reverse_axis(node, inputs[0].ndim)).copy()], []
+
+
+def _im2col_taps(node: Node, shape: tuple[int, ...]):
+    """(i, j, row slice, column slice) per kernel tap, into the zero-padded input."""
+    geom = im2col_geometry(node)
+    (kh, kw), (sh, sw), (dh, dw) = geom.kernel, geom.stride, geom.dilation
+    oh, ow = geom.output(tuple(shape[2:]))
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dh, i * dh + (oh - 1) * sh + 1, sh)
+            cols = slice(j * dw, j * dw + (ow - 1) * sw + 1, sw)
+            yield i, j, rows, cols
+
+
+@register("Im2col", "reference")
+def _im2col(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
+    (x,) = inputs
+    ph, pw = im2col_geometry(node).pad
+    padded = np.pad(x, [(0, 0), (0, 0), (ph, ph), (pw, pw)])
+    n, c = x.shape[:2]
+    taps = list(_im2col_taps(node, x.shape))
+    out = np.empty((n, c, len(taps), *ctx.out_shapes[0][2:]))
+    for t, (_, _, rows, cols) in enumerate(taps):
+        out[:, :, t] = padded[:, :, rows, cols]
+    return [out.reshape(ctx.out_shapes[0])]
+
+
+@register("Im2col", "reference_backward")
+def _im2col_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    (x,) = inputs
+    ph, pw = im2col_geometry(node).pad
+    n, c, h, w = x.shape
+    taps = list(_im2col_taps(node, x.shape))
+    g = top_diffs[0].reshape(n, c, len(taps), *top_diffs[0].shape[2:])
+    padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw))
+    for t, (_, _, rows, cols) in enumerate(taps):
+        padded[:, :, rows, cols] += g[:, :, t]
+    return [padded[:, :, ph : ph + h, pw : pw + w]], []

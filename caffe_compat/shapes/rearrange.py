@@ -1,12 +1,12 @@
-"""Shape rules and facts for the forks' layers that move values without computing new ones:
+"""Shape rules and facts for the layers that move values without computing new ones:
 ShuffleChannel (ShuffleNet), Reorg (YOLOv2 ports, darknet's reorg), Transpose and Reverse
-(caffe_ocr). docs/forks.md gives the forks and their sources."""
+(caffe_ocr), and BVLC's Im2col (which CTPN uses). docs/forks.md gives the forks and sources."""
 
 from __future__ import annotations
 
 from ..ir.graph import Node, Shape
 from ..registry import LayerShapes, describe, register
-from .geometry import canonical_axis
+from .geometry import ConvGeometry, canonical_axis, conv_geometry
 
 
 @register("ShuffleChannel", "shape")
@@ -88,3 +88,27 @@ describe(
 )
 describe("Transpose", origin="caffe_ocr", param_message="transpose_param", bottoms=1, tops=1)
 describe("Reverse", origin="caffe_ocr", param_message="reverse_param", bottoms=1, tops=1)
+
+
+def im2col_geometry(node: Node) -> ConvGeometry:
+    p = node.param.convolution_param
+    if p.axis != 1 or p.force_nd_im2col:
+        raise ValueError("Im2col is supported with the channel axis 1 and 2 spatial axes")
+    return conv_geometry(p, 2)
+
+
+@register("Im2col", "shape")
+def _im2col(node: Node, inputs: list[Shape]) -> LayerShapes:
+    """im2col_layer.cpp: N x C*kh*kw x out_h x out_w, the convolution's output grid."""
+    (shape,) = inputs
+    if len(shape) != 4:
+        raise ValueError(f"Im2col needs a 4-D bottom, got {list(shape)}")
+    geom = im2col_geometry(node)
+    out = geom.output(tuple(shape[2:]))
+    if min(out) < 1:
+        raise ValueError(f"the kernel does not fit the {shape[2]} x {shape[3]} input")
+    columns = shape[1] * geom.kernel[0] * geom.kernel[1]
+    return LayerShapes([(shape[0], columns, *out)], [])
+
+
+describe("Im2col", param_message="convolution_param", bottoms=1, tops=1)

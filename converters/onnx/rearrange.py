@@ -7,7 +7,7 @@ import numpy as np
 
 from ...ir.graph import Node
 from ...registry import register
-from ...shapes.rearrange import reorg_stride, reverse_axis, transpose_axes
+from ...shapes.rearrange import im2col_geometry, reorg_stride, reverse_axis, transpose_axes
 from ._base import OnnxContext, OnnxOut
 
 
@@ -55,3 +55,25 @@ def _reverse(node: Node, ctx: OnnxContext) -> OnnxOut:
     axes, steps = ctx.tensor("axes", [axis], np.int64), ctx.tensor("steps", [-1], np.int64)
     names = [ctx.inputs[0], starts.name, ends.name, axes.name, steps.name]
     return OnnxOut([ctx.op("Slice", names, ctx.outputs)], [starts, ends, axes, steps])
+
+
+@register("Im2col", "onnx")
+def _im2col(node: Node, ctx: OnnxContext) -> OnnxOut:
+    """Opset 17 has no unfold: a grouped convolution whose kernels are one-hot picks each tap
+    (output channel ``(c * kh + i) * kw + j`` copies tap (i, j) of channel c, exactly)."""
+    g = im2col_geometry(node)
+    c = ctx.in_shapes[0][1]
+    kh, kw = g.kernel
+    weight = np.zeros((c * kh * kw, 1, kh, kw), np.float32)
+    taps = np.arange(kh * kw)
+    for channel in range(c):
+        weight[channel * kh * kw + taps, 0, taps // kw, taps % kw] = 1.0
+    w = ctx.tensor("one_hot", weight)
+    attrs = {
+        "group": c,
+        "kernel_shape": [kh, kw],
+        "strides": list(g.stride),
+        "pads": [*g.pad, *g.pad],
+        "dilations": list(g.dilation),
+    }
+    return OnnxOut([ctx.op("Conv", [ctx.inputs[0], w.name], ctx.outputs, **attrs)], [w])

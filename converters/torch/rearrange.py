@@ -1,14 +1,15 @@
-"""ShuffleChannel, Reorg (darknet's), Transpose and Reverse as reshapes and permutations
-(shapes/rearrange.py; the index rules are in reference/rearrange.py's docstring)."""
+"""ShuffleChannel, Reorg (darknet's), Transpose, Reverse and Im2col as reshapes, permutations
+and unfold (shapes/rearrange.py; the index rules are in reference/rearrange.py's docstring)."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ...ir.graph import Node
 from ...registry import register
-from ...shapes.rearrange import reorg_stride, reverse_axis, transpose_axes
+from ...shapes.rearrange import im2col_geometry, reorg_stride, reverse_axis, transpose_axes
 from ._base import TorchContext
 
 
@@ -73,3 +74,28 @@ class Reverse(nn.Module):
 @register("Reverse", "torch")
 def _reverse(node: Node, ctx: TorchContext) -> nn.Module:
     return Reverse(reverse_axis(node, len(ctx.in_shapes[0])))
+
+
+class Im2col(nn.Module):
+    """BVLC's Im2col: torch's unfold orders the columns as im2col_cpu does (channel, then the
+    kernel's rows and columns)."""
+
+    def __init__(self, kernel, stride, pad, dilation, out: tuple[int, int]) -> None:
+        super().__init__()
+        self.options = {
+            "kernel_size": kernel,
+            "stride": stride,
+            "padding": pad,
+            "dilation": dilation,
+        }
+        self.out = out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        columns = F.unfold(x, **self.options)
+        return columns.reshape(x.shape[0], columns.shape[1], *self.out)
+
+
+@register("Im2col", "torch")
+def _im2col(node: Node, ctx: TorchContext) -> nn.Module:
+    g = im2col_geometry(node)
+    return Im2col(g.kernel, g.stride, g.pad, g.dilation, tuple(ctx.out_shapes[0][2:]))

@@ -65,3 +65,37 @@ def test_reverse(layer_check, axis):
         return {"r": x[(slice(None),) * axis + (slice(None, None, -1),)]}
 
     layer_check(net(layer("Reverse", f"reverse_param {{ axis: {axis} }}")), expected, opencv=False)
+
+
+def bvlc_im2col(x, k, s, p, d):
+    """im2col_cpu (BVLC util/im2col.cpp), position by position."""
+    n, c, h, w = x.shape
+    oh, ow = (h + 2 * p - (d * (k - 1) + 1)) // s + 1, (w + 2 * p - (d * (k - 1) + 1)) // s + 1
+    out = np.zeros((n, c * k * k, oh, ow))
+    for ch in range(c):
+        for i in range(k):
+            for j in range(k):
+                for y in range(oh):
+                    for z in range(ow):
+                        row, col = y * s - p + i * d, z * s - p + j * d
+                        if 0 <= row < h and 0 <= col < w:
+                            out[:, (ch * k + i) * k + j, y, z] = x[:, ch, row, col]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("params", "k", "s", "p", "d"),
+    [
+        ("kernel_size: 3 pad: 1", 3, 1, 1, 1),  # CTPN's
+        ("kernel_size: 2 stride: 2", 2, 2, 0, 1),
+        ("kernel_size: 3 stride: 2 pad: 2 dilation: 2", 3, 2, 2, 2),
+    ],
+)
+def test_im2col(layer_check, params, k, s, p, d):
+    """BVLC's Im2col (CTPN uses it before its BLSTM)."""
+
+    def expected(feeds, _):
+        return {"r": bvlc_im2col(feeds["data"].astype(np.float64), k, s, p, d)}
+
+    body = layer("Im2col", f"convolution_param {{ {params} }}")
+    layer_check(net(body, c=3), expected, opencv=False)

@@ -68,3 +68,17 @@ def test_settings_the_forks_refuse(build, kind, params, field):
 def test_backward(grad_check, kind, params):
     x = np.random.default_rng(6).normal(size=(2, 12, 2, 4))
     grad_check(layer(kind, params), data=x)
+
+
+def test_im2col_by_hand(run_layers):
+    """3 x 3 input, 2 x 2 kernel, stride 1, no pad: 4 columns, one per kernel tap (i, j),
+    each the 2 x 2 grid of x[h + i, w + j]."""
+    x = np.arange(9.0).reshape(1, 1, 3, 3)
+    out = run_layers(layer("Im2col", "convolution_param { kernel_size: 2 }"), data=x)["r"]
+    expected = [[[0, 1], [3, 4]], [[1, 2], [4, 5]], [[3, 4], [6, 7]], [[4, 5], [7, 8]]]
+    np.testing.assert_array_equal(out[0], expected)
+
+
+def test_im2col_backward(grad_check):
+    x = np.random.default_rng(7).normal(size=(2, 2, 5, 4))
+    grad_check(layer("Im2col", "convolution_param { kernel_size: 3 stride: 2 pad: 1 }"), data=x)
