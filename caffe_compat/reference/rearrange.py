@@ -8,7 +8,8 @@ s, i*s + (k div C') mod s), with C' = C / s^2; the top is that buffer as C*s^2 x
 Transpose (caffe_ocr): top axis i is bottom axis dim[i]. Reverse (caffe_ocr): the order along one
 axis reversed. Im2col (BVLC's im2col_cpu): column channel ``(c * kh + i) * kw + j`` holds
 ``x[c, h * sh - ph + i * dh, w * sw - pw + j * dw]``, 0 outside the input. Each backward moves
-the diffs back the same way (Im2col's adds the columns back, col2im).
+the diffs back the same way (Im2col's adds the columns back, col2im). Flip (flip_layer.cpp):
+``top[h, w] = bottom[H - 1 - h if flip_height else h, W - 1 - w if flip_width else w]``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ import numpy as np
 
 from ..ir.graph import Node
 from ..registry import register
-from ..shapes.rearrange import im2col_geometry, reorg_stride, reverse_axis, transpose_axes
+from ..shapes.rearrange import (
+    flip_axes,
+    im2col_geometry,
+    reorg_stride,
+    reverse_axis,
+    transpose_axes,
+)
 from ._base import Arrays, BackwardContext, Grads, LayerContext
 
 
@@ -128,3 +135,13 @@ def _im2col_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: Backwar
     for t, (_, _, rows, cols) in enumerate(taps):
         padded[:, :, rows, cols] += g[:, :, t]
     return [padded[:, :, ph : ph + h, pw : pw + w]], []
+
+
+@register("Flip", "reference")
+def _flip(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
+    return [np.flip(inputs[0], axis=flip_axes(node)).copy()]
+
+
+@register("Flip", "reference_backward")
+def _flip_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    return [np.flip(top_diffs[0], axis=flip_axes(node)).copy()], []

@@ -1,6 +1,7 @@
 """Shape rules and facts for the layers that move values without computing new ones:
 ShuffleChannel (ShuffleNet), Reorg (YOLOv2 ports, darknet's reorg), Transpose and Reverse
-(caffe_ocr), and BVLC's Im2col (which CTPN uses). docs/forks.md gives the forks and sources."""
+(caffe_ocr), Flip (happynear/caffe-windows) and BVLC's Im2col (which CTPN uses). docs/forks.md
+gives the forks and sources."""
 
 from __future__ import annotations
 
@@ -112,3 +113,26 @@ def _im2col(node: Node, inputs: list[Shape]) -> LayerShapes:
 
 
 describe("Im2col", param_message="convolution_param", bottoms=1, tops=1)
+
+
+def flip_axes(node: Node) -> tuple[int, ...]:
+    """The axes Flip reverses: height (2) and/or width (3)."""
+    p = node.param.flip_param
+    return tuple(axis for axis, on in ((2, p.flip_height), (3, p.flip_width)) if on)
+
+
+@register("Flip", "shape")
+def _flip(node: Node, inputs: list[Shape]) -> LayerShapes:
+    (shape,) = inputs
+    if len(shape) != 4:
+        raise ValueError(f"Flip reads its bottom as N x C x H x W; got {list(shape)}")
+    return LayerShapes([shape], [])
+
+
+describe(
+    "Flip",
+    origin="happynear/caffe-windows (AM-Softmax's flipped test image)",
+    param_message="flip_param",
+    bottoms=1,
+    tops=1,
+)

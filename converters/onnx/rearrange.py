@@ -7,7 +7,13 @@ import numpy as np
 
 from ...ir.graph import Node
 from ...registry import register
-from ...shapes.rearrange import im2col_geometry, reorg_stride, reverse_axis, transpose_axes
+from ...shapes.rearrange import (
+    flip_axes,
+    im2col_geometry,
+    reorg_stride,
+    reverse_axis,
+    transpose_axes,
+)
 from ._base import OnnxContext, OnnxOut
 
 
@@ -47,14 +53,26 @@ def _transpose(node: Node, ctx: OnnxContext) -> OnnxOut:
     return OnnxOut([ctx.op("Transpose", ctx.inputs, ctx.outputs, perm=perm)])
 
 
+def _reversed(ctx: OnnxContext, axes: list[int]) -> OnnxOut:
+    """A Slice with step -1 along each of ``axes`` (the identity when there are none)."""
+    if not axes:
+        return OnnxOut([ctx.op("Identity", ctx.inputs, ctx.outputs)])
+    starts = ctx.tensor("starts", [-1] * len(axes), np.int64)
+    ends = ctx.tensor("ends", [np.iinfo(np.int64).min] * len(axes), np.int64)
+    axes_t = ctx.tensor("axes", axes, np.int64)
+    steps = ctx.tensor("steps", [-1] * len(axes), np.int64)
+    names = [ctx.inputs[0], starts.name, ends.name, axes_t.name, steps.name]
+    return OnnxOut([ctx.op("Slice", names, ctx.outputs)], [starts, ends, axes_t, steps])
+
+
 @register("Reverse", "onnx")
 def _reverse(node: Node, ctx: OnnxContext) -> OnnxOut:
-    axis = reverse_axis(node, len(ctx.in_shapes[0]))
-    starts = ctx.tensor("starts", [-1], np.int64)
-    ends = ctx.tensor("ends", [np.iinfo(np.int64).min], np.int64)
-    axes, steps = ctx.tensor("axes", [axis], np.int64), ctx.tensor("steps", [-1], np.int64)
-    names = [ctx.inputs[0], starts.name, ends.name, axes.name, steps.name]
-    return OnnxOut([ctx.op("Slice", names, ctx.outputs)], [starts, ends, axes, steps])
+    return _reversed(ctx, [reverse_axis(node, len(ctx.in_shapes[0]))])
+
+
+@register("Flip", "onnx")
+def _flip(node: Node, ctx: OnnxContext) -> OnnxOut:
+    return _reversed(ctx, list(flip_axes(node)))
 
 
 @register("Im2col", "onnx")

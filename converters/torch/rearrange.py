@@ -9,7 +9,13 @@ from torch import nn
 
 from ...ir.graph import Node
 from ...registry import register
-from ...shapes.rearrange import im2col_geometry, reorg_stride, reverse_axis, transpose_axes
+from ...shapes.rearrange import (
+    flip_axes,
+    im2col_geometry,
+    reorg_stride,
+    reverse_axis,
+    transpose_axes,
+)
 from ._base import TorchContext
 
 
@@ -99,3 +105,17 @@ class Im2col(nn.Module):
 def _im2col(node: Node, ctx: TorchContext) -> nn.Module:
     g = im2col_geometry(node)
     return Im2col(g.kernel, g.stride, g.pad, g.dilation, tuple(ctx.out_shapes[0][2:]))
+
+
+class Flip(nn.Module):
+    def __init__(self, axes: tuple[int, ...]) -> None:
+        super().__init__()
+        self.axes = axes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flip(x, self.axes) if self.axes else x.clone()
+
+
+@register("Flip", "torch")
+def _flip(node: Node, ctx: TorchContext) -> nn.Module:
+    return Flip(flip_axes(node))

@@ -99,3 +99,28 @@ def test_im2col(layer_check, params, k, s, p, d):
 
     body = layer("Im2col", f"convolution_param {{ {params} }}")
     layer_check(net(body, c=3), expected, opencv=False)
+
+
+@pytest.mark.parametrize(
+    ("params", "axes"),
+    [
+        ("", (3,)),
+        ("flip_param { flip_height: true }", (2, 3)),
+        ("flip_param { flip_width: false }", ()),
+    ],
+)
+def test_flip(layer_check, params, axes):
+    """happynear's Flip: width by default (flip_width true, flip_height false)."""
+
+    def expected(feeds, _):
+        x = feeds["data"].astype(np.float64)
+        n, c, h, w = x.shape
+        out = np.empty_like(x)
+        for i in range(h):
+            for j in range(w):
+                out[:, :, i, j] = x[
+                    :, :, h - 1 - i if 2 in axes else i, w - 1 - j if 3 in axes else j
+                ]
+        return {"r": out}
+
+    layer_check(net(layer("Flip", params)), expected, opencv=False)

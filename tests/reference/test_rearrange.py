@@ -82,3 +82,10 @@ def test_im2col_by_hand(run_layers):
 def test_im2col_backward(grad_check):
     x = np.random.default_rng(7).normal(size=(2, 2, 5, 4))
     grad_check(layer("Im2col", "convolution_param { kernel_size: 3 stride: 2 pad: 1 }"), data=x)
+
+
+def test_flip_by_hand(run_layers, grad_check):
+    x = np.arange(4.0).reshape(1, 1, 2, 2)
+    out = run_layers(layer("Flip", "flip_param { flip_height: true }"), data=x)["r"]
+    np.testing.assert_array_equal(out[0, 0], [[3, 2], [1, 0]])
+    grad_check(layer("Flip", ""), data=np.random.default_rng(9).normal(size=(2, 2, 3, 4)))
