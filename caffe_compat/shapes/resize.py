@@ -108,6 +108,15 @@ def _interp(node: Node, inputs: list[Shape]) -> LayerShapes:
     return LayerShapes([(shape[0], shape[1], h, w)], [])
 
 
+def _interp_opencv(node: Node) -> str | None:
+    p = node.param.interp_param
+    if p.HasField("shrink_factor") or p.pad_beg or p.pad_end:
+        return (
+            "OpenCV 4's Interp reads zoom_factor, height and width only (no shrink_factor or pads)"
+        )
+    return None
+
+
 def _upsample_dialect(layer: caffe_pb2.LayerParameter, blobs: int | None) -> str | None:
     if rescue(layer, "upsample_param", parsed_as=("embed_param",)):
         return "upsample_param read from caffe-segnet's field 137"
@@ -136,6 +145,7 @@ describe(
     origin="DeepLab v2, PSPNet, ICNet, caffe_ocr: bilinear, align-corners grid",
     param_message="interp_param",
     dialect=_interp_dialect,
+    opencv_deviation=_interp_opencv,
     opencv_tested=True,
     bottoms=(1, 2),
     tops=1,

@@ -114,7 +114,7 @@ def test_flip(layer_check, params, axes):
 
     def expected(feeds, _):
         x = feeds["data"].astype(np.float64)
-        n, c, h, w = x.shape
+        h, w = x.shape[2:]
         out = np.empty_like(x)
         for i in range(h):
             for j in range(w):

@@ -122,6 +122,7 @@ def test_interp(layer_check, params, size, pads):
     def expected(feeds, _):
         return {"i": caffe_interp(feeds["data"].astype(np.float64), *size, *pads)}
 
+    # OpenCV 4 reads no shrink_factor and no pads (Interp's opencv_deviation; tests/opencv4).
     layer_check(net(body), expected, opencv=pads == (0, 0) and "shrink" not in params)
 
 
