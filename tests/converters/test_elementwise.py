@@ -164,7 +164,8 @@ def test_eltwise_residual_sum_of_two(layer_check):
 
 def test_senet_axpy(layer_check):
     """SENet's Axpy (docs/forks.md): a * x + y, a per (item, channel) from a global pool.
-    OpenCV 4's Caffe reader has no Axpy: numpy is the reference."""
+    OpenCV 4.14 reads Axpy as a Scale and an Eltwise but fails to run them (a shape assertion in
+    its Scale): numpy is the reference."""
     body = (
         'layer { name: "a" type: "Pooling" bottom: "data" top: "a" '
         "pooling_param { pool: AVE global_pooling: true } }\n"
