@@ -165,20 +165,20 @@ class ForkBN(nn.Module):
     """The forks' BN (shapes/normalization.py): caffe-segnet's ``scale * x + shift`` or its
     LEARN mode, yjxiong's ``slope * (x - mean) * (var + eps)^-1/2 + bias`` (stored or batch)."""
 
-    blob_slots = ("scale", "shift")
-
     def __init__(self, blobs: list[np.ndarray], pspnet: bool, stored: bool, eps: float) -> None:
         super().__init__()
         self.scale, self.shift = parameter(blobs[0]), parameter(blobs[1])
         self.pspnet, self.stored, self.eps = pspnet, stored, eps
         self.register_buffer("mean", buffer(blobs[2]) if pspnet else None)
         self.register_buffer("var", buffer(blobs[3]) if pspnet else None)
+        # Caffe blob order; yjxiong's mean and variance get no diff (its backward leaves them).
+        self.blob_slots = ("scale", "shift", "mean", "var")[: 4 if pspnet else 2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.pspnet and self.stored:
             return x * self.scale + self.shift
         if self.pspnet and self.stored:
-            mean, var = self.mean, self.var
+            mean, var = self.mean.detach(), self.var.detach()
         else:
             mean = x.mean(dim=(0, 2, 3), keepdim=True)
             if self.pspnet:

@@ -167,6 +167,24 @@ CASES = {
     "permute": L("Permute", "permute_param { order: 0 order: 2 order: 3 order: 1 }"),
     "normalize_shared": L("Normalize", "norm_param { across_spatial: false channel_shared: true }"),
     "normalize_across": L("Normalize", "norm_param { across_spatial: true channel_shared: false }"),
+    # the forks' layers (docs/forks.md)
+    "relu6": L("ReLU6"),
+    "mish": L("Mish"),
+    "bn_segnet": L("BN", "bn_param { bn_mode: INFERENCE }"),
+    "bn_pspnet": L("BN", "bn_param { frozen: true eps: 0.01 }"),
+    "axpy": L("Axpy", bottoms=("s231", "data", "b")),
+    "upsample_nearest": L("Upsample", "upsample_param { scale: 2 }"),
+    "upsample_unpool": L(
+        "Pooling", "pooling_param { pool: MAX kernel_size: 2 stride: 2 }", tops=("p", "m")
+    )
+    + L("Upsample", "upsample_param { upsample_h: 5 upsample_w: 4 }", bottoms=("p", "m"), name="u"),
+    "interp": L("Interp", "interp_param { zoom_factor: 2 pad_beg: -1 }"),
+    "shuffle_channel": L("ShuffleChannel", "shuffle_channel_param { group: 3 }", bottoms=("c6",)),
+    "reorg": L("Reorg", "reorg_param { stride: 2 }", bottoms=("c8",)),
+    "transpose": L("Transpose", "transpose_param { dim: 0 dim: 3 dim: 1 dim: 2 }"),
+    "reverse": L("Reverse", "reverse_param { axis: 2 }"),
+    "flip": L("Flip", "flip_param { flip_height: true }"),
+    "im2col": L("Im2col", "convolution_param { kernel_size: 3 stride: 2 pad: 1 }"),
     "silence": L("Silence", tops=())
     + L("InnerProduct", "inner_product_param { num_output: 3 }", name="ip"),
 }
@@ -177,8 +195,11 @@ EXTRA = {
     "s2": RNG.normal(size=(2, 3)),
     "s35": RNG.normal(size=(3, 5)),
     "small": RNG.normal(size=(2, 3, 3, 2)),
+    "s231": RNG.normal(size=(2, 3, 1, 1)),
+    "c6": RNG.normal(size=(2, 6, 2, 3)),
+    "c8": RNG.normal(size=(2, 8, 4, 2)),
 }
-PHASES = {"dropout_test": "TEST", "batch_norm_global": "TEST"}
+PHASES = {"dropout_test": "TEST", "batch_norm_global": "TEST", "bn_pspnet": "TEST"}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -189,6 +210,11 @@ def test_gradients_match_the_reference(tmp_path, case):
     params = None
     if case.startswith("normalize_across"):  # the fork's backward is exact for equal scales
         params = {"l": [np.full(3, 1.7)]}
+    if case == "bn_pspnet":  # a variance must stay positive
+        c = (1, 3, 1, 1)
+        params = {
+            "l": [RNG.normal(size=c), RNG.normal(size=c), RNG.normal(size=c), np.full(c, 1.5)]
+        }
     run(tmp_path, layers, arrays, phase=PHASES.get(case, "TRAIN"), params=params)
 
 
