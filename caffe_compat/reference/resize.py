@@ -95,7 +95,7 @@ def _upsample_backward(
     index = _unpool_targets(inputs[1], h * w)
     planes = g.reshape(n * c, -1)
     picked = np.take_along_axis(planes, np.maximum(index, 0), axis=1)
-    return [np.where(index >= 0, picked, 0.0).reshape(x.shape), None], []
+    return [np.where(index >= 0, picked, 0.0).reshape(x.shape), *[None] * (len(inputs) - 1)], []
 
 
 @register("Interp", "reference_backward")

@@ -16,8 +16,9 @@ from ..registry import LayerShapes, describe, register
 
 
 def unpools(node: Node) -> bool:
-    """caffe-segnet's Upsample (a mask bottom), not the YOLOv3 ports' nearest one."""
-    return len(node.inputs) == 2
+    """caffe-segnet's Upsample (a mask bottom, and in some of its descendants a third bottom
+    whose height and width the top takes), not the YOLOv3 ports' nearest one."""
+    return len(node.inputs) >= 2
 
 
 def nearest_scale(node: Node) -> int:
@@ -54,7 +55,12 @@ def _upsample(node: Node, inputs: list[Shape]) -> LayerShapes:
             raise ValueError(
                 f"the mask bottom {list(inputs[1])} must have the data bottom's shape {list(shape)}"
             )
-        h, w = unpool_size(node.param.upsample_param, shape[2], shape[3])
+        if len(inputs) == 3:
+            if len(inputs[2]) != 4:
+                raise ValueError(f"the size bottom must be 4-D, got {list(inputs[2])}")
+            h, w = inputs[2][2:]
+        else:
+            h, w = unpool_size(node.param.upsample_param, shape[2], shape[3])
         return LayerShapes([(shape[0], shape[1], h, w)], [])
     scale = nearest_scale(node)
     if scale < 1:
@@ -132,12 +138,13 @@ def _interp_dialect(layer: caffe_pb2.LayerParameter, blobs: int | None) -> str |
 describe(
     "Upsample",
     origin=(
-        "caffe-segnet: max-unpooling with the pooling mask as a second bottom; "
+        "caffe-segnet: max-unpooling with the pooling mask as a second bottom (a third gives "
+        "the size); "
         "darknet2caffe YOLOv3 ports: nearest by scale, one bottom"
     ),
     param_message="upsample_param",
     dialect=_upsample_dialect,
-    bottoms=(1, 2),
+    bottoms=(1, 3),
     tops=1,
 )
 describe(

@@ -22,7 +22,7 @@ class Unpool(nn.Module):
         super().__init__()
         self.height, self.width = height, width
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, *size: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[:2]
         plane = self.height * self.width
         index = mask.reshape(n, c, -1).to(torch.int64)

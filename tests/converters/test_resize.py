@@ -133,3 +133,17 @@ def test_interp_to_a_second_bottoms_size(layer_check):
         'layer { name: "i" type: "Interp" bottom: "p" bottom: "data" top: "i" }'
     )
     layer_check(net(body), opencv=False)
+
+
+def test_unpooling_to_a_third_bottoms_size(layer_check):
+    """A caffe-segnet descendant's Upsample: a third bottom gives the top's height and width."""
+    body = POOL + (
+        'layer { name: "up" type: "Upsample" bottom: "pool" bottom: "mask" bottom: "data" '
+        'top: "up" }'
+    )
+
+    def expected(feeds, _):
+        top, mask = pool_and_mask(feeds["data"].astype(np.float64))
+        return {"up": segnet_unpool(top, mask, 7, 9)}
+
+    layer_check(net(body), expected, opencv=False)
