@@ -15,6 +15,7 @@ import numpy as np
 from ..ir.graph import Node
 from ..proto import caffe_pb2
 from ..registry import register
+from ..shapes.activations import sampled_at_test
 from ._base import Arrays, BackwardContext, Grads, LayerContext
 
 
@@ -163,7 +164,7 @@ def _mask(node: Node, ctx: LayerContext) -> np.ndarray:
     return np.asarray(mask, dtype=np.float64)
 
 
-@register("Dropout", "reference")
+@register("Dropout", "reference", check=sampled_at_test)
 def _dropout(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     if not _dropping(node):
         return [inputs[0]]  # TEST phase: Caffe copies the bottom (the scaling happens in training)

@@ -84,6 +84,18 @@ def log_base_scale(base: float) -> float:
     return 1.0 if base == -1 else float(np.float32(1) / np.log(np.float32(base)))
 
 
+def sampled_at_test(node: Node) -> str | None:
+    """Bayesian SegNet's Monte Carlo dropout (sample_weights_test: a random mask at test)"""
+    p = node.param.dropout_param
+    testing = not node.param.HasField("phase") or node.param.phase == caffe_pb2.TEST
+    if testing and p.sample_weights_test:
+        return (
+            "dropout_param { sample_weights_test: true } (caffe-segnet) draws a random mask at "
+            "test time, so every run differs; set it to false to convert the mean network"
+        )
+    return None
+
+
 def _log_params(node: Node) -> str | None:
     p = node.param.log_param
     if p.base != -1.0 or p.scale != 1.0 or p.shift:

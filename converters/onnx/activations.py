@@ -9,7 +9,7 @@ from onnx import TensorProto
 from ...ir.graph import Node
 from ...ir.infer import require_weights
 from ...registry import register
-from ...shapes.activations import exp_constants, log_base_scale, power_constant
+from ...shapes.activations import exp_constants, log_base_scale, power_constant, sampled_at_test
 from ._base import OnnxContext, OnnxOut
 
 
@@ -21,7 +21,7 @@ def _relu(node: Node, ctx: OnnxContext) -> OnnxOut:
     return OnnxOut([ctx.op("Relu", ctx.inputs, ctx.outputs)])
 
 
-@register("Dropout", "onnx")
+@register("Dropout", "onnx", check=sampled_at_test)
 def _dropout(node: Node, ctx: OnnxContext) -> OnnxOut:
     return OnnxOut([ctx.op("Identity", ctx.inputs, ctx.outputs)])
 
