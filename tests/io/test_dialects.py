@@ -76,3 +76,11 @@ def test_rescue_leaves_a_layer_without_the_fork_field_alone():
     before = layer.SerializeToString()
     assert not rescue(layer, "upsample_param", unknown=(152,))
     assert layer.SerializeToString() == before
+
+
+def test_segnet_dense_image_data_at_138_parses_as_tile_param_and_moves():
+    layer = _layer("DenseImageData", 138, caffe_pb2.DenseImageDataParameter(batch_size=4))
+    net = caffe_pb2.NetParameter(layer=[layer])
+    settle(net)
+    assert net.layer[0].dense_image_data_param.batch_size == 4
+    assert not net.layer[0].HasField("tile_param")
