@@ -161,8 +161,9 @@ def bn_stored(node: Node) -> bool:
 
 def _bn_dialect(layer: caffe_pb2.LayerParameter, blobs: int | None) -> str | None:
     notes = []
-    if rescue(layer, "bn_param", parsed_as=("embed_param",), unknown=(152,)):
-        notes.append("bn_param read from yjxiong's field 137 or PSPNet's 152")
+    # yjxiong's 137 (BVLC's embed_param), PSPNet's 152, happynear's 200 (SSD's annotated_data_param)
+    if rescue(layer, "bn_param", parsed_as=("embed_param", "annotated_data_param"), unknown=(152,)):
+        notes.append("bn_param read from field 137 (yjxiong), 152 (PSPNet) or 200 (happynear)")
     p = layer.bn_param
     if not pspnet_bn(p) and not p.HasField("bn_mode") and blobs == 4:
         p.eps = p.eps  # set, so every reader takes yjxiong's meaning

@@ -84,3 +84,11 @@ def test_segnet_dense_image_data_at_138_parses_as_tile_param_and_moves():
     settle(net)
     assert net.layer[0].dense_image_data_param.batch_size == 4
     assert not net.layer[0].HasField("tile_param")
+
+
+def test_happynear_bn_at_200_parses_as_annotated_data_param_and_moves():
+    layer = _layer("BN", 200, caffe_pb2.BNParameter(frozen=True))
+    assert layer.HasField("annotated_data_param")
+    net = caffe_pb2.NetParameter(layer=[layer])
+    settle(net)
+    assert net.layer[0].bn_param.frozen and not net.layer[0].HasField("annotated_data_param")
