@@ -2,31 +2,36 @@
 
 caffe-segnet's upsample_layer.cpp zeroes the top and writes ``top[mask[i]] = bottom[i]`` plane
 by plane in scan order, so where two mask entries name one position the later one stays; a mask
-index past the top's plane is Caffe's LOG(FATAL) (an error here); a negative one (a window wholly
-in the padding) is dropped. The YOLOv3 ports' Upsample repeats each value ``scale`` times along
-both axes. Interp (interp.cpp, caffe_cpu_interp2) crops ``-pad_beg`` / ``-pad_end`` pixels,
-copies when the size is unchanged, and otherwise samples the align-corners grid: ``r = (in - 1)
-/ (out - 1)`` and ``r * o`` in float, the integer part and the next pixel (none past the last),
-weighted by the fraction. Backward: unpooling sends each top diff back to its mask's bottom,
-nearest sums each block, Interp spreads each top diff over its four taps.
+index past the top's plane is the fork's LOG(FATAL) (a NetDefinitionError naming the layer here;
+PyTorch and ONNX drop such values); a negative one (a window wholly in the padding) is
+dropped. The YOLOv3 ports' Upsample repeats each value ``scale`` times along both axes. Interp
+(interp.cpp, caffe_cpu_interp2) crops ``-pad_beg`` / ``-pad_end`` pixels, copies when the size
+is unchanged, and otherwise samples the align-corners grid: ``r = (in - 1) / (out - 1)`` and
+``r * o`` in float, the integer part and the next pixel (none past the last), weighted by the
+fraction. Backward: unpooling sends each top diff back to its mask's bottom, nearest sums each
+block, Interp spreads each top diff over its four taps.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..errors import NetDefinitionError
 from ..ir.graph import Node
 from ..registry import register
 from ..shapes.resize import nearest_scale, unpools
 from ._base import Arrays, BackwardContext, Grads, LayerContext
 
 
-def _unpool_targets(mask: np.ndarray, plane: int) -> np.ndarray:
+def _unpool_targets(node: Node, mask: np.ndarray, plane: int) -> np.ndarray:
     index = mask.astype(np.int64).reshape(mask.shape[0] * mask.shape[1], -1)
     if index.size and index.max() >= plane:
-        raise ValueError(
-            f"the mask names position {int(index.max())} of a {plane}-value plane: the scale "
-            "does not match the pooling layer that wrote it"
+        raise NetDefinitionError(
+            f"the mask names position {int(index.max())} of a {plane}-value top plane, where "
+            "caffe-segnet stops (upsample top index out of range): the size does not match the "
+            "pooling layer that wrote the mask",
+            layer=node.name,
+            layer_type=node.type,
         )
     return index
 
@@ -38,7 +43,7 @@ def _upsample(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     if not unpools(node):
         s = nearest_scale(node)
         return [np.repeat(np.repeat(x, s, axis=2), s, axis=3)]
-    index = _unpool_targets(inputs[1], h * w)
+    index = _unpool_targets(node, inputs[1], h * w)
     values = x.reshape(n * c, -1)
     rows = np.broadcast_to(np.arange(n * c)[:, None], index.shape)
     keep = index >= 0
@@ -92,7 +97,7 @@ def _upsample_backward(
     if not unpools(node):
         s = nearest_scale(node)
         return [g.reshape(n, c, x.shape[2], s, x.shape[3], s).sum(axis=(3, 5))], []
-    index = _unpool_targets(inputs[1], h * w)
+    index = _unpool_targets(node, inputs[1], h * w)
     planes = g.reshape(n * c, -1)
     picked = np.take_along_axis(planes, np.maximum(index, 0), axis=1)
     return [np.where(index >= 0, picked, 0.0).reshape(x.shape), *[None] * (len(inputs) - 1)], []

@@ -54,14 +54,27 @@ def _upsample(node: Node, ctx: OnnxContext) -> OnnxOut:
     size_nodes, size_inits, size = _batch_and_channels(ctx, x, [plane + 1], "size")
     v = {
         k: ctx.name(k)
-        for k in ("values", "mask", "index", "negative", "target", "zeros", "top", "cut")
+        for k in (
+            "values",
+            "mask",
+            "index",
+            "negative",
+            "past",
+            "outside",
+            "target",
+            "zeros",
+            "top",
+            "cut",
+        )
     }
     nodes = [
         ctx.op("Reshape", [x, flat.name], [v["values"]], "values"),
         ctx.op("Reshape", [ctx.inputs[1], flat.name], [v["mask"]], "mask"),
         ctx.op("Cast", [v["mask"]], [v["index"]], "index", to=TensorProto.INT64),
         ctx.op("Less", [v["index"], zero.name], [v["negative"]], "negative"),
-        ctx.op("Where", [v["negative"], spare.name, v["index"]], [v["target"]], "target"),
+        ctx.op("GreaterOrEqual", [v["index"], spare.name], [v["past"]], "past"),
+        ctx.op("Or", [v["negative"], v["past"]], [v["outside"]], "outside"),
+        ctx.op("Where", [v["outside"], spare.name, v["index"]], [v["target"]], "target"),
         *size_nodes,
         ctx.op(
             "ConstantOfShape", [size], [v["zeros"]], "zeros", value=ctx.tensor("zero_value", [0.0])

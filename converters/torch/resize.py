@@ -16,7 +16,8 @@ from ._base import TorchContext
 class Unpool(nn.Module):
     """caffe-segnet's Upsample: a zero top with ``top[mask[i]] = x[i]`` per plane (the later of
     two writes to one position stays, as torch's CPU scatter keeps it); negative entries (windows
-    wholly in the padding) land in a spare slot that is cut off."""
+    wholly in the padding) and entries past the plane (where the fork stops with a fatal error;
+    the float64 reference refuses them by name) land in a spare slot that is cut off."""
 
     def __init__(self, height: int, width: int) -> None:
         super().__init__()
@@ -26,7 +27,8 @@ class Unpool(nn.Module):
         n, c = x.shape[:2]
         plane = self.height * self.width
         index = mask.reshape(n, c, -1).to(torch.int64)
-        index = torch.where(index < 0, torch.full_like(index, plane), index)
+        outside = (index < 0) | (index >= plane)  # past the plane: caffe-segnet's LOG(FATAL)
+        index = torch.where(outside, torch.full_like(index, plane), index)
         top = x.new_zeros(n, c, plane + 1)
         top = top.scatter(2, index, x.reshape(n, c, -1))
         return top[:, :, :plane].reshape(n, c, self.height, self.width)

@@ -147,3 +147,33 @@ def test_unpooling_to_a_third_bottoms_size(layer_check):
         return {"up": segnet_unpool(top, mask, 7, 9)}
 
     layer_check(net(body), expected, opencv=False)
+
+
+def test_mask_past_the_top_is_dropped_by_both_back_ends_and_refused_by_the_judge(tmp_path):
+    """caffe-segnet stops on a mask index past the top's plane; PyTorch and ONNX Runtime drop
+    the value (no crash in synth or convert), the float64 reference names the layer."""
+    from caffe_compat.converters.onnx.export import to_onnx
+    from caffe_compat.errors import NetDefinitionError
+    from caffe_compat.ir.load import load_net
+    from caffe_compat.reference import forward
+    from caffe_compat.verify.backends import run_onnxruntime, run_torch
+
+    path = tmp_path / "n.prototxt"
+    path.write_text(
+        'layer { name: "data" type: "Input" top: "data" top: "mask" input_param { '
+        "shape { dim: 1 dim: 1 dim: 1 dim: 2 } shape { dim: 1 dim: 1 dim: 1 dim: 2 } } }\n"
+        'layer { name: "up" type: "Upsample" bottom: "data" bottom: "mask" top: "up" '
+        "upsample_param { upsample_h: 2 upsample_w: 2 } }\n"
+    )
+    graph = load_net(path).graph
+    feeds = {
+        "data": np.array([[[[5.0, 6.0]]]], np.float32),
+        "mask": np.array([[[[9.0, 2.0]]]], np.float32),
+    }
+    expected = np.array([[[[0.0, 0.0], [6.0, 0.0]]]])
+    np.testing.assert_array_equal(run_torch(graph, feeds, ["up"])["up"], expected)
+    np.testing.assert_array_equal(
+        run_onnxruntime(to_onnx(graph).SerializeToString(), feeds)["up"], expected
+    )
+    with pytest.raises(NetDefinitionError, match=r'layer "up".*position 9 of a 4-value'):
+        forward(graph, {k: v.astype(np.float64) for k, v in feeds.items()}, outputs=["up"])
