@@ -141,6 +141,10 @@ class LayerFacts:
     - ``varying_rows``: the top's first axis is a row count that depends on the data
       (Proposal's ROIs, at most its settings' count); layers fed from it keep their first axis
       free, so a back end's run may differ from the shape rule's placeholder there.
+    - ``dialect(layer, blob_count) -> note | None``: settle which fork's meaning a layer of a
+      type two forks define differently has (from its fields, and the number of blobs its
+      weights hold when known), moving a message a fork wrote at a field number BVLC holds
+      (``caffe_compat.io.dialects``); it writes the decision into the layer's fields.
     - ``origin``: where a type outside BVLC Caffe comes from (the forks that define it, and how
       the net tells their meanings apart where two forks share the name); the support table
       shows it, docs/forks.md explains it. None: BVLC Caffe.
@@ -179,6 +183,7 @@ class LayerFacts:
     force_backward: Callable[..., bool] | None = None
     input_values: Callable[..., Any] | None = None
     varying_rows: bool = False
+    dialect: Callable[..., str | None] | None = None
     origin: str | None = None
     family: str = ""
 

@@ -22,9 +22,9 @@ INPUT = 'layer { name: "data" type: "Input" top: "data" input_param { shape { di
 MISH_NET = (
     INPUT
     + 'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 } }\n'
-    + 'layer { name: "mish1" type: "Mish" bottom: "conv" top: "conv" }\n'
+    + 'layer { name: "mish1" type: "MyMish" bottom: "conv" top: "conv" }\n'
     + 'layer { name: "fc" type: "InnerProduct" bottom: "conv" top: "fc" inner_product_param { num_output: 6 } }\n'
-    + 'layer { name: "mish2" type: "Mish" bottom: "fc" top: "out" }\n'
+    + 'layer { name: "mish2" type: "MyMish" bottom: "fc" top: "out" }\n'
 )
 MISH_BACKENDS = ("shape", "torch", "onnx")
 
@@ -51,13 +51,13 @@ def mish_onnx(node, ctx):
 
 @pytest.fixture
 def mish():
-    """Mish registered on every back end for the test, removed afterwards."""
+    """MyMish (a fork's Mish under another name) registered on every back end for the test, removed afterwards."""
     functions = {"shape": mish_shape, "torch": mish_torch, "onnx": mish_onnx}
     for backend, fn in functions.items():
-        registry.register("Mish", backend)(fn)
+        registry.register("MyMish", backend)(fn)
     yield
     for backend in MISH_BACKENDS:
-        registry.unregister("Mish", backend)
+        registry.unregister("MyMish", backend)
 
 
 def numpy_mish(x: np.ndarray) -> np.ndarray:
@@ -107,10 +107,10 @@ def test_custom_layer_converts_on_torch_and_onnx_and_matches_numpy(tmp_path, mis
 
 def test_unregister_restores_the_previous_state(mish):
     for backend in MISH_BACKENDS:
-        registry.unregister("Mish", backend)
-        assert registry.lookup("Mish", backend) is None
+        registry.unregister("MyMish", backend)
+        assert registry.lookup("MyMish", backend) is None
     for backend, fn in {"shape": mish_shape, "torch": mish_torch, "onnx": mish_onnx}.items():
-        registry.register("Mish", backend)(fn)  # the fixture unregisters them again
+        registry.register("MyMish", backend)(fn)  # the fixture unregisters them again
 
 
 RELU_NET = INPUT + 'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n'
@@ -154,12 +154,12 @@ def test_every_unsupported_layer_is_named_in_one_error_before_any_work(tmp_path)
     text = (
         INPUT
         + 'layer { name: "bad_pool" type: "Pooling" bottom: "data" top: "p" pooling_param { pool: MAX kernel_size: 50 } }\n'
-        + 'layer { name: "m1" type: "Mish" bottom: "p" top: "m1" }\n'
-        + 'layer { name: "up1" type: "Upsample" bottom: "m1" top: "up1" }\n'
-        + 'layer { name: "m2" type: "Mish" bottom: "up1" top: "m2" }\n'
+        + 'layer { name: "m1" type: "MyMish" bottom: "p" top: "m1" }\n'
+        + 'layer { name: "up1" type: "MyUpsample" bottom: "m1" top: "up1" }\n'
+        + 'layer { name: "m2" type: "MyMish" bottom: "up1" top: "m2" }\n'
         + 'layer { name: "ok" type: "ReLU" bottom: "m2" top: "m2" }\n'
-        + 'layer { name: "up2" type: "Upsample" bottom: "m2" top: "up2" }\n'
-        + 'layer { name: "m3" type: "Mish" bottom: "up2" top: "m3" }\n'
+        + 'layer { name: "up2" type: "MyUpsample" bottom: "m2" top: "up2" }\n'
+        + 'layer { name: "m3" type: "MyMish" bottom: "up2" top: "m3" }\n'
     )
     path = tmp_path / "fork.prototxt"
     path.write_text(text)
@@ -167,13 +167,13 @@ def test_every_unsupported_layer_is_named_in_one_error_before_any_work(tmp_path)
         load_net(path, tmp_path / "missing.caffemodel")
     error = caught.value
     assert sorted((m.layer_type, m.name) for m in error.missing) == [
-        ("Mish", "m1"),
-        ("Mish", "m2"),
-        ("Mish", "m3"),
-        ("Upsample", "up1"),
-        ("Upsample", "up2"),
+        ("MyMish", "m1"),
+        ("MyMish", "m2"),
+        ("MyMish", "m3"),
+        ("MyUpsample", "up1"),
+        ("MyUpsample", "up2"),
     ]
     message = str(error)
-    assert "Mish [shape]: m1, m2, m3" in message and "Upsample [shape]: up1, up2" in message
+    assert "MyMish [shape]: m1, m2, m3" in message and "MyUpsample [shape]: up1, up2" in message
     assert "5 unsupported layer(s)" in message and "\n" not in message
     assert str(path) in message

@@ -181,3 +181,16 @@ def test_nothing_outside_the_family_files_names_a_layer_type():
     assert not found, f"layer types named outside their family files: {found}"
     for where in NAMES_TYPES:
         assert _layer_type_strings(ROOT / where), f"{where} no longer names a type: unlist it"
+
+
+def test_fork_types_name_their_origin_in_the_support_table():
+    """A type from a Caffe fork says where it comes from (its ``origin`` fact), in the README's
+    table too (docs/forks.md has the details; data layers such as DenseImageData are no row)."""
+    from caffe_compat.tools.support_table import builtin_types, render_table
+
+    table = render_table()
+    forks = {t for t in builtin_types() if registry.facts(t).origin}
+    assert {"BN", "Upsample", "Interp", "ReLU6", "Mish"} <= forks
+    for layer_type in forks:
+        row = f"| `{layer_type}` ({registry.facts(layer_type).origin}) |"
+        assert row in table, layer_type

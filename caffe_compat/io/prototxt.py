@@ -48,6 +48,8 @@ class LineIndex:
 
     starts: list[tuple[int, str]] = field(default_factory=list)  # (first line, layer name)
     ends: list[int] = field(default_factory=list)  # last line of each block, same order
+    # Fields skipped under allow_unknown_fields: (line, "caffe.Message.field"), for the report.
+    skipped: list[tuple[int, str]] = field(default_factory=list)
 
     def layer_at(self, line: int) -> str | None:
         """Name of the layer whose block contains ``line`` (1-based), if any."""
@@ -169,6 +171,26 @@ def read_text(path: str | os.PathLike[str], expected: str = "prototxt") -> str:
         ) from None
 
 
+class _RecordingParser(text_format._Parser):  # protobuf's parser: its hook for skipped fields
+    """protobuf's text parser, noting each field it skips: a fork's field changes what a layer
+    computes, so skipping one is reported, never silent."""
+
+    def __init__(self, **options: object) -> None:
+        super().__init__(**options)
+        self.skipped: list[tuple[int, str]] = []
+        self._depth = 0  # inside a skipped field, its own fields are not noted again
+
+    def _SkipFieldContents(self, tokenizer, field_name, immediate_message_type):
+        if not self._depth:
+            line = tokenizer._line + 1
+            self.skipped.append((line, f"{immediate_message_type}.{field_name}"))
+        self._depth += 1
+        try:
+            return super()._SkipFieldContents(tokenizer, field_name, immediate_message_type)
+        finally:
+            self._depth -= 1
+
+
 def parse_text(
     text: str,
     message: Message,
@@ -187,7 +209,12 @@ def parse_text(
             path=path,
         )
     try:
-        text_format.Merge(text, message, allow_unknown_field=allow_unknown_fields)
+        if allow_unknown_fields:
+            parser = _RecordingParser(allow_unknown_field=True)
+            parser.MergeLines(text.split("\n"), message)
+            index.skipped = parser.skipped
+        else:
+            text_format.Merge(text, message)
     except text_format.ParseError as exc:
         line = exc.GetLine() if hasattr(exc, "GetLine") else None
         reason = re.sub(r"^\d+:\d+\s*:\s*", "", str(exc)).rstrip(".")

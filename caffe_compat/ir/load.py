@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import read_weights
+from ..io.dialects import settle
 from ..io.prototxt import parse_text, read_text
 from ..io.upgrade import is_v0, upgrade_net
 from ..io.weights import Weights
@@ -17,6 +18,13 @@ from .build import build_graph
 from .graph import Graph, Shape
 from .infer import Inference, Issue, check_weights, infer_shapes, match_weights
 from .phase import NetState
+
+
+def fork_notes(loaded: LoadedNet) -> list[str]:
+    """What the report says about fork fields: each one skipped (allow_unknown_fields) and each
+    fork meaning settled from more than the layer's text (io/dialects.py)."""
+    skipped = [f"skipped a field Caffe does not know ({s})" for s in loaded.skipped_fields]
+    return skipped + [f"fork dialect: {d}" for d in loaded.dialects]
 
 
 @dataclass
@@ -30,6 +38,9 @@ class LoadedNet:
     inference: Inference
     weights: Weights | None = None
     issues: list[Issue] = field(default_factory=list)
+    dialects: list[str] = field(default_factory=list)  # fork meanings settled (io/dialects.py)
+    # Fields skipped under allow_unknown_fields, named with their line and layer for the report.
+    skipped_fields: list[str] = field(default_factory=list)
 
 
 def load_net(
@@ -85,24 +96,38 @@ def load_net_text(
     index = parse_text(text, net, path=path, allow_unknown_fields=allow_unknown_fields)
     was_v0 = is_v0(net)
     was_v1 = upgrade_net(net, path=path)
+    dialect_notes = settle(net)
     lines = {name: line for line, name in index.starts if name}
-    graph = build_graph(
-        net,
-        state=NetState.make(phase, stages, level),
-        input_shapes=input_shapes,
-        path=path,
-        lines=lines,
-        training=training,
-    )
-    inference = infer_shapes(graph, strict=strict)
+
+    def build() -> tuple[Graph, Inference]:
+        graph = build_graph(
+            net,
+            state=NetState.make(phase, stages, level),
+            input_shapes=input_shapes,
+            path=path,
+            lines=lines,
+            training=training,
+        )
+        return graph, infer_shapes(graph, strict=strict)
+
+    graph, inference = build()
+    if weights is not None and not isinstance(weights, Weights):
+        weights = read_weights(weights, max_memory=max_memory)
+    if weights is not None:
+        # A layer type two forks define differently (BN) is told apart by the blobs it holds.
+        more = settle(net, {name: len(blobs) for name, blobs in weights.blobs.items()})
+        if more:
+            dialect_notes += more
+            graph, inference = build()
     loaded = LoadedNet(graph, net, "V0" if was_v0 else "V1" if was_v1 else "V2", path, inference)
     loaded.issues.extend(inference.issues)
+    loaded.dialects = dialect_notes
+    loaded.skipped_fields = [
+        f'line {line}, layer "{index.layer_at(line) or "?"}": {name}'
+        for line, name in index.skipped
+    ]
     if weights is not None:
-        loaded.weights = (
-            weights
-            if isinstance(weights, Weights)
-            else read_weights(weights, max_memory=max_memory)
-        )
+        loaded.weights = weights
         found = match_weights(graph, loaded.weights, inference)
         loaded.issues.extend(found)
         if strict:

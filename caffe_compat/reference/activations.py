@@ -15,6 +15,7 @@ import numpy as np
 from ..ir.graph import Node
 from ..proto import caffe_pb2
 from ..registry import register
+from ..shapes.activations import sampled_at_test
 from ._base import Arrays, BackwardContext, Grads, LayerContext
 
 
@@ -122,6 +123,28 @@ def _swish(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     return [x * sigmoid(beta * x)]
 
 
+@register("ReLU6", "reference")
+def _relu6(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
+    """The MobileNet ports' relu6_layer.cpp: min(max(x, 0), 6)."""
+    return [np.minimum(np.maximum(inputs[0], 0), 6)]
+
+
+MISH_THRESHOLD = 20.0  # the ports' softplus_activate(x, 20)
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    """darknet's softplus as the ports copy it: x above 20, e^x below -20, else log(e^x + 1)."""
+    middle = np.log1p(np.exp(np.clip(x, -MISH_THRESHOLD, MISH_THRESHOLD)))
+    return np.where(x > MISH_THRESHOLD, x, np.where(x < -MISH_THRESHOLD, np.exp(x), middle))
+
+
+@register("Mish", "reference")
+def _mish(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
+    """mish_layer.cpp of the YOLOv4 ports: x * tanh(softplus(x))."""
+    (x,) = inputs
+    return [x * np.tanh(softplus(x))]
+
+
 def _dropping(node: Node) -> bool:
     return node.param.HasField("phase") and node.param.phase == caffe_pb2.TRAIN
 
@@ -141,7 +164,7 @@ def _mask(node: Node, ctx: LayerContext) -> np.ndarray:
     return np.asarray(mask, dtype=np.float64)
 
 
-@register("Dropout", "reference")
+@register("Dropout", "reference", check=sampled_at_test)
 def _dropout(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     if not _dropping(node):
         return [inputs[0]]  # TEST phase: Caffe copies the bottom (the scaling happens in training)
@@ -262,3 +285,17 @@ def _swish_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: Backward
     beta = float(node.param.swish_param.beta)
     s = sigmoid(beta * x)
     return _one(g * (beta * y + s * (1 - beta * y)))
+
+
+@register("ReLU6", "reference_backward")
+def _relu6_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    x = inputs[0]
+    return _one(top_diffs[0] * ((x > 0) & (x < 6)))
+
+
+@register("Mish", "reference_backward")
+def _mish_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    """The ports' gradient: tanh(sp) + x * (1 - tanh(sp)^2) * sigmoid(x), sp = softplus(x)."""
+    x = inputs[0]
+    t = np.tanh(softplus(x))
+    return _one(top_diffs[0] * (t + x * (1 - t * t) * sigmoid(x)))

@@ -135,3 +135,23 @@ def _bias_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardC
     if len(inputs) == 1:
         return [g], [_reduce_to(g, ctx.blobs[0], axis)]
     return [g, _reduce_to(g, inputs[1], axis)], []
+
+
+def _axpy_scale(a: np.ndarray, ndim: int) -> np.ndarray:
+    return a.reshape(a.shape[:2] + (1,) * (ndim - 2))
+
+
+@register("Axpy", "reference")
+def _axpy(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
+    """SENet's axpy_layer.cpp: top = y, then caffe_axpy(a[n, c], x[n, c]) per plane."""
+    a, x, y = inputs
+    return [_axpy_scale(a, x.ndim) * x + y]
+
+
+@register("Axpy", "reference_backward")
+def _axpy_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    """a: the plane sums of top_diff * x; x: a * top_diff; y: top_diff."""
+    a, x, _ = inputs
+    (g,) = top_diffs
+    da = (g * x).reshape(*x.shape[:2], -1).sum(axis=2).reshape(a.shape)
+    return [da, _axpy_scale(a, x.ndim) * g, g], []

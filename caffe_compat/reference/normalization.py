@@ -10,6 +10,12 @@ sums, ``f' = maf * f + 1``, ``mean' = batch mean + maf * mean`` and ``var' = m /
 variance + maf * var`` (m values per channel). Backward is Caffe's: with batch statistics
 ``(g - mean(g) - mean(g * y) * y) / sqrt(var + eps)``, with stored ones ``g / sqrt(var + eps)``;
 MVN's uses ``std + eps`` where the derivative has ``std`` in one term (mvn_layer.cpp).
+
+BN, the forks' layer (docs/forks.md). caffe-segnet's bn_layer.cpp: INFERENCE is ``scale * x +
+shift``; LEARN normalises with the batch's ``E(x^2) - E(x)^2`` over (N, H, W) and eps 1e-9 under
+the root. yjxiong's (PSPNet's) bn_layer.cpp: in TEST or frozen ``slope * (x - mean) *
+(var + eps)^-1/2 + bias`` with the stored mean and variance, else the batch's biased statistics.
+Backward is transcribed for the stored forms (the diffs of x, scale/slope and shift/bias).
 """
 
 from __future__ import annotations
@@ -18,7 +24,14 @@ import numpy as np
 
 from ..ir.graph import Node
 from ..registry import register
-from ..shapes.normalization import batch_norm_channels, legacy_4d, uses_global_stats
+from ..shapes.normalization import (
+    SEGNET_BN_EPS,
+    batch_norm_channels,
+    bn_stored,
+    legacy_4d,
+    pspnet_bn,
+    uses_global_stats,
+)
 from ._base import Arrays, BackwardContext, Grads, LayerContext
 
 
@@ -106,3 +119,50 @@ def _mvn(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
         std = np.sqrt(np.square(centred).mean(axis=1, keepdims=True))
         centred = centred / (std + float(p.eps))
     return [centred.reshape(shape)]
+
+
+def _per_channel(blob: np.ndarray) -> np.ndarray:
+    return np.asarray(blob, np.float64).reshape(1, -1, 1, 1)
+
+
+def _bn_statistics(node: Node, x: np.ndarray, ctx: LayerContext) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and 1 / sqrt(var + eps) per channel, shaped (1, C, 1, 1)."""
+    p = node.param.bn_param
+    if pspnet_bn(p):
+        eps = float(np.float32(p.eps))
+        if bn_stored(node):
+            mean, var = _per_channel(ctx.blobs[2]), _per_channel(ctx.blobs[3])
+        else:
+            mean = x.mean(axis=(0, 2, 3), keepdims=True)
+            var = ((x - mean) ** 2).mean(axis=(0, 2, 3), keepdims=True)
+        return mean, (var + eps) ** -0.5
+    mean = x.mean(axis=(0, 2, 3), keepdims=True)  # caffe-segnet LEARN: var = E(x^2) - E(x)^2
+    var = (x * x).mean(axis=(0, 2, 3), keepdims=True) - mean * mean
+    return mean, 1 / np.sqrt(var + SEGNET_BN_EPS)
+
+
+@register("BN", "reference")
+def _bn(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
+    (x,) = inputs
+    scale, shift = _per_channel(ctx.blobs[0]), _per_channel(ctx.blobs[1])
+    if not pspnet_bn(node.param.bn_param) and bn_stored(node):
+        return [x * scale + shift]  # caffe-segnet INFERENCE
+    mean, inv_std = _bn_statistics(node, x, ctx)
+    return [(x - mean) * inv_std * scale + shift]
+
+
+@register("BN", "reference_backward")
+def _bn_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    (x,), (g,) = inputs, top_diffs
+    if not bn_stored(node):
+        raise ValueError("BN's backward with batch statistics is not transcribed here")
+    scale = _per_channel(ctx.blobs[0])
+    sums = (0, 2, 3)
+    if pspnet_bn(node.param.bn_param):
+        mean, inv_std = _bn_statistics(node, x, ctx)
+        normed = (x - mean) * inv_std
+        blob = ctx.blobs[0].shape
+        grads = [(g * normed).sum(axis=sums).reshape(blob), g.sum(axis=sums).reshape(blob)]
+        return [g * scale * inv_std], [*grads, None, None]
+    blob = ctx.blobs[0].shape
+    return [g * scale], [(g * x).sum(axis=sums).reshape(blob), g.sum(axis=sums).reshape(blob)]

@@ -22,6 +22,8 @@ SAME_SHAPE_TYPES = (
     "Dropout",
     "Threshold",
     "Swish",
+    "ReLU6",
+    "Mish",
 )
 
 
@@ -82,6 +84,18 @@ def log_base_scale(base: float) -> float:
     return 1.0 if base == -1 else float(np.float32(1) / np.log(np.float32(base)))
 
 
+def sampled_at_test(node: Node) -> str | None:
+    """Bayesian SegNet's Monte Carlo dropout (sample_weights_test: a random mask at test)"""
+    p = node.param.dropout_param
+    testing = not node.param.HasField("phase") or node.param.phase == caffe_pb2.TEST
+    if testing and p.sample_weights_test:
+        return (
+            "dropout_param { sample_weights_test: true } (caffe-segnet) draws a random mask at "
+            "test time, so every run differs; set it to false to convert the mean network"
+        )
+    return None
+
+
 def _log_params(node: Node) -> str | None:
     p = node.param.log_param
     if p.base != -1.0 or p.scale != 1.0 or p.shift:
@@ -124,6 +138,19 @@ describe(
     param_message="prelu_param",
     starting_values=positive(0.05, 0.3),
     fillers=_prelu_fillers,
+    opencv_tested=True,
+    **NEURON,
+)
+describe(
+    "ReLU6",
+    origin="MobileNet v2/v3 Caffe ports",
+    opencv_tested=True,
+    **NEURON,
+)
+describe(
+    "Mish",
+    origin="darknet2caffe YOLOv4 ports",
+    param_message="mish_param",
     opencv_tested=True,
     **NEURON,
 )

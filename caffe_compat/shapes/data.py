@@ -13,6 +13,7 @@ as inputs too, one label per image for the layers that read labels from their so
 from __future__ import annotations
 
 from ..errors import NetDefinitionError
+from ..io.dialects import rescue
 from ..ir.graph import Shape
 from ..proto import caffe_pb2
 from ..registry import describe
@@ -167,3 +168,44 @@ describe(
 # Training layers without a family of their own here (SSD's, and HDF5Output, which writes files):
 # dropped from inference graphs; a net built for training that holds one is refused by name.
 describe(("MultiBoxLoss", "DetectionEvaluate", "HDF5Output"), role="training")
+
+
+def _dense_image_shapes(
+    layer: caffe_pb2.LayerParameter, notes: list[str], labels: bool = False
+) -> list[Shape | None]:
+    """caffe-segnet's DenseImageDataLayer::DataLayerSetUp: images and per-pixel labels of the
+    transform's crop_size, else crop_height x crop_width, else new_height x new_width (else the
+    first image's size, which the definition does not tell: None)."""
+    p = layer.dense_image_data_param
+    crop = int(layer.transform_param.crop_size)
+    size = (crop, crop) if crop else (int(p.crop_height), int(p.crop_width))
+    if not all(size):
+        size = (int(p.new_height), int(p.new_width))
+    batch = int(p.batch_size) or 1
+    channels = 3 if p.is_color else 1
+    if not all(size):
+        return [None] * len(layer.top)
+    notes.append(
+        f'input "{layer.top[0]}" from DenseImageData layer "{layer.name}": {channels} channels '
+        f"of {size[0]} x {size[1]} (caffe-segnet's dense_image_data_param)"
+    )
+    label = (batch, 1, *size) if labels else None
+    return [(batch, channels, *size), *[label] * (len(layer.top) - 1)]
+
+
+def _dense_image_dialect(layer: caffe_pb2.LayerParameter, blobs: int | None) -> str | None:
+    if rescue(layer, "dense_image_data_param", parsed_as=("tile_param",)):
+        return "dense_image_data_param read from caffe-segnet's field 138"
+    return None
+
+
+describe(
+    "DenseImageData",
+    role="data",
+    data_shape=_dense_image_shapes,
+    param_message="dense_image_data_param",
+    dialect=_dense_image_dialect,
+    origin="caffe-segnet: images with per-pixel labels",
+    bottoms=0,
+    tops=(1, 2),
+)

@@ -139,3 +139,19 @@ describe(
     tops=1,
 )
 describe("Eltwise", param_message="eltwise_param", opencv_tested=True, bottoms=(2, None), tops=1)
+
+
+@register("Axpy", "shape")
+def _axpy(node: Node, inputs: list[Shape]) -> LayerShapes:
+    """SENet's axpy_layer.cpp: top = a * x + y with one ``a`` per (item, channel)."""
+    a, x, y = inputs
+    if len(x) < 2 or a[:2] != x[:2]:
+        raise ValueError(f"the scale bottom {list(a)} must start with x's N and C ({list(x)})")
+    if len(a) == 4 and a[2:] != (1, 1):
+        raise ValueError(f"a 4-D scale bottom must be N x C x 1 x 1, got {list(a)}")
+    if tuple(x) != tuple(y):
+        raise ValueError(f"x {list(x)} and y {list(y)} must have one shape")
+    return LayerShapes([x], [])
+
+
+describe("Axpy", origin="SENet, SE-ResNeXt (hujie-frank/SENet)", bottoms=3, tops=1)

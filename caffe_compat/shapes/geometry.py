@@ -182,7 +182,11 @@ def pool_geometry(param: PoolingParameter, height: int, width: int) -> PoolGeome
         raise ValueError("kernel and stride must be positive")
     if any(p >= k for p, k in zip(pad, kernel)):
         raise ValueError(f"pad {list(pad)} must be smaller than kernel {list(kernel)}")
-    ceil = param.round_mode == PoolingParameter.CEIL
+    ceil = (
+        param.ceil_mode
+        if param.HasField("ceil_mode")  # a fork's field (docs/forks.md): it overrides round_mode
+        else param.round_mode == PoolingParameter.CEIL
+    )
     any_pad = any(pad)
     axes = []
     for size, k, s, p in zip((height, width), kernel, stride, pad):
@@ -198,12 +202,10 @@ def pool_geometry(param: PoolingParameter, height: int, width: int) -> PoolGeome
 
 # The torch and ONNX Pooling converters share this check.
 def unsupported_pooling(node: object) -> str | None:
-    """STOCHASTIC pooling and the argmax-mask second top."""
+    """STOCHASTIC pooling"""
     param = node.param  # type: ignore[attr-defined]
     if param.pooling_param.pool not in (PoolingParameter.MAX, PoolingParameter.AVE):
         return "only MAX and AVE pooling have a deterministic inference form"
-    if len(node.outputs) > 1:  # type: ignore[attr-defined]
-        return "the argmax-mask second top is not supported"
     return None
 
 

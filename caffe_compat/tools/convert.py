@@ -31,7 +31,7 @@ from ..errors import CaffeCompatError, Remedy
 from ..io.atomic import atomic_outputs, check_target, remove_stale_partials
 from ..io.identity import file_identity
 from ..ir.infer import batch_dependence
-from ..ir.load import LoadedNet, load_net
+from ..ir.load import LoadedNet, fork_notes, load_net
 from ..progress import Progress
 from ..verify import Report, verify_loaded
 from .provenance import KEYS as PROVENANCE_KEYS
@@ -233,6 +233,7 @@ def convert(
         steps = _Steps(bar)
         built = _build(prototxt, weights, plan, options, steps)
         result = ConversionResult(outputs={}, timings=steps.timings)
+        result.notes.extend(fork_notes(built.loaded))
         if options.check:
             steps.start("check", "parity check")
             _check(built, str(weights), check_batch, result, plan)

@@ -15,7 +15,7 @@ from typing import Any
 from ..io import read_weights
 from ..io.weights import Weights
 from ..ir.graph import Shape
-from ..ir.load import load_net
+from ..ir.load import fork_notes, load_net
 from ..printable import printable
 
 
@@ -92,7 +92,7 @@ def inspect_net(
         "layers": layers,
         "dropped": [{"name": n, "type": t} for n, t in graph.dropped],
         "param_count": sum(layer["param_count"] for layer in layers),
-        "notes": graph.notes,
+        "notes": [*graph.notes, *fork_notes(loaded)],
         "issues": [{"layer": i.layer, "kind": i.kind, "detail": i.detail} for i in loaded.issues],
     }
     if loaded.weights is not None:

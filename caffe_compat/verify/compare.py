@@ -71,6 +71,8 @@ class Report:
     distinct_classes: dict[str, int] = field(default_factory=dict)
     # judge or back end -> {"prototxt"/"weights"/"arrays"/"onnx": identity record or None}
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Fork fields skipped (allow_unknown_fields) and fork meanings settled (ir/load.fork_notes).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -119,6 +121,7 @@ class Report:
             lines.append(f"variety     {output}: {count} distinct argmax classes over the batch")
         for value, why in self.skipped_values.items():
             lines.append(f"not compared {value}: {why}")
+        lines.extend(f"note        {note}" for note in self.notes)
         lines.append("PASS" if self.passed else "FAIL")
         return "\n".join(map(printable, lines))  # blob names come from files: escaped
 

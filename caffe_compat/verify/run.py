@@ -21,7 +21,7 @@ from .. import registry
 from ..budget import Budget, footprint, format_size, plan_batch, resolve
 from ..errors import CaffeCompatError, Remedy
 from ..io.identity import file_identity
-from ..ir.load import LoadedNet, load_net
+from ..ir.load import LoadedNet, fork_notes, load_net
 from ..progress import Progress
 from .compare import ArgmaxAgreement, Report, Tolerance, compare
 from .detections import align_detections
@@ -516,6 +516,7 @@ def verify(
         onnx_model=onnx_model,
         **options,  # type: ignore[arg-type]
     )
+    report.notes.extend(fork_notes(loaded))
     if reference_path:
         report.sources["stored"] = {"arrays": identity_record(reference_path)}
     if onnx_path and "onnxruntime" in report.sources:

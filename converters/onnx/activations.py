@@ -9,7 +9,7 @@ from onnx import TensorProto
 from ...ir.graph import Node
 from ...ir.infer import require_weights
 from ...registry import register
-from ...shapes.activations import exp_constants, log_base_scale, power_constant
+from ...shapes.activations import exp_constants, log_base_scale, power_constant, sampled_at_test
 from ._base import OnnxContext, OnnxOut
 
 
@@ -21,7 +21,7 @@ def _relu(node: Node, ctx: OnnxContext) -> OnnxOut:
     return OnnxOut([ctx.op("Relu", ctx.inputs, ctx.outputs)])
 
 
-@register("Dropout", "onnx")
+@register("Dropout", "onnx", check=sampled_at_test)
 def _dropout(node: Node, ctx: OnnxContext) -> OnnxOut:
     return OnnxOut([ctx.op("Identity", ctx.inputs, ctx.outputs)])
 
@@ -106,6 +106,19 @@ def _swish(node: Node, ctx: OnnxContext) -> OnnxOut:
     x, c = ctx.inputs[0], _Chain(ctx)
     _scale_shift(c, node.param.swish_param.beta, 0).step("Sigmoid")
     return c.step("Mul", x).done()
+
+
+@register("ReLU6", "onnx")
+def _relu6(node: Node, ctx: OnnxContext) -> OnnxOut:
+    c = _Chain(ctx)
+    return c.step("Max", c.const("low", 0.0)).step("Min", c.const("high", 6.0)).done()
+
+
+@register("Mish", "onnx")
+def _mish(node: Node, ctx: OnnxContext) -> OnnxOut:
+    """Opset 17 has no Mish (it came in 18): x * tanh(softplus(x))."""
+    x, c = ctx.inputs[0], _Chain(ctx)
+    return c.step("Softplus").step("Tanh").step("Mul", x).done()
 
 
 _SIMPLE = {"AbsVal": "Abs", "Sigmoid": "Sigmoid", "TanH": "Tanh", "BNLL": "Softplus"}

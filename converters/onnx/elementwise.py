@@ -79,3 +79,18 @@ def _eltwise(node: Node, ctx: OnnxContext) -> OnnxOut:
         nodes.append(ctx.op(op, [acc, x], [out], None if out == y else f"acc{i}"))
         acc = out
     return OnnxOut(nodes, inits)
+
+
+@register("Axpy", "onnx")
+def _axpy(node: Node, ctx: OnnxContext) -> OnnxOut:
+    """SENet's Axpy: ``a * x + y``, ``a`` reshaped to N x C x 1 ... for broadcasting."""
+    a, x, y = ctx.inputs
+    ndim = len(ctx.in_shapes[1])
+    shape = ctx.tensor("shape", [0, ctx.in_shapes[1][1], *(1,) * (ndim - 2)], np.int64)
+    scale, scaled = ctx.name("scale"), ctx.name("scaled")
+    nodes = [
+        ctx.op("Reshape", [a, shape.name], [scale], "scale"),
+        ctx.op("Mul", [scale, x], [scaled], "mul"),
+        ctx.op("Add", [scaled, y], ctx.outputs),
+    ]
+    return OnnxOut(nodes, [shape])

@@ -8,7 +8,13 @@ from onnx import NodeProto, TensorProto
 from ...ir.graph import Node
 from ...ir.infer import require_weights
 from ...registry import register
-from ...shapes.normalization import stored_statistics, uses_global_stats
+from ...shapes.normalization import (
+    SEGNET_BN_EPS,
+    bn_stored,
+    pspnet_bn,
+    stored_statistics,
+    uses_global_stats,
+)
 from ._base import OnnxContext, OnnxOut
 
 
@@ -80,5 +86,63 @@ def _mvn(node: Node, ctx: OnnxContext) -> OnnxOut:
     nodes += [
         ctx.op("ReduceMean", [x], [mean], "mean", axes=axes, keepdims=1),
         ctx.op("Sub", [x, mean], [y]),
+    ]
+    return OnnxOut(nodes, inits)
+
+
+@register("BN", "onnx")
+def _bn(node: Node, ctx: OnnxContext) -> OnnxOut:
+    """The forks' BN in the fork's order: normalise (stored or batch statistics), then scale
+    and shift; caffe-segnet's INFERENCE mode is the scale and shift alone."""
+    require_weights(node)
+    p = node.param.bn_param
+    pspnet = pspnet_bn(p)
+    x, y = ctx.inputs[0], ctx.outputs[0]
+    scale = ctx.tensor("scale", np.asarray(node.blobs[0], np.float32).reshape(1, -1, 1, 1))
+    shift = ctx.tensor("shift", np.asarray(node.blobs[1], np.float32).reshape(1, -1, 1, 1))
+    inits = [scale, shift]
+    nodes: list[NodeProto] = []
+    if pspnet or not bn_stored(node):
+        eps = float(np.float32(p.eps)) if pspnet else SEGNET_BN_EPS
+        centred, var, root, inv, normed = (
+            ctx.name(s) for s in ("centred", "var", "root", "inv", "normed")
+        )
+        eps_t, one = ctx.tensor("eps", eps), ctx.tensor("one", 1.0)
+        inits += [eps_t, one]
+        if pspnet and bn_stored(node):
+            mean_t = ctx.tensor("mean", np.asarray(node.blobs[2], np.float32).reshape(1, -1, 1, 1))
+            var_t = ctx.tensor("var", np.asarray(node.blobs[3], np.float32).reshape(1, -1, 1, 1))
+            inits += [mean_t, var_t]
+            nodes.append(ctx.op("Sub", [x, mean_t.name], [centred], "centre"))
+            var = var_t.name
+        else:
+            mean, sq, sqmean, meansq = (ctx.name(s) for s in ("mean", "sq", "sqmean", "meansq"))
+            axes = [0, 2, 3]
+            nodes += [
+                ctx.op("ReduceMean", [x], [mean], "mean", axes=axes, keepdims=1),
+                ctx.op("Sub", [x, mean], [centred], "centre"),
+            ]
+            if pspnet:
+                nodes += [
+                    ctx.op("Mul", [centred, centred], [sq], "sq"),
+                    ctx.op("ReduceMean", [sq], [var], "var", axes=axes, keepdims=1),
+                ]
+            else:  # caffe-segnet: E(x^2) - E(x)^2
+                nodes += [
+                    ctx.op("Mul", [x, x], [sq], "sq"),
+                    ctx.op("ReduceMean", [sq], [sqmean], "sqmean", axes=axes, keepdims=1),
+                    ctx.op("Mul", [mean, mean], [meansq], "meansq"),
+                    ctx.op("Sub", [sqmean, meansq], [var], "var"),
+                ]
+        nodes += [
+            ctx.op("Add", [var, eps_t.name], [root], "eps"),
+            ctx.op("Sqrt", [root], [inv], "sqrt"),
+            ctx.op("Div", [centred, inv], [normed], "normalise"),
+        ]
+        x = normed
+    scaled = ctx.name("scaled")
+    nodes += [
+        ctx.op("Mul", [x, scale.name], [scaled], "scale"),
+        ctx.op("Add", [scaled, shift.name], [y]),
     ]
     return OnnxOut(nodes, inits)

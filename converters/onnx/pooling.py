@@ -4,6 +4,7 @@ divisor correction where AVE windows overhang the padded input."""
 from __future__ import annotations
 
 import numpy as np
+from onnx import TensorProto
 
 from ...ir.graph import Node
 from ...proto import caffe_pb2
@@ -19,6 +20,8 @@ def _pooling(node: Node, ctx: OnnxContext) -> OnnxOut:
     shape = ctx.in_shapes[0]
     geom = pool_geometry(node.param.pooling_param, shape[2], shape[3])
     x, y = ctx.inputs[0], ctx.outputs[0]
+    if len(ctx.outputs) > 1:
+        return _max_with_mask(ctx, geom)
     if geom.global_pooling:
         op = "GlobalMaxPool" if geom.method == MAX else "GlobalAveragePool"
         return OnnxOut([ctx.op(op, [x], [y])])
@@ -54,3 +57,65 @@ def _pooling(node: Node, ctx: OnnxContext) -> OnnxOut:
         ],
         [*inits, factor],
     )
+
+
+def _max_with_mask(ctx: OnnxContext, geom) -> OnnxOut:
+    """MaxPool's Indices output turned into Caffe's mask: the input is padded explicitly with the
+    lowest float (padding never wins), the flat index into the padded tensor becomes ``h * W +
+    w`` of the unpadded plane, -1 where a window lies wholly in the padding, as a float."""
+    h, w = ctx.in_shapes[0][2:]
+    (ph, pw), (eh, ew) = geom.pad_begin, geom.pad_end
+    hp, wp = h + ph + eh, w + pw + ew
+    x = ctx.inputs[0]
+    amounts = ctx.tensor("pads", [0, 0, ph, pw, 0, 0, eh, ew], np.int64)
+    fill = ctx.tensor("pad_value", float(np.finfo(np.float32).min))
+    plane, width = ctx.tensor("plane", hp * wp, np.int64), ctx.tensor("width", wp, np.int64)
+    top, left = ctx.tensor("top", ph, np.int64), ctx.tensor("left", pw, np.int64)
+    height_in, width_in = ctx.tensor("h", h, np.int64), ctx.tensor("w", w, np.int64)
+    zero, minus = ctx.tensor("zero", 0, np.int64), ctx.tensor("minus_one", -1, np.int64)
+    names = {
+        k: ctx.name(k)
+        for k in (
+            "padded",
+            "index",
+            "local",
+            "prow",
+            "pcol",
+            "row",
+            "col",
+            "rowok",
+            "rowlt",
+            "colok",
+            "collt",
+            "ok1",
+            "ok2",
+            "ok",
+            "flat_row",
+            "flat",
+            "chosen",
+        )
+    }
+    v = names
+    attrs = {"kernel_shape": list(geom.kernel), "strides": list(geom.stride)}
+    nodes = [
+        ctx.op("Pad", [x, amounts.name, fill.name], [v["padded"]], "pad"),
+        ctx.op("MaxPool", [v["padded"]], [ctx.outputs[0], v["index"]], "pool", **attrs),
+        ctx.op("Mod", [v["index"], plane.name], [v["local"]], "local"),
+        ctx.op("Div", [v["local"], width.name], [v["prow"]], "prow"),
+        ctx.op("Mod", [v["local"], width.name], [v["pcol"]], "pcol"),
+        ctx.op("Sub", [v["prow"], top.name], [v["row"]], "row"),
+        ctx.op("Sub", [v["pcol"], left.name], [v["col"]], "col"),
+        ctx.op("GreaterOrEqual", [v["row"], zero.name], [v["rowok"]], "rowok"),
+        ctx.op("Less", [v["row"], height_in.name], [v["rowlt"]], "rowlt"),
+        ctx.op("GreaterOrEqual", [v["col"], zero.name], [v["colok"]], "colok"),
+        ctx.op("Less", [v["col"], width_in.name], [v["collt"]], "collt"),
+        ctx.op("And", [v["rowok"], v["rowlt"]], [v["ok1"]], "ok1"),
+        ctx.op("And", [v["colok"], v["collt"]], [v["ok2"]], "ok2"),
+        ctx.op("And", [v["ok1"], v["ok2"]], [v["ok"]], "ok"),
+        ctx.op("Mul", [v["row"], width_in.name], [v["flat_row"]], "flat_row"),
+        ctx.op("Add", [v["flat_row"], v["col"]], [v["flat"]], "flat"),
+        ctx.op("Where", [v["ok"], v["flat"], minus.name], [v["chosen"]], "chosen"),
+        ctx.op("Cast", [v["chosen"]], [ctx.outputs[1]], "mask", to=TensorProto.FLOAT),
+    ]
+    inits = [amounts, fill, plane, width, top, left, height_in, width_in, zero, minus]
+    return OnnxOut(nodes, inits)

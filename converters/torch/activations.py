@@ -15,7 +15,7 @@ from ...ir.graph import Node
 from ...ir.infer import require_weights
 from ...proto import caffe_pb2
 from ...registry import register
-from ...shapes.activations import exp_constants, log_base_scale, power_constant
+from ...shapes.activations import exp_constants, log_base_scale, power_constant, sampled_at_test
 from ._base import TorchContext, parameter
 
 
@@ -43,7 +43,7 @@ class CaffeDropout(nn.Module):
         return x * (self.mask * self.scale)
 
 
-@register("Dropout", "torch")
+@register("Dropout", "torch", check=sampled_at_test)
 def _dropout(node: Node, ctx: TorchContext) -> nn.Module:
     if ctx.graph.training and node.param.phase == caffe_pb2.TRAIN:
         return CaffeDropout(node.param.dropout_param.dropout_ratio)
@@ -121,6 +121,8 @@ _SIMPLE: dict[str, Callable[[Node], nn.Module]] = {
         _clip, float(n.param.clip_param.min), float(n.param.clip_param.max)
     ),
     "Swish": lambda n: Pointwise(_swish, float(n.param.swish_param.beta)),
+    "ReLU6": lambda n: nn.ReLU6(),
+    "Mish": lambda n: nn.Mish(),
 }
 
 

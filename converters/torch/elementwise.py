@@ -102,3 +102,15 @@ def _eltwise(node: Node, ctx: TorchContext) -> nn.Module:
     p = node.param.eltwise_param
     coeffs = [float(c) for c in p.coeff] or [1.0] * len(node.inputs)
     return Eltwise(int(p.operation), coeffs)
+
+
+class Axpy(nn.Module):
+    """SENet's Axpy: ``a * x + y`` with ``a`` per (item, channel)."""
+
+    def forward(self, a: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return a.reshape(*a.shape[:2], *(1,) * (x.dim() - 2)) * x + y
+
+
+@register("Axpy", "torch")
+def _axpy(node: Node, ctx: TorchContext) -> nn.Module:
+    return Axpy()

@@ -15,8 +15,14 @@ from torch import nn
 from ...ir.graph import Node
 from ...ir.infer import require_weights
 from ...registry import register
-from ...shapes.normalization import stored_statistics, uses_global_stats
-from ._base import TorchContext, buffer
+from ...shapes.normalization import (
+    SEGNET_BN_EPS,
+    bn_stored,
+    pspnet_bn,
+    stored_statistics,
+    uses_global_stats,
+)
+from ._base import TorchContext, buffer, parameter
 
 
 class Standardize(nn.Module):
@@ -153,3 +159,39 @@ def _mvn(node: Node, ctx: TorchContext) -> nn.Module:
     axes = (1, 2, 3) if p.across_channels else (2, 3)
     variance = bool(p.normalize_variance)
     return MVN(ctx.out_shapes[0], axes, float(p.eps), variance, ctx.graph.training)
+
+
+class ForkBN(nn.Module):
+    """The forks' BN (shapes/normalization.py): caffe-segnet's ``scale * x + shift`` or its
+    LEARN mode, yjxiong's ``slope * (x - mean) * (var + eps)^-1/2 + bias`` (stored or batch)."""
+
+    def __init__(self, blobs: list[np.ndarray], pspnet: bool, stored: bool, eps: float) -> None:
+        super().__init__()
+        self.scale, self.shift = parameter(blobs[0]), parameter(blobs[1])
+        self.pspnet, self.stored, self.eps = pspnet, stored, eps
+        self.register_buffer("mean", buffer(blobs[2]) if pspnet else None)
+        self.register_buffer("var", buffer(blobs[3]) if pspnet else None)
+        # Caffe blob order; yjxiong's mean and variance get no diff (its backward leaves them).
+        self.blob_slots = ("scale", "shift", "mean", "var")[: 4 if pspnet else 2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.pspnet and self.stored:
+            return x * self.scale + self.shift
+        if self.pspnet and self.stored:
+            mean, var = self.mean.detach(), self.var.detach()
+        else:
+            mean = x.mean(dim=(0, 2, 3), keepdim=True)
+            if self.pspnet:
+                var = (x - mean).square().mean(dim=(0, 2, 3), keepdim=True)
+            else:  # caffe-segnet: E(x^2) - E(x)^2
+                var = x.square().mean(dim=(0, 2, 3), keepdim=True) - mean.square()
+        return (x - mean) * (var + self.eps).rsqrt() * self.scale + self.shift
+
+
+@register("BN", "torch")
+def _bn(node: Node, ctx: TorchContext) -> nn.Module:
+    require_weights(node)
+    p = node.param.bn_param
+    pspnet = pspnet_bn(p)
+    eps = float(np.float32(p.eps)) if pspnet else SEGNET_BN_EPS
+    return ForkBN(node.blobs, pspnet, bn_stored(node), eps)

@@ -18,8 +18,9 @@ MAX, AVE = caffe_pb2.PoolingParameter.MAX, caffe_pb2.PoolingParameter.AVE
 class CaffePool2d(nn.Module):
     """MAX or AVE pooling for any input size; geometry comes from the shared shapes module."""
 
-    def __init__(self, param: caffe_pb2.PoolingParameter) -> None:
+    def __init__(self, param: caffe_pb2.PoolingParameter, with_mask: bool = False) -> None:
         super().__init__()
+        self.with_mask = with_mask  # MAX with Caffe's argmax mask as a second top
         self._param_bytes = param.SerializeToString()  # bytes: the module stays picklable
         self.param = param
         self._divisor_fix: dict[tuple, torch.Tensor] = {}
@@ -45,8 +46,10 @@ class CaffePool2d(nn.Module):
             self._divisor_fix[key] = fix.to(device=like.device, dtype=like.dtype)
         return self._divisor_fix[key]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         geom = pool_geometry(self.param, x.shape[2], x.shape[3])
+        if self.with_mask:
+            return max_with_mask(x, geom)
         (ph, pw), (eh, ew) = geom.pad_begin, geom.pad_end
         k, s = geom.kernel, geom.stride
         ceil = torch_rounding(geom)
@@ -65,6 +68,21 @@ class CaffePool2d(nn.Module):
             return F.avg_pool2d(x, k, s, (ph, pw), count_include_pad=True)
         y = F.avg_pool2d(F.pad(x, (pw, ew, ph, eh)), k, s)
         return y * self._fix(geom, y) if geom.needs_divisor_fix else y
+
+
+def max_with_mask(x: torch.Tensor, geom: PoolGeometry) -> tuple[torch.Tensor, torch.Tensor]:
+    """MAX pooling and Caffe's mask: the first maximum's index ``h * W + w`` in the unpadded
+    plane, as a float, -1 where a window lies wholly in the padding (Caffe's -FLT_MAX start).
+    Windows see an input padded with the lowest float, so padding never wins a tie."""
+    (ph, pw), (eh, ew) = geom.pad_begin, geom.pad_end
+    lowest = float(torch.finfo(x.dtype).min)
+    padded = F.pad(x, (pw, ew, ph, eh), value=lowest)
+    values, index = F.max_pool2d(padded, geom.kernel, geom.stride, return_indices=True)
+    width = padded.shape[3]
+    row, col = index // width - ph, index % width - pw
+    inside = (row >= 0) & (row < x.shape[2]) & (col >= 0) & (col < x.shape[3])
+    mask = torch.where(inside, row * x.shape[3] + col, torch.full_like(index, -1))
+    return values, mask.to(x.dtype)
 
 
 def _torch_out(size: int, k: int, s: int, p: int, ceil: bool) -> int:
@@ -94,4 +112,4 @@ def torch_rounding(geom: PoolGeometry) -> bool | None:
 
 @register("Pooling", "torch", check=unsupported_pooling)
 def _pooling(node: Node, ctx: TorchContext) -> nn.Module:
-    return CaffePool2d(node.param.pooling_param)
+    return CaffePool2d(node.param.pooling_param, with_mask=len(node.outputs) > 1)

@@ -101,6 +101,9 @@ CASES = [
     ),
     ("Clip", "clip_param { min: -0.5 max: 0.7 }", lambda x: np.clip(x, -0.5, 0.7), None, False),
     ("Clip", "clip_param { min: 0.5 max: -0.5 }", lambda x: np.full_like(x, 0.5), None, False),
+    # Fork types (docs/forks.md): the MobileNet ports' ReLU6 and the YOLOv4 ports' Mish.
+    ("ReLU6", "", lambda x: np.clip(x, 0, 6), uniform(-4, 10), True),
+    ("Mish", "", lambda x: x * np.tanh(np.logaddexp(0, x)), uniform(-8, 8), True),
 ]
 
 

@@ -160,3 +160,21 @@ def test_eltwise_residual_sum_of_two(layer_check):
         'layer { name: "sum" type: "Eltwise" bottom: "conv" bottom: "data" top: "sum" eltwise_param { coeff: 0.5 coeff: 1.5 } }'
     )
     layer_check(prototxt)  # OpenCV alone: its convolution is already tested against numpy
+
+
+def test_senet_axpy(layer_check):
+    """SENet's Axpy (docs/forks.md): a * x + y, a per (item, channel) from a global pool.
+    OpenCV 4.14 reads Axpy as a Scale and an Eltwise but fails to run them (a shape assertion in
+    its Scale): numpy is the reference."""
+    body = (
+        'layer { name: "a" type: "Pooling" bottom: "data" top: "a" '
+        "pooling_param { pool: AVE global_pooling: true } }\n"
+        'layer { name: "y" type: "ReLU" bottom: "data" top: "y" }\n'
+        'layer { name: "axpy" type: "Axpy" bottom: "a" bottom: "data" bottom: "y" top: "out" }'
+    )
+
+    def expected(feeds, _):
+        x = feeds["data"].astype(np.float64)
+        return {"out": x.mean(axis=(2, 3), keepdims=True) * x + np.maximum(x, 0)}
+
+    layer_check(net(body), expected, opencv=False)

@@ -182,3 +182,76 @@ def test_batch_norm_training_forward_has_zero_mean_and_unit_variance(tmp_path, i
         values = y[:, channel]
         assert abs(values.mean()) < 1e-3
         assert abs((values * values).mean() - 1) < 1e-3
+
+
+# --- BN, the forks' layer (docs/forks.md): caffe-segnet's and yjxiong's/PSPNet's -------------
+
+
+def segnet_bn(x, scale, shift, mode):
+    """caffe-segnet's bn_layer.cpp: INFERENCE scale * x + shift; LEARN with the batch's
+    E(x^2) - E(x)^2 over (N, H, W) and eps 1e-9."""
+    scale, shift = (b.astype(np.float64).reshape(1, -1, 1, 1) for b in (scale, shift))
+    if mode == "INFERENCE":
+        return x * scale + shift
+    mean = x.mean(axis=(0, 2, 3), keepdims=True)
+    var = (x * x).mean(axis=(0, 2, 3), keepdims=True) - mean**2
+    return (x - mean) / np.sqrt(var + 1e-9) * scale + shift
+
+
+def pspnet_bn(x, slope, bias, mean, var, eps=1e-5):
+    """yjxiong's bn_layer.cpp (PSPNet) in TEST: slope * (x - mean) * (var + eps)^-1/2 + bias."""
+    slope, bias, mean, var = (
+        b.astype(np.float64).reshape(1, -1, 1, 1) for b in (slope, bias, mean, var)
+    )
+    return (x - mean) / np.sqrt(var + eps) * slope + bias
+
+
+def bn_layer(params: str) -> str:
+    return net(CONV + f'layer {{ name: "bn" type: "BN" bottom: "conv" top: "bn" {params} }}')
+
+
+@pytest.mark.parametrize("mode", ["INFERENCE", "LEARN"])
+def test_segnet_bn(layer_check, mode):
+    def expected(inputs, weights):
+        conv = conv_ref(inputs["data"].astype(np.float64), *weights["conv"])
+        return {"bn": segnet_bn(conv, *weights["bn"], mode)}
+
+    reports = layer_check(bn_layer(f"bn_param {{ bn_mode: {mode} }}"), expected, opencv=False)
+    assert len(reports[0].comparisons) > 0
+
+
+@pytest.mark.parametrize(
+    "params", ["bn_param { frozen: true }", "bn_param { eps: 0.001 momentum: 0.95 }"]
+)
+def test_pspnet_bn(layer_check, params):
+    eps = 0.001 if "eps" in params else 1e-5
+
+    def expected(inputs, weights):
+        conv = conv_ref(inputs["data"].astype(np.float64), *weights["conv"])
+        return {"bn": pspnet_bn(conv, *weights["bn"], eps=np.float32(eps))}
+
+    layer_check(bn_layer(params), expected, opencv=False)
+
+
+def test_bn_with_four_blobs_is_pspnets(tmp_path, layer_check):
+    """A BN naming no fork's own field is caffe-segnet's, unless its weights hold 4 blobs."""
+    from caffe_compat.io.writer import definitions_only, write_caffemodel
+    from caffe_compat.ir.load import load_net
+    from caffe_compat.tools.synth import synthesize
+
+    prototxt = tmp_path / "psp.prototxt"
+    (tmp_path / "frozen.prototxt").write_text(bn_layer("bn_param { frozen: true }"))
+    weights = synthesize(load_net(tmp_path / "frozen.prototxt"))
+    assert [b.shape for b in weights["bn"]] == [(1, 6, 1, 1)] * 4
+    prototxt.write_text(bn_layer(""))
+    assert load_net(prototxt).inference.params["bn"] == [(1, 6, 1, 1)] * 2
+    model = tmp_path / "psp.caffemodel"
+    write_caffemodel(model, definitions_only(load_net(prototxt).net.layer), weights)
+    loaded = load_net(prototxt, model)
+    assert any("4 blobs" in note for note in loaded.dialects)
+
+    def expected(inputs, w):
+        conv = conv_ref(inputs["data"].astype(np.float64), *w["conv"])
+        return {"bn": pspnet_bn(conv, *w["bn"])}
+
+    layer_check(bn_layer(""), expected, blobs=weights, opencv=False)

@@ -61,3 +61,59 @@ def test_windows_wholly_past_the_input(layer_check, method):
         opencv=False,
     )
     assert report.passed
+
+
+# --- forks (docs/forks.md): the argmax mask as a second top (caffe-segnet) and ceil_mode ------
+
+
+def caffe_mask(x, k: int, s: int, pad: int, out_h: int, out_w: int):
+    """Caffe's MAX mask: the first maximum of each window (scan order, strictly greater) as the
+    index h * W + w of the input plane."""
+    n, c, h, w = x.shape
+    mask = np.empty((n, c, out_h, out_w), np.float32)
+    for ph in range(out_h):
+        for pw in range(out_w):
+            hs, ws = max(ph * s - pad, 0), max(pw * s - pad, 0)
+            he, we = min(ph * s - pad + k, h), min(pw * s - pad + k, w)
+            window = x[:, :, hs:he, ws:we].reshape(n, c, -1)
+            first = window.argmax(-1)  # numpy's argmax also takes the first maximum
+            rows, cols = hs + first // (we - ws), ws + first % (we - ws)
+            mask[:, :, ph, pw] = rows * w + cols
+    return mask
+
+
+@pytest.mark.parametrize(
+    ("window", "k", "s", "pad", "out"),
+    [
+        ("kernel_size: 2 stride: 2", 2, 2, 0, (4, 5)),  # SegNet's pools (ceil: last row/col)
+        ("kernel_size: 3 stride: 2 pad: 1", 3, 2, 1, (4, 5)),
+    ],
+)
+def test_max_pooling_mask_top(layer_check, window, k, s, pad, out):
+    body = (
+        'layer { name: "p" type: "Pooling" bottom: "data" top: "p" top: "mask" '
+        f"pooling_param {{ pool: MAX {window} }} }}"
+    )
+
+    def expected(feeds, _):
+        x = feeds["data"]
+        return {
+            "p": caffe_pool(x, "MAX", k, s, pad, *out),
+            "mask": caffe_mask(x, k, s, pad, *out),
+        }
+
+    layer_check(net(body), expected)
+
+
+@pytest.mark.parametrize(("ceil_mode", "out"), [("false", (3, 4)), ("true", (4, 5))])
+def test_fork_ceil_mode(layer_check, ceil_mode, out):
+    """pooling_param { ceil_mode } of the DenseNet/DPN/ResNeXt ports: false rounds down."""
+    body = (
+        'layer { name: "p" type: "Pooling" bottom: "data" top: "p" '
+        f"pooling_param {{ pool: AVE kernel_size: 2 stride: 2 ceil_mode: {ceil_mode} }} }}"
+    )
+
+    def expected(feeds, _):
+        return {"p": caffe_pool(feeds["data"], "AVE", 2, 2, 0, *out)}
+
+    layer_check(net(body), expected)

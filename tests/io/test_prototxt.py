@@ -280,3 +280,26 @@ def test_unknown_fields_can_be_skipped(tmp_path):
         load_prototxt(path)
     net, _ = load_prototxt(path, allow_unknown_fields=True)
     assert net.layer[0].inner_product_param.num_output == 6
+
+
+def test_skipped_fork_fields_are_named_with_their_line_and_layer(tmp_path):
+    """--allow-unknown-fields skips a field Caffe does not know, and the report names it
+    (inspect's notes), nested fields of a skipped message once."""
+    from caffe_compat.ir.load import fork_notes, load_net
+    from caffe_compat.tools.inspect import inspect_net
+
+    path = tmp_path / "fork.prototxt"
+    path.write_text(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 '
+        "dim: 4 dim: 4 } } }\n"
+        'layer { name: "p" type: "Pooling" bottom: "data" top: "p"\n'
+        "  pooling_param { pool: MAX kernel_size: 2 stride: 2 frob_mode: 1 }\n"
+        "  mystery_param { depth { x: 1 } } }\n"
+    )
+    loaded = load_net(path, allow_unknown_fields=True)
+    assert loaded.skipped_fields == [
+        'line 3, layer "p": caffe.PoolingParameter.frob_mode',
+        'line 4, layer "p": caffe.LayerParameter.mystery_param',
+    ]
+    notes = inspect_net(path, allow_unknown_fields=True)["notes"]
+    assert [n for n in notes if "frob_mode" in n or "mystery_param" in n] == fork_notes(loaded)

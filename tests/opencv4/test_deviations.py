@@ -92,3 +92,24 @@ def test_opencv_adds_mvn_eps_to_the_variance(tmp_path, cv2_caffe):
     centred64 = x64 - x64.mean(axis=(2, 3), keepdims=True)
     caffe = centred64 / (np.sqrt((centred64**2).mean(axis=(2, 3), keepdims=True)) + 0.05)
     assert np.abs(cv_net.forward() - caffe).max() > 0.1  # Caffe adds eps to the deviation
+
+
+@pytest.mark.parametrize("params", ["shrink_factor: 2", "zoom_factor: 2 pad_beg: -1 pad_end: -1"])
+def test_opencv_interp_reads_no_shrink_factor_or_pads(tmp_path, cv2_caffe, params):
+    """Interp's opencv_deviation: OpenCV 4 refuses shrink_factor, or resizes the uncropped input."""
+    from caffe_compat.ir.load import load_net
+    from caffe_compat.reference import forward
+
+    layer = (
+        f'layer {{ name: "i" type: "Interp" bottom: "data" top: "i" interp_param {{ {params} }} }}'
+    )
+    (tmp_path / "n.prototxt").write_text(net(layer))
+    x = np.random.default_rng(1).standard_normal((2, 5, 7, 9)).astype(np.float32)
+    caffe = forward(load_net(tmp_path / "n.prototxt"), {"data": x}, outputs=["i"])["i"]
+    cv_net = cv2_caffe.dnn.readNetFromCaffe(str(tmp_path / "n.prototxt"))
+    cv_net.setInput(x)
+    try:
+        theirs = cv_net.forward()
+    except cv2_caffe.error:
+        return  # refused outright
+    assert theirs.shape != caffe.shape or not np.allclose(theirs, caffe, atol=1e-3)

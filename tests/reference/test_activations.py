@@ -20,6 +20,15 @@ def sigmoid(v: float) -> float:
     return 1 / (1 + math.exp(-v)) if v >= 0 else math.exp(v) / (1 + math.exp(v))
 
 
+def darknet_softplus(v: float) -> float:
+    """softplus_activate(x, 20) of the YOLOv4 ports' mish_layer.cpp."""
+    if v > 20:
+        return v
+    if v < -20:
+        return math.exp(v)
+    return math.log(math.exp(v) + 1)
+
+
 FORMULAS = [
     ("ReLU", "", lambda v: max(v, 0.0)),
     ("ReLU", "relu_param { negative_slope: 0.125 }", lambda v: v if v > 0 else 0.125 * v),
@@ -39,6 +48,8 @@ FORMULAS = [
     ("Swish", "", lambda v: v * sigmoid(v)),
     ("Swish", "swish_param { beta: 2 }", lambda v: v * sigmoid(2 * v)),
     ("Dropout", "dropout_param { dropout_ratio: 0.3 }", lambda v: v),
+    ("ReLU6", "", lambda v: min(max(v, 0.0), 6.0)),
+    ("Mish", "", lambda v: v * math.tanh(darknet_softplus(v))),
 ]
 
 
@@ -125,6 +136,8 @@ POSITIVE = np.abs(X) + 0.5
         ("Exp", "", -1),
         ("Swish", "swish_param { beta: 1.5 }", -1),
         ("Dropout", "", -1),  # TEST phase: the identity
+        ("ReLU6", "", 0.01),
+        ("Mish", "", -1),
     ],
 )
 def test_backward(grad_check, kind, params, kink_range):

@@ -117,3 +117,25 @@ def test_scale_and_bias_backward(grad_check):
     grad_check(
         scale("axis: 2", bottoms=("data", "op"), kind="Bias"), data=x, op=rng.normal(size=(4, 5))
     )
+
+
+AXPY = 'layer { name: "axpy" type: "Axpy" bottom: "a" bottom: "x" bottom: "y" top: "out" }\n'
+
+
+def test_axpy_by_hand(run_layers):
+    """axpy_layer.cpp: top = y, then top[n, c] += a[n, c] * x[n, c]."""
+    a = np.array([2.0, -1.0]).reshape(1, 2, 1, 1)
+    x = np.array([1.0, 2.0, 3.0, 4.0]).reshape(1, 2, 1, 2)
+    y = np.array([10.0, 20.0, 30.0, 40.0]).reshape(1, 2, 1, 2)
+    out = run_layers(AXPY, a=a, x=x, y=y)["out"]
+    np.testing.assert_array_equal(out.reshape(-1), [12.0, 24.0, 27.0, 36.0])
+
+
+def test_axpy_backward(grad_check):
+    rng = np.random.default_rng(8)
+    grad_check(
+        AXPY,
+        a=rng.normal(size=(2, 3, 1, 1)),
+        x=rng.normal(size=(2, 3, 2, 3)),
+        y=rng.normal(size=(2, 3, 2, 3)),
+    )

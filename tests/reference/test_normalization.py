@@ -116,3 +116,51 @@ def test_batch_norm_training_forward_leaves_caffes_running_sums(build):
     np.testing.assert_allclose(mean, view.mean(axis=1) + 0.5 * old[0])
     np.testing.assert_allclose(var, view.var(axis=1) * m / (m - 1) + 0.5 * old[1])
     np.testing.assert_allclose(factor, [2.0])  # 0.5 * 2 + 1
+
+
+# --- BN (docs/forks.md): values by hand from the forks' bn_layer.cpp ---------------------------
+
+
+def bn(params: str) -> str:
+    return f'layer {{ name: "bn" type: "BN" bottom: "data" top: "bn" bn_param {{ {params} }} }}\n'
+
+
+def test_segnet_bn_inference_is_scale_and_shift(run_layers):
+    x = np.array([1.0, -2.0, 0.5, 4.0]).reshape(1, 2, 1, 2)
+    blobs = [np.array([2.0, -1.0]).reshape(1, 2, 1, 1), np.array([0.5, 3.0]).reshape(1, 2, 1, 1)]
+    out = run_layers(bn("bn_mode: INFERENCE"), {"bn": blobs}, data=x)["bn"]
+    # channel 0: 2 * [1, -2] + 0.5; channel 1: -1 * [0.5, 4] + 3
+    np.testing.assert_array_equal(out.reshape(-1), [2.5, -3.5, 2.5, -1.0])
+
+
+def test_segnet_bn_learn_uses_the_batch_and_eps_1e_9(run_layers):
+    x = np.array([1.0, 3.0, 0.0, 0.0, 2.0, 6.0, 0.0, 0.0]).reshape(2, 2, 1, 2)
+    blobs = [np.array([1.0, 1.0]).reshape(1, 2, 1, 1), np.array([0.0, 10.0]).reshape(1, 2, 1, 1)]
+    out = run_layers(bn(""), {"bn": blobs}, data=x)["bn"]
+    # channel 0 holds 1, 3, 2, 6: mean 3, E(x^2) = 12.5, var = 3.5
+    expected0 = (np.array([1.0, 3.0, 2.0, 6.0]) - 3) / np.sqrt(3.5 + 1e-9)
+    np.testing.assert_allclose(out[:, 0].reshape(-1), expected0, rtol=1e-14)
+    np.testing.assert_allclose(out[:, 1], 10.0)  # a constant channel: 0 / sqrt(1e-9) + shift
+
+
+def test_pspnet_bn_uses_stored_mean_and_variance(run_layers):
+    x = np.array([1.0, 2.0, 3.0, 4.0]).reshape(1, 2, 1, 2)
+    c = (1, 2, 1, 1)
+    blobs = [
+        np.array([2.0, 1.0]),
+        np.array([0.0, -1.0]),
+        np.array([1.0, 0.0]),
+        np.array([3.0, 15.0]),
+    ]
+    out = run_layers(bn("frozen: true eps: 1"), {"bn": [b.reshape(c) for b in blobs]}, data=x)
+    # channel 0: 2 * ([1, 2] - 1) / sqrt(3 + 1) + 0 = [0, 1]; channel 1: ([3, 4] - 0) / 4 - 1
+    np.testing.assert_allclose(out["bn"].reshape(-1), [0.0, 1.0, -0.25, 0.0], atol=1e-15)
+
+
+@pytest.mark.parametrize("params", ["bn_mode: INFERENCE", "frozen: true", "eps: 0.01"])
+def test_bn_backward_on_stored_forms(grad_check, params):
+    c = (1, 2, 1, 1)
+    blobs = [np.array([0.7, -1.3]), np.array([0.2, 0.4])]
+    if "bn_mode" not in params:
+        blobs += [np.array([0.3, -1.0]), np.array([2.0, 0.5])]
+    grad_check(bn(params), {"bn": [b.reshape(c) for b in blobs]}, data=GRAD_X)

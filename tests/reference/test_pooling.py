@@ -214,3 +214,20 @@ def test_max_backward_sends_a_tie_to_the_first_maximum_in_scan_order(build):
     expected[1, 0] = 1
     expected[1, 1] = 1  # window (1,1): (1,1)=0 ties (1,2), (2,1), (2,2): the first wins
     np.testing.assert_array_equal(result.diff("data")[0, 0], expected)
+
+
+@pytest.mark.parametrize(
+    ("settings", "size"),
+    [
+        ("ceil_mode: false", 2),  # the forks' field (docs/forks.md): floor
+        ("ceil_mode: true", 3),
+        ("ceil_mode: true round_mode: FLOOR", 3),  # the fork's field wins when set
+        ("ceil_mode: false round_mode: CEIL", 2),
+    ],
+)
+def test_fork_ceil_mode_rounds(run_layers, settings, size):
+    x = np.arange(25.0).reshape(1, 1, 5, 5)
+    out = run_layers(pool(f"kernel_size: 2 stride: 2 {settings}", "MAX"), data=x)["p0"]
+    # windows start at rows/cols 0, 2 (and 4 when rounding up): their maxima by hand
+    expected = np.array([[6.0, 8.0, 9.0], [16.0, 18.0, 19.0], [21.0, 23.0, 24.0]])
+    np.testing.assert_array_equal(out[0, 0], expected[:size, :size])

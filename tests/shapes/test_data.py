@@ -75,3 +75,27 @@ def test_memory_and_dummy_data_say_their_shapes():
 def test_training_layers_drop_out():
     for kind in ("SoftmaxWithLoss", "Accuracy", "Silence"):
         assert registry.role(kind) == "training"
+
+
+@pytest.mark.parametrize(
+    ("params", "shape"),
+    [
+        ("batch_size: 4 new_height: 360 new_width: 480", (4, 3, 360, 480)),
+        (
+            "batch_size: 2 crop_height: 64 crop_width: 96 new_height: 360 new_width: 480",
+            (2, 3, 64, 96),
+        ),
+        ("new_height: 8 new_width: 6 is_color: false", (1, 1, 8, 6)),
+    ],
+)
+def test_segnet_dense_image_data_shapes_its_input(tmp_path, params, shape):
+    """caffe-segnet's DenseImageData (docs/forks.md): the crop, else the resized image size."""
+    from caffe_compat.ir.load import load_net
+
+    path = tmp_path / "n.prototxt"
+    path.write_text(
+        'layer { name: "data" type: "DenseImageData" top: "data" top: "label" '
+        f'dense_image_data_param {{ source: "list.txt" {params} }} }}\n'
+        'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n'
+    )
+    assert load_net(path).graph.inputs == {"data": shape}

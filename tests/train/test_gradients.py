@@ -181,6 +181,24 @@ CASES = {
         "ContinuationIndicator", "continuation_indicator_param { time_step: 2 batch_size: 3 }"
     )
     + L("LSTM", "recurrent_param { num_output: 2 }", bottoms=("data", "y"), tops=("h",), name="m"),
+    # the forks' layers (docs/forks.md)
+    "relu6": L("ReLU6"),
+    "mish": L("Mish"),
+    "bn_segnet": L("BN", "bn_param { bn_mode: INFERENCE }"),
+    "bn_pspnet": L("BN", "bn_param { frozen: true eps: 0.01 }"),
+    "axpy": L("Axpy", bottoms=("s231", "data", "b")),
+    "upsample_nearest": L("Upsample", "upsample_param { scale: 2 }"),
+    "upsample_unpool": L(
+        "Pooling", "pooling_param { pool: MAX kernel_size: 2 stride: 2 }", tops=("p", "m")
+    )
+    + L("Upsample", "upsample_param { upsample_h: 5 upsample_w: 4 }", bottoms=("p", "m"), name="u"),
+    "interp": L("Interp", "interp_param { zoom_factor: 2 pad_beg: -1 }"),
+    "shuffle_channel": L("ShuffleChannel", "shuffle_channel_param { group: 3 }", bottoms=("c6",)),
+    "reorg": L("Reorg", "reorg_param { stride: 2 }", bottoms=("c8",)),
+    "transpose": L("Transpose", "transpose_param { dim: 0 dim: 3 dim: 1 dim: 2 }"),
+    "reverse": L("Reverse", "reverse_param { axis: 2 }"),
+    "flip": L("Flip", "flip_param { flip_height: true }"),
+    "im2col": L("Im2col", "convolution_param { kernel_size: 3 stride: 2 pad: 1 }"),
     "silence": L("Silence", tops=())
     + L("InnerProduct", "inner_product_param { num_output: 3 }", name="ip"),
 }
@@ -197,8 +215,11 @@ EXTRA = {
     "clip6": np.array([[0.0], [1], [1], [0], [1], [1]]),  # rows t + n: resets inside too
     "c132": RNG.normal(size=(1, 3, 2)),
     "g138": RNG.normal(size=(1, 3, 8)),
+    "s231": RNG.normal(size=(2, 3, 1, 1)),
+    "c6": RNG.normal(size=(2, 6, 2, 3)),
+    "c8": RNG.normal(size=(2, 8, 4, 2)),
 }
-PHASES = {"dropout_test": "TEST", "batch_norm_global": "TEST"}
+PHASES = {"dropout_test": "TEST", "batch_norm_global": "TEST", "bn_pspnet": "TEST"}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -209,6 +230,11 @@ def test_gradients_match_the_reference(tmp_path, case):
     params = None
     if case.startswith("normalize_across"):  # the fork's backward is exact for equal scales
         params = {"l": [np.full(3, 1.7)]}
+    if case == "bn_pspnet":  # a variance must stay positive
+        c = (1, 3, 1, 1)
+        params = {
+            "l": [RNG.normal(size=c), RNG.normal(size=c), RNG.normal(size=c), np.full(c, 1.5)]
+        }
     run(tmp_path, layers, arrays, phase=PHASES.get(case, "TRAIN"), params=params)
 
 

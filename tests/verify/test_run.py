@@ -56,3 +56,26 @@ def test_verify_options_object_and_keywords_agree(small_net):
     assert given.batch == 4 and given.inputs == "given arrays"
     with pytest.raises(TypeError):
         verify_loaded(loaded, options, batches=2)
+
+
+def test_verify_names_fork_fields_it_skipped(tmp_path):
+    """--allow-unknown-fields never changes a result silently: verify's report names each skip."""
+    from caffe_compat.io.writer import definitions_only, write_caffemodel
+    from caffe_compat.ir.load import load_net
+    from caffe_compat.tools.synth import synthesize
+    from caffe_compat.verify import verify
+
+    path = tmp_path / "n.prototxt"
+    path.write_text(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 '
+        "dim: 4 dim: 4 } } }\n"
+        'layer { name: "r" type: "ReLU" bottom: "data" top: "r" relu_param { frob: 2 } }\n'
+    )
+    loaded = load_net(path, allow_unknown_fields=True)
+    weights = tmp_path / "n.caffemodel"
+    write_caffemodel(weights, definitions_only(loaded.net.layer), synthesize(loaded))
+    report = verify(path, weights, allow_unknown_fields=True, devices=("cpu",), opencv=False)
+    assert report.notes == [
+        'skipped a field Caffe does not know (line 2, layer "r": caffe.ReLUParameter.frob)'
+    ]
+    assert "caffe.ReLUParameter.frob" in report.render()
