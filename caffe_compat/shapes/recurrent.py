@@ -233,6 +233,7 @@ def _fork_data_only(node: Node, bottom: int) -> bool:
 
 describe(
     "Lstm",
+    origin="junhyukoh/caffe-lstm and the caffe_ocr / CRNN ports built on it: clip markers by row",
     param_message="lstm_param",
     force_backward=_fork_data_only,
     workspace=_step_buffers,
@@ -244,6 +245,7 @@ describe(
 )
 describe(
     "ContinuationIndicator",
+    origin="CRNN ports (caffe_ocr): the sequence markers an Lstm or LSTM reads",
     param_message="continuation_indicator_param",
     shape_only=True,
     bottoms=(0, 1),
