@@ -43,6 +43,21 @@ class ScaledSquare(caffe.Layer):
         bottom[0].diff[...] = 2 * self.k * bottom[0].data * (top[0].diff + sums)
 
 
+class Phase(caffe.Layer):
+    """Both tops hold the phase the layer was given (BVLC's test_python_layer.py PhaseLayer)."""
+
+    def setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+        top[1].reshape(bottom[0].num, 1)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = self.phase
+        top[1].data[...] = self.phase
+
+
 class Broken(caffe.Layer):
     def setup(self, bottom, top):
         raise RuntimeError("no good")
@@ -133,3 +148,14 @@ def test_pycaffe_net_runs_the_users_layer(tmp_path, user_module):
     net.forward()
     np.testing.assert_allclose(net.blobs["sq"].data, 3 * x.astype(np.float64) ** 2, rtol=1e-6)
     assert [layer.type for layer in net.layers] == ["Input", "Python", "ReLU"]
+
+
+def test_the_layer_sees_its_nets_phase(tmp_path, user_module):
+    """Caffe's Net::Init gives every layer the net's phase: a Python layer's ``self.phase`` is
+    TRAIN in a TRAIN net (BVLC's test_python_layer.py test_phase)."""
+    import caffe_compat.pycaffe as caffe
+
+    for phase in (caffe.TRAIN, caffe.TEST):
+        net = caffe.Net(str(python_net(tmp_path, user_module, "Phase")), phase)
+        out = net.forward()
+        assert np.all(net.blobs["sq"].data == phase) and np.all(out["out"] == phase), phase
