@@ -8,7 +8,8 @@ reads such a net). Any other class is imported (``import caffe`` inside it resol
 caffe_compat.pycaffe while it loads) and constructed as Caffe does: ``cls(layer_param)``, then
 ``param_str`` and ``phase`` (the net's; TEST for a deploy net) set, ``setup`` and ``reshape``
 called on blobs of the bottoms' shapes; the tops' shapes are what ``reshape`` left. The PyTorch
-back end and the float64 reference call ``reshape`` and ``forward`` on every run; ONNX export refuses such a layer.
+back end and the float64 reference call ``reshape`` and ``forward`` on every run; ONNX export
+refuses such a layer.
 """
 
 from __future__ import annotations
