@@ -229,11 +229,20 @@ class ConvertedNet:
 
     def getLayerId(self, layer: str) -> int:
         """OpenCV's id of a Caffe layer: its 1-based position in ``getLayerNames()``; -1 for a
-        name the net does not have, as OpenCV answers (``getLayer(-1)`` then says so)."""
-        try:
-            return self._names.layers.index(layer) + 1
-        except ValueError:
-            return -1
+        name the net does not have, as OpenCV answers (``getLayer(-1)`` then says so). A layer's
+        first top also names it (OpenCV 4.14's Caffe reader names each Convolution layer after
+        its top: measured), unless another layer has that name."""
+        name = self._alias(layer)
+        return -1 if name is None else self._names.layers.index(name) + 1
+
+    def _alias(self, layer: str) -> str | None:
+        if layer in self._names.layers:
+            return layer
+        for name in self._names.layers:  # values are "blob" or "blob@layer" (earlier versions)
+            tops = self._names.layer_tops.get(name, ())
+            if tops and tops[0].split("@")[0] == layer:
+                return name
+        return None
 
     def getLayer(self, layerId: int | str) -> ConvertedLayer:
         """The layer of an id from ``getLayerId`` or of a Caffe layer name."""
@@ -272,8 +281,8 @@ class ConvertedNet:
     def _layer_name(self, layer: int | str) -> str | None:
         """The Caffe layer an OpenCV layer id or name means (None: layer 0, the inputs)."""
         if isinstance(layer, str):
-            if layer in self._names.layers:
-                return layer
+            if self._alias(layer) is not None:
+                return self._alias(layer)
             raise CaffeCompatError(f'no layer named "{layer}" in this net', path=self._source)
         if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
             if layer == 0:
