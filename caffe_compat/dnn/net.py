@@ -302,6 +302,10 @@ class ConvertedNet:
             raise CaffeCompatError("layer 0 is the input layer: it has no blobs", path=self._source)
         return name
 
+    def _input_shape(self) -> tuple[int, ...]:
+        """The first input's shape in the net definition (the high-level models' input size)."""
+        return tuple(self._edited().graph.shapes[self._names.inputs[0]])
+
     def _edited(self) -> LoadedNet:
         """The Caffe net behind this wrapper with its weights (loaded on the first edit/read)."""
         if self._loaded is None:
