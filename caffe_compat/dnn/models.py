@@ -148,11 +148,11 @@ class ConvertedDetectionModel(ConvertedModel):
         """(class ids, confidences, boxes as x, y, width, height in pixels); DetectionOutput has
         applied its own NMS, so ``nmsThreshold`` is unused, as in OpenCV."""
         last = self.net.getLayerNames()[-1]
-        layer_type = self.net.getLayer(last).type
-        if layer_type != "DetectionOutput":
+        node = self.net._edited().graph.node(last)
+        if not node.param.HasField("detection_output_param"):  # OpenCV asks the layer's type
             raise CaffeCompatError(
                 f'DetectionModel reads SSD outputs (a DetectionOutput last layer); layer "{last}" '
-                f"is {layer_type}"
+                f"is {node.type}"
             )
         rows = np.concatenate([o.reshape(-1, 7) for o in self.predict(frame)]).astype(np.float32)
         rows = rows[rows[:, 2] >= np.float32(confThreshold)]

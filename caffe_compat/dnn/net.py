@@ -39,9 +39,6 @@ _MIRRORED = frozenset(
         "setInputShape",
     }
 )
-# A layer given fewer blobs than it has runs without the rest (OpenCV's rule: a convolution or
-# inner product given only its weights has no bias): these types' later blobs are biases.
-_BIAS_AFTER_WEIGHTS = frozenset({"Convolution", "Deconvolution", "InnerProduct", "Scale"})
 
 
 class ConvertedLayer:
@@ -325,15 +322,31 @@ class ConvertedNet:
 
     def _set_layer_blobs(self, name: str, value: Sequence[Any]) -> None:
         node = self._edited().graph.node(name)
-        node.blobs = _fitted(value, self._expected(name), node.type, name, self._source)
+        bias = _has_bias_term(node.param)
+        node.blobs = _fitted(value, self._expected(name), node.type, name, self._source, bias)
         self._stale = True
         self._full = None
 
 
+def _has_bias_term(param: Any) -> bool:
+    """Whether the layer's parameters have a ``bias_term`` (convolutions, inner products,
+    Scale): its blobs after the first are then a bias, which a write may leave out."""
+    return any(
+        hasattr(value, "DESCRIPTOR") and "bias_term" in value.DESCRIPTOR.fields_by_name
+        for _, value in param.ListFields()
+    )
+
+
 def _fitted(
-    value: Any, expected: list[tuple[int, ...]], layer_type: str, name: str, source: str | None
+    value: Any,
+    expected: list[tuple[int, ...]],
+    layer_type: str,
+    name: str,
+    source: str | None,
+    bias: bool,
 ) -> list[np.ndarray]:
-    """The blobs written to a layer, in Caffe's shapes, or one error saying what does not fit."""
+    """The blobs written to a layer, in Caffe's shapes, or one error saying what does not fit.
+    A layer with a bias given only its weights runs without bias (OpenCV's rule)."""
 
     def fail(reason: str) -> CaffeCompatError:
         return CaffeCompatError(reason, path=source, layer=name, layer_type=layer_type)
@@ -342,9 +355,7 @@ def _fitted(
         raise fail("blobs takes a list of arrays (layer.blobs = [weights, bias])")
     if not expected:
         raise fail("this layer has no weights to set")
-    if len(value) > len(expected) or (
-        len(value) < len(expected) and (layer_type not in _BIAS_AFTER_WEIGHTS or not value)
-    ):
+    if len(value) > len(expected) or (len(value) < len(expected) and (not bias or not value)):
         raise fail(f"takes {len(expected)} blob(s) {[list(s) for s in expected]}, got {len(value)}")
     fitted = []
     for index, shape in enumerate(expected):

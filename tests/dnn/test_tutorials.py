@@ -14,6 +14,8 @@ Tolerances: prob within 1e-4 (the tutorial bar); other blobs within 1e-4 of thei
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from _dnn_files import CONVERT_MODES, LH_MEAN, OPENCV4, cv2, ssd_heads
@@ -152,3 +154,75 @@ def test_detector_conversion_on_opencv4(res10_files):
     ours, reference = _rows(net.forward()), _rows(theirs.forward())
     assert ours.shape == reference.shape
     np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-4)
+
+
+def test_face_detector_sample(res10_files, astronaut):
+    """OpenCV's samples/dnn/resnet_ssd_face_python.py, one frame: readNetFromCaffe, the frame
+    resized to 300 x 300, getPerfProfile, the confidence > 0.5 loop scaling corners to pixels."""
+    prototxt, caffemodel, _ = res10_files
+    in_width, in_height, conf_threshold = 300, 300, 0.5
+    net = dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    frame = np.ascontiguousarray(astronaut[:, 40:])
+    cols, rows = frame.shape[1], frame.shape[0]
+    blob = dnn.blobFromImage(
+        cv2.resize(frame, (in_width, in_height)), 1.0, (in_width, in_height), (104.0, 177.0, 123.0)
+    )
+    net.setInput(blob)
+    detections = net.forward()
+    perf_stats = net.getPerfProfile()
+    assert perf_stats[0] / cv2.getTickFrequency() * 1000 > 0
+    boxes = []
+    for i in range(detections.shape[2]):
+        confidence = detections[0, 0, i, 2]
+        if confidence > conf_threshold:
+            x_left_bottom = int(detections[0, 0, i, 3] * cols)
+            y_left_bottom = int(detections[0, 0, i, 4] * rows)
+            x_right_top = int(detections[0, 0, i, 5] * cols)
+            y_right_top = int(detections[0, 0, i, 6] * rows)
+            boxes.append((confidence, x_left_bottom, y_left_bottom, x_right_top, y_right_top))
+    assert 1 <= len(boxes) <= 20  # a handful, as with trained weights
+    heads = ssd_heads(prototxt, caffemodel, blob, HEADS)
+    judge = detection_output(
+        *heads, num_classes=2, background=0, nms=0.45, top_k=400, keep_top_k=200, threshold=0.01
+    )
+    kept = judge[judge[:, 2] > conf_threshold]
+    assert len(boxes) == len(kept)
+    np.testing.assert_allclose(sorted(b[0] for b in boxes), np.sort(kept[:, 2]), atol=1e-4)
+    if OPENCV4:
+        theirs = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+        theirs.setInput(blob)
+        reference = theirs.forward()
+        assert int((reference[0, 0, :, 2] > conf_threshold).sum()) == len(boxes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("convert", CONVERT_MODES)
+def test_googlenet_sample(tmp_path, astronaut, convert):
+    """OpenCV's samples/dnn/googlenet_python.py: blobFromImage(img, 1, (224, 224), (104, 117,
+    123), False), readNetFromCaffe, forward, the best class, with synthesized (calibrated)
+    weights; judged by the float64 reference and, on OpenCV 4, OpenCV's own reader."""
+    from _dnn_files import write_net
+
+    import caffe_compat.zoo
+    from caffe_compat.ir.load import load_net
+    from caffe_compat.reference import forward as reference_forward
+    from caffe_compat.tools.synth import synthesize
+
+    prototxt = Path(caffe_compat.zoo.__file__).parent / "bvlc_googlenet.prototxt"
+    loaded = load_net(prototxt)
+    blobs = synthesize(loaded, seed=6, progress=False)
+    caffemodel = write_net(tmp_path, prototxt, blobs)
+
+    blob = dnn.blobFromImage(astronaut, 1, (224, 224), (104, 117, 123), False)
+    net = dnn.readNetFromCaffe(str(prototxt), str(caffemodel), convert=convert)
+    net.setInput(blob)
+    prob = net.forward()
+    assert prob.shape == (1, 1000)
+    judge = reference_forward(loaded, {"data": blob}, ["prob"])["prob"]
+    assert float(np.abs(prob - judge).max()) <= 1e-4
+    assert int(prob.argmax()) == int(judge.argmax())
+    assert float(prob.max()) < 0.99  # not saturated: the best class is not a foregone one
+    if OPENCV4:
+        theirs = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+        theirs.setInput(blob)
+        assert float(np.abs(prob - theirs.forward()).max()) <= 1e-4
