@@ -42,6 +42,10 @@ NAME = "predict"
 HELP = "age and gender of the faces in photos (Levi-Hassner nets)"
 ORDER = 70
 CROP_MODES = ("oversample", "center", "opencv")
+PHOTOS_HELP = (
+    "photos or folders, before or after the options (a model option keeps the one or two files "
+    "its net needs; what follows is a photo)"
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -49,13 +53,7 @@ CROP_MODES = ("oversample", "center", "opencv")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "photos",
-        nargs="*",
-        metavar="PHOTO_OR_FOLDER",
-        help="photos or folders (before or after the options: a model option keeps the one or "
-        "two files its net needs, what follows is a photo)",
-    )
+    parser.add_argument("photos", nargs="*", metavar="PHOTO_OR_FOLDER", help=PHOTOS_HELP)
     parser.add_argument(
         "--models", default="age,gender", help="which nets to run: age, gender or age,gender"
     )
@@ -312,12 +310,16 @@ def take_photos(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    take_photos(args)
+    return _predict(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
     from ..app.images import read_image
     from ..app.predictor import Predictor
     from ._models import predict_settings
     from ._scale import reject_scale_options, run_scaled
 
-    take_photos(args)
     if args.engine == "ray":
         return run_scaled(args)
     reject_scale_options(args)

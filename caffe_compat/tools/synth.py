@@ -195,6 +195,7 @@ def photo_feeds(
     input, or one computing across its batch."""
     import cv2
 
+    from ..app.images import read_image
     from ..verify.inputs import DEFAULT_BGR_MEAN
 
     if len(graph.inputs) != 1 or feed_batch(graph, 2)[1] is not None:
@@ -205,7 +206,7 @@ def photo_feeds(
     folder = Path(__file__).resolve().parent.parent / "data" / "photos"
     images = []
     for photo in PHOTOS:
-        image = cv2.imdecode(np.fromfile(folder / f"{photo}.jpg", np.uint8), cv2.IMREAD_COLOR)
+        image = read_image(folder / f"{photo}.jpg")  # the package's one photo reader
         image = cv2.resize(image, (shape[3], shape[2]))  # as blobFromImage resizes
         images += [image, image[:, ::-1]]
     batch = np.stack(images).astype(np.float32).transpose(0, 3, 1, 2)
