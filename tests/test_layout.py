@@ -162,7 +162,6 @@ TESTED_ELSEWHERE = {
     "caffe_compat/cli/zoo.py": "with pull, against a local server: tests/app/test_pull.py",
     "caffe_compat/dnn/cache.py": "the conversion cache, through readNet: tests/dnn/test_read.py",
     "caffe_compat/dnn/model.py": "the converted model, through readNet: tests/dnn/test_read.py",
-    "caffe_compat/dnn/net.py": "the Net readNet returns: tests/dnn/test_read.py, test_tutorials.py",
     "caffe_compat/dnn/names.py": "OpenCV's layer names, through readNet: tests/dnn/test_read.py",
     "caffe_compat/io/blobs.py": "tests/io/test_caffemodel.py, tests/io/test_bad_input.py",
     "caffe_compat/io/identity.py": "file identities: tests/app/test_download.py, test_pretrained.py",

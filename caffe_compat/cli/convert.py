@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..converters.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from ..errors import CaffeCompatError
 from ..printable import printable
 from ..tools.convert import DEFAULT_TARGETS, TARGETS, convert
@@ -24,7 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prototxt", help="net definition (.prototxt, V1 or V2)")
     parser.add_argument("weights", help="weights (.caffemodel V1/V2, or HDF5)")
     parser.add_argument(
-        "-o", "--output", metavar="PREFIX", help="output prefix (default: weights name, here)"
+        "-o",
+        "--output",
+        metavar="PREFIX",
+        help="output prefix, or a file name such as age.onnx (its suffix is dropped: age.onnx, "
+        "age.pt2); default: the weights' name, here",
     )
     parser.add_argument(
         "--to",
@@ -34,6 +39,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument(
         "--optimize", action="store_true", help="fold BatchNorm/Scale into convolutions"
+    )
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        metavar="N",
+        help=f"ONNX opset to write, {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET}); every "
+        "one is tested in ONNX Runtime and OpenCV 5",
+    )
+    parser.add_argument(
+        "--fp16",
+        action="store_true",
+        help="store the ONNX file's weights as float16 (about half the size; computation, inputs "
+        "and outputs stay float32; refused for weights beyond 65504)",
     )
     parser.add_argument("--no-check", action="store_true", help="skip the parity check")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -56,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         optimize=args.optimize,
         check=not args.no_check,
         max_memory=args.max_memory,
+        opset=args.opset,
+        fp16=args.fp16,
         **net_options(args),
     )
     report = result.report

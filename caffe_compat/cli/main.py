@@ -76,7 +76,9 @@ def _add_verbosity(parser: argparse.ArgumentParser, suffix: str, shown: bool) ->
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="caffe-compat",
-        description="Read, convert and verify Caffe models without Caffe.",
+        description="Read, convert and verify Caffe models without Caffe. Judges of every "
+        "conversion: the float64 reference (Caffe's formulas in numpy, always there), OpenCV "
+        "4's Caffe reader (when installed) and stored reference arrays (recorded from Caffe).",
     )
     parser.add_argument("--version", action="version", version=f"caffe-compat {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
@@ -118,11 +120,14 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
 
 
 class _StderrHandler(logging.Handler):
-    """Writes to the current ``sys.stderr`` (not the one at start), erasing any progress bar."""
+    """Writes to the current ``sys.stderr`` (not the one at start), erasing any progress bar.
+    stdout is flushed first: where both go to one file or pipe (``2>&1``), a result line already
+    printed lands before the log line, never merged with it or after it."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = self.format(record)
+            sys.stdout.flush()
             progress.clear_active()
             sys.stderr.write(text + "\n")
             sys.stderr.flush()

@@ -42,6 +42,10 @@ NAME = "predict"
 HELP = "age and gender of the faces in photos (Levi-Hassner nets)"
 ORDER = 70
 CROP_MODES = ("oversample", "center", "opencv")
+PHOTOS_HELP = (
+    "photos or folders, before or after the options (a model option keeps the one or two files "
+    "its net needs; what follows is a photo)"
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -49,7 +53,7 @@ CROP_MODES = ("oversample", "center", "opencv")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("photos", nargs="+", metavar="PHOTO_OR_FOLDER", help="photos or folders")
+    parser.add_argument("photos", nargs="*", metavar="PHOTO_OR_FOLDER", help=PHOTOS_HELP)
     parser.add_argument(
         "--models", default="age,gender", help="which nets to run: age, gender or age,gender"
     )
@@ -272,7 +276,45 @@ def _streaming(out: TextIO) -> bool:
         return True
 
 
+# Options taking a net: one file (MODEL.onnx, or a detector's name) or PROTOTXT WEIGHTS.
+MODEL_OPTIONS = {"age_model": "--age-model", "gender_model": "--gender-model"}
+DETECTOR_NAMES = ("haar", "ssd")
+
+
+def _files_of_net(values: list[str], names: tuple[str, ...] = ()) -> int:
+    """How many of an option's values name its net: 1 for MODEL.onnx (or a detector name),
+    else 2 (PROTOTXT WEIGHTS)."""
+    first = values[0]
+    return 1 if first.lower().endswith(".onnx") or first in names else min(2, len(values))
+
+
+def take_photos(args: argparse.Namespace) -> None:
+    """Photos written after a model option (``--age-model P W photo.jpg``) go to the photos;
+    with no photo at all, one error saying what each option took."""
+    taken: list[str] = []
+    moved: list[str] = []
+    options = [(dest, flag, ()) for dest, flag in MODEL_OPTIONS.items()]
+    options.append(("detector", "--detector", DETECTOR_NAMES))
+    for dest, flag, names in options:
+        values = getattr(args, dest, None)
+        if not values:
+            continue
+        keep = _files_of_net(values, names)
+        setattr(args, dest, values[:keep])
+        moved += values[keep:]
+        taken.append(f"{flag} took {' '.join(values[:keep])}")
+    args.photos = [*moved, *args.photos]
+    if not args.photos:
+        detail = f" ({'; '.join(taken)} as its net)" if taken else ""
+        raise CaffeCompatError(f"no photo or folder given{detail}: name at least one")
+
+
 def run(args: argparse.Namespace) -> int:
+    take_photos(args)
+    return _predict(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
     from ..app.images import read_image
     from ..app.predictor import Predictor
     from ._models import predict_settings

@@ -17,7 +17,7 @@ from ..io.writer import definitions_only
 from ..ir.load import load_net
 from ..ir.phase import NetState, layer_included
 from ..printable import printable
-from ..tools.synth import METHODS, synthesize
+from ..tools.synth import METHODS, photo_feeds, synthesize
 from ..verify.inputs import feed_batch, feeds_for, index_inputs, structured_inputs
 from ._common import add_memory_argument, add_net_arguments, net_options
 
@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=["v2", "v1", "hdf5"], default="v2", help="file layout (default v2)"
     )
+    parser.add_argument(
+        "--mean",
+        metavar="B,G,R",
+        help="the mean the net's users subtract (e.g. 104,177,123 for the res10 face detector): "
+        "calibration and the checks feed images centred on it (default: a natural-image mean)",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing file")
     add_memory_argument(parser)
     add_net_arguments(parser)
@@ -49,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
     options = net_options(args)
     budget = resolve(args.max_memory)
     loaded = load_net(args.prototxt, **options)
-    blobs = synthesize(loaded, seed=args.seed, method=args.method, max_memory=budget)
-    checks = _variety(loaded, args.seed, budget)  # before writing: a failure leaves no file
+    mean = _parse_mean(args.mean)
+    blobs = synthesize(loaded, seed=args.seed, method=args.method, max_memory=budget, mean=mean)
+    checks = _variety(loaded, args.seed, budget, mean)  # before writing: a failure leaves no file
     state = NetState.make(args.phase, args.stage, args.level)
     layers = [layer for layer in loaded.net.layer if layer_included(state, layer)]
     if args.format == "hdf5":
@@ -71,9 +78,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _variety(loaded, seed: int, budget: Budget) -> list[str]:
+def _parse_mean(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise CaffeCompatError(f"--mean takes three numbers B,G,R, got {text!r}")
+    return values
+
+
+def _variety(loaded, seed: int, budget: Budget, mean: tuple[float, ...] | None = None) -> list[str]:
     """Show that the outputs vary with the input (the point of calibration), on up to
-    VARIETY_BATCH unseen inputs: as many as the memory budget allows, or none."""
+    VARIETY_BATCH unseen synthetic inputs (as many as the memory budget allows, or none) and on
+    the shipped real photos (their top probabilities and detections)."""
     import torch
 
     from ..converters.torch.model import CaffeNet
@@ -98,14 +118,26 @@ def _variety(loaded, seed: int, budget: Budget) -> list[str]:
         graph.inputs,
         count,
         seed=seed + 1000,
+        mean=mean,
         ids=index_inputs(graph),
         makers=structured_inputs(graph),
     )
+    model = CaffeNet(graph)
+    names = [graph.blob_of[v] for v in graph.outputs]
     with torch.no_grad():
-        out = CaffeNet(graph)(
-            **{k: torch.from_numpy(v) for k, v in feeds.items()},
-            outputs=[graph.blob_of[v] for v in graph.outputs],
-        )
+        out = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}, outputs=names)
+    lines = _spread_lines(out, f"{batch} unseen inputs")
+    photos = photo_feeds(graph, mean)
+    if photos is not None:
+        with torch.no_grad():
+            real = model(**{k: torch.from_numpy(v) for k, v in photos.items()}, outputs=names)
+        count = len(next(iter(photos.values())))
+        lines += _spread_lines(real, f"{count} real photos (4 and their mirror images)")
+    return lines
+
+
+def _spread_lines(out: dict, what: str) -> list[str]:
+    """One check line per classifier or detector output."""
     lines = []
     for name, tensor in out.items():
         array = tensor.numpy()
@@ -113,7 +145,18 @@ def _variety(loaded, seed: int, budget: Budget) -> list[str]:
             rows = array.reshape(array.shape[0], -1)
             classes = len(set(rows.argmax(1).tolist()))
             lines.append(
-                f"check {name}: {classes} distinct argmax classes over {batch} unseen inputs, "
-                f"mean top value {float(np.mean(rows.max(1))):.3f}"
+                f"check {name}: {classes} distinct argmax classes over {what}, "
+                f"mean top value {float(np.mean(rows.max(1))):.3f}, "
+                f"largest {float(rows.max()):.3f}"
+            )
+        elif array.ndim == 4 and array.shape[-1] == 7:  # SSD detections: [image, class, score..]
+            rows = array.reshape(-1, 7)
+            images = int(rows[:, 0].max()) + 1 if len(rows) else 0
+            confident = rows[rows[:, 2] > 0.5, 0].astype(int)
+            kept = np.bincount(confident, minlength=images).tolist()
+            scores = rows[rows[:, 2] > 0, 2]
+            top = f"{float(scores.max()):.4f}" if scores.size else "none"
+            lines.append(
+                f"check {name}: detections over 0.5 per image on {what}: {kept}; best score {top}"
             )
     return lines

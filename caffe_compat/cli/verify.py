@@ -1,8 +1,10 @@
-"""Run the same inputs through OpenCV's Caffe reader on the very same files (and/or stored
-reference arrays), our PyTorch model on CPU (and CUDA when present) and our ONNX model in ONNX
-Runtime (CPU, and CUDA when present); compare every shared blob. Exit code 1 on a failure.
---report also writes the comparison as one self-contained page of pictures: plots of error over
-tolerance per blob, the net drawn coloured by error."""
+"""Run the same inputs through our PyTorch model on CPU (and CUDA when present) and our ONNX
+model in ONNX Runtime (CPU, and CUDA when present), and compare every shared blob with the
+independent judges: the float64 reference (caffe_compat.reference: Caffe's formulas in numpy,
+always available, the only judge on OpenCV 5), OpenCV 4's Caffe reader on the very same files
+(when OpenCV 4 is installed) and stored reference arrays (--reference, e.g. recorded from real
+Caffe). Exit code 1 on a failure. --report also writes the comparison as one self-contained
+page of pictures: plots of error over tolerance per blob, the net drawn coloured by error."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from ..verify import Report, Tolerance, verify
 from ._common import add_memory_argument, add_net_arguments, net_options
 
 NAME = "verify"
-HELP = "compare every blob against OpenCV DNN and/or stored reference arrays"
+HELP = "compare every blob against the float64 reference, OpenCV 4 and stored arrays"
 ORDER = 40
 
 

@@ -2,19 +2,26 @@
 
 ``from caffe_compat import dnn`` then ``net = dnn.readNetFromCaffe(prototxt, caffemodel)`` or
 ``dnn.readNet(model, config)``; the rest of a tutorial (``setInput``, ``forward``...) is
-unchanged. Every other name is ``cv2.dnn``'s (``dnn.blobFromImage``, ``dnn.DNN_TARGET_CPU``...),
-so this module also replaces ``from cv2 import dnn``. OpenCV is imported on first use.
+unchanged, and so are layer edits by Caffe name (``net.getLayer(net.getLayerId("conv1")).blobs``).
+``dnn.DetectionModel(net)`` and ``dnn.ClassificationModel(net)`` take what ``readNetFromCaffe``
+returns (OpenCV's own for its own net). Every other name is ``cv2.dnn``'s
+(``dnn.blobFromImage``, ``dnn.DNN_TARGET_CPU``...), so this module also replaces
+``from cv2 import dnn``. OpenCV is imported on first use.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .net import ConvertedNet
+from .models import ClassificationModel, DetectionModel
+from .net import ConvertedLayer, ConvertedNet
 from .read import OpenCvRejectedError, opencv_deviations, readNet, readNetFromCaffe
 
 __all__ = [
+    "ClassificationModel",
+    "ConvertedLayer",
     "ConvertedNet",
+    "DetectionModel",
     "OpenCvRejectedError",
     "opencv_deviations",
     "readNet",

@@ -14,8 +14,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .names import NetNames
+
+if TYPE_CHECKING:
+    from ..ir.load import LoadedNet
 
 BATCH = "N"
 
@@ -26,12 +30,56 @@ class Converted:
     names: NetNames
 
 
-def convert(prototxt: str | os.PathLike[str], weights: str | os.PathLike[str]) -> Converted:
-    """Read the Caffe files (every check of ``load_net``) and export the net to ONNX."""
-    from ..converters.onnx.export import to_onnx
+class WeightsPending(Exception):
+    """The net has layers the weights file lacks (or no weights file at all): OpenCV's Caffe
+    reader accepts that, and scripts set those layers' blobs before the first forward (the
+    colorization sample's ``class8_ab``). Carries the net, its other weights attached."""
+
+    def __init__(self, loaded: LoadedNet) -> None:
+        super().__init__("layers without weights")
+        self.loaded = loaded
+
+
+def load_editable(
+    prototxt: str | os.PathLike[str], weights: str | os.PathLike[str] | None
+) -> LoadedNet:
+    """The net with the weights it has (every check of ``load_net`` but one: layers absent from
+    the weights file stay without blobs, to be set through ``.blobs`` or ``setParam``)."""
+    from ..io import read_weights
+    from ..ir.infer import check_weights, match_weights
     from ..ir.load import load_net
 
-    loaded = load_net(prototxt, weights)
+    loaded = load_net(prototxt)
+    if weights is not None:
+        loaded.weights = read_weights(weights)
+        found = match_weights(loaded.graph, loaded.weights, loaded.inference)
+        loaded.issues.extend(found)
+        check_weights(loaded.graph, [i for i in found if i.kind != "missing"], str(weights))
+    return loaded
+
+
+def unset_layers(loaded: LoadedNet) -> list[str]:
+    """The layers that need blobs and have none yet, in net order."""
+    params = loaded.inference.params
+    return [node.name for node in loaded.graph.nodes if params.get(node.name) and not node.blobs]
+
+
+def export(loaded: LoadedNet, source: str) -> bytes:
+    """The net's ONNX bytes (its outputs only); every layer must have its weights."""
+    from ..converters.onnx.export import to_onnx
+
+    metadata = {"converter": "caffe_compat.dnn", "source_prototxt": Path(source).name}
+    return to_onnx(loaded.graph, metadata=metadata).SerializeToString()
+
+
+def convert(prototxt: str | os.PathLike[str], weights: str | os.PathLike[str]) -> Converted:
+    """Read the Caffe files (every check of ``load_net``) and export the net to ONNX; raises
+    :class:`WeightsPending` when the weights file lacks layers."""
+    loaded = load_editable(prototxt, weights)
+    if unset_layers(loaded):
+        raise WeightsPending(loaded)
+    from ..converters.onnx.export import to_onnx
+
     graph = loaded.graph
     metadata = {
         "converter": "caffe_compat.dnn",

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CaffeCompatError
+from ..errors import CaffeCompatError, FileFormatError
 from .names import NetNames
 from .net import ConvertedNet
 
@@ -103,22 +103,58 @@ def _read_onnx(cv2: Any, data: bytes, source: str) -> Any:
     return net
 
 
-def _converted(cv2: Any, prototxt: Path, weights: Path) -> ConvertedNet:
+def _converted(cv2: Any, prototxt: Path, weights: Path | None) -> ConvertedNet:
+    """The net converted to ONNX (cached by the files' identities) in OpenCV; a net whose
+    weights file lacks layers (or that has none) waits for them: its first forward converts."""
     from .cache import cached_conversion
-    from .model import with_every_value
+    from .model import WeightsPending, load_editable
 
-    converted, _ = cached_conversion(prototxt, weights)
-    source = str(weights)
-    net = _read_onnx(cv2, converted.onnx, source)
-    pending: list[tuple[bytes, NetNames]] = [(converted.onnx, converted.names)]
+    source = str(weights or prototxt)
 
-    def every_value_net() -> Any:
-        onnx, names = pending[0]
-        full = _read_onnx(cv2, with_every_value(onnx, names), source)
-        pending.clear()  # built once (the wrapper keeps it): release the bytes
-        return full
+    def reader(data: bytes) -> Any:
+        return _read_onnx(cv2, data, source)
 
-    return ConvertedNet(net, converted.names, every_value_net, source=source)
+    def editable() -> Any:
+        return load_editable(prototxt, weights)
+
+    try:
+        if weights is None:
+            raise WeightsPending(load_editable(prototxt, None))
+        converted, _ = cached_conversion(prototxt, weights)
+    except WeightsPending as pending:
+        loaded = pending.loaded
+        names = NetNames.from_graph(loaded.graph)
+        return ConvertedNet(None, names, reader, editable=lambda: loaded, source=source)
+    net = reader(converted.onnx)
+    return ConvertedNet(
+        net, converted.names, reader, onnx=converted.onnx, editable=editable, source=source
+    )
+
+
+def _check_kinds(prototxt: Any, weights: Any) -> None:
+    """The swapped-files and wrong-file answers first, whatever the files' sizes (OpenCV's
+    reader would only say it failed to parse)."""
+    from ..io.prototxt import read_text
+    from ..io.sniff import Kind, explain, sniff
+    from ..io.source import open_regular
+
+    if _is_path(prototxt) and os.fspath(prototxt):
+        read_text(_existing(prototxt, "a net definition (.prototxt)"))
+    if not _is_path(weights):
+        return
+    found = _existing(weights, "the net's weights (.caffemodel)")
+    fd, _ = open_regular(found)
+    with os.fdopen(fd, "rb") as handle:
+        head = handle.read(4096)
+    kind = sniff(head)
+    problem = explain(kind, head, "binary caffemodel")
+    if problem is None and kind is Kind.TEXT:
+        problem = (
+            "this is a text file, not a binary caffemodel: did you swap the prototxt and the "
+            "weights arguments?"
+        )
+    if problem:
+        raise FileFormatError(problem, path=str(found))
 
 
 def readNetFromCaffe(prototxt: Any, caffeModel: Any = None, *, convert: bool | None = None) -> Any:
@@ -126,7 +162,9 @@ def readNetFromCaffe(prototxt: Any, caffeModel: Any = None, *, convert: bool | N
 
     Returns OpenCV 4's own ``cv2.dnn.Net`` when it computes what Caffe computes, else a
     :class:`ConvertedNet` running our ONNX conversion (always on OpenCV 5). ``convert=True``
-    always converts; ``convert=False`` always uses OpenCV's reader (OpenCV 4 only).
+    always converts; ``convert=False`` always uses OpenCV's reader (OpenCV 4 only). The
+    prototxt alone is accepted, as by OpenCV: set the weights with ``getLayer(name).blobs`` or
+    ``setParam`` before the first forward (a weights file lacking layers works the same way).
     """
     cv2 = _cv2()
     native = hasattr(cv2.dnn, "readNetFromCaffe")
@@ -135,6 +173,8 @@ def readNetFromCaffe(prototxt: Any, caffeModel: Any = None, *, convert: bool | N
     if caffeModel is None or (isinstance(caffeModel, str) and not caffeModel):
         caffeModel = None
     paths = _is_path(prototxt) and (caffeModel is None or _is_path(caffeModel))
+    if paths:
+        _check_kinds(prototxt, caffeModel)
     if native and convert is not True and (not paths or caffeModel is None):
         return _opencv_caffe(cv2, prototxt, caffeModel)  # buffers, or a net without weights
     if not paths:
@@ -144,10 +184,8 @@ def readNetFromCaffe(prototxt: Any, caffeModel: Any = None, *, convert: bool | N
     if not os.fspath(prototxt):
         raise CaffeCompatError("a Caffe net needs its net definition (.prototxt); none given")
     definition = _existing(prototxt, "a net definition (.prototxt)")
-    if caffeModel is None:
-        raise CaffeCompatError("the net's weights (.caffemodel) are needed", path=str(definition))
-    weights = _existing(caffeModel, "the net's weights (.caffemodel)")
-    if not native or convert:
+    weights = None if caffeModel is None else _existing(caffeModel, "the net's weights")
+    if not native or convert or weights is None:
         return _converted(cv2, definition, weights)
     if convert is False:
         return _opencv_caffe(cv2, definition, weights)

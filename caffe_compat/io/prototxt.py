@@ -134,15 +134,11 @@ def check_text_size(size: int, path: str, expected: str = "prototxt") -> None:
 def read_text(path: str | os.PathLike[str], expected: str = "prototxt") -> str:
     """Read a text file strictly as UTF-8, diagnosing binary or downloaded-page content.
 
-    The first few KiB are sniffed before the rest is read, so a multi-gigabyte caffemodel passed
-    as the prototxt is refused without being loaded.
+    The first few KiB are sniffed before anything else (the size limit included), so a
+    multi-gigabyte caffemodel passed as the prototxt gets the swapped-arguments answer, whatever
+    its size, without being loaded.
     """
     fd, size = open_regular(path)
-    try:
-        check_text_size(size, str(path), expected)
-    except CaffeCompatError:
-        os.close(fd)
-        raise
     try:
         with os.fdopen(fd, "rb") as handle:
             head = handle.read(4096)
@@ -155,6 +151,7 @@ def read_text(path: str | os.PathLike[str], expected: str = "prototxt") -> str:
                 )
             if problem:
                 raise FileFormatError(problem, path=str(path))
+            check_text_size(size, str(path), expected)
             raw = head + handle.read()
     except OSError as exc:
         raise FileFormatError(f"cannot read: {exc.strerror}", path=str(path)) from None

@@ -41,7 +41,8 @@ def _need(module: str, package: str, what: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         raise ImportError(
-            f"caffe.io.{what} needs {package}, which is not installed (pip install {package})"
+            f"caffe.io.{what} needs {package}, which is not installed (pip install "
+            f"'caffe-compat[pycaffe]', or pip install {package})"
         ) from None
 
 

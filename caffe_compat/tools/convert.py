@@ -27,6 +27,7 @@ from typing import Any
 
 from .. import __version__, registry
 from ..budget import Budget, footprint, resolve
+from ..converters.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from ..errors import CaffeCompatError, Remedy
 from ..io.atomic import atomic_outputs, check_target, remove_stale_partials
 from ..io.identity import file_identity
@@ -58,9 +59,23 @@ class ConversionResult:
 
 
 def output_paths(prefix: str | os.PathLike[str], targets: Iterable[str]) -> dict[str, Path]:
-    """Where each target goes: PREFIX.onnx, PREFIX.pt2, PREFIX.safetensors."""
+    """Where each target goes: PREFIX.onnx, PREFIX.pt2, PREFIX.safetensors. A prefix that
+    already ends in one of these suffixes loses it (``-o age.onnx`` writes age.onnx)."""
     prefix = Path(prefix)
+    for suffix in SUFFIXES.values():
+        if prefix.name.endswith(suffix) and len(prefix.name) > len(suffix):
+            prefix = prefix.with_name(prefix.name[: -len(suffix)])
+            break
     return {t: prefix.with_name(prefix.name + SUFFIXES[t]) for t in targets}
+
+
+def check_opset(opset: int) -> int:
+    """``opset`` when this converter writes it, else one error naming the range."""
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise CaffeCompatError(
+            f"--opset takes {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET}), got {opset!r}"
+        )
+    return opset
 
 
 def default_prefix(weights: str | os.PathLike[str]) -> Path:
@@ -157,6 +172,8 @@ class ConvertOptions:
     progress: bool = True
     max_memory: Budget | int | str | None = None
     net_options: Mapping[str, Any] = field(default_factory=dict)
+    opset: int = DEFAULT_OPSET
+    fp16: bool = False
 
 
 @dataclass(frozen=True)
@@ -209,13 +226,17 @@ def convert(
     metadata: Mapping[str, str] | None = None,
     progress: bool = True,
     max_memory: Budget | int | str | None = None,
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = False,
     **net_options: Any,
 ) -> ConversionResult:
     """Convert a Caffe net; nothing is written unless every step before the writes succeeded.
 
     ``progress`` draws a bar of the steps on stderr when it is a terminal. ``max_memory`` bounds
     the models' building and the check (whose batch shrinks to fit); the default is half the
-    available memory (``budget.py``). The keywords are ``ConvertOptions``' fields."""
+    available memory (``budget.py``). ``opset`` is the ONNX opset written (``MIN_OPSET`` to
+    ``MAX_OPSET``); ``fp16`` stores the ONNX file's weights as float16 (``float16_weights``).
+    The keywords are ``ConvertOptions``' fields."""
     options = ConvertOptions(
         out_prefix=out_prefix,
         targets=tuple(targets),
@@ -227,6 +248,8 @@ def convert(
         progress=progress,
         max_memory=max_memory,
         net_options=net_options,
+        opset=check_opset(opset),
+        fp16=fp16,
     )
     plan = plan_conversion(weights, options)
     with Progress(len(plan.steps), label="convert", unit="steps", enabled=progress) as bar:
@@ -311,6 +334,7 @@ def _build(
     provenance["conversion"] = uuid.uuid4().hex
     onnx_model = to_onnx(
         graph,
+        opset=options.opset,
         metadata={**sources, **provenance, **(options.metadata or {})},
         dynamic_batch=batch_dependence(graph) is None,  # else only the declared batch computes
     )
@@ -341,12 +365,15 @@ def _write(
     kinds: dict[Path, str] = {}  # file -> what goes in it (the fallback may be requested too)
     for target, path in files.items():
         kinds.setdefault(path, "torch-weights" if target == "torch" and program is None else target)
+    onnx_model = built.onnx_model
+    if options.fp16 and "onnx" in kinds.values():
+        onnx_model = _half(onnx_model, result)
     with atomic_outputs(list(kinds), overwrite=options.force) as temps:
         for kind, tmp in zip(kinds.values(), temps):
             if kind == "onnx":
                 import onnx
 
-                onnx.save_model(built.onnx_model, str(tmp))
+                onnx.save_model(onnx_model, str(tmp))
             elif kind == "torch":
                 import torch
 
@@ -362,3 +389,34 @@ def _write(
                     provenance=built.provenance,
                 )
     result.outputs.update(files)
+
+
+def _half(model: Any, result: ConversionResult) -> Any:
+    """The ONNX model with float16 weights, and a note with the sizes and how far its outputs
+    move from the float32 model's on one synthetic input (ONNX Runtime, both)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from ..converters.onnx.export import float16_weights
+    from ..verify.inputs import feeds_for
+
+    half, count = float16_weights(model)
+    before, after = len(model.SerializeToString()), len(half.SerializeToString())
+    shapes = {
+        i.name: tuple(d.dim_value or 1 for d in i.type.tensor_type.shape.dim)
+        for i in model.graph.input
+    }
+    feeds = feeds_for(shapes, 1, seed=3)
+    outputs = []
+    for candidate in (model, half):
+        session = ort.InferenceSession(
+            candidate.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        outputs.append(session.run(None, feeds))
+    moved = max((float(np.abs(a - b).max()) for a, b in zip(*outputs) if a.size), default=0.0)
+    result.notes.append(
+        f"--fp16: {count} weights stored as float16: ONNX file {before / 2**20:.1f} MiB -> "
+        f"{after / 2**20:.1f} MiB; outputs move by at most {moved:.2g} (max abs) from the "
+        "float32 weights' on a synthetic input (the parity check ran on float32 weights)"
+    )
+    return half

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..io import read_weights
 from ..io.weights import Weights
 from ..ir.graph import Shape
@@ -164,3 +166,49 @@ def looks_like_weights(path: str | os.PathLike[str]) -> bool:
     except OSError:
         return False
     return sniff(head) in (Kind.BINARY, Kind.HDF5)
+
+
+def inspect_blobproto(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Report on a BlobProto file (a ``mean.binaryproto``): its shape and per-channel means,
+    the numbers ``blobFromImage`` takes; None when the file is not a single BlobProto."""
+    from ..errors import CaffeCompatError
+    from ..io.binaryproto import read_blobproto
+
+    try:
+        array = read_blobproto(path, "binaryproto mean image")
+    except CaffeCompatError:
+        return None
+    image = array[0] if array.ndim == 4 and array.shape[0] == 1 else array
+    channels = image.reshape(image.shape[0], -1) if image.ndim == 3 else image.reshape(1, -1)
+    means = [float(c.mean(dtype=np.float64)) for c in channels]
+    return {
+        "blobproto": {
+            "path": str(path),
+            "shape": _dims(tuple(array.shape)),
+            "channel_means": means,
+            "min": float(array.min()) if array.size else None,
+            "max": float(array.max()) if array.size else None,
+        },
+        "issues": [],
+    }
+
+
+def render_blobproto(report: dict[str, Any]) -> str:
+    """The BlobProto report as lines; the means in the order stored (BGR for Caffe's)."""
+    blob = report["blobproto"]
+    means = ", ".join(f"{m:.4f}" for m in blob["channel_means"])
+    shape = blob["shape"]
+    lines = [
+        f"file       {blob['path']}",
+        "format     BlobProto (a mean image, binaryproto)",
+        f"shape      {shape}",
+        f"values     {blob['min']:.4g} to {blob['max']:.4g}",
+        f"means      per channel, as stored (BGR for a Caffe mean): {means}",
+    ]
+    if len(blob["channel_means"]) == 3 and len(shape) >= 2:
+        height, width = shape[-2], shape[-1]
+        lines.append(
+            f"use        cv2.dnn.blobFromImage(image, 1.0, (W, H), ({means}), swapRB=False) "
+            f"(the mean image is {width} x {height}; nets crop their own input size)"
+        )
+    return "\n".join(map(printable, lines))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -78,14 +79,25 @@ def _heads(graph: Graph) -> set[str]:
     return heads
 
 
-def _calibrate(graph: Graph, seed: int, batch: int | None, bar: Progress) -> None:
+def _calibrate(
+    graph: Graph,
+    seed: int,
+    batch: int | None,
+    bar: Progress,
+    mean: tuple[float, ...] | None = None,
+) -> None:
     """One pass in execution order, fixing each affine and BatchNorm layer from what it sees."""
     import torch
 
     from ..converters.torch._base import TorchContext
 
     feeds = feeds_for(
-        graph.inputs, batch, seed=seed + 1, ids=index_inputs(graph), makers=structured_inputs(graph)
+        graph.inputs,
+        batch,
+        seed=seed + 1,
+        mean=mean,
+        ids=index_inputs(graph),
+        makers=structured_inputs(graph),
     )
     env: dict[str, torch.Tensor] = {k: torch.from_numpy(v) for k, v in feeds.items()}
     heads = _heads(graph)
@@ -127,6 +139,7 @@ def synthesize(
     starts: Mapping[str, StartingValues] | None = None,
     progress: bool = True,
     max_memory: Budget | int | str | None = None,
+    mean: tuple[float, ...] | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """Weights for every layer of ``loaded`` (attached to its graph too), by layer name.
 
@@ -134,7 +147,8 @@ def synthesize(
     biases that keep a deep plain ReLU chain mostly active). ``progress`` draws a bar of the
     calibration pass on stderr when it is a terminal. ``max_memory`` (default: half the
     available memory, see ``budget.py``) is checked before any blob is made; the calibration
-    batch never shrinks, since the weights depend on it."""
+    batch never shrinks, since the weights depend on it. ``mean`` (B, G, R) is what the net's
+    users subtract (the res10 detector's 104, 177, 123); default: a natural-image mean."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     graph = loaded.graph
@@ -161,5 +175,178 @@ def synthesize(
     if method == "calibrated":
         label = f"synth {graph.name or 'net'}"
         with Progress(len(graph.nodes), label=label, unit="layers", enabled=progress) as bar:
-            _calibrate(graph, seed, None if fixed else batch, bar)
+            _calibrate(graph, seed, None if fixed else batch, bar, mean)
+        photos = photo_feeds(graph, mean)
+        if photos is not None:
+            _temper_heads(graph, photos)
     return {node.name: list(node.blobs) for node in graph.nodes if node.blobs}
+
+
+# --- heads set on real photos -------------------------------------------------------------------
+# Noise-calibrated heads saturate on real photos (GoogLeNet: prob 1.0 on a photo, 0.2 on noise;
+# the res10 SSD: every one of 200 detections >= 0.9985). So the heads are set last on the shipped
+# photos (caffe_compat/data/photos, and their mirror images): a classifier's logits are scaled so
+# the largest top probability over the photos is TOP_PROB_MAX (measured mean top probability on
+# photos: TOP_PROB_RANGE; the synth command's check reports it); an SSD's class scores are spread
+# (margin spread SSD_MARGIN_SPREAD) and shifted so that no photo has more than
+# SSD_KEPT_PER_PHOTO priors scoring over 0.5. Photos differ a lot (logits ten times apart), so
+# other photos have fewer detections and lower top probabilities.
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+TOP_PROB_MAX = 0.9
+TOP_PROB_RANGE = (0.15, 0.9)
+SSD_MARGIN_SPREAD = 2.0
+SSD_KEPT_PER_PHOTO = 5
+
+
+def photo_feeds(
+    graph: Graph, mean: tuple[float, ...] | None = None
+) -> dict[str, np.ndarray] | None:
+    """The shipped photos and their mirror images as the net's one image input (resized, BGR,
+    ``mean`` or the default mean subtracted); None for a net without exactly one 3-channel image
+    input, or one computing across its batch."""
+    import cv2
+
+    from ..app.images import read_image
+    from ..verify.inputs import DEFAULT_BGR_MEAN
+
+    if len(graph.inputs) != 1 or feed_batch(graph, 2)[1] is not None:
+        return None
+    name, shape = next(iter(graph.inputs.items()))
+    if len(shape) != 4 or shape[1] != 3 or min(shape[2:]) < 8:
+        return None
+    folder = Path(__file__).resolve().parent.parent / "data" / "photos"
+    images = []
+    for photo in PHOTOS:
+        image = read_image(folder / f"{photo}.jpg")  # the package's one photo reader
+        image = cv2.resize(image, (shape[3], shape[2]))  # as blobFromImage resizes
+        images += [image, image[:, ::-1]]
+    batch = np.stack(images).astype(np.float32).transpose(0, 3, 1, 2)
+    centre = mean if mean is not None and len(mean) == 3 else DEFAULT_BGR_MEAN
+    batch -= np.asarray(centre, np.float32)[None, :, None, None]
+    return {name: np.ascontiguousarray(batch)}
+
+
+def _softmax_rows(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _values(graph: Graph, feeds: Mapping[str, np.ndarray], values: list[str]) -> dict:
+    """``values`` (value names) computed on ``feeds`` by the PyTorch model, as float64."""
+    import torch
+
+    from ..converters.torch.model import CaffeNet
+
+    with torch.no_grad():
+        out = CaffeNet(graph)(**{k: torch.from_numpy(v) for k, v in feeds.items()}, outputs=values)
+    return {k: v.double().numpy() for k, v in out.items()}
+
+
+def _probability_chain(graph: Graph, value: str, found: dict) -> tuple[str, int] | None:
+    """(the logits value, classes) when ``value`` is, or is a reshaping of, a softmax of an
+    earlier value over its class axis (checked numerically on ``found``)."""
+    for _ in range(4):
+        node = graph.producer(value)
+        if node is None or len(node.inputs) != 1:
+            return None
+        below = node.inputs[0]
+        if below not in found or value not in found:
+            return None
+        classes = found[below].shape[-1] if found[below].ndim == 3 else found[below].shape[1]
+        if classes > 1 and found[below].size == found[value].size:
+            logits = _class_rows(found[below], classes)
+            if np.allclose(_softmax_rows(logits), _class_rows(found[value], classes), atol=1e-5):
+                return below, classes
+        value = below
+    return None
+
+
+def _class_rows(x: np.ndarray, classes: int) -> np.ndarray:
+    """(rows, classes): the class axis last (N, C, ...) -> moved; (N, P, C) -> as is."""
+    if x.ndim == 3 and x.shape[-1] == classes:
+        return x.reshape(-1, classes)
+    return np.moveaxis(x, 1, -1).reshape(-1, classes)
+
+
+def _chain(graph: Graph, value: str, steps: int = 4) -> list[str]:
+    chain = [value]
+    for _ in range(steps):
+        node = graph.producer(chain[-1])
+        if node is None or len(node.inputs) != 1:
+            break
+        chain.append(node.inputs[0])
+    return chain
+
+
+def _temper_heads(graph: Graph, feeds: Mapping[str, np.ndarray]) -> None:
+    """Classifier and SSD heads set on the photos (see the constants above)."""
+    wanted = {v for out in graph.outputs for v in _chain(graph, out)}
+    detectors = [n for n in graph.nodes if n.param.HasField("detection_output_param")]
+    for node in detectors:
+        wanted.update(_chain(graph, node.inputs[1]))
+    found = _values(graph, feeds, sorted(wanted))
+    for out in graph.outputs:
+        chain = _probability_chain(graph, out, found)
+        if chain is not None and graph.producer(out) not in detectors:
+            logits, classes = chain
+            rows = _class_rows(found[logits], classes)
+            if rows.shape[0] == next(iter(feeds.values())).shape[0]:  # one row per photo
+                _scale_heads(graph, logits, _temperature(rows), None)
+    for node in detectors:
+        chain = _probability_chain(graph, node.inputs[1], found)
+        if chain is not None:
+            _temper_ssd(graph, node, chain, found, len(next(iter(feeds.values()))))
+
+
+def _temperature(rows: np.ndarray) -> float:
+    """The factor on the logits that makes the largest top probability over the photos
+    TOP_PROB_MAX (a photo's logits can be ten times another's: the mean alone would let some
+    saturate)."""
+    low, high = -10.0, 10.0  # log2 of the factor
+    for _ in range(40):
+        middle = (low + high) / 2
+        top = float(_softmax_rows(rows * 2.0**middle).max(axis=1).max())
+        low, high = (middle, high) if top < TOP_PROB_MAX else (low, middle)
+    return float(half_precision(np.array(2.0 ** ((low + high) / 2))))
+
+
+def _temper_ssd(graph: Graph, node: Node, chain: tuple[str, int], found: dict, photos: int):
+    """Spread the foreground margins (logit minus background logit) of every prior and shift
+    them so about SSD_KEPT_PER_PHOTO priors per photo score over 0.5."""
+    logits, classes = chain
+    background = int(node.param.detection_output_param.background_label_id)
+    rows = _class_rows(found[logits], classes).reshape(photos, -1, classes)
+    foreground = np.delete(rows, background, axis=2).max(axis=2)
+    margin = foreground - rows[:, :, background]
+    scale = float(half_precision(np.array(SSD_MARGIN_SPREAD / max(float(margin.std()), 1e-6))))
+    ranked = -np.sort(-(margin * scale), axis=1)
+    kept = min(SSD_KEPT_PER_PHOTO, ranked.shape[1] - 1)
+    shift = float(half_precision(np.array(-np.max((ranked[:, kept - 1] + ranked[:, kept]) / 2))))
+    _scale_heads(graph, logits, scale, (classes, background, shift))
+
+
+def _scale_heads(
+    graph: Graph, value: str, scale: float, ssd: tuple[int, int, float] | None
+) -> None:
+    """Multiply the affine layers that ``value`` is computed from (through layers without
+    parameters) by ``scale``; for an SSD, add ``shift`` to their foreground class channels."""
+    frontier, seen = [value], set()
+    while frontier:
+        current = frontier.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        node = graph.producer(current)
+        if node is None:
+            continue
+        info = registry.facts(node.type)
+        if info.rescale is None or not node.blobs:
+            frontier.extend(node.inputs)
+            continue
+        channels = node.blobs[0].shape[0] if node.blobs[0].ndim > 1 else len(node.blobs[0])
+        channels = len(node.blobs[1]) if len(node.blobs) > 1 else channels
+        shift = np.zeros(channels)
+        if ssd is not None:
+            classes, background, offset = ssd
+            shift[np.arange(channels) % classes != background] = offset
+        info.rescale(node, np.full(channels, scale), shift)

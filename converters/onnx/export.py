@@ -12,9 +12,11 @@ from ... import __version__, registry
 from ...errors import CaffeCompatError
 from ...io.atomic import atomic_output
 from ...ir.graph import Graph, Shape
+from . import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from ._base import OnnxContext, OnnxOut
 
-DEFAULT_OPSET = 17
+__all__ = ["DEFAULT_OPSET", "MAX_OPSET", "MIN_OPSET", "check_model", "save_onnx", "to_onnx"]
+
 MAX_PROTOBUF_BYTES = 2**31 - 2**24  # protobuf's 2 GiB message limit, less room for the graph
 BATCH = "N"
 
@@ -86,11 +88,56 @@ def to_onnx(
         producer_name="caffe-compat",
         producer_version=__version__,
     )
-    model.ir_version = min(model.ir_version, 8)  # readable by older runtimes and OpenCV 5
+    model.ir_version = min(model.ir_version, ir_version_for(opset))  # older runtimes read it
     for key, value in (metadata or {}).items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, str(value)
     return model
+
+
+def ir_version_for(opset: int) -> int:
+    """The oldest ONNX IR version that allows ``opset`` (8 up to opset 18, as OpenCV 5 and
+    older runtimes read; onnx's table for newer opsets)."""
+    return 8 if opset <= 18 else 9 if opset <= 20 else 10
+
+
+FLOAT16_MAX = 65504.0
+FLOAT16_MIN_SIZE = 64  # smaller initializers (shapes, axes, scalars) stay float32: no gain
+
+
+def float16_weights(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """The model with every float32 weight of at least ``FLOAT16_MIN_SIZE`` values stored as
+    float16 and cast back to float32 at the start of the graph (a Cast node each): the file
+    about halves, the inputs, outputs and arithmetic stay float32. Returns (model, how many
+    weights were halved). A weight outside float16's range (|w| > 65504) raises, naming it."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    half = onnx.ModelProto()
+    half.CopyFrom(model)
+    graph = half.graph
+    kept, casts, count = [], [], 0
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < FLOAT16_MIN_SIZE:
+            kept.append(init)
+            continue
+        array = numpy_helper.to_array(init)
+        peak = float(np.abs(array).max())
+        if not np.isfinite(peak) or peak > FLOAT16_MAX:
+            raise CaffeCompatError(
+                f"weight {init.name} holds {peak:g}, outside float16's range (|w| <= 65504): "
+                "convert without --fp16"
+            )
+        stored = numpy_helper.from_array(array.astype(np.float16), f"{init.name}__fp16")
+        kept.append(stored)
+        casts.append(helper.make_node("Cast", [stored.name], [init.name], to=TensorProto.FLOAT))
+        count += 1
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return half, count
 
 
 def check_model(model: onnx.ModelProto) -> None:

@@ -109,3 +109,22 @@ def test_mismatched_weights_exit_2_with_every_problem(shared, tmp_path, capsys):
     assert code == 2
     problems = {(i["layer"], i["kind"]) for i in report["issues"]}
     assert {layer for layer, _ in problems} == {"fc8"}
+
+
+def test_inspect_describes_a_mean_file(shared, capsys):
+    """inspect mean.binaryproto: shape and per-channel means (the Levi-Hassner mean: the BGR
+    values OpenCV's age-gender sample passes to blobFromImage), as text and JSON."""
+    import json
+
+    from caffe_compat.cli.main import main
+
+    mean = shared / "mean.binaryproto"
+    assert main(["inspect", str(mean)]) == 0
+    out = capsys.readouterr().out
+    assert "shape      [1, 3, 256, 256]" in out
+    assert "78.4263, 87.7689, 114.8958" in out and "blobFromImage" in out
+    assert main(["inspect", str(mean), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["blobproto"]
+    assert report["shape"] == [1, 3, 256, 256]
+    expected = (78.4263377603, 87.7689143744, 114.895847746)
+    assert report["channel_means"] == pytest.approx(expected, abs=1e-4)

@@ -156,3 +156,48 @@ def test_inspect_json_shapes_are_arrays_of_ints(small, capsys):
     assert alone["fc"]["params"] == [[5, 400], [5]]
     assert main(["inspect", str(prototxt)]) == 0  # the text keeps 1x4x10x10
     assert "1x4x10x10" in capsys.readouterr().out
+
+
+def test_help_texts_name_every_judge(capsys):
+    """The top-level and verify help name the float64 reference (the only judge on OpenCV 5),
+    OpenCV 4 and stored arrays."""
+    for argv in (["--help"], ["verify", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        text = " ".join(capsys.readouterr().out.split())
+        for judge in ("float64 reference", "OpenCV 4", "stored"):
+            assert judge in text, (argv, judge)
+
+
+def test_verbose_convert_keeps_results_and_log_lines_apart(small, tmp_path):
+    """stdout and stderr into one file (2>&1): every line is whole, a log line or a result."""
+    prototxt, weights = small
+    with open(tmp_path / "both.txt", "w") as both:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "caffe_compat",
+                "convert",
+                "-v",
+                str(prototxt),
+                str(weights),
+                "-o",
+                str(tmp_path / "m"),
+                "--to",
+                "onnx",
+            ],
+            stdout=both,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+            check=False,
+        )
+    lines = (tmp_path / "both.txt").read_text().splitlines()
+    assert done.returncode == 0, lines
+    assert "parity PASS" in lines, lines
+    results = ("wrote ", "time ", "check ", "note ", "parity ")
+    for line in lines:
+        assert line.startswith("caffe-compat: ") != line.startswith(results), line
+    assert sum("caffe-compat: " in line for line in lines) == sum(
+        line.startswith("caffe-compat: ") for line in lines
+    )

@@ -163,10 +163,22 @@ def test_missing_zoo_weights_is_one_line_and_exit_2(album, tmp_path, capsys):
     assert "age_net.caffemodel" in line and "not in the cache" in line
 
 
-def test_bad_model_option(album, models, capsys):
-    args = ["predict", str(album), "--age-model", "a.prototxt", "b.caffemodel", "c.jpg"]
+def test_photos_after_the_model_options(album, models, capsys):
+    """`--age-model P W photo.jpg`: the model option keeps its net's two files, the photo is a
+    photo (as is one after `--age-model MODEL.onnx`); with no photo, one line says what each
+    option took."""
+    photo = str(album / "trip" / "gray.png")
+    common = ["--models", "age", "--crop", "center", "--no-detect", "--json"]
+    age = models["age"]
+    for model in ([age["prototxt"], age["weights"]], [age["onnx"]]):
+        assert main(["predict", *common, "--age-model", *map(str, model), photo]) == 0
+        (face,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        assert face["box"] == [0, 0, 160, 120]
+    args = ["predict", *common, "--age-model", str(age["prototxt"]), str(age["weights"])]
     assert main(args) == 2
-    assert "put the photos before the model options" in capsys.readouterr().err
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "no photo or folder given" in line
+    assert f"--age-model took {age['prototxt']} {age['weights']} as its net" in line
 
 
 class _Terminal(io.StringIO):

@@ -344,6 +344,28 @@ def test_swapped_arguments(tmp_path, capsys, small_prototxt, model):
     )
 
 
+def test_swapped_arguments_of_any_size(tmp_path, capsys, small_prototxt, model):
+    """The file-kind check comes before the size limit: a 45 MB caffemodel given as the
+    prototxt (the real age net's size) gets the swapped-arguments answer, not the size limit,
+    in the reader, every CLI command that opens a net and caffe_compat.dnn."""
+    from caffe_compat import dnn
+
+    big = tmp_path / "age_net.caffemodel"
+    with open(big, "wb") as handle:  # the model's own bytes, then a sparse tail: 45,660,520 bytes
+        handle.write(model.read_bytes())
+        handle.truncate(45_660_520)
+    swapped = "binary file, not a text prototxt: did you swap"
+    with pytest.raises(FileFormatError, match=swapped):
+        load_prototxt(big)
+    for command in ("inspect", "convert", "verify"):
+        line = cli_error(capsys, command, big, small_prototxt)
+        assert swapped in line and str(big) in line and "over the limit" not in line, line
+    with pytest.raises(FileFormatError, match=swapped):
+        dnn.readNetFromCaffe(str(big), str(small_prototxt))
+    with pytest.raises(FileFormatError, match=swapped):
+        dnn.readNetFromCaffe(str(big))
+
+
 # -- prototxt text --------------------------------------------------------------------------
 
 BAD_TEXTS = {

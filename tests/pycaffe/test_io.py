@@ -101,8 +101,22 @@ def test_resize_image_paths(caffe):
 
 def test_missing_scikit_image_is_named(caffe, monkeypatch):
     monkeypatch.setitem(sys.modules, "skimage.transform", None)
-    with pytest.raises(ImportError, match=r"resize_image needs scikit-image"):
+    with pytest.raises(ImportError, match=r"resize_image needs scikit-image") as caught:
         caffe.io.resize_image(np.random.default_rng(0).random((4, 4, 3)), (2, 2))
+    assert "pip install 'caffe-compat[pycaffe]'" in str(caught.value)
+
+
+def test_the_pycaffe_extra_brings_scikit_image():
+    """pyproject's pycaffe extra is what the message names, and the README says so."""
+    from _paths import ROOT
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the tomli backport (a dependency there)
+        import tomli as tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert any(r.startswith("scikit-image") for r in project["optional-dependencies"]["pycaffe"])
+    assert "pip install 'caffe-compat[pycaffe]'" in (ROOT / "README.md").read_text()
 
 
 def test_oversample_crops(caffe):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -182,3 +183,180 @@ def test_convert_plan_then_run(tmp_path):
         plan_conversion(weights, ConvertOptions(out_prefix=prefix, targets=("onnx",)))
     with pytest.raises(CaffeCompatError, match="unknown target"):
         plan_conversion(weights, ConvertOptions(targets=("caffe2",)))
+
+
+# --- output names, opsets, float16 weights ------------------------------------------------------
+
+
+def _cli(*args) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from caffe_compat.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_output_named_like_a_file(small, tmp_path):
+    """`-o age.onnx` writes age.onnx (and age.safetensors), not age.onnx.onnx."""
+    prototxt, (weights, _) = small
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, out, err = _cli(
+        "convert", prototxt, weights, "-o", out_dir / "age.onnx", "--to", "onnx,torch-weights"
+    )
+    assert code == 0, err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["age.onnx", "age.safetensors"]
+    assert f"wrote onnx  {out_dir / 'age.onnx'}" in out
+    code, _, err = _cli(
+        "convert", prototxt, weights, "-o", out_dir / "b.safetensors", "--to", "torch-weights"
+    )
+    assert code == 0 and (out_dir / "b.safetensors").is_file(), err
+
+
+@pytest.mark.parametrize("opset", [12, 24, 0])
+def test_opset_out_of_range_is_one_line(small, tmp_path, opset):
+    prototxt, (weights, _) = small
+    code, _, err = _cli("convert", prototxt, weights, "-o", tmp_path / "x", "--opset", opset)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--opset takes 13 to 23 (default 17)" in err
+    assert not list(tmp_path.glob("x.*"))
+
+
+def _opencv5_outputs(model_bytes: bytes, feeds, names, tmp_path):
+    """OpenCV 5's outputs for the model: directly in the OpenCV 5 environment, else through
+    CAFFE_COMPAT_OPENCV5_PYTHON; None when neither is there."""
+    import cv2
+
+    from caffe_compat.verify.opencv5 import opencv5_python, run_opencv5_onnx
+
+    if not hasattr(cv2.dnn, "readNetFromCaffe"):  # OpenCV 5 in this environment
+        net = cv2.dnn.readNetFromONNX(np.frombuffer(model_bytes, np.uint8))
+        for name, array in feeds.items():
+            net.setInput(array, name)
+        return dict(zip(names, net.forward(list(names))))
+    python = opencv5_python()
+    if python is None:
+        return None
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model_bytes)
+    return run_opencv5_onnx(python, path, feeds, names)[1]
+
+
+def _every_opset(loaded, feeds, tmp_path, atol):
+    """The net exported at every accepted opset, each run in ONNX Runtime and OpenCV 5 and
+    judged by the float64 reference on the same weights."""
+    from caffe_compat.converters.onnx import MAX_OPSET, MIN_OPSET
+    from caffe_compat.converters.onnx.export import check_model, to_onnx
+    from caffe_compat.reference import forward as reference_forward
+
+    names = [loaded.graph.blob_of[v] for v in loaded.graph.outputs]
+    judge = reference_forward(loaded, feeds, names)
+    opencv_runs = 0
+    for opset in range(MIN_OPSET, MAX_OPSET + 1):
+        model = to_onnx(loaded.graph, opset=opset)
+        check_model(model)
+        assert model.opset_import[0].version == opset
+        data = model.SerializeToString()
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        runs = {"onnxruntime": dict(zip(names, session.run(names, feeds)))}
+        opencv = _opencv5_outputs(data, feeds, names, tmp_path)
+        if opencv is not None:
+            runs["opencv5"] = opencv
+            opencv_runs += 1
+        for runtime, outputs in runs.items():
+            for name in names:
+                got, want = outputs[name], judge[name]
+                scale = max(float(np.abs(want).max()), 1.0)
+                assert float(np.abs(got.reshape(want.shape) - want).max()) <= atol * scale, (
+                    opset,
+                    runtime,
+                    name,
+                )
+    return opencv_runs
+
+
+def test_every_opset_runs_in_onnxruntime_and_opencv5(small, tmp_path):
+    from caffe_compat.verify.inputs import feeds_for
+
+    prototxt, (weights, _) = small
+    loaded = load_net(prototxt, weights)
+    feeds = feeds_for(loaded.graph.inputs, 2, seed=4)
+    _every_opset(loaded, feeds, tmp_path, atol=1e-5)
+    code, _, err = _cli(
+        "convert", prototxt, weights, "-o", tmp_path / "n", "--opset", 13, "--to", "onnx"
+    )
+    assert code == 0, err
+    assert onnx.load(str(tmp_path / "n.onnx")).opset_import[0].version == 13
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    [
+        "levi_hassner_age",
+        "levi_hassner_gender",
+        "bvlc_googlenet",
+        "squeezenet_v1_1",
+        "resnet_50",
+        "res10_300x300_ssd",
+        "bvlc_reference_caffenet",
+        "bvlc_alexnet",
+        "bvlc_reference_rcnn_ilsvrc13",
+        "finetune_flickr_style",
+        "open_nsfw",
+        "vgg_ilsvrc_16",
+    ],
+)
+def test_every_opset_on_the_zoo(name, tmp_path):
+    """Every zoo net (calibrated weights) at every accepted opset, in ONNX Runtime and OpenCV 5."""
+    import caffe_compat.zoo
+    from caffe_compat.verify.inputs import feeds_for
+
+    prototxt = Path(caffe_compat.zoo.__file__).parent / f"{name}.prototxt"
+    loaded = load_net(prototxt)
+    synthesize(loaded, seed=1, progress=False)
+    feeds = feeds_for(loaded.graph.inputs, 1, seed=2)
+    _every_opset(loaded, feeds, tmp_path, atol=1e-4)
+
+
+def test_fp16_weights_halve_the_file(small, tmp_path):
+    """--fp16: the ONNX file about halves (the small net's initializers are tiny, so a wider
+    net is used), outputs stay within float16's precision of the float32 file's, and a weight
+    beyond float16's range is refused in one line."""
+    prototxt = tmp_path / "wide.prototxt"
+    prototxt.write_text(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 64 } } }\n'
+        'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 512 } }\n'
+        'layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }\n'
+    )
+    loaded = load_net(prototxt)
+    blobs = synthesize(loaded, seed=3, method="he", progress=False)
+    weights = tmp_path / "wide.caffemodel"
+    write_caffemodel(weights, definitions_only(loaded.net.layer), blobs)
+    for flag, prefix in (("--no-check", "full"), ("--fp16", "half")):
+        code, out, err = _cli(
+            "convert", prototxt, weights, "-o", tmp_path / prefix, "--to", "onnx", flag
+        )
+        assert code == 0, err
+    assert "--fp16: 2 weights stored as float16" in out and "MiB" in out
+    full, half = (tmp_path / "full.onnx").stat().st_size, (tmp_path / "half.onnx").stat().st_size
+    assert 0.45 < half / full < 0.6, (half, full)
+    x = np.random.default_rng(5).standard_normal((3, 64)).astype(np.float32)
+    results = []
+    for path in (tmp_path / "full.onnx", tmp_path / "half.onnx"):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        results.append(session.run(["prob"], {"data": x})[0])
+    assert float(np.abs(results[0] - results[1]).max()) <= 1e-3
+    assert results[1].dtype == np.float32
+
+    blobs["fc"][0][0, 0] = 7e4
+    write_caffemodel(weights, definitions_only(loaded.net.layer), blobs)
+    code, _, err = _cli(
+        "convert", prototxt, weights, "-o", tmp_path / "big", "--to", "onnx", "--fp16"
+    )
+    assert code == 2 and err.count("\n") == 1 and "outside float16's range" in err, err
+    assert not (tmp_path / "big.onnx").exists()
