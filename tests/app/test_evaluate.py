@@ -269,6 +269,7 @@ def test_confusion_png(dataset, tmp_path):
     assert not list((tmp_path / "out").glob(".*partial*"))  # atomic write left nothing behind
 
 
+@pytest.mark.slow  # whole-net work; the fast tier must fit 6 minutes on 2 cores
 def test_real_predictor_end_to_end(dataset, tmp_path_factory):
     """The default Predictor route with synthesized weights: runs, and agrees with the classes a
     Predictor gives the same images directly."""

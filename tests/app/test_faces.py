@@ -75,6 +75,7 @@ def test_haar_named_where_opencv_has_none_says_what_to_use(monkeypatch):
     assert "install opencv" not in str(info.value)
 
 
+@pytest.mark.slow  # whole-net work; the fast tier must fit 6 minutes on 2 cores
 def test_zoo_ssd_downloads_checks_and_detects(monkeypatch, server, tmp_path, detector_weights):
     _served_card(monkeypatch, server, detector_weights)
     detector = make_detector(("ssd",), cache_dir=tmp_path, download=True, confidence=0.0)

@@ -123,6 +123,7 @@ def _two_face_photo(astronaut: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([astronaut, astronaut[:, ::-1]], axis=1))
 
 
+@pytest.mark.slow  # whole-net work; the fast tier must fit 6 minutes on 2 cores
 def test_torch_and_onnx_agree_on_every_face(torch_predictor, onnx_predictor, astronaut, models):
     converted = Predictor(
         backend="onnx",

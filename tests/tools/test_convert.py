@@ -112,6 +112,7 @@ def test_without_opencv_the_check_is_judged_by_the_float64_reference(age, tmp_pa
     assert report.references["opencv"].startswith("skipped: OpenCV 5")
 
 
+@pytest.mark.slow  # whole-net work; the fast tier must fit 6 minutes on 2 cores
 def test_unexportable_net_falls_back_to_pickle_free_torch_weights(tmp_path, monkeypatch):
     """torch.export cannot trace DetectionOutput's data-dependent NMS: the fallback is the
     torch-weights file (no pickle), which load_torch rebuilds without unpickling anything."""
