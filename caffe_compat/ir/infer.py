@@ -129,8 +129,45 @@ def infer_shapes(graph: Graph, *, strict: bool = True) -> Inference:
         result.params[node.name] = params
         for value, shape in zip(node.outputs, outs):
             result.shapes[value] = shape
+    for node, problem in _shared_names(graph, result.params):
+        if strict:
+            raise NetDefinitionError(
+                problem,
+                path=graph.path,
+                layer=node.param.name,
+                layer_type=node.type,
+                line=node.line,
+            )
+        result.issues.append(Issue(node.name, "shape-rule", problem))
     graph.shapes = {k: v for k, v in result.shapes.items() if v is not None}
     return result
+
+
+def _shared_names(graph: Graph, params: dict[str, list[Shape]]) -> list[tuple[Node, str]]:
+    """Layers whose repeated Caffe name would make weights attach to one of them only.
+
+    Caffe accepts repeated layer names; its ``CopyTrainedLayersFrom`` copies a caffemodel's
+    blobs of a name into the first layer bearing it (``CopyTrainedLayersFromHDF5``: the last),
+    and the others keep their fillers. Where none of the layers has parameters there is nothing
+    to attach and the net computes what Caffe computes; otherwise the net is refused, never
+    given one of two readings silently."""
+    groups: dict[str, list[Node]] = {}
+    for node in graph.nodes:
+        groups.setdefault(node.param.name or node.name, []).append(node)
+    found = []
+    for name, nodes in groups.items():
+        holders = [n for n in nodes if params.get(n.name)]
+        if len(nodes) > 1 and holders:
+            found.append(
+                (
+                    holders[0],
+                    f'{len(nodes)} layers are named "{name}" and this one has parameters: '
+                    "Caffe copies a caffemodel's blobs of a name into the first layer bearing it "
+                    "only (an HDF5 file's into the last) and leaves the others at their fillers; "
+                    "give the layers distinct names",
+                )
+            )
+    return found
 
 
 def batch_dependence(graph: Graph) -> str | None:
