@@ -23,7 +23,15 @@ from ..errors import CaffeCompatError, Remedy
 from ..io.identity import file_identity
 from ..ir.load import LoadedNet, load_net
 from ..progress import Progress
-from .compare import ArgmaxAgreement, Report, Tolerance, compare
+from .compare import (
+    FLOAT32_JUDGES,
+    ArgmaxAgreement,
+    Report,
+    Tolerance,
+    accumulation_lengths,
+    compare,
+    error_scales,
+)
 from .detections import align_detections
 from .float64 import float64_judge
 from .inputs import feed_batch, feeds_for, index_inputs
@@ -197,6 +205,9 @@ def _compare_all(
     detections = {
         v for n in graph.nodes if registry.facts(n.type).detections is not None for v in n.outputs
     }
+    params = loaded.inference.params
+    lengths = accumulation_lengths(graph, params)
+    scales = {name: error_scales(graph, params, ref, *ours.values()) for name, ref in refs.items()}
     for backend, produced in ours.items():
         for ref_name, ref_values in refs.items():
             for value in values:
@@ -204,8 +215,20 @@ def _compare_all(
                     mine, theirs = produced[value], ref_values[value]
                     if value in detections:
                         mine, theirs = align_detections(mine, theirs)
+                    allowance = tolerance.growth_limit(
+                        *lengths.get(value, (0.0, 0)),
+                        scales[ref_name].get(value, 0.0),
+                        float32_judge=ref_name in FLOAT32_JUDGES,
+                    )
                     row = compare(
-                        value, graph.blob_of[value], mine, theirs, backend, ref_name, tolerance
+                        value,
+                        graph.blob_of[value],
+                        mine,
+                        theirs,
+                        backend,
+                        ref_name,
+                        tolerance,
+                        allowance,
                     )
                     report.comparisons.append(row)
             for output in graph.outputs:
