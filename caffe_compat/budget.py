@@ -19,6 +19,7 @@ largest per-layer scratch a layer's ``workspace`` fact declares (im2col columns,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -105,6 +106,12 @@ class Footprint:
     scratch_per_item: float  # the largest per-layer scratch, per batch item
     scratch_layer: str  # the layer needing it
     largest_per_item: float = 0.0  # the largest single value, per batch item
+    live_per_item: float = 0.0  # the most value bytes alive at once in a forward that frees
+    # each value after its last reader (calibration), per batch item
+
+    def streaming(self) -> Footprint:
+        """This footprint for a pass that keeps only live values (``live_per_item``)."""
+        return dataclasses.replace(self, per_item=self.live_per_item or self.per_item)
 
     def values(self, batch: int, copies: int) -> float:
         """Every value held ``copies`` times at ``batch``, plus one layer's scratch."""
@@ -143,6 +150,7 @@ def footprint(graph: Graph, params: Mapping[str, list[Shape]]) -> Footprint:
         if size > scratch:
             scratch, scratch_layer = size, node.name
     return Footprint(
+        live_per_item=_live_peak(graph, declared),
         params=FLOAT32 * sum(layer_params),
         largest_params=FLOAT32 * max(layer_params),
         per_item=per_item,
@@ -151,6 +159,42 @@ def footprint(graph: Graph, params: Mapping[str, list[Shape]]) -> Footprint:
         scratch_layer=scratch_layer,
         largest_per_item=largest,
     )
+
+
+def last_readers(graph: Graph) -> dict[str, int]:
+    """Value -> index of the last node reading it (-1: none); net outputs live to the end."""
+    last = {value: -1 for value in graph.inputs}
+    for index, node in enumerate(graph.nodes):
+        for value in node.inputs:
+            last[value] = index
+        for value in node.outputs:
+            last.setdefault(value, -1)
+    for value in graph.outputs:
+        last[value] = len(graph.nodes)
+    return last
+
+
+def _live_peak(graph: Graph, declared: int) -> float:
+    """The most bytes per batch item alive at once when each value is freed after its last
+    reader: at node i, the values made before and still read at i or later, plus i's tops."""
+    last = last_readers(graph)
+
+    def size(value: str) -> float:
+        shape = graph.shapes.get(value)
+        if shape is None:
+            return 0.0
+        per = declared if shape and shape[0] == declared else 1
+        return FLOAT32 * _count(shape) / per
+
+    live = {v: size(v) for v in graph.inputs}
+    peak = sum(live.values())
+    for index, node in enumerate(graph.nodes):
+        for value in node.outputs:
+            live[value] = size(value)
+        peak = max(peak, sum(live.values()))
+        for value in [v for v in live if last.get(v, -1) <= index]:
+            del live[value]
+    return peak
 
 
 def plan_batch(
