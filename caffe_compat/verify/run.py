@@ -21,8 +21,10 @@ from .. import registry
 from ..budget import Budget, footprint, format_size, plan_batch, resolve
 from ..errors import CaffeCompatError, Remedy
 from ..io.identity import file_identity
+from ..ir.graph import Node
 from ..ir.load import LoadedNet, load_net
 from ..progress import Progress
+from ..shapes.detection import DetectionSettings, detection_settings
 from .compare import (
     FLOAT32_JUDGES,
     ArgmaxAgreement,
@@ -203,7 +205,10 @@ def _compare_all(
     """Every (back end, judge, value) row, argmax agreement on the outputs, class variety."""
     graph = loaded.graph
     detections = {
-        v for n in graph.nodes if registry.facts(n.type).detections is not None for v in n.outputs
+        v: _detection_settings(n)
+        for n in graph.nodes
+        if registry.facts(n.type).detections is not None
+        for v in n.outputs
     }
     params = loaded.inference.params
     lengths = accumulation_lengths(graph, params)
@@ -213,8 +218,9 @@ def _compare_all(
             for value in values:
                 if value in produced and value in ref_values:
                     mine, theirs = produced[value], ref_values[value]
+                    note = ""
                     if value in detections:
-                        mine, theirs = align_detections(mine, theirs)
+                        mine, theirs, note = align_detections(mine, theirs, detections[value])
                     allowance = tolerance.growth_limit(
                         *lengths.get(value, (0.0, 0)),
                         scales[ref_name].get(value, 0.0),
@@ -230,6 +236,8 @@ def _compare_all(
                         tolerance,
                         allowance,
                     )
+                    if note:
+                        row.note = f"{row.note}; {note}" if row.note else note
                     report.comparisons.append(row)
             for output in graph.outputs:
                 if output in produced and output in ref_values:
@@ -244,6 +252,16 @@ def _compare_all(
         rows = _argmax_rows(first) if first is not None else None
         if rows is not None:
             report.distinct_classes[output] = len(set(rows.tolist()))
+
+
+def _detection_settings(node: Node) -> DetectionSettings | None:
+    """The thresholds a DetectionOutput node decides with (None: another detections type)."""
+    if node.type != "DetectionOutput":
+        return None
+    try:
+        return detection_settings(node.param.detection_output_param)
+    except ValueError:
+        return None
 
 
 JUDGES = ("float64", "opencv")
