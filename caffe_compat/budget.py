@@ -245,6 +245,7 @@ _FAILURE_WORDS = (
     "thread creation failed",
     "can't start new thread",
     "failed to create thread",
+    "failed to map segment",  # the dynamic loader, mapping a library under RLIMIT_AS
 )
 # The step a failure happened in, from the innermost frame that names one (function, then module).
 _STEP_FUNCTIONS = {
@@ -284,7 +285,10 @@ def _is_memory_failure(exc: BaseException) -> bool:
     library = type(exc).__module__.startswith(("onnxruntime", "cv2"))
     if isinstance(exc, RuntimeError) and "resource temporarily unavailable" in text:
         return True  # std::system_error from a thread that could not be created
-    return (isinstance(exc, RuntimeError) or library) and any(w in text for w in _FAILURE_WORDS)
+    # ImportError / OSError: a library (torch, ONNX Runtime, OpenCV) whose segments the loader
+    # could not map, its first import falling inside a step under an address-space cap.
+    kinds = (RuntimeError, ImportError, OSError)
+    return (isinstance(exc, kinds) or library) and any(w in text for w in _FAILURE_WORDS)
 
 
 def _failed_step(exc: BaseException) -> str:
@@ -295,6 +299,9 @@ def _failed_step(exc: BaseException) -> str:
         trace = trace.tb_next
     if type(exc).__name__ == "EncodeError":
         return "serializing the ONNX model"
+    library = re.search(r"([\w.+-]+\.so[\w.]*)", str(exc))
+    if isinstance(exc, (ImportError, OSError)) and library:
+        return f"loading the library {library.group(1)}"
     for frame in reversed(frames):
         step = _STEP_FUNCTIONS.get(frame.f_code.co_name)
         if step:
@@ -315,8 +322,13 @@ def memory_failure(exc: BaseException) -> MemoryBudgetError | None:
         return None
     detail = " ".join(str(exc).split())[:160] or type(exc).__name__
     limit = headroom.hard_limit() or "physical memory"
+    step = _failed_step(exc)
+    text = f"out of memory while {step} ({type(exc).__name__}: {detail}) under {limit}"
+    if step.startswith("loading the library"):
+        # No budget shrinks a library: the limit itself must leave room for it.
+        return MemoryBudgetError(text + "; raise the limit: the library alone does not fit")
     return MemoryBudgetError(
-        f"out of memory while {_failed_step(exc)} ({type(exc).__name__}: {detail}) under {limit}",
+        text,
         remedy=Remedy(
             "max_memory",
             purpose="with a smaller size, so steps shrink their batch or stop before they start",

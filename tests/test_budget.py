@@ -362,6 +362,19 @@ def test_allocation_failures_become_one_line(exc):
     assert "\n" not in str(failure) and "max_memory=" in str(failure)
 
 
+def test_a_library_the_loader_cannot_map_is_one_line_naming_it():
+    """Under RLIMIT_AS the first import of ONNX Runtime (or torch, OpenCV) inside a step can
+    fail in the dynamic loader: an ImportError, not a MemoryError."""
+    so = "/v/lib/onnxruntime/capi/onnxruntime_pybind11_state.cpython-311-x86_64-linux-gnu.so"
+    failure = budget.memory_failure(
+        _raised(ImportError(f"{so}: failed to map segment from shared object"))
+    )
+    assert isinstance(failure, MemoryBudgetError) and "\n" not in str(failure)
+    assert "while loading the library onnxruntime_pybind11_state.cpython-311" in str(failure)
+    assert "raise the limit" in str(failure) and failure.remedy is None
+    assert budget.memory_failure(_raised(ImportError("No module named 'onnx'"))) is None
+
+
 def test_numpy_and_protobuf_failures_are_recognised():
     from google.protobuf.message import EncodeError
 
