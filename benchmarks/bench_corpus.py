@@ -147,8 +147,8 @@ def corpus_files(folder: Path, only: str | None) -> list[Path]:
     nets = folder / "nets" if (folder / "nets").is_dir() else folder
     files = sorted(nets.glob("*.prototxt"))
     if only:
-        source = Path(only)
-        names = source.read_text().split() if source.is_file() else only.split(",")
+        listed = "," not in only and Path(only).is_file()
+        names = Path(only).read_text().split() if listed else only.split(",")
         wanted = {Path(name).stem for name in names if name}
         files = [f for f in files if f.stem in wanted]
     return files
