@@ -121,17 +121,20 @@ class Net:
         self._name = net.name
         self._graph = graph
         self._layout = build_layout(net, state, graph.path)
-        by_name = {node.name: node for node in graph.nodes}
+        by_name: dict[str, list] = {}  # Caffe's layer name -> its nodes in order (names repeat)
+        for node in graph.nodes:
+            by_name.setdefault(node.param.name or node.name, []).append(node)
         nodes = []
         self._params: list[list[Blob]] = []
         self._layers: list[Layer] = []
         owners: dict[str, tuple[str, Blob]] = {}  # named ParamSpecs: the first layer owns them
         for layer in self._layout.layers:
-            node = by_name.get(layer.name) if layer.kind == NODE else None
+            same = by_name.get(layer.name) if layer.kind == NODE else None
+            node = same.pop(0) if same else None
             if layer.kind == NODE and node is None:
                 raise NetDefinitionError("no computation for this layer", layer=layer.name)
             nodes.append(node)
-            shapes = param_shapes.get(layer.name, []) if node is not None else []
+            shapes = param_shapes.get(node.name, []) if node is not None else []
             blobs = []
             for j, shape in enumerate(shapes):
                 spec = layer.param.param[j] if j < len(layer.param.param) else None
