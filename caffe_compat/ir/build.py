@@ -10,11 +10,12 @@ Layer names: Caffe's Net checks none (``Net::Init`` only lists them), so train/v
 names among layers that never run together (BVLC's mnist_autoencoder has two "loss" layers) and
 published deploy nets repeat them among layers that do (HED's "crop", SSDLite's "slice"). Every
 node here needs its own name (back ends and value names refer to nodes by it), so a repeated
-name gets ``#2``, ``#3``... on the later nodes (:func:`unique_name`); ``node.param.name`` keeps
-Caffe's. Weights attach by name, and Caffe's ``CopyTrainedLayersFrom`` gives a caffemodel's blobs
-of a name to the FIRST layer bearing it (``CopyTrainedLayersFromHDF5``: the last), leaving the
-others at their fillers: ``infer.py`` refuses a repeated name where any of its layers has
-parameters, and accepts it where none has (nothing to attach).
+name gets ``_1``, ``_2``... on the later nodes, OpenCV's names for them (:func:`unique_name`);
+``node.param.name`` keeps Caffe's. Weights attach by name, and Caffe's
+``CopyTrainedLayersFrom`` gives a caffemodel's blobs of a name to the FIRST layer bearing it
+(``CopyTrainedLayersFromHDF5``: the last), leaving the others at their fillers: ``infer.py``
+refuses a repeated name where any of its layers has parameters, and accepts it where none has
+(nothing to attach).
 """
 
 from __future__ import annotations
@@ -45,14 +46,15 @@ def _check_loss_weights(
 
 
 def unique_name(name: str, taken: set[str], reserved: set[str]) -> str:
-    """``name``, or ``name#2``, ``name#3``... when a node already bears it (never a name another
-    layer of the net has)."""
+    """``name``, or ``name_1``, ``name_2``... for its later bearers, as OpenCV's Caffe importer
+    names them (so ``dnn``'s layer names match OpenCV 4's); never a name another layer of the
+    net has."""
     if name not in taken:
         return name
-    count = 2
-    while f"{name}#{count}" in taken or f"{name}#{count}" in reserved:
+    count = 1
+    while f"{name}_{count}" in taken or f"{name}_{count}" in reserved:
         count += 1
-    return f"{name}#{count}"
+    return f"{name}_{count}"
 
 
 def _stages(net: caffe_pb2.NetParameter) -> list[str]:

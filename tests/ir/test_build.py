@@ -93,18 +93,18 @@ def test_input_override_and_unknown_input():
 
 def test_repeated_layer_names_are_kept_as_caffe_keeps_them():
     """HED repeats "crop", SSDLite "slice": Caffe's Net::Init accepts that. Later nodes get
-    ``#2``, ``#3`` (never a name the net already uses); param.name keeps Caffe's name."""
+    ``_1``, ``_2`` as in OpenCV (never a name the net already uses); param.name keeps Caffe's."""
     graph = graph_of(
         'input: "x" input_dim: 1 input_dim: 1 input_dim: 1 input_dim: 1 '
         'layer { name: "b" type: "ReLU" bottom: "x" top: "y" } '
         'layer { name: "b" type: "ReLU" bottom: "y" top: "y" } '
-        'layer { name: "b#2" type: "ReLU" bottom: "y" top: "z" } '
+        'layer { name: "b_1" type: "ReLU" bottom: "y" top: "z" } '
         'layer { name: "b" type: "ReLU" bottom: "z" top: "z" }'
     )
-    assert [n.name for n in graph.nodes] == ["b", "b#3", "b#2", "b#4"]
-    assert [n.param.name for n in graph.nodes] == ["b", "b", "b#2", "b"]
+    assert [n.name for n in graph.nodes] == ["b", "b_2", "b_1", "b_3"]
+    assert [n.param.name for n in graph.nodes] == ["b", "b", "b_1", "b"]
     assert graph.nodes[0].outputs == ["y@b"] and graph.nodes[1].outputs == ["y"]
-    assert graph.nodes[2].outputs == ["z@b#2"] and graph.outputs == ["z"]
+    assert graph.nodes[2].outputs == ["z@b_1"] and graph.outputs == ["z"]
 
 
 def test_wiring_errors_name_the_layer():

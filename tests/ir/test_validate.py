@@ -219,7 +219,7 @@ def test_layers_with_parameters_must_have_distinct_names(tmp_path):
         'layer { name: "r" type: "ReLU" bottom: "data" top: "a" }\n'
         'layer { name: "r" type: "ReLU" bottom: "a" top: "b" }\n'
     )
-    assert [n.name for n in load_net(write(tmp_path, text)).graph.nodes] == ["r", "r#2"]
+    assert [n.name for n in load_net(write(tmp_path, text)).graph.nodes] == ["r", "r_1"]
 
 
 # --- field ranges ------------------------------------------------------------------------------
