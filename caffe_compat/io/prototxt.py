@@ -169,6 +169,43 @@ def read_text(path: str | os.PathLike[str], expected: str = "prototxt") -> str:
         ) from None
 
 
+# Fields of Caffe forks that change what a layer computes, by the message holding them: a
+# value here, when caffe.proto does not know the field, is refused even under
+# --allow-unknown-fields (skipping it would silently run another function). (message field,
+# field, the values that change the result, what they do.)
+SEMANTIC_FORK_FIELDS = (
+    (
+        "pooling_param",
+        "ceil_mode",
+        ("false", "0"),
+        "rounds the pooled size down where BVLC's Pooling rounds it up (BVLC's own field for "
+        "that is round_mode: FLOOR)",
+    ),
+)
+_MESSAGES = {"pooling_param": caffe_pb2.PoolingParameter}
+
+
+def _semantic_fork_field(text: str, index: LineIndex, path: str) -> None:
+    """Refuse a fork field that --allow-unknown-fields would drop although it changes the result
+    (only while caffe.proto lacks the field: once it has it, the field is read, not skipped)."""
+    text = re.sub(r"#[^\n]*", "", text)  # comments out, line numbers kept
+    for holder, name, values, effect in SEMANTIC_FORK_FIELDS:
+        if name in _MESSAGES[holder].DESCRIPTOR.fields_by_name:
+            continue
+        pattern = rf"\b{holder}\s*\{{[^{{}}]*?\b{name}\s*:\s*({'|'.join(values)})\b"
+        found = re.search(pattern, text)
+        if found:
+            line = text.count("\n", 0, found.start(1)) + 1
+            raise PrototxtError(
+                f"{holder}.{name}: {found.group(1)} (a Caffe fork's field, unknown to this "
+                f"caffe.proto) {effect}; skipping it would compute another function, so it is "
+                "not skipped",
+                path=path,
+                line=line,
+                layer=index.layer_at(line) or None,
+            )
+
+
 def parse_text(
     text: str,
     message: Message,
@@ -186,6 +223,8 @@ def parse_text(
             "CAFFE_COMPAT_MAX_LAYERS to read it anyway",
             path=path,
         )
+    if allow_unknown_fields:
+        _semantic_fork_field(text, index, path)
     try:
         text_format.Merge(text, message, allow_unknown_field=allow_unknown_fields)
     except text_format.ParseError as exc:

@@ -280,3 +280,30 @@ def test_unknown_fields_can_be_skipped(tmp_path):
         load_prototxt(path)
     net, _ = load_prototxt(path, allow_unknown_fields=True)
     assert net.layer[0].inner_product_param.num_output == 6
+
+
+POOL = """name: "ported"
+input: "data" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8
+layer {{ name: "pool1" type: "Pooling" bottom: "data" top: "pool1"
+  pooling_param {{ pool: MAX kernel_size: 3 stride: 2 {extra} }} }}
+"""
+
+
+@pytest.mark.parametrize("extra", ["ceil_mode: false", "ceil_mode:0"])
+def test_fork_fields_that_change_the_result_are_never_skipped(tmp_path, extra):
+    """DenseNet/DPN ports' floor-mode pooling: BVLC's Pooling rounds up (4x4 here, 3x3 in the
+    fork); skipping the field would run another function, so even --allow-unknown-fields
+    refuses, naming the field, the line and the layer."""
+    path = write(tmp_path, POOL.format(extra=extra))
+    with pytest.raises(PrototxtError) as info:
+        load_prototxt(path, allow_unknown_fields=True)
+    message = str(info.value)
+    assert 'net.prototxt:4: layer "pool1": pooling_param.' in message
+    assert "rounds the pooled size down" in message and "not skipped" in message
+
+
+@pytest.mark.parametrize("extra", ["ceil_mode: true", "# ceil_mode: false\n"])
+def test_fork_fields_that_keep_caffes_result_are_skipped(tmp_path, extra):
+    path = write(tmp_path, POOL.format(extra=extra))
+    net, _ = load_prototxt(path, allow_unknown_fields=True)
+    assert net.layer[0].pooling_param.kernel_size == 3
