@@ -108,7 +108,14 @@ def classify(step: str, code: int, stdout: str, stderr: str) -> tuple[str, str]:
 
 
 def run_net(
-    prototxt: Path, work: Path, *, timeout: float, memory: int, batch: int | None, extra: list[str]
+    prototxt: Path,
+    work: Path,
+    *,
+    timeout: float,
+    memory: int,
+    batch: int | None,
+    extra: list[str],
+    steps: tuple[str, ...] = STEPS,
 ) -> Row:
     """Every step of one net until the first that does not succeed."""
     weights = work / f"{prototxt.stem}.caffemodel"
@@ -121,7 +128,7 @@ def run_net(
     }
     commands["convert"].append("--force")
     started = time.perf_counter()
-    for step in STEPS:
+    for step in steps:
         argv = [sys.executable, "-m", "caffe_compat", "-q", *commands[step], *extra]
         try:
             done = subprocess.run(
@@ -140,7 +147,7 @@ def run_net(
             return Row(prototxt.stem, outcome, step, time.perf_counter() - started, message)
     for leftover in work.glob(f"{prototxt.stem}*"):
         leftover.unlink(missing_ok=True)  # the outputs of big nets fill a small disk
-    return Row(prototxt.stem, "ok", "verify", time.perf_counter() - started, "")
+    return Row(prototxt.stem, "ok", steps[-1], time.perf_counter() - started, "")
 
 
 def corpus_files(folder: Path, only: str | None) -> list[Path]:
@@ -185,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         help="leave out --allow-unknown-fields (then fork fields refuse the net)",
     )
     parser.add_argument("--workdir", type=Path, help="where weights and outputs go")
+    parser.add_argument(
+        "--last-step",
+        choices=STEPS,
+        default="verify",
+        help="stop after this step (inspect: a quick survey of what loads)",
+    )
     args = parser.parse_args(argv)
     files = corpus_files(args.corpus, args.only)
     if not files:
@@ -204,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 memory=args.memory,
                 batch=args.batch,
                 extra=extra,
+                steps=STEPS[: STEPS.index(args.last_step) + 1],
             )
             print(f"{row.outcome:<12} {row.step:<7} {row.seconds:6.1f}s {row.net}", flush=True)
             for leftover in work.iterdir():
