@@ -255,8 +255,8 @@ def _compare_all(
 
 
 def _detection_settings(node: Node) -> DetectionSettings | None:
-    """The thresholds a DetectionOutput node decides with (None: another detections type)."""
-    if node.type != "DetectionOutput":
+    """The thresholds an SSD detections node decides with (None: a type without them)."""
+    if not node.param.HasField("detection_output_param"):
         return None
     try:
         return detection_settings(node.param.detection_output_param)
