@@ -17,7 +17,7 @@ A net's outcome is the first step that did not succeed, classified as
 - ``ok``            every step exited 0 (verify: every blob within tolerance)
 - ``unknown type``  a layer type the registry does not know (exit 2)
 - ``error``         any other one-line refusal (exit 2): the message is shown
-- ``mismatch``      verify ran and found a blob out of tolerance (exit 1)
+- ``mismatch``      convert's parity check or verify found a blob out of tolerance (exit 1)
 - ``timeout``       the step ran past ``--timeout``
 - ``internal``      anything else: exit 3 (an internal error), a signal, another code
 
@@ -101,7 +101,7 @@ def classify(step: str, code: int, stdout: str, stderr: str) -> tuple[str, str]:
         if "internal error" in stderr:
             return "internal", _first_line(stderr)
         return "error", _first_line(stderr or stdout)
-    if code == 1 and step == "verify":
+    if code == 1 and step in ("convert", "verify"):  # convert's parity check, verify's table
         failed = [line for line in stdout.splitlines() if line.rstrip().endswith("FAIL")]
         return "mismatch", (failed[0] if failed else _first_line(stderr or stdout))[:300]
     return "internal", f"exit {code}: {_first_line(stderr)}"
