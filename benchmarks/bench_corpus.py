@@ -156,7 +156,7 @@ def corpus_files(folder: Path, only: str | None) -> list[Path]:
     if only:
         listed = "," not in only and Path(only).is_file()
         names = Path(only).read_text().split() if listed else only.split(",")
-        wanted = {Path(name).stem for name in names if name}
+        wanted = {name.removesuffix(".prototxt") for name in names if name}
         files = [f for f in files if f.stem in wanted]
     return files
 
