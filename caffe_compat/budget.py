@@ -19,6 +19,7 @@ largest per-layer scratch a layer's ``workspace`` fact declares (im2col columns,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -105,6 +106,12 @@ class Footprint:
     scratch_per_item: float  # the largest per-layer scratch, per batch item
     scratch_layer: str  # the layer needing it
     largest_per_item: float = 0.0  # the largest single value, per batch item
+    live_per_item: float = 0.0  # the most value bytes alive at once in a forward that frees
+    # each value after its last reader (calibration), per batch item
+
+    def streaming(self) -> Footprint:
+        """This footprint for a pass that keeps only live values (``live_per_item``)."""
+        return dataclasses.replace(self, per_item=self.live_per_item or self.per_item)
 
     def values(self, batch: int, copies: int) -> float:
         """Every value held ``copies`` times at ``batch``, plus one layer's scratch."""
@@ -143,6 +150,7 @@ def footprint(graph: Graph, params: Mapping[str, list[Shape]]) -> Footprint:
         if size > scratch:
             scratch, scratch_layer = size, node.name
     return Footprint(
+        live_per_item=_live_peak(graph, declared),
         params=FLOAT32 * sum(layer_params),
         largest_params=FLOAT32 * max(layer_params),
         per_item=per_item,
@@ -151,6 +159,42 @@ def footprint(graph: Graph, params: Mapping[str, list[Shape]]) -> Footprint:
         scratch_layer=scratch_layer,
         largest_per_item=largest,
     )
+
+
+def last_readers(graph: Graph) -> dict[str, int]:
+    """Value -> index of the last node reading it (-1: none); net outputs live to the end."""
+    last = {value: -1 for value in graph.inputs}
+    for index, node in enumerate(graph.nodes):
+        for value in node.inputs:
+            last[value] = index
+        for value in node.outputs:
+            last.setdefault(value, -1)
+    for value in graph.outputs:
+        last[value] = len(graph.nodes)
+    return last
+
+
+def _live_peak(graph: Graph, declared: int) -> float:
+    """The most bytes per batch item alive at once when each value is freed after its last
+    reader: at node i, the values made before and still read at i or later, plus i's tops."""
+    last = last_readers(graph)
+
+    def size(value: str) -> float:
+        shape = graph.shapes.get(value)
+        if shape is None:
+            return 0.0
+        per = declared if shape and shape[0] == declared else 1
+        return FLOAT32 * _count(shape) / per
+
+    live = {v: size(v) for v in graph.inputs}
+    peak = sum(live.values())
+    for index, node in enumerate(graph.nodes):
+        for value in node.outputs:
+            live[value] = size(value)
+        peak = max(peak, sum(live.values()))
+        for value in [v for v in live if last.get(v, -1) <= index]:
+            del live[value]
+    return peak
 
 
 def plan_batch(
@@ -201,6 +245,7 @@ _FAILURE_WORDS = (
     "thread creation failed",
     "can't start new thread",
     "failed to create thread",
+    "failed to map segment",  # the dynamic loader, mapping a library under RLIMIT_AS
 )
 # The step a failure happened in, from the innermost frame that names one (function, then module).
 _STEP_FUNCTIONS = {
@@ -240,7 +285,10 @@ def _is_memory_failure(exc: BaseException) -> bool:
     library = type(exc).__module__.startswith(("onnxruntime", "cv2"))
     if isinstance(exc, RuntimeError) and "resource temporarily unavailable" in text:
         return True  # std::system_error from a thread that could not be created
-    return (isinstance(exc, RuntimeError) or library) and any(w in text for w in _FAILURE_WORDS)
+    # ImportError / OSError: a library (torch, ONNX Runtime, OpenCV) whose segments the loader
+    # could not map, its first import falling inside a step under an address-space cap.
+    kinds = (RuntimeError, ImportError, OSError)
+    return (isinstance(exc, kinds) or library) and any(w in text for w in _FAILURE_WORDS)
 
 
 def _failed_step(exc: BaseException) -> str:
@@ -251,6 +299,9 @@ def _failed_step(exc: BaseException) -> str:
         trace = trace.tb_next
     if type(exc).__name__ == "EncodeError":
         return "serializing the ONNX model"
+    library = re.search(r"([\w.+-]+\.so[\w.]*)", str(exc))
+    if isinstance(exc, (ImportError, OSError)) and library:
+        return f"loading the library {library.group(1)}"
     for frame in reversed(frames):
         step = _STEP_FUNCTIONS.get(frame.f_code.co_name)
         if step:
@@ -271,8 +322,13 @@ def memory_failure(exc: BaseException) -> MemoryBudgetError | None:
         return None
     detail = " ".join(str(exc).split())[:160] or type(exc).__name__
     limit = headroom.hard_limit() or "physical memory"
+    step = _failed_step(exc)
+    text = f"out of memory while {step} ({type(exc).__name__}: {detail}) under {limit}"
+    if step.startswith("loading the library"):
+        # No budget shrinks a library: the limit itself must leave room for it.
+        return MemoryBudgetError(text + "; raise the limit: the library alone does not fit")
     return MemoryBudgetError(
-        f"out of memory while {_failed_step(exc)} ({type(exc).__name__}: {detail}) under {limit}",
+        text,
         remedy=Remedy(
             "max_memory",
             purpose="with a smaller size, so steps shrink their batch or stop before they start",

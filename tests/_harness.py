@@ -132,7 +132,7 @@ def check_against_reference(loaded, feeds, produced, tol) -> None:
         for value in values:
             mine, ref = np.asarray(arrays[value], np.float64), reference[value]
             if value in detections:
-                mine, ref = align_detections(mine, ref)
+                mine, ref, _ = align_detections(mine, ref)
             assert mine.shape == ref.shape, f"{backend} {value}: {mine.shape} vs {ref.shape}"
             error = float(np.max(np.abs(mine - ref), initial=0.0))
             assert error <= limit(ref), f"{backend} {value}: {error:.3g} from the reference"

@@ -120,6 +120,38 @@ def test_footprint_counts_values_parameters_and_scratch(tmp_path):
     assert need.scratch_per_item == 4 * 27 * 196  # im2col columns of one item
 
 
+def test_live_peak_counts_values_until_their_last_reader(tmp_path):
+    """Freed after their last reader, at most data + conv, or both versions of conv around the
+    in-place ReLU, are alive at once (the outputs stay to the end)."""
+    loaded = load_net(write(tmp_path, SMALL))
+    need = footprint(loaded.graph, loaded.inference.params)
+    assert need.live_per_item == 4 * (8 * 196 * 2)  # conv@conv and conv beside the ReLU
+    assert (
+        need.streaming().per_item == need.live_per_item and need.streaming().params == need.params
+    )
+
+
+def _chain(depth: int) -> str:
+    layers = "".join(
+        f'layer {{ name: "c{i}" type: "Convolution" bottom: "{"data" if i == 0 else f"c{i - 1}"}" '
+        f'top: "c{i}" convolution_param {{ num_output: 8 kernel_size: 3 pad: 1 }} }}\n'
+        for i in range(depth)
+    )
+    return 'input: "data" input_dim: 1 input_dim: 8 input_dim: 32 input_dim: 32\n' + layers
+
+
+def test_calibration_fits_where_only_live_values_do(tmp_path):
+    """An 8-layer chain: every value of a batch of 16 needs more than the budget, the live ones
+    fewer. Calibration frees each value after its last reader, so it runs."""
+    loaded = load_net(write(tmp_path, _chain(8)))
+    need = footprint(loaded.graph, loaded.inference.params)
+    assert need.per_item > 4 * need.live_per_item
+    limit = 8 << 20
+    assert 16 * (need.per_item + need.scratch_per_item) > limit
+    weights = synthesize(loaded, max_memory=limit, progress=False)
+    assert len(weights) == 8 and all(np.isfinite(w[0]).all() for w in weights.values())
+
+
 def test_plan_batch_shrinks_then_refuses():
     need = budget.Footprint(
         params=0, largest_params=0, per_item=100.0, fixed=0, scratch_per_item=0.0, scratch_layer=""
@@ -328,6 +360,19 @@ def test_allocation_failures_become_one_line(exc):
     assert isinstance(failure, MemoryBudgetError)
     assert str(failure).startswith("out of memory while this step (")
     assert "\n" not in str(failure) and "max_memory=" in str(failure)
+
+
+def test_a_library_the_loader_cannot_map_is_one_line_naming_it():
+    """Under RLIMIT_AS the first import of ONNX Runtime (or torch, OpenCV) inside a step can
+    fail in the dynamic loader: an ImportError, not a MemoryError."""
+    so = "/v/lib/onnxruntime/capi/onnxruntime_pybind11_state.cpython-311-x86_64-linux-gnu.so"
+    failure = budget.memory_failure(
+        _raised(ImportError(f"{so}: failed to map segment from shared object"))
+    )
+    assert isinstance(failure, MemoryBudgetError) and "\n" not in str(failure)
+    assert "while loading the library onnxruntime_pybind11_state.cpython-311" in str(failure)
+    assert "raise the limit" in str(failure) and failure.remedy is None
+    assert budget.memory_failure(_raised(ImportError("No module named 'onnx'"))) is None
 
 
 def test_numpy_and_protobuf_failures_are_recognised():

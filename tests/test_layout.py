@@ -175,7 +175,6 @@ TESTED_ELSEWHERE = {
     "caffe_compat/ir/load.py": "load_net, in nearly every test; tests/ir/test_build.py",
     "caffe_compat/pycaffe/detector.py": "tests/pycaffe/test_classifier_detector.py",
     "caffe_compat/verify/backends.py": "tests/passes/test_fold_batchnorm.py, tests/test_custom_layers.py",
-    "caffe_compat/verify/detections.py": "detection rows compared: tests/nets/test_ssd_parity.py",
     "caffe_compat/verify/float64.py": "the float64 judge: tests/passes/test_pipeline.py, tests/verify/",
     "caffe_compat/verify/inputs.py": "synthetic feeds: tests/ir/test_validate.py, tests/tools/",
     "caffe_compat/verify/opencv.py": "the OpenCV 4 judge: tests/opencv4/, tests/passes/test_pipeline.py",

@@ -6,11 +6,16 @@ is the net Caffe's ``Net::Init`` builds: every top of a data layer is an input (
 losses, Accuracy and Silence stay, and a loss layer that names no top gets Caffe's anonymous
 one (``AutoTopBlobs``), a value no other layer can read.
 
-Layer names: Caffe's Net checks none (``Net::Init`` only lists them; ``CopyTrainedLayersFrom``
-gives a name's weights to the first layer bearing it), so train/val nets reuse names among layers
-that never run together or never compute at inference (BVLC's mnist_autoencoder has two "loss"
-layers). Weights attach by name here, so only the layers kept as computing nodes must have unique
-names.
+Layer names: Caffe's Net checks none (``Net::Init`` only lists them), so train/val nets reuse
+names among layers that never run together (BVLC's mnist_autoencoder has two "loss" layers) and
+published deploy nets repeat them among layers that do (HED's "crop", SSDLite's "slice"). Every
+node here needs its own name (back ends and value names refer to nodes by it), so a repeated
+name gets ``_1``, ``_2``... on the later nodes, OpenCV's names for them (:func:`unique_name`);
+``node.param.name`` keeps Caffe's. Weights attach by name, and Caffe's
+``CopyTrainedLayersFrom`` gives a caffemodel's blobs of a name to the FIRST layer bearing it
+(``CopyTrainedLayersFromHDF5``: the last), leaving the others at their fillers: ``infer.py``
+refuses a repeated name where any of its layers has parameters, and accepts it where none has
+(nothing to attach).
 """
 
 from __future__ import annotations
@@ -38,6 +43,18 @@ def _check_loss_weights(
             f"weight(s) for {tops} top(s))",
             **where,
         )
+
+
+def unique_name(name: str, taken: set[str], reserved: set[str]) -> str:
+    """``name``, or ``name_1``, ``name_2``... for its later bearers, as OpenCV's Caffe importer
+    names them (so ``dnn``'s layer names match OpenCV 4's); never a name another layer of the
+    net has."""
+    if name not in taken:
+        return name
+    count = 1
+    while f"{name}_{count}" in taken or f"{name}_{count}" in reserved:
+        count += 1
+    return f"{name}_{count}"
 
 
 def _stages(net: caffe_pb2.NetParameter) -> list[str]:
@@ -100,6 +117,8 @@ def _build(
     current: dict[str, str] = {}  # blob -> its latest value
     versions: dict[str, list[str]] = {}  # blob -> temporary value ids in order
     producer_of: dict[str, str] = {}  # temporary value id -> producing layer name
+    taken: set[str] = set()  # node names given so far
+    reserved = {layer.name for layer in net.layer}
 
     def new_version(blob: str, layer: str) -> str:
         tmp = f"{blob}\x00{len(versions.get(blob, []))}"
@@ -148,7 +167,9 @@ def _build(
                     f'bottom "{blob}" is not produced by any earlier layer or input', **where
                 )
             inputs.append(current[blob])
-        outputs = [new_version(blob, layer.name) for blob in layer.top]
+        node_name = unique_name(layer.name, taken, reserved)
+        taken.add(node_name)
+        outputs = [new_version(blob, node_name) for blob in layer.top]
         if len(set(layer.top)) != len(layer.top):
             raise NetDefinitionError("a layer lists the same top twice", **where)
         if training and info.loss and not layer.top:
@@ -162,7 +183,7 @@ def _build(
         if not param.HasField("phase"):  # layers inherit the net's phase, as in Caffe's Net::Init
             param.phase = caffe_pb2.Phase.Value(state.phase)
         graph.nodes.append(
-            Node(layer.name, layer.type, param, inputs, outputs, line=lines.get(layer.name))
+            Node(node_name, layer.type, param, inputs, outputs, line=lines.get(layer.name))
         )
     if overrides:
         raise NetDefinitionError(f"no input named {', '.join(sorted(overrides))} in this net")

@@ -6,6 +6,7 @@ and every disagreement is collected so a user sees all of them at once.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from .. import registry
 from ..errors import CaffeCompatError, NetDefinitionError, Remedy, WeightsMismatchError
 from ..io.weights import Weights
 from .graph import Graph, Node, Shape
+from .placeholder import is_placeholder, placeholder_hint
 from .validate import format_shape, layer_problem, shape_problem
 
 
@@ -96,9 +98,11 @@ def infer_shapes(graph: Graph, *, strict: bool = True) -> Inference:
     if strict:
         registry.preflight(graph, ["shape"])
     result = Inference(shapes={}, params={}, issues=[])
+    names = f"{graph.name} {os.path.basename(graph.path or '')}"
+    placeholders = {n: s for n, s in graph.inputs.items() if is_placeholder(s)}
     for name, shape in graph.inputs.items():
         if shape is None:
-            reason = f'input "{name}" has no declared shape'
+            reason = placeholder_hint(name, shape, names)
             if strict:
                 remedy = Remedy("input_shapes", value=name, purpose="to give it one")
                 raise NetDefinitionError(reason, path=graph.path, remedy=remedy)
@@ -117,9 +121,15 @@ def infer_shapes(graph: Graph, *, strict: bool = True) -> Inference:
             if problem is None:
                 outs, params, problem = _apply_rule(entry.fn, node, ins)
         if problem is not None:
+            hint = _placeholder_remedy(placeholders, names)
             if strict:
                 raise NetDefinitionError(
-                    problem, path=graph.path, layer=node.name, layer_type=node.type, line=node.line
+                    problem + (f" ({hint[0]})" if hint else ""),
+                    path=graph.path,
+                    layer=node.name,
+                    layer_type=node.type,
+                    line=node.line,
+                    remedy=hint[1] if hint else None,
                 )
             if problem != "input shape unknown":
                 result.issues.append(Issue(node.name, "shape-rule", problem))
@@ -129,8 +139,64 @@ def infer_shapes(graph: Graph, *, strict: bool = True) -> Inference:
         result.params[node.name] = params
         for value, shape in zip(node.outputs, outs):
             result.shapes[value] = shape
+    hint = _placeholder_remedy(placeholders, names)
+    if hint and any(i.kind == "shape-rule" for i in result.issues):
+        detail = f"{hint[0]}; pass its real shape (--input-shape {hint[1].value}=N,C,H,W)"
+        result.issues.append(Issue(hint[1].value, "shape-rule", detail))
+    for node, problem in _shared_names(graph, result.params):
+        if strict:
+            raise NetDefinitionError(
+                problem,
+                path=graph.path,
+                layer=node.param.name,
+                layer_type=node.type,
+                line=node.line,
+            )
+        result.issues.append(Issue(node.name, "shape-rule", problem))
     graph.shapes = {k: v for k, v in result.shapes.items() if v is not None}
     return result
+
+
+def _placeholder_remedy(
+    placeholders: dict[str, Shape | None], names: str
+) -> tuple[str, Remedy] | None:
+    """Why a shape rule failing in a net whose image input is a 1x1 placeholder most likely
+    failed, and the option to pass; None when no input is one (or none has a shape: that
+    input was refused first)."""
+    declared = {n: s for n, s in placeholders.items() if s is not None}
+    if not declared:
+        return None
+    name, shape = next(iter(declared.items()))
+    return placeholder_hint(name, shape, names), Remedy(
+        "input_shapes", value=name, purpose="with the size to run at"
+    )
+
+
+def _shared_names(graph: Graph, params: dict[str, list[Shape]]) -> list[tuple[Node, str]]:
+    """Layers whose repeated Caffe name would make weights attach to one of them only.
+
+    Caffe accepts repeated layer names; its ``CopyTrainedLayersFrom`` copies a caffemodel's
+    blobs of a name into the first layer bearing it (``CopyTrainedLayersFromHDF5``: the last),
+    and the others keep their fillers. Where none of the layers has parameters there is nothing
+    to attach and the net computes what Caffe computes; otherwise the net is refused, never
+    given one of two readings silently."""
+    groups: dict[str, list[Node]] = {}
+    for node in graph.nodes:
+        groups.setdefault(node.param.name or node.name, []).append(node)
+    found = []
+    for name, nodes in groups.items():
+        holders = [n for n in nodes if params.get(n.name)]
+        if len(nodes) > 1 and holders:
+            found.append(
+                (
+                    holders[0],
+                    f'{len(nodes)} layers are named "{name}" and this one has parameters: '
+                    "Caffe copies a caffemodel's blobs of a name into the first layer bearing it "
+                    "only (an HDF5 file's into the last) and leaves the others at their fillers; "
+                    "give the layers distinct names",
+                )
+            )
+    return found
 
 
 def batch_dependence(graph: Graph) -> str | None:

@@ -4,8 +4,9 @@ Caffe refuses a bad net in ``Net::Init`` and each layer's ``LayerSetUp`` with a 
 makes the same refusals, as one-line errors naming the layer and the field:
 
 - wiring (``validate_net``, from ``build_graph``): every bottom produced by an earlier layer, one
-  producer per blob unless a layer writes in place (top j == bottom j, Caffe's ``AppendTop``), no
-  two computing layers with one name (Caffe does not check names, but they pick the weights);
+  producer per blob unless a layer writes in place (top j == bottom j, Caffe's ``AppendTop``).
+  Layer names may repeat, as Caffe allows; ``infer.py`` refuses a repeated name only where a
+  layer bearing it has parameters (the weights would attach to one of them only);
 - per layer (``layer_problem``, from ``infer_shapes`` before the shape rule): the bottom and top
   counts the type declares (``CheckBlobCounts``), unsigned fields whose value does not fit the
   ``int`` Caffe stores them in, and the type's own ``validate`` fact (its family's shapes file);
@@ -204,7 +205,6 @@ def validate_net(
     lines = lines or {}
     producer: dict[str, str] = {}  # blob -> the layer that last wrote it
     labels: dict[str, str] = {}  # label tops of data layers -> their layer
-    names: set[str] = set()
     for layer in net.layer:
         if not layer_included(state, layer):
             continue
@@ -239,12 +239,6 @@ def validate_net(
                 if not training:
                     inputs = [i == 0 or s is not None for i, s in enumerate(shapes)]
         else:
-            if layer.name in names:
-                raise NetDefinitionError(
-                    "two layers share this name (Caffe matches weights to layers by name)",
-                    **where,
-                )
-            names.add(layer.name)
             for blob in layer.bottom:
                 if blob in labels:
                     raise NetDefinitionError(

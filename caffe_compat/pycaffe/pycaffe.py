@@ -217,17 +217,20 @@ class Net:
         self._graph = graph
         self._state = state
         self._layout = build_layout(net, state, graph.path, training=training)
-        by_name = {node.name: node for node in graph.nodes}
+        by_name: dict[str, list] = {}  # Caffe's layer name -> its nodes in order (names repeat)
+        for node in graph.nodes:
+            by_name.setdefault(node.param.name or node.name, []).append(node)
         nodes = []
         self._params: list[list[Blob]] = []
         self._layers: list[Layer] = []
         owners: dict[str, tuple[str, Blob]] = {}  # named ParamSpecs: the first layer owns them
         for layer in self._layout.layers:
-            node = by_name.get(layer.name) if layer.kind == NODE else None
+            same = by_name.get(layer.name) if layer.kind == NODE else None
+            node = same.pop(0) if same else None
             if layer.kind == NODE and node is None:
                 raise NetDefinitionError("no computation for this layer", layer=layer.name)
             nodes.append(node)
-            shapes = param_shapes.get(layer.name, []) if node is not None else []
+            shapes = param_shapes.get(node.name, []) if node is not None else []
             blobs = []
             for j, shape in enumerate(shapes):
                 spec = layer.param.param[j] if j < len(layer.param.param) else None
@@ -265,10 +268,11 @@ class Net:
         for li in range(len(self._layout.layers) - 1, -1, -1):
             layer = self._layout.layers[li]
             if layer.kind == NODE:
-                k = node_index[layer.name]
+                name = self._nodes[li].name  # the graph's name: repeated Caffe names are apart
+                k = node_index[name]
                 reason = next(
-                    (refused[(layer.name, j)] for j in range(len(layer.bottoms))
-                     if (layer.name, j) in refused),
+                    (refused[(name, j)] for j in range(len(layer.bottoms))
+                     if (name, j) in refused),
                     None,
                 )  # fmt: skip
                 params = list(plan.params[k])
@@ -322,8 +326,8 @@ class Net:
         graph.inputs.update(wanted)
         try:
             inference = infer_shapes(graph, strict=True)
-            for layer, blobs in zip(self._layout.layers, self._params):
-                expected = [tuple(s) for s in inference.params.get(layer.name, [])]
+            for layer, node, blobs in zip(self._layout.layers, self._nodes, self._params):
+                expected = [tuple(s) for s in inference.params.get(node.name, [])] if node else []
                 held = [b.shape for b in blobs]
                 if blobs and expected != held:
                     raise NetDefinitionError(

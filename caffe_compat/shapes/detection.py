@@ -271,6 +271,22 @@ def detection_settings(param: caffe_pb2.DetectionOutputParameter) -> DetectionSe
     )
 
 
+def _fork_priors(predicted: int, priors: int) -> str:
+    """Why the heads predict more boxes than the PriorBox layers make: nets released from
+    Caffe forks whose PriorBox code makes more priors per location from the very same fields
+    (FaceBoxes' C++ tiles min_size 32 into 4x4 and 64 into 2x2 boxes; TextBoxes' adds a copy
+    of every prior shifted down half a cell). No field tells those apart from BVLC's PriorBox,
+    so the net is refused, never run with other priors."""
+    if predicted <= priors:
+        return ""
+    return (
+        f": the heads predict {predicted} boxes, more than BVLC's PriorBox makes from these "
+        "fields; the net was written for a Caffe fork whose PriorBox code makes more priors per "
+        "location from the same fields (FaceBoxes' dense anchors for min_size 32 and 64, "
+        "TextBoxes' vertically offset copies), which is not implemented here"
+    )
+
+
 def num_priors(prior_shape: Shape) -> int:
     """Caffe reads the prior count from the legacy ``height()`` of the prior blob, over 4."""
     height = prior_shape[2] if len(prior_shape) > 2 else 1
@@ -294,11 +310,13 @@ def _detection_output(node: Node, inputs: list[Shape]) -> LayerShapes:
         raise ValueError(
             f"loc holds {math.prod(loc[1:])} values per image, expected "
             f"{priors} priors x {s.num_loc_classes} x 4"
+            + _fork_priors(math.prod(loc[1:]) // (s.num_loc_classes * 4), priors)
         )
     if priors * s.num_classes != math.prod(conf[1:]):
         raise ValueError(
             f"conf holds {math.prod(conf[1:])} values per image, expected "
             f"{priors} priors x {s.num_classes} classes"
+            + _fork_priors(math.prod(conf[1:]) // max(s.num_classes, 1), priors)
         )
     if math.prod(prior) < 2 * priors * 4:
         raise ValueError("the prior blob must hold boxes and their variances")

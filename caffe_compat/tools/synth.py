@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import registry
-from ..budget import Budget, footprint, plan_batch, resolve
+from ..budget import Budget, footprint, last_readers, plan_batch, resolve
 from ..ir.graph import Graph, Node, Shape
 from ..ir.load import LoadedNet
 from ..progress import Progress
@@ -32,7 +32,7 @@ MAX_GAIN = 1e4  # largest calibration gain (float16 holds it)
 # Beside every blob, the largest layer's blobs are made up to three more times at once: float64
 # draws before the float32 cast, the torch copy calibration builds, the float64 rescaled copy.
 LARGEST_LAYER_COPIES = 3
-# Calibration keeps every value of its batch once, plus float64 copies (2x) of the largest.
+# Calibration keeps the values still to be read once, plus float64 copies (2x) of the largest.
 CALIBRATION_FLOAT64 = 2
 
 
@@ -101,8 +101,9 @@ def _calibrate(
     )
     env: dict[str, torch.Tensor] = {k: torch.from_numpy(v) for k, v in feeds.items()}
     heads = _heads(graph)
+    last = last_readers(graph)
     with torch.no_grad():
-        for node in graph.nodes:
+        for index, node in enumerate(graph.nodes):
             inputs = [env[v] for v in node.inputs]
             info = registry.facts(node.type)
             if info.calibrate is not None and node.blobs:
@@ -127,6 +128,9 @@ def _calibrate(
                 result = (result,)
             for value, tensor in zip(node.outputs, result):
                 env[value] = tensor
+            del inputs, result, top
+            for value in [v for v in env if last.get(v, -1) <= index]:
+                del env[value]  # read by no later layer: calibration keeps only live values
             bar.update()
 
 
@@ -159,7 +163,7 @@ def synthesize(
     if method == "calibrated":
         plan_batch(
             budget,
-            need,
+            need.streaming(),
             batch,
             fixed=weights + CALIBRATION_FLOAT64 * batch * need.largest_per_item,
             copies=1,

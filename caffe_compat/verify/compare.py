@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..ir.graph import Graph
 from ..printable import printable
 
 
@@ -21,10 +24,107 @@ class Tolerance:
 
     rtol: float = 1e-4
     atol: float = 1e-4
+    growth: float = 4.0
 
     def limit(self, reference: np.ndarray) -> float:
         largest = max(np.max(reference, initial=0.0), -np.min(reference, initial=0.0))
         return max(self.rtol * float(largest), self.atol)
+
+    def growth_limit(
+        self, accumulation: float, depth: int, scale: float, *, float32_judge: bool
+    ) -> float:
+        """The float32 error a correct back end may show on a value fed through ``depth``
+        accumulating layers summing ``accumulation`` products in all (A and D,
+        :func:`accumulation_lengths`), whose error is relative to ``scale`` (S,
+        :func:`error_scales`): ``growth x u x sqrt(A x D) x S`` per float32 side, u = 2^-24.
+
+        The model: a float32 dot product of K terms leaves a relative rounding error of about
+        u x sqrt(K) (independent roundings, random walk); along a chain these add in
+        quadrature to u x sqrt(A). Each later layer can amplify what reaches it (BatchNorm's
+        mean subtraction cancels leading digits, calibrated heads spread logits), so the
+        ceiling grows by sqrt(D) more; ``growth`` = 4 was fitted with a 1.5x margin on the
+        nets that exceeded the plain 1e-4 (issue 18's corpus, synthesized weights):
+        MobileNet-SSD's conv17_2 mbox_conf (A = 12,464, D = 36) differs from the float64
+        reference by 1.0e-4 of its max in ONNX Runtime (2.5 u sqrt(AD)) and its loc from
+        OpenCV by 1.7e-4 (two float32 sides: 2.1 u sqrt(AD) each); RetinaFace's softmax
+        outputs (A = 3,794, D = 102) by 2.4e-4 absolute. On the shallow Levi-Hassner nets (A =
+        24,691, D = 6) the ceiling is 9e-5 of max, under the plain rtol: nothing loosens there.
+        A clean chain of 24 ReLU layers of 256-term products measures 1e-6 of max (the test
+        suite checks it stays under the ceiling). A judge that computes in float32 itself
+        (OpenCV, real Caffe's stored arrays, our own PyTorch model) doubles it."""
+        sides = 2 if float32_judge else 1
+        spread = math.sqrt(max(accumulation, 0.0) * max(depth, 0))
+        return sides * self.growth * FLOAT32_UNIT * spread * scale
+
+
+FLOAT32_UNIT = 2.0**-24  # unit roundoff of float32: a product or sum is exact to within it
+# Judges computing in float32 themselves (OpenCV, real Caffe's stored arrays) err as much as the
+# back end does, in their own order: the growth allowance counts both sides.
+FLOAT32_JUDGES = ("opencv", "stored", "torch-cpu")
+
+
+def accumulation_lengths(
+    graph: Graph, params: Mapping[str, list[tuple[int, ...]]]
+) -> dict[str, tuple[float, int]]:
+    """(A, D) for every value: the float32 products summed along the chain of accumulating
+    layers from an input to it (the chain with the most), and how many such layers it holds;
+    the input to :meth:`Tolerance.growth_limit`.
+
+    A layer with a weight blob W sums ``prod(W.shape[1:])`` products per output (a
+    convolution's Cin/group x kh x kw, an inner product's K); a layer whose blobs are 1-D
+    (Scale, Bias, PReLU, BatchNorm's statistics) counts 1. Every other layer adds nothing and
+    passes on its bottoms' largest."""
+    found: dict[str, tuple[float, int]] = dict.fromkeys(graph.inputs, (0.0, 0))
+    for node in graph.nodes:
+        products, depth = max((found.get(v, (0.0, 0)) for v in node.inputs), default=(0.0, 0))
+        shapes = params.get(node.name) or []
+        if shapes:
+            first = shapes[0]
+            products += float(math.prod(first[1:])) if len(first) >= 2 else 1.0
+            depth += 1
+        for value in node.outputs:
+            found[value] = (products, depth)
+    return found
+
+
+def _largest(array: np.ndarray) -> float:
+    array = np.asarray(array)
+    if array.size == 0 or not np.issubdtype(array.dtype, np.number):
+        return 0.0
+    return float(max(np.max(array), -np.min(array)))
+
+
+def error_scales(
+    graph: Graph,
+    params: Mapping[str, list[tuple[int, ...]]],
+    *sources: Mapping[str, np.ndarray],
+) -> dict[str, float]:
+    """S(v): the magnitude a value's float32 error is relative to.
+
+    An accumulating layer's (one with parameters) error is relative to its own output: S is
+    its max |value|. Any other layer here is Lipschitz in max norm with a small constant
+    (ReLU, pooling, concatenation, reshapes, Eltwise SUM, Softmax, Sigmoid, TanH), so its
+    absolute error is its bottoms' error: S is the larger of its own max and its bottoms' S.
+    That is what makes a softmax inherit its logits' error (probabilities up to 1 from logits
+    up to 8.5 carry the logits' absolute error). Magnitudes come from the first of ``sources``
+    holding the value."""
+
+    def largest(value: str) -> float:
+        for source in sources:
+            if value in source:
+                return _largest(source[value])
+        return 0.0
+
+    scales = {name: largest(name) for name in graph.inputs}
+    for node in graph.nodes:
+        inherited = (
+            0.0
+            if params.get(node.name)
+            else max((scales.get(v, 0.0) for v in node.inputs), default=0.0)
+        )
+        for value in node.outputs:
+            scales[value] = max(largest(value), inherited)
+    return scales
 
 
 @dataclass
@@ -151,10 +251,12 @@ def compare(
     backend: str,
     reference_name: str,
     tolerance: Tolerance,
+    allowance: float = 0.0,
 ) -> Comparison:
-    """One row of the table; a shape mismatch fails with a note. The difference is taken in
-    float64 in one scratch array (no float64 copies of either side: a large blob must not cost
-    four times its size here)."""
+    """One row of the table; a shape mismatch fails with a note. ``allowance``: the float32
+    growth limit for this value (Tolerance.growth_limit), used where above the plain one. The
+    difference is taken in float64 in one scratch array (no float64 copies of either side: a
+    large blob must not cost four times its size here)."""
     ours, reference = np.asarray(ours), np.asarray(reference)
     if ours.shape != reference.shape:
         if ours.size == reference.size:
@@ -177,5 +279,10 @@ def compare(
     if not np.all(np.isfinite(ours)):
         diff = float("inf")
     limit = tolerance.limit(reference)
+    note = ""
+    if allowance > limit:  # float32 growth (Tolerance.growth_limit) allows more
+        limit, note = allowance, "limit from float32 error growth"
     max_ref = float(max(np.max(reference, initial=0.0), -np.min(reference, initial=0.0)))
-    return Comparison(value, blob, backend, reference_name, diff, max_ref, limit, diff <= limit)
+    return Comparison(
+        value, blob, backend, reference_name, diff, max_ref, limit, diff <= limit, note
+    )

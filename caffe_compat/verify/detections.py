@@ -1,10 +1,23 @@
-"""Detections compare as sets: SSD rows in one canonical order, ours paired with the reference's."""
+"""Detections compare as sets: SSD rows in one canonical order, ours paired with the reference's.
+
+Two correct implementations can disagree on WHICH boxes a DetectionOutput keeps where a decision
+sits on a threshold within float32 rounding: a score at ``confidence_threshold``, two boxes
+whose overlap is at ``nms_threshold``, scores tied at the ``keep_top_k`` / ``top_k`` cut. Such
+borderline rows, present on one side only, are excused (and counted in the note); any other
+unpaired row fails the comparison. Coordinates of degenerate boxes (decoded from huge
+offsets, 1e18 or float32's inf where float64 stays finite) are clipped on both sides to
+[-1, 2], an image size beyond the image: they compare equal without making every other
+column's tolerance vacuous.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..shapes.detection import ROW
+from ..shapes.detection import ROW, DetectionSettings
+
+COORDINATE_RANGE = (-1.0, 2.0)  # normalized box coordinates kept exact; beyond: degenerate
+BORDERLINE = 1e-3  # how close to a threshold a decision must be to go either way in float32
 
 
 def canonical_detections(rows: np.ndarray) -> np.ndarray:
@@ -12,32 +25,111 @@ def canonical_detections(rows: np.ndarray) -> np.ndarray:
 
     Drops Caffe's "no detection" rows (label -1) and OpenCV's zero padding (OpenCV 4 returns
     keep_top_k x batch rows, real ones first, and orders them by score); sorts by image, label,
-    descending score, then the box."""
+    descending score, then the box. Coordinates are clipped to COORDINATE_RANGE (NaN to its
+    low end)."""
     rows = np.asarray(rows, dtype=np.float64).reshape(-1, ROW)
     real = (rows[:, 1] != -1) & np.any(rows != 0, axis=1)
-    rows = rows[real]
+    rows = rows[real].copy()
+    low, high = COORDINATE_RANGE
+    rows[:, 3:] = np.clip(np.nan_to_num(rows[:, 3:], nan=low, posinf=high, neginf=low), low, high)
     order = np.lexsort(
         (rows[:, 6], rows[:, 5], rows[:, 4], rows[:, 3], -rows[:, 2], rows[:, 1], rows[:, 0])
     )
     return rows[order]
 
 
-def align_detections(ours: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both outputs as canonical (R, 7) rows, ours reordered to pair with the reference's.
+def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Caffe's JaccardOverlap of one box with each of ``others`` (0 for disjoint or empty)."""
+    if len(others) == 0:
+        return np.zeros(0)
+    xmin = np.maximum(box[0], others[:, 0])
+    ymin = np.maximum(box[1], others[:, 1])
+    xmax = np.minimum(box[2], others[:, 2])
+    ymax = np.minimum(box[3], others[:, 3])
+    inter = np.clip(xmax - xmin, 0, None) * np.clip(ymax - ymin, 0, None)
+    area = max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
+    areas = np.clip(others[:, 2] - others[:, 0], 0, None) * np.clip(
+        others[:, 3] - others[:, 1], 0, None
+    )
+    union = area + areas - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
-    Detections are a set: two back ends may list tied or near-tied scores in either order, so
-    within each (image, label) group every reference row takes the closest remaining row of
-    ours. Different counts are left as they are (the comparison then fails on shape)."""
+
+def _borderline(row: np.ndarray, side: np.ndarray, other: np.ndarray, s: DetectionSettings) -> str:
+    """Why ``row`` (on ``side``, missing from ``other``) may be kept by one correct
+    implementation and dropped by another, or "" when it may not."""
+    score = row[2]
+    if s.confidence_threshold > -1e30 and abs(score - s.confidence_threshold) <= BORDERLINE:
+        return "score at confidence_threshold"
+    image = np.concatenate([side[side[:, 0] == row[0]], other[other[:, 0] == row[0]]])
+    same = image[(image[:, 1] == row[1]) & np.any(image != row, axis=1)]
+    if len(same) and np.any(np.abs(_iou(row[3:], same[:, 3:]) - s.nms_threshold) <= BORDERLINE):
+        return "overlap at nms_threshold"
+    mine = side[side[:, 0] == row[0]]
+    if s.keep_top_k > 0 and len(mine) >= s.keep_top_k and score <= mine[:, 2].min() + BORDERLINE:
+        return "score at the keep_top_k cut"
+    if s.top_k > 0:
+        label = mine[mine[:, 1] == row[1]]
+        if len(label) >= s.top_k and score <= label[:, 2].min() + BORDERLINE:
+            return "score at the top_k cut"
+    return ""
+
+
+def _distance(row: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return np.abs(rows[:, 2:] - row[2:]).max(axis=1)
+
+
+def align_detections(
+    ours: np.ndarray,
+    reference: np.ndarray,
+    settings: DetectionSettings | None = None,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Both outputs as canonical (R, 7) rows, ours reordered to pair with the reference's,
+    and a note (what was excused, or the first row left unpaired).
+
+    Detections are a set: within each (image, label) group every reference row takes the
+    closest remaining row of ours. Rows left over on either side are dropped when each is
+    borderline under ``settings`` (see the module docstring); otherwise both are returned as
+    they are and the comparison fails on shape."""
     mine, theirs = canonical_detections(ours), canonical_detections(reference)
-    if mine.shape != theirs.shape:
-        return mine, theirs
-    paired = np.empty_like(mine)
-    for key in {(row[0], row[1]) for row in theirs}:
-        slots = np.flatnonzero((theirs[:, 0] == key[0]) & (theirs[:, 1] == key[1]))
-        pool = list(np.flatnonzero((mine[:, 0] == key[0]) & (mine[:, 1] == key[1])))
-        if len(pool) != len(slots):
-            return mine, theirs
-        for slot in slots:
-            distance = [np.abs(mine[i, 2:] - theirs[slot, 2:]).max() for i in pool]
-            paired[slot] = mine[pool.pop(int(np.argmin(distance)))]
-    return paired, theirs
+    paired_mine, paired_theirs, left_mine, left_theirs = [], [], [], []
+    keys = {(row[0], row[1]) for row in np.concatenate([mine, theirs])}
+    for key in sorted(keys):
+        pool = mine[(mine[:, 0] == key[0]) & (mine[:, 1] == key[1])]
+        slots = theirs[(theirs[:, 0] == key[0]) & (theirs[:, 1] == key[1])]
+        free = list(range(len(pool)))
+        # Closest pairs first, so an extra row on one side never takes another's partner.
+        pairs = sorted(
+            (float(d), i, j)
+            for i, slot in enumerate(slots)
+            for j, d in enumerate(_distance(slot, pool) if len(pool) else [])
+        )
+        taken_slots: set[int] = set()
+        for _, i, j in pairs:
+            if i in taken_slots or j not in free:
+                continue
+            taken_slots.add(i)
+            free.remove(j)
+            paired_theirs.append(slots[i])
+            paired_mine.append(pool[j])
+        left_theirs += [slots[i] for i in range(len(slots)) if i not in taken_slots]
+        left_mine += [pool[j] for j in free]
+    if not left_mine and not left_theirs:
+        return _rows(paired_mine), _rows(paired_theirs), ""
+    reasons: dict[str, int] = {}
+    for side, other, left, name in (
+        (mine, theirs, left_mine, "ours"),
+        (theirs, mine, left_theirs, "the reference's"),
+    ):
+        for row in left:
+            why = _borderline(row, side, other, settings) if settings is not None else ""
+            if not why:
+                box = ", ".join(f"{v:.4g}" for v in row)
+                return mine, theirs, f"detection [{box}] of {name} has no partner"
+            reasons[why] = reasons.get(why, 0) + 1
+    excused = ", ".join(f"{n} x {why}" for why, n in reasons.items())
+    return _rows(paired_mine), _rows(paired_theirs), f"borderline detections excused: {excused}"
+
+
+def _rows(rows: list[np.ndarray]) -> np.ndarray:
+    return np.array(rows, dtype=np.float64).reshape(-1, ROW)

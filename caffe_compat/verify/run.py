@@ -21,9 +21,19 @@ from .. import registry
 from ..budget import Budget, footprint, format_size, plan_batch, resolve
 from ..errors import CaffeCompatError, Remedy
 from ..io.identity import file_identity
+from ..ir.graph import Node
 from ..ir.load import LoadedNet, fork_notes, load_net
 from ..progress import Progress
-from .compare import ArgmaxAgreement, Report, Tolerance, compare
+from ..shapes.detection import DetectionSettings, detection_settings
+from .compare import (
+    FLOAT32_JUDGES,
+    ArgmaxAgreement,
+    Report,
+    Tolerance,
+    accumulation_lengths,
+    compare,
+    error_scales,
+)
 from .detections import align_detections
 from .float64 import float64_judge
 from .inputs import feed_batch, feeds_for, index_inputs, structured_inputs
@@ -195,18 +205,39 @@ def _compare_all(
     """Every (back end, judge, value) row, argmax agreement on the outputs, class variety."""
     graph = loaded.graph
     detections = {
-        v for n in graph.nodes if registry.facts(n.type).detections is not None for v in n.outputs
+        v: _detection_settings(n)
+        for n in graph.nodes
+        if registry.facts(n.type).detections is not None
+        for v in n.outputs
     }
+    params = loaded.inference.params
+    lengths = accumulation_lengths(graph, params)
+    scales = {name: error_scales(graph, params, ref, *ours.values()) for name, ref in refs.items()}
     for backend, produced in ours.items():
         for ref_name, ref_values in refs.items():
             for value in values:
                 if value in produced and value in ref_values:
                     mine, theirs = produced[value], ref_values[value]
+                    note = ""
                     if value in detections:
-                        mine, theirs = align_detections(mine, theirs)
-                    row = compare(
-                        value, graph.blob_of[value], mine, theirs, backend, ref_name, tolerance
+                        mine, theirs, note = align_detections(mine, theirs, detections[value])
+                    allowance = tolerance.growth_limit(
+                        *lengths.get(value, (0.0, 0)),
+                        scales[ref_name].get(value, 0.0),
+                        float32_judge=ref_name in FLOAT32_JUDGES,
                     )
+                    row = compare(
+                        value,
+                        graph.blob_of[value],
+                        mine,
+                        theirs,
+                        backend,
+                        ref_name,
+                        tolerance,
+                        allowance,
+                    )
+                    if note:
+                        row.note = f"{row.note}; {note}" if row.note else note
                     report.comparisons.append(row)
             for output in graph.outputs:
                 if output in produced and output in ref_values:
@@ -221,6 +252,16 @@ def _compare_all(
         rows = _argmax_rows(first) if first is not None else None
         if rows is not None:
             report.distinct_classes[output] = len(set(rows.tolist()))
+
+
+def _detection_settings(node: Node) -> DetectionSettings | None:
+    """The thresholds an SSD detections node decides with (None: a type without them)."""
+    if not node.param.HasField("detection_output_param"):
+        return None
+    try:
+        return detection_settings(node.param.detection_output_param)
+    except ValueError:
+        return None
 
 
 JUDGES = ("float64", "opencv")

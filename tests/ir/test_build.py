@@ -91,13 +91,23 @@ def test_input_override_and_unknown_input():
         graph_of(NET, input_shapes={"nope": (1,)})
 
 
+def test_repeated_layer_names_are_kept_as_caffe_keeps_them():
+    """HED repeats "crop", SSDLite "slice": Caffe's Net::Init accepts that. Later nodes get
+    ``_1``, ``_2`` as in OpenCV (never a name the net already uses); param.name keeps Caffe's."""
+    graph = graph_of(
+        'input: "x" input_dim: 1 input_dim: 1 input_dim: 1 input_dim: 1 '
+        'layer { name: "b" type: "ReLU" bottom: "x" top: "y" } '
+        'layer { name: "b" type: "ReLU" bottom: "y" top: "y" } '
+        'layer { name: "b_1" type: "ReLU" bottom: "y" top: "z" } '
+        'layer { name: "b" type: "ReLU" bottom: "z" top: "z" }'
+    )
+    assert [n.name for n in graph.nodes] == ["b", "b_2", "b_1", "b_3"]
+    assert [n.param.name for n in graph.nodes] == ["b", "b", "b_1", "b"]
+    assert graph.nodes[0].outputs == ["y@b"] and graph.nodes[1].outputs == ["y"]
+    assert graph.nodes[2].outputs == ["z@b_1"] and graph.outputs == ["z"]
+
+
 def test_wiring_errors_name_the_layer():
-    with pytest.raises(NetDefinitionError, match=r'layer "b".*share'):
-        graph_of(
-            'input: "x" input_dim: 1 input_dim: 1 input_dim: 1 input_dim: 1 '
-            'layer { name: "b" type: "ReLU" bottom: "x" top: "y" } '
-            'layer { name: "b" type: "ReLU" bottom: "y" top: "z" }'
-        )
     with pytest.raises(NetDefinitionError, match=r'layer "r".*"ghost"'):
         graph_of('layer { name: "r" type: "ReLU" bottom: "ghost" top: "y" }')
 

@@ -50,11 +50,15 @@ def test_loss_layers_sharing_a_name_are_accepted_as_caffe_does(net, phase, stage
     assert loaded.inference.shapes["dec_act"] == (2, 16)
 
 
-def test_computing_layers_still_need_their_own_names(tmp_path):
-    """Weights attach by layer name, so two kept computing layers with one name stay refused."""
+def test_computing_layers_sharing_a_name_need_no_weights(tmp_path):
+    """Two kept Sigmoids named alike compute as in Caffe (nothing to attach); two kept
+    InnerProducts named alike are refused: Caffe would give one of them the weights."""
     path = tmp_path / "twice.prototxt"
     path.write_text(AUTOENCODER.replace('name: "dec_act"', 'name: "enc_act"'))
-    with pytest.raises(NetDefinitionError, match=r'layer "enc_act".*two layers share this name'):
+    loaded = load_net(path, stages=["eval-test"], input_shapes=SHAPE)
+    assert [n.name for n in loaded.graph.nodes][-1] == "enc_act_1"
+    path.write_text(AUTOENCODER.replace('name: "dec"', 'name: "enc"'))
+    with pytest.raises(NetDefinitionError, match=r'layer "enc".*2 layers are named "enc"'):
         load_net(path, stages=["eval-test"], input_shapes=SHAPE)
 
 

@@ -201,12 +201,25 @@ def test_missing_input_from_a_filtered_layer_hints_at_phase_and_stage(tmp_path, 
     assert "--phase/--stage" in line
 
 
-def test_computing_layers_must_have_distinct_names(tmp_path):
+def test_layers_with_parameters_must_have_distinct_names(tmp_path):
+    """Caffe copies a caffemodel's blobs into the first layer of a name only: refused, whichever
+    of the same-named layers holds the parameters; param-free repeats load."""
+    conv = "convolution_param { num_output: 2 kernel_size: 1 }"
+    text = INPUT + (
+        f'layer {{ name: "c" type: "Convolution" bottom: "data" top: "a" {conv} }}\n'
+        f'layer {{ name: "c" type: "Convolution" bottom: "a" top: "b" {conv} }}\n'
+    )
+    refused(tmp_path, text, 'layer "c" (Convolution)', '2 layers are named "c"', "first layer")
+    text = INPUT + (
+        'layer { name: "c" type: "ReLU" bottom: "data" top: "a" }\n'
+        f'layer {{ name: "c" type: "Convolution" bottom: "a" top: "b" {conv} }}\n'
+    )
+    refused(tmp_path, text, 'layer "c" (Convolution)', "distinct names")
     text = INPUT + (
         'layer { name: "r" type: "ReLU" bottom: "data" top: "a" }\n'
         'layer { name: "r" type: "ReLU" bottom: "a" top: "b" }\n'
     )
-    refused(tmp_path, text, 'layer "r" (ReLU)', "two layers share this name")
+    assert [n.name for n in load_net(write(tmp_path, text)).graph.nodes] == ["r", "r_1"]
 
 
 # --- field ranges ------------------------------------------------------------------------------

@@ -201,7 +201,7 @@ def test_detections_match_opencv(ssd, opencv_exact):
     score_limit = Tolerance().limit(reference[:, 2])
     box_limit = Tolerance().limit(reference[:, 3:])
     for backend, values in ours.items():
-        mine, expected = align_detections(values["detection_out"], reference)
+        mine, expected, _ = align_detections(values["detection_out"], reference)
         assert mine.shape == expected.shape, backend
         np.testing.assert_array_equal(mine[:, :2], expected[:, :2], err_msg=backend)
         np.testing.assert_allclose(mine[:, 2], expected[:, 2], atol=score_limit, err_msg=backend)

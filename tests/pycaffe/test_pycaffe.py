@@ -223,6 +223,27 @@ def test_forward_reshapes_by_itself(caffe, write_net):
     assert out[1, 0, 3, 3] == 81 + 80  # the last window's maximum, the bottom-right pixel
 
 
+def test_repeated_layer_names_each_run_their_own_layer(caffe, write_net):
+    """HED's five "crop" layers: Caffe lists the name five times, and each crops its own
+    bottom (hand-computed: offset 1 on H and W)."""
+    path = write_net(
+        'input: "data" input_shape { dim: 1 dim: 1 dim: 4 dim: 4 }\n'
+        'input: "big" input_shape { dim: 1 dim: 1 dim: 6 dim: 6 }\n'
+        'layer { name: "crop" type: "Crop" bottom: "big" bottom: "data" top: "a" '
+        "crop_param { axis: 2 offset: 1 } }\n"
+        'layer { name: "twice" type: "Power" bottom: "big" top: "b" power_param { scale: 2 } }\n'
+        'layer { name: "crop" type: "Crop" bottom: "b" bottom: "data" top: "c" '
+        "crop_param { axis: 2 offset: 1 } }\n"
+    )
+    net = caffe.Net(path, caffe.TEST)
+    assert [n for n in net._layer_names if n in ("crop", "twice")] == ["crop", "twice", "crop"]
+    big = np.arange(36, dtype=np.float32).reshape(1, 1, 6, 6)
+    net.blobs["big"].data[...] = big
+    out = net.forward()
+    np.testing.assert_array_equal(out["a"], big[:, :, 1:5, 1:5])
+    np.testing.assert_array_equal(out["c"], 2 * big[:, :, 1:5, 1:5])
+
+
 def test_params_edits_reach_the_next_forward(branchy):
     net, path = branchy
     x = _data((2, 3, 8, 8), seed=4)
