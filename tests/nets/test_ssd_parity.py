@@ -19,11 +19,10 @@ back ends against a float64 run of the same graph):
   synthesize's own Scale start this test fails, the softmax 1.7-2x over the tolerance). Scale
   biases near +1 (most units active) keep the signal: every back end then stays within 1e-5 x
   max|blob| of OpenCV, so the tolerance checks the layers, not the rounding.
-* Confident detections. The calibrated heads give all 21 class logits the same spread, so
-  thousands of (prior, class) pairs pass the 0.3 threshold and every image fills keep_top_k with
-  near-identical scores. Raising each prior's background logit by ``BACKGROUND_SHIFT`` (a trained
-  detector's "mostly background") leaves about 20 detections per image over a dozen classes, with
-  scores from the threshold to ~0.7 and no image at keep_top_k.
+* Confident detections, but not too many. synth sets the SSD head on real photos (a handful of
+  detections over 0.5 each); on these image-like inputs that leaves a few per image, so each
+  prior's background logit is moved by ``BACKGROUND_SHIFT``: about 25 detections per image over a
+  dozen classes, with scores from the threshold to ~0.8 and no image at keep_top_k.
 
 The test feeds mean-subtracted images like the other zoo tests; OpenCV users also scale by
 1/127.5 (``blobFromImage(image, 0.007843, (300, 300), 127.5)``), which changes no layer.
@@ -57,7 +56,9 @@ CALIBRATION_BATCH = 8
 CLASSES = 21
 KEEP_TOP_K = 100
 THRESHOLD = 0.3
-BACKGROUND_SHIFT = 7.0
+# synth sets the class scores for a handful of detections over 0.5 on real photos; background
+# lowered by 1 gives 24 to 30 detections over the 0.3 threshold per image here, 13 to 17 classes.
+BACKGROUND_SHIFT = -1.0
 HEADS = ["mbox_loc", "mbox_conf_flatten", "mbox_priorbox"]
 RUNS = ("torch-cpu", "onnxruntime-cpu")
 
