@@ -60,6 +60,9 @@ def _as_proposal(node: Node) -> Node:
     scales = values.get("scales")
     if scales is not None:
         p.scale.extend(float(v) for v in scales)
+    ratios = values.get("ratios")  # PVANet's proposal layer reads them; py-faster-rcnn's has none
+    if ratios is not None:
+        p.ratio.extend(float(v) for v in ratios)
     return Node(node.name, "Proposal", param, node.inputs, node.outputs, node.blobs, node.line)
 
 

@@ -228,3 +228,30 @@ def test_python_proposal_layer_is_the_built_in(tmp_path):
     assert structured_inputs(loaded.graph).keys() == {"im_info"}
     info = feeds_for(loaded.graph.inputs, 1, makers=structured_inputs(loaded.graph))["im_info"]
     np.testing.assert_array_equal(info, [[H, W, 1]])  # the largest 4-D input's size
+
+
+def test_pvanet_ratios_in_param_str_set_the_anchors():
+    """PVANet's proposal layer reads 'ratios' from param_str beside 'scales' (42 anchors: 7 x 6);
+    py-faster-rcnn's has only scales (ratios 0.5, 1, 2). Both become the built-in's fields."""
+    from google.protobuf import text_format
+
+    from caffe_compat.ir.graph import Node
+    from caffe_compat.proto import caffe_pb2
+    from caffe_compat.shapes.python_layer import replacement
+
+    def proposal(param_str: str) -> caffe_pb2.ProposalParameter:
+        param = text_format.Parse(
+            'name: "proposal" type: "Python" python_param { module: "rpn.proposal_layer" '
+            f'layer: "ProposalLayer" param_str: "{param_str}" }}',
+            caffe_pb2.LayerParameter(),
+        )
+        node = replacement(Node("proposal", "Python", param, ["a", "b", "c"], ["rois"]))
+        assert node is not None and node.type == "Proposal"
+        return node.param.proposal_param
+
+    pva = proposal("{'feat_stride': 16, 'ratios': [0.333, 0.5, 0.667, 1, 1.5, 2, 3], "
+                   "'scales': [2, 3, 5, 9, 16, 32]}")  # fmt: skip
+    assert list(pva.ratio) == pytest.approx([0.333, 0.5, 0.667, 1, 1.5, 2, 3])
+    assert list(pva.scale) == [2, 3, 5, 9, 16, 32] and pva.feat_stride == 16
+    plain = proposal("'feat_stride': 16")
+    assert list(plain.ratio) == [] and list(plain.scale) == []  # the layer's defaults apply
