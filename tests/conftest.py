@@ -29,6 +29,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--all"):
         config.option.markexpr = ""  # drops pyproject's `-m 'not slow and not ray and not train'`
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # `pytest -n N` (the README's test command): N worker processes share the cores, so each
+        # computes on one thread (its subprocesses too) instead of N x cores threads fighting.
+        os.environ["OMP_NUM_THREADS"] = "1"
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(1)
 
 
 # A test may skip only for what this machine lacks: an optional package, the ../shared reference

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from google.protobuf import unknown_fields
 
 from ..proto import caffe_pb2
+from .wire import write_key, write_varint
 
 LENGTH_DELIMITED = 2  # the wire type of an embedded message
 
@@ -68,24 +69,12 @@ def _without_unknown(layer: caffe_pb2.LayerParameter, numbers: set[int]) -> byte
     data = copy.SerializeToString()
     for item in others:  # keep the rest as they came (only embedded messages are re-encoded)
         if item.wire_type == LENGTH_DELIMITED:
-            data += _key(item.field_number, LENGTH_DELIMITED) + _varint(len(item.data)) + item.data
+            data += (
+                write_key(item.field_number, LENGTH_DELIMITED)
+                + write_varint(len(item.data))
+                + item.data
+            )
     return data
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _key(number: int, wire_type: int) -> bytes:
-    return _varint((number << 3) | wire_type)
 
 
 def settle(net: caffe_pb2.NetParameter, blob_counts: Mapping[str, int] | None = None) -> list[str]:

@@ -58,6 +58,24 @@ def read_varint(buf: memoryview | bytes, pos: int, end: int) -> tuple[int, int]:
             raise WireError("varint longer than 10 bytes", begin)
 
 
+def write_varint(value: int) -> bytes:
+    """``value`` as a protobuf varint (the inverse of :func:`read_varint`)."""
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def write_key(number: int, wire_type: int) -> bytes:
+    """A field's key: its number and wire type, as one varint."""
+    return write_varint((number << 3) | wire_type)
+
+
 def read_field(buf: memoryview | bytes, pos: int, end: int) -> Field:
     """Decode the field whose tag starts at ``pos``, checking that it fits before ``end``."""
     tag_start = pos

@@ -17,25 +17,9 @@ from ..proto import caffe_pb2
 from .atomic import atomic_output
 from .messages import copy_without
 from .upgrade import v2_layer_to_v1
-from .wire import I32, LEN, iter_fields
+from .wire import I32, LEN, iter_fields, write_key, write_varint
 
 Encoding = Literal["packed", "unpacked", "double"]
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _tag(number: int, wire_type: int) -> bytes:
-    return _varint((number << 3) | wire_type)
 
 
 class _Blob:
@@ -55,7 +39,7 @@ class _Blob:
         self.header_first = encoding == "double" or not header.HasField("shape")
         if encoding == "double":
             self.values = np.ascontiguousarray(array, dtype="<f8").reshape(-1)
-            self.prefix = _tag(8, LEN) + _varint(self.values.nbytes)
+            self.prefix = write_key(8, LEN) + write_varint(self.values.nbytes)
         elif encoding == "unpacked":
             values = np.ascontiguousarray(array, dtype="<f4").reshape(-1)
             rows = np.empty(values.size, dtype=[("tag", "u1"), ("value", "<f4")])
@@ -65,7 +49,7 @@ class _Blob:
             self.prefix = b""
         else:
             self.values = np.ascontiguousarray(array, dtype="<f4").reshape(-1)
-            self.prefix = _tag(5, LEN) + _varint(self.values.nbytes)
+            self.prefix = write_key(5, LEN) + write_varint(self.values.nbytes)
         self.size = len(self.header) + len(self.prefix) + self.values.nbytes
 
     def write(self, out: BinaryIO) -> None:
@@ -120,9 +104,9 @@ def write_caffemodel(
         for layer in net.layer:
             head, tail = _layer_def(layer, version)
             pieces = [_Blob(a, version == 1, encoding) for a in blobs.get(layer.name, ())]
-            frames = [_tag(blob_field, LEN) + _varint(p.size) for p in pieces]
+            frames = [write_key(blob_field, LEN) + write_varint(p.size) for p in pieces]
             size = len(head) + len(tail) + sum(len(f) + p.size for f, p in zip(frames, pieces))
-            out.write(_tag(layer_field, LEN) + _varint(size))
+            out.write(write_key(layer_field, LEN) + write_varint(size))
             out.write(head)
             for frame, piece in zip(frames, pieces):
                 out.write(frame)

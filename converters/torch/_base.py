@@ -69,3 +69,19 @@ def bind_blobs(module: torch.nn.Module, tensors: list[torch.Tensor]) -> None:
             owner._parameters[name] = tensor
         else:
             owner.register_buffer(name, tensor, persistent=False)
+
+
+def greedy_keep(suppresses: torch.Tensor) -> torch.Tensor:
+    """Greedy NMS's keep mask for boxes in score order, from ``suppresses[i, j]`` (box i would
+    suppress box j: their overlap passes the layer's test). Only an earlier box counts, and only
+    if it is kept itself: iterated to the fixed point, which is the greedy loop's answer (each
+    pass settles at least one more box in order) without a Python loop over boxes."""
+    count = suppresses.shape[0]
+    earlier = torch.ones(count, count, dtype=torch.bool, device=suppresses.device).triu(1)
+    beats = suppresses & earlier
+    keep = torch.ones(count, dtype=torch.bool, device=suppresses.device)
+    while True:
+        new = ~(beats & keep[:, None]).any(0)
+        if bool((new == keep).all()):
+            return keep
+        keep = new

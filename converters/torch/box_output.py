@@ -12,7 +12,7 @@ from torch import nn
 from ...ir.graph import Node
 from ...registry import register
 from ...shapes.box_output import BoxSettings, box_settings
-from ._base import TorchContext
+from ._base import TorchContext, greedy_keep
 
 
 def _overlap(boxes: torch.Tensor, mode: str) -> torch.Tensor:
@@ -33,15 +33,7 @@ def _overlap(boxes: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def _keep(boxes: torch.Tensor, threshold: float, mode: str) -> torch.Tensor:
-    count = boxes.shape[0]
-    earlier = torch.ones(count, count, dtype=torch.bool, device=boxes.device).triu(1)
-    beats = (_overlap(boxes, mode) > threshold) & earlier
-    keep = torch.ones(count, dtype=torch.bool, device=boxes.device)
-    while True:
-        new = ~(beats & keep[:, None]).any(0)
-        if bool((new == keep).all()):
-            return keep
-        keep = new
+    return greedy_keep(_overlap(boxes, mode) > threshold)
 
 
 class BoxOutput(nn.Module):

@@ -15,7 +15,7 @@ from torch import nn
 from ...ir.graph import Node
 from ...registry import register
 from ...shapes.proposal import proposal_settings
-from ._base import TorchContext
+from ._base import TorchContext, greedy_keep
 
 
 def suppress(boxes: torch.Tensor, thresh: float) -> torch.Tensor:
@@ -30,15 +30,7 @@ def suppress(boxes: torch.Tensor, thresh: float) -> torch.Tensor:
     )
     inter = w * h
     overlap = inter / (areas[:, None] + areas[None] - inter)
-    count = boxes.shape[0]
-    earlier = torch.ones(count, count, dtype=torch.bool, device=boxes.device).triu(1)
-    beats = (overlap > thresh) & earlier  # beats[i, j]: i comes first and suppresses j if kept
-    keep = torch.ones(count, dtype=torch.bool, device=boxes.device)
-    while True:
-        new = ~(beats & keep[:, None]).any(0)
-        if bool((new == keep).all()):
-            return keep
-        keep = new
+    return greedy_keep(overlap > thresh)
 
 
 class Proposal(nn.Module):

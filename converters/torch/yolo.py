@@ -11,7 +11,7 @@ from torch import nn
 from ...ir.graph import Node
 from ...registry import register
 from ...shapes.yolo import yolo2_settings, yolo_settings
-from ._base import TorchContext
+from ._base import TorchContext, greedy_keep
 
 
 def _keep(boxes: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -25,15 +25,7 @@ def _keep(boxes: torch.Tensor, threshold: float) -> torch.Tensor:
     inter = torch.where((ow < 0) | (oh < 0), torch.zeros_like(ow), ow * oh)
     area = w * h
     iou = inter / (area[:, None] + area[None] - inter)
-    count = boxes.shape[0]
-    earlier = torch.ones(count, count, dtype=torch.bool, device=boxes.device).triu(1)
-    beats = (iou >= threshold) & earlier
-    keep = torch.ones(count, dtype=torch.bool, device=boxes.device)
-    while True:
-        new = ~(beats & keep[:, None]).any(0)
-        if bool((new == keep).all()):
-            return keep
-        keep = new
+    return greedy_keep(iou >= threshold)
 
 
 class Yolov3DetectionOutput(nn.Module):

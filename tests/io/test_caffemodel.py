@@ -277,3 +277,16 @@ def test_real_caffe_model_joins_the_official_v1_prototxt(shared, caffe_reference
     assert loaded.prototxt_format == "V1" and not loaded.issues
     shapes = {n.name: [b.shape for b in n.blobs] for n in loaded.graph.nodes if n.blobs}
     assert shapes == OFFICIAL_SHAPES
+
+
+def test_varints_written_are_read_back_and_match_protobuf():
+    """The writer's and the dialect mover's varints: protobuf's own encoding, read back by the
+    wire walker, at the edges of each byte length."""
+    from caffe_compat.io.wire import read_varint, write_key, write_varint
+
+    for value in (0, 1, 127, 128, 300, 2**14 - 1, 2**14, 2**31, 2**63 - 1):
+        data = write_varint(value)
+        assert read_varint(data, 0, len(data)) == (value, len(data))
+        message = caffe_pb2.BlobShape(dim=[value])  # packed int64: key, length, varint
+        assert message.SerializeToString()[2:] == data
+    assert write_key(8, 2) == bytes([0x42]) and write_key(100, 2) == bytes([0xA2, 0x06])
