@@ -28,8 +28,8 @@ from ..io.blobs import read_blob, scan_blob
 from ..io.hdf5 import _check_dataset, _check_links
 from ..io.sniff import Kind, explain, sniff
 from ..io.source import ByteSource, open_regular
-from ..io.wire import LEN, VARINT, WireError, iter_fields
-from ..io.writer import _Blob, _tag, _varint
+from ..io.wire import LEN, VARINT, WireError, iter_fields, write_key, write_varint
+from ..io.writer import _Blob
 
 Format = Literal["binaryproto", "hdf5"]
 _ITER, _LEARNED_NET, _HISTORY, _CURRENT_STEP = 1, 2, 3, 4
@@ -207,20 +207,20 @@ def write_solverstate(
 
 
 def _varint_int32(value: int) -> bytes:
-    return _varint(value & 0xFFFFFFFFFFFFFFFF)  # negative int32: ten bytes, as protobuf
+    return write_varint(value & 0xFFFFFFFFFFFFFFFF)  # negative int32: ten bytes, as protobuf
 
 
 def _write_binary(path, iter, current_step, learned_net, history) -> None:
     name = learned_net.encode("utf-8")
     with atomic_output(path) as tmp, open(tmp, "wb") as out:
         # Field-number order, as Caffe (C++ protobuf) writes it.
-        out.write(_tag(_ITER, VARINT) + _varint_int32(int(iter)))
-        out.write(_tag(_LEARNED_NET, LEN) + _varint(len(name)) + name)
+        out.write(write_key(_ITER, VARINT) + _varint_int32(int(iter)))
+        out.write(write_key(_LEARNED_NET, LEN) + write_varint(len(name)) + name)
         for array in history:
             piece = _Blob(np.asarray(array, dtype=np.float32), False, "packed")
-            out.write(_tag(_HISTORY, LEN) + _varint(piece.size))
+            out.write(write_key(_HISTORY, LEN) + write_varint(piece.size))
             piece.write(out)
-        out.write(_tag(_CURRENT_STEP, VARINT) + _varint_int32(int(current_step)))
+        out.write(write_key(_CURRENT_STEP, VARINT) + _varint_int32(int(current_step)))
 
 
 def _write_hdf5(path, iter, current_step, learned_net, history) -> None:
