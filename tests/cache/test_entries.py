@@ -274,6 +274,7 @@ def test_a_3_gib_payload_is_never_read_into_memory_by_a_forged_record(tmp_path, 
         text=True,
         timeout=120,
         env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+        cwd=tmp_path,  # not the checkout: the installed package must be the one imported
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "None"

@@ -202,6 +202,7 @@ def test_a_manifest_claiming_1e10_floats_allocates_nothing(net):
         text=True,
         timeout=120,
         env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+        cwd=home,  # not the checkout: the installed package must be the one imported
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split("\n")[0] == "False ['conv', 'data', 'ip']"

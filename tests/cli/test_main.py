@@ -191,6 +191,7 @@ def test_verbose_convert_keeps_results_and_log_lines_apart(small, tmp_path):
             stderr=subprocess.STDOUT,
             timeout=300,
             check=False,
+            cwd=tmp_path,  # not the checkout: the installed package must be the one imported
         )
     lines = (tmp_path / "both.txt").read_text().splitlines()
     assert done.returncode == 0, lines
