@@ -225,18 +225,24 @@ def _res_unit(
     )
 
 
-def resnet50() -> Net:
-    n = Net("ResNet-50", (1, 3, 224, 224))
+def resnet(name: str, blocks: tuple[int, int, int, int]) -> Net:
+    """A ResNet in the released Caffe deploy layout: stages of bottleneck units named
+    ``res2a``.. (letters while a stage has up to 6 units, as ResNet-50; ``a, b1, b2``.. in
+    ResNet-101/152's longer stages)."""
+    n = Net(name, (1, 3, 224, 224))
     x = _conv_bn(
         n, "conv1", "bn_conv1", "scale_conv1", "data", num_output=64, kernel_size=7, pad=3, stride=2
     )
     n.relu("conv1_relu", x)
     x = n.pool("pool1", x, "MAX", kernel_size=3, stride=2)
-    for stage, (blocks, width) in enumerate([(3, 64), (4, 128), (6, 256), (3, 512)], 2):
-        for b in range(blocks):
-            block = f"{stage}{chr(ord('a') + b)}"
+    lettered = max(blocks) <= 6
+    for stage, (units, width) in enumerate(zip(blocks, (64, 128, 256, 512)), 2):
+        for b in range(units):
+            if lettered or units == 3:
+                block = f"{stage}{chr(ord('a') + b)}"
+            else:
+                block = f"{stage}{'a' if b == 0 else f'b{b}'}"
             stride = 2 if b == 0 and stage > 2 else 1
-
             shortcut = _res_unit(n, block, "branch1", x, 4 * width, 1, stride) if b == 0 else x
             y = _res_unit(n, block, "branch2a", x, width, 1, stride)
             n.relu(f"res{block}_branch2a_relu", y)
@@ -248,6 +254,10 @@ def resnet50() -> Net:
     x = n.pool("pool5", x, "AVE", kernel_size=7, stride=1)
     n.softmax(n.fc("fc1000", x, 1000))
     return n
+
+
+def resnet50() -> Net:
+    return resnet("ResNet-50", (3, 4, 6, 3))
 
 
 def squeezenet11() -> Net:

@@ -25,29 +25,9 @@ CAP = 4 << 30
 
 def resnet152() -> str:
     """ResNet-152 (He et al. 2015) in the released deploy layout: blocks 3, 8, 36, 3."""
-    from nets.make_prototxts import Net, _conv_bn, _res_unit
+    from nets.make_prototxts import resnet
 
-    n = Net("ResNet-152", (1, 3, 224, 224))
-    x = _conv_bn(
-        n, "conv1", "bn_conv1", "scale_conv1", "data", num_output=64, kernel_size=7, pad=3, stride=2
-    )
-    n.relu("conv1_relu", x)
-    x = n.pool("pool1", x, "MAX", kernel_size=3, stride=2)
-    for stage, (blocks, width) in enumerate([(3, 64), (8, 128), (36, 256), (3, 512)], 2):
-        for b in range(blocks):
-            block = f"{stage}{'abc'[b] if blocks == 3 else ('a' if b == 0 else f'b{b}')}"
-            stride = 2 if b == 0 and stage > 2 else 1
-            shortcut = _res_unit(n, block, "branch1", x, 4 * width, 1, stride) if b == 0 else x
-            y = _res_unit(n, block, "branch2a", x, width, 1, stride)
-            n.relu(f"res{block}_branch2a_relu", y)
-            y = _res_unit(n, block, "branch2b", y, width, 3)
-            n.relu(f"res{block}_branch2b_relu", y)
-            y = _res_unit(n, block, "branch2c", y, 4 * width, 1)
-            x = n.layer(f"res{block}", "Eltwise", [shortcut, y], [f"res{block}"])
-            n.relu(f"res{block}_relu", x)
-    x = n.pool("pool5", x, "AVE", kernel_size=7, stride=1)
-    n.softmax(n.fc("fc1000", x, 1000))
-    return n.text()
+    return resnet("ResNet-152", (3, 8, 36, 3)).text()
 
 
 @pytest.fixture(scope="module", params=["squeezenet_v1_1", "vgg_ilsvrc_16", "resnet_152"])
