@@ -243,6 +243,29 @@ class Transformer:
 # --- image IO -------------------------------------------------------------------------------------
 
 
+def input_transformer(
+    name: str,
+    shape: Sequence[int],
+    mean: np.ndarray | None = None,
+    input_scale: float | None = None,
+    raw_scale: float | None = None,
+    channel_swap: Sequence[int] | None = None,
+) -> Transformer:
+    """The Transformer caffe.Classifier and caffe.Detector build for their one input: HxWxK
+    images to KxHxW, then each preprocessing step the caller asked for."""
+    transformer = Transformer({name: shape})
+    transformer.set_transpose(name, (2, 0, 1))
+    if mean is not None:
+        transformer.set_mean(name, mean)
+    if input_scale is not None:
+        transformer.set_input_scale(name, input_scale)
+    if raw_scale is not None:
+        transformer.set_raw_scale(name, raw_scale)
+    if channel_swap is not None:
+        transformer.set_channel_swap(name, channel_swap)
+    return transformer
+
+
 def load_image(filename: str, color: bool = True) -> np.ndarray:
     """An image as float32 in [0, 1]: H x W x 3 (RGB) or, with ``color=False``, H x W x 1."""
     skimage = _need("skimage", "scikit-image", "load_image")
