@@ -7,9 +7,11 @@ gives ``feat_stride`` and ``scales``; the rest are py-faster-rcnn's TEST setting
 reads such a net). Any other class is imported (``import caffe`` inside it resolves to
 caffe_compat.pycaffe while it loads) and constructed as Caffe does: ``cls(layer_param)``, then
 ``param_str`` and ``phase`` (the net's; TEST for a deploy net) set, ``setup`` and ``reshape``
-called on blobs of the bottoms' shapes; the tops' shapes are what ``reshape`` left. The PyTorch
-back end and the float64 reference call ``reshape`` and ``forward`` on every run; ONNX export
-refuses such a layer.
+called on blobs of the bottoms' shapes; the tops' shapes are what ``reshape`` left, and the
+parameter blobs are those ``setup`` added (``self.blobs.add_blob``), holding what it wrote.
+That instance is the node's ``state``: set up once per net, as Caffe's Net::Init does, and the
+one the PyTorch back end and pycaffe run (``reshape`` and ``forward`` on every run). The float64
+reference sets up a fresh instance on float64 blobs. ONNX export refuses such a layer.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import ast
 import importlib
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -104,13 +108,37 @@ def user_class(node: Node) -> type:
     return cls
 
 
-def user_layer(node: Node) -> Any:
-    """A fresh instance, set up as Caffe's ``PythonLayer`` constructor and LayerSetUp do."""
+def user_layer(node: Node, blobs: Callable[[], list] | None = None) -> Any:
+    """A fresh instance, as Caffe's ``PythonLayer`` constructor makes it; ``blobs`` makes the
+    list its ``self.blobs`` starts as (pycaffe's BlobVec when not given)."""
     layer = user_class(node)(node.param)
+    if blobs is not None:
+        layer.blobs = blobs()
     layer.param_str = node.param.python_param.param_str
     # The graph gives every layer its net's phase, as Caffe's Net::Init does.
     layer.phase = int(node.param.phase) if node.param.HasField("phase") else TEST
     return layer
+
+
+# Within ``users_exceptions()``: the exceptions the user's methods raised, to re-raise as is.
+_RAISED: ContextVar[list[BaseException] | None] = ContextVar("python_layer_raised", default=None)
+
+
+@contextmanager
+def users_exceptions() -> Iterator[None]:
+    """Let what a Python layer's method raises leave this scope as itself, as Caffe's
+    boost.python layer lets it through to the caller of ``caffe.Net`` or ``forward`` (pycaffe);
+    outside such a scope (the CLI) it is one line naming the layer and the class."""
+    raised: list[BaseException] = []
+    token = _RAISED.set(raised)
+    try:
+        yield
+    except Exception:
+        if raised:
+            raise raised[-1]  # noqa: B904 - the user's own exception, its traceback kept
+        raise
+    finally:
+        _RAISED.reset(token)
 
 
 def call_layer(layer: Any, method: str, *args: Any) -> None:
@@ -118,8 +146,31 @@ def call_layer(layer: Any, method: str, *args: Any) -> None:
     try:
         getattr(layer, method)(*args)
     except Exception as exc:  # the user's code
+        raised = _RAISED.get()
+        if raised is not None:
+            raised.append(exc)
         name = type(layer).__name__
         raise ValueError(f"{name}.{method} raised {type(exc).__name__}: {exc}") from None
+
+
+def set_up(node: Node, bottom: list[Any], top: list[Any]) -> Any:
+    """The node's instance (``node.state``), made and set up on the first call; every call
+    runs its ``reshape`` on ``bottom`` and ``top``."""
+    layer = node.state
+    if layer is None:
+        layer = user_layer(node)
+        call_layer(layer, "setup", bottom, top)
+        node.state = layer
+    call_layer(layer, "reshape", bottom, top)
+    return layer
+
+
+def param_shapes(layer: Any) -> list[Shape]:
+    """The shapes of the parameter blobs the user's layer holds."""
+    try:
+        return [tuple(int(d) for d in blob.shape) for blob in layer.blobs]
+    except (TypeError, AttributeError) as exc:
+        raise ValueError(f"{type(layer).__name__}.blobs is not a list of blobs ({exc})") from None
 
 
 @register("Python", "shape")
@@ -131,12 +182,10 @@ def _python(node: Node, inputs: list[Shape]) -> LayerShapes:
         return entry.fn(known, inputs)
     from ..pycaffe import Blob
 
-    layer = user_layer(node)
     bottom = [Blob(shape) for shape in inputs]
     top = [Blob((1,)) for _ in node.outputs]
-    call_layer(layer, "setup", bottom, top)
-    call_layer(layer, "reshape", bottom, top)
-    return LayerShapes([tuple(t.shape) for t in top], [])
+    layer = set_up(node, bottom, top)
+    return LayerShapes([tuple(t.shape) for t in top], param_shapes(layer))
 
 
 def _input_values(node: Node, bottom: int, shape: Shape, image: Shape | None, rng) -> np.ndarray:

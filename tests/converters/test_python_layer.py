@@ -61,6 +61,50 @@ class Phase(caffe.Layer):
 class Broken(caffe.Layer):
     def setup(self, bottom, top):
         raise RuntimeError("no good")
+
+
+class UsersError(Exception):
+    pass
+
+
+class FailsInForward(caffe.Layer):
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+        top[1].reshape(bottom[0].num, 1)
+
+    def forward(self, bottom, top):
+        raise UsersError("bad batch")
+
+
+class Affine(caffe.Layer):
+    """sq = w * x + b per channel (axis 1), w and b its own blobs (setup: w = 2, b = 0);
+    total = the count of forwards so far."""
+
+    def setup(self, bottom, top):
+        self.blobs.add_blob(bottom[0].data.shape[1])
+        self.blobs.add_blob(bottom[0].data.shape[1])
+        self.blobs[0].data[...] = 2
+        self.calls = 0
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+        top[1].reshape(bottom[0].num, 1)
+
+    def forward(self, bottom, top):
+        shape = (1, -1) + (1,) * (bottom[0].data.ndim - 2)
+        w, b = (blob.data.reshape(shape) for blob in self.blobs)
+        top[0].data[...] = w * bottom[0].data + b
+        self.calls += 1
+        top[1].data[...] = self.calls
+
+    def backward(self, top, propagate_down, bottom):
+        axes = (0,) + tuple(range(2, bottom[0].data.ndim))
+        g = top[0].diff
+        self.blobs[0].diff[...] += (g * bottom[0].data).sum(axes)
+        self.blobs[1].diff[...] += g.sum(axes)
+        if propagate_down[0]:
+            shape = (1, -1) + (1,) * (bottom[0].data.ndim - 2)
+            bottom[0].diff[...] = g * self.blobs[0].data.reshape(shape)
 '''
 
 
@@ -159,3 +203,96 @@ def test_the_layer_sees_its_nets_phase(tmp_path, user_module):
         net = caffe.Net(str(python_net(tmp_path, user_module, "Phase")), phase)
         out = net.forward()
         assert np.all(net.blobs["sq"].data == phase) and np.all(out["out"] == phase), phase
+
+
+def test_torch_parameters_are_the_layers_own_blobs(tmp_path, user_module):
+    """setup's ``self.blobs.add_blob`` gives the module parameters (setup's values when the net
+    has no weights, the net's otherwise) whose gradient is what the user's backward writes."""
+    import torch
+
+    from caffe_compat.converters.torch.model import CaffeNet
+
+    loaded = load_net(python_net(tmp_path, user_module, "Affine"))
+    model = CaffeNet(loaded.graph)
+    params = dict(model.named_parameters())
+    assert len(params) == 2
+    w, b = (p for _, p in sorted(params.items()))
+    assert torch.equal(w, torch.full((3,), 2.0)) and torch.equal(b, torch.zeros(3))
+    x = torch.randn(2, 3, 4, 5)
+    with torch.no_grad():
+        b.copy_(torch.tensor([1.0, -1.0, 0.5]))
+    out = model(x, outputs=["sq"])["sq"]
+    want = 2 * x + torch.tensor([1.0, -1.0, 0.5]).reshape(1, 3, 1, 1)
+    torch.testing.assert_close(out, want)
+    (out * x).sum().backward()  # d/dw = sum x^2, d/db = sum x per channel
+    torch.testing.assert_close(w.grad, (x * x).sum((0, 2, 3)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b.grad, x.sum((0, 2, 3)), rtol=1e-5, atol=1e-5)
+
+    loaded.graph.node("sq").blobs = [np.array([3.0, 3, 3], "f4"), np.zeros(3, "f4")]
+    again = CaffeNet(loaded.graph)(x, outputs=["sq"])["sq"]
+    torch.testing.assert_close(again, 3 * x)
+
+
+def test_pycaffe_keeps_saves_loads_and_shares_the_layers_blobs(tmp_path, user_module):
+    """BVLC's test_parameter, with values: net.params holds setup's blobs (not filled), the
+    layer object is the user's, backward adds the user's diffs, save/copy_from round-trip,
+    share_with hands the blobs to another net's instance."""
+    import caffe_compat.pycaffe as caffe
+
+    path = python_net(tmp_path, user_module, "Affine")
+    path.write_text("force_backward: true\n" + path.read_text())
+    path = str(path)
+    net = caffe.Net(path, caffe.TRAIN)
+    layer = net.layers[list(net._layer_names).index("sq")]
+    assert type(layer).__name__ == "Affine" and layer.calls == 0
+    assert list(net.params) == ["sq"] and net.params["sq"] is layer.blobs
+    np.testing.assert_array_equal(layer.blobs[0].data, [2, 2, 2])
+    x = np.random.default_rng(3).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    net.params["sq"][1].data[...] = [1, 2, 3]  # an edit reaches the next forward
+    net.forward()
+    bias = np.array([1, 2, 3], np.float32).reshape(1, 3, 1, 1)
+    np.testing.assert_allclose(net.blobs["sq"].data, 2 * x + bias, rtol=1e-6)
+    assert layer.calls == 1
+    net.blobs["out"].diff[...] = 1
+    net.backward()
+    relu = (2 * x + bias > 0).astype(np.float32)
+    np.testing.assert_allclose(layer.blobs[0].diff, (relu * x).sum((0, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(layer.blobs[1].diff, relu.sum((0, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(net.blobs["data"].diff, 2 * relu, rtol=1e-6)
+
+    saved = str(tmp_path / "w.caffemodel")
+    net.save(saved)
+    layer.blobs[1].data[...] = -1
+    net.copy_from(saved)
+    np.testing.assert_array_equal(layer.blobs[1].data, [1, 2, 3])
+    loaded = caffe.Net(path, caffe.TEST, weights=saved)
+    np.testing.assert_array_equal(loaded.params["sq"][1].data, [1, 2, 3])
+    other = caffe.Net(path, caffe.TEST)
+    other.share_with(net)
+    mine = other.layers[list(other._layer_names).index("sq")]
+    assert mine is not layer and mine.blobs[0] is layer.blobs[0]
+    other.blobs["data"].data[...] = x
+    np.testing.assert_allclose(other.forward()["out"], np.maximum(0, 2 * x + bias), rtol=1e-6)
+
+
+def test_pycaffe_lets_the_users_exception_through(tmp_path, user_module):
+    """Caffe (boost.python) raises the layer's own exception from caffe.Net and forward."""
+    import caffe_compat.pycaffe as caffe
+
+    with pytest.raises(RuntimeError, match="no good"):
+        caffe.Net(str(python_net(tmp_path, user_module, "Broken")), caffe.TEST)
+    net = caffe.Net(str(python_net(tmp_path, user_module, "FailsInForward")), caffe.TEST)
+    with pytest.raises(Exception, match="bad batch") as info:
+        net.forward()
+    assert type(info.value).__name__ == "UsersError"
+
+
+def test_the_cli_names_the_layer_and_class_in_one_line(tmp_path, user_module, capsys):
+    from caffe_compat.cli.main import main
+
+    net = python_net(tmp_path, user_module, "Broken")
+    code = main(["synth", str(net), "-o", str(tmp_path / "w.caffemodel")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "Traceback" not in err
+    assert 'layer "sq"' in err and "Broken.setup raised RuntimeError: no good" in err
