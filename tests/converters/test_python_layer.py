@@ -296,3 +296,49 @@ def test_the_cli_names_the_layer_and_class_in_one_line(tmp_path, user_module, ca
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "Traceback" not in err
     assert 'layer "sq"' in err and "Broken.setup raised RuntimeError: no good" in err
+
+
+def affine_solver(tmp_path, module: str) -> str:
+    """SGD (lr 0.1) on EuclideanLoss(w * 1 + b, 0) over a 2x3x4x5 batch: the loss's gradient
+    is (w + b) / 2 at each of a channel's 40 outputs, so a step takes 0.1 * 20 * (w + b) from
+    both w and b."""
+    (tmp_path / "net.prototxt").write_text(
+        'layer { name: "data" type: "DummyData" top: "data" top: "target" dummy_data_param { '
+        "shape { dim: 2 dim: 3 dim: 4 dim: 5 } shape { dim: 2 dim: 3 dim: 4 dim: 5 } "
+        'data_filler { type: "constant" value: 1 } data_filler { type: "constant" value: 0 } } }\n'
+        'layer { name: "sq" type: "Python" bottom: "data" top: "sq" top: "count" '
+        f'python_param {{ module: "{module}" layer: "Affine" }} }}\n'
+        'layer { name: "loss" type: "EuclideanLoss" bottom: "sq" bottom: "target" top: "loss" }\n'
+        'layer { name: "mute" type: "Silence" bottom: "count" }\n'
+    )
+    (tmp_path / "solver.prototxt").write_text(
+        f'net: "{tmp_path / "net.prototxt"}"\nbase_lr: 0.1\nlr_policy: "fixed"\nmax_iter: 2\n'
+        f'snapshot_prefix: "{tmp_path / "snap"}"\n'
+    )
+    return str(tmp_path / "solver.prototxt")
+
+
+# Two steps from setup's w = 2, b = 0: (w, b) = (-2, -4), then (10, 8); BVLC's caffe.bin train
+# (WITH_PYTHON_LAYER) snapshots these values for the same net and solver.
+AFTER_TWO_STEPS = ([10.0] * 3, [8.0] * 3)
+
+
+def test_pycaffe_solver_updates_the_layers_blobs(tmp_path, user_module):
+    import caffe_compat.pycaffe as caffe
+
+    solver = caffe.SGDSolver(affine_solver(tmp_path, user_module))
+    blobs = solver.net.params["sq"]
+    solver.step(1)
+    np.testing.assert_array_equal(blobs[0].data, [-2, -2, -2])
+    np.testing.assert_array_equal(blobs[1].data, [-4, -4, -4])
+    solver.step(1)
+    assert [b.data.tolist() for b in blobs] == list(AFTER_TWO_STEPS)
+
+
+def test_train_engine_starts_from_setup_and_updates_the_blobs(tmp_path, user_module):
+    from caffe_compat.io import read_weights
+    from caffe_compat.train.solver import Solver
+
+    Solver(affine_solver(tmp_path, user_module), workers=0).solve()
+    saved = read_weights(tmp_path / "snap_iter_2.caffemodel").blobs["sq"]
+    assert [b.tolist() for b in saved] == list(AFTER_TWO_STEPS)
