@@ -82,7 +82,9 @@ def _run(node: Node, inputs: Arrays, weights: Arrays) -> tuple[Any, list[Any], l
     call_layer(layer, "setup", bottom, top)
     if weights:
         if len(weights) != len(layer.blobs):
-            raise ValueError(f"the net gives {len(weights)} blob(s), setup added {len(layer.blobs)}")
+            raise ValueError(
+                f"the net gives {len(weights)} blob(s), setup added {len(layer.blobs)}"
+            )
         for i, (blob, values) in enumerate(zip(layer.blobs, weights)):
             if tuple(np.shape(values)) != tuple(blob.shape):
                 raise ValueError(
