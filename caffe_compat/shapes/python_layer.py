@@ -4,8 +4,12 @@
 Known classes are replaced by a built-in type that every back end (ONNX included) has:
 py-faster-rcnn's ``rpn.proposal_layer.ProposalLayer`` becomes ``Proposal`` (its ``param_str``
 gives ``feat_stride`` and ``scales``; the rest are py-faster-rcnn's TEST settings, as OpenCV 4
-reads such a net). Any other class is imported (``import caffe`` inside it resolves to
-caffe_compat.pycaffe while it loads) and constructed as Caffe does: ``cls(layer_param)``, then
+reads such a net); ENet's ``spatial_dropout.SpatialDropoutLayer`` (caffe-enet's
+python/spatial_dropout.py), whose ``param_str`` ``{'phase': 'TEST', 'p': P}`` makes its forward
+``top = bottom / (1 - P)`` whatever the net's phase, becomes ``Power`` with that scale (a
+``'TRAIN'`` one drops random channels: the user's module is needed). Any other class is
+imported (``import caffe`` inside it resolves to caffe_compat.pycaffe while it loads) and
+constructed as Caffe does: ``cls(layer_param)``, then
 ``param_str`` and ``phase`` (the net's; TEST for a deploy net) set, ``setup`` and ``reshape``
 called on blobs of the bottoms' shapes; the tops' shapes are what ``reshape`` left, and the
 parameter blobs are those ``setup`` added (``self.blobs.add_blob``), holding what it wrote.
@@ -70,9 +74,34 @@ def _as_proposal(node: Node) -> Node:
     return Node(node.name, "Proposal", param, node.inputs, node.outputs, node.blobs, node.line)
 
 
-# (module, class) -> the built-in node that replaces it
-KNOWN: dict[tuple[str, str], Callable[[Node], Node]] = {
+def _as_spatial_dropout(node: Node) -> Node | None:
+    """ENet's spatial dropout outside TRAIN: its forward scales by 1 / (1 - p) (the phase is
+    the one its param_str names; the layer overwrites ``self.phase`` with it)."""
+    values = _param_dict(node.param.python_param.param_str, "SpatialDropoutLayer")
+    if values.get("phase") == "TRAIN":
+        return None
+    if len(node.inputs) != 1 or len(node.outputs) != 1:
+        raise ValueError("SpatialDropoutLayer takes one bottom and gives one top")
+    try:
+        p = float(values["p"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(
+            f"SpatialDropoutLayer needs a number p in param_str, got {values}"
+        ) from None
+    if not 0 < p < 1:
+        raise ValueError(f"SpatialDropoutLayer: p need to be between 0 and 1, got {p}")
+    param = caffe_pb2.LayerParameter()
+    param.CopyFrom(node.param)
+    param.type = "Power"
+    param.ClearField("python_param")
+    param.power_param.scale = 1.0 / (1.0 - p)
+    return Node(node.name, "Power", param, node.inputs, node.outputs, node.blobs, node.line)
+
+
+# (module, class) -> the built-in node that replaces it (None: not in this configuration)
+KNOWN: dict[tuple[str, str], Callable[[Node], Node | None]] = {
     ("rpn.proposal_layer", "ProposalLayer"): _as_proposal,
+    ("spatial_dropout", "SpatialDropoutLayer"): _as_spatial_dropout,
 }
 
 

@@ -342,3 +342,49 @@ def test_train_engine_starts_from_setup_and_updates_the_blobs(tmp_path, user_mod
     Solver(affine_solver(tmp_path, user_module), workers=0).solve()
     saved = read_weights(tmp_path / "snap_iter_2.caffemodel").blobs["sq"]
     assert [b.tolist() for b in saved] == list(AFTER_TWO_STEPS)
+
+
+def enet_dropout_net(tmp_path, param_str: str) -> str:
+    """A layer as ENet's deploy nets write it; ``spatial_dropout`` is not importable here."""
+    path = tmp_path / "enet.prototxt"
+    path.write_text(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 '
+        "dim: 4 dim: 5 } } }\n"
+        'layer { name: "drop" type: "Python" bottom: "data" top: "drop" python_param { '
+        f'module: "spatial_dropout" layer: "SpatialDropoutLayer" param_str: "{param_str}" }} }}\n'
+    )
+    return str(path)
+
+
+def test_enets_spatial_dropout_at_test_is_a_scale_everywhere(tmp_path):
+    """caffe-enet's python/spatial_dropout.py outside TRAIN: ``top = bottom * 1 / (1 - p)``
+    (float32 data times the Python float), the phase being the one its param_str names; every
+    back end runs it as Power, so ONNX export holds it too."""
+    from caffe_compat.verify.backends import run_onnxruntime
+
+    loaded = load_net(enet_dropout_net(tmp_path, "{\\'phase\\': \\'TEST\\', \\'p\\': \\'0.01\\'}"))
+    assert "spatial_dropout" not in sys.modules
+    x = np.random.default_rng(4).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    want = x * (1.0 / (1.0 - 0.01))  # numpy: float32 array * Python float stays float32
+    ours = run_torch(loaded.graph, {"data": x}, ["drop"])["drop"]
+    ref = forward(loaded, {"data": x}, outputs=["drop"])["drop"]
+    onnx = run_onnxruntime(to_onnx(loaded.graph).SerializeToString(), {"data": x})["drop"]
+    np.testing.assert_allclose(ours, want, rtol=1e-7)
+    np.testing.assert_allclose(onnx, want, rtol=1e-7)
+    np.testing.assert_allclose(ref, x.astype(np.float64) / 0.99, rtol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "param_str, message",
+    [
+        ("{\\'phase\\': \\'TRAIN\\', \\'p\\': \\'0.5\\'}", "'spatial_dropout' cannot be imported"),
+        ("{\\'phase\\': \\'TEST\\', \\'p\\': \\'1.5\\'}", "p need to be between 0 and 1"),
+        ("{\\'phase\\': \\'TEST\\'}", "needs a number p"),
+    ],
+)
+def test_enets_spatial_dropout_otherwise_is_one_line(tmp_path, param_str, message):
+    """TRAIN drops random channels (the user's module is needed); a bad p is refused as the
+    layer's setup refuses it."""
+    with pytest.raises(CaffeCompatError, match=message) as info:
+        load_net(enet_dropout_net(tmp_path, param_str))
+    assert 'layer "drop"' in str(info.value) and "\n" not in str(info.value)
