@@ -100,6 +100,19 @@ def build_graph(
         ) from None
 
 
+def _fed_python_source(
+    layer: caffe_pb2.LayerParameter, overrides: Mapping[str, Shape], training: bool
+) -> bool:
+    """A ``type: "Python"`` layer without bottoms (a data source) some of whose tops are given
+    shapes by the caller: those tops are fed, the user's class is not run."""
+    return (
+        layer.type == "Python"
+        and not training
+        and not layer.bottom
+        and any(top in overrides for top in layer.top)
+    )
+
+
 def _build(
     net: caffe_pb2.NetParameter,
     state: NetState,
@@ -158,6 +171,16 @@ def _build(
             graph.dropped.append((layer.name, layer.type))
             continue
         if info.role == "training" and not training:
+            graph.dropped.append((layer.name, layer.type))
+            continue
+        if _fed_python_source(layer, overrides, training):
+            # A Python data layer (FCN's voc_layers...) whose tops --input-shape names: they are
+            # inputs, as a Data layer's are; a top not named is not one.
+            for blob in layer.top:
+                if blob in overrides:
+                    add_input(blob, None, layer)
+                else:
+                    graph.notes.append(f'"{blob}" of "{layer.name}" is not an input')
             graph.dropped.append((layer.name, layer.type))
             continue
         inputs = []

@@ -124,9 +124,16 @@ def user_class(node: Node) -> type:
     try:
         module = importlib.import_module(p.module)
     except Exception as exc:  # the user's module: any import error is reported in one line
+        feed = ""
+        if not node.inputs and node.outputs:  # a data source: its tops can be fed instead
+            tops = ", ".join(node.param.top)
+            feed = (
+                f", or feed its tops ({tops}) instead: --input-shape "
+                f"{node.param.top[0]}=N,C,H,W (a shape for each top to feed)"
+            )
         raise ValueError(
             f"python_param.module {p.module!r} cannot be imported ({type(exc).__name__}: {exc}); "
-            "put its folder on PYTHONPATH, as Caffe needs"
+            f"put its folder on PYTHONPATH, as Caffe needs{feed}"
         ) from None
     finally:
         if not installed:
