@@ -100,13 +100,13 @@ def build_graph(
         ) from None
 
 
-def _fed_python_source(
+def _fed_source(
     layer: caffe_pb2.LayerParameter, overrides: Mapping[str, Shape], training: bool
 ) -> bool:
-    """A ``type: "Python"`` layer without bottoms (a data source) some of whose tops are given
-    shapes by the caller: those tops are fed, the user's class is not run."""
+    """A feedable layer without bottoms (a Python data layer) some of whose tops the caller
+    gives shapes: those tops are fed, the layer is not run."""
     return (
-        layer.type == "Python"
+        registry.facts(layer.type).feedable
         and not training
         and not layer.bottom
         and any(top in overrides for top in layer.top)
@@ -173,7 +173,7 @@ def _build(
         if info.role == "training" and not training:
             graph.dropped.append((layer.name, layer.type))
             continue
-        if _fed_python_source(layer, overrides, training):
+        if _fed_source(layer, overrides, training):
             # A Python data layer (FCN's voc_layers...) whose tops --input-shape names: they are
             # inputs, as a Data layer's are; a top not named is not one.
             for blob in layer.top:

@@ -221,7 +221,11 @@ class Net:
         for index, layer in enumerate(self._layout.layers):
             blobs = self._params[index]
             node = self._nodes[index]
-            if node is not None and node.type == "Python" and node.state is not None:
+            if (
+                node is not None
+                and node.state is not None
+                and registry.facts(node.type).user_instance
+            ):
                 filled.update(id(b._buf) for b in blobs)
                 continue  # a Python layer's blobs hold what its setup wrote, as in Caffe
             if index not in written and blobs:
@@ -252,7 +256,9 @@ class Net:
             shapes = param_shapes.get(node.name, []) if node is not None else []
             # A Python layer's own blobs (setup's add_blob) are its parameters: the user's
             # instance keeps the very list, and is what net.layers holds for it.
-            user = node.state if node is not None and node.type == "Python" else None
+            user = (
+                node.state if node is not None and registry.facts(node.type).user_instance else None
+            )
             blobs = user.blobs if user is not None else []
             for j, shape in enumerate(shapes):
                 spec = layer.param.param[j] if j < len(layer.param.param) else None

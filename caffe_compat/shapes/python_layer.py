@@ -239,5 +239,7 @@ describe(
     tops=(0, None),
     varying_rows=True,
     input_values=_input_values,
+    feedable=True,
+    user_instance=True,
     mixes_batch=lambda node, shape: True,
 )
