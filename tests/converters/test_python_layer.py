@@ -76,6 +76,34 @@ class FailsInForward(caffe.Layer):
         raise UsersError("bad batch")
 
 
+CALLS = []
+
+
+class Counted(caffe.Layer):
+    """Records the calls Caffe makes; a blob from setup, and a method of its own."""
+
+    def setup(self, bottom, top):
+        CALLS.append("setup")
+        self.blobs.add_blob(2, 3)
+        self.blobs[0].data[...] = 5
+
+    def reshape(self, bottom, top):
+        CALLS.append("reshape")
+        top[0].reshape(*bottom[0].data.shape)
+        top[1].reshape(bottom[0].num, 1)
+
+    def forward(self, bottom, top):
+        CALLS.append("forward")
+        top[0].data[...] = bottom[0].data + self.blobs[0].data.sum()
+
+    def backward(self, top, propagate_down, bottom):
+        CALLS.append(f"backward {list(propagate_down)}")
+        bottom[0].diff[...] = top[0].diff
+
+    def hello(self):
+        return "hi"
+
+
 class Affine(caffe.Layer):
     """sq = w * x + b per channel (axis 1), w and b its own blobs (setup: w = 2, b = 0);
     total = the count of forwards so far."""
@@ -388,3 +416,30 @@ def test_enets_spatial_dropout_otherwise_is_one_line(tmp_path, param_str, messag
     with pytest.raises(CaffeCompatError, match=message) as info:
         load_net(enet_dropout_net(tmp_path, param_str))
     assert 'layer "drop"' in str(info.value) and "\n" not in str(info.value)
+
+
+def test_pycaffe_calls_the_layers_methods_as_caffe_does(tmp_path, user_module):
+    """The sequence BVLC's pycaffe gives for this script (recorded with real Caffe): setup once,
+    reshape at Init and before every forward (Layer::Forward), twice around net.reshape();
+    ``net.layers`` holds the user's object, its methods callable from the script."""
+    import importlib
+
+    import caffe_compat.pycaffe as caffe
+
+    path = python_net(tmp_path, user_module, "Counted")
+    path.write_text("force_backward: true\n" + path.read_text())
+    net = caffe.Net(str(path), caffe.TEST)
+    layer = net.layers[1]
+    assert layer is net.layer_dict["sq"] and layer.hello() == "hi" and layer.type == "Python"
+    assert list(net.params) == ["sq"] and net.params["sq"][0].data.shape == (2, 3)
+    net.forward()
+    net.forward()
+    net.blobs["data"].reshape(4, 3, 4, 5)
+    net.reshape()
+    net.forward()
+    net.backward()
+    calls = importlib.import_module(user_module).CALLS
+    init, forwards, around_reshape = ["setup", "reshape"], ["reshape", "forward"] * 2, ["reshape"]
+    last = ["reshape", "forward", "backward [True]"]
+    assert calls == init + forwards + around_reshape + last
+    assert np.all(net.blobs["sq"].data == net.blobs["data"].data + 30)
