@@ -20,7 +20,7 @@ def _no_onnx(node: Node) -> str | None:
     known = ", ".join(f"{m}.{c}" for m, c in KNOWN)
     return (
         f"Python layer {p.module}.{p.layer} runs user code, which ONNX cannot hold (only "
-        f"by a built-in type: {known}); caffe_compat.to_torch and caffe_compat.pycaffe run it"
+        f"by a built-in type: {known}); convert --to torch and caffe_compat.pycaffe run it"
     )
 
 
