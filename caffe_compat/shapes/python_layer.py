@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import NetDefinitionError
 from ..ir.graph import Node, Shape
 from ..proto import caffe_pb2
 from ..registry import LayerShapes, builtin_entry, describe, facts, register
@@ -178,7 +179,8 @@ def users_exceptions() -> Iterator[None]:
 
 
 def call_layer(layer: Any, method: str, *args: Any) -> None:
-    """Run one of the user's methods; whatever it raises becomes one ValueError line."""
+    """Run one of the user's methods; whatever it raises becomes one line naming the layer and
+    the class (NetDefinitionError: a bug in the user's layer, not here)."""
     try:
         getattr(layer, method)(*args)
     except Exception as exc:  # the user's code
@@ -186,7 +188,12 @@ def call_layer(layer: Any, method: str, *args: Any) -> None:
         if raised is not None:
             raised.append(exc)
         name = type(layer).__name__
-        raise ValueError(f"{name}.{method} raised {type(exc).__name__}: {exc}") from None
+        param = getattr(layer, "layer_param", None)
+        raise NetDefinitionError(
+            f"{name}.{method} raised {type(exc).__name__}: {exc}",
+            layer=getattr(param, "name", None) or None,
+            layer_type="Python",
+        ) from None
 
 
 def set_up(node: Node, bottom: list[Any], top: list[Any]) -> Any:

@@ -316,14 +316,22 @@ def test_pycaffe_lets_the_users_exception_through(tmp_path, user_module):
     assert type(info.value).__name__ == "UsersError"
 
 
-def test_the_cli_names_the_layer_and_class_in_one_line(tmp_path, user_module, capsys):
+@pytest.mark.parametrize(
+    "cls, message",
+    [
+        ("Broken", "Broken.setup raised RuntimeError: no good"),
+        ("FailsInForward", "FailsInForward.forward raised UsersError: bad batch"),
+    ],
+)
+def test_the_cli_names_the_layer_and_class_in_one_line(tmp_path, user_module, capsys, cls, message):
+    """A user's bug, in setup or in a forward synth runs: exit 2, one line, no traceback."""
     from caffe_compat.cli.main import main
 
-    net = python_net(tmp_path, user_module, "Broken")
+    net = python_net(tmp_path, user_module, cls)
     code = main(["synth", str(net), "-o", str(tmp_path / "w.caffemodel")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "Traceback" not in err
-    assert 'layer "sq"' in err and "Broken.setup raised RuntimeError: no good" in err
+    assert 'layer "sq"' in err and message in err
 
 
 def affine_solver(tmp_path, module: str) -> str:
