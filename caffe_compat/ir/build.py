@@ -103,14 +103,9 @@ def build_graph(
 def _fed_source(
     layer: caffe_pb2.LayerParameter, overrides: Mapping[str, Shape], training: bool
 ) -> bool:
-    """A feedable layer without bottoms (a Python data layer) some of whose tops the caller
-    gives shapes: those tops are fed, the layer is not run."""
-    return (
-        registry.facts(layer.type).feedable
-        and not training
-        and not layer.bottom
-        and any(top in overrides for top in layer.top)
-    )
+    """A data source an inference graph feeds instead of running (a Python data layer)."""
+    feedable = registry.facts(layer.type).feedable
+    return not training and feedable is not None and bool(feedable(layer, overrides))
 
 
 def _build(
@@ -174,10 +169,10 @@ def _build(
             graph.dropped.append((layer.name, layer.type))
             continue
         if _fed_source(layer, overrides, training):
-            # A Python data layer (FCN's voc_layers...) whose tops --input-shape names: they are
-            # inputs, as a Data layer's are; a top not named is not one.
-            for blob in layer.top:
-                if blob in overrides:
+            # A Python data layer (FCN's voc_layers...): its first top is an input, as a Data
+            # layer's is; another top only when --input-shape names it.
+            for i, blob in enumerate(layer.top):
+                if i == 0 or blob in overrides:
                     add_input(blob, None, layer)
                 else:
                     graph.notes.append(f'"{blob}" of "{layer.name}" is not an input')

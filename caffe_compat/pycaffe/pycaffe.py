@@ -112,13 +112,20 @@ def _read_net(path: str) -> tuple[caffe_pb2.NetParameter, dict[str, int]]:
 
 def needs_training(net: caffe_pb2.NetParameter, state: NetState) -> bool:
     """Whether Caffe's net would hold what only a net built for training keeps: the TRAIN
-    phase, ``force_backward``, or a data, loss, Accuracy or Silence layer in this state."""
+    phase, ``force_backward``, or a data, loss, Accuracy or Silence layer in this state (a
+    Python data layer that inference would feed counts: here it runs)."""
     if state.phase == "TRAIN" or net.force_backward:
         return True
     return any(
-        layer_included(state, layer) and registry.role(layer.type) in ("data", "training")
+        layer_included(state, layer)
+        and (registry.role(layer.type) in ("data", "training") or _fed_in_inference(layer))
         for layer in net.layer
     )
+
+
+def _fed_in_inference(layer: caffe_pb2.LayerParameter) -> bool:
+    feedable = registry.facts(layer.type).feedable
+    return feedable is not None and bool(feedable(layer, {}))
 
 
 def _check_memory(graph, params: Mapping, training: bool) -> None:

@@ -24,7 +24,7 @@ import ast
 import importlib
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -104,6 +104,26 @@ KNOWN: dict[tuple[str, str], Callable[[Node], Node | None]] = {
     ("rpn.proposal_layer", "ProposalLayer"): _as_proposal,
     ("spatial_dropout", "SpatialDropoutLayer"): _as_spatial_dropout,
 }
+
+
+# Data layers of fcn.berkeleyvision.org: each reads an image (and its labels) from a dataset on
+# disk; the first top is the image, 1 x C x H x W, mean-subtracted BGR, H and W the image's.
+DATA_SOURCES = {
+    ("voc_layers", "VOCSegDataLayer"),
+    ("voc_layers", "SBDDSegDataLayer"),
+    ("nyud_layers", "NYUDSegDataLayer"),
+    ("siftflow_layers", "SIFTFlowSegDataLayer"),
+    ("pascalcontext_layers", "PASCALContextSegDataLayer"),
+}
+
+
+def _feedable(layer: caffe_pb2.LayerParameter, given: Mapping[str, Any]) -> bool:
+    """A data source (no bottoms) fed instead of run: a known dataset reader, or one whose
+    tops the caller gives shapes."""
+    if layer.bottom or not layer.top:
+        return False
+    p = layer.python_param
+    return (p.module, p.layer) in DATA_SOURCES or any(top in given for top in layer.top)
 
 
 def replacement(node: Node) -> Node | None:
@@ -246,7 +266,7 @@ describe(
     tops=(0, None),
     varying_rows=True,
     input_values=_input_values,
-    feedable=True,
+    feedable=_feedable,
     user_instance=True,
     mixes_batch=lambda node, shape: True,
 )

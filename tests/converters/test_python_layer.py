@@ -451,3 +451,30 @@ def test_pycaffe_calls_the_layers_methods_as_caffe_does(tmp_path, user_module):
     last = ["reshape", "forward", "backward [True]"]
     assert calls == init + forwards + around_reshape + last
     assert np.all(net.blobs["sq"].data == net.blobs["data"].data + 30)
+
+
+def test_pycaffe_runs_a_data_layer_inference_would_feed(tmp_path, monkeypatch):
+    """FCN's voc_layers.VOCSegDataLayer is an input to convert/verify, but pycaffe runs it, as
+    Caffe does (FCN's own scripts call net.forward() on it)."""
+    import caffe_compat.pycaffe as caffe
+
+    (tmp_path / "voc_layers.py").write_text(
+        "import caffe\n\n\nclass VOCSegDataLayer(caffe.Layer):\n"
+        "    def setup(self, bottom, top):\n        self.n = 0\n\n"
+        "    def reshape(self, bottom, top):\n        top[0].reshape(1, 3, 4, 4)\n\n"
+        "    def forward(self, bottom, top):\n        self.n += 1\n"
+        "        top[0].data[...] = self.n\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "voc_layers", raising=False)
+    path = tmp_path / "fcn.prototxt"
+    path.write_text(
+        'layer { name: "data" type: "Python" top: "data" python_param { module: "voc_layers" '
+        'layer: "VOCSegDataLayer" } }\n'
+        'layer { name: "relu" type: "ReLU" bottom: "data" top: "out" }\n'
+    )
+    net = caffe.Net(str(path), caffe.TEST)
+    net.forward()
+    out = net.forward()["out"]
+    assert out.shape == (1, 3, 4, 4) and np.all(out == 2)
+    sys.modules.pop("voc_layers", None)

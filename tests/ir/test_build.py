@@ -187,3 +187,21 @@ def test_an_unfed_python_data_source_names_its_tops_in_one_line(tmp_path):
     message = str(info.value)
     assert "no_such_voc_layers" in message and "\n" not in message
     assert "feed its tops (data, label) instead: --input-shape data=N,C,H,W" in message
+
+
+def test_fcns_data_layers_are_fed_and_ask_for_a_shape(tmp_path):
+    """fcn.berkeleyvision.org's dataset readers (voc_layers...) are never run by inference:
+    their first top is an input whose shape --input-shape gives (a typical one suggested)."""
+    from caffe_compat.errors import CaffeCompatError
+    from caffe_compat.ir.load import load_net
+
+    text = FCN_VAL.replace("no_such_voc_layers", "voc_layers")
+    graph = graph_of(text)
+    assert list(graph.inputs) == ["data"] and [n.name for n in graph.nodes] == ["score"]
+    path = tmp_path / "fcn32s_val.prototxt"
+    path.write_text(text)
+    with pytest.raises(CaffeCompatError) as info:
+        load_net(path)
+    assert 'input "data" has no declared shape' in str(info.value)
+    assert "1,3,500,500" in str(info.value)
+    assert load_net(path, input_shapes={"data": (1, 3, 8, 8)}).graph.shapes["score"] == (1, 2, 8, 8)
