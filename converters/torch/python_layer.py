@@ -6,9 +6,9 @@ when the net is trained, is the user's too, called through an autograd Function.
 The instance is the node's (set up once, by the shape rule). Its parameter blobs
 (``self.blobs.add_blob`` in ``setup``) are the module's parameters ``blob0``, ``blob1``...
 (``blob_slots``), started from the net's weights when it has them, else from what ``setup``
-wrote: before each forward their values are written into the user's blobs (nothing to copy when
-they share memory, as in pycaffe), and the diffs the user's ``backward`` writes there are their
-gradients."""
+wrote: before each forward their values are written into the user's blobs, and after it what
+the forward left there goes back (nothing to copy when they share memory, as in pycaffe); the
+diffs the user's ``backward`` writes there are their gradients."""
 
 from __future__ import annotations
 
@@ -54,6 +54,10 @@ class _UserCall(torch.autograd.Function):
         bottom, top = _blobs(arrays), _blobs([np.zeros(1, np.float32) for _ in range(module.tops)])
         call_layer(module.layer, "reshape", bottom, top)
         call_layer(module.layer, "forward", bottom, top)
+        for blob, p in zip(module.layer.blobs, params):  # what the forward wrote there stays
+            target = _array(blob, "data")
+            if p.device.type != "cpu" or not np.shares_memory(target, p.detach().numpy()):
+                p.data.copy_(torch.from_numpy(np.asarray(target, np.float32)).reshape(p.shape))
         device = xs[0].device if xs else (params[0].device if params else torch.device("cpu"))
         ctx.module, ctx.blobs, ctx.device = module, (bottom, top), device
         ctx.param_meta = [(p.shape, p.dtype, p.device, p.requires_grad) for p in params]

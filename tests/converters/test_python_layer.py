@@ -76,6 +76,21 @@ class FailsInForward(caffe.Layer):
         raise UsersError("bad batch")
 
 
+class Tally(caffe.Layer):
+    """Its blob counts the forwards (a layer updating its own blobs, as running statistics do)."""
+
+    def setup(self, bottom, top):
+        self.blobs.add_blob(1)
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+        top[1].reshape(bottom[0].num, 1)
+
+    def forward(self, bottom, top):
+        self.blobs[0].data[...] += 1
+        top[0].data[...] = bottom[0].data * self.blobs[0].data
+
+
 CALLS = []
 
 
@@ -478,3 +493,22 @@ def test_pycaffe_runs_a_data_layer_inference_would_feed(tmp_path, monkeypatch):
     out = net.forward()["out"]
     assert out.shape == (1, 3, 4, 4) and np.all(out == 2)
     sys.modules.pop("voc_layers", None)
+
+
+def test_what_the_forward_writes_into_its_blobs_stays(tmp_path, user_module):
+    """The PyTorch module's parameter follows the user's blob across forwards (Caffe's blobs
+    persist), also when the module runs on copies of the blobs."""
+    import torch
+
+    from caffe_compat.converters.torch.model import CaffeNet
+
+    loaded = load_net(python_net(tmp_path, user_module, "Tally"))
+    model = CaffeNet(loaded.graph)
+    x = torch.ones(2, 3, 4, 5)
+    assert model(x, outputs=["sq"])["sq"][0, 0, 0, 0].item() == 1
+    assert model(x, outputs=["sq"])["sq"][0, 0, 0, 0].item() == 2
+    (param,) = model.parameters()
+    assert param.item() == 2
+    with torch.no_grad():
+        param.fill_(10)  # an optimizer's step reaches the user's blob
+    assert model(x, outputs=["sq"])["sq"][0, 0, 0, 0].item() == 11
