@@ -7,15 +7,18 @@ gives ``feat_stride`` and ``scales``; the rest are py-faster-rcnn's TEST setting
 reads such a net); ENet's ``spatial_dropout.SpatialDropoutLayer`` (caffe-enet's
 python/spatial_dropout.py), whose ``param_str`` ``{'phase': 'TEST', 'p': P}`` makes its forward
 ``top = bottom / (1 - P)`` whatever the net's phase, becomes ``Power`` with that scale (a
-``'TRAIN'`` one drops random channels: the user's module is needed). Any other class is
-imported (``import caffe`` inside it resolves to caffe_compat.pycaffe while it loads) and
-constructed as Caffe does: ``cls(layer_param)``, then
-``param_str`` and ``phase`` (the net's; TEST for a deploy net) set, ``setup`` and ``reshape``
-called on blobs of the bottoms' shapes; the tops' shapes are what ``reshape`` left, and the
-parameter blobs are those ``setup`` added (``self.blobs.add_blob``), holding what it wrote.
-That instance is the node's ``state``: set up once per net, as Caffe's Net::Init does, and the
-one the PyTorch back end and pycaffe run (``reshape`` and ``forward`` on every run). The float64
-reference sets up a fresh instance on float64 blobs. ONNX export refuses such a layer.
+``'TRAIN'`` one drops random channels: the user's module is needed). A data layer without
+bottoms is fed by inference graphs instead of run (the ``feedable`` fact): fcn.berkeleyvision.org's
+dataset readers always, any other when ``--input-shape`` names its tops.
+
+Any other class is imported (``import caffe`` inside it resolves to caffe_compat.pycaffe while
+it loads) and constructed as Caffe does: ``cls(layer_param)``, then ``param_str`` and ``phase``
+(the net's; TEST for a deploy net) set, ``setup`` and ``reshape`` called on blobs of the
+bottoms' shapes; the tops' shapes are what ``reshape`` left, and the parameter blobs are those
+``setup`` added (``self.blobs.add_blob``), holding what it wrote. That instance is the node's
+``state``: set up once per net, as Caffe's Net::Init does, and the one the PyTorch back end and
+pycaffe run (``reshape`` and ``forward`` on every run). The float64 reference sets up a fresh
+instance on float64 blobs. ONNX export refuses such a layer.
 """
 
 from __future__ import annotations
