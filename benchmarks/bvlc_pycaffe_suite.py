@@ -10,8 +10,8 @@ scratch working folder (the solver tests write snapshots into the current folder
 only use ``itervalues``/``iteritems``/``next``).
 
 It prints one line per test (ok, FAIL, ERROR, skip), then the count passed and the tests BVLC's
-suite has that need Python layers or NCCL, which caffe-compat leaves to other work; exit code 1
-when anything else fails.
+suite has that need multi-GPU NCCL, which caffe-compat leaves to other work; exit code 1 when
+anything else fails.
 
 ``--classify SCRIPT`` also runs BVLC's ``python/classify.py`` (the file, unchanged) as
 ``__main__`` on a small net made here (Input 3x10x10, Convolution, InnerProduct, Softmax; filler
@@ -29,8 +29,8 @@ import types
 import unittest
 from pathlib import Path
 
-# Tests that need what this drop-in does not offer here: Python layers, multi-GPU NCCL.
-OUT_OF_SCOPE = ("test_python_layer", "test_python_layer_with_param_str", "test_nccl")
+# Tests that need what this drop-in does not offer here: multi-GPU NCCL.
+OUT_OF_SCOPE = ("test_nccl",)
 
 
 def _six_stand_in() -> types.ModuleType:

@@ -148,6 +148,13 @@ class LayerFacts:
     - ``origin``: where a type outside BVLC Caffe comes from (the forks that define it, and how
       the net tells their meanings apart where two forks share the name); the support table
       shows it, docs/forks.md explains it. None: BVLC Caffe.
+    - ``feedable(layer, given) -> bool``: this layer is a data source an inference graph feeds
+      instead of running (a Python data layer: FCN's voc_layers, or any whose tops ``given``,
+      the caller's input shapes, names): its first top becomes an input, as a ``"data"``
+      layer's does (shape from ``given``, else asked for), other tops only when given.
+    - ``user_instance``: the node's ``state`` is the user's own set-up layer object (Python
+      layers): pycaffe's ``net.layers`` holds it, and its ``blobs`` are the layer's parameters,
+      started from what its ``setup`` wrote.
     - ``family``: the module base name that holds the type in every folder (set by describe).
     """
 
@@ -185,6 +192,8 @@ class LayerFacts:
     varying_rows: bool = False
     dialect: Callable[..., str | None] | None = None
     origin: str | None = None
+    feedable: Callable[..., bool] | None = None
+    user_instance: bool = False
     family: str = ""
 
 

@@ -100,6 +100,14 @@ def build_graph(
         ) from None
 
 
+def _fed_source(
+    layer: caffe_pb2.LayerParameter, overrides: Mapping[str, Shape], training: bool
+) -> bool:
+    """A data source an inference graph feeds instead of running (a Python data layer)."""
+    feedable = registry.facts(layer.type).feedable
+    return not training and feedable is not None and bool(feedable(layer, overrides))
+
+
 def _build(
     net: caffe_pb2.NetParameter,
     state: NetState,
@@ -158,6 +166,16 @@ def _build(
             graph.dropped.append((layer.name, layer.type))
             continue
         if info.role == "training" and not training:
+            graph.dropped.append((layer.name, layer.type))
+            continue
+        if _fed_source(layer, overrides, training):
+            # A Python data layer (FCN's voc_layers...): its first top is an input, as a Data
+            # layer's is; another top only when --input-shape names it.
+            for i, blob in enumerate(layer.top):
+                if i == 0 or blob in overrides:
+                    add_input(blob, None, layer)
+                else:
+                    graph.notes.append(f'"{blob}" of "{layer.name}" is not an input')
             graph.dropped.append((layer.name, layer.type))
             continue
         inputs = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -29,10 +30,13 @@ class Node:
     outputs: list[str]
     blobs: list[np.ndarray] = field(default_factory=list)
     line: int | None = None  # first line of the layer in its prototxt, for messages
+    # What the layer keeps between runs of this net: a Python layer's user instance, set up
+    # once as Caffe's Net::Init does (its ``self.blobs`` and attributes live on); never pickled.
+    state: Any = field(default=None, compare=False, repr=False)
 
     def __getstate__(self) -> dict:
         # Pickled as bytes: the generated message classes live in a module named by protoc.
-        return {**self.__dict__, "param": self.param.SerializeToString()}
+        return {**self.__dict__, "param": self.param.SerializeToString(), "state": None}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)

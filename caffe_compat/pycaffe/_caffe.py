@@ -215,16 +215,29 @@ class Blob:
         return f"<caffe Blob shape={list(self._shape)}>"
 
 
+class BlobVec(list):
+    """A layer's parameter blobs (pycaffe's ``BlobVec``); a Python layer adds its own in
+    ``setup`` with ``self.blobs.add_blob(*shape)``, which the net then keeps, saves, loads,
+    shares and updates like any layer's parameters."""
+
+    def add_blob(self, *args: Any, **kwargs: Any) -> None:
+        """Append a zero-filled blob of shape ``args`` (BVLC's BlobVec_add_blob)."""
+        if kwargs:
+            raise RuntimeError("BlobVec.add_blob takes no kwargs")
+        self.append(Blob(_dims(args)))
+
+
 class Layer:
     """A layer of a net (``net.layers[i]``): its ``type`` and parameter ``blobs``.
 
-    Also the base class Caffe offers for Python layers; nets that use them cannot run here.
+    Also the base class of Python layers: for a ``type: "Python"`` layer, ``net.layers[i]`` is
+    the user's own instance (scripts call its methods, as py-faster-rcnn's ``set_roidb``).
     """
 
     def __init__(self, param: caffe_pb2.LayerParameter | None = None) -> None:
         self.layer_param = param
         self._type = param.type if param is not None else "Python"
-        self.blobs: list[Blob] = []
+        self.blobs: BlobVec = BlobVec()
 
     @property
     def type(self) -> str:

@@ -28,6 +28,7 @@ from ..ir.build import build_graph
 from ..ir.infer import infer_shapes
 from ..ir.phase import NetState, layer_included
 from ..proto import caffe_pb2
+from ..shapes.python_layer import users_exceptions
 from . import _data
 from ._caffe import Blob, Layer, filler_rng, log, net_seed
 from ._engine import Engine, Needs
@@ -111,13 +112,20 @@ def _read_net(path: str) -> tuple[caffe_pb2.NetParameter, dict[str, int]]:
 
 def needs_training(net: caffe_pb2.NetParameter, state: NetState) -> bool:
     """Whether Caffe's net would hold what only a net built for training keeps: the TRAIN
-    phase, ``force_backward``, or a data, loss, Accuracy or Silence layer in this state."""
+    phase, ``force_backward``, or a data, loss, Accuracy or Silence layer in this state (a
+    Python data layer that inference would feed counts: here it runs)."""
     if state.phase == "TRAIN" or net.force_backward:
         return True
     return any(
-        layer_included(state, layer) and registry.role(layer.type) in ("data", "training")
+        layer_included(state, layer)
+        and (registry.role(layer.type) in ("data", "training") or _fed_in_inference(layer))
         for layer in net.layer
     )
+
+
+def _fed_in_inference(layer: caffe_pb2.LayerParameter) -> bool:
+    feedable = registry.facts(layer.type).feedable
+    return feedable is not None and bool(feedable(layer, {}))
 
 
 def _check_memory(graph, params: Mapping, training: bool) -> None:
@@ -173,6 +181,20 @@ class Net:
         weights: str | None = None,
         seed: int | None = None,
     ) -> None:
+        with users_exceptions():  # a Python layer's own exception reaches the caller, as in Caffe
+            self._build_net(param, state, path, lines, fed=fed, weights=weights, seed=seed)
+
+    def _build_net(
+        self,
+        param: caffe_pb2.NetParameter,
+        state: NetState,
+        path: str | None,
+        lines: Mapping[str, int],
+        *,
+        fed: Mapping[str, tuple[int, ...]] | None = None,
+        weights: str | None = None,
+        seed: int | None = None,
+    ) -> None:
         training = needs_training(param, state)
         self.force_backward = bool(param.force_backward)
         sources = {}
@@ -205,6 +227,14 @@ class Net:
         filled: set[int] = set()  # buffers: a shared parameter keeps its owner's values
         for index, layer in enumerate(self._layout.layers):
             blobs = self._params[index]
+            node = self._nodes[index]
+            if (
+                node is not None
+                and node.state is not None
+                and registry.facts(node.type).user_instance
+            ):
+                filled.update(id(b._buf) for b in blobs)
+                continue  # a Python layer's blobs hold what its setup wrote, as in Caffe
             if index not in written and blobs:
                 keep = {j for j, b in enumerate(blobs) if id(b._buf) in filled}
                 fill_blobs(layer.param, blobs, rng, keep)
@@ -231,17 +261,30 @@ class Net:
                 raise NetDefinitionError("no computation for this layer", layer=layer.name)
             nodes.append(node)
             shapes = param_shapes.get(node.name, []) if node is not None else []
-            blobs = []
+            # A Python layer's own blobs (setup's add_blob) are its parameters: the user's
+            # instance keeps the very list, and is what net.layers holds for it.
+            user = (
+                node.state if node is not None and registry.facts(node.type).user_instance else None
+            )
+            blobs = user.blobs if user is not None else []
             for j, shape in enumerate(shapes):
                 spec = layer.param.param[j] if j < len(layer.param.param) else None
                 if spec is not None and spec.name in owners:
                     owner_layer, owner = owners[spec.name]
-                    blobs.append(share_param(owner, owner_layer, tuple(shape), spec, layer.name))
+                    shared = share_param(owner, owner_layer, tuple(shape), spec, layer.name)
+                    if user is not None:
+                        blobs[j] = shared
+                    else:
+                        blobs.append(shared)
                     continue
-                blobs.append(Blob(tuple(shape)))
+                if user is None:
+                    blobs.append(Blob(tuple(shape)))
                 if spec is not None and spec.name:
-                    owners[spec.name] = (layer.name, blobs[-1])
+                    owners[spec.name] = (layer.name, blobs[j])
             self._params.append(blobs)
+            if user is not None:
+                self._layers.append(user)
+                continue
             record = Layer(layer.param)
             record.blobs = blobs
             self._layers.append(record)
@@ -320,6 +363,10 @@ class Net:
 
     def reshape(self) -> None:
         """Carry the input blobs' current shapes through the net (Caffe's Net::Reshape)."""
+        with users_exceptions():
+            self._reshape()
+
+    def _reshape(self) -> None:
         graph = self._graph
         wanted = {name: self.blobs[name].shape for name in self.inputs}
         before = dict(graph.inputs)
@@ -444,8 +491,9 @@ class Net:
             raise IndexError(
                 f"layers {start} to {end} are out of range: the net has {len(self._layers)} layers"
             )
-        self._ensure_shapes()
-        self._engine.run(start, end)
+        with users_exceptions():
+            self._ensure_shapes()
+            self._engine.run(start, end)
         loss = 0.0
         for li in range(start, end + 1):
             for blob_id in self._layout.top_ids[li]:
@@ -531,7 +579,8 @@ class Net:
             raise IndexError(
                 f"layers {start} to {end} are out of range: the net has {len(self._layers)} layers"
             )
-        self._engine.backward(start, end)
+        with users_exceptions():
+            self._engine.backward(start, end)
 
     def backward(
         self,

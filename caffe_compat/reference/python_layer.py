@@ -1,6 +1,9 @@
 """``type: "Python"`` layers in float64: a known class runs as its built-in replacement's
-reference; any other runs the user's ``reshape`` and ``forward`` on blobs whose buffers are
-float64 (the user's numpy code computes in the blobs' dtype), and its ``backward`` likewise."""
+reference; any other is set up afresh and runs the user's ``reshape`` and ``forward`` on blobs
+whose buffers are float64 (the user's numpy code computes in the blobs' dtype), and its
+``backward`` likewise. Its own parameter blobs (``self.blobs.add_blob`` in ``setup``) are float64
+too and hold the net's weights when it has them (else what ``setup`` wrote); the diffs its
+``backward`` writes there are the parameters' gradients."""
 
 from __future__ import annotations
 
@@ -63,11 +66,31 @@ def _blob64(shape: tuple[int, ...], data: np.ndarray | None = None) -> Blob64:
     return Blob64(shape, data)
 
 
-def _run(node: Node, inputs: Arrays) -> tuple[Any, list[Any], list[Any]]:
-    layer = user_layer(node)
+class BlobVec64(list):
+    """pycaffe's BlobVec (a layer's ``self.blobs``) of float64 blobs."""
+
+    def add_blob(self, *args: Any) -> None:
+        """Append a zero-filled blob of shape ``args``."""
+        shape = tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+        self.append(Blob64(tuple(int(d) for d in shape)))
+
+
+def _run(node: Node, inputs: Arrays, weights: Arrays) -> tuple[Any, list[Any], list[Any]]:
+    layer = user_layer(node, BlobVec64)
     bottom = [_blob64(a.shape, a) for a in inputs]
     top = [_blob64((1,)) for _ in node.outputs]
     call_layer(layer, "setup", bottom, top)
+    if weights:
+        if len(weights) != len(layer.blobs):
+            raise ValueError(
+                f"the net gives {len(weights)} blob(s), setup added {len(layer.blobs)}"
+            )
+        for i, (blob, values) in enumerate(zip(layer.blobs, weights)):
+            if tuple(np.shape(values)) != tuple(blob.shape):
+                raise ValueError(
+                    f"blob {i} has shape {tuple(np.shape(values))}, setup made {tuple(blob.shape)}"
+                )
+            blob.data[...] = values
     call_layer(layer, "reshape", bottom, top)
     call_layer(layer, "forward", bottom, top)
     return layer, bottom, top
@@ -80,7 +103,7 @@ def _python(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
         entry = builtin_entry(known.type, "reference")
         assert entry is not None
         return entry.fn(known, inputs, ctx)
-    _, _, top = _run(node, inputs)
+    _, _, top = _run(node, inputs, list(ctx.blobs))
     return [np.array(t.data, np.float64) for t in top]
 
 
@@ -92,8 +115,11 @@ def _python_backward(node: Node, inputs: Arrays, diffs: Arrays, ctx: BackwardCon
         if entry is None:
             return [None] * len(inputs), []
         return entry.fn(known, inputs, diffs, dataclasses.replace(ctx))
-    layer, bottom, top = _run(node, inputs)
+    layer, bottom, top = _run(node, inputs, list(ctx.blobs))
     for blob, diff in zip(top, diffs):
         blob.diff[...] = diff
+    for blob in layer.blobs:
+        blob.diff[...] = 0.0
     call_layer(layer, "backward", top, list(ctx.propagate) or [True] * len(bottom), bottom)
-    return [np.array(b.diff, np.float64) for b in bottom], []
+    params = [np.array(b.diff, np.float64) for b in layer.blobs]
+    return [np.array(b.diff, np.float64) for b in bottom], params

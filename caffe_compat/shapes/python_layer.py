@@ -4,12 +4,21 @@
 Known classes are replaced by a built-in type that every back end (ONNX included) has:
 py-faster-rcnn's ``rpn.proposal_layer.ProposalLayer`` becomes ``Proposal`` (its ``param_str``
 gives ``feat_stride`` and ``scales``; the rest are py-faster-rcnn's TEST settings, as OpenCV 4
-reads such a net). Any other class is imported (``import caffe`` inside it resolves to
-caffe_compat.pycaffe while it loads) and constructed as Caffe does: ``cls(layer_param)``, then
-``param_str`` and ``phase`` (the net's; TEST for a deploy net) set, ``setup`` and ``reshape``
-called on blobs of the bottoms' shapes; the tops' shapes are what ``reshape`` left. The PyTorch
-back end and the float64 reference call ``reshape`` and ``forward`` on every run; ONNX export
-refuses such a layer.
+reads such a net); ENet's ``spatial_dropout.SpatialDropoutLayer`` (caffe-enet's
+python/spatial_dropout.py), whose ``param_str`` ``{'phase': 'TEST', 'p': P}`` makes its forward
+``top = bottom / (1 - P)`` whatever the net's phase, becomes ``Power`` with that scale (a
+``'TRAIN'`` one drops random channels: the user's module is needed). A data layer without
+bottoms is fed by inference graphs instead of run (the ``feedable`` fact): fcn.berkeleyvision.org's
+dataset readers always, any other when ``--input-shape`` names its tops.
+
+Any other class is imported (``import caffe`` inside it resolves to caffe_compat.pycaffe while
+it loads) and constructed as Caffe does: ``cls(layer_param)``, then ``param_str`` and ``phase``
+(the net's; TEST for a deploy net) set, ``setup`` and ``reshape`` called on blobs of the
+bottoms' shapes; the tops' shapes are what ``reshape`` left, and the parameter blobs are those
+``setup`` added (``self.blobs.add_blob``), holding what it wrote. That instance is the node's
+``state``: set up once per net, as Caffe's Net::Init does, and the one the PyTorch back end and
+pycaffe run (``reshape`` and ``forward`` on every run). The float64 reference sets up a fresh
+instance on float64 blobs. ONNX export refuses such a layer.
 """
 
 from __future__ import annotations
@@ -18,11 +27,14 @@ import ast
 import importlib
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
 
+from ..errors import NetDefinitionError
 from ..ir.graph import Node, Shape
 from ..proto import caffe_pb2
 from ..registry import LayerShapes, builtin_entry, describe, facts, register
@@ -66,10 +78,55 @@ def _as_proposal(node: Node) -> Node:
     return Node(node.name, "Proposal", param, node.inputs, node.outputs, node.blobs, node.line)
 
 
-# (module, class) -> the built-in node that replaces it
-KNOWN: dict[tuple[str, str], Callable[[Node], Node]] = {
+def _as_spatial_dropout(node: Node) -> Node | None:
+    """ENet's spatial dropout outside TRAIN: its forward scales by 1 / (1 - p) (the phase is
+    the one its param_str names; the layer overwrites ``self.phase`` with it)."""
+    values = _param_dict(node.param.python_param.param_str, "SpatialDropoutLayer")
+    if values.get("phase") == "TRAIN":
+        return None
+    if len(node.inputs) != 1 or len(node.outputs) != 1:
+        raise ValueError("SpatialDropoutLayer takes one bottom and gives one top")
+    try:
+        p = float(values["p"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(
+            f"SpatialDropoutLayer needs a number p in param_str, got {values}"
+        ) from None
+    if not 0 < p < 1:
+        raise ValueError(f"SpatialDropoutLayer: p need to be between 0 and 1, got {p}")
+    param = caffe_pb2.LayerParameter()
+    param.CopyFrom(node.param)
+    param.type = "Power"
+    param.ClearField("python_param")
+    param.power_param.scale = 1.0 / (1.0 - p)
+    return Node(node.name, "Power", param, node.inputs, node.outputs, node.blobs, node.line)
+
+
+# (module, class) -> the built-in node that replaces it (None: not in this configuration)
+KNOWN: dict[tuple[str, str], Callable[[Node], Node | None]] = {
     ("rpn.proposal_layer", "ProposalLayer"): _as_proposal,
+    ("spatial_dropout", "SpatialDropoutLayer"): _as_spatial_dropout,
 }
+
+
+# Data layers of fcn.berkeleyvision.org: each reads an image (and its labels) from a dataset on
+# disk; the first top is the image, 1 x C x H x W, mean-subtracted BGR, H and W the image's.
+DATA_SOURCES = {
+    ("voc_layers", "VOCSegDataLayer"),
+    ("voc_layers", "SBDDSegDataLayer"),
+    ("nyud_layers", "NYUDSegDataLayer"),
+    ("siftflow_layers", "SIFTFlowSegDataLayer"),
+    ("pascalcontext_layers", "PASCALContextSegDataLayer"),
+}
+
+
+def _feedable(layer: caffe_pb2.LayerParameter, given: Mapping[str, Any]) -> bool:
+    """A data source (no bottoms) fed instead of run: a known dataset reader, or one whose
+    tops the caller gives shapes."""
+    if layer.bottom or not layer.top:
+        return False
+    p = layer.python_param
+    return (p.module, p.layer) in DATA_SOURCES or any(top in given for top in layer.top)
 
 
 def replacement(node: Node) -> Node | None:
@@ -91,9 +148,16 @@ def user_class(node: Node) -> type:
     try:
         module = importlib.import_module(p.module)
     except Exception as exc:  # the user's module: any import error is reported in one line
+        feed = ""
+        if not node.inputs and node.outputs:  # a data source: its tops can be fed instead
+            tops = ", ".join(node.param.top)
+            feed = (
+                f", or feed its tops ({tops}) instead: --input-shape "
+                f"{node.param.top[0]}=N,C,H,W (a shape for each top to feed)"
+            )
         raise ValueError(
             f"python_param.module {p.module!r} cannot be imported ({type(exc).__name__}: {exc}); "
-            "put its folder on PYTHONPATH, as Caffe needs"
+            f"put its folder on PYTHONPATH, as Caffe needs{feed}"
         ) from None
     finally:
         if not installed:
@@ -104,22 +168,75 @@ def user_class(node: Node) -> type:
     return cls
 
 
-def user_layer(node: Node) -> Any:
-    """A fresh instance, set up as Caffe's ``PythonLayer`` constructor and LayerSetUp do."""
+def user_layer(node: Node, blobs: Callable[[], list] | None = None) -> Any:
+    """A fresh instance, as Caffe's ``PythonLayer`` constructor makes it; ``blobs`` makes the
+    list its ``self.blobs`` starts as (pycaffe's BlobVec when not given)."""
     layer = user_class(node)(node.param)
+    if blobs is not None:
+        layer.blobs = blobs()
     layer.param_str = node.param.python_param.param_str
     # The graph gives every layer its net's phase, as Caffe's Net::Init does.
     layer.phase = int(node.param.phase) if node.param.HasField("phase") else TEST
     return layer
 
 
+# Within ``users_exceptions()``: the exceptions the user's methods raised, to re-raise as is.
+_RAISED: ContextVar[list[BaseException] | None] = ContextVar("python_layer_raised", default=None)
+
+
+@contextmanager
+def users_exceptions() -> Iterator[None]:
+    """Let what a Python layer's method raises leave this scope as itself, as Caffe's
+    boost.python layer lets it through to the caller of ``caffe.Net`` or ``forward`` (pycaffe);
+    outside such a scope (the CLI) it is one line naming the layer and the class."""
+    raised: list[BaseException] = []
+    token = _RAISED.set(raised)
+    try:
+        yield
+    except Exception:
+        if raised:
+            raise raised[-1]  # noqa: B904 - the user's own exception, its traceback kept
+        raise
+    finally:
+        _RAISED.reset(token)
+
+
 def call_layer(layer: Any, method: str, *args: Any) -> None:
-    """Run one of the user's methods; whatever it raises becomes one ValueError line."""
+    """Run one of the user's methods; whatever it raises becomes one line naming the layer and
+    the class (NetDefinitionError: a bug in the user's layer, not here)."""
     try:
         getattr(layer, method)(*args)
     except Exception as exc:  # the user's code
+        raised = _RAISED.get()
+        if raised is not None:
+            raised.append(exc)
         name = type(layer).__name__
-        raise ValueError(f"{name}.{method} raised {type(exc).__name__}: {exc}") from None
+        param = getattr(layer, "layer_param", None)
+        raise NetDefinitionError(
+            f"{name}.{method} raised {type(exc).__name__}: {exc}",
+            layer=getattr(param, "name", None) or None,
+            layer_type="Python",
+        ) from None
+
+
+def set_up(node: Node, bottom: list[Any], top: list[Any]) -> Any:
+    """The node's instance (``node.state``), made and set up on the first call; every call
+    runs its ``reshape`` on ``bottom`` and ``top``."""
+    layer = node.state
+    if layer is None:
+        layer = user_layer(node)
+        call_layer(layer, "setup", bottom, top)
+        node.state = layer
+    call_layer(layer, "reshape", bottom, top)
+    return layer
+
+
+def param_shapes(layer: Any) -> list[Shape]:
+    """The shapes of the parameter blobs the user's layer holds."""
+    try:
+        return [tuple(int(d) for d in blob.shape) for blob in layer.blobs]
+    except (TypeError, AttributeError) as exc:
+        raise ValueError(f"{type(layer).__name__}.blobs is not a list of blobs ({exc})") from None
 
 
 @register("Python", "shape")
@@ -131,12 +248,10 @@ def _python(node: Node, inputs: list[Shape]) -> LayerShapes:
         return entry.fn(known, inputs)
     from ..pycaffe import Blob
 
-    layer = user_layer(node)
     bottom = [Blob(shape) for shape in inputs]
     top = [Blob((1,)) for _ in node.outputs]
-    call_layer(layer, "setup", bottom, top)
-    call_layer(layer, "reshape", bottom, top)
-    return LayerShapes([tuple(t.shape) for t in top], [])
+    layer = set_up(node, bottom, top)
+    return LayerShapes([tuple(t.shape) for t in top], param_shapes(layer))
 
 
 def _input_values(node: Node, bottom: int, shape: Shape, image: Shape | None, rng) -> np.ndarray:
@@ -154,5 +269,7 @@ describe(
     tops=(0, None),
     varying_rows=True,
     input_values=_input_values,
+    feedable=_feedable,
+    user_instance=True,
     mixes_batch=lambda node, shape: True,
 )

@@ -28,7 +28,7 @@ from typing import Any
 from .. import __version__, registry
 from ..budget import Budget, footprint, resolve
 from ..converters.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-from ..errors import CaffeCompatError, Remedy
+from ..errors import CaffeCompatError, Remedy, UnsupportedLayersError
 from ..io.atomic import atomic_outputs, check_target, remove_stale_partials
 from ..io.identity import file_identity
 from ..ir.infer import batch_dependence
@@ -127,16 +127,18 @@ def _check(
     """The quick parity check; its verdict goes into the ONNX metadata. Without the torch
     target, only ONNX Runtime runs, against the independent judges alone."""
     loaded, onnx_model = built.loaded, built.onnx_model
-    with_torch = "torch" in plan.paths
+    with_torch = "torch" in plan.paths or onnx_model is None
     budget = plan.budget
+    if onnx_model is None:
+        result.notes.append(f"no ONNX model in the parity check ({built.no_onnx})")
     report = verify_loaded(
         loaded,
         weights_path=weights,
         batch=batch,
-        onnx_model=onnx_model.SerializeToString(),
+        onnx_model=onnx_model.SerializeToString() if onnx_model is not None else None,
         devices=("cpu",),
         require_reference=False,
-        backends=("torch", "onnxruntime") if with_torch else ("onnxruntime",),
+        backends=(("torch",) if with_torch else ()) + (("onnxruntime",) if onnx_model else ()),
         progress=False,
         max_memory=budget,
     )
@@ -148,6 +150,8 @@ def _check(
         )
         return
     result.report = report
+    if onnx_model is None:
+        return
     worst = max((c.max_abs for c in report.comparisons), default=0.0)
     entry = onnx_model.metadata_props.add()
     entry.key = "parity_at_export"
@@ -294,8 +298,9 @@ class _Built:
     graph: Any
     caffe_blobs: dict[str, list[Any]]  # before --optimize folds them: what torch-weights holds
     torch_model: Any
-    onnx_model: Any
+    onnx_model: Any  # None when no ONNX target is asked for and ONNX cannot hold the net
     provenance: dict[str, str]
+    no_onnx: str | None = None  # why, then
 
 
 def _build(
@@ -332,14 +337,22 @@ def _build(
     sources = source_metadata(loaded)
     provenance = {k: sources[k] for k in PROVENANCE_KEYS if k in sources}
     provenance["conversion"] = uuid.uuid4().hex
-    onnx_model = to_onnx(
-        graph,
-        opset=options.opset,
-        metadata={**sources, **provenance, **(options.metadata or {})},
-        dynamic_batch=batch_dependence(graph) is None,  # else only the declared batch computes
-    )
-    check_model(onnx_model)
-    return _Built(loaded, graph, caffe_blobs, torch_model, onnx_model, provenance)
+    onnx_model, no_onnx = None, None
+    if "onnx" not in plan.paths:  # ONNX only checks the torch targets: a layer it cannot hold
+        # (a Python layer's user code) leaves the check to the torch model and the judges
+        try:
+            registry.preflight(graph, ["onnx"])
+        except UnsupportedLayersError as exc:
+            no_onnx = exc.reason
+    if no_onnx is None:
+        onnx_model = to_onnx(
+            graph,
+            opset=options.opset,
+            metadata={**sources, **provenance, **(options.metadata or {})},
+            dynamic_batch=batch_dependence(graph) is None,  # else only the declared batch computes
+        )
+        check_model(onnx_model)
+    return _Built(loaded, graph, caffe_blobs, torch_model, onnx_model, provenance, no_onnx)
 
 
 def _write(

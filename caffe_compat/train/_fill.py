@@ -2,7 +2,8 @@
 
 Caffe draws from its own generator, so the values are not Caffe's, but the distributions are:
 a blob's fillers come from its type's facts (``registry.describe(fillers=...)``), an unset
-filler is Caffe's constant 0, and a type without fillers (BatchNorm's statistics) starts at 0.
+filler is Caffe's constant 0, and a type without fillers (BatchNorm's statistics) starts at 0;
+a Python layer's blobs start as its ``setup`` left them, as in Caffe.
 A data layer that draws its tops (DummyData, its ``top_fillers`` fact) fills a constant top once
 and refills any other on every forward (dummy_data_layer.cpp), so a constant top written from
 Python keeps its values.
@@ -25,7 +26,11 @@ FillerParameter = caffe_pb2.FillerParameter
 
 
 def initial_blobs(node: Node, shapes: list[Shape], rng: np.random.Generator) -> list[np.ndarray]:
-    """One float32 array per parameter blob, as the layer's fillers would start it."""
+    """One float32 array per parameter blob, as the layer's fillers would start it; a layer
+    whose set-up instance holds its blobs (a Python layer's ``setup``) starts from them."""
+    held = getattr(node.state, "blobs", None)
+    if held is not None and [tuple(b.shape) for b in held] == [tuple(s) for s in shapes]:
+        return [np.array(b.data, np.float32) for b in held]
     facts = registry.facts(node.type)
     fillers = facts.fillers(node.param) if facts.fillers is not None else []
     blobs = []

@@ -483,6 +483,15 @@ def _export_check_reference(
     return refs
 
 
+def _onnx_refuses_user_code(loaded: LoadedNet) -> str | None:
+    """Why ONNX cannot hold the net, when the only reason is user code (Python layers): the
+    rest is verified without ONNX Runtime. Any other unsupported layer stays an error."""
+    missing = registry.missing_support(loaded.graph.nodes, ["onnx"])
+    if missing and all(registry.facts(m.layer_type).user_instance for m in missing):
+        return "; ".join(f'layer "{m.name}": {m.detail}' for m in missing)
+    return None
+
+
 def verify_loaded(
     loaded: LoadedNet, options: VerifyOptions | None = None, **keywords: Any
 ) -> Report:
@@ -505,6 +514,11 @@ def verify_loaded(
     options = dataclasses.replace(options or VerifyOptions(), **keywords)
     plan = plan_verification(loaded, options)
     report = Report(inputs=plan.inputs_label, batch=plan.batch)
+    if "onnxruntime" in plan.backends and options.onnx_model is None:
+        user_code = _onnx_refuses_user_code(loaded)
+        if user_code:
+            plan.backends = tuple(b for b in plan.backends if b != "onnxruntime")
+            report.backends["onnxruntime-cpu"] = f"skipped: {user_code}"
     label = f"verify {loaded.graph.name or 'net'}"
     with Progress(plan.steps, label=label, unit="steps", enabled=options.progress) as bar:
         refs = _run_judges(loaded, plan, options, report, bar)

@@ -1,6 +1,6 @@
-"""``type: "Python"`` layers in ONNX: only a known class (py-faster-rcnn's proposal layer) has an
-ONNX form, its built-in replacement's; the converter's check refuses any other, naming the
-layer and its class, before anything is exported."""
+"""``type: "Python"`` layers in ONNX: only a known class (py-faster-rcnn's proposal layer, ENet's
+spatial dropout outside TRAIN) has an ONNX form, its built-in replacement's; the converter's
+check refuses any other, naming the layer and its class, before anything is exported."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from ._base import OnnxContext, OnnxOut
 
 
 def _no_onnx(node: Node) -> str | None:
-    """user classes (only py-faster-rcnn's proposal layer has a built-in replacement)."""
+    """user classes (replaced: py-faster-rcnn's proposal layer, ENet's TEST spatial dropout)."""
     if replacement(node) is not None:
         return None
     p = node.param.python_param
     known = ", ".join(f"{m}.{c}" for m, c in KNOWN)
     return (
         f"Python layer {p.module}.{p.layer} runs user code, which ONNX cannot hold (only "
-        f"by a built-in type: {known}); convert --to torch runs it"
+        f"by a built-in type: {known}); convert --to torch and caffe_compat.pycaffe run it"
     )
 
 

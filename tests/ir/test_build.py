@@ -154,3 +154,54 @@ def test_training_build_keeps_losses_accuracy_silence_and_labels():
     inference = load_net_text(TRAIN_VAL, phase="TRAIN").graph
     assert [n.type for n in inference.nodes] == ["InnerProduct"]
     assert not inference.training and "label" not in inference.inputs
+
+
+FCN_VAL = """
+name: "fcn"
+layer { name: "data" type: "Python" top: "data" top: "label"
+        python_param { module: "no_such_voc_layers" layer: "VOCSegDataLayer" } }
+layer { name: "score" type: "Convolution" bottom: "data" top: "score"
+        convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss" }
+"""
+
+
+def test_a_python_data_source_is_fed_when_its_tops_are_given_shapes():
+    """FCN's val nets read data from a Python layer (voc_layers): given --input-shape for its
+    tops, they are inputs and the user's class is not needed; a top not named is no input."""
+    graph = graph_of(FCN_VAL, input_shapes={"data": (1, 3, 5, 5)})
+    assert graph.inputs == {"data": (1, 3, 5, 5)}
+    assert [n.name for n in graph.nodes] == ["score"]
+    assert ("data", "Python") in graph.dropped
+    assert any('"label" of "data" is not an input' in note for note in graph.notes)
+
+
+def test_an_unfed_python_data_source_names_its_tops_in_one_line(tmp_path):
+    from caffe_compat.errors import CaffeCompatError
+    from caffe_compat.ir.load import load_net
+
+    path = tmp_path / "val.prototxt"
+    path.write_text(FCN_VAL)
+    with pytest.raises(CaffeCompatError) as info:
+        load_net(path)
+    message = str(info.value)
+    assert "no_such_voc_layers" in message and "\n" not in message
+    assert "feed its tops (data, label) instead: --input-shape data=N,C,H,W" in message
+
+
+def test_fcns_data_layers_are_fed_and_ask_for_a_shape(tmp_path):
+    """fcn.berkeleyvision.org's dataset readers (voc_layers...) are never run by inference:
+    their first top is an input whose shape --input-shape gives (a typical one suggested)."""
+    from caffe_compat.errors import CaffeCompatError
+    from caffe_compat.ir.load import load_net
+
+    text = FCN_VAL.replace("no_such_voc_layers", "voc_layers")
+    graph = graph_of(text)
+    assert list(graph.inputs) == ["data"] and [n.name for n in graph.nodes] == ["score"]
+    path = tmp_path / "fcn32s_val.prototxt"
+    path.write_text(text)
+    with pytest.raises(CaffeCompatError) as info:
+        load_net(path)
+    assert 'input "data" has no declared shape' in str(info.value)
+    assert "1,3,500,500" in str(info.value)
+    assert load_net(path, input_shapes={"data": (1, 3, 8, 8)}).graph.shapes["score"] == (1, 2, 8, 8)

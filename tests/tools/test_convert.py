@@ -361,3 +361,41 @@ def test_fp16_weights_halve_the_file(small, tmp_path):
     )
     assert code == 2 and err.count("\n") == 1 and "outside float16's range" in err, err
     assert not (tmp_path / "big.onnx").exists()
+
+
+USER_LAYER = """
+import caffe
+
+
+class Shift(caffe.Layer):
+    def setup(self, bottom, top):
+        self.blobs.add_blob(bottom[0].data.shape[1])
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = bottom[0].data + self.blobs[0].data.reshape(1, -1, 1, 1)
+"""
+
+
+def test_torch_targets_of_a_net_onnx_cannot_hold(tmp_path, monkeypatch):
+    """A user's Python layer: ONNX refuses it, so --to torch/torch-weights convert without an
+    ONNX model (said in a note), the check comparing PyTorch with the float64 reference."""
+    (tmp_path / "shift_layers.py").write_text(USER_LAYER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 '
+        'dim: 3 dim: 3 } } }\nlayer { name: "s" type: "Python" bottom: "data" top: "s" '
+        'python_param { module: "shift_layers" layer: "Shift" } }\n'
+    )
+    weights = tmp_path / "w.caffemodel"
+    write_caffemodel(weights, load_net(prototxt).net, {"s": [np.array([1.0, -2.0], "f4")]})
+    result = convert(prototxt, weights, out_prefix=tmp_path / "out", targets=["torch-weights"])
+    assert result.outputs["torch-weights"].is_file()
+    assert any("no ONNX model in the parity check" in note for note in result.notes)
+    assert result.report is not None and result.report.passed
+    assert "float64" in result.report.references
+    with pytest.raises(UnsupportedLayersError, match=r"shift_layers\.Shift"):
+        convert(prototxt, weights, out_prefix=tmp_path / "out2", targets=["onnx"])

@@ -79,3 +79,39 @@ def test_verify_names_fork_fields_it_skipped(tmp_path):
         'skipped a field Caffe does not know (line 2, layer "r": caffe.ReLUParameter.frob)'
     ]
     assert "caffe.ReLUParameter.frob" in report.render()
+
+
+SHIFT_LAYER = """
+import caffe
+
+
+class Shift(caffe.Layer):
+    def setup(self, bottom, top):
+        self.blobs.add_blob(bottom[0].data.shape[1])
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = bottom[0].data + self.blobs[0].data.reshape(1, -1, 1, 1)
+"""
+
+
+def test_user_code_is_verified_without_onnx_runtime(tmp_path, monkeypatch):
+    """A user's Python layer: ONNX cannot hold it, so ONNX Runtime is skipped (the report says
+    why) and PyTorch is judged."""
+    name = f"shift_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(SHIFT_LAYER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 '
+        'dim: 3 dim: 3 } } }\nlayer { name: "s" type: "Python" bottom: "data" top: "s" '
+        f'python_param {{ module: "{name}" layer: "Shift" }} }}\n'
+    )
+    loaded = load_net(prototxt)
+    loaded.graph.node("s").blobs = [np.array([1.0, -2.0], np.float32)]
+    report = verify_loaded(loaded, opencv=False, devices=("cpu",), progress=False)
+    assert report.passed and report.comparisons
+    assert report.backends["onnxruntime-cpu"].startswith('skipped: layer "s": Python layer')
+    assert {c.backend for c in report.comparisons} == {"torch-cpu"}
