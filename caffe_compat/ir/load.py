@@ -22,9 +22,13 @@ from .phase import NetState
 
 def fork_notes(loaded: LoadedNet) -> list[str]:
     """What the report says about fork fields: each one skipped (allow_unknown_fields) and each
-    fork meaning settled from more than the layer's text (io/dialects.py)."""
+    fork meaning settled from more than the layer's text (io/dialects.py), and each layer that
+    samples at test."""
+    from ..shapes.activations import samples_at_test, sampling_note
+
     skipped = [f"skipped a field Caffe does not know ({s})" for s in loaded.skipped_fields]
-    return skipped + [f"fork dialect: {d}" for d in loaded.dialects]
+    sampled = [sampling_note(n) for n in loaded.graph.nodes if samples_at_test(n)]
+    return skipped + [f"fork dialect: {d}" for d in loaded.dialects] + sampled
 
 
 @dataclass

@@ -15,7 +15,12 @@ from ...ir.graph import Node
 from ...ir.infer import require_weights
 from ...proto import caffe_pb2
 from ...registry import register
-from ...shapes.activations import exp_constants, log_base_scale, power_constant, sampled_at_test
+from ...shapes.activations import (
+    exp_constants,
+    log_base_scale,
+    power_constant,
+    samples_at_test,
+)
 from ._base import TorchContext, parameter
 
 
@@ -43,10 +48,25 @@ class CaffeDropout(nn.Module):
         return x * (self.mask * self.scale)
 
 
-@register("Dropout", "torch", check=sampled_at_test)
+class MonteCarloDropout(CaffeDropout):
+    """caffe-segnet's Dropout with ``sample_weights_test``: a fresh mask on every forward, in
+    eval mode too (Bayesian SegNet averages several such runs). ``sample = False`` gives the
+    expected value, the identity (the mean network), which verify compares."""
+
+    def __init__(self, ratio: float) -> None:
+        super().__init__(ratio)
+        self.sample = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) if self.sample else x
+
+
+@register("Dropout", "torch")
 def _dropout(node: Node, ctx: TorchContext) -> nn.Module:
     if ctx.graph.training and node.param.phase == caffe_pb2.TRAIN:
         return CaffeDropout(node.param.dropout_param.dropout_ratio)
+    if samples_at_test(node):
+        return MonteCarloDropout(node.param.dropout_param.dropout_ratio)
     # Caffe scales by 1/(1-ratio) while training, so inference is the identity.
     return nn.Identity()
 
