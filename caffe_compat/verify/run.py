@@ -544,7 +544,14 @@ def verify(
     **options: object,
 ) -> Report:
     """Load the files and run :func:`verify_loaded`."""
-    net_keys = ("phase", "stages", "level", "input_shapes", "allow_unknown_fields")
+    net_keys = (
+        "phase",
+        "stages",
+        "level",
+        "input_shapes",
+        "allow_unknown_fields",
+        "typical_input_shapes",
+    )
     net_options = {k: options.pop(k) for k in net_keys if k in options}
     budget = options.get("max_memory")  # file sizes declared inside are checked against it
     loaded = load_net(prototxt, weights, max_memory=budget, **net_options)  # type: ignore[arg-type]
