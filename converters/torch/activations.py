@@ -58,7 +58,13 @@ class MonteCarloDropout(CaffeDropout):
         self.sample = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x) if self.sample else x
+        if not self.sample:
+            return x
+        if self.generator is not None:
+            return super().forward(x)
+        # rand_like, not rand(x.shape): torch.export keeps the batch axis symbolic through it.
+        keep = (torch.rand_like(x) >= self.ratio).to(x.dtype)
+        return x * (keep * self.scale)
 
 
 @register("Dropout", "torch")

@@ -218,6 +218,13 @@ def test_monte_carlo_dropout_samples_in_torch_and_onnx_and_switches_off(tmp_path
             model(data=torch.from_numpy(x), outputs=["y"])["y"].numpy(), x
         )
 
+    # convert's torch.export (dynamic batch: exported at 2, run at 1) keeps the sampling.
+    batch = torch.export.Dim("batch", min=1, max=64)
+    exported = torch.export.export(
+        CaffeNet(loaded.graph), (torch.zeros(2, 20, 25, 40),), dynamic_shapes=(({0: batch},),)
+    ).module()
+    _check_sampled(x, [exported(torch.from_numpy(x)).numpy() for _ in range(2)])
+
     onnx_model = to_onnx(loaded.graph)
     inputs = [i.name for i in onnx_model.graph.input]
     assert inputs == ["data", SAMPLING_SWITCH]
