@@ -107,6 +107,9 @@ def infer_shapes(graph: Graph, *, strict: bool = True) -> Inference:
                 option = "input_shapes_or_typical" if typical_shape(names) else "input_shapes"
                 remedy = Remedy(option, value=name, purpose="to give it one")
                 raise NetDefinitionError(reason, path=graph.path, remedy=remedy)
+            reason += f"; pass its shape (--input-shape {name}=N,C,H,W)"
+            if typical_shape(names):
+                reason += " or --typical-input-shape to run at that size"
             result.issues.append(Issue(name, "shape-rule", reason))
         result.shapes[name] = shape
     for node in graph.nodes:
