@@ -244,19 +244,29 @@ def _compare_all(
                     if note:
                         row.note = f"{row.note}; {note}" if row.note else note
                     report.comparisons.append(row)
-            for output in graph.outputs:
-                if output in produced and output in ref_values:
-                    mine, theirs = _argmax_rows(produced[output]), _argmax_rows(ref_values[output])
-                    if mine is not None and theirs is not None and mine.shape == theirs.shape:
-                        agree = int((mine == theirs).sum())
-                        report.argmax.append(
-                            ArgmaxAgreement(output, backend, ref_name, agree, len(mine))
-                        )
+            _argmax_agreement(graph.outputs, backend, produced, ref_name, ref_values, report)
     for output in graph.outputs:
         first = next((p[output] for p in ours.values() if output in p), None)
         rows = _argmax_rows(first) if first is not None else None
         if rows is not None:
             report.distinct_classes[output] = len(set(rows.tolist()))
+
+
+def _argmax_agreement(
+    outputs: Iterable[str],
+    backend: str,
+    produced: Values,
+    ref_name: str,
+    ref_values: Values,
+    report: Report,
+) -> None:
+    """How many rows of each output pick the judge's class."""
+    for output in outputs:
+        if output in produced and output in ref_values:
+            mine, theirs = _argmax_rows(produced[output]), _argmax_rows(ref_values[output])
+            if mine is not None and theirs is not None and mine.shape == theirs.shape:
+                agree = int((mine == theirs).sum())
+                report.argmax.append(ArgmaxAgreement(output, backend, ref_name, agree, len(mine)))
 
 
 def _rerun_at_ties(

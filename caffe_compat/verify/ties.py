@@ -1,4 +1,4 @@
-"""Discrete outputs at near-ties: MAX pooling's argmax mask (the second top SegNet unpools with).
+"""Discrete outputs at near-ties: argmax tops such as MAX pooling's mask (SegNet unpools with it).
 
 Where two values of a pooling window lie within float32 error of each other, a correct float32
 back end may pick the other one as the maximum than the float64 judge does (Caffe's first
@@ -20,22 +20,20 @@ from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
+from .. import registry
 from ..ir.graph import Graph, Node
-from ..proto import caffe_pb2
 
 Values = Mapping[str, np.ndarray]
 
 
 def argmax_masks(graph: Graph) -> Iterator[tuple[Node, str, str]]:
-    """(layer, bottom value, mask value) of each MAX Pooling layer with Caffe's mask top."""
+    """(layer, bottom value, mask value) of each layer with an argmax top (its type's
+    ``argmax_top`` fact: MAX Pooling's mask)."""
     for node in graph.nodes:
-        p = node.param.pooling_param
-        if (
-            node.type == "Pooling"
-            and len(node.outputs) == 2
-            and p.pool == caffe_pb2.PoolingParameter.MAX
-        ):
-            yield node, node.inputs[0], node.outputs[1]
+        rule = registry.facts(node.type).argmax_top
+        found = rule(node) if rule is not None else None
+        if found is not None:
+            yield node, node.inputs[found[0]], node.outputs[found[1]]
 
 
 def near_tie_masks(
