@@ -67,6 +67,15 @@ class MonteCarloDropout(CaffeDropout):
         return x * (keep * self.scale)
 
 
+def at_expected_value(model: nn.Module) -> nn.Module:
+    """``model`` with its Monte Carlo dropout layers at their expected value (the identity), for
+    runs that must be reproducible: synth's calibration from a seed."""
+    for module in model.modules():
+        if isinstance(module, MonteCarloDropout):
+            module.sample = False
+    return model
+
+
 @register("Dropout", "torch")
 def _dropout(node: Node, ctx: TorchContext) -> nn.Module:
     if ctx.graph.training and node.param.phase == caffe_pb2.TRAIN:

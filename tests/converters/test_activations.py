@@ -234,3 +234,23 @@ def test_monte_carlo_dropout_samples_in_torch_and_onnx_and_switches_off(tmp_path
     _check_sampled(x, [session.run(["y"], {"data": x})[0] for _ in range(2)])  # default: sample
     off = session.run(["y"], {"data": x, SAMPLING_SWITCH: np.array(False)})[0]
     np.testing.assert_array_equal(off, x)
+
+
+def test_synthesized_weights_of_a_monte_carlo_net_depend_on_the_seed_alone(tmp_path):
+    """synth calibrates a BatchNorm after the dropout from what it sees: at the dropout's
+    expected value, so one seed gives one file."""
+    from caffe_compat.ir.load import load_net
+    from caffe_compat.tools.synth import synthesize
+
+    body = (
+        'layer { name: "d" type: "Dropout" bottom: "data" top: "d" '
+        "dropout_param { dropout_ratio: 0.5 sample_weights_test: true } }\n"
+        'layer { name: "c" type: "Convolution" bottom: "d" top: "c" '
+        "convolution_param { num_output: 4 kernel_size: 3 } }\n"
+        'layer { name: "bn" type: "BatchNorm" bottom: "c" top: "c" }\n'
+    )
+    (tmp_path / "n.prototxt").write_text(net(body))
+    runs = [synthesize(load_net(tmp_path / "n.prototxt"), seed=3) for _ in range(2)]
+    for layer, blobs in runs[0].items():
+        for a, b in zip(blobs, runs[1][layer]):
+            np.testing.assert_array_equal(a, b, err_msg=layer)
