@@ -8,6 +8,7 @@ of HDF5 or V0 weights and the TEST-phase deploy form of a train/val net.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -293,18 +294,22 @@ def _rerun_at_ties(
         return max(tolerance.limit(judge[value]), growth)
 
     rerun: dict[str, Values] = {}
+    runs: dict[tuple, Values | None] = {}  # back ends that chose alike share one rerun
     for backend, produced in ours.items():
         fixed, notes = near_tie_masks(graph, judge, produced, limit)
         if not fixed:
             continue
-        found, _ = float64_judge(
-            loaded,
-            plan.feeds,
-            plan.values,
-            required=False,
-            max_memory=int(plan.budget.limit),
-            fixed=fixed,
-        )
+        key = tuple((n, hashlib.sha256(a.tobytes()).hexdigest()) for n, a in sorted(fixed.items()))
+        if key not in runs:
+            runs[key], _ = float64_judge(
+                loaded,
+                plan.feeds,
+                plan.values,
+                required=False,
+                max_memory=int(plan.budget.limit),
+                fixed=fixed,
+            )
+        found = runs[key]
         if found is not None:
             rerun[backend] = found
             report.notes.extend(f"{backend}: {note}" for note in notes)
