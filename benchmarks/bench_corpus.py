@@ -5,7 +5,9 @@
 CORPUS is a folder of deploy/test prototxts (``*.prototxt`` in it or in its ``nets/``
 subfolder). Each step of each net runs as its own ``python -m caffe_compat`` subprocess with a
 wall-clock limit (``--timeout``, default 120 s) and an address-space cap (``--memory``, default
-4G, set with RLIMIT_AS before the child starts), as a user on a small machine would run it:
+4G, set with RLIMIT_AS before the child starts), as a user on a small machine would run it
+(with ``--allow-unknown-fields`` and ``--typical-input-shape``: a published net without an input
+shape runs at its family's usual size, which every step's output names):
 
     inspect NET
     synth NET -o W.caffemodel
@@ -191,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="leave out --allow-unknown-fields (then fork fields refuse the net)",
     )
+    parser.add_argument(
+        "--declared-shapes",
+        action="store_true",
+        help="leave out --typical-input-shape (then a net without an input shape, or with a "
+        "1x1 placeholder, is refused)",
+    )
     parser.add_argument("--workdir", type=Path, help="where weights and outputs go")
     parser.add_argument(
         "--last-step",
@@ -203,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         parser.error(f"no .prototxt files in {args.corpus}")
     extra = [] if args.strict_fields else ["--allow-unknown-fields"]
+    if not args.declared_shapes:
+        extra.append("--typical-input-shape")
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
         root = Path(scratch).resolve()
         files = [f.resolve() for f in files]

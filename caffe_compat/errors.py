@@ -30,6 +30,9 @@ API_WORDING: dict[str, str] = {
     "download": "download=True",
     "force": "force=True",
     "input_shapes": "input_shapes={{'{value}': (N, C, H, W)}}",
+    "input_shapes_or_typical": (
+        "input_shapes={{'{value}': (N, C, H, W)}} (or typical_input_shapes=True)"
+    ),
     "stages": "stages=[NAME] (and phase='TRAIN' or 'TEST')",
     "allow_unknown_fields": "allow_unknown_fields=True",
     "backend": "backend='{value}'",

@@ -108,6 +108,9 @@ class LayerFacts:
     - ``detections(node, bottom_shapes) -> rows``: the top is detection rows whose count depends
       on the data, from SSD's bottoms (loc, conf, prior: DetectionOutput); returns the most rows
       the settings allow. Compared as sets of boxes, merged by image when a batch is split.
+    - ``argmax_top(node) -> (bottom, top) | None``: that top holds, per output, the flat index
+      ``h * W + w`` into that bottom's plane where a maximum was (MAX Pooling's mask; -1: a
+      window of padding only), a discrete choice verify accepts at near-ties (verify/ties.py).
     - ``opencv_deviation(node) -> reason | None``: OpenCV 4's Caffe reader computes another
       function for this layer (measured); ``opencv_tested``: the family's tests compare the type
       with OpenCV 4 (support table column).
@@ -173,6 +176,7 @@ class LayerFacts:
     mixes_batch: Callable[..., bool] | None = None
     shape_only: bool = False
     detections: Callable[..., int] | None = None
+    argmax_top: Callable[..., tuple[int, int] | None] | None = None
     opencv_deviation: Callable[..., str | None] | None = None
     opencv_tested: bool = False
     alias_of: str | None = None

@@ -11,6 +11,7 @@ CLI_WORDING: dict[str, str] = {
     "download": "--download",
     "force": "--force",
     "input_shapes": "--input-shape {value}=N,C,H,W",
+    "input_shapes_or_typical": "--input-shape {value}=N,C,H,W (or --typical-input-shape)",
     "stages": "--stage NAME (and --phase TRAIN or TEST)",
     "allow_unknown_fields": "--allow-unknown-fields",
     "backend": "--backend {value}",
@@ -52,6 +53,12 @@ def add_net_arguments(parser: argparse.ArgumentParser) -> None:
         help="set or override an input's shape (repeatable)",
     )
     parser.add_argument(
+        "--typical-input-shape",
+        action="store_true",
+        help="run an input without a shape (or a 1x1 placeholder) at the size nets named like "
+        "this one usually run at, and say so (--input-shape wins)",
+    )
+    parser.add_argument(
         "--allow-unknown-fields",
         action="store_true",
         help="skip prototxt fields caffe.proto does not know (Caffe forks' extras)",
@@ -88,4 +95,5 @@ def net_options(args: argparse.Namespace) -> dict:
         "level": args.level,
         "input_shapes": parse_input_shapes(args.input_shape),
         "allow_unknown_fields": args.allow_unknown_fields,
+        "typical_input_shapes": args.typical_input_shape,
     }

@@ -96,6 +96,7 @@ def _variety(loaded, seed: int, budget: Budget, mean: tuple[float, ...] | None =
     the shipped real photos (their top probabilities and detections)."""
     import torch
 
+    from ..converters.torch.activations import at_expected_value
     from ..converters.torch.model import CaffeNet
 
     graph = loaded.graph
@@ -122,7 +123,7 @@ def _variety(loaded, seed: int, budget: Budget, mean: tuple[float, ...] | None =
         ids=index_inputs(graph),
         makers=structured_inputs(graph),
     )
-    model = CaffeNet(graph)
+    model = at_expected_value(CaffeNet(graph))  # the same lines for the same seed
     names = [graph.blob_of[v] for v in graph.outputs]
     with torch.no_grad():
         out = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}, outputs=names)

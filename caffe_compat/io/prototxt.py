@@ -220,6 +220,11 @@ def parse_text(
         if "has no field named" in reason:
             reason += " (a field from a Caffe fork?)"
             remedy = Remedy("allow_unknown_fields", purpose="to skip such fields")
+        elif re.search(r'V1LayerParameter\.LayerType" has no value named "', reason):
+            reason += (
+                " (a V1 `layers` entry takes an enum type such as SOFTMAX, a V2 `layer` a "
+                "string; BVLC Caffe's parser refuses this file too: write `layer` here)"
+            )
         layer = index.layer_at(line) if line else None
         raise PrototxtError(
             reason, path=path, line=line, layer=layer or None, remedy=remedy

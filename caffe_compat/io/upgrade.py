@@ -169,11 +169,21 @@ def _upgrade_data_transform(layer: caffe_pb2.LayerParameter) -> None:
 def upgrade_input_fields(net: caffe_pb2.NetParameter, *, path: str | None = None) -> None:
     """Replace deprecated ``input``/``input_dim``/``input_shape`` by one leading Input layer.
 
-    As Caffe's ``UpgradeNetInput``, but inputs without any dimensions keep an Input layer with no
-    shape (Caffe drops them), so a shape given later (``input_shapes``) still has a blob to set.
+    As Caffe's ``UpgradeNetInput``, which drops inputs declared without any dimensions (a legacy
+    caffemodel's input list). Where a layer of the net produces such a blob (an Input layer of
+    the same name: cnn-models' AlexNet), Caffe's reading is the only one and the input goes.
+    Otherwise it keeps an Input layer with no shape, so a shape given later (``input_shapes``)
+    still has a blob to set where Caffe would stop at an unknown bottom.
     """
     if not net.input:
         return
+    if not net.input_dim and not net.input_shape:
+        produced = {top for layer in net.layer for top in layer.top}
+        kept = [name for name in net.input if name not in produced]
+        del net.input[:]
+        net.input.extend(kept)
+        if not kept:
+            return
     if net.input_dim and net.input_shape:
         raise NetDefinitionError(
             "give either input_shape or the deprecated input_dim, not both", path=path

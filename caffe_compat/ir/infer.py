@@ -18,7 +18,7 @@ from .. import registry
 from ..errors import CaffeCompatError, NetDefinitionError, Remedy, WeightsMismatchError
 from ..io.weights import Weights
 from .graph import Graph, Node, Shape
-from .placeholder import is_placeholder, placeholder_hint
+from .placeholder import is_placeholder, placeholder_hint, typical_shape
 from .validate import format_shape, layer_problem, shape_problem
 
 
@@ -104,8 +104,12 @@ def infer_shapes(graph: Graph, *, strict: bool = True) -> Inference:
         if shape is None:
             reason = placeholder_hint(name, shape, names)
             if strict:
-                remedy = Remedy("input_shapes", value=name, purpose="to give it one")
+                option = "input_shapes_or_typical" if typical_shape(names) else "input_shapes"
+                remedy = Remedy(option, value=name, purpose="to give it one")
                 raise NetDefinitionError(reason, path=graph.path, remedy=remedy)
+            reason += f"; pass its shape (--input-shape {name}=N,C,H,W)"
+            if typical_shape(names):
+                reason += " or --typical-input-shape to run at that size"
             result.issues.append(Issue(name, "shape-rule", reason))
         result.shapes[name] = shape
     for node in graph.nodes:
@@ -142,6 +146,8 @@ def infer_shapes(graph: Graph, *, strict: bool = True) -> Inference:
     hint = _placeholder_remedy(placeholders, names)
     if hint and any(i.kind == "shape-rule" for i in result.issues):
         detail = f"{hint[0]}; pass its real shape (--input-shape {hint[1].value}=N,C,H,W)"
+        if hint[1].option == "input_shapes_or_typical":
+            detail += " or --typical-input-shape to run at that size"
         result.issues.append(Issue(hint[1].value, "shape-rule", detail))
     for node, problem in _shared_names(graph, result.params):
         if strict:
@@ -167,8 +173,9 @@ def _placeholder_remedy(
     if not declared:
         return None
     name, shape = next(iter(declared.items()))
+    option = "input_shapes_or_typical" if typical_shape(names, shape) else "input_shapes"
     return placeholder_hint(name, shape, names), Remedy(
-        "input_shapes", value=name, purpose="with the size to run at"
+        option, value=name, purpose="with the size to run at"
     )
 
 

@@ -18,13 +18,19 @@ from .build import build_graph
 from .graph import Graph, Shape
 from .infer import Inference, Issue, check_weights, infer_shapes, match_weights
 from .phase import NetState
+from .placeholder import assumed_note, assumed_shapes
 
 
 def fork_notes(loaded: LoadedNet) -> list[str]:
     """What the report says about fork fields: each one skipped (allow_unknown_fields) and each
-    fork meaning settled from more than the layer's text (io/dialects.py)."""
+    fork meaning settled from more than the layer's text (io/dialects.py), and each layer that
+    samples at test."""
+    from ..shapes.activations import samples_at_test, sampling_note
+
     skipped = [f"skipped a field Caffe does not know ({s})" for s in loaded.skipped_fields]
-    return skipped + [f"fork dialect: {d}" for d in loaded.dialects]
+    sampled = [sampling_note(n) for n in loaded.graph.nodes if samples_at_test(n)]
+    dialects = [f"fork dialect: {d}" for d in loaded.dialects]
+    return loaded.assumed + skipped + dialects + sampled
 
 
 @dataclass
@@ -41,6 +47,8 @@ class LoadedNet:
     dialects: list[str] = field(default_factory=list)  # fork meanings settled (io/dialects.py)
     # Fields skipped under allow_unknown_fields, named with their line and layer for the report.
     skipped_fields: list[str] = field(default_factory=list)
+    # Inputs run at a typical shape because the caller asked (typical_input_shapes).
+    assumed: list[str] = field(default_factory=list)
 
 
 def load_net(
@@ -55,12 +63,16 @@ def load_net(
     allow_unknown_fields: bool = False,
     max_memory: Any = None,
     training: bool = False,
+    typical_input_shapes: bool = False,
 ) -> LoadedNet:
     """Read a prototxt (V1 or V2) and optional weights (V1/V2 binary or HDF5) into a Graph.
 
     ``strict`` raises on the first shape problem and on any net/weights mismatch other than extra
     layers in the weights; lenient mode (for ``inspect``) records everything in ``issues``.
     ``training`` builds the net Caffe trains (losses, Accuracy and labels kept; ir/build.py).
+    ``typical_input_shapes`` runs an input without a shape (or with a 1x1 placeholder its shape
+    rules fail at) at the size nets named like it usually run at (ir/placeholder.py), and every
+    report says so; ``input_shapes`` wins over it.
     """
     return load_net_text(
         read_text(prototxt),
@@ -74,6 +86,7 @@ def load_net(
         allow_unknown_fields=allow_unknown_fields,
         max_memory=max_memory,
         training=training,
+        typical_input_shapes=typical_input_shapes,
     )
 
 
@@ -90,6 +103,7 @@ def load_net_text(
     allow_unknown_fields: bool = False,
     max_memory: Any = None,
     training: bool = False,
+    typical_input_shapes: bool = False,
 ) -> LoadedNet:
     """``load_net`` for a net definition held as text (``path`` names it in errors)."""
     net = caffe_pb2.NetParameter()
@@ -99,17 +113,27 @@ def load_net_text(
     dialect_notes = settle(net)
     lines = {name: line for line, name in index.starts if name}
 
-    def build() -> tuple[Graph, Inference]:
+    given = dict(input_shapes or {})
+
+    def build(lenient: bool = False) -> tuple[Graph, Inference]:
         graph = build_graph(
             net,
             state=NetState.make(phase, stages, level),
-            input_shapes=input_shapes,
+            input_shapes=given,
             path=path,
             lines=lines,
             training=training,
         )
-        return graph, infer_shapes(graph, strict=strict)
+        return graph, infer_shapes(graph, strict=strict and not lenient)
 
+    assumed: list[str] = []
+    if typical_input_shapes:
+        probe, probed = build(lenient=True)
+        failed = any(issue.kind == "shape-rule" for issue in probed.issues)
+        names = f"{probe.name} {os.path.basename(path)}"
+        for name, shape in assumed_shapes(probe.inputs, failed, names, given).items():
+            assumed.append(assumed_note(name, probe.inputs[name], shape))
+            given[name] = shape
     graph, inference = build()
     if weights is not None and not isinstance(weights, Weights):
         weights = read_weights(weights, max_memory=max_memory)
@@ -122,6 +146,7 @@ def load_net_text(
     loaded = LoadedNet(graph, net, "V0" if was_v0 else "V1" if was_v1 else "V2", path, inference)
     loaded.issues.extend(inference.issues)
     loaded.dialects = dialect_notes
+    loaded.assumed = assumed
     loaded.skipped_fields = [
         f'line {line}, layer "{index.layer_at(line) or "?"}": {name}'
         for line, name in index.skipped

@@ -10,6 +10,7 @@ the net's name or file name tells what it is.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from .graph import Shape
 
@@ -74,3 +75,34 @@ def placeholder_hint(name: str, declared: Shape | None, names: str) -> str:
     if typical is not None:
         hint += f" (nets like this one usually run at {','.join(map(str, typical))})"
     return hint
+
+
+def assumed_shapes(
+    inputs: Mapping[str, Shape | None], failed: bool, names: str, given: Mapping[str, Shape]
+) -> dict[str, Shape]:
+    """Typical shapes for the inputs a caller asked to be filled in (``typical_input_shapes``):
+    each input without a shape, and each 1x1 placeholder where the net's shape rules ``failed``
+    at it (a net that runs at 1x1, as Caffe would run it, keeps it). Inputs the caller gave a
+    shape, and those whose family the names do not tell, are left alone (still refused)."""
+    found: dict[str, Shape] = {}
+    for name, shape in inputs.items():
+        if name in given or not is_placeholder(shape) or (shape is not None and not failed):
+            continue
+        typical = typical_shape(names, shape)
+        if typical is not None:
+            found[name] = typical
+    return found
+
+
+def assumed_note(name: str, declared: Shape | None, shape: Shape) -> str:
+    """The line every report carries for an input run at an assumed shape: never silent."""
+    what = (
+        "has no declared shape"
+        if declared is None
+        else (f"is declared {'x'.join(map(str, declared))}, a placeholder")
+    )
+    return (
+        f'input "{name}" {what}: running at {",".join(map(str, shape))}, the size nets like this '
+        "one usually run at (typical input shapes were asked for); give its shape to run at "
+        "another"
+    )

@@ -15,7 +15,6 @@ import numpy as np
 from ..ir.graph import Node
 from ..proto import caffe_pb2
 from ..registry import register
-from ..shapes.activations import sampled_at_test
 from ._base import Arrays, BackwardContext, Grads, LayerContext
 
 
@@ -164,8 +163,11 @@ def _mask(node: Node, ctx: LayerContext) -> np.ndarray:
     return np.asarray(mask, dtype=np.float64)
 
 
-@register("Dropout", "reference", check=sampled_at_test)
+@register("Dropout", "reference")
 def _dropout(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
+    """TEST: Caffe copies the bottom. caffe-segnet's Monte Carlo dropout (sample_weights_test)
+    samples at TEST; the judge computes its expected value, the identity, which is the mode
+    verify runs the back ends in (shapes/activations.py: samples_at_test)."""
     if not _dropping(node):
         return [inputs[0]]  # TEST phase: Caffe copies the bottom (the scaling happens in training)
     scale = dropout_scale(node.param.dropout_param.dropout_ratio)

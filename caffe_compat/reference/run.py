@@ -36,13 +36,17 @@ def forward(
     outputs: Iterable[str] | None = None,
     *,
     max_memory: int | None = None,
+    fixed: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Run ``net`` (a LoadedNet, or a Graph with weights attached) on ``feeds`` in float64.
 
     Returns float64 arrays keyed as asked: a Caffe blob name gives the blob's value after
     in-place layers (what Caffe's ``net.blobs`` shows), ``blob@layer`` an earlier value.
     ``outputs=None`` returns every blob of Caffe's ``net.blobs``, inputs included, in execution
-    order. ``max_memory`` (bytes) defaults to half of the available memory."""
+    order. ``max_memory`` (bytes) defaults to half of the available memory. ``fixed`` (value
+    name -> array of its shape) takes those values as given instead of computing them: verify
+    reruns the judge with a back end's choice where a discrete output (an argmax mask) sat at
+    a near-tie (verify/ties.py)."""
     graph = _graph_of(net)
     registry.preflight(graph, [BACKEND])
     arrays = _inputs(graph, feeds)
@@ -52,10 +56,11 @@ def forward(
     shapes = infer(graph, in_shapes, check_weights=True)
     limit = memory_limit() if max_memory is None else int(max_memory)
     need = peak_bytes(graph, shapes, keep)
+    given = {k: np.asarray(v, dtype=np.float64) for k, v in (fixed or {}).items()}
     if need <= limit:
-        env = run_graph(graph, arrays, shapes, keep)
+        env = run_graph(graph, arrays, shapes, keep, given)
     else:
-        env = _run_by_image(graph, arrays, shapes, keep, need, limit)
+        env = _run_by_image(graph, arrays, shapes, keep, need, limit, given)
     return {name: env[value] for name, value in wanted.items()}
 
 
@@ -108,8 +113,11 @@ def run_graph(
     arrays: Mapping[str, np.ndarray],
     shapes: Mapping[str, Shape],
     keep: set[str],
+    fixed: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """One pass over the nodes; returns the kept values (and nothing else still alive)."""
+    """One pass over the nodes; returns the kept values (and nothing else still alive).
+    ``fixed`` values replace what their layer computes (same shape)."""
+    fixed = fixed or {}
     env: dict[str, np.ndarray] = dict(arrays)
     last = last_uses(graph)
     free: set[str] = set()  # values whose first axis is a data-dependent row count
@@ -144,6 +152,11 @@ def run_graph(
                 raise CaffeCompatError(
                     f"computed a {array.shape} top where the shape rule says {shape}", **where
                 )
+            if value in fixed:
+                if fixed[value].shape != array.shape:
+                    given = f"{fixed[value].shape} for top {value!r}, computed {array.shape}"
+                    raise CaffeCompatError(f"a fixed value of the wrong shape: {given}", **where)
+                array = fixed[value]
             env[value] = array
         for value in (*node.inputs, *node.outputs):
             if last.get(value) == index and value not in keep:
@@ -180,6 +193,7 @@ def _run_by_image(
     keep: set[str],
     need: int,
     limit: int,
+    fixed: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """The same forward one image at a time, merged; refused when that would change results."""
     batches = {a.shape[0] if a.ndim else None for a in arrays.values()}
@@ -202,7 +216,10 @@ def _run_by_image(
     merged: dict[str, np.ndarray] = {}
     rows: dict[str, list[np.ndarray]] = {}
     for i in range(batch):
-        part = run_graph(graph, {n: a[i : i + 1] for n, a in arrays.items()}, single, keep)
+        one_fixed = {n: a[i : i + 1] for n, a in (fixed or {}).items()}
+        part = run_graph(
+            graph, {n: a[i : i + 1] for n, a in arrays.items()}, single, keep, one_fixed
+        )
         for value in keep:
             role = split.roles[value]
             if role == BATCH:

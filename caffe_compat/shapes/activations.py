@@ -84,16 +84,28 @@ def log_base_scale(base: float) -> float:
     return 1.0 if base == -1 else float(np.float32(1) / np.log(np.float32(base)))
 
 
-def sampled_at_test(node: Node) -> str | None:
-    """Bayesian SegNet's Monte Carlo dropout (sample_weights_test: a random mask at test)"""
-    p = node.param.dropout_param
-    testing = not node.param.HasField("phase") or node.param.phase == caffe_pb2.TEST
-    if testing and p.sample_weights_test:
-        return (
-            "dropout_param { sample_weights_test: true } (caffe-segnet) draws a random mask at "
-            "test time, so every run differs; set it to false to convert the mean network"
-        )
-    return None
+# The ONNX graph input (bool scalar, default true) that switches every Monte Carlo dropout
+# between sampling and its expected value; one name for the whole model.
+SAMPLING_SWITCH = "mc_dropout_sampling"
+
+
+def samples_at_test(node: Node) -> bool:
+    """caffe-segnet's Dropout with ``sample_weights_test: true`` (Bayesian SegNet's Monte Carlo
+    dropout): its Forward_cpu draws a Bernoulli(1 - ratio) mask and scales by 1 / (1 - ratio) in
+    the TEST phase too, so every run differs. Its expected value is the identity."""
+    if node.type != "Dropout" or not node.param.dropout_param.sample_weights_test:
+        return False
+    return not node.param.HasField("phase") or node.param.phase == caffe_pb2.TEST
+
+
+def sampling_note(node: Node) -> str:
+    """What the reports say about one Monte Carlo dropout layer."""
+    return (
+        f'layer "{node.name}": dropout_param {{ sample_weights_test: true }} (caffe-segnet\'s '
+        "Monte Carlo dropout) draws a fresh mask on every run in PyTorch and ONNX (feed "
+        f"{SAMPLING_SWITCH}=false for the mean network); verify compares every back end at the "
+        "expected value (the mean network: this layer as the identity)"
+    )
 
 
 def _log_params(node: Node) -> str | None:

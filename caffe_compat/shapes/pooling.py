@@ -37,9 +37,18 @@ def _stochastic_has_no_backward(node: Node, bottom: int) -> str | None:
     return None
 
 
+def _argmax_top(node: Node) -> tuple[int, int] | None:
+    """MAX pooling's second top: where in bottom 0's plane each maximum was."""
+    p = node.param.pooling_param
+    if len(node.outputs) == 2 and p.pool == caffe_pb2.PoolingParameter.MAX:
+        return 0, 1
+    return None
+
+
 describe(
     "Pooling",
     opencv_tested=True,
+    argmax_top=_argmax_top,
     bottoms=1,
     tops=(1, 2),
     workspace=padded_copy,

@@ -90,6 +90,7 @@ def _calibrate(
     import torch
 
     from ..converters.torch._base import TorchContext
+    from ..converters.torch.activations import at_expected_value
 
     feeds = feeds_for(
         graph.inputs,
@@ -110,7 +111,7 @@ def _calibrate(
                 info.calibrate(node, [x.double().numpy() for x in inputs])
             build = registry.lookup(node.type, "torch")
             assert build is not None
-            module = build.fn(node, TorchContext(graph, node))
+            module = at_expected_value(build.fn(node, TorchContext(graph, node)))
             result = module(*inputs)
             top = result[0] if isinstance(result, tuple) else result
             # A top with one axis has no batch or positions to take channel statistics over.
@@ -123,7 +124,7 @@ def _calibrate(
                 # A channel constant over the batch keeps a finite (float16) gain.
                 scale = half_precision(np.minimum(target / np.maximum(std, 1e-6), MAX_GAIN))
                 info.rescale(node, scale, half_precision(-mean * scale))
-                result = build.fn(node, TorchContext(graph, node))(*inputs)
+                result = at_expected_value(build.fn(node, TorchContext(graph, node)))(*inputs)
             if isinstance(result, torch.Tensor):
                 result = (result,)
             for value, tensor in zip(node.outputs, result):
@@ -239,10 +240,12 @@ def _values(graph: Graph, feeds: Mapping[str, np.ndarray], values: list[str]) ->
     """``values`` (value names) computed on ``feeds`` by the PyTorch model, as float64."""
     import torch
 
+    from ..converters.torch.activations import at_expected_value
     from ..converters.torch.model import CaffeNet
 
+    model = at_expected_value(CaffeNet(graph))  # a seed gives one file: no sampled dropout
     with torch.no_grad():
-        out = CaffeNet(graph)(**{k: torch.from_numpy(v) for k, v in feeds.items()}, outputs=values)
+        out = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}, outputs=values)
     return {k: v.double().numpy() for k, v in out.items()}
 
 

@@ -60,6 +60,9 @@ def save_torch_weights(
         for layer, arrays in blobs.items()
         for index, array in enumerate(arrays)
     }
+    if loaded.assumed:  # typical_input_shapes: the file keeps the shapes it was built at
+        given = dict(options.get("input_shapes") or {})
+        options = {**options, "input_shapes": {**loaded.graph.inputs, **given}}
     metadata = {
         **provenance,
         "format": FORMAT,

@@ -25,20 +25,35 @@ def run_torch(
     """``values`` from our PyTorch module (a fresh one in ``precision`` mode unless given)."""
     import torch
 
+    from ..converters.torch.activations import MonteCarloDropout
     from ..converters.torch.model import CaffeNet
 
     net = model if model is not None else CaffeNet(graph, precision=precision)
     net = net.to(device)  # type: ignore[attr-defined]
     inputs = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in feeds.items()}
-    with torch.no_grad():
-        out = net(**inputs, outputs=list(values))
+    sampled = [m for m in net.modules() if isinstance(m, MonteCarloDropout)]  # type: ignore[attr-defined]
+    for module in sampled:  # verify's deterministic mode: the expected value
+        module.sample = False
+    try:
+        with torch.no_grad():
+            out = net(**inputs, outputs=list(values))
+    finally:
+        for module in sampled:
+            module.sample = True
     return {k: v.detach().cpu().numpy() for k, v in out.items()}
 
 
 def run_onnxruntime(
     model_bytes: bytes, feeds: Mapping[str, np.ndarray], provider: str = "CPUExecutionProvider"
 ) -> dict[str, np.ndarray]:
-    """Every output of our ONNX model in ONNX Runtime on ``provider``."""
+    """Every output of our ONNX model in ONNX Runtime on ``provider``; Monte Carlo dropout at
+    its expected value (the model's sampling switch fed false), as the other back ends run."""
     from ..converters.onnx.runtime import run_all, session
+    from ..shapes.activations import SAMPLING_SWITCH
 
-    return run_all(session(model_bytes, providers=[provider]), feeds)
+    opened = session(model_bytes, providers=[provider])
+    switches = {SAMPLING_SWITCH: np.array(False)}
+    overridable = [*opened.get_inputs(), *opened.get_overridable_initializers()]
+    if not any(i.name == SAMPLING_SWITCH for i in overridable):
+        switches = {}
+    return run_all(opened, feeds, switches)

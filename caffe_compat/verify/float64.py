@@ -26,13 +26,16 @@ def float64_judge(
     *,
     required: bool,
     max_memory: int | None = None,
+    fixed: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray] | None, str]:
     """The reference's value for each of ``values`` and a status line; when it cannot run (a
     layer or setting it does not support, a batch over the memory budget) the reason, or the
     one-line error itself when the caller asked for this judge by name."""
     from ..reference import forward
 
-    options = {} if max_memory is None else {"max_memory": max_memory}
+    options: dict = {} if max_memory is None else {"max_memory": max_memory}
+    if fixed:
+        options["fixed"] = fixed  # values taken as given (verify/ties.py)
     try:
         found = forward(loaded, feeds, outputs=values, **options)
     except CaffeCompatError as exc:

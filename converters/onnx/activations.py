@@ -4,12 +4,19 @@ float32 the way Caffe computes them (shapes/activations.py)."""
 
 from __future__ import annotations
 
-from onnx import TensorProto
+import numpy as np
+from onnx import TensorProto, numpy_helper
 
 from ...ir.graph import Node
 from ...ir.infer import require_weights
 from ...registry import register
-from ...shapes.activations import exp_constants, log_base_scale, power_constant, sampled_at_test
+from ...shapes.activations import (
+    SAMPLING_SWITCH,
+    exp_constants,
+    log_base_scale,
+    power_constant,
+    samples_at_test,
+)
 from ._base import OnnxContext, OnnxOut
 
 
@@ -21,9 +28,21 @@ def _relu(node: Node, ctx: OnnxContext) -> OnnxOut:
     return OnnxOut([ctx.op("Relu", ctx.inputs, ctx.outputs)])
 
 
-@register("Dropout", "onnx", check=sampled_at_test)
+@register("Dropout", "onnx")
 def _dropout(node: Node, ctx: OnnxContext) -> OnnxOut:
-    return OnnxOut([ctx.op("Identity", ctx.inputs, ctx.outputs)])
+    """Inference: the identity. caffe-segnet's Monte Carlo dropout: ONNX Dropout with
+    ``training_mode`` (opset 12 on; every opset written is 13 or later) read from the model's
+    bool input ``SAMPLING_SWITCH``, whose initializer (true) samples unless a run feeds false;
+    ONNX scales the kept values by 1 / (1 - ratio), as Caffe does."""
+    if not samples_at_test(node):
+        return OnnxOut([ctx.op("Identity", ctx.inputs, ctx.outputs)])
+    ratio = float(np.float32(node.param.dropout_param.dropout_ratio))
+    inits = [
+        ctx.tensor("ratio", ratio),
+        numpy_helper.from_array(np.array(True), SAMPLING_SWITCH),
+    ]
+    inputs = [ctx.inputs[0], inits[0].name, SAMPLING_SWITCH]
+    return OnnxOut([ctx.op("Dropout", inputs, ctx.outputs)], inits)
 
 
 class _Chain:

@@ -12,6 +12,7 @@ from ... import __version__, registry
 from ...errors import CaffeCompatError
 from ...io.atomic import atomic_output
 from ...ir.graph import Graph, Shape
+from ...shapes.activations import SAMPLING_SWITCH
 from . import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from ._base import OnnxContext, OnnxOut
 
@@ -57,6 +58,7 @@ def to_onnx(
         )
     nodes: list[onnx.NodeProto] = []
     initializers: list[onnx.TensorProto] = []
+    switches: set[str] = set()  # run-time switches: an initializer that is also a graph input
     for node in graph.nodes:
         entry = registry.lookup(node.type, "onnx")
         assert entry is not None  # preflight checked
@@ -69,7 +71,8 @@ def to_onnx(
                 str(exc), path=graph.path, layer=node.name, layer_type=node.type
             ) from None
         nodes.extend(result.nodes)
-        initializers.extend(result.initializers)
+        initializers.extend(i for i in result.initializers if i.name not in switches)
+        switches.update(i.name for i in result.initializers if i.name == SAMPLING_SWITCH)
     outputs = list(graph.outputs)
     for name in extra_outputs:
         value = graph.resolve(name)
@@ -78,7 +81,8 @@ def to_onnx(
     onnx_graph = helper.make_graph(
         nodes,
         graph.name or "caffe_net",
-        [_value_info(n, s, dynamic_batch) for n, s in graph.inputs.items()],
+        [_value_info(n, s, dynamic_batch) for n, s in graph.inputs.items()]
+        + [helper.make_tensor_value_info(n, TensorProto.BOOL, []) for n in sorted(switches)],
         [_value_info(v, graph.shapes[v], dynamic_batch) for v in outputs],
         initializer=initializers,
     )

@@ -51,8 +51,14 @@ def session(
         raise CaffeCompatError(f"ONNX Runtime cannot load the model: {first}", path=where) from None
 
 
-def run_all(session_: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every output of the session by name, for float32 feeds."""
+def run_all(
+    session_: Any,
+    feeds: Mapping[str, np.ndarray],
+    switches: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Every output of the session by name, for float32 feeds (``switches``: other inputs,
+    fed as they are, e.g. the bool that turns Monte Carlo dropout off)."""
     names = [o.name for o in session_.get_outputs()]
-    outs = session_.run(names, {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()})
+    arrays = {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()}
+    outs = session_.run(names, {**arrays, **(switches or {})})
     return dict(zip(names, outs))

@@ -15,7 +15,12 @@ from ...ir.graph import Node
 from ...ir.infer import require_weights
 from ...proto import caffe_pb2
 from ...registry import register
-from ...shapes.activations import exp_constants, log_base_scale, power_constant, sampled_at_test
+from ...shapes.activations import (
+    exp_constants,
+    log_base_scale,
+    power_constant,
+    samples_at_test,
+)
 from ._base import TorchContext, parameter
 
 
@@ -43,10 +48,40 @@ class CaffeDropout(nn.Module):
         return x * (self.mask * self.scale)
 
 
-@register("Dropout", "torch", check=sampled_at_test)
+class MonteCarloDropout(CaffeDropout):
+    """caffe-segnet's Dropout with ``sample_weights_test``: a fresh mask on every forward, in
+    eval mode too (Bayesian SegNet averages several such runs). ``sample = False`` gives the
+    expected value, the identity (the mean network), which verify compares."""
+
+    def __init__(self, ratio: float) -> None:
+        super().__init__(ratio)
+        self.sample = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.sample:
+            return x
+        if self.generator is not None:
+            return super().forward(x)
+        # rand_like, not rand(x.shape): torch.export keeps the batch axis symbolic through it.
+        keep = (torch.rand_like(x) >= self.ratio).to(x.dtype)
+        return x * (keep * self.scale)
+
+
+def at_expected_value(model: nn.Module) -> nn.Module:
+    """``model`` with its Monte Carlo dropout layers at their expected value (the identity), for
+    runs that must be reproducible: synth's calibration from a seed."""
+    for module in model.modules():
+        if isinstance(module, MonteCarloDropout):
+            module.sample = False
+    return model
+
+
+@register("Dropout", "torch")
 def _dropout(node: Node, ctx: TorchContext) -> nn.Module:
     if ctx.graph.training and node.param.phase == caffe_pb2.TRAIN:
         return CaffeDropout(node.param.dropout_param.dropout_ratio)
+    if samples_at_test(node):
+        return MonteCarloDropout(node.param.dropout_param.dropout_ratio)
     # Caffe scales by 1/(1-ratio) while training, so inference is the identity.
     return nn.Identity()
 

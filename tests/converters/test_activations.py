@@ -34,6 +34,14 @@ CASES = [
         True,
     ),
     ("Dropout", "dropout_param { dropout_ratio: 0.3 }", lambda x: x, None, True),
+    # caffe-segnet's Monte Carlo dropout, compared at its expected value (verify's mode).
+    (
+        "Dropout",
+        "dropout_param { dropout_ratio: 0.3 sample_weights_test: true }",
+        lambda x: x,
+        None,
+        True,
+    ),
     (
         "Power",
         "power_param { power: 2 scale: 0.5 shift: 1 }",
@@ -161,3 +169,88 @@ def test_bad_settings_are_named(tmp_path):
         (tmp_path / "n.prototxt").write_text(net(body))
         with pytest.raises(NetDefinitionError, match='layer "l"'):
             load_net(tmp_path / "n.prototxt")
+
+
+MC_DROPOUT = net(
+    'layer { name: "d" type: "Dropout" bottom: "data" top: "y" '
+    "dropout_param { dropout_ratio: 0.3 sample_weights_test: true } }",
+    c=20,
+    h=25,
+    w=40,
+)
+
+
+def _check_sampled(x: np.ndarray, runs: list[np.ndarray]) -> None:
+    """caffe-segnet's DropoutLayer::Forward_cpu at TEST with sample_weights_test: each value is
+    dropped (0) with probability ratio or kept times scale_ = 1 / (1 - ratio), a fresh mask on
+    every run."""
+    scale = np.float32(1.0 / (1.0 - 0.3))
+    for y in runs:
+        kept = y != 0
+        np.testing.assert_allclose(y[kept], x[kept] * scale, rtol=1e-6)
+        assert abs(1 - kept.mean() - 0.3) < 0.02  # 20000 draws: 0.02 is over 6 standard errors
+    assert not np.array_equal(runs[0] != 0, runs[1] != 0)
+
+
+def test_monte_carlo_dropout_samples_in_torch_and_onnx_and_switches_off(tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from caffe_compat.converters.onnx.export import to_onnx
+    from caffe_compat.converters.torch.activations import MonteCarloDropout
+    from caffe_compat.converters.torch.model import CaffeNet
+    from caffe_compat.ir.load import fork_notes, load_net
+    from caffe_compat.shapes.activations import SAMPLING_SWITCH
+
+    (tmp_path / "n.prototxt").write_text(MC_DROPOUT)
+    loaded = load_net(tmp_path / "n.prototxt")
+    assert any("Monte Carlo dropout" in note for note in fork_notes(loaded))
+    x = np.random.default_rng(0).uniform(0.5, 1.5, (1, 20, 25, 40)).astype(np.float32)
+
+    model = CaffeNet(loaded.graph).eval()
+    with torch.no_grad():
+        runs = [model(data=torch.from_numpy(x), outputs=["y"])["y"].numpy() for _ in range(2)]
+    _check_sampled(x, runs)
+    (module,) = [m for m in model.modules() if isinstance(m, MonteCarloDropout)]
+    module.sample = False
+    with torch.no_grad():
+        np.testing.assert_array_equal(
+            model(data=torch.from_numpy(x), outputs=["y"])["y"].numpy(), x
+        )
+
+    # convert's torch.export (dynamic batch: exported at 2, run at 1) keeps the sampling.
+    batch = torch.export.Dim("batch", min=1, max=64)
+    exported = torch.export.export(
+        CaffeNet(loaded.graph), (torch.zeros(2, 20, 25, 40),), dynamic_shapes=(({0: batch},),)
+    ).module()
+    _check_sampled(x, [exported(torch.from_numpy(x)).numpy() for _ in range(2)])
+
+    onnx_model = to_onnx(loaded.graph)
+    inputs = [i.name for i in onnx_model.graph.input]
+    assert inputs == ["data", SAMPLING_SWITCH]
+    session = ort.InferenceSession(
+        onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    _check_sampled(x, [session.run(["y"], {"data": x})[0] for _ in range(2)])  # default: sample
+    off = session.run(["y"], {"data": x, SAMPLING_SWITCH: np.array(False)})[0]
+    np.testing.assert_array_equal(off, x)
+
+
+def test_synthesized_weights_of_a_monte_carlo_net_depend_on_the_seed_alone(tmp_path):
+    """synth calibrates a BatchNorm after the dropout from what it sees: at the dropout's
+    expected value, so one seed gives one file."""
+    from caffe_compat.ir.load import load_net
+    from caffe_compat.tools.synth import synthesize
+
+    body = (
+        'layer { name: "d" type: "Dropout" bottom: "data" top: "d" '
+        "dropout_param { dropout_ratio: 0.5 sample_weights_test: true } }\n"
+        'layer { name: "c" type: "Convolution" bottom: "d" top: "c" '
+        "convolution_param { num_output: 4 kernel_size: 3 } }\n"
+        'layer { name: "bn" type: "BatchNorm" bottom: "c" top: "c" }\n'
+    )
+    (tmp_path / "n.prototxt").write_text(net(body))
+    runs = [synthesize(load_net(tmp_path / "n.prototxt"), seed=3) for _ in range(2)]
+    for layer, blobs in runs[0].items():
+        for a, b in zip(blobs, runs[1][layer]):
+            np.testing.assert_array_equal(a, b, err_msg=layer)

@@ -131,6 +131,31 @@ def test_input_without_dims_takes_its_shape_from_the_caller(tmp_path):
     assert loaded.inference.shapes["ip"] == (3, 6)
 
 
+def test_input_without_dims_that_a_layer_produces_is_dropped_as_caffe_does(tmp_path):
+    """cnn-models' AlexNet: ``input: "data"`` with no shape and an Input layer with top "data".
+    Caffe's UpgradeNetInput drops an input without dimensions (pycaffe, loading that
+    file, lists the one input "data" at 10x3x227x227, from the Input layer)."""
+    layer = 'layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 10 dim: 3 dim: 4 dim: 5 } } }'
+    path = write(tmp_path, 'input: "data"\n' + layer + "\n" + BODY)
+    net, _ = load_prototxt(path)
+    upgrade_net(net)
+    assert [(layer.name, list(layer.top)) for layer in net.layer[:1]] == [("input", ["data"])]
+    assert len(net.layer) == 2 and not net.input
+    loaded = load_net(path)
+    assert loaded.graph.inputs == {"data": (10, 3, 4, 5)}
+    assert loaded.inference.shapes["ip"] == (10, 6)
+
+
+def test_only_the_produced_inputs_without_dims_are_dropped(tmp_path):
+    layer = 'layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 4 dim: 5 } } }'
+    net, _ = load_prototxt(write(tmp_path, 'input: "data" input: "rois"\n' + layer))
+    upgrade_net(net)
+    assert [(layer.type, list(layer.top)) for layer in net.layer] == [
+        ("Input", ["rois"]),
+        ("Input", ["data"]),
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -280,6 +305,16 @@ def test_unknown_fields_can_be_skipped(tmp_path):
         load_prototxt(path)
     net, _ = load_prototxt(path, allow_unknown_fields=True)
     assert net.layer[0].inner_product_param.num_output == 6
+
+
+def test_a_v1_layers_entry_with_a_string_type_is_refused_as_caffe_refuses_it(tmp_path):
+    """caffe-googlenet-bn's deploy ends with ``layers { type: "Softmax" }`` after V2 layers;
+    BVLC Caffe stops there too ("Expected integer or identifier, got: "Softmax"")."""
+    text = BODY + '\nlayers {\n  name: "prob"\n  type: "Softmax"\n}\n'
+    with pytest.raises(
+        PrototxtError, match=r'net\.prototxt:4: layer "prob": .*refuses this file too'
+    ):
+        load_prototxt(write(tmp_path, text), allow_unknown_fields=True)
 
 
 def test_skipped_fork_fields_are_named_with_their_line_and_layer(tmp_path):

@@ -80,3 +80,35 @@ def test_no_shape_at_all_gives_the_typical_one(tmp_path):
     )
     with pytest.raises(NetDefinitionError, match=r'"data" has no declared shape.*1,3,224,224'):
         load_net(path)
+
+
+def test_typical_input_shapes_run_a_failing_placeholder_at_the_family_size_and_say_so(
+    tmp_path, capsys
+):
+    path = tmp_path / "pose_deploy.prototxt"
+    path.write_text(POSE)
+    with pytest.raises(NetDefinitionError, match=r"\(or typical_input_shapes=True\)"):
+        load_net(path)
+    loaded = load_net(path, typical_input_shapes=True)
+    assert loaded.graph.inputs == {"image": (1, 3, 368, 368)}
+    assert loaded.inference.shapes["pool1"] == (1, 2, 184, 184)
+    (note,) = loaded.assumed
+    assert note.startswith(
+        'input "image" is declared 1x3x1x1, a placeholder: running at 1,3,368,368'
+    )
+    given = load_net(path, input_shapes={"image": (1, 3, 8, 8)}, typical_input_shapes=True)
+    assert given.graph.inputs == {"image": (1, 3, 8, 8)} and not given.assumed
+    out = tmp_path / "w.caffemodel"
+    assert main(["synth", str(path), "-o", str(out), "--typical-input-shape"]) == 0
+    assert main(["-q", "inspect", str(path), "--typical-input-shape"]) == 0
+    assert "running at 1,3,368,368" in capsys.readouterr().out
+
+
+def test_typical_input_shapes_keep_a_placeholder_the_net_runs_at_and_unknown_families(tmp_path):
+    runs = tmp_path / "pose_deploy.prototxt"
+    runs.write_text(POSE.replace("kernel_size: 2 stride: 2", "kernel_size: 1 stride: 1"))
+    assert load_net(runs, typical_input_shapes=True).graph.inputs == {"image": (1, 3, 1, 1)}
+    mystery = tmp_path / "mystery.prototxt"
+    mystery.write_text('input: "data"\nlayer { name: "r" type: "ReLU" bottom: "data" top: "r" }')
+    with pytest.raises(NetDefinitionError, match='"data" has no declared shape; pass input_sh'):
+        load_net(mystery, typical_input_shapes=True)

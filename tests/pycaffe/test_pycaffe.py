@@ -444,3 +444,20 @@ def test_named_params_are_shared(caffe, write_net):
     np.testing.assert_allclose(out["fb"], x.sum(axis=1, keepdims=True) + 0.5 + np.zeros((2, 4)))
     w2 = net.params["flat"][0].data.astype(np.float64)
     np.testing.assert_allclose(out["fc"], x @ w2.T + 1.0, rtol=1e-5, atol=1e-5)  # bias: all 1
+
+
+def test_bayesian_segnet_monte_carlo_dropout_samples_on_every_forward(caffe, tmp_path):
+    """caffe-segnet's pycaffe loop (test_bayesian_segnet.py) runs forward on a batch of copies
+    of one image and reads the per-pixel mean and variance: every forward and every item must
+    draw its own mask (kept values times 1 / (1 - ratio)), as its DropoutLayer does at TEST."""
+    path = tmp_path / "mc.prototxt"
+    path.write_text(
+        'input: "data" input_shape { dim: 4 dim: 2 dim: 6 dim: 6 }\n'
+        'layer { name: "d" type: "Dropout" bottom: "data" top: "y" '
+        "dropout_param { dropout_ratio: 0.5 sample_weights_test: true } }\n"
+    )
+    net = caffe.Net(str(path), caffe.TEST)
+    net.blobs["data"].data[...] = 1.0
+    first, second = net.forward()["y"].copy(), net.forward()["y"].copy()
+    assert set(np.unique(first)) <= {0.0, 2.0} and set(np.unique(second)) <= {0.0, 2.0}
+    assert not np.array_equal(first, second) and not np.array_equal(first[0], first[1])

@@ -171,3 +171,34 @@ def test_cli_convert_to_torch_weights(small, tmp_path, capsys):
         == 2
     )
     assert "refusing to overwrite" in capsys.readouterr().err
+
+
+def test_torch_weights_of_a_net_run_at_a_typical_shape_keep_that_shape(tmp_path):
+    """A net without an input shape converted with typical_input_shapes: the file records the
+    shape it was built at, so load_torch rebuilds it without being asked again."""
+    from caffe_compat.io.writer import definitions_only, write_caffemodel
+    from caffe_compat.tools.synth import synthesize
+
+    prototxt = tmp_path / "lenet_deploy.prototxt"
+    prototxt.write_text(
+        'name: "LeNet" input: "data"\n'
+        'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+        "inner_product_param { num_output: 3 } }\n"
+    )
+    loaded = load_net(prototxt, typical_input_shapes=True)
+    assert loaded.graph.inputs == {"data": (1, 1, 28, 28)} and loaded.assumed
+    weights = tmp_path / "w.caffemodel"
+    write_caffemodel(weights, definitions_only(loaded.net.layer), synthesize(loaded))
+    result = convert(
+        prototxt,
+        weights,
+        out_prefix=tmp_path / "m",
+        targets=["torch-weights"],
+        check=False,
+        typical_input_shapes=True,
+    )
+    assert any("running at 1,1,28,28" in note for note in result.notes)
+    model = caffe_compat.load_torch(result.outputs["torch-weights"])
+    with torch.no_grad():
+        out = model(torch.ones(2, 1, 28, 28), outputs=["ip"])["ip"]
+    assert out.shape == (2, 3)

@@ -1,0 +1,62 @@
+"""Argmax masks at near-ties: a float32 back end may pick the other of two maxima its own
+arithmetic made equal; verify reruns the judge with that choice, and only at near-ties."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from caffe_compat.ir.load import load_net
+from caffe_compat.verify import verify_loaded
+from caffe_compat.verify.ties import near_tie_masks
+
+# x + 2^-24 in float32 rounds 1 + 2^-23 and 1 + 2^-22 both to 1 + 2^-22 (ties to even), so
+# Caffe's float32 first maximum is index 0 of the window; in float64 index 1 is larger. The
+# unpooling then puts the maximum at another place: a whole value apart, not a rounding.
+NET = """
+input: "data" input_shape { dim: 1 dim: 1 dim: 2 dim: 4 }
+layer { name: "shift" type: "Power" bottom: "data" top: "y" power_param { shift: 5.9604645e-08 } }
+layer { name: "pool" type: "Pooling" bottom: "y" top: "pool" top: "mask"
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "up" type: "Upsample" bottom: "pool" bottom: "mask" top: "up"
+        upsample_param { upsample_h: 2 upsample_w: 4 } }
+"""
+
+
+def _feeds() -> dict[str, np.ndarray]:
+    one = np.float32(1)
+    first, second = one + np.float32(2.0**-23), one + np.float32(2.0**-22)
+    window = [[first, second, 0.25, 0.5], [0.0, 0.0, 0.0, 0.125]]
+    return {"data": np.array(window, dtype=np.float32)[None, None]}
+
+
+def test_a_near_tie_decided_otherwise_reruns_the_judge_and_says_so(tmp_path):
+    path = tmp_path / "tie.prototxt"
+    path.write_text(NET)
+    loaded = load_net(path)
+    report = verify_loaded(
+        loaded, feeds=_feeds(), against=("float64",), devices=("cpu",), progress=False
+    )
+    assert report.passed, report.render(all_rows=False)
+    notes = [n for n in report.notes if "near-ties" in n]
+    assert {n.split(":")[0] for n in notes} == {"torch-cpu", "onnxruntime-cpu"}
+    assert 'layer "pool": 1 of 2 argmax choices differ' in notes[0]
+
+
+def test_only_near_ties_are_accepted(tmp_path):
+    path = tmp_path / "tie.prototxt"
+    path.write_text(NET)
+    graph = load_net(path).graph
+    x = np.array([[1.0, 1.5, 0.25, 0.5], [0.0, 0.0, 0.0, 0.125]])[None, None]
+    judge = {"y": x, "mask": np.array([[[[1.0, 3.0]]]])}
+    picked_first = {"mask": np.array([[[[0.0, 3.0]]]])}  # 1.0 vs 1.5: not a tie
+
+    def limit(value: str) -> float:
+        return 1e-4
+
+    assert near_tie_masks(graph, judge, picked_first, limit) == ({}, [])
+    close = {"y": x + np.array([[0, -0.5 + 1e-5, 0, 0], [0, 0, 0, 0]])[None, None]}
+    fixed, notes = near_tie_masks(graph, {**judge, **close}, picked_first, limit)
+    assert list(fixed) == ["mask"] and np.array_equal(fixed["mask"], picked_first["mask"])
+    assert len(notes) == 1
+    padded = {"mask": np.array([[[[-1.0, 3.0]]]])}  # a padding-only window: never a tie
+    assert near_tie_masks(graph, {**judge, **close}, padded, limit) == ({}, [])
