@@ -58,6 +58,23 @@ V1_TYPE_NAMES: dict[int, str] = {
     V1.THRESHOLD: "Threshold",
 }
 V1_TYPE_BY_NAME: dict[str, int] = {name: enum for enum, name in V1_TYPE_NAMES.items() if name}
+# facebook/C3D v1.0's enum: read only (its 3-D settings do not fit V1's messages when written).
+# The schema numbers them 6600 + C3D's number; C3D_V1_NUMBERS is C3D's own numbering.
+C3D_V1_TYPES: dict[int, str] = {
+    V1.ELTWISE_PRODUCT: "EltwiseProduct",
+    V1.CONVOLUTION3D: "Convolution3D",
+    V1.POOLING3D: "Pooling3D",
+    V1.VOLUME_DATA: "VolumeData",
+    V1.VIDEO_DATA: "VideoData",
+    V1.DECONVOLUTION3D: "Deconvolution3D",
+    V1.VIDEO_SEGMENTATION_DATA: "VideoSegmentationData",
+    V1.VOXEL_SOFTMAX: "VoxelSoftmax",
+    V1.VOXEL_SOFTMAX_LOSS: "VoxelSoftmaxLoss",
+    V1.VIDEO_WITH_VOXEL_TRUTH_DATA: "VideoWithVoxelTruthData",
+    V1.VOXEL_CUSTOM_LOSS: "VoxelCustomLoss",
+    V1.DOWN_SAMPLING: "DownSampling",
+}
+C3D_V1_NUMBERS = {enum - 6600: enum for enum in C3D_V1_TYPES}
 
 # Fields the two layer messages share by name and type: copied as they are.
 _SHARED_SCALARS = ("name",)
@@ -94,7 +111,7 @@ def v1_layer_to_v2(old: caffe_pb2.V1LayerParameter) -> caffe_pb2.LayerParameter:
         getattr(new, name).extend(getattr(old, name))
     new.blobs.extend(old.blobs)
     if old.HasField("type"):
-        new.type = V1_TYPE_NAMES[old.type]
+        new.type = V1_TYPE_NAMES.get(old.type) or C3D_V1_TYPES[old.type]
     for name in _V1_PARAM_FIELDS:
         if old.HasField(name):
             getattr(new, name).CopyFrom(getattr(old, name))
@@ -113,6 +130,29 @@ def v1_layer_to_v2(old: caffe_pb2.V1LayerParameter) -> caffe_pb2.LayerParameter:
             spec.decay_mult = old.weight_decay[i]
     _upgrade_data_transform(new)
     return new
+
+
+def read_c3d_numbers(net: caffe_pb2.NetParameter) -> bool:
+    """A binary C3D v1.0 net numbers its 3-D types 25 and 30-40, BVLC's ELTWISE, ARGMAX,
+    THRESHOLD, ...: when a layer of such a type carries a message only C3D's type reads there
+    (an ARGMAX with convolution_param, a THRESHOLD with pooling_param, a SLICE with
+    image_data_param), every such number in the net is C3D's. True when renumbered."""
+    c3d_fields = {
+        V1.ARGMAX: "convolution_param",
+        V1.THRESHOLD: "pooling_param",
+        V1.SLICE: "image_data_param",
+        V1.MVN: "convolution_param",  # DECONVOLUTION3D
+    }
+    if not any(
+        layer.HasField(c3d_fields[layer.type])
+        for layer in net.layers
+        if layer.HasField("type") and layer.type in c3d_fields
+    ):
+        return False
+    for layer in net.layers:
+        if layer.HasField("type") and layer.type in C3D_V1_NUMBERS:
+            layer.type = C3D_V1_NUMBERS[layer.type]  # type: ignore[assignment]
+    return True
 
 
 def v2_layer_to_v1(new: caffe_pb2.LayerParameter) -> caffe_pb2.V1LayerParameter:
@@ -215,6 +255,7 @@ def upgrade_net(net: caffe_pb2.NetParameter, *, path: str | None = None) -> bool
     if was_v1:
         if is_v0(net):
             upgrade_v0_net(net, path=path)
+        read_c3d_numbers(net)
         converted = [v1_layer_to_v2(old) for old in net.layers]
         net.ClearField("layers")
         net.layer.extend(converted)
