@@ -280,6 +280,14 @@ def video_data_shapes(
     elif video.new_length:
         p, crop = video, int(layer.transform_param.crop_size or video.crop_size)
         batch = int(video.batch_size)
+    elif layer.HasField("image_data_param"):
+        # C3D v1.0's form with no length: a binary net, whose field 11 (new_length) BVLC's
+        # schema reads as is_color, a bool: the clip length is lost.
+        notes.append(
+            f'input "{layer.top[0]}" from VideoData layer "{layer.name}": the clip length '
+            "(new_length) is unknown; pass --input-shape N,3,L,H,W"
+        )
+        return [None] * len(layer.top)
     else:
         return data_shapes(layer, notes, labels)
     height, width = (crop, crop) if crop else (int(p.new_height), int(p.new_width))
