@@ -4,9 +4,12 @@ messages), their shape rules (C3D's rounding) and what they refuse."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from _wire_bytes import field, varint
 
 from caffe_compat.errors import NetDefinitionError
+from caffe_compat.io.caffemodel import read_caffemodel
 from caffe_compat.io.dialects import settle
 from caffe_compat.io.upgrade import upgrade_net
 from caffe_compat.ir.load import load_net
@@ -161,3 +164,36 @@ def test_convolution3d_refuses_a_4d_bottom(tmp_path):
     )
     with pytest.raises(NetDefinitionError, match="5-D"):
         load_net(path)
+
+
+def _c3d_blob(shape: tuple[int, ...], values: np.ndarray) -> bytes:
+    """C3D v1.0's BlobProto: num 1, channels 2, length 3, height 4, width 5, packed data 6."""
+    dims = b"".join(varint(n << 3) + varint(d) for n, d in zip(range(1, 6), shape))
+    return dims + field(6, values.astype("<f4").tobytes()) + field(7, b"")
+
+
+def test_c3d_v1_caffemodel_blobs(tmp_path):
+    """A caffemodel as C3D v1.0 writes it: V1 layers (type 30) holding its 5-D blobs."""
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((3, 3, 3, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(3).astype(np.float32)
+    layer = (
+        field(4, b"conv1a")  # V1LayerParameter.name
+        + varint(5 << 3)
+        + varint(30)  # type: C3D's CONVOLUTION3D
+        + field(6, _c3d_blob(weight.shape, weight.ravel()))
+        + field(6, _c3d_blob((1, 1, 1, 1, 3), bias))
+    )
+    model = tmp_path / "c3d.caffemodel"
+    model.write_bytes(field(1, b"c3d") + field(2, layer))
+    blobs = read_caffemodel(model).blobs["conv1a"]
+    assert [b.shape for b in blobs] == [(3, 3, 3, 3, 3), (1, 1, 1, 1, 3)]
+    np.testing.assert_array_equal(blobs[0], weight)
+    np.testing.assert_array_equal(blobs[1].ravel(), bias)
+    path = tmp_path / "c3d.prototxt"
+    path.write_text(V1_NET)
+    loaded = load_net(path, model, strict=False)
+    assert [b.shape for b in loaded.graph.node("conv1a").blobs] == [
+        (3, 3, 3, 3, 3),
+        (1, 1, 1, 1, 3),
+    ]
