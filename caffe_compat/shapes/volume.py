@@ -26,6 +26,7 @@ import math
 
 from google.protobuf import unknown_fields
 
+from ..errors import NetDefinitionError
 from ..ir.graph import Node, Shape
 from ..proto import caffe_pb2
 from ..registry import LayerShapes, describe, register
@@ -134,7 +135,11 @@ def _conv3d_dialect(layer: caffe_pb2.LayerParameter, blobs: int | None) -> str |
         for name in ("pad", "kernel_size", "stride"):
             values = list(getattr(c, name))
             if len(values) > 1:
-                raise ValueError(f"Convolution3D takes one {name}, not {values}")
+                raise NetDefinitionError(
+                    f"Convolution3D takes one {name}, not {values}",
+                    layer=layer.name,
+                    layer_type=layer.type,
+                )
             if values:
                 setattr(p, name, values[0])
         for name in ("weight_filler", "bias_filler"):
