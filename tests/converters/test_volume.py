@@ -1,11 +1,13 @@
 """C3D's Convolution3D and Pooling3D: PyTorch, ONNX Runtime and the float64 reference against
 loops written here from convolution3d_layer.cpp and pool3d_layer.cpp (C3D v1.0 = v1.1), at
-batches 2 and 3. OpenCV 4's Caffe reader knows neither type (checked below): no OpenCV judge."""
+batches 2 and 3, and Convolution3D against real BVLC Caffe's N-D Convolution (recorded). OpenCV
+4's Caffe reader knows neither type (checked below): no OpenCV judge."""
 
 from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,3 +138,32 @@ def test_opencv_has_no_c3d_layers(tmp_path):
         path.write_text(video_net(layer))
         with pytest.raises(cv2.error):
             cv2.dnn.readNetFromCaffe(str(path)).forward()
+
+
+RECORDED = Path(__file__).parents[1] / "reference" / "data" / "volume" / "conv3d.npz"
+CAFFE_CASES = {  # tests/reference/data/volume/record.py: (O, kd, k, tpad, pad, ts, s)
+    "c3d": (4, 3, 3, 1, 1, 1, 1),
+    "resnet_conv1": (2, 3, 7, 1, 3, 1, 2),
+    "strided": (3, 2, 3, 0, 1, 2, 2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CAFFE_CASES))
+def test_convolution3d_matches_real_caffe(layer_check, case):
+    """PyTorch and ONNX Runtime against real BVLC Caffe's N-D Convolution on the same clips and
+    weights (the bias in C3D's 1 x 1 x 1 x 1 x O blob)."""
+    rec = {k.split("/", 1)[1]: v for k, v in np.load(RECORDED).items() if k.startswith(case)}
+    o, kd, k, tpad, pad, ts, s = CAFFE_CASES[case]
+    body = (
+        f'layer {{ name: "c" type: "Convolution3D" bottom: "data" top: "c" convolution3d_param '
+        f"{{ num_output: {o} kernel_size: {k} kernel_depth: {kd} pad: {pad} "
+        f"temporal_pad: {tpad} stride: {s} temporal_stride: {ts} }} }}"
+    )
+    layer_check(
+        video_net(body, rec["data"].shape),
+        lambda i, w: {"c": rec["top"]},
+        feeds=lambda n: {"data": rec["data"]},
+        blobs={"c": [rec["weight"], rec["bias"].reshape(1, 1, 1, 1, o)]},
+        dynamic=False,
+        opencv=False,
+    )

@@ -2,9 +2,12 @@
 from convolution3d_layer.cpp (vol2col + GEMM: output sizes rounded down, weights O x C x kd x k x
 k, bias 1 x 1 x 1 x 1 x O) and pool3d_layer.cpp (H, W rounded up with pad, L rounded up without,
 windows clipped to the input, AVE over the window clipped to size + pad, MAX backward to every
-element equal to the window's maximum), and their backward against central differences."""
+element equal to the window's maximum), their backward against central differences, and
+Convolution3D against real BVLC Caffe's N-D Convolution on 5-D clips (recorded)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +113,47 @@ def test_backward_matches_central_differences(grad_check, layer):
             "c": [rng.standard_normal((2, 2, 2, 2, 2)), rng.standard_normal((1, 1, 1, 1, 2))]
         }
     grad_check(layer, weights, data=rng.standard_normal((2, 2, 3, 4, 5)))
+
+
+RECORDED = Path(__file__).parent / "data" / "volume" / "conv3d.npz"
+CASES = {  # as data/volume/record.py ran BVLC's N-D Convolution: (O, kd, k, tpad, pad, ts, s)
+    "c3d": (4, 3, 3, 1, 1, 1, 1),
+    "resnet_conv1": (2, 3, 7, 1, 3, 1, 2),
+    "strided": (3, 2, 3, 0, 1, 2, 2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_convolution3d_matches_real_caffe(build, case):
+    """Real BVLC Caffe's N-D Convolution on 5-D clips (recorded by data/volume/record.py), the
+    computation C3D's vol2col + GEMM performs: the reference's forward and backward."""
+    from caffe_compat import registry
+    from caffe_compat.reference import forward
+    from caffe_compat.reference._base import BackwardContext
+
+    from .conftest import inputs_layer
+
+    rec = {k.split("/", 1)[1]: v for k, v in np.load(RECORDED).items() if k.startswith(case)}
+    o, kd, k, tpad, pad, ts, s = CASES[case]
+    x = rec["data"].astype(np.float64)
+    bias = rec["bias"].reshape(1, 1, 1, 1, o)
+    layer = conv3d(o, k, kd, pad=pad, tpad=tpad, s=s, ts=ts)
+    graph = build(inputs_layer(data=x) + layer, {"c": [rec["weight"], bias]})
+    top = forward(graph, {"data": x}, outputs=["c"])["c"]
+    np.testing.assert_allclose(top, rec["top"], rtol=1e-5, atol=1e-5 * np.abs(rec["top"]).max())
+    node = graph.node("c")
+    blobs = (rec["weight"].astype(np.float64), bias.astype(np.float64))
+    ctx = BackwardContext(
+        (x.shape,),
+        (top.shape,),
+        blobs,
+        outputs=(top,),
+        propagate=(True,),
+        param_propagate=(True, True),
+    )
+    entry = registry.lookup("Convolution3D", "reference_backward")
+    (dx,), (dw, db) = entry.fn(node, [x], [rec["top_diff"].astype(np.float64)], ctx)
+    for mine, theirs in ((dx, rec["data_diff"]), (dw, rec["weight_diff"])):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-5 * np.abs(theirs).max())
+    assert db.shape == (1, 1, 1, 1, o)  # in the bias blob's shape
+    np.testing.assert_allclose(db.ravel(), rec["bias_diff"], rtol=1e-5)
