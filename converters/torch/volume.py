@@ -1,7 +1,8 @@
-"""C3D's Pooling3D in PyTorch: the input padded explicitly so every window is whole (MAX: with
-the lowest float, which never wins; AVE: zeros), a plain 3-D pooling, and for AVE a constant
-factor turning the kernel volume into C3D's divisor where windows are clipped. Convolution3D
-runs Convolution's module through its rewrite (caffe_compat.shapes.volume)."""
+"""C3D's layers in PyTorch. Pooling3D: the input padded explicitly so every window is whole (MAX:
+with the lowest float, which never wins; AVE: zeros), a plain 3-D pooling, and for AVE a constant
+factor turning the kernel volume into C3D's divisor where windows are clipped. Convolution3D:
+Convolution's module on the rewritten node (caffe_compat.shapes.volume), its bias held in C3D's
+1 x 1 x 1 x 1 x O blob shape (what training binds and saves) and read flat."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from torch import nn
 
 from ...ir.graph import Node
 from ...proto import caffe_pb2
-from ...registry import register
-from ...shapes.volume import pool3d_geometry
+from ...registry import builtin_entry, register
+from ...shapes.volume import conv3d_as_convolution, pool3d_geometry
 from ._base import TorchContext
 
 MAX = caffe_pb2.Pooling3DParameter.MAX
@@ -45,3 +46,31 @@ class CaffePool3d(nn.Module):
 @register("Pooling3D", "torch")
 def _pooling3d(node: Node, ctx: TorchContext) -> nn.Module:
     return CaffePool3d(node.param.pooling3d_param)
+
+
+class CaffeConv3d(nn.Module):
+    """Convolution's module with the bias blob in C3D's shape, handed to it flat each call."""
+
+    def __init__(self, conv: nn.Module) -> None:
+        super().__init__()
+        self.conv = conv
+        bias = conv._parameters.get("bias")
+        if bias is None:
+            self.blob_slots = ("conv.weight",)
+        else:
+            del conv._parameters["bias"]
+            self.bias = nn.Parameter(bias.data.reshape(1, 1, 1, 1, -1), bias.requires_grad)
+            self.blob_slots = ("conv.weight", "bias")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if "bias" in self._parameters or "bias" in self._buffers:
+            self.conv.bias = self.bias.reshape(-1)
+        return self.conv(x)
+
+
+@register("Convolution3D", "torch")
+def _convolution3d(node: Node, ctx: TorchContext) -> nn.Module:
+    conv = builtin_entry("Convolution", "torch")
+    assert conv is not None
+    rewritten = conv3d_as_convolution(node, ctx.in_shapes)
+    return CaffeConv3d(conv.fn(rewritten, TorchContext(ctx.graph, rewritten)))

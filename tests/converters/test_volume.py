@@ -167,3 +167,36 @@ def test_convolution3d_matches_real_caffe(layer_check, case):
         dynamic=False,
         opencv=False,
     )
+
+
+def test_convolution3d_module_binds_c3d_shaped_blobs(tmp_path):
+    """Training binds Caffe's blobs into the module: the bias is C3D's 1 x 1 x 1 x 1 x O blob,
+    and its gradient comes back in that shape."""
+    import torch
+
+    from caffe_compat.converters.torch._base import TorchContext, bind_blobs
+    from caffe_compat.ir.load import load_net
+    from caffe_compat.registry import lookup
+
+    path = tmp_path / "c.prototxt"
+    path.write_text(
+        video_net(
+            'layer { name: "c" type: "Convolution3D" bottom: "data" top: "c" '
+            "convolution3d_param { num_output: 2 kernel_size: 3 kernel_depth: 3 pad: 1 "
+            "temporal_pad: 1 } }"
+        )
+    )
+    graph = load_net(path).graph
+    node = graph.node("c")
+    rng = np.random.default_rng(0)
+    node.blobs = [rng.standard_normal((2, 3, 3, 3, 3)), np.zeros((1, 1, 1, 1, 2))]
+    module = lookup("Convolution3D", "torch").fn(node, TorchContext(graph, node))
+    weight = torch.nn.Parameter(torch.tensor(node.blobs[0], dtype=torch.float32))
+    bias = torch.nn.Parameter(torch.tensor([[[[[1.0, -1.0]]]]]))
+    bind_blobs(module, [weight, bias])
+    x = torch.zeros(SHAPE)
+    y = module(x)
+    assert torch.equal(y[:, 0], torch.ones_like(y[:, 0]))  # zero input: the bias alone
+    y.sum().backward()
+    assert bias.grad is not None and bias.grad.shape == (1, 1, 1, 1, 2)
+    assert float(bias.grad[0, 0, 0, 0, 0]) == y[:, 0].numel()
