@@ -15,8 +15,9 @@ padding), windows clipped to the input, AVE divided by the window clipped to ``s
 
 C3D v1.0 writes nets in the V1 format: enum types (CONVOLUTION3D, POOLING3D, VIDEO_DATA, numbered
 where BVLC has others; caffe_compat/io/upgrade.py) and the 3-D settings inside convolution_param
-and pooling_param. Each type's ``dialect`` fact moves them into C3D v1.1's messages, reading a
-binary layer's message with C3D's own numbering, and says so.
+and pooling_param: the V1 upgrade moves them into C3D v1.1's messages by name; a binary net's,
+whose numbers BVLC reads as other fields, each type's ``dialect`` fact re-reads with C3D's own
+numbering, and says so.
 """
 
 from __future__ import annotations
@@ -24,9 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from google.protobuf import unknown_fields
-
-from ..errors import NetDefinitionError
+from ..io.upgrade import c3d_settings
 from ..ir.graph import Node, Shape
 from ..proto import caffe_pb2
 from ..registry import LayerShapes, describe, register
@@ -34,8 +33,6 @@ from .conv import rescale_conv
 from .data import data_shapes
 
 C3D = "facebook/C3D (v1.0 V1 enum, v1.1 type string)"
-_CONV_NAMED = ("kernel_depth", "temporal_stride", "filter_group", "temporal_pad")
-_POOL_NAMED = ("kernel_depth", "temporal_stride")
 
 
 def _five_d(shape: Shape, layer_type: str) -> None:
@@ -115,42 +112,10 @@ def _columns(node: Node, in_shapes: list[Shape], out_shapes: list[Shape]) -> int
     return 2 * in_shapes[0][1] * kernel * math.prod(out_shapes[0][2:])
 
 
-def _has_unknown(message) -> bool:
-    return len(unknown_fields.UnknownFieldSet(message)) > 0
-
-
 def _conv3d_dialect(layer: caffe_pb2.LayerParameter, blobs: int | None) -> str | None:
-    """C3D v1.0's settings sit in convolution_param: by name in a text net, at C3D's numbers in
-    a binary one (BVLC reads them as stride, kernel_h/w and unknown fields)."""
-    if not layer.HasField("convolution_param") or layer.HasField("convolution3d_param"):
-        return None
-    c = layer.convolution_param
-    p = layer.convolution3d_param
-    if any(c.HasField(name) for name in _CONV_NAMED) or not (
-        _has_unknown(c) or c.stride or c.HasField("kernel_h") or c.HasField("kernel_w")
-    ):
-        for name in ("num_output", "bias_term", "group", *_CONV_NAMED):
-            if c.HasField(name):
-                setattr(p, name, getattr(c, name))
-        for name in ("pad", "kernel_size", "stride"):
-            values = list(getattr(c, name))
-            if len(values) > 1:
-                raise NetDefinitionError(
-                    f"Convolution3D takes one {name}, not {values}",
-                    layer=layer.name,
-                    layer_type=layer.type,
-                )
-            if values:
-                setattr(p, name, values[0])
-        for name in ("weight_filler", "bias_filler"):
-            if c.HasField(name):
-                getattr(p, name).CopyFrom(getattr(c, name))
-        note = "C3D v1.0 convolution_param read as convolution3d_param"
-    else:
-        p.MergeFromString(c.SerializeToString())
-        note = "binary C3D v1.0 convolution_param read with C3D's field numbers"
-    layer.ClearField("convolution_param")
-    return note
+    """C3D v1.0's settings left in convolution_param: a binary net's, at C3D's numbers (a text
+    net's moved when the V1 net was upgraded), or a V2 layer's."""
+    return c3d_settings(layer, binary=True)
 
 
 describe(
@@ -240,23 +205,8 @@ def _pooling3d(node: Node, inputs: list[Shape]) -> LayerShapes:
 
 
 def _pool3d_dialect(layer: caffe_pb2.LayerParameter, blobs: int | None) -> str | None:
-    """C3D v1.0's Pooling3D settings sit in pooling_param (kernel_depth and temporal_stride at
-    5 and 6, BVLC's kernel_h and kernel_w, in a binary net)."""
-    if not layer.HasField("pooling_param") or layer.HasField("pooling3d_param"):
-        return None
-    c, p = layer.pooling_param, layer.pooling3d_param
-    if any(c.HasField(name) for name in _POOL_NAMED) or not (
-        _has_unknown(c) or c.HasField("kernel_h") or c.HasField("kernel_w")
-    ):
-        for name in ("pool", "kernel_size", "stride", "pad", *_POOL_NAMED):
-            if c.HasField(name):
-                setattr(p, name, getattr(c, name))
-        note = "C3D v1.0 pooling_param read as pooling3d_param"
-    else:
-        p.MergeFromString(c.SerializeToString())
-        note = "binary C3D v1.0 pooling_param read with C3D's field numbers"
-    layer.ClearField("pooling_param")
-    return note
+    """C3D v1.0's Pooling3D settings left in pooling_param (see _conv3d_dialect)."""
+    return c3d_settings(layer, binary=True)
 
 
 describe(
