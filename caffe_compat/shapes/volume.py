@@ -104,12 +104,13 @@ def _conv3d_fillers(layer: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerPar
 
 
 def _columns(node: Node, in_shapes: list[Shape], out_shapes: list[Shape]) -> int:
-    """vol2col's buffer for one clip (C3D, ONNX Runtime and the float64 reference, counted at
-    float64, unfold one clip at a time; torch's oneDNN path builds none): C x kd x k x k rows
-    at every output position. It does not grow with the batch."""
+    """vol2col's buffer for one clip: C x kd x k x k rows at every output position. C3D, ONNX
+    Runtime and the float64 reference (at twice the bytes) unfold one clip at a time; torch's
+    oneDNN path builds none. It does not grow with the batch (the budget reads it per item of
+    the declared batch)."""
     p = node.param.convolution3d_param
     kernel = int(p.kernel_depth) * int(p.kernel_size) ** 2
-    return 2 * in_shapes[0][1] * kernel * math.prod(out_shapes[0][2:])
+    return in_shapes[0][1] * kernel * math.prod(out_shapes[0][2:])
 
 
 def _conv3d_dialect(layer: caffe_pb2.LayerParameter, blobs: int | None) -> str | None:
