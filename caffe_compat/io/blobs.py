@@ -3,6 +3,8 @@
 One decoder for every binary reader (caffemodel V1/V2, mean.binaryproto). Shape rules follow
 Caffe's ``Blob::FromProto``: legacy num/channels/height/width win when any of them is present,
 otherwise ``shape.dim``; ``double_data`` is used when present, else ``data``; ``diff`` is skipped.
+facebook/C3D v1.0's 5-D BlobProto (its own numbering, told by a varint at BVLC's data field) is
+read as num x channels x length x height x width.
 """
 
 from __future__ import annotations
@@ -15,10 +17,25 @@ from google.protobuf.message import DecodeError
 
 from ..proto import caffe_pb2
 from .source import ByteSource
-from .wire import I32, I64, LEN, WireError, read_field
+from .wire import I32, I64, LEN, VARINT, WireError, read_field
 
 _DATA, _DIFF, _DOUBLE_DATA, _DOUBLE_DIFF = 5, 6, 8, 9
 _BULK = {_DATA, _DIFF, _DOUBLE_DATA, _DOUBLE_DIFF}
+# facebook/C3D v1.0's BlobProto: num 1, channels 2, length 3, height 4, width 5 (a varint where
+# BVLC has its packed data), data 6, diff 7. Read as BVLC's numbers: data and diff one lower.
+_C3D_DIMS = (1, 2, 3, 4, 5)
+_C3D_RENUMBER = {6: _DATA, 7: _DIFF}
+
+
+def _is_c3d_blob(src: ByteSource, start: int, end: int) -> bool:
+    """A blob whose field 5 is a varint is C3D v1.0's 5-D layout (BVLC's 5 is packed floats)."""
+    pos = start
+    while pos < end:
+        f = read_field(src.buf, pos, end)
+        if f.number == _DATA:
+            return f.wire_type == VARINT
+        pos = f.end
+    return False
 
 
 @dataclass(frozen=True)
@@ -81,10 +98,19 @@ def scan_blob(src: ByteSource, start: int, end: int) -> BlobSpan:
     header_parts: list[bytes] = []
     span_data: list[Chunk] = []
     span_double: list[Chunk] = []
+    c3d = _is_c3d_blob(src, start, end)
+    dims = dict.fromkeys(_C3D_DIMS, 0)
     pos = start
     while pos < end:
         f = read_field(src.buf, pos, end)
         pos = f.end
+        if c3d:
+            if f.number in dims and f.wire_type == VARINT:
+                dims[f.number] = f.value
+                continue
+            f = f._replace(number=_C3D_RENUMBER.get(f.number, 0))
+            if not f.number:
+                continue  # nothing else is in C3D's BlobProto
         if f.number not in _BULK:
             header_parts.append(bytes(src.buf[f.tag_start : f.end]))
             continue
@@ -115,6 +141,8 @@ def scan_blob(src: ByteSource, start: int, end: int) -> BlobSpan:
         header.ParseFromString(b"".join(header_parts))
     except DecodeError as exc:  # carries no position: point at the blob
         raise WireError(f"blob header does not decode ({exc})", start) from None
+    if c3d:
+        header.shape.dim.extend(dims.values())
     return BlobSpan(header, span_data, span_double)
 
 

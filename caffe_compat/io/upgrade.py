@@ -9,6 +9,10 @@ The reverse mapping (V2 -> V1) serves the V1 writer.
 
 from __future__ import annotations
 
+from typing import Any
+
+from google.protobuf import unknown_fields
+
 from ..errors import NetDefinitionError
 from ..proto import caffe_pb2
 from .upgrade_v0 import upgrade_v0_net
@@ -58,6 +62,23 @@ V1_TYPE_NAMES: dict[int, str] = {
     V1.THRESHOLD: "Threshold",
 }
 V1_TYPE_BY_NAME: dict[str, int] = {name: enum for enum, name in V1_TYPE_NAMES.items() if name}
+# facebook/C3D v1.0's enum: read only (its 3-D settings do not fit V1's messages when written).
+# The schema numbers them 6600 + C3D's number; C3D_V1_NUMBERS is C3D's own numbering.
+C3D_V1_TYPES: dict[int, str] = {
+    V1.ELTWISE_PRODUCT: "EltwiseProduct",
+    V1.CONVOLUTION3D: "Convolution3D",
+    V1.POOLING3D: "Pooling3D",
+    V1.VOLUME_DATA: "VolumeData",
+    V1.VIDEO_DATA: "VideoData",
+    V1.DECONVOLUTION3D: "Deconvolution3D",
+    V1.VIDEO_SEGMENTATION_DATA: "VideoSegmentationData",
+    V1.VOXEL_SOFTMAX: "VoxelSoftmax",
+    V1.VOXEL_SOFTMAX_LOSS: "VoxelSoftmaxLoss",
+    V1.VIDEO_WITH_VOXEL_TRUTH_DATA: "VideoWithVoxelTruthData",
+    V1.VOXEL_CUSTOM_LOSS: "VoxelCustomLoss",
+    V1.DOWN_SAMPLING: "DownSampling",
+}
+C3D_V1_NUMBERS = {enum - 6600: enum for enum in C3D_V1_TYPES}
 
 # Fields the two layer messages share by name and type: copied as they are.
 _SHARED_SCALARS = ("name",)
@@ -94,7 +115,7 @@ def v1_layer_to_v2(old: caffe_pb2.V1LayerParameter) -> caffe_pb2.LayerParameter:
         getattr(new, name).extend(getattr(old, name))
     new.blobs.extend(old.blobs)
     if old.HasField("type"):
-        new.type = V1_TYPE_NAMES[old.type]
+        new.type = V1_TYPE_NAMES.get(old.type) or C3D_V1_TYPES[old.type]
     for name in _V1_PARAM_FIELDS:
         if old.HasField(name):
             getattr(new, name).CopyFrom(getattr(old, name))
@@ -112,7 +133,92 @@ def v1_layer_to_v2(old: caffe_pb2.V1LayerParameter) -> caffe_pb2.LayerParameter:
         if i < len(old.weight_decay):
             spec.decay_mult = old.weight_decay[i]
     _upgrade_data_transform(new)
+    c3d_settings(new, binary=False)  # a binary net's wait for its dialect fact, which says so
     return new
+
+
+def read_c3d_numbers(net: caffe_pb2.NetParameter) -> bool:
+    """A binary C3D v1.0 net numbers its 3-D types 25 and 30-40, BVLC's ELTWISE, ARGMAX,
+    THRESHOLD, ...: when a layer of such a type carries a message only C3D's type reads there
+    (an ARGMAX with convolution_param, a THRESHOLD with pooling_param, a SLICE with
+    image_data_param), every such number in the net is C3D's. True when renumbered."""
+    c3d_fields = {
+        V1.ARGMAX: "convolution_param",
+        V1.THRESHOLD: "pooling_param",
+        V1.SLICE: "image_data_param",
+        V1.MVN: "convolution_param",  # DECONVOLUTION3D
+    }
+    if not any(
+        layer.HasField(c3d_fields[layer.type])
+        for layer in net.layers
+        if layer.HasField("type") and layer.type in c3d_fields
+    ):
+        return False
+    for layer in net.layers:
+        if layer.HasField("type") and layer.type in C3D_V1_NUMBERS:
+            layer.type = C3D_V1_NUMBERS[layer.type]  # type: ignore[assignment]
+    return True
+
+
+_C3D_CONV_NAMED = ("kernel_depth", "temporal_stride", "filter_group", "temporal_pad")
+_C3D_POOL_NAMED = ("kernel_depth", "temporal_stride")
+
+
+def _is_set(message: Any, name: str) -> bool:
+    field = message.DESCRIPTOR.fields_by_name[name]
+    if field.is_repeated:
+        return len(getattr(message, name)) > 0
+    return message.HasField(name)
+
+
+def _is_c3d_binary(message: Any, named: tuple[str, ...], bvlc: tuple[str, ...]) -> bool:
+    """Whether C3D's settings sit at its own numbers (a binary net): none of them was named and
+    BVLC's schema found fields at those numbers (C3D's numbers it knows, or unknown ones)."""
+    if any(_is_set(message, name) for name in named):
+        return False
+    known = any(_is_set(message, name) for name in bvlc)
+    return known or len(unknown_fields.UnknownFieldSet(message)) > 0
+
+
+def c3d_settings(layer: caffe_pb2.LayerParameter, *, binary: bool) -> str | None:
+    """C3D v1.0 keeps Convolution3D's and Pooling3D's settings in convolution_param and
+    pooling_param: move them into convolution3d_param / pooling3d_param (C3D v1.1's). Named
+    in a text net, they move by name; at C3D's numbers (a binary net: ``binary``), the message is
+    re-read with C3D's numbering. Returns what was done, or None when nothing moved."""
+    if layer.type == "Convolution3D":
+        source, target = "convolution_param", "convolution3d_param"
+        named, bvlc = _C3D_CONV_NAMED, ("stride", "kernel_h", "kernel_w")
+    elif layer.type == "Pooling3D":
+        source, target = "pooling_param", "pooling3d_param"
+        named, bvlc = _C3D_POOL_NAMED, ("kernel_h", "kernel_w")
+    else:
+        return None
+    if not layer.HasField(source) or layer.HasField(target):
+        return None
+    old, new = getattr(layer, source), getattr(layer, target)
+    if _is_c3d_binary(old, named, bvlc):
+        if not binary:
+            return None
+        new.MergeFromString(old.SerializeToString())
+        layer.ClearField(source)
+        return f"binary C3D v1.0 {source} read with C3D's field numbers"
+    for field, value in old.ListFields():
+        if field.name not in new.DESCRIPTOR.fields_by_name:
+            continue  # BVLC's own settings C3D's layer never reads (engine, dilation, ...)
+        if field.is_repeated:
+            if len(value) > 1:
+                raise NetDefinitionError(
+                    f"{layer.type} takes one {field.name}, not {list(value)}",
+                    layer=layer.name,
+                    layer_type=layer.type,
+                )
+            value = value[0]
+        if field.message_type is not None:
+            getattr(new, field.name).CopyFrom(value)
+        else:
+            setattr(new, field.name, value)
+    layer.ClearField(source)
+    return f"C3D v1.0 {source} read as {target}"
 
 
 def v2_layer_to_v1(new: caffe_pb2.LayerParameter) -> caffe_pb2.V1LayerParameter:
@@ -225,6 +331,7 @@ def upgrade_net(net: caffe_pb2.NetParameter, *, path: str | None = None) -> bool
     if was_v1:
         if is_v0(net):
             upgrade_v0_net(net, path=path)
+        read_c3d_numbers(net)
         converted = [v1_layer_to_v2(old) for old in net.layers]
         net.ClearField("layers")
         net.layer.extend(converted)

@@ -135,7 +135,7 @@ describe(
     tops=(1, None),
 )
 describe(
-    ("WindowData", "MemoryData", "AnnotatedData", "VideoData"),
+    ("WindowData", "MemoryData", "AnnotatedData"),
     role="data",
     data_shape=data_shapes,
     bottoms=0,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from caffe_compat.errors import NetDefinitionError
-from caffe_compat.io.upgrade import V1_TYPE_NAMES, v1_layer_to_v2, v2_layer_to_v1
+from caffe_compat.io.upgrade import C3D_V1_TYPES, V1_TYPE_NAMES, v1_layer_to_v2, v2_layer_to_v1
 from caffe_compat.proto import caffe_pb2
 
 V1 = caffe_pb2.V1LayerParameter
@@ -38,10 +38,22 @@ IRREGULAR = {
 }
 
 
-@pytest.mark.parametrize("enum", [v for v in V1.LayerType.DESCRIPTOR.values if v.name != "NONE"])
+BVLC_V1 = [v for v in V1.LayerType.DESCRIPTOR.values if v.name != "NONE" and v.number < 6600]
+
+
+@pytest.mark.parametrize("enum", BVLC_V1)
 def test_every_v1_type_has_caffes_v2_name(enum):
     expected = IRREGULAR.get(enum.name, enum.name.capitalize())
     assert V1_TYPE_NAMES[enum.number] == expected
+
+
+def test_c3d_v1_types_are_read_not_written():
+    """facebook/C3D v1.0's enum (6600 + its numbers): read as C3D v1.1's type strings."""
+    c3d = [v for v in V1.LayerType.DESCRIPTOR.values if v.number >= 6600]
+    assert {C3D_V1_TYPES[v.number] for v in c3d} >= {"Convolution3D", "Pooling3D", "VideoData"}
+    assert not set(C3D_V1_TYPES) & set(V1_TYPE_NAMES)
+    layer = v1_layer_to_v2(V1(name="c", type=V1.CONVOLUTION3D))
+    assert layer.type == "Convolution3D"
 
 
 def test_v1_layer_to_v2_and_back():
