@@ -1,11 +1,14 @@
 """Shape rules for the layers that route, cut, reshape or repeat blobs: Split, Concat, Flatten,
-Slice, Reshape, Crop, Tile, and Silence (which only consumes blobs)."""
+Slice, Reshape, Crop, Tile, and Silence (which only consumes blobs); and lltcggie/caffe's
+(waifu2x-caffe's) CropCenter, ``y = x[c0:-c0, c1:-c1, ...]`` with one ``crop_size`` per axis
+(crop_center_layer.cpp: LayerSetUp checks that count and ``2 * c + 1 <= size``)."""
 
 from __future__ import annotations
 
 import itertools
 import math
 
+from ..io.dialects import rescue
 from ..ir.graph import Node, Shape
 from ..proto import caffe_pb2
 from ..registry import LayerShapes, describe, register
@@ -151,6 +154,33 @@ def _crop(node: Node, inputs: list[Shape]) -> LayerShapes:
     return LayerShapes([(*shape[:axis], *like[axis:])], [])
 
 
+def center_crop_sizes(node: Node, shape: Shape) -> list[int]:
+    """CropCenter's ``crop_size``, one per axis of the bottom, checked as its LayerSetUp does."""
+    sizes = [int(c) for c in node.param.crop_center_param.crop_size]
+    if len(sizes) != len(shape):
+        raise ValueError(
+            f"crop_center_param.crop_size has {len(sizes)} values; the bottom has "
+            f"{len(shape)} axes (one each)"
+        )
+    for axis, (crop, size) in enumerate(zip(sizes, shape)):
+        if 2 * crop + 1 > size:
+            raise ValueError(f"crop_size {crop} leaves nothing of axis {axis} (size {size})")
+    return sizes
+
+
+@register("CropCenter", "shape")
+def _crop_center(node: Node, inputs: list[Shape]) -> LayerShapes:
+    (shape,) = inputs
+    sizes = center_crop_sizes(node, shape)
+    return LayerShapes([tuple(s - 2 * c for s, c in zip(shape, sizes))], [])
+
+
+def _crop_center_dialect(layer: caffe_pb2.LayerParameter, blobs: int | None) -> str | None:
+    if rescue(layer, "crop_center_param", parsed_as=("upsample_param",)):
+        return "crop_center_param read from field 149 (lltcggie/caffe; upsample_param here)"
+    return None
+
+
 @register("Tile", "shape")
 def _tile(node: Node, inputs: list[Shape]) -> LayerShapes:
     (shape,) = inputs
@@ -175,6 +205,14 @@ def _concat_fields(layer: caffe_pb2.LayerParameter) -> None:
 
 describe("Concat", opencv_tested=True, bottoms=(1, None), tops=1, validate=_concat_fields)
 describe("Crop", opencv_tested=True, bottoms=2, tops=1)
+describe(
+    "CropCenter",
+    origin="lltcggie/caffe (waifu2x-caffe)",
+    param_message="crop_center_param",
+    dialect=_crop_center_dialect,
+    bottoms=1,
+    tops=1,
+)
 describe("Flatten", opencv_tested=True, bottoms=1, tops=1, validate=_not_in_place)
 describe("Reshape", opencv_tested=True, bottoms=1, tops=1)
 describe("Slice", opencv_tested=True, bottoms=1, tops=(1, None))

@@ -8,7 +8,7 @@ import numpy as np
 from ...ir.graph import Node
 from ...registry import register
 from ...shapes.geometry import canonical_axis
-from ...shapes.reshaping import crop_offsets, reshape_span, slice_sizes
+from ...shapes.reshaping import center_crop_sizes, crop_offsets, reshape_span, slice_sizes
 from ._base import OnnxContext, OnnxOut
 
 
@@ -103,6 +103,20 @@ def _crop(node: Node, ctx: OnnxContext) -> OnnxOut:
         ctx.op("Slice", [x, starts.name, ends, axes.name], ctx.outputs),
     ]
     return OnnxOut(nodes, [starts, axes, first, last])
+
+
+@register("CropCenter", "onnx")
+def _crop_center(node: Node, ctx: OnnxContext) -> OnnxOut:
+    """One Slice from ``c`` to ``-c`` on each cropped axis (negative ends keep the batch free)."""
+    sizes = center_crop_sizes(node, ctx.in_shapes[0])
+    axes = [i for i, c in enumerate(sizes) if c]
+    if not axes:
+        return OnnxOut([ctx.op("Identity", ctx.inputs, ctx.outputs)])
+    starts = ctx.tensor("starts", [sizes[i] for i in axes], np.int64)
+    ends = ctx.tensor("ends", [-sizes[i] for i in axes], np.int64)
+    axes_t = ctx.tensor("axes", axes, np.int64)
+    inputs = [ctx.inputs[0], starts.name, ends.name, axes_t.name]
+    return OnnxOut([ctx.op("Slice", inputs, ctx.outputs)], [starts, ends, axes_t])
 
 
 @register("Tile", "onnx")

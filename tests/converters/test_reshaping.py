@@ -133,8 +133,43 @@ def test_tile(layer_check, params, axis, tiles):
 
 
 @pytest.mark.parametrize(
+    ("sizes", "index"),
+    [((0, 0, 2, 3), np.s_[:, :, 2:-2, 3:-3]), ((0, 2, 0, 1), np.s_[:, 2:-2, :, 1:-1])],
+)
+def test_crop_center(layer_check, sizes, index):
+    """lltcggie/caffe's (waifu2x-caffe's) CropCenter; OpenCV 4 has no such layer."""
+    crops = " ".join(f"crop_size: {c}" for c in sizes)
+    prototxt = net(
+        f'layer {{ name: "cc" type: "CropCenter" bottom: "data" top: "cc" crop_center_param {{ {crops} }} }}'
+    )
+    layer_check(prototxt, lambda i, w: {"cc": i["data"][index]}, opencv=False)
+
+
+def test_crop_center_at_waifu2xs_field_number_is_moved():
+    """lltcggie/caffe writes crop_center_param at 149 (upsample_param here); its one
+    crop_size a binary keeps there becomes the count error the layer's own check gives."""
+    from caffe_compat.io.dialects import settle
+    from caffe_compat.io.wire import write_key, write_varint
+    from caffe_compat.proto import caffe_pb2
+
+    payload = write_key(2, 0) + write_varint(3)
+    head = caffe_pb2.LayerParameter(name="cc", type="CropCenter").SerializeToString()
+    netp = caffe_pb2.NetParameter()
+    netp.layer.add().MergeFromString(
+        head + write_key(149, 2) + write_varint(len(payload)) + payload
+    )
+    assert netp.layer[0].HasField("upsample_param")
+    notes = settle(netp)
+    assert list(netp.layer[0].crop_center_param.crop_size) == [3]
+    assert not netp.layer[0].HasField("upsample_param")
+    assert "149" in notes[0]
+
+
+@pytest.mark.parametrize(
     "body",
     [
+        'layer { name: "cc" type: "CropCenter" bottom: "data" top: "cc" crop_center_param { crop_size: 1 } }',
+        'layer { name: "cc" type: "CropCenter" bottom: "data" top: "cc" crop_center_param { crop_size: 0 crop_size: 0 crop_size: 4 crop_size: 0 } }',
         'layer { name: "r" type: "Reshape" bottom: "data" top: "r" reshape_param { shape { dim: -1 dim: -1 } } }',
         'layer { name: "r" type: "Reshape" bottom: "data" top: "r" reshape_param { shape { dim: 0 dim: 4 dim: -1 } } }',
         'layer { name: "s" type: "Slice" bottom: "data" top: "a" top: "b" slice_param { slice_point: 5 } }',

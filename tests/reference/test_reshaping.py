@@ -108,9 +108,27 @@ GRAD_X = np.random.default_rng(13).normal(size=(2, 3, 4, 5))
             {},
         ),
         ('layer { name: "s" type: "Silence" bottom: "data" bottom: "more" }', {"more": (2, 2)}),
+        (
+            'layer { name: "cc" type: "CropCenter" bottom: "data" top: "cc" '
+            "crop_center_param { crop_size: 0 crop_size: 1 crop_size: 1 crop_size: 2 } }",
+            {},
+        ),
     ],
 )
 def test_backward(grad_check, layers, extra):
     rng = np.random.default_rng(14)
     arrays = {name: rng.normal(size=shape) for name, shape in extra.items()}
     grad_check(layers, data=GRAD_X, **arrays)
+
+
+def test_crop_center_cuts_each_axis_from_both_ends(run_layers):
+    """lltcggie/caffe's CropCenter: y = x[c0:-c0, c1:-c1, ...] (crop_center_layer.cpp)."""
+    x = np.arange(3 * 4 * 5 * 7, dtype=np.float64).reshape(3, 4, 5, 7)
+    text = (
+        'layer { name: "cc" type: "CropCenter" bottom: "data" top: "cc" '
+        "crop_center_param { crop_size: 1 crop_size: 0 crop_size: 2 crop_size: 3 } }"
+    )
+    out = run_layers(text, data=x)["cc"]
+    assert out.shape == (1, 4, 1, 1)
+    np.testing.assert_array_equal(out.reshape(-1), x[1, :, 2, 3])
+    assert out.reshape(-1).tolist() == [x.size // 3 + k * 35 + 17 for k in range(4)]
