@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import CaffeCompatError
 from ..io import read_weights
 from ..io.dialects import settle
 from ..io.prototxt import parse_text, read_text
@@ -18,6 +19,24 @@ from .build import build_graph
 from .graph import Graph, Shape
 from .infer import Inference, Issue, check_weights, infer_shapes, match_weights
 from .phase import NetState
+
+
+def _settle(
+    net: caffe_pb2.NetParameter, path: Any, blob_counts: Mapping[str, int] | None = None
+) -> list[str]:
+    """:func:`settle`, its errors naming the file (it sees the net, not where it came from)."""
+    try:
+        return settle(net, blob_counts)
+    except CaffeCompatError as exc:
+        if exc.path is not None or path is None:
+            raise
+        raise type(exc)(
+            exc.reason,
+            path=str(path),
+            layer=exc.layer,
+            layer_type=exc.layer_type,
+            remedy=exc.remedy,
+        ) from None
 
 
 def fork_notes(loaded: LoadedNet) -> list[str]:
@@ -96,7 +115,7 @@ def load_net_text(
     index = parse_text(text, net, path=path, allow_unknown_fields=allow_unknown_fields)
     was_v0 = is_v0(net)
     was_v1 = upgrade_net(net, path=path)
-    dialect_notes = settle(net)
+    dialect_notes = _settle(net, path)
     lines = {name: line for line, name in index.starts if name}
 
     def build() -> tuple[Graph, Inference]:
@@ -115,7 +134,7 @@ def load_net_text(
         weights = read_weights(weights, max_memory=max_memory)
     if weights is not None:
         # A layer type two forks define differently (BN) is told apart by the blobs it holds.
-        more = settle(net, {name: len(blobs) for name, blobs in weights.blobs.items()})
+        more = _settle(net, path, {name: len(blobs) for name, blobs in weights.blobs.items()})
         if more:
             dialect_notes += more
             graph, inference = build()

@@ -16,7 +16,7 @@ import numpy as np
 from ..ir.graph import Node
 from ..registry import register
 from ..shapes.geometry import canonical_axis
-from ..shapes.reshaping import center_crop_sizes, crop_offsets, slice_sizes
+from ..shapes.reshaping import auto_crop_offsets, center_crop_sizes, crop_offsets, slice_sizes
 from ._base import Arrays, BackwardContext, Grads, LayerContext
 
 
@@ -64,6 +64,17 @@ def _center_window(node: Node, shape: tuple[int, ...]) -> tuple[slice, ...]:
 def _crop_center(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     (x,) = inputs
     return [x[_center_window(node, x.shape)]]
+
+
+def _auto_crop_window(node: Node, like: tuple[int, ...]) -> tuple[slice, ...]:
+    oh, ow = auto_crop_offsets(node)
+    return np.s_[:, :, oh : oh + like[2], ow : ow + like[3]]
+
+
+@register("AutoCrop", "reference")
+def _auto_crop(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
+    x, like = inputs
+    return [x[_auto_crop_window(node, like.shape)]]
 
 
 @register("Tile", "reference")
@@ -137,6 +148,16 @@ def _crop_center_backward(
     diff = np.zeros(x.shape)
     diff[_center_window(node, x.shape)] = top_diffs[0]
     return [diff], []
+
+
+@register("AutoCrop", "reference_backward")
+def _auto_crop_backward(
+    node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext
+) -> Grads:
+    x, like = inputs
+    diff = np.zeros(x.shape)
+    diff[_auto_crop_window(node, like.shape)] = top_diffs[0]
+    return [diff, None], []
 
 
 @register("Tile", "reference_backward")

@@ -9,7 +9,13 @@ from torch import nn
 from ...ir.graph import Node
 from ...registry import register
 from ...shapes.geometry import canonical_axis
-from ...shapes.reshaping import center_crop_sizes, crop_offsets, reshape_span, slice_sizes
+from ...shapes.reshaping import (
+    auto_crop_offsets,
+    center_crop_sizes,
+    crop_offsets,
+    reshape_span,
+    slice_sizes,
+)
 from ._base import TorchContext
 
 
@@ -114,6 +120,11 @@ class Crop(nn.Module):
 @register("Crop", "torch")
 def _crop(node: Node, ctx: TorchContext) -> nn.Module:
     return Crop(*crop_offsets(node, ctx.in_shapes[0]))
+
+
+@register("AutoCrop", "torch")
+def _auto_crop(node: Node, ctx: TorchContext) -> nn.Module:
+    return Crop(2, list(auto_crop_offsets(node)))
 
 
 class CropCenter(nn.Module):

@@ -145,6 +145,21 @@ def test_crop_center(layer_check, sizes, index):
     layer_check(prototxt, lambda i, w: {"cc": i["data"][index]}, opencv=False)
 
 
+def test_auto_crop_rcf_side_output(layer_check):
+    """RCF's AutoCrop: a 1x1 score, pooled then upsampled by a Deconvolution, cropped back to
+    the image at the offset the coordinate maps give (1 here; tests/reference has the sums)."""
+    prototxt = (
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 20 dim: 22 } } }\n'
+        'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }\n'
+        'layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n'
+        'layer { name: "score" type: "Convolution" bottom: "pool" top: "score" convolution_param { num_output: 1 kernel_size: 1 } }\n'
+        'layer { name: "up" type: "Deconvolution" bottom: "score" top: "up" convolution_param { num_output: 1 kernel_size: 4 stride: 2 } }\n'
+        'layer { name: "crop" type: "AutoCrop" bottom: "up" bottom: "data" top: "crop" }'
+    )
+    reports = layer_check(prototxt, opencv=False)
+    assert reports[0].comparisons
+
+
 def test_crop_center_at_waifu2xs_field_number_is_moved():
     """lltcggie/caffe writes crop_center_param at 149 (upsample_param here); its one
     crop_size a binary keeps there becomes the count error the layer's own check gives."""
