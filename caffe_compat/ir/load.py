@@ -21,7 +21,7 @@ from .infer import Inference, Issue, check_weights, infer_shapes, match_weights
 from .phase import NetState
 
 
-def _settle(
+def settle_named(
     net: caffe_pb2.NetParameter, path: Any, blob_counts: Mapping[str, int] | None = None
 ) -> list[str]:
     """:func:`settle`, its errors naming the file (it sees the net, not where it came from)."""
@@ -115,7 +115,7 @@ def load_net_text(
     index = parse_text(text, net, path=path, allow_unknown_fields=allow_unknown_fields)
     was_v0 = is_v0(net)
     was_v1 = upgrade_net(net, path=path)
-    dialect_notes = _settle(net, path)
+    dialect_notes = settle_named(net, path)
     lines = {name: line for line, name in index.starts if name}
 
     def build() -> tuple[Graph, Inference]:
@@ -134,7 +134,7 @@ def load_net_text(
         weights = read_weights(weights, max_memory=max_memory)
     if weights is not None:
         # A layer type two forks define differently (BN) is told apart by the blobs it holds.
-        more = _settle(net, path, {name: len(blobs) for name, blobs in weights.blobs.items()})
+        more = settle_named(net, path, {name: len(blobs) for name, blobs in weights.blobs.items()})
         if more:
             dialect_notes += more
             graph, inference = build()
