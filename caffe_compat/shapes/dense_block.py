@@ -165,6 +165,19 @@ def _starts(shapes: list[Shape], rng: np.random.Generator) -> list[np.ndarray]:
     return [*out, np.ones(shapes[-1], np.float32)]
 
 
+def _workspace(node: Node, in_shapes: list[Shape], out_shapes: list[Shape]) -> int:
+    """Beyond the top: the widest transition's BN and ReLU outputs (and the bottleneck's) and
+    the 3x3 im2col columns of its input, which the back ends build per transition."""
+    n, c, h, w = in_shapes[0]
+    plan = dense_block_plan(node, c)
+    if not plan.transitions:
+        return 0
+    widest = plan.width(plan.transitions - 1)
+    conv_in = BC_WIDTH * plan.growth if plan.bottleneck else widest
+    hidden = 2 * widest + (2 * BC_WIDTH * plan.growth if plan.bottleneck else 0)
+    return n * h * w * (hidden + 9 * conv_in)
+
+
 def _dialect(layer: caffe_pb2.LayerParameter, blobs: int | None) -> str | None:
     if rescue(layer, "denseblock_param", parsed_as=("swish_param",)):
         return "denseblock_param read from field 147 (caffe_ocr; BVLC's swish_param)"
@@ -178,6 +191,7 @@ describe(
     fillers=_fillers,
     starting_values=_starts,
     dialect=_dialect,
+    workspace=_workspace,
     bottoms=1,
     tops=1,
 )

@@ -106,3 +106,21 @@ def test_train_phase_is_refused(tmp_path):
     (tmp_path / "db.prototxt").write_text(block(1, 2))
     with pytest.raises(CaffeCompatError, match="TRAIN phase"):
         load_net(tmp_path / "db.prototxt", phase="TRAIN")
+
+
+def test_pycaffe_net_without_weights_starts_from_the_forks_fillers(tmp_path):
+    """LayerSetUp: filters from Filter_Filler, scalers and biases from their fillers, means 0,
+    variances 1, the factor 0 (statistics used as stored)."""
+    from caffe_compat import pycaffe
+
+    path = tmp_path / "db.prototxt"
+    path.write_text(block(2, 3, 'BN_Scaler_Filler { type: "constant" value: 2 } use_BC: true'))
+    net = pycaffe.Net(str(path), pycaffe.TEST)
+    blobs = [b.data for b in net.params["db"]]
+    assert len(blobs) == 10 * 2 + 1
+    assert [b.shape for b in blobs[:2]] == [(3, 12, 3, 3)] * 2
+    assert blobs[5].shape == (1, 8, 1, 1) and blobs[10].shape == (12, 5, 1, 1)
+    assert all((b == 2).all() for b in blobs[2:4] + blobs[12:14])  # scalers
+    assert all((b == 0).all() for b in blobs[4:8] + blobs[14:18])  # biases, means
+    assert all((b == 1).all() for b in blobs[8:10] + blobs[18:20])  # variances
+    assert blobs[-1].tolist() == [0.0] and blobs[0].std() > 0
