@@ -37,6 +37,7 @@ from ..registry import LayerShapes, describe, register
 
 DENSE_BLOCK_EPS = 1e-5  # the CPU path's epsilon; CUDNN_BN_MIN_EPSILON in the GPU path
 BC_WIDTH = 4  # the bottleneck's width in growth rates
+MAX_TRANSITIONS = 4096
 
 
 class DenseBlockPlan(NamedTuple):
@@ -56,6 +57,11 @@ def dense_block_plan(node: Node, channels: int) -> DenseBlockPlan:
     p = node.param.denseblock_param
     if p.numTransition < 0:
         raise ValueError(f"denseblock_param.numTransition is {p.numTransition}; must be >= 0")
+    if p.numTransition > MAX_TRANSITIONS:  # one blob list entry each: checked before any
+        raise ValueError(
+            f"denseblock_param.numTransition is {p.numTransition}; at most {MAX_TRANSITIONS} "
+            "are read (published DenseNets use tens)"
+        )
     if p.numTransition and p.growthRate <= 0:
         raise ValueError(f"denseblock_param.growthRate is {p.growthRate}; must be > 0")
     return DenseBlockPlan(int(p.numTransition), int(p.growthRate), bool(p.use_BC), channels)

@@ -99,6 +99,27 @@ def test_a_binary_definition_at_caffe_ocrs_field_number_is_moved():
     assert notes and "147" in notes[0]
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ("numTransition: 1000000000", "at most 4096"),
+        ("numTransition: -1", "must be >= 0"),
+        ("numTransition: 2 growthRate: 0", "growthRate is 0"),
+    ],
+)
+def test_bad_settings_are_one_line(tmp_path, settings, message):
+    from caffe_compat.errors import NetDefinitionError
+    from caffe_compat.ir.load import load_net
+
+    text = net(
+        'layer { name: "db" type: "DenseBlock" bottom: "data" top: "db" '
+        f"denseblock_param {{ {settings} }} }}"
+    )
+    (tmp_path / "db.prototxt").write_text(text)
+    with pytest.raises(NetDefinitionError, match=message):
+        load_net(tmp_path / "db.prototxt")
+
+
 def test_train_phase_is_refused(tmp_path):
     from caffe_compat.errors import CaffeCompatError
     from caffe_compat.ir.load import load_net
