@@ -34,6 +34,7 @@ from ..io.dialects import rescue
 from ..ir.graph import Node, Shape
 from ..proto import caffe_pb2
 from ..registry import LayerShapes, describe, register
+from ._synthesis import half_precision
 
 DENSE_BLOCK_EPS = 1e-5  # the CPU path's epsilon; CUDNN_BN_MIN_EPSILON in the GPU path
 BC_WIDTH = 4  # the bottleneck's width in growth rates
@@ -184,6 +185,44 @@ def _workspace(node: Node, in_shapes: list[Shape], out_shapes: list[Shape]) -> i
     return n * h * w * (hidden + 9 * conv_in)
 
 
+def _true_conv3(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The fork's 3x3 convolution, pad 1: ``y[h, w] = sum k[i, j] x[h + 1 - i, w + 1 - j]``."""
+    h, wd = x.shape[2:]
+    padded = np.pad(x, [(0, 0), (0, 0), (1, 1), (1, 1)])
+    y = np.zeros((x.shape[0], w.shape[0], h, wd))
+    for i in range(3):  # kernel taps only
+        for j in range(3):
+            window = padded[:, :, 2 - i : 2 - i + h, 2 - j : 2 - j + wd]
+            y += np.einsum("nchw,oc->nohw", window, w[:, :, i, j])
+    return y
+
+
+def _calibrate(node: Node, bottoms: list[np.ndarray]) -> None:
+    """Synthesis: each BN inside the block takes the mean and variance of what it sees, one
+    transition after another (stored times the factor, as the blobs hold them)."""
+    merged = np.asarray(bottoms[0], np.float64)
+    plan = dense_block_plan(node, merged.shape[1])
+    t, blobs = plan.transitions, node.blobs
+    f = float(np.asarray(blobs[-1]).reshape(-1)[0]) or 1.0
+
+    def norm_relu(x: np.ndarray, first: int, i: int) -> np.ndarray:
+        mean, var = half_precision(x.mean(axis=(0, 2, 3))), half_precision(x.var(axis=(0, 2, 3)))
+        shape = blobs[first * t + i].shape
+        blobs[(first + 2) * t + i] = (mean * f).reshape(shape).astype(np.float32)
+        blobs[(first + 3) * t + i] = (var * f).reshape(shape).astype(np.float32)
+        bn = tuple(blobs[(first + k) * t + i] for k in range(4))
+        a, c = affine(bn, blobs[-1])
+        return np.maximum(x * a.reshape(1, -1, 1, 1) + c.reshape(1, -1, 1, 1), 0.0)
+
+    for i in range(t):
+        y = norm_relu(merged, 1, i)
+        if plan.bottleneck:
+            y = np.einsum("nchw,oc->nohw", y, np.asarray(blobs[5 * t + i], np.float64)[:, :, 0, 0])
+            y = norm_relu(y, 6, i)
+        new = _true_conv3(y, np.asarray(blobs[i], np.float64))
+        merged = np.concatenate([merged, new], axis=1)
+
+
 def _dialect(layer: caffe_pb2.LayerParameter, blobs: int | None) -> str | None:
     if rescue(layer, "denseblock_param", parsed_as=("swish_param",)):
         return "denseblock_param read from field 147 (caffe_ocr; BVLC's swish_param)"
@@ -198,6 +237,7 @@ describe(
     starting_values=_starts,
     dialect=_dialect,
     workspace=_workspace,
+    calibrate=_calibrate,
     bottoms=1,
     tops=1,
 )

@@ -145,3 +145,38 @@ def test_pycaffe_net_without_weights_starts_from_the_forks_fillers(tmp_path):
     assert all((b == 0).all() for b in blobs[4:8] + blobs[14:18])  # biases, means
     assert all((b == 1).all() for b in blobs[8:10] + blobs[18:20])  # variances
     assert blobs[-1].tolist() == [0.0] and blobs[0].std() > 0
+
+
+@pytest.mark.parametrize("bc", [False, True])
+def test_synthesis_calibrates_each_inner_batch_norm(tmp_path, bc):
+    """Each BN stores the mean and variance of what it sees (times the factor), transition by
+    transition: checked with this file's numpy block, not the code under test."""
+    from caffe_compat import registry
+    from caffe_compat.ir.load import load_net
+    from caffe_compat.tools.synth import synthesize
+
+    text = block(2, 2, "use_BC: true" if bc else "")
+    (tmp_path / "db.prototxt").write_text(text)
+    weights = synthesize(load_net(tmp_path / "db.prototxt"), method="he", progress=False)
+    loaded = load_net(tmp_path / "db.prototxt")
+    node = loaded.graph.node("db")
+    node.blobs = [np.array(b) for b in weights["db"]]
+    node.blobs[-1] = np.array([4.0], np.float32)
+    x = np.random.default_rng(2).normal(1.0, 2.0, (3, 5, 7, 9))
+    registry.facts("DenseBlock").calibrate(node, [x])
+    t, f = 2, 4.0
+    b = [np.asarray(v, np.float64) for v in node.blobs]
+    y = np.maximum(bn(x, *(b[k * t] for k in (1, 2, 3, 4)), f), 0)  # transition 0 alone
+    if bc:
+        y = np.einsum("nchw,oc->nohw", y, b[5 * t][:, :, 0, 0])
+        pre = y
+        np.testing.assert_allclose(
+            b[8 * t].reshape(-1) / f, pre.mean(axis=(0, 2, 3)), rtol=2e-3, atol=2e-3
+        )
+        y = np.maximum(bn(y, *(b[k * t] for k in (6, 7, 8, 9)), f), 0)
+    after0 = np.concatenate([x, true_conv3(y, b[0])], axis=1)
+    for i, seen in enumerate([x, after0]):
+        mean = node.blobs[3 * t + i].reshape(-1) / f
+        var = node.blobs[4 * t + i].reshape(-1) / f
+        np.testing.assert_allclose(mean, seen.mean(axis=(0, 2, 3)), rtol=2e-3, atol=2e-3)
+        np.testing.assert_allclose(var, seen.var(axis=(0, 2, 3)), rtol=2e-3, atol=2e-3)
