@@ -148,6 +148,10 @@ class LayerFacts:
       type two forks define differently has (from its fields, and the number of blobs its
       weights hold when known), moving a message a fork wrote at a field number BVLC holds
       (``caffe_compat.io.dialects``); it writes the decision into the layer's fields.
+      ``net_settings(layer, net) -> note | None``: settings the layer's C++ derives in LayerSetUp
+      from the layers around it (RCF's AutoCrop: its offsets, from the coordinate maps along
+      its bottoms' paths), written into the layer's fields when the net is read (after every
+      earlier layer's), so the shape rule and every back end read one answer.
     - ``origin``: where a type outside BVLC Caffe comes from (the forks that define it, and how
       the net tells their meanings apart where two forks share the name); the support table
       shows it, docs/forks.md explains it. None: BVLC Caffe.
@@ -195,6 +199,7 @@ class LayerFacts:
     input_values: Callable[..., Any] | None = None
     varying_rows: bool = False
     dialect: Callable[..., str | None] | None = None
+    net_settings: Callable[..., str | None] | None = None
     origin: str | None = None
     feedable: Callable[..., bool] | None = None
     user_instance: bool = False

@@ -9,7 +9,8 @@ field (or keeps it as an unknown field). The layer's type says which was meant: 
 ``dialect`` fact (declared beside its shape rule) calls :func:`rescue` to move the message to its
 own field, and settles a type name two forks share (BN, Upsample) from the layer's fields and,
 when weights come with the net, the number of blobs they hold for it. It records the decision in
-the layer's own fields, so every back end reads one answer.
+the layer's own fields, so every back end reads one answer. A type's ``net_settings`` fact does
+the same for settings its C++ derives from the layers around it (RCF's AutoCrop offsets).
 """
 
 from __future__ import annotations
@@ -85,10 +86,11 @@ def settle(net: caffe_pb2.NetParameter, blob_counts: Mapping[str, int] | None = 
     notes = []
     counts = blob_counts or {}
     for layer in net.layer:
-        decide = registry.facts(layer.type).dialect
-        if decide is None:
-            continue
-        note = decide(layer, counts.get(layer.name))
-        if note:
-            notes.append(f'layer "{layer.name}" ({layer.type}): {note}')
+        info = registry.facts(layer.type)
+        for note in (
+            info.dialect(layer, counts.get(layer.name)) if info.dialect else None,
+            info.net_settings(layer, net) if info.net_settings else None,
+        ):
+            if note:
+                notes.append(f'layer "{layer.name}" ({layer.type}): {note}')
     return notes

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import CaffeCompatError
 from ..io import read_weights
 from ..io.dialects import settle
 from ..io.prototxt import parse_text, read_text
@@ -19,6 +20,24 @@ from .graph import Graph, Shape
 from .infer import Inference, Issue, check_weights, infer_shapes, match_weights
 from .phase import NetState
 from .placeholder import assumed_note, assumed_shapes
+
+
+def settle_named(
+    net: caffe_pb2.NetParameter, path: Any, blob_counts: Mapping[str, int] | None = None
+) -> list[str]:
+    """:func:`settle`, its errors naming the file (it sees the net, not where it came from)."""
+    try:
+        return settle(net, blob_counts)
+    except CaffeCompatError as exc:
+        if exc.path is not None or path is None:
+            raise
+        raise type(exc)(
+            exc.reason,
+            path=str(path),
+            layer=exc.layer,
+            layer_type=exc.layer_type,
+            remedy=exc.remedy,
+        ) from None
 
 
 def fork_notes(loaded: LoadedNet) -> list[str]:
@@ -110,7 +129,7 @@ def load_net_text(
     index = parse_text(text, net, path=path, allow_unknown_fields=allow_unknown_fields)
     was_v0 = is_v0(net)
     was_v1 = upgrade_net(net, path=path)
-    dialect_notes = settle(net)
+    dialect_notes = settle_named(net, path)
     lines = {name: line for line, name in index.starts if name}
 
     given = dict(input_shapes or {})
@@ -139,7 +158,7 @@ def load_net_text(
         weights = read_weights(weights, max_memory=max_memory)
     if weights is not None:
         # A layer type two forks define differently (BN) is told apart by the blobs it holds.
-        more = settle(net, {name: len(blobs) for name, blobs in weights.blobs.items()})
+        more = settle_named(net, path, {name: len(blobs) for name, blobs in weights.blobs.items()})
         if more:
             dialect_notes += more
             graph, inference = build()

@@ -16,7 +16,7 @@ import numpy as np
 from ..ir.graph import Node
 from ..registry import register
 from ..shapes.geometry import canonical_axis
-from ..shapes.reshaping import crop_offsets, slice_sizes
+from ..shapes.reshaping import auto_crop_offsets, center_crop_sizes, crop_offsets, slice_sizes
 from ._base import Arrays, BackwardContext, Grads, LayerContext
 
 
@@ -53,6 +53,28 @@ def _crop(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     axis, offsets = crop_offsets(node, x.shape)
     window = tuple(slice(offset, offset + size) for offset, size in zip(offsets, like.shape[axis:]))
     return [x[(slice(None),) * axis + window]]
+
+
+def _center_window(node: Node, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    sizes = center_crop_sizes(node, shape)
+    return tuple(slice(c, n - c) for c, n in zip(sizes, shape))
+
+
+@register("CropCenter", "reference")
+def _crop_center(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
+    (x,) = inputs
+    return [x[_center_window(node, x.shape)]]
+
+
+def _auto_crop_window(node: Node, like: tuple[int, ...]) -> tuple[slice, ...]:
+    oh, ow = auto_crop_offsets(node)
+    return np.s_[:, :, oh : oh + like[2], ow : ow + like[3]]
+
+
+@register("AutoCrop", "reference")
+def _auto_crop(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
+    x, like = inputs
+    return [x[_auto_crop_window(node, like.shape)]]
 
 
 @register("Tile", "reference")
@@ -115,6 +137,26 @@ def _crop_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardC
     window = tuple(slice(offset, offset + size) for offset, size in zip(offsets, like.shape[axis:]))
     diff = np.zeros(x.shape)
     diff[(slice(None),) * axis + window] = top_diffs[0]
+    return [diff, None], []
+
+
+@register("CropCenter", "reference_backward")
+def _crop_center_backward(
+    node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext
+) -> Grads:
+    (x,) = inputs
+    diff = np.zeros(x.shape)
+    diff[_center_window(node, x.shape)] = top_diffs[0]
+    return [diff], []
+
+
+@register("AutoCrop", "reference_backward")
+def _auto_crop_backward(
+    node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext
+) -> Grads:
+    x, like = inputs
+    diff = np.zeros(x.shape)
+    diff[_auto_crop_window(node, like.shape)] = top_diffs[0]
     return [diff, None], []
 
 

@@ -1,15 +1,30 @@
 """Shape rules for the layers that route, cut, reshape or repeat blobs: Split, Concat, Flatten,
-Slice, Reshape, Crop, Tile, and Silence (which only consumes blobs)."""
+Slice, Reshape, Crop, Tile, and Silence (which only consumes blobs); and two forks' crops:
+
+- lltcggie/caffe's (waifu2x-caffe's) CropCenter, ``y = x[c0:-c0, c1:-c1, ...]`` with one
+  ``crop_size`` per axis (crop_center_layer.cpp: LayerSetUp checks that count and
+  ``2 * c + 1 <= size``);
+- RCF's (yun-liu/RCF) AutoCrop, ``y = x[:, :, h:h + H, w:w + W]`` with (H, W) the second
+  bottom's, and (h, w) derived by auto_crop_layer.cpp's LayerSetUp from the net: walk back from
+  the first bottom along each producer's first bottom, then from the second until that path is
+  met, compose each layer's coordinate map (util/coords.hpp: Convolution and Pooling
+  ``FilterMap(extent, stride, pad).inv()``, Deconvolution ``FilterMap``, i.e. ``x * stride +
+  (extent - 1) / 2 - pad``; Crop uses its offsets of axes 0 and 1; the fork's NeuronLayers,
+  Concat, Eltwise, LRN, MVN, Slice, Softmax and Split the identity; others have none), and the
+  map from the first bottom to the second must be ``x - c`` with c a whole number >= 0. The
+  offsets are written into ``auto_crop_param`` when the net is read (the ``net_settings`` fact).
+"""
 
 from __future__ import annotations
 
 import itertools
 import math
 
+from ..io.dialects import rescue
 from ..ir.graph import Node, Shape
 from ..proto import caffe_pb2
 from ..registry import LayerShapes, describe, register
-from .geometry import canonical_axis
+from .geometry import canonical_axis, conv_geometry, pool_geometry
 
 
 @register("Flatten", "shape")
@@ -151,6 +166,178 @@ def _crop(node: Node, inputs: list[Shape]) -> LayerShapes:
     return LayerShapes([(*shape[:axis], *like[axis:])], [])
 
 
+def center_crop_sizes(node: Node, shape: Shape) -> list[int]:
+    """CropCenter's ``crop_size``, one per axis of the bottom, checked as its LayerSetUp does."""
+    sizes = [int(c) for c in node.param.crop_center_param.crop_size]
+    if len(sizes) != len(shape):
+        raise ValueError(
+            f"crop_center_param.crop_size has {len(sizes)} values; the bottom has "
+            f"{len(shape)} axes (one each)"
+        )
+    for axis, (crop, size) in enumerate(zip(sizes, shape)):
+        if 2 * crop + 1 > size:
+            raise ValueError(f"crop_size {crop} leaves nothing of axis {axis} (size {size})")
+    return sizes
+
+
+@register("CropCenter", "shape")
+def _crop_center(node: Node, inputs: list[Shape]) -> LayerShapes:
+    (shape,) = inputs
+    sizes = center_crop_sizes(node, shape)
+    return LayerShapes([tuple(s - 2 * c for s, c in zip(shape, sizes))], [])
+
+
+def _crop_center_dialect(layer: caffe_pb2.LayerParameter, blobs: int | None) -> str | None:
+    if rescue(layer, "crop_center_param", parsed_as=("upsample_param",)):
+        return "crop_center_param read from field 149 (lltcggie/caffe; upsample_param here)"
+    return None
+
+
+# --- AutoCrop (RCF) ---------------------------------------------------------------------------
+
+AxisMap = tuple[tuple[float, float], tuple[float, float]]  # (scale, shift) for H and W
+_IDENTITY: AxisMap = ((1.0, 0.0), (1.0, 0.0))
+# Layers whose coord_map() is the identity in RCF's fork (NeuronLayer and the headers that say so).
+_COORD_IDENTITY = frozenset(
+    (
+        "AbsVal",
+        "BNLL",
+        "Dropout",
+        "ELU",
+        "Exp",
+        "Log",
+        "Power",
+        "PReLU",
+        "ReLU",
+        "Sigmoid",
+        "TanH",
+        "Threshold",
+        "Concat",
+        "Eltwise",
+        "LRN",
+        "MVN",
+        "Slice",
+        "Softmax",
+        "Split",
+    )
+)
+_HUGE = 1 << 20  # a stand-in input size: a pooling window's settings do not depend on it
+
+
+def _compose(left: AxisMap, right: AxisMap) -> AxisMap:
+    return tuple((la * ra, la * rb + lb) for (la, lb), (ra, rb) in zip(left, right))  # type: ignore[return-value]
+
+
+def _inverse(m: AxisMap) -> AxisMap:
+    return tuple((1.0 / a, -b / a) for a, b in m)  # type: ignore[return-value]
+
+
+def _filter_map(extent: tuple[int, ...], stride: tuple[int, ...], pad: tuple[int, ...]) -> AxisMap:
+    return tuple((float(s), (e - 1) / 2 - p) for e, s, p in zip(extent, stride, pad))  # type: ignore[return-value]
+
+
+def _coord_map(layer: caffe_pb2.LayerParameter) -> AxisMap:
+    """A layer's coord_map() in RCF's fork, output from input."""
+    kind = layer.type
+    if kind in _COORD_IDENTITY:
+        return _IDENTITY
+    if kind in ("Convolution", "Deconvolution"):
+        geom = conv_geometry(layer.convolution_param, 2)
+        extent = tuple(d * (k - 1) + 1 for k, d in zip(geom.kernel, geom.dilation))
+        m = _filter_map(extent, geom.stride, geom.pad)
+        return m if kind == "Deconvolution" else _inverse(m)
+    if kind == "Pooling":
+        if layer.pooling_param.global_pooling:
+            raise ValueError(f'layer "{layer.name}" (global Pooling) has no coordinate map here')
+        geom = pool_geometry(layer.pooling_param, _HUGE, _HUGE)
+        return _inverse(_filter_map(geom.kernel, geom.stride, geom.pad_begin))
+    if kind == "Crop":  # the offsets of axes 0 and 1 (zero unless the crop starts there)
+        p = layer.crop_param
+        axis, given = int(p.axis) % 4, [int(o) for o in p.offset]
+        offsets = [0] * 4  # crop_layer.cpp: one per axis, 0 before ``axis``
+        for j, i in enumerate(range(axis, 4)):
+            offsets[i] = given[0] if len(given) == 1 else given[j] if len(given) > j else 0
+        return ((1.0, -float(offsets[0])), (1.0, -float(offsets[1])))
+    if kind == "AutoCrop" and layer.HasField("auto_crop_param"):
+        p = layer.auto_crop_param
+        return ((1.0, -float(p.offset_h)), (1.0, -float(p.offset_w)))
+    raise ValueError(f'layer "{layer.name}" ({kind}) has no coordinate map in RCF\'s Caffe')
+
+
+def _auto_crop_offsets(layer: caffe_pb2.LayerParameter, net: caffe_pb2.NetParameter) -> str | None:
+    """auto_crop_layer.cpp's LayerSetUp (see the module docstring); None when already given."""
+    if layer.HasField("auto_crop_param") or len(layer.bottom) != 2:
+        return None  # given, or the bottoms count check reports it
+    from ..errors import NetDefinitionError
+
+    def fail(reason: str) -> NetDefinitionError:
+        return NetDefinitionError(reason, layer=layer.name, layer_type=layer.type)
+
+    layers = list(net.layer)
+    here = next(i for i, other in enumerate(layers) if other is layer)
+    producer: dict[str, int] = {}
+    for i, other in enumerate(layers[: here + 1]):
+        for top in other.top:
+            producer.setdefault(top, i)  # the first producer: in-place layers are skipped
+
+    def upstream(blob: str) -> str | None:
+        i = producer.get(blob)
+        if i is None or not layers[i].bottom or layers[i].bottom[0] == blob:
+            return None
+        return layers[i].bottom[0]
+
+    path: list[str] = [layer.bottom[0]]
+    while (up := upstream(path[-1])) is not None and up not in path:
+        path.append(up)
+    meet, seen = layer.bottom[1], set()
+    while meet not in path:
+        seen.add(meet)
+        up = upstream(meet)
+        if up is None or up in seen:
+            raise fail("AutoCrop cannot align apparently disconnected blobs")
+        meet = up
+    maps = []
+    for start in layer.bottom[:2]:
+        m, blob = _IDENTITY, start
+        while blob != meet:
+            try:
+                m = _compose(m, _coord_map(layers[producer[blob]]))
+            except ValueError as exc:
+                raise fail(f"AutoCrop: {exc}") from None
+            blob = upstream(blob)  # type: ignore[assignment]
+        maps.append(m)
+    crop = _compose(maps[1], _inverse(maps[0]))
+    offsets = []
+    for axis, (scale, shift) in zip("hw", crop):
+        if abs(scale - 1.0) > 1e-6:
+            raise fail(f"AutoCrop: the bottoms differ in scale ({scale:g}) along {axis}")
+        if shift > 1e-6 or abs(shift - round(shift)) > 1e-6:
+            raise fail(f"AutoCrop: the crop along {axis} is {-shift:g}, not a whole number >= 0")
+        offsets.append(-round(shift))
+    layer.auto_crop_param.offset_h, layer.auto_crop_param.offset_w = offsets
+    return f"offsets (h, w) = ({offsets[0]}, {offsets[1]}) from the coordinate maps"
+
+
+def auto_crop_offsets(node: Node) -> tuple[int, int]:
+    p = node.param.auto_crop_param
+    if not (p.HasField("offset_h") and p.HasField("offset_w")):
+        raise ValueError("AutoCrop's offsets were not derived from the net (two bottoms needed)")
+    return int(p.offset_h), int(p.offset_w)
+
+
+@register("AutoCrop", "shape")
+def _auto_crop(node: Node, inputs: list[Shape]) -> LayerShapes:
+    if len(inputs) != 2 or len(inputs[0]) != 4 or len(inputs[1]) != 4:
+        raise ValueError("AutoCrop takes two 4-D bottoms: the blob and one of the target size")
+    (n, c, h, w), like = inputs
+    oh, ow = auto_crop_offsets(node)
+    if oh + like[2] > h or ow + like[3] > w:
+        raise ValueError(
+            f"a {like[2]} x {like[3]} crop at ({oh}, {ow}) leaves the bottom's {h} x {w}"
+        )
+    return LayerShapes([(n, c, like[2], like[3])], [])
+
+
 @register("Tile", "shape")
 def _tile(node: Node, inputs: list[Shape]) -> LayerShapes:
     (shape,) = inputs
@@ -175,6 +362,22 @@ def _concat_fields(layer: caffe_pb2.LayerParameter) -> None:
 
 describe("Concat", opencv_tested=True, bottoms=(1, None), tops=1, validate=_concat_fields)
 describe("Crop", opencv_tested=True, bottoms=2, tops=1)
+describe(
+    "CropCenter",
+    origin="lltcggie/caffe (waifu2x-caffe)",
+    param_message="crop_center_param",
+    dialect=_crop_center_dialect,
+    bottoms=1,
+    tops=1,
+)
+describe(
+    "AutoCrop",
+    origin="yun-liu/RCF",
+    param_message="auto_crop_param",
+    net_settings=_auto_crop_offsets,
+    bottoms=2,
+    tops=1,
+)
 describe("Flatten", opencv_tested=True, bottoms=1, tops=1, validate=_not_in_place)
 describe("Reshape", opencv_tested=True, bottoms=1, tops=1)
 describe("Slice", opencv_tested=True, bottoms=1, tops=(1, None))

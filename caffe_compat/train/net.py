@@ -38,6 +38,7 @@ from ..ir.backward import BackwardPlan, lr_mults, param_owners, plan_backward
 from ..ir.build import build_graph
 from ..ir.graph import Graph, Node, Shape
 from ..ir.infer import infer_shapes
+from ..ir.load import settle_named
 from ..ir.phase import NetState
 from ..proto import caffe_pb2
 from ._fill import DrawnTops, initial_blobs
@@ -109,11 +110,13 @@ def _net_param(net: Any) -> tuple[caffe_pb2.NetParameter, str, dict[str, int]]:
         copy = caffe_pb2.NetParameter()
         copy.CopyFrom(net)
         upgrade_net(copy)
+        settle_named(copy, None)  # the forks' meanings, as load_net settles them
         return copy, "<NetParameter>", {}
     path = os.fspath(net)
     param = caffe_pb2.NetParameter()
     index = parse_text(read_text(path), param, path=path)
     upgrade_net(param, path=path)
+    settle_named(param, path)
     return param, path, {name: line for line, name in index.starts if name}
 
 

@@ -8,7 +8,13 @@ import numpy as np
 from ...ir.graph import Node
 from ...registry import register
 from ...shapes.geometry import canonical_axis
-from ...shapes.reshaping import crop_offsets, reshape_span, slice_sizes
+from ...shapes.reshaping import (
+    auto_crop_offsets,
+    center_crop_sizes,
+    crop_offsets,
+    reshape_span,
+    slice_sizes,
+)
 from ._base import OnnxContext, OnnxOut
 
 
@@ -89,7 +95,16 @@ def _reshape(node: Node, ctx: OnnxContext) -> OnnxOut:
 
 @register("Crop", "onnx")
 def _crop(node: Node, ctx: OnnxContext) -> OnnxOut:
-    axis, offsets = crop_offsets(node, ctx.in_shapes[0])
+    return _crop_like(ctx, *crop_offsets(node, ctx.in_shapes[0]))
+
+
+@register("AutoCrop", "onnx")
+def _auto_crop(node: Node, ctx: OnnxContext) -> OnnxOut:
+    return _crop_like(ctx, 2, list(auto_crop_offsets(node)))
+
+
+def _crop_like(ctx: OnnxContext, axis: int, offsets: list[int]) -> OnnxOut:
+    """The first input from ``offsets`` on axes ``axis ..``, as large as the second input."""
     ndim = len(ctx.in_shapes[0])
     x, like = ctx.inputs
     starts = ctx.tensor("starts", offsets, np.int64)
@@ -103,6 +118,20 @@ def _crop(node: Node, ctx: OnnxContext) -> OnnxOut:
         ctx.op("Slice", [x, starts.name, ends, axes.name], ctx.outputs),
     ]
     return OnnxOut(nodes, [starts, axes, first, last])
+
+
+@register("CropCenter", "onnx")
+def _crop_center(node: Node, ctx: OnnxContext) -> OnnxOut:
+    """One Slice from ``c`` to ``-c`` on each cropped axis (negative ends keep the batch free)."""
+    sizes = center_crop_sizes(node, ctx.in_shapes[0])
+    axes = [i for i, c in enumerate(sizes) if c]
+    if not axes:
+        return OnnxOut([ctx.op("Identity", ctx.inputs, ctx.outputs)])
+    starts = ctx.tensor("starts", [sizes[i] for i in axes], np.int64)
+    ends = ctx.tensor("ends", [-sizes[i] for i in axes], np.int64)
+    axes_t = ctx.tensor("axes", axes, np.int64)
+    inputs = [ctx.inputs[0], starts.name, ends.name, axes_t.name]
+    return OnnxOut([ctx.op("Slice", inputs, ctx.outputs)], [starts, ends, axes_t])
 
 
 @register("Tile", "onnx")

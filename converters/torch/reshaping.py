@@ -9,7 +9,13 @@ from torch import nn
 from ...ir.graph import Node
 from ...registry import register
 from ...shapes.geometry import canonical_axis
-from ...shapes.reshaping import crop_offsets, reshape_span, slice_sizes
+from ...shapes.reshaping import (
+    auto_crop_offsets,
+    center_crop_sizes,
+    crop_offsets,
+    reshape_span,
+    slice_sizes,
+)
 from ._base import TorchContext
 
 
@@ -114,6 +120,30 @@ class Crop(nn.Module):
 @register("Crop", "torch")
 def _crop(node: Node, ctx: TorchContext) -> nn.Module:
     return Crop(*crop_offsets(node, ctx.in_shapes[0]))
+
+
+@register("AutoCrop", "torch")
+def _auto_crop(node: Node, ctx: TorchContext) -> nn.Module:
+    return Crop(2, list(auto_crop_offsets(node)))
+
+
+class CropCenter(nn.Module):
+    """``x[c0:-c0, c1:-c1, ...]`` at any size of each axis (the batch stays free)."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        super().__init__()
+        self.sizes = sizes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for axis, crop in enumerate(self.sizes):
+            if crop:
+                x = x.narrow(axis, crop, x.shape[axis] - 2 * crop)
+        return x
+
+
+@register("CropCenter", "torch")
+def _crop_center(node: Node, ctx: TorchContext) -> nn.Module:
+    return CropCenter(center_crop_sizes(node, ctx.in_shapes[0]))
 
 
 class Tile(nn.Module):

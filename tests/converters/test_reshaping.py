@@ -133,8 +133,58 @@ def test_tile(layer_check, params, axis, tiles):
 
 
 @pytest.mark.parametrize(
+    ("sizes", "index"),
+    [((0, 0, 2, 3), np.s_[:, :, 2:-2, 3:-3]), ((0, 2, 0, 1), np.s_[:, 2:-2, :, 1:-1])],
+)
+def test_crop_center(layer_check, sizes, index):
+    """lltcggie/caffe's (waifu2x-caffe's) CropCenter; OpenCV 4 has no such layer."""
+    crops = " ".join(f"crop_size: {c}" for c in sizes)
+    prototxt = net(
+        f'layer {{ name: "cc" type: "CropCenter" bottom: "data" top: "cc" crop_center_param {{ {crops} }} }}'
+    )
+    layer_check(prototxt, lambda i, w: {"cc": i["data"][index]}, opencv=False)
+
+
+def test_auto_crop_rcf_side_output(layer_check):
+    """RCF's AutoCrop: a 1x1 score, pooled then upsampled by a Deconvolution, cropped back to
+    the image at the offset the coordinate maps give (1 here; tests/reference has the sums)."""
+    prototxt = (
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 20 dim: 22 } } }\n'
+        'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }\n'
+        'layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n'
+        'layer { name: "score" type: "Convolution" bottom: "pool" top: "score" convolution_param { num_output: 1 kernel_size: 1 } }\n'
+        'layer { name: "up" type: "Deconvolution" bottom: "score" top: "up" convolution_param { num_output: 1 kernel_size: 4 stride: 2 } }\n'
+        'layer { name: "crop" type: "AutoCrop" bottom: "up" bottom: "data" top: "crop" }'
+    )
+    reports = layer_check(prototxt, opencv=False)
+    assert reports[0].comparisons
+
+
+def test_crop_center_at_waifu2xs_field_number_is_moved():
+    """lltcggie/caffe writes crop_center_param at 149 (upsample_param here); its one
+    crop_size a binary keeps there becomes the count error the layer's own check gives."""
+    from caffe_compat.io.dialects import settle
+    from caffe_compat.io.wire import write_key, write_varint
+    from caffe_compat.proto import caffe_pb2
+
+    payload = write_key(2, 0) + write_varint(3)
+    head = caffe_pb2.LayerParameter(name="cc", type="CropCenter").SerializeToString()
+    netp = caffe_pb2.NetParameter()
+    netp.layer.add().MergeFromString(
+        head + write_key(149, 2) + write_varint(len(payload)) + payload
+    )
+    assert netp.layer[0].HasField("upsample_param")
+    notes = settle(netp)
+    assert list(netp.layer[0].crop_center_param.crop_size) == [3]
+    assert not netp.layer[0].HasField("upsample_param")
+    assert "149" in notes[0]
+
+
+@pytest.mark.parametrize(
     "body",
     [
+        'layer { name: "cc" type: "CropCenter" bottom: "data" top: "cc" crop_center_param { crop_size: 1 } }',
+        'layer { name: "cc" type: "CropCenter" bottom: "data" top: "cc" crop_center_param { crop_size: 0 crop_size: 0 crop_size: 4 crop_size: 0 } }',
         'layer { name: "r" type: "Reshape" bottom: "data" top: "r" reshape_param { shape { dim: -1 dim: -1 } } }',
         'layer { name: "r" type: "Reshape" bottom: "data" top: "r" reshape_param { shape { dim: 0 dim: 4 dim: -1 } } }',
         'layer { name: "s" type: "Slice" bottom: "data" top: "a" top: "b" slice_param { slice_point: 5 } }',

@@ -108,9 +108,97 @@ GRAD_X = np.random.default_rng(13).normal(size=(2, 3, 4, 5))
             {},
         ),
         ('layer { name: "s" type: "Silence" bottom: "data" bottom: "more" }', {"more": (2, 2)}),
+        (
+            'layer { name: "cc" type: "CropCenter" bottom: "data" top: "cc" '
+            "crop_center_param { crop_size: 0 crop_size: 1 crop_size: 1 crop_size: 2 } }",
+            {},
+        ),
     ],
 )
 def test_backward(grad_check, layers, extra):
     rng = np.random.default_rng(14)
     arrays = {name: rng.normal(size=shape) for name, shape in extra.items()}
     grad_check(layers, data=GRAD_X, **arrays)
+
+
+def test_crop_center_cuts_each_axis_from_both_ends(run_layers):
+    """lltcggie/caffe's CropCenter: y = x[c0:-c0, c1:-c1, ...] (crop_center_layer.cpp)."""
+    x = np.arange(3 * 4 * 5 * 7, dtype=np.float64).reshape(3, 4, 5, 7)
+    text = (
+        'layer { name: "cc" type: "CropCenter" bottom: "data" top: "cc" '
+        "crop_center_param { crop_size: 1 crop_size: 0 crop_size: 2 crop_size: 3 } }"
+    )
+    out = run_layers(text, data=x)["cc"]
+    assert out.shape == (1, 4, 1, 1)
+    np.testing.assert_array_equal(out.reshape(-1), x[1, :, 2, 3])
+    assert out.reshape(-1).tolist() == [x.size // 3 + k * 35 + 17 for k in range(4)]
+
+
+# RCF's pattern: conv (3, pad 1), pool (2, stride 2), 1x1 conv, deconv (4, stride 2), AutoCrop to
+# the image. Coordinate maps (util/coords.hpp), output from input: conv FilterMap(3, 1, 1).inv()
+# = x; pool FilterMap(2, 2, 0).inv() = x / 2 - 1 / 4; deconv FilterMap(4, 2, 0) = 2x + 3 / 2.
+# Deconv output from the image: 2 (x / 2 - 1 / 4) + 3 / 2 = x + 1: the crop starts at 1.
+RCF_LIKE = """
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 2 kernel_size: 3 pad: 1 } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "score" type: "Convolution" bottom: "pool" top: "score" convolution_param { num_output: 1 kernel_size: 1 } }
+layer { name: "up" type: "Deconvolution" bottom: "score" top: "up" convolution_param { num_output: 1 kernel_size: 4 stride: 2 } }
+layer { name: "crop" type: "AutoCrop" bottom: "up" bottom: "data" top: "crop" }
+"""
+
+
+def test_auto_crop_offsets_come_from_the_coordinate_maps(build, run_layers):
+    x = np.random.default_rng(5).normal(size=(1, 1, 10, 12))
+    graph = build(
+        'layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 10 dim: 12 } } }\n'
+        + RCF_LIKE
+    )
+    p = graph.node("crop").param.auto_crop_param
+    assert (p.offset_h, p.offset_w) == (1, 1)
+    assert graph.shapes["up"] == (1, 1, 12, 14)
+    assert graph.shapes["crop"] == (1, 1, 10, 12)
+    rng = np.random.default_rng(6)
+    weights = {
+        "conv": [rng.normal(size=(2, 1, 3, 3)), np.zeros(2)],
+        "score": [rng.normal(size=(1, 2, 1, 1)), np.zeros(1)],
+        "up": [rng.normal(size=(1, 1, 4, 4)), np.zeros(1)],
+    }
+    out = run_layers(RCF_LIKE, weights, outputs=["up", "crop"], data=x)
+    np.testing.assert_array_equal(out["crop"], out["up"][:, :, 1:11, 1:13])
+
+
+def test_auto_crop_refuses_a_layer_without_a_coordinate_map(build):
+    from caffe_compat.errors import NetDefinitionError
+
+    text = (
+        'layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 8 dim: 8 } } }\n'
+        'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 64 } }\n'
+        'layer { name: "r" type: "Reshape" bottom: "ip" top: "r" reshape_param { shape { dim: 1 dim: 1 dim: 8 dim: 8 } } }\n'
+        'layer { name: "crop" type: "AutoCrop" bottom: "r" bottom: "data" top: "crop" }\n'
+    )
+    with pytest.raises(NetDefinitionError, match=r'net.prototxt.*"crop" \(AutoCrop\).*Reshape'):
+        build(text)
+
+
+def test_auto_crop_backward(build):
+    """Two upsamplings of one blob: 2x + 3 / 2 and 2x + 1 / 2, so the crop starts at 1."""
+    from caffe_compat.reference.gradient_check import check_gradient
+
+    layers = (
+        'layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 3 dim: 3 } } }\n'
+        'layer { name: "up" type: "Deconvolution" bottom: "data" top: "up" '
+        "convolution_param { num_output: 1 kernel_size: 4 stride: 2 bias_term: false } }\n"
+        'layer { name: "like" type: "Deconvolution" bottom: "data" top: "like" '
+        "convolution_param { num_output: 1 kernel_size: 2 stride: 2 bias_term: false } }\n"
+        'layer { name: "crop" type: "AutoCrop" bottom: "up" bottom: "like" top: "crop" }\n'
+    )
+    rng = np.random.default_rng(8)
+    weights = {"up": [rng.normal(size=(1, 1, 4, 4))], "like": [rng.normal(size=(1, 1, 2, 2))]}
+    graph = build(layers, weights, phase="TRAIN", training=True)
+    assert graph.shapes["up"] == (1, 1, 8, 8) and graph.shapes["crop"] == (1, 1, 6, 6)
+    feeds = {"data": rng.normal(size=(1, 1, 3, 3))}
+    feeds |= {"up": rng.normal(size=(1, 1, 8, 8)), "like": rng.normal(size=(1, 1, 6, 6))}
+    report = check_gradient(graph, feeds, "crop", step=1e-4, threshold=1e-5)
+    assert report.passed, str(report)
+    assert report.checked > 0

@@ -161,6 +161,22 @@ CASES = {
     "slice": L("Slice", "slice_param { axis: 1 slice_point: 1 }", tops=("y", "z")),
     "split": L("Split", tops=("y", "z")),
     "crop": L("Crop", "crop_param { axis: 2 offset: 1 offset: 2 }", bottoms=("data", "small")),
+    "crop_center": L(
+        "CropCenter", "crop_center_param { crop_size: 0 crop_size: 1 crop_size: 1 crop_size: 1 }"
+    ),
+    "auto_crop": L(  # upsampled 2x + 3 / 2 against 2x + 1 / 2: the crop starts at 1
+        "Deconvolution",
+        "convolution_param { num_output: 2 kernel_size: 4 stride: 2 }",
+        tops=("up",),
+        name="up",
+    )
+    + L(
+        "Deconvolution",
+        "convolution_param { num_output: 2 kernel_size: 2 stride: 2 }",
+        tops=("like",),
+        name="like",
+    )
+    + L("AutoCrop", bottoms=("up", "like")),
     "tile": L("Tile", "tile_param { axis: 1 tiles: 3 }"),
     "flatten": L("Flatten"),
     "reshape": L("Reshape", "reshape_param { shape { dim: 0 dim: -1 dim: 2 } }"),
@@ -293,11 +309,31 @@ def test_detection_forks_pooling(tmp_path, layer):
     run(tmp_path, layer, {"data": X, "rois": ROIS} if "rois" in layer else {"data": X})
 
 
+def test_dense_block_at_its_stored_statistics(tmp_path):
+    """caffe_ocr's DenseBlock: the TEST phase only (its TRAIN paths differ between CPU and GPU);
+    the diffs of the bottom, filters, BN scalers and biases, with and without the bottleneck."""
+    rng = np.random.default_rng(4)
+    widths, g = (3, 5), 2  # X has 3 channels; transition 1 reads 3 + 2
+    for bc in (False, True):
+        body = f"denseblock_param {{ numTransition: 2 growthRate: 2 use_BC: {str(bc).lower()} }}"
+        blobs = [rng.normal(0, 0.3, (g, 4 * g if bc else c, 3, 3)) for c in widths]
+        groups = [widths] + ([[4 * g] * 2] if bc else [])
+        for k, group in enumerate(groups):
+            bn = [[rng.uniform(0.5, 1.5, (1, c, 1, 1)) for c in group] for _ in range(2)]
+            bn += [[rng.normal(0, 0.5, (1, c, 1, 1)) for c in group]]
+            bn += [[rng.uniform(0.5, 2.0, (1, c, 1, 1)) for c in group]]
+            if k:
+                blobs += [rng.normal(0, 0.5, (4 * g, c, 1, 1)) for c in widths]
+            blobs += [b for kind in bn for b in kind]
+        run(tmp_path, L("DenseBlock", body), phase="TEST", params={"l": [*blobs, np.ones(1)]})
+
+
 def test_every_type_that_computes_is_covered_or_refuses_backward():
     covered = set()
     for layers in CASES.values():
         covered |= {line.split('type: "')[1].split('"')[0] for line in layers.splitlines() if line}
     covered |= {
+        "DenseBlock",
         "Log",
         "Embed",
         "EuclideanLoss",
