@@ -13,7 +13,10 @@ from ..io.dialects import settle
 from ..io.prototxt import parse_text, read_text
 from ..io.upgrade import is_v0, upgrade_net
 from ..io.weights import Weights
+from ..errors import NetDefinitionError
 from ..proto import caffe_pb2
+from ..shapes.detection import settle_prior_layouts
+from ..shapes.pooling import settle_odd_span_pooling
 from .build import build_graph
 from .graph import Graph, Shape
 from .infer import Inference, Issue, check_weights, infer_shapes, match_weights
@@ -99,7 +102,7 @@ def load_net_text(
     dialect_notes = settle(net)
     lines = {name: line for line, name in index.starts if name}
 
-    def build() -> tuple[Graph, Inference]:
+    def build(strict: bool = strict) -> tuple[Graph, Inference]:
         graph = build_graph(
             net,
             state=NetState.make(phase, stages, level),
@@ -110,7 +113,34 @@ def load_net_text(
         )
         return graph, infer_shapes(graph, strict=strict)
 
-    graph, inference = build()
+    def by_shapes() -> list[str]:
+        """Fork meanings only the net's shapes tell (no field says which fork it was written
+        for): tried when BVLC's rules leave a shape problem."""
+        probe, probed = build(strict=False)
+        if not any(i.kind == "shape-rule" for i in probed.issues):
+            return []
+        notes = settle_prior_layouts(net, probe, probed.shapes)
+        if not notes:
+            notes = settle_odd_span_pooling(
+                net,
+                lambda: not any(i.kind == "shape-rule" for i in build(strict=False)[1].issues),
+            )
+        return notes
+
+    try:
+        graph, inference = build()
+    except NetDefinitionError:
+        more = by_shapes()
+        if not more:
+            raise
+        dialect_notes += more
+        graph, inference = build()
+    else:
+        if not strict and any(i.kind == "shape-rule" for i in inference.issues):
+            more = by_shapes()
+            if more:
+                dialect_notes += more
+                graph, inference = build()
     if weights is not None and not isinstance(weights, Weights):
         weights = read_weights(weights, max_memory=max_memory)
     if weights is not None:
