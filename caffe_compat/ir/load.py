@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import NetDefinitionError
 from ..io import read_weights
 from ..io.dialects import settle
 from ..io.prototxt import parse_text, read_text
 from ..io.upgrade import is_v0, upgrade_net
 from ..io.weights import Weights
-from ..errors import NetDefinitionError
 from ..proto import caffe_pb2
 from ..shapes.detection import settle_prior_layouts
 from ..shapes.pooling import settle_odd_span_pooling
