@@ -66,9 +66,28 @@ def _as_proposal(node: Node) -> Node:
     return Node(node.name, "Proposal", param, node.inputs, node.outputs, node.blobs, node.line)
 
 
+def _as_ssh_proposal(node: Node) -> Node:
+    """SSH (mahyarnajibi/SSH) ``SSH.layers.proposal_layer.ProposalLayer``, TEST phase only: the
+    py-faster-rcnn algorithm with ``base_size``/``ratios``/``scales`` from ``param_str`` and
+    SSH's default_config.yml TEST values: the best ``N_DETS_PER_MODULE`` = 1000 boxes, minimum
+    size 0 (every clipped box passes, so its empty-result placeholder never occurs) and no NMS
+    (``nms_thresh`` 1: an overlap never exceeds it). Its TRAIN phase (NMS 0.3, 300 boxes,
+    minimum size 4, a placeholder row when nothing passes) is not this layer: it stays Python."""
+    values = _param_dict(node.param.python_param.param_str, "SSH ProposalLayer")
+    known = _as_proposal(node)
+    p = known.param.proposal_param
+    p.base_size = int(values.get("base_size", 16))
+    p.min_size = 0
+    p.pre_nms_topn = 1000
+    p.post_nms_topn = 0
+    p.nms_thresh = 1.0
+    return known
+
+
 # (module, class) -> the built-in node that replaces it
 KNOWN: dict[tuple[str, str], Callable[[Node], Node]] = {
     ("rpn.proposal_layer", "ProposalLayer"): _as_proposal,
+    ("SSH.layers.proposal_layer", "ProposalLayer"): _as_ssh_proposal,
 }
 
 
@@ -76,6 +95,8 @@ def replacement(node: Node) -> Node | None:
     """The built-in layer standing in for this Python layer, when its class is a known one."""
     p = node.param.python_param
     rewrite = KNOWN.get((p.module, p.layer))
+    if rewrite is _as_ssh_proposal and node.param.phase == caffe_pb2.TRAIN:
+        return None  # SSH's TRAIN phase differs (see _as_ssh_proposal)
     return rewrite(node) if rewrite is not None else None
 
 
