@@ -363,18 +363,15 @@ def detection_settings(param: caffe_pb2.DetectionOutputParameter) -> DetectionSe
 
 
 def _fork_priors(predicted: int, priors: int) -> str:
-    """Why the heads predict more boxes than the PriorBox layers make: nets released from
-    Caffe forks whose PriorBox code makes more priors per location from the very same fields
-    (FaceBoxes' C++ tiles min_size 32 into 4x4 and 64 into 2x2 boxes; TextBoxes' adds a copy
-    of every prior shifted down half a cell). No field tells those apart from BVLC's PriorBox,
-    so the net is refused, never run with other priors."""
+    """Why the heads predict more boxes than the PriorBox layers make. The loader has already
+    tried the forks whose PriorBox code makes more priors from the very same fields (TextBoxes,
+    FaceBoxes: settle_prior_layouts); reaching here, none of them makes this count either."""
     if predicted <= priors:
         return ""
     return (
         f": the heads predict {predicted} boxes, more than BVLC's PriorBox makes from these "
-        "fields; the net was written for a Caffe fork whose PriorBox code makes more priors per "
-        "location from the same fields (FaceBoxes' dense anchors for min_size 32 and 64, "
-        "TextBoxes' vertically offset copies), which is not implemented here"
+        "fields, and neither TextBoxes' nor FaceBoxes' PriorBox code makes that many; the net "
+        "was written for another Caffe fork's PriorBox"
     )
 
 
