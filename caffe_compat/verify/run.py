@@ -21,7 +21,7 @@ from .. import registry
 from ..budget import Budget, footprint, format_size, plan_batch, resolve
 from ..errors import CaffeCompatError, Remedy
 from ..io.identity import file_identity
-from ..ir.graph import Node
+from ..ir.graph import Graph, Node
 from ..ir.load import LoadedNet, fork_notes, load_net
 from ..progress import Progress
 from ..shapes.detection import DetectionSettings, detection_settings
@@ -34,7 +34,7 @@ from .compare import (
     compare,
     error_scales,
 )
-from .detections import align_detections
+from .detections import align_detections, align_row_sets
 from .float64 import float64_judge
 from .inputs import feed_batch, feeds_for, index_inputs, structured_inputs
 from .stored import load_reference_npz, stored_inputs, stored_values
@@ -210,6 +210,7 @@ def _compare_all(
         if registry.facts(n.type).detections is not None
         for v in n.outputs
     }
+    row_sets = _row_sets(graph)
     params = loaded.inference.params
     lengths = accumulation_lengths(graph, params)
     scales = {name: error_scales(graph, params, ref, *ours.values()) for name, ref in refs.items()}
@@ -221,6 +222,8 @@ def _compare_all(
                     note = ""
                     if value in detections:
                         mine, theirs, note = align_detections(mine, theirs, detections[value])
+                    elif value in row_sets:
+                        mine, theirs, note = align_row_sets(mine, theirs)
                     allowance = tolerance.growth_limit(
                         *lengths.get(value, (0.0, 0)),
                         scales[ref_name].get(value, 0.0),
@@ -252,6 +255,26 @@ def _compare_all(
         rows = _argmax_rows(first) if first is not None else None
         if rows is not None:
             report.distinct_classes[output] = len(set(rows.tolist()))
+
+
+def _row_sets(graph: Graph) -> set[str]:
+    """Values whose rows are a data-dependent set ordered by score (Proposal's ROIs and scores,
+    also as a known Python layer) and their concatenations along the rows."""
+    from ..shapes.python_layer import replacement
+
+    found: set[str] = set()
+    for node in graph.nodes:
+        kind = node.type
+        if kind == "Python":
+            known = replacement(node)
+            kind = known.type if known is not None else kind
+        p = node.param.concat_param
+        axis = p.concat_dim if p.HasField("concat_dim") and not p.HasField("axis") else p.axis
+        if kind == "Proposal" or (
+            kind == "Concat" and axis == 0 and node.inputs and all(v in found for v in node.inputs)
+        ):
+            found.update(node.outputs)
+    return found
 
 
 def _detection_settings(node: Node) -> DetectionSettings | None:
