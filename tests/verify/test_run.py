@@ -79,3 +79,30 @@ def test_verify_names_fork_fields_it_skipped(tmp_path):
         'skipped a field Caffe does not know (line 2, layer "r": caffe.ReLUParameter.frob)'
     ]
     assert "caffe.ReLUParameter.frob" in report.render()
+
+
+def test_proposal_rows_and_their_row_concatenation_compare_as_sets():
+    """Proposal's tops (also as SSH's or py-faster-rcnn's Python layer) and a Concat of them
+    along the rows are row sets (verify/detections.align_row_sets); a Concat along another
+    axis, or of anything else, is not."""
+    from caffe_compat.ir.load import load_net_text
+    from caffe_compat.verify.run import _row_sets
+
+    python = (
+        "python_param {{ module: '{}' layer: 'ProposalLayer' param_str: \"'feat_stride': 16\" }}"
+    )
+    text = (
+        'input: "cls" input_shape { dim: 1 dim: 18 dim: 4 dim: 4 }\n'
+        'input: "bbox" input_shape { dim: 1 dim: 36 dim: 4 dim: 4 }\n'
+        'input: "im_info" input_shape { dim: 1 dim: 3 }\n'
+        'layer { name: "a" type: "Proposal" bottom: "cls" bottom: "bbox" bottom: "im_info" '
+        'top: "ra" top: "sa" }\n'
+        'layer { name: "b" type: "Python" bottom: "cls" bottom: "bbox" bottom: "im_info" '
+        'top: "rb" ' + python.format("rpn.proposal_layer") + " }\n"
+        'layer { name: "rows" type: "Concat" bottom: "ra" bottom: "rb" top: "rows" '
+        "concat_param { axis: 0 } }\n"
+        'layer { name: "cols" type: "Concat" bottom: "ra" bottom: "rb" top: "cols" '
+        "concat_param { axis: 1 } }\n"
+    )
+    graph = load_net_text(text).graph
+    assert _row_sets(graph) == {"ra", "sa", "rb", "rows"}
