@@ -79,15 +79,6 @@ def _aspect_ratios(p: caffe_pb2.PriorBoxParameter) -> list[np.float32]:
     return ratios
 
 
-def prior_box_sizes(p: caffe_pb2.PriorBoxParameter) -> list[tuple[float, float]]:
-    """(width, height) in pixels of every prior at one location, in Caffe's order.
-
-    Caffe's forward reads each min_size and max_size into an ``int`` (fractions are dropped);
-    the ratio-1 box comes first, then sqrt(min * max), then the other ratios."""
-    specs = prior_specs(p)
-    return [(2.0 * float(w), 2.0 * float(h)) for w, h in zip(specs.half_w, specs.half_h)]
-
-
 @dataclass(frozen=True)
 class PriorSpecs:
     """Every prior at one location: its centre shift in pixels (added to the cell centre in
@@ -267,11 +258,18 @@ def prior_boxes(p: caffe_pb2.PriorBoxParameter, inputs: list[Shape]) -> np.ndarr
         ],
         axis=-1,
     ).astype(np.float32)
-    if p.clip:
+    if _clips(p):
         boxes = np.clip(boxes, np.float32(0), np.float32(1))
     boxes = boxes.reshape(-1)
     variance = np.resize(np.array(_variances(p), dtype=np.float32), boxes.size)
     return np.stack([boxes, variance])[None]
+
+
+def _clips(p: caffe_pb2.PriorBoxParameter) -> bool:
+    """``clip``; unset, TextBoxes' caffe.proto defaults it to true (BVLC's SSD: false)."""
+    if p.layout == caffe_pb2.PriorBoxParameter.Layout.TEXTBOXES and not p.HasField("clip"):
+        return True
+    return bool(p.clip)
 
 
 @register("PriorBox", "shape")
@@ -442,6 +440,8 @@ def _detection_fields(layer: caffe_pb2.LayerParameter) -> None:
 def _prior_box_opencv(node: Node) -> str | None:
     """OpenCV 4's PriorBox deviations from the SSD fork (measured in tests/converters)."""
     p = node.param.prior_box_param
+    if p.layout != caffe_pb2.PriorBoxParameter.Layout.SSD:
+        return "OpenCV's PriorBox is the SSD fork's, not TextBoxes' or FaceBoxes'"
     if not p.HasField("clip"):
         return "OpenCV clips the boxes when clip is unset (Caffe's default is not to)"
     if any(p.HasField(f) for f in ("img_size", "img_h", "img_w")):

@@ -128,6 +128,11 @@ def test_textboxes_prior_boxes_by_hand(run_layers):
                     boxes += _corners(cx, cy, w / 2, h / 2, 8, 8)
     np.testing.assert_allclose(out[0, 0], np.clip(boxes, 0, 1), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(out[0, 0, 4:8], [0, 1.75 / 8, 4.25 / 8, 6.25 / 8], rtol=1e-6)
+    # the fork's caffe.proto defaults clip to true: unset, the boxes are clipped too
+    unset = run_layers(
+        text.replace("clip: true ", ""), map=np.zeros((1, 1, 2, 2)), data=np.zeros((1, 3, 8, 8))
+    )["pb"]
+    np.testing.assert_array_equal(unset, out)
 
 
 def inputs_layer_text(**shapes) -> str:
