@@ -197,7 +197,7 @@ def pool_geometry(param: PoolingParameter, height: int, width: int) -> PoolGeome
         if span < 0:
             raise ValueError(f"kernel {k} (pad {p}) is larger than the input size {size}")
         out = (-(-span // s) if ceil else span // s) + 1 + extra
-        if extra and (out - 1) * s >= size + p:
+        if extra and not any_pad and (out - 1) * s >= size:
             raise ValueError("odd_span_extra: the extra window would start past the input")
         if any_pad and (out - 1) * s >= size + p:
             out -= 1  # the last window would start inside the padding
