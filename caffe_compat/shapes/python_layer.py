@@ -143,6 +143,13 @@ def call_layer(layer: Any, method: str, *args: Any) -> None:
         raise ValueError(f"{name}.{method} raised {type(exc).__name__}: {exc}") from None
 
 
+def _replacement_row_set(node: Node) -> bool:
+    """A known class's rows are a set when its built-in replacement's are (Proposal)."""
+    known = replacement(node)
+    decide = facts(known.type).row_set if known is not None else None
+    return bool(decide and decide(known))
+
+
 @register("Python", "shape")
 def _python(node: Node, inputs: list[Shape]) -> LayerShapes:
     known = replacement(node)
@@ -174,6 +181,7 @@ describe(
     bottoms=(0, None),
     tops=(0, None),
     varying_rows=True,
+    row_set=_replacement_row_set,
     input_values=_input_values,
     mixes_batch=lambda node, shape: True,
 )

@@ -218,12 +218,9 @@ def _compare_all(
         for ref_name, ref_values in refs.items():
             for value in values:
                 if value in produced and value in ref_values:
-                    mine, theirs = produced[value], ref_values[value]
-                    note = ""
-                    if value in detections:
-                        mine, theirs, note = align_detections(mine, theirs, detections[value])
-                    elif value in row_sets:
-                        mine, theirs, note = align_row_sets(mine, theirs)
+                    mine, theirs, note = _aligned(
+                        produced[value], ref_values[value], value, detections, row_sets
+                    )
                     allowance = tolerance.growth_limit(
                         *lengths.get(value, (0.0, 0)),
                         scales[ref_name].get(value, 0.0),
@@ -257,21 +254,31 @@ def _compare_all(
             report.distinct_classes[output] = len(set(rows.tolist()))
 
 
-def _row_sets(graph: Graph) -> set[str]:
-    """Values whose rows are a data-dependent set ordered by score (Proposal's ROIs and scores,
-    also as a known Python layer) and their concatenations along the rows."""
-    from ..shapes.python_layer import replacement
+def _aligned(
+    mine: np.ndarray,
+    theirs: np.ndarray,
+    value: str,
+    detections: Mapping[str, DetectionSettings | None],
+    row_sets: set[str],
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Detections and row sets paired as sets (verify/detections.py), anything else as is."""
+    if value in detections:
+        return align_detections(mine, theirs, detections[value])
+    if value in row_sets:
+        return align_row_sets(mine, theirs)
+    return mine, theirs, ""
 
+
+def _row_sets(graph: Graph) -> set[str]:
+    """Values verify pairs as row sets (the ``row_set`` and ``joins_rows`` facts)."""
     found: set[str] = set()
     for node in graph.nodes:
-        kind = node.type
-        if kind == "Python":
-            known = replacement(node)
-            kind = known.type if known is not None else kind
-        p = node.param.concat_param
-        axis = p.concat_dim if p.HasField("concat_dim") and not p.HasField("axis") else p.axis
-        if kind == "Proposal" or (
-            kind == "Concat" and axis == 0 and node.inputs and all(v in found for v in node.inputs)
+        info = registry.facts(node.type)
+        if (info.row_set is not None and info.row_set(node)) or (
+            info.joins_rows is not None
+            and info.joins_rows(node)
+            and node.inputs
+            and all(v in found for v in node.inputs)
         ):
             found.update(node.outputs)
     return found
