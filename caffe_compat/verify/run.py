@@ -204,13 +204,9 @@ def _compare_all(
 ) -> None:
     """Every (back end, judge, value) row, argmax agreement on the outputs, class variety."""
     graph = loaded.graph
-    detections = {
-        v: _detection_settings(n)
-        for n in graph.nodes
-        if registry.facts(n.type).detections is not None
-        for v in n.outputs
-    }
+    detections = _detection_values(graph)
     row_sets = _row_sets(graph)
+    scored = [v for v in graph.outputs if v not in row_sets]  # ROI rows hold boxes, no classes
     params = loaded.inference.params
     lengths = accumulation_lengths(graph, params)
     scales = {name: error_scales(graph, params, ref, *ours.values()) for name, ref in refs.items()}
@@ -239,7 +235,7 @@ def _compare_all(
                     if note:
                         row.note = f"{row.note}; {note}" if row.note else note
                     report.comparisons.append(row)
-            for output in graph.outputs:
+            for output in scored:
                 if output in produced and output in ref_values:
                     mine, theirs = _argmax_rows(produced[output]), _argmax_rows(ref_values[output])
                     if mine is not None and theirs is not None and mine.shape == theirs.shape:
@@ -247,11 +243,21 @@ def _compare_all(
                         report.argmax.append(
                             ArgmaxAgreement(output, backend, ref_name, agree, len(mine))
                         )
-    for output in graph.outputs:
+    for output in scored:
         first = next((p[output] for p in ours.values() if output in p), None)
         rows = _argmax_rows(first) if first is not None else None
         if rows is not None:
             report.distinct_classes[output] = len(set(rows.tolist()))
+
+
+def _detection_values(graph: Graph) -> dict[str, DetectionSettings | None]:
+    """Each detections layer's tops and the thresholds it decides with."""
+    return {
+        v: _detection_settings(n)
+        for n in graph.nodes
+        if registry.facts(n.type).detections is not None
+        for v in n.outputs
+    }
 
 
 def _aligned(

@@ -106,3 +106,21 @@ def test_proposal_rows_and_their_row_concatenation_compare_as_sets():
     )
     graph = load_net_text(text).graph
     assert _row_sets(graph) == {"ra", "sa", "rb", "rows"}
+
+
+def test_proposal_rois_get_no_argmax_check(tmp_path):
+    """ROI rows hold boxes, not class scores: verify compares them as a row set and takes no
+    argmax agreement or class variety from them (two clipped corners tie)."""
+    path = tmp_path / "rpn.prototxt"
+    path.write_text(
+        'input: "cls" input_shape { dim: 1 dim: 18 dim: 4 dim: 4 }\n'
+        'input: "bbox" input_shape { dim: 1 dim: 36 dim: 4 dim: 4 }\n'
+        'input: "im_info" input_shape { dim: 1 dim: 3 }\n'
+        'layer { name: "p" type: "Proposal" bottom: "cls" bottom: "bbox" bottom: "im_info" '
+        'top: "rois" proposal_param { min_size: 0 } }\n'
+    )
+    report = verify_loaded(
+        load_net(path), batch=1, devices=("cpu",), against=("float64",), progress=False
+    )
+    assert report.passed and not report.argmax and "rois" not in report.distinct_classes
+    assert any(c.value == "rois" for c in report.comparisons)
