@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,24 @@ from .build import build_graph
 from .graph import Graph, Shape
 from .infer import Inference, Issue, check_weights, infer_shapes, match_weights
 from .phase import NetState
+
+
+def settle_by_shapes(
+    net: caffe_pb2.NetParameter, probe: Callable[[], tuple[Graph, Inference]]
+) -> list[str]:
+    """Fork meanings only the net's shapes tell (no field says which fork it was written for:
+    TextBoxes'/FaceBoxes' PriorBox, darknet2caffe's pooling), tried when BVLC's rules leave a
+    shape problem; ``probe`` builds ``net`` and infers leniently. Writes the answer into
+    ``net``'s layers and returns one note per layer settled."""
+    graph, inference = probe()
+    if not any(i.kind == "shape-rule" for i in inference.issues):
+        return []
+    notes = settle_prior_layouts(net, graph, inference.shapes)
+    if not notes:
+        notes = settle_odd_span_pooling(
+            net, lambda: not any(i.kind == "shape-rule" for i in probe()[1].issues)
+        )
+    return notes
 
 
 def fork_notes(loaded: LoadedNet) -> list[str]:
@@ -114,18 +132,7 @@ def load_net_text(
         return graph, infer_shapes(graph, strict=strict)
 
     def by_shapes() -> list[str]:
-        """Fork meanings only the net's shapes tell (no field says which fork it was written
-        for): tried when BVLC's rules leave a shape problem."""
-        probe, probed = build(strict=False)
-        if not any(i.kind == "shape-rule" for i in probed.issues):
-            return []
-        notes = settle_prior_layouts(net, probe, probed.shapes)
-        if not notes:
-            notes = settle_odd_span_pooling(
-                net,
-                lambda: not any(i.kind == "shape-rule" for i in build(strict=False)[1].issues),
-            )
-        return notes
+        return settle_by_shapes(net, lambda: build(strict=False))
 
     try:
         graph, inference = build()

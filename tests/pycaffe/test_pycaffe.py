@@ -444,3 +444,20 @@ def test_named_params_are_shared(caffe, write_net):
     np.testing.assert_allclose(out["fb"], x.sum(axis=1, keepdims=True) + 0.5 + np.zeros((2, 4)))
     w2 = net.params["flat"][0].data.astype(np.float64)
     np.testing.assert_allclose(out["fc"], x @ w2.T + 1.0, rtol=1e-5, atol=1e-5)  # bias: all 1
+
+
+def test_a_fork_prior_box_is_settled_as_in_load_net(caffe, write_net):
+    """caffe.Net settles the PriorBox fork from the heads' box count as load_net does: a
+    TextBoxes net (each prior twice) builds, its priors twice BVLC's count."""
+    prototxt = (
+        'layer { name: "in" type: "Input" top: "map" top: "data" top: "loc" top: "conf" '
+        "input_param { shape { dim: 1 dim: 1 dim: 2 dim: 2 } shape { dim: 1 dim: 3 dim: 64 "
+        "dim: 64 } shape { dim: 1 dim: 64 } shape { dim: 1 dim: 32 } } }\n"
+        'layer { name: "pb" type: "PriorBox" bottom: "map" bottom: "data" top: "pb" '
+        "prior_box_param { min_size: 8 aspect_ratio: 2 flip: false } }\n"
+        'layer { name: "det" type: "DetectionOutput" bottom: "loc" bottom: "conf" bottom: "pb" '
+        'top: "det" detection_output_param { num_classes: 2 background_label_id: 0 '
+        "nms_param { nms_threshold: 0.45 } } }\n"
+    )
+    net = caffe.Net(write_net(prototxt), caffe.TEST)
+    assert net.blobs["pb"].data.shape == (1, 2, 2 * 2 * 4 * 4)
