@@ -144,6 +144,11 @@ class LayerFacts:
     - ``varying_rows``: the top's first axis is a row count that depends on the data
       (Proposal's ROIs, at most its settings' count); layers fed from it keep their first axis
       free, so a back end's run may differ from the shape rule's placeholder there.
+    - ``row_set(node) -> bool``: the tops' rows are a set the layer sorted by a score, so
+      float32 ties may order them differently from the float64 judge (Proposal's ROIs and
+      scores): verify pairs them as a set. ``joins_rows(node) -> bool``: the layer stacks its
+      bottoms along the first axis (Concat along axis 0): its top is such a set when every
+      bottom is.
     - ``dialect(layer, blob_count) -> note | None``: settle which fork's meaning a layer of a
       type two forks define differently has (from its fields, and the number of blobs its
       weights hold when known), moving a message a fork wrote at a field number BVLC holds
@@ -198,6 +203,8 @@ class LayerFacts:
     force_backward: Callable[..., bool] | None = None
     input_values: Callable[..., Any] | None = None
     varying_rows: bool = False
+    row_set: Callable[..., bool] | None = None
+    joins_rows: Callable[..., bool] | None = None
     dialect: Callable[..., str | None] | None = None
     net_settings: Callable[..., str | None] | None = None
     origin: str | None = None

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CaffeCompatError
+from ..errors import CaffeCompatError, NetDefinitionError
 from ..io import read_weights
 from ..io.dialects import settle
 from ..io.prototxt import parse_text, read_text
 from ..io.upgrade import is_v0, upgrade_net
 from ..io.weights import Weights
 from ..proto import caffe_pb2
+from ..shapes.detection import settle_prior_layouts
+from ..shapes.pooling import settle_odd_span_pooling
 from .build import build_graph
 from .graph import Graph, Shape
 from .infer import Inference, Issue, check_weights, infer_shapes, match_weights
@@ -38,6 +40,24 @@ def settle_named(
             layer_type=exc.layer_type,
             remedy=exc.remedy,
         ) from None
+
+
+def settle_by_shapes(
+    net: caffe_pb2.NetParameter, probe: Callable[[], tuple[Graph, Inference]]
+) -> list[str]:
+    """Fork meanings only the net's shapes tell (no field says which fork it was written for:
+    TextBoxes'/FaceBoxes' PriorBox, darknet2caffe's pooling), tried when BVLC's rules leave a
+    shape problem; ``probe`` builds ``net`` and infers leniently. Writes the answer into
+    ``net``'s layers and returns one note per layer settled."""
+    graph, inference = probe()
+    if not any(i.kind == "shape-rule" for i in inference.issues):
+        return []
+    notes = settle_prior_layouts(net, graph, inference.shapes)
+    if not notes:
+        notes = settle_odd_span_pooling(
+            net, lambda: not any(i.kind == "shape-rule" for i in probe()[1].issues)
+        )
+    return notes
 
 
 def fork_notes(loaded: LoadedNet) -> list[str]:
@@ -153,7 +173,24 @@ def load_net_text(
         for name, shape in assumed_shapes(probe.inputs, failed, names, given).items():
             assumed.append(assumed_note(name, probe.inputs[name], shape))
             given[name] = shape
-    graph, inference = build()
+
+    def by_shapes() -> list[str]:
+        return settle_by_shapes(net, lambda: build(lenient=True))
+
+    try:
+        graph, inference = build()
+    except NetDefinitionError:
+        more = by_shapes()
+        if not more:
+            raise
+        dialect_notes += more
+        graph, inference = build()
+    else:
+        if not strict and any(i.kind == "shape-rule" for i in inference.issues):
+            more = by_shapes()
+            if more:
+                dialect_notes += more
+                graph, inference = build()
     if weights is not None and not isinstance(weights, Weights):
         weights = read_weights(weights, max_memory=max_memory)
     if weights is not None:

@@ -25,7 +25,9 @@ from ..io.prototxt import parse_text, read_text
 from ..io.upgrade import upgrade_net
 from ..ir.backward import plan_backward
 from ..ir.build import build_graph
-from ..ir.infer import infer_shapes
+from ..ir.graph import Graph
+from ..ir.infer import Inference, infer_shapes
+from ..ir.load import settle_by_shapes
 from ..ir.phase import NetState, layer_included
 from ..proto import caffe_pb2
 from ..shapes.python_layer import users_exceptions
@@ -204,10 +206,19 @@ class Net:
         shapes: dict[str, tuple[int, ...]] = dict(fed or {})
         for source in sources.values():
             shapes.update(source.top_shapes())
-        graph = build_graph(
-            param, state=state, input_shapes=shapes, path=path, lines=lines, training=training
-        )
-        inference = infer_shapes(graph, strict=True)
+
+        def build(strict: bool = True) -> tuple[Graph, Inference]:
+            graph = build_graph(
+                param, state=state, input_shapes=shapes, path=path, lines=lines, training=training
+            )
+            return graph, infer_shapes(graph, strict=strict)
+
+        try:
+            graph, inference = build()
+        except NetDefinitionError:
+            if not settle_by_shapes(param, lambda: build(strict=False)):
+                raise
+            graph, inference = build()
         registry.preflight(graph, ["torch"])
         _check_memory(graph, inference.params, training)
         self._training = training

@@ -70,7 +70,7 @@ def propose(node: Node, scores: np.ndarray, deltas: np.ndarray, info: np.ndarray
     if s.pre_nms_topn > 0:
         order = order[: s.pre_nms_topn]
     boxes, score = boxes[order], score[order]
-    keep = greedy_nms(boxes, s.nms_thresh)
+    keep = greedy_nms(boxes, s.nms_thresh) if s.nms_thresh < 1 else list(range(len(boxes)))
     if s.post_nms_topn > 0:
         keep = keep[: s.post_nms_topn]
     rois = np.hstack([np.zeros((len(keep), 1)), boxes[keep]])

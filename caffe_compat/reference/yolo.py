@@ -113,4 +113,5 @@ def candidates2(s: YoloSettings, x: np.ndarray) -> np.ndarray:
 @register("YoloDetectionOutput", "reference")
 def _yolo2(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     s = yolo2_settings(node.param.yolo_detection_output_param)
-    return [finish(candidates2(s, inputs[0]), s.nms, inputs[0].shape[0])]
+    found = np.concatenate([candidates2(s, x) for x in inputs])  # the first map's first
+    return [finish(found, s.nms, inputs[0].shape[0])]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir.graph import Node, Shape
+from ..ir.graph import Graph, Node, Shape
 from ..proto import caffe_pb2
 from ..registry import LayerShapes, describe, register
 from ._synthesis import positive
@@ -79,11 +79,20 @@ def _aspect_ratios(p: caffe_pb2.PriorBoxParameter) -> list[np.float32]:
     return ratios
 
 
-def prior_box_sizes(p: caffe_pb2.PriorBoxParameter) -> list[tuple[float, float]]:
-    """(width, height) in pixels of every prior at one location, in Caffe's order.
+@dataclass(frozen=True)
+class PriorSpecs:
+    """Every prior at one location: its centre shift in pixels (added to the cell centre in
+    float32), which of the two cell-centre rows it uses (TextBoxes' second prior of each kind
+    sits half a cell lower) and its half width and height (float32 values held in doubles)."""
 
-    Caffe's forward reads each min_size and max_size into an ``int`` (fractions are dropped);
-    the ratio-1 box comes first, then sqrt(min * max), then the other ratios."""
+    shift_x: np.ndarray
+    shift_y: np.ndarray
+    lower: np.ndarray  # bool: centred at (h + 1) * step_h (TextBoxes) instead of (h + offset)
+    half_w: np.ndarray
+    half_h: np.ndarray
+
+
+def _checked_sizes(p: caffe_pb2.PriorBoxParameter) -> None:
     if not p.min_size:
         raise ValueError("PriorBox needs at least one min_size")
     if any(m <= 0 for m in p.min_size):
@@ -92,20 +101,82 @@ def prior_box_sizes(p: caffe_pb2.PriorBoxParameter) -> list[tuple[float, float]]
         raise ValueError(f"{len(p.max_size)} max_size values for {len(p.min_size)} min_size")
     if any(mx <= mn for mn, mx in zip(p.min_size, p.max_size)):
         raise ValueError("each max_size must be greater than its min_size")
-    ratios = _aspect_ratios(p)
-    sizes: list[tuple[float, float]] = []
-    for index, min_value in enumerate(p.min_size):
-        low = int(min_value)
-        sizes.append((float(low), float(low)))
-        if p.max_size:
-            side = float(np.float32(math.sqrt(low * int(p.max_size[index]))))
-            sizes.append((side, side))
-        for ar in ratios:
-            if abs(float(ar) - 1.0) < 1e-6:
-                continue
-            root = math.sqrt(float(ar))
-            sizes.append((float(np.float32(low * root)), float(np.float32(low / root))))
+
+
+def _ratio_boxes(low: float, ratios: list[np.float32]) -> list[tuple[float, float]]:
+    sizes = []
+    for ar in ratios:
+        if abs(float(ar) - 1.0) < 1e-6:
+            continue
+        root = math.sqrt(float(ar))
+        sizes.append((float(np.float32(low * root)), float(np.float32(low / root))))
     return sizes
+
+
+def faceboxes_count(p: caffe_pb2.PriorBoxParameter) -> int:
+    """The prior count sfzhang15/FaceBoxes' ``LayerSetUp`` declares: 21 whenever three min_size
+    values are given (its densified 32/64/128 anchors), else ratios x min sizes, plus one per
+    max_size."""
+    declared = 21 if len(p.min_size) == 3 else len(_aspect_ratios(p)) * len(p.min_size)
+    return declared + len(p.max_size)
+
+
+def prior_specs(p: caffe_pb2.PriorBoxParameter) -> PriorSpecs:
+    """The priors of one location under the layout ``p.layout`` names (see caffe.proto)."""
+    _checked_sizes(p)
+    ratios = _aspect_ratios(p)
+    rows: list[tuple[float, float, bool, float, float]] = []  # shift x, shift y, lower, w, h
+    Layout = caffe_pb2.PriorBoxParameter.Layout
+    if p.layout == Layout.TEXTBOXES:
+        # MhLiao/TextBoxes: one min_size (a float, not truncated), every prior twice: at the
+        # cell centre and half a cell lower.
+        if len(p.min_size) != 1 or len(p.max_size) > 1:
+            raise ValueError("TextBoxes' PriorBox takes one min_size and at most one max_size")
+        moved = [
+            f
+            for f in ("step", "step_h", "step_w", "img_size", "img_h", "img_w", "offset")
+            if p.HasField(f)
+        ]
+        if moved:
+            raise ValueError(f"TextBoxes' PriorBox has no {moved[0]} field")
+        low = float(np.float32(p.min_size[0]))
+        sizes = [(low, low)]
+        if p.max_size:
+            side = float(np.float32(math.sqrt(float(np.float32(low * p.max_size[0])))))
+            sizes.append((side, side))
+        sizes += _ratio_boxes(low, ratios)
+        for w, h in sizes:
+            rows += [(0.0, 0.0, False, w / 2.0, h / 2.0), (0.0, 0.0, True, w / 2.0, h / 2.0)]
+    else:
+        for index, min_value in enumerate(p.min_size):
+            low = int(min_value)
+            if p.layout == Layout.FACEBOXES:
+                # sfzhang15/FaceBoxes: the 32 and 64 anchors are densified (4 x 4 shifted by 8
+                # pixels, 2 x 2 by 16, rows outer); its ratio-1 boxes span min_size - 1.
+                half = (low - 1) / 2.0
+                dense = {32: (range(-2, 2), 8), 64: (range(-1, 1), 16)}.get(low)
+                if dense is None:
+                    rows.append((0.0, 0.0, False, half, half))
+                else:
+                    steps, pixels = dense
+                    rows += [
+                        (float(j * pixels), float(i * pixels), False, half, half)
+                        for i in steps
+                        for j in steps
+                    ]
+            else:
+                rows.append((0.0, 0.0, False, low / 2.0, low / 2.0))
+            if p.max_size:
+                side = float(np.float32(math.sqrt(low * int(p.max_size[index]))))
+                rows.append((0.0, 0.0, False, side / 2.0, side / 2.0))
+            rows += [(0.0, 0.0, False, w / 2.0, h / 2.0) for w, h in _ratio_boxes(low, ratios)]
+        if p.layout == Layout.FACEBOXES and len(rows) != faceboxes_count(p):
+            raise ValueError(
+                f"FaceBoxes' PriorBox declares {faceboxes_count(p)} priors per location but "
+                f"makes {len(rows)} from these min sizes (Caffe would write past its top)"
+            )
+    table = np.array(rows, dtype=np.float64).reshape(-1, 5)
+    return PriorSpecs(table[:, 0], table[:, 1], table[:, 2].astype(bool), table[:, 3], table[:, 4])
 
 
 def _variances(p: caffe_pb2.PriorBoxParameter) -> list[float]:
@@ -155,32 +226,50 @@ def prior_boxes(p: caffe_pb2.PriorBoxParameter, inputs: list[Shape]) -> np.ndarr
     Centres are computed in float32 and corners in double then rounded, as Caffe's CPU forward
     does; the result agrees with Caffe's to float32 rounding (OpenCV's: within 1.2e-7)."""
     layer_h, layer_w, img_h, img_w = _prior_geometry(p, inputs)
-    sizes = np.array(prior_box_sizes(p), dtype=np.float64)  # (priors, 2) as float32 values
+    specs = prior_specs(p)
     step = _pair(p, "step", "step")
     if step is None:
         step_h = np.float32(img_h) / np.float32(layer_h)
         step_w = np.float32(img_w) / np.float32(layer_w)
     else:
         step_h, step_w = np.float32(step[0]), np.float32(step[1])
-    offset = np.float32(p.offset)
-    cy = ((np.arange(layer_h, dtype=np.float32) + offset) * step_h).astype(np.float64)
-    cx = ((np.arange(layer_w, dtype=np.float32) + offset) * step_w).astype(np.float64)
-    half_w, half_h = sizes[:, 0] / 2.0, sizes[:, 1] / 2.0
-    cx_, cy_ = cx[None, :, None], cy[:, None, None]
+    rows, cols = np.arange(layer_h), np.arange(layer_w)
+    if p.layout == caffe_pb2.PriorBoxParameter.Layout.TEXTBOXES:
+        # (w + 0.5) * step in double, stored as float; the second row at (h + 1.0) * step.
+        cx = (cols + 0.5) * np.float64(step_w)
+        cy = np.stack([(rows + 0.5) * np.float64(step_h), (rows + 1.0) * np.float64(step_h)])
+        cx, cy = cx.astype(np.float32), cy.astype(np.float32)
+    else:
+        offset = np.float32(p.offset)
+        cx = (cols.astype(np.float32) + offset) * step_w
+        cy = np.stack([(rows.astype(np.float32) + offset) * step_h] * 2)
+    priors = len(specs.half_w)
+    # centre + shift in float32 (C++: float + int), then the corners in double
+    px = (cx[None, :, None] + specs.shift_x.astype(np.float32)).astype(np.float64)
+    py = np.where(specs.lower, cy[1][:, None], cy[0][:, None])[:, None, :]
+    py = (py + specs.shift_y.astype(np.float32)).astype(np.float64)
+    shape = (layer_h, layer_w, priors)
     boxes = np.stack(
         [
-            np.broadcast_to((cx_ - half_w) / img_w, (layer_h, layer_w, len(sizes))),
-            np.broadcast_to((cy_ - half_h) / img_h, (layer_h, layer_w, len(sizes))),
-            np.broadcast_to((cx_ + half_w) / img_w, (layer_h, layer_w, len(sizes))),
-            np.broadcast_to((cy_ + half_h) / img_h, (layer_h, layer_w, len(sizes))),
+            np.broadcast_to((px - specs.half_w) / img_w, shape),
+            np.broadcast_to((py - specs.half_h) / img_h, shape),
+            np.broadcast_to((px + specs.half_w) / img_w, shape),
+            np.broadcast_to((py + specs.half_h) / img_h, shape),
         ],
         axis=-1,
     ).astype(np.float32)
-    if p.clip:
+    if _clips(p):
         boxes = np.clip(boxes, np.float32(0), np.float32(1))
     boxes = boxes.reshape(-1)
     variance = np.resize(np.array(_variances(p), dtype=np.float32), boxes.size)
     return np.stack([boxes, variance])[None]
+
+
+def _clips(p: caffe_pb2.PriorBoxParameter) -> bool:
+    """``clip``; unset, TextBoxes' caffe.proto defaults it to true (BVLC's SSD: false)."""
+    if p.layout == caffe_pb2.PriorBoxParameter.Layout.TEXTBOXES and not p.HasField("clip"):
+        return True
+    return bool(p.clip)
 
 
 @register("PriorBox", "shape")
@@ -189,7 +278,7 @@ def _prior_box(node: Node, inputs: list[Shape]) -> LayerShapes:
     layer_h, layer_w, _, _ = _prior_geometry(p, inputs)
     _variances(p)
     _pair(p, "step", "step")
-    count = layer_h * layer_w * len(prior_box_sizes(p)) * 4
+    count = layer_h * layer_w * len(prior_specs(p).half_w) * 4
     if count <= 0:
         raise ValueError("the feature map is empty")
     return LayerShapes([(1, 2, count)], [])
@@ -272,18 +361,15 @@ def detection_settings(param: caffe_pb2.DetectionOutputParameter) -> DetectionSe
 
 
 def _fork_priors(predicted: int, priors: int) -> str:
-    """Why the heads predict more boxes than the PriorBox layers make: nets released from
-    Caffe forks whose PriorBox code makes more priors per location from the very same fields
-    (FaceBoxes' C++ tiles min_size 32 into 4x4 and 64 into 2x2 boxes; TextBoxes' adds a copy
-    of every prior shifted down half a cell). No field tells those apart from BVLC's PriorBox,
-    so the net is refused, never run with other priors."""
+    """Why the heads predict more boxes than the PriorBox layers make. The loader has already
+    tried the forks whose PriorBox code makes more priors from the very same fields (TextBoxes,
+    FaceBoxes: settle_prior_layouts); reaching here, none of them makes this count either."""
     if predicted <= priors:
         return ""
     return (
         f": the heads predict {predicted} boxes, more than BVLC's PriorBox makes from these "
-        "fields; the net was written for a Caffe fork whose PriorBox code makes more priors per "
-        "location from the same fields (FaceBoxes' dense anchors for min_size 32 and 64, "
-        "TextBoxes' vertically offset copies), which is not implemented here"
+        "fields, and neither TextBoxes' nor FaceBoxes' PriorBox code makes that many; the net "
+        "was written for another Caffe fork's PriorBox"
     )
 
 
@@ -354,6 +440,8 @@ def _detection_fields(layer: caffe_pb2.LayerParameter) -> None:
 def _prior_box_opencv(node: Node) -> str | None:
     """OpenCV 4's PriorBox deviations from the SSD fork (measured in tests/converters)."""
     p = node.param.prior_box_param
+    if p.layout != caffe_pb2.PriorBoxParameter.Layout.SSD:
+        return "OpenCV's PriorBox is the SSD fork's, not TextBoxes' or FaceBoxes'"
     if not p.HasField("clip"):
         return "OpenCV clips the boxes when clip is unset (Caffe's default is not to)"
     if any(p.HasField(f) for f in ("img_size", "img_h", "img_w")):
@@ -429,3 +517,95 @@ describe(
     tops=1,
 )
 describe("Permute", param_message="permute_param", opencv_tested=True, bottoms=1, tops=1)
+
+
+# --- PriorBox layouts of forks ---------------------------------------------------------------
+
+_LAYOUT_NAMES = {
+    caffe_pb2.PriorBoxParameter.Layout.TEXTBOXES: "MhLiao/TextBoxes' PriorBox (each prior "
+    "also half a cell lower)",
+    caffe_pb2.PriorBoxParameter.Layout.FACEBOXES: "sfzhang15/FaceBoxes' PriorBox (densified "
+    "32/64 anchors, 21 priors for three min sizes)",
+}
+_PASS_THROUGH = {"Concat", "Flatten", "Reshape"}
+
+
+def _prior_sources(graph: Graph, consumer: int, value: str) -> list[Node] | None:
+    """The PriorBox layers whose tops make up ``value`` (through Concat/Flatten/Reshape), as
+    seen by node ``consumer``; None when something else produces part of it."""
+    for index in range(consumer - 1, -1, -1):
+        node = graph.nodes[index]
+        if value not in node.outputs:
+            continue
+        if node.type == "PriorBox":
+            return [node]
+        if node.type not in _PASS_THROUGH:
+            return None
+        found: list[Node] = []
+        for bottom in node.inputs:
+            more = _prior_sources(graph, index, bottom)
+            if more is None:
+                return None
+            found += more
+        return found
+    return None
+
+
+def _layout_count(node: Node, shape: Shape, layout: int) -> int | None:
+    """How many priors the layer makes under ``layout``; None when the fork's code refuses."""
+    p = caffe_pb2.PriorBoxParameter()
+    p.CopyFrom(node.param.prior_box_param)
+    p.layout = layout  # type: ignore[assignment]
+    try:
+        per_cell = len(prior_specs(p).half_w)
+    except ValueError:
+        return None
+    return shape[2] * shape[3] * per_cell
+
+
+def settle_prior_layouts(
+    net: caffe_pb2.NetParameter, graph: Graph, shapes: dict[str, Shape | None]
+) -> list[str]:
+    """Which fork's PriorBox each DetectionOutput's priors come from, when BVLC/SSD's count
+    disagrees with the heads and exactly one fork's code makes the predicted count (the forks
+    read the very same fields; see caffe.proto's PriorBoxParameter.layout). Records the answer
+    in ``net``'s layers; returns one note per layer changed."""
+    chosen: dict[str, int] = {}
+    for index, node in enumerate(graph.nodes):
+        if node.type != "DetectionOutput" or len(node.inputs) < 3:
+            continue
+        loc, conf = shapes.get(node.inputs[0]), shapes.get(node.inputs[1])
+        sources = _prior_sources(graph, index, node.inputs[2])
+        if loc is None or conf is None or not sources:
+            continue
+        if any(n.param.prior_box_param.layout for n in sources):
+            continue
+        try:
+            s = detection_settings(node.param.detection_output_param)
+        except ValueError:
+            continue
+        predicted = math.prod(loc[1:]) / (s.num_loc_classes * 4)
+        if predicted != math.prod(conf[1:]) / s.num_classes:
+            continue
+        feature = [shapes.get(n.inputs[0]) for n in sources]
+        if any(f is None or len(f) != 4 for f in feature):
+            continue
+        matches = []
+        for layout in _LAYOUT_NAMES:
+            counts = [_layout_count(n, f, layout) for n, f in zip(sources, feature)]  # type: ignore[arg-type]
+            if all(c is not None for c in counts) and sum(counts) == predicted:  # type: ignore[arg-type]
+                matches.append(layout)
+        bvlc = [_layout_count(n, f, 0) for n, f in zip(sources, feature)]  # type: ignore[arg-type]
+        if len(matches) != 1 or (None not in bvlc and sum(bvlc) == predicted):  # type: ignore[arg-type]
+            continue
+        for n in sources:
+            chosen[n.param.name] = matches[0]
+    notes = []
+    for layer in net.layer:
+        if layer.type == "PriorBox" and layer.name in chosen:
+            layer.prior_box_param.layout = chosen[layer.name]  # type: ignore[assignment]
+            notes.append(
+                f'layer "{layer.name}" (PriorBox): {_LAYOUT_NAMES[chosen[layer.name]]}, '
+                "settled from the number of boxes its DetectionOutput's heads predict"
+            )
+    return notes

@@ -188,12 +188,17 @@ def pool_geometry(param: PoolingParameter, height: int, width: int) -> PoolGeome
         else param.round_mode == PoolingParameter.CEIL
     )
     any_pad = any(pad)
+    # darknet2caffe's pooling (PoolingParameter.odd_span_extra) tests the height's kernel and
+    # stride and adds the extra window on both axes.
+    extra = int(param.odd_span_extra and (kernel[0] - stride[0]) % 2 == 1)
     axes = []
     for size, k, s, p in zip((height, width), kernel, stride, pad):
         span = size + 2 * p - k
         if span < 0:
             raise ValueError(f"kernel {k} (pad {p}) is larger than the input size {size}")
-        out = (-(-span // s) if ceil else span // s) + 1
+        out = (-(-span // s) if ceil else span // s) + 1 + extra
+        if extra and not any_pad and (out - 1) * s >= size:
+            raise ValueError("odd_span_extra: the extra window would start past the input")
         if any_pad and (out - 1) * s >= size + p:
             out -= 1  # the last window would start inside the padding
         axes.append(PoolAxis(size, k, s, p, out))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..ir.graph import Node, Shape
 from ..proto import caffe_pb2
 from ..registry import LayerShapes, describe, register
@@ -54,3 +56,39 @@ describe(
     workspace=padded_copy,
     no_backward=_stochastic_has_no_backward,
 )
+
+
+def _odd_span(param: caffe_pb2.PoolingParameter) -> bool:
+    """darknet2caffe's pooling adds a window when kernel_h - stride_h is odd (see caffe.proto)."""
+    if param.global_pooling or param.pool != caffe_pb2.PoolingParameter.MAX:
+        return False
+    kernel = param.kernel_h if param.HasField("kernel_h") else param.kernel_size
+    stride = param.stride_h if param.HasField("stride_h") else param.stride
+    return (int(kernel) - int(stride)) % 2 == 1
+
+
+def settle_odd_span_pooling(net: caffe_pb2.NetParameter, clean: Callable[[], bool]) -> list[str]:
+    """darknet2caffe's yolov3-tiny nets (ChenYingpeng/darknet2caffe) need its pooling_layer.cpp:
+    a size 2 stride 1 maxpool keeps the size, as darknet's does. No field says so; when the net
+    does not infer under BVLC's rule, try the fork's on its MAX pooling layers with an odd
+    kernel - stride and keep it only if every shape then agrees (``clean``)."""
+    layers = [
+        layer
+        for layer in net.layer
+        if layer.type == "Pooling"
+        and not layer.pooling_param.odd_span_extra
+        and _odd_span(layer.pooling_param)
+    ]
+    if not layers:
+        return []
+    for layer in layers:
+        layer.pooling_param.odd_span_extra = True
+    if not clean():
+        for layer in layers:
+            layer.pooling_param.ClearField("odd_span_extra")
+        return []
+    return [
+        f'layer "{layer.name}" (Pooling): darknet2caffe\'s pooling (kernel - stride odd: one '
+        "more window, as darknet pads), settled because the net's shapes agree only under it"
+        for layer in layers
+    ]

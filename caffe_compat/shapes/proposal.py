@@ -152,6 +152,7 @@ describe(
     bottoms=3,
     tops=(1, 2),
     varying_rows=True,
+    row_set=lambda node: True,
     input_values=image_info,
     mixes_batch=lambda node, shape: True,
     opencv_tested=True,

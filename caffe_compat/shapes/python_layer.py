@@ -102,10 +102,29 @@ def _as_spatial_dropout(node: Node) -> Node | None:
     return Node(node.name, "Power", param, node.inputs, node.outputs, node.blobs, node.line)
 
 
+def _as_ssh_proposal(node: Node) -> Node:
+    """SSH (mahyarnajibi/SSH) ``SSH.layers.proposal_layer.ProposalLayer``, TEST phase only: the
+    py-faster-rcnn algorithm with ``base_size``/``ratios``/``scales`` from ``param_str`` and
+    SSH's default_config.yml TEST values: the best ``N_DETS_PER_MODULE`` = 1000 boxes, minimum
+    size 0 (every clipped box passes, so its empty-result placeholder never occurs) and no NMS
+    (``nms_thresh`` 1: an overlap never exceeds it). Its TRAIN phase (NMS 0.3, 300 boxes,
+    minimum size 4, a placeholder row when nothing passes) is not this layer: it stays Python."""
+    values = _param_dict(node.param.python_param.param_str, "SSH ProposalLayer")
+    known = _as_proposal(node)
+    p = known.param.proposal_param
+    p.base_size = int(values.get("base_size", 16))
+    p.min_size = 0
+    p.pre_nms_topn = 1000
+    p.post_nms_topn = 0
+    p.nms_thresh = 1.0
+    return known
+
+
 # (module, class) -> the built-in node that replaces it (None: not in this configuration)
 KNOWN: dict[tuple[str, str], Callable[[Node], Node | None]] = {
     ("rpn.proposal_layer", "ProposalLayer"): _as_proposal,
     ("spatial_dropout", "SpatialDropoutLayer"): _as_spatial_dropout,
+    ("SSH.layers.proposal_layer", "ProposalLayer"): _as_ssh_proposal,
 }
 
 
@@ -133,6 +152,8 @@ def replacement(node: Node) -> Node | None:
     """The built-in layer standing in for this Python layer, when its class is a known one."""
     p = node.param.python_param
     rewrite = KNOWN.get((p.module, p.layer))
+    if rewrite is _as_ssh_proposal and node.param.phase == caffe_pb2.TRAIN:
+        return None  # SSH's TRAIN phase differs (see _as_ssh_proposal)
     return rewrite(node) if rewrite is not None else None
 
 
@@ -239,6 +260,13 @@ def param_shapes(layer: Any) -> list[Shape]:
         raise ValueError(f"{type(layer).__name__}.blobs is not a list of blobs ({exc})") from None
 
 
+def _replacement_row_set(node: Node) -> bool:
+    """A known class's rows are a set when its built-in replacement's are (Proposal)."""
+    known = replacement(node)
+    decide = facts(known.type).row_set if known is not None else None
+    return bool(decide and decide(known))
+
+
 @register("Python", "shape")
 def _python(node: Node, inputs: list[Shape]) -> LayerShapes:
     known = replacement(node)
@@ -268,6 +296,7 @@ describe(
     bottoms=(0, None),
     tops=(0, None),
     varying_rows=True,
+    row_set=_replacement_row_set,
     input_values=_input_values,
     feedable=_feedable,
     user_instance=True,

@@ -360,7 +360,20 @@ def _concat_fields(layer: caffe_pb2.LayerParameter) -> None:
         raise ValueError("concat_param: give axis or the legacy concat_dim, not both")
 
 
-describe("Concat", opencv_tested=True, bottoms=(1, None), tops=1, validate=_concat_fields)
+def _joins_rows(node: Node) -> bool:
+    """Concat along axis 0 (also as the legacy concat_dim) stacks its bottoms' rows."""
+    p = node.param.concat_param
+    return (p.concat_dim if p.HasField("concat_dim") and not p.HasField("axis") else p.axis) == 0
+
+
+describe(
+    "Concat",
+    opencv_tested=True,
+    bottoms=(1, None),
+    tops=1,
+    validate=_concat_fields,
+    joins_rows=_joins_rows,
+)
 describe("Crop", opencv_tested=True, bottoms=2, tops=1)
 describe(
     "CropCenter",

@@ -15,8 +15,10 @@ y - h / 2, x + w / 2, y + h / 2]`` (the fork writes image 0 for every row); none
 the placeholder ``1 x 1 x 1 x 7``, as the fork's Reshape).
 
 ``YoloDetectionOutput`` (v2) reads one map ``1 x num_box * (5 + C) x S x S`` (the fork CHECKs a
-batch of 1): box n of cell (j, i) has centre ``((i + sigmoid(tx)) / S, (j + sigmoid(ty)) / S)``,
-size ``exp(tw) * biases[2n] / S`` and ``exp(th) * biases[2n + 1] / S``, and one candidate: the
+batch of 1), or two (the fork's second bottom, MobileNet-YOLO's two-scale v2 heads: the same
+decoding with the same anchors on each map, its own S, candidates of the first map first):
+box n of cell (j, i) has centre ``((i + sigmoid(tx)) / S, (j + sigmoid(ty)) / S)``, size
+``exp(tw) * biases[2n] / S`` and ``exp(th) * biases[2n + 1] / S``, and one candidate: the
 first class of highest softmax probability, scored ``sigmoid(to) * probability``, kept at or
 above ``confidence_threshold``. The NMS and the rows are v3's.
 """
@@ -143,8 +145,12 @@ def yolo2_settings(p: caffe_pb2.YoloDetectionOutputParameter) -> YoloSettings:
 
 @register("YoloDetectionOutput", "shape")
 def _yolo2(node: Node, inputs: list[Shape]) -> LayerShapes:
-    check_maps(yolo2_settings(node.param.yolo_detection_output_param), inputs)
-    if inputs[0][0] != 1:
+    if len(inputs) not in (1, 2):
+        raise ValueError(f"YoloDetectionOutput takes one or two maps, not {len(inputs)}")
+    s = yolo2_settings(node.param.yolo_detection_output_param)
+    for shape in inputs:
+        check_maps(s, [shape])
+    if any(shape[0] != 1 for shape in inputs):
         raise ValueError("YoloDetectionOutput takes a batch of 1 (the fork CHECKs it)")
     return LayerShapes([(1, 1, 1, 7)], [])
 
@@ -152,8 +158,7 @@ def _yolo2(node: Node, inputs: list[Shape]) -> LayerShapes:
 def max_rows2(node: Node, in_shapes: list[Shape]) -> int:
     """One candidate per box."""
     s = yolo2_settings(node.param.yolo_detection_output_param)
-    _, _, h, w = in_shapes[0]
-    return max(h * w * s.boxes, 1)
+    return max(sum(h * w * s.boxes for _, _, h, w in in_shapes), 1)
 
 
 def _no_backward2(node: Node, bottom: int) -> str | None:
@@ -164,7 +169,7 @@ describe(
     "YoloDetectionOutput",
     origin="YOLOv2 Caffe ports (eric612/MobileNet-YOLO)",
     param_message="yolo_detection_output_param",
-    bottoms=1,
+    bottoms=(1, 2),
     tops=1,
     detections=max_rows2,
     mixes_batch=lambda node, shape: True,

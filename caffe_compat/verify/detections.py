@@ -133,3 +133,42 @@ def align_detections(
 
 def _rows(rows: list[np.ndarray]) -> np.ndarray:
     return np.array(rows, dtype=np.float64).reshape(-1, ROW)
+
+
+ROW_SET_LIMIT = 3000  # rows paired by nearest distance (a rows x rows matrix) at most
+
+
+def align_row_sets(ours: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """A data-dependent set of rows (Proposal's ROIs and scores) with ours reordered to pair
+    with the reference's, and a note when the order differed.
+
+    Such a layer sorts its boxes by score; where float32 rounds scores to a tie (a softmax
+    saturated at 1) the float32 back ends and the float64 judge order tied boxes differently.
+    Each reference row, nearest first, takes the nearest remaining row of ours (max absolute
+    difference); the values are then compared as usual, so a row that is not there still fails.
+    Unchanged when the shapes differ, when already in order, or above ROW_SET_LIMIT rows."""
+    mine = np.asarray(ours, dtype=np.float64)
+    theirs = np.asarray(reference, dtype=np.float64)
+    if mine.shape != theirs.shape or mine.ndim == 0 or not 1 < len(mine) <= ROW_SET_LIMIT:
+        return ours, reference, ""
+    a, b = mine.reshape(len(mine), -1), theirs.reshape(len(theirs), -1)
+    if np.array_equal(a, b):
+        return ours, reference, ""
+    distance = np.zeros((len(b), len(a)), dtype=np.float32)
+    for column in range(a.shape[1]):
+        np.maximum(
+            distance,
+            np.abs(b[:, column, None] - a[None, :, column]).astype(np.float32),
+            out=distance,
+        )
+    order = np.empty(len(b), dtype=np.int64)
+    free = np.ones(len(a), dtype=bool)
+    for i in np.argsort(distance.min(axis=1), kind="stable"):
+        j = int(np.argmin(np.where(free, distance[i], np.inf)))
+        order[i] = j
+        free[j] = False
+    if np.array_equal(order, np.arange(len(order))):
+        return ours, reference, ""
+    moved = int((order != np.arange(len(order))).sum())
+    note = f"rows compared as a set ({moved} of {len(order)} in another order: tied scores)"
+    return mine[order].reshape(mine.shape), theirs, note

@@ -22,7 +22,7 @@ from .. import registry
 from ..budget import Budget, footprint, format_size, plan_batch, resolve
 from ..errors import CaffeCompatError, Remedy
 from ..io.identity import file_identity
-from ..ir.graph import Node
+from ..ir.graph import Graph, Node
 from ..ir.load import LoadedNet, fork_notes, load_net
 from ..progress import Progress
 from ..shapes.detection import DetectionSettings, detection_settings
@@ -35,7 +35,7 @@ from .compare import (
     compare,
     error_scales,
 )
-from .detections import align_detections
+from .detections import align_detections, align_row_sets
 from .float64 import float64_judge
 from .inputs import feed_batch, feeds_for, index_inputs, structured_inputs
 from .stored import load_reference_npz, stored_inputs, stored_values
@@ -208,12 +208,9 @@ def _compare_all(
     """Every (back end, judge, value) row, argmax agreement on the outputs, class variety.
     ``rerun``: per back end, the float64 judge rerun with its choices at near-ties."""
     graph = loaded.graph
-    detections = {
-        v: _detection_settings(n)
-        for n in graph.nodes
-        if registry.facts(n.type).detections is not None
-        for v in n.outputs
-    }
+    detections = _detection_values(graph)
+    row_sets = _row_sets(graph)
+    scored = [v for v in graph.outputs if v not in row_sets]  # ROI rows hold boxes, no classes
     params = loaded.inference.params
     lengths = accumulation_lengths(graph, params)
     scales = {name: error_scales(graph, params, ref, *ours.values()) for name, ref in refs.items()}
@@ -223,10 +220,9 @@ def _compare_all(
                 ref_values = rerun[backend]
             for value in values:
                 if value in produced and value in ref_values:
-                    mine, theirs = produced[value], ref_values[value]
-                    note = ""
-                    if value in detections:
-                        mine, theirs, note = align_detections(mine, theirs, detections[value])
+                    mine, theirs, note = _aligned(
+                        produced[value], ref_values[value], value, detections, row_sets
+                    )
                     allowance = tolerance.growth_limit(
                         *lengths.get(value, (0.0, 0)),
                         scales[ref_name].get(value, 0.0),
@@ -245,8 +241,8 @@ def _compare_all(
                     if note:
                         row.note = f"{row.note}; {note}" if row.note else note
                     report.comparisons.append(row)
-            _argmax_agreement(graph.outputs, backend, produced, ref_name, ref_values, report)
-    for output in graph.outputs:
+            _argmax_agreement(scored, backend, produced, ref_name, ref_values, report)
+    for output in scored:
         first = next((p[output] for p in ours.values() if output in p), None)
         rows = _argmax_rows(first) if first is not None else None
         if rows is not None:
@@ -314,6 +310,46 @@ def _rerun_at_ties(
             rerun[backend] = found
             report.notes.extend(f"{backend}: {note}" for note in notes)
     return rerun
+
+
+def _detection_values(graph: Graph) -> dict[str, DetectionSettings | None]:
+    """Each detections layer's tops and the thresholds it decides with."""
+    return {
+        v: _detection_settings(n)
+        for n in graph.nodes
+        if registry.facts(n.type).detections is not None
+        for v in n.outputs
+    }
+
+
+def _aligned(
+    mine: np.ndarray,
+    theirs: np.ndarray,
+    value: str,
+    detections: Mapping[str, DetectionSettings | None],
+    row_sets: set[str],
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Detections and row sets paired as sets (verify/detections.py), anything else as is."""
+    if value in detections:
+        return align_detections(mine, theirs, detections[value])
+    if value in row_sets:
+        return align_row_sets(mine, theirs)
+    return mine, theirs, ""
+
+
+def _row_sets(graph: Graph) -> set[str]:
+    """Values verify pairs as row sets (the ``row_set`` and ``joins_rows`` facts)."""
+    found: set[str] = set()
+    for node in graph.nodes:
+        info = registry.facts(node.type)
+        if (info.row_set is not None and info.row_set(node)) or (
+            info.joins_rows is not None
+            and info.joins_rows(node)
+            and node.inputs
+            and all(v in found for v in node.inputs)
+        ):
+            found.update(node.outputs)
+    return found
 
 
 def _detection_settings(node: Node) -> DetectionSettings | None:

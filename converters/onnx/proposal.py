@@ -73,16 +73,21 @@ def _proposal(node: Node, ctx: OnnxContext) -> OnnxOut:
     k = count if s.pre_nms_topn <= 0 else g("Min", count, g.const([s.pre_nms_topn], I64))
     best, order = g("TopK", score, k, outputs=2, axis=0, largest=1, sorted=1)
     boxes = g("Gather", boxes, order, axis=0)
-    shifted = g("Cast", g("Add", boxes, g.const([[0.0, 0.0, 1.0, 1.0]], F64)), to=TensorProto.FLOAT)
     most = s.post_nms_topn if s.post_nms_topn > 0 else 2**31 - 1
-    selected = g(
-        "NonMaxSuppression",
-        g("Unsqueeze", shifted, g.const([0], I64)),
-        g("Unsqueeze", best, g.const([0, 1], I64)),
-        g.const([most], I64),
-        g.const([s.nms_thresh], np.float32),
-    )
-    keep = g("Gather", selected, g.const(2, I64), axis=1)
+    if s.nms_thresh < 1:
+        plus_one = g.const([[0.0, 0.0, 1.0, 1.0]], F64)
+        shifted = g("Cast", g("Add", boxes, plus_one), to=TensorProto.FLOAT)
+        selected = g(
+            "NonMaxSuppression",
+            g("Unsqueeze", shifted, g.const([0], I64)),
+            g("Unsqueeze", best, g.const([0, 1], I64)),
+            g.const([most], I64),
+            g.const([s.nms_thresh], np.float32),
+        )
+        keep = g("Gather", selected, g.const(2, I64), axis=1)
+    else:  # an overlap never exceeds 1: no NMS (SSH's test phase), the first ``most`` boxes
+        last = g("Min", g("Shape", best), g.const([most], I64))
+        keep = g("Range", g.const(0, I64), g("Squeeze", last, g.const([0], I64)), g.const(1, I64))
     kept = g("Gather", boxes, keep, axis=0)
     ids = g("Mul", g("Slice", kept, g.const([0], I64), g.const([1], I64), g.const([1], I64)), zero)
     rois = g("Concat", ids, kept, axis=1)

@@ -117,25 +117,31 @@ def _yolov3(node: Node, ctx: OnnxContext) -> OnnxOut:
 def _yolo2(node: Node, ctx: OnnxContext) -> OnnxOut:
     """v2: one candidate per box, the first most probable class of a softmax (ArgMax)."""
     s = yolo2_settings(node.param.yolo_detection_output_param)
-    side = ctx.in_shapes[0][3]
     g = _Graph(ctx)
-    boxes, _, _ = _decode(g, s, 0, ctx.inputs[0], side, per_class=False)
+    maps = zip(ctx.inputs, ctx.in_shapes)
+    parts = [_decode2(g, s, x, shape[3], ctx.opset) for x, shape in maps]
+    columns = [g("Concat", *c, axis=0) if len(c) > 1 else c[0] for c in zip(*parts)]
+    above = g("GreaterOrEqual", columns[1], g.const(F32(s.threshold)))
+    boxes, score, label = (g.rows_where(c, above) for c in columns)
+    _finish(g, s, boxes, score, label, ctx.inputs[0], ctx.outputs[0])
+    return OnnxOut(g.nodes, g.inits)
+
+
+def _decode2(g: _Graph, s: YoloSettings, x: str, side: int, opset: int) -> tuple[str, str, str]:
+    """One v2 map: flat boxes, scores and labels, one candidate per box, loop order."""
+    boxes, _, _ = _decode(g, s, 0, x, side, per_class=False)
     cells = side * side
-    v = g("Reshape", ctx.inputs[0], g.const([-1, s.boxes, 5 + s.classes, cells], I64))
+    v = g("Reshape", x, g.const([-1, s.boxes, 5 + s.classes, cells], I64))
     v = g("Transpose", v, perm=[0, 3, 1, 2])
     logits = g("Slice", v, g.const([5], I64), g.const([5 + s.classes], I64), g.const([3], I64))
     prob = g("Softmax", logits, axis=3)
     best = (
         g("ReduceMax", prob, g.const([3], I64), keepdims=0)
-        if ctx.opset >= 18
+        if opset >= 18
         else g("ReduceMax", prob, axes=[3], keepdims=0)
     )
     label = g("Cast", g("ArgMax", prob, axis=3, keepdims=0), to=1)
     objectness = g("Slice", v, g.const([4], I64), g.const([5], I64), g.const([3], I64))
     score = g("Mul", g("Sigmoid", g("Squeeze", objectness, g.const([3], I64))), best)
     flat = g.const([-1], I64)
-    score, label = g("Reshape", score, flat), g("Reshape", label, flat)
-    above = g("GreaterOrEqual", score, g.const(F32(s.threshold)))
-    boxes, score, label = (g.rows_where(c, above) for c in (boxes, score, label))
-    _finish(g, s, boxes, score, label, ctx.inputs[0], ctx.outputs[0])
-    return OnnxOut(g.nodes, g.inits)
+    return boxes, g("Reshape", score, flat), g("Reshape", label, flat)

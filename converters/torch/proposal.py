@@ -72,7 +72,10 @@ class Proposal(nn.Module):
         if s.pre_nms_topn > 0:
             order = order[: s.pre_nms_topn]
         boxes, score = boxes[order], score[order]
-        keep = torch.nonzero(suppress(boxes, s.nms_thresh)).reshape(-1)
+        if s.nms_thresh < 1:
+            keep = torch.nonzero(suppress(boxes, s.nms_thresh)).reshape(-1)
+        else:  # an overlap never exceeds 1: no NMS (SSH's test phase)
+            keep = torch.arange(boxes.shape[0], device=boxes.device)
         if s.post_nms_topn > 0:
             keep = keep[: s.post_nms_topn]
         rois = torch.cat([torch.zeros_like(boxes[keep][:, :1]), boxes[keep]], 1).to(scores.dtype)

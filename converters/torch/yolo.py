@@ -78,7 +78,11 @@ class YoloDetectionOutput(nn.Module):
         super().__init__()
         self.s = yolo2_settings(node.param.yolo_detection_output_param)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, *maps: torch.Tensor) -> torch.Tensor:
+        found = torch.cat([self._candidates(x) for x in maps])  # the first map's first
+        return finish(found, self.s.nms, maps[0])
+
+    def _candidates(self, x: torch.Tensor) -> torch.Tensor:
         s = self.s
         b, _, side, _ = x.shape
         v = x.reshape(b, s.boxes, 5 + s.classes, side * side).permute(0, 3, 1, 2)
@@ -94,8 +98,7 @@ class YoloDetectionOutput(nn.Module):
         h = torch.exp(v[..., 3]) * anchors[:, 1] / side
         keep = score >= s.threshold
         columns = [label.to(x.dtype), score, cx.expand_as(score), cy.expand_as(score), w, h]
-        found = torch.stack([c[keep] for c in columns], 1)
-        return finish(found, s.nms, x)
+        return torch.stack([c[keep] for c in columns], 1)
 
 
 @register("YoloDetectionOutput", "torch")

@@ -95,6 +95,71 @@ def prior_box_ref(layer_hw, image_hw, min_sizes, max_sizes=(), ratios=(), flip=T
     return np.stack([boxes, var])[None].astype(F32)
 
 
+def faceboxes_ref(layer_hw, image_hw, min_sizes, step, variance):
+    """sfzhang15/FaceBoxes' Forward_cpu as plain loops: 32 -> 4 x 4 boxes shifted by 8 px,
+    64 -> 2 x 2 by 16 px (rows outer), others one; half-side (min_size - 1) / 2."""
+    (lh, lw), (ih, iw) = layer_hw, image_hw
+    out = []
+    for h in range(lh):
+        for w in range(lw):
+            cx, cy = (w + 0.5) * step, (h + 0.5) * step
+            for m in min_sizes:
+                shifts = {32: (range(-2, 2), 8), 64: (range(-1, 1), 16)}.get(m, (range(1), 0))
+                half = (m - 1) / 2
+                for i in shifts[0]:
+                    for j in shifts[0]:
+                        x, y = cx + j * shifts[1], cy + i * shifts[1]
+                        out.append(
+                            [(x - half) / iw, (y - half) / ih, (x + half) / iw, (y + half) / ih]
+                        )
+    boxes = np.array(out).reshape(-1)
+    return np.stack([boxes, np.tile(variance, boxes.size // 4)])[None].astype(F32)
+
+
+def textboxes_ref(layer_hw, image_hw, min_size, max_size, ratios, variance):
+    """MhLiao/TextBoxes' Forward_cpu as plain loops (no flip, clip): every prior at the cell
+    centre, then at (h + 1) * step_y."""
+    (lh, lw), (ih, iw) = layer_hw, image_hw
+    sx, sy = iw / lw, ih / lh
+    sizes = [(min_size, min_size), (math.sqrt(min_size * max_size),) * 2]
+    sizes += [(min_size * math.sqrt(a), min_size / math.sqrt(a)) for a in ratios]
+    out = []
+    for h in range(lh):
+        for w in range(lw):
+            cx = (w + 0.5) * sx
+            for bw, bh in sizes:
+                for cy in ((h + 0.5) * sy, (h + 1.0) * sy):
+                    out.append(
+                        [
+                            (cx - bw / 2) / iw,
+                            (cy - bh / 2) / ih,
+                            (cx + bw / 2) / iw,
+                            (cy + bh / 2) / ih,
+                        ]
+                    )
+    boxes = np.array(out).reshape(-1).clip(0, 1)
+    return np.stack([boxes, np.tile(variance, boxes.size // 4)])[None].astype(F32)
+
+
+@pytest.mark.parametrize("fork", ["FACEBOXES", "TEXTBOXES"])
+def test_fork_prior_box_layouts(layer_check, fork):
+    """The priors of the FaceBoxes and TextBoxes forks (caffe.proto: PriorBoxParameter.layout,
+    settled by the loader from the heads) against their C++ loops. OpenCV knows neither."""
+    var = [0.1, 0.1, 0.2, 0.2]
+    if fork == "FACEBOXES":
+        params = "min_size: 32 min_size: 64 min_size: 128 step: 8"
+        expected = faceboxes_ref((4, 6), (30, 40), [32, 64, 128], 8, var)
+    else:
+        params = "min_size: 7.5 max_size: 15 aspect_ratio: 2 aspect_ratio: 3 flip: false clip: true"
+        expected = textboxes_ref((4, 6), (30, 40), 7.5, 15, [2, 3], var)
+    prototxt = inputs(data=(2, 3, 30, 40), feat=(2, 5, 4, 6)) + (
+        'layer { name: "pb" type: "PriorBox" bottom: "feat" bottom: "data" top: "pb" '
+        f"prior_box_param {{ {params} layout: {fork} "
+        "variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 } }"
+    )
+    layer_check(prototxt, lambda i, w: {"pb": expected}, opencv=False, tol=1e-6)
+
+
 def _size(b):
     return F32(0) if b[2] < b[0] or b[3] < b[1] else F32(F32(b[2] - b[0]) * F32(b[3] - b[1]))
 

@@ -63,6 +63,18 @@ def test_windows_wholly_past_the_input(layer_check, method):
     assert report.passed
 
 
+def test_darknet2caffe_extra_window(layer_check):
+    """darknet2caffe's pooling (odd_span_extra): kernel 2 stride 1 keeps 7 x 9, the last row
+    and column of windows clipped at the edge (Caffe's loops, numpy). OpenCV lacks the field."""
+    body = 'layer { name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param { pool: MAX kernel_size: 2 stride: 1 odd_span_extra: true } }'
+    (report, *_) = layer_check(
+        net(body),
+        lambda feeds, _: {"p": caffe_pool(feeds["data"], "MAX", 2, 1, 0, 7, 9)},
+        opencv=False,
+    )
+    assert report.passed
+
+
 # --- forks (docs/forks.md): the argmax mask as a second top (caffe-segnet) and ceil_mode ------
 
 

@@ -72,8 +72,10 @@ def py_cpu_nms(dets, thresh):
     return keep
 
 
-def proposal_layer(cls, bbox, im_info, feat_stride, pre, post, nms_thresh, min_size, scales):
-    anchors = generate_anchors(scales=np.array(scales))
+def proposal_layer(cls, bbox, im_info, feat_stride, pre, post, nms_thresh, min_size, scales,
+                   ratios=(0.5, 1, 2), base_size=16, run_nms=True):  # fmt: skip
+    """py-faster-rcnn's forward; SSH's TEST phase is the same without the NMS (``run_nms``)."""
+    anchors = generate_anchors(base_size, ratios, np.array(scales))
     a = anchors.shape[0]
     scores = cls[:, a:, :, :]
     height, width = scores.shape[-2:]
@@ -110,6 +112,8 @@ def proposal_layer(cls, bbox, im_info, feat_stride, pre, post, nms_thresh, min_s
     boxes, scores = boxes[keep], scores[keep]
     order = np.argsort(-scores.ravel(), kind="stable")[:pre]
     boxes, scores = boxes[order], scores[order]
+    if not run_nms:
+        return np.hstack((np.zeros((len(boxes), 1), F32), boxes.astype(F32))), scores
     keep = py_cpu_nms(np.hstack((boxes, scores)), nms_thresh)[:post]
     rois = np.hstack((np.zeros((len(keep), 1), F32), boxes[keep].astype(F32)))
     return rois, scores[keep]
@@ -255,3 +259,46 @@ def test_pvanet_ratios_in_param_str_set_the_anchors():
     assert list(pva.scale) == [2, 3, 5, 9, 16, 32] and pva.feat_stride == 16
     plain = proposal("'feat_stride': 16")
     assert list(plain.ratio) == [] and list(plain.scale) == []  # the layer's defaults apply
+
+
+def test_ssh_proposal_layer_is_the_built_in_without_nms(tmp_path):
+    """SSH's proposal layer (mahyarnajibi/SSH, TEST phase): py-faster-rcnn's boxes with its
+    base_size/ratios/scales, the best 1000, minimum size 0 and no NMS, in every back end. Its
+    TRAIN phase differs (NMS, a placeholder row) and stays a Python layer."""
+    from caffe_compat.converters.onnx.export import to_onnx
+    from caffe_compat.ir.graph import Node
+    from caffe_compat.proto import caffe_pb2
+    from caffe_compat.shapes.python_layer import replacement
+    from caffe_compat.verify.backends import run_onnxruntime, run_torch
+
+    a = 2  # ratio 1, scales 4 and 8
+    python = (
+        'layer { name: "prop" type: "Python" bottom: "cls" bottom: "bbox" bottom: "im_info" '
+        'top: "rois" top: "scores" python_param { module: "SSH.layers.proposal_layer" '
+        "layer: \"ProposalLayer\" param_str: \"{'feat_stride': 16,'scales': [4,8], "
+        "'ratios':[1,]}\" } }"
+    )
+    text = head(python).replace(f"dim: {2 * A} ", f"dim: {2 * a} ")
+    path = tmp_path / "ssh.prototxt"
+    path.write_text(text.replace(f"dim: {4 * A} ", f"dim: {4 * a} "))
+    loaded = load_net(path)
+    rng = np.random.default_rng(2)
+    feeds = {
+        "cls": rng.uniform(0, 1, (1, 2 * a, H, W)).astype(F32),
+        "bbox": rng.normal(0, 0.3, (1, 4 * a, H, W)).astype(F32),
+        "im_info": np.array([[90.0, 120.0, 1.0]], F32),
+    }
+    rois, scores = proposal_layer(
+        feeds["cls"], feeds["bbox"], feeds["im_info"], 16, 1000, 0, 0.0, 0, (4, 8),
+        ratios=(1,), run_nms=False,
+    )  # fmt: skip
+    assert len(rois) == H * W * a  # every box kept, overlapping ones included
+    ref = forward(loaded, feeds, outputs=["rois", "scores"])
+    torch_out = run_torch(loaded.graph, feeds, ["rois", "scores"])
+    onnx_out = run_onnxruntime(to_onnx(loaded.graph).SerializeToString(), feeds)
+    for got in (ref, torch_out, onnx_out):
+        np.testing.assert_allclose(got["rois"], rois, atol=1e-4)
+        np.testing.assert_allclose(got["scores"], scores, atol=1e-6)
+    train = load_net(path).graph.node("prop").param
+    train.phase = caffe_pb2.TRAIN
+    assert replacement(Node("prop", "Python", train, ["a", "b", "c"], ["rois"])) is None

@@ -196,6 +196,33 @@ def test_yolo_v2_detection_output(layer_check, thr, nms, shift):
     layer_check(prototxt, expected, feeds=feeds, opencv=False, dynamic=False)
 
 
+def test_yolo_v2_two_maps(layer_check):
+    """MobileNet-YOLO's two-scale v2 head: the fork's loops on each bottom (same anchors, own
+    side), the first map's candidates first, one sort and NMS over both."""
+    biases = " ".join(f"biases: {b}" for b in V2_BIASES)
+    prototxt = (
+        'layer { name: "in" type: "Input" top: "a" top: "b" input_param { shape { dim: 1 '
+        "dim: 40 dim: 3 dim: 3 } shape { dim: 1 dim: 40 dim: 6 dim: 6 } } }\n"
+        'layer { name: "det" type: "YoloDetectionOutput" bottom: "a" bottom: "b" top: "det" '
+        "yolo_detection_output_param { num_classes: 3 num_box: 5 confidence_threshold: 0.2 "
+        f"nms_threshold: 0.45 {biases} }} }}"
+    )
+
+    def feeds(n):
+        rng = np.random.default_rng(7)
+        return {
+            "a": rng.normal(0, 1.5, (1, 40, 3, 3)).astype(F32),
+            "b": rng.normal(0, 1.5, (1, 40, 6, 6)).astype(F32),
+        }
+
+    def expected(i, w):
+        found = yolov2_loops(i["a"].astype(np.float64), 3, 5, 0.2, 0.45)
+        found += yolov2_loops(i["b"].astype(np.float64), 3, 5, 0.2, 0.45)
+        return {"det": rows_after_nms(found, 0.45, 1)}
+
+    layer_check(prototxt, expected, feeds=feeds, opencv=False, dynamic=False)
+
+
 TINY = """
 input: "data"
 input_shape { dim: 1 dim: 3 dim: 64 dim: 64 }

@@ -461,3 +461,20 @@ def test_bayesian_segnet_monte_carlo_dropout_samples_on_every_forward(caffe, tmp
     first, second = net.forward()["y"].copy(), net.forward()["y"].copy()
     assert set(np.unique(first)) <= {0.0, 2.0} and set(np.unique(second)) <= {0.0, 2.0}
     assert not np.array_equal(first, second) and not np.array_equal(first[0], first[1])
+
+
+def test_a_fork_prior_box_is_settled_as_in_load_net(caffe, write_net):
+    """caffe.Net settles the PriorBox fork from the heads' box count as load_net does: a
+    TextBoxes net (each prior twice) builds, its priors twice BVLC's count."""
+    prototxt = (
+        'layer { name: "in" type: "Input" top: "map" top: "data" top: "loc" top: "conf" '
+        "input_param { shape { dim: 1 dim: 1 dim: 2 dim: 2 } shape { dim: 1 dim: 3 dim: 64 "
+        "dim: 64 } shape { dim: 1 dim: 64 } shape { dim: 1 dim: 32 } } }\n"
+        'layer { name: "pb" type: "PriorBox" bottom: "map" bottom: "data" top: "pb" '
+        "prior_box_param { min_size: 8 aspect_ratio: 2 flip: false } }\n"
+        'layer { name: "det" type: "DetectionOutput" bottom: "loc" bottom: "conf" bottom: "pb" '
+        'top: "det" detection_output_param { num_classes: 2 background_label_id: 0 '
+        "nms_param { nms_threshold: 0.45 } } }\n"
+    )
+    net = caffe.Net(write_net(prototxt), caffe.TEST)
+    assert net.blobs["pb"].data.shape == (1, 2, 2 * 2 * 4 * 4)

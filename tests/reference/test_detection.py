@@ -67,6 +67,80 @@ def test_prior_boxes_by_hand(run_layers, clip):
     np.testing.assert_allclose(out[0, 1], np.tile([0.1, 0.1, 0.2, 0.2], 16), rtol=1e-7)
 
 
+def _corners(cx, cy, w, h, img_w, img_h):
+    return [(cx - w) / img_w, (cy - h) / img_h, (cx + w) / img_w, (cy + h) / img_h]
+
+
+def test_faceboxes_prior_boxes_by_hand(run_layers):
+    """sfzhang15/FaceBoxes: a 1 x 2 map, step 32 over a 64 x 32 image: centres (16, 16) and
+    (48, 16). min_size 32: 4 x 4 boxes shifted by 8 px (-16..8, rows outer), 64: 2 x 2 by 16 px
+    (-16, 0), 128: one; each square half-side (min_size - 1) / 2; 21 priors per cell."""
+    text = (
+        'layer { name: "pb" type: "PriorBox" bottom: "map" bottom: "data" top: "pb" '
+        "prior_box_param { min_size: 32 min_size: 64 min_size: 128 step: 32 "
+        "variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 layout: FACEBOXES } }"
+    )
+    out = run_layers(text, map=np.zeros((1, 1, 1, 2)), data=np.zeros((1, 3, 32, 64)))["pb"]
+    assert out.shape == (1, 2, 2 * 21 * 4)
+    boxes = []
+    for cx in (16, 48):
+        for i in (-16, -8, 0, 8):
+            for j in (-16, -8, 0, 8):
+                boxes += _corners(cx + j, 16 + i, 15.5, 15.5, 64, 32)
+        for i in (-16, 0):
+            for j in (-16, 0):
+                boxes += _corners(cx + j, 16 + i, 31.5, 31.5, 64, 32)
+        boxes += _corners(cx, 16, 63.5, 63.5, 64, 32)
+    np.testing.assert_allclose(out[0, 0], boxes, rtol=1e-6, atol=1e-7)
+    # the first prior: centre (16 - 16, 16 - 16), half-side 15.5
+    np.testing.assert_allclose(out[0, 0, :4], [-15.5 / 64, -15.5 / 32, 15.5 / 64, 15.5 / 32])
+    np.testing.assert_allclose(out[0, 1], np.tile([0.1, 0.1, 0.2, 0.2], 42), rtol=1e-7)
+
+
+def test_faceboxes_prior_count_must_match_its_declaration(build):
+    """The fork declares 21 priors for any three min sizes; 32/48/128 makes 18: refused."""
+    text = inputs_layer_text(map=(1, 1, 2, 2), data=(1, 3, 64, 64)) + (
+        'layer { name: "pb" type: "PriorBox" bottom: "map" bottom: "data" top: "pb" '
+        "prior_box_param { min_size: 32 min_size: 48 min_size: 128 layout: FACEBOXES } }"
+    )
+    with pytest.raises(Exception, match="declares 21 priors per location but makes 18"):
+        build(text)
+
+
+def test_textboxes_prior_boxes_by_hand(run_layers):
+    """MhLiao/TextBoxes: a 2 x 2 map over an 8 x 8 image (step 4). min_size 4.5 is kept as a
+    float; sqrt(4.5 * 9) square; ratio 2 (no flip). Each prior at the cell centre (2 or 6) and
+    again half a cell lower (4 or 8); clip cuts at 1."""
+    text = (
+        'layer { name: "pb" type: "PriorBox" bottom: "map" bottom: "data" top: "pb" '
+        "prior_box_param { min_size: 4.5 max_size: 9 aspect_ratio: 2 flip: false clip: true "
+        "variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 layout: TEXTBOXES } }"
+    )
+    out = run_layers(text, map=np.zeros((1, 1, 2, 2)), data=np.zeros((1, 3, 8, 8)))["pb"]
+    assert out.shape == (1, 2, 2 * 2 * 6 * 4)
+    r2 = math.sqrt(2)
+    sizes = [(4.5, 4.5), (math.sqrt(40.5),) * 2, (4.5 * r2, 4.5 / r2)]
+    boxes = []
+    for row in (0, 1):
+        for cx in (2, 6):
+            for w, h in sizes:
+                for cy in (4 * row + 2, 4 * row + 4):
+                    boxes += _corners(cx, cy, w / 2, h / 2, 8, 8)
+    np.testing.assert_allclose(out[0, 0], np.clip(boxes, 0, 1), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(out[0, 0, 4:8], [0, 1.75 / 8, 4.25 / 8, 6.25 / 8], rtol=1e-6)
+    # the fork's caffe.proto defaults clip to true: unset, the boxes are clipped too
+    unset = run_layers(
+        text.replace("clip: true ", ""), map=np.zeros((1, 1, 2, 2)), data=np.zeros((1, 3, 8, 8))
+    )["pb"]
+    np.testing.assert_array_equal(unset, out)
+
+
+def inputs_layer_text(**shapes) -> str:
+    tops = " ".join(f'top: "{name}"' for name in shapes)
+    dims = " ".join("shape { " + " ".join(f"dim: {d}" for d in s) + " }" for s in shapes.values())
+    return f'layer {{ name: "input" type: "Input" {tops} input_param {{ {dims} }} }}\n'
+
+
 def detection_net(params: str) -> str:
     return (
         'layer { name: "det" type: "DetectionOutput" bottom: "loc" bottom: "conf" bottom: "prior" '

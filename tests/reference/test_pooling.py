@@ -231,3 +231,12 @@ def test_fork_ceil_mode_rounds(run_layers, settings, size):
     # windows start at rows/cols 0, 2 (and 4 when rounding up): their maxima by hand
     expected = np.array([[6.0, 8.0, 9.0], [16.0, 18.0, 19.0], [21.0, 23.0, 24.0]])
     np.testing.assert_array_equal(out[0, 0], expected[:size, :size])
+
+
+def test_darknet2caffe_extra_window_by_hand(run_layers):
+    """odd_span_extra (ChenYingpeng/darknet2caffe): 3 x 3, kernel 2 stride 1 gives 3 x 3; the
+    last row and column hold the maxima of the clipped windows."""
+    x = np.array([[1.0, 5.0, 2.0], [7.0, 3.0, 9.0], [4.0, 8.0, 6.0]]).reshape(1, 1, 3, 3)
+    text = 'layer { name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param { pool: MAX kernel_size: 2 stride: 1 odd_span_extra: true } }'
+    expected = [[7, 9, 9], [8, 9, 9], [8, 8, 6]]
+    np.testing.assert_array_equal(run_layers(text, data=x)["p"][0, 0], expected)

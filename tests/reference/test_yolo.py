@@ -60,3 +60,31 @@ def test_v2_one_cell_by_hand(run_layers):
     np.testing.assert_allclose(
         out.reshape(-1), [0, 2, s * s, cx - 0.25, cy - 0.5, cx + 0.25, cy + 0.5]
     )
+
+
+def test_v2_second_map_by_hand(run_layers):
+    """The fork's second bottom: the 1 x 1 map and a 2 x 2 map decoded alike (same anchor, own
+    side); each holds one box, far apart, so both are kept, the higher score first (the second
+    map's, sigmoid(3) * 1/2 against sigmoid(1) * 1/2)."""
+    a = np.zeros((1, 7, 1, 1))
+    a[0, 4] = 1.0  # objectness; equal class logits: probability 1/2, the first class
+    b = np.full((1, 7, 2, 2), -10.0)
+    b[0, 5:] = 0.0
+    b[0, :, 1, 1] = [0.0, 0.0, 0.0, 0.0, 3.0, 0.0, 5.0]  # class 1 of probability ~1
+    out = run_layers(
+        'layer { name: "d" type: "YoloDetectionOutput" bottom: "a" bottom: "b" top: "d" '
+        "yolo_detection_output_param { num_classes: 2 num_box: 1 confidence_threshold: 0.3 "
+        "nms_threshold: 0.45 biases: 0.5 biases: 0.5 } }",
+        a=a,
+        b=b,
+    )["d"].reshape(-1, 7)
+
+    def sig(v):
+        return 1 / (1 + math.exp(-v))
+
+    p = 1 / (1 + math.exp(-5.0))  # softmax of [0, 5], class 1
+    # second map: cell (1, 1) of 2: centre 0.75, size 0.5 / 2 = 0.25
+    first = [0, 2, sig(3) * p, 0.75 - 0.125, 0.75 - 0.125, 0.75 + 0.125, 0.75 + 0.125]
+    # first map: cell (0, 0) of 1: centre 0.5, size 0.5
+    second = [0, 1, sig(1) * 0.5, 0.25, 0.25, 0.75, 0.75]
+    np.testing.assert_allclose(out, [first, second], rtol=1e-12)

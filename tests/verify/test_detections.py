@@ -9,7 +9,11 @@ import numpy as np
 from caffe_compat.proto import caffe_pb2
 from caffe_compat.shapes.detection import detection_settings
 from caffe_compat.verify.compare import Tolerance, compare
-from caffe_compat.verify.detections import align_detections, canonical_detections
+from caffe_compat.verify.detections import (
+    align_detections,
+    align_row_sets,
+    canonical_detections,
+)
 
 
 def settings(confidence=0.25, nms=0.45, keep_top_k=10, top_k=-1):
@@ -83,3 +87,26 @@ def test_degenerate_coordinates_compare_equal_without_loosening_scores():
     mine, theirs, _ = align_detections(off, np.array([huge, A]))
     row = compare("det", "det", mine, theirs, "torch-cpu", "float64", Tolerance())
     assert row.limit <= 2e-4 and not row.passed  # a score 1e-3 off still fails
+
+
+def test_proposal_rows_tied_in_float32_pair_up():
+    """ROIs whose scores tie at float32's 1.0 come in another order than the float64 judge's:
+    they pair up (duplicates each take one partner) and the note counts them."""
+    ref = np.array(
+        [[0, 1, 2, 30, 40], [0, 5, 5, 9, 9], [0, 5, 5, 9, 9], [0, 50, 60, 70, 80.0]], np.float64
+    )
+    ours = ref[[3, 1, 0, 2]] + 1e-6
+    mine, _, note = align_row_sets(ours.astype(np.float32), ref)
+    np.testing.assert_allclose(mine, ref, atol=1e-5)
+    assert "rows compared as a set" in note and "of 4" in note
+    same, _, none = align_row_sets(ref.astype(np.float32), ref)
+    assert none == "" and same.shape == ref.shape
+
+
+def test_a_proposal_row_that_is_not_there_still_fails():
+    ref = np.array([[0, 1, 2, 30, 40], [0, 5, 5, 9, 9], [0, 50, 60, 70, 80.0]])
+    ours = ref[[2, 0, 1]].copy()
+    ours[0, 3] = 99.0  # one box moved: no permutation makes the sets equal
+    mine, theirs, _ = align_row_sets(ours, ref)
+    row = compare("rois", "rois", mine, theirs, "onnx", "float64", Tolerance())
+    assert not row.passed

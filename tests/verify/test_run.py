@@ -115,3 +115,48 @@ def test_user_code_is_verified_without_onnx_runtime(tmp_path, monkeypatch):
     assert report.passed and report.comparisons
     assert report.backends["onnxruntime-cpu"].startswith('skipped: layer "s": Python layer')
     assert {c.backend for c in report.comparisons} == {"torch-cpu"}
+
+
+def test_proposal_rows_and_their_row_concatenation_compare_as_sets():
+    """Proposal's tops (also as SSH's or py-faster-rcnn's Python layer) and a Concat of them
+    along the rows are row sets (verify/detections.align_row_sets); a Concat along another
+    axis, or of anything else, is not."""
+    from caffe_compat.ir.load import load_net_text
+    from caffe_compat.verify.run import _row_sets
+
+    python = (
+        "python_param {{ module: '{}' layer: 'ProposalLayer' param_str: \"'feat_stride': 16\" }}"
+    )
+    text = (
+        'input: "cls" input_shape { dim: 1 dim: 18 dim: 4 dim: 4 }\n'
+        'input: "bbox" input_shape { dim: 1 dim: 36 dim: 4 dim: 4 }\n'
+        'input: "im_info" input_shape { dim: 1 dim: 3 }\n'
+        'layer { name: "a" type: "Proposal" bottom: "cls" bottom: "bbox" bottom: "im_info" '
+        'top: "ra" top: "sa" }\n'
+        'layer { name: "b" type: "Python" bottom: "cls" bottom: "bbox" bottom: "im_info" '
+        'top: "rb" ' + python.format("rpn.proposal_layer") + " }\n"
+        'layer { name: "rows" type: "Concat" bottom: "ra" bottom: "rb" top: "rows" '
+        "concat_param { axis: 0 } }\n"
+        'layer { name: "cols" type: "Concat" bottom: "ra" bottom: "rb" top: "cols" '
+        "concat_param { axis: 1 } }\n"
+    )
+    graph = load_net_text(text).graph
+    assert _row_sets(graph) == {"ra", "sa", "rb", "rows"}
+
+
+def test_proposal_rois_get_no_argmax_check(tmp_path):
+    """ROI rows hold boxes, not class scores: verify compares them as a row set and takes no
+    argmax agreement or class variety from them (two clipped corners tie)."""
+    path = tmp_path / "rpn.prototxt"
+    path.write_text(
+        'input: "cls" input_shape { dim: 1 dim: 18 dim: 4 dim: 4 }\n'
+        'input: "bbox" input_shape { dim: 1 dim: 36 dim: 4 dim: 4 }\n'
+        'input: "im_info" input_shape { dim: 1 dim: 3 }\n'
+        'layer { name: "p" type: "Proposal" bottom: "cls" bottom: "bbox" bottom: "im_info" '
+        'top: "rois" proposal_param { min_size: 0 } }\n'
+    )
+    report = verify_loaded(
+        load_net(path), batch=1, devices=("cpu",), against=("float64",), progress=False
+    )
+    assert report.passed and not report.argmax and "rois" not in report.distinct_classes
+    assert any(c.value == "rois" for c in report.comparisons)
