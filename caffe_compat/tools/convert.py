@@ -45,9 +45,9 @@ DEFAULT_TARGETS = ("onnx", "torch")
 SUFFIXES = {"onnx": ".onnx", "torch": ".pt2", "torch-weights": ".safetensors"}
 _BACKEND = {"onnx": "onnx", "torch": "torch", "torch-weights": "torch"}
 log = logging.getLogger(__name__)
-# Copies of each parameter while both models are built: the loaded blobs, the torch module, the
-# ONNX protobuf and the bytes onnx's full check serialises it to.
-BUILD_PARAM_COPIES = 4
+# Copies of each parameter at the build's peak: the loaded blobs, the ONNX protobuf and the bytes
+# it is serialised to (the protobuf is freed next; the torch module is built after the check).
+BUILD_PARAM_COPIES = 3
 
 
 @dataclass
@@ -126,14 +126,14 @@ def _check(
 ) -> None:
     """The quick parity check; its verdict goes into the ONNX metadata. Without the torch
     target, only ONNX Runtime runs, against the independent judges alone."""
-    loaded, onnx_model = built.loaded, built.onnx_model
+    loaded = built.loaded
     with_torch = "torch" in plan.paths
     budget = plan.budget
     report = verify_loaded(
         loaded,
         weights_path=weights,
         batch=batch,
-        onnx_model=onnx_model.SerializeToString(),
+        onnx_model=built.onnx_bytes,
         devices=("cpu",),
         require_reference=False,
         backends=("torch", "onnxruntime") if with_torch else ("onnxruntime",),
@@ -149,13 +149,20 @@ def _check(
         return
     result.report = report
     worst = max((c.max_abs for c in report.comparisons), default=0.0)
-    entry = onnx_model.metadata_props.add()
+    import onnx
+
+    # A ModelProto holding only the entry: protobuf merges concatenated messages, so appending
+    # its bytes adds the entry without a second copy of the weights (metadata_props is the last
+    # field the exporter writes, so the file is the one serialising the whole model gives).
+    verdict = onnx.ModelProto()
+    entry = verdict.metadata_props.add()
     entry.key = "parity_at_export"
     entry.value = (
         f"{'pass' if report.passed else 'FAIL'}; max abs error {worst:.3g} over "
         f"{len(report.comparisons)} blob comparisons, batch {report.batch}, "
         f"references: {', '.join(report.references)}"
     )
+    built.onnx_tail += verdict.SerializeToString()
 
 
 @dataclass(frozen=True)
@@ -208,8 +215,8 @@ def plan_conversion(weights: str | os.PathLike[str], options: ConvertOptions) ->
     for path in output_paths(prefix, TARGETS).values():
         if path.parent.is_dir():
             remove_stale_partials(path)  # left by an interrupted run
-    steps = ["read", "preflight", *(["build_torch"] if "torch" in paths else []), "build_onnx"]
-    steps += [*(["check"] if options.check else []), "write"]
+    steps = ["read", "preflight", "build_onnx", *(["check"] if options.check else [])]
+    steps += [*(["build_torch"] if "torch" in paths else []), "write"]
     return ConvertPlan(paths, tuple(steps), resolve(options.max_memory))
 
 
@@ -260,8 +267,7 @@ def convert(
         if options.check:
             steps.start("check", "parity check")
             _check(built, str(weights), check_batch, result, plan)
-        steps.start("write", "writing")
-        _write(built, plan, options, result, bar)
+        _write(built, plan, options, result, steps)
         steps.start("", "")
         return result
 
@@ -293,9 +299,9 @@ class _Built:
     loaded: LoadedNet
     graph: Any
     caffe_blobs: dict[str, list[Any]]  # before --optimize folds them: what torch-weights holds
-    torch_model: Any
-    onnx_model: Any
+    onnx_bytes: bytes  # the serialised ONNX model: the protobuf itself is not kept
     provenance: dict[str, str]
+    onnx_tail: bytes = b""  # metadata added after the build (the check's verdict)
 
 
 def _build(
@@ -322,12 +328,6 @@ def _build(
         loaded.graph = graph
     from ..converters.onnx.export import check_model, to_onnx
 
-    torch_model = None
-    if "torch" in plan.paths:  # torch-weights needs no module: it is the blobs and the definition
-        steps.start("build_torch", "building the PyTorch model")
-        from ..converters.torch.model import CaffeNet
-
-        torch_model = CaffeNet(graph)
     steps.start("build_onnx", "building the ONNX model")
     sources = source_metadata(loaded)
     provenance = {k: sources[k] for k in PROVENANCE_KEYS if k in sources}
@@ -338,8 +338,10 @@ def _build(
         metadata={**sources, **provenance, **(options.metadata or {})},
         dynamic_batch=batch_dependence(graph) is None,  # else only the declared batch computes
     )
-    check_model(onnx_model)
-    return _Built(loaded, graph, caffe_blobs, torch_model, onnx_model, provenance)
+    onnx_bytes = onnx_model.SerializeToString()
+    del onnx_model  # the bytes are what is checked, run and written: one copy of the weights
+    check_model(onnx_bytes)
+    return _Built(loaded, graph, caffe_blobs, onnx_bytes, provenance)
 
 
 def _write(
@@ -347,33 +349,44 @@ def _write(
     plan: ConvertPlan,
     options: ConvertOptions,
     result: ConversionResult,
-    bar: Progress,
+    steps: _Steps,
 ) -> None:
     """Every target file, all replaced or none; a torch target ``torch.export`` cannot trace
     becomes the torch-weights file."""
+    bar = steps.bar
     program = None
     files = dict(plan.paths)  # target -> file
-    if "torch" in plan.paths:
+    if "torch" in plan.paths:  # torch-weights needs no module: it is the blobs and the definition
+        from ..converters.torch.model import CaffeNet
+
+        steps.start("build_torch", "building the PyTorch model")
+        torch_model = CaffeNet(built.graph)  # built after the check, which builds its own
+        steps.start("write", "writing")
         bar.describe("torch.export")
-        program, failure = _export_torch(built.torch_model, built.graph.inputs)
+        program, failure = _export_torch(torch_model, built.graph.inputs)
         if program is None:
             files["torch"] = plan.paths["torch"].with_suffix(SUFFIXES["torch-weights"])
             result.notes.append(
                 f"torch.export failed ({failure}); wrote the pickle-free torch-weights file "
                 f"{files['torch']} instead (load it with caffe_compat.load_torch)"
             )
+    else:
+        steps.start("write", "writing")
     kinds: dict[Path, str] = {}  # file -> what goes in it (the fallback may be requested too)
     for target, path in files.items():
         kinds.setdefault(path, "torch-weights" if target == "torch" and program is None else target)
-    onnx_model = built.onnx_model
+    pieces = [built.onnx_bytes, built.onnx_tail]  # written one after the other: no joined copy
     if options.fp16 and "onnx" in kinds.values():
-        onnx_model = _half(onnx_model, result)
+        import onnx
+
+        model = onnx.load_from_string(b"".join(pieces))
+        pieces = [_half(model, result).SerializeToString()]
     with atomic_outputs(list(kinds), overwrite=options.force) as temps:
         for kind, tmp in zip(kinds.values(), temps):
             if kind == "onnx":
-                import onnx
-
-                onnx.save_model(onnx_model, str(tmp))
+                with open(tmp, "wb") as out:
+                    for piece in pieces:
+                        out.write(piece)
             elif kind == "torch":
                 import torch
 

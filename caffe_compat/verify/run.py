@@ -429,7 +429,12 @@ def _run_judges(
         report.references["stored"] = f"{len(refs['stored'])} blobs from the reference file"
     if "float64" in plan.judges:
         bar.describe("float64 reference")
-        limit = int(plan.budget.limit)
+        # The judge's own budget is what the step does not already hold: the loaded blobs, the
+        # inputs and an exported model's bytes stay alive while it runs.
+        held = sum(np.asarray(b).nbytes for node in graph.nodes for b in node.blobs)
+        held += sum(np.asarray(f).nbytes for f in feeds.values())
+        held += len(options.onnx_model or b"")
+        limit = max(int(plan.budget.limit) - held, 0)
         found, status = float64_judge(
             loaded, feeds, values, required=plan.required, max_memory=limit
         )

@@ -80,7 +80,6 @@ def to_onnx(
         graph.name or "caffe_net",
         [_value_info(n, s, dynamic_batch) for n, s in graph.inputs.items()],
         [_value_info(v, graph.shapes[v], dynamic_batch) for v in outputs],
-        initializer=initializers,
     )
     model = helper.make_model(
         onnx_graph,
@@ -88,6 +87,11 @@ def to_onnx(
         producer_name="caffe-compat",
         producer_version=__version__,
     )
+    # Moved in one at a time, each dropped once copied: make_graph's initializer list and
+    # make_model's CopyFrom would hold the weights two and three times over at once.
+    initializers.reverse()
+    while initializers:
+        model.graph.initializer.append(initializers.pop())
     model.ir_version = min(model.ir_version, ir_version_for(opset))  # older runtimes read it
     for key, value in (metadata or {}).items():
         entry = model.metadata_props.add()
@@ -140,8 +144,9 @@ def float16_weights(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return half, count
 
 
-def check_model(model: onnx.ModelProto) -> None:
-    """onnx's checker with full checking (strict shape inference)."""
+def check_model(model: onnx.ModelProto | bytes) -> None:
+    """onnx's checker with full checking (strict shape inference); given the serialised bytes,
+    it checks them without serialising the model once more."""
     onnx.checker.check_model(model, full_check=True)
 
 
