@@ -189,7 +189,7 @@ def test_synth_refuses_before_allocating(tmp_path, capsys):
     loaded = load_net(path)
     with pytest.raises(
         MemoryBudgetError,
-        match=r"synthesizing weights needs 381 MiB, over the memory budget of 256 MiB",
+        match=r"synthesizing weights needs 286 MiB, over the memory budget of 256 MiB",
     ):
         synthesize(loaded, method="he", max_memory="256M")
     assert all(not node.blobs for node in loaded.graph.nodes)

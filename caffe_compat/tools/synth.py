@@ -171,7 +171,8 @@ def calibration_peak(
             worst = bytes_
             worst_detail = (
                 f'weights {format_size(total)}, at layer "{layer.name}": values '
-                f"{format_size(batch * layer.live_per_item)}, its weight copies "
+                f"{format_size(batch * layer.live_per_item)} "
+                f"({format_size(layer.live_per_item)} per item), its weight copies "
                 f"{format_size(LARGEST_LAYER_COPIES * layer.params)}, scratch or float64 "
                 f"statistics {format_size(extra)}"
             )
