@@ -45,8 +45,8 @@ DEFAULT_TARGETS = ("onnx", "torch")
 SUFFIXES = {"onnx": ".onnx", "torch": ".pt2", "torch-weights": ".safetensors"}
 _BACKEND = {"onnx": "onnx", "torch": "torch", "torch-weights": "torch"}
 log = logging.getLogger(__name__)
-# Copies of each parameter at the build's peak: the loaded blobs, the ONNX protobuf and the bytes
-# it is serialised to (the protobuf is freed next; the torch module is built after the check).
+# Copies of each parameter at the build's peak: the loaded blobs, the ONNX pieces and the bytes
+# they are joined into (``to_onnx_bytes``; the torch module is built after the check).
 BUILD_PARAM_COPIES = 3
 
 
@@ -326,21 +326,18 @@ def _build(
 
         graph = optimize_graph(graph)
         loaded.graph = graph
-    from ..converters.onnx.export import check_model, to_onnx
+    from ..converters.onnx.export import to_onnx_bytes
 
     steps.start("build_onnx", "building the ONNX model")
     sources = source_metadata(loaded)
     provenance = {k: sources[k] for k in PROVENANCE_KEYS if k in sources}
     provenance["conversion"] = uuid.uuid4().hex
-    onnx_model = to_onnx(
+    onnx_bytes = to_onnx_bytes(
         graph,
         opset=options.opset,
         metadata={**sources, **provenance, **(options.metadata or {})},
         dynamic_batch=batch_dependence(graph) is None,  # else only the declared batch computes
     )
-    onnx_bytes = onnx_model.SerializeToString()
-    del onnx_model  # the bytes are what is checked, run and written: one copy of the weights
-    check_model(onnx_bytes)
     return _Built(loaded, graph, caffe_blobs, onnx_bytes, provenance)
 
 

@@ -177,9 +177,9 @@ def _our_backends(
     if "onnxruntime" not in backends:
         return ours
     if onnx_model is None:
-        from ..converters.onnx.export import to_onnx
+        from ..converters.onnx.export import to_onnx_bytes
 
-        onnx_model = to_onnx(graph, extra_outputs=values).SerializeToString()
+        onnx_model = to_onnx_bytes(graph, extra_outputs=values, check=False)
     bar.describe("onnxruntime-cpu")
     ours["onnxruntime-cpu"] = run_onnxruntime(onnx_model, feeds)
     report.backends["onnxruntime-cpu"] = "ran"
