@@ -361,3 +361,17 @@ def test_fp16_weights_halve_the_file(small, tmp_path):
     )
     assert code == 2 and err.count("\n") == 1 and "outside float16's range" in err, err
     assert not (tmp_path / "big.onnx").exists()
+
+
+def test_onnx_bytes_parse_to_the_same_model(shared):
+    """convert writes ``to_onnx_bytes``: initializers serialised one by one, each as its own
+    ``graph`` field, parse (protobuf merges them) to exactly ``to_onnx``'s model."""
+    from caffe_compat.converters.onnx.export import to_onnx, to_onnx_bytes
+
+    loaded = load_net(shared / "deploy_age.prototxt")
+    synthesize(loaded, method="he", progress=False)
+    whole = to_onnx(loaded.graph, metadata={"source": "x"})
+    streamed = to_onnx_bytes(loaded.graph, metadata={"source": "x"})
+    assert onnx.load_from_string(streamed) == whole
+    assert len(whole.graph.initializer) == 12
+    onnx.checker.check_model(streamed, full_check=True)
