@@ -375,3 +375,22 @@ def test_onnx_bytes_parse_to_the_same_model(shared):
     assert onnx.load_from_string(streamed) == whole
     assert len(whole.graph.initializer) == 12
     onnx.checker.check_model(streamed, full_check=True)
+
+
+def test_a_check_over_the_budget_is_skipped_and_said(tmp_path, monkeypatch):
+    """The quick check holds the built model's bytes beside what verify holds: when its plan
+    is refused, the files are written and the output and the ONNX metadata say so."""
+    from caffe_compat.errors import MemoryBudgetError
+    from caffe_compat.tools import convert as convert_module
+
+    def refused(*_args, **_kwargs):
+        raise MemoryBudgetError("the verification at batch 1 needs 3 GiB, over the budget")
+
+    monkeypatch.setattr(convert_module, "verify_loaded", refused)
+    prototxt, weights = _small_net(tmp_path)
+    result = convert(prototxt, weights, out_prefix=tmp_path / "s", targets=["onnx"], progress=False)
+    assert result.report is None and result.outputs["onnx"].exists()
+    assert any(n.startswith("parity check skipped: the verification") for n in result.notes)
+    model = onnx.load(str(result.outputs["onnx"]))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["parity_at_export"] == "skipped: over the memory budget"
