@@ -42,13 +42,18 @@ from .stored import load_reference_npz, stored_inputs, stored_values
 Values = dict[str, np.ndarray]
 REBUILDS = ("torch", "onnxruntime")  # the rebuilt models verify runs, by report name
 log = logging.getLogger(__name__)
-# Copies a verification holds at once: of each parameter (the loaded blobs, the ONNX bytes, the
-# runtime session, the torch module or OpenCV's net) and of each value (the float64 judge's,
-# two; OpenCV's outputs and the blobs its net keeps until freed; torch's; ONNX Runtime's).
-# Measured peak RSS less the libraries' (~0.3 GiB) against the estimate, with the OpenCV judge:
-# CaffeNet, batch 20: 1.4 GiB, 1.8 estimated; SqueezeNet 1.1 (values dominate), batch 16:
-# 2.6 GiB, 2.8 (four value copies estimated 1.9: a MemoryError under a 4 GiB RLIMIT_AS).
-PARAM_COPIES = 4
+# Copies a verification holds at once: of each parameter, the loaded blobs and two more, the
+# back ends running one after another and each freed before the next: OpenCV's net (its parsed
+# caffemodel and its blobs), the torch module, the ONNX pieces and joined bytes
+# (``to_onnx_bytes``), then the bytes and the runtime session; one more when the caller hands
+# in an exported model's bytes (convert's check). Measured on VGG-16 (528 MB of weights, under
+# a 4 GiB RLIMIT_AS): peak RSS rose by 2.6 copies in the OpenCV judge, 2.3 in to_onnx_bytes.
+# Of each value: the float64 judge's, two; OpenCV's outputs and the blobs its net keeps until
+# freed; torch's; ONNX Runtime's. Measured peak RSS less the libraries' (~0.3 GiB) against the
+# estimate, with the OpenCV judge: CaffeNet, batch 20: 1.4 GiB, 1.8 estimated; SqueezeNet 1.1
+# (values dominate), batch 16: 2.6 GiB, 2.8 (four value copies estimated 1.9: a MemoryError
+# under a 4 GiB RLIMIT_AS).
+PARAM_COPIES = 3
 VALUE_COPIES = 6
 
 
@@ -345,7 +350,7 @@ def _synthetic_feeds(
         budget,
         need,
         wanted,
-        fixed=PARAM_COPIES * need.params,
+        fixed=(PARAM_COPIES + (options.onnx_model is not None)) * need.params,
         copies=VALUE_COPIES,
         what="the verification",
         shrink=fixed_batch is None,
@@ -385,7 +390,7 @@ def _check_given_feeds(
         budget,
         need,
         given,
-        fixed=PARAM_COPIES * need.params,
+        fixed=(PARAM_COPIES + (options.onnx_model is not None)) * need.params,
         copies=VALUE_COPIES,
         what="the verification",
         shrink=False,
