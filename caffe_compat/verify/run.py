@@ -556,7 +556,10 @@ def verify(
     """Load the files and run :func:`verify_loaded`."""
     net_keys = ("phase", "stages", "level", "input_shapes", "allow_unknown_fields")
     net_options = {k: options.pop(k) for k in net_keys if k in options}
-    budget = options.get("max_memory")  # file sizes declared inside are checked against it
+    # Made before the weights are read: the budget counts them among the copies it plans for,
+    # so what they map must not also shrink the memory it starts from.
+    budget = resolve(options.get("max_memory"))  # type: ignore[arg-type]
+    options["max_memory"] = budget  # file sizes declared inside are checked against it too
     loaded = load_net(prototxt, weights, max_memory=budget, **net_options)  # type: ignore[arg-type]
     reference = load_reference_npz(reference_path, max_memory=budget) if reference_path else None
     onnx_model = Path(onnx_path).read_bytes() if onnx_path else None
