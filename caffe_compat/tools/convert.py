@@ -256,7 +256,7 @@ def convert(
     """Convert a Caffe net; nothing is written unless every step before the writes succeeded.
 
     ``progress`` draws a bar of the steps on stderr when it is a terminal. ``max_memory`` bounds
-    the models' building and the check (whose batch shrinks to fit); the default is half the
+    the models' building and the check (whose batch shrinks to fit); the default is a share of the
     available memory (``budget.py``). ``opset`` is the ONNX opset written (``MIN_OPSET`` to
     ``MAX_OPSET``); ``fp16`` stores the ONNX file's weights as float16 (``float16_weights``).
     The keywords are ``ConvertOptions``' fields."""

@@ -194,8 +194,8 @@ def synthesize(
 
     ``starts`` replaces the starting values of chosen layer types before calibration (e.g. Scale
     biases that keep a deep plain ReLU chain mostly active). ``progress`` draws a bar of the
-    calibration pass on stderr when it is a terminal. ``max_memory`` (default: half the
-    available memory, see ``budget.py``) is checked before any blob is made; the calibration
+    calibration pass on stderr when it is a terminal. ``max_memory`` (default: a share of
+    the available memory, see ``budget.py``) is checked before any blob is made; the calibration
     batch never shrinks, since the weights depend on it. ``mean`` (B, G, R) is what the net's
     users subtract (the res10 detector's 104, 177, 123); default: a natural-image mean."""
     if method not in METHODS:

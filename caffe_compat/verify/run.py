@@ -510,7 +510,7 @@ def verify_loaded(
     ``onnxruntime``); without ``torch``, torch is never imported, and with no independent judge
     the report has no comparisons (``references["none"]`` says why). ``precision`` runs
     PyTorch on CUDA in that numeric mode, so the report shows whether parity holds there.
-    ``max_memory`` (default: half the available memory, see ``budget.py``) bounds what the
+    ``max_memory`` (default: a share of the available memory, see ``budget.py``) bounds what the
     comparison may hold; synthetic batches shrink to fit it, given arrays must fit as they are."""
     options = dataclasses.replace(options or VerifyOptions(), **keywords)
     plan = plan_verification(loaded, options)
