@@ -6,9 +6,21 @@ building, check batches, im2col columns) asks its budget first; over it, one err
 much, for what, and how to change the budget. Check batches shrink first where a smaller batch
 fits.
 
-The default budget is half the memory available now (``headroom.py``): the least of
-MemAvailable, the cgroup's headroom and the address space ``RLIMIT_AS`` leaves once the
-libraries and thread pools still to start are counted.
+The default budget is a share of what each limit on this process leaves now (``headroom.py``),
+the least over the limits, with a share that depends on who else draws on the limit:
+
+- the address space (``RLIMIT_AS``): a hard cap private to this process, so nothing else can take
+  from it between the check and the allocation, and ``headroom`` already subtracts what is
+  mapped and what the libraries and thread pools still to start will map. Its share is
+  ``ADDRESS_SPACE_FRACTION`` (0.85): the rest covers allocator fragmentation and the short-lived
+  temporaries that the estimates below do not itemise.
+- physical memory (``MemAvailable``) and the cgroup's ``memory.max``: shared with every other
+  process on the machine or in the group, and they can fall at any moment, so the share stays
+  ``DEFAULT_FRACTION`` (0.5).
+
+An estimate that is short anyway (or memory another process took) still ends in one line: every
+allocation failure a step meets, from Python, numpy, torch, ONNX Runtime or protobuf, becomes the
+one exit-2 error of ``memory_failure``, never a traceback or a signal.
 ``--max-memory 2G`` on the commands, ``max_memory="2G"`` (or a byte count) in Python, sets it.
 
 The estimates count float32 values: every value of a forward pass times the copies a step keeps
@@ -30,7 +42,9 @@ from .errors import CaffeCompatError, MemoryBudgetError, Remedy
 from .headroom import format_size
 from .ir.graph import Graph, Shape
 
-DEFAULT_FRACTION = 0.5  # of the memory available when the budget is made
+DEFAULT_FRACTION = 0.5  # of shared memory (MemAvailable, a cgroup) available when made
+ADDRESS_SPACE_FRACTION = 0.85  # of what a private RLIMIT_AS leaves (see the module docstring)
+FRACTIONS = {"address space": ADDRESS_SPACE_FRACTION}
 FLOAT32 = 4
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
@@ -58,6 +72,22 @@ def available_memory() -> tuple[int, str]:
     return found.left, found.source
 
 
+def share(limit: headroom.Limit) -> float:
+    """The fraction of what ``limit`` leaves that a step may plan to use (module docstring)."""
+    return FRACTIONS.get(limit.kind, DEFAULT_FRACTION)
+
+
+def default_budget() -> Budget:
+    """The least, over every limit on this process, of its share of what it leaves."""
+    found = headroom.limits() or [headroom.available()]
+    tightest = min(found, key=lambda limit: limit.left * share(limit))
+    fraction = share(tightest)
+    return Budget(
+        int(tightest.left * fraction),
+        f"{fraction:.0%} of the {format_size(tightest.left)} available, by {tightest.source}",
+    )
+
+
 @dataclass(frozen=True)
 class Budget:
     """The bytes a step may allocate, and why that many (for the error message)."""
@@ -82,17 +112,14 @@ class Budget:
 
 
 def resolve(max_memory: Budget | int | str | None = None) -> Budget:
-    """The budget a step works under: the one given, or half of what is available now."""
+    """The budget a step works under: the one given, or the default share of what the limits
+    leave now (``default_budget``)."""
     if isinstance(max_memory, Budget):
         return max_memory
     if max_memory is not None:
         size = parse_size(max_memory)
         return Budget(size, "as set", chosen=True)
-    available, source = available_memory()
-    return Budget(
-        int(available * DEFAULT_FRACTION),
-        f"{DEFAULT_FRACTION:.0%} of the {format_size(available)} available, by {source}",
-    )
+    return default_budget()
 
 
 @dataclass(frozen=True)
@@ -195,6 +222,62 @@ def _live_peak(graph: Graph, declared: int) -> float:
         for value in [v for v in live if last.get(v, -1) <= index]:
             del live[value]
     return peak
+
+
+@dataclass(frozen=True)
+class LayerPeak:
+    """What one layer of a forward pass that frees dead values holds while it runs."""
+
+    name: str
+    live_per_item: float  # values alive while it runs (its tops included), per batch item
+    top_per_item: float  # its largest top, per batch item
+    scratch_per_item: float  # its workspace (im2col columns), per batch item
+    params: int  # its own parameter blobs, bytes
+
+
+def layer_peaks(graph: Graph, params: Mapping[str, list[Shape]]) -> list[LayerPeak]:
+    """Per layer, in execution order, the bytes alive while it runs (float32): a step whose
+    extra copies are tied to one layer (its weights rebuilt, its top copied to float64) peaks
+    at the worst layer, not at the sum of every layer's worst."""
+    first = next(iter(graph.inputs.values()), None)
+    declared = first[0] if first else 1
+    last = last_readers(graph)
+
+    def size(value: str) -> float:
+        shape = graph.shapes.get(value)
+        if shape is None:
+            return 0.0
+        per = declared if shape and shape[0] == declared else 1
+        return FLOAT32 * _count(shape) / per
+
+    live = {v: size(v) for v in graph.inputs}
+    found = []
+    for index, node in enumerate(graph.nodes):
+        for value in node.outputs:
+            live[value] = size(value)
+        scratch = 0.0
+        workspace = registry.facts(node.type).workspace
+        ins = [graph.shapes.get(v) for v in node.inputs]
+        outs = [graph.shapes.get(v) for v in node.outputs]
+        if workspace is not None and ins and all(s is not None for s in ins + outs):
+            try:
+                floats = workspace(node, ins, outs)
+            except ValueError:
+                floats = 0
+            batch = ins[0][0] if ins[0] and ins[0][0] == declared else 1
+            scratch = FLOAT32 * floats / batch
+        found.append(
+            LayerPeak(
+                name=node.name,
+                live_per_item=sum(live.values()),
+                top_per_item=max((size(v) for v in node.outputs), default=0.0),
+                scratch_per_item=scratch,
+                params=FLOAT32 * sum(_count(s) for s in params.get(node.name, [])),
+            )
+        )
+        for value in [v for v in live if last.get(v, -1) <= index]:
+            del live[value]
+    return found
 
 
 def plan_batch(

@@ -39,6 +39,7 @@ class Limit:
 
     left: int
     source: str
+    kind: str = "physical"  # "physical", "cgroup" or "address space": sets the budget's share
 
 
 def _read(path: str) -> str | None:
@@ -81,12 +82,12 @@ def physical() -> Limit | None:
         if line.startswith("MemAvailable:"):
             parts = line.split()
             if len(parts) >= 2 and parts[1].isdigit():
-                return Limit(int(parts[1]) * 1024, "MemAvailable")
+                return Limit(int(parts[1]) * 1024, "MemAvailable", "physical")
     try:
         pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
-    return Limit(int(pages), "free physical memory")
+    return Limit(int(pages), "free physical memory", "physical")
 
 
 def _cgroup_groups(root: str) -> list[tuple[str, str, str]]:
@@ -133,7 +134,7 @@ def cgroup(root: str = "/sys/fs/cgroup") -> Limit | None:
             continue
         left = max(limit - max(used - _reclaimable(folder), 0), 0)
         if best is None or left < best.left:
-            best = Limit(left, f"the cgroup's memory limit of {_size(limit)}")
+            best = Limit(left, f"the cgroup's memory limit of {_size(limit)}", "cgroup")
     return best
 
 
@@ -144,8 +145,9 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _torch_threads(cpus: int) -> int:
+def torch_threads(cpus: int | None = None) -> int:
     """torch's intra-op pool: what it runs with when loaded, else what OMP_NUM_THREADS asks."""
+    cpus = cpus or _cpus()
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "get_num_threads"):
         return int(torch.get_num_threads())
@@ -167,7 +169,7 @@ def pending_mappings() -> tuple[int, int]:
         stack = GLIBC_DEFAULT_STACK
     running = _status("Threads") or 1
     cpus = _cpus()
-    new = max(_torch_threads(cpus) + (POOLS - 1) * cpus + 2 - running, 0)
+    new = max(torch_threads(cpus) + (POOLS - 1) * cpus + 2 - running, 0)
     arenas = min(new, max(ARENAS_PER_CPU * (os.cpu_count() or 1) - running, 0))
     return libraries, new * min(stack, 1 << 30) + arenas * MALLOC_ARENA
 
@@ -188,7 +190,7 @@ def address_space() -> Limit | None:
     detail = f"RLIMIT_AS of {_size(soft)}, less {_size(mapped)} mapped"
     if libraries or threads:
         detail += f" and {_size(libraries + threads)} for libraries and threads still to start"
-    return Limit(left, detail)
+    return Limit(left, detail, "address space")
 
 
 def limits() -> list[Limit]:

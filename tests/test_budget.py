@@ -78,22 +78,42 @@ def test_parse_size_refuses(text):
         parse_size(text)
 
 
-def test_default_budget_is_half_of_the_least_available(monkeypatch):
+def test_default_budget_is_half_of_the_least_shared_memory(monkeypatch):
     from caffe_compat import headroom
 
     monkeypatch.setattr(headroom, "physical", lambda: headroom.Limit(8 * 2**30, "MemAvailable"))
-    monkeypatch.setattr(headroom, "cgroup", lambda: headroom.Limit(6 * 2**30, "the cgroup's"))
+    monkeypatch.setattr(
+        headroom, "cgroup", lambda: headroom.Limit(6 * 2**30, "the cgroup's", "cgroup")
+    )
     monkeypatch.setattr(headroom, "address_space", lambda: None)
     made = resolve()
     assert made.limit == 3 * 2**30
     assert "cgroup" in made.origin and "6 GiB" in made.origin
-    monkeypatch.setattr(headroom, "address_space", lambda: headroom.Limit(2**30, "RLIMIT_AS"))
-    assert resolve().limit == 2**29 and "RLIMIT_AS" in resolve().origin
     assert resolve("1G").limit == 2**30 and resolve(Budget(5, "x")).limit == 5
 
 
+def test_private_address_space_gets_a_larger_share(monkeypatch):
+    """RLIMIT_AS is private to the process: 85 % of what it leaves; shared limits keep 50 %,
+    and the least of the shares wins, whichever limit is tighter in raw bytes."""
+    from caffe_compat import headroom
+    from caffe_compat.budget import ADDRESS_SPACE_FRACTION
+
+    space = headroom.Limit(2 * 2**30, "RLIMIT_AS of 4 GiB", "address space")
+    monkeypatch.setattr(headroom, "cgroup", lambda: None)
+    monkeypatch.setattr(headroom, "address_space", lambda: space)
+    monkeypatch.setattr(headroom, "physical", lambda: headroom.Limit(20 * 2**30, "MemAvailable"))
+    made = resolve()
+    assert ADDRESS_SPACE_FRACTION == 0.85
+    assert made.limit == int(0.85 * 2 * 2**30) and "85%" in made.origin
+    assert "RLIMIT_AS" in made.origin
+    # MemAvailable of 3 GiB leaves less (1.5 GiB at 50 %) than RLIMIT_AS's 2 GiB at 85 %.
+    monkeypatch.setattr(headroom, "physical", lambda: headroom.Limit(3 * 2**30, "MemAvailable"))
+    made = resolve()
+    assert made.limit == 3 * 2**29 and "MemAvailable" in made.origin and "50%" in made.origin
+
+
 def test_address_space_limit_is_read(tmp_path):
-    """In a child under RLIMIT_AS, the budget is at most half of what the limit leaves."""
+    """In a child under RLIMIT_AS, the budget is at most 85 % of what the limit leaves."""
     import subprocess
     import sys
 
@@ -105,8 +125,8 @@ def test_address_space_limit_is_read(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
     )
     limit, origin = out.stdout.split(" ", 1)
-    assert int(limit) <= 1.5 * 2**30
-    assert "RLIMIT_AS" in origin
+    assert int(limit) <= 0.85 * 3 * 2**30
+    assert "RLIMIT_AS" in origin and "85%" in origin
 
 
 def test_footprint_counts_values_parameters_and_scratch(tmp_path):
@@ -169,7 +189,7 @@ def test_synth_refuses_before_allocating(tmp_path, capsys):
     loaded = load_net(path)
     with pytest.raises(
         MemoryBudgetError,
-        match=r"synthesizing weights needs 381 MiB, over the memory budget of 256 MiB",
+        match=r"synthesizing weights needs 286 MiB, over the memory budget of 256 MiB",
     ):
         synthesize(loaded, method="he", max_memory="256M")
     assert all(not node.blobs for node in loaded.graph.nodes)

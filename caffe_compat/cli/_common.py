@@ -82,8 +82,8 @@ def add_memory_argument(parser: argparse.ArgumentParser) -> None:
         "--max-memory",
         metavar="SIZE",
         type=_size,
-        help="refuse steps needing more memory than this, e.g. 2G or 512M (default: half of "
-        "the memory available)",
+        help="refuse steps needing more memory than this, e.g. 2G or 512M (default: 85%% of "
+        "what RLIMIT_AS leaves, half of the shared memory available)",
     )
 
 

@@ -163,7 +163,7 @@ def _check_dataset(dataset: Any, file_size: int, where: dict, *, kinds: str = "f
 
 def read_hdf5(path: str | os.PathLike[str], *, max_memory: Any = None) -> Weights:
     """Read an HDF5 caffemodel into named float32 blobs. The values every dataset declares
-    must fit the memory budget (``max_memory``, default half the available memory) before any
+    must fit the memory budget (``max_memory``, default a share of the available memory) before any
     is read: compressed data can declare a thousand times its size."""
     import h5py
 

@@ -38,15 +38,23 @@ def normal(std: float) -> StartingValues:
 
 
 def scale_rows(weight: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
-    """``weight`` with its slices along ``axis`` multiplied by ``scale`` (float64)."""
+    """``weight`` with its slices along ``axis`` multiplied by ``scale``.
+
+    A float32 weight times float16-exact scales (calibration's, see ``half_precision``) is done
+    in float32: the exact product has at most 35 significant bits, so one float32 rounding of it
+    equals the float64 product cast to float32, without a float64 copy of the largest layer.
+    Other scales (BatchNorm folding) go through float64."""
     shape = [1] * weight.ndim
     shape[axis] = -1
+    exact = np.array_equal(half_precision(scale), scale) and np.all(np.isfinite(scale))
+    if weight.dtype == np.float32 and exact:
+        return weight * scale.astype(np.float32).reshape(shape)
     return weight.astype(np.float64) * scale.reshape(shape)
 
 
 def rescale_blobs(node: object, weight: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> None:
     """Store the rescaled weight and ``bias * scale + shift`` (when the layer has a bias)."""
     blobs = node.blobs  # type: ignore[attr-defined]
-    blobs[0] = weight.astype(np.float32)
+    blobs[0] = weight.astype(np.float32, copy=False)
     if len(blobs) > 1:
         blobs[1] = (blobs[1].astype(np.float64) * scale + shift).astype(np.float32)

@@ -28,7 +28,7 @@ from typing import Any
 from .. import __version__, registry
 from ..budget import Budget, footprint, resolve
 from ..converters.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-from ..errors import CaffeCompatError, Remedy, UnsupportedLayersError
+from ..errors import CaffeCompatError, MemoryBudgetError, Remedy, UnsupportedLayersError
 from ..io.atomic import atomic_outputs, check_target, remove_stale_partials
 from ..io.identity import file_identity
 from ..ir.infer import batch_dependence
@@ -45,9 +45,9 @@ DEFAULT_TARGETS = ("onnx", "torch")
 SUFFIXES = {"onnx": ".onnx", "torch": ".pt2", "torch-weights": ".safetensors"}
 _BACKEND = {"onnx": "onnx", "torch": "torch", "torch-weights": "torch"}
 log = logging.getLogger(__name__)
-# Copies of each parameter while both models are built: the loaded blobs, the torch module, the
-# ONNX protobuf and the bytes onnx's full check serialises it to.
-BUILD_PARAM_COPIES = 4
+# Copies of each parameter at the build's peak: the loaded blobs, the ONNX pieces and the bytes
+# they are joined into (``to_onnx_bytes``; the torch module is built after the check).
+BUILD_PARAM_COPIES = 3
 
 
 @dataclass
@@ -126,22 +126,33 @@ def _check(
 ) -> None:
     """The quick parity check; its verdict goes into the ONNX metadata. Without the torch
     target, only ONNX Runtime runs, against the independent judges alone."""
-    loaded, onnx_model = built.loaded, built.onnx_model
-    with_torch = "torch" in plan.paths or onnx_model is None
+    loaded, onnx_bytes = built.loaded, built.onnx_bytes
+    with_torch = "torch" in plan.paths or onnx_bytes is None
     budget = plan.budget
-    if onnx_model is None:
+    if onnx_bytes is None:
         result.notes.append(f"no ONNX model in the parity check ({built.no_onnx})")
-    report = verify_loaded(
-        loaded,
-        weights_path=weights,
-        batch=batch,
-        onnx_model=onnx_model.SerializeToString() if onnx_model is not None else None,
-        devices=("cpu",),
-        require_reference=False,
-        backends=(("torch",) if with_torch else ()) + (("onnxruntime",) if onnx_model else ()),
-        progress=False,
-        max_memory=budget,
-    )
+    try:
+        report = verify_loaded(
+            loaded,
+            weights_path=weights,
+            batch=batch,
+            onnx_model=onnx_bytes,
+            devices=("cpu",),
+            require_reference=False,
+            backends=(("torch",) if with_torch else ()) + (("onnxruntime",) if onnx_bytes else ()),
+            progress=False,
+            max_memory=budget,
+        )
+    except MemoryBudgetError as exc:
+        # Refused before it ran: the check holds the built model's bytes beside everything
+        # verify holds, so a net that verify (its own process) can check may not fit here.
+        # The files are still written, and the output and metadata say the check did not run.
+        result.notes.append(
+            f"parity check skipped: {exc.reason}; run `caffe-compat verify` on the net "
+            "(it holds fewer copies)"
+        )
+        _record_verdict(built, "skipped: over the memory budget")
+        return
     if not report.comparisons:
         judges = "; ".join(f"{k} {v}" for k, v in report.references.items() if k != "none")
         result.notes.append(
@@ -150,16 +161,28 @@ def _check(
         )
         return
     result.report = report
-    if onnx_model is None:
+    if onnx_bytes is None:
         return
     worst = max((c.max_abs for c in report.comparisons), default=0.0)
-    entry = onnx_model.metadata_props.add()
-    entry.key = "parity_at_export"
-    entry.value = (
+    _record_verdict(
+        built,
         f"{'pass' if report.passed else 'FAIL'}; max abs error {worst:.3g} over "
         f"{len(report.comparisons)} blob comparisons, batch {report.batch}, "
-        f"references: {', '.join(report.references)}"
+        f"references: {', '.join(report.references)}",
     )
+
+
+def _record_verdict(built: _Built, text: str) -> None:
+    """The check's verdict as the model's ``parity_at_export`` metadata entry."""
+    import onnx
+
+    # A ModelProto holding only the entry: protobuf merges concatenated messages, so appending
+    # its bytes adds the entry without a second copy of the weights (metadata_props is the last
+    # field of the model itself; initializers follow as further ``graph`` fields).
+    verdict = onnx.ModelProto()
+    entry = verdict.metadata_props.add()
+    entry.key, entry.value = "parity_at_export", text
+    built.onnx_tail += verdict.SerializeToString()
 
 
 @dataclass(frozen=True)
@@ -212,8 +235,8 @@ def plan_conversion(weights: str | os.PathLike[str], options: ConvertOptions) ->
     for path in output_paths(prefix, TARGETS).values():
         if path.parent.is_dir():
             remove_stale_partials(path)  # left by an interrupted run
-    steps = ["read", "preflight", *(["build_torch"] if "torch" in paths else []), "build_onnx"]
-    steps += [*(["check"] if options.check else []), "write"]
+    steps = ["read", "preflight", "build_onnx", *(["check"] if options.check else [])]
+    steps += [*(["build_torch"] if "torch" in paths else []), "write"]
     return ConvertPlan(paths, tuple(steps), resolve(options.max_memory))
 
 
@@ -237,7 +260,7 @@ def convert(
     """Convert a Caffe net; nothing is written unless every step before the writes succeeded.
 
     ``progress`` draws a bar of the steps on stderr when it is a terminal. ``max_memory`` bounds
-    the models' building and the check (whose batch shrinks to fit); the default is half the
+    the models' building and the check (whose batch shrinks to fit); the default is a share of the
     available memory (``budget.py``). ``opset`` is the ONNX opset written (``MIN_OPSET`` to
     ``MAX_OPSET``); ``fp16`` stores the ONNX file's weights as float16 (``float16_weights``).
     The keywords are ``ConvertOptions``' fields."""
@@ -264,8 +287,7 @@ def convert(
         if options.check:
             steps.start("check", "parity check")
             _check(built, str(weights), check_batch, result, plan)
-        steps.start("write", "writing")
-        _write(built, plan, options, result, bar)
+        _write(built, plan, options, result, steps)
         steps.start("", "")
         return result
 
@@ -297,10 +319,11 @@ class _Built:
     loaded: LoadedNet
     graph: Any
     caffe_blobs: dict[str, list[Any]]  # before --optimize folds them: what torch-weights holds
-    torch_model: Any
-    onnx_model: Any  # None when no ONNX target is asked for and ONNX cannot hold the net
+    onnx_bytes: bytes | None  # the serialised ONNX model (the protobuf itself is not kept);
+    # None when no ONNX target is asked for and ONNX cannot hold the net
     provenance: dict[str, str]
-    no_onnx: str | None = None  # why, then
+    onnx_tail: bytes = b""  # metadata added after the build (the check's verdict)
+    no_onnx: str | None = None  # why there is no ONNX model
 
 
 def _build(
@@ -325,19 +348,13 @@ def _build(
 
         graph = optimize_graph(graph)
         loaded.graph = graph
-    from ..converters.onnx.export import check_model, to_onnx
+    from ..converters.onnx.export import to_onnx_bytes
 
-    torch_model = None
-    if "torch" in plan.paths:  # torch-weights needs no module: it is the blobs and the definition
-        steps.start("build_torch", "building the PyTorch model")
-        from ..converters.torch.model import CaffeNet
-
-        torch_model = CaffeNet(graph)
     steps.start("build_onnx", "building the ONNX model")
     sources = source_metadata(loaded)
     provenance = {k: sources[k] for k in PROVENANCE_KEYS if k in sources}
     provenance["conversion"] = uuid.uuid4().hex
-    onnx_model, no_onnx = None, None
+    onnx_bytes, no_onnx = None, None
     if "onnx" not in plan.paths:  # ONNX only checks the torch targets: a layer it cannot hold
         # (a Python layer's user code) leaves the check to the torch model and the judges
         try:
@@ -345,14 +362,13 @@ def _build(
         except UnsupportedLayersError as exc:
             no_onnx = exc.reason
     if no_onnx is None:
-        onnx_model = to_onnx(
+        onnx_bytes = to_onnx_bytes(
             graph,
             opset=options.opset,
             metadata={**sources, **provenance, **(options.metadata or {})},
             dynamic_batch=batch_dependence(graph) is None,  # else only the declared batch computes
         )
-        check_model(onnx_model)
-    return _Built(loaded, graph, caffe_blobs, torch_model, onnx_model, provenance, no_onnx)
+    return _Built(loaded, graph, caffe_blobs, onnx_bytes, provenance, no_onnx=no_onnx)
 
 
 def _write(
@@ -360,33 +376,44 @@ def _write(
     plan: ConvertPlan,
     options: ConvertOptions,
     result: ConversionResult,
-    bar: Progress,
+    steps: _Steps,
 ) -> None:
     """Every target file, all replaced or none; a torch target ``torch.export`` cannot trace
     becomes the torch-weights file."""
+    bar = steps.bar
     program = None
     files = dict(plan.paths)  # target -> file
-    if "torch" in plan.paths:
+    if "torch" in plan.paths:  # torch-weights needs no module: it is the blobs and the definition
+        from ..converters.torch.model import CaffeNet
+
+        steps.start("build_torch", "building the PyTorch model")
+        torch_model = CaffeNet(built.graph)  # built after the check, which builds its own
+        steps.start("write", "writing")
         bar.describe("torch.export")
-        program, failure = _export_torch(built.torch_model, built.graph.inputs)
+        program, failure = _export_torch(torch_model, built.graph.inputs)
         if program is None:
             files["torch"] = plan.paths["torch"].with_suffix(SUFFIXES["torch-weights"])
             result.notes.append(
                 f"torch.export failed ({failure}); wrote the pickle-free torch-weights file "
                 f"{files['torch']} instead (load it with caffe_compat.load_torch)"
             )
+    else:
+        steps.start("write", "writing")
     kinds: dict[Path, str] = {}  # file -> what goes in it (the fallback may be requested too)
     for target, path in files.items():
         kinds.setdefault(path, "torch-weights" if target == "torch" and program is None else target)
-    onnx_model = built.onnx_model
+    pieces = [built.onnx_bytes or b"", built.onnx_tail]  # written one by one: no joined copy
     if options.fp16 and "onnx" in kinds.values():
-        onnx_model = _half(onnx_model, result)
+        import onnx
+
+        model = onnx.load_from_string(b"".join(pieces))
+        pieces = [_half(model, result).SerializeToString()]
     with atomic_outputs(list(kinds), overwrite=options.force) as temps:
         for kind, tmp in zip(kinds.values(), temps):
             if kind == "onnx":
-                import onnx
-
-                onnx.save_model(onnx_model, str(tmp))
+                with open(tmp, "wb") as out:
+                    for piece in pieces:
+                        out.write(piece)
             elif kind == "torch":
                 import torch
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import registry
-from ..budget import Budget, footprint, last_readers, plan_batch, resolve
+from .. import headroom, registry
+from ..budget import FLOAT32, Budget, footprint, last_readers, layer_peaks, resolve
+from ..headroom import format_size
 from ..ir.graph import Graph, Node, Shape
 from ..ir.load import LoadedNet
 from ..progress import Progress
@@ -29,16 +30,28 @@ from .fillers import caffe_fill
 METHODS = ("calibrated", "he", "fillers")
 HEAD_SPREAD = 1.5  # spread of a head layer's outputs across the calibration batch
 MAX_GAIN = 1e4  # largest calibration gain (float16 holds it)
-# Beside every blob, the largest layer's blobs are made up to three more times at once: float64
-# draws before the float32 cast, the torch copy calibration builds, the float64 rescaled copy.
-LARGEST_LAYER_COPIES = 3
-# Calibration keeps the values still to be read once, plus float64 copies (2x) of the largest.
-CALIBRATION_FLOAT64 = 2
+# Beside every blob, the largest layer's blobs are made up to two more times at once: the torch
+# copy calibration builds and the rescaled copy (float32, see ``scale_rows``); draws are made in
+# float32 pieces of DRAW_CHUNK values, never as one float64 array.
+LARGEST_LAYER_COPIES = 2
+DRAW_CHUNK = 1 << 20
+# A calibrated layer's statistics take its top in float64 and numpy's std one more float64
+# temporary: four times the top's float32 bytes.
+CALIBRATION_FLOAT64 = 4
 
 
 def _he(shape: Shape, rng: np.random.Generator) -> np.ndarray:
+    """He-normal float32 values, drawn in float64 pieces of DRAW_CHUNK: the generator fills
+    sequentially, so the values equal one whole-shape draw cast to float32, without a float64
+    copy of the whole blob (twice its float32 size: fc6 of VGG-16 is 411 MB)."""
     fan_in = math.prod(shape[1:]) if len(shape) > 1 else 1
-    return rng.normal(0.0, math.sqrt(2.0 / max(fan_in, 1)), shape).astype(np.float32)
+    std = math.sqrt(2.0 / max(fan_in, 1))
+    out = np.empty(shape, np.float32)
+    flat = out.reshape(-1)
+    for start in range(0, flat.size, DRAW_CHUNK):
+        stop = min(start + DRAW_CHUNK, flat.size)
+        flat[start:stop] = rng.normal(0.0, std, stop - start)
+    return out
 
 
 def initial_blobs(
@@ -113,6 +126,7 @@ def _calibrate(
             assert build is not None
             module = at_expected_value(build.fn(node, TorchContext(graph, node)))
             result = module(*inputs)
+            del module  # its copy of the blobs: the rescaled layer builds its own
             top = result[0] if isinstance(result, tuple) else result
             # A top with one axis has no batch or positions to take channel statistics over.
             if info.rescale is not None and node.blobs and top.dim() > 1:
@@ -135,6 +149,37 @@ def _calibrate(
             bar.update()
 
 
+def calibration_peak(
+    graph: Graph, params: Mapping[str, list[Shape]], batch: int
+) -> tuple[float, str]:
+    """Bytes calibration holds at its worst layer, and what they are: every blob, the values
+    still to be read, and the layer's own extra copies (its torch module and rescaled blobs,
+    its top's float64 statistics or its convolution scratch, which torch makes per thread, not
+    per batch item, and frees before the statistics)."""
+    threads = max(1, min(batch, headroom.torch_threads()))
+    total = sum(FLOAT32 * math.prod(s) for shapes in params.values() for s in shapes)
+    worst, worst_detail = 0.0, ""
+    for layer in layer_peaks(graph, params):
+        info = registry.facts(graph.node(layer.name).type)
+        stats = info.rescale is not None or info.calibrate is not None
+        extra = max(
+            threads * layer.scratch_per_item,
+            CALIBRATION_FLOAT64 * batch * layer.top_per_item if stats else 0.0,
+        )
+        bytes_ = total + batch * layer.live_per_item + LARGEST_LAYER_COPIES * layer.params
+        bytes_ += extra
+        if bytes_ > worst:
+            worst = bytes_
+            worst_detail = (
+                f'weights {format_size(total)}, at layer "{layer.name}": values '
+                f"{format_size(batch * layer.live_per_item)} "
+                f"({format_size(layer.live_per_item)} per item), its weight copies "
+                f"{format_size(LARGEST_LAYER_COPIES * layer.params)}, scratch or float64 "
+                f"statistics {format_size(extra)}"
+            )
+    return worst, worst_detail
+
+
 def synthesize(
     loaded: LoadedNet,
     *,
@@ -150,8 +195,8 @@ def synthesize(
 
     ``starts`` replaces the starting values of chosen layer types before calibration (e.g. Scale
     biases that keep a deep plain ReLU chain mostly active). ``progress`` draws a bar of the
-    calibration pass on stderr when it is a terminal. ``max_memory`` (default: half the
-    available memory, see ``budget.py``) is checked before any blob is made; the calibration
+    calibration pass on stderr when it is a terminal. ``max_memory`` (default: a share of
+    the available memory, see ``budget.py``) is checked before any blob is made; the calibration
     batch never shrinks, since the weights depend on it. ``mean`` (B, G, R) is what the net's
     users subtract (the res10 detector's 104, 177, 123); default: a natural-image mean."""
     if method not in METHODS:
@@ -162,15 +207,8 @@ def synthesize(
     need = footprint(graph, loaded.inference.params)
     weights = need.params + LARGEST_LAYER_COPIES * need.largest_params
     if method == "calibrated":
-        plan_batch(
-            budget,
-            need.streaming(),
-            batch,
-            fixed=weights + CALIBRATION_FLOAT64 * batch * need.largest_per_item,
-            copies=1,
-            what="calibrating synthesized weights",
-            shrink=False,
-        )
+        peak, detail = calibration_peak(graph, loaded.inference.params, batch)
+        budget.require(peak, f"calibrating synthesized weights at batch {batch} ({detail})")
     else:
         budget.require(weights, "synthesizing weights")
     rng = np.random.default_rng(seed)

@@ -44,13 +44,18 @@ from .ties import argmax_masks, near_tie_masks
 Values = dict[str, np.ndarray]
 REBUILDS = ("torch", "onnxruntime")  # the rebuilt models verify runs, by report name
 log = logging.getLogger(__name__)
-# Copies a verification holds at once: of each parameter (the loaded blobs, the ONNX bytes, the
-# runtime session, the torch module or OpenCV's net) and of each value (the float64 judge's,
-# two; OpenCV's outputs and the blobs its net keeps until freed; torch's; ONNX Runtime's).
-# Measured peak RSS less the libraries' (~0.3 GiB) against the estimate, with the OpenCV judge:
-# CaffeNet, batch 20: 1.4 GiB, 1.8 estimated; SqueezeNet 1.1 (values dominate), batch 16:
-# 2.6 GiB, 2.8 (four value copies estimated 1.9: a MemoryError under a 4 GiB RLIMIT_AS).
-PARAM_COPIES = 4
+# Copies a verification holds at once: of each parameter, the loaded blobs and two more, the
+# back ends running one after another and each freed before the next: OpenCV's net (its parsed
+# caffemodel and its blobs), the torch module, the ONNX pieces and joined bytes
+# (``to_onnx_bytes``), then the bytes and the runtime session; one more when the caller hands
+# in an exported model's bytes (convert's check). Measured on VGG-16 (528 MB of weights, under
+# a 4 GiB RLIMIT_AS): peak RSS rose by 2.6 copies in the OpenCV judge, 2.3 in to_onnx_bytes.
+# Of each value: the float64 judge's, two; OpenCV's outputs and the blobs its net keeps until
+# freed; torch's; ONNX Runtime's. Measured peak RSS less the libraries' (~0.3 GiB) against the
+# estimate, with the OpenCV judge: CaffeNet, batch 20: 1.4 GiB, 1.8 estimated; SqueezeNet 1.1
+# (values dominate), batch 16: 2.6 GiB, 2.8 (four value copies estimated 1.9: a MemoryError
+# under a 4 GiB RLIMIT_AS).
+PARAM_COPIES = 3
 VALUE_COPIES = 6
 
 
@@ -179,9 +184,9 @@ def _our_backends(
     if "onnxruntime" not in backends:
         return ours
     if onnx_model is None:
-        from ..converters.onnx.export import to_onnx
+        from ..converters.onnx.export import to_onnx_bytes
 
-        onnx_model = to_onnx(graph, extra_outputs=values).SerializeToString()
+        onnx_model = to_onnx_bytes(graph, extra_outputs=values, check=False)
     bar.describe("onnxruntime-cpu")
     ours["onnxruntime-cpu"] = run_onnxruntime(onnx_model, feeds)
     report.backends["onnxruntime-cpu"] = "ran"
@@ -443,7 +448,7 @@ def _synthetic_feeds(
         budget,
         need,
         wanted,
-        fixed=PARAM_COPIES * need.params,
+        fixed=(PARAM_COPIES + (options.onnx_model is not None)) * need.params,
         copies=VALUE_COPIES,
         what="the verification",
         shrink=fixed_batch is None,
@@ -483,7 +488,7 @@ def _check_given_feeds(
         budget,
         need,
         given,
-        fixed=PARAM_COPIES * need.params,
+        fixed=(PARAM_COPIES + (options.onnx_model is not None)) * need.params,
         copies=VALUE_COPIES,
         what="the verification",
         shrink=False,
@@ -527,7 +532,12 @@ def _run_judges(
         report.references["stored"] = f"{len(refs['stored'])} blobs from the reference file"
     if "float64" in plan.judges:
         bar.describe("float64 reference")
-        limit = int(plan.budget.limit)
+        # The judge's own budget is what the step does not already hold: the loaded blobs, the
+        # inputs and an exported model's bytes stay alive while it runs.
+        held = sum(np.asarray(b).nbytes for node in graph.nodes for b in node.blobs)
+        held += sum(np.asarray(f).nbytes for f in feeds.values())
+        held += len(options.onnx_model or b"")
+        limit = max(int(plan.budget.limit) - held, 0)
         found, status = float64_judge(
             loaded, feeds, values, required=plan.required, max_memory=limit
         )
@@ -607,7 +617,7 @@ def verify_loaded(
     ``onnxruntime``); without ``torch``, torch is never imported, and with no independent judge
     the report has no comparisons (``references["none"]`` says why). ``precision`` runs
     PyTorch on CUDA in that numeric mode, so the report shows whether parity holds there.
-    ``max_memory`` (default: half the available memory, see ``budget.py``) bounds what the
+    ``max_memory`` (default: a share of the available memory, see ``budget.py``) bounds what the
     comparison may hold; synthetic batches shrink to fit it, given arrays must fit as they are."""
     options = dataclasses.replace(options or VerifyOptions(), **keywords)
     plan = plan_verification(loaded, options)
@@ -666,7 +676,10 @@ def verify(
         "typical_input_shapes",
     )
     net_options = {k: options.pop(k) for k in net_keys if k in options}
-    budget = options.get("max_memory")  # file sizes declared inside are checked against it
+    # Made before the weights are read: the budget counts them among the copies it plans for,
+    # so what they map must not also shrink the memory it starts from.
+    budget = resolve(options.get("max_memory"))  # type: ignore[arg-type]
+    options["max_memory"] = budget  # file sizes declared inside are checked against it too
     loaded = load_net(prototxt, weights, max_memory=budget, **net_options)  # type: ignore[arg-type]
     reference = load_reference_npz(reference_path, max_memory=budget) if reference_path else None
     onnx_model = Path(onnx_path).read_bytes() if onnx_path else None

@@ -16,7 +16,15 @@ from ...shapes.activations import SAMPLING_SWITCH
 from . import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from ._base import OnnxContext, OnnxOut
 
-__all__ = ["DEFAULT_OPSET", "MAX_OPSET", "MIN_OPSET", "check_model", "save_onnx", "to_onnx"]
+__all__ = [
+    "DEFAULT_OPSET",
+    "MAX_OPSET",
+    "MIN_OPSET",
+    "check_model",
+    "save_onnx",
+    "to_onnx",
+    "to_onnx_bytes",
+]
 
 MAX_PROTOBUF_BYTES = 2**31 - 2**24  # protobuf's 2 GiB message limit, less room for the graph
 BATCH = "N"
@@ -42,6 +50,66 @@ def to_onnx(
     ``extra_outputs`` adds intermediate blobs (Caffe names, or ``blob@layer`` values) as outputs,
     which ``verify`` uses to compare every layer.
     """
+    model, initializers = _parts(graph, opset, extra_outputs, metadata, dynamic_batch)
+    # Moved in one at a time, each dropped once copied: make_graph's initializer list and
+    # make_model's CopyFrom would hold the weights two and three times over at once.
+    initializers.reverse()
+    while initializers:
+        model.graph.initializer.append(initializers.pop())
+    return model
+
+
+def to_onnx_bytes(
+    graph: Graph,
+    *,
+    opset: int = DEFAULT_OPSET,
+    extra_outputs: Iterable[str] = (),
+    metadata: Mapping[str, str] | None = None,
+    dynamic_batch: bool = True,
+    check: bool = True,
+) -> bytes:
+    """``to_onnx``'s model, checked (``check_model``, unless ``check`` is False) and
+    serialised, holding the weights at most twice at once (the pieces, then the joined bytes)
+    where the model object and its
+    serialisation would hold them four times (the protobuf, protobuf's buffer, the bytes, the
+    checker's parsed copy): a big net's conversion fits in a small address space.
+
+    The model without weights is serialised first, then each initializer as its own ``graph``
+    field holding one ``initializer``: protobuf merges repeated occurrences of a message field,
+    so every reader parses the same model. The checker runs on the model with each
+    initializer declared as a graph input of its type and shape (the full check's strict shape
+    inference sees the same graph); the tensors themselves come from ``numpy_helper``."""
+    from ...io.wire import LEN, write_key, write_varint
+
+    model, initializers = _parts(graph, opset, extra_outputs, metadata, dynamic_batch)
+    if check:
+        skeleton = onnx.ModelProto()
+        skeleton.CopyFrom(model)
+        declared = {value.name for value in skeleton.graph.input}
+        for tensor in initializers:
+            if tensor.name not in declared:
+                skeleton.graph.input.append(
+                    helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
+                )
+        check_model(skeleton)
+    pieces = [model.SerializeToString()]
+    initializers.reverse()
+    while initializers:
+        tensor = initializers.pop().SerializeToString()
+        inner = write_key(5, LEN) + write_varint(len(tensor))  # GraphProto.initializer
+        pieces.append(write_key(7, LEN) + write_varint(len(inner) + len(tensor)) + inner)
+        pieces.append(tensor)  # ModelProto.graph (7) holding it
+    return b"".join(pieces)
+
+
+def _parts(
+    graph: Graph,
+    opset: int,
+    extra_outputs: Iterable[str],
+    metadata: Mapping[str, str] | None,
+    dynamic_batch: bool,
+) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
+    """The model without its initializers, and the initializers, each its own message."""
     if graph.training:
         raise CaffeCompatError(
             "not needed: ONNX export is for inference, and this graph was built for training "
@@ -84,7 +152,6 @@ def to_onnx(
         [_value_info(n, s, dynamic_batch) for n, s in graph.inputs.items()]
         + [helper.make_tensor_value_info(n, TensorProto.BOOL, []) for n in sorted(switches)],
         [_value_info(v, graph.shapes[v], dynamic_batch) for v in outputs],
-        initializer=initializers,
     )
     model = helper.make_model(
         onnx_graph,
@@ -96,7 +163,7 @@ def to_onnx(
     for key, value in (metadata or {}).items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, str(value)
-    return model
+    return model, initializers
 
 
 def ir_version_for(opset: int) -> int:
@@ -144,8 +211,9 @@ def float16_weights(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return half, count
 
 
-def check_model(model: onnx.ModelProto) -> None:
-    """onnx's checker with full checking (strict shape inference)."""
+def check_model(model: onnx.ModelProto | bytes) -> None:
+    """onnx's checker with full checking (strict shape inference); given the serialised bytes,
+    it checks them without serialising the model once more."""
     onnx.checker.check_model(model, full_check=True)
 
 

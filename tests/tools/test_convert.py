@@ -399,3 +399,36 @@ def test_torch_targets_of_a_net_onnx_cannot_hold(tmp_path, monkeypatch):
     assert "float64" in result.report.references
     with pytest.raises(UnsupportedLayersError, match=r"shift_layers\.Shift"):
         convert(prototxt, weights, out_prefix=tmp_path / "out2", targets=["onnx"])
+
+
+def test_onnx_bytes_parse_to_the_same_model(shared):
+    """convert writes ``to_onnx_bytes``: initializers serialised one by one, each as its own
+    ``graph`` field, parse (protobuf merges them) to exactly ``to_onnx``'s model."""
+    from caffe_compat.converters.onnx.export import to_onnx, to_onnx_bytes
+
+    loaded = load_net(shared / "deploy_age.prototxt")
+    synthesize(loaded, method="he", progress=False)
+    whole = to_onnx(loaded.graph, metadata={"source": "x"})
+    streamed = to_onnx_bytes(loaded.graph, metadata={"source": "x"})
+    assert onnx.load_from_string(streamed) == whole
+    assert len(whole.graph.initializer) == 12
+    onnx.checker.check_model(streamed, full_check=True)
+
+
+def test_a_check_over_the_budget_is_skipped_and_said(tmp_path, monkeypatch):
+    """The quick check holds the built model's bytes beside what verify holds: when its plan
+    is refused, the files are written and the output and the ONNX metadata say so."""
+    from caffe_compat.errors import MemoryBudgetError
+    from caffe_compat.tools import convert as convert_module
+
+    def refused(*_args, **_kwargs):
+        raise MemoryBudgetError("the verification at batch 1 needs 3 GiB, over the budget")
+
+    monkeypatch.setattr(convert_module, "verify_loaded", refused)
+    prototxt, weights = _small_net(tmp_path)
+    result = convert(prototxt, weights, out_prefix=tmp_path / "s", targets=["onnx"], progress=False)
+    assert result.report is None and result.outputs["onnx"].exists()
+    assert any(n.startswith("parity check skipped: the verification") for n in result.notes)
+    model = onnx.load(str(result.outputs["onnx"]))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["parity_at_export"] == "skipped: over the memory budget"

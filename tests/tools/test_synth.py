@@ -121,3 +121,63 @@ def test_detector_and_googlenet_on_real_photos():
     prob = session.run(None, {"data": _photos((224, 224), (104.0, 117.0, 123.0))})[0]
     low, high = TOP_PROB_RANGE
     assert low <= float(prob.max(1).mean()) <= high and float(prob.max()) < 0.99
+
+
+BIG_LAYER = """
+input: "data" input_dim: 2 input_dim: 4 input_dim: 16 input_dim: 16
+layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 2048 } }
+"""
+
+
+def test_he_draws_in_pieces_equal_one_draw(monkeypatch):
+    """Drawing a blob in float64 pieces gives the values of one whole float64 draw cast to
+    float32 (the generator fills sequentially), so weights stay the same per seed."""
+    from caffe_compat.tools import synth
+
+    monkeypatch.setattr(synth, "DRAW_CHUNK", 1000)
+    shape = (7, 3, 11, 13)  # 3003 values: three full pieces and a short one
+    whole = np.random.default_rng(9).normal(0.0, (2.0 / (3 * 11 * 13)) ** 0.5, shape)
+    np.testing.assert_array_equal(
+        synth._he(shape, np.random.default_rng(9)), whole.astype(np.float32)
+    )
+
+
+def test_float32_rescale_equals_the_float64_product():
+    """Calibration's scales are float16-exact: the float32 product is the float64 product
+    rounded once, bit for bit; other scales still go through float64."""
+    from caffe_compat.shapes._synthesis import half_precision, scale_rows
+
+    rng = np.random.default_rng(2)
+    weight = rng.normal(0, 0.05, (300, 40)).astype(np.float32)
+    scale = half_precision(rng.uniform(1e-3, 1e4, 300))
+    fast = scale_rows(weight, scale, 0)
+    assert fast.dtype == np.float32
+    np.testing.assert_array_equal(
+        fast, (weight.astype(np.float64) * scale[:, None]).astype(np.float32)
+    )
+    assert scale_rows(weight, scale + 1e-9, 0).dtype == np.float64
+
+
+@pytest.mark.parametrize("method", ["he", "calibrated"])
+def test_synth_peak_stays_near_the_largest_layer(tmp_path, monkeypatch, method):
+    """One 8 MiB InnerProduct: synthesis allocates (numpy, traced) at most about twice the
+    blob (the blob and its rescaled copy), not the float64 draw and float64 rescale that once
+    made it four times."""
+    import tracemalloc
+
+    from caffe_compat.tools import synth
+
+    monkeypatch.setattr(synth, "DRAW_CHUNK", 1 << 16)  # float64 pieces of 512 KiB
+    path = tmp_path / "net.prototxt"
+    path.write_text(BIG_LAYER)
+    loaded = load_net(path)
+    blob = 2048 * 1024 * 4
+    synthesize(load_net(path), method=method, progress=False)  # imports done outside the trace
+    tracemalloc.start()
+    try:
+        synthesize(loaded, method=method, progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert loaded.graph.node("fc").blobs[0].dtype == np.float32
+    assert peak < (1.4 if method == "he" else 2.4) * blob, peak / blob

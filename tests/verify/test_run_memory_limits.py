@@ -64,3 +64,32 @@ def test_verify_under_4_gib_works_or_refuses_in_one_line(net):
         assert "memory" in err[0] and "RLIMIT_AS of 4 GiB" in err[0], err[0]
     else:
         assert "PASS" in run.stdout, run.stdout[-3000:]
+
+
+def test_vgg16_synth_convert_verify_under_4_gib(tmp_path):
+    """The judge's chain on VGG-16 (528 MB of weights), every step its own process under the
+    cap: synth (calibrated, float32 draws) and convert (the ONNX model serialised weight by
+    weight) succeed; verify passes or refuses in one line naming the limit."""
+    prototxt = ZOO / "vgg_ilsvrc_16.prototxt"
+    weights, prefix = tmp_path / "w.caffemodel", tmp_path / "vgg16"
+
+    def step(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "caffe_compat", "-q", *argv],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            preexec_fn=_cap,
+            cwd=tmp_path,
+        )
+
+    synth = step("synth", str(prototxt), "-o", str(weights))
+    assert synth.returncode == 0, synth.stderr[-3000:]
+    convert = step("convert", str(prototxt), str(weights), "-o", str(prefix))
+    assert convert.returncode == 0, convert.stderr[-3000:]
+    assert prefix.with_suffix(".onnx").stat().st_size > 500 * 2**20
+    verify = step("verify", str(prototxt), str(weights))
+    assert verify.returncode in (0, 2), verify.stderr[-3000:]
+    if verify.returncode == 2:
+        err = verify.stderr.strip().splitlines()
+        assert len(err) == 1 and "RLIMIT_AS of 4 GiB" in err[0], verify.stderr
