@@ -149,6 +149,11 @@ class LayerFacts:
       scores): verify pairs them as a set. ``joins_rows(node) -> bool``: the layer stacks its
       bottoms along the first axis (Concat along axis 0): its top is such a set when every
       bottom is.
+    - ``error_gain(node, value) -> {bottom index: gain}``: how much an absolute error in that
+      bottom can grow through the layer (its Lipschitz constant in max norm, where above 1):
+      Proposal's boxes move by the anchor's size times an error in their deltas. ``value(name)``
+      gives the judge's array for a value (None if not kept); verify's float32 error scale
+      (verify/compare.py ``error_scales``) multiplies the bottom's by it.
     - ``dialect(layer, blob_count) -> note | None``: settle which fork's meaning a layer of a
       type two forks define differently has (from its fields, and the number of blobs its
       weights hold when known), moving a message a fork wrote at a field number BVLC holds
@@ -205,6 +210,7 @@ class LayerFacts:
     varying_rows: bool = False
     row_set: Callable[..., bool] | None = None
     joins_rows: Callable[..., bool] | None = None
+    error_gain: Callable[..., Any] | None = None
     dialect: Callable[..., str | None] | None = None
     net_settings: Callable[..., str | None] | None = None
     origin: str | None = None

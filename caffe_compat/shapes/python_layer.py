@@ -267,6 +267,13 @@ def _replacement_row_set(node: Node) -> bool:
     return bool(decide and decide(known))
 
 
+def _replacement_error_gain(node: Node, value) -> dict[int, float]:
+    """A known class's error gain is its built-in replacement's (Proposal's boxes)."""
+    known = replacement(node)
+    gain = facts(known.type).error_gain if known is not None else None
+    return gain(known, value) if gain is not None else {}
+
+
 @register("Python", "shape")
 def _python(node: Node, inputs: list[Shape]) -> LayerShapes:
     known = replacement(node)
@@ -297,6 +304,7 @@ describe(
     tops=(0, None),
     varying_rows=True,
     row_set=_replacement_row_set,
+    error_gain=_replacement_error_gain,
     input_values=_input_values,
     feedable=_feedable,
     user_instance=True,

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import registry
 from ..ir.graph import Graph
 from ..printable import printable
 
@@ -106,22 +107,29 @@ def error_scales(
     (ReLU, pooling, concatenation, reshapes, Eltwise SUM, Softmax, Sigmoid, TanH), so its
     absolute error is its bottoms' error: S is the larger of its own max and its bottoms' S.
     That is what makes a softmax inherit its logits' error (probabilities up to 1 from logits
-    up to 8.5 carry the logits' absolute error). Magnitudes come from the first of ``sources``
-    holding the value."""
+    up to 8.5 carry the logits' absolute error). A layer with a larger constant declares it
+    (the ``error_gain`` fact: Proposal's boxes move by up to the anchor's size times the error
+    of their deltas), and its bottom's S is multiplied by it. Magnitudes come from the first of
+    ``sources`` holding the value."""
+
+    def array(value: str) -> np.ndarray | None:
+        return next((source[value] for source in sources if value in source), None)
 
     def largest(value: str) -> float:
-        for source in sources:
-            if value in source:
-                return _largest(source[value])
-        return 0.0
+        found = array(value)
+        return 0.0 if found is None else _largest(found)
 
     scales = {name: largest(name) for name in graph.inputs}
     for node in graph.nodes:
-        inherited = (
-            0.0
-            if params.get(node.name)
-            else max((scales.get(v, 0.0) for v in node.inputs), default=0.0)
-        )
+        if params.get(node.name):
+            inherited = 0.0
+        else:
+            gain = registry.facts(node.type).error_gain
+            gains = gain(node, array) if gain is not None else {}
+            inherited = max(
+                (scales.get(v, 0.0) * gains.get(i, 1.0) for i, v in enumerate(node.inputs)),
+                default=0.0,
+            )
         for value in node.outputs:
             scales[value] = max(largest(value), inherited)
     return scales

@@ -309,6 +309,24 @@ def test_detection_forks_pooling(tmp_path, layer):
     run(tmp_path, layer, {"data": X, "rois": ROIS} if "rois" in layer else {"data": X})
 
 
+@pytest.mark.parametrize(
+    "layer",
+    [
+        L(
+            "Convolution3D",
+            "convolution3d_param { num_output: 2 kernel_size: 3 kernel_depth: 2 pad: 1 "
+            "temporal_pad: 1 }",
+        ),
+        L("Pooling3D", "pooling3d_param { pool: MAX kernel_size: 2 kernel_depth: 2 stride: 2 }"),
+        L("Pooling3D", "pooling3d_param { pool: AVE kernel_size: 3 kernel_depth: 2 stride: 2 }"),
+    ],
+)
+def test_c3d_volume_layers(tmp_path, layer):
+    """C3D's 3-D convolution and pooling on N x C x L x H x W clips (continuous values: a MAX
+    window has no tie, where C3D gives the diff to every tied maximum and torch to one)."""
+    run(tmp_path, layer, {"data": RNG.normal(size=(2, 2, 3, 5, 4)).astype(np.float32)})
+
+
 def test_dense_block_at_its_stored_statistics(tmp_path):
     """caffe_ocr's DenseBlock: the TEST phase only (its TRAIN paths differ between CPU and GPU);
     the diffs of the bottom, filters, BN scalers and biases, with and without the bottleneck."""
@@ -334,6 +352,8 @@ def test_every_type_that_computes_is_covered_or_refuses_backward():
         covered |= {line.split('type: "')[1].split('"')[0] for line in layers.splitlines() if line}
     covered |= {
         "DenseBlock",
+        "Convolution3D",
+        "Pooling3D",
         "Log",
         "Embed",
         "EuclideanLoss",

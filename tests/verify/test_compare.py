@@ -96,6 +96,33 @@ def test_a_softmax_inherits_its_logits_error_scale(tmp_path):
     assert scales["ip"] == 8.5 and scales["prob"] == 8.5
 
 
+def test_proposal_boxes_carry_their_deltas_error_times_the_box_size(tmp_path):
+    """bbox_transform_inv moves a corner by anchor_w x err(dx) + w / 2 x err(dw): the ROIs'
+    error scale is the deltas' times (largest anchor + half the largest box), here one 128 x 128
+    anchor (base 16, ratio 1, scale 8) and boxes up to 61 wide: 0.5 x (128 + 30.5)."""
+    from caffe_compat.ir.load import load_net_text
+    from caffe_compat.verify.compare import error_scales
+
+    loaded = load_net_text(
+        'layer { name: "in" type: "Input" top: "prob" top: "deltas" top: "info" input_param { '
+        "shape { dim: 1 dim: 2 dim: 4 dim: 4 } shape { dim: 1 dim: 4 dim: 4 dim: 4 } "
+        "shape { dim: 1 dim: 3 } } }\n"
+        'layer { name: "p" type: "Proposal" bottom: "prob" bottom: "deltas" bottom: "info" '
+        'top: "rois" proposal_param { feat_stride: 16 base_size: 16 ratio: 1 scale: 8 } }\n',
+        path=str(tmp_path / "p.prototxt"),
+    )
+    values = {
+        "prob": np.array([0.2, 0.9]),
+        "deltas": np.array([-0.5, 0.1]),
+        "info": np.array([64.0, 64.0, 1.0]),
+        "rois": np.array([[0, 0, 0, 60, 40], [0, 10, 5, 30, 25.0]]),
+    }
+    scales = error_scales(loaded.graph, loaded.inference.params, values)
+    assert scales["rois"] == 0.5 * (128 + 0.5 * 61)
+    values["deltas"] = np.array([-0.01, 0.01])  # then im_info's own magnitude (64) is larger
+    assert error_scales(loaded.graph, loaded.inference.params, values)["rois"] == 64.0
+
+
 def test_growth_limit_is_the_stated_formula():
     tolerance = Tolerance()
     expected = 4.0 * 2.0**-24 * np.sqrt(12464.0 * 36) * 8.5
