@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         parser.error(f"no .prototxt files in {args.corpus}")
     extra = [] if args.strict_fields else ["--allow-unknown-fields"]
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
         root = Path(scratch).resolve()
         files = [f.resolve() for f in files]

@@ -1,6 +1,7 @@
 """BoxOutput in float64 (MS-CNN's ``box_output_layer.cpp`` and ``BoxIOU``; see
 caffe_compat.shapes.box_output): per image, candidates of every scale decoded at once, the
-fork's (score, index) order, then its greedy ``nmsMax`` loop over kept boxes."""
+fork's (score, index) order, then its greedy ``nmsMax`` loop over kept boxes. DecodeBBox: the
+fork's ``DecodeBBoxesWithPrior`` on every row at once, its TEST forward."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 
 from ..ir.graph import Node
 from ..registry import register
-from ..shapes.box_output import BoxSettings, box_settings
+from ..shapes.box_output import BoxSettings, box_settings, decode_settings
 from ._base import Arrays, LayerContext
 
 
@@ -91,3 +92,23 @@ def _box_output(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
         rois, scored = rows[:, :5], rows
     tops = [rois.reshape(-1, 5, 1, 1), scored.reshape(-1, 6, 1, 1)]
     return tops[: len(node.outputs)]
+
+
+def decode_boxes(offsets: np.ndarray, rois: np.ndarray, mean, std) -> np.ndarray:
+    """(R, 4) ``[x1, y1, x2, y2]``: the object's offsets (columns 4..7) applied to the ROIs."""
+    x1, y1, x2, y2 = (rois[:, a] for a in range(1, 5))
+    pw, ph = x2 - x1 + 1, y2 - y1 + 1
+    d = offsets[:, 4:8] * std + mean
+    with np.errstate(over="ignore"):
+        tw, th = pw * np.exp(d[:, 2]), ph * np.exp(d[:, 3])
+    tx = d[:, 0] * pw + 0.5 * (x1 + x2) - (tw - 1) / 2
+    ty = d[:, 1] * ph + 0.5 * (y1 + y2) - (th - 1) / 2
+    return np.stack([tx, ty, tx + tw - 1, ty + th - 1], axis=1)
+
+
+@register("DecodeBBox", "reference")
+def _decode_bbox(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
+    mean, std = decode_settings(node.param)
+    offsets, rois = (x.reshape(len(x), -1) for x in inputs[:2])
+    boxes = decode_boxes(offsets, rois, mean, std)
+    return [np.concatenate([rois[:, :1], boxes], axis=1).reshape(-1, 5, 1, 1)]

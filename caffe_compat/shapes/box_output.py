@@ -14,6 +14,16 @@ when its overlap with a kept one is above ``iou_thr``; ``nms_type`` IOU, IOMU: o
 area, IOFU: over the kept box's), cut to ``max_post_nms_num``. Tops: ROIs ``R x 5 x 1 x 1``
 ``[image, x1, y1, x1 + w, y1 + h]`` (and ``R x 6 x 1 x 1`` with the score); none in the whole
 batch: the fork's dummy ROI ``[0, 1, 1, 10, 10]`` (and a zero row). R is data-dependent.
+
+``DecodeBBox`` (the same fork's ``decode_bbox_layer.cpp``, also Cascade R-CNN's): the box
+regression of a second stage applied to the ROIs it ran on, the cascade's next proposals.
+Bottoms: ``R x 8`` offsets (background's 4, then the object's 4) and ``R x 5`` ROIs ``[image, x1,
+y1, x2, y2]``. Per row, with ``bbox_reg_param``'s std and mean when both are given (else 1 and
+0): ``pw = x2 - x1 + 1``, ``cx = (x1 + x2) / 2``; ``tx = (dx * std + mean) * pw + cx``, ``tw = pw *
+exp(dw * std + mean)``; the box ``[tx - (tw - 1) / 2, .., that + tw - 1]`` (y likewise) from the
+object's 4 offsets. Top: ``R x 5 x 1 x 1`` ``[image, x1, y1, x2, y2]``, R as the ROIs'. This is
+the TEST forward: in TRAIN the fork also drops boxes with x1 > x2 or y1 > y2 and those whose
+third bottom (matched ground truth) overlaps from ``gt_iou_thr``; a third bottom is refused.
 """
 
 from __future__ import annotations
@@ -100,6 +110,51 @@ describe(
     mixes_batch=lambda node, shape: True,
     no_backward=_no_backward,
     validate=lambda layer: None if math.isfinite(layer.box_output_param.iou_thr) else _nan(),
+)
+
+
+def decode_settings(layer: caffe_pb2.LayerParameter) -> tuple[np.ndarray, np.ndarray]:
+    """DecodeBBox's (mean, std), 4 values each: bbox_reg_param's when both are given."""
+    reg = layer.bbox_reg_param
+    if not (reg.bbox_mean and reg.bbox_std):
+        return np.zeros(4), np.ones(4)
+    if len(reg.bbox_mean) != 4 or len(reg.bbox_std) != 4:
+        raise ValueError("bbox_reg_param needs 4 bbox_mean and 4 bbox_std values")
+    std = np.array([float(v) for v in reg.bbox_std])
+    if not (std > 0).all():
+        raise ValueError("bbox_reg_param.bbox_std must be positive")
+    return np.array([float(v) for v in reg.bbox_mean]), std
+
+
+def _per_row(shape: Shape) -> int:
+    return math.prod(shape[1:])
+
+
+@register("DecodeBBox", "shape")
+def _decode_bbox(node: Node, inputs: list[Shape]) -> LayerShapes:
+    decode_settings(node.param)
+    if len(inputs) != 2:
+        raise ValueError(
+            "a third bottom (matched ground truth) is the fork's TRAIN-only form; "
+            "give the offsets and the ROIs"
+        )
+    offsets, rois = inputs
+    if len(offsets) < 2 or len(rois) < 2 or offsets[0] != rois[0]:
+        raise ValueError("the offsets and the ROIs need one row each for the same R")
+    if offsets[1] != 8 or _per_row(offsets) != 8:
+        raise ValueError(f"the offsets must be R x 8 (background's 4, object's 4), got {offsets}")
+    if rois[1] != 5 or _per_row(rois) != 5:
+        raise ValueError(f"the ROIs must be R x 5 [image, x1, y1, x2, y2], got {rois}")
+    return LayerShapes([(rois[0], 5, 1, 1)], [])
+
+
+describe(
+    "DecodeBBox",
+    origin="MS-CNN / Cascade R-CNN (zhaoweicai/mscnn, zhaoweicai/cascade-rcnn)",
+    bottoms=(2, 3),
+    tops=1,
+    no_backward=lambda node, bottom: "DecodeBBox has no backward",
+    validate=decode_settings,
 )
 
 

@@ -6,7 +6,8 @@ first, as the fork). The per-image cut to ``max_nms_num`` ranks candidates withi
 a cumulative sum of one-hot image columns; the per-image NMS is one ``NonMaxSuppression`` whose
 classes are the images (a candidate scores -inf in every other image's class), with
 ``max_post_nms_num`` as its per-class limit. ONNX's NMS has only the IOU overlap: the fork's
-IOMU and IOFU modes are refused by the converter's check."""
+IOMU and IOFU modes are refused by the converter's check. DecodeBBox: element-wise on the
+columns of every row (the fork's TEST forward)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from onnx import TensorProto
 
 from ...ir.graph import Node
 from ...registry import register
-from ...shapes.box_output import BoxSettings, box_settings
+from ...shapes.box_output import BoxSettings, box_settings, decode_settings
 from ._base import OnnxContext, OnnxOut
 from .detection import _Graph
 
@@ -152,4 +153,34 @@ def _box_output(node: Node, ctx: OnnxContext) -> OnnxOut:
             "Slice", g("Concat", rows, zeros, axis=0), g.const([0], I64), length, g.const([0], I64)
         )
         g("Reshape", scored, g.const([-1, 6, 1, 1], I64), out=ctx.outputs[1])
+    return OnnxOut(g.nodes, g.inits)
+
+
+@register("DecodeBBox", "onnx")
+def _decode_bbox(node: Node, ctx: OnnxContext) -> OnnxOut:
+    mean, std = decode_settings(node.param)
+    g = _Graph(ctx)
+    offsets = g("Reshape", ctx.inputs[0], g.const([-1, 8], I64))
+    rois = g("Reshape", ctx.inputs[1], g.const([-1, 5], I64))
+
+    def column(x: str, a: int) -> str:
+        return g("Slice", x, g.const([a], I64), g.const([a + 1], I64), g.const([1], I64))
+
+    image, x1, y1, x2, y2 = (column(rois, a) for a in range(5))
+    dx, dy, dw, dh = (
+        g("Add", g("Mul", column(offsets, 4 + a), g.const(F32(std[a]))), g.const(F32(mean[a])))
+        for a in range(4)
+    )
+    one, half = g.const(F32(1)), g.const(F32(0.5))
+    pw, ph = g("Add", g("Sub", x2, x1), one), g("Add", g("Sub", y2, y1), one)
+    tw, th = g("Mul", pw, g("Exp", dw)), g("Mul", ph, g("Exp", dh))
+
+    def corner(d: str, p: str, low: str, high: str, t: str) -> str:
+        centre = g("Add", g("Mul", d, p), g("Mul", g("Add", low, high), half))
+        return g("Sub", centre, g("Mul", g("Sub", t, one), half))
+
+    tx, ty = corner(dx, pw, x1, x2, tw), corner(dy, ph, y1, y2, th)
+    ex, ey = g("Sub", g("Add", tx, tw), one), g("Sub", g("Add", ty, th), one)
+    rows = g("Concat", image, tx, ty, ex, ey, axis=1)
+    g("Reshape", rows, g.const([-1, 5, 1, 1], I64), out=ctx.outputs[0])
     return OnnxOut(g.nodes, g.inits)

@@ -1,6 +1,7 @@
 """BoxOutput in PyTorch (MS-CNN; see caffe_compat.shapes.box_output): per image (MS-CNN runs one
 at a time), every scale decoded at once, the fork's (score, index) order, and its greedy NMS as
-the fixed point over the overlap matrix (converters.torch.proposal's form) in its three modes."""
+the fixed point over the overlap matrix (converters.torch.proposal's form) in its three modes.
+DecodeBBox: the fork's TEST forward on every row at once."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import nn
 
 from ...ir.graph import Node
 from ...registry import register
-from ...shapes.box_output import BoxSettings, box_settings
+from ...shapes.box_output import BoxSettings, box_settings, decode_settings
 from ._base import TorchContext, greedy_keep
 
 
@@ -94,3 +95,29 @@ class BoxOutput(nn.Module):
 @register("BoxOutput", "torch")
 def _box_output(node: Node, ctx: TorchContext) -> nn.Module:
     return BoxOutput(node, len(node.inputs))
+
+
+class DecodeBBox(nn.Module):
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        mean, std = decode_settings(node.param)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
+
+    def forward(self, offsets: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        rois = rois.reshape(rois.shape[0], -1)
+        d = offsets.reshape(offsets.shape[0], -1)[:, 4:8] * self.std.to(offsets) + self.mean.to(
+            offsets
+        )
+        x1, y1, x2, y2 = rois[:, 1], rois[:, 2], rois[:, 3], rois[:, 4]
+        pw, ph = x2 - x1 + 1, y2 - y1 + 1
+        tw, th = pw * torch.exp(d[:, 2]), ph * torch.exp(d[:, 3])
+        tx = d[:, 0] * pw + 0.5 * (x1 + x2) - (tw - 1) / 2
+        ty = d[:, 1] * ph + 0.5 * (y1 + y2) - (th - 1) / 2
+        rows = torch.stack([rois[:, 0], tx, ty, tx + tw - 1, ty + th - 1], 1)
+        return rows.reshape(-1, 5, 1, 1)
+
+
+@register("DecodeBBox", "torch")
+def _decode_bbox(node: Node, ctx: TorchContext) -> nn.Module:
+    return DecodeBBox(node)

@@ -146,3 +146,54 @@ def test_other_overlap_modes_in_torch_and_the_reference(tmp_path, mode):
         np.testing.assert_allclose(ref[name], want[name], rtol=1e-5, atol=1e-4)
     with pytest.raises(UnsupportedLayersError, match=f"nms_type {mode}"):
         to_onnx(loaded.graph)
+
+
+def decode_bbox_loops(offsets, rois, mean, std):
+    """decode_bbox_layer.cpp's TEST Forward_cpu with DecodeBBoxesWithPrior, row by row."""
+    out = []
+    for i in range(len(rois)):
+        img, x1, y1, x2, y2 = rois[i].ravel()
+        pw, ph, cx, cy = x2 - x1 + 1, y2 - y1 + 1, 0.5 * (x2 + x1), 0.5 * (y2 + y1)
+        bx, by, bw, bh = (offsets[i, 4 + a] * std[a] + mean[a] for a in range(4))
+        tx, ty, tw, th = bx * pw + cx, by * ph + cy, pw * math.exp(bw), ph * math.exp(bh)
+        tx, ty = tx - (tw - 1) / 2, ty - (th - 1) / 2
+        out.append([img, tx, ty, tx + tw - 1, ty + th - 1])
+    return np.array(out, F32).reshape(-1, 5, 1, 1)
+
+
+DECODE_NET = (
+    'layer { name: "in" type: "Input" top: "o" top: "r" input_param { shape { dim: 6 dim: 8 } '
+    "shape { dim: 6 dim: 5 dim: 1 dim: 1 } } }\n"
+    'layer { name: "d" type: "DecodeBBox" bottom: "o" bottom: "r" top: "b" bbox_reg_param { '
+    "bbox_mean: 0.1 bbox_mean: -0.1 bbox_mean: 0 bbox_mean: 0.05 "
+    "bbox_std: 0.1 bbox_std: 0.1 bbox_std: 0.2 bbox_std: 0.2 } }"
+)
+
+
+def decode_feeds(n):
+    rng = np.random.default_rng(5)
+    corner = rng.uniform(0, 200, (6, 2))
+    size = rng.uniform(1, 80, (6, 2))
+    rois = np.concatenate([rng.integers(0, 2, (6, 1)), corner, corner + size], axis=1)
+    return {"o": rng.normal(0, 1, (6, 8)).astype(F32), "r": rois.reshape(6, 5, 1, 1).astype(F32)}
+
+
+def test_decode_bbox(layer_check):
+    def expected(i, w):
+        o, r = i["o"].astype(np.float64), i["r"].astype(np.float64)
+        return {"b": decode_bbox_loops(o, r, (0.1, -0.1, 0, 0.05), (0.1, 0.1, 0.2, 0.2))}
+
+    layer_check(DECODE_NET, expected, feeds=decode_feeds, opencv=False, dynamic=False)
+
+
+def test_decode_bbox_refuses_a_third_bottom_and_bad_widths(tmp_path):
+    from caffe_compat.errors import CaffeCompatError
+    from caffe_compat.ir.load import load_net
+
+    third = DECODE_NET.replace('bottom: "r" top', 'bottom: "r" bottom: "o" top')
+    wide = DECODE_NET.replace("dim: 6 dim: 8", "dim: 6 dim: 12")
+    for text, why in ((third, "TRAIN-only"), (wide, "R x 8")):
+        path = tmp_path / "net.prototxt"
+        path.write_text(text)
+        with pytest.raises(CaffeCompatError, match=why):
+            load_net(path)
