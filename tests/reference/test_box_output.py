@@ -47,9 +47,8 @@ def test_decode_bbox_by_hand(run_layers):
     offsets = np.array([[99, 99, 99, 99, 5, -2.5, 5 * math.log(2), 0]], float)
     rois = np.array([1, 10, 20, 29, 59], float).reshape(1, 5, 1, 1)
     layer = 'layer { name: "d" type: "DecodeBBox" bottom: "o" bottom: "r" top: "b" %s }'
-    reg = "bbox_reg_param { %s }" % " ".join(
-        [*("bbox_mean: 0" for _ in range(4)), *(f"bbox_std: {v}" for v in (0.1, 0.1, 0.2, 0.2))]
-    )
+    stats = [*("bbox_mean: 0" for _ in range(4)), *(f"bbox_std: {v}" for v in (0.1, 0.1, 0.2, 0.2))]
+    reg = f"bbox_reg_param {{ {' '.join(stats)} }}"
     out = run_layers(layer % reg, o=offsets, r=rois)["b"]
     assert out.shape == (1, 5, 1, 1)
     np.testing.assert_allclose(out.ravel(), [1, 10, 10, 49, 49], atol=1e-9)
