@@ -131,6 +131,9 @@ def group_candidates(s: GroupSettings, maps: Arrays, image: int) -> np.ndarray:
         groups, (height, width) = len(fw), prob.shape[2:]
         cells = height * width
         score = 1 - prob[image * groups : (image + 1) * groups, 0].reshape(groups, cells)
+        # the fork's score is a float: probabilities within 6e-8 of 0 all score 1.0 and tie
+        # there (a float64 score would order them by noise no float32 run can see)
+        score = score.astype(np.float32).astype(np.float64)
         d = box[image * groups : (image + 1) * groups].reshape(groups, 4, cells)
         d = d * s.std[None, :, None] + s.mean[None, :, None]
         dx, dy = (np.clip(d[:, a], -s.xy, s.xy) for a in (0, 1))

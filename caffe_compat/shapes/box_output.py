@@ -32,10 +32,11 @@ and position (in that order): score ``1 - p[channel 0]``, a candidate from ``fg_
 (times std, plus mean, when both are given) clamped as BoxOutput's, ``x = dx * field_w[k] + (w +
 0.5) * stride``, width ``field_w[k] * exp(dw)``, box ``[x - width / 2, .., x1 + width - 1]``,
 clipped to ``[0, W * stride]``, kept when ``x2 - x1 + 1`` and ``y2 - y1 + 1`` reach ``min_size``.
-Sorted by score (the fork's ``std::partial_sort`` leaves equal scores in no set order: here the
-earlier candidate first), cut to ``max_nms_num``, greedy NMS with the fork's ``JaccardOverlap``
-(areas and intersections + 1, ``nms_type`` as BoxOutput's), cut to ``max_post_nms_num``. Tops as
-BoxOutput's (corners ``[x1, y1, x2, y2]``), the same dummy ROI when no image has a box.
+Sorted by the score as the fork's float holds it (``std::partial_sort`` leaves equal scores in no
+set order: here the earlier candidate first), cut to ``max_nms_num``, greedy NMS with the fork's
+``JaccardOverlap`` (areas and intersections + 1, ``nms_type`` as BoxOutput's), cut to
+``max_post_nms_num``. Tops as BoxOutput's (corners ``[x1, y1, x2, y2]``), the same dummy ROI
+when no image has a box.
 """
 
 from __future__ import annotations

@@ -150,7 +150,11 @@ def _proposals(
         member = g.rows_where(member, early)
     boxes = g("Concat", *(g.unsqueeze(v, 1) for v in (x1, y1, x2, y2)), axis=1)  # (S, 4)
     lowest = g.const(F32(-math.inf))
-    per_image = g("Where", g("Transpose", member, perm=[1, 0]), g.unsqueeze(best, 0), lowest)
+    # NonMaxSuppression sorts by score again, equal scores in its own order: it is fed the
+    # candidates' ranks (S .. 1) instead, so it visits them in the order set above
+    count = g("Squeeze", g("Shape", best), g.const([0], I64))
+    rank = g("Cast", g("Range", count, g.const(0, I64), g.const(-1, I64)), to=TensorProto.FLOAT)
+    per_image = g("Where", g("Transpose", member, perm=[1, 0]), g.unsqueeze(rank, 0), lowest)
     moved = g("Add", boxes, g.const(np.array([0, 0, 1, 1], F32))) if plus_one else boxes
     selected = g(
         "NonMaxSuppression",

@@ -224,7 +224,7 @@ def box_group_loops(maps, groups, strides, fg_thr, iou_thr, mode, min_size, max_
             for k in range(len(fw)):
                 for pos in range(height * width):
                     h, w = divmod(pos, width)
-                    score = 1 - prob[i * len(fw) + k, 0, h, w]
+                    score = float(F32(1 - prob[i * len(fw) + k, 0, h, w]))  # Dtype: float
                     if score < fg_thr:
                         continue
                     bx, by, bw, bh = (box[i * len(fw) + k, a, h, w] * std[a] for a in range(4))
@@ -336,3 +336,19 @@ def test_box_group_output_other_modes_in_torch_and_the_reference(tmp_path, mode)
         np.testing.assert_allclose(ref[name], want[name], rtol=1e-5, atol=1e-4)
     with pytest.raises(UnsupportedLayersError, match=f"nms_type {mode}"):
         to_onnx(loaded.graph)
+
+
+def test_box_group_output_equal_scores_keep_the_earlier_first(layer_check):
+    """Background probabilities under 6e-8 all score 1.0 in the fork's float: its order among
+    them is unspecified; every back end keeps the earlier candidate first (the float64
+    reference included, ONNX's NMS too)."""
+
+    def tied(n):
+        maps, rng = group_feeds(n), np.random.default_rng(1)
+        for p in ("p0", "p1"):
+            background = maps[p][:, 0]
+            low = rng.uniform(size=background.shape) < 0.6
+            background[low] = rng.uniform(0, 5e-8, size=int(low.sum()))
+        return maps
+
+    layer_check(group_net(0.3), group_expected(0.3), feeds=tied, opencv=False, dynamic=False)
