@@ -213,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = [] if args.strict_fields else ["--allow-unknown-fields"]
     if not args.declared_shapes:
         extra.append("--typical-input-shape")
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
         root = Path(scratch).resolve()
         files = [f.resolve() for f in files]

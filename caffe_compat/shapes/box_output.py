@@ -14,6 +14,29 @@ when its overlap with a kept one is above ``iou_thr``; ``nms_type`` IOU, IOMU: o
 area, IOFU: over the kept box's), cut to ``max_post_nms_num``. Tops: ROIs ``R x 5 x 1 x 1``
 ``[image, x1, y1, x1 + w, y1 + h]`` (and ``R x 6 x 1 x 1`` with the score); none in the whole
 batch: the fork's dummy ROI ``[0, 1, 1, 10, 10]`` (and a zero row). R is data-dependent.
+
+``DecodeBBox`` (the same fork's ``decode_bbox_layer.cpp``, also Cascade R-CNN's): the box
+regression of a second stage applied to the ROIs it ran on, the cascade's next proposals.
+Bottoms: ``R x 8`` offsets (background's 4, then the object's 4) and ``R x 5`` ROIs ``[image, x1,
+y1, x2, y2]``. Per row, with ``bbox_reg_param``'s std and mean when both are given (else 1 and
+0): ``pw = x2 - x1 + 1``, ``cx = (x1 + x2) / 2``; ``tx = (dx * std + mean) * pw + cx``, ``tw = pw *
+exp(dw * std + mean)``; the box ``[tx - (tw - 1) / 2, .., that + tw - 1]`` (y likewise) from the
+object's 4 offsets. Top: ``R x 5 x 1 x 1`` ``[image, x1, y1, x2, y2]``, R as the ROIs'. This is
+the TEST forward: in TRAIN the fork also drops boxes with x1 > x2 or y1 > y2 and those whose
+third bottom (matched ground truth) overlaps from ``gt_iou_thr``; a third bottom is refused.
+
+``BoxGroupOutput`` (Cascade R-CNN's ``box_group_output_layer.cpp``): its RPN's proposals, from
+pairs of bottoms, one pair per ``box_group_param``: probabilities ``(N * G) x C x H x W`` (G = the
+group's field sizes, image-major) and offsets ``(N * G) x 4 x H x W``. Per image, pair, field k
+and position (in that order): score ``1 - p[channel 0]``, a candidate from ``fg_thr``; offsets
+(times std, plus mean, when both are given) clamped as BoxOutput's, ``x = dx * field_w[k] + (w +
+0.5) * stride``, width ``field_w[k] * exp(dw)``, box ``[x - width / 2, .., x1 + width - 1]``,
+clipped to ``[0, W * stride]``, kept when ``x2 - x1 + 1`` and ``y2 - y1 + 1`` reach ``min_size``.
+Sorted by the score as the fork's float holds it (``std::partial_sort`` leaves equal scores in no
+set order: here the earlier candidate first), cut to ``max_nms_num``, greedy NMS with the fork's
+``JaccardOverlap`` (areas and intersections + 1, ``nms_type`` as BoxOutput's), cut to
+``max_post_nms_num``. Tops as BoxOutput's (corners ``[x1, y1, x2, y2]``), the same dummy ROI
+when no image has a box.
 """
 
 from __future__ import annotations
@@ -100,6 +123,135 @@ describe(
     mixes_batch=lambda node, shape: True,
     no_backward=_no_backward,
     validate=lambda layer: None if math.isfinite(layer.box_output_param.iou_thr) else _nan(),
+)
+
+
+def decode_settings(layer: caffe_pb2.LayerParameter) -> tuple[np.ndarray, np.ndarray]:
+    """DecodeBBox's (mean, std), 4 values each: bbox_reg_param's when both are given."""
+    reg = layer.bbox_reg_param
+    if not (reg.bbox_mean and reg.bbox_std):
+        return np.zeros(4), np.ones(4)
+    if len(reg.bbox_mean) != 4 or len(reg.bbox_std) != 4:
+        raise ValueError("bbox_reg_param needs 4 bbox_mean and 4 bbox_std values")
+    std = np.array([float(v) for v in reg.bbox_std])
+    if not (std > 0).all():
+        raise ValueError("bbox_reg_param.bbox_std must be positive")
+    return np.array([float(v) for v in reg.bbox_mean]), std
+
+
+def _per_row(shape: Shape) -> int:
+    return math.prod(shape[1:])
+
+
+@register("DecodeBBox", "shape")
+def _decode_bbox(node: Node, inputs: list[Shape]) -> LayerShapes:
+    decode_settings(node.param)
+    if len(inputs) != 2:
+        raise ValueError(
+            "a third bottom (matched ground truth) is the fork's TRAIN-only form; "
+            "give the offsets and the ROIs"
+        )
+    offsets, rois = inputs
+    if len(offsets) < 2 or len(rois) < 2 or offsets[0] != rois[0]:
+        raise ValueError("the offsets and the ROIs need one row each for the same R")
+    if offsets[1] != 8 or _per_row(offsets) != 8:
+        raise ValueError(f"the offsets must be R x 8 (background's 4, object's 4), got {offsets}")
+    if rois[1] != 5 or _per_row(rois) != 5:
+        raise ValueError(f"the ROIs must be R x 5 [image, x1, y1, x2, y2], got {rois}")
+    return LayerShapes([(rois[0], 5, 1, 1)], [])
+
+
+describe(
+    "DecodeBBox",
+    origin="MS-CNN / Cascade R-CNN (zhaoweicai/mscnn, zhaoweicai/cascade-rcnn)",
+    bottoms=(2, 3),
+    tops=1,
+    no_backward=lambda node, bottom: "DecodeBBox has no backward",
+    validate=decode_settings,
+)
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    fg_thr: float
+    iou_thr: float
+    mode: str
+    fields: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]  # per pair: (field_w, field_h)
+    strides: tuple[float, ...]
+    xy: float  # offsets x, y clamped to [-xy, xy]
+    wh: tuple[float, float]  # offsets w, h clamped to these logs
+    max_nms: int
+    max_post: int
+    min_size: float
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def group_settings(layer: caffe_pb2.LayerParameter) -> GroupSettings:
+    """BoxGroupOutput's settings, checked as the fork's LayerSetUp does."""
+    p = layer.box_group_output_param
+    if p.nms_type not in MODES:
+        raise ValueError(f"nms_type {p.nms_type!r} is not one of {', '.join(MODES)}")
+    if not p.field_whr > 0 or not p.field_xyr > 0:
+        raise ValueError("field_whr and field_xyr must be positive")
+    if not math.isfinite(p.iou_thr):
+        raise ValueError("box_group_output_param.iou_thr must be a number")
+    fields = []
+    for i, group in enumerate(p.box_group_param):
+        if len(group.field_w) != len(group.field_h) or not group.field_w:
+            raise ValueError(f"box_group_param {i} needs as many field_w as field_h (at least 1)")
+        fields.append((tuple(map(float, group.field_w)), tuple(map(float, group.field_h))))
+    mean, std = decode_settings(layer)
+    f32 = np.float32
+    return GroupSettings(
+        fg_thr=float(f32(p.fg_thr)),
+        iou_thr=float(f32(p.iou_thr)),
+        mode=p.nms_type,
+        fields=tuple(fields),
+        strides=tuple(float(g.stride) for g in p.box_group_param),
+        xy=float(f32(1) / f32(p.field_xyr)),
+        wh=(float(np.log(f32(1) / f32(p.field_whr))), float(np.log(f32(p.field_whr)))),
+        max_nms=int(p.max_nms_num),
+        max_post=int(p.max_post_nms_num),
+        min_size=float(f32(p.min_size)),
+        mean=mean,
+        std=std,
+    )
+
+
+@register("BoxGroupOutput", "shape")
+def _box_group_output(node: Node, inputs: list[Shape]) -> LayerShapes:
+    s = group_settings(node.param)
+    if len(inputs) % 2 or len(inputs) != 2 * len(s.fields):
+        raise ValueError(
+            f"needs one (probabilities, offsets) pair of bottoms per box_group_param "
+            f"({len(s.fields)}), got {len(inputs)} bottoms"
+        )
+    images = None
+    for j, (prob, box) in enumerate(zip(inputs[::2], inputs[1::2])):
+        groups = len(s.fields[j][0])
+        if len(prob) != 4 or len(box) != 4 or box[1] != 4:
+            raise ValueError(f"pair {j}: needs (N * G) x C x H x W and (N * G) x 4 x H x W maps")
+        if prob[0] != box[0] or prob[2:] != box[2:] or prob[0] % groups:
+            raise ValueError(
+                f"pair {j}: the maps must share N * G ({groups} fields per image) and H x W"
+            )
+        if (images, prob[1]) != (prob[0] // groups, inputs[0][1]) and images is not None:
+            raise ValueError("every pair must hold the same images and classes")
+        images = prob[0] // groups
+    return LayerShapes([(1, 5, 1, 1), (1, 6, 1, 1)][: len(node.outputs)], [])
+
+
+describe(
+    "BoxGroupOutput",
+    origin="Cascade R-CNN (zhaoweicai/cascade-rcnn)",
+    param_message="box_group_output_param",
+    bottoms=(1, None),
+    tops=(1, 2),
+    varying_rows=True,
+    mixes_batch=lambda node, shape: True,
+    no_backward=lambda node, bottom: "BoxGroupOutput has no backward",
+    validate=group_settings,
 )
 
 

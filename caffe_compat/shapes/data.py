@@ -23,6 +23,7 @@ _BATCH_FIELD = {
     "ImageData": "image_data_param",
     "WindowData": "window_data_param",
     "HDF5Data": "hdf5_data_param",
+    "ImageSegData": "image_data_param",  # DeepLab v2
 }
 
 
@@ -102,7 +103,8 @@ def _data_shapes(layer: caffe_pb2.LayerParameter, notes: list[str]) -> list[Shap
     if not crop_h or not crop_w:
         return [None, *labels]
     channels = 3
-    if (layer.type == "ImageData" and not layer.image_data_param.is_color) or t.force_gray:
+    listed = layer.type in ("ImageData", "ImageSegData")
+    if (listed and not layer.image_data_param.is_color) or t.force_gray:
         channels = 1
     notes.append(
         f'input "{layer.top[0]}" from {layer.type} layer "{layer.name}": '
@@ -168,6 +170,21 @@ describe(
 # Training layers without a family of their own here (SSD's, and HDF5Output, which writes files):
 # dropped from inference graphs; a net built for training that holds one is refused by name.
 describe(("MultiBoxLoss", "DetectionEvaluate", "HDF5Output"), role="training")
+# DeepLab v2's test nets: ImageSegData (images, their labels and sizes, padded to crop_size) feeds
+# the net; SegAccuracy scores it against the labels and MatWrite writes blobs to .mat files.
+describe(
+    "ImageSegData",
+    role="data",
+    data_shape=data_shapes,
+    origin="DeepLab v2 (images, labels and image sizes, padded to crop_size)",
+    bottoms=0,
+    tops=(1, 3),
+)
+describe(
+    ("SegAccuracy", "MatWrite"),
+    role="training",
+    origin="DeepLab v2 (scores against the labels; writes blobs to .mat files)",
+)
 
 
 def _dense_image_shapes(

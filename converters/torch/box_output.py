@@ -1,6 +1,8 @@
 """BoxOutput in PyTorch (MS-CNN; see caffe_compat.shapes.box_output): per image (MS-CNN runs one
 at a time), every scale decoded at once, the fork's (score, index) order, and its greedy NMS as
-the fixed point over the overlap matrix (converters.torch.proposal's form) in its three modes."""
+the fixed point over the overlap matrix (converters.torch.proposal's form) in its three modes.
+DecodeBBox: the fork's TEST forward on every row at once. BoxGroupOutput (Cascade R-CNN): per
+image, every pair and field decoded at once, a stable sort, greedy_keep over JaccardOverlap."""
 
 from __future__ import annotations
 
@@ -11,7 +13,13 @@ from torch import nn
 
 from ...ir.graph import Node
 from ...registry import register
-from ...shapes.box_output import BoxSettings, box_settings
+from ...shapes.box_output import (
+    BoxSettings,
+    GroupSettings,
+    box_settings,
+    decode_settings,
+    group_settings,
+)
 from ._base import TorchContext, greedy_keep
 
 
@@ -94,3 +102,107 @@ class BoxOutput(nn.Module):
 @register("BoxOutput", "torch")
 def _box_output(node: Node, ctx: TorchContext) -> nn.Module:
     return BoxOutput(node, len(node.inputs))
+
+
+class DecodeBBox(nn.Module):
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        mean, std = decode_settings(node.param)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
+
+    def forward(self, offsets: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        rois = rois.reshape(rois.shape[0], -1)
+        d = offsets.reshape(offsets.shape[0], -1)[:, 4:8] * self.std.to(offsets) + self.mean.to(
+            offsets
+        )
+        x1, y1, x2, y2 = rois[:, 1], rois[:, 2], rois[:, 3], rois[:, 4]
+        pw, ph = x2 - x1 + 1, y2 - y1 + 1
+        tw, th = pw * torch.exp(d[:, 2]), ph * torch.exp(d[:, 3])
+        tx = d[:, 0] * pw + 0.5 * (x1 + x2) - (tw - 1) / 2
+        ty = d[:, 1] * ph + 0.5 * (y1 + y2) - (th - 1) / 2
+        rows = torch.stack([rois[:, 0], tx, ty, tx + tw - 1, ty + th - 1], 1)
+        return rows.reshape(-1, 5, 1, 1)
+
+
+@register("DecodeBBox", "torch")
+def _decode_bbox(node: Node, ctx: TorchContext) -> nn.Module:
+    return DecodeBBox(node)
+
+
+def _jaccard(b: torch.Tensor, mode: str) -> torch.Tensor:
+    """Cascade R-CNN's JaccardOverlap between every pair of ``[x1, y1, x2, y2]`` boxes."""
+    x1, y1, x2, y2 = b.unbind(1)
+    ix1, iy1 = torch.maximum(x1[:, None], x1[None]), torch.maximum(y1[:, None], y1[None])
+    ix2, iy2 = torch.minimum(x2[:, None], x2[None]), torch.minimum(y2[:, None], y2[None])
+    zero = torch.zeros_like(ix1)
+    inter = torch.where((ix1 > ix2) | (iy1 >= iy2), zero, (ix2 - ix1 + 1) * (iy2 - iy1 + 1))
+    bad = (x2 < x1) | (y2 < y1)
+    area = torch.where(bad, torch.zeros_like(x1), (x2 - x1 + 1) * (y2 - y1 + 1))
+    if mode == "IOMU":
+        union = torch.minimum(area[:, None], area[None])
+    elif mode == "IOFU":
+        union = area[:, None].expand_as(inter)  # the earlier (kept) box's area
+    else:
+        union = area[:, None] + area[None] - inter
+    invalid = bad[:, None] | bad[None] | (union <= 0)
+    return torch.where(invalid, zero, inter / torch.where(union > 0, union, torch.ones_like(union)))
+
+
+class BoxGroupOutput(nn.Module):
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self.s: GroupSettings = group_settings(node.param)
+        self.tops = len(node.outputs)
+
+    def _candidates(self, maps: tuple[torch.Tensor, ...], image: int) -> torch.Tensor:
+        s, rows = self.s, []
+        for j, (prob, box) in enumerate(zip(maps[::2], maps[1::2])):
+            (fw, fh), stride = s.fields[j], s.strides[j]
+            groups, (height, width) = len(fw), prob.shape[2:]
+            cells = height * width
+            like = dict(dtype=box.dtype, device=box.device)
+            score = 1 - prob[image * groups : (image + 1) * groups, 0].reshape(groups, cells)
+            d = box[image * groups : (image + 1) * groups].reshape(groups, 4, cells)
+            mean = torch.tensor(s.mean, **like)[None, :, None]
+            d = d * torch.tensor(s.std, **like)[None, :, None] + mean
+            dx, dy = d[:, 0].clamp(-s.xy, s.xy), d[:, 1].clamp(-s.xy, s.xy)
+            dw, dh = d[:, 2].clamp(*s.wh), d[:, 3].clamp(*s.wh)
+            cell = torch.arange(cells, device=box.device)
+            cols, rows_ = (cell % width).to(box.dtype), (cell // width).to(box.dtype)
+            fw_, fh_ = torch.tensor(fw, **like)[:, None], torch.tensor(fh, **like)[:, None]
+            bw, bh = fw_ * torch.exp(dw), fh_ * torch.exp(dh)
+            x1 = dx * fw_ + (cols + 0.5) * stride - bw / 2
+            y1 = dy * fh_ + (rows_ + 0.5) * stride - bh / 2
+            x2, y2 = x1 + bw - 1, y1 + bh - 1
+            x1, y1 = x1.clamp(min=0), y1.clamp(min=0)
+            x2, y2 = x2.clamp(max=width * stride), y2.clamp(max=height * stride)
+            keep = (score >= s.fg_thr) & (x2 - x1 + 1 >= s.min_size) & (y2 - y1 + 1 >= s.min_size)
+            rows.append(torch.stack([x1, y1, x2, y2, score], -1)[keep])
+        return torch.cat(rows)
+
+    def forward(self, *maps: torch.Tensor):
+        s, found = self.s, []
+        for image in range(maps[0].shape[0] // len(s.fields[0][0])):
+            boxes = self._candidates(maps, image)
+            boxes = boxes[torch.sort(-boxes[:, 4], stable=True).indices]
+            if s.max_nms > 0:
+                boxes = boxes[: s.max_nms]
+            boxes = boxes[greedy_keep(_jaccard(boxes[:, :4], s.mode) > s.iou_thr)]
+            if s.max_post > 0:
+                boxes = boxes[: s.max_post]
+            found.append(torch.cat([torch.full_like(boxes[:, :1], image), boxes], 1))
+        rows = torch.cat(found)
+        if rows.shape[0] == 0:
+            like = maps[0]
+            rows = torch.tensor([[0.0, 1, 1, 10, 10, 0]], dtype=like.dtype, device=like.device)
+            scored = torch.zeros_like(rows)
+        else:
+            scored = rows
+        rois = rows[:, :5].reshape(-1, 5, 1, 1)
+        return (rois, scored.reshape(-1, 6, 1, 1)) if self.tops == 2 else rois
+
+
+@register("BoxGroupOutput", "torch")
+def _box_group_output(node: Node, ctx: TorchContext) -> nn.Module:
+    return BoxGroupOutput(node)

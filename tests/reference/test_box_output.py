@@ -37,3 +37,20 @@ def test_overlap_modes(mode, expected):
     first = np.array([0.0, 0.0, 4.0, 4.0])
     other = np.array([[2.0, 2.0, 4.0, 3.0]])
     np.testing.assert_allclose(box_iou(first, other, mode), [expected])
+
+
+def test_decode_bbox_by_hand(run_layers):
+    """ROI [10, 20, 29, 59]: pw 20, ph 40, centre (19.5, 39.5). Object offsets 5, -2.5, 5 ln 2, 0
+    times std 0.1, 0.1, 0.2, 0.2: dx 0.5 -> 0.5 * 20 + 19.5 = 29.5, width 20 * 2 = 40, x1 29.5 -
+    39 / 2 = 10, x2 10 + 40 - 1 = 49; dy -0.25 -> -10 + 39.5 = 29.5, height 40, y1 10, y2 49. The
+    background's offsets (99) are not read; without bbox_reg_param std is 1 and mean 0."""
+    offsets = np.array([[99, 99, 99, 99, 5, -2.5, 5 * math.log(2), 0]], float)
+    rois = np.array([1, 10, 20, 29, 59], float).reshape(1, 5, 1, 1)
+    layer = 'layer { name: "d" type: "DecodeBBox" bottom: "o" bottom: "r" top: "b" %s }'
+    stats = [*("bbox_mean: 0" for _ in range(4)), *(f"bbox_std: {v}" for v in (0.1, 0.1, 0.2, 0.2))]
+    reg = f"bbox_reg_param {{ {' '.join(stats)} }}"
+    out = run_layers(layer % reg, o=offsets, r=rois)["b"]
+    assert out.shape == (1, 5, 1, 1)
+    np.testing.assert_allclose(out.ravel(), [1, 10, 10, 49, 49], atol=1e-9)
+    plain = run_layers(layer % "", o=offsets / [1, 1, 1, 1, 10, 10, 5, 5], r=rois)["b"]
+    np.testing.assert_allclose(plain.ravel(), [1, 10, 10, 49, 49], atol=1e-9)

@@ -99,3 +99,27 @@ def test_segnet_dense_image_data_shapes_its_input(tmp_path, params, shape):
         'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n'
     )
     assert load_net(path).graph.inputs == {"data": shape}
+
+
+def test_deeplab_v2_test_nets_feed_from_image_seg_data(tmp_path):
+    """DeepLab v2's ImageSegData pads to crop_size: batch x 3 x crop x crop, its label and
+    image-size tops no inputs; SegAccuracy and MatWrite (scoring, .mat files) drop out."""
+    from caffe_compat.ir.load import load_net
+
+    assert registry.role("SegAccuracy") == registry.role("MatWrite") == "training"
+    text = (
+        'name: "data" type: "ImageSegData" top: "data" top: "label" top: "data_dim" '
+        "transform_param { crop_size: 65 } image_data_param { batch_size: 2 }"
+    )
+    assert shapes(text) == [(2, 3, 65, 65), None, None]
+    path = tmp_path / "test.prototxt"
+    path.write_text(
+        f"layer {{ {text} }}\n"
+        'layer { name: "fc8" type: "Convolution" bottom: "data" top: "fc8" '
+        "convolution_param { num_output: 21 kernel_size: 1 } }\n"
+        'layer { name: "acc" type: "SegAccuracy" bottom: "fc8" bottom: "label" top: "acc" }\n'
+        'layer { name: "mat" type: "MatWrite" bottom: "fc8" bottom: "data_dim" }\n'
+    )
+    graph = load_net(path).graph
+    assert dict(graph.inputs) == {"data": (2, 3, 65, 65)}
+    assert [n.type for n in graph.nodes] == ["Convolution"]
