@@ -25,9 +25,11 @@ from ..ir.graph import Node
 from ..proto import caffe_pb2
 from ..registry import register
 from ..shapes.detection import (
+    HAPPYNEAR_EPS,
     ROW,
     DetectionSettings,
     detection_settings,
+    happynear_normalize,
     num_priors,
     permute_order,
     prior_boxes,
@@ -43,11 +45,26 @@ def _permute(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     return [np.ascontiguousarray(x.transpose(permute_order(node.param.permute_param, x.ndim)))]
 
 
+def _happynear_norm(node: Node, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """happynear's Normalize as N x C x (H * W): the bottom's view and its norm per position,
+    ``sqrt(sum_c x^2 + 1e-6)`` for "L2", ``sum_c |x| + 1e-6`` for "L1"."""
+    view = x.reshape(x.shape[0], x.shape[1], -1)
+    if node.param.normalize_param.normalize_type == "L1":
+        return view, np.abs(view).sum(axis=1, keepdims=True) + HAPPYNEAR_EPS
+    return view, np.sqrt(np.square(view).sum(axis=1, keepdims=True) + HAPPYNEAR_EPS)
+
+
 @register("Normalize", "reference")
 def _normalize(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     """L2 norm per image (``across_spatial``) or per position over channels; eps is added to
-    the sum of squares, then each channel is multiplied by its scale."""
+    the sum of squares, then each channel is multiplied by its scale (SSD). happynear's: the
+    bottom over its norm per position, and that norm as the optional second top."""
     (x,) = inputs
+    if happynear_normalize(node.param):
+        view, norm = _happynear_norm(node, x)
+        shape = ctx.out_shapes[0]  # N x C x H x W, also for a 2-D bottom
+        tops = [(view / norm).reshape(shape), norm.reshape(shape[0], 1, *shape[2:])]
+        return tops[: len(node.outputs)]
     p = node.param.norm_param
     view = x.reshape(x.shape[0], x.shape[1], -1)  # Caffe's num x channels x (height * width)
     axes = (1, 2) if p.across_spatial else (1,)
@@ -198,6 +215,8 @@ def _prior_box_backward(
 def _normalize_backward(
     node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext
 ) -> Grads:
+    if happynear_normalize(node.param):
+        return _happynear_backward(node, inputs, top_diffs, ctx)
     (x,), (g,), (y,) = inputs, top_diffs, ctx.outputs
     p = node.param.norm_param
     shape = (x.shape[0], x.shape[1], -1)
@@ -214,3 +233,20 @@ def _normalize_backward(
     dot = (view * diff).sum(axis=axes, keepdims=True)
     bottom = (diff - view * dot / np.square(norm)) / norm * per_channel
     return [bottom.reshape(x.shape)], [scale_diff]
+
+
+def _happynear_backward(
+    node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext
+) -> Grads:
+    """The fork's: ``(g - d * (y . g)) / norm`` with d = y ("L2") or sign(x) ("L1"); with
+    ``bp_norm`` and a second top, its diff times d is added (the norm's own derivative)."""
+    (x,) = inputs
+    view, norm = _happynear_norm(node, x)
+    shape = view.shape
+    top, diff = ctx.outputs[0].reshape(shape), top_diffs[0].reshape(shape)
+    along = np.sign(view) if node.param.normalize_param.normalize_type == "L1" else top
+    dot = (top * diff).sum(axis=1, keepdims=True)
+    bottom = (diff - along * dot) / norm
+    if node.param.normalize_param.bp_norm and len(top_diffs) == 2 and top_diffs[1] is not None:
+        bottom = bottom + top_diffs[1].reshape(norm.shape) * along
+    return [bottom.reshape(x.shape)], []

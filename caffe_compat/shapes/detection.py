@@ -52,11 +52,59 @@ def _permute(node: Node, inputs: list[Shape]) -> LayerShapes:
 # --- Normalize -------------------------------------------------------------------------------
 
 
+# Two forks define Normalize. SSD's (``norm_param``, field 206): L2 over each image or each
+# position, then a learnt scale (one blob). happynear/caffe-windows' (NormFace, AM-Softmax:
+# ``normalize_param``, field 214): no blob, ``x / sqrt(sum_c x^2 + 1e-6)`` ("L2") or
+# ``x / (sum_c |x| + 1e-6)`` ("L1") at each position over the channels, and an optional second
+# top holding that norm (N x 1 x H x W). The ``dialect`` fact settles a layer that names neither
+# message from its tops and its weights' blob count.
+HAPPYNEAR_EPS = 1e-6  # normalize_layer.cpp adds it to the sum (of squares for "L2")
+HAPPYNEAR_TYPES = ("L2", "L1")
+
+
+def happynear_normalize(param: caffe_pb2.LayerParameter) -> bool:
+    """True for happynear/caffe-windows' Normalize (its ``normalize_param`` set)."""
+    return param.HasField("normalize_param")
+
+
+def _normalize_dialect(layer: caffe_pb2.LayerParameter, blobs: int | None) -> str | None:
+    if happynear_normalize(layer) or layer.HasField("norm_param"):
+        return None
+    if len(layer.top) == 2 or blobs == 0:
+        why = "a second top (the norm)" if len(layer.top) == 2 else "weights with no blob"
+        layer.normalize_param.normalize_type = layer.normalize_param.normalize_type  # set it
+        return f"it has {why}: happynear/caffe-windows' Normalize (L2 over channels, no scale)"
+    return None
+
+
+def _normalize_fields(layer: caffe_pb2.LayerParameter) -> None:
+    """The fork's LayerSetUp takes any string and its Forward aborts on others than L2/L1."""
+    if not happynear_normalize(layer):
+        if len(layer.top) != 1:
+            raise ValueError("SSD's Normalize (norm_param) has exactly 1 top")
+        return
+    if layer.HasField("norm_param"):
+        raise ValueError("sets both SSD's norm_param and happynear's normalize_param")
+    kind = layer.normalize_param.normalize_type
+    if kind not in HAPPYNEAR_TYPES:
+        raise ValueError(f'normalize_param.normalize_type "{kind}" is not "L2" or "L1"')
+
+
+def _legacy_4d(shape: Shape) -> Shape:
+    """Caffe's num/channels/height/width view of a blob of at most 4 axes (missing ones 1)."""
+    if not 2 <= len(shape) <= 4:
+        raise ValueError(f"Normalize reads its bottom as N x C x H x W; got {len(shape)} axes")
+    return (*shape, *(1,) * (4 - len(shape)))
+
+
 @register("Normalize", "shape")
 def _normalize(node: Node, inputs: list[Shape]) -> LayerShapes:
     (shape,) = inputs
-    if not 2 <= len(shape) <= 4:
-        raise ValueError(f"Normalize reads its bottom as N x C x H x W; got {len(shape)} axes")
+    legacy = _legacy_4d(shape)
+    if happynear_normalize(node.param):
+        # top[0]->Reshape(num, channels, height, width): a 2-D bottom gives N x C x 1 x 1.
+        tops = [legacy, (legacy[0], 1, *legacy[2:])][: len(node.outputs)]
+        return LayerShapes(tops, [])
     p = node.param.norm_param
     return LayerShapes([shape], [() if p.channel_shared else (shape[1],)])
 
@@ -500,21 +548,34 @@ describe(
 
 
 def _normalize_fillers(layer: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerParameter]:
-    """The SSD fork's NormalizeLayer: ``scale_filler``, or a constant 1 when none is given."""
+    """The SSD fork's NormalizeLayer: ``scale_filler``, or a constant 1 when none is given;
+    happynear's has no blob."""
+    if happynear_normalize(layer):
+        return []
     p = layer.norm_param
     if p.HasField("scale_filler"):
         return [p.scale_filler]
     return [caffe_pb2.FillerParameter(type="constant", value=1.0)]
 
 
+def _normalize_opencv(node: Node) -> str | None:
+    if happynear_normalize(node.param):
+        return "reads happynear's Normalize as SSD's (across_spatial by default, no eps of 1e-6)"
+    return None
+
+
 describe(
     "Normalize",
+    origin="W. Liu's SSD (norm_param, a scale); happynear/caffe-windows (normalize_param, no blob)",
     param_message="norm_param",
+    dialect=_normalize_dialect,
+    validate=_normalize_fields,
     fillers=_normalize_fillers,
     starting_values=positive(10.0, 20.0),
+    opencv_deviation=_normalize_opencv,
     opencv_tested=True,
     bottoms=1,
-    tops=1,
+    tops=(1, 2),
 )
 describe("Permute", param_message="permute_param", opencv_tested=True, bottoms=1, tops=1)
 

@@ -32,9 +32,11 @@ from ...ir.infer import require_weights
 from ...proto import caffe_pb2
 from ...registry import register
 from ...shapes.detection import (
+    HAPPYNEAR_EPS,
     ROW,
     DetectionSettings,
     detection_settings,
+    happynear_normalize,
     num_priors,
     permute_order,
     prior_boxes,
@@ -89,8 +91,31 @@ def _permute(node: Node, ctx: OnnxContext) -> OnnxOut:
     return OnnxOut([ctx.op("Transpose", ctx.inputs, ctx.outputs, perm=list(order))])
 
 
+def _happynear_normalize(node: Node, ctx: OnnxContext) -> OnnxOut:
+    """happynear's: x over sqrt(sum_c x^2 + 1e-6) (or sum_c |x| + 1e-6) at each position; the
+    bottom is first viewed as N x C x H x W, as the fork's Reshape makes its tops."""
+    g = _Graph(ctx)
+    x = ctx.inputs[0]
+    rank = len(ctx.in_shapes[0])
+    if rank < 4:
+        x = g("Unsqueeze", x, g.const(list(range(rank, 4)), np.int64))
+    axes = g.const([1], np.int64)
+    if node.param.normalize_param.normalize_type == "L1":
+        total = g("ReduceSum", g("Abs", x), axes, keepdims=1)
+        norm_out = ctx.outputs[1] if len(ctx.outputs) == 2 else None
+        norm = g("Add", total, g.const(np.float32(HAPPYNEAR_EPS)), out=norm_out)
+    else:
+        total = g("ReduceSum", g("Mul", x, x), axes, keepdims=1)
+        eps = g("Add", total, g.const(np.float32(HAPPYNEAR_EPS)))
+        norm = g("Sqrt", eps, out=ctx.outputs[1] if len(ctx.outputs) == 2 else None)
+    g("Div", x, norm, out=ctx.outputs[0])
+    return OnnxOut(g.nodes, g.inits)
+
+
 @register("Normalize", "onnx")
 def _normalize(node: Node, ctx: OnnxContext) -> OnnxOut:
+    if happynear_normalize(node.param):
+        return _happynear_normalize(node, ctx)
     require_weights(node)
     p = node.param.norm_param
     rank = len(ctx.in_shapes[0])

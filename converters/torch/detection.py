@@ -10,7 +10,13 @@ from ...ir.graph import Node, Shape
 from ...ir.infer import require_weights
 from ...proto import caffe_pb2
 from ...registry import register
-from ...shapes.detection import detection_settings, permute_order, prior_boxes
+from ...shapes.detection import (
+    HAPPYNEAR_EPS,
+    detection_settings,
+    happynear_normalize,
+    permute_order,
+    prior_boxes,
+)
 from ._base import TorchContext, buffer
 from .detection_post import detect
 
@@ -93,8 +99,32 @@ class Normalize(nn.Module):
         return y * _per_channel(self.scale, x.dim())
 
 
+class HappynearNormalize(nn.Module):
+    """happynear/caffe-windows' Normalize: x over its L2 (or L1) norm over the channels at each
+    position, eps 1e-6 inside; top 0 is N x C x H x W even for a 2-D bottom, top 1 (when
+    asked) the norm. Its diff reaches the bottom only with ``bp_norm``, as in the fork."""
+
+    def __init__(self, l1: bool, tops: int, bp_norm: bool) -> None:
+        super().__init__()
+        self.l1, self.tops, self.bp_norm = l1, tops, bp_norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        x = x.reshape(*x.shape, *(1,) * (4 - x.dim()))
+        if self.l1:
+            norm = x.abs().sum(dim=1, keepdim=True) + HAPPYNEAR_EPS
+        else:
+            norm = torch.sqrt((x * x).sum(dim=1, keepdim=True) + HAPPYNEAR_EPS)
+        y = x / norm
+        if self.tops == 1:
+            return y
+        return y, norm if self.bp_norm else norm.detach()
+
+
 @register("Normalize", "torch")
 def _normalize(node: Node, ctx: TorchContext) -> nn.Module:
+    if happynear_normalize(node.param):
+        p = node.param.normalize_param
+        return HappynearNormalize(p.normalize_type == "L1", len(node.outputs), p.bp_norm)
     require_weights(node)
     p = node.param.norm_param
     return Normalize(
