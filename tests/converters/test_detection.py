@@ -289,6 +289,43 @@ def test_normalize_on_2d_and_3d_bottoms(layer_check):
     layer_check(prototxt, expected, opencv=False)
 
 
+def happynear_ref(x, kind):
+    """normalize_layer.cpp of happynear/caffe-windows, a loop per (image, position) as written."""
+    x = x.astype(np.float64).reshape(*x.shape, *(1,) * (4 - x.ndim))
+    top, norm = np.empty_like(x), np.empty((x.shape[0], 1, *x.shape[2:]))
+    for n in range(x.shape[0]):
+        for h in range(x.shape[2]):
+            for w in range(x.shape[3]):
+                column = x[n, :, h, w]
+                total = (np.abs(column) if kind == "L1" else column * column).sum() + 1e-6
+                norm[n, 0, h, w] = total if kind == "L1" else math.sqrt(total)
+                top[n, :, h, w] = column / norm[n, 0, h, w]
+    return top, norm
+
+
+@pytest.mark.parametrize("kind", ["L2", "L1"])
+def test_happynear_normalize(layer_check, kind):
+    """NormFace / AM-Softmax's Normalize: no blob, per position over the channels, the norm as
+    a second top; after a fully connected layer (N x C) its top is N x C x 1 x 1."""
+    prototxt = inputs(data=(2, 5, 3, 4)) + (
+        'layer { name: "n" type: "Normalize" bottom: "data" top: "n" top: "norm" '
+        f'normalize_param {{ normalize_type: "{kind}" }} }}\n'
+        'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+        "inner_product_param { num_output: 6 } }\n"
+        'layer { name: "f" type: "Normalize" bottom: "fc" top: "f" '
+        f'normalize_param {{ normalize_type: "{kind}" }} }}'
+    )
+
+    def expected(i, w):
+        x = i["data"].astype(np.float64)
+        n, norm = happynear_ref(x, kind)
+        fc = x.reshape(len(x), -1) @ w["fc"][0].T + w["fc"][1]
+        return {"n": n, "norm": norm, "f": happynear_ref(fc, kind)[0]}
+
+    # OpenCV 4 reads every Normalize as SSD's (across the sample by default): numpy only.
+    layer_check(prototxt, expected, opencv=False)
+
+
 PRIOR_CASES = [
     # (prior_box_param, reference keywords, OpenCV agrees)
     ("min_size: 8 clip: false variance: 0.1", dict(min_sizes=[8], variance=[0.1]), True),

@@ -40,6 +40,56 @@ def test_normalize_across_the_image_with_a_shared_scale(run_layers):
     np.testing.assert_allclose(out, 3 * x / norm, rtol=1e-13)
 
 
+HAPPYNEAR = (
+    'layer {{ name: "n" type: "Normalize" bottom: "data" top: "n" {tops}'
+    'normalize_param {{ normalize_type: "{kind}" {extra}}} }}'
+)
+
+
+def test_happynear_normalize_l2_by_hand(run_layers):
+    """normalize_layer.cpp (happynear/caffe-windows): per position, norm = sqrt(sum_c x^2 +
+    1e-6), top = x / norm; no scale blob; the second top holds the norm (N x 1 x H x W)."""
+    x = np.array([3.0, 4.0, 0.0, 0.0, -1.0, 2.0]).reshape(1, 3, 1, 2)  # columns (3,0,-1), (4,0,2)
+    text = HAPPYNEAR.format(tops='top: "norm" ', kind="L2", extra="")
+    out = run_layers(text, data=x)
+    n0, n1 = math.sqrt(9 + 0 + 1 + 1e-6), math.sqrt(16 + 0 + 4 + 1e-6)
+    np.testing.assert_allclose(out["norm"], np.array([n0, n1]).reshape(1, 1, 1, 2), rtol=1e-15)
+    expected = np.array([3 / n0, 4 / n1, 0, 0, -1 / n0, 2 / n1]).reshape(1, 3, 1, 2)
+    np.testing.assert_allclose(out["n"], expected, rtol=1e-15)
+
+
+def test_happynear_normalize_l1_of_a_2d_bottom_is_4d(run_layers):
+    """ "L1": norm = sum_c |x| + 1e-6; the fork reshapes top 0 to num x channels x height x width,
+    so a fully connected feature (N x C) comes out N x C x 1 x 1."""
+    x = np.array([[1.0, -3.0, 0.5], [0.0, 0.0, 0.0]])
+    out = run_layers(HAPPYNEAR.format(tops="", kind="L1", extra=""), data=x)["n"]
+    assert out.shape == (2, 3, 1, 1)
+    np.testing.assert_allclose(out[0, :, 0, 0], x[0] / (4.5 + 1e-6), rtol=1e-15)
+    np.testing.assert_array_equal(out[1], 0.0)  # the eps keeps an all-zero feature finite
+
+
+@pytest.mark.parametrize("kind", ["L2", "L1"])
+@pytest.mark.parametrize("bp_norm", [False, True])
+def test_happynear_normalize_backward(grad_check, kind, bp_norm):
+    """The fork's backward is the derivative of top 0 (L1 away from 0, where its sign() kinks);
+    the norm's diff joins it only with bp_norm, so without it the norm top is left out."""
+    tops = 'top: "norm" ' if bp_norm else ""
+    extra = "bp_norm: true " if bp_norm else ""
+    grad_check(HAPPYNEAR.format(tops=tops, kind=kind, extra=extra), data=GRAD_X + np.sign(GRAD_X))
+
+
+def test_happynear_normalize_without_bp_norm_ignores_the_norms_diff(build):
+    """With two tops and no bp_norm the fork drops the norm's diff: not the derivative."""
+    from caffe_compat.reference.gradient_check import check_gradient
+
+    from .conftest import inputs_layer
+
+    text = HAPPYNEAR.format(tops='top: "norm" ', kind="L2", extra="")
+    graph = build(inputs_layer(data=GRAD_X) + text)
+    report = check_gradient(graph, {"data": GRAD_X}, step=1e-4, threshold=1e-5)
+    assert report.mismatches and {m.what for m in report.mismatches} == {"bottom 0"}
+
+
 PRIOR = (
     'layer { name: "pb" type: "PriorBox" bottom: "map" bottom: "data" top: "pb" prior_box_param { '
     "min_size: 4 max_size: 8 aspect_ratio: 2 flip: true variance: 0.1 variance: 0.1 variance: 0.2 "
