@@ -222,12 +222,16 @@ def batch_dependence(graph: Graph) -> str | None:
         except CaffeCompatError as exc:
             return f"at another batch size: {exc.reason}"
     (before, after) = runs
+    batch = next(iter(graph.inputs.values()))[0]
     for node in graph.nodes:
         moved = before.params.get(node.name) != after.params.get(node.name)
         for value in node.outputs:
             s0, s1 = before.shapes[value], after.shapes[value]
             same_rest = s0 is not None and s1 is not None and s0[1:] == s1[1:]
-            moved = moved or not (s0 == s1 or (same_rest and s1[0] == s0[0] + 1))
+            # k rows per item (a Concat along axis 0 of the batch and its mirror image, then
+            # a Slice into halves: AM-Softmax's test nets) follow the batch as one row does.
+            rows = same_rest and (s1[0] == s0[0] + 1 or s0[0] * (batch + 1) == s1[0] * batch)
+            moved = moved or not (s0 == s1 or rows)
         if moved:
             return f'layer "{node.name}" ({node.type}) computes across the batch axis'
     return None

@@ -469,6 +469,29 @@ layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_p
 """
 
 
+# AM-Softmax's test nets: the batch and its mirror image concatenated along axis 0, features
+# for both, split in halves and joined per item: two rows per item, any batch.
+MIRROR_PAIRS = """
+layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 100 dim: 3 dim: 4 dim: 4 } } }
+layer { name: "flip" type: "Flip" bottom: "data" top: "flipped" }
+layer { name: "cat" type: "Concat" bottom: "data" bottom: "flipped" top: "both" concat_param { axis: 0 } }
+layer { name: "fc" type: "InnerProduct" bottom: "both" top: "fc" inner_product_param { num_output: 5 } }
+layer { name: "half" type: "Slice" bottom: "fc" top: "a" top: "b" slice_param { axis: 0 } }
+layer { name: "max" type: "Eltwise" bottom: "a" bottom: "b" top: "out" eltwise_param { operation: MAX } }
+"""
+
+
+def test_two_rows_per_item_follow_the_batch(tmp_path):
+    from caffe_compat.ir.infer import batch_dependence
+
+    assert batch_dependence(load_net(write(tmp_path, MIRROR_PAIRS)).graph) is None
+    fixed = MIRROR_PAIRS.replace(
+        "slice_param { axis: 0 }", "slice_param { axis: 0 slice_point: 100 }"
+    )
+    why = batch_dependence(load_net(write(tmp_path, fixed, "fixed.prototxt")).graph)
+    assert why is not None and "at another batch size" in why
+
+
 def test_nets_computing_across_the_batch_run_at_their_own_batch(tmp_path, capsys):
     from caffe_compat.ir.infer import batch_dependence
     from caffe_compat.tools.synth import synthesize
