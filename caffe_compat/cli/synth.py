@@ -17,7 +17,7 @@ from ..io.writer import definitions_only
 from ..ir.load import load_net
 from ..ir.phase import NetState, layer_included
 from ..printable import printable
-from ..tools.synth import METHODS, photo_feeds, synthesize
+from ..tools.synth import METHODS, calibration_batch, photo_feeds, synthesize
 from ..verify.inputs import feed_batch, feeds_for, index_inputs, structured_inputs
 from ._common import add_memory_argument, add_net_arguments, net_options
 
@@ -69,9 +69,14 @@ def run(args: argparse.Namespace) -> int:
         net.name = loaded.net.name
         write_caffemodel(args.output, net, blobs, version=1 if args.format == "v1" else 2)
     count = sum(int(a.size) for arrays in blobs.values() for a in arrays)
+    how = args.method
+    if args.method == "calibrated":
+        batch, fixed = feed_batch(loaded.graph, calibration_batch(loaded.graph))
+        why = "the batch the net computes across" if fixed else "about 16 x 224 x 224 positions"
+        how = f"calibrated on a batch of {batch}, {why}"
     print(
         f"wrote {printable(str(args.output))}: {count:,} synthesized values in {len(blobs)} layers "
-        f"({args.method}, seed {args.seed}, {args.format})"
+        f"({how}, seed {args.seed}, {args.format})"
     )
     for line in checks:
         print(line)
