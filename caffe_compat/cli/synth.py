@@ -105,6 +105,8 @@ def _variety(loaded, seed: int, budget: Budget, mean: tuple[float, ...] | None =
     from ..converters.torch.model import CaffeNet
 
     graph = loaded.graph
+    if not any(_checked(graph.shapes.get(v)) for v in graph.outputs):
+        return []  # no output a check line is made for (a segmentation map): nothing to run
     need = footprint(graph, loaded.inference.params)
     wanted, fixed_batch = feed_batch(graph, VARIETY_BATCH)
     try:
@@ -142,12 +144,27 @@ def _variety(loaded, seed: int, budget: Budget, mean: tuple[float, ...] | None =
     return lines
 
 
+def _classes(shape) -> bool:
+    """A classifier output: (N, C > 1, 1...)."""
+    return len(shape) >= 2 and shape[1] > 1 and all(d == 1 for d in shape[2:])
+
+
+def _detections(shape) -> bool:
+    """SSD detection rows: (1, 1, rows, 7)."""
+    return len(shape) == 4 and shape[-1] == 7
+
+
+def _checked(shape) -> bool:
+    """An output ``_spread_lines`` makes a line for (by its inferred shape)."""
+    return shape is not None and (_classes(shape) or _detections(shape))
+
+
 def _spread_lines(out: dict, what: str) -> list[str]:
     """One check line per classifier or detector output."""
     lines = []
     for name, tensor in out.items():
         array = tensor.numpy()
-        if array.ndim >= 2 and array.shape[1] > 1 and all(d == 1 for d in array.shape[2:]):
+        if _classes(array.shape):
             rows = array.reshape(array.shape[0], -1)
             classes = len(set(rows.argmax(1).tolist()))
             lines.append(
@@ -155,7 +172,7 @@ def _spread_lines(out: dict, what: str) -> list[str]:
                 f"mean top value {float(np.mean(rows.max(1))):.3f}, "
                 f"largest {float(rows.max()):.3f}"
             )
-        elif array.ndim == 4 and array.shape[-1] == 7:  # SSD detections: [image, class, score..]
+        elif _detections(array.shape):  # SSD detections: [image, class, score..]
             rows = array.reshape(-1, 7)
             images = int(rows[:, 0].max()) + 1 if len(rows) else 0
             confident = rows[rows[:, 2] > 0.5, 0].astype(int)

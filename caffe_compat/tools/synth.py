@@ -358,10 +358,24 @@ def _chain(graph: Graph, value: str, steps: int = 4) -> list[str]:
     return chain
 
 
+def _one_row_per_item(shape: Shape | None) -> bool:
+    """A value of one class row per batch item: (N, C, 1...) or (N, 1, C), as ``_class_rows``
+    reads it. Only such values can set a classifier head on the photos, or give a check line."""
+    if shape is None or len(shape) < 2:
+        return False
+    if len(shape) == 3 and shape[1] == 1:
+        return True
+    return all(d == 1 for d in shape[2:])
+
+
 def _temper_heads(graph: Graph, feeds: Mapping[str, np.ndarray]) -> None:
-    """Classifier and SSD heads set on the photos (see the constants above)."""
+    """Classifier and SSD heads set on the photos (see the constants above). A net with no
+    detector and no value of one class row per item near an output (a segmentation net) has
+    no head to set: the photos are not run through it."""
     wanted = {v for out in graph.outputs for v in _chain(graph, out)}
     detectors = [n for n in graph.nodes if n.param.HasField("detection_output_param")]
+    if not detectors and not any(_one_row_per_item(graph.shapes.get(v)) for v in wanted):
+        return
     for node in detectors:
         wanted.update(_chain(graph, node.inputs[1]))
     found = _values(graph, feeds, sorted(wanted))
