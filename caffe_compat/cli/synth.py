@@ -17,7 +17,15 @@ from ..io.writer import definitions_only
 from ..ir.load import load_net
 from ..ir.phase import NetState, layer_included
 from ..printable import printable
-from ..tools.synth import METHODS, calibration_batch, photo_feeds, synthesize
+from ..tools.synth import (
+    METHODS,
+    PHOTO_MACS,
+    PHOTOS,
+    calibration_batch,
+    photo_feeds,
+    synthesize,
+    work_share,
+)
 from ..verify.inputs import feed_batch, feeds_for, index_inputs, structured_inputs
 from ._common import add_memory_argument, add_net_arguments, net_options
 
@@ -25,6 +33,7 @@ NAME = "synth"
 HELP = "synthesize weights in the shapes a net needs (V2, V1 or HDF5)"
 ORDER = 60
 VARIETY_BATCH = 16
+VARIETY_MACS = 64e9  # the unseen inputs of the check: at most 4 VGG-16 images of work
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,8 +80,12 @@ def run(args: argparse.Namespace) -> int:
     count = sum(int(a.size) for arrays in blobs.values() for a in arrays)
     how = args.method
     if args.method == "calibrated":
-        batch, fixed = feed_batch(loaded.graph, calibration_batch(loaded.graph))
-        why = "the batch the net computes across" if fixed else "about 16 x 224 x 224 positions"
+        batch, fixed = feed_batch(loaded.graph, calibration_batch(loaded))
+        why = (
+            "the batch the net computes across"
+            if fixed
+            else "at most 16 x 224 x 224 positions and 16 VGG-16 images of work"
+        )
         how = f"calibrated on a batch of {batch}, {why}"
     print(
         f"wrote {printable(str(args.output))}: {count:,} synthesized values in {len(blobs)} layers "
@@ -97,8 +110,9 @@ def _parse_mean(text: str | None) -> tuple[float, ...] | None:
 
 def _variety(loaded, seed: int, budget: Budget, mean: tuple[float, ...] | None = None) -> list[str]:
     """Show that the outputs vary with the input (the point of calibration), on up to
-    VARIETY_BATCH unseen synthetic inputs (as many as the memory budget allows, or none) and on
-    the shipped real photos (their top probabilities and detections)."""
+    VARIETY_BATCH unseen synthetic inputs (as many as VARIETY_MACS multiply-adds run, from the
+    net alone, and the memory budget allows, or none) and on the shipped real photos (their top
+    probabilities and detections; fewer for a net heavier than VGG-16, see ``work_share``)."""
     import torch
 
     from ..converters.torch.activations import at_expected_value
@@ -108,7 +122,7 @@ def _variety(loaded, seed: int, budget: Budget, mean: tuple[float, ...] | None =
     if not any(_checked(graph.shapes.get(v)) for v in graph.outputs):
         return []  # no output a check line is made for (a segmentation map): nothing to run
     need = footprint(graph, loaded.inference.params)
-    wanted, fixed_batch = feed_batch(graph, VARIETY_BATCH)
+    wanted, fixed_batch = feed_batch(graph, work_share(loaded, VARIETY_MACS, VARIETY_BATCH))
     try:
         batch = plan_batch(
             budget,
@@ -135,12 +149,13 @@ def _variety(loaded, seed: int, budget: Budget, mean: tuple[float, ...] | None =
     with torch.no_grad():
         out = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}, outputs=names)
     lines = _spread_lines(out, f"{batch} unseen inputs")
-    photos = photo_feeds(graph, mean)
+    photos = photo_feeds(graph, mean, work_share(loaded, PHOTO_MACS, 2 * len(PHOTOS)))
     if photos is not None:
         with torch.no_grad():
             real = model(**{k: torch.from_numpy(v) for k, v in photos.items()}, outputs=names)
         count = len(next(iter(photos.values())))
-        lines += _spread_lines(real, f"{count} real photos (4 and their mirror images)")
+        which = "4 and their mirror images" if count == 2 * len(PHOTOS) else "a share by the work"
+        lines += _spread_lines(real, f"{count} real photos ({which})")
     return lines
 
 

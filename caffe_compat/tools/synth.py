@@ -43,6 +43,8 @@ CALIBRATION_FLOAT64 = 4
 # least one item and at most CALIBRATION_BATCH (see ``calibration_batch``).
 CALIBRATION_BATCH = 16
 CALIBRATION_POSITIONS = 16 * 224 * 224
+CALIBRATION_MACS = 256e9  # 16 VGG-16 images of 224 x 224 (15.5 G multiply-adds each)
+PHOTO_MACS = 128e9  # the photos a net's heads are set on: 8 VGG-16 images; fewer if heavier
 
 
 def _he(shape: Shape, rng: np.random.Generator) -> np.ndarray:
@@ -97,17 +99,49 @@ def _heads(graph: Graph) -> set[str]:
     return heads
 
 
-def calibration_batch(graph: Graph, most: int = CALIBRATION_BATCH) -> int:
+def multiply_adds(loaded: LoadedNet) -> float:
+    """Multiply-adds of one batch item through the net's affine layers (those with a
+    ``rescale`` fact: convolutions, deconvolutions, inner products), from the shapes alone:
+    each weight once per position of its top, or of its bottom where that has fewer (a
+    deconvolution). Other layers are left out: the affine layers are where the time goes."""
+    graph, total = loaded.graph, 0.0
+    for node in graph.nodes:
+        shapes = loaded.inference.params.get(node.name)
+        if not shapes or registry.facts(node.type).rescale is None or not node.inputs:
+            continue
+        bottom, top = graph.shapes.get(node.inputs[0]), graph.shapes.get(node.outputs[0])
+        if bottom is None or top is None:
+            continue
+        axis = registry.channel_axis(node, len(top))
+        out = math.prod(d for i, d in enumerate(top) if i not in (0, axis))
+        total += math.prod(shapes[0]) * min(out, math.prod(bottom[2:]))
+    return total
+
+
+def calibration_batch(loaded: LoadedNet, most: int = CALIBRATION_BATCH) -> int:
     """The calibration batch, from the net alone (never the machine: a seed gives one set of
     weights everywhere): about CALIBRATION_POSITIONS positions per input, i.e. 16 images of
     224 x 224 at ImageNet size, ``round(16 * 224 * 224 / positions per item)`` of the input with
-    the most positions (H x W, D x H x W for clips), at least 1 and at most ``most``. A 512 x 1024
-    segmentation net calibrates on 2 images, a 16 x 112 x 112 clip net on 4 clips; the
-    statistics of a channel are then still over hundreds of thousands of positions."""
+    the most positions (H x W, D x H x W for clips), and at most CALIBRATION_MACS multiply-adds
+    (``multiply_adds``: 16 VGG-16 images); at least 1, at most ``most``. A 512 x 1024
+    segmentation net calibrates on 2 images, a 16 x 112 x 112 clip net on 4 clips, PSPNet-101 at
+    713 x 713 on one; a channel's statistics are still over thousands of positions."""
     positions = max(
-        (math.prod(shape[2:]) for shape in graph.inputs.values() if len(shape) > 2), default=1
+        (math.prod(shape[2:]) for shape in loaded.graph.inputs.values() if len(shape) > 2),
+        default=1,
     )
-    return max(1, min(most, round(CALIBRATION_POSITIONS / max(positions, 1))))
+    batch = round(CALIBRATION_POSITIONS / max(positions, 1))
+    work = multiply_adds(loaded)
+    if work > 0:
+        batch = min(batch, round(CALIBRATION_MACS / work))
+    return max(1, min(most, batch))
+
+
+def work_share(loaded: LoadedNet, budget: float, most: int) -> int:
+    """How many batch items ``budget`` multiply-adds run (at least 1, at most ``most``): the
+    photos and unseen inputs of synth's checks, from the net alone."""
+    work = multiply_adds(loaded)
+    return max(1, min(most, round(budget / work))) if work > 0 else most
 
 
 def _calibrate(
@@ -237,7 +271,7 @@ def synthesize(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     graph = loaded.graph
-    batch, fixed = feed_batch(graph, calibration_batch(graph, batch))
+    batch, fixed = feed_batch(graph, calibration_batch(loaded, batch))
     budget = resolve(max_memory)
     need = footprint(graph, loaded.inference.params)
     weights = need.params + LARGEST_LAYER_COPIES * need.largest_params
@@ -254,7 +288,7 @@ def synthesize(
         label = f"synth {graph.name or 'net'}"
         with Progress(len(graph.nodes), label=label, unit="layers", enabled=progress) as bar:
             _calibrate(graph, seed, None if fixed else batch, bar, mean)
-        photos = photo_feeds(graph, mean)
+        photos = photo_feeds(graph, mean, work_share(loaded, PHOTO_MACS, 2 * len(PHOTOS)))
         if photos is not None:
             _temper_heads(graph, photos)
     return {node.name: list(node.blobs) for node in graph.nodes if node.blobs}
@@ -277,10 +311,11 @@ SSD_KEPT_PER_PHOTO = 5
 
 
 def photo_feeds(
-    graph: Graph, mean: tuple[float, ...] | None = None
+    graph: Graph, mean: tuple[float, ...] | None = None, most: int = 2 * len(PHOTOS)
 ) -> dict[str, np.ndarray] | None:
     """The shipped photos and their mirror images as the net's one image input (resized, BGR,
-    ``mean`` or the default mean subtracted); None for a net without exactly one 3-channel image
+    ``mean`` or the default mean subtracted), the first ``most`` of them (a net heavier than
+    VGG-16 gets fewer: ``work_share``); None for a net without exactly one 3-channel image
     input, or one computing across its batch."""
     import cv2
 
@@ -298,7 +333,7 @@ def photo_feeds(
         image = read_image(folder / f"{photo}.jpg")  # the package's one photo reader
         image = cv2.resize(image, (shape[3], shape[2]))  # as blobFromImage resizes
         images += [image, image[:, ::-1]]
-    batch = np.stack(images).astype(np.float32).transpose(0, 3, 1, 2)
+    batch = np.stack(images[: max(1, most)]).astype(np.float32).transpose(0, 3, 1, 2)
     centre = mean if mean is not None and len(mean) == 3 else DEFAULT_BGR_MEAN
     batch -= np.asarray(centre, np.float32)[None, :, None, None]
     return {name: np.ascontiguousarray(batch)}

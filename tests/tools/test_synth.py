@@ -214,8 +214,8 @@ def test_calibration_batch_comes_from_the_input_size(tmp_path, dims, batch):
         f"input_param {{ shape {{ {shape} }} }} }}\n"
         'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n',
     )
-    assert calibration_batch(loaded.graph) == batch
-    assert calibration_batch(loaded.graph, 3) == min(batch, 3)
+    assert calibration_batch(loaded) == batch
+    assert calibration_batch(loaded, 3) == min(batch, 3)
 
 
 def test_channel_moments_in_slabs_equal_whole_float64_moments(monkeypatch):
@@ -294,3 +294,32 @@ def test_a_net_without_class_rows_runs_no_photos_or_checks(tmp_path, monkeypatch
     assert main(["synth", str(path), "-o", str(tmp_path / "w.caffemodel")]) == 0
     out = capsys.readouterr().out
     assert "calibrated on a batch of 16" in out and "check" not in out
+
+
+HEAVY = """name: "heavy"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 64 dim: 224 dim: 224 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 1024 kernel_size: 3 } }
+layer { name: "up" type: "Deconvolution" bottom: "conv" top: "up" convolution_param { num_output: 2 kernel_size: 4 stride: 2 } }
+layer { name: "fc" type: "InnerProduct" bottom: "up" top: "fc" inner_product_param { num_output: 3 } }
+"""
+
+
+def test_a_heavy_net_calibrates_on_fewer_items(tmp_path):
+    """Multiply-adds by hand: the convolution's weights once per top position (222 x 222), the
+    deconvolution's once per bottom position (not its 446 x 446 top), the inner product's once.
+    16 VGG-16 images of work (CALIBRATION_MACS) then allow 8 items, not 16."""
+    from caffe_compat.tools.synth import (
+        CALIBRATION_MACS,
+        calibration_batch,
+        multiply_adds,
+        work_share,
+    )
+
+    loaded = _net(tmp_path, HEAVY)
+    conv = 1024 * 64 * 9 * 222 * 222
+    deconv = 1024 * 2 * 16 * 222 * 222
+    fc = 3 * 2 * 446 * 446
+    assert multiply_adds(loaded) == conv + deconv + fc
+    assert round(CALIBRATION_MACS / (conv + deconv + fc)) == 8
+    assert calibration_batch(loaded) == 8
+    assert work_share(loaded, 1e9, 8) == 1 and work_share(loaded, 1e15, 8) == 8
