@@ -73,9 +73,9 @@ def channel_moments(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     step = max(1, STATS_SLAB // per)
     mean, var = np.empty(channels), np.empty(channels)
     for start in range(0, channels, step):
-        slab = (
-            moved[start : start + step].astype(np.float64).reshape(min(step, channels - start), -1)
-        )
+        # One float64 copy, laid out channel by channel, so the reshape needs no second one.
+        slab = np.ascontiguousarray(moved[start : start + step], dtype=np.float64)
+        slab = slab.reshape(slab.shape[0], -1)
         mean[start : start + step] = slab.mean(axis=1)
         var[start : start + step] = slab.var(axis=1)
     return mean, var
