@@ -22,6 +22,7 @@ from ..tools.synth import (
     PHOTO_MACS,
     PHOTOS,
     calibration_batch,
+    multiply_adds,
     photo_feeds,
     synthesize,
     work_share,
@@ -121,6 +122,12 @@ def _variety(loaded, seed: int, budget: Budget, mean: tuple[float, ...] | None =
     graph = loaded.graph
     if not any(_checked(graph.shapes.get(v)) for v in graph.outputs):
         return []  # no output a check line is made for (a segmentation map): nothing to run
+    work = multiply_adds(loaded)
+    if work > VARIETY_MACS:
+        return [
+            f"note  no variety check: one input is {work / 1e9:.0f} G multiply-adds, over the "
+            f"check's {VARIETY_MACS / 1e9:.0f} G (the weights are calibrated as usual)"
+        ]
     need = footprint(graph, loaded.inference.params)
     wanted, fixed_batch = feed_batch(graph, work_share(loaded, VARIETY_MACS, VARIETY_BATCH))
     try:

@@ -323,3 +323,20 @@ def test_a_heavy_net_calibrates_on_fewer_items(tmp_path):
     assert round(CALIBRATION_MACS / (conv + deconv + fc)) == 8
     assert calibration_batch(loaded) == 8
     assert work_share(loaded, 1e9, 8) == 1 and work_share(loaded, 1e15, 8) == 8
+
+
+def test_a_net_heavier_than_the_check_budget_skips_the_check(tmp_path, monkeypatch, capsys):
+    """The check's inputs are sized by the net's multiply-adds; a net of more per input than
+    VARIETY_MACS gets one note line instead of a forward that would take minutes."""
+    from caffe_compat.cli import synth as synth_cli
+    from caffe_compat.cli.main import main
+
+    path = tmp_path / "tiny.prototxt"
+    path.write_text(TINY)
+    assert main(["synth", str(path), "-o", str(tmp_path / "a.caffemodel")]) == 0
+    assert "check prob" in capsys.readouterr().out
+    monkeypatch.setattr(synth_cli, "VARIETY_MACS", 1000.0)
+    assert main(["synth", str(path), "-o", str(tmp_path / "b.caffemodel")]) == 0
+    out = capsys.readouterr().out
+    assert "no variety check: one input is 0 G multiply-adds, over the check's 0 G" in out
+    assert "check prob" not in out
