@@ -99,7 +99,8 @@ class LayerFacts:
       ``x * a + c`` with one ``a`` and ``c`` per channel on axis 1 (BatchNorm with stored
       statistics, Scale, Bias), or the reason it does not here; folding reads it.
     - ``calibrate(node, bottom)``: synthesis sets the layer's stored statistics from the
-      calibration batch it sees (BatchNorm).
+      calibration batch it sees (BatchNorm), given as float32 arrays (float64 statistics a few
+      channels at a time: ``shapes._synthesis.channel_moments``).
     - ``index_rows(node) -> N``: the layer reads its bottoms as row indices below N (Embed):
       synthetic inputs for them are integer ids.
     - ``mixes_batch(node, bottom_shape) -> bool``: an item's output depends on the other items

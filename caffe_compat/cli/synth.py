@@ -17,7 +17,16 @@ from ..io.writer import definitions_only
 from ..ir.load import load_net
 from ..ir.phase import NetState, layer_included
 from ..printable import printable
-from ..tools.synth import METHODS, photo_feeds, synthesize
+from ..tools.synth import (
+    METHODS,
+    PHOTO_MACS,
+    PHOTOS,
+    calibration_batch,
+    multiply_adds,
+    photo_feeds,
+    synthesize,
+    work_share,
+)
 from ..verify.inputs import feed_batch, feeds_for, index_inputs, structured_inputs
 from ._common import add_memory_argument, add_net_arguments, net_options
 
@@ -25,6 +34,7 @@ NAME = "synth"
 HELP = "synthesize weights in the shapes a net needs (V2, V1 or HDF5)"
 ORDER = 60
 VARIETY_BATCH = 16
+VARIETY_MACS = 64e9  # the unseen inputs of the check: at most 4 VGG-16 images of work
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,9 +79,18 @@ def run(args: argparse.Namespace) -> int:
         net.name = loaded.net.name
         write_caffemodel(args.output, net, blobs, version=1 if args.format == "v1" else 2)
     count = sum(int(a.size) for arrays in blobs.values() for a in arrays)
+    how = args.method
+    if args.method == "calibrated":
+        batch, fixed = feed_batch(loaded.graph, calibration_batch(loaded))
+        why = (
+            "the batch the net computes across"
+            if fixed
+            else "at most 16 x 224 x 224 positions and 16 VGG-16 images of work"
+        )
+        how = f"calibrated on a batch of {batch}, {why}"
     print(
         f"wrote {printable(str(args.output))}: {count:,} synthesized values in {len(blobs)} layers "
-        f"({args.method}, seed {args.seed}, {args.format})"
+        f"({how}, seed {args.seed}, {args.format})"
     )
     for line in checks:
         print(line)
@@ -92,16 +111,25 @@ def _parse_mean(text: str | None) -> tuple[float, ...] | None:
 
 def _variety(loaded, seed: int, budget: Budget, mean: tuple[float, ...] | None = None) -> list[str]:
     """Show that the outputs vary with the input (the point of calibration), on up to
-    VARIETY_BATCH unseen synthetic inputs (as many as the memory budget allows, or none) and on
-    the shipped real photos (their top probabilities and detections)."""
+    VARIETY_BATCH unseen synthetic inputs (as many as VARIETY_MACS multiply-adds run, from the
+    net alone, and the memory budget allows, or none) and on the shipped real photos (their top
+    probabilities and detections; fewer for a net heavier than VGG-16, see ``work_share``)."""
     import torch
 
     from ..converters.torch.activations import at_expected_value
     from ..converters.torch.model import CaffeNet
 
     graph = loaded.graph
+    if not any(_checked(graph.shapes.get(v)) for v in graph.outputs):
+        return []  # no output a check line is made for (a segmentation map): nothing to run
+    work = multiply_adds(loaded)
+    if work > VARIETY_MACS:
+        return [
+            f"note  no variety check: one input is {work / 1e9:.0f} G multiply-adds, over the "
+            f"check's {VARIETY_MACS / 1e9:.0f} G (the weights are calibrated as usual)"
+        ]
     need = footprint(graph, loaded.inference.params)
-    wanted, fixed_batch = feed_batch(graph, VARIETY_BATCH)
+    wanted, fixed_batch = feed_batch(graph, work_share(loaded, VARIETY_MACS, VARIETY_BATCH))
     try:
         batch = plan_batch(
             budget,
@@ -128,13 +156,29 @@ def _variety(loaded, seed: int, budget: Budget, mean: tuple[float, ...] | None =
     with torch.no_grad():
         out = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}, outputs=names)
     lines = _spread_lines(out, f"{batch} unseen inputs")
-    photos = photo_feeds(graph, mean)
+    photos = photo_feeds(graph, mean, work_share(loaded, PHOTO_MACS, 2 * len(PHOTOS)))
     if photos is not None:
         with torch.no_grad():
             real = model(**{k: torch.from_numpy(v) for k, v in photos.items()}, outputs=names)
         count = len(next(iter(photos.values())))
-        lines += _spread_lines(real, f"{count} real photos (4 and their mirror images)")
+        which = "4 and their mirror images" if count == 2 * len(PHOTOS) else "a share by the work"
+        lines += _spread_lines(real, f"{count} real photos ({which})")
     return lines
+
+
+def _classes(shape) -> bool:
+    """A classifier output: (N, C > 1, 1...)."""
+    return len(shape) >= 2 and shape[1] > 1 and all(d == 1 for d in shape[2:])
+
+
+def _detections(shape) -> bool:
+    """SSD detection rows: (1, 1, rows, 7)."""
+    return len(shape) == 4 and shape[-1] == 7
+
+
+def _checked(shape) -> bool:
+    """An output ``_spread_lines`` makes a line for (by its inferred shape)."""
+    return shape is not None and (_classes(shape) or _detections(shape))
 
 
 def _spread_lines(out: dict, what: str) -> list[str]:
@@ -142,7 +186,7 @@ def _spread_lines(out: dict, what: str) -> list[str]:
     lines = []
     for name, tensor in out.items():
         array = tensor.numpy()
-        if array.ndim >= 2 and array.shape[1] > 1 and all(d == 1 for d in array.shape[2:]):
+        if _classes(array.shape):
             rows = array.reshape(array.shape[0], -1)
             classes = len(set(rows.argmax(1).tolist()))
             lines.append(
@@ -150,7 +194,7 @@ def _spread_lines(out: dict, what: str) -> list[str]:
                 f"mean top value {float(np.mean(rows.max(1))):.3f}, "
                 f"largest {float(rows.max()):.3f}"
             )
-        elif array.ndim == 4 and array.shape[-1] == 7:  # SSD detections: [image, class, score..]
+        elif _detections(array.shape):  # SSD detections: [image, class, score..]
             rows = array.reshape(-1, 7)
             images = int(rows[:, 0].max()) + 1 if len(rows) else 0
             confident = rows[rows[:, 2] > 0.5, 0].astype(int)

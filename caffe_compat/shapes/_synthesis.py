@@ -58,3 +58,24 @@ def rescale_blobs(node: object, weight: np.ndarray, scale: np.ndarray, shift: np
     blobs[0] = weight.astype(np.float32, copy=False)
     if len(blobs) > 1:
         blobs[1] = (blobs[1].astype(np.float64) * scale + shift).astype(np.float32)
+
+
+STATS_SLAB = 1 << 22  # float64 values one slab of channel statistics takes (32 MiB)
+
+
+def channel_moments(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and variance (float64) of float32 ``x`` over every axis but ``axis``,
+    computed on float64 copies of a few channels at a time (at most STATS_SLAB values each, or
+    one channel): a big top never gets a whole float64 copy."""
+    moved = np.moveaxis(x, axis, 0)
+    channels = moved.shape[0]
+    per = max(1, moved[0].size if channels else 1)
+    step = max(1, STATS_SLAB // per)
+    mean, var = np.empty(channels), np.empty(channels)
+    for start in range(0, channels, step):
+        # One float64 copy, laid out channel by channel, so the reshape needs no second one.
+        slab = np.ascontiguousarray(moved[start : start + step], dtype=np.float64)
+        slab = slab.reshape(slab.shape[0], -1)
+        mean[start : start + step] = slab.mean(axis=1)
+        var[start : start + step] = slab.var(axis=1)
+    return mean, var

@@ -8,7 +8,7 @@ from ..io.dialects import rescue
 from ..ir.graph import Node, Shape
 from ..proto import caffe_pb2
 from ..registry import LayerShapes, describe, register
-from ._synthesis import half_precision
+from ._synthesis import channel_moments, half_precision
 
 
 def batch_norm_channels(shape: Shape) -> int:
@@ -100,11 +100,10 @@ def _batch_norm_affine(node: Node, shape: Shape) -> tuple[np.ndarray, np.ndarray
 
 def _batch_norm_calibrate(node: Node, bottoms: list[np.ndarray]) -> None:
     """Store the calibration batch's own per-channel mean and variance (times the factor)."""
-    x = bottoms[0]
-    axes = tuple(i for i in range(x.ndim) if i != 1)
+    mean, var = channel_moments(bottoms[0], 1)
     factor = float(node.blobs[2][0]) if len(node.blobs) > 2 else 1.0
-    node.blobs[0] = (half_precision(x.mean(axis=axes)) * factor).astype(np.float32)
-    node.blobs[1] = (half_precision(x.var(axis=axes)) * factor).astype(np.float32)
+    node.blobs[0] = (half_precision(mean) * factor).astype(np.float32)
+    node.blobs[1] = (half_precision(var) * factor).astype(np.float32)
 
 
 def _batch_statistics(node: Node, shape: Shape) -> bool:

@@ -23,7 +23,7 @@ from ..headroom import format_size
 from ..ir.graph import Graph, Node, Shape
 from ..ir.load import LoadedNet
 from ..progress import Progress
-from ..shapes._synthesis import StartingValues, half_precision
+from ..shapes._synthesis import STATS_SLAB, StartingValues, channel_moments, half_precision
 from ..verify.inputs import feed_batch, feeds_for, index_inputs, structured_inputs
 from .fillers import caffe_fill
 
@@ -35,9 +35,16 @@ MAX_GAIN = 1e4  # largest calibration gain (float16 holds it)
 # float32 pieces of DRAW_CHUNK values, never as one float64 array.
 LARGEST_LAYER_COPIES = 2
 DRAW_CHUNK = 1 << 20
-# A calibrated layer's statistics take its top in float64 and numpy's std one more float64
-# temporary: four times the top's float32 bytes.
+# A ``calibrate`` hook (BatchNorm, DenseBlock) may copy what it sees to float64 and make one
+# more float64 temporary: four times its float32 bytes (BatchNorm's own takes slabs: an upper
+# bound). Rescaled layers take their statistics in slabs (``channel_moments``).
 CALIBRATION_FLOAT64 = 4
+# The calibration batch: about this many positions per input (16 images of 224 x 224), at
+# least one item and at most CALIBRATION_BATCH (see ``calibration_batch``).
+CALIBRATION_BATCH = 16
+CALIBRATION_POSITIONS = 16 * 224 * 224
+CALIBRATION_MACS = 256e9  # 16 VGG-16 images of 224 x 224 (15.5 G multiply-adds each)
+PHOTO_MACS = 128e9  # the photos a net's heads are set on: 8 VGG-16 images; fewer if heavier
 
 
 def _he(shape: Shape, rng: np.random.Generator) -> np.ndarray:
@@ -92,6 +99,51 @@ def _heads(graph: Graph) -> set[str]:
     return heads
 
 
+def multiply_adds(loaded: LoadedNet) -> float:
+    """Multiply-adds of one batch item through the net's affine layers (those with a
+    ``rescale`` fact: convolutions, deconvolutions, inner products), from the shapes alone:
+    each weight once per position of its top, or of its bottom where that has fewer (a
+    deconvolution). Other layers are left out: the affine layers are where the time goes."""
+    graph, total = loaded.graph, 0.0
+    for node in graph.nodes:
+        shapes = loaded.inference.params.get(node.name)
+        if not shapes or registry.facts(node.type).rescale is None or not node.inputs:
+            continue
+        bottom, top = graph.shapes.get(node.inputs[0]), graph.shapes.get(node.outputs[0])
+        if bottom is None or top is None:
+            continue
+        axis = registry.channel_axis(node, len(top))
+        out = math.prod(d for i, d in enumerate(top) if i not in (0, axis))
+        total += math.prod(shapes[0]) * min(out, math.prod(bottom[2:]))
+    return total
+
+
+def calibration_batch(loaded: LoadedNet, most: int = CALIBRATION_BATCH) -> int:
+    """The calibration batch, from the net alone (never the machine: a seed gives one set of
+    weights everywhere): about CALIBRATION_POSITIONS positions per input, i.e. 16 images of
+    224 x 224 at ImageNet size, ``round(16 * 224 * 224 / positions per item)`` of the input with
+    the most positions (H x W, D x H x W for clips), and at most CALIBRATION_MACS multiply-adds
+    (``multiply_adds``: 16 VGG-16 images); at least 1, at most ``most``. A 512 x 1024
+    segmentation net calibrates on 2 images, a 16 x 112 x 112 clip net on 4 clips, PSPNet-101 at
+    713 x 713 on one; a channel's statistics are still over thousands of positions."""
+    positions = max(
+        (math.prod(shape[2:]) for shape in loaded.graph.inputs.values() if len(shape) > 2),
+        default=1,
+    )
+    batch = round(CALIBRATION_POSITIONS / max(positions, 1))
+    work = multiply_adds(loaded)
+    if work > 0:
+        batch = min(batch, round(CALIBRATION_MACS / work))
+    return max(1, min(most, batch))
+
+
+def work_share(loaded: LoadedNet, budget: float, most: int) -> int:
+    """How many batch items ``budget`` multiply-adds run (at least 1, at most ``most``): the
+    photos and unseen inputs of synth's checks, from the net alone."""
+    work = multiply_adds(loaded)
+    return max(1, min(most, round(budget / work))) if work > 0 else most
+
+
 def _calibrate(
     graph: Graph,
     seed: int,
@@ -99,7 +151,13 @@ def _calibrate(
     bar: Progress,
     mean: tuple[float, ...] | None = None,
 ) -> None:
-    """One pass in execution order, fixing each affine and BatchNorm layer from what it sees."""
+    """One pass in execution order, fixing each affine and BatchNorm layer from what it sees.
+
+    The forward is PyTorch's float32 engine on the CPU (deterministic for a seed on one
+    machine; the weights need to be well scaled, not exact). A rescaled layer's top is not
+    recomputed: the rescale contract makes channel c ``old_c * scale[c] + shift[c]``, applied to
+    the top in place; statistics are taken in float64 a few channels at a time
+    (``channel_moments``), so no value gets a whole float64 copy."""
     import torch
 
     from ..converters.torch._base import TorchContext
@@ -121,26 +179,31 @@ def _calibrate(
             inputs = [env[v] for v in node.inputs]
             info = registry.facts(node.type)
             if info.calibrate is not None and node.blobs:
-                info.calibrate(node, [x.double().numpy() for x in inputs])
+                info.calibrate(node, [x.numpy() for x in inputs])
             build = registry.lookup(node.type, "torch")
             assert build is not None
             module = at_expected_value(build.fn(node, TorchContext(graph, node)))
             result = module(*inputs)
-            del module  # its copy of the blobs: the rescaled layer builds its own
-            top = result[0] if isinstance(result, tuple) else result
-            # A top with one axis has no batch or positions to take channel statistics over.
-            if info.rescale is not None and node.blobs and top.dim() > 1:
-                y = top.double().numpy()
-                axis = registry.channel_axis(node, y.ndim)
-                axes = tuple(i for i in range(y.ndim) if i != axis)
-                mean, std = y.mean(axis=axes), y.std(axis=axes)
-                target = HEAD_SPREAD if node.name in heads else 1.0
-                # A channel constant over the batch keeps a finite (float16) gain.
-                scale = half_precision(np.minimum(target / np.maximum(std, 1e-6), MAX_GAIN))
-                info.rescale(node, scale, half_precision(-mean * scale))
-                result = at_expected_value(build.fn(node, TorchContext(graph, node)))(*inputs)
+            del module  # its copy of the blobs
             if isinstance(result, torch.Tensor):
                 result = (result,)
+            top = result[0]
+            # A top with one axis has no batch or positions to take channel statistics over.
+            if info.rescale is not None and node.blobs and top.dim() > 1:
+                axis = registry.channel_axis(node, top.dim())
+                centre, var = channel_moments(top.numpy(), axis)
+                target = HEAD_SPREAD if node.name in heads else 1.0
+                # A channel constant over the batch keeps a finite (float16) gain.
+                gain = np.minimum(target / np.maximum(np.sqrt(var), 1e-6), MAX_GAIN)
+                scale = half_precision(gain)
+                shift = half_precision(-centre * scale)
+                info.rescale(node, scale, shift)
+                view = [1] * top.dim()
+                view[axis] = -1
+                top = top.contiguous()
+                top.mul_(torch.from_numpy(scale.astype(np.float32)).view(view))
+                top.add_(torch.from_numpy(shift.astype(np.float32)).view(view))
+                result = (top, *result[1:])
             for value, tensor in zip(node.outputs, result):
                 env[value] = tensor
             del inputs, result, top
@@ -153,19 +216,23 @@ def calibration_peak(
     graph: Graph, params: Mapping[str, list[Shape]], batch: int
 ) -> tuple[float, str]:
     """Bytes calibration holds at its worst layer, and what they are: every blob, the values
-    still to be read, and the layer's own extra copies (its torch module and rescaled blobs,
-    its top's float64 statistics or its convolution scratch, which torch makes per thread, not
-    per batch item, and frees before the statistics)."""
+    still to be read, and the layer's own extra copies (its torch module and rescaled blobs;
+    a statistics slab, ``STATS_SLAB`` float64 values and numpy's one temporary of it; a
+    ``calibrate`` hook's float64 copies of what it sees, CALIBRATION_FLOAT64 times its float32
+    bytes; or its convolution scratch, which torch makes per thread, not per batch item, and
+    frees before the statistics)."""
     threads = max(1, min(batch, headroom.torch_threads()))
     total = sum(FLOAT32 * math.prod(s) for shapes in params.values() for s in shapes)
+    slab = 2 * 8 * STATS_SLAB
     worst, worst_detail = 0.0, ""
     for layer in layer_peaks(graph, params):
         info = registry.facts(graph.node(layer.name).type)
-        stats = info.rescale is not None or info.calibrate is not None
-        extra = max(
-            threads * layer.scratch_per_item,
-            CALIBRATION_FLOAT64 * batch * layer.top_per_item if stats else 0.0,
-        )
+        stats = 0.0
+        if info.calibrate is not None:
+            stats = CALIBRATION_FLOAT64 * batch * layer.top_per_item
+        elif info.rescale is not None:
+            stats = min(slab, 4 * batch * layer.top_per_item)
+        extra = max(threads * layer.scratch_per_item, stats)
         bytes_ = total + batch * layer.live_per_item + LARGEST_LAYER_COPIES * layer.params
         bytes_ += extra
         if bytes_ > worst:
@@ -185,7 +252,7 @@ def synthesize(
     *,
     seed: int = 0,
     method: str = "calibrated",
-    batch: int = 16,
+    batch: int = CALIBRATION_BATCH,
     starts: Mapping[str, StartingValues] | None = None,
     progress: bool = True,
     max_memory: Budget | int | str | None = None,
@@ -196,13 +263,15 @@ def synthesize(
     ``starts`` replaces the starting values of chosen layer types before calibration (e.g. Scale
     biases that keep a deep plain ReLU chain mostly active). ``progress`` draws a bar of the
     calibration pass on stderr when it is a terminal. ``max_memory`` (default: a share of
-    the available memory, see ``budget.py``) is checked before any blob is made; the calibration
-    batch never shrinks, since the weights depend on it. ``mean`` (B, G, R) is what the net's
-    users subtract (the res10 detector's 104, 177, 123); default: a natural-image mean."""
+    the available memory, see ``budget.py``) is checked before any blob is made. The
+    calibration batch is ``calibration_batch(graph, batch)``, from the net alone (a net
+    computing across its batch axis: its declared batch), and never shrinks to fit the budget,
+    since the weights depend on it. ``mean`` (B, G, R) is what the net's users subtract (the
+    res10 detector's 104, 177, 123); default: a natural-image mean."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     graph = loaded.graph
-    batch, fixed = feed_batch(graph, batch)  # a net computing across its batch axis: its own
+    batch, fixed = feed_batch(graph, calibration_batch(loaded, batch))
     budget = resolve(max_memory)
     need = footprint(graph, loaded.inference.params)
     weights = need.params + LARGEST_LAYER_COPIES * need.largest_params
@@ -219,7 +288,7 @@ def synthesize(
         label = f"synth {graph.name or 'net'}"
         with Progress(len(graph.nodes), label=label, unit="layers", enabled=progress) as bar:
             _calibrate(graph, seed, None if fixed else batch, bar, mean)
-        photos = photo_feeds(graph, mean)
+        photos = photo_feeds(graph, mean, work_share(loaded, PHOTO_MACS, 2 * len(PHOTOS)))
         if photos is not None:
             _temper_heads(graph, photos)
     return {node.name: list(node.blobs) for node in graph.nodes if node.blobs}
@@ -242,10 +311,11 @@ SSD_KEPT_PER_PHOTO = 5
 
 
 def photo_feeds(
-    graph: Graph, mean: tuple[float, ...] | None = None
+    graph: Graph, mean: tuple[float, ...] | None = None, most: int = 2 * len(PHOTOS)
 ) -> dict[str, np.ndarray] | None:
     """The shipped photos and their mirror images as the net's one image input (resized, BGR,
-    ``mean`` or the default mean subtracted); None for a net without exactly one 3-channel image
+    ``mean`` or the default mean subtracted), the first ``most`` of them (a net heavier than
+    VGG-16 gets fewer: ``work_share``); None for a net without exactly one 3-channel image
     input, or one computing across its batch."""
     import cv2
 
@@ -263,7 +333,7 @@ def photo_feeds(
         image = read_image(folder / f"{photo}.jpg")  # the package's one photo reader
         image = cv2.resize(image, (shape[3], shape[2]))  # as blobFromImage resizes
         images += [image, image[:, ::-1]]
-    batch = np.stack(images).astype(np.float32).transpose(0, 3, 1, 2)
+    batch = np.stack(images[: max(1, most)]).astype(np.float32).transpose(0, 3, 1, 2)
     centre = mean if mean is not None and len(mean) == 3 else DEFAULT_BGR_MEAN
     batch -= np.asarray(centre, np.float32)[None, :, None, None]
     return {name: np.ascontiguousarray(batch)}
@@ -323,10 +393,24 @@ def _chain(graph: Graph, value: str, steps: int = 4) -> list[str]:
     return chain
 
 
+def _one_row_per_item(shape: Shape | None) -> bool:
+    """A value of one class row per batch item: (N, C, 1...) or (N, 1, C), as ``_class_rows``
+    reads it. Only such values can set a classifier head on the photos, or give a check line."""
+    if shape is None or len(shape) < 2:
+        return False
+    if len(shape) == 3 and shape[1] == 1:
+        return True
+    return all(d == 1 for d in shape[2:])
+
+
 def _temper_heads(graph: Graph, feeds: Mapping[str, np.ndarray]) -> None:
-    """Classifier and SSD heads set on the photos (see the constants above)."""
+    """Classifier and SSD heads set on the photos (see the constants above). A net with no
+    detector and no value of one class row per item near an output (a segmentation net) has
+    no head to set: the photos are not run through it."""
     wanted = {v for out in graph.outputs for v in _chain(graph, out)}
     detectors = [n for n in graph.nodes if n.param.HasField("detection_output_param")]
+    if not detectors and not any(_one_row_per_item(graph.shapes.get(v)) for v in wanted):
+        return
     for node in detectors:
         wanted.update(_chain(graph, node.inputs[1]))
     found = _values(graph, feeds, sorted(wanted))

@@ -181,3 +181,162 @@ def test_synth_peak_stays_near_the_largest_layer(tmp_path, monkeypatch, method):
         tracemalloc.stop()
     assert loaded.graph.node("fc").blobs[0].dtype == np.float32
     assert peak < (1.4 if method == "he" else 2.4) * blob, peak / blob
+
+
+# --- the calibration batch and its memory ------------------------------------------------------
+
+
+def _net(tmp_path, text: str):
+    path = tmp_path / "net.prototxt"
+    path.write_text(text)
+    return load_net(path)
+
+
+@pytest.mark.parametrize(
+    ("dims", "batch"),
+    [
+        ((1, 3, 224, 224), 16),
+        ((10, 3, 227, 227), 16),  # 15.6 rounds to 16: the age nets keep their batch
+        ((1, 3, 300, 300), 9),
+        ((1, 3, 512, 1024), 2),
+        ((1, 3, 16, 112, 112), 4),  # a C3D clip: 16 frames of 112 x 112
+        ((1, 3, 4000, 4000), 1),
+        ((1, 64), 16),
+    ],
+)
+def test_calibration_batch_comes_from_the_input_size(tmp_path, dims, batch):
+    from caffe_compat.tools.synth import calibration_batch
+
+    shape = " ".join(f"dim: {d}" for d in dims)
+    loaded = _net(
+        tmp_path,
+        f'layer {{ name: "data" type: "Input" top: "data" '
+        f"input_param {{ shape {{ {shape} }} }} }}\n"
+        'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n',
+    )
+    assert calibration_batch(loaded) == batch
+    assert calibration_batch(loaded, 3) == min(batch, 3)
+
+
+def test_channel_moments_in_slabs_equal_whole_float64_moments(monkeypatch):
+    """Slabs of channels give the whole-array float64 mean and variance, and the float64
+    memory stays at a slab, not a float64 copy of the value."""
+    import tracemalloc
+
+    from caffe_compat.shapes import _synthesis
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((4, 40, 30, 30)) * 3 + 1).astype(np.float32)
+    monkeypatch.setattr(_synthesis, "STATS_SLAB", 3 * 4 * 900)  # three channels a slab
+    tracemalloc.start()
+    try:
+        mean, var = _synthesis.channel_moments(x, 1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    whole = x.astype(np.float64)
+    np.testing.assert_allclose(mean, whole.mean(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(var, whole.var(axis=(0, 2, 3)), rtol=1e-12)
+    assert peak < 0.25 * whole.nbytes, peak / whole.nbytes
+    mean, var = _synthesis.channel_moments(x, 3)  # another axis: 30 channels
+    np.testing.assert_allclose(var, whole.var(axis=(0, 1, 2)), rtol=1e-12)
+
+
+CHAIN = """name: "chain"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 24 dim: 24 } } }
+layer { name: "c1" type: "Convolution" bottom: "data" top: "c1" convolution_param { num_output: 6 kernel_size: 3 } }
+layer { name: "r1" type: "ReLU" bottom: "c1" top: "r1" }
+layer { name: "c2" type: "Convolution" bottom: "r1" top: "c2" convolution_param { num_output: 5 kernel_size: 3 } }
+layer { name: "r2" type: "ReLU" bottom: "c2" top: "r2" }
+layer { name: "c3" type: "Convolution" bottom: "r2" top: "c3" convolution_param { num_output: 4 kernel_size: 1 } }
+"""
+
+
+def test_rescaled_tops_match_the_rescaled_weights(tmp_path):
+    """Calibration applies each rescale to the top it has instead of running the layer again:
+    the net run with the final weights on the calibration batch shows what calibration aimed
+    at, every convolution centred with unit spread per channel (the head: HEAD_SPREAD)."""
+    from caffe_compat.tools.synth import HEAD_SPREAD
+
+    loaded = _net(tmp_path, CHAIN)
+    synthesize(loaded, seed=7, progress=False)
+    feeds = feeds_for(loaded.graph.inputs, 16, seed=8)  # calibration's inputs: seed + 1
+    model = CaffeNet(loaded.graph)
+    with torch.no_grad():
+        out = model(torch.from_numpy(feeds["data"]), outputs=["c1", "c2", "c3"])
+    for name, spread in (("c1", 1.0), ("c2", 1.0), ("c3", HEAD_SPREAD)):
+        y = out[name].double().numpy()
+        np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0.0, atol=2e-3 * spread)
+        np.testing.assert_allclose(y.std(axis=(0, 2, 3)), spread, rtol=2e-3)
+
+
+SEGMENTER = """name: "segmenter"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 32 dim: 32 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "prob" type: "Softmax" bottom: "conv" top: "prob" }
+"""
+
+
+def test_a_net_without_class_rows_runs_no_photos_or_checks(tmp_path, monkeypatch, capsys):
+    """A per-pixel softmax has no head the photos could set and no check line: neither the
+    photos nor the unseen inputs are run through it (big segmentation nets spent most of
+    synth's time there)."""
+    from caffe_compat.cli.main import main
+    from caffe_compat.tools import synth
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("ran a forward whose result is unused")
+
+    monkeypatch.setattr(synth, "_values", refuse)
+    monkeypatch.setattr(CaffeNet, "forward", refuse)
+    path = tmp_path / "seg.prototxt"
+    path.write_text(SEGMENTER)
+    assert main(["synth", str(path), "-o", str(tmp_path / "w.caffemodel")]) == 0
+    out = capsys.readouterr().out
+    assert "calibrated on a batch of 16" in out and "check" not in out
+
+
+HEAVY = """name: "heavy"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 64 dim: 224 dim: 224 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 1024 kernel_size: 3 } }
+layer { name: "up" type: "Deconvolution" bottom: "conv" top: "up" convolution_param { num_output: 2 kernel_size: 4 stride: 2 } }
+layer { name: "fc" type: "InnerProduct" bottom: "up" top: "fc" inner_product_param { num_output: 3 } }
+"""
+
+
+def test_a_heavy_net_calibrates_on_fewer_items(tmp_path):
+    """Multiply-adds by hand: the convolution's weights once per top position (222 x 222), the
+    deconvolution's once per bottom position (not its 446 x 446 top), the inner product's once.
+    16 VGG-16 images of work (CALIBRATION_MACS) then allow 8 items, not 16."""
+    from caffe_compat.tools.synth import (
+        CALIBRATION_MACS,
+        calibration_batch,
+        multiply_adds,
+        work_share,
+    )
+
+    loaded = _net(tmp_path, HEAVY)
+    conv = 1024 * 64 * 9 * 222 * 222
+    deconv = 1024 * 2 * 16 * 222 * 222
+    fc = 3 * 2 * 446 * 446
+    assert multiply_adds(loaded) == conv + deconv + fc
+    assert round(CALIBRATION_MACS / (conv + deconv + fc)) == 8
+    assert calibration_batch(loaded) == 8
+    assert work_share(loaded, 1e9, 8) == 1 and work_share(loaded, 1e15, 8) == 8
+
+
+def test_a_net_heavier_than_the_check_budget_skips_the_check(tmp_path, monkeypatch, capsys):
+    """The check's inputs are sized by the net's multiply-adds; a net of more per input than
+    VARIETY_MACS gets one note line instead of a forward that would take minutes."""
+    from caffe_compat.cli import synth as synth_cli
+    from caffe_compat.cli.main import main
+
+    path = tmp_path / "tiny.prototxt"
+    path.write_text(TINY)
+    assert main(["synth", str(path), "-o", str(tmp_path / "a.caffemodel")]) == 0
+    assert "check prob" in capsys.readouterr().out
+    monkeypatch.setattr(synth_cli, "VARIETY_MACS", 1000.0)
+    assert main(["synth", str(path), "-o", str(tmp_path / "b.caffemodel")]) == 0
+    out = capsys.readouterr().out
+    assert "no variety check: one input is 0 G multiply-adds, over the check's 0 G" in out
+    assert "check prob" not in out
