@@ -144,6 +144,22 @@ def work_share(loaded: LoadedNet, budget: float, most: int) -> int:
     return max(1, min(most, round(budget / work))) if work > 0 else most
 
 
+def _feeding_calibrated(graph: Graph) -> set[str]:
+    """The layers calibration runs: each that sets its blobs from what it sees (a ``rescale``
+    or ``calibrate`` fact, with blobs), and every layer feeding one. Post-processing after
+    the last of them (YOLO or SSD decoding, NMS over untempered heads that can hold millions of
+    candidates) changes no weight, so it is not run."""
+    needed: set[str] = set()
+    wanted: set[str] = set()
+    for node in reversed(graph.nodes):
+        info = registry.facts(node.type)
+        sets_blobs = bool(node.blobs) and (info.rescale is not None or info.calibrate is not None)
+        if sets_blobs or wanted.intersection(node.outputs):
+            needed.add(node.name)
+            wanted.update(node.inputs)
+    return needed
+
+
 def _calibrate(
     graph: Graph,
     seed: int,
@@ -174,8 +190,12 @@ def _calibrate(
     env: dict[str, torch.Tensor] = {k: torch.from_numpy(v) for k, v in feeds.items()}
     heads = _heads(graph)
     last = last_readers(graph)
+    needed = _feeding_calibrated(graph)
     with torch.no_grad():
         for index, node in enumerate(graph.nodes):
+            if node.name not in needed:
+                bar.update()  # no calibrated layer reads what it makes (detection decoding)
+                continue
             inputs = [env[v] for v in node.inputs]
             info = registry.facts(node.type)
             if info.calibrate is not None and node.blobs:

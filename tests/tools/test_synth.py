@@ -340,3 +340,25 @@ def test_a_net_heavier_than_the_check_budget_skips_the_check(tmp_path, monkeypat
     out = capsys.readouterr().out
     assert "no variety check: one input is 0 G multiply-adds, over the check's 0 G" in out
     assert "check prob" not in out
+
+
+def test_calibration_skips_decoding_after_the_last_calibrated_layer():
+    """A layer no calibrated layer reads from (detection decoding, NMS) changes no weight: it
+    is not run (YOLO's NMS over untempered heads can see millions of candidates)."""
+    from caffe_compat.ir.load import load_net_text
+    from caffe_compat.tools.synth import _feeding_calibrated
+
+    loaded = load_net_text(
+        'layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 '
+        "dim: 8 dim: 8 } } }\n"
+        'layer { name: "c1" type: "Convolution" bottom: "data" top: "c1" convolution_param { '
+        "num_output: 4 kernel_size: 3 } }\n"
+        'layer { name: "r1" type: "ReLU" bottom: "c1" top: "c1" }\n'
+        'layer { name: "c2" type: "Convolution" bottom: "c1" top: "c2" convolution_param { '
+        "num_output: 4 kernel_size: 1 } }\n"
+        'layer { name: "s" type: "Sigmoid" bottom: "c2" top: "s" }\n'
+        'layer { name: "p" type: "Pooling" bottom: "s" top: "p" pooling_param { pool: MAX '
+        "global_pooling: true } }\n"
+    )
+    synthesize(loaded, method="he", progress=False)  # blobs present, as calibration sees them
+    assert _feeding_calibrated(loaded.graph) == {"c1", "r1", "c2"}  # Input is no node
