@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from .compare import (
     ArgmaxAgreement,
     Report,
     Tolerance,
+    _largest,
     accumulation_lengths,
     compare,
     error_scales,
@@ -158,15 +159,16 @@ def _our_backends(
     backends: Iterable[str] = REBUILDS,
     bar: Progress | None = None,
     precision: str = "exact",
-) -> dict[str, Values]:
+) -> Iterator[tuple[str, Values]]:
     """PyTorch on each device (CUDA when present, in ``precision``) and ONNX Runtime (CPU; CUDA
-    when present); torch is not imported unless ``backends`` holds it."""
+    when present), one at a time: each back end's values are yielded and never referenced here
+    again, so the caller, which compares and drops them, holds one back end's values at once.
+    Torch is not imported unless ``backends`` holds it."""
     from ..converters.onnx.runtime import CUDA, cuda_available
     from .backends import run_onnxruntime, run_torch
 
     bar = bar or Progress(enabled=False)
     graph = loaded.graph
-    ours: dict[str, Values] = {}
     for device in devices if "torch" in backends else ():
         import torch
 
@@ -178,59 +180,89 @@ def _our_backends(
         mode = precision if device == "cuda" else "exact"  # one fp32 on the CPU
         if mode != "exact":
             name += f"-{mode}"
-        ours[name] = run_torch(graph, feeds, values, device, precision=mode)
         report.backends[name] = "ran" if mode == "exact" else f"ran in {mode} mode"
+        yield name, run_torch(graph, feeds, values, device, precision=mode)
         bar.update()
     if "onnxruntime" not in backends:
-        return ours
+        return
     if onnx_model is None:
         from ..converters.onnx.export import to_onnx_bytes
 
         onnx_model = to_onnx_bytes(graph, extra_outputs=values, check=False)
     bar.describe("onnxruntime-cpu")
-    ours["onnxruntime-cpu"] = run_onnxruntime(onnx_model, feeds)
     report.backends["onnxruntime-cpu"] = "ran"
+    yield "onnxruntime-cpu", run_onnxruntime(onnx_model, feeds)
     bar.update()
     if "cuda" in devices:
         if cuda_available():
             bar.describe("onnxruntime-cuda")
-            ours["onnxruntime-cuda"] = run_onnxruntime(onnx_model, feeds, CUDA)
             report.backends["onnxruntime-cuda"] = "ran"
+            yield "onnxruntime-cuda", run_onnxruntime(onnx_model, feeds, CUDA)
         else:
             report.backends["onnxruntime-cuda"] = "skipped: no CUDA execution provider"
-    return ours
 
 
-def _compare_all(
-    loaded: LoadedNet,
-    ours: dict[str, Values],
-    refs: dict[str, Values],
-    values: list[str],
-    tolerance: Tolerance,
-    report: Report,
-    rerun: Mapping[str, Values] | None = None,
-) -> None:
-    """Every (back end, judge, value) row, argmax agreement on the outputs, class variety.
-    ``rerun``: per back end, the float64 judge rerun with its choices at near-ties."""
-    graph = loaded.graph
-    detections = _detection_values(graph)
-    row_sets = _row_sets(graph)
-    scored = [v for v in graph.outputs if v not in row_sets]  # ROI rows hold boxes, no classes
-    params = loaded.inference.params
-    lengths = accumulation_lengths(graph, params)
-    scales = {name: error_scales(graph, params, ref, *ours.values()) for name, ref in refs.items()}
-    for backend, produced in ours.items():
-        for ref_name, ref_values in refs.items():
-            if ref_name == "float64" and rerun and backend in rerun:
-                ref_values = rerun[backend]
-            for value in values:
+def _magnitudes(values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """max |v| of each value as a 0-d array: what ``error_scales`` reads of a source, kept
+    after the source itself is dropped."""
+    return {name: np.asarray(_largest(array)) for name, array in values.items()}
+
+
+class _Comparer:
+    """Compares each back end with every judge as it arrives, so only the judges' values and
+    one back end's stay alive; what later steps need of a back end after it is dropped (its
+    values' magnitudes, its argmax rows) is kept as scalars and small arrays.
+
+    The rows are those of comparing every back end at once: per back end, per judge, per
+    value. A value's error scale (``error_scales``) is read from the judge, or where the judge
+    lacks it from the first back end holding it (the CPU model, which computes every value)."""
+
+    def __init__(
+        self,
+        loaded: LoadedNet,
+        plan: VerifyPlan,
+        refs: dict[str, Values],
+        tolerance: Tolerance,
+        report: Report,
+    ) -> None:
+        graph = loaded.graph
+        self.loaded, self.plan, self.refs = loaded, plan, refs
+        self.tolerance, self.report = tolerance, report
+        self.detections = _detection_values(graph)
+        self.row_sets = _row_sets(graph)
+        # ROI rows hold boxes, no classes
+        self.scored = [v for v in graph.outputs if v not in self.row_sets]
+        self.params = loaded.inference.params
+        self.lengths = accumulation_lengths(graph, self.params)
+        self.ref_sizes = {name: _magnitudes(ref) for name, ref in refs.items()}
+        self.fallback: dict[str, np.ndarray] = {}  # first back end's magnitudes, per value
+        self.first_rows: dict[str, np.ndarray | None] = {}  # first back end's argmax rows
+        self.ran: list[str] = []
+        self._rerun: tuple[tuple, Values | None] | None = None  # the last near-tie rerun
+
+    def add(self, backend: str, produced: Values) -> None:
+        """Every row of one back end against every judge (``produced`` is not kept)."""
+        graph = self.loaded.graph
+        self.ran.append(backend)
+        for value, array in produced.items():
+            if value not in self.fallback:
+                self.fallback[value] = np.asarray(_largest(array))
+        for output in self.scored:
+            if output not in self.first_rows and output in produced:
+                self.first_rows[output] = _argmax_rows(produced[output])
+        rerun = self._rerun_at_ties(backend, produced)
+        for ref_name, ref_values in self.refs.items():
+            if ref_name == "float64" and rerun is not None:
+                ref_values = rerun
+            scales = error_scales(graph, self.params, self.ref_sizes[ref_name], self.fallback)
+            for value in self.plan.values:
                 if value in produced and value in ref_values:
                     mine, theirs, note = _aligned(
-                        produced[value], ref_values[value], value, detections, row_sets
+                        produced[value], ref_values[value], value, self.detections, self.row_sets
                     )
-                    allowance = tolerance.growth_limit(
-                        *lengths.get(value, (0.0, 0)),
-                        scales[ref_name].get(value, 0.0),
+                    allowance = self.tolerance.growth_limit(
+                        *self.lengths.get(value, (0.0, 0)),
+                        scales.get(value, 0.0),
                         float32_judge=ref_name in FLOAT32_JUDGES,
                     )
                     row = compare(
@@ -240,18 +272,57 @@ def _compare_all(
                         theirs,
                         backend,
                         ref_name,
-                        tolerance,
+                        self.tolerance,
                         allowance,
                     )
                     if note:
                         row.note = f"{row.note}; {note}" if row.note else note
-                    report.comparisons.append(row)
-            _argmax_agreement(scored, backend, produced, ref_name, ref_values, report)
-    for output in scored:
-        first = next((p[output] for p in ours.values() if output in p), None)
-        rows = _argmax_rows(first) if first is not None else None
-        if rows is not None:
-            report.distinct_classes[output] = len(set(rows.tolist()))
+                    self.report.comparisons.append(row)
+            _argmax_agreement(self.scored, backend, produced, ref_name, ref_values, self.report)
+
+    def finish(self) -> None:
+        """Class variety of each output over the batch (the first back end's argmax rows)."""
+        self._rerun = None
+        for output in self.scored:
+            rows = self.first_rows.get(output)
+            if rows is not None:
+                self.report.distinct_classes[output] = len(set(rows.tolist()))
+
+    def _rerun_at_ties(self, backend: str, produced: Values) -> Values | None:
+        """When this back end's argmax masks differ from the float64 judge's only at
+        near-ties, the judge rerun with those masks as given (verify/ties.py; the report notes
+        each). Back ends that chose alike in a row share one rerun."""
+        judge = self.refs.get("float64")
+        graph, tolerance = self.loaded.graph, self.tolerance
+        if judge is None or next(argmax_masks(graph), None) is None:
+            return None
+        scales = error_scales(graph, self.params, self.ref_sizes["float64"], self.fallback)
+
+        def limit(value: str) -> float:
+            growth = tolerance.growth_limit(
+                *self.lengths.get(value, (0.0, 0)), scales.get(value, 0.0), float32_judge=False
+            )
+            return max(tolerance.limit(judge[value]), growth)
+
+        fixed, notes = near_tie_masks(graph, judge, produced, limit)
+        if not fixed:
+            return None
+        key = tuple((n, hashlib.sha256(a.tobytes()).hexdigest()) for n, a in sorted(fixed.items()))
+        if self._rerun is None or self._rerun[0] != key:
+            self._rerun = None  # dropped before the next rerun is made
+            found, _ = float64_judge(
+                self.loaded,
+                self.plan.feeds,
+                self.plan.values,
+                required=False,
+                max_memory=int(self.plan.budget.limit),
+                fixed=fixed,
+            )
+            self._rerun = (key, found)
+        found = self._rerun[1]
+        if found is not None:
+            self.report.notes.extend(f"{backend}: {note}" for note in notes)
+        return found
 
 
 def _argmax_agreement(
@@ -269,52 +340,6 @@ def _argmax_agreement(
             if mine is not None and theirs is not None and mine.shape == theirs.shape:
                 agree = int((mine == theirs).sum())
                 report.argmax.append(ArgmaxAgreement(output, backend, ref_name, agree, len(mine)))
-
-
-def _rerun_at_ties(
-    loaded: LoadedNet,
-    plan: VerifyPlan,
-    refs: Mapping[str, Values],
-    ours: Mapping[str, Values],
-    tolerance: Tolerance,
-    report: Report,
-) -> dict[str, Values]:
-    """Per back end whose argmax masks differ from the float64 judge's only at near-ties, the
-    judge rerun with those masks as given (verify/ties.py); the report notes each."""
-    judge = refs.get("float64")
-    graph, params = loaded.graph, loaded.inference.params
-    if judge is None or next(argmax_masks(graph), None) is None:
-        return {}
-    lengths = accumulation_lengths(graph, params)
-    scales = error_scales(graph, params, judge, *ours.values())
-
-    def limit(value: str) -> float:
-        growth = tolerance.growth_limit(
-            *lengths.get(value, (0.0, 0)), scales.get(value, 0.0), float32_judge=False
-        )
-        return max(tolerance.limit(judge[value]), growth)
-
-    rerun: dict[str, Values] = {}
-    runs: dict[tuple, Values | None] = {}  # back ends that chose alike share one rerun
-    for backend, produced in ours.items():
-        fixed, notes = near_tie_masks(graph, judge, produced, limit)
-        if not fixed:
-            continue
-        key = tuple((n, hashlib.sha256(a.tobytes()).hexdigest()) for n, a in sorted(fixed.items()))
-        if key not in runs:
-            runs[key], _ = float64_judge(
-                loaded,
-                plan.feeds,
-                plan.values,
-                required=False,
-                max_memory=int(plan.budget.limit),
-                fixed=fixed,
-            )
-        found = runs[key]
-        if found is not None:
-            rerun[backend] = found
-            report.notes.extend(f"{backend}: {note}" for note in notes)
-    return rerun
 
 
 def _detection_values(graph: Graph) -> dict[str, DetectionSettings | None]:
@@ -635,7 +660,9 @@ def verify_loaded(
             if fallback is None:
                 return report
             refs = fallback
-        ours = _our_backends(
+        tolerance = options.tolerance or Tolerance()
+        comparer = _Comparer(loaded, plan, refs, tolerance, report)
+        runs = _our_backends(
             loaded,
             plan.feeds,
             plan.values,
@@ -646,14 +673,15 @@ def verify_loaded(
             bar,
             options.precision,
         )
-        ran = {name.split("-")[0] for name in [*ours, *refs] if name.startswith(REBUILDS)}
+        for name, produced in runs:
+            comparer.add(name, produced)
+            del produced  # dropped before the next back end runs
+        comparer.finish()
+        ran = {name.split("-")[0] for name in [*comparer.ran, *refs] if name.startswith(REBUILDS)}
         if ran:
             mine = _our_sources(loaded)  # the ONNX model too was built from these files
             report.sources.update({name: mine for name in sorted(ran)})
         bar.describe("comparing")
-        tolerance = options.tolerance or Tolerance()
-        rerun = _rerun_at_ties(loaded, plan, refs, ours, tolerance, report)
-        _compare_all(loaded, ours, refs, plan.values, tolerance, report, rerun)
         bar.update()
     return report
 

@@ -160,3 +160,35 @@ def test_proposal_rois_get_no_argmax_check(tmp_path):
     )
     assert report.passed and not report.argmax and "rois" not in report.distinct_classes
     assert any(c.value == "rois" for c in report.comparisons)
+
+
+def test_each_back_end_is_compared_and_dropped_before_the_next_runs(small_net, monkeypatch):
+    """Verify holds one back end's values at a time: when ONNX Runtime starts, no array the
+    PyTorch model produced is alive, and the report has every row of both."""
+    import weakref
+
+    from caffe_compat.verify import backends
+
+    prototxt, weights = small_net
+    loaded = load_net(prototxt, weights)
+    produced: dict[str, list[weakref.ref]] = {}
+    alive_at_start: dict[str, int] = {}
+
+    def tracked(name, run):
+        def wrapper(*args, **kwargs):
+            alive_at_start[name] = sum(r() is not None for refs in produced.values() for r in refs)
+            out = run(*args, **kwargs)
+            produced[name] = [weakref.ref(a) for a in out.values()]
+            return out
+
+        return wrapper
+
+    monkeypatch.setattr(backends, "run_torch", tracked("torch", backends.run_torch))
+    monkeypatch.setattr(backends, "run_onnxruntime", tracked("ort", backends.run_onnxruntime))
+    report = verify_loaded(loaded, batch=2, devices=("cpu",), against=("float64",), progress=False)
+    assert alive_at_start == {"torch": 0, "ort": 0}
+    assert len(produced["torch"]) >= 4  # every value came back, and was then dropped
+    assert all(r() is None for refs in produced.values() for r in refs)
+    rows = {(c.backend, c.value) for c in report.comparisons}
+    assert {b for b, _ in rows} == {"torch-cpu", "onnxruntime-cpu"} and report.passed
+    assert len(rows) == len(report.comparisons) == 2 * len(produced["torch"])
