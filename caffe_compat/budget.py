@@ -336,6 +336,7 @@ _STEP_FUNCTIONS = {
     "_opencv_judge": "running the OpenCV judge",
     "run_torch": "running the PyTorch model",
     "run_onnxruntime": "running ONNX Runtime",
+    "open_onnxruntime": "loading the model into ONNX Runtime",
     "to_onnx": "building the ONNX model",
     "to_torch": "building the PyTorch model",
     "compare": "comparing the results",

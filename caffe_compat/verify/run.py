@@ -37,7 +37,7 @@ from .compare import (
     error_scales,
 )
 from .detections import align_detections, align_row_sets
-from .float64 import float64_judge
+from .float64 import as_float32, float64_judge
 from .inputs import feed_batch, feeds_for, index_inputs, structured_inputs
 from .stored import load_reference_npz, stored_inputs, stored_values
 from .ties import argmax_masks, near_tie_masks
@@ -45,19 +45,83 @@ from .ties import argmax_masks, near_tie_masks
 Values = dict[str, np.ndarray]
 REBUILDS = ("torch", "onnxruntime")  # the rebuilt models verify runs, by report name
 log = logging.getLogger(__name__)
-# Copies a verification holds at once: of each parameter, the loaded blobs and two more, the
-# back ends running one after another and each freed before the next: OpenCV's net (its parsed
-# caffemodel and its blobs), the torch module, the ONNX pieces and joined bytes
-# (``to_onnx_bytes``), then the bytes and the runtime session; one more when the caller hands
-# in an exported model's bytes (convert's check). Measured on VGG-16 (528 MB of weights, under
-# a 4 GiB RLIMIT_AS): peak RSS rose by 2.6 copies in the OpenCV judge, 2.3 in to_onnx_bytes.
-# Of each value: the float64 judge's, two; OpenCV's outputs and the blobs its net keeps until
-# freed; torch's; ONNX Runtime's. Measured peak RSS less the libraries' (~0.3 GiB) against the
-# estimate, with the OpenCV judge: CaffeNet, batch 20: 1.4 GiB, 1.8 estimated; SqueezeNet 1.1
-# (values dominate), batch 16: 2.6 GiB, 2.8 (four value copies estimated 1.9: a MemoryError
-# under a 4 GiB RLIMIT_AS).
-PARAM_COPIES = 3
-VALUE_COPIES = 6
+# What a verification holds at once, by phase (copies of every parameter, of every value; see
+# ``verification_phases``). Measured on VGG-16 (528 MB of weights, 110 MB of values per image)
+# under a 4 GiB RLIMIT_AS, peak address space per phase at batch 1 and 2 (the difference is one
+# image's values): OpenCV's judge, run first, adds 2.6 copies of the weights and 3 of the
+# values (its net keeps every blob while we copy out its outputs); exporting the ONNX model
+# 2.5 of the weights (pieces, then the joined bytes), opening its session 2 (the runtime's
+# parse, then its own tensors); a back end running adds one copy of the values beside the
+# judges' (torch's outputs; ONNX Runtime's tensors, copied out one at a time, see
+# ``run_all_lean``). The float64 judge is budgeted by itself (``_run_judges``) and keeps its
+# values in float32 afterwards.
+OPENCV_PARAM_COPIES = 3  # the loaded blobs, OpenCV's parsed caffemodel and its blobs
+OPENCV_VALUE_COPIES = 3  # OpenCV's blobs, its outputs and our copies of them
+BUILD_PARAM_COPIES = 3  # the loaded blobs and the model being built (ONNX pieces and bytes)
+RUN_PARAM_COPIES = 2  # the loaded blobs and the running model (torch module, ORT session)
+BACKEND_VALUE_COPIES = 1  # the running back end's values
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One step of a verification: what it holds beside the judges' values already kept."""
+
+    what: str
+    params: float  # copies of every parameter
+    values: int  # copies of every value, the judges' kept values included
+    scratch: float  # copies of the largest layer's scratch (im2col columns) live too
+
+
+def verification_phases(
+    judges: Iterable[str], *, opencv: bool, stored: bool, given_model: bool
+) -> list[Phase]:
+    """The phases of a verification and what each holds at its peak: the judges' kept values
+    (the float64 judge's in float32, OpenCV's, stored arrays) plus one step's own. Back ends
+    run one at a time, each dropped before the next (``verify_loaded``), so the peak is the
+    largest phase, not the sum. ``given_model``: the caller holds an exported model's bytes
+    throughout (convert's check), one copy of the weights more in every phase."""
+    given = 1 if given_model else 0
+    with_opencv = opencv and "opencv" in judges
+    kept = ("float64" in judges) + with_opencv + stored
+    phases = []
+    if with_opencv:
+        phases.append(Phase("the OpenCV judge", OPENCV_PARAM_COPIES + given, stored + 3, 0.0))
+    if "float64" in judges:  # float64 values and scratch: twice the float32 bytes
+        phases.append(Phase("the float64 judge", 1 + given, 2 + with_opencv + stored, 2.0))
+    phases.append(Phase("building a back end", BUILD_PARAM_COPIES + given, kept, 0.0))
+    phases.append(
+        Phase("running a back end", RUN_PARAM_COPIES + given, kept + BACKEND_VALUE_COPIES, 1.0)
+    )
+    return phases
+
+
+def _fit_batch(
+    loaded: LoadedNet, options: VerifyOptions, budget: Budget, wanted: int, *, shrink: bool
+) -> int:
+    """The largest batch up to ``wanted`` that every phase of the verification fits in (one
+    line naming the phase, when none does)."""
+    import importlib.util
+
+    need = footprint(loaded.graph, loaded.inference.params)
+    judges = _judges(options.against, options.opencv)
+    phases = verification_phases(
+        judges,
+        opencv=importlib.util.find_spec("cv2") is not None,
+        stored=options.reference is not None,
+        given_model=options.onnx_model is not None,
+    )
+    for phase in phases:
+        step = dataclasses.replace(need, scratch_per_item=phase.scratch * need.scratch_per_item)
+        wanted = plan_batch(
+            budget,
+            step,
+            wanted,
+            fixed=phase.params * need.params,
+            copies=max(phase.values, 1),
+            what=f"the verification ({phase.what})",
+            shrink=shrink,
+        )
+    return wanted
 
 
 def identity_record(path: str | os.PathLike[str], note: str = "") -> dict[str, Any]:
@@ -165,7 +229,7 @@ def _our_backends(
     again, so the caller, which compares and drops them, holds one back end's values at once.
     Torch is not imported unless ``backends`` holds it."""
     from ..converters.onnx.runtime import CUDA, cuda_available
-    from .backends import run_onnxruntime, run_torch
+    from .backends import open_onnxruntime, run_onnxruntime, run_torch
 
     bar = bar or Progress(enabled=False)
     graph = loaded.graph
@@ -185,16 +249,22 @@ def _our_backends(
         bar.update()
     if "onnxruntime" not in backends:
         return
+    made_here = onnx_model is None
     if onnx_model is None:
         from ..converters.onnx.export import to_onnx_bytes
 
         onnx_model = to_onnx_bytes(graph, extra_outputs=values, check=False)
+    on_cuda = "cuda" in devices and cuda_available()
     bar.describe("onnxruntime-cpu")
+    opened = open_onnxruntime(onnx_model)
+    if made_here and not on_cuda:
+        onnx_model = None  # the session holds the weights: one copy fewer while it runs
     report.backends["onnxruntime-cpu"] = "ran"
-    yield "onnxruntime-cpu", run_onnxruntime(onnx_model, feeds)
+    yield "onnxruntime-cpu", run_onnxruntime(opened, feeds)
+    del opened
     bar.update()
     if "cuda" in devices:
-        if cuda_available():
+        if on_cuda:
             bar.describe("onnxruntime-cuda")
             report.backends["onnxruntime-cuda"] = "ran"
             yield "onnxruntime-cuda", run_onnxruntime(onnx_model, feeds, CUDA)
@@ -318,7 +388,7 @@ class _Comparer:
                 max_memory=int(self.plan.budget.limit),
                 fixed=fixed,
             )
-            self._rerun = (key, found)
+            self._rerun = (key, None if found is None else as_float32(found))
         found = self._rerun[1]
         if found is not None:
             self.report.notes.extend(f"{backend}: {note}" for note in notes)
@@ -467,17 +537,8 @@ def _synthetic_feeds(
     """``options.batch`` synthetic images, fewer where the memory budget says so (the net's
     own batch where it computes across its batch axis), and how the report names them."""
     graph, batch, seed = loaded.graph, options.batch, options.seed
-    need = footprint(graph, loaded.inference.params)
     wanted, fixed_batch = feed_batch(graph, batch)
-    fitted = plan_batch(
-        budget,
-        need,
-        wanted,
-        fixed=(PARAM_COPIES + (options.onnx_model is not None)) * need.params,
-        copies=VALUE_COPIES,
-        what="the verification",
-        shrink=fixed_batch is None,
-    )
+    fitted = _fit_batch(loaded, options, budget, wanted, shrink=fixed_batch is None)
     count = None if fixed_batch is not None else fitted
     feeds = feeds_for(
         graph.inputs,
@@ -500,7 +561,6 @@ def _check_given_feeds(
 ) -> None:
     """Given arrays run as they are: at the net's own batch where it has one, within budget."""
     graph = loaded.graph
-    need = footprint(graph, loaded.inference.params)
     wanted, fixed_batch = feed_batch(graph, options.batch)
     given = next(iter(feeds.values())).shape[0] if feeds else 1
     if fixed_batch is not None and given != wanted:
@@ -509,15 +569,7 @@ def _check_given_feeds(
             f"{wanted}: {fixed_batch}",
             path=graph.path,
         )
-    plan_batch(
-        budget,
-        need,
-        given,
-        fixed=(PARAM_COPIES + (options.onnx_model is not None)) * need.params,
-        copies=VALUE_COPIES,
-        what="the verification",
-        shrink=False,
-    )
+    _fit_batch(loaded, options, budget, given, shrink=False)
 
 
 def plan_verification(loaded: LoadedNet, options: VerifyOptions) -> VerifyPlan:
@@ -549,18 +601,35 @@ def plan_verification(loaded: LoadedNet, options: VerifyOptions) -> VerifyPlan:
 def _run_judges(
     loaded: LoadedNet, plan: VerifyPlan, options: VerifyOptions, report: Report, bar: Progress
 ) -> dict[str, Values]:
-    """The stored arrays, the float64 reference and OpenCV, as asked and where they can run."""
+    """The stored arrays, the float64 reference and OpenCV, as asked and where they can run.
+
+    OpenCV runs first: its net holds the weights about twice more and every value while it
+    runs, which fits best when no other judge's values are alive yet. The float64 judge's
+    values are then kept in float32 (``as_float32``). The report lists them as always: the
+    float64 judge first."""
     graph, feeds, values = loaded.graph, plan.feeds, plan.values
     refs: dict[str, Values] = {}
+    found_opencv: Values | None = None
+    opencv_status = "skipped: not asked for"
+    if "opencv" in plan.judges:
+        bar.describe("opencv")
+        found_opencv, opencv_status, skipped = _opencv_judge(
+            loaded, options.weights_path, feeds, values, report.sources
+        )
+        if found_opencv is None and plan.required:
+            raise CaffeCompatError(f"the OpenCV judge cannot run: {opencv_status}")
+        report.skipped_values.update(skipped)
+        bar.update()
     if options.reference is not None:
         refs["stored"] = stored_values(graph, options.reference)
         report.references["stored"] = f"{len(refs['stored'])} blobs from the reference file"
     if "float64" in plan.judges:
         bar.describe("float64 reference")
         # The judge's own budget is what the step does not already hold: the loaded blobs, the
-        # inputs and an exported model's bytes stay alive while it runs.
+        # inputs, OpenCV's values and an exported model's bytes stay alive while it runs.
         held = sum(np.asarray(b).nbytes for node in graph.nodes for b in node.blobs)
         held += sum(np.asarray(f).nbytes for f in feeds.values())
+        held += sum(np.asarray(v).nbytes for v in (found_opencv or {}).values())
         held += len(options.onnx_model or b"")
         limit = max(int(plan.budget.limit) - held, 0)
         found, status = float64_judge(
@@ -568,23 +637,15 @@ def _run_judges(
         )
         report.references["float64"] = status
         if found is not None:
-            refs["float64"] = found
+            refs["float64"] = as_float32(found)
+            opencv_files = report.sources.pop("opencv", None)
             report.sources["float64"] = _our_sources(loaded)
+            if opencv_files is not None:
+                report.sources["opencv"] = opencv_files
         bar.update()
-    if "opencv" in plan.judges:
-        bar.describe("opencv")
-        found, status, skipped = _opencv_judge(
-            loaded, options.weights_path, feeds, values, report.sources
-        )
-        if found is None and plan.required:
-            raise CaffeCompatError(f"the OpenCV judge cannot run: {status}")
-        report.references["opencv"] = status
-        report.skipped_values.update(skipped)
-        if found is not None:
-            refs["opencv"] = found
-        bar.update()
-    else:
-        report.references["opencv"] = "skipped: not asked for"
+    report.references["opencv"] = opencv_status
+    if found_opencv is not None:
+        refs["opencv"] = found_opencv
     log.info("judges: %s", "; ".join(f"{k}: {v}" for k, v in report.references.items()))
     return refs
 
