@@ -44,26 +44,27 @@ def run_torch(
     return {k: v.detach().cpu().numpy() for k, v in out.items()}
 
 
-def open_onnxruntime(model_bytes: bytes, provider: str = "CPUExecutionProvider") -> Any:
-    """A session for one verification run (no arena: see ``session``'s ``lean``); the caller
-    may drop the model's bytes once it is open, the session holds its own weights."""
+def open_onnxruntime(model: bytes | str, provider: str = "CPUExecutionProvider") -> Any:
+    """A session for one verification run (no arena: see ``session``'s ``lean``) on the
+    model's bytes or its file (the runtime parses a file as it reads it)."""
     from ..converters.onnx.runtime import session
 
-    return session(model_bytes, providers=[provider], lean=True)
+    return session(model, providers=[provider], lean=True)
 
 
 def run_onnxruntime(
-    model: bytes | Any,
+    model: bytes | str | Any,
     feeds: Mapping[str, np.ndarray],
     provider: str = "CPUExecutionProvider",
 ) -> dict[str, np.ndarray]:
-    """Every output of our ONNX model (its bytes, or a session from ``open_onnxruntime``) in ONNX
-    Runtime on ``provider``, converted one output at a time; Monte Carlo dropout at its expected
-    value (the model's sampling switch fed false), as the other back ends run."""
+    """Every output of our ONNX model (its bytes or file, or a session from
+    ``open_onnxruntime``) in ONNX Runtime on ``provider``, converted one output at a time; Monte
+    Carlo dropout at its expected value (the model's sampling switch fed false), as the other
+    back ends run."""
     from ..converters.onnx.runtime import run_all_lean
     from ..shapes.activations import SAMPLING_SWITCH
 
-    opened = open_onnxruntime(model, provider) if isinstance(model, bytes) else model
+    opened = open_onnxruntime(model, provider) if isinstance(model, (bytes, str)) else model
     switches = {SAMPLING_SWITCH: np.array(False)}
     overridable = [*opened.get_inputs(), *opened.get_overridable_initializers()]
     if not any(i.name == SAMPLING_SWITCH for i in overridable):

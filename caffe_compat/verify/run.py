@@ -45,35 +45,41 @@ from .ties import argmax_masks, near_tie_masks
 Values = dict[str, np.ndarray]
 REBUILDS = ("torch", "onnxruntime")  # the rebuilt models verify runs, by report name
 log = logging.getLogger(__name__)
-# What a verification holds at once, by phase (copies of every parameter, of every value; see
-# ``verification_phases``). Measured on VGG-16 (528 MB of weights, 110 MB of values per image)
-# under a 4 GiB RLIMIT_AS, peak address space per phase at batch 1 and 2 (the difference is one
-# image's values): OpenCV's judge, run first, adds 2.6 copies of the weights and 3 of the
-# values (its net keeps every blob while we copy out its outputs); exporting the ONNX model
-# 2.5 of the weights (pieces, then the joined bytes), opening its session 2 (the runtime's
-# parse, then its own tensors); a back end running adds one copy of the values beside the
-# judges' (torch's outputs; ONNX Runtime's tensors, copied out one at a time, see
-# ``run_all_lean``). The float64 judge is budgeted by itself (``_run_judges``) and keeps its
-# values in float32 afterwards.
+# What a verification holds at once, by phase (copies of every parameter, of the largest
+# layer's parameters, of every value; see ``verification_phases``). Measured on VGG-16 (528 MB of
+# weights, 392 MB in fc6, 110 MB of values per image) under a 4 GiB RLIMIT_AS, peak address
+# space per phase at batch 1 and 2 (the difference is one image's values): OpenCV's judge, run
+# first, adds 2.6 copies of the weights and 3 of the values (its net keeps every blob while we
+# copy out its outputs); writing the ONNX model adds the initializers (one copy) and the
+# largest one twice more while it is serialised; the runtime's session one copy; a back end
+# running adds one copy of the values beside the judges' (torch's outputs; ONNX Runtime's
+# tensors, copied out one at a time, see ``run_all_lean``). The float64 judge keeps its values
+# in float32 once it is done (``as_float32``).
 OPENCV_PARAM_COPIES = 3  # the loaded blobs, OpenCV's parsed caffemodel and its blobs
 OPENCV_VALUE_COPIES = 3  # OpenCV's blobs, its outputs and our copies of them
-BUILD_PARAM_COPIES = 3  # the loaded blobs and the model being built (ONNX pieces and bytes)
-RUN_PARAM_COPIES = 2  # the loaded blobs and the running model (torch module, ORT session)
+RUN_PARAM_COPIES = 2  # the loaded blobs and the model (torch module, ONNX initializers, session)
 BACKEND_VALUE_COPIES = 1  # the running back end's values
 
 
 @dataclass(frozen=True)
 class Phase:
-    """One step of a verification: what it holds beside the judges' values already kept."""
+    """One step of a verification and what it holds at its peak."""
 
     what: str
     params: float  # copies of every parameter
+    largest: float  # copies more of the largest layer's parameters (serialised, parsed)
     values: int  # copies of every value, the judges' kept values included
-    scratch: float  # copies of the largest layer's scratch (im2col columns) live too
+    scratch: float  # copies of the largest layer's scratch (im2col columns)
+    before: tuple[str, ...] = ()  # libraries not imported yet while it runs
 
 
 def verification_phases(
-    judges: Iterable[str], *, opencv: bool, stored: bool, given_model: bool
+    judges: Iterable[str],
+    backends: Iterable[str],
+    *,
+    opencv: bool,
+    stored: bool,
+    given_model: bool,
 ) -> list[Phase]:
     """The phases of a verification and what each holds at its peak: the judges' kept values
     (the float64 judge's in float32, OpenCV's, stored arrays) plus one step's own. Back ends
@@ -83,15 +89,23 @@ def verification_phases(
     given = 1 if given_model else 0
     with_opencv = opencv and "opencv" in judges
     kept = ("float64" in judges) + with_opencv + stored
+    early = ("torch", "onnxruntime")  # the judges run before the back ends load
+    running = kept + BACKEND_VALUE_COPIES
     phases = []
     if with_opencv:
-        phases.append(Phase("the OpenCV judge", OPENCV_PARAM_COPIES + given, stored + 3, 0.0))
+        copies = OPENCV_PARAM_COPIES + given
+        phases.append(Phase("the OpenCV judge", copies, 0, stored + 3, 0.0, early))
     if "float64" in judges:  # float64 values and scratch: twice the float32 bytes
-        phases.append(Phase("the float64 judge", 1 + given, 2 + with_opencv + stored, 2.0))
-    phases.append(Phase("building a back end", BUILD_PARAM_COPIES + given, kept, 0.0))
-    phases.append(
-        Phase("running a back end", RUN_PARAM_COPIES + given, kept + BACKEND_VALUE_COPIES, 1.0)
-    )
+        phases.append(
+            Phase("the float64 judge", 1 + given, 0, 2 + with_opencv + stored, 2.0, early)
+        )
+    if "torch" in backends:
+        phases.append(Phase("PyTorch", RUN_PARAM_COPIES + given, 0, running, 1.0, ("onnxruntime",)))
+    if "onnxruntime" in backends:
+        if not given_model:
+            phases.append(Phase("writing the ONNX model", 2, 2, kept, 0.0, ("onnxruntime",)))
+        phases.append(Phase("opening ONNX Runtime", RUN_PARAM_COPIES + given, 1, kept, 0.0))
+        phases.append(Phase("ONNX Runtime", RUN_PARAM_COPIES + given, 0, running, 1.0))
     return phases
 
 
@@ -106,6 +120,7 @@ def _fit_batch(
     judges = _judges(options.against, options.opencv)
     phases = verification_phases(
         judges,
+        options.backends,
         opencv=importlib.util.find_spec("cv2") is not None,
         stored=options.reference is not None,
         given_model=options.onnx_model is not None,
@@ -116,7 +131,9 @@ def _fit_batch(
             budget,
             step,
             wanted,
-            fixed=phase.params * need.params,
+            fixed=phase.params * need.params
+            + phase.largest * need.largest_params
+            - budget.before(*phase.before),
             copies=max(phase.values, 1),
             what=f"the verification ({phase.what})",
             shrink=shrink,
@@ -230,6 +247,7 @@ def _our_backends(
     Torch is not imported unless ``backends`` holds it."""
     from ..converters.onnx.runtime import CUDA, cuda_available
     from .backends import open_onnxruntime, run_onnxruntime, run_torch
+    from .opencv import temp_folder
 
     bar = bar or Progress(enabled=False)
     graph = loaded.graph
@@ -249,27 +267,28 @@ def _our_backends(
         bar.update()
     if "onnxruntime" not in backends:
         return
-    made_here = onnx_model is None
-    if onnx_model is None:
-        from ..converters.onnx.export import to_onnx_bytes
+    with temp_folder() as tmp:
+        model: bytes | str = onnx_model if onnx_model is not None else ""
+        if onnx_model is None:
+            # Written piece by piece and read by the runtime itself: the weights are never
+            # held joined in bytes here (one copy fewer while exporting and opening).
+            from ..converters.onnx.export import write_onnx_streamed
 
-        onnx_model = to_onnx_bytes(graph, extra_outputs=values, check=False)
-    on_cuda = "cuda" in devices and cuda_available()
-    bar.describe("onnxruntime-cpu")
-    opened = open_onnxruntime(onnx_model)
-    if made_here and not on_cuda:
-        onnx_model = None  # the session holds the weights: one copy fewer while it runs
-    report.backends["onnxruntime-cpu"] = "ran"
-    yield "onnxruntime-cpu", run_onnxruntime(opened, feeds)
-    del opened
-    bar.update()
-    if "cuda" in devices:
-        if on_cuda:
-            bar.describe("onnxruntime-cuda")
-            report.backends["onnxruntime-cuda"] = "ran"
-            yield "onnxruntime-cuda", run_onnxruntime(onnx_model, feeds, CUDA)
-        else:
-            report.backends["onnxruntime-cuda"] = "skipped: no CUDA execution provider"
+            model = str(Path(tmp) / "model.onnx")
+            write_onnx_streamed(graph, model, extra_outputs=values, check=False)
+        bar.describe("onnxruntime-cpu")
+        opened = open_onnxruntime(model)
+        report.backends["onnxruntime-cpu"] = "ran"
+        yield "onnxruntime-cpu", run_onnxruntime(opened, feeds)
+        del opened
+        bar.update()
+        if "cuda" in devices:
+            if cuda_available():
+                bar.describe("onnxruntime-cuda")
+                report.backends["onnxruntime-cuda"] = "ran"
+                yield "onnxruntime-cuda", run_onnxruntime(open_onnxruntime(model, CUDA), feeds)
+            else:
+                report.backends["onnxruntime-cuda"] = "skipped: no CUDA execution provider"
 
 
 def _magnitudes(values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import onnx
 from onnx import TensorProto, helper
@@ -68,11 +68,39 @@ def to_onnx_bytes(
     dynamic_batch: bool = True,
     check: bool = True,
 ) -> bytes:
+    """The serialised model of ``_onnx_pieces`` (its docstring), joined."""
+    return b"".join(_onnx_pieces(graph, opset, extra_outputs, metadata, dynamic_batch, check=check))
+
+
+def write_onnx_streamed(
+    graph: Graph,
+    path: str | os.PathLike[str],
+    *,
+    extra_outputs: Iterable[str] = (),
+    check: bool = True,
+) -> None:
+    """``to_onnx_bytes``'s model written to ``path`` piece by piece: no joined copy of the
+    weights is ever held (ONNX Runtime then reads the file itself)."""
+    with open(path, "wb") as out:
+        for piece in _onnx_pieces(graph, DEFAULT_OPSET, extra_outputs, None, True, check=check):
+            out.write(piece)
+
+
+def _onnx_pieces(
+    graph: Graph,
+    opset: int,
+    extra_outputs: Iterable[str],
+    metadata: Mapping[str, str] | None,
+    dynamic_batch: bool,
+    *,
+    check: bool,
+) -> Iterator[bytes]:
     """``to_onnx``'s model, checked (``check_model``, unless ``check`` is False) and
-    serialised, holding the weights at most twice at once (the pieces, then the joined bytes)
-    where the model object and its
-    serialisation would hold them four times (the protobuf, protobuf's buffer, the bytes, the
-    checker's parsed copy): a big net's conversion fits in a small address space.
+    serialised in pieces, holding the weights at most twice at once (the tensors not yet
+    serialised and the pieces; joined bytes or a file are the caller's), where the model
+    object and its serialisation would hold them four times (the protobuf, protobuf's buffer,
+    the bytes, the checker's parsed copy): a big net's conversion fits in a small address
+    space.
 
     The model without weights is serialised first, then each initializer as its own ``graph``
     field holding one ``initializer``: protobuf merges repeated occurrences of a message field,
@@ -92,14 +120,13 @@ def to_onnx_bytes(
                     helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
                 )
         check_model(skeleton)
-    pieces = [model.SerializeToString()]
+    yield model.SerializeToString()
     initializers.reverse()
     while initializers:
         tensor = initializers.pop().SerializeToString()
         inner = write_key(5, LEN) + write_varint(len(tensor))  # GraphProto.initializer
-        pieces.append(write_key(7, LEN) + write_varint(len(inner) + len(tensor)) + inner)
-        pieces.append(tensor)  # ModelProto.graph (7) holding it
-    return b"".join(pieces)
+        yield write_key(7, LEN) + write_varint(len(inner) + len(tensor)) + inner
+        yield tensor  # ModelProto.graph (7) holding it
 
 
 def _parts(

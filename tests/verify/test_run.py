@@ -192,3 +192,31 @@ def test_each_back_end_is_compared_and_dropped_before_the_next_runs(small_net, m
     rows = {(c.backend, c.value) for c in report.comparisons}
     assert {b for b, _ in rows} == {"torch-cpu", "onnxruntime-cpu"} and report.passed
     assert len(rows) == len(report.comparisons) == 2 * len(produced["torch"])
+
+
+def test_the_batch_is_planned_for_the_judges_and_one_back_end(small_net):
+    """The plan counts, per phase, what is alive: the float64 judge running (its values and
+    scratch in float64), the ONNX model written (the initializers, the largest one twice more
+    while serialised) and opened, a back end running (the weights twice, the judge's values in
+    float32 and its own, one layer's scratch); not six copies of every value at once."""
+    from caffe_compat.budget import footprint
+    from caffe_compat.verify.run import plan_verification
+
+    prototxt, weights = small_net
+    loaded = load_net(prototxt, weights)
+    need = footprint(loaded.graph, loaded.inference.params)
+    assert need.fixed == 0 and need.scratch_per_item > 0
+    params, largest = need.params, need.largest_params
+    per, scratch = need.per_item, need.scratch_per_item
+    budget = int(2 * params + 7 * (2 * per + scratch)) + 1
+    by_phase = {
+        "float64 judge": (budget - params) // (2 * per + 2 * scratch),
+        "PyTorch, ONNX Runtime": (budget - 2 * params) // (2 * per + scratch),
+        "writing the ONNX model": (budget - 2 * params - 2 * largest) // per,
+        "opening ONNX Runtime": (budget - 2 * params - largest) // per,
+    }
+    expected = int(min(min(by_phase.values()), 20))
+    old = int((budget - 3 * params) // (6 * per + scratch))  # six copies of every value
+    assert 1 < expected < 20 and old < expected
+    options = VerifyOptions(against=("float64",), max_memory=budget, batch=20, progress=False)
+    assert plan_verification(loaded, options).batch == expected
