@@ -50,11 +50,12 @@ log = logging.getLogger(__name__)
 # weights, 392 MB in fc6, 110 MB of values per image) under a 4 GiB RLIMIT_AS, peak address
 # space per phase at batch 1 and 2 (the difference is one image's values): OpenCV's judge, run
 # first, adds 2.6 copies of the weights and 3 of the values (its net keeps every blob while we
-# copy out its outputs); writing the ONNX model adds the initializers (one copy) and the
-# largest one twice more while it is serialised; the runtime's session one copy; a back end
-# running adds one copy of the values beside the judges' (torch's outputs; ONNX Runtime's
-# tensors, copied out one at a time, see ``run_all_lean``). The float64 judge keeps its values
-# in float32 once it is done (``as_float32``).
+# copy out its outputs); writing the ONNX model adds the initializers (one copy) and part of
+# the largest once more while it is written; opening the runtime's session on that file two
+# (its parse, then its own tensors); a back end running adds one copy of the values beside the
+# judges' (torch's outputs; ONNX Runtime's tensors, copied out one at a time, see
+# ``run_all_lean``). The float64 judge keeps its values in float32 once it is done
+# (``as_float32``).
 OPENCV_PARAM_COPIES = 3  # the loaded blobs, OpenCV's parsed caffemodel and its blobs
 OPENCV_VALUE_COPIES = 3  # OpenCV's blobs, its outputs and our copies of them
 RUN_PARAM_COPIES = 2  # the loaded blobs and the model (torch module, ONNX initializers, session)
@@ -103,8 +104,8 @@ def verification_phases(
         phases.append(Phase("PyTorch", RUN_PARAM_COPIES + given, 0, running, 1.0, ("onnxruntime",)))
     if "onnxruntime" in backends:
         if not given_model:
-            phases.append(Phase("writing the ONNX model", 2, 2, kept, 0.0, ("onnxruntime",)))
-        phases.append(Phase("opening ONNX Runtime", RUN_PARAM_COPIES + given, 1, kept, 0.0))
+            phases.append(Phase("writing the ONNX model", 2, 1, kept, 0.0, ("onnxruntime",)))
+        phases.append(Phase("opening ONNX Runtime", 3 + given, 0, kept, 0.0))
         phases.append(Phase("ONNX Runtime", RUN_PARAM_COPIES + given, 0, running, 1.0))
     return phases
 

@@ -123,10 +123,23 @@ def _onnx_pieces(
     yield model.SerializeToString()
     initializers.reverse()
     while initializers:
-        tensor = initializers.pop().SerializeToString()
-        inner = write_key(5, LEN) + write_varint(len(tensor))  # GraphProto.initializer
-        yield write_key(7, LEN) + write_varint(len(inner) + len(tensor)) + inner
-        yield tensor  # ModelProto.graph (7) holding it
+        # The tensor's raw bytes are written after the rest of it (protobuf reads fields in
+        # any order): serialising the whole message would build it once in protobuf's buffer
+        # and once more as Python bytes, two copies of the largest weight at once.
+        tensor = initializers.pop()
+        data = tensor.raw_data
+        tensor.ClearField("raw_data")
+        head = tensor.SerializeToString()
+        del tensor
+        field = write_key(9, LEN) + write_varint(len(data)) if data else b""  # raw_data
+        size = len(head) + len(field) + len(data)
+        inner = write_key(5, LEN) + write_varint(size)  # GraphProto.initializer
+        yield write_key(7, LEN) + write_varint(len(inner) + size) + inner  # ModelProto.graph
+        yield head
+        if data:
+            yield field
+            yield data
+        del data
 
 
 def _parts(
