@@ -415,6 +415,22 @@ def test_onnx_bytes_parse_to_the_same_model(shared):
     onnx.checker.check_model(streamed, full_check=True)
 
 
+def test_onnx_written_piece_by_piece_parses_to_the_same_model(shared, tmp_path):
+    """verify's ONNX file (``write_onnx_streamed``: each initializer's raw bytes written after
+    the rest of it, never serialised whole) parses to ``to_onnx``'s model with the values
+    verify fetches as extra outputs."""
+    from caffe_compat.converters.onnx.export import to_onnx, write_onnx_streamed
+
+    loaded = load_net(shared / "deploy_age.prototxt")
+    synthesize(loaded, method="he", progress=False)
+    extra = [v for v in loaded.graph.values if v not in loaded.graph.inputs]
+    path = tmp_path / "m.onnx"
+    write_onnx_streamed(loaded.graph, path, extra_outputs=extra, check=False)
+    parsed = onnx.load(str(path))
+    assert parsed == to_onnx(loaded.graph, extra_outputs=extra)
+    assert sum(len(t.raw_data) for t in parsed.graph.initializer) > 1_000_000
+
+
 def test_a_check_over_the_budget_is_skipped_and_said(tmp_path, monkeypatch):
     """The quick check holds the built model's bytes beside what verify holds: when its plan
     is refused, the files are written and the output and the ONNX metadata say so."""
