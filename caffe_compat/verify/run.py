@@ -3,6 +3,11 @@
 The report names the exact bytes each side read (``Report.sources``: size, SHA-256 and git blob
 id of every file), because a judge may read other files than the user gave: OpenCV gets a V2 copy
 of HDF5 or V0 weights and the TEST-phase deploy form of a train/val net.
+
+Memory: the judges run first (OpenCV, then the float64 reference, whose values are then kept in
+float32); each back end then runs, is compared with every judge at once and is dropped before
+the next runs, so at most one back end's values are alive beside the judges'. The batch is
+planned for the largest phase (``verification_phases``).
 """
 
 from __future__ import annotations
@@ -95,7 +100,9 @@ def verification_phases(
     phases = []
     if with_opencv:
         copies = OPENCV_PARAM_COPIES + given
-        phases.append(Phase("the OpenCV judge", copies, 0, stored + 3, 0.0, early))
+        phases.append(
+            Phase("the OpenCV judge", copies, 0, stored + OPENCV_VALUE_COPIES, 0.0, early)
+        )
     if "float64" in judges:  # float64 values and scratch: twice the float32 bytes
         phases.append(
             Phase("the float64 judge", 1 + given, 0, 2 + with_opencv + stored, 2.0, early)
