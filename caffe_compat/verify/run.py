@@ -103,9 +103,10 @@ def verification_phases(
         phases.append(
             Phase("the OpenCV judge", copies, 0, stored + OPENCV_VALUE_COPIES, 0.0, early)
         )
-    if "float64" in judges:  # float64 values and scratch: twice the float32 bytes
+    if "float64" in judges:  # float64 values: twice the float32 bytes (its scratch it splits
+        # image by image itself when over its own budget: reference/_plan.py)
         phases.append(
-            Phase("the float64 judge", 1 + given, 0, 2 + with_opencv + stored, 2.0, early)
+            Phase("the float64 judge", 1 + given, 0, 2 + with_opencv + stored, 1.0, early)
         )
     if "torch" in backends:
         phases.append(Phase("PyTorch", RUN_PARAM_COPIES + given, 0, running, 1.0, ("onnxruntime",)))
