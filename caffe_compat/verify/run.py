@@ -56,10 +56,11 @@ log = logging.getLogger(__name__)
 # space per phase at batch 1 and 2 (the difference is one image's values): OpenCV's judge, run
 # first, adds 2.6 copies of the weights and 3 of the values (its net keeps every blob while we
 # copy out its outputs); writing the ONNX model adds the initializers (one copy) and part of
-# the largest once more while it is written; opening the runtime's session on that file two
-# (its parse, then its own tensors); a back end running adds one copy of the values beside the
-# judges' (torch's outputs; ONNX Runtime's tensors, copied out one at a time, see
-# ``run_all_lean``). The float64 judge keeps its values in float32 once it is done
+# the largest once more while it is written; opening the runtime's session on that file (its
+# weights in a file beside it, ONNX external data) one, and the largest once more while it is
+# read (a whole-protobuf model would be parsed first: two); a back end running adds one copy
+# of the values beside the judges' (torch's outputs; ONNX Runtime's tensors, copied out one at
+# a time, see ``run_all_lean``). The float64 judge keeps its values in float32 once it is done
 # (``as_float32``).
 OPENCV_PARAM_COPIES = 3  # the loaded blobs, OpenCV's parsed caffemodel and its blobs
 OPENCV_VALUE_COPIES = 3  # OpenCV's blobs, its outputs and our copies of them
@@ -113,7 +114,7 @@ def verification_phases(
     if "onnxruntime" in backends:
         if not given_model:
             phases.append(Phase("writing the ONNX model", 2, 1, kept, 0.0, ("onnxruntime",)))
-        phases.append(Phase("opening ONNX Runtime", 3 + given, 0, kept, 0.0))
+        phases.append(Phase("opening ONNX Runtime", RUN_PARAM_COPIES + given, 1, kept, 0.0))
         phases.append(Phase("ONNX Runtime", RUN_PARAM_COPIES + given, 0, running, 1.0))
     return phases
 
@@ -279,12 +280,14 @@ def _our_backends(
     with temp_folder() as tmp:
         model: bytes | str = onnx_model if onnx_model is not None else ""
         if onnx_model is None:
-            # Written piece by piece and read by the runtime itself: the weights are never
-            # held joined in bytes here (one copy fewer while exporting and opening).
+            # Written piece by piece, the weights as external data, read by the runtime
+            # itself: never joined in bytes here, never parsed whole into a protobuf there.
             from ..converters.onnx.export import write_onnx_streamed
 
             model = str(Path(tmp) / "model.onnx")
-            write_onnx_streamed(graph, model, extra_outputs=values, check=False)
+            write_onnx_streamed(
+                graph, model, extra_outputs=values, check=False, external="weights.bin"
+            )
         bar.describe("onnxruntime-cpu")
         opened = open_onnxruntime(model)
         report.backends["onnxruntime-cpu"] = "ran"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import BinaryIO
 
 import onnx
 from onnx import TensorProto, helper
@@ -72,17 +75,33 @@ def to_onnx_bytes(
     return b"".join(_onnx_pieces(graph, opset, extra_outputs, metadata, dynamic_batch, check=check))
 
 
+# Tensors this large or larger go to the external data file; smaller ones (shape and index
+# constants, which shape inference must read from the model itself) stay inline.
+EXTERNAL_MIN_BYTES = 1 << 16
+
+
 def write_onnx_streamed(
     graph: Graph,
     path: str | os.PathLike[str],
     *,
     extra_outputs: Iterable[str] = (),
     check: bool = True,
+    external: str | None = None,
 ) -> None:
     """``to_onnx_bytes``'s model written to ``path`` piece by piece: no joined copy of the
-    weights is ever held (ONNX Runtime then reads the file itself)."""
-    with open(path, "wb") as out:
-        for piece in _onnx_pieces(graph, DEFAULT_OPSET, extra_outputs, None, True, check=check):
+    weights is ever held (ONNX Runtime then reads the file itself). ``external``: a file name
+    beside ``path`` that receives the raw bytes of every large initializer (ONNX external
+    data, ``EXTERNAL_MIN_BYTES``), so a
+    runtime reads each tensor straight into its own memory, never parsing the whole weights
+    into a protobuf first."""
+    with open(path, "wb") as out, contextlib.ExitStack() as stack:
+        beside = None
+        if external:
+            beside = (external, stack.enter_context(open(Path(path).parent / external, "wb")))
+        pieces = _onnx_pieces(
+            graph, DEFAULT_OPSET, extra_outputs, None, True, check=check, external=beside
+        )
+        for piece in pieces:
             out.write(piece)
 
 
@@ -94,6 +113,7 @@ def _onnx_pieces(
     dynamic_batch: bool,
     *,
     check: bool,
+    external: tuple[str, BinaryIO] | None = None,
 ) -> Iterator[bytes]:
     """``to_onnx``'s model, checked (``check_model``, unless ``check`` is False) and
     serialised in pieces, holding the weights at most twice at once (the tensors not yet
@@ -129,6 +149,14 @@ def _onnx_pieces(
         tensor = initializers.pop()
         data = tensor.raw_data
         tensor.ClearField("raw_data")
+        if external is not None and len(data) >= EXTERNAL_MIN_BYTES:
+            name, stream = external
+            offset = stream.tell()
+            stream.write(data)
+            tensor.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", name), ("offset", offset), ("length", len(data))):
+                tensor.external_data.add(key=key, value=str(value))
+            data = b""
         head = tensor.SerializeToString()
         del tensor
         field = write_key(9, LEN) + write_varint(len(data)) if data else b""  # raw_data

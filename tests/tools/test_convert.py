@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from _paths import TESTS
+from onnx import numpy_helper
 
 from caffe_compat.errors import CaffeCompatError, UnsupportedLayersError
 from caffe_compat.io import write_caffemodel, write_hdf5
@@ -424,11 +425,20 @@ def test_onnx_written_piece_by_piece_parses_to_the_same_model(shared, tmp_path):
     loaded = load_net(shared / "deploy_age.prototxt")
     synthesize(loaded, method="he", progress=False)
     extra = [v for v in loaded.graph.values if v not in loaded.graph.inputs]
+    whole = to_onnx(loaded.graph, extra_outputs=extra)
     path = tmp_path / "m.onnx"
     write_onnx_streamed(loaded.graph, path, extra_outputs=extra, check=False)
     parsed = onnx.load(str(path))
-    assert parsed == to_onnx(loaded.graph, extra_outputs=extra)
+    assert parsed == whole
     assert sum(len(t.raw_data) for t in parsed.graph.initializer) > 1_000_000
+    split = tmp_path / "split" / "m.onnx"  # the weights as external data beside it
+    split.parent.mkdir()
+    write_onnx_streamed(loaded.graph, split, extra_outputs=extra, check=False, external="w.bin")
+    assert split.stat().st_size < 100_000 < (split.parent / "w.bin").stat().st_size
+    read = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(split)).graph.initializer}
+    expected = {t.name: numpy_helper.to_array(t) for t in whole.graph.initializer}
+    assert read.keys() == expected.keys()
+    assert all(np.array_equal(read[k], expected[k]) for k in expected)
 
 
 def test_a_check_over_the_budget_is_skipped_and_said(tmp_path, monkeypatch):
