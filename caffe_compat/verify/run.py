@@ -255,9 +255,7 @@ def _our_backends(
     when present), one at a time: each back end's values are yielded and never referenced here
     again, so the caller, which compares and drops them, holds one back end's values at once.
     Torch is not imported unless ``backends`` holds it."""
-    from ..converters.onnx.runtime import CUDA, cuda_available
-    from .backends import open_onnxruntime, run_onnxruntime, run_torch
-    from .opencv import temp_folder
+    from .backends import run_torch
 
     bar = bar or Progress(enabled=False)
     graph = loaded.graph
@@ -275,8 +273,25 @@ def _our_backends(
         report.backends[name] = "ran" if mode == "exact" else f"ran in {mode} mode"
         yield name, run_torch(graph, feeds, values, device, precision=mode)
         bar.update()
-    if "onnxruntime" not in backends:
-        return
+    if "onnxruntime" in backends:
+        yield from _onnxruntime_runs(graph, feeds, values, devices, onnx_model, report, bar)
+
+
+def _onnxruntime_runs(
+    graph: Graph,
+    feeds: Mapping[str, np.ndarray],
+    values: list[str],
+    devices: Iterable[str],
+    onnx_model: bytes | None,
+    report: Report,
+    bar: Progress,
+) -> Iterator[tuple[str, Values]]:
+    """ONNX Runtime on the CPU (and CUDA when present) on the given model's bytes, else on a
+    model written here, one run at a time (``_our_backends``)."""
+    from ..converters.onnx.runtime import CUDA, cuda_available
+    from .backends import open_onnxruntime, run_onnxruntime
+    from .opencv import temp_folder
+
     with temp_folder() as tmp:
         model: bytes | str = onnx_model if onnx_model is not None else ""
         if onnx_model is None:
