@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -82,9 +83,17 @@ def default_budget() -> Budget:
     found = headroom.limits() or [headroom.available()]
     tightest = min(found, key=lambda limit: limit.left * share(limit))
     fraction = share(tightest)
+    unmapped: tuple[tuple[str, int], ...] = ()
+    if tightest.kind == "address space":  # what headroom set aside for libraries not loaded
+        unmapped = tuple(
+            (name, int(size * fraction))
+            for name, size in headroom.LIBRARY_MAPPINGS.items()
+            if name not in sys.modules
+        )
     return Budget(
         int(tightest.left * fraction),
         f"{fraction:.0%} of the {format_size(tightest.left)} available, by {tightest.source}",
+        unmapped=unmapped,
     )
 
 
@@ -95,6 +104,13 @@ class Budget:
     limit: int
     origin: str
     chosen: bool = False  # set by the user, so no hint about how to set it
+    # Libraries (module name, bytes of this budget) an address-space budget set aside because
+    # they are not loaded yet: a step that runs before they are imported may use that room.
+    unmapped: tuple[tuple[str, int], ...] = ()
+
+    def before(self, *modules: str) -> int:
+        """Bytes more a step may use that runs before ``modules`` are imported (``unmapped``)."""
+        return sum(size for name, size in self.unmapped if name in modules)
 
     def fits(self, needed: float) -> bool:
         return needed <= self.limit
@@ -336,6 +352,7 @@ _STEP_FUNCTIONS = {
     "_opencv_judge": "running the OpenCV judge",
     "run_torch": "running the PyTorch model",
     "run_onnxruntime": "running ONNX Runtime",
+    "open_onnxruntime": "loading the model into ONNX Runtime",
     "to_onnx": "building the ONNX model",
     "to_torch": "building the PyTorch model",
     "compare": "comparing the results",

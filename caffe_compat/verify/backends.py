@@ -8,6 +8,7 @@ held by the model (no process-wide flags).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -43,17 +44,29 @@ def run_torch(
     return {k: v.detach().cpu().numpy() for k, v in out.items()}
 
 
+def open_onnxruntime(model: bytes | str, provider: str = "CPUExecutionProvider") -> Any:
+    """A session for one verification run (no arena: see ``session``'s ``lean``) on the
+    model's bytes or its file (the runtime parses a file as it reads it)."""
+    from ..converters.onnx.runtime import session
+
+    return session(model, providers=[provider], lean=True)
+
+
 def run_onnxruntime(
-    model_bytes: bytes, feeds: Mapping[str, np.ndarray], provider: str = "CPUExecutionProvider"
+    model: bytes | str | Any,
+    feeds: Mapping[str, np.ndarray],
+    provider: str = "CPUExecutionProvider",
 ) -> dict[str, np.ndarray]:
-    """Every output of our ONNX model in ONNX Runtime on ``provider``; Monte Carlo dropout at
-    its expected value (the model's sampling switch fed false), as the other back ends run."""
-    from ..converters.onnx.runtime import run_all, session
+    """Every output of our ONNX model (its bytes or file, or a session from
+    ``open_onnxruntime``) in ONNX Runtime on ``provider``, converted one output at a time; Monte
+    Carlo dropout at its expected value (the model's sampling switch fed false), as the other
+    back ends run."""
+    from ..converters.onnx.runtime import run_all_lean
     from ..shapes.activations import SAMPLING_SWITCH
 
-    opened = session(model_bytes, providers=[provider])
+    opened = open_onnxruntime(model, provider) if isinstance(model, (bytes, str)) else model
     switches = {SAMPLING_SWITCH: np.array(False)}
     overridable = [*opened.get_inputs(), *opened.get_overridable_initializers()]
     if not any(i.name == SAMPLING_SWITCH for i in overridable):
         switches = {}
-    return run_all(opened, feeds, switches)
+    return run_all_lean(opened, feeds, switches)

@@ -3,6 +3,11 @@
 The report names the exact bytes each side read (``Report.sources``: size, SHA-256 and git blob
 id of every file), because a judge may read other files than the user gave: OpenCV gets a V2 copy
 of HDF5 or V0 weights and the TEST-phase deploy form of a train/val net.
+
+Memory: the judges run first (OpenCV, then the float64 reference, whose values are then kept in
+float32); each back end then runs, is compared with every judge at once and is dropped before
+the next runs, so at most one back end's values are alive beside the judges'. The batch is
+planned for the largest phase (``verification_phases``).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import dataclasses
 import hashlib
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +36,13 @@ from .compare import (
     ArgmaxAgreement,
     Report,
     Tolerance,
+    _largest,
     accumulation_lengths,
     compare,
     error_scales,
 )
 from .detections import align_detections, align_row_sets
-from .float64 import float64_judge
+from .float64 import as_float32, float64_judge
 from .inputs import feed_batch, feeds_for, index_inputs, structured_inputs
 from .stored import load_reference_npz, stored_inputs, stored_values
 from .ties import argmax_masks, near_tie_masks
@@ -44,19 +50,105 @@ from .ties import argmax_masks, near_tie_masks
 Values = dict[str, np.ndarray]
 REBUILDS = ("torch", "onnxruntime")  # the rebuilt models verify runs, by report name
 log = logging.getLogger(__name__)
-# Copies a verification holds at once: of each parameter, the loaded blobs and two more, the
-# back ends running one after another and each freed before the next: OpenCV's net (its parsed
-# caffemodel and its blobs), the torch module, the ONNX pieces and joined bytes
-# (``to_onnx_bytes``), then the bytes and the runtime session; one more when the caller hands
-# in an exported model's bytes (convert's check). Measured on VGG-16 (528 MB of weights, under
-# a 4 GiB RLIMIT_AS): peak RSS rose by 2.6 copies in the OpenCV judge, 2.3 in to_onnx_bytes.
-# Of each value: the float64 judge's, two; OpenCV's outputs and the blobs its net keeps until
-# freed; torch's; ONNX Runtime's. Measured peak RSS less the libraries' (~0.3 GiB) against the
-# estimate, with the OpenCV judge: CaffeNet, batch 20: 1.4 GiB, 1.8 estimated; SqueezeNet 1.1
-# (values dominate), batch 16: 2.6 GiB, 2.8 (four value copies estimated 1.9: a MemoryError
-# under a 4 GiB RLIMIT_AS).
-PARAM_COPIES = 3
-VALUE_COPIES = 6
+# What a verification holds at once, by phase (copies of every parameter, of the largest
+# layer's parameters, of every value; see ``verification_phases``). Measured on VGG-16 (528 MB of
+# weights, 392 MB in fc6, 110 MB of values per image) under a 4 GiB RLIMIT_AS, peak address
+# space per phase at batch 1 and 2 (the difference is one image's values): OpenCV's judge, run
+# first, adds 2.6 copies of the weights and 3 of the values (its net keeps every blob while we
+# copy out its outputs); writing the ONNX model adds the initializers (one copy) and part of
+# the largest once more while it is written; opening the runtime's session on that file (its
+# weights in a file beside it, ONNX external data) one, and the largest once more while it is
+# read (a whole-protobuf model would be parsed first: two); a back end running adds one copy
+# of the values beside the judges' (torch's outputs; ONNX Runtime's tensors, copied out one at
+# a time, see ``run_all_lean``). The float64 judge keeps its values in float32 once it is done
+# (``as_float32``).
+OPENCV_PARAM_COPIES = 3  # the loaded blobs, OpenCV's parsed caffemodel and its blobs
+OPENCV_VALUE_COPIES = 3  # OpenCV's blobs, its outputs and our copies of them
+RUN_PARAM_COPIES = 2  # the loaded blobs and the model (torch module, ONNX initializers, session)
+BACKEND_VALUE_COPIES = 1  # the running back end's values
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One step of a verification and what it holds at its peak."""
+
+    what: str
+    params: float  # copies of every parameter
+    largest: float  # copies more of the largest layer's parameters (serialised, parsed)
+    values: int  # copies of every value, the judges' kept values included
+    scratch: float  # copies of the largest layer's scratch (im2col columns)
+    before: tuple[str, ...] = ()  # libraries not imported yet while it runs
+
+
+def verification_phases(
+    judges: Iterable[str],
+    backends: Iterable[str],
+    *,
+    opencv: bool,
+    stored: bool,
+    given_model: bool,
+) -> list[Phase]:
+    """The phases of a verification and what each holds at its peak: the judges' kept values
+    (the float64 judge's in float32, OpenCV's, stored arrays) plus one step's own. Back ends
+    run one at a time, each dropped before the next (``verify_loaded``), so the peak is the
+    largest phase, not the sum. ``given_model``: the caller holds an exported model's bytes
+    throughout (convert's check), one copy of the weights more in every phase."""
+    given = 1 if given_model else 0
+    with_opencv = opencv and "opencv" in judges
+    kept = ("float64" in judges) + with_opencv + stored
+    early = ("torch", "onnxruntime")  # the judges run before the back ends load
+    running = kept + BACKEND_VALUE_COPIES
+    phases = []
+    if with_opencv:
+        copies = OPENCV_PARAM_COPIES + given
+        phases.append(
+            Phase("the OpenCV judge", copies, 0, stored + OPENCV_VALUE_COPIES, 0.0, early)
+        )
+    if "float64" in judges:  # float64 values: twice the float32 bytes (its scratch it splits
+        # image by image itself when over its own budget: reference/_plan.py)
+        phases.append(
+            Phase("the float64 judge", 1 + given, 0, 2 + with_opencv + stored, 1.0, early)
+        )
+    if "torch" in backends:
+        phases.append(Phase("PyTorch", RUN_PARAM_COPIES + given, 0, running, 1.0, ("onnxruntime",)))
+    if "onnxruntime" in backends:
+        if not given_model:
+            phases.append(Phase("writing the ONNX model", 2, 1, kept, 0.0, ("onnxruntime",)))
+        phases.append(Phase("opening ONNX Runtime", RUN_PARAM_COPIES + given, 1, kept, 0.0))
+        phases.append(Phase("ONNX Runtime", RUN_PARAM_COPIES + given, 0, running, 1.0))
+    return phases
+
+
+def _fit_batch(
+    loaded: LoadedNet, options: VerifyOptions, budget: Budget, wanted: int, *, shrink: bool
+) -> int:
+    """The largest batch up to ``wanted`` that every phase of the verification fits in (one
+    line naming the phase, when none does)."""
+    import importlib.util
+
+    need = footprint(loaded.graph, loaded.inference.params)
+    judges = _judges(options.against, options.opencv)
+    phases = verification_phases(
+        judges,
+        options.backends,
+        opencv=importlib.util.find_spec("cv2") is not None,
+        stored=options.reference is not None,
+        given_model=options.onnx_model is not None,
+    )
+    for phase in phases:
+        step = dataclasses.replace(need, scratch_per_item=phase.scratch * need.scratch_per_item)
+        wanted = plan_batch(
+            budget,
+            step,
+            wanted,
+            fixed=phase.params * need.params
+            + phase.largest * need.largest_params
+            - budget.before(*phase.before),
+            copies=max(phase.values, 1),
+            what=f"the verification ({phase.what})",
+            shrink=shrink,
+        )
+    return wanted
 
 
 def identity_record(path: str | os.PathLike[str], note: str = "") -> dict[str, Any]:
@@ -158,15 +250,15 @@ def _our_backends(
     backends: Iterable[str] = REBUILDS,
     bar: Progress | None = None,
     precision: str = "exact",
-) -> dict[str, Values]:
+) -> Iterator[tuple[str, Values]]:
     """PyTorch on each device (CUDA when present, in ``precision``) and ONNX Runtime (CPU; CUDA
-    when present); torch is not imported unless ``backends`` holds it."""
-    from ..converters.onnx.runtime import CUDA, cuda_available
-    from .backends import run_onnxruntime, run_torch
+    when present), one at a time: each back end's values are yielded and never referenced here
+    again, so the caller, which compares and drops them, holds one back end's values at once.
+    Torch is not imported unless ``backends`` holds it."""
+    from .backends import run_torch
 
     bar = bar or Progress(enabled=False)
     graph = loaded.graph
-    ours: dict[str, Values] = {}
     for device in devices if "torch" in backends else ():
         import torch
 
@@ -178,59 +270,115 @@ def _our_backends(
         mode = precision if device == "cuda" else "exact"  # one fp32 on the CPU
         if mode != "exact":
             name += f"-{mode}"
-        ours[name] = run_torch(graph, feeds, values, device, precision=mode)
         report.backends[name] = "ran" if mode == "exact" else f"ran in {mode} mode"
+        yield name, run_torch(graph, feeds, values, device, precision=mode)
         bar.update()
-    if "onnxruntime" not in backends:
-        return ours
-    if onnx_model is None:
-        from ..converters.onnx.export import to_onnx_bytes
-
-        onnx_model = to_onnx_bytes(graph, extra_outputs=values, check=False)
-    bar.describe("onnxruntime-cpu")
-    ours["onnxruntime-cpu"] = run_onnxruntime(onnx_model, feeds)
-    report.backends["onnxruntime-cpu"] = "ran"
-    bar.update()
-    if "cuda" in devices:
-        if cuda_available():
-            bar.describe("onnxruntime-cuda")
-            ours["onnxruntime-cuda"] = run_onnxruntime(onnx_model, feeds, CUDA)
-            report.backends["onnxruntime-cuda"] = "ran"
-        else:
-            report.backends["onnxruntime-cuda"] = "skipped: no CUDA execution provider"
-    return ours
+    if "onnxruntime" in backends:
+        yield from _onnxruntime_runs(graph, feeds, values, devices, onnx_model, report, bar)
 
 
-def _compare_all(
-    loaded: LoadedNet,
-    ours: dict[str, Values],
-    refs: dict[str, Values],
+def _onnxruntime_runs(
+    graph: Graph,
+    feeds: Mapping[str, np.ndarray],
     values: list[str],
-    tolerance: Tolerance,
+    devices: Iterable[str],
+    onnx_model: bytes | None,
     report: Report,
-    rerun: Mapping[str, Values] | None = None,
-) -> None:
-    """Every (back end, judge, value) row, argmax agreement on the outputs, class variety.
-    ``rerun``: per back end, the float64 judge rerun with its choices at near-ties."""
-    graph = loaded.graph
-    detections = _detection_values(graph)
-    row_sets = _row_sets(graph)
-    scored = [v for v in graph.outputs if v not in row_sets]  # ROI rows hold boxes, no classes
-    params = loaded.inference.params
-    lengths = accumulation_lengths(graph, params)
-    scales = {name: error_scales(graph, params, ref, *ours.values()) for name, ref in refs.items()}
-    for backend, produced in ours.items():
-        for ref_name, ref_values in refs.items():
-            if ref_name == "float64" and rerun and backend in rerun:
-                ref_values = rerun[backend]
-            for value in values:
+    bar: Progress,
+) -> Iterator[tuple[str, Values]]:
+    """ONNX Runtime on the CPU (and CUDA when present) on the given model's bytes, else on a
+    model written here, one run at a time (``_our_backends``)."""
+    from ..converters.onnx.runtime import CUDA, cuda_available
+    from .backends import open_onnxruntime, run_onnxruntime
+    from .opencv import temp_folder
+
+    with temp_folder() as tmp:
+        model: bytes | str = onnx_model if onnx_model is not None else ""
+        if onnx_model is None:
+            # Written piece by piece, the weights as external data, read by the runtime
+            # itself: never joined in bytes here, never parsed whole into a protobuf there.
+            from ..converters.onnx.export import write_onnx_streamed
+
+            model = str(Path(tmp) / "model.onnx")
+            write_onnx_streamed(
+                graph, model, extra_outputs=values, check=False, external="weights.bin"
+            )
+        bar.describe("onnxruntime-cpu")
+        opened = open_onnxruntime(model)
+        report.backends["onnxruntime-cpu"] = "ran"
+        yield "onnxruntime-cpu", run_onnxruntime(opened, feeds)
+        del opened
+        bar.update()
+        if "cuda" in devices:
+            if cuda_available():
+                bar.describe("onnxruntime-cuda")
+                report.backends["onnxruntime-cuda"] = "ran"
+                yield "onnxruntime-cuda", run_onnxruntime(open_onnxruntime(model, CUDA), feeds)
+            else:
+                report.backends["onnxruntime-cuda"] = "skipped: no CUDA execution provider"
+
+
+def _magnitudes(values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """max |v| of each value as a 0-d array: what ``error_scales`` reads of a source, kept
+    after the source itself is dropped."""
+    return {name: np.asarray(_largest(array)) for name, array in values.items()}
+
+
+class _Comparer:
+    """Compares each back end with every judge as it arrives, so only the judges' values and
+    one back end's stay alive; what later steps need of a back end after it is dropped (its
+    values' magnitudes, its argmax rows) is kept as scalars and small arrays.
+
+    The rows are those of comparing every back end at once: per back end, per judge, per
+    value. A value's error scale (``error_scales``) is read from the judge, or where the judge
+    lacks it from the first back end holding it (the CPU model, which computes every value)."""
+
+    def __init__(
+        self,
+        loaded: LoadedNet,
+        plan: VerifyPlan,
+        refs: dict[str, Values],
+        tolerance: Tolerance,
+        report: Report,
+    ) -> None:
+        graph = loaded.graph
+        self.loaded, self.plan, self.refs = loaded, plan, refs
+        self.tolerance, self.report = tolerance, report
+        self.detections = _detection_values(graph)
+        self.row_sets = _row_sets(graph)
+        # ROI rows hold boxes, no classes
+        self.scored = [v for v in graph.outputs if v not in self.row_sets]
+        self.params = loaded.inference.params
+        self.lengths = accumulation_lengths(graph, self.params)
+        self.ref_sizes = {name: _magnitudes(ref) for name, ref in refs.items()}
+        self.fallback: dict[str, np.ndarray] = {}  # first back end's magnitudes, per value
+        self.first_rows: dict[str, np.ndarray | None] = {}  # first back end's argmax rows
+        self.ran: list[str] = []
+        self._rerun: tuple[tuple, Values | None] | None = None  # the last near-tie rerun
+
+    def add(self, backend: str, produced: Values) -> None:
+        """Every row of one back end against every judge (``produced`` is not kept)."""
+        graph = self.loaded.graph
+        self.ran.append(backend)
+        for value, array in produced.items():
+            if value not in self.fallback:
+                self.fallback[value] = np.asarray(_largest(array))
+        for output in self.scored:
+            if output not in self.first_rows and output in produced:
+                self.first_rows[output] = _argmax_rows(produced[output])
+        rerun = self._rerun_at_ties(backend, produced)
+        for ref_name, ref_values in self.refs.items():
+            if ref_name == "float64" and rerun is not None:
+                ref_values = rerun
+            scales = error_scales(graph, self.params, self.ref_sizes[ref_name], self.fallback)
+            for value in self.plan.values:
                 if value in produced and value in ref_values:
                     mine, theirs, note = _aligned(
-                        produced[value], ref_values[value], value, detections, row_sets
+                        produced[value], ref_values[value], value, self.detections, self.row_sets
                     )
-                    allowance = tolerance.growth_limit(
-                        *lengths.get(value, (0.0, 0)),
-                        scales[ref_name].get(value, 0.0),
+                    allowance = self.tolerance.growth_limit(
+                        *self.lengths.get(value, (0.0, 0)),
+                        scales.get(value, 0.0),
                         float32_judge=ref_name in FLOAT32_JUDGES,
                     )
                     row = compare(
@@ -240,18 +388,57 @@ def _compare_all(
                         theirs,
                         backend,
                         ref_name,
-                        tolerance,
+                        self.tolerance,
                         allowance,
                     )
                     if note:
                         row.note = f"{row.note}; {note}" if row.note else note
-                    report.comparisons.append(row)
-            _argmax_agreement(scored, backend, produced, ref_name, ref_values, report)
-    for output in scored:
-        first = next((p[output] for p in ours.values() if output in p), None)
-        rows = _argmax_rows(first) if first is not None else None
-        if rows is not None:
-            report.distinct_classes[output] = len(set(rows.tolist()))
+                    self.report.comparisons.append(row)
+            _argmax_agreement(self.scored, backend, produced, ref_name, ref_values, self.report)
+
+    def finish(self) -> None:
+        """Class variety of each output over the batch (the first back end's argmax rows)."""
+        self._rerun = None
+        for output in self.scored:
+            rows = self.first_rows.get(output)
+            if rows is not None:
+                self.report.distinct_classes[output] = len(set(rows.tolist()))
+
+    def _rerun_at_ties(self, backend: str, produced: Values) -> Values | None:
+        """When this back end's argmax masks differ from the float64 judge's only at
+        near-ties, the judge rerun with those masks as given (verify/ties.py; the report notes
+        each). Back ends that chose alike in a row share one rerun."""
+        judge = self.refs.get("float64")
+        graph, tolerance = self.loaded.graph, self.tolerance
+        if judge is None or next(argmax_masks(graph), None) is None:
+            return None
+        scales = error_scales(graph, self.params, self.ref_sizes["float64"], self.fallback)
+
+        def limit(value: str) -> float:
+            growth = tolerance.growth_limit(
+                *self.lengths.get(value, (0.0, 0)), scales.get(value, 0.0), float32_judge=False
+            )
+            return max(tolerance.limit(judge[value]), growth)
+
+        fixed, notes = near_tie_masks(graph, judge, produced, limit)
+        if not fixed:
+            return None
+        key = tuple((n, hashlib.sha256(a.tobytes()).hexdigest()) for n, a in sorted(fixed.items()))
+        if self._rerun is None or self._rerun[0] != key:
+            self._rerun = None  # dropped before the next rerun is made
+            found, _ = float64_judge(
+                self.loaded,
+                self.plan.feeds,
+                self.plan.values,
+                required=False,
+                max_memory=int(self.plan.budget.limit),
+                fixed=fixed,
+            )
+            self._rerun = (key, None if found is None else as_float32(found))
+        found = self._rerun[1]
+        if found is not None:
+            self.report.notes.extend(f"{backend}: {note}" for note in notes)
+        return found
 
 
 def _argmax_agreement(
@@ -269,52 +456,6 @@ def _argmax_agreement(
             if mine is not None and theirs is not None and mine.shape == theirs.shape:
                 agree = int((mine == theirs).sum())
                 report.argmax.append(ArgmaxAgreement(output, backend, ref_name, agree, len(mine)))
-
-
-def _rerun_at_ties(
-    loaded: LoadedNet,
-    plan: VerifyPlan,
-    refs: Mapping[str, Values],
-    ours: Mapping[str, Values],
-    tolerance: Tolerance,
-    report: Report,
-) -> dict[str, Values]:
-    """Per back end whose argmax masks differ from the float64 judge's only at near-ties, the
-    judge rerun with those masks as given (verify/ties.py); the report notes each."""
-    judge = refs.get("float64")
-    graph, params = loaded.graph, loaded.inference.params
-    if judge is None or next(argmax_masks(graph), None) is None:
-        return {}
-    lengths = accumulation_lengths(graph, params)
-    scales = error_scales(graph, params, judge, *ours.values())
-
-    def limit(value: str) -> float:
-        growth = tolerance.growth_limit(
-            *lengths.get(value, (0.0, 0)), scales.get(value, 0.0), float32_judge=False
-        )
-        return max(tolerance.limit(judge[value]), growth)
-
-    rerun: dict[str, Values] = {}
-    runs: dict[tuple, Values | None] = {}  # back ends that chose alike share one rerun
-    for backend, produced in ours.items():
-        fixed, notes = near_tie_masks(graph, judge, produced, limit)
-        if not fixed:
-            continue
-        key = tuple((n, hashlib.sha256(a.tobytes()).hexdigest()) for n, a in sorted(fixed.items()))
-        if key not in runs:
-            runs[key], _ = float64_judge(
-                loaded,
-                plan.feeds,
-                plan.values,
-                required=False,
-                max_memory=int(plan.budget.limit),
-                fixed=fixed,
-            )
-        found = runs[key]
-        if found is not None:
-            rerun[backend] = found
-            report.notes.extend(f"{backend}: {note}" for note in notes)
-    return rerun
 
 
 def _detection_values(graph: Graph) -> dict[str, DetectionSettings | None]:
@@ -442,17 +583,8 @@ def _synthetic_feeds(
     """``options.batch`` synthetic images, fewer where the memory budget says so (the net's
     own batch where it computes across its batch axis), and how the report names them."""
     graph, batch, seed = loaded.graph, options.batch, options.seed
-    need = footprint(graph, loaded.inference.params)
     wanted, fixed_batch = feed_batch(graph, batch)
-    fitted = plan_batch(
-        budget,
-        need,
-        wanted,
-        fixed=(PARAM_COPIES + (options.onnx_model is not None)) * need.params,
-        copies=VALUE_COPIES,
-        what="the verification",
-        shrink=fixed_batch is None,
-    )
+    fitted = _fit_batch(loaded, options, budget, wanted, shrink=fixed_batch is None)
     count = None if fixed_batch is not None else fitted
     feeds = feeds_for(
         graph.inputs,
@@ -475,7 +607,6 @@ def _check_given_feeds(
 ) -> None:
     """Given arrays run as they are: at the net's own batch where it has one, within budget."""
     graph = loaded.graph
-    need = footprint(graph, loaded.inference.params)
     wanted, fixed_batch = feed_batch(graph, options.batch)
     given = next(iter(feeds.values())).shape[0] if feeds else 1
     if fixed_batch is not None and given != wanted:
@@ -484,15 +615,7 @@ def _check_given_feeds(
             f"{wanted}: {fixed_batch}",
             path=graph.path,
         )
-    plan_batch(
-        budget,
-        need,
-        given,
-        fixed=(PARAM_COPIES + (options.onnx_model is not None)) * need.params,
-        copies=VALUE_COPIES,
-        what="the verification",
-        shrink=False,
-    )
+    _fit_batch(loaded, options, budget, given, shrink=False)
 
 
 def plan_verification(loaded: LoadedNet, options: VerifyOptions) -> VerifyPlan:
@@ -524,18 +647,35 @@ def plan_verification(loaded: LoadedNet, options: VerifyOptions) -> VerifyPlan:
 def _run_judges(
     loaded: LoadedNet, plan: VerifyPlan, options: VerifyOptions, report: Report, bar: Progress
 ) -> dict[str, Values]:
-    """The stored arrays, the float64 reference and OpenCV, as asked and where they can run."""
+    """The stored arrays, the float64 reference and OpenCV, as asked and where they can run.
+
+    OpenCV runs first: its net holds the weights about twice more and every value while it
+    runs, which fits best when no other judge's values are alive yet. The float64 judge's
+    values are then kept in float32 (``as_float32``). The report lists them as always: the
+    float64 judge first."""
     graph, feeds, values = loaded.graph, plan.feeds, plan.values
     refs: dict[str, Values] = {}
+    found_opencv: Values | None = None
+    opencv_status = "skipped: not asked for"
+    if "opencv" in plan.judges:
+        bar.describe("opencv")
+        found_opencv, opencv_status, skipped = _opencv_judge(
+            loaded, options.weights_path, feeds, values, report.sources
+        )
+        if found_opencv is None and plan.required:
+            raise CaffeCompatError(f"the OpenCV judge cannot run: {opencv_status}")
+        report.skipped_values.update(skipped)
+        bar.update()
     if options.reference is not None:
         refs["stored"] = stored_values(graph, options.reference)
         report.references["stored"] = f"{len(refs['stored'])} blobs from the reference file"
     if "float64" in plan.judges:
         bar.describe("float64 reference")
         # The judge's own budget is what the step does not already hold: the loaded blobs, the
-        # inputs and an exported model's bytes stay alive while it runs.
+        # inputs, OpenCV's values and an exported model's bytes stay alive while it runs.
         held = sum(np.asarray(b).nbytes for node in graph.nodes for b in node.blobs)
         held += sum(np.asarray(f).nbytes for f in feeds.values())
+        held += sum(np.asarray(v).nbytes for v in (found_opencv or {}).values())
         held += len(options.onnx_model or b"")
         limit = max(int(plan.budget.limit) - held, 0)
         found, status = float64_judge(
@@ -543,23 +683,15 @@ def _run_judges(
         )
         report.references["float64"] = status
         if found is not None:
-            refs["float64"] = found
+            refs["float64"] = as_float32(found)
+            opencv_files = report.sources.pop("opencv", None)
             report.sources["float64"] = _our_sources(loaded)
+            if opencv_files is not None:
+                report.sources["opencv"] = opencv_files
         bar.update()
-    if "opencv" in plan.judges:
-        bar.describe("opencv")
-        found, status, skipped = _opencv_judge(
-            loaded, options.weights_path, feeds, values, report.sources
-        )
-        if found is None and plan.required:
-            raise CaffeCompatError(f"the OpenCV judge cannot run: {status}")
-        report.references["opencv"] = status
-        report.skipped_values.update(skipped)
-        if found is not None:
-            refs["opencv"] = found
-        bar.update()
-    else:
-        report.references["opencv"] = "skipped: not asked for"
+    report.references["opencv"] = opencv_status
+    if found_opencv is not None:
+        refs["opencv"] = found_opencv
     log.info("judges: %s", "; ".join(f"{k}: {v}" for k, v in report.references.items()))
     return refs
 
@@ -635,7 +767,9 @@ def verify_loaded(
             if fallback is None:
                 return report
             refs = fallback
-        ours = _our_backends(
+        tolerance = options.tolerance or Tolerance()
+        comparer = _Comparer(loaded, plan, refs, tolerance, report)
+        runs = _our_backends(
             loaded,
             plan.feeds,
             plan.values,
@@ -646,14 +780,15 @@ def verify_loaded(
             bar,
             options.precision,
         )
-        ran = {name.split("-")[0] for name in [*ours, *refs] if name.startswith(REBUILDS)}
+        for name, produced in runs:
+            comparer.add(name, produced)
+            del produced  # dropped before the next back end runs
+        comparer.finish()
+        ran = {name.split("-")[0] for name in [*comparer.ran, *refs] if name.startswith(REBUILDS)}
         if ran:
             mine = _our_sources(loaded)  # the ONNX model too was built from these files
             report.sources.update({name: mine for name in sorted(ran)})
         bar.describe("comparing")
-        tolerance = options.tolerance or Tolerance()
-        rerun = _rerun_at_ties(loaded, plan, refs, ours, tolerance, report)
-        _compare_all(loaded, ours, refs, plan.values, tolerance, report, rerun)
         bar.update()
     return report
 

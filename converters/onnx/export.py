@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import BinaryIO
 
 import onnx
 from onnx import TensorProto, helper
@@ -68,11 +71,56 @@ def to_onnx_bytes(
     dynamic_batch: bool = True,
     check: bool = True,
 ) -> bytes:
+    """The serialised model of ``_onnx_pieces`` (its docstring), joined."""
+    return b"".join(_onnx_pieces(graph, opset, extra_outputs, metadata, dynamic_batch, check=check))
+
+
+# Tensors this large or larger go to the external data file; smaller ones (shape and index
+# constants, which shape inference must read from the model itself) stay inline.
+EXTERNAL_MIN_BYTES = 1 << 16
+
+
+def write_onnx_streamed(
+    graph: Graph,
+    path: str | os.PathLike[str],
+    *,
+    extra_outputs: Iterable[str] = (),
+    check: bool = True,
+    external: str | None = None,
+) -> None:
+    """``to_onnx_bytes``'s model written to ``path`` piece by piece: no joined copy of the
+    weights is ever held (ONNX Runtime then reads the file itself). ``external``: a file name
+    beside ``path`` that receives the raw bytes of every large initializer (ONNX external
+    data, ``EXTERNAL_MIN_BYTES``), so a
+    runtime reads each tensor straight into its own memory, never parsing the whole weights
+    into a protobuf first."""
+    with open(path, "wb") as out, contextlib.ExitStack() as stack:
+        beside = None
+        if external:
+            beside = (external, stack.enter_context(open(Path(path).parent / external, "wb")))
+        pieces = _onnx_pieces(
+            graph, DEFAULT_OPSET, extra_outputs, None, True, check=check, external=beside
+        )
+        for piece in pieces:
+            out.write(piece)
+
+
+def _onnx_pieces(
+    graph: Graph,
+    opset: int,
+    extra_outputs: Iterable[str],
+    metadata: Mapping[str, str] | None,
+    dynamic_batch: bool,
+    *,
+    check: bool,
+    external: tuple[str, BinaryIO] | None = None,
+) -> Iterator[bytes]:
     """``to_onnx``'s model, checked (``check_model``, unless ``check`` is False) and
-    serialised, holding the weights at most twice at once (the pieces, then the joined bytes)
-    where the model object and its
-    serialisation would hold them four times (the protobuf, protobuf's buffer, the bytes, the
-    checker's parsed copy): a big net's conversion fits in a small address space.
+    serialised in pieces, holding the weights at most twice at once (the tensors not yet
+    serialised and the pieces; joined bytes or a file are the caller's), where the model
+    object and its serialisation would hold them four times (the protobuf, protobuf's buffer,
+    the bytes, the checker's parsed copy): a big net's conversion fits in a small address
+    space.
 
     The model without weights is serialised first, then each initializer as its own ``graph``
     field holding one ``initializer``: protobuf merges repeated occurrences of a message field,
@@ -92,14 +140,34 @@ def to_onnx_bytes(
                     helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
                 )
         check_model(skeleton)
-    pieces = [model.SerializeToString()]
+    yield model.SerializeToString()
     initializers.reverse()
     while initializers:
-        tensor = initializers.pop().SerializeToString()
-        inner = write_key(5, LEN) + write_varint(len(tensor))  # GraphProto.initializer
-        pieces.append(write_key(7, LEN) + write_varint(len(inner) + len(tensor)) + inner)
-        pieces.append(tensor)  # ModelProto.graph (7) holding it
-    return b"".join(pieces)
+        # The tensor's raw bytes are written after the rest of it (protobuf reads fields in
+        # any order): serialising the whole message would build it once in protobuf's buffer
+        # and once more as Python bytes, two copies of the largest weight at once.
+        tensor = initializers.pop()
+        data = tensor.raw_data
+        tensor.ClearField("raw_data")
+        if external is not None and len(data) >= EXTERNAL_MIN_BYTES:
+            name, stream = external
+            offset = stream.tell()
+            stream.write(data)
+            tensor.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", name), ("offset", offset), ("length", len(data))):
+                tensor.external_data.add(key=key, value=str(value))
+            data = b""
+        head = tensor.SerializeToString()
+        del tensor
+        field = write_key(9, LEN) + write_varint(len(data)) if data else b""  # raw_data
+        size = len(head) + len(field) + len(data)
+        inner = write_key(5, LEN) + write_varint(size)  # GraphProto.initializer
+        yield write_key(7, LEN) + write_varint(len(inner) + size) + inner  # ModelProto.graph
+        yield head
+        if data:
+            yield field
+            yield data
+        del data
 
 
 def _parts(

@@ -33,13 +33,20 @@ def session(
     providers: Sequence[str] = (CPU,),
     source: str | None = None,
     threads: int | None = None,
+    lean: bool = False,
 ) -> Any:
     """An ``onnxruntime.InferenceSession``; a model ORT refuses is the user's input (one line).
-    ``threads`` caps its intra-op threads (one actor or worker per core)."""
+    ``threads`` caps its intra-op threads (one actor or worker per core). ``lean``: no CPU
+    memory arena and no memory pattern, for one run that fetches every value (verify): each
+    buffer is freed when its last reader is done instead of staying in an arena or a plan
+    sized for repeated runs."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 4  # errors come back as one line of ours, not its log
+    if lean:
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -62,3 +69,25 @@ def run_all(
     arrays = {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()}
     outs = session_.run(names, {**arrays, **(switches or {})})
     return dict(zip(names, outs))
+
+
+def run_all_lean(
+    session_: Any,
+    feeds: Mapping[str, np.ndarray],
+    switches: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """``run_all``, holding about one copy of the outputs: the runtime's tensors are turned into
+    numpy arrays one at a time, each tensor released once copied (``run`` would hold every
+    tensor and every copy at once)."""
+    from onnxruntime import OrtValue
+
+    names = [o.name for o in session_.get_outputs()]
+    given = {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()}
+    given.update(switches or {})
+    inputs = {k: OrtValue.ortvalue_from_numpy(v) for k, v in given.items()}
+    outs = list(session_.run_with_ort_values(names, inputs))
+    found: dict[str, np.ndarray] = {}
+    for index, name in enumerate(names):
+        found[name] = outs[index].numpy()
+        outs[index] = None  # the runtime's tensor goes as soon as it is copied
+    return found

@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from _paths import TESTS
+from onnx import numpy_helper
 
 from caffe_compat.errors import CaffeCompatError, UnsupportedLayersError
 from caffe_compat.io import write_caffemodel, write_hdf5
@@ -413,6 +414,31 @@ def test_onnx_bytes_parse_to_the_same_model(shared):
     assert onnx.load_from_string(streamed) == whole
     assert len(whole.graph.initializer) == 12
     onnx.checker.check_model(streamed, full_check=True)
+
+
+def test_onnx_written_piece_by_piece_parses_to_the_same_model(shared, tmp_path):
+    """verify's ONNX file (``write_onnx_streamed``: each initializer's raw bytes written after
+    the rest of it, never serialised whole) parses to ``to_onnx``'s model with the values
+    verify fetches as extra outputs."""
+    from caffe_compat.converters.onnx.export import to_onnx, write_onnx_streamed
+
+    loaded = load_net(shared / "deploy_age.prototxt")
+    synthesize(loaded, method="he", progress=False)
+    extra = [v for v in loaded.graph.values if v not in loaded.graph.inputs]
+    whole = to_onnx(loaded.graph, extra_outputs=extra)
+    path = tmp_path / "m.onnx"
+    write_onnx_streamed(loaded.graph, path, extra_outputs=extra, check=False)
+    parsed = onnx.load(str(path))
+    assert parsed == whole
+    assert sum(len(t.raw_data) for t in parsed.graph.initializer) > 1_000_000
+    split = tmp_path / "split" / "m.onnx"  # the weights as external data beside it
+    split.parent.mkdir()
+    write_onnx_streamed(loaded.graph, split, extra_outputs=extra, check=False, external="w.bin")
+    assert split.stat().st_size < 100_000 < (split.parent / "w.bin").stat().st_size
+    read = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(split)).graph.initializer}
+    expected = {t.name: numpy_helper.to_array(t) for t in whole.graph.initializer}
+    assert read.keys() == expected.keys()
+    assert all(np.array_equal(read[k], expected[k]) for k in expected)
 
 
 def test_a_check_over_the_budget_is_skipped_and_said(tmp_path, monkeypatch):

@@ -160,3 +160,63 @@ def test_proposal_rois_get_no_argmax_check(tmp_path):
     )
     assert report.passed and not report.argmax and "rois" not in report.distinct_classes
     assert any(c.value == "rois" for c in report.comparisons)
+
+
+def test_each_back_end_is_compared_and_dropped_before_the_next_runs(small_net, monkeypatch):
+    """Verify holds one back end's values at a time: when ONNX Runtime starts, no array the
+    PyTorch model produced is alive, and the report has every row of both."""
+    import weakref
+
+    from caffe_compat.verify import backends
+
+    prototxt, weights = small_net
+    loaded = load_net(prototxt, weights)
+    produced: dict[str, list[weakref.ref]] = {}
+    alive_at_start: dict[str, int] = {}
+
+    def tracked(name, run):
+        def wrapper(*args, **kwargs):
+            alive_at_start[name] = sum(r() is not None for refs in produced.values() for r in refs)
+            out = run(*args, **kwargs)
+            produced[name] = [weakref.ref(a) for a in out.values()]
+            return out
+
+        return wrapper
+
+    monkeypatch.setattr(backends, "run_torch", tracked("torch", backends.run_torch))
+    monkeypatch.setattr(backends, "run_onnxruntime", tracked("ort", backends.run_onnxruntime))
+    report = verify_loaded(loaded, batch=2, devices=("cpu",), against=("float64",), progress=False)
+    assert alive_at_start == {"torch": 0, "ort": 0}
+    assert len(produced["torch"]) >= 4  # every value came back, and was then dropped
+    assert all(r() is None for refs in produced.values() for r in refs)
+    rows = {(c.backend, c.value) for c in report.comparisons}
+    assert {b for b, _ in rows} == {"torch-cpu", "onnxruntime-cpu"} and report.passed
+    assert len(rows) == len(report.comparisons) == 2 * len(produced["torch"])
+
+
+def test_the_batch_is_planned_for_the_judges_and_one_back_end(small_net):
+    """The plan counts, per phase, what is alive: the float64 judge running (its values in
+    float64, one layer's scratch), the ONNX model written (the initializers, the largest once more) and
+    opened (its tensors, the largest once more), a back end running (the weights twice, the judge's values in
+    float32 and its own, one layer's scratch); not six copies of every value at once."""
+    from caffe_compat.budget import footprint
+    from caffe_compat.verify.run import plan_verification
+
+    prototxt, weights = small_net
+    loaded = load_net(prototxt, weights)
+    need = footprint(loaded.graph, loaded.inference.params)
+    assert need.fixed == 0 and need.scratch_per_item > 0
+    params, largest = need.params, need.largest_params
+    per, scratch = need.per_item, need.scratch_per_item
+    budget = int(2 * params + 7 * (2 * per + scratch)) + 1
+    by_phase = {
+        "float64 judge": (budget - params) // (2 * per + scratch),
+        "PyTorch, ONNX Runtime": (budget - 2 * params) // (2 * per + scratch),
+        "writing the ONNX model": (budget - 2 * params - largest) // per,
+        "opening ONNX Runtime": (budget - 2 * params - largest) // per,
+    }
+    expected = int(min(min(by_phase.values()), 20))
+    old = int((budget - 3 * params) // (6 * per + scratch))  # six copies of every value
+    assert 1 < expected < 20 and old < expected
+    options = VerifyOptions(against=("float64",), max_memory=budget, batch=20, progress=False)
+    assert plan_verification(loaded, options).batch == expected

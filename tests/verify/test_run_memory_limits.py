@@ -1,8 +1,9 @@
 """Whole nets verified under a 4 GiB address-space limit (RLIMIT_AS, as a batch system sets it):
-each works, or exits 2 with one line; never a MemoryError, bad_alloc, protobuf EncodeError or
-crash (exit 3 or a signal). Slow: synthesized weights for VGG-16 and a ResNet-152 are written
-first, and each verify runs the float64 reference, OpenCV 4 where installed, PyTorch and ONNX
-Runtime."""
+each passes (verify holds the judges' values and one back end's at a time, so VGG-16's 528 MB
+of weights and ResNet-152's 382 MB of values per image fit), never a refusal, MemoryError,
+bad_alloc, protobuf EncodeError or crash (exit 3 or a signal). Slow: synthesized weights for
+VGG-16 and a ResNet-152 are written first, and each verify runs the float64 reference, OpenCV
+4 where installed, PyTorch and ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def _cap() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (CAP, resource.RLIM_INFINITY))
 
 
-def test_verify_under_4_gib_works_or_refuses_in_one_line(net):
+def test_verify_under_4_gib_passes(net):
     prototxt, weights = net
     run = subprocess.run(
         [sys.executable, "-m", "caffe_compat", "verify", str(prototxt), str(weights), "-q"],
@@ -57,13 +58,8 @@ def test_verify_under_4_gib_works_or_refuses_in_one_line(net):
         timeout=1800,
         preexec_fn=_cap,
     )
-    err = run.stderr.strip().splitlines()
-    assert run.returncode in (0, 2), (run.returncode, run.stderr[-3000:])
-    if run.returncode == 2:
-        assert len(err) == 1, run.stderr
-        assert "memory" in err[0] and "RLIMIT_AS of 4 GiB" in err[0], err[0]
-    else:
-        assert "PASS" in run.stdout, run.stdout[-3000:]
+    assert run.returncode == 0, (run.returncode, run.stderr[-3000:])
+    assert "PASS" in run.stdout, run.stdout[-3000:]
 
 
 def test_vgg16_synth_convert_verify_under_4_gib(tmp_path):
@@ -89,7 +85,4 @@ def test_vgg16_synth_convert_verify_under_4_gib(tmp_path):
     assert convert.returncode == 0, convert.stderr[-3000:]
     assert prefix.with_suffix(".onnx").stat().st_size > 500 * 2**20
     verify = step("verify", str(prototxt), str(weights))
-    assert verify.returncode in (0, 2), verify.stderr[-3000:]
-    if verify.returncode == 2:
-        err = verify.stderr.strip().splitlines()
-        assert len(err) == 1 and "RLIMIT_AS of 4 GiB" in err[0], verify.stderr
+    assert verify.returncode == 0, verify.stderr[-3000:]
