@@ -227,7 +227,7 @@ def batch_dependence(graph: Graph) -> str | None:
         moved = before.params.get(node.name) != after.params.get(node.name)
         for value in node.outputs:
             s0, s1 = before.shapes[value], after.shapes[value]
-            same_rest = s0 is not None and s1 is not None and s0[1:] == s1[1:]
+            same_rest = bool(s0) and bool(s1) and s0[1:] == s1[1:]  # a scalar has no rows
             # k rows per item (a Concat along axis 0 of the batch and its mirror image, then
             # a Slice into halves: AM-Softmax's test nets) follow the batch as one row does.
             rows = same_rest and (s1[0] == s0[0] + 1 or s0[0] * (batch + 1) == s1[0] * batch)

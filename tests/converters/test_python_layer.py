@@ -339,11 +339,17 @@ def test_pycaffe_lets_the_users_exception_through(tmp_path, user_module):
     ],
 )
 def test_the_cli_names_the_layer_and_class_in_one_line(tmp_path, user_module, capsys, cls, message):
-    """A user's bug, in setup or in a forward synth runs: exit 2, one line, no traceback."""
+    """A user's bug, in setup (synth sets the layer up) or in a forward (verify runs it; synth's
+    calibration skips a layer no calibrated layer reads): exit 2, one line, no traceback."""
     from caffe_compat.cli.main import main
 
     net = python_net(tmp_path, user_module, cls)
-    code = main(["synth", str(net), "-o", str(tmp_path / "w.caffemodel")])
+    weights = str(tmp_path / "w.caffemodel")
+    code = main(["synth", str(net), "-o", weights, "--method", "he"])
+    if cls == "FailsInForward":
+        assert code == 0
+        capsys.readouterr()
+        code = main(["verify", str(net), weights, "-q"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "Traceback" not in err
     assert 'layer "sq"' in err and message in err

@@ -53,8 +53,10 @@ def test_library_raises_only_caffe_compat_errors(mutator, tmp_path, cases_range)
         if outcome.kind == "internal":
             failures.append(f"case {index} ({case.seed}; {'; '.join(case.ops)}): {outcome.detail}")
     assert not failures, _report(failures)
-    # The mutations must leave many nets valid, or the later steps are never exercised.
-    assert kinds["ok"] >= (stop - first) // 5, kinds
+    # The mutations must leave many nets valid, or the later steps are never exercised: one in
+    # six at least (19 of the first 100 since the V1 C3D seed, whose 3-D settings most
+    # mutations break, joined the seeds).
+    assert kinds["ok"] >= (stop - first) // 6, kinds
 
 
 def test_cli_never_exits_with_an_internal_error(mutator, tmp_path):
