@@ -193,7 +193,7 @@ def footprint(graph: Graph, params: Mapping[str, list[Shape]]) -> Footprint:
         if size > scratch:
             scratch, scratch_layer = size, node.name
     return Footprint(
-        live_per_item=_live_peak(graph, declared),
+        live_per_item=_live_peak(graph),
         params=FLOAT32 * sum(layer_params),
         largest_params=FLOAT32 * max(layer_params),
         per_item=per_item,
@@ -217,27 +217,11 @@ def last_readers(graph: Graph) -> dict[str, int]:
     return last
 
 
-def _live_peak(graph: Graph, declared: int) -> float:
+def _live_peak(graph: Graph) -> float:
     """The most bytes per batch item alive at once when each value is freed after its last
     reader: at node i, the values made before and still read at i or later, plus i's tops."""
-    last = last_readers(graph)
-
-    def size(value: str) -> float:
-        shape = graph.shapes.get(value)
-        if shape is None:
-            return 0.0
-        per = declared if shape and shape[0] == declared else 1
-        return FLOAT32 * _count(shape) / per
-
-    live = {v: size(v) for v in graph.inputs}
-    peak = sum(live.values())
-    for index, node in enumerate(graph.nodes):
-        for value in node.outputs:
-            live[value] = size(value)
-        peak = max(peak, sum(live.values()))
-        for value in [v for v in live if last.get(v, -1) <= index]:
-            del live[value]
-    return peak
+    inputs = sum(FLOAT32 * _count(s) / (s[0] if s else 1) for s in graph.inputs.values())
+    return max([inputs] + [peak.live_per_item for peak in layer_peaks(graph, {})])
 
 
 @dataclass(frozen=True)
