@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from _paths import TESTS
+from _user_layers import SHIFT_LAYER
 from onnx import numpy_helper
 
 from caffe_compat.errors import CaffeCompatError, UnsupportedLayersError
@@ -364,26 +365,10 @@ def test_fp16_weights_halve_the_file(small, tmp_path):
     assert not (tmp_path / "big.onnx").exists()
 
 
-USER_LAYER = """
-import caffe
-
-
-class Shift(caffe.Layer):
-    def setup(self, bottom, top):
-        self.blobs.add_blob(bottom[0].data.shape[1])
-
-    def reshape(self, bottom, top):
-        top[0].reshape(*bottom[0].data.shape)
-
-    def forward(self, bottom, top):
-        top[0].data[...] = bottom[0].data + self.blobs[0].data.reshape(1, -1, 1, 1)
-"""
-
-
 def test_torch_targets_of_a_net_onnx_cannot_hold(tmp_path, monkeypatch):
     """A user's Python layer: ONNX refuses it, so --to torch/torch-weights convert without an
     ONNX model (said in a note), the check comparing PyTorch with the float64 reference."""
-    (tmp_path / "shift_layers.py").write_text(USER_LAYER)
+    (tmp_path / "shift_layers.py").write_text(SHIFT_LAYER)
     monkeypatch.syspath_prepend(str(tmp_path))
     prototxt = tmp_path / "net.prototxt"
     prototxt.write_text(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _harness import net
+from _user_layers import SHIFT_LAYER
 
 from caffe_compat.io.writer import definitions_only, write_caffemodel
 from caffe_compat.ir.load import load_net
@@ -79,22 +80,6 @@ def test_verify_names_fork_fields_it_skipped(tmp_path):
         'skipped a field Caffe does not know (line 2, layer "r": caffe.ReLUParameter.frob)'
     ]
     assert "caffe.ReLUParameter.frob" in report.render()
-
-
-SHIFT_LAYER = """
-import caffe
-
-
-class Shift(caffe.Layer):
-    def setup(self, bottom, top):
-        self.blobs.add_blob(bottom[0].data.shape[1])
-
-    def reshape(self, bottom, top):
-        top[0].reshape(*bottom[0].data.shape)
-
-    def forward(self, bottom, top):
-        top[0].data[...] = bottom[0].data + self.blobs[0].data.reshape(1, -1, 1, 1)
-"""
 
 
 def test_user_code_is_verified_without_onnx_runtime(tmp_path, monkeypatch):
