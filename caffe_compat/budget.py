@@ -165,13 +165,19 @@ def _count(shape: Shape) -> int:
     return math.prod(shape) if shape else 1
 
 
+def _rows_per_item(shape: Shape | None, declared: int) -> bool:
+    """The value grows with the batch: its first axis holds k rows per item (k = 1, or 2 for
+    a batch concatenated with its mirror image, as AM-Softmax's test nets do)."""
+    return bool(shape) and declared > 0 and shape[0] >= declared and shape[0] % declared == 0
+
+
 def footprint(graph: Graph, params: Mapping[str, list[Shape]]) -> Footprint:
     """The footprint of ``graph`` from its inferred value shapes and parameter shapes."""
     first = next(iter(graph.inputs.values()), None)
     declared = first[0] if first else 1
     per_item, fixed, largest = 0.0, 0, 0.0
     for shape in graph.shapes.values():
-        if shape and shape[0] == declared:
+        if _rows_per_item(shape, declared):
             per_item += FLOAT32 * _count(shape) / declared
             largest = max(largest, FLOAT32 * _count(shape) / declared)
         else:
@@ -188,7 +194,7 @@ def footprint(graph: Graph, params: Mapping[str, list[Shape]]) -> Footprint:
             floats = workspace(node, ins, outs)
         except ValueError:
             continue  # the shape rule accepted the layer; its converter will say what is wrong
-        batch = ins[0][0] if ins[0] and ins[0][0] == declared else 1
+        batch = declared if _rows_per_item(ins[0], declared) else 1
         size = FLOAT32 * floats / batch
         if size > scratch:
             scratch, scratch_layer = size, node.name
@@ -247,7 +253,7 @@ def layer_peaks(graph: Graph, params: Mapping[str, list[Shape]]) -> list[LayerPe
         shape = graph.shapes.get(value)
         if shape is None:
             return 0.0
-        per = declared if shape and shape[0] == declared else 1
+        per = declared if _rows_per_item(shape, declared) else 1
         return FLOAT32 * _count(shape) / per
 
     live = {v: size(v) for v in graph.inputs}
@@ -264,7 +270,7 @@ def layer_peaks(graph: Graph, params: Mapping[str, list[Shape]]) -> list[LayerPe
                 floats = workspace(node, ins, outs)
             except ValueError:
                 floats = 0
-            batch = ins[0][0] if ins[0] and ins[0][0] == declared else 1
+            batch = declared if _rows_per_item(ins[0], declared) else 1
             scratch = FLOAT32 * floats / batch
         found.append(
             LayerPeak(

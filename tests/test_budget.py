@@ -436,3 +436,25 @@ def test_the_cli_reports_an_allocation_failure_as_one_line(tmp_path, capsys, mon
     (line,) = err.strip().splitlines()
     assert line.startswith("caffe-compat: error: out of memory while running the float64 reference")
     assert "--max-memory SIZE" in line and "internal error" not in line
+
+
+def test_a_batch_with_its_mirror_image_counts_two_rows_per_item(tmp_path):
+    """AM-Softmax's test nets concatenate the batch with its mirror image along axis 0: those
+    values hold two rows per item and grow with the batch (before, a first axis other than the
+    declared batch counted whole, as a fixed value, 100 times too much at batch 100)."""
+    path = tmp_path / "mirror.prototxt"
+    path.write_text(
+        'layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 10 dim: 3 '
+        "dim: 8 dim: 8 } } }\n"
+        'layer { name: "f" type: "Flip" bottom: "data" top: "f" flip_param { flip_width: true } }\n'
+        'layer { name: "cat" type: "Concat" bottom: "data" bottom: "f" top: "cat" '
+        "concat_param { axis: 0 } }\n"
+        'layer { name: "c" type: "Convolution" bottom: "cat" top: "c" convolution_param { '
+        "num_output: 4 kernel_size: 3 pad: 1 } }\n"
+    )
+    loaded = load_net(path)
+    need = footprint(loaded.graph, loaded.inference.params)
+    image = 4 * 3 * 8 * 8  # float32 bytes of one item's input
+    # data, f: one image each; cat: two; c: two rows of 4 x 8 x 8
+    assert need.per_item == image * 4 + 2 * 4 * 4 * 8 * 8
+    assert need.fixed == 0
