@@ -62,6 +62,9 @@ def to_onnx(
     return model
 
 
+SKELETON_INLINE_BYTES = 4096  # initializers the check keeps with their data
+
+
 def to_onnx_bytes(
     graph: Graph,
     *,
@@ -124,9 +127,10 @@ def _onnx_pieces(
 
     The model without weights is serialised first, then each initializer as its own ``graph``
     field holding one ``initializer``: protobuf merges repeated occurrences of a message field,
-    so every reader parses the same model. The checker runs on the model with each
-    initializer declared as a graph input of its type and shape (the full check's strict shape
-    inference sees the same graph); the tensors themselves come from ``numpy_helper``."""
+    so every reader parses the same model. The checker runs on the model with each large
+    initializer declared as a graph input of its type and shape, and the small ones (shape
+    and size operands: Reshape's shape, Resize's sizes, up to SKELETON_INLINE_BYTES) kept with
+    their values, so the full check's strict shape inference sees the same graph."""
     from ...io.wire import LEN, write_key, write_varint
 
     model, initializers = _parts(graph, opset, extra_outputs, metadata, dynamic_batch)
@@ -135,11 +139,14 @@ def _onnx_pieces(
         skeleton.CopyFrom(model)
         declared = {value.name for value in skeleton.graph.input}
         for tensor in initializers:
-            if tensor.name not in declared:
+            if tensor.ByteSize() <= SKELETON_INLINE_BYTES:
+                skeleton.graph.initializer.append(tensor)  # shape operands keep their values
+            elif tensor.name not in declared:
                 skeleton.graph.input.append(
                     helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
                 )
         check_model(skeleton)
+        del skeleton
     yield model.SerializeToString()
     initializers.reverse()
     while initializers:

@@ -107,12 +107,14 @@ def _interp(node: Node, ctx: OnnxContext) -> OnnxOut:
     if (h - begin - end, w - begin - end) == (out_h, out_w):
         return OnnxOut([*nodes, ctx.op("Identity", [x], [y])], inits)
     size_nodes, size_inits, sizes = _batch_and_channels(ctx, x, [out_h, out_w], "sizes")
-    roi, scales = ctx.tensor("roi", []), ctx.tensor("scales", [])
+    # scales left out by name (""): an empty initializer is "given" to shape inference on a
+    # model checked without its weight data, and Resize takes sizes or scales, not both.
+    roi = ctx.tensor("roi", [])
     resize = ctx.op(
         "Resize",
-        [x, roi.name, scales.name, sizes],
+        [x, roi.name, "", sizes],
         [y],
         mode="linear",
         coordinate_transformation_mode="align_corners",
     )
-    return OnnxOut([*nodes, *size_nodes, resize], [*inits, *size_inits, roi, scales])
+    return OnnxOut([*nodes, *size_nodes, resize], [*inits, *size_inits, roi])

@@ -177,3 +177,22 @@ def test_mask_past_the_top_is_dropped_by_both_back_ends_and_refused_by_the_judge
     )
     with pytest.raises(NetDefinitionError, match=r'layer "up".*position 9 of a 4-value'):
         forward(graph, {k: v.astype(np.float64) for k, v in feeds.items()}, outputs=["up"])
+
+
+def test_interp_passes_the_check_convert_runs_on_the_model_without_weights(tmp_path):
+    """convert checks the ONNX model with its large initializers as bare inputs; Resize's sizes
+    (a small Concat operand) must keep its value there, and scales must be left out by name,
+    or strict shape inference refuses a valid model (ICNet's shrink Interp did)."""
+    from caffe_compat.converters.onnx.export import to_onnx_bytes
+    from caffe_compat.ir.load import load_net_text
+
+    loaded = load_net_text(
+        'layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 '
+        "dim: 17 dim: 33 } } }\n"
+        'layer { name: "i" type: "Interp" bottom: "data" top: "i" interp_param { '
+        "shrink_factor: 2 } }\n"
+    )
+    model = to_onnx_bytes(loaded.graph, check=True)
+    import onnx
+
+    onnx.checker.check_model(onnx.load_from_string(model), full_check=True)
