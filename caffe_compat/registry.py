@@ -112,6 +112,8 @@ class LayerFacts:
     - ``argmax_top(node) -> (bottom, top) | None``: that top holds, per output, the flat index
       ``h * W + w`` into that bottom's plane where a maximum was (MAX Pooling's mask; -1: a
       window of padding only), a discrete choice verify accepts at near-ties (verify/ties.py).
+    - ``opencv_shape_deviation(node, in_shapes) -> reason | None``: as ``opencv_deviation``,
+      at these bottom shapes only (its depthwise 3x3 kernel on a map one pixel high or wide).
     - ``opencv_deviation(node) -> reason | None``: OpenCV 4's Caffe reader computes another
       function for this layer (measured); ``opencv_tested``: the family's tests compare the type
       with OpenCV 4 (support table column).
@@ -193,6 +195,7 @@ class LayerFacts:
     detections: Callable[..., int] | None = None
     argmax_top: Callable[..., tuple[int, int] | None] | None = None
     opencv_deviation: Callable[..., str | None] | None = None
+    opencv_shape_deviation: Callable[..., str | None] | None = None
     opencv_tested: bool = False
     alias_of: str | None = None
     rewrite: Callable[..., Any] | None = None
@@ -317,10 +320,14 @@ def channel_axis(node: Node, ndim: int) -> int:
     return axis % ndim if ndim else 0
 
 
-def opencv_deviation(node: Node) -> str | None:
-    """Why OpenCV 4's Caffe reader computes another function for this layer, if it does."""
-    check = facts(node.type).opencv_deviation
-    return check(node) if check is not None else None
+def opencv_deviation(node: Node, in_shapes: list[Any] | None = None) -> str | None:
+    """Why OpenCV 4's Caffe reader computes another function for this layer (at these bottom
+    shapes, when given), if it does."""
+    info = facts(node.type)
+    reason = info.opencv_deviation(node) if info.opencv_deviation is not None else None
+    if reason is None and in_shapes is not None and info.opencv_shape_deviation is not None:
+        reason = info.opencv_shape_deviation(node, in_shapes)
+    return reason
 
 
 def described_types() -> set[str]:

@@ -128,6 +128,25 @@ def deconv_columns(node: Node, in_shapes: list[Shape], out_shapes: list[Shape]) 
     return math.prod(out[: axis + 1]) * math.prod(kernel) * math.prod(shape[axis + 1 :])
 
 
+def _opencv_thin_depthwise(node: Node, in_shapes: list[Shape]) -> str | None:
+    """Measured on OpenCV 4.14: its depthwise 3 x 3 kernel computes another function on a map
+    one pixel high or wide (off by up to 4 on unit weights, or reads memory it never wrote:
+    1e24); a full convolution, 5 x 5 or 1 x 1 kernels, or a map 2 x 2 and up agree to 5e-7."""
+    p = node.param.convolution_param
+    shape = in_shapes[0] if in_shapes else None
+    if shape is None or len(shape) != 4 or canonical_axis(int(p.axis), 4) != 1:
+        return None
+    channels = shape[1]
+    group = int(p.group) if p.HasField("group") else 1
+    try:
+        kernel = conv_geometry(p, 2).kernel
+    except ValueError:
+        return None
+    if channels > 1 and group == channels and tuple(kernel) == (3, 3) and min(shape[2:]) == 1:
+        return "OpenCV's depthwise 3x3 kernel miscomputes a map one pixel high or wide"
+    return None
+
+
 # Caffe's BaseConvolutionLayer: one or more bottoms, each with its own top.
 CONV_COUNTS = {"bottoms": (1, None), "tops": (1, None), "same_count": True}
 CONV_SETTINGS = {
@@ -141,6 +160,7 @@ CONV_FACTS = {
     "rescale": rescale_conv,
     "folds_batchnorm": True,
     "opencv_tested": True,
+    "opencv_shape_deviation": _opencv_thin_depthwise,
     "workspace": conv_columns,
     **CONV_COUNTS,
 }

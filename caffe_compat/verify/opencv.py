@@ -34,7 +34,7 @@ def opencv_known_deviations(graph: Graph) -> dict[str, str]:
     """Values OpenCV cannot be trusted on, with the reason; the taint flows downstream."""
     tainted: dict[str, str] = {}
     for node in graph.nodes:
-        reason = registry.opencv_deviation(node)
+        reason = registry.opencv_deviation(node, [graph.shapes.get(v) for v in node.inputs])
         if reason:
             reason = f'{reason} (layer "{node.name}")'
         upstream = [tainted[v] for v in node.inputs if v in tainted]

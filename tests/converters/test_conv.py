@@ -199,3 +199,53 @@ def test_grouped_convolution(layer_parity):
             c=6,
         )
     )
+
+
+@pytest.mark.parametrize(
+    "hw, group, kernel, deviates",
+    [
+        ((1, 1), 8, 3, True),
+        ((1, 5), 8, 3, True),
+        ((5, 1), 8, 3, True),
+        ((2, 5), 8, 3, False),
+        ((1, 1), 1, 3, False),
+        ((1, 1), 8, 5, False),
+    ],
+)
+def test_opencv_thin_depthwise_deviation_is_declared_where_it_is_measured(
+    tmp_path, hw, group, kernel, deviates
+):
+    """OpenCV 4's depthwise 3x3 kernel miscomputes a map one pixel high or wide (SSDLite's last
+    extra layers): the Convolution entry declares it at those shapes, and where OpenCV 4 can
+    read Caffe it is checked to differ from the float64 reference exactly there."""
+    from caffe_compat import registry
+    from caffe_compat.io import write_caffemodel
+    from caffe_compat.ir.load import load_net
+    from caffe_compat.reference import forward
+    from caffe_compat.verify.opencv import opencv_caffe_available
+
+    path = tmp_path / "dw.prototxt"
+    path.write_text(
+        f'input: "data" input_shape {{ dim: 1 dim: 8 dim: {hw[0]} dim: {hw[1]} }}\n'
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { '
+        f"num_output: 8 group: {group} kernel_size: {kernel} pad: {kernel // 2} }} }}\n"
+    )
+    loaded = load_net(path)
+    node = loaded.graph.node("c")
+    shapes = [loaded.graph.shapes[v] for v in node.inputs]
+    assert (registry.opencv_deviation(node, shapes) is not None) == deviates
+    if opencv_caffe_available() is not None:
+        return  # the declaration's truth is measured where OpenCV 4 reads Caffe
+    import cv2
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(8, 8 // group, kernel, kernel)).astype(np.float32)
+    b = rng.normal(size=8).astype(np.float32)
+    write_caffemodel(tmp_path / "dw.caffemodel", loaded.net, {"c": [w, b]})
+    x = rng.normal(size=(1, 8, *hw)).astype(np.float32)
+    cv = cv2.dnn.readNetFromCaffe(str(path), str(tmp_path / "dw.caffemodel"))
+    cv.setInput(x)
+    theirs = cv.forward()
+    loaded = load_net(path, tmp_path / "dw.caffemodel")
+    judge = forward(loaded, {"data": x.astype(np.float64)})["c"]
+    assert (float(np.abs(theirs - judge).max()) > 1e-3) == deviates
