@@ -57,8 +57,8 @@ CLASSES = 21
 KEEP_TOP_K = 100
 THRESHOLD = 0.3
 # synth sets the class scores for a handful of detections over 0.5 on real photos; background
-# lowered by 1 gives 24 to 30 detections over the 0.3 threshold per image here, 13 to 17 classes.
-BACKGROUND_SHIFT = -1.0
+# lowered by 2 gives 41 to 45 detections over the 0.3 threshold per image here, 10 or 11 classes.
+BACKGROUND_SHIFT = -2.0
 HEADS = ["mbox_loc", "mbox_conf_flatten", "mbox_priorbox"]
 RUNS = ("torch-cpu", "onnxruntime-cpu")
 
@@ -193,7 +193,9 @@ def test_detections_match_opencv(ssd, opencv_exact):
     assert np.all(reference[:, 1] >= 1) and reference[:, 2].min() > THRESHOLD
     assert reference[:, 2].max() > 0.6
     widths = reference[:, 5] - reference[:, 3]
-    assert np.all(widths > 0) and widths.max() > 3 * widths.min()
+    # (a box clipped flat at the image border has width 0, as in Caffe)
+    assert np.all(widths >= 0) and np.mean(widths > 0) > 0.9
+    assert widths.max() > 3 * widths[widths > 0].min()
 
     ours = {f"torch-{d}": run_torch(graph, ssd.feeds, wanted, d) for d in parity_devices()}
     model = to_onnx(graph, extra_outputs=HEADS)
