@@ -88,15 +88,20 @@ class BoxOutput(nn.Module):
                 boxes = boxes[: s.max_post]
             x, y, w, h, score = boxes.unbind(1)
             found.append(torch.stack([torch.full_like(x, image), x, y, x + w, y + h, score], 1))
-        rows = torch.cat(found)
-        if rows.shape[0] == 0:
-            like = maps[0]
-            rows = torch.tensor([[0.0, 1, 1, 10, 10, 0]], dtype=like.dtype, device=like.device)
-            scored = torch.zeros_like(rows)
-        else:
-            scored = rows
-        rois = rows[:, :5].reshape(-1, 5, 1, 1)
-        return (rois, scored.reshape(-1, 6, 1, 1)) if self.tops == 2 else rois
+        return box_tops(found, maps[0], self.tops)
+
+
+def box_tops(found: list[torch.Tensor], like: torch.Tensor, tops: int):
+    """The ROIs ``R x 5 x 1 x 1`` (and ``R x 6 x 1 x 1`` with scores) from each image's kept
+    rows ``[image, x1, y1, x2, y2, score]``; none kept: the forks' dummy ROI, score 0."""
+    rows = torch.cat(found)
+    if rows.shape[0] == 0:
+        rows = torch.tensor([[0.0, 1, 1, 10, 10, 0]], dtype=like.dtype, device=like.device)
+        scored = torch.zeros_like(rows)
+    else:
+        scored = rows
+    rois = rows[:, :5].reshape(-1, 5, 1, 1)
+    return (rois, scored.reshape(-1, 6, 1, 1)) if tops == 2 else rois
 
 
 @register("BoxOutput", "torch")
@@ -192,15 +197,7 @@ class BoxGroupOutput(nn.Module):
             if s.max_post > 0:
                 boxes = boxes[: s.max_post]
             found.append(torch.cat([torch.full_like(boxes[:, :1], image), boxes], 1))
-        rows = torch.cat(found)
-        if rows.shape[0] == 0:
-            like = maps[0]
-            rows = torch.tensor([[0.0, 1, 1, 10, 10, 0]], dtype=like.dtype, device=like.device)
-            scored = torch.zeros_like(rows)
-        else:
-            scored = rows
-        rois = rows[:, :5].reshape(-1, 5, 1, 1)
-        return (rois, scored.reshape(-1, 6, 1, 1)) if self.tops == 2 else rois
+        return box_tops(found, maps[0], self.tops)
 
 
 @register("BoxGroupOutput", "torch")
