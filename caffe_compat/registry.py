@@ -90,8 +90,10 @@ class LayerFacts:
       zeros); pycaffe's ``Net`` without weights and ``synth --method fillers`` both use it.
       ``starting_values(shapes, rng) -> arrays``: synthesis's starting blobs when they are not
       "weights (He), then zero bias".
-    - ``rescale(node, scale, shift)``: edit the blobs so output channel c becomes
-      ``old_c * scale[c] + shift[c]`` (affine layers: calibration and BatchNorm folding);
+    - ``rescale(node, scale, shift) -> applied shift``: edit the blobs so output channel c
+      becomes ``old_c * scale[c] + shift[c]`` (affine layers: calibration and BatchNorm
+      folding); a layer without a bias can only be scaled and returns zeros (folding gives it
+      a bias first);
       ``channel_axis``: the axis of the top where those channels are, a number or
       ``channel_axis(node, top_ndim)`` (read through :func:`channel_axis`); ``folds_batchnorm``:
       inference BatchNorm, and the affine layers after it, may fold into it.

@@ -115,7 +115,9 @@ def v1_layer_to_v2(old: caffe_pb2.V1LayerParameter) -> caffe_pb2.LayerParameter:
         getattr(new, name).extend(getattr(old, name))
     new.blobs.extend(old.blobs)
     if old.HasField("type"):
-        new.type = V1_TYPE_NAMES.get(old.type) or C3D_V1_TYPES[old.type]
+        # NONE maps to "" (Caffe's own upgrade does the same; the layer is refused later).
+        names = V1_TYPE_NAMES if old.type in V1_TYPE_NAMES else C3D_V1_TYPES
+        new.type = names[old.type]
     for name in _V1_PARAM_FIELDS:
         if old.HasField(name):
             getattr(new, name).CopyFrom(getattr(old, name))

@@ -52,12 +52,17 @@ def scale_rows(weight: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
     return weight.astype(np.float64) * scale.reshape(shape)
 
 
-def rescale_blobs(node: object, weight: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> None:
-    """Store the rescaled weight and ``bias * scale + shift`` (when the layer has a bias)."""
+def rescale_blobs(
+    node: object, weight: np.ndarray, scale: np.ndarray, shift: np.ndarray
+) -> np.ndarray:
+    """Store the rescaled weight and ``bias * scale + shift``; returns the shift applied, zeros
+    for a layer without a bias (``bias_term: false``), which can only be scaled."""
     blobs = node.blobs  # type: ignore[attr-defined]
     blobs[0] = weight.astype(np.float32, copy=False)
     if len(blobs) > 1:
         blobs[1] = (blobs[1].astype(np.float64) * scale + shift).astype(np.float32)
+        return shift
+    return np.zeros_like(shift)
 
 
 STATS_SLAB = 1 << 22  # float64 values one slab of channel statistics takes (32 MiB)

@@ -86,12 +86,12 @@ def conv_channel_axis(node: Node, ndim: int) -> int:
     return canonical_axis(int(node.param.convolution_param.axis), ndim)
 
 
-def rescale_conv(node: Node, scale: np.ndarray, shift: np.ndarray) -> None:
+def rescale_conv(node: Node, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """Output channel c of a convolution is weight slice c (axis 0) plus bias c."""
-    rescale_blobs(node, scale_rows(node.blobs[0], scale, 0), scale, shift)
+    return rescale_blobs(node, scale_rows(node.blobs[0], scale, 0), scale, shift)
 
 
-def rescale_deconv(node: Node, scale: np.ndarray, shift: np.ndarray) -> None:
+def rescale_deconv(node: Node, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """Deconvolution weights are (C_in, C_out / group, k...): output channel g * C_out/group + j
     is slice j of group g's rows."""
     weight = node.blobs[0].astype(np.float64)
@@ -99,7 +99,7 @@ def rescale_deconv(node: Node, scale: np.ndarray, shift: np.ndarray) -> None:
     cin, per = weight.shape[0], weight.shape[1]
     grouped = weight.reshape(group, cin // group, per, *weight.shape[2:])
     factors = scale.reshape(group, 1, per, *([1] * (weight.ndim - 2)))
-    rescale_blobs(node, (grouped * factors).reshape(weight.shape), scale, shift)
+    return rescale_blobs(node, (grouped * factors).reshape(weight.shape), scale, shift)
 
 
 def _dilated_deconv(node: Node) -> str | None:

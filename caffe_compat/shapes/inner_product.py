@@ -33,10 +33,10 @@ def _fillers(layer: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerParameter]
     return [c.weight_filler, c.bias_filler] if c.bias_term else [c.weight_filler]
 
 
-def _rescale(node: Node, scale: np.ndarray, shift: np.ndarray) -> None:
+def _rescale(node: Node, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """Output n is row n of W (N x K), or column n with ``transpose`` (K x N)."""
     axis = 1 if node.param.inner_product_param.transpose else 0
-    rescale_blobs(node, scale_rows(node.blobs[0], scale, axis), scale, shift)
+    return rescale_blobs(node, scale_rows(node.blobs[0], scale, axis), scale, shift)
 
 
 def _transposed(node: Node) -> str | None:

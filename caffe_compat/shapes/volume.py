@@ -25,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
+
 from ..io.upgrade import c3d_settings
 from ..ir.graph import Node, Shape
 from ..proto import caffe_pb2
@@ -90,12 +92,13 @@ def _convolution3d(node: Node, inputs: list[Shape]) -> LayerShapes:
     return LayerShapes(shapes.outputs, params)
 
 
-def rescale_conv3d(node: Node, scale, shift) -> None:
+def rescale_conv3d(node: Node, scale, shift) -> np.ndarray:
     """Convolution's rescale, the bias kept in C3D's 1 x 1 x 1 x 1 x O shape (folding appends a
     flat one)."""
-    rescale_conv(node, scale, shift)
+    applied = rescale_conv(node, scale, shift)
     if len(node.blobs) > 1:
         node.blobs[1] = node.blobs[1].reshape(1, 1, 1, 1, -1)
+    return applied
 
 
 def _conv3d_fillers(layer: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerParameter]:

@@ -217,7 +217,8 @@ def _calibrate(
                 gain = np.minimum(target / np.maximum(np.sqrt(var), 1e-6), MAX_GAIN)
                 scale = half_precision(gain)
                 shift = half_precision(-centre * scale)
-                info.rescale(node, scale, shift)
+                # A layer without a bias takes only the scale: the top gets what the blobs give.
+                shift = info.rescale(node, scale, shift)
                 view = [1] * top.dim()
                 view[axis] = -1
                 top = top.contiguous()

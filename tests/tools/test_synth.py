@@ -270,6 +270,34 @@ def test_rescaled_tops_match_the_rescaled_weights(tmp_path):
         np.testing.assert_allclose(y.std(axis=(0, 2, 3)), spread, rtol=2e-3)
 
 
+NO_BIAS = """name: "no_bias"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 24 dim: 24 } } }
+layer { name: "c1" type: "Convolution" bottom: "data" top: "c1" convolution_param { num_output: 6 kernel_size: 3 bias_term: false } }
+layer { name: "bn" type: "BatchNorm" bottom: "c1" top: "c1" }
+layer { name: "r1" type: "ReLU" bottom: "c1" top: "c1" }
+layer { name: "c2" type: "Convolution" bottom: "c1" top: "c2" convolution_param { num_output: 4 kernel_size: 1 } }
+"""
+
+
+def test_a_convolution_without_bias_is_only_scaled(tmp_path):
+    """A bias-less convolution cannot take calibration's shift, so its top keeps its mean: the
+    BatchNorm after it must be calibrated on that top, not on a centred one it never sees
+    (MobileNet and ResNet-50 gave one class for every input when it was)."""
+    loaded = _net(tmp_path, NO_BIAS)
+    synthesize(loaded, seed=7, progress=False)
+    feeds = feeds_for(loaded.graph.inputs, 16, seed=8)  # calibration's inputs: seed + 1
+    model = CaffeNet(loaded.graph)
+    with torch.no_grad():
+        out = model(torch.from_numpy(feeds["data"]), outputs=["c1@c1", "c1@bn", "c2"])
+    raw = out["c1@c1"].double().numpy()
+    assert np.abs(raw.mean(axis=(0, 2, 3))).max() > 0.05  # the convolution's top is not centred
+    bn = loaded.graph.node("bn")
+    mean = bn.blobs[0] / bn.blobs[2][0] if bn.blobs[2][0] else bn.blobs[0]
+    np.testing.assert_allclose(mean, raw.mean(axis=(0, 2, 3)), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(out["c1@bn"].double().numpy().mean(axis=(0, 2, 3)), 0, atol=1e-3)
+    np.testing.assert_allclose(out["c2"].double().numpy().mean(axis=(0, 2, 3)), 0.0, atol=0.05)
+
+
 SEGMENTER = """name: "segmenter"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 32 dim: 32 } } }
 layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
