@@ -162,6 +162,7 @@ CONV_FACTS = {
     "opencv_tested": True,
     "opencv_shape_deviation": _opencv_thin_depthwise,
     "workspace": conv_columns,
+    "columns_workspace": True,
     **CONV_COUNTS,
 }
 describe("Convolution", **CONV_FACTS)
@@ -177,6 +178,7 @@ describe(
     opencv_deviation=_dilated_deconv,
     opencv_tested=True,
     workspace=deconv_columns,
+    columns_workspace=True,
     **CONV_SETTINGS,
     **CONV_COUNTS,
 )

@@ -233,6 +233,13 @@ def _calibrate(
             bar.update()
 
 
+def _torch_onednn() -> bool:
+    """True where PyTorch's CPU convolutions go through oneDNN (all but tiny ones)."""
+    import torch
+
+    return bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+
+
 def calibration_peak(
     graph: Graph, params: Mapping[str, list[Shape]], batch: int
 ) -> tuple[float, str]:
@@ -240,9 +247,12 @@ def calibration_peak(
     still to be read, and the layer's own extra copies (its torch module and rescaled blobs;
     a statistics slab, ``STATS_SLAB`` float64 values and numpy's one temporary of it; a
     ``calibrate`` hook's float64 copies of what it sees, CALIBRATION_FLOAT64 times its float32
-    bytes; or its convolution scratch, which torch makes per thread, not per batch item, and
-    frees before the statistics)."""
+    bytes; or its scratch, which torch makes per thread, not per batch item, and frees before
+    the statistics). A convolution's im2col columns count only where PyTorch has no oneDNN
+    (measured: a 64 -> 64 7 x 7 convolution at 360 x 480 adds nothing beside its top with it,
+    2.1 GB of columns without it)."""
     threads = max(1, min(batch, headroom.torch_threads()))
+    columns = not _torch_onednn()
     total = sum(FLOAT32 * math.prod(s) for shapes in params.values() for s in shapes)
     slab = 2 * 8 * STATS_SLAB
     worst, worst_detail = 0.0, ""
@@ -253,7 +263,8 @@ def calibration_peak(
             stats = CALIBRATION_FLOAT64 * batch * layer.top_per_item
         elif info.rescale is not None:
             stats = min(slab, 4 * batch * layer.top_per_item)
-        extra = max(threads * layer.scratch_per_item, stats)
+        scratch = layer.scratch_per_item if columns or not info.columns_workspace else 0.0
+        extra = max(threads * scratch, stats)
         bytes_ = total + batch * layer.live_per_item + LARGEST_LAYER_COPIES * layer.params
         bytes_ += extra
         if bytes_ > worst:
@@ -366,16 +377,45 @@ def _softmax_rows(x: np.ndarray) -> np.ndarray:
 
 
 def _values(graph: Graph, feeds: Mapping[str, np.ndarray], values: list[str]) -> dict:
-    """``values`` (value names) computed on ``feeds`` by the PyTorch model, as float64."""
+    """``values`` (value names) computed on ``feeds`` by PyTorch, as float64: layer by layer as
+    calibration runs them (each layer's module built, run and dropped, values freed after
+    their last reader), so the weights are never copied whole (a whole model would hold them
+    twice: 2.6 GiB for Cascade R-CNN's three VGG heads). Only the layers ``values`` need run;
+    sampled dropout runs at its expected value (a seed gives one file)."""
     import torch
 
+    from ..converters.torch._base import TorchContext
     from ..converters.torch.activations import at_expected_value
-    from ..converters.torch.model import CaffeNet
 
-    model = at_expected_value(CaffeNet(graph))  # a seed gives one file: no sampled dropout
+    keep = set(values)
+    needed: set[str] = set()
+    wanted = set(keep)
+    for node in reversed(graph.nodes):
+        if wanted.intersection(node.outputs):
+            needed.add(node.name)
+            wanted.update(node.inputs)
+    env: dict[str, torch.Tensor] = {k: torch.from_numpy(v) for k, v in feeds.items()}
+    found = {k: env[k] for k in keep if k in env}
+    last = last_readers(graph)
     with torch.no_grad():
-        out = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}, outputs=values)
-    return {k: v.double().numpy() for k, v in out.items()}
+        for index, node in enumerate(graph.nodes):
+            if node.name not in needed:
+                continue
+            build = registry.lookup(node.type, "torch")
+            assert build is not None
+            module = at_expected_value(build.fn(node, TorchContext(graph, node)))
+            result = module(*[env[v] for v in node.inputs])
+            del module
+            if isinstance(result, torch.Tensor):
+                result = (result,)
+            for value, tensor in zip(node.outputs, result):
+                env[value] = tensor
+                if value in keep:
+                    found[value] = tensor
+            del result
+            for value in [v for v in env if last.get(v, -1) <= index]:
+                del env[value]
+    return {k: v.double().numpy() for k, v in found.items()}
 
 
 def _probability_chain(graph: Graph, value: str, found: dict) -> tuple[str, int] | None:

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from .. import registry
-from ..budget import Budget, footprint, format_size, plan_batch, resolve
-from ..errors import CaffeCompatError, Remedy
+from ..budget import Budget, Footprint, footprint, format_size, plan_batch, resolve
+from ..errors import CaffeCompatError, MemoryBudgetError, Remedy
 from ..io.identity import file_identity
 from ..ir.graph import Graph, Node
 from ..ir.load import LoadedNet, fork_notes, load_net
@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 # (``as_float32``).
 OPENCV_PARAM_COPIES = 3  # the loaded blobs, OpenCV's parsed caffemodel and its blobs
 OPENCV_VALUE_COPIES = 3  # OpenCV's blobs, its outputs and our copies of them
+# Asked for the net's outputs only, OpenCV reuses its blobs: one copy of every value bounds it
+# (measured 0.3 on a 13-convolution VGG-style net at 448 x 448: 129 MB beside 427 MB of values).
+OPENCV_OUTPUTS_VALUE_COPIES = 1
 RUN_PARAM_COPIES = 2  # the loaded blobs and the model (torch module, ONNX initializers, session)
 BACKEND_VALUE_COPIES = 1  # the running back end's values
 
@@ -78,6 +81,7 @@ class Phase:
     values: int  # copies of every value, the judges' kept values included
     scratch: float  # copies of the largest layer's scratch (im2col columns)
     before: tuple[str, ...] = ()  # libraries not imported yet while it runs
+    tops: float = 0.0  # copies of the largest top, per item (the float64 judge's temporaries)
 
 
 def verification_phases(
@@ -87,28 +91,33 @@ def verification_phases(
     opencv: bool,
     stored: bool,
     given_model: bool,
+    opencv_scope: str = "every value",
 ) -> list[Phase]:
     """The phases of a verification and what each holds at its peak: the judges' kept values
     (the float64 judge's in float32, OpenCV's, stored arrays) plus one step's own. Back ends
     run one at a time, each dropped before the next (``verify_loaded``), so the peak is the
     largest phase, not the sum. ``given_model``: the caller holds an exported model's bytes
-    throughout (convert's check), one copy of the weights more in every phase."""
+    throughout (convert's check), one copy of the weights more in every phase.
+    ``opencv_scope`` (OPENCV_SCOPES): what OpenCV is asked for; its net outputs alone are not
+    counted among the kept values."""
     given = 1 if given_model else 0
-    with_opencv = opencv and "opencv" in judges
-    kept = ("float64" in judges) + with_opencv + stored
+    with_opencv = opencv and "opencv" in judges and opencv_scope != "none"
+    every = with_opencv and opencv_scope == "every value"
+    kept = ("float64" in judges) + every + stored
     early = ("torch", "onnxruntime")  # the judges run before the back ends load
     running = kept + BACKEND_VALUE_COPIES
     phases = []
     if with_opencv:
         copies = OPENCV_PARAM_COPIES + given
-        phases.append(
-            Phase("the OpenCV judge", copies, 0, stored + OPENCV_VALUE_COPIES, 0.0, early)
-        )
-    if "float64" in judges:  # float64 values: twice the float32 bytes (its scratch it splits
-        # image by image itself when over its own budget: reference/_plan.py)
-        phases.append(
-            Phase("the float64 judge", 1 + given, 0, 2 + with_opencv + stored, 1.0, early)
-        )
+        own = OPENCV_VALUE_COPIES if every else OPENCV_OUTPUTS_VALUE_COPIES
+        what = "the OpenCV judge" + ("" if every else " (net outputs)")
+        phases.append(Phase(what, copies, 0, stored + own, 0.0, early))
+    if "float64" in judges:  # float64 values, the running layer's weights and scratch: twice
+        # the float32 bytes (reference/_plan.py counts the same; over its own budget it splits
+        # the batch image by image, so at batch 1 this is what it needs)
+        # and two float64 temporaries the size of the running layer's top
+        judge = Phase("the float64 judge", 1 + given, 2, 2 + every + stored, 2.0, early, 4.0)
+        phases.append(judge)
     if "torch" in backends:
         phases.append(Phase("PyTorch", RUN_PARAM_COPIES + given, 0, running, 1.0, ("onnxruntime",)))
     if "onnxruntime" in backends:
@@ -119,24 +128,65 @@ def verification_phases(
     return phases
 
 
+# What OpenCV is asked for, most first: every value while that fits the budget at batch 1, then
+# the net's outputs (OpenCV reuses its blobs), then nothing (the float64 judge still judges).
+OPENCV_SCOPES = ("every value", "net outputs", "none")
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The batch a verification runs at, and what OpenCV is asked for within the budget."""
+
+    batch: int
+    opencv_scope: str = "every value"
+    opencv_note: str = ""  # why OpenCV judges less than every value
+
+
 def _fit_batch(
     loaded: LoadedNet, options: VerifyOptions, budget: Budget, wanted: int, *, shrink: bool
-) -> int:
+) -> Fit:
     """The largest batch up to ``wanted`` that every phase of the verification fits in (one
-    line naming the phase, when none does)."""
+    line naming the phase, when none does). OpenCV is a cross-check: where its every-value
+    phase does not fit at batch 1, it is asked for the net's outputs only, or left out, and
+    the note says why (unless the caller named it as a judge: then the line is the error)."""
     import importlib.util
 
     need = footprint(loaded.graph, loaded.inference.params)
     judges = _judges(options.against, options.opencv)
-    phases = verification_phases(
-        judges,
-        options.backends,
-        opencv=importlib.util.find_spec("cv2") is not None,
-        stored=options.reference is not None,
-        given_model=options.onnx_model is not None,
-    )
+    opencv = importlib.util.find_spec("cv2") is not None and "opencv" in judges
+    first_error = last_error = None
+    for scope in OPENCV_SCOPES if opencv else OPENCV_SCOPES[:1]:
+        phases = verification_phases(
+            judges,
+            options.backends,
+            opencv=opencv,
+            stored=options.reference is not None,
+            given_model=options.onnx_model is not None,
+            opencv_scope=scope,
+        )
+        try:
+            batch = _fit_phases(phases, need, budget, wanted, shrink=shrink)
+        except MemoryBudgetError as exc:
+            first_error, last_error = first_error or exc, exc
+            if options.against is not None and "opencv" in judges:
+                raise  # OpenCV named as a judge: every value of it, or the error
+            continue
+        note = ""
+        if first_error is not None:
+            done = "compared on the net's outputs only" if scope == "net outputs" else "left out"
+            note = f"OpenCV {done}, every value would not fit: {first_error}"
+        return Fit(batch, scope, note)
+    assert last_error is not None
+    raise last_error  # a phase OpenCV is not in: what the budget must grow for
+
+
+def _fit_phases(
+    phases: list[Phase], need: Footprint, budget: Budget, wanted: int, *, shrink: bool
+) -> int:
+    """The largest batch up to ``wanted`` that every one of ``phases`` fits in."""
     for phase in phases:
-        step = dataclasses.replace(need, scratch_per_item=phase.scratch * need.scratch_per_item)
+        scratch = phase.scratch * need.scratch_per_item + phase.tops * need.largest_per_item
+        step = dataclasses.replace(need, scratch_per_item=scratch)
         wanted = plan_batch(
             budget,
             step,
@@ -566,6 +616,8 @@ class VerifyPlan:
     backends: tuple[str, ...]
     devices: list[str]
     budget: Budget
+    opencv_scope: str = "every value"  # OPENCV_SCOPES
+    opencv_note: str = ""  # why OpenCV judges less than every value
 
     @property
     def batch(self) -> int:
@@ -579,12 +631,13 @@ class VerifyPlan:
 
 def _synthetic_feeds(
     loaded: LoadedNet, options: VerifyOptions, budget: Budget
-) -> tuple[Mapping[str, np.ndarray], str]:
+) -> tuple[Mapping[str, np.ndarray], str, Fit]:
     """``options.batch`` synthetic images, fewer where the memory budget says so (the net's
     own batch where it computes across its batch axis), and how the report names them."""
     graph, batch, seed = loaded.graph, options.batch, options.seed
     wanted, fixed_batch = feed_batch(graph, batch)
-    fitted = _fit_batch(loaded, options, budget, wanted, shrink=fixed_batch is None)
+    fit = _fit_batch(loaded, options, budget, wanted, shrink=fixed_batch is None)
+    fitted = fit.batch
     count = None if fixed_batch is not None else fitted
     feeds = feeds_for(
         graph.inputs,
@@ -599,13 +652,14 @@ def _synthetic_feeds(
         label += f" (the net's own batch: {fixed_batch})"
     elif fitted < batch:
         label += f" (not {batch}: the memory budget is {format_size(budget.limit)})"
-    return feeds, label
+    return feeds, label, fit
 
 
 def _check_given_feeds(
     loaded: LoadedNet, feeds: Mapping[str, np.ndarray], options: VerifyOptions, budget: Budget
-) -> None:
-    """Given arrays run as they are: at the net's own batch where it has one, within budget."""
+) -> Fit:
+    """Given arrays run as they are: at the net's own batch where it has one, within budget
+    (OpenCV asked for less where that is what fits)."""
     graph = loaded.graph
     wanted, fixed_batch = feed_batch(graph, options.batch)
     given = next(iter(feeds.values())).shape[0] if feeds else 1
@@ -615,7 +669,7 @@ def _check_given_feeds(
             f"{wanted}: {fixed_batch}",
             path=graph.path,
         )
-    _fit_batch(loaded, options, budget, given, shrink=False)
+    return _fit_batch(loaded, options, budget, given, shrink=False)
 
 
 def plan_verification(loaded: LoadedNet, options: VerifyOptions) -> VerifyPlan:
@@ -628,10 +682,10 @@ def plan_verification(loaded: LoadedNet, options: VerifyOptions) -> VerifyPlan:
         feeds = stored_inputs(graph, options.reference)
         label = label or ("the reference file's own inputs" if feeds else None)
     if feeds is None:
-        feeds, synthetic = _synthetic_feeds(loaded, options, budget)
+        feeds, synthetic, fit = _synthetic_feeds(loaded, options, budget)
         label = label or synthetic
     else:
-        _check_given_feeds(loaded, feeds, options, budget)
+        fit = _check_given_feeds(loaded, feeds, options, budget)
     return VerifyPlan(
         feeds=feeds,
         inputs_label=label or "given arrays",
@@ -641,6 +695,8 @@ def plan_verification(loaded: LoadedNet, options: VerifyOptions) -> VerifyPlan:
         backends=tuple(options.backends),
         devices=list(options.devices),
         budget=budget,
+        opencv_scope=fit.opencv_scope,
+        opencv_note=fit.opencv_note,
     )
 
 
@@ -657,13 +713,21 @@ def _run_judges(
     refs: dict[str, Values] = {}
     found_opencv: Values | None = None
     opencv_status = "skipped: not asked for"
-    if "opencv" in plan.judges:
+    if "opencv" in plan.judges and plan.opencv_scope == "none":
+        opencv_status = f"skipped: {plan.opencv_note}"
+        bar.update()
+    elif "opencv" in plan.judges:
         bar.describe("opencv")
+        asked = values
+        if plan.opencv_scope == "net outputs":
+            asked = [v for v in values if v in set(graph.outputs)]
         found_opencv, opencv_status, skipped = _opencv_judge(
-            loaded, options.weights_path, feeds, values, report.sources
+            loaded, options.weights_path, feeds, asked, report.sources
         )
         if found_opencv is None and plan.required:
             raise CaffeCompatError(f"the OpenCV judge cannot run: {opencv_status}")
+        if found_opencv is not None and plan.opencv_note:
+            opencv_status += f"; {plan.opencv_note}"
         report.skipped_values.update(skipped)
         bar.update()
     if options.reference is not None:

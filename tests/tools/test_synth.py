@@ -390,3 +390,35 @@ def test_calibration_skips_decoding_after_the_last_calibrated_layer():
     )
     synthesize(loaded, method="he", progress=False)  # blobs present, as calibration sees them
     assert _feeding_calibrated(loaded.graph) == {"c1", "r1", "c2"}  # Input is no node
+
+
+WIDE_KERNEL = """name: "wide_kernel"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 32 dim: 120 dim: 160 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 8 kernel_size: 7 pad: 3 } }
+"""
+
+
+def test_calibration_counts_im2col_columns_only_without_onednn(tmp_path, monkeypatch):
+    """PyTorch's CPU convolution goes through oneDNN and builds no im2col columns (here 120 MB
+    per item beside a 0.6 MB top): the plan leaves them out, and the process's peak resident
+    memory grows by less than one item's columns while calibrating 16 items. Without oneDNN
+    they count, once per thread."""
+    import resource
+
+    from caffe_compat.budget import layer_peaks
+    from caffe_compat.tools import synth
+
+    if not synth._torch_onednn():
+        pytest.skip("this PyTorch has no oneDNN: its convolutions build im2col columns")
+    loaded = _net(tmp_path, WIDE_KERNEL)
+    graph, params = loaded.graph, loaded.inference.params
+    columns = next(p.scratch_per_item for p in layer_peaks(graph, params) if p.name == "conv")
+    assert columns == 4 * 32 * 49 * 120 * 160
+    batch = synth.calibration_batch(loaded)
+    planned, _ = synth.calibration_peak(graph, params, batch)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    synthesize(loaded, seed=1, progress=False)
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    assert grown < columns, (grown, columns)
+    monkeypatch.setattr(synth, "_torch_onednn", lambda: False)
+    assert synth.calibration_peak(graph, params, batch)[0] > planned + columns / 2

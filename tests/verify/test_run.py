@@ -181,7 +181,7 @@ def test_each_back_end_is_compared_and_dropped_before_the_next_runs(small_net, m
 
 def test_the_batch_is_planned_for_the_judges_and_one_back_end(small_net):
     """The plan counts, per phase, what is alive: the float64 judge running (its values in
-    float64, one layer's scratch), the ONNX model written (the initializers, the largest once more) and
+    float64, one layer's weights, scratch and two temporaries of its top in float64), the ONNX model written (the initializers, the largest once more) and
     opened (its tensors, the largest once more), a back end running (the weights twice, the judge's values in
     float32 and its own, one layer's scratch); not six copies of every value at once."""
     from caffe_compat.budget import footprint
@@ -192,10 +192,10 @@ def test_the_batch_is_planned_for_the_judges_and_one_back_end(small_net):
     need = footprint(loaded.graph, loaded.inference.params)
     assert need.fixed == 0 and need.scratch_per_item > 0
     params, largest = need.params, need.largest_params
-    per, scratch = need.per_item, need.scratch_per_item
-    budget = int(2 * params + 7 * (2 * per + scratch)) + 1
+    per, scratch, top = need.per_item, need.scratch_per_item, need.largest_per_item
+    budget = int(2 * params + 2 * largest + 7 * (2 * per + 2 * scratch + 4 * top)) + 1
     by_phase = {
-        "float64 judge": (budget - params) // (2 * per + scratch),
+        "float64 judge": (budget - params - 2 * largest) // (2 * per + 2 * scratch + 4 * top),
         "PyTorch, ONNX Runtime": (budget - 2 * params) // (2 * per + scratch),
         "writing the ONNX model": (budget - 2 * params - largest) // per,
         "opening ONNX Runtime": (budget - 2 * params - largest) // per,
@@ -205,3 +205,89 @@ def test_the_batch_is_planned_for_the_judges_and_one_back_end(small_net):
     assert 1 < expected < 20 and old < expected
     options = VerifyOptions(against=("float64",), max_memory=budget, batch=20, progress=False)
     assert plan_verification(loaded, options).batch == expected
+
+
+WIDE = net(
+    'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+    "convolution_param { num_output: 16 kernel_size: 3 pad: 1 } }\n"
+    'layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }\n'
+    'layer { name: "score" type: "Convolution" bottom: "conv" top: "score" '
+    "convolution_param { num_output: 2 kernel_size: 1 } }\n",
+    c=3,
+    h=48,
+    w=48,
+)
+
+# Weights far over the values: OpenCV's own copies of them do not fit where the rest does.
+HEAVY = net(
+    'layer { name: "fc1" type: "InnerProduct" bottom: "data" top: "fc1" '
+    "inner_product_param { num_output: 1024 } }\n"
+    'layer { name: "fc2" type: "InnerProduct" bottom: "fc1" top: "fc2" '
+    "inner_product_param { num_output: 3 } }\n",
+    c=64,
+    h=2,
+    w=2,
+)
+
+
+@pytest.mark.parametrize(("scope", "text"), [("net outputs", WIDE), ("none", HEAVY)])
+def test_opencv_is_asked_for_less_where_every_value_does_not_fit(tmp_path, scope, text):
+    """OpenCV is a cross-check: where its every-value phase (its blobs, its outputs and our
+    copies: three of every value) does not fit at batch 1, it is asked for the net's outputs
+    (one copy bounds its reused blobs), or left out; the float64 judge still judges, and the
+    report says why. Named as a judge, OpenCV keeps the budget's error line."""
+    pytest.importorskip("cv2")
+    from caffe_compat.budget import footprint
+    from caffe_compat.errors import MemoryBudgetError
+    from caffe_compat.verify.run import OPENCV_SCOPES, plan_verification, verification_phases
+
+    prototxt, weights = tmp_path / "wide.prototxt", tmp_path / "wide.caffemodel"
+    prototxt.write_text(text)
+    loaded = load_net(prototxt)
+    write_caffemodel(weights, definitions_only(loaded.net.layer), synthesize(loaded, seed=5))
+    loaded = load_net(prototxt, weights)
+    need = footprint(loaded.graph, loaded.inference.params)
+
+    def batch_one(scope: str) -> float:  # the largest phase at batch 1, as plan_batch counts it
+        phases = verification_phases(
+            ("float64", "opencv"),
+            ("torch",),
+            opencv=True,
+            stored=False,
+            given_model=False,
+            opencv_scope=scope,
+        )
+        return max(
+            p.params * need.params
+            + p.largest * need.largest_params
+            + max(p.values, 1) * (need.fixed + need.per_item)
+            + p.scratch * need.scratch_per_item
+            + p.tops * need.largest_per_item
+            for p in phases
+        )
+
+    every, outputs, without = (batch_one(s) for s in OPENCV_SCOPES)
+    low, high = (outputs, every) if scope == "net outputs" else (without, outputs)
+    assert low < high
+    budget = int((low + high) / 2)
+    options = VerifyOptions(max_memory=budget, batch=1, progress=False, backends=("torch",))
+    plan = plan_verification(loaded, options)
+    assert plan.batch == 1 and plan.opencv_scope == scope
+    assert (
+        "every value would not fit" in plan.opencv_note
+        and "over the memory budget" in plan.opencv_note
+    )
+    report = verify_loaded(loaded, options, weights_path=str(weights))
+    assert report.passed
+    status = report.references["opencv"]
+    if scope == "none":
+        assert status.startswith("skipped: OpenCV left out")
+        assert {c.reference for c in report.comparisons} == {"float64"}
+    else:
+        assert "outputs only" in status
+        opencv = {c.value for c in report.comparisons if c.reference == "opencv"}
+        assert opencv == set(loaded.graph.outputs)
+    with pytest.raises(MemoryBudgetError):
+        plan_verification(
+            loaded, VerifyOptions(max_memory=budget, batch=1, against=("float64", "opencv"))
+        )
