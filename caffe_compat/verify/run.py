@@ -187,13 +187,18 @@ def _fit_phases(
     for phase in phases:
         scratch = phase.scratch * need.scratch_per_item + phase.tops * need.largest_per_item
         step = dataclasses.replace(need, scratch_per_item=scratch)
+        # A phase that runs before some libraries load may use the room set aside for them.
+        room = budget.before(*phase.before)
+        own = budget
+        if room:
+            later = " and ".join(phase.before)
+            origin = f"{budget.origin}; plus {format_size(room)} kept for {later}, not loaded yet"
+            own = dataclasses.replace(budget, limit=budget.limit + room, origin=origin)
         wanted = plan_batch(
-            budget,
+            own,
             step,
             wanted,
-            fixed=phase.params * need.params
-            + phase.largest * need.largest_params
-            - budget.before(*phase.before),
+            fixed=phase.params * need.params + phase.largest * need.largest_params,
             copies=max(phase.values, 1),
             what=f"the verification ({phase.what})",
             shrink=shrink,
@@ -857,6 +862,76 @@ def verify_loaded(
     return report
 
 
+# Where one item at the declared input size does not fit the memory budget, verify runs
+# synthetic inputs at the height and width divided by these factors, the first that fits, as
+# long as every layer's parameters keep their shapes (the same weights, the same arithmetic at
+# each position) and no side gets under SMALLEST_SIDE.
+SHRINK_FACTORS = (2, 4, 8)
+SMALLEST_SIDE = 16
+
+
+def _param_shapes(loaded: LoadedNet) -> dict[str, list[tuple[int, ...]]]:
+    return {k: [tuple(int(d) for d in s) for s in v] for k, v in loaded.inference.params.items()}
+
+
+def _smaller(inputs: Mapping[str, tuple[int, ...]], factor: int) -> dict[str, tuple[int, ...]]:
+    """Every input with spatial axes (N x C x H x W, or a clip's N x C x D x H x W) at its
+    height and width divided by ``factor`` (rounded up); {} when a side would get too small."""
+    shapes = {}
+    for name, shape in inputs.items():
+        if len(shape) < 4:
+            continue
+        spatial = [-(-int(d) // factor) for d in shape[-2:]]
+        if min(spatial) < SMALLEST_SIDE:
+            return {}
+        shapes[name] = (*shape[:-2], *spatial)
+    return shapes
+
+
+def _verify_smaller(
+    prototxt: str | os.PathLike[str],
+    weights: str | os.PathLike[str],
+    declared: dict[str, tuple[int, ...]],
+    params: dict[str, list[tuple[int, ...]]],
+    over: MemoryBudgetError,
+    net_options: dict[str, Any],
+    options: dict[str, Any],
+) -> tuple[Report, LoadedNet]:
+    """The verification at the first smaller input size that fits the budget (SHRINK_FACTORS),
+    its report saying so; ``over`` (the declared size's error) where none does."""
+    from ..errors import NetDefinitionError
+
+    budget = options["max_memory"]
+    for factor in SHRINK_FACTORS:
+        shapes = _smaller(declared, factor)
+        if not shapes:
+            break
+        settings = {**net_options, "input_shapes": shapes}
+        try:
+            same = _param_shapes(load_net(prototxt, **settings)) == params
+        except NetDefinitionError:
+            break  # a layer refuses the size (a fixed Reshape, a crop larger than the map)
+        if not same:
+            break  # an InnerProduct's width follows the input: other weights
+        loaded = load_net(prototxt, weights, max_memory=budget, **settings)
+        sizes = ", ".join(
+            f"{name} {'x'.join(map(str, shape))} (declared {'x'.join(map(str, declared[name]))})"
+            for name, shape in shapes.items()
+        )
+        loaded.assumed.append(
+            f"verified at the input size divided by {factor}: {sizes}, since one item at the "
+            f"declared size does not fit ({over.reason}); every layer's parameters have the same "
+            "shapes at both sizes"
+        )
+        try:
+            report = verify_loaded(loaded, weights_path=str(weights), **options)
+        except MemoryBudgetError:
+            del loaded
+            continue
+        return report, loaded
+    raise over
+
+
 def verify(
     prototxt: str | os.PathLike[str],
     weights: str | os.PathLike[str],
@@ -882,13 +957,24 @@ def verify(
     loaded = load_net(prototxt, weights, max_memory=budget, **net_options)  # type: ignore[arg-type]
     reference = load_reference_npz(reference_path, max_memory=budget) if reference_path else None
     onnx_model = Path(onnx_path).read_bytes() if onnx_path else None
-    report = verify_loaded(
-        loaded,
-        weights_path=str(weights),
-        reference=reference,
-        onnx_model=onnx_model,
-        **options,  # type: ignore[arg-type]
-    )
+    try:
+        report = verify_loaded(
+            loaded,
+            weights_path=str(weights),
+            reference=reference,
+            onnx_model=onnx_model,
+            **options,  # type: ignore[arg-type]
+        )
+    except MemoryBudgetError as exc:
+        chosen = reference is not None or onnx_model is not None or options.get("feeds")
+        if chosen or net_options.get("input_shapes"):
+            raise  # the caller's inputs, arrays or model run at their own size or not at all
+        declared = dict(loaded.graph.inputs)
+        params = _param_shapes(loaded)
+        del loaded  # its weights are read again at the smaller size
+        report, loaded = _verify_smaller(
+            prototxt, weights, declared, params, exc, net_options, options
+        )
     report.notes.extend(fork_notes(loaded))
     if reference_path:
         report.sources["stored"] = {"arrays": identity_record(reference_path)}

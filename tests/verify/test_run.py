@@ -291,3 +291,46 @@ def test_opencv_is_asked_for_less_where_every_value_does_not_fit(tmp_path, scope
         plan_verification(
             loaded, VerifyOptions(max_memory=budget, batch=1, against=("float64", "opencv"))
         )
+
+
+def test_a_net_too_big_at_its_declared_size_is_verified_smaller(tmp_path):
+    """One item of a fully convolutional net over the budget: verify runs at the height and
+    width halved (the same parameters), and says so; a net whose InnerProduct follows the input
+    size, or an input size the caller chose, keeps the declared size's error line."""
+    from caffe_compat.budget import footprint
+    from caffe_compat.errors import MemoryBudgetError
+    from caffe_compat.verify import verify
+
+    def files(name: str, text: str):
+        prototxt, weights = tmp_path / f"{name}.prototxt", tmp_path / f"{name}.caffemodel"
+        prototxt.write_text(text)
+        loaded = load_net(prototxt)
+        write_caffemodel(weights, definitions_only(loaded.net.layer), synthesize(loaded, seed=5))
+        return prototxt, weights, footprint(loaded.graph, loaded.inference.params)
+
+    wide = WIDE.replace("dim: 48 dim: 48", "dim: 64 dim: 64")
+    assert wide != WIDE
+    prototxt, weights, need = files("wide", wide)
+    # A back end's phase at batch 1: both weights copies, two copies of every value, a scratch.
+    budget = int(4 * need.params + 0.9 * (2 * need.per_item + 2 * need.scratch_per_item))
+    options = {"max_memory": budget, "batch": 1, "progress": False, "opencv": False}
+    report = verify(prototxt, weights, **options)
+    assert report.passed and report.batch == 1
+    assert any("verified at the input size divided by 2: data 2x3x32x32" in n for n in report.notes)
+    compared = {c.value: c for c in report.comparisons if c.reference == "float64"}
+    assert "score" in compared
+    with pytest.raises(MemoryBudgetError, match="over the memory budget"):
+        verify(prototxt, weights, input_shapes={"data": (1, 3, 64, 64)}, **options)
+
+    dense = wide.replace(
+        'type: "Convolution" bottom: "conv" top: "score"',
+        'type: "InnerProduct" bottom: "conv" top: "score"',
+    )
+    dense = dense.replace(
+        "convolution_param { num_output: 2 kernel_size: 1 }",
+        "inner_product_param { num_output: 2 }",
+    )
+    prototxt, weights, need = files("dense", dense)
+    budget = int(4 * need.params + 0.9 * (2 * need.per_item + 2 * need.scratch_per_item))
+    with pytest.raises(MemoryBudgetError, match="over the memory budget"):
+        verify(prototxt, weights, **{**options, "max_memory": budget})
