@@ -12,7 +12,7 @@ differences between machines do not change the weights. Deterministic for a give
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -340,6 +340,7 @@ TOP_PROB_MAX = 0.9
 TOP_PROB_RANGE = (0.15, 0.9)
 SSD_MARGIN_SPREAD = 2.0
 SSD_KEPT_PER_PHOTO = 5
+YOLO_KEPT_PER_PHOTO = 20
 
 
 def photo_feeds(
@@ -465,16 +466,24 @@ def _one_row_per_item(shape: Shape | None) -> bool:
 
 
 def _temper_heads(graph: Graph, feeds: Mapping[str, np.ndarray]) -> None:
-    """Classifier and SSD heads set on the photos (see the constants above). A net with no
-    detector and no value of one class row per item near an output (a segmentation net) has
-    no head to set: the photos are not run through it."""
+    """Classifier, SSD and YOLO heads set on the photos (see the constants above). A net with
+    no detector and no value of one class row per item near an output (a segmentation net)
+    has no head to set: the photos are not run through it. YOLO decoding is not run (its
+    maps are what is tempered)."""
     wanted = {v for out in graph.outputs for v in _chain(graph, out)}
     detectors = [n for n in graph.nodes if n.param.HasField("detection_output_param")]
-    if not detectors and not any(_one_row_per_item(graph.shapes.get(v)) for v in wanted):
+    yolos = [n for n in graph.nodes if n.type in YOLO_TYPES]
+    rows = any(_one_row_per_item(graph.shapes.get(v)) for v in wanted)
+    if not detectors and not yolos and not rows:
         return
     for node in detectors:
         wanted.update(_chain(graph, node.inputs[1]))
+    for node in yolos:
+        wanted.difference_update(node.outputs)
+        wanted.update(node.inputs)
     found = _values(graph, feeds, sorted(wanted))
+    for node in yolos:
+        _temper_yolo(graph, node, found)
     for out in graph.outputs:
         chain = _probability_chain(graph, out, found)
         if chain is not None and graph.producer(out) not in detectors:
@@ -512,14 +521,72 @@ def _temper_ssd(graph: Graph, node: Node, chain: tuple[str, int], found: dict, p
     ranked = -np.sort(-(margin * scale), axis=1)
     kept = min(SSD_KEPT_PER_PHOTO, ranked.shape[1] - 1)
     shift = float(half_precision(np.array(-np.max((ranked[:, kept - 1] + ranked[:, kept]) / 2))))
-    _scale_heads(graph, logits, scale, (classes, background, shift))
+    _scale_heads(
+        graph, logits, scale, lambda n: np.where(np.arange(n) % classes != background, shift, 0.0)
+    )
+
+
+YOLO_TYPES = ("Yolov3DetectionOutput", "YoloDetectionOutput")
+
+
+def _yolo_scores(node: Node, maps: list[np.ndarray]) -> tuple[list, list, float, bool, int]:
+    """Per map, the objectness logits (photos, boxes, 1, positions) and the class factor they
+    multiply (v3: every class's sigmoid; v2: the best softmax probability), the threshold,
+    whether a score equal to it counts (v2) and the channels per box (5 + classes)."""
+    from ..shapes.yolo import yolo2_settings, yolo_settings
+
+    v3 = node.type == "Yolov3DetectionOutput"
+    s = (
+        yolo_settings(node.param.yolov3_detection_output_param)
+        if v3
+        else yolo2_settings(node.param.yolo_detection_output_param)
+    )
+    logits, factors = [], []
+    for x in maps:
+        v = x.reshape(x.shape[0], s.boxes, 5 + s.classes, -1).astype(np.float32)
+        logits.append(v[:, :, 4:5, :])
+        classes = v[:, :, 5:, :]
+        if v3:
+            factors.append(1.0 / (1.0 + np.exp(-classes)))
+        else:
+            e = np.exp(classes - classes.max(axis=2, keepdims=True))
+            factors.append((e / e.sum(axis=2, keepdims=True)).max(axis=2, keepdims=True))
+    return logits, factors, s.threshold, not v3, 5 + s.classes
+
+
+def _temper_yolo(graph: Graph, node: Node, found: dict) -> None:
+    """Lower the objectness logits of a YOLO net's heads (one shift for every map) so that no
+    photo has more than YOLO_KEPT_PER_PHOTO candidates over the confidence threshold: noise
+    calibrated heads put most of the (box, class) pairs over it, millions for a batch, which
+    no NMS should face (a trained net has a few dozen)."""
+    logits, factors, threshold, at, period = _yolo_scores(node, [found[m] for m in node.inputs])
+
+    def most(shift: float) -> int:
+        counts = 0
+        for o, f in zip(logits, factors):
+            score = f / (1.0 + np.exp(-(o + shift)))
+            over = score >= threshold if at else score > threshold
+            counts = counts + over.reshape(over.shape[0], -1).sum(axis=1)
+        return int(np.max(counts))
+
+    if most(0.0) <= YOLO_KEPT_PER_PHOTO:
+        return
+    low, high = -64.0, 0.0  # most(low) <= YOLO_KEPT_PER_PHOTO < most(high)
+    for _ in range(30):
+        middle = (low + high) / 2
+        low, high = (middle, high) if most(middle) <= YOLO_KEPT_PER_PHOTO else (low, middle)
+    # A margin over float16 rounding (1/128 at 10) and float32 sums keeps the count at most K.
+    shift = float(half_precision(np.array(low - 1 / 32)))
+    for value in dict.fromkeys(node.inputs):  # channel 4 of each box: its objectness
+        _scale_heads(graph, value, 1.0, lambda n: np.where(np.arange(n) % period == 4, shift, 0.0))
 
 
 def _scale_heads(
-    graph: Graph, value: str, scale: float, ssd: tuple[int, int, float] | None
+    graph: Graph, value: str, scale: float, shifts: Callable[[int], np.ndarray] | None
 ) -> None:
     """Multiply the affine layers that ``value`` is computed from (through layers without
-    parameters) by ``scale``; for an SSD, add ``shift`` to their foreground class channels."""
+    parameters) by ``scale``, and add ``shifts(channels)`` to their channels (an SSD's
+    foreground classes, a YOLO map's objectness)."""
     frontier, seen = [value], set()
     while frontier:
         current = frontier.pop()
@@ -535,8 +602,5 @@ def _scale_heads(
             continue
         channels = node.blobs[0].shape[0] if node.blobs[0].ndim > 1 else len(node.blobs[0])
         channels = len(node.blobs[1]) if len(node.blobs) > 1 else channels
-        shift = np.zeros(channels)
-        if ssd is not None:
-            classes, background, offset = ssd
-            shift[np.arange(channels) % classes != background] = offset
+        shift = np.zeros(channels) if shifts is None else shifts(channels)
         info.rescale(node, np.full(channels, scale), shift)

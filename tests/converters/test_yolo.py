@@ -251,3 +251,43 @@ def test_yolov3_tiny_shaped_net_converts_and_verifies(tmp_path):
     assert main(["synth", str(net), "-o", str(weights)]) == 0
     assert main(["convert", str(net), str(weights), "--to", "onnx", "-o", str(tmp_path / "y")]) == 0
     assert main(["verify", str(net), str(weights)]) == 0
+
+
+def test_synth_tempers_yolo_objectness_on_the_photos(tmp_path, monkeypatch):
+    """Noise-calibrated YOLO heads put many (box, class) pairs over the threshold; synth lowers
+    the objectness channels (channel 4 of each box) until no photo has more than
+    YOLO_KEPT_PER_PHOTO candidates, and leaves every other channel as calibrated."""
+    from caffe_compat.ir.load import load_net
+    from caffe_compat.tools import synth
+
+    net = tmp_path / "yolov3_tiny.prototxt"
+    net.write_text(TINY.replace("dim: 64 dim: 64", "dim: 256 dim: 256"))
+
+    def candidates(loaded) -> np.ndarray:
+        photos = synth.photo_feeds(loaded.graph)
+        found = synth._values(loaded.graph, photos, ["yolo_big", "yolo_small"])
+        maps = [found["yolo_big"], found["yolo_small"]]
+        logits, factors, threshold, at, period = synth._yolo_scores(
+            loaded.graph.node("detection_out"), maps
+        )
+        assert period == 8 and not at and threshold == pytest.approx(0.2)
+        return sum(
+            ((f / (1 + np.exp(-o))) > threshold).reshape(len(o), -1).sum(axis=1)
+            for o, f in zip(logits, factors)
+        )
+
+    tempered = load_net(net)
+    blobs = synth.synthesize(tempered, seed=3, progress=False)
+    assert 0 < candidates(tempered).max() <= synth.YOLO_KEPT_PER_PHOTO
+    monkeypatch.setattr(synth, "_temper_yolo", lambda *args: None)
+    plain = load_net(net)
+    untempered = synth.synthesize(plain, seed=3, progress=False)
+    assert candidates(plain).max() > 5 * synth.YOLO_KEPT_PER_PHOTO
+    for name in ("yolo_big", "yolo_small"):
+        channel = np.arange(len(blobs[name][1])) % 8
+        lowered = untempered[name][1][channel == 4] - blobs[name][1][channel == 4]
+        assert np.all(lowered > 0) and np.ptp(lowered) < 1e-3  # one shift for every map
+        np.testing.assert_array_equal(
+            blobs[name][1][channel != 4], untempered[name][1][channel != 4]
+        )
+        np.testing.assert_array_equal(blobs[name][0], untempered[name][0])
