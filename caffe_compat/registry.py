@@ -128,8 +128,9 @@ class LayerFacts:
       for settings ``LayerSetUp`` refuses before any shape is known (``ir/validate.py`` runs both).
     - ``workspace(node, in_shapes, out_shapes) -> floats``: scratch a back end allocates beyond the
       tops while running the layer (im2col columns, padded copies), for the memory budget and
-      the float64 reference's plan; ``columns_workspace``: that scratch is im2col's columns,
-      which PyTorch's oneDNN convolution on the CPU never builds (synth's calibration).
+      the float64 reference's plan; ``columns(node, in_shapes, out_shapes) -> floats``: the
+      whole im2col column buffer, which PyTorch builds only without oneDNN (synth's
+      calibration).
     - ``top_fillers(layer) -> [FillerParameter]``: a data layer that draws its own tops (DummyData):
       one filler per top; a constant one fills once, any other on every forward of a net built
       for training.
@@ -207,7 +208,7 @@ class LayerFacts:
     same_count: bool = False
     validate: Callable[..., None] | None = None
     workspace: Callable[..., int] | None = None
-    columns_workspace: bool = False
+    columns: Callable[..., int] | None = None
     top_fillers: Callable[..., Any] | None = None
     loss: bool = False
     statistics: bool = False

@@ -13,6 +13,7 @@ one GEMM per group between the bottom's columns and the top diff (Caffe's ``weig
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -21,6 +22,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..ir.graph import Node
 from ..registry import register
+from ..shapes.conv import column_rows
 from ..shapes.geometry import ConvGeometry, canonical_axis, conv_geometry
 from ._base import Arrays, BackwardContext, Grads, LayerContext
 
@@ -47,9 +49,35 @@ def im2col(x: np.ndarray, geom: ConvGeometry, out: tuple[int, ...]) -> np.ndarra
 def convolve(
     x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geom: ConvGeometry, group: int
 ) -> np.ndarray:
-    """(n, C, *spatial) -> (n, O, *out): ``weight`` is (O, C / group, *kernel)."""
+    """(n, C, *spatial) -> (n, O, *out): ``weight`` is (O, C / group, *kernel); the columns
+    are built COLUMN_SLAB values at a time (``column_rows`` output rows per GEMM)."""
     n, channels = x.shape[:2]
     out = geom.output(x.shape[2:])
+    rows = column_rows(channels, geom.kernel, n, out)
+    if not out or rows >= out[0]:
+        return _convolve(x, weight, bias, geom, group, out)
+    if any(geom.pad):
+        x = np.pad(x, [(0, 0), (0, 0), *((p, p) for p in geom.pad)])
+        geom = dataclasses.replace(geom, pad=(0,) * len(geom.pad))
+    stride, reach = geom.stride[0], geom.dilation[0] * (geom.kernel[0] - 1) + 1
+    y = np.empty((n, weight.shape[0], *out), np.result_type(x, weight))
+    for first in range(0, out[0], rows):
+        last = min(out[0], first + rows)
+        part = x[:, :, first * stride : (last - 1) * stride + reach]
+        y[:, :, first:last] = _convolve(part, weight, bias, geom, group, (last - first, *out[1:]))
+    return y
+
+
+def _convolve(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    geom: ConvGeometry,
+    group: int,
+    out: tuple[int, ...],
+) -> np.ndarray:
+    """One GEMM per group over every column of ``x`` (its output ``out``)."""
+    n, channels = x.shape[:2]
     n_out, taps, length = weight.shape[0], math.prod(geom.kernel), n * math.prod(out)
     cols = im2col(x, geom, out).reshape(group, channels // group * taps, length)
     w = weight.reshape(group, n_out // group, channels // group * taps)

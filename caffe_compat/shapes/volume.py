@@ -132,7 +132,7 @@ describe(
     rescale=rescale_conv3d,
     folds_batchnorm=True,
     workspace=_columns,
-    columns_workspace=True,
+    columns=_columns,
     dialect=_conv3d_dialect,
     bottoms=1,
     tops=1,

@@ -233,6 +233,17 @@ def _calibrate(
             bar.update()
 
 
+def _whole_columns(graph: Graph, name: str) -> float:
+    """Bytes per batch item of a layer's whole im2col columns (its ``columns`` fact)."""
+    node = graph.node(name)
+    ins = [graph.shapes.get(v) for v in node.inputs]
+    outs = [graph.shapes.get(v) for v in node.outputs]
+    if any(s is None for s in ins + outs) or not ins or not ins[0]:
+        return 0.0
+    floats = registry.facts(node.type).columns(node, ins, outs)  # type: ignore[misc]
+    return FLOAT32 * floats / max(ins[0][0], 1)
+
+
 def _torch_onednn() -> bool:
     """True where PyTorch's CPU convolutions go through oneDNN (all but tiny ones)."""
     import torch
@@ -263,7 +274,9 @@ def calibration_peak(
             stats = CALIBRATION_FLOAT64 * batch * layer.top_per_item
         elif info.rescale is not None:
             stats = min(slab, 4 * batch * layer.top_per_item)
-        scratch = layer.scratch_per_item if columns or not info.columns_workspace else 0.0
+        scratch = layer.scratch_per_item
+        if info.columns is not None:  # PyTorch's own scratch, not the float64 reference's
+            scratch = _whole_columns(graph, layer.name) if columns else 0.0
         extra = max(threads * scratch, stats)
         bytes_ = total + batch * layer.live_per_item + LARGEST_LAYER_COPIES * layer.params
         bytes_ += extra

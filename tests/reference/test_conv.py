@@ -178,6 +178,29 @@ def test_convolution_on_an_odd_shape(
 
 
 @pytest.mark.parametrize(
+    ("params", "channels", "group", "kernel", "stride", "pad", "dilation"), CONV_CASES
+)
+@pytest.mark.parametrize("slab", [1, 200])
+def test_convolution_in_slabs_of_output_rows(
+    run_layers, monkeypatch, slab, params, channels, group, kernel, stride, pad, dilation
+):
+    """Columns built a few output rows at a time (one row where a slab holds less) give the
+    same values as the loop: a big map's scratch is bounded, not its result."""
+    from caffe_compat.shapes import conv as conv_shapes
+
+    monkeypatch.setattr(conv_shapes, "COLUMN_SLAB", slab)
+    x = RNG.standard_normal((2, channels, 7, 9))
+    w = RNG.standard_normal((4 * group, channels // group, *kernel))
+    b = None if "bias_term: false" in params else RNG.standard_normal(4 * group)
+    blobs = [w] if b is None else [w, b]
+    out = run_layers(conv(f"num_output: {4 * group} {params}"), {"c": blobs}, data=x)["c0"]
+    rows = conv_shapes.column_rows(channels, kernel, 2, out.shape[2:])
+    assert rows < out.shape[2]  # more than one slab
+    expected = conv_loop(x, w, b, stride, pad, dilation, group)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
     ("shape", "params", "kernel", "stride", "pad", "dilation"),
     [
         ((2, 3, 11), "kernel_size: 3 stride: 2 pad: 1", (3,), (2,), (1,), (1,)),

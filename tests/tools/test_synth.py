@@ -405,14 +405,13 @@ def test_calibration_counts_im2col_columns_only_without_onednn(tmp_path, monkeyp
     they count, once per thread."""
     import resource
 
-    from caffe_compat.budget import layer_peaks
     from caffe_compat.tools import synth
 
     if not synth._torch_onednn():
         pytest.skip("this PyTorch has no oneDNN: its convolutions build im2col columns")
     loaded = _net(tmp_path, WIDE_KERNEL)
     graph, params = loaded.graph, loaded.inference.params
-    columns = next(p.scratch_per_item for p in layer_peaks(graph, params) if p.name == "conv")
+    columns = synth._whole_columns(graph, "conv")
     assert columns == 4 * 32 * 49 * 120 * 160
     batch = synth.calibration_batch(loaded)
     planned, _ = synth.calibration_peak(graph, params, batch)
