@@ -15,6 +15,7 @@ import numpy as np
 from ..ir.graph import Node
 from ..proto import caffe_pb2
 from ..registry import register
+from ..shapes.activations import dropout_scales
 from ._base import Arrays, BackwardContext, Grads, LayerContext
 
 
@@ -148,11 +149,6 @@ def _dropping(node: Node) -> bool:
     return node.param.HasField("phase") and node.param.phase == caffe_pb2.TRAIN
 
 
-def dropout_scale(ratio: float) -> float:
-    """Caffe's ``scale_ = 1. / (1. - threshold_)``, kept in a float."""
-    return float(np.float32(1.0 / (1.0 - float(np.float32(ratio)))))
-
-
 def _mask(node: Node, ctx: LayerContext) -> np.ndarray:
     mask = ctx.state.get("mask")
     if mask is None:
@@ -167,11 +163,13 @@ def _mask(node: Node, ctx: LayerContext) -> np.ndarray:
 def _dropout(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     """TEST: Caffe copies the bottom. caffe-segnet's Monte Carlo dropout (sample_weights_test)
     samples at TEST; the judge computes its expected value, the identity, which is the mode
-    verify runs the back ends in (shapes/activations.py: samples_at_test)."""
+    verify runs the back ends in (shapes/activations.py: samples_at_test). caffe-fast-rcnn's
+    ``scale_train: false`` scales at TEST instead of while training (``dropout_scales``)."""
+    train, test = dropout_scales(node)
     if not _dropping(node):
-        return [inputs[0]]  # TEST phase: Caffe copies the bottom (the scaling happens in training)
-    scale = dropout_scale(node.param.dropout_param.dropout_ratio)
-    return [inputs[0] * _mask(node, ctx).reshape(inputs[0].shape) * scale]
+        # TEST phase: Caffe copies the bottom (the scaling happened in training)
+        return [inputs[0] * test if test != 1.0 else inputs[0]]
+    return [inputs[0] * _mask(node, ctx).reshape(inputs[0].shape) * train]
 
 
 # --- backward --------------------------------------------------------------------------------
@@ -184,10 +182,10 @@ def _one(diff: np.ndarray) -> Grads:
 @register("Dropout", "reference_backward")
 def _dropout_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
     (g,) = top_diffs
+    train, test = dropout_scales(node)
     if not _dropping(node):
-        return _one(g)
-    scale = dropout_scale(node.param.dropout_param.dropout_ratio)
-    return _one(g * _mask(node, ctx).reshape(g.shape) * scale)
+        return _one(g * test if test != 1.0 else g)
+    return _one(g * _mask(node, ctx).reshape(g.shape) * train)
 
 
 @register("ReLU", "reference_backward")

@@ -98,6 +98,17 @@ def samples_at_test(node: Node) -> bool:
     return not node.param.HasField("phase") or node.param.phase == caffe_pb2.TEST
 
 
+def dropout_scales(node: Node) -> tuple[float, float]:
+    """(the factor on kept values while training, the factor at test), as float32 numbers:
+    BVLC's (``scale_ = 1. / (1. - ratio)``, 1); caffe-fast-rcnn's ``scale_train: false``
+    (1, ``1. / scale_``: its TEST forward copies the bottom and ``caffe_scal``s it)."""
+    p = node.param.dropout_param
+    scale = float(np.float32(1.0 / (1.0 - float(np.float32(p.dropout_ratio)))))
+    if p.scale_train:
+        return scale, 1.0
+    return 1.0, float(np.float32(1.0 / scale))
+
+
 def sampling_note(node: Node) -> str:
     """What the reports say about one Monte Carlo dropout layer."""
     return (

@@ -12,6 +12,7 @@ from ...ir.infer import require_weights
 from ...registry import register
 from ...shapes.activations import (
     SAMPLING_SWITCH,
+    dropout_scales,
     exp_constants,
     log_base_scale,
     power_constant,
@@ -33,9 +34,12 @@ def _dropout(node: Node, ctx: OnnxContext) -> OnnxOut:
     """Inference: the identity. caffe-segnet's Monte Carlo dropout: ONNX Dropout with
     ``training_mode`` (opset 12 on; every opset written is 13 or later) read from the model's
     bool input ``SAMPLING_SWITCH``, whose initializer (true) samples unless a run feeds false;
-    ONNX scales the kept values by 1 / (1 - ratio), as Caffe does."""
+    ONNX scales the kept values by 1 / (1 - ratio), as Caffe does. caffe-fast-rcnn's
+    ``scale_train: false``: a Mul by its test factor."""
     if not samples_at_test(node):
-        return OnnxOut([ctx.op("Identity", ctx.inputs, ctx.outputs)])
+        _, test = dropout_scales(node)
+        chain = _Chain(ctx)
+        return (chain.step("Mul", chain.const("scale", test)) if test != 1.0 else chain).done()
     ratio = float(np.float32(node.param.dropout_param.dropout_ratio))
     inits = [
         ctx.tensor("ratio", ratio),

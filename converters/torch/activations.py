@@ -16,6 +16,7 @@ from ...ir.infer import require_weights
 from ...proto import caffe_pb2
 from ...registry import register
 from ...shapes.activations import (
+    dropout_scales,
     exp_constants,
     log_base_scale,
     power_constant,
@@ -35,10 +36,11 @@ class CaffeDropout(nn.Module):
     scaled by Caffe's float ``1 / (1 - ratio)``; the last mask stays in ``mask`` (the float64
     reference takes it as an input when judging a training pass)."""
 
-    def __init__(self, ratio: float) -> None:
+    def __init__(self, ratio: float, scale: float | None = None) -> None:
         super().__init__()
         self.ratio = float(np.float32(ratio))
-        self.scale = float(np.float32(1.0 / (1.0 - self.ratio)))
+        default = float(np.float32(1.0 / (1.0 - self.ratio)))
+        self.scale = default if scale is None else scale  # caffe-fast-rcnn's scale_train: 1
         self.mask: torch.Tensor | None = None
         self.generator: torch.Generator | None = None  # the owner's, for reproducible masks
 
@@ -78,12 +80,19 @@ def at_expected_value(model: nn.Module) -> nn.Module:
 
 @register("Dropout", "torch")
 def _dropout(node: Node, ctx: TorchContext) -> nn.Module:
+    train, test = dropout_scales(node)
     if ctx.graph.training and node.param.phase == caffe_pb2.TRAIN:
-        return CaffeDropout(node.param.dropout_param.dropout_ratio)
+        return CaffeDropout(node.param.dropout_param.dropout_ratio, train)
     if samples_at_test(node):
         return MonteCarloDropout(node.param.dropout_param.dropout_ratio)
+    if test != 1.0:  # caffe-fast-rcnn's scale_train: false scales at test
+        return Pointwise(_times, test)
     # Caffe scales by 1/(1-ratio) while training, so inference is the identity.
     return nn.Identity()
+
+
+def _times(x: torch.Tensor, factor: float) -> torch.Tensor:
+    return x * factor
 
 
 class Pointwise(nn.Module):

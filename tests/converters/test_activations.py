@@ -42,6 +42,15 @@ CASES = [
         None,
         True,
     ),
+    # caffe-fast-rcnn's scale_train: false: its TEST forward scales by 1. / scale_ (Fast R-CNN's
+    # ZF and VGG_CNN_M_1024 test nets); OpenCV 4 reads the same field.
+    (
+        "Dropout",
+        "dropout_param { dropout_ratio: 0.3 scale_train: false }",
+        lambda x: x * np.float32(1.0 / np.float32(1.0 / (1.0 - np.float32(0.3)))),
+        None,
+        True,
+    ),
     (
         "Power",
         "power_param { power: 2 scale: 0.5 shift: 1 }",

@@ -288,6 +288,25 @@ def test_dropout_scales_kept_values_at_training_time(tmp_path):
     assert test_net.dropout_masks == {}
 
 
+def test_fast_rcnn_dropout_drops_unscaled_and_scales_at_test(tmp_path):
+    """caffe-fast-rcnn's ``scale_train: false``: kept values pass unscaled while training (the
+    float64 judge agrees, backward included), and the TEST net multiplies by 1 - ratio."""
+    drop = (
+        'layer { name: "drop" type: "Dropout" bottom: "conv" top: "conv" '
+        "dropout_param { dropout_ratio: 0.25 scale_train: false } }\n"
+    )
+    net = simple(tmp_path, middle=drop)
+    net.forward(FEEDS)
+    mask = net.dropout_masks["drop"]
+    pre = net._env["conv@conv"].detach()
+    torch.testing.assert_close(net.blobs["conv"].data, pre * mask)
+    judge(net, FEEDS)
+    test_net = simple(tmp_path, middle=drop, phase="TEST")
+    test_net.forward(FEEDS)
+    pre = test_net._env["conv@conv"].detach()
+    torch.testing.assert_close(test_net.blobs["conv"].data, pre * 0.75)
+
+
 def test_batch_norm_running_sums_and_the_test_net_sharing_them(tmp_path):
     bn = 'layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" batch_norm_param { moving_average_fraction: 0.8 } }\n'
     net = simple(tmp_path, middle=bn)
