@@ -108,6 +108,9 @@ class LayerFacts:
     - ``mixes_batch(node, bottom_shape) -> bool``: an item's output depends on the other items
       of the batch (batch statistics, softmax over axis 0): a batch cannot be split.
     - ``shape_only``: the top depends on the bottoms' shapes only, never their values (PriorBox).
+    - ``objectness(node, maps) -> (logits, factors, threshold, inclusive, period)``: a YOLO
+      head's objectness logits and the class factors they multiply, which synth tempers on
+      photos (shapes/yolo.py).
     - ``detections(node, bottom_shapes) -> rows``: the top is detection rows whose count depends
       on the data, from SSD's bottoms (loc, conf, prior: DetectionOutput); returns the most rows
       the settings allow. Compared as sets of boxes, merged by image when a batch is split.
@@ -197,6 +200,7 @@ class LayerFacts:
     mixes_batch: Callable[..., bool] | None = None
     shape_only: bool = False
     detections: Callable[..., int] | None = None
+    objectness: Callable[..., Any] | None = None
     argmax_top: Callable[..., tuple[int, int] | None] | None = None
     opencv_deviation: Callable[..., str | None] | None = None
     opencv_shape_deviation: Callable[..., str | None] | None = None

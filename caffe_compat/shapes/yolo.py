@@ -28,6 +28,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..ir.graph import Node, Shape
 from ..proto import caffe_pb2
 from ..registry import LayerShapes, describe, register
@@ -110,6 +112,30 @@ def _no_backward(node: Node, bottom: int) -> str | None:
     return "Yolov3DetectionOutput has no backward"
 
 
+def objectness(node: Node, maps: list[np.ndarray]) -> tuple[list, list, float, bool, int]:
+    """What synth tempers on photos (tools/synth.py): per map, the objectness logits (items,
+    boxes, 1, positions) and the class factor they multiply (v3: every class's sigmoid; v2:
+    the best softmax probability), the confidence threshold, whether a score equal to it
+    counts (v2), and the channels per box (5 + classes, objectness at 4)."""
+    v3 = node.param.HasField("yolov3_detection_output_param")
+    s = (
+        yolo_settings(node.param.yolov3_detection_output_param)
+        if v3
+        else yolo2_settings(node.param.yolo_detection_output_param)
+    )
+    logits, factors = [], []
+    for x in maps:
+        v = x.reshape(x.shape[0], s.boxes, 5 + s.classes, -1).astype(np.float32)
+        logits.append(v[:, :, 4:5, :])
+        classes = v[:, :, 5:, :]
+        if v3:
+            factors.append(1.0 / (1.0 + np.exp(-classes)))
+        else:
+            e = np.exp(classes - classes.max(axis=2, keepdims=True))
+            factors.append((e / e.sum(axis=2, keepdims=True)).max(axis=2, keepdims=True))
+    return logits, factors, s.threshold, not v3, 5 + s.classes
+
+
 describe(
     "Yolov3DetectionOutput",
     origin="YOLOv3 Caffe ports (eric612/MobileNet-YOLO)",
@@ -117,6 +143,7 @@ describe(
     bottoms=(1, None),
     tops=1,
     detections=max_rows,
+    objectness=objectness,
     mixes_batch=lambda node, shape: True,
     no_backward=_no_backward,
 )
@@ -172,6 +199,7 @@ describe(
     bottoms=(1, 2),
     tops=1,
     detections=max_rows2,
+    objectness=objectness,
     mixes_batch=lambda node, shape: True,
     no_backward=_no_backward2,
 )

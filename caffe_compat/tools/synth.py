@@ -485,7 +485,7 @@ def _temper_heads(graph: Graph, feeds: Mapping[str, np.ndarray]) -> None:
     maps are what is tempered)."""
     wanted = {v for out in graph.outputs for v in _chain(graph, out)}
     detectors = [n for n in graph.nodes if n.param.HasField("detection_output_param")]
-    yolos = [n for n in graph.nodes if n.type in YOLO_TYPES]
+    yolos = [n for n in graph.nodes if registry.facts(n.type).objectness is not None]
     rows = any(_one_row_per_item(graph.shapes.get(v)) for v in wanted)
     if not detectors and not yolos and not rows:
         return
@@ -539,40 +539,14 @@ def _temper_ssd(graph: Graph, node: Node, chain: tuple[str, int], found: dict, p
     )
 
 
-YOLO_TYPES = ("Yolov3DetectionOutput", "YoloDetectionOutput")
-
-
-def _yolo_scores(node: Node, maps: list[np.ndarray]) -> tuple[list, list, float, bool, int]:
-    """Per map, the objectness logits (photos, boxes, 1, positions) and the class factor they
-    multiply (v3: every class's sigmoid; v2: the best softmax probability), the threshold,
-    whether a score equal to it counts (v2) and the channels per box (5 + classes)."""
-    from ..shapes.yolo import yolo2_settings, yolo_settings
-
-    v3 = node.type == "Yolov3DetectionOutput"
-    s = (
-        yolo_settings(node.param.yolov3_detection_output_param)
-        if v3
-        else yolo2_settings(node.param.yolo_detection_output_param)
-    )
-    logits, factors = [], []
-    for x in maps:
-        v = x.reshape(x.shape[0], s.boxes, 5 + s.classes, -1).astype(np.float32)
-        logits.append(v[:, :, 4:5, :])
-        classes = v[:, :, 5:, :]
-        if v3:
-            factors.append(1.0 / (1.0 + np.exp(-classes)))
-        else:
-            e = np.exp(classes - classes.max(axis=2, keepdims=True))
-            factors.append((e / e.sum(axis=2, keepdims=True)).max(axis=2, keepdims=True))
-    return logits, factors, s.threshold, not v3, 5 + s.classes
-
-
 def _temper_yolo(graph: Graph, node: Node, found: dict) -> None:
     """Lower the objectness logits of a YOLO net's heads (one shift for every map) so that no
     photo has more than YOLO_KEPT_PER_PHOTO candidates over the confidence threshold: noise
     calibrated heads put most of the (box, class) pairs over it, millions for a batch, which
     no NMS should face (a trained net has a few dozen)."""
-    logits, factors, threshold, at, period = _yolo_scores(node, [found[m] for m in node.inputs])
+    objectness = registry.facts(node.type).objectness
+    assert objectness is not None
+    logits, factors, threshold, at, period = objectness(node, [found[m] for m in node.inputs])
 
     def most(shift: float) -> int:
         counts = 0

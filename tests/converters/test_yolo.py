@@ -258,6 +258,7 @@ def test_synth_tempers_yolo_objectness_on_the_photos(tmp_path, monkeypatch):
     the objectness channels (channel 4 of each box) until no photo has more than
     YOLO_KEPT_PER_PHOTO candidates, and leaves every other channel as calibrated."""
     from caffe_compat.ir.load import load_net
+    from caffe_compat.shapes.yolo import objectness
     from caffe_compat.tools import synth
 
     net = tmp_path / "yolov3_tiny.prototxt"
@@ -267,7 +268,7 @@ def test_synth_tempers_yolo_objectness_on_the_photos(tmp_path, monkeypatch):
         photos = synth.photo_feeds(loaded.graph)
         found = synth._values(loaded.graph, photos, ["yolo_big", "yolo_small"])
         maps = [found["yolo_big"], found["yolo_small"]]
-        logits, factors, threshold, at, period = synth._yolo_scores(
+        logits, factors, threshold, at, period = objectness(
             loaded.graph.node("detection_out"), maps
         )
         assert period == 8 and not at and threshold == pytest.approx(0.2)
