@@ -41,7 +41,8 @@ def float64_judge(
     except CaffeCompatError as exc:
         if required:
             raise
-        return None, f"skipped: {exc.reason}"
+        where = f'layer "{exc.layer}": ' if exc.layer is not None else ""
+        return None, f"skipped: {where}{exc.reason}"
     return {v: found[v] for v in values if v in found}, DESCRIPTION
 
 

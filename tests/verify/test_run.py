@@ -236,11 +236,13 @@ def test_opencv_is_asked_for_less_where_every_value_does_not_fit(tmp_path, scope
     copies: three of every value) does not fit at batch 1, it is asked for the net's outputs
     (one copy bounds its reused blobs), or left out; the float64 judge still judges, and the
     report says why. Named as a judge, OpenCV keeps the budget's error line."""
-    pytest.importorskip("cv2")
     from caffe_compat.budget import footprint
     from caffe_compat.errors import MemoryBudgetError
+    from caffe_compat.verify.opencv import opencv_caffe_available
     from caffe_compat.verify.run import OPENCV_SCOPES, plan_verification, verification_phases
 
+    if opencv_caffe_available() is not None:
+        pytest.skip(f"needs OpenCV's Caffe importer: {opencv_caffe_available()}")
     prototxt, weights = tmp_path / "wide.prototxt", tmp_path / "wide.caffemodel"
     prototxt.write_text(text)
     loaded = load_net(prototxt)
