@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -874,14 +875,25 @@ def _param_shapes(loaded: LoadedNet) -> dict[str, list[tuple[int, ...]]]:
     return {k: [tuple(int(d) for d in s) for s in v] for k, v in loaded.inference.params.items()}
 
 
+def _divided(side: int, factor: int) -> int:
+    """``side / factor``, kept a multiple of the power of two (up to 32) that divides ``side``:
+    a net whose maps halve five times and are joined again (YOLO's routes, U-Nets) runs only
+    at such sizes (608 -> 288, not 304); other sides are rounded up."""
+    step = math.gcd(side, 32)
+    if step == 1:
+        return -(-side // factor)
+    return max(step, side // factor // step * step)
+
+
 def _smaller(inputs: Mapping[str, tuple[int, ...]], factor: int) -> dict[str, tuple[int, ...]]:
     """Every input with spatial axes (N x C x H x W, or a clip's N x C x D x H x W) at its
-    height and width divided by ``factor`` (rounded up); {} when a side would get too small."""
+    height and width divided by ``factor`` (``_divided``); {} when a side would get too
+    small."""
     shapes = {}
     for name, shape in inputs.items():
         if len(shape) < 4:
             continue
-        spatial = [-(-int(d) // factor) for d in shape[-2:]]
+        spatial = [_divided(int(d), factor) for d in shape[-2:]]
         if min(spatial) < SMALLEST_SIDE:
             return {}
         shapes[name] = (*shape[:-2], *spatial)
