@@ -25,7 +25,15 @@ from typing import Any
 import numpy as np
 
 from .. import registry
-from ..budget import Budget, Footprint, footprint, format_size, plan_batch, resolve
+from ..budget import (
+    Budget,
+    Footprint,
+    footprint,
+    format_size,
+    memory_failure,
+    plan_batch,
+    resolve,
+)
 from ..errors import CaffeCompatError, MemoryBudgetError, Remedy
 from ..io.identity import file_identity
 from ..ir.graph import Graph, Node
@@ -937,7 +945,9 @@ def _verify_smaller(
         )
         try:
             report = verify_loaded(loaded, weights_path=str(weights), **options)
-        except MemoryBudgetError:
+        except Exception as exc:
+            if not isinstance(exc, MemoryBudgetError) and memory_failure(exc) is None:
+                raise
             del loaded
             continue
         return report, loaded
@@ -969,6 +979,7 @@ def verify(
     loaded = load_net(prototxt, weights, max_memory=budget, **net_options)  # type: ignore[arg-type]
     reference = load_reference_npz(reference_path, max_memory=budget) if reference_path else None
     onnx_model = Path(onnx_path).read_bytes() if onnx_path else None
+    over: MemoryBudgetError | None = None
     try:
         report = verify_loaded(
             loaded,
@@ -977,15 +988,18 @@ def verify(
             onnx_model=onnx_model,
             **options,  # type: ignore[arg-type]
         )
-    except MemoryBudgetError as exc:
+    except Exception as exc:  # over the budget, or an allocation that failed anyway
+        over = exc if isinstance(exc, MemoryBudgetError) else memory_failure(exc)
         chosen = reference is not None or onnx_model is not None or options.get("feeds")
-        if chosen or net_options.get("input_shapes"):
+        if over is None or chosen or net_options.get("input_shapes"):
             raise  # the caller's inputs, arrays or model run at their own size or not at all
+        over = over.with_traceback(None)  # the failed run's frames (and arrays) are let go
+    if over is not None:  # outside the handler: nothing of the failed run is still held
         declared = dict(loaded.graph.inputs)
         params = _param_shapes(loaded)
         del loaded  # its weights are read again at the smaller size
         report, loaded = _verify_smaller(
-            prototxt, weights, declared, params, exc, net_options, options
+            prototxt, weights, declared, params, over, net_options, options
         )
     report.notes.extend(fork_notes(loaded))
     if reference_path:

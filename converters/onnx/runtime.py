@@ -53,6 +53,11 @@ def session(
     try:
         return ort.InferenceSession(model, options, providers=list(providers))
     except Exception as exc:  # ORT raises its own types
+        from ...budget import memory_failure
+
+        failed = memory_failure(exc)  # out of memory: the memory's error, not the model's
+        if failed is not None:
+            raise failed from None
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         where = source if source is not None else (model if isinstance(model, str) else None)
         raise CaffeCompatError(f"ONNX Runtime cannot load the model: {first}", path=where) from None

@@ -336,3 +336,34 @@ def test_a_net_too_big_at_its_declared_size_is_verified_smaller(tmp_path):
     budget = int(4 * need.params + 0.9 * (2 * need.per_item + 2 * need.scratch_per_item))
     with pytest.raises(MemoryBudgetError, match="over the memory budget"):
         verify(prototxt, weights, **{**options, "max_memory": budget})
+
+
+def test_an_allocation_failing_at_the_declared_size_retries_smaller(tmp_path, monkeypatch):
+    """An allocation that fails anyway (the plan fitted, the library took more) is a memory
+    failure like the budget's: verify runs again at a smaller size, after letting the failed
+    run go; any other error stays what it is."""
+    from caffe_compat.verify import backends, verify
+
+    prototxt, weights = tmp_path / "wide.prototxt", tmp_path / "wide.caffemodel"
+    prototxt.write_text(WIDE)
+    loaded = load_net(prototxt)
+    write_caffemodel(weights, definitions_only(loaded.net.layer), synthesize(loaded, seed=5))
+    real = backends.run_torch
+
+    def short_of_memory(graph, feeds, *args, **kwargs):
+        if next(iter(feeds.values())).shape[-1] == 48:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
+        return real(graph, feeds, *args, **kwargs)
+
+    monkeypatch.setattr(backends, "run_torch", short_of_memory)
+    options = {"batch": 1, "progress": False, "opencv": False}
+    report = verify(prototxt, weights, **options)
+    assert report.passed
+    assert any("divided by 2: data 2x3x16x16" in n and "out of memory" in n for n in report.notes)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug, not memory")
+
+    monkeypatch.setattr(backends, "run_torch", broken)
+    with pytest.raises(RuntimeError, match="a bug, not memory"):
+        verify(prototxt, weights, **options)
