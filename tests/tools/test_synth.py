@@ -252,18 +252,21 @@ layer { name: "c3" type: "Convolution" bottom: "r2" top: "c3" convolution_param 
 """
 
 
+def _calibrated_outputs(loaded, values: list[str]) -> dict:
+    """``values`` of the net synthesized with seed 7, run on its calibration batch (seed 8)."""
+    synthesize(loaded, seed=7, progress=False)
+    feeds = feeds_for(loaded.graph.inputs, 16, seed=8)  # calibration's inputs: seed + 1
+    with torch.no_grad():
+        return CaffeNet(loaded.graph)(torch.from_numpy(feeds["data"]), outputs=values)
+
+
 def test_rescaled_tops_match_the_rescaled_weights(tmp_path):
     """Calibration applies each rescale to the top it has instead of running the layer again:
     the net run with the final weights on the calibration batch shows what calibration aimed
     at, every convolution centred with unit spread per channel (the head: HEAD_SPREAD)."""
     from caffe_compat.tools.synth import HEAD_SPREAD
 
-    loaded = _net(tmp_path, CHAIN)
-    synthesize(loaded, seed=7, progress=False)
-    feeds = feeds_for(loaded.graph.inputs, 16, seed=8)  # calibration's inputs: seed + 1
-    model = CaffeNet(loaded.graph)
-    with torch.no_grad():
-        out = model(torch.from_numpy(feeds["data"]), outputs=["c1", "c2", "c3"])
+    out = _calibrated_outputs(_net(tmp_path, CHAIN), ["c1", "c2", "c3"])
     for name, spread in (("c1", 1.0), ("c2", 1.0), ("c3", HEAD_SPREAD)):
         y = out[name].double().numpy()
         np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0.0, atol=2e-3 * spread)
@@ -284,11 +287,7 @@ def test_a_convolution_without_bias_is_only_scaled(tmp_path):
     BatchNorm after it must be calibrated on that top, not on a centred one it never sees
     (MobileNet and ResNet-50 gave one class for every input when it was)."""
     loaded = _net(tmp_path, NO_BIAS)
-    synthesize(loaded, seed=7, progress=False)
-    feeds = feeds_for(loaded.graph.inputs, 16, seed=8)  # calibration's inputs: seed + 1
-    model = CaffeNet(loaded.graph)
-    with torch.no_grad():
-        out = model(torch.from_numpy(feeds["data"]), outputs=["c1@c1", "c1@bn", "c2"])
+    out = _calibrated_outputs(loaded, ["c1@c1", "c1@bn", "c2"])
     raw = out["c1@c1"].double().numpy()
     assert np.abs(raw.mean(axis=(0, 2, 3))).max() > 0.05  # the convolution's top is not centred
     bn = loaded.graph.node("bn")
