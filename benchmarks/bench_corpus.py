@@ -41,7 +41,7 @@ import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 STEPS = ("inspect", "synth", "convert", "verify")
@@ -58,6 +58,7 @@ class Row:
     step: str
     seconds: float
     message: str
+    steps: dict[str, float] = field(default_factory=dict)  # seconds per step run
 
 
 def parse_size(text: str) -> int:
@@ -130,7 +131,9 @@ def run_net(
     }
     commands["convert"].append("--force")
     started = time.perf_counter()
+    times: dict[str, float] = {}
     for step in steps:
+        begun = time.perf_counter()
         argv = [sys.executable, "-m", "caffe_compat", "-q", *commands[step], *extra]
         try:
             done = subprocess.run(
@@ -143,13 +146,16 @@ def run_net(
                 cwd=work,
             )
         except subprocess.TimeoutExpired:
-            return Row(prototxt.stem, "timeout", step, time.perf_counter() - started, "")
+            times[step] = time.perf_counter() - begun
+            return Row(prototxt.stem, "timeout", step, time.perf_counter() - started, "", times)
+        times[step] = time.perf_counter() - begun
         outcome, message = classify(step, done.returncode, done.stdout, done.stderr)
         if outcome != "ok":
-            return Row(prototxt.stem, outcome, step, time.perf_counter() - started, message)
+            elapsed = time.perf_counter() - started
+            return Row(prototxt.stem, outcome, step, elapsed, message, times)
     for leftover in work.glob(f"{prototxt.stem}*"):
         leftover.unlink(missing_ok=True)  # the outputs of big nets fill a small disk
-    return Row(prototxt.stem, "ok", steps[-1], time.perf_counter() - started, "")
+    return Row(prototxt.stem, "ok", steps[-1], time.perf_counter() - started, "", times)
 
 
 def corpus_files(folder: Path, only: str | None) -> list[Path]:

@@ -210,6 +210,18 @@ def footprint(graph: Graph, params: Mapping[str, list[Shape]]) -> Footprint:
     )
 
 
+def value_sizes(graph: Graph, batch: int) -> dict[str, float]:
+    """Bytes of each value (float32) at ``batch`` items: values that grow with the batch scaled
+    from the declared one, the others as they are."""
+    first = next(iter(graph.inputs.values()), None)
+    declared = first[0] if first else 1
+    sizes = {}
+    for value, shape in graph.shapes.items():
+        count = FLOAT32 * _count(shape)
+        sizes[value] = count / declared * batch if _rows_per_item(shape, declared) else count
+    return sizes
+
+
 def last_readers(graph: Graph) -> dict[str, int]:
     """Value -> index of the last node reading it (-1: none); net outputs live to the end."""
     last = {value: -1 for value in graph.inputs}

@@ -303,7 +303,7 @@ def test_verify_shrinks_its_batch_and_refuses_what_cannot_fit(tmp_path, capsys):
     line = cli_error(
         capsys, "verify", tmp_path / "net.prototxt", weights, "--max-memory", "20K", "--no-opencv"
     )
-    assert "the verification (the float64 judge) at batch 1 (" in line
+    assert "the verification (the float64 judge, values streamed) at batch 1 (" in line
     assert "over the memory budget of 20 KiB" in line
     with pytest.raises(MemoryBudgetError, match="at batch 20"):
         verify(

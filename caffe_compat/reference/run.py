@@ -7,7 +7,7 @@ one error says how many bytes were needed. A result is never silently partial.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -37,6 +37,7 @@ def forward(
     *,
     max_memory: int | None = None,
     fixed: Mapping[str, np.ndarray] | None = None,
+    sink: Callable[[str, np.ndarray], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Run ``net`` (a LoadedNet, or a Graph with weights attached) on ``feeds`` in float64.
 
@@ -46,7 +47,9 @@ def forward(
     order. ``max_memory`` (bytes) defaults to half of the available memory. ``fixed`` (value
     name -> array of its shape) takes those values as given instead of computing them: verify
     reruns the judge with a back end's choice where a discrete output (an argmax mask) sat at
-    a near-tie (verify/ties.py)."""
+    a near-tie (verify/ties.py). ``sink`` (requested name, array) receives each requested value
+    as soon as it is computed, and nothing is returned: only the live values are held, so a net
+    whose values together exceed the memory can still be judged (verify's streamed mode)."""
     graph = _graph_of(net)
     registry.preflight(graph, [BACKEND])
     arrays = _inputs(graph, feeds)
@@ -55,8 +58,15 @@ def forward(
     in_shapes = {name: array.shape for name, array in arrays.items()}
     shapes = infer(graph, in_shapes, check_weights=True)
     limit = memory_limit() if max_memory is None else int(max_memory)
-    need = peak_bytes(graph, shapes, keep)
     given = {k: np.asarray(v, dtype=np.float64) for k, v in (fixed or {}).items()}
+    if sink is not None:
+        names = {value: name for name, value in wanted.items()}
+        need = peak_bytes(graph, shapes, ())
+        if need > limit:
+            raise _too_big(graph, need, limit, "its values are streamed already")
+        run_graph(graph, arrays, shapes, set(), given, lambda v, a: sink(names[v], a), keep)
+        return {}
+    need = peak_bytes(graph, shapes, keep)
     if need <= limit:
         env = run_graph(graph, arrays, shapes, keep, given)
     else:
@@ -114,9 +124,12 @@ def run_graph(
     shapes: Mapping[str, Shape],
     keep: set[str],
     fixed: Mapping[str, np.ndarray] | None = None,
+    sink: Callable[[str, np.ndarray], None] | None = None,
+    emit: set[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """One pass over the nodes; returns the kept values (and nothing else still alive).
-    ``fixed`` values replace what their layer computes (same shape)."""
+    ``fixed`` values replace what their layer computes (same shape); ``sink`` receives each
+    value of ``emit`` once computed."""
     fixed = fixed or {}
     env: dict[str, np.ndarray] = dict(arrays)
     last = last_uses(graph)
@@ -158,6 +171,8 @@ def run_graph(
                     raise CaffeCompatError(f"a fixed value of the wrong shape: {given}", **where)
                 array = fixed[value]
             env[value] = array
+            if sink is not None and emit is not None and value in emit:
+                sink(value, array)
         for value in (*node.inputs, *node.outputs):
             if last.get(value) == index and value not in keep:
                 env.pop(value, None)

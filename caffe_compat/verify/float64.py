@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import CaffeCompatError
 from ..ir.load import LoadedNet
+from .spill import FLOAT32_MAX, SpilledValues
 
 NAME = "float64"
 DESCRIPTION = (
@@ -27,15 +28,19 @@ def float64_judge(
     required: bool,
     max_memory: int | None = None,
     fixed: Mapping[str, np.ndarray] | None = None,
-) -> tuple[dict[str, np.ndarray] | None, str]:
+    spill: SpilledValues | None = None,
+) -> tuple[Mapping[str, np.ndarray] | None, str]:
     """The reference's value for each of ``values`` and a status line; when it cannot run (a
     layer or setting it does not support, a batch over the memory budget) the reason, or the
-    one-line error itself when the caller asked for this judge by name."""
+    one-line error itself when the caller asked for this judge by name. ``spill``: each value
+    goes to that store as it is computed (streamed mode), and the store is what is returned."""
     from ..reference import forward
 
     options: dict = {} if max_memory is None else {"max_memory": max_memory}
     if fixed:
         options["fixed"] = fixed  # values taken as given (verify/ties.py)
+    if spill is not None:
+        options["sink"] = spill.put
     try:
         found = forward(loaded, feeds, outputs=values, **options)
     except CaffeCompatError as exc:
@@ -43,10 +48,9 @@ def float64_judge(
             raise
         where = f'layer "{exc.layer}": ' if exc.layer is not None else ""
         return None, f"skipped: {where}{exc.reason}"
+    if spill is not None:
+        return spill, DESCRIPTION
     return {v: found[v] for v in values if v in found}, DESCRIPTION
-
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def as_float32(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import math
 import os
+import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from ..budget import (
     memory_failure,
     plan_batch,
     resolve,
+    value_sizes,
 )
 from ..errors import CaffeCompatError, MemoryBudgetError, Remedy
 from ..io.identity import file_identity
@@ -53,10 +55,12 @@ from .compare import (
 from .detections import align_detections, align_row_sets
 from .float64 import as_float32, float64_judge
 from .inputs import feed_batch, feeds_for, index_inputs, structured_inputs
+from .spill import SpilledValues, magnitudes, require_disk
 from .stored import load_reference_npz, stored_inputs, stored_values
 from .ties import argmax_masks, near_tie_masks
 
 Values = dict[str, np.ndarray]
+Judged = Mapping[str, np.ndarray]  # a judge's values: in memory, or on disk (SpilledValues)
 REBUILDS = ("torch", "onnxruntime")  # the rebuilt models verify runs, by report name
 log = logging.getLogger(__name__)
 # What a verification holds at once, by phase (copies of every parameter, of the largest
@@ -91,6 +95,17 @@ class Phase:
     scratch: float  # copies of the largest layer's scratch (im2col columns)
     before: tuple[str, ...] = ()  # libraries not imported yet while it runs
     tops: float = 0.0  # copies of the largest top, per item (the float64 judge's temporaries)
+    live: bool = False  # ``values`` counts the live values of a forward, not every value
+    backend: bool = False  # a back end's run: in streamed mode, a group of values beside it
+
+
+def _phase_bytes(phase: Phase, need: Footprint, batch: int) -> float:
+    """What ``phase`` holds at ``batch`` (``plan_batch``'s sum)."""
+    values = need.streaming() if phase.live else need
+    scratch = phase.scratch * need.scratch_per_item + phase.tops * need.largest_per_item
+    fixed = phase.params * need.params + phase.largest * need.largest_params
+    copies = max(phase.values, 1)
+    return fixed + copies * values.fixed + batch * (copies * values.per_item + scratch)
 
 
 def verification_phases(
@@ -101,6 +116,7 @@ def verification_phases(
     stored: bool,
     given_model: bool,
     opencv_scope: str = "every value",
+    streamed: bool = False,
 ) -> list[Phase]:
     """The phases of a verification and what each holds at its peak: the judges' kept values
     (the float64 judge's in float32, OpenCV's, stored arrays) plus one step's own. Back ends
@@ -108,13 +124,18 @@ def verification_phases(
     largest phase, not the sum. ``given_model``: the caller holds an exported model's bytes
     throughout (convert's check), one copy of the weights more in every phase.
     ``opencv_scope`` (OPENCV_SCOPES): what OpenCV is asked for; its net outputs alone are not
-    counted among the kept values."""
+    counted among the kept values. ``streamed``: the float64 judge's values go to disk as they
+    are computed (verify/spill.py) and each back end runs once per group of values, so a phase
+    holds the live values of its forward (``Phase.live``) and a back end a group beside them
+    (planned in ``_fit_batch``)."""
     given = 1 if given_model else 0
     with_opencv = opencv and "opencv" in judges and opencv_scope != "none"
     every = with_opencv and opencv_scope == "every value"
     kept = ("float64" in judges) + every + stored
     early = ("torch", "onnxruntime")  # the judges run before the back ends load
     running = kept + BACKEND_VALUE_COPIES
+    if streamed:  # the judge's values on disk (stored arrays are refused in this mode)
+        kept, running, stored = 0, BACKEND_VALUE_COPIES, False
     phases = []
     if with_opencv:
         copies = OPENCV_PARAM_COPIES + given
@@ -125,15 +146,23 @@ def verification_phases(
         # the float32 bytes (reference/_plan.py counts the same; over its own budget it splits
         # the batch image by image, so at batch 1 this is what it needs)
         # and two float64 temporaries the size of the running layer's top
-        judge = Phase("the float64 judge", 1 + given, 2, 2 + every + stored, 2.0, early, 4.0)
+        copies = 2 if streamed else 2 + every + stored
+        judge = Phase("the float64 judge", 1 + given, 2, copies, 2.0, early, 4.0, streamed)
         phases.append(judge)
+    run = {"live": streamed, "backend": True}
     if "torch" in backends:
-        phases.append(Phase("PyTorch", RUN_PARAM_COPIES + given, 0, running, 1.0, ("onnxruntime",)))
+        copies = RUN_PARAM_COPIES + given
+        phases.append(Phase("PyTorch", copies, 0, running, 1.0, ("onnxruntime",), **run))
     if "onnxruntime" in backends:
         if not given_model:
             phases.append(Phase("writing the ONNX model", 2, 1, kept, 0.0, ("onnxruntime",)))
         phases.append(Phase("opening ONNX Runtime", RUN_PARAM_COPIES + given, 1, kept, 0.0))
-        phases.append(Phase("ONNX Runtime", RUN_PARAM_COPIES + given, 0, running, 1.0))
+        phases.append(Phase("ONNX Runtime", RUN_PARAM_COPIES + given, 0, running, 1.0, **run))
+    if streamed:  # named so in a budget line; OpenCV's net holds every value of its own
+        phases = [
+            dataclasses.replace(p, what=f"{p.what}, values streamed", live=p.live or p.values == 0)
+            for p in phases
+        ]
     return phases
 
 
@@ -149,6 +178,7 @@ class Fit:
     batch: int
     opencv_scope: str = "every value"
     opencv_note: str = ""  # why OpenCV judges less than every value
+    group_bytes: float = 0.0  # streamed mode: the most value bytes a back end returns per run
 
 
 def _fit_batch(
@@ -157,14 +187,21 @@ def _fit_batch(
     """The largest batch up to ``wanted`` that every phase of the verification fits in (one
     line naming the phase, when none does). OpenCV is a cross-check: where its every-value
     phase does not fit at batch 1, it is asked for the net's outputs only, or left out, and
-    the note says why (unless the caller named it as a judge: then the line is the error)."""
+    the note says why (unless the caller named it as a judge: then the line is the error).
+    Streamed (``options.streamed``), OpenCV is asked for the net's outputs at most."""
     import importlib.util
 
     need = footprint(loaded.graph, loaded.inference.params)
     judges = _judges(options.against, options.opencv)
     opencv = importlib.util.find_spec("cv2") is not None and "opencv" in judges
+    streamed = options.streamed
+    scopes = OPENCV_SCOPES if opencv else OPENCV_SCOPES[:1]
+    if streamed:
+        scopes = scopes[1:] or ("none",)
     first_error = last_error = None
-    for scope in OPENCV_SCOPES if opencv else OPENCV_SCOPES[:1]:
+    if streamed and opencv:
+        first_error = MemoryBudgetError("the values are streamed to disk")
+    for scope in scopes:
         phases = verification_phases(
             judges,
             options.backends,
@@ -172,9 +209,11 @@ def _fit_batch(
             stored=options.reference is not None,
             given_model=options.onnx_model is not None,
             opencv_scope=scope,
+            streamed=streamed,
         )
         try:
             batch = _fit_phases(phases, need, budget, wanted, shrink=shrink)
+            group = _group_room(loaded, phases, need, budget, batch) if streamed else 0.0
         except MemoryBudgetError as exc:
             first_error, last_error = first_error or exc, exc
             if options.against is not None and "opencv" in judges:
@@ -184,9 +223,46 @@ def _fit_batch(
         if first_error is not None:
             done = "compared on the net's outputs only" if scope == "net outputs" else "left out"
             note = f"OpenCV {done}, every value would not fit: {first_error}"
-        return Fit(batch, scope, note)
+        return Fit(batch, scope, note, group)
     assert last_error is not None
     raise last_error  # a phase OpenCV is not in: what the budget must grow for
+
+
+def _group_room(
+    loaded: LoadedNet, phases: list[Phase], need: Footprint, budget: Budget, batch: int
+) -> float:
+    """Streamed mode: the value bytes a back end may return per run, beside its phase and the
+    one judge value read back at a time (at least the largest value, else one line)."""
+    largest = max(value_sizes(loaded.graph, batch).values(), default=0.0)
+    room = math.inf
+    for phase in phases:
+        if phase.backend:
+            limit = budget.limit + budget.before(*phase.before)
+            room = min(room, limit - _phase_bytes(phase, need, batch) - largest)
+    if room < largest:
+        short = largest - room if math.isfinite(room) else 0.0
+        budget.require(
+            budget.limit + short,
+            f"the verification (a back end returning its largest value, {format_size(largest)}, "
+            f"beside its live values, streamed) at batch {batch}",
+        )
+    return room if math.isfinite(room) else largest
+
+
+def value_groups(loaded: LoadedNet, values: list[str], batch: int, room: float) -> list[list[str]]:
+    """``values`` in graph order, cut into runs whose bytes stay within ``room`` (streamed mode:
+    each back end runs once per group, returning that group only)."""
+    sizes = value_sizes(loaded.graph, batch)
+    groups: list[list[str]] = [[]]
+    held = 0.0
+    for value in values:
+        size = sizes.get(value, 0.0)
+        if groups[-1] and held + size > room:
+            groups.append([])
+            held = 0.0
+        groups[-1].append(value)
+        held += size
+    return [g for g in groups if g]
 
 
 def _fit_phases(
@@ -195,7 +271,8 @@ def _fit_phases(
     """The largest batch up to ``wanted`` that every one of ``phases`` fits in."""
     for phase in phases:
         scratch = phase.scratch * need.scratch_per_item + phase.tops * need.largest_per_item
-        step = dataclasses.replace(need, scratch_per_item=scratch)
+        values = need.streaming() if phase.live else need
+        step = dataclasses.replace(values, scratch_per_item=scratch)
         # A phase that runs before some libraries load may use the room set aside for them.
         room = budget.before(*phase.before)
         own = budget
@@ -314,11 +391,13 @@ def _our_backends(
     backends: Iterable[str] = REBUILDS,
     bar: Progress | None = None,
     precision: str = "exact",
+    groups: list[list[str]] | None = None,
 ) -> Iterator[tuple[str, Values]]:
     """PyTorch on each device (CUDA when present, in ``precision``) and ONNX Runtime (CPU; CUDA
     when present), one at a time: each back end's values are yielded and never referenced here
     again, so the caller, which compares and drops them, holds one back end's values at once.
-    Torch is not imported unless ``backends`` holds it."""
+    With ``groups`` (streamed mode) each back end runs once per group and yields that group's
+    values only. Torch is not imported unless ``backends`` holds it."""
     from .backends import run_torch
 
     bar = bar or Progress(enabled=False)
@@ -335,10 +414,20 @@ def _our_backends(
         if mode != "exact":
             name += f"-{mode}"
         report.backends[name] = "ran" if mode == "exact" else f"ran in {mode} mode"
-        yield name, run_torch(graph, feeds, values, device, precision=mode)
+        if groups is None:
+            yield name, run_torch(graph, feeds, values, device, precision=mode)
+        else:
+            from ..converters.torch.model import CaffeNet
+            from .backends import run_torch_groups
+
+            model = CaffeNet(graph, precision=mode)
+            for produced in run_torch_groups(model, feeds, groups, device):
+                yield name, produced
+                del produced  # before the next group is computed
+            del model
         bar.update()
     if "onnxruntime" in backends:
-        yield from _onnxruntime_runs(graph, feeds, values, devices, onnx_model, report, bar)
+        yield from _onnxruntime_runs(graph, feeds, values, devices, onnx_model, report, bar, groups)
 
 
 def _onnxruntime_runs(
@@ -349,11 +438,13 @@ def _onnxruntime_runs(
     onnx_model: bytes | None,
     report: Report,
     bar: Progress,
+    groups: list[list[str]] | None = None,
 ) -> Iterator[tuple[str, Values]]:
     """ONNX Runtime on the CPU (and CUDA when present) on the given model's bytes, else on a
-    model written here, one run at a time (``_our_backends``)."""
-    from ..converters.onnx.runtime import CUDA, cuda_available
-    from .backends import open_onnxruntime, run_onnxruntime
+    model written here, one run at a time (``_our_backends``); with ``groups``, one model per
+    group whose outputs are that group's values (``onnx_for_outputs``)."""
+    from ..converters.onnx.runtime import CPU, CUDA, cuda_available
+    from .backends import run_onnxruntime
     from .opencv import temp_folder
 
     with temp_folder() as tmp:
@@ -367,25 +458,46 @@ def _onnxruntime_runs(
             write_onnx_streamed(
                 graph, model, extra_outputs=values, check=False, external="weights.bin"
             )
-        bar.describe("onnxruntime-cpu")
-        opened = open_onnxruntime(model)
-        report.backends["onnxruntime-cpu"] = "ran"
-        yield "onnxruntime-cpu", run_onnxruntime(opened, feeds)
-        del opened
-        bar.update()
+        providers = [("onnxruntime-cpu", CPU)]
         if "cuda" in devices:
             if cuda_available():
-                bar.describe("onnxruntime-cuda")
-                report.backends["onnxruntime-cuda"] = "ran"
-                yield "onnxruntime-cuda", run_onnxruntime(open_onnxruntime(model, CUDA), feeds)
+                providers.append(("onnxruntime-cuda", CUDA))
             else:
                 report.backends["onnxruntime-cuda"] = "skipped: no CUDA execution provider"
+        for name, provider in providers:
+            bar.describe(name)
+            report.backends[name] = "ran"
+            if groups is None or not isinstance(model, str):
+                yield name, run_onnxruntime(model, feeds, provider)
+            else:
+                yield from _onnxruntime_groups(name, model, graph, provider, groups, feeds)
+            bar.update()
 
 
-def _magnitudes(values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """max |v| of each value as a 0-d array: what ``error_scales`` reads of a source, kept
-    after the source itself is dropped."""
-    return {name: np.asarray(_largest(array)) for name, array in values.items()}
+def _onnxruntime_groups(
+    name: str,
+    model: str,
+    graph: Graph,
+    provider: str,
+    groups: list[list[str]],
+    feeds: Mapping[str, np.ndarray],
+) -> Iterator[tuple[str, Values]]:
+    """Streamed mode: ``model`` cut into one piece per group (``onnx_segments``: every node
+    runs once), else ONNX Runtime once per group on a copy of ``model`` whose outputs are that
+    group's values; the weights file beside it is shared."""
+    from .backends import onnx_for_outputs, onnx_segments, run_onnx_segments, run_onnxruntime
+
+    folder = str(Path(model).parent)
+    segments = onnx_segments(model, graph, groups, folder)
+    if segments is not None:
+        for produced in run_onnx_segments(segments, feeds, provider):
+            yield name, produced
+            del produced  # before the next piece runs
+        return
+    part = str(Path(folder) / "group.onnx")
+    for group in groups:
+        if onnx_for_outputs(model, group, part):
+            yield name, run_onnxruntime(part, feeds, provider)
 
 
 class _Comparer:
@@ -401,7 +513,7 @@ class _Comparer:
         self,
         loaded: LoadedNet,
         plan: VerifyPlan,
-        refs: dict[str, Values],
+        refs: dict[str, Judged],
         tolerance: Tolerance,
         report: Report,
     ) -> None:
@@ -414,16 +526,20 @@ class _Comparer:
         self.scored = [v for v in graph.outputs if v not in self.row_sets]
         self.params = loaded.inference.params
         self.lengths = accumulation_lengths(graph, self.params)
-        self.ref_sizes = {name: _magnitudes(ref) for name, ref in refs.items()}
+        self.ref_sizes = {name: magnitudes(ref) for name, ref in refs.items()}
         self.fallback: dict[str, np.ndarray] = {}  # first back end's magnitudes, per value
         self.first_rows: dict[str, np.ndarray | None] = {}  # first back end's argmax rows
         self.ran: list[str] = []
-        self._rerun: tuple[tuple, Values | None] | None = None  # the last near-tie rerun
+        self._rerun: tuple[tuple, Judged | None] | None = None  # the last near-tie rerun
+        # masks taken as given so far, per back end: in streamed mode a later group holds
+        # the values downstream of a mask an earlier group held
+        self._masks: dict[str, dict[str, np.ndarray]] = {}
 
     def add(self, backend: str, produced: Values) -> None:
         """Every row of one back end against every judge (``produced`` is not kept)."""
         graph = self.loaded.graph
-        self.ran.append(backend)
+        if backend not in self.ran:
+            self.ran.append(backend)
         for value, array in produced.items():
             if value not in self.fallback:
                 self.fallback[value] = np.asarray(_largest(array))
@@ -468,7 +584,7 @@ class _Comparer:
             if rows is not None:
                 self.report.distinct_classes[output] = len(set(rows.tolist()))
 
-    def _rerun_at_ties(self, backend: str, produced: Values) -> Values | None:
+    def _rerun_at_ties(self, backend: str, produced: Values) -> Judged | None:
         """When this back end's argmax masks differ from the float64 judge's only at
         near-ties, the judge rerun with those masks as given (verify/ties.py; the report notes
         each). Back ends that chose alike in a row share one rerun."""
@@ -484,12 +600,19 @@ class _Comparer:
             )
             return max(tolerance.limit(judge[value]), growth)
 
-        fixed, notes = near_tie_masks(graph, judge, produced, limit)
+        found_masks, notes = near_tie_masks(graph, judge, produced, limit)
+        fixed = {**self._masks.get(backend, {}), **found_masks}
+        self._masks[backend] = fixed
         if not fixed:
             return None
         key = tuple((n, hashlib.sha256(a.tobytes()).hexdigest()) for n, a in sorted(fixed.items()))
         if self._rerun is None or self._rerun[0] != key:
             self._rerun = None  # dropped before the next rerun is made
+            spill = None
+            if self.plan.spill is not None:
+                rerun = Path(self.plan.spill) / "rerun"
+                shutil.rmtree(rerun, ignore_errors=True)
+                spill = SpilledValues(rerun)
             found, _ = float64_judge(
                 self.loaded,
                 self.plan.feeds,
@@ -497,8 +620,11 @@ class _Comparer:
                 required=False,
                 max_memory=int(self.plan.budget.limit),
                 fixed=fixed,
+                spill=spill,
             )
-            self._rerun = (key, None if found is None else as_float32(found))
+            if found is not None and not isinstance(found, SpilledValues):
+                found = as_float32(dict(found))
+            self._rerun = (key, found)
         found = self._rerun[1]
         if found is not None:
             self.report.notes.extend(f"{backend}: {note}" for note in notes)
@@ -510,7 +636,7 @@ def _argmax_agreement(
     backend: str,
     produced: Values,
     ref_name: str,
-    ref_values: Values,
+    ref_values: Judged,
     report: Report,
 ) -> None:
     """How many rows of each output pick the judge's class."""
@@ -616,6 +742,7 @@ class VerifyOptions:
     progress: bool = True
     precision: str = "exact"
     max_memory: Budget | int | str | None = None
+    streamed: bool = False  # the judge's values on disk, back ends run per group (spill.py)
 
 
 @dataclass
@@ -632,6 +759,8 @@ class VerifyPlan:
     budget: Budget
     opencv_scope: str = "every value"  # OPENCV_SCOPES
     opencv_note: str = ""  # why OpenCV judges less than every value
+    groups: list[list[str]] | None = None  # streamed mode: the values of each back-end run
+    spill: str | None = None  # streamed mode: the folder holding the judge's values
 
     @property
     def batch(self) -> int:
@@ -700,10 +829,13 @@ def plan_verification(loaded: LoadedNet, options: VerifyOptions) -> VerifyPlan:
         label = label or synthetic
     else:
         fit = _check_given_feeds(loaded, feeds, options, budget)
+    batch = next(iter(feeds.values())).shape[0] if feeds else 1
+    values = [v for v in graph.values if v not in graph.inputs]
+    groups = value_groups(loaded, values, batch, fit.group_bytes) if options.streamed else None
     return VerifyPlan(
         feeds=feeds,
         inputs_label=label or "given arrays",
-        values=[v for v in graph.values if v not in graph.inputs],
+        values=values,
         judges=_judges(options.against, options.opencv),
         required=options.against is not None,
         backends=tuple(options.backends),
@@ -711,12 +843,13 @@ def plan_verification(loaded: LoadedNet, options: VerifyOptions) -> VerifyPlan:
         budget=budget,
         opencv_scope=fit.opencv_scope,
         opencv_note=fit.opencv_note,
+        groups=groups,
     )
 
 
 def _run_judges(
     loaded: LoadedNet, plan: VerifyPlan, options: VerifyOptions, report: Report, bar: Progress
-) -> dict[str, Values]:
+) -> dict[str, Judged]:
     """The stored arrays, the float64 reference and OpenCV, as asked and where they can run.
 
     OpenCV runs first: its net holds the weights about twice more and every value while it
@@ -724,7 +857,7 @@ def _run_judges(
     values are then kept in float32 (``as_float32``). The report lists them as always: the
     float64 judge first."""
     graph, feeds, values = loaded.graph, plan.feeds, plan.values
-    refs: dict[str, Values] = {}
+    refs: dict[str, Judged] = {}
     found_opencv: Values | None = None
     opencv_status = "skipped: not asked for"
     if "opencv" in plan.judges and plan.opencv_scope == "none":
@@ -749,19 +882,9 @@ def _run_judges(
         report.references["stored"] = f"{len(refs['stored'])} blobs from the reference file"
     if "float64" in plan.judges:
         bar.describe("float64 reference")
-        # The judge's own budget is what the step does not already hold: the loaded blobs, the
-        # inputs, OpenCV's values and an exported model's bytes stay alive while it runs.
-        held = sum(np.asarray(b).nbytes for node in graph.nodes for b in node.blobs)
-        held += sum(np.asarray(f).nbytes for f in feeds.values())
-        held += sum(np.asarray(v).nbytes for v in (found_opencv or {}).values())
-        held += len(options.onnx_model or b"")
-        limit = max(int(plan.budget.limit) - held, 0)
-        found, status = float64_judge(
-            loaded, feeds, values, required=plan.required, max_memory=limit
-        )
-        report.references["float64"] = status
+        found = _float64_values(loaded, plan, options, found_opencv, report)
         if found is not None:
-            refs["float64"] = as_float32(found)
+            refs["float64"] = found
             opencv_files = report.sources.pop("opencv", None)
             report.sources["float64"] = _our_sources(loaded)
             if opencv_files is not None:
@@ -774,9 +897,47 @@ def _run_judges(
     return refs
 
 
+def _float64_values(
+    loaded: LoadedNet,
+    plan: VerifyPlan,
+    options: VerifyOptions,
+    found_opencv: Values | None,
+    report: Report,
+) -> Judged | None:
+    """The float64 judge's values, kept in float32 (``as_float32``), or in streamed mode on
+    disk (``SpilledValues``); None where it cannot run (the status says why)."""
+    graph, feeds = loaded.graph, plan.feeds
+    # The judge's own budget is what the step does not already hold: the loaded blobs, the
+    # inputs, OpenCV's values and an exported model's bytes stay alive while it runs.
+    held = sum(np.asarray(b).nbytes for node in graph.nodes for b in node.blobs)
+    held += sum(np.asarray(f).nbytes for f in feeds.values())
+    held += sum(np.asarray(v).nbytes for v in (found_opencv or {}).values())
+    held += len(options.onnx_model or b"")
+    limit = max(int(plan.budget.limit) - held, 0)
+    spill = None
+    if plan.spill is not None:
+        spill = SpilledValues(Path(plan.spill) / "float64")
+        total = sum(value_sizes(graph, plan.batch).values())
+        require_disk(plan.spill, total, "the float64 judge, its values streamed,")
+    found, status = float64_judge(
+        loaded, feeds, plan.values, required=plan.required, max_memory=limit, spill=spill
+    )
+    report.references["float64"] = status
+    if isinstance(found, SpilledValues):
+        report.notes.append(
+            f"values streamed: the float64 judge wrote its {len(found)} values "
+            f"({format_size(found.written)}) to temporary files, read back one at a time, "
+            f"and each back end returned its values in {len(plan.groups or ())} group(s), "
+            "one at a time (PyTorch in one forward, ONNX Runtime on its model cut into "
+            "one piece per group), since one item's values do not fit in memory together"
+        )
+        return found
+    return None if found is None else as_float32(dict(found))
+
+
 def _export_check_reference(
     loaded: LoadedNet, plan: VerifyPlan, options: VerifyOptions, report: Report, bar: Progress
-) -> dict[str, Values] | None:
+) -> dict[str, Judged] | None:
     """No independent judge ran: refuse, or (``require_reference=False``) compare with our
     own PyTorch model on the CPU (an export check; None when torch is not among the back
     ends, the report then says why it holds no comparison)."""
@@ -831,6 +992,22 @@ def verify_loaded(
     comparison may hold; synthetic batches shrink to fit it, given arrays must fit as they are."""
     options = dataclasses.replace(options or VerifyOptions(), **keywords)
     plan = plan_verification(loaded, options)
+    if plan.groups is None:
+        return _verify_planned(loaded, options, plan)
+    if options.reference is not None or options.onnx_model is not None:
+        raise CaffeCompatError(
+            "a streamed verification compares the float64 judge with models built here; "
+            "stored arrays or a given ONNX model must fit in memory"
+        )
+    from .opencv import temp_folder
+
+    with temp_folder() as folder:
+        plan.spill = folder
+        return _verify_planned(loaded, options, plan)
+
+
+def _verify_planned(loaded: LoadedNet, options: VerifyOptions, plan: VerifyPlan) -> Report:
+    """``verify_loaded`` once its plan is made (and, streamed, its folder for the judge)."""
     report = Report(inputs=plan.inputs_label, batch=plan.batch)
     if "onnxruntime" in plan.backends and options.onnx_model is None:
         user_code = _onnx_refuses_user_code(loaded)
@@ -840,6 +1017,9 @@ def verify_loaded(
     label = f"verify {loaded.graph.name or 'net'}"
     with Progress(plan.steps, label=label, unit="steps", enabled=options.progress) as bar:
         refs = _run_judges(loaded, plan, options, report, bar)
+        if not refs and plan.groups is not None:
+            why = "; ".join(f"{k} {v}" for k, v in report.references.items())
+            raise CaffeCompatError(f"no judge could run on the streamed values ({why})")
         if not refs:
             fallback = _export_check_reference(loaded, plan, options, report, bar)
             if fallback is None:
@@ -857,6 +1037,7 @@ def verify_loaded(
             plan.backends,
             bar,
             options.precision,
+            plan.groups,
         )
         for name, produced in runs:
             comparer.add(name, produced)
@@ -916,9 +1097,9 @@ def _verify_smaller(
     over: MemoryBudgetError,
     net_options: dict[str, Any],
     options: dict[str, Any],
-) -> tuple[Report, LoadedNet]:
+) -> tuple[Report, LoadedNet] | None:
     """The verification at the first smaller input size that fits the budget (SHRINK_FACTORS),
-    its report saying so; ``over`` (the declared size's error) where none does."""
+    its report saying so; None where none does."""
     from ..errors import NetDefinitionError
 
     budget = options["max_memory"]
@@ -951,7 +1132,38 @@ def _verify_smaller(
             del loaded
             continue
         return report, loaded
-    raise over
+    return None
+
+
+def _verify_within(
+    prototxt: str | os.PathLike[str],
+    weights: str | os.PathLike[str],
+    loaded: LoadedNet,
+    over: MemoryBudgetError,
+    net_options: dict[str, Any],
+    options: dict[str, Any],
+) -> tuple[Report, LoadedNet]:
+    """One item at the declared size does not fit (``over``): verify at a smaller input size
+    where the net allows it (synthetic inputs, every layer's parameters unchanged), else at the
+    declared size with the values streamed to disk (verify/spill.py: slower, exact). The
+    streamed run's error, when it too does not fit, is the line shown: what the budget must
+    grow for at the least."""
+    if not options.get("feeds") and not net_options.get("input_shapes"):
+        declared = dict(loaded.graph.inputs)
+        params = _param_shapes(loaded)
+        del loaded  # its weights are read again at the smaller size
+        smaller = _verify_smaller(prototxt, weights, declared, params, over, net_options, options)
+        if smaller is not None:
+            return smaller
+        loaded = load_net(prototxt, weights, max_memory=options["max_memory"], **net_options)
+    try:
+        report = verify_loaded(loaded, weights_path=str(weights), streamed=True, **options)
+    except Exception as exc:
+        failed = exc if isinstance(exc, MemoryBudgetError) else memory_failure(exc)
+        if failed is None:
+            raise
+        raise failed.with_traceback(None) from None
+    return report, loaded
 
 
 def verify(
@@ -990,17 +1202,13 @@ def verify(
         )
     except Exception as exc:  # over the budget, or an allocation that failed anyway
         over = exc if isinstance(exc, MemoryBudgetError) else memory_failure(exc)
-        chosen = reference is not None or onnx_model is not None or options.get("feeds")
-        if over is None or chosen or net_options.get("input_shapes"):
-            raise  # the caller's inputs, arrays or model run at their own size or not at all
+        if over is None or reference is not None or onnx_model is not None:
+            raise  # the caller's arrays or model are compared in memory or not at all
+        if options.get("streamed"):
+            raise over from None
         over = over.with_traceback(None)  # the failed run's frames (and arrays) are let go
     if over is not None:  # outside the handler: nothing of the failed run is still held
-        declared = dict(loaded.graph.inputs)
-        params = _param_shapes(loaded)
-        del loaded  # its weights are read again at the smaller size
-        report, loaded = _verify_smaller(
-            prototxt, weights, declared, params, over, net_options, options
-        )
+        report, loaded = _verify_within(prototxt, weights, loaded, over, net_options, options)
     report.notes.extend(fork_notes(loaded))
     if reference_path:
         report.sources["stored"] = {"arrays": identity_record(reference_path)}

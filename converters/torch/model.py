@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -65,6 +65,26 @@ class CaffeNet(nn.Module):
         self.precision = precision
         return self
 
+    def stream(
+        self, feeds: dict[str, torch.Tensor], values: Iterable[str]
+    ) -> Iterator[tuple[str, torch.Tensor]]:
+        """Each of ``values`` (value names) as soon as its layer has computed it; nothing is
+        held past its last reader, so a caller that consumes values one at a time (verify's
+        streamed mode) holds only the live ones. ``forward`` collects them."""
+        emit = set(values)
+        env: dict[str, torch.Tensor] = dict(feeds)
+        for index, (node, key) in enumerate(zip(self.graph.nodes, self._keys)):
+            result = self.layers[key](*[env[v] for v in node.inputs])
+            if isinstance(result, torch.Tensor):
+                result = (result,)
+            for value, tensor in zip(node.outputs, result):
+                env[value] = tensor
+                if value in emit:
+                    yield value, tensor
+            for value in node.inputs:
+                if self._last_use.get(value) == index:
+                    env.pop(value, None)
+
     def _compute_last_use(self) -> dict[str, int]:
         last: dict[str, int] = {}
         for index, node in enumerate(self.graph.nodes):
@@ -98,16 +118,8 @@ class CaffeNet(nn.Module):
         except KeyError as exc:
             raise KeyError(f"no blob or value named {exc.args[0]!r} in this net") from None
         keep = set(wanted.values())
-        env: dict[str, torch.Tensor] = dict(feeds)
-        for index, (node, key) in enumerate(zip(self.graph.nodes, self._keys)):
-            result = self.layers[key](*[env[v] for v in node.inputs])
-            if isinstance(result, torch.Tensor):
-                result = (result,)
-            for value, tensor in zip(node.outputs, result):
-                env[value] = tensor
-            for value in node.inputs:
-                if self._last_use.get(value) == index and value not in keep:
-                    env.pop(value, None)
+        env = {name: tensor for name, tensor in feeds.items() if name in keep}
+        env.update(self.stream(feeds, keep))
         result = {name: env[value] for name, value in wanted.items()}
         if half:
             result = {name: t.float() if t.is_floating_point() else t for name, t in result.items()}

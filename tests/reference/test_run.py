@@ -213,3 +213,27 @@ def test_detections_are_renumbered_when_split(build, passes, threshold):
         assert set(rows[:, 0]) == {0, 1, 2} and (rows[:, 1] > 0).all()
     for name in whole:
         np.testing.assert_array_equal(split[name], whole[name])
+
+
+def test_a_sink_receives_each_value_once_computed_and_nothing_is_kept(net):
+    """Streamed: each requested value goes to the sink as computed, equal to what a kept run
+    returns; the call returns nothing, and its peak is the live values only."""
+    x = RNG.standard_normal((4, 3, 7, 9)).astype(np.float32)
+    wanted = [v for v in net.values if v != "data"]
+    kept = forward(net, {"data": x}, outputs=wanted)
+    seen: dict[str, np.ndarray] = {}
+    order: list[str] = []
+
+    def sink(name: str, array: np.ndarray) -> None:
+        seen[name] = array.copy()
+        order.append(name)
+
+    assert forward(net, {"data": x}, outputs=wanted, sink=sink) == {}
+    assert order == wanted  # graph order, each once
+    for name in wanted:
+        np.testing.assert_array_equal(seen[name], kept[name])
+    shapes = infer(net, {"data": x.shape}, check_weights=False)
+    live = peak_bytes(net, shapes, ())  # the live values only: what a streamed run is held to
+    assert forward(net, {"data": x}, outputs=wanted, sink=sink, max_memory=live) == {}
+    with pytest.raises(CaffeCompatError, match="streamed already"):
+        forward(net, {"data": x}, outputs=wanted, sink=sink, max_memory=live - 1)

@@ -8,6 +8,7 @@ import pytest
 from _harness import net
 from _user_layers import SHIFT_LAYER
 
+from caffe_compat.errors import CaffeCompatError
 from caffe_compat.io.writer import definitions_only, write_caffemodel
 from caffe_compat.ir.load import load_net
 from caffe_compat.tools.synth import synthesize
@@ -321,7 +322,8 @@ def test_a_net_too_big_at_its_declared_size_is_verified_smaller(tmp_path):
     assert any("verified at the input size divided by 2: data 2x3x32x32" in n for n in report.notes)
     compared = {c.value: c for c in report.comparisons if c.reference == "float64"}
     assert "score" in compared
-    with pytest.raises(MemoryBudgetError, match="over the memory budget"):
+    # At a size the caller chose, the values are streamed instead (and here do not fit either).
+    with pytest.raises(MemoryBudgetError, match=r"values streamed"):
         verify(prototxt, weights, input_shapes={"data": (1, 3, 64, 64)}, **options)
 
     dense = wide.replace(
@@ -334,8 +336,58 @@ def test_a_net_too_big_at_its_declared_size_is_verified_smaller(tmp_path):
     )
     prototxt, weights, need = files("dense", dense)
     budget = int(4 * need.params + 0.9 * (2 * need.per_item + 2 * need.scratch_per_item))
-    with pytest.raises(MemoryBudgetError, match="over the memory budget"):
+    with pytest.raises(MemoryBudgetError, match="values streamed"):
         verify(prototxt, weights, **{**options, "max_memory": budget})
+
+
+# A chain whose values together are far more than the few alive at once, ending in an
+# InnerProduct whose width follows the input size: no smaller size keeps its weights.
+DEEP = net(
+    "".join(
+        f'layer {{ name: "c{i}" type: "Convolution" bottom: "{"data" if i == 0 else f"c{i - 1}"}" '
+        f'top: "c{i}" convolution_param {{ num_output: 8 kernel_size: 1 }} }}\n'
+        for i in range(12)
+    )
+    + 'layer { name: "fc" type: "InnerProduct" bottom: "c11" top: "fc" '
+    "inner_product_param { num_output: 3 } }\n",
+    c=3,
+    h=32,
+    w=32,
+)
+
+
+def test_a_net_whose_values_do_not_fit_together_is_verified_streamed(tmp_path):
+    """Over the budget at batch 1 and not runnable smaller: verify streams the judge's values
+    to disk and runs each back end per group of values, at the declared size; it says so."""
+    from caffe_compat.budget import footprint
+    from caffe_compat.verify import verify
+    from caffe_compat.verify.run import _phase_bytes, verification_phases
+
+    prototxt, weights = tmp_path / "deep.prototxt", tmp_path / "deep.caffemodel"
+    prototxt.write_text(DEEP)
+    loaded = load_net(prototxt)
+    write_caffemodel(weights, definitions_only(loaded.net.layer), synthesize(loaded, seed=5))
+    need = footprint(loaded.graph, loaded.inference.params)
+    sides = {"opencv": False, "stored": False, "given_model": False}
+    judges, backends = ("float64",), ("torch", "onnxruntime")
+
+    def least(streamed: bool) -> float:
+        phases = verification_phases(judges, backends, **sides, streamed=streamed)
+        extra = 2 * need.largest_per_item if streamed else 0.0  # a group and a judge value
+        return max(_phase_bytes(p, need, 1) + (extra if p.backend else 0.0) for p in phases)
+
+    assert least(True) < least(False) / 2
+    budget = int((least(True) + least(False)) / 2)
+    options = {"max_memory": budget, "batch": 1, "progress": False, "opencv": False}
+    report = verify(prototxt, weights, **options)
+    assert report.passed and report.batch == 1
+    assert any(
+        n.startswith("values streamed: the float64 judge wrote its 13 values") for n in report.notes
+    )
+    assert not any("divided by" in n for n in report.notes)
+    compared = {c.value for c in report.comparisons}
+    assert compared == {*(f"c{i}" for i in range(12)), "fc"}
+    assert {c.backend for c in report.comparisons} == {"torch-cpu", "onnxruntime-cpu"}
 
 
 def test_an_allocation_failing_at_the_declared_size_retries_smaller(tmp_path, monkeypatch):
@@ -367,3 +419,62 @@ def test_an_allocation_failing_at_the_declared_size_retries_smaller(tmp_path, mo
     monkeypatch.setattr(backends, "run_torch", broken)
     with pytest.raises(RuntimeError, match="a bug, not memory"):
         verify(prototxt, weights, **options)
+
+
+def test_a_streamed_verification_gives_the_rows_of_one_in_memory(small_net, monkeypatch, tmp_path):
+    """Streamed (the judge's values on disk, each back end run once per group of values, here
+    one value per run): the same rows, verdicts and argmax agreement as in memory, and the
+    temporary files are gone afterwards."""
+    import tempfile
+
+    from caffe_compat.verify import backends, run
+
+    prototxt, weights = small_net
+    loaded = load_net(prototxt, weights)
+    options = VerifyOptions(batch=3, devices=("cpu",), progress=False, opencv=False)
+    in_memory = verify_loaded(loaded, options)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+    monkeypatch.setattr(run, "_group_room", lambda *args: 1.0)
+    cut = []
+    whole = backends.onnx_segments
+
+    def segments(*args):
+        cut.append(whole(*args))
+        return cut[-1]
+
+    monkeypatch.setattr(backends, "onnx_segments", segments)
+    streamed = verify_loaded(loaded, options, streamed=True)
+    # ONNX Runtime ran the model cut in four pieces, each fed the value before it
+    assert [(s.needs, s.returns) for s in cut[0]] == [
+        ((), ("conv@conv",)),
+        (("conv@conv",), ("conv",)),
+        (("conv",), ("fc",)),
+        (("fc",), ("prob",)),
+    ]
+    assert in_memory.passed and streamed.passed
+    assert _rows(streamed) == _rows(in_memory) and len(_rows(streamed)) == 2 * 4
+    assert streamed.argmax == in_memory.argmax
+    assert streamed.distinct_classes == in_memory.distinct_classes
+    assert list(streamed.backends) == list(in_memory.backends)
+    assert any("returned its values in 4 group(s)" in n for n in streamed.notes)
+    assert not any(spill.iterdir())  # the judge's files are removed
+    with pytest.raises(CaffeCompatError, match="stored arrays or a given ONNX model"):
+        verify_loaded(loaded, options, streamed=True, onnx_model=b"model")
+
+
+def test_values_are_grouped_in_order_within_the_room(small_net):
+    from caffe_compat.budget import value_sizes
+    from caffe_compat.verify.run import value_groups
+
+    prototxt, _ = small_net
+    loaded = load_net(prototxt)
+    values = [v for v in loaded.graph.values if v not in loaded.graph.inputs]
+    sizes = value_sizes(loaded.graph, 2)
+    room = max(sizes[v] for v in values)
+    groups = value_groups(loaded, values, 2, room)
+    assert [v for g in groups for v in g] == values
+    assert all(sum(sizes[v] for v in g) <= room for g in groups) and len(groups) > 1
+    assert value_groups(loaded, values, 2, 1.0) == [[v] for v in values]
+    assert value_groups(loaded, values, 2, float("inf")) == [values]

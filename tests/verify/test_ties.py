@@ -60,3 +60,29 @@ def test_only_near_ties_are_accepted(tmp_path):
     assert len(notes) == 1
     padded = {"mask": np.array([[[[-1.0, 3.0]]]])}  # a padding-only window: never a tie
     assert near_tie_masks(graph, {**judge, **close}, padded, limit) == ({}, [])
+
+
+def test_a_near_tie_is_kept_for_the_values_a_later_group_holds(tmp_path, monkeypatch):
+    """Streamed, one value per back-end run: the mask's run finds the near-tie, and the run
+    holding the unpooled value after it still compares with the rerun judge."""
+    from caffe_compat.verify import run
+
+    monkeypatch.setattr(run, "_group_room", lambda *args: 1.0)
+    path = tmp_path / "tie.prototxt"
+    path.write_text(NET)
+    loaded = load_net(path)
+    report = verify_loaded(
+        loaded,
+        feeds=_feeds(),
+        against=("float64",),
+        devices=("cpu",),
+        progress=False,
+        streamed=True,
+    )
+    assert report.passed, report.render(all_rows=False)
+    assert any("returned its values in 4 group(s)" in n for n in report.notes)
+    assert {c.value for c in report.comparisons} == {"y", "pool", "mask", "up"}
+    assert [n.split(":")[0] for n in report.notes if "near-ties" in n] == [
+        "torch-cpu",
+        "onnxruntime-cpu",
+    ]
