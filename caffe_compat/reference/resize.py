@@ -56,6 +56,9 @@ def _upsample(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     return [top.reshape(n, c, h, w)]
 
 
+INTERP_SLAB = 2**22  # output values per slab of rows (32 MiB in float64)
+
+
 def interp_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per output index: the source index, the next one's offset (0 at the last) and the
     weight of the next, computed in float as caffe_cpu_interp2 does."""
@@ -81,11 +84,17 @@ def _interp(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
         return [x.copy()]
     h0, hs, hl = interp_taps(x.shape[2], out_h)
     w0, ws, wl = interp_taps(x.shape[3], out_w)
-    top_left, top_right = x[:, :, h0][:, :, :, w0], x[:, :, h0][:, :, :, w0 + ws]
-    low_left, low_right = x[:, :, h0 + hs][:, :, :, w0], x[:, :, h0 + hs][:, :, :, w0 + ws]
-    hl, wl = hl[:, None], wl[None, :]
-    top = (1 - hl) * ((1 - wl) * top_left + wl * top_right)
-    return [top + hl * ((1 - wl) * low_left + wl * low_right)]
+    # Each input row interpolated along the width first, as caffe_cpu_interp2 weighs the two
+    # rows' width-interpolated values; then the rows, a slab of output rows at a time, so a
+    # large top (ICNet's 19 x 1025 x 2049) needs no full-size temporaries beside it.
+    across = (1 - wl) * x[:, :, :, w0] + wl * x[:, :, :, w0 + ws]
+    top = np.empty((*x.shape[:2], out_h, out_w))
+    rows = max(1, INTERP_SLAB // max(1, top[:, :, :1].size))
+    for start in range(0, out_h, rows):
+        at = slice(start, start + rows)
+        weight = hl[at, None]
+        top[:, :, at] = (1 - weight) * across[:, :, h0[at]] + weight * across[:, :, h0[at] + hs[at]]
+    return [top]
 
 
 @register("Upsample", "reference_backward")

@@ -91,3 +91,16 @@ def test_upsample_backward(grad_check):
         'layer { name: "up" type: "Upsample" bottom: "data" top: "up" upsample_param { scale: 2 } }'
     )
     grad_check(layer, data=x)
+
+
+def test_interp_in_slabs_of_rows_matches_one_slab(run_layers, monkeypatch):
+    """A top too large for full-size temporaries is built a few output rows at a time: the
+    same values, to the bit, as in one slab."""
+    from caffe_compat.reference import resize
+
+    x = np.random.default_rng(4).standard_normal((2, 3, 5, 7))
+    whole = run_layers(interp("height: 13 width: 17"), data=x)["i"]
+    monkeypatch.setattr(resize, "INTERP_SLAB", 2 * 3 * 17 * 2)  # two output rows a slab
+    sliced = run_layers(interp("height: 13 width: 17"), data=x)["i"]
+    assert sliced.shape == (2, 3, 13, 17)
+    np.testing.assert_array_equal(sliced, whole)
