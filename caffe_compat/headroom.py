@@ -31,6 +31,10 @@ MALLOC_ARENA = 64 << 20  # glibc's HEAP_MAX_SIZE on 64-bit: reserved per new thr
 ARENAS_PER_CPU = 8  # glibc's default M_ARENA_MAX factor
 POOLS = 3  # thread pools sized by the CPU count: torch (OpenMP), ONNX Runtime, OpenCV
 GLIBC_DEFAULT_STACK = 32 << 20  # thread stacks when RLIMIT_STACK is unlimited (x86-64)
+LEAN_MMAP_THRESHOLD = 1 << 20  # blocks from this size mapped apart, unmapped when freed
+LEAN_ARENAS = 2  # malloc arenas at most under an address-space cap
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc's mallopt parameters (malloc.h)
+_arena_max: int | None = None  # set by ``lean_allocator``
 
 
 @dataclass(frozen=True)
@@ -170,8 +174,36 @@ def pending_mappings() -> tuple[int, int]:
     running = _status("Threads") or 1
     cpus = _cpus()
     new = max(torch_threads(cpus) + (POOLS - 1) * cpus + 2 - running, 0)
-    arenas = min(new, max(ARENAS_PER_CPU * (os.cpu_count() or 1) - running, 0))
+    most = _arena_max or ARENAS_PER_CPU * (os.cpu_count() or 1)
+    arenas = min(new, max(most - running, 0))
     return libraries, new * min(stack, 1 << 30) + arenas * MALLOC_ARENA
+
+
+def lean_allocator() -> bool:
+    """Under an address-space cap (``RLIMIT_AS``), set glibc's malloc to give every freed block
+    of 1 MiB or more back to the system at once and to make at most two arenas; False (and
+    nothing changed) without a cap or without glibc. Why: glibc's mapping threshold grows to
+    32 MiB as big blocks are freed, and what is freed below it stays mapped, so after the
+    float64 judge over a GiB of a 4 GiB cap stays taken (measured on FCN-32s: PyTorch then
+    failed a 119 MiB allocation; set, the same verification passed), and each thread that
+    starts its own arena reserves 64 MiB of address space. Process-wide and not restorable
+    (glibc cannot read these settings back): for the command-line tool's own process only,
+    never called by library functions."""
+    global _arena_max
+    try:
+        import ctypes
+        import resource
+
+        if resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY:
+            return False
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ImportError, OSError, AttributeError):
+        return False
+    if mallopt(_M_MMAP_THRESHOLD, LEAN_MMAP_THRESHOLD) != 1:
+        return False
+    if mallopt(_M_ARENA_MAX, LEAN_ARENAS) == 1:
+        _arena_max = LEAN_ARENAS
+    return True
 
 
 def address_space() -> Limit | None:

@@ -3,6 +3,7 @@ address space RLIMIT_AS leaves once the libraries and thread pools still to star
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 
@@ -107,3 +108,45 @@ def test_hard_limit_names_rlimit_as():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "RLIMIT_AS of 6 GiB" in run.stdout
+
+
+LEAN_PROBE = """
+import resource, sys
+if sys.argv[1] == "capped":
+    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+import numpy as np
+from caffe_compat.headroom import lean_allocator
+
+def mapped():
+    line = [l for l in open("/proc/self/status") if l.startswith("VmSize")][0]
+    return int(line.split()[1]) << 10
+
+print(lean_allocator())
+big = np.ones(2 << 20)  # a 16 MiB block freed: glibc's threshold grows to 16 MiB
+del big
+start = mapped()
+kept, freed = [], []
+for _ in range(100):
+    freed.append(np.ones(1 << 19))  # 4 MiB blocks, freed below
+    kept.append(np.ones(1 << 14))  # 128 KiB between them, kept
+del freed
+print((mapped() - start) >> 20)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a platform feature: glibc's malloc")
+def test_under_an_address_space_cap_freed_blocks_go_back_to_the_system():
+    """The command-line tool's allocator setting: only under RLIMIT_AS, and then 400 MiB of
+    freed 4 MiB blocks interleaved with kept ones no longer stay mapped."""
+
+    def probe(mode: str) -> tuple[str, int]:
+        done = subprocess.run(
+            [sys.executable, "-c", LEAN_PROBE, mode], capture_output=True, text=True, check=True
+        )
+        changed, kept = done.stdout.split()
+        return changed, int(kept)
+
+    changed, kept = probe("capped")
+    assert changed == "True" and kept < 100
+    changed, kept = probe("free")
+    assert changed == "False" and kept > 300  # glibc's default: the freed blocks stay mapped

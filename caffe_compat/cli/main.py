@@ -192,6 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     from ..app.images import MAX_PIXELS
     from ..app.pixel_limit import opencv_pixel_limit
+    from ..headroom import lean_allocator
+
+    lean_allocator()  # under RLIMIT_AS only: freed memory goes back (this process is ours)
 
     stdout = sys.stdout
     sys.stdout = _PrintableStdout(stdout)  # type: ignore[assignment]
