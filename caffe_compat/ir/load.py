@@ -21,7 +21,7 @@ from .build import build_graph
 from .graph import Graph, Shape
 from .infer import Inference, Issue, check_weights, infer_shapes, match_weights
 from .phase import NetState
-from .placeholder import assumed_note, assumed_shapes
+from .placeholder import FALLBACK_SIDES, assumed_note, assumed_shapes
 
 
 def settle_named(
@@ -129,6 +129,32 @@ def load_net(
     )
 
 
+def _fitting_sides(
+    chosen: dict[str, Shape],
+    given: Mapping[str, Shape],
+    probe: Callable[[Mapping[str, Shape]], tuple[Graph, Inference]],
+) -> dict[str, Shape]:
+    """The typical shapes ``chosen``, or where the net's shape rules reject them (a multi-scale
+    net whose branches realign only at some sizes: DeepLab's 321 or 513, not ResNet's 224) the
+    first of ``FALLBACK_SIDES`` (square) its rules accept; the note then names that size."""
+
+    def fits(shapes: dict[str, Shape]) -> bool:
+        try:
+            _, inference = probe({**given, **shapes})
+        except NetDefinitionError:
+            return False
+        return not any(issue.kind == "shape-rule" for issue in inference.issues)
+
+    squares = {n: s for n, s in chosen.items() if len(s) == 4}
+    if not squares or fits(chosen):
+        return chosen
+    for side in FALLBACK_SIDES:
+        trial = {**chosen, **{n: (s[0], s[1], side, side) for n, s in squares.items()}}
+        if fits(trial):
+            return trial
+    return chosen
+
+
 def load_net_text(
     text: str,
     weights: str | os.PathLike[str] | Weights | None = None,
@@ -154,11 +180,13 @@ def load_net_text(
 
     given = dict(input_shapes or {})
 
-    def build(lenient: bool = False) -> tuple[Graph, Inference]:
+    def build(
+        lenient: bool = False, shapes: Mapping[str, Shape] | None = None
+    ) -> tuple[Graph, Inference]:
         graph = build_graph(
             net,
             state=NetState.make(phase, stages, level),
-            input_shapes=given,
+            input_shapes=given if shapes is None else shapes,
             path=path,
             lines=lines,
             training=training,
@@ -170,8 +198,15 @@ def load_net_text(
         probe, probed = build(lenient=True)
         failed = any(issue.kind == "shape-rule" for issue in probed.issues)
         names = f"{probe.name} {os.path.basename(path)}"
-        for name, shape in assumed_shapes(probe.inputs, failed, names, given).items():
-            assumed.append(assumed_note(name, probe.inputs[name], shape))
+        typical = assumed_shapes(probe.inputs, failed, names, given)
+        chosen = _fitting_sides(typical, given, lambda shapes: build(lenient=True, shapes=shapes))
+        for name, shape in chosen.items():
+            note = assumed_note(name, probe.inputs[name], shape)
+            if shape != typical[name]:
+                usual = ",".join(map(str, typical[name]))
+                note += f" (its layers refuse {usual}, the usual size: this is the first of the "
+                note += "common sizes they accept)"
+            assumed.append(note)
             given[name] = shape
 
     def by_shapes() -> list[str]:

@@ -39,6 +39,9 @@ _TYPICAL: tuple[tuple[str, int, int, int], ...] = (
         3,
     ),
 )
+# Square sides tried in turn where a net's shape rules refuse its family's usual size (a
+# multi-scale net whose branches realign only at some sizes: DeepLab-ResNet's 321 or 513).
+FALLBACK_SIDES = (224, 227, 256, 299, 300, 320, 321, 368, 384, 416, 448, 473, 500, 512, 513)
 _SIZE = re.compile(r"(?<!\d)(\d{2,4})x(\d{2,4})(?!\d)")
 
 

@@ -112,3 +112,23 @@ def test_typical_input_shapes_keep_a_placeholder_the_net_runs_at_and_unknown_fam
     mystery.write_text('input: "data"\nlayer { name: "r" type: "ReLU" bottom: "data" top: "r" }')
     with pytest.raises(NetDefinitionError, match='"data" has no declared shape; pass input_sh'):
         load_net(mystery, typical_input_shapes=True)
+
+
+def test_a_family_size_the_layers_refuse_falls_back_to_the_first_common_size_they_accept(tmp_path):
+    """A multi-scale net (DeepLab-ResNet: a half-size branch zoomed back and joined) realigns
+    only at odd sides: ResNet's 224 is refused, so the first common size it accepts (227) is
+    used, and the note says both."""
+    path = tmp_path / "resnet_ms.prototxt"
+    path.write_text(
+        'name: "resnet_ms" input: "data"\n'
+        'layer { name: "half" type: "Interp" bottom: "data" top: "half" '
+        "interp_param { shrink_factor: 2 } }\n"
+        'layer { name: "back" type: "Interp" bottom: "half" top: "back" '
+        "interp_param { zoom_factor: 2 } }\n"
+        'layer { name: "join" type: "Eltwise" bottom: "data" bottom: "back" top: "join" '
+        "eltwise_param { operation: MAX } }\n"
+    )
+    loaded = load_net(path, typical_input_shapes=True)
+    assert loaded.graph.inputs == {"data": (1, 3, 227, 227)}
+    (note,) = loaded.assumed
+    assert "running at 1,3,227,227" in note and "refuse 1,3,224,224, the usual size" in note
