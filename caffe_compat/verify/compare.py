@@ -1,4 +1,11 @@
-"""Blob-by-blob comparison with one tolerance rule, and the report verify prints."""
+"""Blob-by-blob comparison with one tolerance rule, and the report verify prints.
+
+A row's limit is the largest of three: the plain rtol/atol (:class:`Tolerance`); the static
+float32 growth model (:meth:`Tolerance.growth_limit` over :func:`accumulation_lengths` and
+:func:`error_scales`: accumulation length, depth, and the magnitude the error is relative to);
+and, for a row past both, the float64 judge's own movement when its weights move by float32
+rounding (:func:`float32_moved_weights`, ``compare(moved=)``), which measures what the static
+model cannot: a net that amplifies float32-sized changes on some inputs."""
 
 from __future__ import annotations
 
@@ -148,8 +155,8 @@ def error_scales(
 
 # The judge's own movement (``compare(moved=)``): how far the float64 judge moves when every
 # weight moves by one float32 dot product's backward error.
-JUDGE_MARGIN = 2.0  # allowance per float32 side, in units of the judge's movement
-UNSTABLE = 2e-3  # items where the judge moves by more than this of max are not comparable
+JUDGE_MARGIN = 4.0  # allowance per float32 side, in units of the judge's movement
+UNSTABLE = 1e-3  # items where the judge moves by more than this of max are not comparable
 
 
 @contextmanager
@@ -341,16 +348,19 @@ def compare(
 
     ``moved``: per item (axis 0), how far the float64 judge itself moved on this value when
     its weights moved by float32 rounding (:func:`float32_moved_weights`,
-    :func:`judge_movement`). The net's own conditioning on these inputs, which no static model
-    sees: a back end's float32 error is at most JUDGE_MARGIN x that per float32 side (measured
-    on the rows past the static limit: 0.21 to 0.37 of it on MobileNet v3 small and
-    MobileNetV2-SSDLite, at most 1.8 on rows the static limit already passes, where unweighted
-    sums such as a 112 x 112 global pooling dominate), so the limit becomes at least that.
-    An item where the judge moves by more than UNSTABLE x max |reference| is ill-conditioned:
-    no float32 implementation can be held to it, so it is left out of the row, with a note
-    (every item left out: the row fails, nothing could be compared). With the items kept, the
-    limit stays under 2 x 2 x UNSTABLE = 0.8 % of max: a semantic difference of 1 % still
-    fails."""
+    :func:`judge_movement`): the net's own conditioning on these inputs, which no static model
+    sees. A back end's float32 error is at most JUDGE_MARGIN x that per float32 side, so the
+    limit becomes at least that. Measured, back end error / judge movement on the rows past
+    the static limit (issue 18's corpus, synthesized weights, PyTorch CPU vs float64): at
+    most 0.22 on MobileNet v3 small (batch 20), 0.37 on MobileNetV2-SSDLite (batch 4), 2.1 on
+    EAST's MobileNet v3 (batch 4); the margin covers the last 1.9 times. An item where the
+    judge moves by more than UNSTABLE x max |reference| is ill-conditioned: no float32
+    implementation can be held to it, so it is left out of the row, with a note (every item
+    left out: the row fails, nothing could be compared; EAST's synthesized score map moves by
+    30 % of max). With the items kept, the limit stays under JUDGE_MARGIN x UNSTABLE = 0.4 %
+    of max against the float64 judge (0.8 % against a float32 one): a semantic difference of
+    1 % still fails.
+    """
     ours, reference = np.asarray(ours), np.asarray(reference)
     if ours.shape != reference.shape:
         if ours.size == reference.size:
