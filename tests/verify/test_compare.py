@@ -292,3 +292,13 @@ def test_judge_movements_rerun_the_judge_with_moved_weights(tmp_path):
     assert set(found) == {"ip", "prob"} and found["ip"].shape == (2,)
     assert 0 < found["ip"].max() < 1e-5 * np.abs(judge["ip"]).max()
     assert judge_movements(loaded.graph, lambda: None, judge) == {}
+
+
+def test_a_product_with_an_unknown_factor_keeps_the_bottoms_largest(tmp_path):
+    from caffe_compat.ir.load import load_net_text
+    from caffe_compat.verify.compare import error_scales
+
+    loaded = load_net_text(SE_GATE_NET, path=str(tmp_path / "gate.prototxt"))
+    values = {"x": np.array([-200.0]), "g": np.array([30.0]), "y": np.array([5.0])}
+    scales = error_scales(loaded.graph, loaded.inference.params, values)
+    assert scales["gated"] == 200.0 and scales["axpy"] == 200.0  # gate and tops not kept
