@@ -121,6 +121,8 @@ def error_scales(
     by |scale|; a product by a bottom (two-bottom Scale, Axpy's a * x) moves by each factor's
     error times the other factor's largest value: a squeeze-excitation gate's error
     (MobileNet v3's hard-sigmoid, SENet's sigmoid) times the largest activation it gates.
+    Eltwise PROD keeps gain 1: in the corpus it is hard-swish, x * relu6(x + 3) / 6, whose
+    gate moves only where |x| < 3 (gain at most 1.5); max |x| would overstate it 28-fold.
     Magnitudes come from the first of ``sources`` holding the value.
 
     What this static model cannot see is a net that amplifies a float32-sized change by a
