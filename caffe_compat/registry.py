@@ -160,10 +160,13 @@ class LayerFacts:
       bottoms along the first axis (Concat along axis 0): its top is such a set when every
       bottom is.
     - ``error_gain(node, value) -> {bottom index: gain}``: how much an absolute error in that
-      bottom can grow through the layer (its Lipschitz constant in max norm, where above 1):
-      Proposal's boxes move by the anchor's size times an error in their deltas. ``value(name)``
-      gives the judge's array for a value (None if not kept); verify's float32 error scale
-      (verify/compare.py ``error_scales``) multiplies the bottom's by it.
+      bottom can grow or shrink through the layer (its Lipschitz constant in max norm):
+      Proposal's boxes move by the anchor's size times an error in their deltas, Power (power
+      1) by |scale|, a product by a bottom (two-bottom Scale, Axpy) by the other factor's
+      largest value. ``value(name)`` gives the judge's array for a value (None if not kept, or
+      its max |value| alone); verify's float32 error scale (verify/compare.py
+      ``error_scales``) multiplies the bottom's by it, and the bottoms named add (the terms of
+      a product) while the others pass the largest.
     - ``dialect(layer, blob_count) -> note | None``: settle which fork's meaning a layer of a
       type two forks define differently has (from its fields, and the number of blobs its
       weights hold when known), moving a message a fork wrote at a field number BVLC holds

@@ -142,10 +142,20 @@ def _prelu_fillers(layer: caffe_pb2.LayerParameter) -> list[caffe_pb2.FillerPara
 
 NEURON = {"bottoms": 1, "tops": 1}  # Caffe's NeuronLayer: one bottom, one top
 describe(
-    ("AbsVal", "BNLL", "Dropout", "ELU", "Exp", "Power", "ReLU", "Sigmoid", "TanH"),
+    ("AbsVal", "BNLL", "Dropout", "ELU", "Exp", "ReLU", "Sigmoid", "TanH"),
     opencv_tested=True,
     **NEURON,
 )
+
+
+def _power_error_gain(node: Node, value) -> dict[int, float]:
+    """(shift + scale x)^power with power 1 moves an error by |scale| (hard-sigmoid's 1/6);
+    other powers keep the default (verify/compare.py ``error_scales``)."""
+    p = node.param.power_param
+    return {0: abs(float(p.scale))} if float(p.power) == 1.0 else {}
+
+
+describe("Power", error_gain=_power_error_gain, opencv_tested=True, **NEURON)
 
 
 def _threshold_has_no_backward(node: Node, bottom: int) -> str | None:

@@ -117,6 +117,23 @@ def _two_bottom_scale_bias(node: Node) -> str | None:
     return None
 
 
+def _largest(value: np.ndarray | None) -> float | None:
+    if value is None:
+        return None
+    return float(np.max(np.abs(value))) if np.size(value) else 0.0
+
+
+def _product_error_gain(node: Node, value) -> dict[int, float]:
+    """A product of bottoms (Scale by a bottom: x * s): an error in one factor moves the top by
+    it times the other factor's largest value, and the two terms add (verify/compare.py
+    ``error_scales``); a Scale with its own blob is affine, judged by its blob instead. A
+    factor whose magnitude is unknown: no gain declared (the bottoms' largest, as before)."""
+    if len(node.inputs) != 2:
+        return {}
+    x, s = (_largest(value(name)) for name in node.inputs)
+    return {} if x is None or s is None else {0: s, 1: x}
+
+
 describe(
     "Scale",
     param_message="scale_param",
@@ -125,6 +142,7 @@ describe(
     fillers=_scale_fillers,
     affine=_scale_affine,
     opencv_deviation=_two_bottom_scale_bias,
+    error_gain=_product_error_gain,
     opencv_tested=True,
     bottoms=(1, 2),
     tops=1,
@@ -154,4 +172,24 @@ def _axpy(node: Node, inputs: list[Shape]) -> LayerShapes:
     return LayerShapes([x], [])
 
 
-describe("Axpy", origin="SENet, SE-ResNeXt (hujie-frank/SENet)", bottoms=3, tops=1)
+def _axpy_error_gain(node: Node, value) -> dict[int, float]:
+    """a * x + y: a's error times max |x| plus x's times max |a| (the product's terms add);
+    y, the residual stream, passes as it is (the largest, as an Eltwise SUM's bottoms do)."""
+    a, x = (_largest(value(name)) for name in node.inputs[:2])
+    return {} if a is None or x is None else {0: x, 1: a}
+
+
+def _axpy_in_opencv(node: Node) -> str:
+    """OpenCV 4 (measured on 4.14) reads an Axpy layer but computes a * bottom[2] + bottom[1]:
+    SENet's axpy_layer.cpp copies bottom[2] into the top and adds a * bottom[1] to it."""
+    return "OpenCV's Axpy computes a * y + x, not SENet's a * x + y"
+
+
+describe(
+    "Axpy",
+    origin="SENet, SE-ResNeXt (hujie-frank/SENet)",
+    error_gain=_axpy_error_gain,
+    opencv_deviation=_axpy_in_opencv,
+    bottoms=3,
+    tops=1,
+)

@@ -1,9 +1,17 @@
-"""Blob-by-blob comparison with one tolerance rule, and the report verify prints."""
+"""Blob-by-blob comparison with one tolerance rule, and the report verify prints.
+
+A row's limit is the largest of three: the plain rtol/atol (:class:`Tolerance`); the static
+float32 growth model (:meth:`Tolerance.growth_limit` over :func:`accumulation_lengths` and
+:func:`error_scales`: accumulation length, depth, and the magnitude the error is relative to);
+and, for a row past both, the float64 judge's own movement when its weights move by float32
+rounding (:func:`float32_moved_weights`, ``compare(moved=)``), which measures what the static
+model cannot: a net that amplifies float32-sized changes on some inputs."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -103,14 +111,27 @@ def error_scales(
     """S(v): the magnitude a value's float32 error is relative to.
 
     An accumulating layer's (one with parameters) error is relative to its own output: S is
-    its max |value|. Any other layer here is Lipschitz in max norm with a small constant
-    (ReLU, pooling, concatenation, reshapes, Eltwise SUM, Softmax, Sigmoid, TanH), so its
-    absolute error is its bottoms' error: S is the larger of its own max and its bottoms' S.
-    That is what makes a softmax inherit its logits' error (probabilities up to 1 from logits
-    up to 8.5 carry the logits' absolute error). A layer with a larger constant declares it
-    (the ``error_gain`` fact: Proposal's boxes move by up to the anchor's size times the error
-    of their deltas), and its bottom's S is multiplied by it. Magnitudes come from the first of
-    ``sources`` holding the value."""
+    its max |value|. Any other layer passes its bottoms' absolute error on, times the gain it
+    declares (the ``error_gain`` fact: its Lipschitz constant in max norm; 1 where undeclared:
+    ReLU, ReLU6, pooling, concatenation, reshapes, Eltwise, Softmax, Sigmoid, TanH): S is the
+    larger of its own max and that. So a softmax inherits its logits' error (probabilities up
+    to 1 from logits up to 8.5 carry the logits' absolute error). The bottoms a gain names add
+    (the terms of a product), the others pass the largest. Declared: Proposal's boxes move by
+    up to the anchor's size times the error of their deltas; Power (power 1) scales an error
+    by |scale|; a product by a bottom (two-bottom Scale, Axpy's a * x) moves by each factor's
+    error times the other factor's largest value: a squeeze-excitation gate's error
+    (MobileNet v3's hard-sigmoid, SENet's sigmoid) times the largest activation it gates.
+    Eltwise PROD keeps gain 1: in the corpus it is hard-swish, x * relu6(x + 3) / 6, whose
+    gate moves only where |x| < 3 (gain at most 1.5); max |x| would overstate it 28-fold.
+    Magnitudes come from the first of ``sources`` holding the value.
+
+    What this static model cannot see is a net that amplifies a float32-sized change by a
+    large factor on some inputs (measured: synthesized MobileNet v3 small moves its float64
+    output by 4e-3 of max on one image of 20 when every weight moves by u sqrt(K); SE-ResNet-101
+    by 50 % on one of 11). Carrying each layer's gain through parameter layers instead (max
+    row 2-norm of W times the bottom's S) compounds over depth (to 1e42 at that MobileNet's
+    output): the judge's own movement (:func:`float32_moved_weights`, ``compare(moved=)``)
+    measures it instead."""
 
     def array(value: str) -> np.ndarray | None:
         return next((source[value] for source in sources if value in source), None)
@@ -121,18 +142,78 @@ def error_scales(
 
     scales = {name: largest(name) for name in graph.inputs}
     for node in graph.nodes:
-        if params.get(node.name):
-            inherited = 0.0
-        else:
-            gain = registry.facts(node.type).error_gain
-            gains = gain(node, array) if gain is not None else {}
-            inherited = max(
-                (scales.get(v, 0.0) * gains.get(i, 1.0) for i, v in enumerate(node.inputs)),
-                default=0.0,
-            )
+        bottoms = [scales.get(v, 0.0) for v in node.inputs]
+        declared = registry.facts(node.type).error_gain
+        gains = declared(node, array) if declared is not None else {}
+        inherited = 0.0
+        if gains or not params.get(node.name):
+            named = sum(s * gains[i] for i, s in enumerate(bottoms) if i in gains)
+            rest = max((s for i, s in enumerate(bottoms) if i not in gains), default=0.0)
+            inherited = max(named, rest)
         for value in node.outputs:
             scales[value] = max(largest(value), inherited)
     return scales
+
+
+# The judge's own movement (``compare(moved=)``): how far the float64 judge moves when every
+# weight moves by one float32 dot product's backward error.
+JUDGE_MARGIN = 4.0  # allowance per float32 side, in units of the judge's movement
+UNSTABLE = 1e-3  # items where the judge moves by more than this of max are not comparable
+
+
+@contextmanager
+def float32_moved_weights(graph: Graph, seed: int = 0) -> Iterator[None]:
+    """Within the block, every weight blob of ``graph`` moved by u x sqrt(K) of itself, each
+    value up or down at random (u = 2^-24; K the products per output of its layer, as
+    :func:`accumulation_lengths` counts them): the backward error of a K-term float32 dot
+    product (random walk), so the float64 judge run inside shows how far float32 rounding
+    alone can move each value on these inputs. Weights of 2 or more axes move in their own
+    dtype (for K >= 4 the step is at least one float32 ulp: no float64 copy of a large net);
+    1-D blobs (K = 1) in float64. Restored on leaving."""
+    rng = np.random.default_rng(seed)
+    saved = [(node, node.blobs) for node in graph.nodes if node.blobs]
+    try:
+        for node, blobs in saved:
+            first = np.shape(blobs[0])
+            step = FLOAT32_UNIT * math.sqrt(math.prod(first[1:]) if len(first) >= 2 else 1)
+            moved = []
+            for blob in blobs:
+                blob = np.asarray(blob)
+                dtype = blob.dtype if blob.ndim >= 2 else np.float64
+                signs = rng.integers(0, 2, blob.shape, dtype=np.int8).astype(dtype) * 2 - 1
+                moved.append(blob * (1 + step * signs).astype(dtype, copy=False))
+            node.blobs = moved
+        yield
+    finally:
+        for node, blobs in saved:
+            node.blobs = blobs
+
+
+def judge_movement(reference: np.ndarray, moved: np.ndarray) -> np.ndarray:
+    """Per item (axis 0), max |moved - reference|: the input to ``compare(moved=)``."""
+    reference, moved = np.asarray(reference), np.asarray(moved)
+    if reference.shape != moved.shape or reference.ndim == 0:
+        return np.asarray([np.inf if reference.shape != moved.shape else abs(moved - reference)])
+    diff = np.abs(np.subtract(moved, reference, dtype=np.float64))
+    return diff.reshape(len(diff), -1).max(axis=1, initial=0.0)
+
+
+def judge_movements(
+    graph: Graph,
+    rerun: Callable[[], Mapping[str, np.ndarray] | None],
+    judge: Mapping[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """``compare(moved=)`` for every value ``rerun()`` (the float64 judge on the same feeds)
+    returns when run with :func:`float32_moved_weights`; {} where it cannot run. Each rerun
+    value is dropped once measured (only a few floats per value are kept)."""
+    with float32_moved_weights(graph):
+        found = dict(rerun() or {})
+    movements = {}
+    for name in list(found):
+        again = found.pop(name)
+        if name in judge:
+            movements[name] = judge_movement(judge[name], again)
+    return movements
 
 
 @dataclass
@@ -260,11 +341,28 @@ def compare(
     reference_name: str,
     tolerance: Tolerance,
     allowance: float = 0.0,
+    moved: np.ndarray | None = None,
 ) -> Comparison:
     """One row of the table; a shape mismatch fails with a note. ``allowance``: the float32
     growth limit for this value (Tolerance.growth_limit), used where above the plain one. The
     difference is taken in float64 in one scratch array (no float64 copies of either side: a
-    large blob must not cost four times its size here)."""
+    large blob must not cost four times its size here).
+
+    ``moved``: per item (axis 0), how far the float64 judge itself moved on this value when
+    its weights moved by float32 rounding (:func:`float32_moved_weights`,
+    :func:`judge_movement`): the net's own conditioning on these inputs, which no static model
+    sees. A back end's float32 error is at most JUDGE_MARGIN x that per float32 side, so the
+    limit becomes at least that. Measured, back end error / judge movement on the rows past
+    the static limit (issue 18's corpus, synthesized weights, PyTorch CPU vs float64): at
+    most 0.22 on MobileNet v3 small (batch 20), 0.37 on MobileNetV2-SSDLite (batch 4), 2.1 on
+    EAST's MobileNet v3 (batch 4); the margin covers the last 1.9 times. An item where the
+    judge moves by more than UNSTABLE x max |reference| is ill-conditioned: no float32
+    implementation can be held to it, so it is left out of the row, with a note (every item
+    left out: the row fails, nothing could be compared; EAST's synthesized score map moves by
+    30 % of max). With the items kept, the limit stays under JUDGE_MARGIN x UNSTABLE = 0.4 %
+    of max against the float64 judge (0.8 % against a float32 one): a semantic difference of
+    1 % still fails.
+    """
     ours, reference = np.asarray(ours), np.asarray(reference)
     if ours.shape != reference.shape:
         if ours.size == reference.size:
@@ -281,16 +379,52 @@ def compare(
                 False,
                 f"shape {list(ours.shape)} vs reference {list(reference.shape)}",
             )
+    notes, source = [], "limit from float32 error growth"
+    max_ref = _largest(reference) if reference.size else 0.0
+    limit = tolerance.limit(reference)
+    if moved is not None:
+        moved = np.asarray(moved, dtype=np.float64).reshape(-1)
+        per_item = reference.ndim > 0 and moved.size == len(reference) and moved.size > 1
+        if not per_item:  # one figure for the whole value
+            moved = np.asarray([np.max(moved, initial=0.0)])
+        unstable = moved > UNSTABLE * max_ref
+        if unstable.all():  # fails with the largest difference and no limit
+            allowance = limit = -1.0
+            notes.append(
+                f"not comparable: the float64 judge itself moves by up to "
+                f"{float(np.max(moved)) / (max_ref or 1):.2g} of max under a float32 rounding "
+                "of its weights (ill-conditioned inputs)"
+            )
+        elif per_item and unstable.any():
+            kept = ~unstable
+            ours, reference = ours[kept], reference[kept]
+            items = ", ".join(map(str, np.flatnonzero(unstable).tolist()))
+            notes.append(
+                f"item(s) {items} left out: the float64 judge moves there by up to "
+                f"{float(np.max(moved[unstable])) / (max_ref or 1):.2g} of max under a float32 "
+                "rounding of its weights (ill-conditioned inputs)"
+            )
+        sides = 2 if reference_name in FLOAT32_JUDGES else 1
+        sensitivity = sides * JUDGE_MARGIN * float(np.max(moved[~unstable], initial=0.0))
+        if limit >= 0 and sensitivity > max(limit, allowance):
+            allowance = sensitivity
+            source = "limit from the judge's own movement under float32 rounding"
     scratch = np.asarray(np.subtract(ours, reference, dtype=np.float64))  # 0-d too
     diff = float(np.max(np.abs(scratch, out=scratch), initial=0.0))
     del scratch
     if not np.all(np.isfinite(ours)):
         diff = float("inf")
-    limit = tolerance.limit(reference)
-    note = ""
-    if allowance > limit:  # float32 growth (Tolerance.growth_limit) allows more
-        limit, note = allowance, "limit from float32 error growth"
-    max_ref = float(max(np.max(reference, initial=0.0), -np.min(reference, initial=0.0)))
+    if allowance > limit:  # float32 growth or the judge's own movement allows more
+        limit = allowance
+        notes.append(source)
     return Comparison(
-        value, blob, backend, reference_name, diff, max_ref, limit, diff <= limit, note
+        value,
+        blob,
+        backend,
+        reference_name,
+        diff,
+        max_ref,
+        max(limit, 0.0),
+        diff <= limit,
+        "; ".join(notes),
     )

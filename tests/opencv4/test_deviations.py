@@ -113,3 +113,33 @@ def test_opencv_interp_reads_no_shrink_factor_or_pads(tmp_path, cv2_caffe, param
     except cv2_caffe.error:
         return  # refused outright
     assert theirs.shape != caffe.shape or not np.allclose(theirs, caffe, atol=1e-3)
+
+
+def test_opencv_axpy_multiplies_the_third_bottom(tmp_path, cv2_caffe):
+    """Axpy's opencv_deviation: SENet's axpy_layer.cpp computes a * x + y (bottoms a, x, y; the
+    float64 reference, checked by hand here); OpenCV 4 computes a * y + x."""
+    from caffe_compat import registry
+    from caffe_compat.ir.load import load_net
+    from caffe_compat.reference import forward
+
+    text = (
+        'input: "a" input_dim: 1 input_dim: 2 input_dim: 1 input_dim: 1\n'
+        'input: "x" input_dim: 1 input_dim: 2 input_dim: 2 input_dim: 2\n'
+        'input: "y" input_dim: 1 input_dim: 2 input_dim: 2 input_dim: 2\n'
+        'layer { name: "axpy" type: "Axpy" bottom: "a" bottom: "x" bottom: "y" top: "out" }\n'
+    )
+    (tmp_path / "n.prototxt").write_text(text)
+    feeds = {
+        "a": np.array([2.0, 3.0], np.float32).reshape(1, 2, 1, 1),
+        "x": np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2),
+        "y": np.full((1, 2, 2, 2), 100.0, np.float32),
+    }
+    loaded = load_net(tmp_path / "n.prototxt")
+    caffe = forward(loaded, feeds, outputs=["out"])["out"]
+    np.testing.assert_array_equal(caffe.ravel(), [100, 102, 104, 106, 112, 115, 118, 121])
+    cv_net = cv2_caffe.dnn.readNetFromCaffe(str(tmp_path / "n.prototxt"))
+    for name, value in feeds.items():
+        cv_net.setInput(value, name)
+    theirs = cv_net.forward("axpy").ravel()
+    np.testing.assert_array_equal(theirs, [200, 201, 202, 203, 304, 305, 306, 307])
+    assert "a * y + x" in registry.opencv_deviation(loaded.graph.node("axpy"))
