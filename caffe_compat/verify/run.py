@@ -51,6 +51,7 @@ from .compare import (
     accumulation_lengths,
     compare,
     error_scales,
+    judge_movements,
 )
 from .detections import align_detections, align_row_sets
 from .float64 import as_float32, float64_judge
@@ -534,6 +535,7 @@ class _Comparer:
         # masks taken as given so far, per back end: in streamed mode a later group holds
         # the values downstream of a mask an earlier group held
         self._masks: dict[str, dict[str, np.ndarray]] = {}
+        self._moved: dict[str, np.ndarray | None] = {}  # judge_movements of failed values
 
     def add(self, backend: str, produced: Values) -> None:
         """Every row of one back end against every judge (``produced`` is not kept)."""
@@ -547,34 +549,92 @@ class _Comparer:
             if output not in self.first_rows and output in produced:
                 self.first_rows[output] = _argmax_rows(produced[output])
         rerun = self._rerun_at_ties(backend, produced)
+        judged: dict[str, Judged] = {}
+        past: list[tuple[int, str, str, float]] = []  # rows past the static limit
         for ref_name, ref_values in self.refs.items():
             if ref_name == "float64" and rerun is not None:
                 ref_values = rerun
-            scales = error_scales(graph, self.params, self.ref_sizes[ref_name], self.fallback)
-            for value in self.plan.values:
-                if value in produced and value in ref_values:
-                    mine, theirs, note = _aligned(
-                        produced[value], ref_values[value], value, self.detections, self.row_sets
-                    )
-                    allowance = self.tolerance.growth_limit(
-                        *self.lengths.get(value, (0.0, 0)),
-                        scales.get(value, 0.0),
-                        float32_judge=ref_name in FLOAT32_JUDGES,
-                    )
-                    row = compare(
-                        value,
-                        graph.blob_of[value],
-                        mine,
-                        theirs,
-                        backend,
-                        ref_name,
-                        self.tolerance,
-                        allowance,
-                    )
-                    if note:
-                        row.note = f"{row.note}; {note}" if row.note else note
-                    self.report.comparisons.append(row)
+            judged[ref_name] = ref_values
+            past += self._rows(backend, produced, ref_name, ref_values)
             _argmax_agreement(self.scored, backend, produced, ref_name, ref_values, self.report)
+        if past and "float64" in self.refs:
+            self._measure_movement([value for _, value, _, _ in past])
+        for index, value, ref_name, allowance in past:
+            movement = self._moved.get(value)
+            if movement is not None:
+                self.report.comparisons[index] = compare(
+                    value,
+                    graph.blob_of[value],
+                    produced[value],
+                    judged[ref_name][value],
+                    backend,
+                    ref_name,
+                    self.tolerance,
+                    allowance,
+                    movement,
+                )
+
+    def _rows(
+        self, backend: str, produced: Values, ref_name: str, ref_values: Judged
+    ) -> list[tuple[int, str, str, float]]:
+        """The rows of ``produced`` against one judge, added to the report; those past the
+        static limit (not aligned as sets) are returned: (row index, value, judge, allowance)."""
+        graph = self.loaded.graph
+        past = []
+        scales = error_scales(graph, self.params, self.ref_sizes[ref_name], self.fallback)
+        for value in self.plan.values:
+            if value not in produced or value not in ref_values:
+                continue
+            mine, theirs, note = _aligned(
+                produced[value], ref_values[value], value, self.detections, self.row_sets
+            )
+            allowance = self.tolerance.growth_limit(
+                *self.lengths.get(value, (0.0, 0)),
+                scales.get(value, 0.0),
+                float32_judge=ref_name in FLOAT32_JUDGES,
+            )
+            row = compare(
+                value,
+                graph.blob_of[value],
+                mine,
+                theirs,
+                backend,
+                ref_name,
+                self.tolerance,
+                allowance,
+            )
+            if not row.passed and not note:
+                past.append((len(self.report.comparisons), value, ref_name, allowance))
+            if note:
+                row.note = f"{row.note}; {note}" if row.note else note
+            self.report.comparisons.append(row)
+        return past
+
+    def _measure_movement(self, values: list[str]) -> None:
+        """How far the float64 judge moves on ``values`` (those not measured yet), per item, when
+        its weights move by float32 rounding (compare.judge_movements): one rerun of the judge
+        holding only those values."""
+        missing = [v for v in dict.fromkeys(values) if v not in self._moved]
+        if not missing:
+            return
+        loaded, plan = self.loaded, self.plan
+
+        def rerun() -> Judged | None:
+            return float64_judge(
+                loaded, plan.feeds, missing, required=False, max_memory=int(plan.budget.limit)
+            )[0]
+
+        try:
+            found = judge_movements(loaded.graph, rerun, self.refs["float64"])
+        except Exception as exc:  # out of memory (the moved weights, the rerun's values)
+            if memory_failure(exc) is None:
+                raise
+            found = {}
+            self.report.notes.append(
+                "the float64 judge's own movement under float32 rounding could not be "
+                f"measured ({memory_failure(exc)}): the rows past the static limit stand"
+            )
+        self._moved.update({v: found.get(v) for v in missing})  # None: the judge could not
 
     def finish(self) -> None:
         """Class variety of each output over the batch (the first back end's argmax rows)."""
