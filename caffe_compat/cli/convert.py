@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from ..converters.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from ..errors import CaffeCompatError
 from ..printable import printable
 from ..tools.convert import DEFAULT_TARGETS, TARGETS, convert
 from ._common import add_memory_argument, add_net_arguments, net_options
+
+if TYPE_CHECKING:
+    from ..verify.compare import Report
 
 NAME = "convert"
 HELP = "convert to ONNX and PyTorch, with a quick parity check"
@@ -104,13 +108,8 @@ def run(args: argparse.Namespace) -> int:
             + ")"
         )
         if report:
-            worst = report.worst()
-            for output in report.argmax:
-                agree = f"{output.agree}/{output.total}"
-                print(f"check {output.backend} vs {output.reference}: argmax {agree}")
-            finals = [c for (b, v), c in worst.items() if v in {a.output for a in report.argmax}]
-            for c in finals:
-                print(f"check {c.blob} {c.backend} vs {c.reference}: max abs error {c.max_abs:.3g}")
+            for line in check_lines(report):
+                print(line)
             if "torch-cpu" in report.references:
                 print(
                     f"check reference: {report.references['torch-cpu']}; OpenCV 4 is the Caffe "
@@ -118,3 +117,32 @@ def run(args: argparse.Namespace) -> int:
                 )
             print("parity PASS" if report.passed else "parity FAIL (run `caffe-compat verify`)")
     return 0 if report is None or report.passed else 1
+
+
+FAILED_ROWS_SHOWN = 3
+
+
+def check_lines(report: Report) -> list[str]:
+    """The quick check's summary: argmax agreement, the final outputs' largest errors, and
+    where parity failed the first failing rows themselves (the final outputs may well pass
+    while a value before them does not)."""
+    lines = []
+    for output in report.argmax:
+        lines.append(
+            f"check {output.backend} vs {output.reference}: argmax {output.agree}/{output.total}"
+        )
+    finals = {a.output for a in report.argmax}
+    for (_, value), c in report.worst().items():
+        if value in finals:
+            lines.append(
+                f"check {c.blob} {c.backend} vs {c.reference}: max abs error {c.max_abs:.3g}"
+            )
+    failed = [c for c in report.comparisons if not c.passed]
+    for c in failed[:FAILED_ROWS_SHOWN]:
+        lines.append(
+            f"check {printable(c.value)} {c.backend} vs {c.reference}: max abs error "
+            f"{c.max_abs:.3g}, limit {c.limit:.3g}  FAIL"
+        )
+    if len(failed) > FAILED_ROWS_SHOWN:
+        lines.append(f"check {len(failed) - FAILED_ROWS_SHOWN} more rows FAIL")
+    return lines

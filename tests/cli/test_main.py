@@ -202,3 +202,28 @@ def test_verbose_convert_keeps_results_and_log_lines_apart(small, tmp_path):
     assert sum("caffe-compat: " in line for line in lines) == sum(
         line.startswith("caffe-compat: ") for line in lines
     )
+
+
+def test_a_failed_quick_check_names_the_rows_that_failed():
+    """The final outputs may pass while a value before them does not: the summary shows the
+    failing rows themselves (what bench_corpus reports as the mismatch)."""
+    from caffe_compat.cli.convert import check_lines
+    from caffe_compat.verify.compare import ArgmaxAgreement, Comparison, Report
+
+    def row(value: str, error: float, limit: float) -> Comparison:
+        return Comparison(value, value, "torch-cpu", "float64", error, 1.0, limit, error <= limit)
+
+    report = Report(inputs="x", batch=2)
+    report.comparisons = [row("conv", 0.5, 1e-4), row("mid", 0.2, 1e-4), row("prob", 1e-6, 1e-4)]
+    report.comparisons += [row(f"late{i}", 1.0, 1e-4) for i in range(3)]
+    report.argmax = [ArgmaxAgreement("prob", "torch-cpu", "float64", 2, 2)]
+    lines = check_lines(report)
+    assert lines[:2] == [
+        "check torch-cpu vs float64: argmax 2/2",
+        "check prob torch-cpu vs float64: max abs error 1e-06",
+    ]
+    assert lines[2] == "check conv torch-cpu vs float64: max abs error 0.5, limit 0.0001  FAIL"
+    assert lines[3].startswith("check mid ") and lines[4].startswith("check late0 ")
+    assert lines[5] == "check 2 more rows FAIL"
+    report.comparisons = [c for c in report.comparisons if c.passed]
+    assert not any(line.endswith("FAIL") for line in check_lines(report))
