@@ -117,6 +117,9 @@ class LayerFacts:
     - ``argmax_top(node) -> (bottom, top) | None``: that top holds, per output, the flat index
       ``h * W + w`` into that bottom's plane where a maximum was (MAX Pooling's mask; -1: a
       window of padding only), a discrete choice verify accepts at near-ties (verify/ties.py).
+    - ``class_top(node) -> axis | None``: top 0 holds the index of bottom 0's maximum along
+      ``axis`` (-1: over every axis but the batch, flattened; ArgMax with top_k 1), another
+      discrete choice verify accepts at near-ties.
     - ``opencv_shape_deviation(node, in_shapes) -> reason | None``: as ``opencv_deviation``,
       at these bottom shapes only (its depthwise 3x3 kernel on a map one pixel high or wide).
     - ``opencv_deviation(node) -> reason | None``: OpenCV 4's Caffe reader computes another
@@ -205,6 +208,7 @@ class LayerFacts:
     detections: Callable[..., int] | None = None
     objectness: Callable[..., Any] | None = None
     argmax_top: Callable[..., tuple[int, int] | None] | None = None
+    class_top: Callable[..., int | None] | None = None
     opencv_deviation: Callable[..., str | None] | None = None
     opencv_shape_deviation: Callable[..., str | None] | None = None
     opencv_tested: bool = False

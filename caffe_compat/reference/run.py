@@ -38,6 +38,7 @@ def forward(
     max_memory: int | None = None,
     fixed: Mapping[str, np.ndarray] | None = None,
     sink: Callable[[str, np.ndarray], None] | None = None,
+    resume: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Run ``net`` (a LoadedNet, or a Graph with weights attached) on ``feeds`` in float64.
 
@@ -49,7 +50,10 @@ def forward(
     reruns the judge with a back end's choice where a discrete output (an argmax mask) sat at
     a near-tie (verify/ties.py). ``sink`` (requested name, array) receives each requested value
     as soon as it is computed, and nothing is returned: only the live values are held, so a net
-    whose values together exceed the memory can still be judged (verify's streamed mode)."""
+    whose values together exceed the memory can still be judged (verify's streamed mode).
+    ``resume`` (with ``fixed``): an earlier run's values; the forward starts at the first layer
+    making a fixed value, reading what it needs of the layers before from ``resume``, and only
+    values from there on are returned (a near-tie rerun redoes only what the choice changes)."""
     graph = _graph_of(net)
     registry.preflight(graph, [BACKEND])
     arrays = _inputs(graph, feeds)
@@ -59,19 +63,34 @@ def forward(
     shapes = infer(graph, in_shapes, check_weights=True)
     limit = memory_limit() if max_memory is None else int(max_memory)
     given = {k: np.asarray(v, dtype=np.float64) for k, v in (fixed or {}).items()}
+    start, preset = _resumed(graph, given, resume)
     if sink is not None:
         names = {value: name for name, value in wanted.items()}
         need = peak_bytes(graph, shapes, ())
         if need > limit:
             raise _too_big(graph, need, limit, "its values are streamed already")
-        run_graph(graph, arrays, shapes, set(), given, lambda v, a: sink(names[v], a), keep)
+        emit = (lambda v, a: sink(names[v], a), keep)
+        run_graph(graph, {**arrays, **preset}, shapes, set(), given, *emit, start=start)
         return {}
     need = peak_bytes(graph, shapes, keep)
-    if need <= limit:
-        env = run_graph(graph, arrays, shapes, keep, given)
+    if need <= limit or start:
+        env = run_graph(graph, {**arrays, **preset}, shapes, keep, given, start=start)
     else:
         env = _run_by_image(graph, arrays, shapes, keep, need, limit, given)
-    return {name: env[value] for name, value in wanted.items()}
+    return {n: env[v] for n, v in wanted.items() if v in env and v not in preset}
+
+
+def _resumed(
+    graph: Graph, fixed: Mapping[str, np.ndarray], resume: Mapping[str, np.ndarray] | None
+) -> tuple[int, dict[str, np.ndarray]]:
+    """Where a resumed run starts (the first layer making a fixed value) and the values it
+    reads of the layers before, from ``resume``; (0, {}) for a whole run."""
+    if resume is None or not fixed:
+        return 0, {}
+    start = next(i for i, node in enumerate(graph.nodes) if set(node.outputs) & set(fixed))
+    made = {v for node in graph.nodes[:start] for v in node.outputs}
+    read = {v for node in graph.nodes[start:] for v in node.inputs if v in made}
+    return start, {v: np.asarray(resume[v], dtype=np.float64) for v in read}
 
 
 def _graph_of(net: object) -> Graph:
@@ -126,15 +145,20 @@ def run_graph(
     fixed: Mapping[str, np.ndarray] | None = None,
     sink: Callable[[str, np.ndarray], None] | None = None,
     emit: set[str] | None = None,
+    *,
+    start: int = 0,
 ) -> dict[str, np.ndarray]:
     """One pass over the nodes; returns the kept values (and nothing else still alive).
     ``fixed`` values replace what their layer computes (same shape); ``sink`` receives each
-    value of ``emit`` once computed."""
+    value of ``emit`` once computed; ``start``: the nodes before it are not run (``arrays``
+    then holds what the rest reads of them)."""
     fixed = fixed or {}
     env: dict[str, np.ndarray] = dict(arrays)
     last = last_uses(graph)
     free: set[str] = set()  # values whose first axis is a data-dependent row count
     for index, node in enumerate(graph.nodes):
+        if index < start:
+            continue
         entry = registry.lookup(node.type, BACKEND)
         assert entry is not None  # preflight checked
         ctx = LayerContext(

@@ -41,5 +41,20 @@ def _argmax_has_no_backward(node: Node, bottom: int) -> str | None:
     return "ArgMax has no backward (Caffe: Not Implemented Yet)"
 
 
-describe("ArgMax", bottoms=1, tops=1, no_backward=_argmax_has_no_backward)
+def _class_top(node: Node) -> int | None:
+    """ArgMax's top holds the index of each maximum (top_k 1, no values written): along
+    ``axis``, or over every axis but the batch (-1)."""
+    p = node.param.argmax_param
+    if int(p.top_k) != 1 or p.out_max_val:
+        return None
+    return int(p.axis) if p.HasField("axis") else -1
+
+
+describe(
+    "ArgMax",
+    bottoms=1,
+    tops=1,
+    no_backward=_argmax_has_no_backward,
+    class_top=_class_top,
+)
 describe("Reduction", bottoms=1, tops=1)

@@ -29,11 +29,14 @@ def float64_judge(
     max_memory: int | None = None,
     fixed: Mapping[str, np.ndarray] | None = None,
     spill: SpilledValues | None = None,
+    resume: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[Mapping[str, np.ndarray] | None, str]:
     """The reference's value for each of ``values`` and a status line; when it cannot run (a
     layer or setting it does not support, a batch over the memory budget) the reason, or the
     one-line error itself when the caller asked for this judge by name. ``spill``: each value
-    goes to that store as it is computed (streamed mode), and the store is what is returned."""
+    goes to that store as it is computed (streamed mode), and the store is what is returned.
+    ``resume``: the judge's own values, from which a rerun with ``fixed`` values starts at the
+    first layer making one (``reference.forward``); only the values from there on come back."""
     from ..reference import forward
 
     options: dict = {} if max_memory is None else {"max_memory": max_memory}
@@ -41,6 +44,8 @@ def float64_judge(
         options["fixed"] = fixed  # values taken as given (verify/ties.py)
     if spill is not None:
         options["sink"] = spill.put
+    if resume is not None and fixed:
+        options["resume"] = resume
     try:
         found = forward(loaded, feeds, outputs=values, **options)
     except CaffeCompatError as exc:

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import shutil
+from collections import ChainMap
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,7 @@ from .float64 import as_float32, float64_judge
 from .inputs import feed_batch, feeds_for, index_inputs, structured_inputs
 from .spill import SpilledValues, magnitudes, require_disk
 from .stored import load_reference_npz, stored_inputs, stored_values
-from .ties import argmax_masks, near_tie_masks
+from .ties import has_choices, near_tie_classes, near_tie_masks
 
 Values = dict[str, np.ndarray]
 Judged = Mapping[str, np.ndarray]  # a judge's values: in memory, or on disk (SpilledValues)
@@ -650,7 +651,7 @@ class _Comparer:
         each). Back ends that chose alike in a row share one rerun."""
         judge = self.refs.get("float64")
         graph, tolerance = self.loaded.graph, self.tolerance
-        if judge is None or next(argmax_masks(graph), None) is None:
+        if judge is None or not has_choices(graph):
             return None
         scales = error_scales(graph, self.params, self.ref_sizes["float64"], self.fallback)
 
@@ -661,10 +662,16 @@ class _Comparer:
             return max(tolerance.limit(judge[value]), growth)
 
         found_masks, notes = near_tie_masks(graph, judge, produced, limit)
-        fixed = {**self._masks.get(backend, {}), **found_masks}
+        found_classes, more = near_tie_classes(graph, judge, produced, limit)
+        fixed = {**self._masks.get(backend, {}), **found_masks, **found_classes}
         self._masks[backend] = fixed
+        notes += more
         if not fixed:
             return None
+        read = {v for node in graph.nodes for v in node.inputs}
+        if not read & set(fixed):  # choices no layer reads (ArgMax's output): nothing to redo
+            self.report.notes.extend(f"{backend}: {note}" for note in notes)
+            return ChainMap(fixed, judge)
         key = tuple((n, hashlib.sha256(a.tobytes()).hexdigest()) for n, a in sorted(fixed.items()))
         if self._rerun is None or self._rerun[0] != key:
             self._rerun = None  # dropped before the next rerun is made
@@ -681,10 +688,12 @@ class _Comparer:
                 max_memory=int(self.plan.budget.limit),
                 fixed=fixed,
                 spill=spill,
+                resume=judge,
             )
             if found is not None and not isinstance(found, SpilledValues):
                 found = as_float32(dict(found))
-            self._rerun = (key, found)
+            # the values before the first choice are the judge's own
+            self._rerun = (key, None if found is None else ChainMap(found, judge))
         found = self._rerun[1]
         if found is not None:
             self.report.notes.extend(f"{backend}: {note}" for note in notes)

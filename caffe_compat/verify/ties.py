@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import registry
 from ..ir.graph import Graph, Node
+from ..shapes.geometry import canonical_axis
 
 Values = Mapping[str, np.ndarray]
 
@@ -72,5 +73,71 @@ def near_tie_masks(
             f"from the float64 judge's at near-ties (bottom values {float(gap.max()):.3g} apart, "
             f"within twice the bottom's limit {limit(bottom):.3g}); the judge was rerun with this "
             "back end's choices for the values after it"
+        )
+    return fixed, notes
+
+
+def class_choices(graph: Graph) -> Iterator[tuple[Node, str, str, int]]:
+    """(layer, bottom value, top value, axis) of each layer whose top is the index of its
+    bottom's maximum (the ``class_top`` fact: ArgMax with top_k 1; axis -1: per item)."""
+    for node in graph.nodes:
+        rule = registry.facts(node.type).class_top
+        axis = rule(node) if rule is not None else None
+        if axis is not None:
+            yield node, node.inputs[0], node.outputs[0], axis
+
+
+def has_choices(graph: Graph) -> bool:
+    """Whether any value of ``graph`` is a discrete choice verify accepts at near-ties."""
+    return (
+        next(argmax_masks(graph), None) is not None or next(class_choices(graph), None) is not None
+    )
+
+
+def near_tie_classes(
+    graph: Graph, judge: Values, produced: Values, limit: Callable[[str], float]
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """``near_tie_masks`` for ArgMax's tops: a produced index is accepted where it differs from
+    the judge's only between classes whose judge scores lie within twice the bottom's limit
+    (a SegNet's per-pixel class where two scores tie to float32 precision)."""
+    fixed: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    for node, bottom, top, axis in class_choices(graph):
+        if top not in judge or top not in produced or bottom not in judge:
+            continue
+        theirs, mine = np.asarray(judge[top]), np.asarray(produced[top])
+        x = np.asarray(judge[bottom])
+        if theirs.shape != mine.shape or x.ndim == 0:
+            continue
+        if axis == -1:  # (N, 1, 1, ...) indices into each item's flattened values
+            scores = x.reshape(x.shape[0], -1)
+            at_judge, at_mine = (
+                theirs.reshape(len(theirs), -1)[:, :1],
+                mine.reshape(len(mine), -1)[:, :1],
+            )
+        else:
+            axis = canonical_axis(axis, x.ndim)
+            scores = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
+            at_judge, at_mine = (np.moveaxis(t, axis, -1).reshape(-1, 1) for t in (theirs, mine))
+        if at_judge.shape[0] != scores.shape[0]:
+            continue
+        differ = (at_judge != at_mine)[:, 0]
+        if not differ.any():
+            continue
+        a, b = at_judge[differ, 0].astype(np.int64), at_mine[differ, 0].astype(np.int64)
+        classes = scores.shape[1]
+        if not (((a >= 0) & (a < classes) & (b >= 0) & (b < classes)).all()):
+            continue
+        rows = scores[differ]
+        picked = np.arange(len(rows))
+        gap = np.abs(rows[picked, a] - rows[picked, b])
+        if float(gap.max()) > 2.0 * limit(bottom):
+            continue
+        fixed[top] = mine
+        notes.append(
+            f'layer "{node.name}": {int(differ.sum())} of {differ.size} class choices differ '
+            f"from the float64 judge's at near-ties (scores {float(gap.max()):.3g} apart, within "
+            f"twice the bottom's limit {limit(bottom):.3g}); this back end's choices were taken "
+            "for the values after it"
         )
     return fixed, notes

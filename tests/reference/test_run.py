@@ -237,3 +237,18 @@ def test_a_sink_receives_each_value_once_computed_and_nothing_is_kept(net):
     assert forward(net, {"data": x}, outputs=wanted, sink=sink, max_memory=live) == {}
     with pytest.raises(CaffeCompatError, match="streamed already"):
         forward(net, {"data": x}, outputs=wanted, sink=sink, max_memory=live - 1)
+
+
+def test_a_resumed_rerun_redoes_only_the_layers_from_the_first_fixed_value(net):
+    """With ``fixed`` and ``resume``, the forward starts at the first layer making a fixed
+    value, reading the values before from ``resume``: the same values from there on as a
+    whole rerun, and none of the earlier ones."""
+    x = RNG.standard_normal((4, 3, 7, 9)).astype(np.float32)
+    wanted = [v for v in net.values if v != "data"]
+    first = forward(net, {"data": x}, outputs=wanted)
+    fixed = {"pool": first["pool"] + 1.0}
+    whole = forward(net, {"data": x}, outputs=wanted, fixed=fixed)
+    resumed = forward(net, {"data": x}, outputs=wanted, fixed=fixed, resume=first)
+    assert set(resumed) == {"pool", "norm", "fc", "prob"}
+    for name in resumed:
+        np.testing.assert_array_equal(resumed[name], whole[name])

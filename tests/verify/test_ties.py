@@ -86,3 +86,46 @@ def test_a_near_tie_is_kept_for_the_values_a_later_group_holds(tmp_path, monkeyp
         "torch-cpu",
         "onnxruntime-cpu",
     ]
+
+
+# The same float32 rounding between two classes: both become 1 + 2^-22 in float32, where Caffe's
+# ArgMax (a sort on (value, index) pairs, greater first) keeps the later class; in float64
+# class 0 is larger.
+CLASSES = """
+input: "data" input_shape { dim: 1 dim: 2 dim: 1 dim: 2 }
+layer { name: "shift" type: "Power" bottom: "data" top: "y" power_param { shift: 5.9604645e-08 } }
+layer { name: "argmax" type: "ArgMax" bottom: "y" top: "argmax" argmax_param { axis: 1 } }
+"""
+
+
+def test_a_class_chosen_otherwise_at_a_near_tie_is_accepted_without_a_rerun(tmp_path):
+    path = tmp_path / "classes.prototxt"
+    path.write_text(CLASSES)
+    loaded = load_net(path)
+    one = np.float32(1)
+    scores = [[[one + np.float32(2.0**-22), 0.25]], [[one + np.float32(2.0**-23), 0.5]]]
+    feeds = {"data": np.array(scores, dtype=np.float32)[None]}
+    report = verify_loaded(
+        loaded, feeds=feeds, against=("float64",), devices=("cpu",), progress=False
+    )
+    assert report.passed, report.render(all_rows=False)
+    notes = [n for n in report.notes if "class choices" in n]
+    assert {n.split(":")[0] for n in notes} == {"torch-cpu", "onnxruntime-cpu"}
+    assert 'layer "argmax": 1 of 2 class choices differ' in notes[0]
+
+
+def test_only_near_tie_classes_are_accepted(tmp_path):
+    from caffe_compat.verify.ties import near_tie_classes
+
+    path = tmp_path / "classes.prototxt"
+    path.write_text(CLASSES)
+    graph = load_net(path).graph
+    y = np.array([[[1.0, 0.25]], [[1.5, 0.5]]])[None]  # class 1 wins the first column by 0.5
+    judge = {"y": y, "argmax": np.array([[[[1.0, 1.0]]]])}
+    other = {"argmax": np.array([[[[0.0, 1.0]]]])}
+    assert near_tie_classes(graph, judge, other, lambda v: 1e-4) == ({}, [])
+    close = {"y": np.array([[[1.0, 0.25]], [[1.0 + 1e-5, 0.5]]])[None]}
+    fixed, notes = near_tie_classes(graph, {**judge, **close}, other, lambda v: 1e-4)
+    assert list(fixed) == ["argmax"] and len(notes) == 1
+    outside = {"argmax": np.array([[[[2.0, 1.0]]]])}  # no class 2: never a tie
+    assert near_tie_classes(graph, {**judge, **close}, outside, lambda v: 1e-4) == ({}, [])
