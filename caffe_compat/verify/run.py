@@ -57,6 +57,7 @@ from .compare import (
 from .detections import align_detections, align_row_sets
 from .float64 import as_float32, float64_judge
 from .inputs import feed_batch, feeds_for, index_inputs, structured_inputs
+from .isolated import ChildFailed, run_isolated
 from .spill import SpilledValues, magnitudes, require_disk
 from .stored import load_reference_npz, stored_inputs, stored_values
 from .ties import has_choices, near_tie_classes, near_tie_masks
@@ -368,10 +369,10 @@ def _opencv_judge(
                 model_path, "" if model_path == weights_path else f"V2 copy of the {fmt} weights"
             ),
         }
-        try:
-            outputs = run_opencv_caffe(graph, prototxt, model_path, feeds, values)
-        except cv2.error as exc:
-            lines = [line for line in str(exc).splitlines() if line.strip()]
+        try:  # in a child process: a crash of OpenCV's C++ is a skip, not ours (isolated.py)
+            outputs = run_isolated(run_opencv_caffe, graph, prototxt, model_path, feeds, values)
+        except (cv2.error, ChildFailed) as exc:
+            lines = [line for line in str(exc).splitlines() if line.strip()] or ["?"]
             return None, f"skipped: OpenCV {cv2.__version__} cannot run this net ({lines[-1]})", {}
     status = f"OpenCV {cv2.__version__} readNetFromCaffe, {label}"
     if rewritten:
