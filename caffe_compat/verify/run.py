@@ -1197,8 +1197,10 @@ def _verify_smaller(
         try:
             report = verify_loaded(loaded, weights_path=str(weights), **options)
         except Exception as exc:
-            if not isinstance(exc, MemoryBudgetError) and memory_failure(exc) is None:
+            failed = exc if isinstance(exc, MemoryBudgetError) else memory_failure(exc)
+            if failed is None:
                 raise
+            log.info("verify at the input size divided by %d does not fit: %s", factor, failed)
             del loaded
             continue
         return report, loaded
