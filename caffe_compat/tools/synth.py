@@ -478,15 +478,27 @@ def _one_row_per_item(shape: Shape | None) -> bool:
     return all(d == 1 for d in shape[2:])
 
 
+def _row_varying(graph: Graph) -> set[str]:
+    """Values whose first axis is a data-dependent row count (a ``varying_rows`` layer's ROIs
+    and all computed from them: a detector's per-ROI class scores), not the batch."""
+    varying: set[str] = set()
+    for node in graph.nodes:
+        if registry.facts(node.type).varying_rows or varying.intersection(node.inputs):
+            varying.update(node.outputs)
+    return varying
+
+
 def _temper_heads(graph: Graph, feeds: Mapping[str, np.ndarray]) -> None:
     """Classifier, SSD and YOLO heads set on the photos (see the constants above). A net with
-    no detector and no value of one class row per item near an output (a segmentation net)
-    has no head to set: the photos are not run through it. YOLO decoding is not run (its
-    maps are what is tempered)."""
+    no detector and no value of one class row per item near an output (a segmentation net; a
+    two-stage detector, whose class rows are per ROI, which the shape rule cannot count) has
+    no head to set: the photos are not run through it. YOLO decoding is not run (its maps
+    are what is tempered)."""
     wanted = {v for out in graph.outputs for v in _chain(graph, out)}
     detectors = [n for n in graph.nodes if n.param.HasField("detection_output_param")]
     yolos = [n for n in graph.nodes if registry.facts(n.type).objectness is not None]
-    rows = any(_one_row_per_item(graph.shapes.get(v)) for v in wanted)
+    varying = _row_varying(graph)
+    rows = any(_one_row_per_item(graph.shapes.get(v)) for v in wanted - varying)
     if not detectors and not yolos and not rows:
         return
     for node in detectors:
@@ -499,7 +511,7 @@ def _temper_heads(graph: Graph, feeds: Mapping[str, np.ndarray]) -> None:
         _temper_yolo(graph, node, found)
     for out in graph.outputs:
         chain = _probability_chain(graph, out, found)
-        if chain is not None and graph.producer(out) not in detectors:
+        if chain is not None and graph.producer(out) not in detectors and out not in varying:
             logits, classes = chain
             rows = _class_rows(found[logits], classes)
             if rows.shape[0] == next(iter(feeds.values())).shape[0]:  # one row per photo
