@@ -108,26 +108,27 @@ def _table_max(x: torch.Tensor, image: torch.Tensor, rows, cols) -> torch.Tensor
     (2^a <= L < 2^(a+1), 2^b <= M < 2^(b+1)) is the maximum of the four windows at its corners.
     The levels are made one from another (each a maximum of two shifted copies of the last),
     one at a time per image: scratch two maps and the gathered bins, whatever the ROIs' sizes,
-    and four gathers per bin instead of a gather of its whole window. Exact (a maximum)."""
+    and four gathers per bin instead of a gather of its whole window. The maps are laid out
+    channels last, so each gather copies one contiguous row of channels. Exact (a maximum)."""
     count, c = image.shape[0], x.shape[1]
     ph, pw = rows[0].shape[1], cols[0].shape[1]
-    out = x.new_zeros((count, c, ph, pw))
+    out = x.new_zeros((count, ph, pw, c))
     row_level, col_level = _levels(*rows), _levels(*cols)  # (R, ph), (R, pw)
     for n in torch.unique(image).tolist():
         mine = (image == n).nonzero()[:, 0]
         ra, cb = row_level[mine], col_level[mine]
-        table_a = x[n]
+        table_a = x[n].permute(1, 2, 0).contiguous()  # (H, W, C)
         for a in range(int(ra.max()) + 1):
             if a:  # rows y .. y + 2^a - 1
                 half = 1 << (a - 1)
-                table_a = torch.maximum(table_a[:, :-half], table_a[:, half:])
+                table_a = torch.maximum(table_a[:-half], table_a[half:])
             if not bool((ra == a).any()):
                 continue
             table = table_a
             for b in range(int(cb.max()) + 1):
                 if b:  # columns x .. x + 2^b - 1
                     half = 1 << (b - 1)
-                    table = torch.maximum(table[:, :, :-half], table[:, :, half:])
+                    table = torch.maximum(table[:, :-half], table[:, half:])
                 at = ((ra == a)[:, :, None] & (cb == b)[:, None, :]).nonzero()  # (k, 3)
                 if not at.numel():
                     continue
@@ -135,12 +136,10 @@ def _table_max(x: torch.Tensor, image: torch.Tensor, rows, cols) -> torch.Tensor
                 r = mine[roi]
                 y0, y1 = rows[0][r, i], rows[1][r, i] - (1 << a)
                 x0, x1 = cols[0][r, j], cols[1][r, j] - (1 << b)
-                corners = [table[:, yy, xx] for yy in (y0, y1) for xx in (x0, x1)]
-                best = torch.maximum(
-                    torch.maximum(corners[0], corners[1]), torch.maximum(corners[2], corners[3])
-                )
-                out[r, :, i, j] = best.T
-    return out
+                best = torch.maximum(table[y0, x0], table[y0, x1])
+                best = torch.maximum(best, torch.maximum(table[y1, x0], table[y1, x1]))
+                out[r, i, j] = best
+    return out.permute(0, 3, 1, 2).contiguous()
 
 
 def _psroi_edges(rois: torch.Tensor, group: int, scale: float, limit: int, axis: int):
