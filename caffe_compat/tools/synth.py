@@ -7,6 +7,10 @@ convolution and inner product so its outputs are centred with unit spread per ch
 wider spread, so class scores differ from input to input without saturating); BatchNorm statistics
 are set from the batch they see. The scales are rounded to float16 precision so tiny floating-point
 differences between machines do not change the weights. Deterministic for a given seed.
+
+What calibration runs comes from the net alone, never from the machine: an item larger than
+16 x 224 x 224 positions runs at halved sizes (``calibration_net``), and a two-stage detector's
+per-ROI heads see CALIBRATION_ROWS of its ROIs (``_calibration_rows``).
 """
 
 from __future__ import annotations
@@ -207,7 +211,7 @@ def _calibration_rows(tops: tuple) -> tuple:
     evenly over all of them (every image, every score rank), for calibration only: the layers
     after it run once per row (MS-CNN's 1024 -> 512 3 x 3 convolution on each of up to 2000
     ROIs an image: 0.3 T multiply-adds), and a channel's statistics need hundreds of rows,
-    not thousands. The rows kept depend on the net and the seed alone."""
+    not thousands. Which rows are kept follows from their count alone (no draw, no machine)."""
     count = tops[0].shape[0]
     if count <= CALIBRATION_ROWS:
         return tops
@@ -371,8 +375,8 @@ def synthesize(
     runs ``calibration_net(loaded)`` (smaller inputs where one item is very large) at the
     batch ``calibration_batch`` gives it, from the net alone (a net computing across its batch
     axis: its declared batch); neither shrinks to fit the budget, since the weights depend on
-    them. ``mean`` (B, G, R) is what the net's users subtract (the
-    res10 detector's 104, 177, 123); default: a natural-image mean."""
+    them. ``mean`` (B, G, R) is what the net's users subtract (the res10 detector's 104, 177,
+    123); default: a natural-image mean."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     graph = loaded.graph
