@@ -22,6 +22,8 @@ from ..tools.synth import (
     PHOTO_MACS,
     PHOTOS,
     calibration_batch,
+    calibration_net,
+    image_sizes,
     multiply_adds,
     photo_feeds,
     synthesize,
@@ -81,13 +83,15 @@ def run(args: argparse.Namespace) -> int:
     count = sum(int(a.size) for arrays in blobs.values() for a in arrays)
     how = args.method
     if args.method == "calibrated":
-        batch, fixed = feed_batch(loaded.graph, calibration_batch(loaded))
+        calibrated = calibration_net(loaded)
+        batch, fixed = feed_batch(calibrated.graph, calibration_batch(calibrated))
         why = (
             "the batch the net computes across"
             if fixed
             else "at most 16 x 224 x 224 positions and 16 VGG-16 images of work"
         )
-        how = f"calibrated on a batch of {batch}, {why}"
+        at = "" if calibrated is loaded else f" of smaller inputs{image_sizes(calibrated.graph)}"
+        how = f"calibrated on a batch of {batch}{at}, {why}"
     print(
         f"wrote {printable(str(args.output))}: {count:,} synthesized values in {len(blobs)} layers "
         f"({how}, seed {args.seed}, {args.format})"

@@ -11,10 +11,11 @@ size at least 0.1, bin ``size / group``, ``[floor(p * bin + start), ceil((p + 1)
 clipped; top ``(r, c, i, j)`` averages channel ``(c * group + i) * group + j`` over its bin (0
 when empty).
 
-Batched: every ROI's bins become masks over the map's rows and columns; the maximum (or sum) is
-taken over columns, then rows, for a chunk of ROIs at a time (bounded scratch), never ROI by
-ROI. The backward sends each top diff to the argmax (ROIPooling) or spreads it evenly over the
-bin (PSROIPooling); nothing goes to the ROIs.
+Batched, never ROI by ROI: ROIPooling takes each bin's maximum from sparse tables of the map
+(``table_max``: four lookups per bin); PSROIPooling turns every ROI's bins into masks over the
+map's rows and columns and sums over them for a chunk of ROIs at a time (bounded scratch). The
+backward sends each top diff to the argmax (ROIPooling) or spreads it evenly over the bin
+(PSROIPooling); nothing goes to the ROIs.
 """
 
 from __future__ import annotations
@@ -92,22 +93,56 @@ def _chunks(rois: int, per_roi: int):
 def _roi_pooling(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     x, rois = inputs
     rois = rois.reshape(rois.shape[0], 5)
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     ph, pw, scale = roi_pooling_settings(node.param.roi_pooling_param)
     image = _images(rois, n)
     rows, cols = roi_bins(rois, (ph, pw), scale, (h, w))
-    row_mask, col_mask = _masks(rows, h), _masks(cols, w)  # (R, ph, H), (R, pw, W)
-    top = np.zeros((len(rois), c, ph, pw))
-    for part in _chunks(len(rois), c * h * pw * w):
-        feat = x[image[part]]  # (r, C, H, W)
-        by_col = np.where(col_mask[part, None, None], feat[:, :, :, None, :], -np.inf).max(-1)
-        pooled = np.where(
-            row_mask[part, None, :, None, :], by_col.transpose(0, 1, 3, 2)[:, :, None], -np.inf
-        )
-        top[part] = pooled.max(-1)
-    empty = (rows[1] <= rows[0])[:, :, None] | (cols[1] <= cols[0])[:, None, :]  # (R, ph, pw)
-    top[np.broadcast_to(empty[:, None], top.shape)] = 0.0
-    return [top]
+    return [table_max(x, image, rows, cols)]
+
+
+def _levels(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """floor(log2(length)) of each bin (exact on integers), -1 for an empty one."""
+    length = np.maximum(high - low, 0)
+    _, exponent = np.frexp(np.maximum(length, 1))
+    return np.where(length > 0, exponent - 1, -1)
+
+
+def table_max(x: np.ndarray, image: np.ndarray, rows, cols) -> np.ndarray:
+    """Every ROI bin's maximum (0 for an empty bin), as float64 (R, C, ph, pw), by sparse
+    tables: at level (a, b) the table of an image holds the maximum of each 2^a x 2^b window,
+    so a bin of L rows and M columns (2^a <= L < 2^(a+1), 2^b <= M < 2^(b+1)) is the maximum
+    of the four windows at its corners. Levels are made one from another (a maximum of two
+    shifted copies), one at a time: scratch two maps per image whatever the ROIs' sizes, and
+    four lookups per bin (MS-CNN's 2000 ROIs on a 512 x 48 x 160 map: masked windows took
+    about 0.3 s a ROI). Exact: a maximum of the same values."""
+    count, c = len(image), x.shape[1]
+    ph, pw = rows[0].shape[1], cols[0].shape[1]
+    top = np.zeros((count, ph, pw, c))
+    row_level, col_level = _levels(*rows), _levels(*cols)  # (R, ph), (R, pw)
+    for n in np.unique(image):
+        mine = np.flatnonzero(image == n)
+        ra, cb = row_level[mine], col_level[mine]
+        table_a = np.ascontiguousarray(x[n].transpose(1, 2, 0), dtype=np.float64)  # (H, W, C)
+        for a in range(int(ra.max()) + 1):
+            if a:  # rows y .. y + 2^a - 1
+                half = 1 << (a - 1)
+                table_a = np.maximum(table_a[:-half], table_a[half:])
+            if not (ra == a).any():
+                continue
+            table = table_a
+            for b in range(int(cb.max()) + 1):
+                if b:  # columns x .. x + 2^b - 1
+                    half = 1 << (b - 1)
+                    table = np.maximum(table[:, :-half], table[:, half:])
+                roi, i, j = np.nonzero((ra == a)[:, :, None] & (cb == b)[:, None, :])
+                if not roi.size:
+                    continue
+                r = mine[roi]
+                y0, y1 = rows[0][r, i], rows[1][r, i] - (1 << a)
+                x0, x1 = cols[0][r, j], cols[1][r, j] - (1 << b)
+                best = np.maximum(table[y0, x0], table[y0, x1])
+                top[r, i, j] = np.maximum(best, np.maximum(table[y1, x0], table[y1, x1]))
+    return np.ascontiguousarray(top.transpose(0, 3, 1, 2))
 
 
 @register("PSROIPooling", "reference")

@@ -7,10 +7,15 @@ convolution and inner product so its outputs are centred with unit spread per ch
 wider spread, so class scores differ from input to input without saturating); BatchNorm statistics
 are set from the batch they see. The scales are rounded to float16 precision so tiny floating-point
 differences between machines do not change the weights. Deterministic for a given seed.
+
+What calibration runs comes from the net alone, never from the machine: an item larger than
+16 x 224 x 224 positions runs at halved sizes (``calibration_net``), and a two-stage detector's
+per-ROI heads see CALIBRATION_ROWS of its ROIs (``_calibration_rows``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,8 +24,10 @@ import numpy as np
 
 from .. import headroom, registry
 from ..budget import FLOAT32, Budget, footprint, last_readers, layer_peaks, resolve
+from ..errors import CaffeCompatError
 from ..headroom import format_size
 from ..ir.graph import Graph, Node, Shape
+from ..ir.infer import infer_shapes
 from ..ir.load import LoadedNet
 from ..progress import Progress
 from ..shapes._synthesis import STATS_SLAB, StartingValues, channel_moments, half_precision
@@ -43,6 +50,7 @@ CALIBRATION_FLOAT64 = 4
 # least one item and at most CALIBRATION_BATCH (see ``calibration_batch``).
 CALIBRATION_BATCH = 16
 CALIBRATION_POSITIONS = 16 * 224 * 224
+CALIBRATION_ROWS = 256  # ROIs calibration runs a two-stage detector's heads on (all images)
 CALIBRATION_MACS = 256e9  # 16 VGG-16 images of 224 x 224 (15.5 G multiply-adds each)
 PHOTO_MACS = 128e9  # the photos a net's heads are set on: 8 VGG-16 images; fewer if heavier
 
@@ -137,6 +145,44 @@ def calibration_batch(loaded: LoadedNet, most: int = CALIBRATION_BATCH) -> int:
     return max(1, min(most, batch))
 
 
+def calibration_net(loaded: LoadedNet) -> LoadedNet:
+    """The net calibration runs: ``loaded`` itself, or, where one item has more than
+    CALIBRATION_POSITIONS positions (a 1344 x 2688 pedestrian detector: 4.5 times as many,
+    its first two values alone 1.8 GB), the same layers at inputs whose height and width are
+    halved (rounded up: 2k + 1 goes to k + 1) until an item has at most that many. A channel's
+    statistics are still over hundreds of thousands of input positions, and the size comes
+    from the net alone. The copy shares the layers (the weights calibration sets are the
+    net's), with its own shapes; kept only where every shape rule takes the smaller size and
+    gives the same blobs (a net with fixed sizes inside calibrates at its own)."""
+    graph = loaded.graph
+    inputs = dict(graph.inputs)
+    images = [n for n, s in inputs.items() if s is not None and len(s) > 3]
+
+    def most() -> int:
+        return max((math.prod(inputs[n][2:]) for n in images), default=0)
+
+    while most() > CALIBRATION_POSITIONS and all(min(inputs[n][-2:]) > 1 for n in images):
+        for name in images:
+            shape = inputs[name]
+            inputs[name] = (*shape[:-2], *((d + 1) // 2 for d in shape[-2:]))
+    if inputs == graph.inputs:
+        return loaded
+    smaller = dataclasses.replace(graph, inputs=inputs, shapes={})
+    try:
+        inference = infer_shapes(smaller)
+    except CaffeCompatError:
+        return loaded
+    if inference.params != loaded.inference.params:
+        return loaded
+    return dataclasses.replace(loaded, graph=smaller, inference=inference)
+
+
+def image_sizes(graph: Graph) -> str:
+    """The image inputs' sizes (" at H x W"), for messages."""
+    shapes = [s for s in graph.inputs.values() if s is not None and len(s) > 3]
+    return " at " + ", ".join(" x ".join(str(d) for d in s[2:]) for s in shapes)
+
+
 def work_share(loaded: LoadedNet, budget: float, most: int) -> int:
     """How many batch items ``budget`` multiply-adds run (at least 1, at most ``most``): the
     photos and unseen inputs of synth's checks, from the net alone."""
@@ -158,6 +204,21 @@ def _feeding_calibrated(graph: Graph) -> set[str]:
             needed.add(node.name)
             wanted.update(node.inputs)
     return needed
+
+
+def _calibration_rows(tops: tuple) -> tuple:
+    """A ``varying_rows`` layer's tops (ROIs, their scores) cut to CALIBRATION_ROWS rows spread
+    evenly over all of them (every image, every score rank), for calibration only: the layers
+    after it run once per row (MS-CNN's 1024 -> 512 3 x 3 convolution on each of up to 2000
+    ROIs an image: 0.3 T multiply-adds), and a channel's statistics need hundreds of rows,
+    not thousands. Which rows are kept follows from their count alone (no draw, no machine)."""
+    count = tops[0].shape[0]
+    if count <= CALIBRATION_ROWS:
+        return tops
+    import torch
+
+    keep = torch.arange(CALIBRATION_ROWS) * count // CALIBRATION_ROWS
+    return tuple(t[keep] if t.dim() and t.shape[0] == count else t for t in tops)
 
 
 def _calibrate(
@@ -207,6 +268,8 @@ def _calibrate(
             del module  # its copy of the blobs
             if isinstance(result, torch.Tensor):
                 result = (result,)
+            if info.varying_rows:
+                result = _calibration_rows(result)
             top = result[0]
             # A top with one axis has no batch or positions to take channel statistics over.
             if info.rescale is not None and node.blobs and top.dim() > 1:
@@ -308,21 +371,24 @@ def synthesize(
     ``starts`` replaces the starting values of chosen layer types before calibration (e.g. Scale
     biases that keep a deep plain ReLU chain mostly active). ``progress`` draws a bar of the
     calibration pass on stderr when it is a terminal. ``max_memory`` (default: a share of
-    the available memory, see ``budget.py``) is checked before any blob is made. The
-    calibration batch is ``calibration_batch(graph, batch)``, from the net alone (a net
-    computing across its batch axis: its declared batch), and never shrinks to fit the budget,
-    since the weights depend on it. ``mean`` (B, G, R) is what the net's users subtract (the
-    res10 detector's 104, 177, 123); default: a natural-image mean."""
+    the available memory, see ``budget.py``) is checked before any blob is made. Calibration
+    runs ``calibration_net(loaded)`` (smaller inputs where one item is very large) at the
+    batch ``calibration_batch`` gives it, from the net alone (a net computing across its batch
+    axis: its declared batch); neither shrinks to fit the budget, since the weights depend on
+    them. ``mean`` (B, G, R) is what the net's users subtract (the res10 detector's 104, 177,
+    123); default: a natural-image mean."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     graph = loaded.graph
-    batch, fixed = feed_batch(graph, calibration_batch(loaded, batch))
+    calibrated = calibration_net(loaded) if method == "calibrated" else loaded
+    batch, fixed = feed_batch(calibrated.graph, calibration_batch(calibrated, batch))
     budget = resolve(max_memory)
     need = footprint(graph, loaded.inference.params)
     weights = need.params + LARGEST_LAYER_COPIES * need.largest_params
     if method == "calibrated":
-        peak, detail = calibration_peak(graph, loaded.inference.params, batch)
-        budget.require(peak, f"calibrating synthesized weights at batch {batch} ({detail})")
+        peak, detail = calibration_peak(calibrated.graph, calibrated.inference.params, batch)
+        at = image_sizes(calibrated.graph) if calibrated is not loaded else ""
+        budget.require(peak, f"calibrating synthesized weights at batch {batch}{at} ({detail})")
     else:
         budget.require(weights, "synthesizing weights")
     rng = np.random.default_rng(seed)
@@ -332,7 +398,7 @@ def synthesize(
     if method == "calibrated":
         label = f"synth {graph.name or 'net'}"
         with Progress(len(graph.nodes), label=label, unit="layers", enabled=progress) as bar:
-            _calibrate(graph, seed, None if fixed else batch, bar, mean)
+            _calibrate(calibrated.graph, seed, None if fixed else batch, bar, mean)
         photos = photo_feeds(graph, mean, work_share(loaded, PHOTO_MACS, 2 * len(PHOTOS)))
         if photos is not None:
             _temper_heads(graph, photos)
@@ -478,15 +544,27 @@ def _one_row_per_item(shape: Shape | None) -> bool:
     return all(d == 1 for d in shape[2:])
 
 
+def _row_varying(graph: Graph) -> set[str]:
+    """Values whose first axis is a data-dependent row count (a ``varying_rows`` layer's ROIs
+    and all computed from them: a detector's per-ROI class scores), not the batch."""
+    varying: set[str] = set()
+    for node in graph.nodes:
+        if registry.facts(node.type).varying_rows or varying.intersection(node.inputs):
+            varying.update(node.outputs)
+    return varying
+
+
 def _temper_heads(graph: Graph, feeds: Mapping[str, np.ndarray]) -> None:
     """Classifier, SSD and YOLO heads set on the photos (see the constants above). A net with
-    no detector and no value of one class row per item near an output (a segmentation net)
-    has no head to set: the photos are not run through it. YOLO decoding is not run (its
-    maps are what is tempered)."""
+    no detector and no value of one class row per item near an output (a segmentation net; a
+    two-stage detector, whose class rows are per ROI, which the shape rule cannot count) has
+    no head to set: the photos are not run through it. YOLO decoding is not run (its maps
+    are what is tempered)."""
     wanted = {v for out in graph.outputs for v in _chain(graph, out)}
     detectors = [n for n in graph.nodes if n.param.HasField("detection_output_param")]
     yolos = [n for n in graph.nodes if registry.facts(n.type).objectness is not None]
-    rows = any(_one_row_per_item(graph.shapes.get(v)) for v in wanted)
+    varying = _row_varying(graph)
+    rows = any(_one_row_per_item(graph.shapes.get(v)) for v in wanted - varying)
     if not detectors and not yolos and not rows:
         return
     for node in detectors:
@@ -499,7 +577,7 @@ def _temper_heads(graph: Graph, feeds: Mapping[str, np.ndarray]) -> None:
         _temper_yolo(graph, node, found)
     for out in graph.outputs:
         chain = _probability_chain(graph, out, found)
-        if chain is not None and graph.producer(out) not in detectors:
+        if chain is not None and graph.producer(out) not in detectors and out not in varying:
             logits, classes = chain
             rows = _class_rows(found[logits], classes)
             if rows.shape[0] == next(iter(feeds.values())).shape[0]:  # one row per photo

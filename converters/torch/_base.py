@@ -8,6 +8,7 @@ replaces those tensors with its parameters, so a blob shared by several layers (
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,17 +72,48 @@ def bind_blobs(module: torch.nn.Module, tensors: list[torch.Tensor]) -> None:
             owner.register_buffer(name, tensor, persistent=False)
 
 
-def greedy_keep(suppresses: torch.Tensor) -> torch.Tensor:
+def greedy_keep(suppresses: torch.Tensor, alive: torch.Tensor | None = None) -> torch.Tensor:
     """Greedy NMS's keep mask for boxes in score order, from ``suppresses[i, j]`` (box i would
     suppress box j: their overlap passes the layer's test). Only an earlier box counts, and only
     if it is kept itself: iterated to the fixed point, which is the greedy loop's answer (each
-    pass settles at least one more box in order) without a Python loop over boxes."""
+    pass settles at least one more box in order) without a Python loop over boxes. ``alive``
+    (default: all) marks the boxes not already suppressed by earlier ones outside the matrix:
+    the others are never kept and suppress nothing."""
     count = suppresses.shape[0]
     earlier = torch.ones(count, count, dtype=torch.bool, device=suppresses.device).triu(1)
     beats = suppresses & earlier
-    keep = torch.ones(count, dtype=torch.bool, device=suppresses.device)
+    if alive is None:
+        alive = torch.ones(count, dtype=torch.bool, device=suppresses.device)
+    keep = alive
     while True:
-        new = ~(beats & keep[:, None]).any(0)
+        new = alive & ~(beats & keep[:, None]).any(0)
         if bool((new == keep).all()):
             return keep
         keep = new
+
+
+NMS_BLOCK = 512  # boxes settled at a time by ``greedy_nms``
+
+
+def greedy_nms(
+    count: int,
+    suppresses: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    most: int = 0,
+    block: int = NMS_BLOCK,
+) -> torch.Tensor:
+    """Indices, in order, of the boxes greedy NMS keeps among ``count`` boxes in score order;
+    ``suppresses(earlier, later)`` (index tensors) gives the (earlier x later) matrix of "box i
+    would suppress box j". The boxes are settled ``block`` at a time: each block's overlaps
+    with the boxes kept so far, then ``greedy_keep`` inside it, so the work is (kept + block)
+    x count, never count x count at once; with ``most`` > 0 it stops once ``most`` are kept
+    (the greedy loop's first ``most`` do not depend on later boxes)."""
+    kept = torch.zeros(0, dtype=torch.long)
+    for start in range(0, count, block):
+        cols = torch.arange(start, min(count, start + block))
+        alive = None
+        if kept.numel():
+            alive = ~suppresses(kept, cols).any(0)
+        kept = torch.cat([kept, cols[greedy_keep(suppresses(cols, cols), alive)]])
+        if most > 0 and kept.numel() >= most:
+            return kept[:most]
+    return kept

@@ -1,8 +1,9 @@
 """BoxOutput in PyTorch (MS-CNN; see caffe_compat.shapes.box_output): per image (MS-CNN runs one
 at a time), every scale decoded at once, the fork's (score, index) order, and its greedy NMS as
-the fixed point over the overlap matrix (converters.torch.proposal's form) in its three modes.
+the fixed point over the overlap matrix, a block of boxes at a time (``greedy_nms``), in its
+three modes.
 DecodeBBox: the fork's TEST forward on every row at once. BoxGroupOutput (Cascade R-CNN): per
-image, every pair and field decoded at once, a stable sort, greedy_keep over JaccardOverlap."""
+image, every pair and field decoded at once, a stable sort, greedy_nms over JaccardOverlap."""
 
 from __future__ import annotations
 
@@ -20,28 +21,33 @@ from ...shapes.box_output import (
     decode_settings,
     group_settings,
 )
-from ._base import TorchContext, greedy_keep
+from ._base import TorchContext, greedy_nms
 
 
-def _overlap(boxes: torch.Tensor, mode: str) -> torch.Tensor:
-    x, y, w, h = boxes.unbind(1)
-    width = torch.minimum((x + w)[:, None], (x + w)[None]) - torch.maximum(x[:, None], x[None])
-    height = torch.minimum((y + h)[:, None], (y + h)[None]) - torch.maximum(y[:, None], y[None])
+def _overlap(a: torch.Tensor, b: torch.Tensor, mode: str) -> torch.Tensor:
+    """BoxIOU between every earlier box of ``a`` and later box of ``b`` (``[x, y, w, h]``)."""
+    x, y, w, h = a.unbind(1)
+    u, v, s, t = b.unbind(1)
+    width = torch.minimum((x + w)[:, None], (u + s)[None]) - torch.maximum(x[:, None], u[None])
+    height = torch.minimum((y + h)[:, None], (v + t)[None]) - torch.maximum(y[:, None], v[None])
     over = torch.where((width <= 0) | (height <= 0), torch.zeros_like(width), width * height)
-    area = w * h
+    area, later = w * h, s * t
     if mode == "IOMU":
-        union = torch.minimum(area[:, None], area[None])
+        union = torch.minimum(area[:, None], later[None])
     elif mode == "IOFU":
         union = area[:, None].expand_as(over)  # the earlier (kept) box's area
     else:
-        union = area[:, None] + area[None] - over
+        union = area[:, None] + later[None] - over
     empty = (w <= 0) | (h <= 0)
     ratio = over / union
-    return torch.where(empty[:, None] | empty[None], torch.zeros_like(ratio), ratio)
+    return torch.where(empty[:, None] | ((s <= 0) | (t <= 0))[None], torch.zeros_like(ratio), ratio)
 
 
-def _keep(boxes: torch.Tensor, threshold: float, mode: str) -> torch.Tensor:
-    return greedy_keep(_overlap(boxes, mode) > threshold)
+def _nms(boxes: torch.Tensor, overlap, threshold: float, mode: str, most: int) -> torch.Tensor:
+    """Indices of the boxes (score order) greedy NMS keeps, the first ``most`` (> 0)."""
+    return greedy_nms(
+        boxes.shape[0], lambda i, j: overlap(boxes[i], boxes[j], mode) > threshold, most
+    )
 
 
 class BoxOutput(nn.Module):
@@ -83,9 +89,7 @@ class BoxOutput(nn.Module):
             boxes = boxes[torch.sort(-boxes[:, 4], stable=True).indices]
             if s.max_nms > 0:
                 boxes = boxes[: s.max_nms]
-            boxes = boxes[_keep(boxes[:, :4], s.iou_thr, s.mode)]
-            if s.max_post > 0:
-                boxes = boxes[: s.max_post]
+            boxes = boxes[_nms(boxes[:, :4], _overlap, s.iou_thr, s.mode, s.max_post)]
             x, y, w, h, score = boxes.unbind(1)
             found.append(torch.stack([torch.full_like(x, image), x, y, x + w, y + h, score], 1))
         return box_tops(found, maps[0], self.tops)
@@ -135,22 +139,25 @@ def _decode_bbox(node: Node, ctx: TorchContext) -> nn.Module:
     return DecodeBBox(node)
 
 
-def _jaccard(b: torch.Tensor, mode: str) -> torch.Tensor:
-    """Cascade R-CNN's JaccardOverlap between every pair of ``[x1, y1, x2, y2]`` boxes."""
-    x1, y1, x2, y2 = b.unbind(1)
-    ix1, iy1 = torch.maximum(x1[:, None], x1[None]), torch.maximum(y1[:, None], y1[None])
-    ix2, iy2 = torch.minimum(x2[:, None], x2[None]), torch.minimum(y2[:, None], y2[None])
+def _jaccard(a: torch.Tensor, b: torch.Tensor, mode: str) -> torch.Tensor:
+    """Cascade R-CNN's JaccardOverlap between every earlier box of ``a`` and later box of
+    ``b`` (``[x1, y1, x2, y2]``)."""
+    x1, y1, x2, y2 = a.unbind(1)
+    u1, v1, u2, v2 = b.unbind(1)
+    ix1, iy1 = torch.maximum(x1[:, None], u1[None]), torch.maximum(y1[:, None], v1[None])
+    ix2, iy2 = torch.minimum(x2[:, None], u2[None]), torch.minimum(y2[:, None], v2[None])
     zero = torch.zeros_like(ix1)
     inter = torch.where((ix1 > ix2) | (iy1 >= iy2), zero, (ix2 - ix1 + 1) * (iy2 - iy1 + 1))
-    bad = (x2 < x1) | (y2 < y1)
+    bad, bad_later = (x2 < x1) | (y2 < y1), (u2 < u1) | (v2 < v1)
     area = torch.where(bad, torch.zeros_like(x1), (x2 - x1 + 1) * (y2 - y1 + 1))
+    later = torch.where(bad_later, torch.zeros_like(u1), (u2 - u1 + 1) * (v2 - v1 + 1))
     if mode == "IOMU":
-        union = torch.minimum(area[:, None], area[None])
+        union = torch.minimum(area[:, None], later[None])
     elif mode == "IOFU":
         union = area[:, None].expand_as(inter)  # the earlier (kept) box's area
     else:
-        union = area[:, None] + area[None] - inter
-    invalid = bad[:, None] | bad[None] | (union <= 0)
+        union = area[:, None] + later[None] - inter
+    invalid = bad[:, None] | bad_later[None] | (union <= 0)
     return torch.where(invalid, zero, inter / torch.where(union > 0, union, torch.ones_like(union)))
 
 
@@ -193,9 +200,7 @@ class BoxGroupOutput(nn.Module):
             boxes = boxes[torch.sort(-boxes[:, 4], stable=True).indices]
             if s.max_nms > 0:
                 boxes = boxes[: s.max_nms]
-            boxes = boxes[greedy_keep(_jaccard(boxes[:, :4], s.mode) > s.iou_thr)]
-            if s.max_post > 0:
-                boxes = boxes[: s.max_post]
+            boxes = boxes[_nms(boxes[:, :4], _jaccard, s.iou_thr, s.mode, s.max_post)]
             found.append(torch.cat([torch.full_like(boxes[:, :1], image), boxes], 1))
         return box_tops(found, maps[0], self.tops)
 

@@ -2,6 +2,10 @@
 once (the forks' float32 arithmetic, see caffe_compat.reference.roi), then the windows are
 gathered and reduced for a chunk of ROIs at a time.
 
+Without autograd (inference, verify, synth), ROIPooling takes each bin's maximum from sparse
+tables instead (``_table_max``: four lookups per bin, whatever its size), which is what makes
+a detector's hundreds of ROIs per image on a large map cheap.
+
 ROIPooling gathers, per ROI and bin row, the ``KH`` rows of the widest bin (masked past the
 bin's end) and takes their maximum, then does the same over ``KW`` columns: scratch ``r x C x
 pooled_h x KH x W`` per chunk of r ROIs. PSROIPooling sums with the two bin masks (an einsum)
@@ -63,6 +67,8 @@ class ROIPooling(nn.Module):
         image = _images(rois, n)
         rows = _roi_edges(rois, self.pooled[0], self.scale, h, 0)
         cols = _roi_edges(rois, self.pooled[1], self.scale, w, 1)
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return _table_max(x, image, rows, cols)
         row_index, row_in = _window(*rows, h)  # (R, ph, KH)
         col_index, col_in = _window(*cols, w)  # (R, pw, KW)
         per_roi = c * self.pooled[0] * row_index.shape[-1] * w
@@ -87,6 +93,53 @@ class ROIPooling(nn.Module):
         if not parts:
             return x.new_zeros((0, c, *self.pooled))
         return torch.cat(parts)
+
+
+def _levels(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """floor(log2(length)) of each bin, -1 for an empty one."""
+    length = (high - low).clamp(min=0)
+    level = torch.floor(torch.log2(length.clamp(min=1).double())).long()
+    return torch.where(length > 0, level, torch.full_like(level, -1))
+
+
+def _table_max(x: torch.Tensor, image: torch.Tensor, rows, cols) -> torch.Tensor:
+    """ROI max pooling without autograd, by sparse tables: at level (a, b) the table holds the
+    maximum of every 2^a x 2^b window of one image's map, so a bin of L rows and M columns
+    (2^a <= L < 2^(a+1), 2^b <= M < 2^(b+1)) is the maximum of the four windows at its corners.
+    The levels are made one from another (each a maximum of two shifted copies of the last),
+    one at a time per image: scratch two maps and the gathered bins, whatever the ROIs' sizes,
+    and four gathers per bin instead of a gather of its whole window. The maps are laid out
+    channels last, so each gather copies one contiguous row of channels. Exact (a maximum)."""
+    count, c = image.shape[0], x.shape[1]
+    ph, pw = rows[0].shape[1], cols[0].shape[1]
+    out = x.new_zeros((count, ph, pw, c))
+    row_level, col_level = _levels(*rows), _levels(*cols)  # (R, ph), (R, pw)
+    for n in torch.unique(image).tolist():
+        mine = (image == n).nonzero()[:, 0]
+        ra, cb = row_level[mine], col_level[mine]
+        table_a = x[n].permute(1, 2, 0).contiguous()  # (H, W, C)
+        for a in range(int(ra.max()) + 1):
+            if a:  # rows y .. y + 2^a - 1
+                half = 1 << (a - 1)
+                table_a = torch.maximum(table_a[:-half], table_a[half:])
+            if not bool((ra == a).any()):
+                continue
+            table = table_a
+            for b in range(int(cb.max()) + 1):
+                if b:  # columns x .. x + 2^b - 1
+                    half = 1 << (b - 1)
+                    table = torch.maximum(table[:, :-half], table[:, half:])
+                at = ((ra == a)[:, :, None] & (cb == b)[:, None, :]).nonzero()  # (k, 3)
+                if not at.numel():
+                    continue
+                roi, i, j = at.unbind(1)
+                r = mine[roi]
+                y0, y1 = rows[0][r, i], rows[1][r, i] - (1 << a)
+                x0, x1 = cols[0][r, j], cols[1][r, j] - (1 << b)
+                best = torch.maximum(table[y0, x0], table[y0, x1])
+                best = torch.maximum(best, torch.maximum(table[y1, x0], table[y1, x1]))
+                out[r, i, j] = best
+    return out.permute(0, 3, 1, 2).contiguous()
 
 
 def _psroi_edges(rois: torch.Tensor, group: int, scale: float, limit: int, axis: int):

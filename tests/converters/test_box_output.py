@@ -352,3 +352,35 @@ def test_box_group_output_equal_scores_keep_the_earlier_first(layer_check):
         return maps
 
     layer_check(group_net(0.3), group_expected(0.3), feeds=tied, opencv=False, dynamic=False)
+
+
+@pytest.mark.parametrize("mode", ["IOU", "IOMU", "IOFU"])
+@pytest.mark.parametrize("most", [0, 1, 9, 40])
+def test_blocked_nms_keeps_what_the_pairwise_loop_keeps(mode, most):
+    """``greedy_nms`` settles a few boxes at a time and stops at ``most`` kept: on 60 crowded
+    boxes (blocks of 7, so kept boxes from earlier blocks suppress later ones) it keeps what
+    the fork's pairwise loop keeps, cut to ``most``, for both layers' overlaps."""
+    import torch
+
+    from caffe_compat.converters.torch._base import greedy_nms
+    from caffe_compat.converters.torch.box_output import _jaccard, _overlap
+
+    rng = np.random.default_rng(5)
+    xywh = np.concatenate([rng.uniform(0, 30, (60, 2)), rng.uniform(-2, 25, (60, 2))], 1)
+    corners = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
+    cases = [(xywh, _overlap, box_iou), (corners, _jaccard, jaccard_overlap)]
+    for rows, ours, theirs in cases:
+        rows = rows.astype(F32).astype(np.float64)  # the values torch sees
+        kept: list[int] = []
+        for b in range(len(rows)):  # the fork's loop: suppressed by any earlier kept box
+            if all(theirs(rows[a], rows[b], mode) <= 0.4 for a in kept):
+                kept.append(b)
+        want = kept[:most] if most else kept
+        boxes = torch.from_numpy(rows.astype(F32))
+
+        def suppresses(i, j, ours=ours, boxes=boxes):
+            return ours(boxes[i], boxes[j], mode) > 0.4
+
+        got = greedy_nms(len(rows), suppresses, most, 7)
+        assert got.tolist() == want
+        assert 7 < len(kept) < len(rows)  # several blocks, and some boxes suppressed

@@ -109,6 +109,32 @@ def test_roi_pooling(layer_check, pooled, scale):
     layer_check(net(layer, 4), expected, feeds=feeds(4))
 
 
+def test_roi_pooling_tables_match_the_gathered_windows_and_the_loops():
+    """Inference (PyTorch without autograd, the float64 reference) takes each bin's maximum
+    from sparse tables; autograd keeps the gathered windows. On bins of 1 to 16 cells (every table level), empty bins past the
+    map, three images and many ties (ReLU zeros), both equal the fork's loops exactly."""
+    import torch
+
+    from caffe_compat.converters.torch.roi import ROIPooling
+    from caffe_compat.reference.roi import roi_bins, table_max
+
+    rng = np.random.default_rng(3)
+    x = np.maximum(rng.integers(-3, 4, (3, 2, 23, 31)), 0).astype(F32)
+    rois = random_rois(24, 3, 92, 124, rng)
+    rois[2] = [1, 0, 0, 123, 91]  # the whole map: bins of up to 8 x 16 cells
+    rois[3] = [2, 130, 100, 200, 150]  # wholly past the map: every bin empty
+    rois[4] = [0, 50, 10, 51, 11]  # one cell
+    want = roi_pool_loops(x, rois, 3, 2, 0.25)
+    module = ROIPooling(3, 2, 0.25)
+    with torch.no_grad():
+        tables = module(torch.from_numpy(x), torch.from_numpy(rois)).numpy()
+    windows = module(torch.from_numpy(x).requires_grad_(), torch.from_numpy(rois))
+    np.testing.assert_array_equal(tables, want)
+    np.testing.assert_array_equal(windows.detach().numpy(), want)
+    rows, cols = roi_bins(rois, (3, 2), 0.25, (23, 31))  # the float64 reference's tables
+    np.testing.assert_array_equal(table_max(x, rois[:, 0].astype(int), rows, cols), want)
+
+
 @pytest.mark.parametrize("dim, group, scale", [(2, 3, 0.25), (3, 2, 0.5), (1, 7, 0.25)])
 def test_psroi_pooling(layer_check, dim, group, scale):
     layer = (

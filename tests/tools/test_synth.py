@@ -420,3 +420,98 @@ def test_calibration_counts_im2col_columns_only_without_onednn(tmp_path, monkeyp
     assert grown < columns, (grown, columns)
     monkeypatch.setattr(synth, "_torch_onednn", lambda: False)
     assert synth.calibration_peak(graph, params, batch)[0] > planned + columns / 2
+
+
+TWO_STAGE = """name: "two_stage"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 64 dim: 80 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 8 kernel_size: 3 stride: 4 pad: 1 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2" convolution_param { num_output: 8 kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "rpn_cls" type: "Convolution" bottom: "conv2" top: "rpn_cls" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "rpn_cls_reshape" type: "Reshape" bottom: "rpn_cls" top: "rpn_cls_reshape" reshape_param { shape { dim: -1 dim: 2 dim: 0 dim: 0 } } }
+layer { name: "rpn_bbox" type: "Convolution" bottom: "conv2" top: "rpn_bbox" convolution_param { num_output: 8 kernel_size: 1 } }
+layer { name: "rpn_bbox_reshape" type: "Reshape" bottom: "rpn_bbox" top: "rpn_bbox_reshape" reshape_param { shape { dim: -1 dim: 4 dim: 0 dim: 0 } } }
+layer { name: "rpn_prob" type: "Softmax" bottom: "rpn_cls_reshape" top: "rpn_prob" }
+layer { name: "proposals" type: "BoxGroupOutput" bottom: "rpn_prob" bottom: "rpn_bbox_reshape" top: "proposals"
+  box_group_output_param { fg_thr: 0.05 iou_thr: 0.7 box_group_param { field_w: 24 field_w: 40 field_h: 40 field_h: 24 stride: 8 }
+  max_nms_num: 100 max_post_nms_num: 12 } }
+layer { name: "roi_pool" type: "ROIPooling" bottom: "conv2" bottom: "proposals" top: "roi_pool" roi_pooling_param { pooled_w: 2 pooled_h: 2 spatial_scale: 0.125 } }
+layer { name: "fc" type: "InnerProduct" bottom: "roi_pool" top: "fc" inner_product_param { num_output: 5 } }
+layer { name: "cls_prob" type: "Softmax" bottom: "fc" top: "cls_prob" }
+"""
+
+
+def test_a_two_stage_detector_runs_no_photos_for_its_per_roi_rows(tmp_path, monkeypatch):
+    """A two-stage detector's class rows are per ROI (a data-dependent count the shape rule
+    gives as 1): no classifier head can be set from them on the photos, so the photos are
+    not run through the net (they were, for nothing: most of Cascade R-CNN's synth time)."""
+    from caffe_compat.tools import synth
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("ran the photos through per-ROI rows")
+
+    path = tmp_path / "det.prototxt"
+    path.write_text(TWO_STAGE)
+    loaded = load_net(path)
+    varying = synth._row_varying(loaded.graph)
+    assert {"proposals", "roi_pool", "fc", "cls_prob"} <= varying
+    assert not varying & {"data", "conv2", "rpn_prob"}
+    assert synth._one_row_per_item(loaded.graph.shapes["cls_prob"])  # what misled it
+    monkeypatch.setattr(synth, "_values", refuse)
+    blobs = synthesize(loaded, seed=0, progress=False)
+    assert blobs["fc"][0].shape == (5, 32)
+
+
+def test_calibration_rows_spread_over_every_roi():
+    """Calibration cuts a varying_rows layer's tops to CALIBRATION_ROWS rows spread evenly
+    over them (both tops alike); fewer rows are kept whole."""
+    from caffe_compat.tools import synth
+
+    count = 3 * synth.CALIBRATION_ROWS + 1
+    rois = torch.arange(count, dtype=torch.float32).reshape(-1, 1, 1, 1).expand(-1, 5, 1, 1)
+    scores = torch.arange(count, dtype=torch.float32).reshape(-1, 1, 1, 1).expand(-1, 6, 1, 1)
+    kept_rois, kept_scores = synth._calibration_rows((rois, scores))
+    rows = kept_rois[:, 0, 0, 0].long().tolist()
+    assert len(rows) == synth.CALIBRATION_ROWS and rows[0] == 0 and rows[-1] >= count - 4
+    assert set(np.diff(rows).tolist()) <= {3, 4}
+    assert torch.equal(kept_scores[:, 0, 0, 0].long(), kept_rois[:, 0, 0, 0].long())
+    few = (rois[:10], scores[:10])
+    assert synth._calibration_rows(few) is few
+
+
+WIDE = """name: "wide"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 1001 dim: 1200 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 stride: 8 } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+"""
+
+
+def test_a_very_large_item_calibrates_at_halved_sizes(tmp_path, monkeypatch):
+    """An item of 1001 x 1200 positions (over 16 x 224 x 224) calibrates the same layers at
+    501 x 600 (halved, rounded up), at the batch that size gives, and gets the blobs of its
+    own size; a net whose blobs depend on the size (an InnerProduct on the map) calibrates at
+    its own size."""
+    from caffe_compat.tools import synth
+
+    seen = []
+    real = synth._calibrate
+    monkeypatch.setattr(
+        synth,
+        "_calibrate",
+        lambda graph, *a, **k: (seen.append(graph.inputs), real(graph, *a, **k)),
+    )
+    loaded = _net(tmp_path, WIDE)
+    smaller = synth.calibration_net(loaded)
+    assert smaller.graph.inputs == {"data": (1, 3, 501, 600)}
+    assert smaller.graph.shapes["conv"] == (1, 4, 63, 75)
+    assert loaded.graph.shapes["conv"] == (1, 4, 125, 150)  # the net's own shapes are kept
+    assert synth.calibration_batch(smaller) == 3
+    blobs = synthesize(loaded, seed=0, progress=False)
+    assert seen == [{"data": (1, 3, 501, 600)}]
+    assert blobs["conv"][0].shape == (4, 3, 3, 3)
+    fixed = _net(
+        tmp_path,
+        WIDE + 'layer { name: "fc" type: "InnerProduct" bottom: "conv" top: "fc" '
+        "inner_product_param { num_output: 2 } }\n",
+    )
+    assert synth.calibration_net(fixed) is fixed
