@@ -149,6 +149,7 @@ class Footprint:
     scratch_per_item: float  # the largest per-layer scratch, per batch item
     scratch_layer: str  # the layer needing it
     largest_per_item: float = 0.0  # the largest single value, per batch item
+    largest_layer: str = ""  # the layer with the most parameters
     live_per_item: float = 0.0  # the most value bytes alive at once in a forward that frees
     # each value after its last reader (calibration), per batch item
 
@@ -198,7 +199,9 @@ def footprint(graph: Graph, params: Mapping[str, list[Shape]]) -> Footprint:
         size = FLOAT32 * floats / batch
         if size > scratch:
             scratch, scratch_layer = size, node.name
+    sizes = {name: sum(_count(s) for s in shapes) for name, shapes in params.items()}
     return Footprint(
+        largest_layer=max(sizes, key=sizes.__getitem__, default=""),
         live_per_item=_live_peak(graph),
         params=FLOAT32 * sum(layer_params),
         largest_params=FLOAT32 * max(layer_params),

@@ -117,6 +117,9 @@ class LayerFacts:
     - ``argmax_top(node) -> (bottom, top) | None``: that top holds, per output, the flat index
       ``h * W + w`` into that bottom's plane where a maximum was (MAX Pooling's mask; -1: a
       window of padding only), a discrete choice verify accepts at near-ties (verify/ties.py).
+    - ``float32_weights``: the float64 reference takes this type's large blobs as stored
+      (float32) and casts them to float64 a slab of rows at a time (exact: every float32 is a
+      float64), so a 400 MiB fc6 never needs an 800 MiB float64 copy (reference/_base.py).
     - ``class_top(node) -> axis | None``: top 0 holds the index of bottom 0's maximum along
       ``axis`` (-1: over every axis but the batch, flattened; ArgMax with top_k 1), another
       discrete choice verify accepts at near-ties.
@@ -209,6 +212,7 @@ class LayerFacts:
     objectness: Callable[..., Any] | None = None
     argmax_top: Callable[..., tuple[int, int] | None] | None = None
     class_top: Callable[..., int | None] | None = None
+    float32_weights: bool = False
     opencv_deviation: Callable[..., str | None] | None = None
     opencv_shape_deviation: Callable[..., str | None] | None = None
     opencv_tested: bool = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,3 +52,22 @@ def no_grads(inputs: Arrays, ctx: LayerContext) -> Grads:
 def broadcastable(operand: np.ndarray, ndim: int, axis: int) -> np.ndarray:
     """``operand`` reshaped to line up with axes ``axis ..`` of an ``ndim``-D blob."""
     return operand.reshape((1,) * axis + operand.shape + (1,) * (ndim - axis - operand.ndim))
+
+
+LARGE_BLOB = 1 << 22  # elements: a blob from this size stays float32 where its type allows
+
+
+def weight_rows(weight: np.ndarray, axis: int) -> Iterator[tuple[slice, np.ndarray]]:
+    """``weight`` in float64, a slab of indices along ``axis`` at a time (each at most
+    LARGE_BLOB elements): (the slice, its float64 slab). One slab, the whole, where it is
+    float64 already (``float32_weights``: large blobs arrive as stored)."""
+    size = weight.shape[axis] if weight.ndim else 1
+    if weight.dtype == np.float64 or not weight.ndim:
+        yield slice(0, size), np.asarray(weight, dtype=np.float64)
+        return
+    per = max(1, weight.size // max(size, 1))
+    step = max(1, LARGE_BLOB // per)
+    for start in range(0, size, step):
+        where = slice(start, min(size, start + step))
+        index = (slice(None),) * axis + (where,)
+        yield where, weight[index].astype(np.float64)

@@ -11,9 +11,12 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from .. import registry
 from ..errors import CaffeCompatError, NetDefinitionError, WeightsMismatchError
 from ..ir.graph import Graph, Node, Shape
+from ._base import LARGE_BLOB
 
 ITEM = 8  # bytes of one float64
 FALLBACK_LIMIT = 4 << 30
@@ -95,6 +98,16 @@ def _scratch(node: Node, ins: list[Shape], outs: list[Shape]) -> int:
     return floats * ITEM + 2 * sum(_bytes(s) for s in outs)
 
 
+def _weight_bytes(node: Node) -> int:
+    """The layer's weights in float64 while it runs: a large blob of a ``float32_weights`` type
+    one slab at a time (reference/_base.weight_rows), the rest whole."""
+    slabbed = registry.facts(node.type).float32_weights
+    return sum(
+        min(b.size, LARGE_BLOB) * ITEM if slabbed and b.size >= LARGE_BLOB else b.size * ITEM
+        for b in (np.asarray(blob) for blob in node.blobs)
+    )
+
+
 def value_bytes(graph: Graph, shapes: Mapping[str, Shape]) -> dict[str, int]:
     """Bytes of each float64 value; detection rows are bounded by what the layer's settings
     allow (its ``detections`` fact; the shape rule only gives a placeholder)."""
@@ -119,7 +132,7 @@ def peak_bytes(graph: Graph, shapes: Mapping[str, Shape], keep: Iterable[str]) -
         ins = [shapes[v] for v in node.inputs]
         outs = [shapes[v] for v in node.outputs]
         live.update((v, sizes[v]) for v in node.outputs)
-        weights = sum(b.size for b in node.blobs) * ITEM
+        weights = _weight_bytes(node)
         peak = max(peak, sum(live.values()) + _scratch(node, ins, outs) + weights)
         for value in [*node.inputs, *node.outputs]:
             if last.get(value) == index and value not in keep:

@@ -24,7 +24,7 @@ from ..ir.graph import Node
 from ..registry import register
 from ..shapes.conv import column_rows
 from ..shapes.geometry import ConvGeometry, canonical_axis, conv_geometry
-from ._base import Arrays, BackwardContext, Grads, LayerContext
+from ._base import Arrays, BackwardContext, Grads, LayerContext, weight_rows
 
 
 def im2col(x: np.ndarray, geom: ConvGeometry, out: tuple[int, ...]) -> np.ndarray:
@@ -60,7 +60,7 @@ def convolve(
         x = np.pad(x, [(0, 0), (0, 0), *((p, p) for p in geom.pad)])
         geom = dataclasses.replace(geom, pad=(0,) * len(geom.pad))
     stride, reach = geom.stride[0], geom.dilation[0] * (geom.kernel[0] - 1) + 1
-    y = np.empty((n, weight.shape[0], *out), np.result_type(x, weight))
+    y = np.empty((n, weight.shape[0], *out), np.result_type(x, np.float64))
     for first in range(0, out[0], rows):
         last = min(out[0], first + rows)
         part = x[:, :, first * stride : (last - 1) * stride + reach]
@@ -81,7 +81,10 @@ def _convolve(
     n_out, taps, length = weight.shape[0], math.prod(geom.kernel), n * math.prod(out)
     cols = im2col(x, geom, out).reshape(group, channels // group * taps, length)
     w = weight.reshape(group, n_out // group, channels // group * taps)
-    y = np.matmul(w, cols).reshape(n_out, n, -1)  # one GEMM per group: (group, O / group, n * out)
+    y = np.empty((group, n_out // group, length), np.result_type(cols, np.float64))
+    for rows, slab in weight_rows(w, 1):  # one GEMM per group: (group, O / group, n * out)
+        y[:, rows] = np.matmul(slab, cols)
+    y = y.reshape(n_out, n, -1)
     del cols
     if bias is not None:
         y += bias[:, None, None]

@@ -10,7 +10,7 @@ import numpy as np
 from ..ir.graph import Node
 from ..registry import register
 from ..shapes.geometry import canonical_axis
-from ._base import Arrays, BackwardContext, Grads, LayerContext
+from ._base import Arrays, BackwardContext, Grads, LayerContext, weight_rows
 
 
 @register("InnerProduct", "reference")
@@ -19,8 +19,10 @@ def _inner_product(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     p = node.param.inner_product_param
     axis = canonical_axis(int(p.axis), x.ndim)
     rows = x.reshape(math.prod(x.shape[:axis]), -1)
-    weight = ctx.blobs[0]
-    top = rows @ (weight if p.transpose else weight.T)
+    weight = ctx.blobs[0]  # (N, K), or (K, N) with transpose
+    top = np.empty((rows.shape[0], weight.shape[1 if p.transpose else 0]))
+    for outs, slab in weight_rows(weight, 1 if p.transpose else 0):
+        top[:, outs] = rows @ (slab if p.transpose else slab.T)
     if p.bias_term:
         top = top + ctx.blobs[1]
     return [top.reshape(*x.shape[:axis], top.shape[1])]

@@ -14,7 +14,7 @@ import numpy as np
 from .. import registry
 from ..errors import CaffeCompatError
 from ..ir.graph import Graph, Node, Shape
-from ._base import LayerContext
+from ._base import LARGE_BLOB, LayerContext
 from ._plan import (
     BATCH,
     CONST,
@@ -164,7 +164,7 @@ def run_graph(
         ctx = LayerContext(
             tuple(shapes[v] for v in node.inputs),
             tuple(shapes[v] for v in node.outputs),
-            tuple(np.asarray(b, dtype=np.float64) for b in node.blobs),
+            _blobs(node),
         )
         where = {"path": graph.path, "layer": node.name, "layer_type": node.type}
         if any(v in free for v in node.inputs):
@@ -201,6 +201,18 @@ def run_graph(
             if last.get(value) == index and value not in keep:
                 env.pop(value, None)
     return env
+
+
+def _blobs(node: Node) -> tuple[np.ndarray, ...]:
+    """The layer's blobs in float64; a large one of a ``float32_weights`` type as stored (its
+    reference casts it a slab at a time, _base.weight_rows)."""
+    as_stored = registry.facts(node.type).float32_weights
+    return tuple(
+        np.asarray(b)
+        if as_stored and np.size(b) >= LARGE_BLOB and np.asarray(b).dtype == np.float32
+        else np.asarray(b, dtype=np.float64)
+        for b in node.blobs
+    )
 
 
 def _actual_shapes(

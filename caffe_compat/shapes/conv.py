@@ -196,7 +196,7 @@ CONV_FACTS = {
     "columns": whole_columns,
     **CONV_COUNTS,
 }
-describe("Convolution", **CONV_FACTS)
+describe("Convolution", float32_weights=True, **CONV_FACTS)
 describe(
     ("ConvolutionDepthwise", "DepthwiseConvolution"),
     alias_of="Convolution",

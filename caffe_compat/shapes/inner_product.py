@@ -55,6 +55,7 @@ describe(
     folds_batchnorm=True,
     opencv_deviation=_transposed,
     opencv_tested=True,
+    float32_weights=True,
     bottoms=1,
     tops=1,
 )

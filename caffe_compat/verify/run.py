@@ -120,6 +120,7 @@ def verification_phases(
     given_model: bool,
     opencv_scope: str = "every value",
     streamed: bool = False,
+    judge_weights: float = 2.0,
 ) -> list[Phase]:
     """The phases of a verification and what each holds at its peak: the judges' kept values
     (the float64 judge's in float32, OpenCV's, stored arrays) plus one step's own. Back ends
@@ -130,7 +131,9 @@ def verification_phases(
     counted among the kept values. ``streamed``: the float64 judge's values go to disk as they
     are computed (verify/spill.py) and each back end runs once per group of values, so a phase
     holds the live values of its forward (``Phase.live``) and a back end a group beside them
-    (planned in ``_fit_batch``)."""
+    (planned in ``_fit_batch``). ``judge_weights``: copies more of the largest layer's weights
+    the float64 judge makes (2: its float64 copy; 0 where that layer's type is read in float32
+    slabs, the ``float32_weights`` fact)."""
     given = 1 if given_model else 0
     with_opencv = opencv and "opencv" in judges and opencv_scope != "none"
     every = with_opencv and opencv_scope == "every value"
@@ -150,7 +153,8 @@ def verification_phases(
         # the batch image by image, so at batch 1 this is what it needs)
         # and two float64 temporaries the size of the running layer's top
         copies = 2 if streamed else 2 + every + stored
-        judge = Phase("the float64 judge", 1 + given, 2, copies, 2.0, early, 4.0, streamed)
+        weights = judge_weights
+        judge = Phase("the float64 judge", 1 + given, weights, copies, 2.0, early, 4.0, streamed)
         phases.append(judge)
     run = {"live": streamed, "backend": True}
     if "torch" in backends:
@@ -213,6 +217,7 @@ def _fit_batch(
             given_model=options.onnx_model is not None,
             opencv_scope=scope,
             streamed=streamed,
+            judge_weights=_judge_weight_copies(loaded, need),
         )
         try:
             batch = _fit_phases(phases, need, budget, wanted, shrink=shrink)
@@ -229,6 +234,16 @@ def _fit_batch(
         return Fit(batch, scope, note, group)
     assert last_error is not None
     raise last_error  # a phase OpenCV is not in: what the budget must grow for
+
+
+def _judge_weight_copies(loaded: LoadedNet, need: Footprint) -> float:
+    """Copies more of the largest layer's weights the float64 judge makes: none where its type
+    is read in float32 slabs (``float32_weights``), else its float64 copy (twice the bytes)."""
+    try:
+        node = loaded.graph.node(need.largest_layer)
+    except KeyError:
+        return 2.0
+    return 0.0 if registry.facts(node.type).float32_weights else 2.0
 
 
 def _group_room(

@@ -252,3 +252,24 @@ def test_a_resumed_rerun_redoes_only_the_layers_from_the_first_fixed_value(net):
     assert set(resumed) == {"pool", "norm", "fc", "prob"}
     for name in resumed:
         np.testing.assert_array_equal(resumed[name], whole[name])
+
+
+def test_large_weights_are_read_in_float32_slabs_to_the_same_result(net, monkeypatch):
+    """A Convolution's or InnerProduct's large blob stays float32 (no float64 copy of a 400
+    MiB fc6) and is cast a slab of rows at a time: the same top, to float64 rounding."""
+    from caffe_compat.reference import _base, run
+
+    x = RNG.standard_normal((4, 3, 7, 9)).astype(np.float32)
+    whole = forward(net, {"data": x})
+    monkeypatch.setattr(_base, "LARGE_BLOB", 20)  # conv: 27 per row; fc: 48 per row
+    monkeypatch.setattr(run, "LARGE_BLOB", 20)
+    conv, fc = net.node("conv"), net.node("fc")
+    assert run._blobs(conv)[0].dtype == np.float32 and run._blobs(conv)[1].dtype == np.float64
+    assert run._blobs(fc)[0].dtype == np.float32
+    assert run._blobs(net.node("norm")) == ()
+    sliced = forward(net, {"data": x})
+    for name, value in whole.items():
+        np.testing.assert_allclose(sliced[name], value, rtol=1e-13, atol=1e-13)
+    rows = list(_base.weight_rows(np.ones((5, 6), np.float32), 0))
+    assert [r for r, _ in rows] == [slice(0, 3), slice(3, 5)]  # 20 // 6 = 3 rows a slab
+    assert all(s.dtype == np.float64 for _, s in rows)
