@@ -336,9 +336,9 @@ def test_a_net_too_big_at_its_declared_size_is_verified_smaller(tmp_path):
     )
     prototxt, weights, need = files("dense", dense)
     budget = int(4 * need.params + 0.9 * (2 * need.per_item + 2 * need.scratch_per_item))
-    streamed = verify(prototxt, weights, **{**options, "max_memory": budget})  # never smaller
-    assert streamed.passed and not any("divided by" in n for n in streamed.notes)
-    assert any(n.startswith("values streamed") for n in streamed.notes)
+    # never smaller: its InnerProduct, now read in float32 slabs by the judge, fits as it is
+    dense_report = verify(prototxt, weights, **{**options, "max_memory": budget})
+    assert dense_report.passed and not any("divided by" in n for n in dense_report.notes)
 
 
 # A chain whose values together are far more than the few alive at once, ending in an
