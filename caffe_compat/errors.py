@@ -199,3 +199,24 @@ class UnsupportedLayersError(CaffeCompatError):
             for m in self.missing
         ]
         return out
+
+
+_DISK_FULL_WORDS = ("no space left on device", "not enough free space", "disk quota exceeded")
+
+
+def disk_full(exc: BaseException) -> CaffeCompatError | None:
+    """The line for an exception that says the disk is full (ENOSPC, EDQUOT, numpy's "not
+    enough free space"), or None: a full disk is the machine's state, not a bug of ours."""
+    import errno
+
+    code = getattr(exc, "errno", None)
+    text = str(exc)
+    if code in (errno.ENOSPC, errno.EDQUOT) or any(w in text.lower() for w in _DISK_FULL_WORDS):
+        where = getattr(exc, "filename", None)
+        first = (text.strip().splitlines() or [type(exc).__name__])[0]
+        return CaffeCompatError(
+            f"the disk is full ({first}); free some space, or set TMPDIR to a larger disk for "
+            "temporary files",
+            path=where if isinstance(where, str) else None,
+        )
+    return None

@@ -89,3 +89,17 @@ def test_a_missing_file_says_where_it_belongs():
         "/cache/age.caffemodel: weights are not here; pass download=True to download and verify it"
     )
     assert error.to_dict()["sources"] == ["https://example.org/age.caffemodel"]
+
+
+def test_a_full_disk_is_one_line_not_an_internal_error():
+    import errno
+
+    from caffe_compat.errors import disk_full
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/tmp/x/model.onnx")
+    found = disk_full(full)
+    assert found is not None and "the disk is full" in str(found) and "TMPDIR" in str(found)
+    numpy_words = OSError("Not enough free space to write 22118400 bytes after offset 128")
+    assert disk_full(numpy_words) is not None
+    assert disk_full(OSError(errno.EACCES, "Permission denied")) is None
+    assert disk_full(ValueError("a bug")) is None

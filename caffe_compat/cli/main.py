@@ -231,8 +231,9 @@ def _run(args: argparse.Namespace) -> int:
         if args.debug:
             raise
         from ..budget import memory_failure
+        from ..errors import disk_full
 
-        failure = memory_failure(exc)  # an allocation failed despite the budget: one line
+        failure = memory_failure(exc) or disk_full(exc)  # the machine's limits: one line each
         if failure is not None:
             return _refused(args, failure)
         print(

@@ -117,5 +117,43 @@ def write_temp_caffemodel(graph: Graph, net: caffe_pb2.NetParameter, folder: Pat
     return path
 
 
+TEMP_PREFIX = "caffe-compat-verify-"
+
+
 def temp_folder() -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix="caffe-compat-verify-")
+    """A folder for a verification's temporary files (ONNX models, the judge's values in
+    streamed mode: gigabytes), named with this process's id. Folders of ours that a process
+    killed before it could remove them left behind (a timeout's SIGKILL) are removed first."""
+    remove_orphans()
+    return tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
+
+
+def remove_orphans(folder: str | None = None) -> list[str]:
+    """Remove verification folders, owned by this user, whose process no longer runs; the
+    removed paths. A folder whose process id is alive (or reused) is left alone."""
+    import shutil
+
+    removed: list[str] = []
+    if os.name != "posix":
+        return removed
+    base = Path(folder or tempfile.gettempdir())
+    for path in base.glob(f"{TEMP_PREFIX}*-*"):
+        pid = path.name[len(TEMP_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or path.stat().st_uid != os.getuid() or _alive(int(pid)):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(str(path))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True

@@ -227,3 +227,18 @@ def test_a_failed_quick_check_names_the_rows_that_failed():
     assert lines[5] == "check 2 more rows FAIL"
     report.comparisons = [c for c in report.comparisons if c.passed]
     assert not any(line.endswith("FAIL") for line in check_lines(report))
+
+
+def test_a_full_disk_during_verify_exits_2_with_one_line(small, monkeypatch, capsys):
+    import errno
+
+    from caffe_compat.verify import run
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "/tmp/v/weights.bin")
+
+    monkeypatch.setattr(run, "verify_loaded", full)
+    prototxt, weights = small
+    assert main(["verify", str(prototxt), str(weights), "--no-opencv"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the disk is full" in err[0] and "internal" not in err[0]

@@ -519,3 +519,33 @@ def test_a_cancelling_batchnorm_is_judged_by_the_judges_own_movement(tmp_path):
     (row,) = [c for c in report.comparisons if c.value == "bn" and c.backend == "torch-cpu"]
     assert "judge's own movement" in row.note and row.max_abs > 1e-4 * row.max_ref
     assert report.passed
+
+
+def test_folders_left_by_killed_verifications_are_removed(tmp_path, monkeypatch):
+    """A verification killed by a timeout leaves its temporary folder (gigabytes in streamed
+    mode); the next one removes folders of ours whose process is gone, and no other."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from caffe_compat.verify.opencv import TEMP_PREFIX, remove_orphans, temp_folder
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = int(gone.stdout)
+    orphan = tmp_path / f"{TEMP_PREFIX}{dead}-abc"
+    (orphan / "float64").mkdir(parents=True)
+    (orphan / "float64" / "0.npy").write_bytes(b"x" * 10)
+    alive = tmp_path / f"{TEMP_PREFIX}{os.getpid()}-def"
+    alive.mkdir()
+    other = tmp_path / "caffe-compat-verify-notapid"
+    other.mkdir()
+    unrelated = tmp_path / "something-else-1"
+    unrelated.mkdir()
+    assert remove_orphans(str(tmp_path)) == [str(orphan)]
+    assert not orphan.exists() and alive.exists() and other.exists() and unrelated.exists()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with temp_folder() as made:
+        assert os.path.basename(made).startswith(f"{TEMP_PREFIX}{os.getpid()}-")
