@@ -1216,10 +1216,20 @@ def _verify_smaller(
             if failed is None:
                 raise
             log.info("verify at the input size divided by %d does not fit: %s", factor, failed)
-            del loaded
+            del loaded, exc
+            _let_go()
             continue
         return report, loaded
     return None
+
+
+def _let_go() -> None:
+    """Free what a failed attempt still holds in reference cycles (its frames, their arrays
+    and models) before the next attempt allocates: measured on FCN-32s, 700 MB of a 4 GiB cap
+    stayed taken after a failed attempt until the cycle collector ran."""
+    import gc
+
+    gc.collect()
 
 
 def _verify_within(
@@ -1242,6 +1252,7 @@ def _verify_within(
         smaller = _verify_smaller(prototxt, weights, declared, params, over, net_options, options)
         if smaller is not None:
             return smaller
+        _let_go()
         loaded = load_net(prototxt, weights, max_memory=options["max_memory"], **net_options)
     try:
         report = verify_loaded(loaded, weights_path=str(weights), streamed=True, **options)
@@ -1295,6 +1306,7 @@ def verify(
             raise over from None
         over = over.with_traceback(None)  # the failed run's frames (and arrays) are let go
     if over is not None:  # outside the handler: nothing of the failed run is still held
+        _let_go()
         report, loaded = _verify_within(prototxt, weights, loaded, over, net_options, options)
     report.notes.extend(fork_notes(loaded))
     if reference_path:

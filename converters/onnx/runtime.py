@@ -39,7 +39,8 @@ def session(
     ``threads`` caps its intra-op threads (one actor or worker per core). ``lean``: no CPU
     memory arena and no memory pattern, for one run that fetches every value (verify): each
     buffer is freed when its last reader is done instead of staying in an arena or a plan
-    sized for repeated runs."""
+    sized for repeated runs, and no pre-packed copy of the weights (FCN-32s' ONNX Runtime then
+    opens under a 4 GiB cap where it failed with std::bad_alloc)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -47,6 +48,8 @@ def session(
     if lean:
         options.enable_cpu_mem_arena = False
         options.enable_mem_pattern = False
+        # no second, pre-packed copy of every weight matrix kept beside the weights
+        options.add_session_config_entry("session.disable_prepacking", "1")
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

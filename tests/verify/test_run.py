@@ -549,3 +549,16 @@ def test_folders_left_by_killed_verifications_are_removed(tmp_path, monkeypatch)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with temp_folder() as made:
         assert os.path.basename(made).startswith(f"{TEMP_PREFIX}{os.getpid()}-")
+
+
+def test_the_verification_session_keeps_no_arena_pattern_or_packed_weights(small_net):
+    """ONNX Runtime for one verification run: no arena, no memory pattern, no pre-packed copy
+    of the weights (FCN-32s' session opens under a 4 GiB cap only so)."""
+    from caffe_compat.converters.onnx.export import to_onnx_bytes
+    from caffe_compat.verify.backends import open_onnxruntime
+
+    prototxt, weights = small_net
+    opened = open_onnxruntime(to_onnx_bytes(load_net(prototxt, weights).graph))
+    options = opened.get_session_options()
+    assert not options.enable_cpu_mem_arena and not options.enable_mem_pattern
+    assert options.get_session_config_entry("session.disable_prepacking") == "1"
