@@ -130,6 +130,7 @@ def check_lines(report: Report) -> list[str]:
     for output in report.argmax:
         lines.append(
             f"check {output.backend} vs {output.reference}: argmax {output.agree}/{output.total}"
+            + (f" (+{output.ties} at near-ties)" if output.ties else "")
         )
     finals = {a.output for a in report.argmax}
     for (_, value), c in report.worst().items():

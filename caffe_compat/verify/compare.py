@@ -240,10 +240,11 @@ class ArgmaxAgreement:
     reference: str
     agree: int
     total: int
+    ties: int = 0  # rows picking another class whose judge score is within float32 error
 
     @property
     def passed(self) -> bool:
-        return self.agree == self.total
+        return self.agree + self.ties == self.total
 
 
 @dataclass
@@ -302,9 +303,10 @@ class Report:
         lines.extend("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
         for a in self.argmax:
             state = "ok" if a.passed else "FAIL"
+            tied = f" (+{a.ties} at near-ties)" if a.ties else ""
             lines.append(
                 f"argmax {a.output}: {a.backend} vs {a.reference}: "
-                f"{a.agree}/{a.total} agree {state}"
+                f"{a.agree}/{a.total} agree{tied} {state}"
             )
         for output, count in self.distinct_classes.items():
             lines.append(f"variety     {output}: {count} distinct argmax classes over the batch")

@@ -495,7 +495,9 @@ def _extras(report: Report, versions: Mapping[str, str] | None) -> list[str]:
         items = [
             (
                 f"{a.output}: {a.backend} vs {a.reference}",
-                f"{a.agree}/{a.total} agree{'' if a.passed else ' (FAIL)'}",
+                f"{a.agree}/{a.total} agree"
+                + (f" (+{a.ties} at near-ties)" if a.ties else "")
+                + ("" if a.passed else " (FAIL)"),
             )
             for a in report.argmax
         ]

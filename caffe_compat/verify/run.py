@@ -573,7 +573,9 @@ class _Comparer:
                 ref_values = rerun
             judged[ref_name] = ref_values
             past += self._rows(backend, produced, ref_name, ref_values)
-            _argmax_agreement(self.scored, backend, produced, ref_name, ref_values, self.report)
+            _argmax_agreement(
+                self.scored, backend, produced, ref_name, ref_values, self.report, self.tolerance
+            )
         if past and "float64" in self.refs:
             self._measure_movement([value for _, value, _, _ in past])
         for index, value, ref_name, allowance in past:
@@ -723,14 +725,24 @@ def _argmax_agreement(
     ref_name: str,
     ref_values: Judged,
     report: Report,
+    tolerance: Tolerance,
 ) -> None:
-    """How many rows of each output pick the judge's class."""
+    """How many rows of each output pick the judge's class; a row picking another class whose
+    judge score lies within twice the output's plain limit of the judge's best (two classes
+    float32 cannot order) counts as a near-tie, not a disagreement."""
     for output in outputs:
         if output in produced and output in ref_values:
-            mine, theirs = _argmax_rows(produced[output]), _argmax_rows(ref_values[output])
+            reference = ref_values[output]
+            mine, theirs = _argmax_rows(produced[output]), _argmax_rows(reference)
             if mine is not None and theirs is not None and mine.shape == theirs.shape:
                 agree = int((mine == theirs).sum())
-                report.argmax.append(ArgmaxAgreement(output, backend, ref_name, agree, len(mine)))
+                scores = np.asarray(reference).reshape(len(theirs), -1)
+                rows = np.arange(len(theirs))
+                gap = np.abs(scores[rows, theirs] - scores[rows, mine])
+                near = int(((mine != theirs) & (gap <= 2 * tolerance.limit(scores))).sum())
+                report.argmax.append(
+                    ArgmaxAgreement(output, backend, ref_name, agree, len(mine), near)
+                )
 
 
 def _detection_values(graph: Graph) -> dict[str, DetectionSettings | None]:

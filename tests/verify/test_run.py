@@ -562,3 +562,22 @@ def test_the_verification_session_keeps_no_arena_pattern_or_packed_weights(small
     options = opened.get_session_options()
     assert not options.enable_cpu_mem_arena and not options.enable_mem_pattern
     assert options.get_session_config_entry("session.disable_prepacking") == "1"
+
+
+def test_a_top_class_chosen_otherwise_at_a_near_tie_is_not_a_disagreement():
+    """Two classes whose judge scores lie within float32 error of each other: a back end that
+    picks the other one agrees at a near-tie; a clear winner picked otherwise still fails."""
+    from caffe_compat.verify.compare import Report, Tolerance
+    from caffe_compat.verify.run import _argmax_agreement
+
+    judge = {"prob": np.array([[0.4, 0.4 + 1e-6, 0.2], [0.1, 0.8, 0.1]])}
+    tied = {"prob": np.array([[0.4 + 2e-6, 0.4, 0.2], [0.1, 0.8, 0.1]], np.float32)}
+    report = Report(inputs="x", batch=2)
+    _argmax_agreement(["prob"], "torch-cpu", tied, "float64", judge, report, Tolerance())
+    (row,) = report.argmax
+    assert (row.agree, row.ties, row.total, row.passed) == (1, 1, 2, True)
+    assert "1/2 agree (+1 at near-ties) ok" in report.render()
+    wrong = {"prob": np.array([[0.4, 0.4, 0.2], [0.8, 0.1, 0.1]], np.float32)}
+    report = Report(inputs="x", batch=2)
+    _argmax_agreement(["prob"], "torch-cpu", wrong, "float64", judge, report, Tolerance())
+    assert not report.argmax[0].passed and report.argmax[0].ties == 1
