@@ -581,3 +581,29 @@ def test_a_top_class_chosen_otherwise_at_a_near_tie_is_not_a_disagreement():
     report = Report(inputs="x", batch=2)
     _argmax_agreement(["prob"], "torch-cpu", wrong, "float64", judge, report, Tolerance())
     assert not report.argmax[0].passed and report.argmax[0].ties == 1
+
+
+def test_onnx_runtime_failing_to_open_stops_the_smaller_sizes(tmp_path, monkeypatch):
+    """ONNX Runtime out of memory while opening the whole model fails at every input size
+    (its weights): verify stops shrinking after the first smaller size and streams instead,
+    whose pieces open one group of layers each; the last error is one memory line."""
+    from caffe_compat.errors import MemoryBudgetError
+    from caffe_compat.verify import backends, verify
+
+    prototxt, weights = tmp_path / "wide.prototxt", tmp_path / "wide.caffemodel"
+    prototxt.write_text(WIDE)
+    loaded = load_net(prototxt)
+    write_caffemodel(weights, definitions_only(loaded.net.layer), synthesize(loaded, seed=5))
+    sizes = []
+
+    def cannot_open(model, feeds, *args, **kwargs):
+        sizes.append(next(iter(feeds.values())).shape[-1])
+        raise RuntimeError(
+            "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Exception during initialization: "
+            "std::bad_alloc"
+        )
+
+    monkeypatch.setattr(backends, "run_onnxruntime", cannot_open)
+    with pytest.raises(MemoryBudgetError, match="out of memory while"):
+        verify(prototxt, weights, batch=1, progress=False, opencv=False)
+    assert sizes == [48, 16, 48]  # declared, the first smaller size, then streamed: no more
