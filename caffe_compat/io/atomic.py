@@ -170,7 +170,8 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = True) -> It
         yield tmp
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` may still run (True where it cannot tell): files it owns are kept."""
     if pid == os.getpid() or os.name != "posix":  # os.kill(pid, 0) only probes on POSIX
         return True
     try:
@@ -196,7 +197,7 @@ def remove_stale_partials(path: str | os.PathLike[str]) -> list[Path]:
     uid = os.getuid() if hasattr(os, "getuid") else None
     for found in target.parent.glob(f".{glob.escape(stem)}.*.partial{glob.escape(suffix)}"):
         match = pattern.fullmatch(found.name)
-        if match is None or _alive(int(match.group(1))):
+        if match is None or process_alive(int(match.group(1))):
             continue
         with contextlib.suppress(OSError):
             info = found.lstat()

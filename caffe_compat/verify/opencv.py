@@ -133,6 +133,8 @@ def remove_orphans(folder: str | None = None) -> list[str]:
     removed paths. A folder whose process id is alive (or reused) is left alone."""
     import shutil
 
+    from ..io.atomic import process_alive
+
     removed: list[str] = []
     if os.name != "posix":
         return removed
@@ -140,20 +142,10 @@ def remove_orphans(folder: str | None = None) -> list[str]:
     for path in base.glob(f"{TEMP_PREFIX}*-*"):
         pid = path.name[len(TEMP_PREFIX) :].split("-", 1)[0]
         try:
-            if not pid.isdigit() or path.stat().st_uid != os.getuid() or _alive(int(pid)):
+            if not pid.isdigit() or path.stat().st_uid != os.getuid() or process_alive(int(pid)):
                 continue
         except OSError:
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(str(path))
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
