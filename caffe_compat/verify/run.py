@@ -60,7 +60,7 @@ from .inputs import feed_batch, feeds_for, index_inputs, structured_inputs
 from .isolated import ChildFailed, run_isolated
 from .spill import SpilledValues, magnitudes, require_disk
 from .stored import load_reference_npz, stored_inputs, stored_values
-from .ties import has_choices, near_tie_classes, near_tie_masks
+from .ties import TIE_ROUNDS, has_choices, near_tie_classes, near_tie_masks
 
 Values = dict[str, np.ndarray]
 Judged = Mapping[str, np.ndarray]  # a judge's values: in memory, or on disk (SpilledValues)
@@ -666,7 +666,9 @@ class _Comparer:
     def _rerun_at_ties(self, backend: str, produced: Values) -> Judged | None:
         """When this back end's argmax masks differ from the float64 judge's only at
         near-ties, the judge rerun with those masks as given (verify/ties.py; the report notes
-        each). Back ends that chose alike in a row share one rerun."""
+        each). A choice downstream of one taken is judged against the rerun, not the first
+        judge (SegNet's per-pixel class after its pooling masks), so this repeats until no new
+        choice is found. Back ends that chose alike in a row share one rerun."""
         judge = self.refs.get("float64")
         graph, tolerance = self.loaded.graph, self.tolerance
         if judge is None or not has_choices(graph):
@@ -679,18 +681,41 @@ class _Comparer:
             )
             return max(tolerance.limit(judge[value]), growth)
 
-        found_masks, notes = near_tie_masks(graph, judge, produced, limit)
-        found_classes, more = near_tie_classes(graph, judge, produced, limit)
-        fixed = {**self._masks.get(backend, {}), **found_masks, **found_classes}
+        fixed = dict(self._masks.get(backend, {}))
+        current = self._judge_with(fixed) if fixed else judge
+        notes: list[str] = []
+        for _ in range(TIE_ROUNDS):
+            if current is None:
+                break
+            found_masks, more = near_tie_masks(graph, current, produced, limit)
+            found_classes, most = near_tie_classes(graph, current, produced, limit)
+            found = {
+                name: array
+                for name, array in {**found_masks, **found_classes}.items()
+                if name not in fixed or not np.array_equal(fixed[name], array)
+            }
+            if not found:
+                break
+            fixed.update(found)
+            notes += more + most
+            current = self._judge_with(fixed)
         self._masks[backend] = fixed
-        notes += more
         if not fixed:
             return None
-        read = {v for node in graph.nodes for v in node.inputs}
-        if not read & set(fixed):  # choices no layer reads (ArgMax's output): nothing to redo
+        if current is not None:
             self.report.notes.extend(f"{backend}: {note}" for note in notes)
+        return current
+
+    def _judge_with(self, fixed: dict[str, np.ndarray]) -> Judged | None:
+        """The float64 judge with ``fixed``'s choices taken as given: rerun from the first
+        layer that reads one (None where the rerun could not be made); choices no layer reads
+        (ArgMax's output) are laid over it."""
+        judge = self.refs["float64"]
+        read = {v for node in self.loaded.graph.nodes for v in node.inputs}
+        taken = {name: array for name, array in fixed.items() if name in read}
+        if not taken:
             return ChainMap(fixed, judge)
-        key = tuple((n, hashlib.sha256(a.tobytes()).hexdigest()) for n, a in sorted(fixed.items()))
+        key = tuple((n, hashlib.sha256(a.tobytes()).hexdigest()) for n, a in sorted(taken.items()))
         if self._rerun is None or self._rerun[0] != key:
             self._rerun = None  # dropped before the next rerun is made
             spill = None
@@ -704,7 +729,7 @@ class _Comparer:
                 self.plan.values,
                 required=False,
                 max_memory=int(self.plan.budget.limit),
-                fixed=fixed,
+                fixed=taken,
                 spill=spill,
                 resume=judge,
             )
@@ -713,9 +738,7 @@ class _Comparer:
             # the values before the first choice are the judge's own
             self._rerun = (key, None if found is None else ChainMap(found, judge))
         found = self._rerun[1]
-        if found is not None:
-            self.report.notes.extend(f"{backend}: {note}" for note in notes)
-        return found
+        return None if found is None else ChainMap(fixed, found)
 
 
 def _argmax_agreement(

@@ -26,6 +26,10 @@ from ..shapes.geometry import canonical_axis
 
 Values = Mapping[str, np.ndarray]
 
+# a choice found against a rerun can change values a later choice reads: rounds of finding
+# choices and rerunning stop when none is new, or after this many (each round a judge pass)
+TIE_ROUNDS = 4
+
 
 def argmax_masks(graph: Graph) -> Iterator[tuple[Node, str, str]]:
     """(layer, bottom value, mask value) of each layer with an argmax top (its type's

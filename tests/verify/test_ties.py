@@ -129,3 +129,36 @@ def test_only_near_tie_classes_are_accepted(tmp_path):
     assert list(fixed) == ["argmax"] and len(notes) == 1
     outside = {"argmax": np.array([[[[2.0, 1.0]]]])}  # no class 2: never a tie
     assert near_tie_classes(graph, {**judge, **close}, outside, lambda v: 1e-4) == ({}, [])
+
+
+# A class choice downstream of a mask taken as given. The rerun starts from the judge's pooled
+# value as kept (float32: 1 + 2^-22) and adds 2^-24 in float64; the other channel holds
+# 1 + 2^-22. Against the first judge (mask on index 1) the class at index 1 differs by a whole
+# value; against the rerun (mask on index 0) the class at index 0 is a near-tie of its own:
+# float32 rounds 1 + 2^-22 + 2^-24 to 1 + 2^-22 (ties to even), both channels tie and Caffe's
+# ArgMax keeps the later class, float64 has the unpooled channel larger.
+AFTER_MASK = NET + """
+input: "other" input_shape { dim: 1 dim: 1 dim: 2 dim: 4 }
+layer { name: "nudge" type: "Power" bottom: "up" top: "up2" power_param { shift: 5.9604645e-08 } }
+layer { name: "both" type: "Concat" bottom: "up2" bottom: "other" top: "both" }
+layer { name: "class" type: "ArgMax" bottom: "both" top: "class" argmax_param { axis: 1 } }
+"""
+
+
+def test_a_class_after_a_mask_taken_is_judged_against_the_rerun(tmp_path):
+    path = tmp_path / "after_mask.prototxt"
+    path.write_text(AFTER_MASK)
+    loaded = load_net(path)
+    other = np.full((1, 1, 2, 4), 0.5, dtype=np.float32)
+    other[0, 0, 0, 0] = np.float32(1) + np.float32(2.0**-22)
+    report = verify_loaded(
+        loaded,
+        feeds={**_feeds(), "other": other},
+        against=("float64",),
+        devices=("cpu",),
+        progress=False,
+    )
+    assert report.passed, report.render(all_rows=False)
+    torch_notes = [n for n in report.notes if n.startswith("torch-cpu") and "near-ties" in n]
+    assert any('layer "pool": 1 of 2 argmax choices' in n for n in torch_notes)
+    assert any('layer "class": 1 of 8 class choices' in n for n in torch_notes)
