@@ -149,14 +149,34 @@ def conv_columns(node: Node, in_shapes: list[Shape], out_shapes: list[Shape]) ->
     return columns + (padded if any(geom.pad) else 0)
 
 
+def deconv_rows(outputs: int, kernel: tuple[int, ...], n: int, spatial: tuple[int, ...]) -> int:
+    """Input rows of the first spatial axis one slab of a transposed convolution's columns
+    holds (COLUMN_SLAB values: output channels times kernel taps at each input position)."""
+    per_row = outputs * math.prod(kernel) * n * math.prod(spatial[1:])
+    return max(1, min(spatial[0], COLUMN_SLAB // max(per_row, 1))) if spatial else 1
+
+
 def deconv_columns(node: Node, in_shapes: list[Shape], out_shapes: list[Shape]) -> int:
-    """col2im's column buffer of a transposed convolution: output channels times the kernel
-    taps at every input position, for one bottom."""
+    """col2im's whole column buffer of a transposed convolution (PyTorch's CPU kernel without
+    oneDNN builds it): output channels times the kernel taps at every input position, for
+    one bottom."""
     p = node.param.convolution_param
     shape, out = in_shapes[0], out_shapes[0]
     axis = canonical_axis(int(p.axis), len(shape))
     kernel = conv_geometry(p, len(shape) - axis - 1).kernel
     return math.prod(out[: axis + 1]) * math.prod(kernel) * math.prod(shape[axis + 1 :])
+
+
+def deconv_slab_columns(node: Node, in_shapes: list[Shape], out_shapes: list[Shape]) -> int:
+    """The float64 reference's columns of a transposed convolution, ``deconv_rows`` input
+    rows at a time."""
+    p = node.param.convolution_param
+    shape, out = in_shapes[0], out_shapes[0]
+    axis = canonical_axis(int(p.axis), len(shape))
+    kernel = conv_geometry(p, len(shape) - axis - 1).kernel
+    n, outputs, spatial = math.prod(shape[:axis]), out[axis], tuple(shape[axis + 1 :])
+    rows = deconv_rows(outputs, kernel, n, spatial)
+    return n * outputs * math.prod(kernel) * rows * math.prod(spatial[1:])
 
 
 def _opencv_thin_depthwise(node: Node, in_shapes: list[Shape]) -> str | None:
@@ -208,7 +228,7 @@ describe(
     rescale=rescale_deconv,
     opencv_deviation=_dilated_deconv,
     opencv_tested=True,
-    workspace=deconv_columns,
+    workspace=deconv_slab_columns,
     columns=deconv_columns,
     **CONV_SETTINGS,
     **CONV_COUNTS,

@@ -1197,14 +1197,14 @@ def _divided(side: int, factor: int) -> int:
 def _smaller(inputs: Mapping[str, tuple[int, ...]], factor: int) -> dict[str, tuple[int, ...]]:
     """Every input with spatial axes (N x C x H x W, or a clip's N x C x D x H x W) at its
     height and width divided by ``factor`` (``_divided``); {} when a side would get too
-    small."""
+    small or none gets smaller."""
     shapes = {}
     for name, shape in inputs.items():
         if len(shape) < 4:
             continue
         spatial = [_divided(int(d), factor) for d in shape[-2:]]
-        if min(spatial) < SMALLEST_SIDE:
-            return {}
+        if min(spatial) < SMALLEST_SIDE or spatial == list(shape[-2:]):
+            return {}  # too small, or no smaller size keeps the sides' power of two
         shapes[name] = (*shape[:-2], *spatial)
     return shapes
 
@@ -1217,9 +1217,11 @@ def _verify_smaller(
     over: MemoryBudgetError,
     net_options: dict[str, Any],
     options: dict[str, Any],
+    streamed: bool = False,
 ) -> tuple[Report, LoadedNet] | None:
     """The verification at the first smaller input size that fits the budget (SHRINK_FACTORS),
-    its report saying so; None where none does."""
+    its report saying so; None where none does. ``streamed``: with the values streamed to disk
+    (a net whose declared size does not fit even so: Dilation's 852 x 1640 KITTI front end)."""
     from ..errors import NetDefinitionError
 
     budget = options["max_memory"]
@@ -1245,7 +1247,8 @@ def _verify_smaller(
             "shapes at both sizes"
         )
         try:
-            report = verify_loaded(loaded, weights_path=str(weights), **options)
+            run_options = {**options, "streamed": True} if streamed else options
+            report = verify_loaded(loaded, weights_path=str(weights), **run_options)
         except Exception as exc:
             failed = exc if isinstance(exc, MemoryBudgetError) else memory_failure(exc)
             if failed is None:
@@ -1290,9 +1293,11 @@ def _verify_within(
 ) -> tuple[Report, LoadedNet]:
     """One item at the declared size does not fit (``over``): verify at a smaller input size
     where the net allows it (synthetic inputs, every layer's parameters unchanged), else at the
-    declared size with the values streamed to disk (verify/spill.py: slower, exact). The
-    streamed run's error, when it too does not fit, is the line shown: what the budget must
-    grow for at the least."""
+    declared size with the values streamed to disk (verify/spill.py: slower, exact), else
+    streamed at a smaller size. The streamed run's error at the declared size, when nothing
+    fits, is the line shown: what the budget must grow for at the least."""
+    declared: dict[str, tuple[int, ...]] = {}
+    params: dict[str, list[tuple[int, ...]]] = {}
     if not options.get("feeds") and not net_options.get("input_shapes"):
         declared = dict(loaded.graph.inputs)
         params = _param_shapes(loaded)
@@ -1308,8 +1313,18 @@ def _verify_within(
         failed = exc if isinstance(exc, MemoryBudgetError) else memory_failure(exc)
         if failed is None:
             raise
-        raise failed.with_traceback(None) from None
-    return report, loaded
+        failed = failed.with_traceback(None)
+    else:
+        return report, loaded
+    del loaded
+    _let_go()
+    if declared and not _size_independent(failed):  # streamed at a smaller size: the last resort
+        smaller = _verify_smaller(
+            prototxt, weights, declared, params, failed, net_options, options, streamed=True
+        )
+        if smaller is not None:
+            return smaller
+    raise failed from None
 
 
 def verify(

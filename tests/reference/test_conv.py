@@ -257,6 +257,26 @@ def test_deconvolution_on_an_odd_shape(run_layers, params, group, kernel, stride
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize(("params", "group", "kernel", "stride", "pad", "dilation"), DECONV_CASES)
+@pytest.mark.parametrize("slab", [1, 100])
+def test_deconvolution_in_slabs_of_input_rows(
+    run_layers, monkeypatch, slab, params, group, kernel, stride, pad, dilation
+):
+    """Columns made a few input rows at a time and added where their taps land give the loop's
+    values: overlapping taps of neighbouring slabs sum as col2im sums them."""
+    from caffe_compat.shapes import conv as conv_shapes
+
+    monkeypatch.setattr(conv_shapes, "COLUMN_SLAB", slab)
+    x = RNG.standard_normal((2, 6, 5, 7))
+    w, b = RNG.standard_normal((6, 3, *kernel)), RNG.standard_normal(3 * group)
+    assert conv_shapes.deconv_rows(3 * group, kernel, 2, (5, 7)) < 5  # more than one slab
+    out = run_layers(
+        conv(f"num_output: {3 * group} {params}", "Deconvolution"), {"c": [w, b]}, data=x
+    )["c0"]
+    expected = deconv_loop(x, w, b, stride, pad, dilation, group)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("kind", ["ConvolutionDepthwise", "DepthwiseConvolution"])
 def test_depthwise_aliases_are_one_group_per_channel(run_layers, kind):
     x = RNG.standard_normal((2, 5, 7, 9))

@@ -391,6 +391,44 @@ def test_a_net_whose_values_do_not_fit_together_is_verified_streamed(tmp_path):
     assert {c.backend for c in report.comparisons} == {"torch-cpu", "onnxruntime-cpu"}
 
 
+def test_a_net_that_fits_only_smaller_and_streamed_is_verified_so(tmp_path):
+    """Over the budget in memory at every size, and streamed at the declared size: verify
+    streams the values at the input size halved (Dilation's KITTI front end), and says both."""
+    from caffe_compat.budget import footprint
+    from caffe_compat.verify import verify
+    from caffe_compat.verify.run import _phase_bytes, verification_phases
+
+    convolutional = DEEP.replace(
+        'type: "InnerProduct" bottom: "c11" top: "fc" inner_product_param { num_output: 3 }',
+        'type: "Convolution" bottom: "c11" top: "fc" '
+        "convolution_param { num_output: 3 kernel_size: 1 }",
+    ).replace("dim: 32 dim: 32", "dim: 64 dim: 64")
+    assert "InnerProduct" not in convolutional and "dim: 64" in convolutional
+    prototxt, weights = tmp_path / "deep.prototxt", tmp_path / "deep.caffemodel"
+    prototxt.write_text(convolutional)
+    loaded = load_net(prototxt)
+    write_caffemodel(weights, definitions_only(loaded.net.layer), synthesize(loaded, seed=5))
+    sides = {"opencv": False, "stored": False, "given_model": False}
+    judges, backends = ("float64",), ("torch", "onnxruntime")
+
+    def least(side: int, streamed: bool) -> float:
+        graph = load_net(prototxt, input_shapes={"data": (2, 3, side, side)})
+        need = footprint(graph.graph, graph.inference.params)
+        phases = verification_phases(judges, backends, **sides, streamed=streamed)
+        extra = 2 * need.largest_per_item if streamed else 0.0  # a group and a judge value
+        return max(_phase_bytes(p, need, 1) + (extra if p.backend else 0.0) for p in phases)
+
+    fits = least(32, True)
+    over = min(least(32, False), least(64, True))
+    assert fits < over
+    options = {"max_memory": int((fits + over) / 2), "batch": 1, "progress": False}
+    report = verify(prototxt, weights, **options, opencv=False)
+    assert report.passed and report.batch == 1
+    assert any("verified at the input size divided by 2: data 2x3x32x32" in n for n in report.notes)
+    assert any(n.startswith("values streamed: the float64 judge wrote") for n in report.notes)
+    assert {c.value for c in report.comparisons} == {*(f"c{i}" for i in range(12)), "fc"}
+
+
 def test_an_allocation_failing_at_the_declared_size_retries_smaller(tmp_path, monkeypatch):
     """An allocation that fails anyway (the plan fitted, the library took more) is a memory
     failure like the budget's: verify runs again at a smaller size, after letting the failed
@@ -607,3 +645,12 @@ def test_onnx_runtime_failing_to_open_stops_the_smaller_sizes(tmp_path, monkeypa
     with pytest.raises(MemoryBudgetError, match="out of memory while"):
         verify(prototxt, weights, batch=1, progress=False, opencv=False)
     assert sizes == [48, 16, 48]  # declared, the first smaller size, then streamed: no more
+
+
+def test_smaller_sizes_keep_the_power_of_two_and_stop_where_none_is_smaller():
+    from caffe_compat.verify.run import _smaller
+
+    assert _smaller({"data": (1, 3, 608, 608)}, 2) == {"data": (1, 3, 288, 288)}
+    assert _smaller({"data": (1, 3, 227, 227)}, 2) == {"data": (1, 3, 114, 114)}
+    assert _smaller({"data": (2, 3, 32, 32)}, 2) == {}  # 32 keeps 32: the same size again
+    assert _smaller({"data": (1, 3, 20, 20)}, 2) == {}  # under SMALLEST_SIDE

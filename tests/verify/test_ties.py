@@ -137,12 +137,15 @@ def test_only_near_tie_classes_are_accepted(tmp_path):
 # value; against the rerun (mask on index 0) the class at index 0 is a near-tie of its own:
 # float32 rounds 1 + 2^-22 + 2^-24 to 1 + 2^-22 (ties to even), both channels tie and Caffe's
 # ArgMax keeps the later class, float64 has the unpooled channel larger.
-AFTER_MASK = NET + """
+AFTER_MASK = (
+    NET
+    + """
 input: "other" input_shape { dim: 1 dim: 1 dim: 2 dim: 4 }
 layer { name: "nudge" type: "Power" bottom: "up" top: "up2" power_param { shift: 5.9604645e-08 } }
 layer { name: "both" type: "Concat" bottom: "up2" bottom: "other" top: "both" }
 layer { name: "class" type: "ArgMax" bottom: "both" top: "class" argmax_param { axis: 1 } }
 """
+)
 
 
 def test_a_class_after_a_mask_taken_is_judged_against_the_rerun(tmp_path):
