@@ -1,10 +1,12 @@
 """ROIPooling (caffe-fast-rcnn's ``roi_pooling_layer.cpp``) and PSROIPooling (caffe-rfcn's
 ``psroi_pooling_layer.cu``) in float64, with the forks' float32 index arithmetic.
 
-ROIPooling, per ROI ``[b, x1, y1, x2, y2]``: the corners are ``round(v * spatial_scale)`` (float32
-product, C's round: halves away from zero), the ROI spans ``max(end - start + 1, 1)`` cells, a
-bin is ``span / pooled`` (float32) and bin ``p`` covers ``[floor(p * bin), ceil((p + 1) * bin))``
-shifted by the start and clipped to the map; the top is the bin's maximum, 0 for an empty bin.
+ROIPooling, per ROI ``[b, x1, y1, x2, y2]`` (MS-CNN's ``pad_ratio`` first widens it on each
+side by that share of its size, ``shapes.roi.padded_rois``): the corners are ``round(v *
+spatial_scale)`` (float32 product, C's round: halves away from zero), the ROI spans ``max(end -
+start + 1, 1)`` cells, a bin is ``span / pooled`` (float32) and bin ``p`` covers ``[floor(p *
+bin), ceil((p + 1) * bin))`` shifted by the start and clipped to the map; the top is the bin's
+maximum, 0 for an empty bin.
 
 PSROIPooling: corners ``round(v) * scale`` and ``(round(v) + 1) * scale`` (not rounded again),
 size at least 0.1, bin ``size / group``, ``[floor(p * bin + start), ceil((p + 1) * bin + start))``
@@ -24,7 +26,7 @@ import numpy as np
 
 from ..ir.graph import Node
 from ..registry import register
-from ..shapes.roi import psroi_settings, roi_pooling_settings
+from ..shapes.roi import padded_rois, psroi_settings, roi_pad_ratio, roi_pooling_settings
 from ._base import Arrays, BackwardContext, Grads, LayerContext
 
 SCRATCH = 1 << 22  # float64 values per chunk
@@ -96,6 +98,7 @@ def _roi_pooling(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
     n, _, h, w = x.shape
     ph, pw, scale = roi_pooling_settings(node.param.roi_pooling_param)
     image = _images(rois, n)
+    rois = padded_rois(rois, roi_pad_ratio(node.param.roi_pooling_param))
     rows, cols = roi_bins(rois, (ph, pw), scale, (h, w))
     return [table_max(x, image, rows, cols)]
 
@@ -173,6 +176,7 @@ def _roi_pooling_backward(node: Node, inputs: Arrays, diffs: Arrays, ctx: Backwa
     n, c, h, w = x.shape
     ph, pw, scale = roi_pooling_settings(node.param.roi_pooling_param)
     image = _images(rois, n)
+    rois = padded_rois(rois, roi_pad_ratio(node.param.roi_pooling_param))
     rows, cols = roi_bins(rois, (ph, pw), scale, (h, w))
     mask = _masks(rows, h)[:, :, None, :, None] & _masks(cols, w)[:, None, :, None, :]
     grad = np.zeros_like(x, dtype=np.float64)

@@ -190,7 +190,8 @@ def run_graph(
                     f"computed a {array.shape} top where the shape rule says {shape}", **where
                 )
             if value in fixed:
-                if fixed[value].shape != array.shape:
+                rows_given = rows_vary and fixed[value].shape[1:] == array.shape[1:]
+                if fixed[value].shape != array.shape and not rows_given:
                     given = f"{fixed[value].shape} for top {value!r}, computed {array.shape}"
                     raise CaffeCompatError(f"a fixed value of the wrong shape: {given}", **where)
                 array = fixed[value]
@@ -201,6 +202,19 @@ def run_graph(
             if last.get(value) == index and value not in keep:
                 env.pop(value, None)
     return env
+
+
+def layer_forward(node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """One layer in float64 on the bottoms given, at their shapes: verify recomputes a layer
+    whose rows depend on the data (Proposal) from a back end's own bottoms."""
+    entry = registry.lookup(node.type, BACKEND)
+    rule = registry.lookup(node.type, "shape")
+    assert entry is not None and rule is not None  # preflight checked
+    in_shapes = tuple(tuple(a.shape) for a in inputs)
+    outs = tuple(tuple(s) for s in rule.fn(node, list(in_shapes)).outputs)
+    with np.errstate(all="ignore"):
+        result = entry.fn(node, list(inputs), LayerContext(in_shapes, outs, _blobs(node)))
+    return [np.asarray(a, dtype=np.float64) for a in result]
 
 
 def _blobs(node: Node) -> tuple[np.ndarray, ...]:

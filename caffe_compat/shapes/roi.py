@@ -29,6 +29,29 @@ def roi_pooling_settings(p: caffe_pb2.ROIPoolingParameter) -> tuple[int, int, fl
     return int(p.pooled_h), int(p.pooled_w), float(np.float32(p.spatial_scale))
 
 
+def roi_pad_ratio(p: caffe_pb2.ROIPoolingParameter) -> float:
+    """MS-CNN's ``pad_ratio`` (float32; 0 in caffe-fast-rcnn, which has no such field)."""
+    if not math.isfinite(p.pad_ratio):
+        raise ValueError("roi_pooling_param.pad_ratio must be a finite number")
+    return float(np.float32(p.pad_ratio))
+
+
+def padded_rois(rois: np.ndarray, ratio: float) -> np.ndarray:
+    """MS-CNN's ROIs widened by ``ratio`` of their size (+1) on each side, in the fork's
+    float32 steps: ``pad = (x2 - x1 + 1) * ratio``, ``x1 - pad``, ``x2 + pad`` (y likewise);
+    the corners are then scaled and rounded as caffe-fast-rcnn's."""
+    r = rois.astype(np.float32)
+    if ratio == 0:
+        return r
+    one, share = np.float32(1), np.float32(ratio)
+    pad_w = ((r[:, 3] - r[:, 1]) + one) * share
+    pad_h = ((r[:, 4] - r[:, 2]) + one) * share
+    out = r.copy()
+    out[:, 1], out[:, 3] = r[:, 1] - pad_w, r[:, 3] + pad_w
+    out[:, 2], out[:, 4] = r[:, 2] - pad_h, r[:, 4] + pad_h
+    return out
+
+
 def psroi_settings(p: caffe_pb2.PSROIPoolingParameter) -> tuple[int, int, float]:
     """(output_dim, group_size, spatial_scale): R-FCN declares all three required."""
     for name in ("spatial_scale", "output_dim", "group_size"):
@@ -93,6 +116,17 @@ def _roi_input(node: Node, bottom: int, shape: Shape, image: Shape | None, rng) 
     return random_rois(shape[0], images, height, width, rng).reshape(shape)
 
 
+def _check_roi_pooling(layer: caffe_pb2.LayerParameter) -> None:
+    roi_pooling_settings(layer.roi_pooling_param)
+    roi_pad_ratio(layer.roi_pooling_param)
+
+
+def _opencv_pad_ratio(node: Node) -> str | None:
+    if node.param.roi_pooling_param.pad_ratio != 0:
+        return "OpenCV's ROIPooling has no pad_ratio (MS-CNN's context ROIs)"
+    return None
+
+
 def _mixes(node: Node, shape: Shape) -> bool:
     return True  # a ROI reads the image its first value names
 
@@ -106,7 +140,8 @@ describe(
     mixes_batch=_mixes,
     input_values=_roi_input,
     opencv_tested=True,
-    validate=lambda layer: roi_pooling_settings(layer.roi_pooling_param) and None,
+    validate=_check_roi_pooling,
+    opencv_deviation=_opencv_pad_ratio,
 )
 describe(
     "PSROIPooling",

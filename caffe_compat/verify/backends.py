@@ -129,6 +129,20 @@ def onnx_for_outputs(model: str, outputs: Iterable[str], path: str) -> bool:
     return True
 
 
+def with_outputs(model: bytes, names: Iterable[str]) -> bytes:
+    """``model`` (a whole model's bytes, whose graph makes each of ``names``) with those
+    values added to its graph outputs: a given model (convert's check) returns its net outputs
+    only, and verify needs the ROIs a detector cut by data-dependent choices (verify/ties.py).
+    Protobuf merges a message appended to another's bytes, its repeated fields appended, so
+    the weights are never parsed or copied but once."""
+    import onnx
+
+    outputs = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names]
+    if not outputs:
+        return model
+    return model + onnx.ModelProto(graph=onnx.GraphProto(output=outputs)).SerializeToString()
+
+
 @dataclass(frozen=True)
 class Segment:
     """One piece of the ONNX model in streamed mode: the values it is fed (besides the model's

@@ -42,6 +42,7 @@ from ..io.identity import file_identity
 from ..ir.graph import Graph, Node
 from ..ir.load import LoadedNet, fork_notes, load_net
 from ..progress import Progress
+from ..reference.run import layer_forward
 from ..shapes.detection import DetectionSettings, detection_settings
 from .compare import (
     FLOAT32_JUDGES,
@@ -60,7 +61,14 @@ from .inputs import feed_batch, feeds_for, index_inputs, structured_inputs
 from .isolated import ChildFailed, run_isolated
 from .spill import SpilledValues, magnitudes, require_disk
 from .stored import load_reference_npz, stored_inputs, stored_values
-from .ties import TIE_ROUNDS, has_choices, near_tie_classes, near_tie_masks
+from .ties import (
+    TIE_ROUNDS,
+    has_choices,
+    near_tie_classes,
+    near_tie_masks,
+    recomputed_rows,
+    row_sources,
+)
 
 Values = dict[str, np.ndarray]
 Judged = Mapping[str, np.ndarray]  # a judge's values: in memory, or on disk (SpilledValues)
@@ -462,11 +470,13 @@ def _onnxruntime_runs(
     model written here, one run at a time (``_our_backends``); with ``groups``, one model per
     group whose outputs are that group's values (``onnx_for_outputs``)."""
     from ..converters.onnx.runtime import CPU, CUDA, cuda_available
-    from .backends import run_onnxruntime
+    from .backends import run_onnxruntime, with_outputs
     from .opencv import temp_folder
 
     with temp_folder() as tmp:
         model: bytes | str = onnx_model if onnx_model is not None else ""
+        if onnx_model is not None:  # the ROIs too, to be taken as given (verify/ties.py)
+            model = with_outputs(onnx_model, [v for n in row_sources(graph) for v in n.outputs])
         if onnx_model is None:
             # Written piece by piece, the weights as external data, read by the runtime
             # itself: never joined in bytes here, never parsed whole into a protobuf there.
@@ -689,15 +699,16 @@ class _Comparer:
                 break
             found_masks, more = near_tie_masks(graph, current, produced, limit)
             found_classes, most = near_tie_classes(graph, current, produced, limit)
+            found_rows, rows = recomputed_rows(graph, current, produced, limit, layer_forward)
             found = {
                 name: array
-                for name, array in {**found_masks, **found_classes}.items()
+                for name, array in {**found_masks, **found_classes, **found_rows}.items()
                 if name not in fixed or not np.array_equal(fixed[name], array)
             }
             if not found:
                 break
             fixed.update(found)
-            notes += more + most
+            notes += more + most + rows
             current = self._judge_with(fixed)
         self._masks[backend] = fixed
         if not fixed:

@@ -91,10 +91,19 @@ def class_choices(graph: Graph) -> Iterator[tuple[Node, str, str, int]]:
             yield node, node.inputs[0], node.outputs[0], axis
 
 
+def row_sources(graph: Graph) -> Iterator[Node]:
+    """Each layer whose tops' row count depends on the data (the ``varying_rows`` fact:
+    Proposal, BoxOutput, BoxGroupOutput): which boxes make the cut is a discrete choice."""
+    for node in graph.nodes:
+        if registry.facts(node.type).varying_rows:
+            yield node
+
+
 def has_choices(graph: Graph) -> bool:
     """Whether any value of ``graph`` is a discrete choice verify accepts at near-ties."""
-    return (
-        next(argmax_masks(graph), None) is not None or next(class_choices(graph), None) is not None
+    return any(
+        next(found, None) is not None
+        for found in (argmax_masks(graph), class_choices(graph), row_sources(graph))
     )
 
 
@@ -143,5 +152,73 @@ def near_tie_classes(
             f"from the float64 judge's at near-ties (scores {float(gap.max()):.3g} apart, within "
             f"twice the bottom's limit {limit(bottom):.3g}); this back end's choices were taken "
             "for the values after it"
+        )
+    return fixed, notes
+
+
+def _same(mine: np.ndarray, theirs: np.ndarray) -> bool:
+    """The same rows as float32 holds them (the judge's are kept in float32)."""
+    return mine.shape == theirs.shape and np.array_equal(
+        mine.astype(np.float32), theirs.astype(np.float32)
+    )
+
+
+def _within(mine: np.ndarray, theirs: np.ndarray, limit: float) -> bool:
+    if mine.shape != theirs.shape:
+        return False
+    return mine.size == 0 or float(np.max(np.abs(mine - theirs))) <= limit
+
+
+def recomputed_rows(
+    graph: Graph,
+    judge: Values,
+    produced: Values,
+    limit: Callable[[str], float],
+    layer_forward: Callable[[Node, list[np.ndarray]], list[np.ndarray]],
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The ROIs of ``produced`` that differ from ``judge``'s, to take as given in a rerun of
+    the judge, and a note for each layer: rows within each top's limit (ROI pooling rounds
+    their corners to cells, so a corner a rounding apart can move a whole bin), and rows cut
+    otherwise by scores rounded before the layer.
+
+    Which boxes make a top-N cut or survive NMS turns on order: where float32 saturates
+    scores to one value (a synthesized RPN's 1.0) or rounds two candidates level, a correct
+    back end keeps other boxes than the float64 judge does. So a ``varying_rows`` layer whose
+    tops differ is computed again in float64 (``layer_forward``) on this back end's own
+    bottoms; where that gives this back end's tops (within each top's limit) the layer itself
+    agrees, and the difference came from rounding before it. Anything else is left to fail."""
+    fixed: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    for node in row_sources(graph):
+        tops = node.outputs
+        if not all(t in produced and t in judge for t in tops):
+            continue
+        mine = {t: np.asarray(produced[t]) for t in tops}
+        theirs = {t: np.asarray(judge[t]) for t in tops}
+        if all(_same(mine[t], theirs[t]) for t in tops):
+            continue
+        if all(_within(mine[t], theirs[t], limit(t)) for t in tops):
+            fixed.update(mine)
+            notes.append(
+                f'layer "{node.name}": its rows lie within the limit of the float64 judge\'s but '
+                "are not the same numbers, and ROI layers round box corners to cells: the judge "
+                "was rerun with this back end's rows for the values after it"
+            )
+            continue
+        bottoms = [
+            produced.get(b, judge.get(b) if b in graph.inputs else None) for b in node.inputs
+        ]
+        if any(b is None for b in bottoms):
+            continue  # a bottom this run did not return (streamed groups): left as it is
+        again = layer_forward(node, [np.asarray(b, dtype=np.float64) for b in bottoms])
+        if not all(_within(mine[t], a, limit(t)) for t, a in zip(tops, again)):
+            continue
+        fixed.update(mine)
+        rows, theirs = mine[tops[0]].shape[0], np.shape(judge[tops[0]])[0]
+        notes.append(
+            f'layer "{node.name}": its {rows} rows differ from the float64 judge\'s {theirs}, and '
+            "the layer computed in float64 on this back end's own bottoms gives this back end's "
+            "rows: the boxes kept turn on scores rounded before it (ties at the cut); the judge "
+            "was rerun with this back end's rows for the values after it"
         )
     return fixed, notes

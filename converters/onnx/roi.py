@@ -1,8 +1,9 @@
 """ROIPooling and PSROIPooling in ONNX.
 
-ROIPooling is ONNX's ``MaxRoiPool``, whose definition is caffe-fast-rcnn's (corners rounded
-after the scale, spans of at least one cell, floor/ceil bins, empty bins 0): ONNX Runtime's
-kernel matches the float64 reference (tests/converters/test_roi.py).
+ROIPooling is ONNX's ``MaxRoiPool`` (MS-CNN's ``pad_ratio`` widens the ROIs first), whose
+definition is caffe-fast-rcnn's (corners rounded after the scale, spans of at least one cell,
+floor/ceil bins, empty bins 0): ONNX Runtime's kernel matches the float64 reference
+(tests/converters/test_roi.py).
 
 PSROIPooling has no ONNX operator. It is built from a float64 integral image of the feature map
 (``CumSum`` over rows and columns, a zero row and column in front): each bin's sum is four
@@ -19,7 +20,7 @@ from onnx import TensorProto
 
 from ...ir.graph import Node
 from ...registry import register
-from ...shapes.roi import psroi_settings, roi_pooling_settings
+from ...shapes.roi import psroi_settings, roi_pad_ratio, roi_pooling_settings
 from ._base import OnnxContext, OnnxOut
 from .detection import _Graph
 
@@ -27,8 +28,11 @@ from .detection import _Graph
 @register("ROIPooling", "onnx")
 def _roi_pooling(node: Node, ctx: OnnxContext) -> OnnxOut:
     ph, pw, scale = roi_pooling_settings(node.param.roi_pooling_param)
+    ratio = roi_pad_ratio(node.param.roi_pooling_param)
     g = _Graph(ctx)
     rois = g("Reshape", ctx.inputs[1], g.const([-1, 5], np.int64))
+    if ratio:
+        rois = _padded(g, rois, ratio)
     g(
         "MaxRoiPool",
         ctx.inputs[0],
@@ -38,6 +42,20 @@ def _roi_pooling(node: Node, ctx: OnnxContext) -> OnnxOut:
         spatial_scale=scale,
     )
     return OnnxOut(g.nodes, g.inits)
+
+
+def _padded(g: _Graph, rois: str, ratio: float) -> str:
+    """MS-CNN's ``pad_ratio`` (``caffe_compat.shapes.roi.padded_rois``): ``[b, x1 - pw, y1 - ph,
+    x2 + pw, y2 + ph]`` with ``pw = (x2 - x1 + 1) * ratio``, in float32 steps, as one
+    (R, 5) product: the size of each ROI times a sign pattern, added."""
+    low = g("Gather", rois, g.const([1, 2], np.int64), axis=1)  # (R, 2): x1, y1
+    high = g("Gather", rois, g.const([3, 4], np.int64), axis=1)
+    pad = g(
+        "Mul", g("Add", g("Sub", high, low), g.const(np.float32(1))), g.const(np.float32(ratio))
+    )
+    zero = g("Gather", pad, g.const([0], np.int64), axis=1)
+    signed = g("Concat", g("Mul", zero, g.const(np.float32(0))), g("Neg", pad), pad, axis=1)
+    return g("Add", rois, signed)
 
 
 def _c_round(g: _Graph, x: str) -> str:

@@ -19,7 +19,7 @@ from torch import nn
 
 from ...ir.graph import Node
 from ...registry import register
-from ...shapes.roi import psroi_settings, roi_pooling_settings
+from ...shapes.roi import psroi_settings, roi_pad_ratio, roi_pooling_settings
 from ._base import TorchContext
 
 SCRATCH = 1 << 24  # float32 values gathered per chunk of ROIs
@@ -54,15 +54,28 @@ def _window(low: torch.Tensor, high: torch.Tensor, limit: int):
     return index.clamp(max=limit - 1), index < high[..., None]
 
 
-class ROIPooling(nn.Module):
-    """caffe-fast-rcnn's ROI max pooling (an empty bin gives 0)."""
+def _padded(rois: torch.Tensor, ratio: float) -> torch.Tensor:
+    """MS-CNN's ``pad_ratio``: each ROI widened by that share of its size (+1) on each side,
+    in float32 steps (``caffe_compat.shapes.roi.padded_rois``)."""
+    r = rois.float()
+    pad_w = ((r[:, 3] - r[:, 1]) + 1) * ratio
+    pad_h = ((r[:, 4] - r[:, 2]) + 1) * ratio
+    return torch.stack(
+        [r[:, 0], r[:, 1] - pad_w, r[:, 2] - pad_h, r[:, 3] + pad_w, r[:, 4] + pad_h], 1
+    )
 
-    def __init__(self, pooled_h: int, pooled_w: int, scale: float) -> None:
+
+class ROIPooling(nn.Module):
+    """caffe-fast-rcnn's ROI max pooling (an empty bin gives 0), with MS-CNN's ``pad_ratio``."""
+
+    def __init__(self, pooled_h: int, pooled_w: int, scale: float, pad_ratio: float = 0.0) -> None:
         super().__init__()
-        self.pooled, self.scale = (pooled_h, pooled_w), scale
+        self.pooled, self.scale, self.pad_ratio = (pooled_h, pooled_w), scale, pad_ratio
 
     def forward(self, x: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
         rois = rois.reshape(-1, 5)
+        if self.pad_ratio:
+            rois = _padded(rois, self.pad_ratio)
         n, c, h, w = x.shape
         image = _images(rois, n)
         rows = _roi_edges(rois, self.pooled[0], self.scale, h, 0)
@@ -186,7 +199,8 @@ class PSROIPooling(nn.Module):
 
 @register("ROIPooling", "torch")
 def _roi_pooling(node: Node, ctx: TorchContext) -> nn.Module:
-    return ROIPooling(*roi_pooling_settings(node.param.roi_pooling_param))
+    p = node.param.roi_pooling_param
+    return ROIPooling(*roi_pooling_settings(p), pad_ratio=roi_pad_ratio(p))
 
 
 @register("PSROIPooling", "torch")

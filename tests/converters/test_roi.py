@@ -23,13 +23,22 @@ def c_round(v: float) -> int:
     return math.floor(abs(v) + 0.5) * (1 if v >= 0 else -1)
 
 
-def roi_pool_loops(x, rois, ph, pw, scale):
-    """caffe-fast-rcnn's Forward_cpu, value by value (float32 products and bins)."""
+def roi_pool_loops(x, rois, ph, pw, scale, pad_ratio=0.0):
+    """caffe-fast-rcnn's Forward_cpu, value by value (float32 products and bins), with
+    MS-CNN's pad_ratio (the pads in float32, subtracted from or added to the corners)."""
     out = np.zeros((len(rois), x.shape[1], ph, pw), F32)
     h, w = x.shape[2:]
     for n, roi in enumerate(rois.astype(F32)):
         b = int(roi[0])
-        sw, sh, ew, eh = (c_round(float(F32(v) * F32(scale))) for v in roi[1:])
+        pad_w = F32(F32(F32(roi[3] - roi[1]) + F32(1)) * F32(pad_ratio))
+        pad_h = F32(F32(F32(roi[4] - roi[2]) + F32(1)) * F32(pad_ratio))
+        padded = (
+            F32(roi[1] - pad_w),
+            F32(roi[2] - pad_h),
+            F32(roi[3] + pad_w),
+            F32(roi[4] + pad_h),
+        )
+        sw, sh, ew, eh = (c_round(float(F32(v * F32(scale)))) for v in padded)
         bin_h = F32(max(eh - sh + 1, 1)) / F32(ph)
         bin_w = F32(max(ew - sw + 1, 1)) / F32(pw)
         for c in range(x.shape[1]):
@@ -107,6 +116,21 @@ def test_roi_pooling(layer_check, pooled, scale):
         return {"pool": roi_pool_loops(i["data"], i["rois"], *pooled, scale)}
 
     layer_check(net(layer, 4), expected, feeds=feeds(4))
+
+
+@pytest.mark.parametrize("ratio", [0.25, 0.5])
+def test_roi_pooling_pad_ratio(layer_check, ratio):
+    """MS-CNN's context ROIs: each widened by ``pad_ratio`` of its size before pooling."""
+    layer = (
+        'layer { name: "pool" type: "ROIPooling" bottom: "data" bottom: "rois" top: "pool" '
+        f"roi_pooling_param {{ pooled_h: 3 pooled_w: 4 spatial_scale: 0.25 pad_ratio: {ratio} }} }}"
+    )
+
+    def expected(i, w):
+        return {"pool": roi_pool_loops(i["data"], i["rois"], 3, 4, 0.25, ratio)}
+
+    # OpenCV's ROIPooling has no pad_ratio (the type's declared deviation): not a judge here
+    layer_check(net(layer, 4), expected, feeds=feeds(4), opencv=False)
 
 
 def test_roi_pooling_tables_match_the_gathered_windows_and_the_loops():

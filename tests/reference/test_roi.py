@@ -12,11 +12,12 @@ from caffe_compat.errors import CaffeCompatError
 PLANE = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)  # value = 4 * row + column
 
 
-def roi(pooled_h: int, pooled_w: int, scale: float = 1.0) -> str:
+def roi(pooled_h: int, pooled_w: int, scale: float = 1.0, pad_ratio: float | None = None) -> str:
+    pad = "" if pad_ratio is None else f" pad_ratio: {pad_ratio}"
     return (
         'layer { name: "p" type: "ROIPooling" bottom: "data" bottom: "rois" top: "p" '
         f"roi_pooling_param {{ pooled_h: {pooled_h} pooled_w: {pooled_w} "
-        f"spatial_scale: {scale} }} }}"
+        f"spatial_scale: {scale}{pad} }} }}"
     )
 
 
@@ -44,6 +45,27 @@ def psroi(dim: int, group: int, scale: float = 1.0) -> str:
 )
 def test_roi_pooling_by_hand(run_layers, box, pooled, expected):
     out = run_layers(roi(*pooled), data=PLANE, rois=np.array([box], np.float64))["p"]
+    np.testing.assert_array_equal(out[0, 0], expected)
+
+
+@pytest.mark.parametrize(
+    "box, ratio, scale, expected",
+    [
+        # MS-CNN's pad_ratio: pad = (1 - 1 + 1) * 0.5 = 0.5 on each side: [0.5, 0.5, 1.5, 1.5],
+        # C's round -> cells 1 to 2: 2 x 2 bins of one cell each (without the pad: one cell, 5)
+        ([0, 1, 1, 1, 1], 0.5, 1.0, [[5, 6], [9, 10]]),
+        # pad (2 - 1 + 1) * 0.25 = 0.5: [0.5, 0.5, 2.5, 2.5] -> cells 1 to 3 (3 in 2 bins:
+        # [1, 3) and [2, 4), overlapping)
+        ([0, 1, 1, 2, 2], 0.25, 1.0, [[10, 11], [14, 15]]),
+        # the pad in image pixels, before the scale: [0, 0, 8, 8] +- 4.5 = [-4.5, 12.5], times
+        # 0.25 -> round(-1.125) = -1, round(3.125) = 3: the whole map in one clipped bin
+        ([0, 0, 0, 8, 8], 0.5, 0.25, [[15]]),
+    ],
+)
+def test_roi_pooling_pad_ratio_by_hand(run_layers, box, ratio, scale, expected):
+    pooled = np.shape(expected)
+    rois = np.array([box], np.float64)
+    out = run_layers(roi(*pooled, scale=scale, pad_ratio=ratio), data=PLANE, rois=rois)["p"]
     np.testing.assert_array_equal(out[0, 0], expected)
 
 

@@ -165,3 +165,61 @@ def test_a_class_after_a_mask_taken_is_judged_against_the_rerun(tmp_path):
     torch_notes = [n for n in report.notes if n.startswith("torch-cpu") and "near-ties" in n]
     assert any('layer "pool": 1 of 2 argmax choices' in n for n in torch_notes)
     assert any('layer "class": 1 of 8 class choices' in n for n in torch_notes)
+
+
+# Proposals cut by their scores: two candidates whose scores float32 rounds level can swap at
+# the top-N cut, and a correct back end then keeps another box than the float64 judge.
+PROPOSALS = """
+input: "data" input_shape { dim: 1 dim: 2 dim: 8 dim: 8 }
+input: "scores" input_shape { dim: 1 dim: 2 dim: 4 dim: 4 }
+input: "deltas" input_shape { dim: 1 dim: 4 dim: 4 dim: 4 }
+input: "im_info" input_shape { dim: 1 dim: 3 }
+layer { name: "proposal" type: "Proposal" bottom: "scores" bottom: "deltas" bottom: "im_info"
+        top: "rois" proposal_param { feat_stride: 16 ratio: 1 scale: 1 pre_nms_topn: 16
+        post_nms_topn: 3 nms_thresh: 0.99 } }
+layer { name: "pool" type: "ROIPooling" bottom: "data" bottom: "rois" top: "pool"
+        roi_pooling_param { pooled_h: 2 pooled_w: 2 spatial_scale: 0.125 } }
+"""
+
+
+def test_proposals_cut_otherwise_are_taken_where_the_layer_agrees(tmp_path):
+    from caffe_compat.reference.run import forward, layer_forward
+    from caffe_compat.verify.ties import recomputed_rows
+
+    path = tmp_path / "proposals.prototxt"
+    path.write_text(PROPOSALS)
+    loaded = load_net(path)
+    graph = loaded.graph
+    (node,) = [n for n in graph.nodes if n.type == "Proposal"]
+    rng = np.random.default_rng(0)
+    object_scores = np.linspace(0.9, 0.1, 16).reshape(4, 4)
+    feeds = {
+        "data": rng.standard_normal((1, 2, 8, 8)).astype(np.float32),
+        "scores": np.stack([1 - object_scores, object_scores])[None].astype(np.float32),
+        "deltas": np.zeros((1, 4, 4, 4), np.float32),
+        "im_info": np.array([[64, 64, 1]], np.float32),
+    }
+    judge = forward(loaded, feeds)
+
+    def limit(value: str) -> float:
+        return 1e-4
+
+    # the third and fourth candidates level: this back end's rounding ranks the fourth first
+    scores = feeds["scores"].copy()
+    scores[0, 1, 0, 3] = scores[0, 1, 0, 2] + np.float32(1e-7)
+    rows = layer_forward(node, [scores.astype(np.float64), feeds["deltas"], feeds["im_info"]])[0]
+    assert not np.array_equal(rows, judge["rois"])  # another box made the cut
+    fixed, notes = recomputed_rows(
+        graph, judge, {"scores": scores, "rois": rows}, limit, layer_forward
+    )
+    assert list(fixed) == ["rois"] and np.array_equal(fixed["rois"], rows)
+    assert 'layer "proposal": its 3 rows differ' in notes[0]
+
+    near = {"rois": (judge["rois"] * (1 + 1e-7)).astype(np.float32)}  # a rounding apart
+    fixed, notes = recomputed_rows(graph, judge, near, limit, layer_forward)
+    assert list(fixed) == ["rois"] and "within the limit" in notes[0]
+
+    wrong = judge["rois"].copy()
+    wrong[1, 1:] += 8  # a box the layer does not make from these scores
+    assert recomputed_rows(graph, judge, {"rois": wrong}, limit, layer_forward) == ({}, [])
+    assert recomputed_rows(graph, judge, {"rois": judge["rois"]}, limit, layer_forward) == ({}, [])
