@@ -35,13 +35,13 @@ import dataclasses
 import math
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from . import headroom, registry
 from .errors import CaffeCompatError, MemoryBudgetError, Remedy
 from .headroom import format_size
-from .ir.graph import Graph, Shape
+from .ir.graph import Graph, Node, Shape
 
 DEFAULT_FRACTION = 0.5  # of shared memory (MemAvailable, a cgroup) available when made
 ADDRESS_SPACE_FRACTION = 0.85  # of what a private RLIMIT_AS leaves (see the module docstring)
@@ -172,13 +172,68 @@ def _rows_per_item(shape: Shape | None, declared: int) -> bool:
     return bool(shape) and declared > 0 and shape[0] >= declared and shape[0] % declared == 0
 
 
+def row_bounds(graph: Graph) -> dict[str, int]:
+    """Values whose first axis is a data-dependent row count (the ROIs of a ``varying_rows``
+    layer, and what is computed per ROI from them), with the most rows per image the layer
+    making them allows (its ``row_bound`` fact). The shape rule reports one row (Caffe's
+    Reshape there); the budget counts these values at the bound."""
+    bounds: dict[str, int] = {}
+    for node in graph.nodes:
+        info = registry.facts(node.type)
+        ins = [graph.shapes.get(v) for v in node.inputs]
+        if info.varying_rows and info.row_bound is not None:
+            if any(s is None for s in ins):
+                continue
+            try:
+                bound = int(info.row_bound(node, ins))
+            except ValueError:
+                continue  # its converter will say what is wrong
+            bounds.update((v, bound) for v in node.outputs)
+            continue
+        carried = [(bounds[v], graph.shapes[v][0]) for v in node.inputs if v in bounds]
+        if not carried or not all(s for s in ins):
+            continue
+        bound, rows = max(carried)
+        for value in node.outputs:
+            shape = graph.shapes.get(value)
+            if shape and shape[0] == rows:  # rows follow the ROIs (pooled maps, fc heads)
+                bounds[value] = bound
+    return bounds
+
+
+def _bounded_workspace(
+    node: Node, workspace: Callable[..., int], ins: list, outs: list, bounds: Mapping[str, int]
+) -> int:
+    """A per-ROI layer's workspace with its ROI values at their bound's rows (the workspace
+    need not grow in step with the rows: the reference's columns are made in slabs)."""
+
+    def at(values: list[str], shapes: list) -> list:
+        return [(bounds[v], *s[1:]) if v in bounds and s else s for v, s in zip(values, shapes)]
+
+    try:
+        return workspace(node, at(node.inputs, ins), at(node.outputs, outs))
+    except ValueError:
+        return 0
+
+
+def _at_bound(shape: Shape, bound: int) -> float:
+    """Bytes per image of a value computed per ROI, at ``bound`` ROIs."""
+    return FLOAT32 * _count(shape[1:]) * bound
+
+
 def footprint(graph: Graph, params: Mapping[str, list[Shape]]) -> Footprint:
-    """The footprint of ``graph`` from its inferred value shapes and parameter shapes."""
+    """The footprint of ``graph`` from its inferred value shapes and parameter shapes (values
+    per ROI at the most ROIs their layer allows, ``row_bounds``)."""
     first = next(iter(graph.inputs.values()), None)
     declared = first[0] if first else 1
     per_item, fixed, largest = 0.0, 0, 0.0
-    for shape in graph.shapes.values():
-        if _rows_per_item(shape, declared):
+    bounds = row_bounds(graph)
+    for value, shape in graph.shapes.items():
+        if value in bounds and shape:
+            size = _at_bound(shape, bounds[value])
+            per_item += size
+            largest = max(largest, size)
+        elif _rows_per_item(shape, declared):
             per_item += FLOAT32 * _count(shape) / declared
             largest = max(largest, FLOAT32 * _count(shape) / declared)
         else:
@@ -197,6 +252,8 @@ def footprint(graph: Graph, params: Mapping[str, list[Shape]]) -> Footprint:
             continue  # the shape rule accepted the layer; its converter will say what is wrong
         batch = declared if _rows_per_item(ins[0], declared) else 1
         size = FLOAT32 * floats / batch
+        if node.inputs[0] in bounds:  # per ROI: at the bound's rows, per image
+            size = FLOAT32 * _bounded_workspace(node, workspace, ins, outs, bounds)
         if size > scratch:
             scratch, scratch_layer = size, node.name
     sizes = {name: sum(_count(s) for s in shapes) for name, shapes in params.items()}
@@ -219,9 +276,13 @@ def value_sizes(graph: Graph, batch: int) -> dict[str, float]:
     first = next(iter(graph.inputs.values()), None)
     declared = first[0] if first else 1
     sizes = {}
+    bounds = row_bounds(graph)
     for value, shape in graph.shapes.items():
         count = FLOAT32 * _count(shape)
-        sizes[value] = count / declared * batch if _rows_per_item(shape, declared) else count
+        if value in bounds and shape:
+            sizes[value] = _at_bound(shape, bounds[value]) * batch
+        else:
+            sizes[value] = count / declared * batch if _rows_per_item(shape, declared) else count
     return sizes
 
 
@@ -263,11 +324,14 @@ def layer_peaks(graph: Graph, params: Mapping[str, list[Shape]]) -> list[LayerPe
     first = next(iter(graph.inputs.values()), None)
     declared = first[0] if first else 1
     last = last_readers(graph)
+    bounds = row_bounds(graph)
 
     def size(value: str) -> float:
         shape = graph.shapes.get(value)
         if shape is None:
             return 0.0
+        if value in bounds and shape:
+            return _at_bound(shape, bounds[value])
         per = declared if _rows_per_item(shape, declared) else 1
         return FLOAT32 * _count(shape) / per
 
@@ -287,6 +351,8 @@ def layer_peaks(graph: Graph, params: Mapping[str, list[Shape]]) -> list[LayerPe
                 floats = 0
             batch = declared if _rows_per_item(ins[0], declared) else 1
             scratch = FLOAT32 * floats / batch
+            if node.inputs[0] in bounds:  # per ROI: at the bound's rows, per image
+                scratch = FLOAT32 * _bounded_workspace(node, workspace, ins, outs, bounds)
         found.append(
             LayerPeak(
                 name=node.name,

@@ -160,6 +160,9 @@ class LayerFacts:
     - ``varying_rows``: the top's first axis is a row count that depends on the data
       (Proposal's ROIs, at most its settings' count); layers fed from it keep their first axis
       free, so a back end's run may differ from the shape rule's placeholder there.
+    - ``row_bound(node, in_shapes) -> int``: with ``varying_rows``, the most rows per image its
+      settings allow (Proposal's ``post_nms_topn``, MS-CNN's ``max_post_nms_num``): the memory
+      budget counts the values computed per ROI at that many rows, not at the placeholder's one.
     - ``row_set(node) -> bool``: the tops' rows are a set the layer sorted by a score, so
       float32 ties may order them differently from the float64 judge (Proposal's ROIs and
       scores): verify pairs them as a set. ``joins_rows(node) -> bool``: the layer stacks its
@@ -232,6 +235,7 @@ class LayerFacts:
     force_backward: Callable[..., bool] | None = None
     input_values: Callable[..., Any] | None = None
     varying_rows: bool = False
+    row_bound: Callable[..., int] | None = None
     row_set: Callable[..., bool] | None = None
     joins_rows: Callable[..., bool] | None = None
     error_gain: Callable[..., Any] | None = None

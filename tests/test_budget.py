@@ -458,3 +458,34 @@ def test_a_batch_with_its_mirror_image_counts_two_rows_per_item(tmp_path):
     # data, f: one image each; cat: two; c: two rows of 4 x 8 x 8
     assert need.per_item == image * 4 + 2 * 4 * 4 * 8 * 8
     assert need.fixed == 0
+
+
+def test_values_computed_per_roi_count_at_the_most_rois_the_layer_allows(tmp_path):
+    """Proposal's shape rule reports one ROI (its placeholder): the budget counts the ROIs and
+    every value computed per ROI at ``post_nms_topn``, the rest as they are."""
+    from caffe_compat.budget import footprint, row_bounds, value_sizes
+
+    path = tmp_path / "rcnn.prototxt"
+    path.write_text(
+        """
+input: "data" input_shape { dim: 1 dim: 8 dim: 16 dim: 16 }
+input: "scores" input_shape { dim: 1 dim: 18 dim: 4 dim: 4 }
+input: "deltas" input_shape { dim: 1 dim: 36 dim: 4 dim: 4 }
+input: "im_info" input_shape { dim: 1 dim: 3 }
+layer { name: "proposal" type: "Proposal" bottom: "scores" bottom: "deltas" bottom: "im_info"
+        top: "rois" proposal_param { feat_stride: 16 post_nms_topn: 30 } }
+layer { name: "pool" type: "ROIPooling" bottom: "data" bottom: "rois" top: "pool"
+        roi_pooling_param { pooled_h: 2 pooled_w: 2 spatial_scale: 0.25 } }
+layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_param { num_output: 5 } }
+"""
+    )
+    graph = load_net(path).graph
+    assert row_bounds(graph) == {"rois": 30, "pool": 30, "fc": 30}
+    sizes = value_sizes(graph, 1)
+    assert sizes["pool"] == 4 * 30 * 8 * 2 * 2 and sizes["fc"] == 4 * 30 * 5
+    assert sizes["data"] == 4 * 8 * 16 * 16
+    need = footprint(graph, {})
+    assert need.per_item == sum(sizes.values())
+    # 9 anchors x 4 x 4 positions: at most 144 candidates, whatever the cut
+    path.write_text(path.read_text().replace("post_nms_topn: 30", "post_nms_topn: 300"))
+    assert row_bounds(load_net(path).graph)["fc"] == 144

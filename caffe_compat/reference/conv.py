@@ -22,7 +22,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..ir.graph import Node
 from ..registry import register
-from ..shapes.conv import column_rows, deconv_rows
+from ..shapes.conv import column_items, column_rows, deconv_rows
 from ..shapes.geometry import ConvGeometry, canonical_axis, conv_geometry
 from ._base import Arrays, BackwardContext, Grads, LayerContext, weight_rows
 
@@ -50,9 +50,15 @@ def convolve(
     x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geom: ConvGeometry, group: int
 ) -> np.ndarray:
     """(n, C, *spatial) -> (n, O, *out): ``weight`` is (O, C / group, *kernel); the columns
-    are built COLUMN_SLAB values at a time (``column_rows`` output rows per GEMM)."""
+    are built COLUMN_SLAB values at a time (``column_rows`` output rows per GEMM, of
+    ``column_items`` items where one row of all of them is more)."""
     n, channels = x.shape[:2]
     out = geom.output(x.shape[2:])
+    items = column_items(channels, geom.kernel, n, out)
+    if items < n:  # one output row of every item is more than a slab: a few items at a time
+        return np.concatenate(
+            [convolve(x[i : i + items], weight, bias, geom, group) for i in range(0, n, items)]
+        )
     rows = column_rows(channels, geom.kernel, n, out)
     if not out or rows >= out[0]:
         return _convolve(x, weight, bias, geom, group, out)

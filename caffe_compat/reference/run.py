@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 
 from .. import registry
-from ..errors import CaffeCompatError
+from ..errors import CaffeCompatError, MemoryBudgetError
 from ..ir.graph import Graph, Node, Shape
 from ._base import LARGE_BLOB, LayerContext
 from ._plan import (
@@ -242,8 +242,8 @@ def _actual_shapes(
     return LayerContext(tuple(in_shapes), tuple(tuple(s) for s in outs), ctx.blobs)
 
 
-def _too_big(graph: Graph, need: int, limit: int, why: str) -> CaffeCompatError:
-    return CaffeCompatError(
+def _too_big(graph: Graph, need: int, limit: int, why: str) -> MemoryBudgetError:
+    return MemoryBudgetError(
         f"the float64 reference forward needs {need} bytes ({need / 2**30:.2f} GiB), over the "
         f"limit of {limit} bytes ({limit / 2**30:.2f} GiB), and {why}; pass a larger "
         "max_memory or fewer images",

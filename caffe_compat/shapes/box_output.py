@@ -113,6 +113,21 @@ def _no_backward(node: Node, bottom: int) -> str | None:
     return "BoxOutput has no backward"
 
 
+def _capped(candidates: int, max_nms: int, max_post: int) -> int:
+    """Rows per image: the candidates, cut to ``max_nms_num`` then ``max_post_nms_num`` (0: no
+    cut), at least the fork's one dummy ROI."""
+    for cap in (max_nms, max_post):
+        if cap > 0:
+            candidates = min(candidates, cap)
+    return max(candidates, 1)
+
+
+def _box_output_rows(node: Node, inputs: list[Shape]) -> int:
+    """At most one candidate per position of every scale's map."""
+    s = box_settings(node.param, len(inputs))
+    return _capped(sum(h * w for _, _, h, w in inputs), s.max_nms, s.max_post)
+
+
 describe(
     "BoxOutput",
     origin="MS-CNN (zhaoweicai/mscnn)",
@@ -120,6 +135,7 @@ describe(
     bottoms=(1, None),
     tops=(1, 2),
     varying_rows=True,
+    row_bound=_box_output_rows,
     mixes_batch=lambda node, shape: True,
     no_backward=_no_backward,
     validate=lambda layer: None if math.isfinite(layer.box_output_param.iou_thr) else _nan(),
@@ -242,6 +258,14 @@ def _box_group_output(node: Node, inputs: list[Shape]) -> LayerShapes:
     return LayerShapes([(1, 5, 1, 1), (1, 6, 1, 1)][: len(node.outputs)], [])
 
 
+def _box_group_rows(node: Node, inputs: list[Shape]) -> int:
+    """At most one candidate per field and position of every pair's maps."""
+    s = group_settings(node.param)
+    fields = [len(w) for w, _ in s.fields]
+    candidates = sum(g * h * w for g, (_, _, h, w) in zip(fields, inputs[::2]))
+    return _capped(candidates, s.max_nms, s.max_post)
+
+
 describe(
     "BoxGroupOutput",
     origin="Cascade R-CNN (zhaoweicai/cascade-rcnn)",
@@ -249,6 +273,7 @@ describe(
     bottoms=(1, None),
     tops=(1, 2),
     varying_rows=True,
+    row_bound=_box_group_rows,
     mixes_batch=lambda node, shape: True,
     no_backward=lambda node, bottom: "BoxGroupOutput has no backward",
     validate=group_settings,

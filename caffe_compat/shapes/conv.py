@@ -122,6 +122,13 @@ def column_rows(channels: int, kernel: tuple[int, ...], n: int, out: tuple[int, 
     return max(1, min(out[0], COLUMN_SLAB // max(per_row, 1))) if out else 1
 
 
+def column_items(channels: int, kernel: tuple[int, ...], n: int, out: tuple[int, ...]) -> int:
+    """Items one slab of columns holds where one output row of every item is more than a slab
+    (a convolution over hundreds of pooled ROIs): all ``n`` otherwise, at least one."""
+    per_item_row = channels * math.prod(kernel) * math.prod(out[1:])
+    return max(1, min(n, COLUMN_SLAB // max(per_item_row, 1)))
+
+
 def whole_columns(node: Node, in_shapes: list[Shape], out_shapes: list[Shape]) -> int:
     """im2col's whole column buffer (PyTorch's CPU convolution without oneDNN builds it): the
     input channels times the kernel taps at every output position, for one bottom."""
@@ -143,6 +150,7 @@ def conv_columns(node: Node, in_shapes: list[Shape], out_shapes: list[Shape]) ->
     geom = conv_geometry(p, len(shape) - axis - 1)
     n, channels = math.prod(shape[:axis]), shape[axis]
     spatial = tuple(out[axis + 1 :])
+    n = column_items(channels, geom.kernel, n, spatial)
     rows = column_rows(channels, geom.kernel, n, spatial)
     columns = n * channels * math.prod(geom.kernel) * rows * math.prod(spatial[1:])
     padded = n * channels * math.prod(s + 2 * q for s, q in zip(shape[axis + 1 :], geom.pad))

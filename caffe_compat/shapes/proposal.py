@@ -171,6 +171,7 @@ describe(
     bottoms=3,
     tops=(1, 2),
     varying_rows=True,
+    row_bound=lambda node, ins: max_rois(proposal_settings(node.param.proposal_param), ins),
     row_set=lambda node: True,
     error_gain=box_error_gain,
     input_values=image_info,

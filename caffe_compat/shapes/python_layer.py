@@ -267,6 +267,14 @@ def _replacement_row_set(node: Node) -> bool:
     return bool(decide and decide(known))
 
 
+def _replacement_rows(node: Node, inputs: list[Shape]) -> int:
+    """A known class's row bound is its built-in replacement's (Proposal's ``post_nms_topn``);
+    user code's: one, as its setup reports."""
+    known = replacement(node)
+    bound = facts(known.type).row_bound if known is not None else None
+    return bound(known, inputs) if bound is not None else 1
+
+
 def _replacement_error_gain(node: Node, value) -> dict[int, float]:
     """A known class's error gain is its built-in replacement's (Proposal's boxes)."""
     known = replacement(node)
@@ -303,6 +311,7 @@ describe(
     bottoms=(0, None),
     tops=(0, None),
     varying_rows=True,
+    row_bound=_replacement_rows,
     row_set=_replacement_row_set,
     error_gain=_replacement_error_gain,
     input_values=_input_values,

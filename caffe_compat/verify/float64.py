@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..errors import CaffeCompatError
+from ..errors import CaffeCompatError, MemoryBudgetError
 from ..ir.load import LoadedNet
 from .spill import FLOAT32_MAX, SpilledValues
 
@@ -34,7 +34,8 @@ def float64_judge(
     """The reference's value for each of ``values`` and a status line; when it cannot run (a
     layer or setting it does not support, a batch over the memory budget) the reason, or the
     one-line error itself when the caller asked for this judge by name. ``spill``: each value
-    goes to that store as it is computed (streamed mode), and the store is what is returned.
+    goes to that store as it is computed (streamed mode), and the store is what is returned;
+    over its memory there, the MemoryBudgetError itself.
     ``resume``: the judge's own values, from which a rerun with ``fixed`` values starts at the
     first layer making one (``reference.forward``); only the values from there on come back."""
     from ..reference import forward
@@ -49,7 +50,9 @@ def float64_judge(
     try:
         found = forward(loaded, feeds, outputs=values, **options)
     except CaffeCompatError as exc:
-        if required:
+        # streamed, the judge is the only one: its memory is the verification's (which then
+        # tries a smaller size)
+        if required or (spill is not None and isinstance(exc, MemoryBudgetError)):
             raise
         where = f'layer "{exc.layer}": ' if exc.layer is not None else ""
         return None, f"skipped: {where}{exc.reason}"

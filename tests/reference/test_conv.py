@@ -184,8 +184,9 @@ def test_convolution_on_an_odd_shape(
 def test_convolution_in_slabs_of_output_rows(
     run_layers, monkeypatch, slab, params, channels, group, kernel, stride, pad, dilation
 ):
-    """Columns built a few output rows at a time (one row where a slab holds less) give the
-    same values as the loop: a big map's scratch is bounded, not its result."""
+    """Columns built a few output rows at a time (one row where a slab holds less, one item at
+    a time where one row of every item is more) give the same values as the loop: a big map's
+    scratch is bounded, not its result."""
     from caffe_compat.shapes import conv as conv_shapes
 
     monkeypatch.setattr(conv_shapes, "COLUMN_SLAB", slab)
@@ -196,6 +197,8 @@ def test_convolution_in_slabs_of_output_rows(
     out = run_layers(conv(f"num_output: {4 * group} {params}"), {"c": blobs}, data=x)["c0"]
     rows = conv_shapes.column_rows(channels, kernel, 2, out.shape[2:])
     assert rows < out.shape[2]  # more than one slab
+    items = conv_shapes.column_items(channels, kernel, 2, out.shape[2:])
+    assert slab != 1 or items == 1  # one row of both items is more than one value
     expected = conv_loop(x, w, b, stride, pad, dilation, group)
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
 

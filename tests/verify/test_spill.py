@@ -46,3 +46,34 @@ def test_a_disk_too_small_is_refused_before_writing(tmp_path, monkeypatch):
     require_disk(tmp_path, 2**19, "the judge")
     with pytest.raises(CaffeCompatError, match=r"writes 2 MiB of temporary files to .*1 MiB"):
         require_disk(tmp_path, 2**21, "the judge")
+
+
+def test_the_judge_over_its_memory_when_streamed_is_the_verifications_memory(tmp_path):
+    """In memory, a judge over its budget is skipped with the reason (others may judge);
+    streamed, it is the only judge, and its MemoryBudgetError goes to verify, which then tries
+    a smaller input size."""
+    from caffe_compat.errors import MemoryBudgetError
+    from caffe_compat.ir.load import load_net
+    from caffe_compat.verify.float64 import float64_judge
+
+    path = tmp_path / "net.prototxt"
+    path.write_text(
+        'input: "data" input_shape { dim: 1 dim: 3 dim: 64 dim: 64 }\n'
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+        "convolution_param { num_output: 4 kernel_size: 3 } }\n"
+    )
+    loaded = load_net(path)
+    for node in loaded.graph.nodes:
+        node.blobs = [np.zeros((4, 3, 3, 3), np.float32), np.zeros(4, np.float32)]
+    feeds = {"data": np.zeros((1, 3, 64, 64), np.float32)}
+    found, status = float64_judge(loaded, feeds, ["c"], required=False, max_memory=1000)
+    assert found is None and "over the limit" in status
+    with pytest.raises(MemoryBudgetError, match="over the limit"):
+        float64_judge(
+            loaded,
+            feeds,
+            ["c"],
+            required=False,
+            max_memory=1000,
+            spill=SpilledValues(tmp_path / "spill"),
+        )
