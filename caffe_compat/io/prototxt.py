@@ -50,6 +50,8 @@ class LineIndex:
     ends: list[int] = field(default_factory=list)  # last line of each block, same order
     # Fields skipped under allow_unknown_fields: (line, "caffe.Message.field"), for the report.
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    # Entries read otherwise than written under allow_unknown_fields: (line, what), likewise.
+    repaired: list[tuple[int, str]] = field(default_factory=list)
 
     def layer_at(self, line: int) -> str | None:
         """Name of the layer whose block contains ``line`` (1-based), if any."""
@@ -117,6 +119,41 @@ def index_layers(text: str) -> LineIndex:
     if in_layer:  # unterminated block: it runs to the end of the text
         index.ends[-1] = line
     return index
+
+
+def v1_string_types(text: str) -> list[tuple[int, int]]:
+    """(offset, line) of each top-level ``layers`` keyword whose block sets ``type`` to a quoted
+    string: a V1 entry written with a V2 type (lim0606/caffe-googlenet-bn's deploy ends with
+    one), which no caffe.proto parses, since V1's type is an enum."""
+    found: list[tuple[int, int]] = []
+    depth, line = 0, 1
+    pending: tuple[int, int] | None = None  # a top-level "layers" keyword awaiting its "{"
+    current: tuple[int, int] | None = None  # the open top-level "layers" block
+    last_ident = ""
+    for match in _TOKEN.finditer(text):
+        kind = match.lastgroup
+        if kind == "newline":
+            line += 1
+        elif kind == "open":
+            if depth == 0:
+                current = pending
+            depth += 1
+            pending, last_ident = None, ""
+        elif kind == "close":
+            depth = max(depth - 1, 0)
+            if depth == 0:
+                current = None
+            last_ident = ""
+        elif kind == "ident":
+            top = depth == 0 and match.group() == "layers"
+            pending = (match.start(), line) if top else None
+            last_ident = match.group() if depth == 1 else ""
+        elif kind == "string":
+            typed = current is not None and depth == 1 and last_ident == "type"
+            if typed and (not found or found[-1] != current):
+                found.append(current)
+            last_ident = ""
+    return found
 
 
 def check_text_size(size: int, path: str, expected: str = "prototxt") -> None:
@@ -221,16 +258,40 @@ def parse_text(
             reason += " (a field from a Caffe fork?)"
             remedy = Remedy("allow_unknown_fields", purpose="to skip such fields")
         elif re.search(r'V1LayerParameter\.LayerType" has no value named "', reason):
+            entries = v1_string_types(text)
+            if allow_unknown_fields and entries:
+                return _as_v2_entries(text, entries, message, path)
             reason += (
                 " (a V1 `layers` entry takes an enum type such as SOFTMAX, a V2 `layer` a "
                 "string; BVLC Caffe's parser refuses this file too: write `layer` here)"
             )
+            remedy = Remedy("allow_unknown_fields", purpose="to read such entries as `layer`")
         layer = index.layer_at(line) if line else None
         raise PrototxtError(
             reason, path=path, line=line, layer=layer or None, remedy=remedy
         ) from None
     except RecursionError:
         raise PrototxtError("messages nested too deeply to parse", path=path) from None
+    return index
+
+
+def _as_v2_entries(
+    text: str, entries: list[tuple[int, int]], message: Message, path: str
+) -> LineIndex:
+    """``text`` parsed with each V1 ``layers`` entry that has a V2 type string read as a V2
+    ``layer`` (what its author meant; Caffe refuses the file), each named in the report."""
+    for offset, _ in reversed(entries):
+        text = text[:offset] + "layer" + text[offset + len("layers") :]
+    message.Clear()
+    index = parse_text(text, message, path=path, allow_unknown_fields=True)
+    index.repaired = [
+        (
+            line,
+            "a V1 `layers` entry with a V2 type string, read as a V2 `layer` (Caffe "
+            "refuses the file)",
+        )
+        for _, line in entries
+    ]
     return index
 
 

@@ -237,7 +237,10 @@ def load_net_text(
     loaded = LoadedNet(graph, net, "V0" if was_v0 else "V1" if was_v1 else "V2", path, inference)
     loaded.issues.extend(inference.issues)
     loaded.dialects = dialect_notes
-    loaded.assumed = assumed
+    loaded.assumed = assumed + [
+        f'line {line}, layer "{index.layer_at(line) or "?"}": {what}'
+        for line, what in index.repaired
+    ]
     loaded.skipped_fields = [
         f'line {line}, layer "{index.layer_at(line) or "?"}": {name}'
         for line, name in index.skipped

@@ -309,12 +309,26 @@ def test_unknown_fields_can_be_skipped(tmp_path):
 
 def test_a_v1_layers_entry_with_a_string_type_is_refused_as_caffe_refuses_it(tmp_path):
     """caffe-googlenet-bn's deploy ends with ``layers { type: "Softmax" }`` after V2 layers;
-    BVLC Caffe stops there too ("Expected integer or identifier, got: "Softmax"")."""
-    text = BODY + '\nlayers {\n  name: "prob"\n  type: "Softmax"\n}\n'
+    BVLC Caffe stops there too ("Expected integer or identifier, got: "Softmax""). Lenient
+    (--allow-unknown-fields), the entry is read as the V2 ``layer`` it was meant to be, and the
+    report says so; a V1 entry with an enum type, or a V0 net's inner block, is left alone."""
+    from caffe_compat.io.prototxt import v1_string_types
+
+    text = BODY + '\nlayers {\n  name: "prob"\n  type: "Softmax"\n  bottom: "ip" top: "prob"\n}\n'
+    path = write(tmp_path, text)
     with pytest.raises(
-        PrototxtError, match=r'net\.prototxt:4: layer "prob": .*refuses this file too'
+        PrototxtError,
+        match=r'net\.prototxt:4: layer "prob": .*refuses this file too.*allow_unknown_fields',
     ):
-        load_prototxt(write(tmp_path, text), allow_unknown_fields=True)
+        load_prototxt(path)
+    net, index = load_prototxt(path, allow_unknown_fields=True)
+    assert [layer.type for layer in net.layer][-1] == "Softmax" and not net.layers
+    assert index.repaired == [(2, index.repaired[0][1])] and "read as a V2" in index.repaired[0][1]
+    path.write_text('input: "data" input_shape { dim: 1 dim: 3 }\n' + text)
+    loaded = load_net(path, allow_unknown_fields=True)
+    assert any('line 3, layer "prob": a V1 `layers` entry' in n for n in loaded.assumed)
+    assert v1_string_types('layers { name: "a" type: SOFTMAX }\n# layers { type: "x" }') == []
+    assert v1_string_types('layers { layer { name: "a" type: "conv" } }') == []
 
 
 def test_skipped_fork_fields_are_named_with_their_line_and_layer(tmp_path):
