@@ -699,7 +699,9 @@ class _Comparer:
                 break
             found_masks, more = near_tie_masks(graph, current, produced, limit)
             found_classes, most = near_tie_classes(graph, current, produced, limit)
-            found_rows, rows = recomputed_rows(graph, current, produced, limit, layer_forward)
+            found_rows, rows = recomputed_rows(
+                graph, current, produced, limit, layer_forward, self.plan.feeds
+            )
             found = {
                 name: array
                 for name, array in {**found_masks, **found_classes, **found_rows}.items()

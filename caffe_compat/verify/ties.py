@@ -175,6 +175,7 @@ def recomputed_rows(
     produced: Values,
     limit: Callable[[str], float],
     layer_forward: Callable[[Node, list[np.ndarray]], list[np.ndarray]],
+    feeds: Values | None = None,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """The ROIs of ``produced`` that differ from ``judge``'s, to take as given in a rerun of
     the judge, and a note for each layer: rows within each top's limit (ROI pooling rounds
@@ -186,7 +187,8 @@ def recomputed_rows(
     back end keeps other boxes than the float64 judge does. So a ``varying_rows`` layer whose
     tops differ is computed again in float64 (``layer_forward``) on this back end's own
     bottoms; where that gives this back end's tops (within each top's limit) the layer itself
-    agrees, and the difference came from rounding before it. Anything else is left to fail."""
+    agrees, and the difference came from rounding before it (``feeds``: the net inputs, which
+    no back end returns: py-faster-rcnn's ``im_info``). Anything else is left to fail."""
     fixed: dict[str, np.ndarray] = {}
     notes: list[str] = []
     for node in row_sources(graph):
@@ -205,9 +207,8 @@ def recomputed_rows(
                 "was rerun with this back end's rows for the values after it"
             )
             continue
-        bottoms = [
-            produced.get(b, judge.get(b) if b in graph.inputs else None) for b in node.inputs
-        ]
+        given = feeds or {}
+        bottoms = [produced.get(b, given.get(b, judge.get(b))) for b in node.inputs]
         if any(b is None for b in bottoms):
             continue  # a bottom this run did not return (streamed groups): left as it is
         again = layer_forward(node, [np.asarray(b, dtype=np.float64) for b in bottoms])

@@ -214,6 +214,13 @@ def test_proposals_cut_otherwise_are_taken_where_the_layer_agrees(tmp_path):
     )
     assert list(fixed) == ["rois"] and np.array_equal(fixed["rois"], rows)
     assert 'layer "proposal": its 3 rows differ' in notes[0]
+    # no back end returns the net's inputs: they come from the feeds
+    given = {**feeds, "scores": scores}
+    found, _ = recomputed_rows(graph, {}, {"rois": rows}, limit, layer_forward, given)
+    assert (
+        found == {}
+        and recomputed_rows(graph, judge, {"rois": rows}, limit, layer_forward, given)[0]
+    )
 
     near = {"rois": (judge["rois"] * (1 + 1e-7)).astype(np.float32)}  # a rounding apart
     fixed, notes = recomputed_rows(graph, judge, near, limit, layer_forward)
