@@ -15,22 +15,25 @@ from torch import nn
 from ...ir.graph import Node
 from ...registry import register
 from ...shapes.proposal import proposal_settings
-from ._base import TorchContext, greedy_keep
+from ._base import TorchContext, greedy_nms
 
 
-def suppress(boxes: torch.Tensor, thresh: float) -> torch.Tensor:
-    """Greedy NMS on boxes in score order (+1 areas, suppress above ``thresh``): keep mask."""
+def suppress(boxes: torch.Tensor, thresh: float, most: int = 0) -> torch.Tensor:
+    """Greedy NMS on boxes in score order (+1 areas, suppress above ``thresh``): the indices
+    kept, a block of boxes at a time (``greedy_nms``: no count x count matrix for a net
+    without ``pre_nms_topn``), stopping once ``most`` (> 0) are kept."""
     x1, y1, x2, y2 = boxes.unbind(1)
     areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    w = (torch.minimum(x2[:, None], x2[None]) - torch.maximum(x1[:, None], x1[None]) + 1).clamp(
-        min=0
-    )
-    h = (torch.minimum(y2[:, None], y2[None]) - torch.maximum(y1[:, None], y1[None]) + 1).clamp(
-        min=0
-    )
-    inter = w * h
-    overlap = inter / (areas[:, None] + areas[None] - inter)
-    return greedy_keep(overlap > thresh)
+
+    def suppresses(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        def side(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+            top = torch.minimum(high[a][:, None], high[b][None])
+            return (top - torch.maximum(low[a][:, None], low[b][None]) + 1).clamp(min=0)
+
+        inter = side(x1, x2) * side(y1, y2)
+        return inter / (areas[a][:, None] + areas[b][None] - inter) > thresh
+
+    return greedy_nms(boxes.shape[0], suppresses, most).to(boxes.device)
 
 
 class Proposal(nn.Module):
@@ -73,7 +76,7 @@ class Proposal(nn.Module):
             order = order[: s.pre_nms_topn]
         boxes, score = boxes[order], score[order]
         if s.nms_thresh < 1:
-            keep = torch.nonzero(suppress(boxes, s.nms_thresh)).reshape(-1)
+            keep = suppress(boxes, s.nms_thresh, max(s.post_nms_topn, 0))
         else:  # an overlap never exceeds 1: no NMS (SSH's test phase)
             keep = torch.arange(boxes.shape[0], device=boxes.device)
         if s.post_nms_topn > 0:

@@ -1,7 +1,7 @@
 """Yolov3DetectionOutput in PyTorch (see caffe_compat.shapes.yolo): every map decoded at once,
-candidates in the fork's loop order, a stable sort by score and the class-agnostic greedy NMS as
-the fixed point over the overlap matrix (converters.torch.proposal's form, with the fork's
-``>=`` and centre-size overlaps)."""
+candidates in the fork's loop order, a stable sort by score and the class-agnostic greedy NMS,
+a block of boxes at a time, each block the fixed point over its overlap matrix
+(``_base.greedy_nms``, with the fork's ``>=`` and centre-size overlaps)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,27 @@ from torch import nn
 from ...ir.graph import Node
 from ...registry import register
 from ...shapes.yolo import yolo2_settings, yolo_settings
-from ._base import TorchContext, greedy_keep
+from ._base import TorchContext, greedy_nms
 
 
-def _keep(boxes: torch.Tensor, threshold: float) -> torch.Tensor:
+def _kept(boxes: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Indices greedy NMS keeps, settled a block at a time (``greedy_nms``): an untrained
+    YOLOv3's tens of thousands of candidates never make one count x count overlap matrix
+    (3.7 GB measured)."""
     cx, cy, w, h = boxes.unbind(1)
-
-    def overlap(c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        high = torch.minimum((c + s / 2)[:, None], (c + s / 2)[None])
-        return high - torch.maximum((c - s / 2)[:, None], (c - s / 2)[None])
-
-    ow, oh = overlap(cx, w), overlap(cy, h)
-    inter = torch.where((ow < 0) | (oh < 0), torch.zeros_like(ow), ow * oh)
     area = w * h
-    iou = inter / (area[:, None] + area[None] - inter)
-    return greedy_keep(iou >= threshold)
+
+    def suppresses(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        def overlap(c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            high = torch.minimum((c[a] + s[a] / 2)[:, None], (c[b] + s[b] / 2)[None])
+            return high - torch.maximum((c[a] - s[a] / 2)[:, None], (c[b] - s[b] / 2)[None])
+
+        ow, oh = overlap(cx, w), overlap(cy, h)
+        inter = torch.where((ow < 0) | (oh < 0), torch.zeros_like(ow), ow * oh)
+        iou = inter / (area[a][:, None] + area[b][None] - inter)
+        return iou >= threshold
+
+    return greedy_nms(boxes.shape[0], suppresses).to(boxes.device)
 
 
 class Yolov3DetectionOutput(nn.Module):
@@ -59,7 +65,7 @@ class Yolov3DetectionOutput(nn.Module):
 def finish(found: torch.Tensor, threshold: float, like: torch.Tensor) -> torch.Tensor:
     """Candidates ``[class, score, x, y, w, h]`` in loop order -> the fork's top rows."""
     found = found[torch.sort(-found[:, 1], stable=True).indices]
-    kept = found[_keep(found[:, 2:], threshold)]
+    kept = found[_kept(found[:, 2:], threshold)]
     if kept.shape[0] == 0:
         batch = like.shape[0]
         rows = torch.full((batch, 7), -1.0, dtype=like.dtype, device=like.device)
