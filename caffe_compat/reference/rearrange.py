@@ -5,6 +5,8 @@ channel ``i * (C / group) + j``. Reorg (the YOLOv2 ports' reorg_cpu, darknet's, 
 bottom's own sizes and ``forward = 0``): the output, read in the bottom's C x H x W order, takes
 position (k, j, i) from the bottom read as C/s^2 x H*s x W*s at (k mod C', j*s + (k div C') div
 s, i*s + (k div C') mod s), with C' = C / s^2; the top is that buffer as C*s^2 x H/s x W/s.
+Tiling (the highway-driving fork's tiling_layer.cpp): ``top[c, y * t + ty, x * t + tx] =
+bottom[c * t^2 + ty * t + tx, y, x]``, t = tile_dim (a depth-to-space).
 Transpose (caffe_ocr): top axis i is bottom axis dim[i]. Reverse (caffe_ocr): the order along one
 axis reversed. Im2col (BVLC's im2col_cpu): column channel ``(c * kh + i) * kw + j`` holds
 ``x[c, h * sh - ph + i * dh, w * sw - pw + j * dw]``, 0 outside the input. Each backward moves
@@ -23,9 +25,35 @@ from ..shapes.rearrange import (
     im2col_geometry,
     reorg_stride,
     reverse_axis,
+    tile_dim,
     transpose_axes,
 )
 from ._base import Arrays, BackwardContext, Grads, LayerContext
+
+
+def tiled(x: np.ndarray, t: int) -> np.ndarray:
+    """Tiling: ``top[c, y * t + ty, x * t + tx] = bottom[c * t^2 + ty * t + tx, y, x]``."""
+    n, c, h, w = x.shape
+    return (
+        x.reshape(n, c // (t * t), t, t, h, w)
+        .transpose(0, 1, 4, 2, 5, 3)
+        .reshape(n, c // (t * t), h * t, w * t)
+    )
+
+
+@register("Tiling", "reference")
+def _tiling(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
+    return [tiled(inputs[0], tile_dim(node))]
+
+
+@register("Tiling", "reference_backward")
+def _tiling_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
+    """Each diff goes back to the one bottom value its top value came from."""
+    t = tile_dim(node)
+    g = top_diffs[0]
+    n, c, h, w = g.shape
+    back = g.reshape(n, c, h // t, t, w // t, t).transpose(0, 1, 3, 5, 2, 4)
+    return [back.reshape(inputs[0].shape)], []
 
 
 def shuffle(x: np.ndarray, group: int) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Shape rules and facts for the layers that move values without computing new ones:
-ShuffleChannel (ShuffleNet), Reorg (YOLOv2 ports, darknet's reorg), Transpose and Reverse
+ShuffleChannel (ShuffleNet), Reorg (YOLOv2 ports, darknet's reorg), Tiling (the highway-driving
+fork's depth-to-space, VPGNet), Transpose and Reverse
 (caffe_ocr), Flip (happynear/caffe-windows) and BVLC's Im2col (which CTPN uses). docs/forks.md
 gives the forks and sources."""
 
@@ -19,6 +20,26 @@ def _shuffle_channel(node: Node, inputs: list[Shape]) -> LayerShapes:
     if group < 1 or shape[1] % group:
         raise ValueError(f"group {group} must divide the {shape[1]} channels")
     return LayerShapes([shape], [])
+
+
+def tile_dim(node: Node) -> int:
+    """Tiling's ``tile_dim`` (the fork CHECKs it is set and positive)."""
+    t = int(node.param.tiling_param.tile_dim)
+    if t < 1:
+        raise ValueError(f"tiling_param.tile_dim must be set and positive, not {t}")
+    return t
+
+
+@register("Tiling", "shape")
+def _tiling(node: Node, inputs: list[Shape]) -> LayerShapes:
+    (shape,) = inputs
+    t = tile_dim(node)
+    if len(shape) != 4:
+        raise ValueError(f"Tiling needs a 4-D bottom, got {list(shape)}")
+    n, c, h, w = shape
+    if c % (t * t):
+        raise ValueError(f"the {c} channels must be a multiple of tile_dim^2 = {t * t}")
+    return LayerShapes([(n, c // (t * t), h * t, w * t)], [])
 
 
 def reorg_stride(node: Node) -> int:
@@ -87,6 +108,16 @@ describe(
     bottoms=1,
     tops=1,
 )
+describe(
+    "Tiling",
+    origin="the highway-driving fork (VPGNet: SeokjuLee/VPGNet)",
+    param_message="tiling_param",
+    bottoms=1,
+    tops=1,
+    validate=lambda layer: (
+        None if layer.tiling_param.tile_dim > 0 else _bad_tile(layer.tiling_param.tile_dim)
+    ),
+)
 describe("Transpose", origin="caffe_ocr", param_message="transpose_param", bottoms=1, tops=1)
 describe("Reverse", origin="caffe_ocr", param_message="reverse_param", bottoms=1, tops=1)
 
@@ -136,3 +167,7 @@ describe(
     bottoms=1,
     tops=1,
 )
+
+
+def _bad_tile(value: int) -> None:
+    raise ValueError(f"tiling_param.tile_dim must be set and positive, not {value}")

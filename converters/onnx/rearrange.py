@@ -12,6 +12,7 @@ from ...shapes.rearrange import (
     im2col_geometry,
     reorg_stride,
     reverse_axis,
+    tile_dim,
     transpose_axes,
 )
 from ._base import OnnxContext, OnnxOut
@@ -45,6 +46,15 @@ def _reorg(node: Node, ctx: OnnxContext) -> OnnxOut:
     s = reorg_stride(node)
     first = [0, c // (s * s), h, s, w, s]
     return _reshape_permute_reshape(ctx, first, [0, 3, 5, 1, 2, 4], [0, c * s * s, h // s, w // s])
+
+
+@register("Tiling", "onnx")
+def _tiling(node: Node, ctx: OnnxContext) -> OnnxOut:
+    """ONNX's DepthToSpace in CRD order, as a reshape, transpose and reshape."""
+    _, c, h, w = ctx.in_shapes[0]
+    t = tile_dim(node)
+    first = [0, c // (t * t), t, t, h, w]
+    return _reshape_permute_reshape(ctx, first, [0, 1, 4, 2, 5, 3], [0, c // (t * t), h * t, w * t])
 
 
 @register("Transpose", "onnx")

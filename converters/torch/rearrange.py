@@ -14,6 +14,7 @@ from ...shapes.rearrange import (
     im2col_geometry,
     reorg_stride,
     reverse_axis,
+    tile_dim,
     transpose_axes,
 )
 from ._base import TorchContext
@@ -33,6 +34,23 @@ class ShuffleChannel(nn.Module):
 @register("ShuffleChannel", "torch")
 def _shuffle_channel(node: Node, ctx: TorchContext) -> nn.Module:
     return ShuffleChannel(int(node.param.shuffle_channel_param.group))
+
+
+class Tiling(nn.Module):
+    """The highway-driving fork's Tiling: PyTorch's pixel shuffle, whose channel order
+    (``c * t^2 + ty * t + tx``) is the fork's."""
+
+    def __init__(self, t: int) -> None:
+        super().__init__()
+        self.t = t
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(x, self.t)
+
+
+@register("Tiling", "torch")
+def _tiling(node: Node, ctx: TorchContext) -> nn.Module:
+    return Tiling(tile_dim(node))
 
 
 class DarknetReorg(nn.Module):

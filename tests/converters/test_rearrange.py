@@ -27,6 +27,32 @@ def test_shuffle_channel(layer_check, group):
     layer_check(net(body, c=6), expected)
 
 
+def highway_tiling(x, t):
+    """TilingLayer::Forward_cpu of the highway-driving fork (VPGNet), value by value."""
+    n, c, h, w = x.shape
+    out = np.empty((n, c // (t * t), h * t, w * t), x.dtype)
+    for b in range(n):
+        for oc in range(c // (t * t)):
+            for iy in range(h):
+                for ix in range(w):
+                    k = 0  # the input channel offset within this output channel's t^2
+                    for ty in range(t):
+                        for tx in range(t):
+                            out[b, oc, iy * t + ty, ix * t + tx] = x[b, oc * t * t + k, iy, ix]
+                            k += 1
+    return out
+
+
+@pytest.mark.parametrize("t", [2, 3])
+def test_tiling(layer_check, t):
+    def expected(feeds, _):
+        return {"r": highway_tiling(feeds["data"].astype(np.float64), t)}
+
+    # OpenCV has no Tiling layer: the fork's loop and the float64 reference judge
+    body = layer("Tiling", f"tiling_param {{ tile_dim: {t} }}")
+    layer_check(net(body, c=2 * t * t), expected, opencv=False)
+
+
 def darknet_reorg(x, s):
     """reorg_cpu(bottom, w, h, c, batch, stride, forward=0, top) of the YOLOv2 ports."""
     n, c, h, w = x.shape

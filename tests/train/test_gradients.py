@@ -211,6 +211,7 @@ CASES = {
     "interp": L("Interp", "interp_param { zoom_factor: 2 pad_beg: -1 }"),
     "shuffle_channel": L("ShuffleChannel", "shuffle_channel_param { group: 3 }", bottoms=("c6",)),
     "reorg": L("Reorg", "reorg_param { stride: 2 }", bottoms=("c8",)),
+    "tiling": L("Tiling", "tiling_param { tile_dim: 2 }", bottoms=("c8",)),
     "transpose": L("Transpose", "transpose_param { dim: 0 dim: 3 dim: 1 dim: 2 }"),
     "reverse": L("Reverse", "reverse_param { axis: 2 }"),
     "flip": L("Flip", "flip_param { flip_height: true }"),
