@@ -61,7 +61,9 @@ def _param_dict(text: str, where: str) -> dict[str, Any]:
     return value
 
 
-def _as_proposal(node: Node) -> Node:
+def _as_proposal(node: Node) -> Node | None:
+    if len(node.inputs) != 3:
+        return None  # another fork's class by that name (FPN's: a pair of bottoms per level)
     values = _param_dict(node.param.python_param.param_str, "ProposalLayer")
     param = caffe_pb2.LayerParameter()
     param.CopyFrom(node.param)

@@ -253,6 +253,14 @@ def test_pvanet_ratios_in_param_str_set_the_anchors():
         assert node is not None and node.type == "Proposal"
         return node.param.proposal_param
 
+    # FPN's class of the same name reads a pair of bottoms per level: not this layer
+    fpn = text_format.Parse(
+        'name: "proposal" type: "Python" python_param { module: "rpn.proposal_layer" '
+        'layer: "ProposalLayer" param_str: "\'feat_stride\': 4,8,16,32,64" }',
+        caffe_pb2.LayerParameter(),
+    )
+    levels = [f"b{i}" for i in range(11)]
+    assert replacement(Node("proposal", "Python", fpn, levels, ["rois"])) is None
     pva = proposal("{'feat_stride': 16, 'ratios': [0.333, 0.5, 0.667, 1, 1.5, 2, 3], "
                    "'scales': [2, 3, 5, 9, 16, 32]}")  # fmt: skip
     assert list(pva.ratio) == pytest.approx([0.333, 0.5, 0.667, 1, 1.5, 2, 3])
