@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from google.protobuf import text_format
@@ -74,6 +75,22 @@ _TOKEN = re.compile(
 _UNESCAPE = re.compile(r"\\(.)")
 
 
+def _tokens(text: str) -> Iterator[tuple[str, re.Match[str], int, int]]:
+    """(kind, match, line, depth) of each string, brace and identifier of ``text`` (comments
+    skipped): depth is the nesting before an opening brace and after a closing one."""
+    depth, line = 0, 1
+    for match in _TOKEN.finditer(text):
+        kind = match.lastgroup or ""
+        if kind == "newline":
+            line += 1
+        elif kind == "close":
+            depth = max(depth - 1, 0)
+            yield kind, match, line, depth
+        elif kind != "comment":
+            yield kind, match, line, depth
+            depth += kind == "open"
+
+
 def index_layers(text: str) -> LineIndex:
     """Record the lines and name of every top-level ``layer {``/``layers {`` block.
 
@@ -81,26 +98,21 @@ def index_layers(text: str) -> LineIndex:
     inside strings or comments are handled.
     """
     index = LineIndex()
-    depth, line = 0, 1
+    line = 1
     pending: int | None = None  # line of a top-level "layer"/"layers" keyword awaiting its "{"
     in_layer = False
     in_v0_block = False  # inside a V0 net's ``layers { layer { name: ... } }`` inner block
     last_ident = ""
-    for match in _TOKEN.finditer(text):
-        kind = match.lastgroup
-        if kind == "newline":
-            line += 1
-        elif kind == "open":
+    for kind, match, line, depth in _tokens(text):
+        if kind == "open":
             if depth == 0 and pending is not None:
                 index.starts.append((pending, ""))
                 index.ends.append(line)
                 in_layer = True
             if depth == 1 and in_layer and last_ident == "layer":
                 in_v0_block = True
-            depth += 1
             pending, last_ident = None, ""
         elif kind == "close":
-            depth = max(depth - 1, 0)
             if depth == 0 and in_layer:
                 index.ends[-1] = line
                 in_layer = False
@@ -117,7 +129,7 @@ def index_layers(text: str) -> LineIndex:
                 index.starts[-1] = (index.starts[-1][0], name)
             last_ident = ""
     if in_layer:  # unterminated block: it runs to the end of the text
-        index.ends[-1] = line
+        index.ends[-1] = text.count("\n") + 1
     return index
 
 
@@ -126,21 +138,15 @@ def v1_string_types(text: str) -> list[tuple[int, int]]:
     string: a V1 entry written with a V2 type (lim0606/caffe-googlenet-bn's deploy ends with
     one), which no caffe.proto parses, since V1's type is an enum."""
     found: list[tuple[int, int]] = []
-    depth, line = 0, 1
     pending: tuple[int, int] | None = None  # a top-level "layers" keyword awaiting its "{"
     current: tuple[int, int] | None = None  # the open top-level "layers" block
     last_ident = ""
-    for match in _TOKEN.finditer(text):
-        kind = match.lastgroup
-        if kind == "newline":
-            line += 1
-        elif kind == "open":
+    for kind, match, line, depth in _tokens(text):
+        if kind == "open":
             if depth == 0:
                 current = pending
-            depth += 1
             pending, last_ident = None, ""
         elif kind == "close":
-            depth = max(depth - 1, 0)
             if depth == 0:
                 current = None
             last_ident = ""
