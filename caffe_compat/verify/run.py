@@ -476,7 +476,8 @@ def _onnxruntime_runs(
     with temp_folder() as tmp:
         model: bytes | str = onnx_model if onnx_model is not None else ""
         if onnx_model is not None:  # the ROIs too, to be taken as given (verify/ties.py)
-            model = with_outputs(onnx_model, [v for n in row_sources(graph) for v in n.outputs])
+            rows = [v for n in row_sources(graph) for v in n.outputs if v not in graph.outputs]
+            model = with_outputs(onnx_model, rows)
         if onnx_model is None:
             # Written piece by piece, the weights as external data, read by the runtime
             # itself: never joined in bytes here, never parsed whole into a protobuf there.

@@ -310,3 +310,21 @@ def test_ssh_proposal_layer_is_the_built_in_without_nms(tmp_path):
     train = load_net(path).graph.node("prop").param
     train.phase = caffe_pb2.TRAIN
     assert replacement(Node("prop", "Python", train, ["a", "b", "c"], ["rois"])) is None
+
+
+@pytest.mark.parametrize("extra", ["", 'layer { name: "pool" type: "ROIPooling" bottom: "feat" '
+                                   'bottom: "rois" top: "pool" roi_pooling_param { pooled_h: 2 '
+                                   "pooled_w: 2 spatial_scale: 0.0625 } }"])  # fmt: skip
+def test_convert_checks_a_net_whose_rois_are_an_output_or_read(tmp_path, extra):
+    """convert's check asks the exported model for the ROIs too (to take them as given at
+    near-ties): an RPN whose ROIs are already a net output, and a net reading them, both pass."""
+    from caffe_compat.io.writer import definitions_only, write_caffemodel
+    from caffe_compat.tools.convert import convert
+
+    feat = f'input: "feat"\ninput_shape {{ dim: 1 dim: 2 dim: {H} dim: {W} }}\n' if extra else ""
+    path = tmp_path / "rpn.prototxt"
+    path.write_text(feat + head(proposal(post=20, tops=1)) + "\n" + extra)
+    weights = tmp_path / "rpn.caffemodel"
+    write_caffemodel(weights, definitions_only(load_net(path).net.layer), {})
+    result = convert(path, weights, out_prefix=tmp_path / "out", targets=["onnx"], progress=False)
+    assert result.report is not None and result.report.passed, result.report
