@@ -43,13 +43,13 @@ def tiled(x: np.ndarray, t: int) -> np.ndarray:
 
 @register("Tiling", "reference")
 def _tiling(node: Node, inputs: Arrays, ctx: LayerContext) -> Arrays:
-    return [tiled(inputs[0], tile_dim(node))]
+    return [tiled(inputs[0], tile_dim(node.param.tiling_param))]
 
 
 @register("Tiling", "reference_backward")
 def _tiling_backward(node: Node, inputs: Arrays, top_diffs: Arrays, ctx: BackwardContext) -> Grads:
     """Each diff goes back to the one bottom value its top value came from."""
-    t = tile_dim(node)
+    t = tile_dim(node.param.tiling_param)
     g = top_diffs[0]
     n, c, h, w = g.shape
     back = g.reshape(n, c, h // t, t, w // t, t).transpose(0, 1, 3, 5, 2, 4)

@@ -7,6 +7,7 @@ gives the forks and sources."""
 from __future__ import annotations
 
 from ..ir.graph import Node, Shape
+from ..proto import caffe_pb2
 from ..registry import LayerShapes, describe, register
 from .geometry import ConvGeometry, canonical_axis, conv_geometry
 
@@ -22,9 +23,9 @@ def _shuffle_channel(node: Node, inputs: list[Shape]) -> LayerShapes:
     return LayerShapes([shape], [])
 
 
-def tile_dim(node: Node) -> int:
+def tile_dim(p: caffe_pb2.TilingParameter) -> int:
     """Tiling's ``tile_dim`` (the fork CHECKs it is set and positive)."""
-    t = int(node.param.tiling_param.tile_dim)
+    t = int(p.tile_dim)
     if t < 1:
         raise ValueError(f"tiling_param.tile_dim must be set and positive, not {t}")
     return t
@@ -33,7 +34,7 @@ def tile_dim(node: Node) -> int:
 @register("Tiling", "shape")
 def _tiling(node: Node, inputs: list[Shape]) -> LayerShapes:
     (shape,) = inputs
-    t = tile_dim(node)
+    t = tile_dim(node.param.tiling_param)
     if len(shape) != 4:
         raise ValueError(f"Tiling needs a 4-D bottom, got {list(shape)}")
     n, c, h, w = shape
@@ -114,9 +115,7 @@ describe(
     param_message="tiling_param",
     bottoms=1,
     tops=1,
-    validate=lambda layer: (
-        None if layer.tiling_param.tile_dim > 0 else _bad_tile(layer.tiling_param.tile_dim)
-    ),
+    validate=lambda layer: tile_dim(layer.tiling_param) and None,
 )
 describe("Transpose", origin="caffe_ocr", param_message="transpose_param", bottoms=1, tops=1)
 describe("Reverse", origin="caffe_ocr", param_message="reverse_param", bottoms=1, tops=1)
@@ -167,7 +166,3 @@ describe(
     bottoms=1,
     tops=1,
 )
-
-
-def _bad_tile(value: int) -> None:
-    raise ValueError(f"tiling_param.tile_dim must be set and positive, not {value}")

@@ -215,9 +215,9 @@ def recomputed_rows(
         if not all(_within(mine[t], a, limit(t)) for t, a in zip(tops, again)):
             continue
         fixed.update(mine)
-        rows, theirs = mine[tops[0]].shape[0], np.shape(judge[tops[0]])[0]
+        rows, judged = mine[tops[0]].shape[0], theirs[tops[0]].shape[0]
         notes.append(
-            f'layer "{node.name}": its {rows} rows differ from the float64 judge\'s {theirs}, and '
+            f'layer "{node.name}": its {rows} rows differ from the float64 judge\'s {judged}, and '
             "the layer computed in float64 on this back end's own bottoms gives this back end's "
             "rows: the boxes kept turn on scores rounded before it (ties at the cut); the judge "
             "was rerun with this back end's rows for the values after it"

@@ -52,7 +52,7 @@ def _reorg(node: Node, ctx: OnnxContext) -> OnnxOut:
 def _tiling(node: Node, ctx: OnnxContext) -> OnnxOut:
     """ONNX's DepthToSpace in CRD order, as a reshape, transpose and reshape."""
     _, c, h, w = ctx.in_shapes[0]
-    t = tile_dim(node)
+    t = tile_dim(node.param.tiling_param)
     first = [0, c // (t * t), t, t, h, w]
     return _reshape_permute_reshape(ctx, first, [0, 1, 4, 2, 5, 3], [0, c // (t * t), h * t, w * t])
 

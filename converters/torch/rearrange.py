@@ -50,7 +50,7 @@ class Tiling(nn.Module):
 
 @register("Tiling", "torch")
 def _tiling(node: Node, ctx: TorchContext) -> nn.Module:
-    return Tiling(tile_dim(node))
+    return Tiling(tile_dim(node.param.tiling_param))
 
 
 class DarknetReorg(nn.Module):

@@ -43,6 +43,8 @@ def test_transpose_and_reverse(run_layers):
         ("Reorg", "reorg_param { stride: 3 }", "stride"),
         ("Transpose", "transpose_param { dim: 0 dim: 0 dim: 1 dim: 2 }", "dim"),
         ("Reverse", "reverse_param { axis: 4 }", "axis"),
+        ("Tiling", "tiling_param { tile_dim: 0 }", "tile_dim"),
+        ("Tiling", "tiling_param { tile_dim: 4 }", "tile_dim"),  # 6 channels, not 16k
     ],
 )
 def test_settings_the_forks_refuse(build, kind, params, field):
@@ -63,6 +65,7 @@ def test_settings_the_forks_refuse(build, kind, params, field):
         ("Reorg", "reorg_param { stride: 2 }"),
         ("Transpose", "transpose_param { dim: 0 dim: 3 dim: 1 dim: 2 }"),
         ("Reverse", "reverse_param { axis: 1 }"),
+        ("Tiling", "tiling_param { tile_dim: 2 }"),
     ],
 )
 def test_backward(grad_check, kind, params):

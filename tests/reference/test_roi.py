@@ -82,6 +82,11 @@ def test_roi_naming_an_image_outside_the_batch_is_refused(run_layers):
         run_layers(roi(1, 1), data=PLANE, rois=np.array([[1, 0, 0, 1, 1]], np.float64))
 
 
+def test_a_pad_ratio_that_is_not_a_number_is_refused(run_layers):
+    with pytest.raises(CaffeCompatError, match="pad_ratio must be a finite number"):
+        run_layers(roi(1, 1, pad_ratio=float("nan")), data=PLANE, rois=np.zeros((1, 5)))
+
+
 def test_psroi_pooling_by_hand(run_layers):
     """Bin (i, j) of output channel c averages channel (c * 2 + i) * 2 + j of its bin."""
     data = np.concatenate([PLANE + 100 * k for k in range(4)], axis=1)
